@@ -1,0 +1,62 @@
+"""The daemon's exception hierarchy. Each exception carries where it happened."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class WarddError(Exception):
+    """Base of every error the daemon raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a configuration file: where (``beds[1].weight_kg``) and why."""
+
+    location: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}" if self.location else self.reason
+
+
+class ConfigError(WarddError):
+    """A configuration is invalid; ``issues`` lists every problem at once."""
+
+    def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = tuple(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{source}: {len(self.issues)} error(s)\n{lines}")
+
+
+class InputError(WarddError):
+    """A message from a device or a person was rejected.
+
+    ``reason`` is a short stable key used as a counter label (``invalid_json``,
+    ``unknown_code``, ``bad_crc`` ...); ``where`` names the topic, port or file.
+    """
+
+    def __init__(self, reason: str, detail: str, where: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        self.where = where
+        super().__init__(f"{where}: {reason}: {detail}" if where else f"{reason}: {detail}")
+
+
+class FrameError(InputError):
+    """A serial frame could not be parsed (bad CRC, garbage, wrong address ...)."""
+
+
+class DeviceError(WarddError):
+    """A device link failed (port closed, timeout); the source retries."""
+
+
+class SinkError(WarddError):
+    """A sink could not write. ``retryable`` says whether trying again may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None):
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

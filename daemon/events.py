@@ -1,0 +1,198 @@
+"""Normalised, frozen event types: the contract between sources, rules and sinks.
+
+Every time is an aware UTC ``datetime``. Sources stamp measurements with the
+device's own time (event time); ``Tick`` carries the daemon's clock, so rules
+that are about absence (staleness, escalation, due checks) run on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Metric(StrEnum):
+    """Vital-sign metrics, named with their unit (the InfluxDB field names)."""
+
+    TEMP_C = "temp_c"
+    SBP_MMHG = "sbp_mmhg"
+    DBP_MMHG = "dbp_mmhg"
+    MAP_MMHG = "map_mmhg"
+    HR_PER_MIN = "hr_per_min"
+    SPO2_PCT = "spo2_pct"
+    RR_PER_MIN = "rr_per_min"
+
+
+class PumpState(StrEnum):
+    """What a pump reports doing (NE-1000 status characters map onto these)."""
+
+    INFUSING = "infusing"
+    WITHDRAWING = "withdrawing"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    PURGING = "purging"
+    WAITING = "waiting"  # pause phase or trigger wait
+    ALARM = "alarm"
+
+
+class Kind(StrEnum):
+    """Alarm kind, IEC 60601-1-8 / BICEPS AlertConditionKind."""
+
+    PHYSIOLOGICAL = "physiological"
+    TECHNICAL = "technical"
+
+
+class Priority(StrEnum):
+    """Alarm priority, IEC 60601-1-8."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        """0 for low, 1 for medium, 2 for high: for comparisons."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2}
+
+
+class Health(StrEnum):
+    """A source's link state."""
+
+    CONNECTED = "connected"
+    LOST = "lost"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class VitalSample:
+    """One monitor message: several metrics measured at one time at one bed."""
+
+    ward: str
+    bed: str
+    device: str
+    time: datetime
+    values: Mapping[Metric, float]
+
+
+@dataclass(frozen=True, slots=True)
+class PumpReading:
+    """One poll of one pump. ``None`` means the pump did not say."""
+
+    ward: str
+    bed: str
+    pump: str
+    time: datetime
+    state: PumpState
+    rate_ml_per_h: float | None
+    volume_infused_ml: float | None
+    alarm: str | None = None  # vendor alarm code, e.g. "S" (stall) for the NE-1000
+
+
+@dataclass(frozen=True, slots=True)
+class BagHung:
+    """A bag announced for a bed: the concentration turns mL into µg."""
+
+    ward: str
+    bed: str
+    time: datetime  # when it was hung
+    bag_id: str
+    concentration_ug_per_ml: float
+    volume_ml: float | None = None
+
+
+class Acvpu(StrEnum):
+    """Consciousness scale used by NEWS2."""
+
+    ALERT = "A"
+    NEW_CONFUSION = "C"
+    VOICE = "V"
+    PAIN = "P"
+    UNRESPONSIVE = "U"
+
+
+class Handwriting(StrEnum):
+    """Daily handwriting test result."""
+
+    NORMAL = "normal"
+    CHANGED = "changed"
+    UNABLE = "unable"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A nurse's manual entry. Every field is optional: only what was observed is set."""
+
+    ward: str
+    bed: str
+    time: datetime
+    by: str | None = None
+    o2_flow_l_per_min: float | None = None
+    o2_device: str | None = None  # "air", "nasal_cannula", "high_flow", "facemask", "cpap", ...
+    vasopressors: int | None = None
+    acvpu: Acvpu | None = None
+    antipyretic_given: bool | None = None
+    corticosteroid_given: bool | None = None
+    handwriting: Handwriting | None = None
+    ice_score: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """A source's link changed state; rules turn a lasting loss into a technical alert."""
+
+    ward: str
+    bed: str
+    source: str  # e.g. "pump[p1]", "monitor"
+    time: datetime
+    health: Health
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The daemon's clock, delivered periodically so that absence can be judged."""
+
+    time: datetime
+
+
+Event = VitalSample | PumpReading | BagHung | Observation | SourceHealth | Tick
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A human-readable message in every supported language (keys: "en", "fr")."""
+
+    en: str
+    fr: str
+
+    def get(self, language: str) -> str:
+        """The message in ``language``, English when that language is missing."""
+        return self.fr if language == "fr" else self.en
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCandidate:
+    """What a rule says about one condition at one bed at one time.
+
+    ``present=True`` raises or updates the condition; ``present=False`` says it has
+    cleared. The alert engine turns candidates into alerts with a lifecycle: rules
+    never track acknowledgement, latching or escalation.
+    """
+
+    condition: str  # e.g. "FEVER", "PUMP_COMM_LOST"
+    ward: str
+    bed: str
+    time: datetime
+    present: bool
+    kind: Kind = Kind.PHYSIOLOGICAL
+    priority: Priority = Priority.MEDIUM
+    value: float | None = None
+    unit: str | None = None
+    message: Text | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"grade": 2}
