@@ -7,7 +7,7 @@ that are about absence (staleness, escalation, due checks) run on it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -196,3 +196,7 @@ class AlertCandidate:
     unit: str | None = None
     message: Text | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"grade": 2}
+
+
+Emit = Callable[[Event], Awaitable[None]]
+"""How a source hands an event to the pipeline; awaiting it applies back-pressure."""

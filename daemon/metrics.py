@@ -1,0 +1,60 @@
+"""Counters of what the daemon did and refused, labelled by reason, exported as points."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import datetime
+
+from daemon.points import Point
+
+log = logging.getLogger(__name__)
+
+MAX_LOGGED_BYTES = 200
+
+
+class Counters:
+    """Named counters with a reason label: ``counters.inc("mqtt.rejected", "invalid_json")``."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def inc(self, name: str, reason: str = "", n: int = 1) -> None:
+        """Add ``n`` to one counter."""
+        self._counts[(name, reason)] += n
+
+    def get(self, name: str, reason: str = "") -> int:
+        """One counter's value (0 if never incremented)."""
+        return self._counts[(name, reason)]
+
+    def total(self, name: str) -> int:
+        """The sum of a counter over all its reasons."""
+        return sum(v for (n, _), v in self._counts.items() if n == name)
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """``{name: {reason: count}}``."""
+        out: dict[str, dict[str, int]] = {}
+        for (name, reason), value in sorted(self._counts.items()):
+            out.setdefault(name, {})[reason] = value
+        return out
+
+    def points(self, time: datetime, instance: str) -> list[Point]:
+        """The counters as ``wardd_counters`` points (one per name and reason)."""
+        return [
+            Point("wardd_counters", {"instance": instance, "name": name, "reason": reason or "-"}, {"count": value}, time)
+            for (name, reason), value in sorted(self._counts.items())
+        ]
+
+
+def preview(payload: bytes | str, limit: int = MAX_LOGGED_BYTES) -> str:
+    """A payload fit for one log line: truncated, non-printables escaped."""
+    raw = payload.encode("utf-8", "replace") if isinstance(payload, str) else payload
+    text = raw[:limit].decode("utf-8", "backslashreplace")
+    shown = text.encode("unicode_escape").decode("ascii")
+    return shown + (f"... ({len(raw)} bytes)" if len(raw) > limit else "")
+
+
+def reject(counters: Counters, name: str, reason: str, detail: str, where: str, payload: bytes | str) -> None:
+    """Count one rejected input and log what and where, with a truncated payload."""
+    counters.inc(name, reason)
+    log.warning("rejected %s at %s: %s: %s; payload: %s", name, where, reason, detail, preview(payload))
