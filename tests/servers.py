@@ -1,0 +1,214 @@
+"""Private server processes for tests: mosquitto, influxd (1.x) and victoria-metrics.
+
+Each runs on a free loopback port in its own temporary folder, so tests can stop,
+restart and break it without touching the machine's own services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Block until ``port`` accepts connections, or fail with the server's log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} not open after {timeout_s} s:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def find_binary(name: str, *candidates: str) -> str:
+    """The path of a server binary, looking in sbin too (Debian puts mosquitto there)."""
+    for candidate in (name, *candidates):
+        path = shutil.which(candidate) or (candidate if Path(candidate).exists() else None)
+        if path:
+            return path
+    raise RuntimeError(f"{name} is not installed (apt-get install {name})")
+
+
+@dataclass
+class Server:
+    """A private server process. ``stop``/``start`` let a test take it away and bring it back."""
+
+    workdir: Path
+    port: int
+    argv: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        """The server's combined output."""
+        return self.workdir / "server.log"
+
+    def start(self) -> None:
+        """Start (or restart) the process and wait for its port."""
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        out.close()
+        wait_for_port(self.port, self.proc, self.log)
+
+    def stop(self) -> None:
+        """Terminate the process and wait for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class Mosquitto(Server):
+    """A private MQTT broker."""
+
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:<port>``."""
+        return f"mqtt://{self.host}:{self.port}"
+
+
+@contextlib.contextmanager
+def mosquitto(workdir: Path) -> Iterator[Mosquitto]:
+    """A private mosquitto, anonymous, no persistence to disk."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 100000\nlog_dest stdout\n"
+    )
+    server = Mosquitto(workdir, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Influxd(Server):
+    """A private InfluxDB 1.x; ``query`` runs InfluxQL against it."""
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, db: str, q: str) -> list[dict[str, Any]]:
+        """Rows of an InfluxQL query as dicts (``time`` in RFC 3339)."""
+        params = urllib.parse.urlencode({"db": db, "q": q})
+        with urllib.request.urlopen(f"{self.url}/query?{params}", timeout=10) as resp:
+            body = json.load(resp)
+        rows: list[dict[str, Any]] = []
+        for result in body.get("results", []):
+            for series in result.get("series", []):
+                for values in series["values"]:
+                    rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
+        return rows
+
+    def create_database(self, db: str) -> None:
+        """``CREATE DATABASE``."""
+        data = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
+        urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10).close()
+
+
+@contextlib.contextmanager
+def influxd(workdir: Path) -> Iterator[Influxd]:
+    """A private influxd 1.x with its data in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, rpc_port = free_port(), free_port()
+    conf = workdir / "influxdb.conf"
+    conf.write_text(
+        f"""reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{workdir}/meta"
+[data]
+  dir = "{workdir}/data"
+  wal-dir = "{workdir}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+"""
+    )
+    server = Influxd(workdir, port, [find_binary("influxd"), "-config", str(conf)])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class VictoriaMetrics(Server):
+    """A private victoria-metrics; ``export`` reads series back as JSON lines."""
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """``/api/v1/export`` for a series selector, e.g. ``{__name__="vitals_temp_c"}``."""
+        # Freshly ingested rows become searchable within about a second.
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+        params = urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{params}", timeout=10) as resp:
+            return [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
+    """A private victoria-metrics keeping data for 100 years (test data is dated in the past)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = VictoriaMetrics(
+        workdir,
+        port,
+        [
+            find_binary("victoria-metrics"),
+            f"-storageDataPath={workdir}/data",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-retentionPeriod=100y",
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ],
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
