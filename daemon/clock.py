@@ -93,9 +93,7 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         """Wait until the clock has been advanced by ``seconds``."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(
-            self._sleepers, (self._elapsed_s + max(0.0, seconds), next(self._seq), future)
-        )
+        heapq.heappush(self._sleepers, (self._elapsed_s + max(0.0, seconds), next(self._seq), future))
         await future
 
     def next_wake(self) -> float | None:

@@ -8,6 +8,7 @@ source gives (alarm delays, clearing times) are site choices, marked as such.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tomllib
@@ -34,9 +35,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def _topic_safe(value: str) -> str:
     # Ward and bed ids become MQTT topic levels and InfluxDB tags.
     if not _ID.match(value):
-        raise ValueError(
-            "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
-        )
+        raise ValueError("must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     return value
 
 
@@ -290,20 +289,29 @@ def _cross_checks(config: Config) -> list[ConfigIssue]:
     ports: dict[tuple[str, int], int] = {}
     for i, pump in enumerate(config.pumps):
         if pump.id in seen_pumps:
-            issues.append(ConfigIssue(f"pumps[{i}].id", f"'{pump.id}' is already used by pumps[{seen_pumps[pump.id]}]"))
+            issues.append(
+                ConfigIssue(f"pumps[{i}].id", f"'{pump.id}' is already used by pumps[{seen_pumps[pump.id]}]")
+            )
         seen_pumps.setdefault(pump.id, i)
         if pump.bed not in seen_beds:
             issues.append(ConfigIssue(f"pumps[{i}].bed", f"no bed with id '{pump.bed}'"))
         key = (pump.url, pump.address)
         if key in ports:
             issues.append(
-                ConfigIssue(f"pumps[{i}].address", f"pumps[{ports[key]}] already uses address {pump.address} on {pump.url}")
+                ConfigIssue(
+                    f"pumps[{i}].address",
+                    f"pumps[{ports[key]}] already uses address {pump.address} on {pump.url}",
+                )
             )
         ports.setdefault(key, i)
     for i, bag in enumerate(config.bags):
         if bag.bed not in seen_beds:
             issues.append(ConfigIssue(f"bags[{i}].bed", f"no bed with id '{bag.bed}'"))
-    for name, secret in (("mqtt.password", config.mqtt.password), ("influx.token", config.influx.token), ("influx.password", config.influx.password)):
+    for name, secret in (
+        ("mqtt.password", config.mqtt.password),
+        ("influx.token", config.influx.token),
+        ("influx.password", config.influx.password),
+    ):
         if secret.env is not None and secret.env not in os.environ:
             issues.append(ConfigIssue(f"{name}.env", f"environment variable {secret.env} is not set"))
         if secret.file is not None and not secret.file.is_file():
@@ -329,6 +337,9 @@ def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
     return config
 
 
+_LIST_ITEMS: dict[str, type[Model]] = {"beds": BedConfig, "pumps": PumpConfig, "bags": BagConfig}
+
+
 def _lenient(data: Mapping[str, Any]) -> Config | None:
     """The config with invalid list items and tables dropped, for cross checks only."""
     kept: dict[str, Any] = {}
@@ -337,16 +348,13 @@ def _lenient(data: Mapping[str, Any]) -> Config | None:
         if field is None:
             continue
         if isinstance(value, list):
-            item_type = {"beds": BedConfig, "pumps": PumpConfig, "bags": BagConfig}.get(key)
+            item_type = _LIST_ITEMS.get(key)
             if item_type is None:
                 continue
-            good = []
+            good: list[Model] = []
             for item in value:
-                try:
+                with contextlib.suppress(ValidationError):
                     good.append(item_type.model_validate(item))
-                except ValidationError:
-                    # Keep the position's id so a bad bed does not make its pumps look orphaned.
-                    good.append(None)
             kept[key] = good
         else:
             try:
@@ -355,11 +363,8 @@ def _lenient(data: Mapping[str, Any]) -> Config | None:
                 continue
             kept[key] = value
     try:
-        beds = [b for b in kept.pop("beds", []) if b is not None]
-        pumps = [p for p in kept.pop("pumps", []) if p is not None]
-        bags = [b for b in kept.pop("bags", []) if b is not None]
-        base = Config.model_validate(kept)
-        return base.model_copy(update={"beds": beds, "pumps": pumps, "bags": bags})
+        lists = {key: kept.pop(key) for key in _LIST_ITEMS if key in kept}
+        return Config.model_validate(kept).model_copy(update=lists)
     except ValidationError:
         return None
 

@@ -41,7 +41,12 @@ class Counters:
     def points(self, time: datetime, instance: str) -> list[Point]:
         """The counters as ``wardd_counters`` points (one per name and reason)."""
         return [
-            Point("wardd_counters", {"instance": instance, "name": name, "reason": reason or "-"}, {"count": value}, time)
+            Point(
+                "wardd_counters",
+                {"instance": instance, "name": name, "reason": reason or "-"},
+                {"count": value},
+                time,
+            )
             for (name, reason), value in sorted(self._counts.items())
         ]
 
@@ -54,7 +59,9 @@ def preview(payload: bytes | str, limit: int = MAX_LOGGED_BYTES) -> str:
     return shown + (f"... ({len(raw)} bytes)" if len(raw) > limit else "")
 
 
-def reject(counters: Counters, name: str, reason: str, detail: str, where: str, payload: bytes | str) -> None:
+def reject(
+    counters: Counters, name: str, reason: str, detail: str, *, where: str, payload: bytes | str
+) -> None:
     """Count one rejected input and log what and where, with a truncated payload."""
     counters.inc(name, reason)
     log.warning("rejected %s at %s: %s: %s; payload: %s", name, where, reason, detail, preview(payload))

@@ -21,9 +21,7 @@ class Point:
 
     def to_line(self) -> str:
         """InfluxDB line protocol with a nanosecond timestamp."""
-        tags = "".join(
-            f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != ""
-        )
+        tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != "")
         fields = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in self.fields.items())
         return f"{_escape_measurement(self.measurement)}{tags} {fields} {time_ns(self.time)}"
 

@@ -29,16 +29,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = STARTUP_TIMEOUT_S
+) -> None:
     """Block until ``port`` accepts connections, or fail with the server's log."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
+            raise RuntimeError(
+                f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"port {port} not open after {timeout_s} s:\n{log.read_text(errors='replace')[-4000:]}")
+    raise RuntimeError(
+        f"port {port} not open after {timeout_s} s:\n{log.read_text(errors='replace')[-4000:]}"
+    )
 
 
 def find_binary(name: str, *candidates: str) -> str:
@@ -131,7 +137,9 @@ class Influxd(Server):
         for result in body.get("results", []):
             for series in result.get("series", []):
                 for values in series["values"]:
-                    rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
+                    rows.append(
+                        {**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))}
+                    )
         return rows
 
     def create_database(self, db: str) -> None:
