@@ -1,0 +1,179 @@
+"""The daemon's one MQTT connection: subscriptions in, an outbox that never drops out.
+
+The session is persistent (fixed client id, ``clean_session=False``) and the
+subscriptions are QoS 1, so the broker keeps what is published for us while the
+daemon restarts. The link reconnects with capped, jittered exponential backoff
+that resets after a successful connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+
+from daemon.clock import Clock
+from daemon.config import MqttConfig
+from daemon.metrics import Counters
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One queued message."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter; ``reset`` after a success."""
+
+    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self._min_s = min_s
+        self._max_s = max(min_s, max_s)
+        self._attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay_s(self) -> float:
+        """The next wait: uniform in [min, min × 2^attempt], capped."""
+        ceiling = min(self._max_s, self._min_s * (2**self._attempt))
+        self._attempt = min(self._attempt + 1, 30)
+        return self._rng.uniform(self._min_s, ceiling)
+
+    def reset(self) -> None:
+        """Start again from the minimum."""
+        self._attempt = 0
+
+
+def broker_address(url: str) -> tuple[str, int, bool]:
+    """``(host, port, tls)`` from ``mqtt://host:port`` or ``mqtts://host:port``."""
+    parsed = urllib.parse.urlsplit(url)
+    tls = parsed.scheme == "mqtts"
+    return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
+
+
+class MqttLink:
+    """Implements ``daemon.publish.Publisher`` and feeds subscribed messages to a handler.
+
+    Guarantees: ``publish`` never drops; messages leave in the order they were queued,
+    each one at least once (a message whose publish was interrupted is sent again).
+    ``connected`` is set while a session is up.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        password: str | None,
+        subscriptions: Sequence[str],
+        on_message: OnMessage,
+        counters: Counters,
+        clock: Clock,
+        client_id: str | None = None,
+        clean_session: bool = False,
+    ) -> None:
+        self._config = config
+        self._password = password
+        self._subscriptions = tuple(subscriptions)
+        self._on_message = on_message
+        self._counters = counters
+        self._clock = clock
+        self._client_id = client_id or config.client_id
+        self._clean_session = clean_session
+        self._outbox: collections.deque[Outgoing] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    @property
+    def pending(self) -> int:
+        """Messages queued but not yet confirmed by the broker."""
+        return len(self._outbox)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Queue one message (returns at once; see the class guarantees)."""
+        self._outbox.append(Outgoing(topic, payload, qos, retain))
+        self._drained.clear()
+        self._wakeup.set()
+
+    async def drained(self) -> None:
+        """Wait until every queued message has been confirmed by the broker."""
+        await self._drained.wait()
+
+    async def run(self) -> None:
+        """Connect, subscribe, read and write until cancelled, reconnecting as needed."""
+        host, port, tls = broker_address(self._config.url)
+        backoff = Backoff(self._config.reconnect_min_s, self._config.reconnect_max_s)
+        while True:
+            client = aiomqtt.Client(
+                host,
+                port,
+                identifier=self._client_id,
+                clean_session=self._clean_session,
+                username=self._config.username,
+                password=self._password,
+                keepalive=self._config.keepalive_s,
+                tls_context=ssl.create_default_context() if tls else None,
+                timeout=10,
+            )
+            try:
+                async with client:
+                    for topic in self._subscriptions:
+                        await client.subscribe(topic, qos=self._config.qos)
+                    log.info("MQTT connected to %s:%d as %s", host, port, self._client_id)
+                    self._counters.inc("mqtt.connections", "up")
+                    backoff.reset()
+                    self.connected.set()
+                    try:
+                        async with asyncio.TaskGroup() as group:
+                            group.create_task(self._read(client), name="mqtt.read")
+                            group.create_task(self._write(client), name="mqtt.write")
+                    finally:
+                        self.connected.clear()
+            except* aiomqtt.MqttError as errors:
+                delay_s = backoff.next_delay_s()
+                self._counters.inc("mqtt.connections", "lost")
+                log.warning(
+                    "MQTT link to %s:%d down (%s); retrying in %.1f s, %d message(s) queued",
+                    host,
+                    port,
+                    errors.exceptions[0],
+                    delay_s,
+                    len(self._outbox),
+                )
+                await self._clock.sleep(delay_s)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif not isinstance(payload, bytes | bytearray):
+                payload = b"" if payload is None else str(payload).encode()
+            await self._on_message(str(message.topic), bytes(payload))
+
+    async def _write(self, client: aiomqtt.Client) -> None:
+        while True:
+            while self._outbox:
+                message = self._outbox[0]
+                await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+                # Removed only once the broker has it: a lost link re-sends it.
+                self._outbox.popleft()
+                self._counters.inc("mqtt.published", "")
+            self._drained.set()
+            self._wakeup.clear()
+            await self._wakeup.wait()
