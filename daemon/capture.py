@@ -1,0 +1,136 @@
+"""Events as JSON lines: the capture format that ``wardd run --capture`` writes and
+``wardd replay`` and the golden test cases read.
+
+One object per line with a ``type`` (``vitals``, ``pump``, ``bag``, ``observation``,
+``health``, ``tick``) and the event's fields; times are RFC 3339 UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from daemon.errors import InputError
+from daemon.events import (
+    Acvpu,
+    BagHung,
+    Event,
+    Handwriting,
+    Health,
+    Metric,
+    Observation,
+    PumpReading,
+    PumpState,
+    SourceHealth,
+    Tick,
+    VitalSample,
+)
+
+TYPES: Mapping[str, type[Any]] = {
+    "vitals": VitalSample,
+    "pump": PumpReading,
+    "bag": BagHung,
+    "observation": Observation,
+    "health": SourceHealth,
+    "tick": Tick,
+}
+_NAMES = {cls: name for name, cls in TYPES.items()}
+_ENUMS: Mapping[str, type[StrEnum]] = {
+    "state": PumpState,
+    "health": Health,
+    "acvpu": Acvpu,
+    "handwriting": Handwriting,
+}
+
+
+def iso(when: datetime) -> str:
+    """RFC 3339 UTC with a ``Z``, microseconds only when present."""
+    text = when.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """An event as JSON-compatible data."""
+    out: dict[str, Any] = {"type": _NAMES[type(event)]}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if isinstance(value, datetime):
+            value = iso(value)
+        elif field.name == "values":
+            value = {str(k): v for k, v in value.items()}
+        out[field.name] = value
+    return out
+
+
+def from_dict(data: Mapping[str, Any], where: str = "") -> Event:
+    """An event from ``to_dict``'s output; ``InputError`` when it is not one."""
+    kind = data.get("type")
+    cls = TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise InputError("unknown_type", f"'type' must be one of {', '.join(TYPES)}, got {kind!r}", where)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - fields - {"type"}
+    if unknown:
+        raise InputError("unknown_field", f"unexpected field(s) {', '.join(sorted(unknown))}", where)
+    kwargs: dict[str, Any] = {}
+    try:
+        for name, value in data.items():
+            if name == "type":
+                continue
+            if name == "time":
+                value = _time(value)
+            elif name == "values":
+                value = {Metric(k): float(v) for k, v in value.items()}
+            elif name in _ENUMS and value is not None:
+                value = _ENUMS[name](value)
+            kwargs[name] = value
+        return cls(**kwargs)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError("bad_event", str(exc), where) from exc
+
+
+def _time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"time must be a string, got {value!r}")
+    when = datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError(f"time {value!r} has no offset")
+    return when.astimezone(UTC)
+
+
+def dumps(event: Event) -> str:
+    """One capture line (no newline)."""
+    return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False)
+
+
+def read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError("invalid_json", str(exc), f"{path}:{number}") from exc
+
+
+class CaptureWriter:
+    """Appends every input event to a JSON-lines file (flushed per line)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._out: IO[str] = path.open("a", encoding="utf-8")
+
+    def write(self, event: Event) -> None:
+        """Append one event."""
+        self._out.write(dumps(event) + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._out.close()
