@@ -1,0 +1,467 @@
+"""Infusion pumps over a serial line: the driver contract, the NE-1000 driver, the source.
+
+::
+
+    serial URL --(PumpDriver: open/read/close)--> PumpSource --emit--> PumpReading
+                                                             \\-----> SourceHealth
+
+The daemon only reads a pump. It never starts, stops or reprograms one. The only
+commands it sends are queries (status, ``RAT``, ``DIS``) and, when the site
+configures safe mode, ``SAF<n>``. A query also acknowledges a pending NE-1000 alarm,
+because the pump takes any valid command as acknowledgement. That changes nothing
+about the infusion.
+
+A line misbehaves in many ways: garbage, partial frames, bad CRCs, replies from
+another address, timeouts, slow replies, a port that vanishes. Each fault is counted
+under ``pump.<id>`` with a stable reason and logged with its bytes in hex (WARNING
+the first time per reason per link episode, DEBUG after that). Commands are
+retried a bounded number of times. A lost port is reopened with capped, jittered
+exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import serial_asyncio_fast
+
+from daemon.clock import Clock, every
+from daemon.config import PumpConfig
+from daemon.errors import DeviceError, FrameError
+from daemon.events import Emit, Health, PumpReading, PumpState, SourceHealth
+from daemon.metrics import Counters
+from daemon.ne1000 import (
+    CommandError,
+    Decoded,
+    Reply,
+    ReplyDecoder,
+    Status,
+    encode_command,
+    parse_dispensed,
+    parse_rate,
+)
+from daemon.points import FieldValue, Point
+
+log = logging.getLogger(__name__)
+
+MAX_LOGGED_BYTES = 64
+READ_CHUNK_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PumpStatus:
+    """What one poll learned from a pump. ``None`` means the pump did not say."""
+
+    state: PumpState
+    rate_ml_per_h: float | None
+    volume_infused_ml: float | None
+    alarm: str | None = None  # vendor alarm code
+
+
+class LinkClosedError(DeviceError):
+    """The port could not be opened or went away; the source reopens it."""
+
+
+class NoReplyError(DeviceError):
+    """No valid reply after every retry; the port stays open."""
+
+
+FaultHandler = Callable[[FrameError, bytes], None]
+"""Told about every bad or missing reply, with the bytes concerned (may be empty)."""
+
+
+class PumpDriver(Protocol):
+    """A vendor protocol. One instance serves one open of one port.
+
+    Guarantees a driver gives: ``read`` is only called after ``open`` returned;
+    ``read`` raises ``LinkClosedError`` when the port is gone (the caller makes a
+    new driver) and ``NoReplyError`` when the pump did not answer validly; every
+    bad reply is reported to the fault handler before ``read`` returns or raises;
+    ``close`` is idempotent and never raises; nothing a driver sends changes the
+    infusion.
+    """
+
+    async def open(self) -> None:
+        """Open the port and prepare the link; ``LinkClosedError`` if impossible."""
+        ...
+
+    async def read(self) -> PumpStatus:
+        """Poll the pump once."""
+        ...
+
+    async def close(self) -> None:
+        """Release the port."""
+        ...
+
+
+DriverFactory = Callable[[PumpConfig, Clock, FaultHandler], PumpDriver]
+
+_STATES = {
+    Status.INFUSING: PumpState.INFUSING,
+    Status.WITHDRAWING: PumpState.WITHDRAWING,
+    Status.STOPPED: PumpState.STOPPED,
+    Status.PAUSED: PumpState.PAUSED,
+    Status.PAUSE_PHASE: PumpState.WAITING,
+    Status.TRIGGER_WAIT: PumpState.WAITING,
+    Status.PURGING: PumpState.PURGING,
+    Status.ALARM: PumpState.ALARM,
+}
+
+# Faults after which the same command is re-sent at once; after the others (stray
+# bytes, a neighbour's reply on a shared line) our own reply may still be coming.
+_RETRY_NOW = frozenset(
+    {"bad_crc", "truncated", "bad_length", "unknown_status", "unknown_alarm", "unknown_error"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    """The reader saw the port close."""
+
+    reason: str
+
+
+class NE1000Driver:
+    """The New Era NE-500/NE-1000 protocol (``daemon.ne1000``) over pyserial-asyncio-fast."""
+
+    def __init__(self, pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> None:
+        """One driver for one open of ``pump.url``; faults go to ``on_fault``."""
+        self._pump = pump
+        self._clock = clock
+        self._on_fault = on_fault
+        self._where = f"pump[{pump.id}] {pump.url}"
+        self._safe = pump.safe_mode_timeout_s > 0
+        self._safe_confirmed = False
+        self._decoder = ReplyDecoder(address=pump.address, where=self._where)
+        self._items: asyncio.Queue[Decoded | _Closed] = asyncio.Queue()
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._closed: _Closed | None = None
+
+    async def open(self) -> None:
+        """Open the port; in safe mode, send ``SAF<n>`` (retried on later polls if unanswered)."""
+        try:
+            reader, writer = await serial_asyncio_fast.open_serial_connection(
+                url=self._pump.url,
+                baudrate=self._pump.baudrate,
+                bytesize=self._pump.bytesize,
+                parity=self._pump.parity,
+                stopbits=self._pump.stopbits,
+            )
+        except (OSError, ValueError) as exc:
+            # pyserial's SerialException is an OSError; ValueError is a bad setting.
+            raise LinkClosedError(f"{self._where}: cannot open: {exc}") from exc
+        self._writer = writer
+        self._reader_task = asyncio.create_task(self._read_loop(reader), name=f"pump[{self._pump.id}].read")
+        if self._safe:
+            with contextlib.suppress(NoReplyError):
+                await self._enable_safe_mode()
+
+    async def _enable_safe_mode(self) -> None:
+        # The pump recognises a safe-mode packet in either mode, so SAF always goes as one.
+        await self._exchange(f"SAF{self._pump.safe_mode_timeout_s}")
+        self._safe_confirmed = True
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                data = await reader.read(READ_CHUNK_BYTES)
+            except OSError as exc:
+                # A USB adapter unplugged or a pty master closed: EIO.
+                self._items.put_nowait(_Closed(f"read failed: {exc}"))
+                return
+            if not data:
+                self._items.put_nowait(_Closed("port closed (end of file)"))
+                return
+            for item in self._decoder.feed(data):
+                self._items.put_nowait(item)
+
+    async def close(self) -> None:
+        """Stop reading and close the port."""
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
+
+    async def read(self) -> PumpStatus:
+        """Status, rate (``RAT``) and volume infused (``DIS``) in one poll."""
+        if self._safe and not self._safe_confirmed:
+            await self._enable_safe_mode()
+        status_reply = await self._exchange("")
+        rate_reply = await self._exchange("RAT")
+        dis_reply = await self._exchange("DIS")
+        alarm = next((r.alarm for r in (status_reply, rate_reply, dis_reply) if r.alarm is not None), None)
+        rate_ml_per_h = self._value(rate_reply, lambda data: parse_rate(data, self._where).ml_per_h)
+        volume_ml = self._value(dis_reply, lambda data: parse_dispensed(data, self._where).infused_ml)
+        state = PumpState.ALARM if alarm is not None else _STATES[status_reply.status]
+        return PumpStatus(state, rate_ml_per_h, volume_ml, alarm.value if alarm is not None else None)
+
+    def _value(self, reply: Reply, parse: Callable[[str], float]) -> float | None:
+        if reply.alarm is not None or reply.error is not None:
+            # An alarm answers instead of the query; an error reply carries no value.
+            if reply.error is not None:
+                self._fault(FrameError("error_reply", f"pump answered {reply.error.value}", self._where), b"")
+            return None
+        try:
+            return parse(reply.data)
+        except FrameError as exc:
+            self._fault(exc, reply.data.encode("ascii", "backslashreplace"))
+            return None
+
+    def _fault(self, error: FrameError, raw: bytes) -> None:
+        self._on_fault(error, raw)
+
+    def _take_stale(self) -> None:
+        # Whatever arrived unasked (a pushed safe-mode alarm, a late reply to an
+        # earlier attempt) must not be taken for the answer to the next command.
+        while not self._items.empty():
+            item = self._items.get_nowait()
+            if isinstance(item, _Closed):
+                self._closed = item
+            elif item.error is not None:
+                self._fault(item.error, item.raw)
+            else:
+                self._fault(
+                    FrameError("unsolicited", "reply nobody asked for (ignored)", self._where), item.raw
+                )
+
+    def _send(self, data: bytes) -> None:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise LinkClosedError(f"{self._where}: port is closed")
+        writer.write(data)
+
+    async def _next_item(self, deadline: float) -> Decoded | _Closed | None:
+        remaining = deadline - self._clock.monotonic()
+        if remaining <= 0:
+            return None
+        getter = asyncio.ensure_future(self._items.get())
+        timer = asyncio.ensure_future(self._clock.sleep(remaining))
+        try:
+            await asyncio.wait({getter, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            getter.cancel()
+            timer.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        return None
+
+    async def _exchange(self, command: str) -> Reply:
+        safe = self._safe or command.startswith("SAF")
+        frame = encode_command(command, self._pump.address, safe=safe)
+        shown = command or "status"
+        for _ in range(self._pump.retries + 1):
+            self._take_stale()
+            if self._closed is not None:
+                raise LinkClosedError(f"{self._where}: {self._closed.reason}")
+            self._send(frame)
+            deadline = self._clock.monotonic() + self._pump.reply_timeout_s
+            while True:
+                item = await self._next_item(deadline)
+                if item is None:
+                    for leftover in self._decoder.flush():
+                        if leftover.error is not None:
+                            self._fault(leftover.error, leftover.raw)
+                    self._fault(FrameError("timeout", f"no reply to {shown}", self._where), b"")
+                    break
+                if isinstance(item, _Closed):
+                    self._closed = item
+                    raise LinkClosedError(f"{self._where}: {item.reason}")
+                if item.error is not None:
+                    self._fault(item.error, item.raw)
+                    if item.error.reason in _RETRY_NOW:
+                        break
+                    continue
+                reply = item.reply
+                assert reply is not None  # a Decoded holds a reply or an error
+                if self._safe and not reply.safe and not command.startswith("SAF"):
+                    self._fault(
+                        FrameError("wrong_mode", "unprotected reply in safe mode", self._where), item.raw
+                    )
+                    continue
+                if reply.error is CommandError.COMMUNICATION:
+                    # The pump saw our packet corrupted: send it again.
+                    self._fault(
+                        FrameError("pump_saw_bad_packet", f"pump answered ?COM to {shown}", self._where),
+                        item.raw,
+                    )
+                    break
+                return reply
+        self._safe_confirmed = False
+        raise NoReplyError(
+            f"{self._where}: no valid reply to {shown} after {self._pump.retries + 1} attempt(s)"
+        )
+
+
+def ne1000_driver(pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> PumpDriver:
+    """The ``DriverFactory`` for ``driver = "ne1000"``."""
+    return NE1000Driver(pump, clock, on_fault)
+
+
+DRIVERS: dict[str, DriverFactory] = {"ne1000": ne1000_driver}
+
+
+class PumpSource:
+    """Polls one pump and emits ``PumpReading`` and ``SourceHealth`` events.
+
+    Guarantees: ``CONNECTED`` is emitted at the first valid reply, and again at the
+    first after a loss; ``LOST`` once the pump has given no valid reply for
+    ``comm_lost_after_s`` (counted from the start, so a pump never reached is lost
+    too); events of one source are emitted in order; cancelling ``run`` closes the
+    port and emits nothing more.
+    """
+
+    def __init__(
+        self,
+        pump: PumpConfig,
+        ward: str,
+        clock: Clock,
+        counters: Counters,
+        *,
+        driver_factory: DriverFactory | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``driver_factory`` defaults to the one named by ``pump.driver``; ``rng`` is for jitter."""
+        self.pump = pump
+        self.ward = ward
+        self.name = f"pump[{pump.id}]"
+        self._clock = clock
+        self._counters = counters
+        self._factory = driver_factory or DRIVERS[pump.driver]
+        self._rng = rng or random.Random()
+        self._counter = f"pump.{pump.id}"
+        self._health: Health | None = None
+        self._last_valid_s = 0.0
+        self._logged: set[str] = set()
+        self._emit_lock = asyncio.Lock()
+
+    @property
+    def health(self) -> Health | None:
+        """The last health emitted (``None`` before any)."""
+        return self._health
+
+    async def run(self, emit: Emit) -> None:
+        """Poll until cancelled."""
+        self._last_valid_s = self._clock.monotonic()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watchdog(emit), name=f"{self.name}.watchdog")
+            await self._poll(emit)
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay before reopening after ``attempt`` failures in a row: capped, with equal jitter."""
+        cap = min(self.pump.reconnect_max_s, self.pump.reconnect_min_s * 2.0 ** min(attempt, 30))
+        return cap / 2 + self._rng.uniform(0, cap / 2)
+
+    async def _poll(self, emit: Emit) -> None:
+        failures = 0
+        while True:
+            driver = self._factory(self.pump, self._clock, self._fault)
+            try:
+                await driver.open()
+                log.info("%s: opened %s", self.name, self.pump.url)
+                async for _ in every(self._clock, self.pump.poll_interval_s):
+                    try:
+                        status = await driver.read()
+                    except NoReplyError as exc:
+                        log.debug("%s", exc)
+                        continue
+                    failures = 0
+                    await self._valid(emit, status)
+            except LinkClosedError as exc:
+                self._fault(FrameError("link_closed", str(exc), self.pump.url), b"")
+            finally:
+                await driver.close()
+            delay = self.backoff_s(failures)
+            failures += 1
+            await self._clock.sleep(delay)
+
+    async def _valid(self, emit: Emit, status: PumpStatus) -> None:
+        self._last_valid_s = self._clock.monotonic()
+        now = self._clock.now()
+        async with self._emit_lock:
+            if self._health is not Health.CONNECTED:
+                self._health = Health.CONNECTED
+                self._logged.clear()
+                log.info("%s: pump answers", self.name)
+                await emit(SourceHealth(self.ward, self.pump.bed, self.name, now, Health.CONNECTED))
+            await emit(
+                PumpReading(
+                    ward=self.ward,
+                    bed=self.pump.bed,
+                    pump=self.pump.id,
+                    time=now,
+                    state=status.state,
+                    rate_ml_per_h=status.rate_ml_per_h,
+                    volume_infused_ml=status.volume_infused_ml,
+                    alarm=status.alarm,
+                )
+            )
+
+    async def _watchdog(self, emit: Emit) -> None:
+        lost_after_s = self.pump.comm_lost_after_s
+        while True:
+            deadline = self._last_valid_s + lost_after_s
+            now_s = self._clock.monotonic()
+            if now_s < deadline:
+                await self._clock.sleep(deadline - now_s)
+                continue
+            async with self._emit_lock:
+                if (
+                    self._health is not Health.LOST
+                    and self._clock.monotonic() >= self._last_valid_s + lost_after_s
+                ):
+                    self._health = Health.LOST
+                    detail = f"no valid reply for {lost_after_s:g} s"
+                    log.warning("%s: %s", self.name, detail)
+                    await emit(
+                        SourceHealth(
+                            self.ward, self.pump.bed, self.name, self._clock.now(), Health.LOST, detail
+                        )
+                    )
+            await self._clock.sleep(lost_after_s)
+
+    def _fault(self, error: FrameError, raw: bytes) -> None:
+        self._counters.inc(self._counter, error.reason)
+        shown = raw[:MAX_LOGGED_BYTES].hex(" ") + ("..." if len(raw) > MAX_LOGGED_BYTES else "")
+        level = logging.DEBUG if error.reason in self._logged else logging.WARNING
+        self._logged.add(error.reason)
+        log.log(level, "%s: %s; bytes: [%s]", self.name, error, shown)
+
+
+def reading_point(reading: PumpReading) -> Point:
+    """A reading as an ``infusion`` point (fields the pump did not report are left out)."""
+    fields: dict[str, FieldValue] = {"state": reading.state.value}
+    if reading.rate_ml_per_h is not None:
+        fields["rate_ml_per_h"] = float(reading.rate_ml_per_h)
+    if reading.volume_infused_ml is not None:
+        fields["volume_infused_ml"] = float(reading.volume_infused_ml)
+    if reading.alarm is not None:
+        fields["alarm"] = reading.alarm
+    return Point(
+        "infusion", {"ward": reading.ward, "bed": reading.bed, "pump": reading.pump}, fields, reading.time
+    )
+
+
+__all__ = [
+    "DRIVERS",
+    "DriverFactory",
+    "FaultHandler",
+    "LinkClosedError",
+    "NE1000Driver",
+    "NoReplyError",
+    "PumpDriver",
+    "PumpSource",
+    "PumpStatus",
+    "reading_point",
+]
