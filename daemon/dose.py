@@ -1,0 +1,963 @@
+"""Dose-schedule compliance: what the pump really delivers against the bed's protocol.
+
+One ``DoseRule`` watches one bed. It keeps a ledger of the µg delivered (the pump's
+volume infused × the bag's concentration, summed across bags and pump counter
+resets) and checks, on every event and every ``Tick``:
+
+========================== ======== ==============================================
+condition                  priority why that priority (domain.md section 4)
+========================== ======== ==============================================
+DOSE_RATE_HIGH             medium,  a wrong dose that stops when corrected: prompt;
+                           high at  at 2× or more the patient gets a step dose the
+                           2×       schedule (and its premedication) did not plan.
+DOSE_RATE_LOW              medium   under-dosing is reversible: prompt response.
+STEP_UP_DUE                low      awareness: ready the bag and premedication.
+STEP_UP_LATE               medium   the patient stays under-dosed: prompt.
+STEP_UP_EARLY              medium   the step dose may precede its premedication.
+INFUSION_INTERRUPTED       medium,  a short break is reversible; from 4 h the label
+                           high at  requires premedication and a supervised restart,
+                           4 h      so a clinician must act before the pump restarts.
+BOLUS_SUSPECTED            high     the label forbids flushing (overdose); a flush
+                                    still running must be stopped immediately.
+CUMULATIVE_DOSE_DEVIATION  medium   the course total is off plan: prompt review.
+BAG_LOW                    low      awareness: the next bag is needed soon.
+INFUSION_AFTER_PROTOCOL_END medium  unplanned exposure continues until stopped.
+========================== ======== ==============================================
+
+STEP_UP_DUE is a scheduled reminder: it is raised ahead of every step-up even when
+the infusion follows the protocol exactly, and clears when the higher dose runs.
+
+Gaps: the delivered rate is known only from a recent pump reading (``reading_stale_s``);
+the ledger only adds volumes the pump measured, never a rate × time estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from daemon.config import BedConfig, Config, DoseThresholds
+from daemon.errors import InputError
+from daemon.events import AlertCandidate, BagHung, Event, Kind, Priority, PumpReading, PumpState, Text
+from daemon.points import Point
+from daemon.protocols import Schedule, schedule_for
+from daemon.rules import Rule
+
+RULE_NAME = "dose"
+MEASUREMENT = "dose"
+
+DOSE_RATE_HIGH = "DOSE_RATE_HIGH"
+DOSE_RATE_LOW = "DOSE_RATE_LOW"
+STEP_UP_DUE = "STEP_UP_DUE"
+STEP_UP_LATE = "STEP_UP_LATE"
+STEP_UP_EARLY = "STEP_UP_EARLY"
+INFUSION_INTERRUPTED = "INFUSION_INTERRUPTED"
+BOLUS_SUSPECTED = "BOLUS_SUSPECTED"
+CUMULATIVE_DOSE_DEVIATION = "CUMULATIVE_DOSE_DEVIATION"
+BAG_LOW = "BAG_LOW"
+INFUSION_AFTER_PROTOCOL_END = "INFUSION_AFTER_PROTOCOL_END"
+
+CONDITIONS = (
+    DOSE_RATE_HIGH,
+    DOSE_RATE_LOW,
+    STEP_UP_DUE,
+    STEP_UP_LATE,
+    STEP_UP_EARLY,
+    INFUSION_INTERRUPTED,
+    BOLUS_SUSPECTED,
+    CUMULATIVE_DOSE_DEVIATION,
+    BAG_LOW,
+    INFUSION_AFTER_PROTOCOL_END,
+)
+
+# A pump counter that goes down by more than this was reset (new bag, restart).
+_RESET_EPSILON_ML = 0.001
+UG_PER_DAY = "ug/d"
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class Bag:
+    """The bag on the line and the volume the pump has infused from it."""
+
+    bag_id: str
+    concentration_ug_per_ml: float
+    volume_ml: float | None
+    hung_at: datetime
+    infused_ml: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The latest pump status (``volume_infused_ml`` may be ``None``)."""
+
+    pump: str
+    time: datetime
+    state: PumpState
+    rate_ml_per_h: float | None
+    volume_infused_ml: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeMark:
+    """The last reading that carried a volume: the ledger's baseline."""
+
+    pump: str
+    time: datetime
+    volume_infused_ml: float
+    rate_ml_per_h: float  # 0 when the pump was not infusing
+
+
+@dataclass(frozen=True, slots=True)
+class DoseState:
+    """Everything the dose rule remembers for one bed. JSON round-trips via the rule."""
+
+    bag: Bag | None = None
+    last: Reading | None = None
+    mark: VolumeMark | None = None
+    delivered_ug: float = 0.0  # measured volume × concentration, all bags
+    delivered_ml: float = 0.0
+    unattributed_ml: float = 0.0  # infused while no bag was known: µg unknown
+    ledger_time: datetime | None = None  # time of the last volume counted
+    gap_s: float = 0.0  # total time between readings further apart than reading_stale_s
+    steady_rate_ml_per_h: float | None = None
+    interrupted_since: datetime | None = None
+    bag_changed_at: datetime | None = None
+    bolus_at: datetime | None = None
+    bolus_details: Mapping[str, Any] = field(default_factory=dict)
+    pending: Mapping[str, datetime] = field(default_factory=dict)  # condition -> first seen
+    active: Mapping[str, str] = field(default_factory=dict)  # condition -> signature
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(value: float, digits: int, lang: str) -> str:
+    text = f"{value:.{digits}f}"
+    return text.replace(".", ",") if lang == "fr" else text
+
+
+def _when(time: datetime) -> str:
+    return time.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _iso(time: datetime) -> str:
+    return time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"time without a zone: {text}")
+    return value.astimezone(UTC)
+
+
+def _dur(seconds: float, lang: str) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = seconds / 3600
+    if hours < 48:
+        return f"{_num(hours, 1, lang)} h"
+    return f"{_num(hours / 24, 1, lang)} " + ("jours" if lang == "fr" else "days")
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def delivered_rate_ug_per_day(state: DoseState, now: datetime, stale_s: float) -> float | None:
+    """The dose rate the pump delivers now, or ``None`` when it is not known.
+
+    Unknown when there is no recent reading, no reported rate, or no bag: a data gap
+    is never read as delivery.
+    """
+    last = state.last
+    if last is None or (now - last.time).total_seconds() > stale_s:
+        return None
+    if last.state is not PumpState.INFUSING:
+        return 0.0
+    if last.rate_ml_per_h is None:
+        return None
+    if last.rate_ml_per_h <= 0:
+        return 0.0
+    if state.bag is None:
+        return None
+    return last.rate_ml_per_h * state.bag.concentration_ug_per_ml * 24.0
+
+
+def _infusing_rate(reading: Reading | PumpReading) -> float:
+    if reading.state is PumpState.INFUSING and reading.rate_ml_per_h is not None:
+        return max(0.0, reading.rate_ml_per_h)
+    return 0.0
+
+
+def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: DoseThresholds) -> DoseState:
+    """Add one pump reading to the ledger; note a bolus if the volume or rate says so."""
+    last = state.last
+    if last is not None and last.pump == reading.pump and reading.time <= last.time:
+        return state  # duplicate or out of order: the ledger only moves forward
+    new_last = Reading(
+        reading.pump, reading.time, reading.state, reading.rate_ml_per_h, reading.volume_infused_ml
+    )
+    state = replace(state, last=new_last)
+    evidence: dict[str, Any] | None = None
+    conc = state.bag.concentration_ug_per_ml if state.bag is not None else None
+
+    volume = reading.volume_infused_ml
+    mark = state.mark
+    if volume is not None and math.isfinite(volume) and volume >= 0:
+        if mark is not None and mark.pump == reading.pump and reading.time > mark.time:
+            # A counter that went down was reset (new bag, pump restart): what it shows now
+            # was infused since the reset; what ran between the last reading and the reset
+            # is unknown and is not counted.
+            reset = volume < mark.volume_infused_ml - _RESET_EPSILON_ML
+            delta_ml = volume if reset else max(0.0, volume - mark.volume_infused_ml)
+            interval_s = (reading.time - mark.time).total_seconds()
+            gap_s = state.gap_s + (interval_s if interval_s > th.reading_stale_s else 0.0)
+            bag = state.bag
+            if bag is not None and conc is not None:
+                bag = replace(bag, infused_ml=bag.infused_ml + delta_ml)
+                state = replace(
+                    state,
+                    bag=bag,
+                    delivered_ug=state.delivered_ug + delta_ml * conc,
+                    delivered_ml=state.delivered_ml + delta_ml,
+                )
+            else:
+                state = replace(state, unattributed_ml=state.unattributed_ml + delta_ml)
+            state = replace(state, gap_s=gap_s, ledger_time=reading.time)
+            explained_ml = max(mark.rate_ml_per_h, _infusing_rate(reading)) * interval_s / 3600.0
+            excess_ml = delta_ml - explained_ml
+            limit_ml = max(th.bolus_min_excess_ml, explained_ml * th.bolus_excess_pct / 100.0)
+            if excess_ml > limit_ml:
+                evidence = {"cause": "volume", "excess_ml": round(excess_ml, 2)}
+                if conc is not None:
+                    evidence["excess_ug"] = round(excess_ml * conc, 3)
+        elif state.ledger_time is None:
+            state = replace(state, ledger_time=reading.time)
+        state = replace(
+            state,
+            mark=VolumeMark(reading.pump, reading.time, volume, _infusing_rate(reading)),
+        )
+
+    rate = _infusing_rate(reading)
+    expected = schedule.expected_dose_ug_per_day(reading.time)
+    if reading.state is PumpState.PURGING:
+        evidence = {"cause": "purge"}
+    elif rate > 0:
+        steady = state.steady_rate_ml_per_h
+        spike = (
+            steady is not None
+            and rate > th.bolus_rate_ratio * steady
+            and conc is not None
+            and expected > 0
+            and rate * conc * 24.0 > th.bolus_rate_ratio * expected
+        )
+        if spike and evidence is None:
+            evidence = {"cause": "rate_spike", "rate_ml_per_h": round(rate, 2)}
+        if not spike:
+            state = replace(state, steady_rate_ml_per_h=rate)
+
+    if evidence is not None:
+        near = state.bag_changed_at is not None and (
+            abs((reading.time - state.bag_changed_at).total_seconds()) <= th.bolus_bag_change_window_s
+        )
+        evidence["near_bag_change"] = near
+        state = replace(state, bolus_at=reading.time, bolus_details=evidence)
+    return state
+
+
+def _hang(state: DoseState, bag: BagHung) -> DoseState:
+    if state.bag is not None and state.bag.bag_id == bag.bag_id:
+        return state  # the same announcement again (retained MQTT message, config + MQTT)
+    return replace(
+        state,
+        bag=Bag(bag.bag_id, bag.concentration_ug_per_ml, bag.volume_ml, bag.time),
+        bag_changed_at=bag.time,
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    priority: Priority
+    message: Text
+    details: Mapping[str, Any]
+    value: float | None = None
+    unit: str | None = None
+    kind: Kind = Kind.PHYSIOLOGICAL
+
+
+def _within(dose: float, target: float, tolerance_pct: float) -> bool:
+    return target > 0 and abs(dose - target) <= target * tolerance_pct / 100.0
+
+
+def _rate_findings(
+    schedule: Schedule, th: DoseThresholds, delivered: float | None, now: datetime
+) -> tuple[dict[str, _Finding], dict[str, _Finding]]:
+    """(findings present at once, findings that must last ``rate_delay_s``)."""
+    now_f: dict[str, _Finding] = {}
+    delayed: dict[str, _Finding] = {}
+    expected = schedule.expected_dose_ug_per_day(now)
+    window = timedelta(seconds=th.step_window_s)
+    tol = th.rate_tolerance_pct
+    infusing = delivered is not None and delivered > 0
+
+    for up in schedule.step_ups():
+        higher_running = delivered is not None and _within(delivered, up.higher_ug_per_day, tol)
+        due_from = up.time - timedelta(seconds=th.step_up_due_before_s)
+        if due_from <= now < up.time + window and not higher_running:
+            due = {"step_time": _iso(up.time), "dose_ug_per_day": round(up.higher_ug_per_day, 2)}
+            now_f[STEP_UP_DUE] = _Finding(
+                Priority.LOW,
+                Text(
+                    f"Step-up to {_num(up.higher_ug_per_day, 1, 'en')} µg/day due at "
+                    f"{_when(up.time)}: prepare the bag and the premedication.",
+                    f"Palier à {_num(up.higher_ug_per_day, 1, 'fr')} µg/jour prévu le "
+                    f"{_when(up.time)} : préparer la poche et la prémédication.",
+                ),
+                due,
+            )
+
+    if not schedule.in_protocol(now) or delivered is None:
+        return now_f, delayed
+    if not infusing:
+        return now_f, delayed
+
+    assert delivered is not None
+    acceptable = [expected] if expected > 0 else []
+    for up in schedule.step_ups():
+        details = {
+            "step_time": _iso(up.time),
+            "lower_ug_per_day": round(up.lower_ug_per_day, 2),
+            "higher_ug_per_day": round(up.higher_ug_per_day, 2),
+        }
+        if abs(now - up.time) < window:
+            acceptable += [up.lower_ug_per_day, up.higher_ug_per_day]
+        early_from = up.time - timedelta(seconds=th.step_early_horizon_s)
+        if early_from <= now < up.time - window and _within(delivered, up.higher_ug_per_day, tol):
+            delayed[STEP_UP_EARLY] = _Finding(
+                Priority.MEDIUM,
+                Text(
+                    f"Step-up started early: {_num(delivered, 1, 'en')} µg/day running, "
+                    f"the step to {_num(up.higher_ug_per_day, 1, 'en')} µg/day is due at "
+                    f"{_when(up.time)}. Check the premedication.",
+                    f"Palier commencé en avance : {_num(delivered, 1, 'fr')} µg/jour en cours, "
+                    f"le passage à {_num(up.higher_ug_per_day, 1, 'fr')} µg/jour est prévu le "
+                    f"{_when(up.time)}. Vérifier la prémédication.",
+                ),
+                details,
+                delivered,
+                UG_PER_DAY,
+            )
+            return now_f, delayed
+        higher_step = schedule.step_at(now)
+        if (
+            now >= up.time + window
+            and higher_step is not None
+            and schedule.step_time(higher_step) == up.time
+            and _within(delivered, up.lower_ug_per_day, tol)
+        ):
+            late_s = (now - up.time).total_seconds()
+            now_f[STEP_UP_LATE] = _Finding(
+                Priority.MEDIUM,
+                Text(
+                    f"Step-up late: still {_num(delivered, 1, 'en')} µg/day; "
+                    f"{_num(up.higher_ug_per_day, 1, 'en')} µg/day was due at {_when(up.time)} "
+                    f"(over {_dur(th.step_window_s, 'en')} ago).",
+                    f"Palier en retard : toujours {_num(delivered, 1, 'fr')} µg/jour ; "
+                    f"{_num(up.higher_ug_per_day, 1, 'fr')} µg/jour étaient prévus le "
+                    f"{_when(up.time)} (il y a plus de {_dur(th.step_window_s, 'fr')}).",
+                ),
+                details,
+                late_s,
+                "s",
+            )
+            return now_f, delayed
+
+    if any(_within(delivered, target, tol) for target in acceptable):
+        return now_f, delayed
+    top = max(acceptable, default=0.0)
+    if delivered > top:
+        ratio = delivered / expected if expected > 0 else math.inf
+        priority = Priority.HIGH if ratio >= th.rate_high_escalate_ratio else Priority.MEDIUM
+        delayed[DOSE_RATE_HIGH] = _Finding(
+            priority,
+            Text(
+                f"Dose rate high: {_num(delivered, 1, 'en')} µg/day delivered, protocol "
+                f"{_num(expected, 1, 'en')} µg/day (±{_num(tol, 0, 'en')} %). "
+                "Check the bag's strength and the pump rate.",
+                f"Débit de dose élevé : {_num(delivered, 1, 'fr')} µg/jour délivrés, protocole "
+                f"{_num(expected, 1, 'fr')} µg/jour (±{_num(tol, 0, 'fr')} %). "
+                "Vérifier la concentration de la poche et le débit de la pompe.",
+            ),
+            {"expected_ug_per_day": round(expected, 2)},
+            delivered,
+            UG_PER_DAY,
+        )
+    else:
+        delayed[DOSE_RATE_LOW] = _Finding(
+            Priority.MEDIUM,
+            Text(
+                f"Dose rate low: {_num(delivered, 1, 'en')} µg/day delivered, protocol "
+                f"{_num(expected, 1, 'en')} µg/day (±{_num(tol, 0, 'en')} %). "
+                "Check the bag's strength and the pump rate.",
+                f"Débit de dose bas : {_num(delivered, 1, 'fr')} µg/jour délivrés, protocole "
+                f"{_num(expected, 1, 'fr')} µg/jour (±{_num(tol, 0, 'fr')} %). "
+                "Vérifier la concentration de la poche et le débit de la pompe.",
+            ),
+            {"expected_ug_per_day": round(expected, 2)},
+            delivered,
+            UG_PER_DAY,
+        )
+    return now_f, delayed
+
+
+def _interruption(
+    state: DoseState, schedule: Schedule, th: DoseThresholds, now: datetime
+) -> tuple[DoseState, _Finding | None]:
+    last = state.last
+    should_infuse = schedule.in_protocol(now) and schedule.expected_dose_ug_per_day(now) > 0
+    stopped = (
+        last is not None
+        and _infusing_rate(last) <= 0
+        and (last.state is not PumpState.INFUSING or last.rate_ml_per_h is not None)
+    )
+    if not should_infuse or not stopped or last is None:
+        return replace(state, interrupted_since=None), None
+    since = state.interrupted_since or max(last.time, schedule.start)
+    state = replace(state, interrupted_since=since)
+    elapsed_s = (now - since).total_seconds()
+    if elapsed_s < th.interruption_delay_s:
+        return state, None
+    if elapsed_s > th.interruption_new_cycle_s:
+        stage, priority = "new_cycle", Priority.HIGH
+        en = (
+            f"Infusion interrupted since {_when(since)}, more than "
+            f"{_dur(th.interruption_new_cycle_s, 'en')}: the label starts a new cycle. "
+            "Review the protocol before any restart."
+        )
+        fr = (
+            f"Perfusion interrompue depuis le {_when(since)}, plus de "
+            f"{_dur(th.interruption_new_cycle_s, 'fr')} : selon le RCP, un nouveau cycle "
+            "commence. Revoir le protocole avant toute reprise."
+        )
+    elif elapsed_s >= th.interruption_supervised_restart_s:
+        stage, priority = "supervised_restart", Priority.HIGH
+        en = (
+            f"Infusion interrupted since {_when(since)}, "
+            f"{_dur(th.interruption_supervised_restart_s, 'en')} or more: the restart needs "
+            "premedication and supervision (label)."
+        )
+        fr = (
+            f"Perfusion interrompue depuis le {_when(since)}, "
+            f"{_dur(th.interruption_supervised_restart_s, 'fr')} ou plus : la reprise "
+            "nécessite une prémédication et une surveillance (RCP)."
+        )
+    else:
+        stage, priority = "interrupted", Priority.MEDIUM
+        expected = schedule.expected_dose_ug_per_day(now)
+        en = (
+            f"Infusion interrupted since {_when(since)} (pump {last.state}); the protocol "
+            f"calls for {_num(expected, 1, 'en')} µg/day."
+        )
+        fr = (
+            f"Perfusion interrompue depuis le {_when(since)} (pompe {last.state}) ; le "
+            f"protocole prévoit {_num(expected, 1, 'fr')} µg/jour."
+        )
+    details = {"stage": stage, "since": _iso(since)}
+    return state, _Finding(priority, Text(en, fr), details, elapsed_s, "s")
+
+
+def _cumulative(state: DoseState, schedule: Schedule, th: DoseThresholds) -> _Finding | None:
+    at = state.ledger_time
+    if at is None or (at - schedule.start).total_seconds() < th.cumulative_grace_s:
+        return None
+    expected = schedule.expected_total_ug(at)
+    if expected <= 0:
+        return None
+    deviation_pct = (state.delivered_ug - expected) / expected * 100.0
+    if abs(deviation_pct) <= th.cumulative_tolerance_pct:
+        return None
+    over = deviation_pct > 0
+    return _Finding(
+        Priority.MEDIUM,
+        Text(
+            f"Cumulative dose {'above' if over else 'below'} plan: "
+            f"{_num(state.delivered_ug, 1, 'en')} µg delivered, {_num(expected, 1, 'en')} µg "
+            f"expected by {_when(at)} ({_num(deviation_pct, 0, 'en')} %).",
+            f"Dose cumulée {'au-dessus' if over else 'en dessous'} du plan : "
+            f"{_num(state.delivered_ug, 1, 'fr')} µg délivrés, {_num(expected, 1, 'fr')} µg "
+            f"attendus au {_when(at)} ({_num(deviation_pct, 0, 'fr')} %).",
+        ),
+        {"direction": "over" if over else "under"},
+        deviation_pct,
+        "%",
+    )
+
+
+def _bag_low(state: DoseState, th: DoseThresholds, now: datetime) -> _Finding | None:
+    bag, last = state.bag, state.last
+    if bag is None or bag.volume_ml is None or last is None:
+        return None
+    if (now - last.time).total_seconds() > th.reading_stale_s:
+        return None
+    rate = _infusing_rate(last)
+    if rate <= 0:
+        return None
+    remaining_ml = max(0.0, bag.volume_ml - th.bag_line_fill_ml - bag.infused_ml)
+    left_s = remaining_ml / rate * 3600.0
+    if left_s > th.bag_low_s:
+        return None
+    return _Finding(
+        Priority.LOW,
+        Text(
+            f"Bag {bag.bag_id} low: {_num(remaining_ml, 1, 'en')} mL left at "
+            f"{_num(rate, 2, 'en')} mL/h, about {_dur(left_s, 'en')}. Prepare the next bag.",
+            f"Poche {bag.bag_id} bientôt vide : {_num(remaining_ml, 1, 'fr')} mL restants à "
+            f"{_num(rate, 2, 'fr')} mL/h, environ {_dur(left_s, 'fr')}. Préparer la poche "
+            "suivante.",
+        ),
+        {"bag_id": bag.bag_id},
+        remaining_ml,
+        "mL",
+    )
+
+
+def _bolus(state: DoseState, th: DoseThresholds, now: datetime) -> _Finding | None:
+    if state.bolus_at is None or (now - state.bolus_at).total_seconds() >= th.bolus_hold_s:
+        return None
+    d = dict(state.bolus_details)
+    near = bool(d.get("near_bag_change"))
+    cause = d.get("cause")
+    if cause == "volume":
+        en_what = f"{_num(float(d['excess_ml']), 1, 'en')} mL more than the pump rate explains"
+        fr_what = f"{_num(float(d['excess_ml']), 1, 'fr')} mL de plus que le débit ne l'explique"
+        if "excess_ug" in d:
+            en_what += f" ({_num(float(d['excess_ug']), 2, 'en')} µg)"
+            fr_what += f" ({_num(float(d['excess_ug']), 2, 'fr')} µg)"
+    elif cause == "rate_spike":
+        en_what = f"rate spike to {_num(float(d['rate_ml_per_h']), 1, 'en')} mL/h"
+        fr_what = f"pic de débit à {_num(float(d['rate_ml_per_h']), 1, 'fr')} mL/h"
+    else:
+        en_what, fr_what = "pump purging", "purge de la pompe"
+    en_tail = " at a bag change: was the line flushed?" if near else "."
+    fr_tail = " lors d'un changement de poche : la ligne a-t-elle été rincée ?" if near else "."
+    return _Finding(
+        Priority.HIGH,
+        Text(
+            f"Bolus suspected at {_when(state.bolus_at)}: {en_what}{en_tail} Never flush the line (label).",
+            f"Bolus suspecté le {_when(state.bolus_at)} : {fr_what}{fr_tail} "
+            "Ne jamais rincer la ligne (RCP).",
+        ),
+        d,
+        float(d["excess_ml"]) if cause == "volume" else None,
+        "mL" if cause == "volume" else None,
+    )
+
+
+def _after_end(schedule: Schedule, delivered: float | None, now: datetime) -> _Finding | None:
+    if now < schedule.end or delivered is None or delivered <= 0:
+        return None
+    return _Finding(
+        Priority.MEDIUM,
+        Text(
+            f"Still infusing {_num(delivered, 1, 'en')} µg/day after the protocol ended at "
+            f"{_when(schedule.end)}.",
+            f"Perfusion toujours en cours ({_num(delivered, 1, 'fr')} µg/jour) après la fin "
+            f"du protocole le {_when(schedule.end)}.",
+        ),
+        {"protocol_end": _iso(schedule.end)},
+        delivered,
+        UG_PER_DAY,
+    )
+
+
+def _signature(finding: _Finding) -> str:
+    return json.dumps([finding.priority.value, dict(finding.details)], sort_keys=True)
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+class DoseRule:
+    """The dose-schedule rule of one bed (implements ``daemon.rules.Rule[DoseState]``)."""
+
+    name = RULE_NAME
+
+    def __init__(
+        self,
+        bed: BedConfig,
+        schedule: Schedule,
+        thresholds: DoseThresholds,
+        initial_bag: BagHung | None = None,
+    ) -> None:
+        """Watch ``bed`` on ``schedule``; ``initial_bag`` is a bag known from the config."""
+        self.bed = bed
+        self.schedule = schedule
+        self.thresholds = thresholds
+        self._initial_bag = initial_bag
+
+    def initial(self) -> DoseState:
+        """No reading yet; the configured bag, if any, is on the line."""
+        state = DoseState()
+        return _hang(state, self._initial_bag) if self._initial_bag is not None else state
+
+    def step(
+        self, state: DoseState, event: Event, now: datetime
+    ) -> tuple[DoseState, Sequence[AlertCandidate]]:
+        """Update the ledger with ``event`` and re-evaluate every check at ``now``."""
+        if isinstance(event, PumpReading):
+            if event.bed != self.bed.id:
+                return state, ()
+            state = _ingest(state, event, self.schedule, self.thresholds)
+        elif isinstance(event, BagHung):
+            if event.bed != self.bed.id:
+                return state, ()
+            state = _hang(state, event)
+        return self._evaluate(state, now)
+
+    def _evaluate(self, state: DoseState, now: datetime) -> tuple[DoseState, list[AlertCandidate]]:
+        th, schedule = self.thresholds, self.schedule
+        delivered = delivered_rate_ug_per_day(state, now, th.reading_stale_s)
+        present, delayed = _rate_findings(schedule, th, delivered, now)
+        after_end = _after_end(schedule, delivered, now)
+        if after_end is not None:
+            delayed[INFUSION_AFTER_PROTOCOL_END] = after_end
+        state, interrupted = _interruption(state, schedule, th, now)
+        for condition, finding in (
+            (INFUSION_INTERRUPTED, interrupted),
+            (CUMULATIVE_DOSE_DEVIATION, _cumulative(state, schedule, th)),
+            (BAG_LOW, _bag_low(state, th, now)),
+            (BOLUS_SUSPECTED, _bolus(state, th, now)),
+        ):
+            if finding is not None:
+                present[condition] = finding
+
+        pending = {c: t for c, t in state.pending.items() if c in delayed}
+        for condition, finding in delayed.items():
+            since = pending.setdefault(condition, now)
+            if (now - since).total_seconds() >= th.rate_delay_s:
+                present[condition] = finding
+
+        active = dict(state.active)
+        out: list[AlertCandidate] = []
+        for condition in CONDITIONS:
+            finding = present.get(condition)
+            if finding is None:
+                if active.pop(condition, None) is not None:
+                    out.append(self._candidate(condition, now, None))
+                continue
+            signature = _signature(finding)
+            if active.get(condition) != signature:
+                active[condition] = signature
+                out.append(self._candidate(condition, now, finding))
+        return replace(state, pending=pending, active=active), out
+
+    def _candidate(self, condition: str, now: datetime, finding: _Finding | None) -> AlertCandidate:
+        if finding is None:
+            return AlertCandidate(condition, self.bed.ward, self.bed.id, now, present=False)
+        return AlertCandidate(
+            condition,
+            self.bed.ward,
+            self.bed.id,
+            now,
+            present=True,
+            kind=finding.kind,
+            priority=finding.priority,
+            value=finding.value,
+            unit=finding.unit,
+            message=finding.message,
+            details=dict(finding.details),
+        )
+
+    def dump(self, state: DoseState) -> Mapping[str, Any]:
+        """The state as JSON-compatible data (times as RFC 3339 strings)."""
+        return dump_state(state)
+
+    def load(self, data: Mapping[str, Any]) -> DoseState:
+        """A state from ``dump``'s output."""
+        return load_state(data)
+
+
+def _opt_time(value: datetime | None) -> str | None:
+    return _iso(value) if value is not None else None
+
+
+def _load_time(value: Any) -> datetime | None:
+    return _parse_time(str(value)) if value is not None else None
+
+
+def dump_state(state: DoseState) -> dict[str, Any]:
+    """``state`` as JSON-compatible data."""
+    bag, last, mark = state.bag, state.last, state.mark
+    return {
+        "version": 1,
+        "bag": None
+        if bag is None
+        else {
+            "bag_id": bag.bag_id,
+            "concentration_ug_per_ml": bag.concentration_ug_per_ml,
+            "volume_ml": bag.volume_ml,
+            "hung_at": _iso(bag.hung_at),
+            "infused_ml": bag.infused_ml,
+        },
+        "last": None
+        if last is None
+        else {
+            "pump": last.pump,
+            "time": _iso(last.time),
+            "state": last.state.value,
+            "rate_ml_per_h": last.rate_ml_per_h,
+            "volume_infused_ml": last.volume_infused_ml,
+        },
+        "mark": None
+        if mark is None
+        else {
+            "pump": mark.pump,
+            "time": _iso(mark.time),
+            "volume_infused_ml": mark.volume_infused_ml,
+            "rate_ml_per_h": mark.rate_ml_per_h,
+        },
+        "delivered_ug": state.delivered_ug,
+        "delivered_ml": state.delivered_ml,
+        "unattributed_ml": state.unattributed_ml,
+        "ledger_time": _opt_time(state.ledger_time),
+        "gap_s": state.gap_s,
+        "steady_rate_ml_per_h": state.steady_rate_ml_per_h,
+        "interrupted_since": _opt_time(state.interrupted_since),
+        "bag_changed_at": _opt_time(state.bag_changed_at),
+        "bolus_at": _opt_time(state.bolus_at),
+        "bolus_details": dict(state.bolus_details),
+        "pending": {c: _iso(t) for c, t in state.pending.items()},
+        "active": dict(state.active),
+    }
+
+
+def load_state(data: Mapping[str, Any]) -> DoseState:
+    """A ``DoseState`` from ``dump_state``'s output."""
+    bag = data.get("bag")
+    last = data.get("last")
+    mark = data.get("mark")
+    return DoseState(
+        bag=None
+        if bag is None
+        else Bag(
+            str(bag["bag_id"]),
+            float(bag["concentration_ug_per_ml"]),
+            None if bag["volume_ml"] is None else float(bag["volume_ml"]),
+            _parse_time(bag["hung_at"]),
+            float(bag["infused_ml"]),
+        ),
+        last=None
+        if last is None
+        else Reading(
+            str(last["pump"]),
+            _parse_time(last["time"]),
+            PumpState(last["state"]),
+            None if last["rate_ml_per_h"] is None else float(last["rate_ml_per_h"]),
+            None if last["volume_infused_ml"] is None else float(last["volume_infused_ml"]),
+        ),
+        mark=None
+        if mark is None
+        else VolumeMark(
+            str(mark["pump"]),
+            _parse_time(mark["time"]),
+            float(mark["volume_infused_ml"]),
+            float(mark["rate_ml_per_h"]),
+        ),
+        delivered_ug=float(data["delivered_ug"]),
+        delivered_ml=float(data["delivered_ml"]),
+        unattributed_ml=float(data["unattributed_ml"]),
+        ledger_time=_load_time(data["ledger_time"]),
+        gap_s=float(data["gap_s"]),
+        steady_rate_ml_per_h=None
+        if data["steady_rate_ml_per_h"] is None
+        else float(data["steady_rate_ml_per_h"]),
+        interrupted_since=_load_time(data["interrupted_since"]),
+        bag_changed_at=_load_time(data["bag_changed_at"]),
+        bolus_at=_load_time(data["bolus_at"]),
+        bolus_details=dict(data["bolus_details"]),
+        pending={str(c): _parse_time(t) for c, t in dict(data["pending"]).items()},
+        active={str(c): str(s) for c, s in dict(data["active"]).items()},
+    )
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def _configured_bag(config: Config, bed: BedConfig) -> BagHung | None:
+    bags = [b for b in config.bags if b.bed == bed.id]
+    if not bags:
+        return None
+    bag = max(bags, key=lambda b: b.hung_at)
+    return BagHung(bed.ward, bed.id, bag.hung_at, bag.bag_id, bag.concentration_ug_per_ml, bag.volume_ml)
+
+
+def dose_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
+    """The dose rules of ``bed``: one ``DoseRule`` on the bed's resolved protocol."""
+    schedule = schedule_for(bed, config)
+    thresholds = config.thresholds_for(bed.id).dose
+    return [DoseRule(bed, schedule, thresholds, _configured_bag(config, bed))]
+
+
+# --------------------------------------------------------------------------- views
+
+
+def dose_point(
+    state: DoseState, bed: BedConfig, now: datetime, *, config: Config | None = None
+) -> Point | None:
+    """The ``dose`` measurement at ``now``: expected and delivered µg/day and totals.
+
+    ``None`` before the protocol starts. The delivered rate is left out when unknown
+    (a gap stays a gap). ``config`` supplies site protocols and thresholds.
+    """
+    schedule = schedule_for(bed, config)
+    th = config.thresholds_for(bed.id).dose if config is not None else DoseThresholds()
+    if now < schedule.start:
+        return None
+    fields: dict[str, float | int | str | bool] = {
+        "protocol_day": schedule.protocol_day(now),
+        "expected_ug_per_day": schedule.expected_dose_ug_per_day(now),
+        "expected_total_ug": schedule.expected_total_ug(now),
+        "delivered_total_ug": state.delivered_ug,
+        "delivered_total_ml": state.delivered_ml,
+        "unattributed_ml": state.unattributed_ml,
+        "gap_s": state.gap_s,
+    }
+    delivered = delivered_rate_ug_per_day(state, now, th.reading_stale_s)
+    if delivered is not None:
+        fields["delivered_ug_per_day"] = delivered
+    return Point(MEASUREMENT, {"ward": bed.ward, "bed": bed.id, "protocol": bed.protocol}, fields, now)
+
+
+def status_lines(
+    state: DoseState,
+    bed: BedConfig,
+    now: datetime,
+    *,
+    config: Config | None = None,
+    language: str = "en",
+) -> list[str]:
+    """What ``wardd status`` prints for one bed's dose (open alerts are listed apart)."""
+    schedule = schedule_for(bed, config)
+    th = config.thresholds_for(bed.id).dose if config is not None else DoseThresholds()
+    fr = language == "fr"
+    day = schedule.protocol_day(now)
+    delivered = delivered_rate_ug_per_day(state, now, th.reading_stale_s)
+    nxt = schedule.next_step_time(now)
+    lang = "fr" if fr else "en"
+    rate_text = (
+        f"{_num(delivered, 1, lang)} µg/" + ("jour" if fr else "day")
+        if delivered is not None
+        else ("inconnu (pas de lecture récente)" if fr else "unknown (no recent reading)")
+    )
+    per_day = "µg/jour" if fr else "µg/day"
+    if day == 0:
+        day_text = ("débute le " if fr else "starts ") + _when(schedule.start)
+    elif now >= schedule.end:
+        day_text = ("terminé le " if fr else "ended ") + _when(schedule.end)
+    else:
+        day_text = f"{'jour' if fr else 'day'} {day}"
+    bed_label = f"{bed.ward}/{bed.id}"
+    lines = [
+        f"{bed_label}: protocol {schedule.name}, {day_text}"
+        if not fr
+        else f"{bed_label} : protocole {schedule.name}, {day_text}",
+        ("  dose attendue : " if fr else "  expected dose: ")
+        + f"{_num(schedule.expected_dose_ug_per_day(now), 1, lang)} {per_day}",
+        ("  dose délivrée : " if fr else "  delivered dose: ") + rate_text,
+        ("  total attendu : " if fr else "  expected total: ")
+        + f"{_num(schedule.expected_total_ug(now), 1, lang)} µg",
+        ("  total délivré : " if fr else "  delivered total: ")
+        + f"{_num(state.delivered_ug, 1, lang)} µg"
+        + (
+            f" ({'au' if fr else 'as of'} {_when(state.ledger_time)})"
+            if state.ledger_time is not None
+            else ""
+        ),
+        ("  prochain palier : " if fr else "  next step: ") + (_when(nxt) if nxt is not None else "-"),
+    ]
+    if state.bag is not None:
+        lines.append(
+            ("  poche : " if fr else "  bag: ")
+            + f"{state.bag.bag_id}, {_num(state.bag.concentration_ug_per_ml, 4, lang)} µg/mL"
+        )
+    if state.unattributed_ml > 0:
+        lines.append(
+            f"  {_num(state.unattributed_ml, 1, lang)} mL "
+            + ("perfusés sans poche connue" if fr else "infused with no bag known")
+        )
+    return lines
+
+
+# --------------------------------------------------------------------------- bag input
+
+_BAG_KEYS = frozenset({"bag_id", "concentration_ug_per_ml", "volume_ml", "hung_at"})
+_MAX_CONCENTRATION_UG_PER_ML = 100.0  # same bound as BagConfig; the vial is 12.5 µg/mL
+_MAX_BAG_ML = 5000.0
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def parse_bag(payload: bytes, ward: str, bed: str, where: str) -> BagHung:
+    """Validate a bag announcement from MQTT; raise ``InputError`` with a stable reason.
+
+    Reasons: ``invalid_json``, ``not_object``, ``unknown_field``, ``missing_field``,
+    ``bad_bag_id``, ``bad_concentration``, ``bad_volume``, ``bad_time``.
+    """
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError("invalid_json", f"not UTF-8 JSON: {exc}", where) from exc
+    if not isinstance(data, dict):
+        raise InputError("not_object", f"expected a JSON object, got {type(data).__name__}", where)
+    unknown = sorted(set(data) - _BAG_KEYS)
+    if unknown:
+        raise InputError("unknown_field", f"unknown field(s): {', '.join(unknown)}", where)
+    missing = sorted({"bag_id", "concentration_ug_per_ml", "hung_at"} - set(data))
+    if missing:
+        raise InputError("missing_field", f"missing field(s): {', '.join(missing)}", where)
+    bag_id = data["bag_id"]
+    if not isinstance(bag_id, str) or not 1 <= len(bag_id.strip()) <= 64:
+        raise InputError("bad_bag_id", "bag_id must be a string of 1-64 characters", where)
+    conc = _number(data["concentration_ug_per_ml"])
+    if conc is None or not 0 < conc < _MAX_CONCENTRATION_UG_PER_ML:
+        raise InputError(
+            "bad_concentration",
+            f"concentration_ug_per_ml must be a number in (0, {_MAX_CONCENTRATION_UG_PER_ML:g}), "
+            f"got {data['concentration_ug_per_ml']!r}",
+            where,
+        )
+    volume: float | None = None
+    if data.get("volume_ml") is not None:
+        volume = _number(data["volume_ml"])
+        if volume is None or not 0 < volume <= _MAX_BAG_ML:
+            raise InputError(
+                "bad_volume",
+                f"volume_ml must be a number in (0, {_MAX_BAG_ML:g}], got {data['volume_ml']!r}",
+                where,
+            )
+    hung = data["hung_at"]
+    hung_at: datetime | None = None
+    if isinstance(hung, str):
+        try:
+            hung_at = _parse_time(hung)
+        except ValueError:
+            hung_at = None
+    if hung_at is None:
+        raise InputError("bad_time", f"hung_at must be an RFC 3339 time with a zone, got {hung!r}", where)
+    return BagHung(ward, bed, hung_at, bag_id.strip(), conc, volume)
