@@ -73,6 +73,7 @@ VITALS_SCHEMA: Mapping[str, Any] = {
 class DecodedVitals:
     """What one vitals message gave: a sample (if any value survived) and what was refused."""
 
+    time: datetime  # the message's own timestamp
     sample: VitalSample | None
     rejected: tuple[InputError, ...]
     probe_off: tuple[Metric, ...]
@@ -164,7 +165,7 @@ def decode_vitals(
             continue
         values[metric] = value
     sample = VitalSample(ward, bed, device, time, values) if values else None
-    return DecodedVitals(sample, tuple(rejected), tuple(probe_off))
+    return DecodedVitals(time, sample, tuple(rejected), tuple(probe_off))
 
 
 class _ProbeOff(Exception):  # noqa: N818 -- control flow, not an error to report
@@ -282,10 +283,11 @@ def vitals_decoder(counters: Counters, max_bytes: int, max_future_skew_s: float)
         for exc in decoded.rejected:
             reject(counters, REJECTED, exc.reason, exc.detail, where=exc.where, payload=payload)
         events: list[Event] = []
-        time = decoded.sample.time if decoded.sample else now
         for metric in decoded.probe_off:
             # A sentinel is a device matter (probe off, no reading): a technical signal.
-            events.append(SourceHealth(ward, bed, f"monitor.{metric}", time, Health.LOST, "probe-off"))
+            events.append(
+                SourceHealth(ward, bed, f"monitor.{metric}", decoded.time, Health.LOST, "probe-off")
+            )
         if decoded.sample is not None:
             events.append(decoded.sample)
         return events

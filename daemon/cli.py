@@ -1,0 +1,129 @@
+"""The ``wardd`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon import config as config_module
+from daemon.errors import ConfigError, WarddError
+
+log = logging.getLogger("wardd")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _load(path: str) -> config_module.Config:
+    return config_module.load(Path(path))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config; print every error at once."""
+    config = _load(args.config)
+    print(f"{args.config}: OK: {config_module.summary(config)}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    config = _load(args.config)
+    if args.capture:
+        config = config.model_copy(
+            update={"daemon": config.daemon.model_copy(update={"capture": Path(args.capture)})}
+        )
+    _setup_logging(args.log_level or config.daemon.log_level)
+    from daemon.app import build  # noqa: PLC0415 -- keeps check-config fast and light
+
+    async def main() -> None:
+        pipeline = build(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, pipeline.stop.set)
+        log.info("wardd starting: %s", config_module.summary(config))
+        await pipeline.run()
+
+    return _run_async(main())
+
+
+def _run_async(coro: object) -> int:
+    try:
+        asyncio.run(coro)  # type: ignore[arg-type]
+    except* WarddError as group:
+        for exc in group.exceptions:
+            print(f"wardd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except* Exception as group:
+        for exc in group.exceptions:
+            log.critical("wardd stopped on an unexpected error in a task", exc_info=exc)
+            print(f"wardd: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of an input payload or of the config."""
+    from daemon.telemetry import VITALS_SCHEMA  # noqa: PLC0415
+
+    schemas = {"vitals": VITALS_SCHEMA, "config": config_module.Config.model_json_schema()}
+    print(json.dumps(schemas[args.which], indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (every sub-command)."""
+    top = argparse.ArgumentParser(
+        prog="wardd", description="Ward daemon for patients on a continuous blinatumomab infusion."
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and report every error")
+    check.add_argument("config", help="TOML configuration file")
+    check.set_defaults(func=cmd_check_config)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", required=True, help="TOML configuration file")
+    run.add_argument(
+        "--capture", help="append every input event to this JSON-lines file (for `wardd replay`)"
+    )
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=cmd_run)
+
+    schema = sub.add_parser("schema", help="print a JSON Schema")
+    schema.add_argument("which", choices=["vitals", "config"])
+    schema.set_defaults(func=cmd_schema)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wardd`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.issues)} error(s); nothing was started", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
