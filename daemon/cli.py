@@ -8,8 +8,9 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from daemon import config as config_module
 from daemon.errors import ConfigError, WarddError
@@ -61,17 +62,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_async(main())
 
 
-def _run_async(coro: object) -> int:
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _run_async(coro: Coroutine[Any, Any, None]) -> int:
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
-    except* WarddError as group:
-        for exc in group.exceptions:
-            print(f"wardd: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except* Exception as group:
-        for exc in group.exceptions:
-            log.critical("wardd stopped on an unexpected error in a task", exc_info=exc)
-            print(f"wardd: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
+        asyncio.run(coro)
+    except Exception as failure:  # the last line of defence: say what failed, exit non-zero
+        for exc in _leaves(failure):
+            if isinstance(exc, WarddError):
+                print(f"wardd: {exc}", file=sys.stderr)
+            else:
+                log.critical("wardd stopped on an unexpected error in a task", exc_info=exc)
+                print(f"wardd: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 

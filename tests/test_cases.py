@@ -156,8 +156,13 @@ def test_case(folder: Path) -> None:
         else:
             unmatched_actual.remove(hit)
     report = "\n".join(
-        ["missing (expected, not given):", *(f"  {json.dumps(m)}" for m in missing)]
-        + ["unexpected (given, not expected):", *(f"  {t}" for t in unmatched_actual)]
-        + ["all transitions given:", *(f"  {t}" for t in actual)]
+        [
+            "missing (expected, not given):",
+            *(f"  {json.dumps(m)}" for m in missing),
+            "unexpected (given, not expected):",
+            *(f"  {t}" for t in unmatched_actual),
+            "all transitions given:",
+            *(f"  {t}" for t in actual),
+        ]
     )
-    assert not missing and not unmatched_actual, report
+    assert (missing, unmatched_actual) == ([], []), report
