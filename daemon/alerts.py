@@ -1,0 +1,950 @@
+"""The alert engine: one lifecycle for every alert, and its delivery to staff.
+
+Rules say what they see as ``AlertCandidate`` values, often and repeatedly; this
+module turns them into alerts that a nurse can trust: one open alert per bed and
+condition, a stable id, acknowledgement by a named person, latching, escalation,
+an audit journal, and state that survives a restart. Vocabulary: IEC 60601-1-8
+and IHE PCD ACM (``shared/domain.md`` section 4).
+
+Lifecycle of one alert (``AlertBook``, pure: no I/O, no clock reads)::
+
+    present ──start──> ACTIVE ──ack──> ACKNOWLEDGED ──cleared (end)──> RESOLVED
+                        │  ^
+                        │  └──present again (reactivate)──┐
+                        ├──cleared, low/medium (end)──> RESOLVED
+                        └──cleared, high (latch)──> LATCHED ──ack──> RESOLVED
+
+- An alert is *closed* once its state is ``resolved``; the phase says why (``end``:
+  its condition cleared; ``ack``: a latched alert was acknowledged).
+- Dedup: a repeat with the same priority, kind and details changes nothing and is
+  not published, even if its value moved. IHE ACM sends messages on state changes
+  and leaves periodic refreshes to site agreement; a value worth announcing is a
+  rule's business (a new grade in ``details``, or a new priority).
+- A change of details is an ``update``; a priority rise an ``escalate``, a fall a
+  ``deescalate``. A rise re-activates an acknowledged alert: the acknowledgement
+  was given for the lower priority.
+- Escalation of unanswered alerts runs on the daemon's clock (``tick``): an active,
+  unacknowledged high-priority alert gets escalation level 1 after
+  ``escalate_after_s``, level 2 after twice that, and so on (phase ``overdue``).
+  Latched alerts do not escalate: their condition has already cleared.
+
+Delivery (``AlertService``) of each transition, in this order:
+
+    state file (atomic) -> audit journal (JSON line, fsync)
+      -> <prefix>/<ward>/bed/<bed>/alerts          transition, QoS 1
+      -> <prefix>/<ward>/bed/<bed>/alerts/<id>     current state, retained; empty when closed
+      -> <prefix>/<ward>/escalations               ``overdue`` transitions only
+      -> point ``alerts`` in the PointSink
+
+Acknowledgements arrive as ``{"by": "..."}`` on ``.../alerts/<id>/ack`` and are
+answered on ``.../alerts/<id>/ack/reply``. ``wardd ack`` uses ``send_ack``: ids do
+not encode the ward, so it finds the alert's bed from its retained state, which
+exists exactly while the alert is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from daemon import topics
+from daemon.clock import Clock, every
+from daemon.errors import InputError, WarddError
+from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.metrics import Counters, reject
+from daemon.points import FieldValue, Point, PointSink
+from daemon.publish import Publisher
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+DEFAULT_ESCALATE_AFTER_S = 300.0  # issue 5 default (5 min); a site choice, see AlertsConfig
+MAX_ACK_PAYLOAD_BYTES = 4096
+MAX_BY_CHARS = 64
+SYSTEM_ACTOR = "wardd"  # "who" in the journal for transitions the daemon makes itself
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+class AlertState(StrEnum):
+    """Where an alert is in its lifecycle (BICEPS signal presence On / Ack / Latch, then off)."""
+
+    ACTIVE = "active"  # condition present, not acknowledged
+    ACKNOWLEDGED = "acknowledged"  # condition present, a person has acknowledged it
+    LATCHED = "latched"  # high priority, condition cleared, not yet acknowledged
+    RESOLVED = "resolved"  # closed; the last state an alert is published in
+
+
+class Phase(StrEnum):
+    """What a transition did (IHE ACM event phases, plus the daemon's own)."""
+
+    START = "start"  # a new alert
+    UPDATE = "update"  # same priority, new details (e.g. a grade)
+    ESCALATE = "escalate"  # priority raised
+    DEESCALATE = "deescalate"  # priority lowered
+    OVERDUE = "overdue"  # still unacknowledged: escalation level raised
+    ACK = "ack"  # acknowledged by a person (closes a latched alert)
+    LATCH = "latch"  # high-priority condition cleared before acknowledgement
+    REACTIVATE = "reactivate"  # condition back while latched
+    END = "end"  # condition cleared: closed
+
+
+class UnknownAlertError(WarddError):
+    """No open alert has this id (it never existed, or it is closed)."""
+
+    def __init__(self, alert_id: str) -> None:
+        self.alert_id = alert_id
+        super().__init__(f"no open alert with id {alert_id!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert as it stands after its latest transition.
+
+    ``since`` is the condition's onset (the candidate's event time); ``updated``
+    and ``active_since`` are daemon time: the last transition, and the start of
+    the acknowledgement timer that drives escalation.
+    """
+
+    id: str
+    condition: str
+    kind: Kind
+    priority: Priority
+    state: AlertState
+    phase: Phase
+    ward: str
+    bed: str
+    value: float | None
+    unit: str | None
+    since: datetime
+    updated: datetime
+    active_since: datetime
+    message: Text
+    details: Mapping[str, Any] = field(default_factory=dict)
+    escalation_level: int = 0
+    acked_by: str | None = None
+    acked_at: datetime | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once the alert is resolved: it will never change again."""
+        return self.state is AlertState.RESOLVED
+
+    def to_payload(self, language: str) -> dict[str, Any]:
+        """The alert as published on MQTT, its message in ``language`` ("en" or "fr")."""
+        return {
+            "id": self.id,
+            "condition": self.condition,
+            "kind": str(self.kind),
+            "priority": str(self.priority),
+            "state": str(self.state),
+            "phase": str(self.phase),
+            "ward": self.ward,
+            "bed": self.bed,
+            "value": self.value,
+            "unit": self.unit,
+            "since": _iso(self.since),
+            "updated": _iso(self.updated),
+            "message": self.message.get(language),
+            "details": dict(self.details),
+            "escalation_level": self.escalation_level,
+            "acked_by": self.acked_by,
+            "acked_at": _iso(self.acked_at) if self.acked_at else None,
+        }
+
+    def dump(self) -> dict[str, Any]:
+        """Every field as JSON-compatible data (both languages kept)."""
+        return {
+            "id": self.id,
+            "condition": self.condition,
+            "kind": str(self.kind),
+            "priority": str(self.priority),
+            "state": str(self.state),
+            "phase": str(self.phase),
+            "ward": self.ward,
+            "bed": self.bed,
+            "value": self.value,
+            "unit": self.unit,
+            "since": _iso(self.since),
+            "updated": _iso(self.updated),
+            "active_since": _iso(self.active_since),
+            "message": {"en": self.message.en, "fr": self.message.fr},
+            "details": dict(self.details),
+            "escalation_level": self.escalation_level,
+            "acked_by": self.acked_by,
+            "acked_at": _iso(self.acked_at) if self.acked_at else None,
+        }
+
+    @classmethod
+    def load(cls, data: Mapping[str, Any]) -> Alert:
+        """An alert from ``dump``'s output; ``InputError("bad_alert", ...)`` if malformed."""
+        try:
+            value = data["value"]
+            acked_at = data.get("acked_at")
+            message = data["message"]
+            return cls(
+                id=_text(data["id"]),
+                condition=_text(data["condition"]),
+                kind=Kind(data["kind"]),
+                priority=Priority(data["priority"]),
+                state=AlertState(data["state"]),
+                phase=Phase(data["phase"]),
+                ward=_text(data["ward"]),
+                bed=_text(data["bed"]),
+                value=None if value is None else float(value),
+                unit=None if data.get("unit") is None else _text(data["unit"]),
+                since=_parse_time(data["since"]),
+                updated=_parse_time(data["updated"]),
+                active_since=_parse_time(data["active_since"]),
+                message=Text(en=_text(message["en"]), fr=_text(message["fr"])),
+                details=dict(data.get("details") or {}),
+                escalation_level=int(data.get("escalation_level", 0)),
+                acked_by=None if data.get("acked_by") is None else _text(data["acked_by"]),
+                acked_at=None if acked_at is None else _parse_time(acked_at),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError("bad_alert", f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One change of one alert: the alert after the change, and its state before."""
+
+    alert: Alert
+    previous: AlertState | None  # None for a start
+
+    @property
+    def phase(self) -> Phase:
+        """What happened."""
+        return self.alert.phase
+
+    @property
+    def closed(self) -> bool:
+        """This transition closed the alert."""
+        return self.alert.closed
+
+
+class AlertBook:
+    """The open alerts and their lifecycle; pure (time is passed in, nothing is written).
+
+    Guarantees: at most one open alert per (ward, bed, condition); ids are never
+    reused within a book and its reloads; every returned transition is already
+    applied; an alert that is closed is gone from the book.
+    """
+
+    def __init__(self, *, escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S, next_seq: int = 1) -> None:
+        if not escalate_after_s > 0:
+            raise ValueError(f"escalate_after_s must be > 0, got {escalate_after_s}")
+        self.escalate_after_s = escalate_after_s
+        self._next_seq = max(1, next_seq)
+        self._open: dict[tuple[str, str, str], Alert] = {}
+        self._by_id: dict[str, tuple[str, str, str]] = {}
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next new alert will take (part of its id)."""
+        return self._next_seq
+
+    def open_alerts(self) -> list[Alert]:
+        """Every open alert, oldest first."""
+        return sorted(self._open.values(), key=lambda a: (a.since, a.id))
+
+    def find(self, alert_id: str) -> Alert | None:
+        """The open alert with this id, if any."""
+        key = self._by_id.get(alert_id)
+        return None if key is None else self._open[key]
+
+    def get(self, alert_id: str) -> Alert:
+        """The open alert with this id; ``UnknownAlertError`` if there is none."""
+        alert = self.find(alert_id)
+        if alert is None:
+            raise UnknownAlertError(alert_id)
+        return alert
+
+    def apply(self, candidate: AlertCandidate, now: datetime) -> list[Transition]:
+        """Fold one candidate into the book; ``now`` is daemon time."""
+        key = (candidate.ward, candidate.bed, candidate.condition)
+        alert = self._open.get(key)
+        if candidate.present:
+            if alert is None:
+                return [self._start(key, candidate, now)]
+            return self._present_again(alert, candidate, now)
+        if alert is None:
+            return []
+        if alert.state is AlertState.ACTIVE and alert.priority is Priority.HIGH:
+            return [self._put(alert, replace(alert, state=AlertState.LATCHED, phase=Phase.LATCH), now)]
+        if alert.state in (AlertState.ACTIVE, AlertState.ACKNOWLEDGED):
+            return [self._put(alert, replace(alert, state=AlertState.RESOLVED, phase=Phase.END), now)]
+        return []  # latched: stays until acknowledged
+
+    def apply_all(self, candidates: Iterable[AlertCandidate], now: datetime) -> list[Transition]:
+        """``apply`` for each candidate in order."""
+        return [t for candidate in candidates for t in self.apply(candidate, now)]
+
+    def acknowledge(self, alert_id: str, by: str, now: datetime) -> list[Transition]:
+        """A person acknowledges an alert.
+
+        Active becomes acknowledged; latched becomes resolved (closed); an alert
+        already acknowledged is left as it is (no transition). Raises
+        ``UnknownAlertError`` for an id that is not open, ``InputError`` for an empty ``by``.
+        """
+        who = by.strip()
+        if not who:
+            raise InputError("missing_by", "an acknowledgement needs the name of the person who gives it")
+        alert = self.get(alert_id)
+        if alert.state is AlertState.ACKNOWLEDGED:
+            return []
+        state = AlertState.RESOLVED if alert.state is AlertState.LATCHED else AlertState.ACKNOWLEDGED
+        acked = replace(alert, state=state, phase=Phase.ACK, acked_by=who, acked_at=now)
+        return [self._put(alert, acked, now)]
+
+    def tick(self, now: datetime) -> list[Transition]:
+        """Raise the escalation level of active high-priority alerts nobody has acknowledged."""
+        out: list[Transition] = []
+        for alert in self.open_alerts():
+            if alert.state is not AlertState.ACTIVE or alert.priority is not Priority.HIGH:
+                continue
+            waited_s = (now - alert.active_since).total_seconds()
+            level = math.floor(waited_s / self.escalate_after_s) if waited_s > 0 else 0
+            if level > alert.escalation_level:
+                out.append(self._put(alert, replace(alert, phase=Phase.OVERDUE, escalation_level=level), now))
+        return out
+
+    def dump(self) -> dict[str, Any]:
+        """The book as JSON-compatible data."""
+        return {
+            "version": STATE_VERSION,
+            "next_seq": self._next_seq,
+            "alerts": [alert.dump() for alert in self.open_alerts()],
+        }
+
+    @classmethod
+    def load(
+        cls, data: Mapping[str, Any], *, escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S
+    ) -> AlertBook:
+        """A book from ``dump``'s output; ``InputError("bad_state", ...)`` if malformed."""
+        if not isinstance(data, Mapping) or data.get("version") != STATE_VERSION:
+            raise InputError("bad_state", f"not an alert book of version {STATE_VERSION}")
+        try:
+            book = cls(escalate_after_s=escalate_after_s, next_seq=int(data["next_seq"]))
+            alerts = [Alert.load(item) for item in data["alerts"]]
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise InputError("bad_state", str(exc)) from exc
+        for alert in alerts:
+            book.restore(alert)
+        return book
+
+    def restore(self, alert: Alert) -> None:
+        """Put back an alert as it was (loading); a closed one removes any open one with its id."""
+        key = (alert.ward, alert.bed, alert.condition)
+        if alert.closed:
+            if self._by_id.get(alert.id) == key:
+                del self._by_id[alert.id]
+                del self._open[key]
+            return
+        previous = self._open.get(key)
+        if previous is not None:
+            self._by_id.pop(previous.id, None)
+        self._open[key] = alert
+        self._by_id[alert.id] = key
+        self._next_seq = max(self._next_seq, _seq_of(alert.id) + 1)
+
+    def _start(self, key: tuple[str, str, str], candidate: AlertCandidate, now: datetime) -> Transition:
+        seq = self._next_seq
+        self._next_seq += 1
+        alert = Alert(
+            id=f"{_UNSAFE_ID_CHARS.sub('_', candidate.bed)}-{_UNSAFE_ID_CHARS.sub('_', candidate.condition)}-{seq}",
+            condition=candidate.condition,
+            kind=candidate.kind,
+            priority=candidate.priority,
+            state=AlertState.ACTIVE,
+            phase=Phase.START,
+            ward=candidate.ward,
+            bed=candidate.bed,
+            value=candidate.value,
+            unit=candidate.unit,
+            since=candidate.time,
+            updated=now,
+            active_since=now,
+            message=candidate.message or _default_message(candidate),
+            details=_plain(candidate.details),
+        )
+        self._open[key] = alert
+        self._by_id[alert.id] = key
+        return Transition(alert, None)
+
+    def _present_again(self, alert: Alert, candidate: AlertCandidate, now: datetime) -> list[Transition]:
+        news: dict[str, Any] = {
+            "priority": candidate.priority,
+            "kind": candidate.kind,
+            "value": candidate.value,
+            "unit": candidate.unit,
+            "message": candidate.message or alert.message,
+            "details": _plain(candidate.details),
+        }
+        if alert.state is AlertState.LATCHED:
+            return [
+                self._put(
+                    alert,
+                    replace(
+                        alert,
+                        **news,
+                        state=AlertState.ACTIVE,
+                        phase=Phase.REACTIVATE,
+                        since=candidate.time,
+                        active_since=now,
+                        escalation_level=0,
+                    ),
+                    now,
+                )
+            ]
+        rise = candidate.priority.rank - alert.priority.rank
+        if rise > 0:
+            # An acknowledgement was given for the lower priority: announce again.
+            changed = replace(
+                alert,
+                **news,
+                state=AlertState.ACTIVE,
+                phase=Phase.ESCALATE,
+                active_since=now,
+                escalation_level=0,
+                acked_by=None,
+                acked_at=None,
+            )
+        elif rise < 0:
+            changed = replace(alert, **news, phase=Phase.DEESCALATE, escalation_level=0)
+        elif news["details"] != alert.details or candidate.kind is not alert.kind:
+            changed = replace(alert, **news, phase=Phase.UPDATE)
+        else:
+            return []
+        return [self._put(alert, changed, now)]
+
+    def _put(self, before: Alert, after: Alert, now: datetime) -> Transition:
+        after = replace(after, updated=now)
+        key = (after.ward, after.bed, after.condition)
+        if after.closed:
+            del self._open[key]
+            del self._by_id[after.id]
+        else:
+            self._open[key] = after
+        return Transition(after, before.state)
+
+
+def _default_message(candidate: AlertCandidate) -> Text:
+    return Text(
+        en=f"{candidate.condition} at bed {candidate.bed}",
+        fr=f"{candidate.condition} au lit {candidate.bed}",
+    )
+
+
+def _plain(details: Mapping[str, Any]) -> dict[str, Any]:
+    # Round-trip through JSON so that what is compared is what is stored and reloaded
+    # (tuples become lists, enums their values): no spurious update after a restart.
+    plain: dict[str, Any] = json.loads(json.dumps(dict(details), default=str, sort_keys=True))
+    return plain
+
+
+def _seq_of(alert_id: str) -> int:
+    tail = alert_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(text: Any) -> datetime:
+    when = datetime.fromisoformat(_text(text))
+    if when.tzinfo is None:
+        raise ValueError(f"time without a time zone: {text!r}")
+    return when
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+# --- I/O: persistence, journal, delivery, acknowledgement over MQTT ---------------------------
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    # The rename itself is durable only once the directory is synced.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_book(
+    state_path: Path,
+    journal_path: Path,
+    *,
+    escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
+    counters: Counters | None = None,
+) -> AlertBook:
+    """The book as it was before a restart.
+
+    The state file is the fast path. When it is missing or unreadable, the book is
+    rebuilt from the audit journal, whose lines carry each alert in full, so open
+    alerts are not lost with the state file. A corrupt state file is kept aside
+    (``<name>.corrupt``) for inspection, never silently overwritten.
+    """
+    counters = counters or Counters()
+    if state_path.exists():
+        try:
+            data = json.loads(state_path.read_text(encoding="utf-8"))
+            return AlertBook.load(data, escalate_after_s=escalate_after_s)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, InputError) as exc:
+            counters.inc("alerts.state_errors", "unreadable")
+            aside = state_path.with_name(state_path.name + ".corrupt")
+            log.error(
+                "alert state %s unreadable (%s); kept as %s, rebuilding from the journal %s",
+                state_path,
+                exc,
+                aside,
+                journal_path,
+            )
+            with contextlib.suppress(OSError):
+                os.replace(state_path, aside)
+    return replay_journal(journal_path, escalate_after_s=escalate_after_s, counters=counters)
+
+
+def replay_journal(
+    journal_path: Path,
+    *,
+    escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
+    counters: Counters | None = None,
+) -> AlertBook:
+    """A book rebuilt from the journal: the last state of every alert, open ones kept.
+
+    Unreadable lines (e.g. one cut short by a crash) are skipped and counted.
+    """
+    counters = counters or Counters()
+    book = AlertBook(escalate_after_s=escalate_after_s)
+    if not journal_path.exists():
+        return book
+    with journal_path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict) or "alert" not in entry:
+                    continue  # service lines (start) carry no alert
+                book.restore(Alert.load(entry["alert"]))
+            except (json.JSONDecodeError, InputError) as exc:
+                counters.inc("alerts.journal_skipped", "unreadable")
+                log.warning("journal %s line %d skipped: %s", journal_path, number, exc)
+    return book
+
+
+class AlertService:
+    """Delivers the book's transitions: MQTT, retained state, journal, storage, state file.
+
+    Guarantees: transitions are delivered in the order they happened, each once;
+    the state file and journal are written before the messages are queued; a
+    failing disk is logged and counted, never a reason to stop alerting;
+    ``publish`` is only ever queued (``Publisher`` contract), so delivery does not
+    wait on the broker. ``handle``, ``acknowledge`` and the escalation loop are
+    serialised by one lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        book: AlertBook,
+        publisher: Publisher,
+        sink: PointSink,
+        clock: Clock,
+        counters: Counters,
+        prefix: str,
+        journal_path: Path,
+        state_path: Path,
+        language: str = "en",
+        check_interval_s: float = 1.0,
+        qos: int = 1,
+    ) -> None:
+        if language not in ("en", "fr"):
+            raise ValueError(f"language must be 'en' or 'fr', got {language!r}")
+        self.book = book
+        self._publisher = publisher
+        self._sink = sink
+        self._clock = clock
+        self._counters = counters
+        self._prefix = prefix
+        self._journal_path = journal_path
+        self._state_path = state_path
+        self._language = language
+        self._check_interval_s = check_interval_s
+        self._qos = qos
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        publisher: Publisher,
+        sink: PointSink,
+        clock: Clock,
+        counters: Counters,
+        prefix: str,
+        journal_path: Path,
+        state_path: Path,
+        language: str = "en",
+        escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
+        check_interval_s: float = 1.0,
+        qos: int = 1,
+    ) -> AlertService:
+        """A service with the book as it was before the restart (see ``load_book``)."""
+        book = load_book(state_path, journal_path, escalate_after_s=escalate_after_s, counters=counters)
+        service = cls(
+            book=book,
+            publisher=publisher,
+            sink=sink,
+            clock=clock,
+            counters=counters,
+            prefix=prefix,
+            journal_path=journal_path,
+            state_path=state_path,
+            language=language,
+            check_interval_s=check_interval_s,
+            qos=qos,
+        )
+        service._journal(
+            [
+                {
+                    "at": _iso(clock.now()),
+                    "who": SYSTEM_ACTOR,
+                    "what": "service_start",
+                    "open": [alert.id for alert in book.open_alerts()],
+                }
+            ]
+        )
+        return service
+
+    def ack_subscription(self) -> str:
+        """The topic filter the MQTT link must subscribe to and route to ``handle_ack_message``."""
+        return topics.alert_ack(self._prefix, "+", "+", "+")
+
+    async def handle(self, candidates: Iterable[AlertCandidate]) -> list[Transition]:
+        """Apply the rules' candidates and deliver what changed."""
+        async with self._lock:
+            now = self._clock.now()
+            transitions = self.book.apply_all(candidates, now)
+            await self._deliver(transitions, now)
+            return transitions
+
+    async def acknowledge(self, alert_id: str, by: str) -> list[Transition]:
+        """Acknowledge an alert on behalf of ``by``; ``UnknownAlertError`` if it is not open."""
+        async with self._lock:
+            now = self._clock.now()
+            transitions = self.book.acknowledge(alert_id, by, now)
+            await self._deliver(transitions, now)
+            return transitions
+
+    async def handle_ack_message(self, topic: str, payload: bytes) -> None:
+        """One acknowledgement command from MQTT; every outcome gets a reply, refusals change nothing."""
+        parts = topic.split("/")
+        if (
+            len(parts) != 7
+            or parts[0] != self._prefix
+            or parts[2] != "bed"
+            or parts[4] != "alerts"
+            or parts[6] != "ack"
+        ):
+            # Nowhere to reply: the topic does not name an alert.
+            reject(
+                self._counters,
+                "alerts.ack_rejected",
+                "bad_topic",
+                "not <prefix>/<ward>/bed/<bed>/alerts/<id>/ack",
+                where=topic,
+                payload=payload,
+            )
+            return
+        ward, bed, alert_id = parts[1], parts[3], parts[5]
+        try:
+            by = _parse_ack(payload)
+            self._check_place(alert_id, ward, bed)
+            transitions = await self.acknowledge(alert_id, by)
+        except UnknownAlertError as exc:
+            self._refuse(topic, payload, "unknown_id", str(exc))
+            await self._reply(
+                ward, bed, alert_id, {"ok": False, "id": alert_id, "reason": "unknown_id", "error": str(exc)}
+            )
+            return
+        except InputError as exc:
+            self._refuse(topic, payload, exc.reason, exc.detail)
+            await self._reply(
+                ward, bed, alert_id, {"ok": False, "id": alert_id, "reason": exc.reason, "error": exc.detail}
+            )
+            return
+        self._counters.inc("alerts.acks", "accepted" if transitions else "already_acknowledged")
+        state = transitions[-1].alert.state if transitions else AlertState.ACKNOWLEDGED
+        await self._reply(ward, bed, alert_id, {"ok": True, "id": alert_id, "state": str(state), "by": by})
+
+    async def republish_open(self) -> None:
+        """Publish the retained state of every open alert again (the broker may have lost it)."""
+        async with self._lock:
+            for alert in self.book.open_alerts():
+                await self._publish_state(alert)
+
+    async def run(self) -> None:
+        """Escalate unanswered alerts on the injected clock until cancelled."""
+        await self.republish_open()
+        async for _ in every(self._clock, self._check_interval_s):
+            async with self._lock:
+                now = self._clock.now()
+                await self._deliver(self.book.tick(now), now)
+
+    def _check_place(self, alert_id: str, ward: str, bed: str) -> None:
+        alert = self.book.get(alert_id)
+        if (alert.ward, alert.bed) != (ward, bed):
+            raise InputError(
+                "wrong_bed", f"alert {alert_id} is at ward {alert.ward} bed {alert.bed}, not {ward}/{bed}"
+            )
+
+    def _refuse(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
+        reject(self._counters, "alerts.ack_rejected", reason, detail, where=topic, payload=payload)
+
+    async def _reply(self, ward: str, bed: str, alert_id: str, body: Mapping[str, Any]) -> None:
+        topic = topics.alert_ack_reply(self._prefix, ward, bed, alert_id)
+        await self._publisher.publish(topic, _encode(body), qos=self._qos, retain=False)
+
+    async def _deliver(self, transitions: list[Transition], now: datetime) -> None:
+        if not transitions:
+            return
+        self._save_state()
+        self._journal([self._journal_entry(t, now) for t in transitions])
+        for transition in transitions:
+            alert = transition.alert
+            self._counters.inc("alerts.transitions", str(alert.phase))
+            log.info(
+                "alert %s %s: %s %s at %s/%s (%s)",
+                alert.id,
+                alert.phase,
+                alert.condition,
+                alert.priority,
+                alert.ward,
+                alert.bed,
+                alert.state,
+            )
+            body = alert.to_payload(self._language)
+            await self._publisher.publish(
+                topics.alerts(self._prefix, alert.ward, alert.bed), _encode(body), qos=self._qos, retain=False
+            )
+            await self._publish_state(alert)
+            if alert.phase is Phase.OVERDUE:
+                notice = _overdue_notice(alert, self.book.escalate_after_s).get(self._language)
+                await self._publisher.publish(
+                    topics.escalations(self._prefix, alert.ward),
+                    _encode({**body, "notice": notice}),
+                    qos=self._qos,
+                    retain=False,
+                )
+            self._sink.put(_point(alert, now, self._language))
+
+    async def _publish_state(self, alert: Alert) -> None:
+        topic = topics.alert_state(self._prefix, alert.ward, alert.bed, alert.id)
+        # An empty retained message removes the retained state: a closed alert is not shown.
+        payload = b"" if alert.closed else _encode(alert.to_payload(self._language))
+        await self._publisher.publish(topic, payload, qos=self._qos, retain=True)
+
+    def _journal_entry(self, transition: Transition, now: datetime) -> dict[str, Any]:
+        alert = transition.alert
+        who = alert.acked_by if alert.phase is Phase.ACK and alert.acked_by else SYSTEM_ACTOR
+        return {
+            "at": _iso(now),
+            "who": who,
+            "what": str(alert.phase),
+            "id": alert.id,
+            "from": None if transition.previous is None else str(transition.previous),
+            "to": str(alert.state),
+            "alert": alert.dump(),
+        }
+
+    def _journal(self, entries: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n" for entry in entries)
+        try:
+            self._journal_path.parent.mkdir(parents=True, exist_ok=True)
+            with self._journal_path.open("a", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            self._counters.inc("alerts.journal_errors", "write", len(entries))
+            log.error("audit journal %s not written (%d entries): %s", self._journal_path, len(entries), exc)
+
+    def _save_state(self) -> None:
+        try:
+            write_atomically(self._state_path, json.dumps(self.book.dump(), ensure_ascii=False, indent=1))
+        except OSError as exc:
+            self._counters.inc("alerts.state_errors", "write")
+            log.error("alert state %s not saved: %s", self._state_path, exc)
+
+
+def _parse_ack(payload: bytes) -> str:
+    if len(payload) > MAX_ACK_PAYLOAD_BYTES:
+        raise InputError("too_large", f"{len(payload)} bytes, at most {MAX_ACK_PAYLOAD_BYTES}")
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError("invalid_json", f'expected JSON like {{"by": "name"}}: {exc}') from exc
+    if not isinstance(data, dict):
+        raise InputError(
+            "invalid_json", f'expected a JSON object like {{"by": "name"}}, got {type(data).__name__}'
+        )
+    by = data.get("by")
+    if not isinstance(by, str) or not by.strip():
+        raise InputError("missing_by", '"by" must name the person who acknowledges (a non-empty string)')
+    by = by.strip()
+    if len(by) > MAX_BY_CHARS or any(ch < " " or ch == "\x7f" for ch in by):
+        raise InputError("bad_by", f'"by" must be at most {MAX_BY_CHARS} printable characters')
+    return by
+
+
+def _overdue_notice(alert: Alert, escalate_after_s: float) -> Text:
+    waited_min = round(alert.escalation_level * escalate_after_s / 60)
+    return Text(
+        en=f"Not acknowledged for {waited_min} min (escalation level {alert.escalation_level}): "
+        f"{alert.message.en}",
+        fr=f"Non acquittée depuis {waited_min} min (niveau d'escalade {alert.escalation_level}) : "
+        f"{alert.message.fr}",
+    )
+
+
+def _point(alert: Alert, now: datetime, language: str) -> Point:
+    fields: dict[str, FieldValue] = {
+        "id": alert.id,
+        "escalation_level": alert.escalation_level,
+        "message": alert.message.get(language),
+    }
+    if alert.value is not None:
+        fields["value"] = float(alert.value)
+    if alert.acked_by is not None:
+        fields["acked_by"] = alert.acked_by
+    tags = {
+        "ward": alert.ward,
+        "bed": alert.bed,
+        "condition": alert.condition,
+        "kind": str(alert.kind),
+        "priority": str(alert.priority),
+        "state": str(alert.state),
+        "phase": str(alert.phase),
+    }
+    return Point("alerts", tags, fields, now)
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
+
+
+# --- the client side of acknowledgement (``wardd ack``) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AckReply:
+    """The outcome of ``send_ack``: the daemon's answer, or why there was none."""
+
+    ok: bool
+    alert_id: str
+    error: str = ""
+    reason: str = ""
+    state: str | None = None
+    ward: str | None = None
+    bed: str | None = None
+
+
+async def send_ack(
+    client: aiomqtt.Client, *, prefix: str, alert_id: str, by: str, timeout_s: float = 5.0
+) -> AckReply:
+    """Acknowledge ``alert_id`` as ``by`` through the broker, as a nursing station would.
+
+    ``client`` is connected and used for nothing else meanwhile. Ids do not encode
+    the ward or bed, so the alert is first found by its retained state under
+    ``<prefix>/+/bed/+/alerts/<id>`` (present exactly while the alert is open). A
+    message sent to ourselves after subscribing marks the end of the retained
+    messages, so a missing alert is reported at once, not after a timeout.
+    """
+    who = by.strip()
+    if not who:
+        return AckReply(False, alert_id, "give the name of the person who acknowledges", "missing_by")
+    if not _TOPIC_LEVEL.match(alert_id):
+        return AckReply(False, alert_id, f"{alert_id!r} is not an alert id", "bad_id")
+    state_filter = topics.alert_state(prefix, "+", "+", alert_id)
+    reply_filter = topics.alert_ack_reply(prefix, "+", "+", alert_id)
+    barrier = f"{prefix}/wardd-cli/{uuid.uuid4().hex}"
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.subscribe(reply_filter, qos=1)
+            await client.subscribe(state_filter, qos=1)
+            await client.subscribe(barrier, qos=1)
+            await client.publish(barrier, b"1", qos=1)
+            place: tuple[str, str] | None = None
+            messages = aiter(client.messages)
+            while True:
+                message = await anext(messages)
+                topic = str(message.topic)
+                if topic == barrier:
+                    break
+                if topic.endswith(f"/alerts/{alert_id}") and message.payload:
+                    parts = topic.split("/")
+                    place = (parts[-4], parts[-2])
+            if place is None:
+                return AckReply(False, alert_id, f"no open alert with id {alert_id!r}", "unknown_id")
+            ward, bed = place
+            await client.publish(
+                topics.alert_ack(prefix, ward, bed, alert_id), json.dumps({"by": who}).encode(), qos=1
+            )
+            reply_topic = topics.alert_ack_reply(prefix, ward, bed, alert_id)
+            while True:
+                message = await anext(messages)
+                if str(message.topic) == reply_topic:
+                    return _read_reply(alert_id, ward, bed, message.payload)
+    except TimeoutError:
+        return AckReply(False, alert_id, f"no answer from the daemon within {timeout_s:g} s", "timeout")
+
+
+def _read_reply(alert_id: str, ward: str, bed: str, payload: Any) -> AckReply:
+    raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError:
+        return AckReply(False, alert_id, "unreadable reply from the daemon", "bad_reply", ward=ward, bed=bed)
+    if not isinstance(body, dict):
+        return AckReply(False, alert_id, "unreadable reply from the daemon", "bad_reply", ward=ward, bed=bed)
+    return AckReply(
+        ok=body.get("ok") is True,
+        alert_id=alert_id,
+        error=str(body.get("error", "")),
+        reason=str(body.get("reason", "")),
+        state=None if body.get("state") is None else str(body["state"]),
+        ward=ward,
+        bed=bed,
+    )
