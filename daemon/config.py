@@ -135,10 +135,70 @@ class InfluxConfig(Model):
 
 
 class VitalThresholds(Model):
-    """Vital-sign alarm limits and noise control (issue: fever and haemodynamic watch)."""
+    """Vital-sign alarm limits and noise control (issue: fever and haemodynamic watch).
 
-    fever_c: float = 38.0  # ASTCT fever criterion, domain.md section 2
-    fever_delay_s: Annotated[float, Field(ge=0)] = 0.0  # site choice
+    Onset delays and clearing times run on the measurements' own timestamps; the
+    staleness and neuro-check intervals run on the daemon's clock. A condition
+    raises once ``confirm_samples`` consecutive samples are abnormal and the first
+    of them is at least ``<condition>_delay_s`` old; it clears once values have
+    stayed beyond the limit plus the hysteresis for ``<condition>_clear_s``.
+    """
+
+    # Consecutive abnormal samples needed before any onset, so that one artifact
+    # (a 45 °C spike that is still in the plausible range) never alarms: site choice.
+    confirm_samples: Annotated[int, Field(ge=1, le=20)] = 2
+
+    fever_c: float = 38.0  # ASTCT fever criterion (>= 38.0 °C), domain.md section 2
+    fever_hysteresis_c: Annotated[float, Field(ge=0, le=2)] = 0.3  # site choice
+    fever_delay_s: Annotated[float, Field(ge=0)] = 120.0  # site choice
+    fever_clear_s: Annotated[float, Field(ge=0)] = 1800.0  # site choice
+
+    # Alarm below either: SBP < 90 mmHg (ASTCT adaptations, domain.md section 2) and
+    # MAP < 65 mmHg (Surviving Sepsis target, domain.md section 3).
+    hypotension_sbp_mmhg: Annotated[float, Field(gt=0, lt=400)] = 90.0
+    hypotension_map_mmhg: Annotated[float, Field(gt=0, lt=300)] = 65.0
+    hypotension_hysteresis_mmhg: Annotated[float, Field(ge=0, le=30)] = 5.0  # site choice
+    hypotension_delay_s: Annotated[float, Field(ge=0)] = 60.0  # site choice
+    hypotension_clear_s: Annotated[float, Field(ge=0)] = 900.0  # site choice
+    # When a monitor sends SBP and DBP without MAP, estimate MAP = DBP + (SBP - DBP) / 3.
+    # The usual bedside approximation, not in domain.md: site choice.
+    map_from_sbp_dbp: bool = True
+
+    # Alarm below: NEWS2 scores SpO2 <= 91 % as 3 (scale 1), domain.md section 3.
+    hypoxia_spo2_pct: Annotated[float, Field(gt=50, le=100)] = 92.0
+    hypoxia_hysteresis_pct: Annotated[float, Field(ge=0, le=10)] = 2.0  # site choice
+    hypoxia_delay_s: Annotated[float, Field(ge=0)] = 30.0  # site choice
+    hypoxia_clear_s: Annotated[float, Field(ge=0)] = 300.0  # site choice
+
+    # Alarm at or above: NEWS2 scores pulse >= 131 /min as 3, domain.md section 3.
+    tachycardia_per_min: Annotated[float, Field(gt=0, lt=300)] = 131.0
+    tachycardia_hysteresis_per_min: Annotated[float, Field(ge=0, le=40)] = 10.0  # site choice
+    tachycardia_delay_s: Annotated[float, Field(ge=0)] = 120.0  # site choice
+    tachycardia_clear_s: Annotated[float, Field(ge=0)] = 300.0  # site choice
+
+    # Alarm at or above: NEWS2 scores respiration >= 25 /min as 3, domain.md section 3.
+    tachypnoea_per_min: Annotated[float, Field(gt=0, lt=70)] = 25.0
+    tachypnoea_hysteresis_per_min: Annotated[float, Field(ge=0, le=10)] = 3.0  # site choice
+    tachypnoea_delay_s: Annotated[float, Field(ge=0)] = 120.0  # site choice
+    tachypnoea_clear_s: Annotated[float, Field(ge=0)] = 300.0  # site choice
+
+    # NEWS2_HIGH noise control and the age beyond which a vital or an observation no
+    # longer counts towards the score: site choices.
+    news2_delay_s: Annotated[float, Field(ge=0)] = 60.0
+    news2_clear_s: Annotated[float, Field(ge=0)] = 900.0
+    news2_max_age_s: PositiveSeconds = 14_400.0
+
+    # A probe-off sentinel must last this long (measurement time) before PROBE_OFF, so
+    # that re-seating a probe does not alarm: site choice.
+    probe_off_delay_s: Annotated[float, Field(ge=0)] = 30.0
+    # No vitals from a bed on protocol for this long (daemon clock): issue default 120 s.
+    telemetry_stale_s: PositiveSeconds = 120.0
+    # Daily handwriting test (domain.md section 0): NEURO_CHECK_DUE after this long
+    # without a handwriting test or an ICE score (daemon clock).
+    neuro_check_interval_s: PositiveSeconds = 86_400.0
+    # How long an antipyretic or corticosteroid dose keeps fever "no longer required"
+    # for CRS grading (ASTCT gives no duration, domain.md section 2): site choice.
+    fever_masking_s: PositiveSeconds = 86_400.0
 
 
 class DoseThresholds(Model):
