@@ -1,0 +1,384 @@
+"""NEWS2 (RCP 2017) scoring and the ``NEWS2_HIGH`` rule.
+
+Scoring follows the chart in domain.md section 3 (SpO2 scale 1 only; scale 2 is
+for hypercapnic respiratory failure and is not supported). The score is computed
+from the latest value of each parameter no older than ``news2_max_age_s``. A
+parameter with no recent value is left out and named in ``missing``: the total is
+then a lower bound, so a trigger it reaches is a real one, and the message says
+the score is partial.
+
+Triggers (domain.md section 3) and their IEC 60601-1-8 priorities (section 4):
+
+- aggregate >= 7, "emergency assessment within 30 min": **high** (immediate
+  response, risk of death or irreversible harm);
+- aggregate 5-6, "urgent review within 1 h": **medium** (prompt response);
+- any single parameter scoring 3, "urgent ward-based response": **medium**.
+
+The rule uses the same onset and clearing noise control as the vital-sign rule
+(``news2_delay_s``, ``news2_clear_s``, ``confirm_samples`` consecutive
+evaluations), so one artifact does not raise it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from daemon.config import BedConfig, VitalThresholds
+from daemon.events import (
+    Acvpu,
+    AlertCandidate,
+    Event,
+    Health,
+    Kind,
+    Metric,
+    Observation,
+    Priority,
+    SourceHealth,
+    Text,
+    VitalSample,
+)
+from daemon.vitals import (
+    Noise,
+    Track,
+    Transition,
+    Verdict,
+    advance,
+    dump_track,
+    iso,
+    load_track,
+    parse_iso,
+    probe_metric,
+)
+
+CONDITION = "NEWS2_HIGH"
+
+
+class Param(StrEnum):
+    """The seven NEWS2 parameters."""
+
+    RESPIRATION = "respiration"
+    SPO2 = "spo2"
+    SUPPLEMENTAL_O2 = "supplemental_o2"
+    SYSTOLIC = "systolic"
+    PULSE = "pulse"
+    CONSCIOUSNESS = "consciousness"
+    TEMPERATURE = "temperature"
+
+
+class Trigger(StrEnum):
+    """NEWS2 escalation triggers, lowest first."""
+
+    SINGLE_PARAMETER_3 = "single_parameter_3"
+    AGGREGATE_5 = "aggregate_5"
+    AGGREGATE_7 = "aggregate_7"
+
+
+TRIGGER_PRIORITY: Mapping[Trigger, Priority] = {
+    Trigger.SINGLE_PARAMETER_3: Priority.MEDIUM,
+    Trigger.AGGREGATE_5: Priority.MEDIUM,
+    Trigger.AGGREGATE_7: Priority.HIGH,
+}
+
+
+def score_respiration(rr_per_min: float) -> int:
+    """≤8: 3; 9-11: 1; 12-20: 0; 21-24: 2; ≥25: 3."""
+    if rr_per_min <= 8:
+        return 3
+    if rr_per_min <= 11:
+        return 1
+    if rr_per_min <= 20:
+        return 0
+    if rr_per_min <= 24:
+        return 2
+    return 3
+
+
+def score_spo2_scale1(spo2_pct: float) -> int:
+    """≤91: 3; 92-93: 2; 94-95: 1; ≥96: 0."""
+    if spo2_pct <= 91:
+        return 3
+    if spo2_pct <= 93:
+        return 2
+    if spo2_pct <= 95:
+        return 1
+    return 0
+
+
+def score_supplemental_o2(on_oxygen: bool) -> int:
+    """Supplemental oxygen: 2; air: 0."""
+    return 2 if on_oxygen else 0
+
+
+def score_systolic(sbp_mmhg: float) -> int:
+    """≤90: 3; 91-100: 2; 101-110: 1; 111-219: 0; ≥220: 3."""
+    if sbp_mmhg <= 90:
+        return 3
+    if sbp_mmhg <= 100:
+        return 2
+    if sbp_mmhg <= 110:
+        return 1
+    if sbp_mmhg < 220:
+        return 0
+    return 3
+
+
+def score_pulse(hr_per_min: float) -> int:
+    """≤40: 3; 41-50: 1; 51-90: 0; 91-110: 1; 111-130: 2; ≥131: 3."""
+    if hr_per_min <= 40:
+        return 3
+    if hr_per_min <= 50:
+        return 1
+    if hr_per_min <= 90:
+        return 0
+    if hr_per_min <= 110:
+        return 1
+    if hr_per_min <= 130:
+        return 2
+    return 3
+
+
+def score_consciousness(acvpu: Acvpu) -> int:
+    """Alert: 0; new confusion, voice, pain or unresponsive: 3."""
+    return 0 if acvpu is Acvpu.ALERT else 3
+
+
+def score_temperature(temp_c: float) -> int:
+    """≤35.0: 3; 35.1-36.0: 1; 36.1-38.0: 0; 38.1-39.0: 1; ≥39.1: 2."""
+    if temp_c <= 35.0:
+        return 3
+    if temp_c <= 36.0:
+        return 1
+    if temp_c <= 38.0:
+        return 0
+    if temp_c <= 39.0:
+        return 1
+    return 2
+
+
+@dataclass(frozen=True, slots=True)
+class News2:
+    """A NEWS2 result: per-parameter scores and what could not be scored."""
+
+    parts: Mapping[Param, int]
+    missing: tuple[Param, ...]
+
+    @property
+    def total(self) -> int:
+        """The aggregate score (a lower bound when ``missing`` is not empty)."""
+        return sum(self.parts.values())
+
+    @property
+    def trigger(self) -> Trigger | None:
+        """The highest trigger reached, if any."""
+        if self.total >= 7:
+            return Trigger.AGGREGATE_7
+        if self.total >= 5:
+            return Trigger.AGGREGATE_5
+        if any(score == 3 for score in self.parts.values()):
+            return Trigger.SINGLE_PARAMETER_3
+        return None
+
+
+def news2(values: Mapping[Metric, float], on_oxygen: bool | None, acvpu: Acvpu | None) -> News2:
+    """Score what is known; ``None`` or an absent metric counts as missing."""
+    parts: dict[Param, int] = {}
+    metric_scores = (
+        (Param.RESPIRATION, Metric.RR_PER_MIN, score_respiration),
+        (Param.SPO2, Metric.SPO2_PCT, score_spo2_scale1),
+        (Param.SYSTOLIC, Metric.SBP_MMHG, score_systolic),
+        (Param.PULSE, Metric.HR_PER_MIN, score_pulse),
+        (Param.TEMPERATURE, Metric.TEMP_C, score_temperature),
+    )
+    for param, metric, score in metric_scores:
+        value = values.get(metric)
+        if value is not None:
+            parts[param] = score(value)
+    if on_oxygen is not None:
+        parts[Param.SUPPLEMENTAL_O2] = score_supplemental_o2(on_oxygen)
+    if acvpu is not None:
+        parts[Param.CONSCIOUSNESS] = score_consciousness(acvpu)
+    missing = tuple(p for p in Param if p not in parts)
+    return News2(parts, missing)
+
+
+def on_supplemental_oxygen(obs: Observation) -> bool | None:
+    """What an observation says about supplemental O2 (``None``: it does not say)."""
+    if obs.o2_device is not None:
+        return obs.o2_device != "air"
+    if obs.o2_flow_l_per_min is not None:
+        return obs.o2_flow_l_per_min > 0
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class News2State:
+    """Latest inputs (with their times) and the trigger's progress."""
+
+    values: Mapping[Metric, tuple[float, datetime]]
+    on_oxygen: tuple[bool, datetime] | None = None
+    acvpu: tuple[Acvpu, datetime] | None = None
+    track: Track = field(default_factory=Track)
+    trigger: Trigger | None = None  # the trigger last announced while active
+
+
+class News2Rule:
+    """``NEWS2_HIGH`` at the standard triggers."""
+
+    name = "news2"
+
+    def __init__(self, thresholds: VitalThresholds, bed: BedConfig) -> None:
+        """Score ``bed`` with ``thresholds`` (max age, delay and clearing time)."""
+        self.th = thresholds
+        self.bed = bed
+        self._noise = Noise(thresholds.news2_delay_s, thresholds.news2_clear_s, thresholds.confirm_samples)
+
+    def initial(self) -> News2State:
+        """Nothing known."""
+        return News2State(values={})
+
+    def current(self, state: News2State, time: datetime) -> News2:
+        """The score at ``time`` from inputs no older than the maximum age."""
+        max_age_s = self.th.news2_max_age_s
+
+        def fresh(at: datetime) -> bool:
+            return (time - at).total_seconds() <= max_age_s
+
+        values = {m: v for m, (v, at) in state.values.items() if fresh(at)}
+        on_oxygen = state.on_oxygen[0] if state.on_oxygen and fresh(state.on_oxygen[1]) else None
+        acvpu = state.acvpu[0] if state.acvpu and fresh(state.acvpu[1]) else None
+        return news2(values, on_oxygen, acvpu)
+
+    def step(
+        self, state: News2State, event: Event, now: datetime
+    ) -> tuple[News2State, Sequence[AlertCandidate]]:
+        """Update the inputs and re-evaluate at the event's time."""
+        if isinstance(event, VitalSample):
+            values = dict(state.values)
+            for metric, value in event.values.items():
+                known = values.get(metric)
+                if known is None or known[1] <= event.time:
+                    values[metric] = (value, event.time)
+            state = replace(state, values=values)
+        elif isinstance(event, Observation):
+            on_oxygen = on_supplemental_oxygen(event)
+            if on_oxygen is not None and (state.on_oxygen is None or state.on_oxygen[1] <= event.time):
+                state = replace(state, on_oxygen=(on_oxygen, event.time))
+            if event.acvpu is not None and (state.acvpu is None or state.acvpu[1] <= event.time):
+                state = replace(state, acvpu=(event.acvpu, event.time))
+        elif isinstance(event, SourceHealth):
+            blind = probe_metric(event)
+            if blind is None or event.health is Health.CONNECTED:
+                return state, ()
+            # The last value before a probe came off is no longer the patient's.
+            values = {m: v for m, v in state.values.items() if m != blind}
+            return replace(state, values=values), ()
+        else:
+            return state, ()
+        return self._evaluate(state, event.time)
+
+    def _evaluate(self, state: News2State, time: datetime) -> tuple[News2State, list[AlertCandidate]]:
+        result = self.current(state, time)
+        trigger = result.trigger
+        verdict = Verdict.NORMAL if trigger is None else Verdict.ABNORMAL
+        track, transition = advance(state.track, verdict, time, float(result.total), self._noise)
+        state = replace(state, track=track)
+        if transition is Transition.CLEARED:
+            state = replace(state, trigger=None)
+            return state, [self._candidate(time, result, None)]
+        if (
+            track.active
+            and trigger is not None
+            and (transition is Transition.RAISED or trigger != state.trigger)
+        ):
+            state = replace(state, trigger=trigger)
+            return state, [self._candidate(time, result, trigger)]
+        return state, []
+
+    def _candidate(self, time: datetime, result: News2, trigger: Trigger | None) -> AlertCandidate:
+        partial_en = f" (partial: no recent {', '.join(result.missing)})" if result.missing else ""
+        partial_fr = (
+            f" (partiel : pas de valeur récente pour {', '.join(result.missing)})" if result.missing else ""
+        )
+        if trigger is None:
+            message = Text(
+                f"NEWS2 back below the triggers: {result.total}{partial_en}.",
+                f"NEWS2 revenu sous les seuils d'alerte : {result.total}{partial_fr}.",
+            )
+            priority = Priority.MEDIUM
+            details: Mapping[str, Any] = {}
+        else:
+            action_en, action_fr = _ACTIONS[trigger]
+            threes = [p.value for p, s in result.parts.items() if s == 3]
+            message = Text(
+                f"NEWS2 {result.total}{partial_en}"
+                + (f"; scoring 3: {', '.join(threes)}" if threes else "")
+                + f". {action_en}",
+                f"NEWS2 {result.total}{partial_fr}"
+                + (f" ; à 3 : {', '.join(threes)}" if threes else "")
+                + f". {action_fr}",
+            )
+            priority = TRIGGER_PRIORITY[trigger]
+            details = {"trigger": trigger.value}
+        return AlertCandidate(
+            condition=CONDITION,
+            ward=self.bed.ward,
+            bed=self.bed.id,
+            time=time,
+            present=trigger is not None,
+            kind=Kind.PHYSIOLOGICAL,
+            priority=priority,
+            value=float(result.total),
+            unit="{score}",
+            message=message,
+            details=details,
+        )
+
+    def dump(self, state: News2State) -> Mapping[str, Any]:
+        """The state as JSON-compatible data."""
+        return {
+            "values": {m.value: [v, iso(at)] for m, (v, at) in state.values.items()},
+            "on_oxygen": None if state.on_oxygen is None else [state.on_oxygen[0], iso(state.on_oxygen[1])],
+            "acvpu": None if state.acvpu is None else [state.acvpu[0].value, iso(state.acvpu[1])],
+            "track": dump_track(state.track),
+            "trigger": None if state.trigger is None else state.trigger.value,
+        }
+
+    def load(self, data: Mapping[str, Any]) -> News2State:
+        """A state from ``dump``'s output."""
+        values: dict[Metric, tuple[float, datetime]] = {}
+        for key, (value, at) in data.get("values", {}).items():
+            when = parse_iso(at)
+            if when is not None:
+                values[Metric(key)] = (float(value), when)
+        on_oxygen = data.get("on_oxygen")
+        acvpu = data.get("acvpu")
+        oxygen_at = parse_iso(on_oxygen[1]) if on_oxygen else None
+        acvpu_at = parse_iso(acvpu[1]) if acvpu else None
+        trigger = data.get("trigger")
+        return News2State(
+            values=values,
+            on_oxygen=(bool(on_oxygen[0]), oxygen_at) if on_oxygen and oxygen_at else None,
+            acvpu=(Acvpu(acvpu[0]), acvpu_at) if acvpu and acvpu_at else None,
+            track=load_track(data["track"]) if "track" in data else Track(),
+            trigger=None if trigger is None else Trigger(trigger),
+        )
+
+
+_ACTIONS: Mapping[Trigger, tuple[str, str]] = {
+    Trigger.AGGREGATE_7: (
+        "NEWS2 guidance: emergency assessment within 30 min, continuous monitoring.",
+        "Recommandation NEWS2 : évaluation en urgence sous 30 min, surveillance continue.",
+    ),
+    Trigger.AGGREGATE_5: (
+        "NEWS2 guidance: urgent review within 1 h, observations at least hourly.",
+        "Recommandation NEWS2 : avis médical urgent sous 1 h, surveillance au moins horaire.",
+    ),
+    Trigger.SINGLE_PARAMETER_3: (
+        "NEWS2 guidance: urgent ward-based response.",
+        "Recommandation NEWS2 : réponse urgente par l'équipe du service.",
+    ),
+}

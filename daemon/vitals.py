@@ -1,0 +1,640 @@
+"""Vital-sign rules for one bed: fever, hypotension, hypoxia, tachycardia, tachypnoea.
+
+Every physiological condition goes through the same noise control, on the
+measurements' own timestamps (``VitalThresholds`` holds the numbers):
+
+- onset: ``confirm_samples`` consecutive abnormal samples, the first one at least
+  ``<condition>_delay_s`` before the last. One implausible-but-possible value (a
+  45 °C spike between two normal readings) therefore never alarms: the next normal
+  sample ends the run. A probe-off sentinel ends the run too.
+- clearing: values beyond the limit plus the hysteresis for ``<condition>_clear_s``.
+  A value inside the hysteresis band neither clears nor counts towards an onset, so
+  a temperature hovering around 38.0 °C does not make the alarm flap.
+- samples older than the last one a condition has seen are ignored for it.
+
+Technical conditions: ``PROBE_OFF`` when the monitor keeps sending a "no value"
+sentinel for a metric (``SourceHealth(source="monitor.<metric>", health=LOST,
+detail="probe-off")`` from ``daemon.telemetry``), and ``TELEMETRY_STALE`` when a bed
+on protocol sends no vitals for ``telemetry_stale_s`` of daemon time (``Tick``).
+
+When a monitor sends systolic and diastolic pressure without the mean, the mean is
+estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from daemon.config import BedConfig, Config, VitalThresholds
+from daemon.events import (
+    AlertCandidate,
+    Event,
+    Health,
+    Kind,
+    Metric,
+    Priority,
+    SourceHealth,
+    Text,
+    Tick,
+    VitalSample,
+)
+from daemon.protocols import Schedule, schedule_for
+from daemon.rules import Rule
+
+
+class Condition(StrEnum):
+    """Conditions raised by the vital-sign rule."""
+
+    FEVER = "FEVER"
+    HYPOTENSION = "HYPOTENSION"
+    HYPOXIA = "HYPOXIA"
+    TACHYCARDIA = "TACHYCARDIA"
+    TACHYPNOEA = "TACHYPNOEA"
+    PROBE_OFF = "PROBE_OFF"
+    TELEMETRY_STALE = "TELEMETRY_STALE"
+
+
+PHYSIOLOGICAL: tuple[Condition, ...] = (
+    Condition.FEVER,
+    Condition.HYPOTENSION,
+    Condition.HYPOXIA,
+    Condition.TACHYCARDIA,
+    Condition.TACHYPNOEA,
+)
+
+# IEC 60601-1-8 priorities (domain.md section 4). Low blood pressure and low
+# saturation can cause irreversible organ injury within minutes: high. Fever and a
+# fast pulse or breathing call for a prompt review of a reversible state: medium.
+PRIORITY: Mapping[Condition, Priority] = {
+    Condition.FEVER: Priority.MEDIUM,
+    Condition.HYPOTENSION: Priority.HIGH,
+    Condition.HYPOXIA: Priority.HIGH,
+    Condition.TACHYCARDIA: Priority.MEDIUM,
+    Condition.TACHYPNOEA: Priority.MEDIUM,
+    # A blind parameter or a silent monitor hides the conditions above: prompt.
+    Condition.PROBE_OFF: Priority.MEDIUM,
+    Condition.TELEMETRY_STALE: Priority.MEDIUM,
+}
+
+# Which metrics feed which condition (a probe-off on one ends that condition's run).
+METRICS: Mapping[Condition, frozenset[Metric]] = {
+    Condition.FEVER: frozenset({Metric.TEMP_C}),
+    Condition.HYPOTENSION: frozenset({Metric.SBP_MMHG, Metric.DBP_MMHG, Metric.MAP_MMHG}),
+    Condition.HYPOXIA: frozenset({Metric.SPO2_PCT}),
+    Condition.TACHYCARDIA: frozenset({Metric.HR_PER_MIN}),
+    Condition.TACHYPNOEA: frozenset({Metric.RR_PER_MIN}),
+}
+
+PROBE_SOURCE_PREFIX = "monitor."
+"""``SourceHealth.source`` of a per-metric probe signal: ``monitor.<metric>``."""
+
+
+class Verdict(StrEnum):
+    """What one sample says about one condition."""
+
+    ABNORMAL = "abnormal"  # beyond the alarm limit
+    BAND = "band"  # between the alarm limit and the clearing limit (hysteresis)
+    NORMAL = "normal"  # beyond the clearing limit
+
+
+class Transition(StrEnum):
+    """A change of a tracked condition."""
+
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Noise:
+    """Noise control for one condition, in seconds of measurement time."""
+
+    delay_s: float
+    clear_s: float
+    confirm_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """Onset and clearing progress of one condition (immutable)."""
+
+    active: bool = False
+    run_start: datetime | None = None  # first sample of the current abnormal run
+    run_count: int = 0
+    normal_since: datetime | None = None  # first sample of the current normal run
+    last_time: datetime | None = None
+    value: float | None = None  # the latest value that decided a verdict
+
+    def broken(self) -> Track:
+        """This track with its abnormal run ended (a sentinel interrupted the series)."""
+        return replace(self, run_start=None, run_count=0, normal_since=None)
+
+
+def advance(
+    track: Track, verdict: Verdict, time: datetime, value: float, noise: Noise
+) -> tuple[Track, Transition | None]:
+    """Feed one sample's verdict to a track; return the new track and any transition."""
+    if track.last_time is not None and time <= track.last_time:
+        return track, None  # late or repeated sample: the series has moved on
+    if verdict is Verdict.ABNORMAL:
+        start = track.run_start or time
+        new = replace(
+            track,
+            run_start=start,
+            run_count=track.run_count + 1,
+            normal_since=None,
+            last_time=time,
+            value=value,
+        )
+        if (
+            not track.active
+            and new.run_count >= noise.confirm_samples
+            and (time - start).total_seconds() >= noise.delay_s
+        ):
+            return replace(new, active=True), Transition.RAISED
+        return new, None
+    if verdict is Verdict.BAND:
+        return replace(
+            track, run_start=None, run_count=0, normal_since=None, last_time=time, value=value
+        ), None
+    since = track.normal_since or time
+    new = replace(track, run_start=None, run_count=0, normal_since=since, last_time=time, value=value)
+    if track.active and (time - since).total_seconds() >= noise.clear_s:
+        return replace(new, active=False, normal_since=None), Transition.CLEARED
+    return new, None
+
+
+def noise_for(condition: Condition, th: VitalThresholds) -> Noise:
+    """The noise-control settings of one physiological condition."""
+    delay_s, clear_s = {
+        Condition.FEVER: (th.fever_delay_s, th.fever_clear_s),
+        Condition.HYPOTENSION: (th.hypotension_delay_s, th.hypotension_clear_s),
+        Condition.HYPOXIA: (th.hypoxia_delay_s, th.hypoxia_clear_s),
+        Condition.TACHYCARDIA: (th.tachycardia_delay_s, th.tachycardia_clear_s),
+        Condition.TACHYPNOEA: (th.tachypnoea_delay_s, th.tachypnoea_clear_s),
+    }[condition]
+    return Noise(delay_s, clear_s, th.confirm_samples)
+
+
+def mean_arterial_pressure(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[float | None, bool]:
+    """The MAP in mmHg and whether it was estimated from SBP and DBP."""
+    sent = values.get(Metric.MAP_MMHG)
+    if sent is not None:
+        return sent, False
+    sbp, dbp = values.get(Metric.SBP_MMHG), values.get(Metric.DBP_MMHG)
+    if th.map_from_sbp_dbp and sbp is not None and dbp is not None and dbp < sbp:
+        return dbp + (sbp - dbp) / 3.0, True
+    return None, False
+
+
+def _high(value: float, limit: float, hysteresis: float) -> Verdict:
+    if value >= limit:
+        return Verdict.ABNORMAL
+    return Verdict.NORMAL if value < limit - hysteresis else Verdict.BAND
+
+
+def _low(value: float, limit: float, hysteresis: float) -> Verdict:
+    if value < limit:
+        return Verdict.ABNORMAL
+    return Verdict.NORMAL if value >= limit + hysteresis else Verdict.BAND
+
+
+def classify(
+    condition: Condition, values: Mapping[Metric, float], th: VitalThresholds
+) -> tuple[Verdict, float] | None:
+    """One sample's verdict on a physiological condition and the deciding value.
+
+    ``None`` when the sample carries nothing about that condition.
+    """
+    if condition is Condition.FEVER:
+        temp = values.get(Metric.TEMP_C)
+        return None if temp is None else (_high(temp, th.fever_c, th.fever_hysteresis_c), temp)
+    if condition is Condition.HYPOXIA:
+        spo2 = values.get(Metric.SPO2_PCT)
+        if spo2 is None:
+            return None
+        return _low(spo2, th.hypoxia_spo2_pct, th.hypoxia_hysteresis_pct), spo2
+    if condition is Condition.TACHYCARDIA:
+        hr = values.get(Metric.HR_PER_MIN)
+        if hr is None:
+            return None
+        return _high(hr, th.tachycardia_per_min, th.tachycardia_hysteresis_per_min), hr
+    if condition is Condition.TACHYPNOEA:
+        rr = values.get(Metric.RR_PER_MIN)
+        if rr is None:
+            return None
+        return _high(rr, th.tachypnoea_per_min, th.tachypnoea_hysteresis_per_min), rr
+    if condition is Condition.HYPOTENSION:
+        return _hypotension(values, th)
+    raise ValueError(f"{condition} is not a physiological condition")
+
+
+def _hypotension(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[Verdict, float] | None:
+    sbp = values.get(Metric.SBP_MMHG)
+    map_mmhg, _ = mean_arterial_pressure(values, th)
+    verdicts = []
+    if sbp is not None:
+        verdicts.append(_low(sbp, th.hypotension_sbp_mmhg, th.hypotension_hysteresis_mmhg))
+    if map_mmhg is not None:
+        verdicts.append(_low(map_mmhg, th.hypotension_map_mmhg, th.hypotension_hysteresis_mmhg))
+    if not verdicts:
+        return None
+    # Either pressure below its limit is hypotension; normal needs both clear of the band.
+    if Verdict.ABNORMAL in verdicts:
+        verdict = Verdict.ABNORMAL
+    elif Verdict.BAND in verdicts:
+        verdict = Verdict.BAND
+    else:
+        verdict = Verdict.NORMAL
+    value = sbp if sbp is not None else map_mmhg
+    assert value is not None
+    return verdict, value
+
+
+def fmt(value: float, digits: int, language: str = "en") -> str:
+    """A number for a message: fixed decimals, a decimal comma in French."""
+    text = f"{value:.{digits}f}"
+    return text.replace(".", ",") if language == "fr" else text
+
+
+def _message(condition: Condition, values: Mapping[Metric, float], th: VitalThresholds) -> Text:
+    def both(en: str, fr: str) -> Text:
+        return Text(en, fr)
+
+    if condition is Condition.FEVER:
+        t = values.get(Metric.TEMP_C, float("nan"))
+        return both(
+            f"Fever {fmt(t, 1)} °C (limit {fmt(th.fever_c, 1)} °C).",
+            f"Fièvre {fmt(t, 1, 'fr')} °C (seuil {fmt(th.fever_c, 1, 'fr')} °C).",
+        )
+    if condition is Condition.HYPOTENSION:
+        sbp = values.get(Metric.SBP_MMHG)
+        map_mmhg, estimated = mean_arterial_pressure(values, th)
+        en_parts, fr_parts = [], []
+        if sbp is not None:
+            en_parts.append(f"systolic {fmt(sbp, 0)} mmHg")
+            fr_parts.append(f"systolique {fmt(sbp, 0, 'fr')} mmHg")
+        if map_mmhg is not None:
+            en_parts.append(
+                f"mean {fmt(map_mmhg, 0)} mmHg" + (" (estimated from SBP/DBP)" if estimated else "")
+            )
+            fr_parts.append(
+                f"moyenne {fmt(map_mmhg, 0, 'fr')} mmHg" + (" (estimée depuis PAS/PAD)" if estimated else "")
+            )
+        return both(
+            f"Low blood pressure: {', '.join(en_parts)} (limits: systolic "
+            f"< {fmt(th.hypotension_sbp_mmhg, 0)}, mean < {fmt(th.hypotension_map_mmhg, 0)} mmHg).",
+            f"Pression artérielle basse : {', '.join(fr_parts)} (seuils : systolique "
+            f"< {fmt(th.hypotension_sbp_mmhg, 0)}, moyenne < {fmt(th.hypotension_map_mmhg, 0)} mmHg).",
+        )
+    if condition is Condition.HYPOXIA:
+        s = values.get(Metric.SPO2_PCT, float("nan"))
+        return both(
+            f"Low SpO2 {fmt(s, 0)} % (limit {fmt(th.hypoxia_spo2_pct, 0)} %).",
+            f"SpO2 basse {fmt(s, 0)} % (seuil {fmt(th.hypoxia_spo2_pct, 0)} %).",
+        )
+    if condition is Condition.TACHYCARDIA:
+        hr = values.get(Metric.HR_PER_MIN, float("nan"))
+        return both(
+            f"Fast pulse {fmt(hr, 0)} /min (limit {fmt(th.tachycardia_per_min, 0)} /min).",
+            f"Pouls rapide {fmt(hr, 0)} /min (seuil {fmt(th.tachycardia_per_min, 0)} /min).",
+        )
+    rr = values.get(Metric.RR_PER_MIN, float("nan"))
+    return both(
+        f"Fast breathing {fmt(rr, 0)} /min (limit {fmt(th.tachypnoea_per_min, 0)} /min).",
+        f"Respiration rapide {fmt(rr, 0)} /min (seuil {fmt(th.tachypnoea_per_min, 0)} /min).",
+    )
+
+
+_CLEARED: Mapping[Condition, Text] = {
+    Condition.FEVER: Text("Temperature back to normal.", "Température revenue à la normale."),
+    Condition.HYPOTENSION: Text(
+        "Blood pressure back to normal.", "Pression artérielle revenue à la normale."
+    ),
+    Condition.HYPOXIA: Text("SpO2 back to normal.", "SpO2 revenue à la normale."),
+    Condition.TACHYCARDIA: Text("Pulse back to normal.", "Pouls revenu à la normale."),
+    Condition.TACHYPNOEA: Text(
+        "Breathing rate back to normal.", "Fréquence respiratoire revenue à la normale."
+    ),
+}
+
+_UNITS: Mapping[Condition, str] = {
+    Condition.FEVER: "Cel",
+    Condition.HYPOTENSION: "mm[Hg]",
+    Condition.HYPOXIA: "%",
+    Condition.TACHYCARDIA: "/min",
+    Condition.TACHYPNOEA: "/min",
+}
+
+
+def probe_metric(event: SourceHealth) -> Metric | None:
+    """The metric a ``monitor.<metric>`` health event is about, else ``None``."""
+    if not event.source.startswith(PROBE_SOURCE_PREFIX):
+        return None
+    try:
+        return Metric(event.source.removeprefix(PROBE_SOURCE_PREFIX))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class VitalsState:
+    """Everything the vital-sign rule remembers about one bed."""
+
+    tracks: Mapping[Condition, Track]
+    probe_off_since: Mapping[Metric, datetime]  # first sentinel of each blind metric
+    probe_off_alerted: tuple[Metric, ...] = ()  # the metrics PROBE_OFF currently names
+    last_vitals_at: datetime | None = None  # daemon time of the last sample received
+    watch_since: datetime | None = None  # first daemon tick with the bed on protocol
+    stale: bool = False
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def dump_track(track: Track) -> dict[str, Any]:
+    """A track as JSON-compatible data."""
+    return {
+        "active": track.active,
+        "run_start": _iso(track.run_start),
+        "run_count": track.run_count,
+        "normal_since": _iso(track.normal_since),
+        "last_time": _iso(track.last_time),
+        "value": track.value,
+    }
+
+
+def load_track(data: Mapping[str, Any]) -> Track:
+    """A track from ``dump_track``'s output."""
+    value = data.get("value")
+    return Track(
+        active=bool(data["active"]),
+        run_start=_dt(data.get("run_start")),
+        run_count=int(data.get("run_count", 0)),
+        normal_since=_dt(data.get("normal_since")),
+        last_time=_dt(data.get("last_time")),
+        value=None if value is None else float(value),
+    )
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as ISO 8601 text for state dumps (``None`` stays ``None``)."""
+    return _iso(value)
+
+
+def parse_iso(value: Any) -> datetime | None:
+    """The inverse of ``iso``."""
+    return _dt(value)
+
+
+class VitalsRule:
+    """FEVER, HYPOTENSION, HYPOXIA, TACHYCARDIA, TACHYPNOEA, PROBE_OFF, TELEMETRY_STALE."""
+
+    name = "vitals"
+
+    def __init__(self, thresholds: VitalThresholds, bed: BedConfig, schedule: Schedule) -> None:
+        """Watch ``bed`` with ``thresholds`` (the bed's overrides already applied).
+
+        ``schedule`` says when the bed is on protocol (staleness is judged only then).
+        """
+        self.th = thresholds
+        self.bed = bed
+        self.schedule = schedule
+        self._noise = {c: noise_for(c, thresholds) for c in PHYSIOLOGICAL}
+
+    def initial(self) -> VitalsState:
+        """No sample seen."""
+        return VitalsState(tracks={c: Track() for c in PHYSIOLOGICAL}, probe_off_since={})
+
+    def step(
+        self, state: VitalsState, event: Event, now: datetime
+    ) -> tuple[VitalsState, Sequence[AlertCandidate]]:
+        """Consume one event (samples on their own time, ticks on the daemon's)."""
+        if isinstance(event, VitalSample):
+            return self._sample(state, event, now)
+        if isinstance(event, SourceHealth):
+            return self._health(state, event)
+        if isinstance(event, Tick):
+            return self._tick(state, event.time)
+        return state, ()
+
+    def _candidate(
+        self,
+        condition: Condition,
+        time: datetime,
+        *,
+        present: bool,
+        value: float | None = None,
+        unit: str | None = None,
+        message: Text | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AlertCandidate:
+        technical = condition in (Condition.PROBE_OFF, Condition.TELEMETRY_STALE)
+        return AlertCandidate(
+            condition=condition.value,
+            ward=self.bed.ward,
+            bed=self.bed.id,
+            time=time,
+            present=present,
+            kind=Kind.TECHNICAL if technical else Kind.PHYSIOLOGICAL,
+            priority=PRIORITY[condition],
+            value=value,
+            unit=unit,
+            message=message,
+            details=details or {},
+        )
+
+    def _sample(
+        self, state: VitalsState, event: VitalSample, now: datetime
+    ) -> tuple[VitalsState, list[AlertCandidate]]:
+        out: list[AlertCandidate] = []
+        tracks = dict(state.tracks)
+        for condition in PHYSIOLOGICAL:
+            judged = classify(condition, event.values, self.th)
+            if judged is None:
+                continue
+            verdict, value = judged
+            tracks[condition], transition = advance(
+                tracks[condition], verdict, event.time, value, self._noise[condition]
+            )
+            if transition is Transition.RAISED:
+                out.append(
+                    self._candidate(
+                        condition,
+                        event.time,
+                        present=True,
+                        value=value,
+                        unit=_UNITS[condition],
+                        message=_message(condition, event.values, self.th),
+                    )
+                )
+            elif transition is Transition.CLEARED:
+                out.append(
+                    self._candidate(
+                        condition,
+                        event.time,
+                        present=False,
+                        value=value,
+                        unit=_UNITS[condition],
+                        message=_CLEARED[condition],
+                    )
+                )
+        # A real value for a metric means its probe is back.
+        blind = {m: t for m, t in state.probe_off_since.items() if m not in event.values}
+        new = replace(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now)
+        new, probe = self._probe_candidates(new, event.time)
+        out.extend(probe)
+        if state.stale:
+            new = replace(new, stale=False)
+            out.append(
+                self._candidate(
+                    Condition.TELEMETRY_STALE,
+                    event.time,
+                    present=False,
+                    message=Text("Vital signs received again.", "Signes vitaux de nouveau reçus."),
+                )
+            )
+        return new, out
+
+    def _health(self, state: VitalsState, event: SourceHealth) -> tuple[VitalsState, list[AlertCandidate]]:
+        metric = probe_metric(event)
+        if metric is None:
+            return state, []
+        blind = dict(state.probe_off_since)
+        tracks = dict(state.tracks)
+        if event.health is Health.CONNECTED:
+            blind.pop(metric, None)
+        else:
+            blind.setdefault(metric, event.time)
+            # The sentinel is not a number: it interrupts the series it belongs to.
+            for condition, metrics in METRICS.items():
+                if metric in metrics:
+                    tracks[condition] = tracks[condition].broken()
+        return self._probe_candidates(replace(state, tracks=tracks, probe_off_since=blind), event.time)
+
+    def _probe_candidates(
+        self, state: VitalsState, time: datetime
+    ) -> tuple[VitalsState, list[AlertCandidate]]:
+        due = tuple(
+            sorted(
+                m
+                for m, since in state.probe_off_since.items()
+                if (time - since).total_seconds() >= self.th.probe_off_delay_s
+            )
+        )
+        # Once named, a metric stays in the alert until its probe is back.
+        named = tuple(sorted({*due, *(m for m in state.probe_off_alerted if m in state.probe_off_since)}))
+        if named == state.probe_off_alerted:
+            return state, []
+        new = replace(state, probe_off_alerted=named)
+        if not named:
+            return new, [
+                self._candidate(
+                    Condition.PROBE_OFF,
+                    time,
+                    present=False,
+                    message=Text("Probe signal back.", "Signal du capteur revenu."),
+                )
+            ]
+        names = ", ".join(named)
+        return new, [
+            self._candidate(
+                Condition.PROBE_OFF,
+                time,
+                present=True,
+                message=Text(
+                    f"No reading from the monitor (probe off?): {names}.",
+                    f"Pas de mesure du moniteur (capteur débranché ?) : {names}.",
+                ),
+                details={"metrics": [m.value for m in named]},
+            )
+        ]
+
+    def _tick(self, state: VitalsState, now: datetime) -> tuple[VitalsState, list[AlertCandidate]]:
+        out: list[AlertCandidate] = []
+        # Probe-off also matures on the daemon's clock: a monitor that went quiet
+        # after its sentinel must not hide it.
+        state, probe = self._probe_candidates(state, now)
+        out.extend(probe)
+        if not self.schedule.in_protocol(now):
+            return state, out
+        if state.watch_since is None:
+            state = replace(state, watch_since=now)
+        since = state.last_vitals_at or state.watch_since
+        assert since is not None
+        silent_s = (now - since).total_seconds()
+        if not state.stale and silent_s >= self.th.telemetry_stale_s:
+            minutes = silent_s / 60.0
+            out.append(
+                self._candidate(
+                    Condition.TELEMETRY_STALE,
+                    now,
+                    present=True,
+                    value=silent_s,
+                    unit="s",
+                    message=Text(
+                        f"No vital signs received from this bed for {fmt(minutes, 0)} min.",
+                        f"Aucun signe vital reçu de ce lit depuis {fmt(minutes, 0)} min.",
+                    ),
+                )
+            )
+            state = replace(state, stale=True)
+        return state, out
+
+    def dump(self, state: VitalsState) -> Mapping[str, Any]:
+        """The state as JSON-compatible data."""
+        return {
+            "tracks": {c.value: dump_track(t) for c, t in state.tracks.items()},
+            "probe_off_since": {m.value: _iso(t) for m, t in state.probe_off_since.items()},
+            "probe_off_alerted": [m.value for m in state.probe_off_alerted],
+            "last_vitals_at": _iso(state.last_vitals_at),
+            "watch_since": _iso(state.watch_since),
+            "stale": state.stale,
+        }
+
+    def load(self, data: Mapping[str, Any]) -> VitalsState:
+        """A state from ``dump``'s output."""
+        tracks = {c: Track() for c in PHYSIOLOGICAL}
+        for key, value in data.get("tracks", {}).items():
+            tracks[Condition(key)] = load_track(value)
+        blind: dict[Metric, datetime] = {}
+        for key, value in data.get("probe_off_since", {}).items():
+            when = _dt(value)
+            if when is not None:
+                blind[Metric(key)] = when
+        return VitalsState(
+            tracks=tracks,
+            probe_off_since=blind,
+            probe_off_alerted=tuple(Metric(m) for m in data.get("probe_off_alerted", ())),
+            last_vitals_at=_dt(data.get("last_vitals_at")),
+            watch_since=_dt(data.get("watch_since")),
+            stale=bool(data.get("stale", False)),
+        )
+
+
+def vital_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
+    """Every rule of the fever, haemodynamic and neurotoxicity watch for one bed.
+
+    In evaluation order: vital signs, NEWS2, CRS, ICANS, neuro-check reminder.
+    """
+    # Imported here because those modules build on this one's tracks.
+    from daemon.crs import CrsRule, IcansRule, NeuroCheckRule  # noqa: PLC0415
+    from daemon.news2 import News2Rule  # noqa: PLC0415
+
+    th = config.thresholds_for(bed.id).vitals
+    schedule = schedule_for(bed, config)
+    return [
+        VitalsRule(th, bed, schedule),
+        News2Rule(th, bed),
+        CrsRule(th, bed, schedule),
+        IcansRule(bed),
+        NeuroCheckRule(th, bed, schedule),
+    ]
