@@ -68,7 +68,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _run_async(coro: Coroutine[Any, Any, None]) -> int:
+def _run_async(coro: Coroutine[Any, Any, object]) -> int:
     try:
         asyncio.run(coro)
     except Exception as failure:  # the last line of defence: say what failed, exit non-zero
@@ -80,6 +80,19 @@ def _run_async(coro: Coroutine[Any, Any, None]) -> int:
                 print(f"wardd: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo ward."""
+    _setup_logging(args.log_level)
+    from daemon.demo import run_demo  # noqa: PLC0415
+
+    config = Path(args.config) if args.config else None
+    if config is not None:
+        _load(args.config)  # report config errors before anything starts
+    return _run_async(
+        run_demo(beds=args.beds, speed=args.speed, duration_s=args.duration, config_path=config)
+    )
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -109,6 +122,16 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="run a demo ward on simulators (needs nothing installed by hand)")
+    demo.add_argument("--beds", type=int, default=4, help="number of beds (default 4)")
+    demo.add_argument("--speed", type=float, default=30.0, help="simulated time per real second (default 30)")
+    demo.add_argument("--duration", type=float, help="stop by itself after this many real seconds")
+    demo.add_argument(
+        "--config", help="use this config's broker, database and beds instead of the embedded ones"
+    )
+    demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.set_defaults(func=cmd_demo)
 
     schema = sub.add_parser("schema", help="print a JSON Schema")
     schema.add_argument("which", choices=["vitals", "config"])

@@ -1,0 +1,260 @@
+"""End to end: `wardd run` as a real process, a private broker and a real database.
+
+The published case (hour 12: 38.2 °C, normal blood pressure) goes in as monitor
+messages; points come out in InfluxDB through the v1 API (influxd 1.x) and the v2
+API (victoria-metrics), and a FEVER alert arrives on the bed's alert topic. Every
+kind of bad input is sent too: the daemon keeps running, stores none of it, and
+counts each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from tests.servers import Influxd, Mosquitto, VictoriaMetrics
+
+WARD, BED = "haem", "12"
+BAD_INPUTS: dict[str, bytes] = {
+    "invalid_json": b"{this is not json",
+    "missing_field": json.dumps({"device": "monitor-12", "obs": []}).encode(),
+    "unknown_code": b"",  # filled per test: needs a fresh timestamp
+    "wrong_unit": b"",
+    "sentinel": b"",
+    "implausible": b"",
+    "future_timestamp": b"",
+    "too_large": b'{"pad": "' + b"x" * 70_000 + b'"}',
+}
+
+
+def _vitals(ts: datetime, obs: list[dict[str, Any]]) -> bytes:
+    return json.dumps(
+        {"ts": ts.isoformat().replace("+00:00", "Z"), "device": "monitor-12", "obs": obs}
+    ).encode()
+
+
+def _normal(ts: datetime, temp_c: float) -> bytes:
+    return _vitals(
+        ts,
+        [
+            {"code": "MDC_TEMP_BODY", "value": temp_c, "unit": "Cel"},
+            {"code": "MDC_PRESS_BLD_NONINV_SYS", "value": 118, "unit": "mm[Hg]"},
+            {"code": "MDC_PRESS_BLD_NONINV_DIA", "value": 72, "unit": "mm[Hg]"},
+            {"code": "MDC_ECG_HEART_RATE", "value": 96, "unit": "/min"},
+            {"code": "MDC_PULS_OXIM_SAT_O2", "value": 97, "unit": "%"},
+            {"code": "MDC_RESP_RATE", "value": 18, "unit": "/min"},
+        ],
+    )
+
+
+def _bad_inputs(now: datetime) -> dict[str, bytes]:
+    bad = dict(BAD_INPUTS)
+    bad["unknown_code"] = _vitals(now, [{"code": "MDC_NOT_A_CODE", "value": 1, "unit": "%"}])
+    bad["wrong_unit"] = _vitals(now, [{"code": "MDC_TEMP_BODY", "value": 311.35, "unit": "K"}])
+    bad["sentinel"] = _vitals(now, [{"code": "MDC_PULS_OXIM_SAT_O2", "value": 8388607, "unit": "%"}])
+    bad["implausible"] = _vitals(now, [{"code": "MDC_TEMP_BODY", "value": 55.5, "unit": "Cel"}])
+    bad["future_timestamp"] = _normal(now + timedelta(hours=1), 36.6)
+    return bad
+
+
+def write_config(path: Path, *, mqtt_url: str, prefix: str, influx: str, start: datetime) -> Path:
+    """A real config file for one bed on the SSc protocol."""
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{path.parent / "state"}"
+tick_interval_s = 0.5
+shutdown_timeout_s = 10
+
+[mqtt]
+url = "{mqtt_url}"
+client_id = "wardd-{prefix}"
+topic_prefix = "{prefix}"
+
+{influx}
+
+[[beds]]
+ward = "{WARD}"
+id = "{BED}"
+patient = "SSC-001"
+weight_kg = 60
+height_cm = 165
+protocol = "ssc-14d"
+protocol_start = "{start.isoformat()}"
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def daemon_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Daemon:
+    """`wardd run` in a subprocess."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str]) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def stop(self) -> int:
+        """SIGTERM, then wait; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def running(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[list[Daemon]]:
+    daemons: list[Daemon] = []
+    yield daemons
+    for d in daemons:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+async def _collect_alerts(url: str, prefix: str, into: list[dict[str, Any]], ready: asyncio.Event) -> None:
+    host, port = url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port), identifier=f"watch-{prefix}") as client:
+        await client.subscribe(f"{prefix}/{WARD}/bed/{BED}/alerts", qos=1)
+        ready.set()
+        async for message in client.messages:
+            into.append(json.loads(bytes(message.payload)))
+
+
+@pytest.fixture
+async def alert_watch(mosquitto: Mosquitto, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
+    alerts: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+    task = asyncio.create_task(_collect_alerts(mosquitto.url, prefix, alerts, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    yield alerts
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def _until(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _publish_case(mosquitto: Mosquitto, prefix: str, hour12: datetime, daemon: Daemon) -> None:
+    topic = f"{prefix}/{WARD}/bed/{BED}/vitals"
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port)) as client:
+        # Wait until the daemon has subscribed: its persistent session then queues for it anyway,
+        # but only once it exists.
+        await _until(lambda: "MQTT connected" in daemon.output(), 30, "the daemon's MQTT connection")
+        # Baseline before hour 12, then the fever, each minute of event time.
+        for minute in range(-10, 11):
+            ts = hour12 + timedelta(minutes=minute)
+            await client.publish(topic, _normal(ts, 36.8 if minute < 0 else 38.2), qos=1)
+        for payload in _bad_inputs(hour12 + timedelta(minutes=11)).values():
+            await client.publish(topic, payload, qos=1)
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+async def test_published_case_reaches_storage_and_raises_fever(
+    api: str,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    prefix: str,
+    alert_watch: list[dict[str, Any]],
+    running: list[Daemon],
+    daemon_env: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    hour12 = now - timedelta(minutes=15)
+    start = hour12 - timedelta(hours=12)
+    if api == "v1":
+        influx: Influxd | VictoriaMetrics = request.getfixturevalue("influx1")
+        assert isinstance(influx, Influxd)
+        influx.create_database("wardd")
+        section = f'[influx]\napi = "v1"\nurl = "{influx.url}"\ndatabase = "wardd"\nflush_interval_s = 0.2'
+    else:
+        influx = request.getfixturevalue("victoria")
+        section = f'[influx]\napi = "v2"\nurl = "{influx.url}"\norg = "ward"\nbucket = "wardd"\nflush_interval_s = 0.2'
+    config = write_config(
+        tmp_path / "ward.toml", mqtt_url=mosquitto.url, prefix=prefix, influx=section, start=start
+    )
+    daemon = Daemon(config, tmp_path / "wardd.log", daemon_env)
+    running.append(daemon)
+
+    await _publish_case(mosquitto, prefix, hour12, daemon)
+    await _until(lambda: any(a["condition"] == "FEVER" for a in alert_watch), 30, "a FEVER alert")
+    fever = next(a for a in alert_watch if a["condition"] == "FEVER")
+    assert fever["kind"] == "physiological"
+    assert fever["ward"] == WARD
+    assert fever["bed"] == BED
+    assert fever["value"] == 38.2
+    assert fever["unit"] == "Cel"
+    assert fever["priority"] in {"low", "medium", "high"}
+    assert fever["state"] == "active"
+    assert fever["id"]
+    assert fever["message"]
+    # Event time, not arrival time: the fever began at hour 12.
+    since = datetime.fromisoformat(fever["since"])
+    assert hour12 <= since <= hour12 + timedelta(minutes=5)
+    assert not any(a["condition"] == "HYPOTENSION" for a in alert_watch)
+    assert daemon.proc.poll() is None, daemon.output()
+    await asyncio.sleep(1.0)  # let the last batch reach the writer before SIGTERM
+    assert daemon.stop() == 0, daemon.output()
+
+    if isinstance(influx, Influxd):
+        rows = influx.query("wardd", "SELECT temp_c, sbp_mmhg FROM vitals")
+        assert len(rows) == 21
+        first = rows[0]
+        assert datetime.fromisoformat(first["time"]) == hour12 - timedelta(minutes=10)
+        assert first["temp_c"] == 36.8
+        assert rows[10]["temp_c"] == 38.2
+        assert max(r["temp_c"] for r in rows) == 38.2  # the 55.5 artifact was not stored
+        counters = {
+            r["reason"]: r["count"]
+            for r in influx.query(
+                "wardd",
+                "SELECT last(count) FROM wardd_counters WHERE \"name\" = 'mqtt.rejected' GROUP BY reason",
+            )
+        }
+    else:
+        series = influx.export('{__name__="vitals_temp_c"}')
+        assert len(series) == 1
+        assert len(series[0]["values"]) == 21
+        assert series[0]["timestamps"][0] == int((hour12 - timedelta(minutes=10)).timestamp() * 1000)
+        assert max(series[0]["values"]) == 38.2
+        counters = {
+            s["metric"]["reason"]: s["values"][-1]
+            for s in influx.export('{__name__="wardd_counters_count", name="mqtt.rejected"}')
+        }
+    for reason in BAD_INPUTS:
+        assert counters.get(reason, 0) >= 1, (reason, counters)
