@@ -1,0 +1,715 @@
+"""Unit tests of the alert engine: the pure AlertBook, and AlertService without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.alerts import (
+    Alert,
+    AlertBook,
+    AlertService,
+    AlertState,
+    Phase,
+    UnknownAlertError,
+    load_book,
+    replay_journal,
+    write_atomically,
+)
+from daemon.clock import ManualClock
+from daemon.config import AlertsConfig, Config
+from daemon.errors import InputError, WarddError
+from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.metrics import Counters
+from daemon.points import Point
+
+T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+FEVER_TEXT = Text(en="Fever 38.2 °C", fr="Fièvre 38,2 °C")
+
+
+def cand(
+    condition: str = "FEVER",
+    *,
+    present: bool = True,
+    priority: Priority = Priority.MEDIUM,
+    value: float | None = 38.2,
+    details: dict[str, Any] | None = None,
+    bed: str = "b1",
+    ward: str = "w1",
+    at_s: float = 0.0,
+    kind: Kind = Kind.PHYSIOLOGICAL,
+) -> AlertCandidate:
+    """A candidate as a rule would emit it."""
+    return AlertCandidate(
+        condition=condition,
+        ward=ward,
+        bed=bed,
+        time=T0 + timedelta(seconds=at_s),
+        present=present,
+        kind=kind,
+        priority=priority,
+        value=value,
+        unit="Cel",
+        message=FEVER_TEXT,
+        details=details or {},
+    )
+
+
+def at(seconds: float) -> datetime:
+    """Daemon time ``seconds`` after T0."""
+    return T0 + timedelta(seconds=seconds)
+
+
+# --- AlertBook: lifecycle ---------------------------------------------------------------------
+
+
+def test_first_candidate_starts_an_active_alert() -> None:
+    book = AlertBook()
+    [t] = book.apply(cand(details={"grade": 1}), at(5))
+    alert = t.alert
+    assert t.phase is Phase.START
+    assert t.previous is None
+    assert alert.state is AlertState.ACTIVE
+    assert alert.id == "b1-FEVER-1"
+    assert (alert.condition, alert.ward, alert.bed, alert.value, alert.unit) == (
+        "FEVER",
+        "w1",
+        "b1",
+        38.2,
+        "Cel",
+    )
+    assert alert.since == T0  # the condition's onset: event time
+    assert alert.updated == at(5)  # daemon time
+    assert alert.details == {"grade": 1}
+    assert book.open_alerts() == [alert]
+
+
+def test_repeats_are_deduplicated_even_when_the_value_moves() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(), at(0))
+    for i in range(1, 20):
+        assert book.apply(cand(value=38.2 + i / 10, at_s=i), at(i)) == []
+    # The alert stays as last published: what stations show is what was sent.
+    assert book.open_alerts() == [start.alert]
+
+
+def test_new_details_are_an_update() -> None:
+    book = AlertBook()
+    book.apply(cand(details={"grade": 1}), at(0))
+    [t] = book.apply(cand(details={"grade": 1, "reason": "x"}, value=38.5), at(10))
+    assert t.phase is Phase.UPDATE
+    assert t.alert.value == 38.5
+    assert t.alert.state is AlertState.ACTIVE
+
+
+def test_priority_rise_escalates_and_reactivates_an_acknowledged_alert() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand("CRS_SUSPECTED", details={"grade": 1}), at(0))
+    book.acknowledge(start.alert.id, "nurse-1", at(60))
+    [t] = book.apply(cand("CRS_SUSPECTED", priority=Priority.HIGH, details={"grade": 2}), at(3600))
+    assert t.phase is Phase.ESCALATE
+    assert t.previous is AlertState.ACKNOWLEDGED
+    assert t.alert.state is AlertState.ACTIVE
+    assert t.alert.id == start.alert.id
+    assert t.alert.acked_by is None
+    assert t.alert.active_since == at(3600)
+    assert t.alert.details == {"grade": 2}
+
+
+def test_priority_fall_deescalates_and_keeps_the_acknowledgement() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(priority=Priority.HIGH), at(0))
+    book.acknowledge(start.alert.id, "nurse-1", at(10))
+    [t] = book.apply(cand(priority=Priority.MEDIUM), at(20))
+    assert t.phase is Phase.DEESCALATE
+    assert t.alert.state is AlertState.ACKNOWLEDGED
+    assert t.alert.acked_by == "nurse-1"
+
+
+@pytest.mark.parametrize("priority", [Priority.LOW, Priority.MEDIUM])
+def test_unacknowledged_low_and_medium_alerts_close_when_cleared(priority: Priority) -> None:
+    book = AlertBook()
+    book.apply(cand(priority=priority), at(0))
+    [t] = book.apply(cand(present=False, priority=priority), at(30))
+    assert t.phase is Phase.END
+    assert t.alert.state is AlertState.RESOLVED
+    assert t.closed
+    assert book.open_alerts() == []
+    assert book.apply(cand(present=False), at(31)) == []
+
+
+def test_high_alert_latches_until_acknowledged() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(priority=Priority.HIGH), at(0))
+    [latch] = book.apply(cand(present=False, priority=Priority.HIGH), at(30))
+    assert latch.phase is Phase.LATCH
+    assert latch.alert.state is AlertState.LATCHED
+    assert not latch.closed
+    assert book.apply(cand(present=False, priority=Priority.HIGH), at(31)) == []
+    [ack] = book.acknowledge(start.alert.id, "nurse-2", at(40))
+    assert ack.phase is Phase.ACK
+    assert ack.alert.state is AlertState.RESOLVED
+    assert ack.closed
+    assert ack.alert.acked_by == "nurse-2"
+    assert ack.alert.acked_at == at(40)
+    assert book.open_alerts() == []
+
+
+def test_latched_alert_raised_again_returns_to_active_with_the_same_id() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(priority=Priority.HIGH), at(0))
+    book.apply(cand(present=False, priority=Priority.HIGH), at(30))
+    [again] = book.apply(cand(priority=Priority.HIGH, at_s=100), at(100))
+    assert again.phase is Phase.REACTIVATE
+    assert again.previous is AlertState.LATCHED
+    assert again.alert.state is AlertState.ACTIVE
+    assert again.alert.id == start.alert.id
+    assert again.alert.since == at(100)
+    assert again.alert.active_since == at(100)
+
+
+def test_acknowledged_alert_resolves_when_cleared() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(priority=Priority.HIGH), at(0))
+    [ack] = book.acknowledge(start.alert.id, "  nurse-3 ", at(5))
+    assert ack.alert.state is AlertState.ACKNOWLEDGED
+    assert ack.alert.acked_by == "nurse-3"
+    assert book.acknowledge(start.alert.id, "nurse-4", at(6)) == []  # already: no change
+    [end] = book.apply(cand(present=False, priority=Priority.HIGH), at(10))
+    assert end.phase is Phase.END
+    assert end.closed
+    assert end.alert.acked_by == "nurse-3"
+
+
+def test_a_new_episode_after_closing_gets_a_new_id() -> None:
+    book = AlertBook()
+    [first] = book.apply(cand(), at(0))
+    book.apply(cand(present=False), at(10))
+    [second] = book.apply(cand(), at(20))
+    assert second.phase is Phase.START
+    assert second.alert.id != first.alert.id
+
+
+def test_one_open_alert_per_bed_and_condition() -> None:
+    book = AlertBook()
+    book.apply(cand("FEVER", bed="b1"), at(0))
+    book.apply(cand("FEVER", bed="b2"), at(0))
+    book.apply(cand("HYPOTENSION", bed="b1"), at(0))
+    book.apply(cand("FEVER", bed="b1"), at(1))
+    ids = [a.id for a in book.open_alerts()]
+    assert len(ids) == 3
+    assert len(set(ids)) == 3
+
+
+def test_ids_are_topic_safe_whatever_the_condition() -> None:
+    book = AlertBook()
+    [t] = book.apply(cand("ODD/NAME+#"), at(0))
+    assert "/" not in t.alert.id
+    assert "+" not in t.alert.id
+    assert "#" not in t.alert.id
+
+
+def test_missing_message_gets_a_default_in_both_languages() -> None:
+    book = AlertBook()
+    candidate = AlertCandidate("PUMP_COMM_LOST", "w1", "b1", T0, True, kind=Kind.TECHNICAL)
+    [t] = book.apply(candidate, at(0))
+    assert "PUMP_COMM_LOST" in t.alert.message.en
+    assert "lit b1" in t.alert.message.fr
+    assert t.alert.kind is Kind.TECHNICAL
+
+
+# --- AlertBook: acknowledgement errors --------------------------------------------------------
+
+
+def test_acknowledging_an_unknown_id_raises_a_typed_error() -> None:
+    book = AlertBook()
+    with pytest.raises(UnknownAlertError) as info:
+        book.acknowledge("nope-1", "nurse", at(0))
+    assert info.value.alert_id == "nope-1"
+    assert isinstance(info.value, WarddError)
+
+
+def test_acknowledging_a_closed_alert_raises() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(), at(0))
+    book.apply(cand(present=False), at(1))
+    with pytest.raises(UnknownAlertError):
+        book.acknowledge(start.alert.id, "nurse", at(2))
+
+
+def test_acknowledgement_needs_a_name() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(), at(0))
+    with pytest.raises(InputError) as info:
+        book.acknowledge(start.alert.id, "   ", at(1))
+    assert info.value.reason == "missing_by"
+    assert book.get(start.alert.id).state is AlertState.ACTIVE
+
+
+# --- AlertBook: escalation timing -------------------------------------------------------------
+
+
+def test_unacknowledged_high_alert_escalates_each_period() -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand(priority=Priority.HIGH), at(0))
+    assert book.tick(at(299.9)) == []
+    [first] = book.tick(at(300))
+    assert first.phase is Phase.OVERDUE
+    assert first.alert.escalation_level == 1
+    assert first.alert.state is AlertState.ACTIVE
+    assert book.tick(at(300)) == []
+    assert book.tick(at(599)) == []
+    [second] = book.tick(at(600))
+    assert second.alert.escalation_level == 2
+    # A late tick jumps to the level due, in one transition.
+    [late] = book.tick(at(1500))
+    assert late.alert.escalation_level == 5
+
+
+def test_medium_acknowledged_and_latched_alerts_do_not_escalate() -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand("FEVER", priority=Priority.MEDIUM), at(0))
+    [acked] = book.apply(cand("HYPOTENSION", priority=Priority.HIGH), at(0))
+    book.acknowledge(acked.alert.id, "nurse", at(10))
+    book.apply(cand("HYPOXIA", priority=Priority.HIGH), at(0))
+    book.apply(cand("HYPOXIA", priority=Priority.HIGH, present=False), at(10))
+    assert book.tick(at(3600)) == []
+
+
+def test_escalation_timer_starts_when_priority_becomes_high() -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand(priority=Priority.MEDIUM), at(0))
+    book.apply(cand(priority=Priority.HIGH), at(1000))
+    assert book.tick(at(1299)) == []
+    [t] = book.tick(at(1300))
+    assert t.alert.escalation_level == 1
+
+
+def test_escalate_after_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="escalate_after_s"):
+        AlertBook(escalate_after_s=0)
+
+
+# --- AlertBook: persistence -------------------------------------------------------------------
+
+
+def test_dump_load_round_trip() -> None:
+    book = AlertBook(escalate_after_s=120)
+    [a] = book.apply(cand("FEVER", details={"grade": 1, "ctx": (1, 2)}), at(0))
+    [b] = book.apply(cand("HYPOTENSION", priority=Priority.HIGH), at(0))
+    book.acknowledge(a.alert.id, "nurse", at(5))
+    book.apply(cand("HYPOTENSION", priority=Priority.HIGH, present=False), at(6))
+    book.tick(at(7))
+    data = json.loads(json.dumps(book.dump()))
+    again = AlertBook.load(data, escalate_after_s=120)
+    assert again.open_alerts() == book.open_alerts()
+    assert again.next_seq == book.next_seq
+    assert again.get(b.alert.id).state is AlertState.LATCHED
+    # No spurious update after reload: details were normalised before comparison.
+    assert again.apply(cand("FEVER", details={"grade": 1, "ctx": (1, 2)}), at(8)) == []
+    [new] = again.apply(cand("TACHYCARDIA"), at(9))
+    assert new.alert.id.endswith(f"-{book.next_seq}")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"version": 99, "next_seq": 1, "alerts": []},
+        {"version": 1, "next_seq": "x", "alerts": []},
+        {"version": 1, "next_seq": 1, "alerts": [{"id": "a"}]},
+        {"version": 1, "next_seq": 1, "alerts": "nope"},
+    ],
+)
+def test_load_rejects_malformed_state(data: dict[str, Any]) -> None:
+    with pytest.raises(InputError) as info:
+        AlertBook.load(data)
+    assert info.value.reason == "bad_state"
+
+
+def test_payload_is_rendered_in_the_configured_language() -> None:
+    book = AlertBook()
+    [t] = book.apply(cand(details={"grade": 1}), at(0))
+    en = t.alert.to_payload("en")
+    fr = t.alert.to_payload("fr")
+    assert en["message"] == "Fever 38.2 °C"
+    assert fr["message"] == "Fièvre 38,2 °C"
+    for key in (
+        "id",
+        "condition",
+        "kind",
+        "priority",
+        "state",
+        "phase",
+        "ward",
+        "bed",
+        "value",
+        "unit",
+        "since",
+        "message",
+        "details",
+        "escalation_level",
+        "acked_by",
+    ):
+        assert key in en
+    assert en["since"] == "2026-03-02T20:00:00Z"
+    assert Alert.load(t.alert.dump()) == t.alert
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["raise", "clear", "ack", "tick"]),
+        st.sampled_from(["FEVER", "HYPOTENSION"]),
+        st.sampled_from(["b1", "b2"]),
+        st.sampled_from(list(Priority)),
+        st.integers(0, 2),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops)
+def test_invariants_hold_for_any_sequence(ops: list[tuple[str, str, str, Priority, int]]) -> None:
+    book = AlertBook(escalate_after_s=60)
+    seen_ids: dict[str, tuple[str, str]] = {}
+    closed: set[str] = set()
+    for step, (op, condition, bed, priority, detail) in enumerate(ops):
+        now = at(step * 45)
+        if op == "raise":
+            out = book.apply(cand(condition, bed=bed, priority=priority, details={"d": detail}), now)
+        elif op == "clear":
+            out = book.apply(cand(condition, bed=bed, present=False), now)
+        elif op == "ack":
+            open_ids = [a.id for a in book.open_alerts()]
+            out = book.acknowledge(open_ids[detail % len(open_ids)], "nurse", now) if open_ids else []
+        else:
+            out = book.tick(now)
+        for t in out:
+            where = (t.alert.bed, t.alert.condition)
+            assert seen_ids.setdefault(t.alert.id, where) == where, "an id names one bed and condition"
+            assert t.alert.id not in closed, "a closed alert never changes again"
+            if t.closed:
+                closed.add(t.alert.id)
+        keys = [(a.ward, a.bed, a.condition) for a in book.open_alerts()]
+        assert len(keys) == len(set(keys))
+        assert all(not a.closed for a in book.open_alerts())
+        assert all(
+            a.state is not AlertState.LATCHED or a.priority is Priority.HIGH for a in book.open_alerts()
+        )
+    assert AlertBook.load(json.loads(json.dumps(book.dump()))).open_alerts() == book.open_alerts()
+
+
+# --- AlertService without a broker ------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    """One message given to the fake publisher."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    def json(self) -> Any:
+        """The payload decoded."""
+        return json.loads(self.payload)
+
+
+@dataclass
+class FakePublisher:
+    """Records what would be published."""
+
+    sent: list[Sent] = field(default_factory=list)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Record one message."""
+        self.sent.append(Sent(topic, payload, qos, retain))
+
+    def on(self, suffix: str) -> list[Sent]:
+        """Messages whose topic ends with ``suffix``."""
+        return [m for m in self.sent if m.topic.endswith(suffix)]
+
+
+@dataclass
+class ListSink:
+    """Keeps points in a list."""
+
+    points: list[Point] = field(default_factory=list)
+
+    def put(self, point: Point) -> None:
+        """Keep one point."""
+        self.points.append(point)
+
+
+@dataclass
+class Rig:
+    """A service with fakes around it."""
+
+    service: AlertService
+    publisher: FakePublisher
+    sink: ListSink
+    clock: ManualClock
+    counters: Counters
+    journal: Path
+    state: Path
+
+    def journal_lines(self) -> list[dict[str, Any]]:
+        """The audit journal, parsed."""
+        return [json.loads(line) for line in self.journal.read_text().splitlines()]
+
+
+async def until_sleeping(clock: ManualClock) -> None:
+    """Yield to the loop until a task sleeps on ``clock`` (a started loop), without real time."""
+    for _ in range(1000):
+        if clock.next_wake() is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("nothing sleeps on the clock")
+
+
+def make_rig(tmp_path: Path, *, language: str = "en", clock: ManualClock | None = None) -> Rig:
+    """A fresh (or restored, if files exist) service in ``tmp_path``."""
+    publisher, sink, counters = FakePublisher(), ListSink(), Counters()
+    clock = clock or ManualClock(T0)
+    journal, state = tmp_path / "alerts.jsonl", tmp_path / "alerts.json"
+    service = AlertService.restore(
+        publisher=publisher,
+        sink=sink,
+        clock=clock,
+        counters=counters,
+        prefix="ward",
+        journal_path=journal,
+        state_path=state,
+        language=language,
+        escalate_after_s=300,
+    )
+    return Rig(service, publisher, sink, clock, counters, journal, state)
+
+
+async def test_service_delivers_a_start_everywhere(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, language="fr")
+    [t] = await rig.service.handle([cand(details={"grade": 1})])
+    alert_id = t.alert.id
+    [event] = rig.publisher.on("/bed/b1/alerts")
+    assert event.topic == "ward/w1/bed/b1/alerts"
+    assert (event.qos, event.retain) == (1, False)
+    body = event.json()
+    assert body["id"] == alert_id
+    assert body["phase"] == "start"
+    assert body["message"] == "Fièvre 38,2 °C"
+    [state] = rig.publisher.on(f"/alerts/{alert_id}")
+    assert (state.qos, state.retain) == (1, True)
+    assert state.json()["state"] == "active"
+    [point] = rig.sink.points
+    assert point.measurement == "alerts"
+    assert point.tags["condition"] == "FEVER"
+    assert point.fields["id"] == alert_id
+    lines = rig.journal_lines()
+    assert lines[0]["what"] == "service_start"
+    assert lines[1]["what"] == "start"
+    assert lines[1]["who"] == "wardd"
+    assert lines[1]["id"] == alert_id
+    assert json.loads(rig.state.read_text())["alerts"][0]["id"] == alert_id
+    # Repeats deliver nothing.
+    assert await rig.service.handle([cand(value=38.4, details={"grade": 1})]) == []
+    assert len(rig.publisher.sent) == 2
+
+
+async def test_service_clears_the_retained_state_on_close(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand()])
+    await rig.service.handle([cand(present=False)])
+    states = rig.publisher.on(f"/alerts/{t.alert.id}")
+    assert [s.retain for s in states] == [True, True]
+    assert states[-1].payload == b""
+    assert rig.publisher.on("/bed/b1/alerts")[-1].json()["state"] == "resolved"
+    assert json.loads(rig.state.read_text())["alerts"] == []
+
+
+async def test_ack_message_accepted_with_reply_and_journal(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    aid = t.alert.id
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{aid}/ack", b'{"by": "nurse-7"}')
+    [reply] = rig.publisher.on("/ack/reply")
+    assert reply.topic == f"ward/w1/bed/b1/alerts/{aid}/ack/reply"
+    assert reply.json() == {"ok": True, "id": aid, "state": "acknowledged", "by": "nurse-7"}
+    last = rig.journal_lines()[-1]
+    assert (last["what"], last["who"], last["to"]) == ("ack", "nurse-7", "acknowledged")
+    assert rig.counters.get("alerts.acks", "accepted") == 1
+
+
+@pytest.mark.parametrize(
+    ("topic_id", "bed", "payload", "reason"),
+    [
+        ("ID", "b1", b"{not json", "invalid_json"),
+        ("ID", "b1", b"\xff\xfe", "invalid_json"),
+        ("ID", "b1", b"[1, 2]", "invalid_json"),
+        ("ID", "b1", b"{}", "missing_by"),
+        ("ID", "b1", b'{"by": ""}', "missing_by"),
+        ("ID", "b1", b'{"by": 42}', "missing_by"),
+        ("ID", "b1", b'{"by": "a\\u0000b"}', "bad_by"),
+        ("ID", "b1", b'{"by": "' + b"x" * 65 + b'"}', "bad_by"),
+        ("ID", "b1", b'{"by": "n"}' + b" " * 5000, "too_large"),
+        ("b1-NOPE-9", "b1", b'{"by": "n"}', "unknown_id"),
+        ("ID", "b2", b'{"by": "n"}', "wrong_bed"),
+    ],
+)
+async def test_bad_ack_messages_get_a_clear_reply_and_change_nothing(
+    tmp_path: Path, topic_id: str, bed: str, payload: bytes, reason: str
+) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    aid = t.alert.id if topic_id == "ID" else topic_id
+    before_open, before_journal = rig.service.book.open_alerts(), rig.journal.read_text()
+    await rig.service.handle_ack_message(f"ward/w1/bed/{bed}/alerts/{aid}/ack", payload)
+    [reply] = rig.publisher.on("/ack/reply")
+    assert reply.topic == f"ward/w1/bed/{bed}/alerts/{aid}/ack/reply"
+    body = reply.json()
+    assert body["ok"] is False
+    assert body["reason"] == reason
+    assert body["error"]
+    assert rig.counters.get("alerts.ack_rejected", reason) == 1
+    assert rig.service.book.open_alerts() == before_open
+    assert rig.journal.read_text() == before_journal
+
+
+async def test_ack_on_a_foreign_topic_is_counted_without_reply(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    await rig.service.handle_ack_message("other/w1/bed/b1/alerts/x/ack", b'{"by": "n"}')
+    await rig.service.handle_ack_message("ward/w1/bed/b1/alerts/ack", b'{"by": "n"}')
+    assert rig.publisher.sent == []
+    assert rig.counters.get("alerts.ack_rejected", "bad_topic") == 2
+
+
+async def test_escalation_loop_on_a_manual_clock(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    task = asyncio.create_task(rig.service.run(), name="alerts.escalation")
+    await until_sleeping(rig.clock)
+    await rig.clock.advance(299)
+    assert rig.publisher.on("/escalations") == []
+    await rig.clock.advance(1)
+    [first] = rig.publisher.on("/escalations")
+    assert first.topic == "ward/w1/escalations"
+    body = first.json()
+    assert (body["id"], body["escalation_level"], body["phase"]) == (t.alert.id, 1, "overdue")
+    assert "5 min" in body["notice"]
+    await rig.clock.advance(300)
+    assert [m.json()["escalation_level"] for m in rig.publisher.on("/escalations")] == [1, 2]
+    await rig.service.acknowledge(t.alert.id, "nurse")
+    await rig.clock.advance(900)
+    assert len(rig.publisher.on("/escalations")) == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_restart_restores_open_alerts_and_continues_the_journal(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [fever] = await rig.service.handle([cand("FEVER")])
+    [hypo] = await rig.service.handle([cand("HYPOTENSION", priority=Priority.HIGH)])
+    await rig.service.handle([cand("HYPOTENSION", priority=Priority.HIGH, present=False)])
+    lines_before = len(rig.journal_lines())
+
+    again = make_rig(tmp_path, clock=rig.clock)
+    assert again.service.book.open_alerts() == rig.service.book.open_alerts()
+    assert again.service.book.get(hypo.alert.id).state is AlertState.LATCHED
+    lines = again.journal_lines()
+    assert len(lines) == lines_before + 1
+    assert lines[-1]["what"] == "service_start"
+    assert sorted(lines[-1]["open"]) == sorted([fever.alert.id, hypo.alert.id])
+    await again.service.acknowledge(hypo.alert.id, "nurse")
+    assert again.journal_lines()[-1]["what"] == "ack"
+    # Retained states are published again when the service runs.
+    task = asyncio.create_task(again.service.run())
+    await until_sleeping(again.clock)
+    assert again.publisher.on(f"/alerts/{fever.alert.id}")[-1].json()["state"] == "active"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_corrupt_state_is_rebuilt_from_the_journal(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [fever] = await rig.service.handle([cand("FEVER")])
+    [gone] = await rig.service.handle([cand("TACHYCARDIA")])
+    await rig.service.handle([cand("TACHYCARDIA", present=False)])
+    rig.state.write_text("{half a fi")
+    with rig.journal.open("a") as out:
+        out.write('{"cut short by a cra')
+    counters = Counters()
+    book = load_book(rig.state, rig.journal, counters=counters)
+    assert [a.id for a in book.open_alerts()] == [fever.alert.id]
+    assert book.next_seq > int(gone.alert.id.rsplit("-", 1)[1])
+    assert (tmp_path / "alerts.json.corrupt").read_text() == "{half a fi"
+    assert counters.get("alerts.state_errors", "unreadable") == 1
+    assert counters.get("alerts.journal_skipped", "unreadable") == 1
+
+
+def test_missing_files_give_an_empty_book(tmp_path: Path) -> None:
+    book = load_book(tmp_path / "none.json", tmp_path / "none.jsonl")
+    assert book.open_alerts() == []
+    assert replay_journal(tmp_path / "none.jsonl").next_seq == 1
+
+
+def test_write_atomically_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "state.json"
+    write_atomically(target, "one")
+    write_atomically(target, "two")
+    assert target.read_text() == "two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]
+
+
+async def test_unwritable_journal_is_counted_and_alerting_goes_on(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    publisher, sink, counters = FakePublisher(), ListSink(), Counters()
+    service = AlertService(
+        book=AlertBook(),
+        publisher=publisher,
+        sink=sink,
+        clock=ManualClock(T0),
+        counters=counters,
+        prefix="ward",
+        journal_path=blocker / "alerts.jsonl",  # a path under a file: cannot be created
+        state_path=blocker / "alerts.json",
+    )
+    await service.handle([cand()])
+    assert len(publisher.on("/bed/b1/alerts")) == 1
+    assert counters.get("alerts.journal_errors", "write") == 1
+    assert counters.get("alerts.state_errors", "write") == 1
+
+
+def test_service_refuses_an_unknown_language(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="language"):
+        AlertService(
+            book=AlertBook(),
+            publisher=FakePublisher(),
+            sink=ListSink(),
+            clock=ManualClock(T0),
+            counters=Counters(),
+            prefix="ward",
+            journal_path=tmp_path / "j",
+            state_path=tmp_path / "s",
+            language="de",
+        )
+
+
+def test_alerts_config_section() -> None:
+    config = Config.model_validate({"alerts": {"escalate_after_s": 120}})
+    assert config.alerts.escalate_after_s == 120
+    assert Config().alerts == AlertsConfig()
+    assert AlertsConfig().escalate_after_s == 300
+    with pytest.raises(ValueError, match="escalate_after_s"):
+        AlertsConfig.model_validate({"escalate_after_s": 0})
