@@ -243,7 +243,7 @@ async def test_published_case_reaches_storage_and_raises_fever(
             r["reason"]: r["count"]
             for r in influx.query(
                 "wardd",
-                "SELECT last(count) FROM wardd_counters WHERE \"name\" = 'mqtt.rejected' GROUP BY reason",
+                "SELECT last(count) AS count FROM wardd_counters WHERE \"name\" = 'mqtt.rejected' GROUP BY reason",
             )
         }
     else:
