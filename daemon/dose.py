@@ -44,8 +44,8 @@ from daemon.config import BedConfig, Config, DoseThresholds
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, BagHung, Event, Kind, Priority, PumpReading, PumpState, Text
 from daemon.points import Point
-from daemon.protocols import Schedule, schedule_for
-from daemon.rules import Rule
+from daemon.protocols import Schedule, StepUp, schedule_for
+from daemon.rules import Rule, RuleEngine
 
 RULE_NAME = "dose"
 MEASUREMENT = "dose"
@@ -124,6 +124,7 @@ class DoseState:
     delivered_ug: float = 0.0  # measured volume × concentration, all bags
     delivered_ml: float = 0.0
     unattributed_ml: float = 0.0  # infused while no bag was known: µg unknown
+    ledger_start: datetime | None = None  # first volume reading: the ledger covers from here
     ledger_time: datetime | None = None  # time of the last volume counted
     gap_s: float = 0.0  # total time between readings further apart than reading_stale_s
     steady_rate_ml_per_h: float | None = None
@@ -240,7 +241,7 @@ def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: Dose
                 if conc is not None:
                     evidence["excess_ug"] = round(excess_ml * conc, 3)
         elif state.ledger_time is None:
-            state = replace(state, ledger_time=reading.time)
+            state = replace(state, ledger_start=reading.time, ledger_time=reading.time)
         state = replace(
             state,
             mark=VolumeMark(reading.pump, reading.time, volume, _infusing_rate(reading)),
@@ -300,6 +301,14 @@ def _within(dose: float, target: float, tolerance_pct: float) -> bool:
     return target > 0 and abs(dose - target) <= target * tolerance_pct / 100.0
 
 
+def _step_details(up: StepUp) -> dict[str, Any]:
+    return {
+        "step_time": _iso(up.time),
+        "lower_ug_per_day": round(up.lower_ug_per_day, 2),
+        "higher_ug_per_day": round(up.higher_ug_per_day, 2),
+    }
+
+
 def _rate_findings(
     schedule: Schedule, th: DoseThresholds, delivered: float | None, now: datetime
 ) -> tuple[dict[str, _Finding], dict[str, _Finding]]:
@@ -335,11 +344,6 @@ def _rate_findings(
     assert delivered is not None
     acceptable = [expected] if expected > 0 else []
     for up in schedule.step_ups():
-        details = {
-            "step_time": _iso(up.time),
-            "lower_ug_per_day": round(up.lower_ug_per_day, 2),
-            "higher_ug_per_day": round(up.higher_ug_per_day, 2),
-        }
         if abs(now - up.time) < window:
             acceptable += [up.lower_ug_per_day, up.higher_ug_per_day]
         early_from = up.time - timedelta(seconds=th.step_early_horizon_s)
@@ -354,7 +358,7 @@ def _rate_findings(
                     f"le passage à {_num(up.higher_ug_per_day, 1, 'fr')} µg/jour est prévu le "
                     f"{_when(up.time)}. Vérifier la prémédication.",
                 ),
-                details,
+                _step_details(up),
                 delivered,
                 UG_PER_DAY,
             )
@@ -377,7 +381,7 @@ def _rate_findings(
                     f"{_num(up.higher_ug_per_day, 1, 'fr')} µg/jour étaient prévus le "
                     f"{_when(up.time)} (il y a plus de {_dur(th.step_window_s, 'fr')}).",
                 ),
-                details,
+                _step_details(up),
                 late_s,
                 "s",
             )
@@ -432,9 +436,13 @@ def _interruption(
         and (last.state is not PumpState.INFUSING or last.rate_ml_per_h is not None)
     )
     if not should_infuse or not stopped or last is None:
+        if state.interrupted_since is None:
+            return state, None
         return replace(state, interrupted_since=None), None
-    since = state.interrupted_since or max(last.time, schedule.start)
-    state = replace(state, interrupted_since=since)
+    since = state.interrupted_since
+    if since is None:
+        since = max(last.time, schedule.start)
+        state = replace(state, interrupted_since=since)
     elapsed_s = (now - since).total_seconds()
     if elapsed_s < th.interruption_delay_s:
         return state, None
@@ -477,11 +485,24 @@ def _interruption(
     return state, _Finding(priority, Text(en, fr), details, elapsed_s, "s")
 
 
+def expected_over_ledger_ug(state: DoseState, schedule: Schedule) -> float:
+    """The dose the protocol plans over the time the ledger covers (µg).
+
+    The ledger starts at the first pump reading, so a daemon started mid-protocol
+    compares what it saw with what was planned over the same span.
+    """
+    if state.ledger_start is None or state.ledger_time is None:
+        return 0.0
+    return schedule.expected_total_ug(state.ledger_time) - schedule.expected_total_ug(state.ledger_start)
+
+
 def _cumulative(state: DoseState, schedule: Schedule, th: DoseThresholds) -> _Finding | None:
-    at = state.ledger_time
-    if at is None or (at - schedule.start).total_seconds() < th.cumulative_grace_s:
+    at, begin = state.ledger_time, state.ledger_start
+    if at is None or begin is None:
         return None
-    expected = schedule.expected_total_ug(at)
+    if (at - max(begin, schedule.start)).total_seconds() < th.cumulative_grace_s:
+        return None
+    expected = expected_over_ledger_ug(state, schedule)
     if expected <= 0:
         return None
     deviation_pct = (state.delivered_ug - expected) / expected * 100.0
@@ -653,18 +674,23 @@ class DoseRule:
         for condition in CONDITIONS:
             finding = present.get(condition)
             if finding is None:
-                if active.pop(condition, None) is not None:
-                    out.append(self._candidate(condition, now, None))
+                signature = active.pop(condition, None)
+                if signature is not None:
+                    out.append(self._cleared(condition, now, signature))
                 continue
             signature = _signature(finding)
             if active.get(condition) != signature:
                 active[condition] = signature
                 out.append(self._candidate(condition, now, finding))
-        return replace(state, pending=pending, active=active), out
+        if pending != state.pending or active != state.active:
+            state = replace(state, pending=pending, active=active)
+        return state, out
 
-    def _candidate(self, condition: str, now: datetime, finding: _Finding | None) -> AlertCandidate:
-        if finding is None:
-            return AlertCandidate(condition, self.bed.ward, self.bed.id, now, present=False)
+    def _cleared(self, condition: str, now: datetime, signature: str) -> AlertCandidate:
+        priority = Priority(json.loads(signature)[0])
+        return AlertCandidate(condition, self.bed.ward, self.bed.id, now, present=False, priority=priority)
+
+    def _candidate(self, condition: str, now: datetime, finding: _Finding) -> AlertCandidate:
         return AlertCandidate(
             condition,
             self.bed.ward,
@@ -730,6 +756,7 @@ def dump_state(state: DoseState) -> dict[str, Any]:
         "delivered_ug": state.delivered_ug,
         "delivered_ml": state.delivered_ml,
         "unattributed_ml": state.unattributed_ml,
+        "ledger_start": _opt_time(state.ledger_start),
         "ledger_time": _opt_time(state.ledger_time),
         "gap_s": state.gap_s,
         "steady_rate_ml_per_h": state.steady_rate_ml_per_h,
@@ -777,6 +804,7 @@ def load_state(data: Mapping[str, Any]) -> DoseState:
         delivered_ug=float(data["delivered_ug"]),
         delivered_ml=float(data["delivered_ml"]),
         unattributed_ml=float(data["unattributed_ml"]),
+        ledger_start=_load_time(data["ledger_start"]),
         ledger_time=_load_time(data["ledger_time"]),
         gap_s=float(data["gap_s"]),
         steady_rate_ml_per_h=None
@@ -812,14 +840,30 @@ def dose_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
 # --------------------------------------------------------------------------- views
 
 
+def bed_state(source: DoseState | RuleEngine, bed: BedConfig) -> DoseState:
+    """The dose state of ``bed``, given the state itself or the engine that holds it."""
+    if isinstance(source, DoseState):
+        return source
+    state = source.state(bed.id, RULE_NAME)
+    if not isinstance(state, DoseState):
+        raise TypeError(f"rule {RULE_NAME!r} of bed {bed.id} holds {type(state).__name__}")
+    return state
+
+
 def dose_point(
-    state: DoseState, bed: BedConfig, now: datetime, *, config: Config | None = None
+    state: DoseState | RuleEngine,
+    bed: BedConfig,
+    now: datetime,
+    *,
+    config: Config | None = None,
 ) -> Point | None:
     """The ``dose`` measurement at ``now``: expected and delivered µg/day and totals.
 
     ``None`` before the protocol starts. The delivered rate is left out when unknown
-    (a gap stays a gap). ``config`` supplies site protocols and thresholds.
+    (a gap stays a gap). ``config`` supplies site protocols and thresholds; without it
+    only built-in protocols and default thresholds are known.
     """
+    state = bed_state(state, bed)
     schedule = schedule_for(bed, config)
     th = config.thresholds_for(bed.id).dose if config is not None else DoseThresholds()
     if now < schedule.start:
@@ -829,6 +873,7 @@ def dose_point(
         "expected_ug_per_day": schedule.expected_dose_ug_per_day(now),
         "expected_total_ug": schedule.expected_total_ug(now),
         "delivered_total_ug": state.delivered_ug,
+        "expected_ledger_total_ug": expected_over_ledger_ug(state, schedule),
         "delivered_total_ml": state.delivered_ml,
         "unattributed_ml": state.unattributed_ml,
         "gap_s": state.gap_s,
@@ -840,7 +885,7 @@ def dose_point(
 
 
 def status_lines(
-    state: DoseState,
+    state: DoseState | RuleEngine,
     bed: BedConfig,
     now: datetime,
     *,
@@ -848,6 +893,7 @@ def status_lines(
     language: str = "en",
 ) -> list[str]:
     """What ``wardd status`` prints for one bed's dose (open alerts are listed apart)."""
+    state = bed_state(state, bed)
     schedule = schedule_for(bed, config)
     th = config.thresholds_for(bed.id).dose if config is not None else DoseThresholds()
     fr = language == "fr"
@@ -880,8 +926,13 @@ def status_lines(
         ("  total délivré : " if fr else "  delivered total: ")
         + f"{_num(state.delivered_ug, 1, lang)} µg"
         + (
-            f" ({'au' if fr else 'as of'} {_when(state.ledger_time)})"
-            if state.ledger_time is not None
+            (
+                f" ({'du' if fr else 'from'} {_when(state.ledger_start)} "
+                f"{'au' if fr else 'to'} {_when(state.ledger_time)}; "
+                f"{'prévu sur cette période' if fr else 'planned over that span'} "
+                f"{_num(expected_over_ledger_ug(state, schedule), 1, lang)} µg)"
+            )
+            if state.ledger_time is not None and state.ledger_start is not None
             else ""
         ),
         ("  prochain palier : " if fr else "  next step: ") + (_when(nxt) if nxt is not None else "-"),
