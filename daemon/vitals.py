@@ -19,23 +19,32 @@ on protocol sends no vitals for ``telemetry_stale_s`` of daemon time (``Tick``).
 
 When a monitor sends systolic and diastolic pressure without the mean, the mean is
 estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so).
+
+``parse_observation`` validates the nurses' JSON entries (the CRS and NEWS2 rules
+read them); ``vital_rules`` builds every rule of this watch for one bed.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.config import BedConfig, Config, VitalThresholds
+from daemon.errors import InputError
 from daemon.events import (
+    Acvpu,
     AlertCandidate,
     Event,
+    Handwriting,
     Health,
     Kind,
     Metric,
+    Observation,
     Priority,
     SourceHealth,
     Text,
@@ -638,3 +647,197 @@ def vital_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
         IcansRule(bed),
         NeuroCheckRule(th, bed, schedule),
     ]
+
+
+# --------------------------------------------------------------------------- observations
+
+OBSERVATION_FIELDS = frozenset(
+    {
+        "time",
+        "by",
+        "o2_flow_l_per_min",
+        "o2_device",
+        "vasopressors",
+        "acvpu",
+        "antipyretic_given",
+        "corticosteroid_given",
+        "handwriting",
+        "ice_score",
+    }
+)
+# Oxygen devices a nurse may record (CRS grading in daemon.crs reads them).
+O2_DEVICES: tuple[str, ...] = (
+    "air",
+    "nasal_cannula",
+    "blow_by",
+    "high_flow",
+    "facemask",
+    "non_rebreather",
+    "venturi",
+    "cpap",
+    "bipap",
+    "ventilator",
+)
+MAX_O2_FLOW_L_PER_MIN = 60.0  # high-flow systems top out around 60 L/min: site choice
+MAX_VASOPRESSORS = 5  # more concurrent vasopressors is a typing error: site choice
+MAX_FUTURE_SKEW_S = 300.0  # a nurse's clock may run a little ahead: site choice
+MAX_AGE_S = 7 * 86_400.0  # older entries are typing errors, not late entries: site choice
+
+
+class _DuplicateFieldError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateFieldError(key)
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_observation(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> Observation:
+    """Validate a nurse's JSON entry; raise ``InputError`` with a stable reason key.
+
+    Fields: the clinical fields of ``events.Observation`` (all optional, at least one
+    required) plus ``by`` and ``time`` (RFC 3339 with an offset; default ``now``).
+    Reasons: ``invalid_json``, ``not_object``, ``duplicate_field``, ``unknown_field``,
+    ``bad_type``, ``out_of_range``, ``bad_value``, ``bad_time``, ``future_time``,
+    ``too_old``, ``empty``, ``inconsistent``.
+    """
+    try:
+        data = json.loads(
+            payload.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+        )
+    except _DuplicateFieldError as exc:
+        raise InputError("duplicate_field", f"field '{exc}' appears twice", where) from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError("invalid_json", f"not valid UTF-8 JSON: {exc}", where) from exc
+    if not isinstance(data, dict):
+        raise InputError("not_object", "an observation must be a JSON object", where)
+    unknown = sorted(set(data) - OBSERVATION_FIELDS)
+    if unknown:
+        allowed = ", ".join(sorted(OBSERVATION_FIELDS))
+        raise InputError(
+            "unknown_field", f"unknown field(s) {', '.join(unknown)} (allowed: {allowed})", where
+        )
+    time = _time(data.get("time"), now, where)
+    by = data.get("by")
+    if by is not None and (not isinstance(by, str) or not by.strip() or len(by) > 64):
+        raise InputError("bad_type", "'by' must be a non-empty name of at most 64 characters", where)
+    flow = _number(data, "o2_flow_l_per_min", 0.0, MAX_O2_FLOW_L_PER_MIN, where)
+    device = data.get("o2_device")
+    if device is not None:
+        if not isinstance(device, str):
+            raise InputError("bad_type", "'o2_device' must be a string", where)
+        if device not in O2_DEVICES:
+            known = ", ".join(O2_DEVICES)
+            raise InputError("bad_value", f"unknown o2_device '{device}' (known: {known})", where)
+    if device == "air" and flow is not None and flow > 0:
+        raise InputError("inconsistent", "o2_device 'air' with an oxygen flow above 0", where)
+    vasopressors = _integer(data, "vasopressors", 0, MAX_VASOPRESSORS, where)
+    ice_score = _integer(data, "ice_score", 0, 10, where)
+    antipyretic = _boolean(data, "antipyretic_given", where)
+    corticosteroid = _boolean(data, "corticosteroid_given", where)
+    acvpu = _choice(data, "acvpu", Acvpu, where)
+    handwriting = _choice(data, "handwriting", Handwriting, where)
+    clinical = (
+        flow,
+        device,
+        vasopressors,
+        acvpu,
+        antipyretic,
+        corticosteroid,
+        handwriting,
+        ice_score,
+    )
+    if all(value is None for value in clinical):
+        raise InputError("empty", "the observation records nothing", where)
+    return Observation(
+        ward=ward,
+        bed=bed,
+        time=time,
+        by=by.strip() if isinstance(by, str) else None,
+        o2_flow_l_per_min=flow,
+        o2_device=device,
+        vasopressors=vasopressors,
+        acvpu=acvpu,
+        antipyretic_given=antipyretic,
+        corticosteroid_given=corticosteroid,
+        handwriting=handwriting,
+        ice_score=ice_score,
+    )
+
+
+def _time(raw: Any, now: datetime, where: str) -> datetime:
+    if raw is None:
+        return now
+    if not isinstance(raw, str):
+        raise InputError("bad_time", "'time' must be an RFC 3339 string", where)
+    try:
+        time = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise InputError("bad_time", f"'time' is not RFC 3339: {raw[:40]!r}", where) from exc
+    if time.tzinfo is None:
+        raise InputError("bad_time", "'time' needs a UTC offset, e.g. 2026-03-02T08:00:00Z", where)
+    time = time.astimezone(UTC)
+    if time - now > timedelta(seconds=MAX_FUTURE_SKEW_S):
+        raise InputError("future_time", f"'time' {raw} is ahead of the daemon's clock", where)
+    if now - time > timedelta(seconds=MAX_AGE_S):
+        raise InputError("too_old", f"'time' {raw} is more than 7 days old", where)
+    return time
+
+
+def _number(data: Mapping[str, Any], key: str, low: float, high: float, where: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError("bad_type", f"'{key}' must be a number", where)
+    if not low <= value <= high:
+        raise InputError("out_of_range", f"'{key}' {value} is outside {low:g}-{high:g}", where)
+    return float(value)
+
+
+def _integer(data: Mapping[str, Any], key: str, low: int, high: int, where: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError("bad_type", f"'{key}' must be a whole number", where)
+    if not low <= value <= high:
+        raise InputError("out_of_range", f"'{key}' {value} is outside {low}-{high}", where)
+    return value
+
+
+def _boolean(data: Mapping[str, Any], key: str, where: str) -> bool | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise InputError("bad_type", f"'{key}' must be true or false", where)
+    return value
+
+
+_E = TypeVar("_E", Acvpu, Handwriting)
+
+
+def _choice(data: Mapping[str, Any], key: str, kind: type[_E], where: str) -> _E | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError("bad_type", f"'{key}' must be a string", where)
+    try:
+        # ACVPU letters are upper case; a nurse's "v" means the same.
+        return kind(value.upper() if kind is Acvpu else value)
+    except ValueError as exc:
+        known = ", ".join(m.value for m in kind)
+        raise InputError("bad_value", f"'{key}' {value!r} is not one of {known}", where) from exc
