@@ -913,9 +913,9 @@ async def send_ack(
                 topic = str(message.topic)
                 if topic == barrier:
                     break
-                if topic.endswith(f"/alerts/{alert_id}") and message.payload:
-                    parts = topic.split("/")
-                    place = (parts[-4], parts[-2])
+                parts = topic.split("/")  # <prefix>/<ward>/bed/<bed>/alerts/<id>
+                if len(parts) == 6 and parts[-1] == alert_id and message.payload:
+                    place = (parts[1], parts[3])
             if place is None:
                 return AckReply(False, alert_id, f"no open alert with id {alert_id!r}", "unknown_id")
             ward, bed = place
