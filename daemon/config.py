@@ -9,10 +9,11 @@ source gives (alarm delays, clearing times) are site choices, marked as such.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from daemon.errors import ConfigError, ConfigIssue
@@ -202,9 +204,58 @@ class VitalThresholds(Model):
 
 
 class DoseThresholds(Model):
-    """Dose-schedule checks (issue: dose-schedule compliance)."""
+    """Dose-schedule checks (issue: dose-schedule compliance). Times in seconds."""
 
+    # Band around the protocol's dose for the day before DOSE_RATE_HIGH/LOW (site choice).
     rate_tolerance_pct: Annotated[float, Field(gt=0, lt=100)] = 10.0
+    # How long a dose rate must stay out of the band before it alarms (site choice).
+    rate_delay_s: Annotated[float, Field(ge=0)] = 300.0
+    # DOSE_RATE_HIGH turns high priority at this multiple of the expected dose (site choice).
+    rate_high_escalate_ratio: Annotated[float, Field(gt=1)] = 2.0
+    # STEP_UP_DUE this long before a step-up: the higher-dose bag and the premedication the
+    # label calls for before the step dose must be ready (domain.md section 1; lead time is a
+    # site choice).
+    step_up_due_before_s: Annotated[float, Field(ge=0)] = 7200.0
+    # Either step's dose is accepted this long either side of the step time; beyond it
+    # STEP_UP_LATE / STEP_UP_EARLY (site choice).
+    step_window_s: Annotated[float, Field(ge=0)] = 7200.0
+    # A higher dose started earlier than this before the step is a wrong dose
+    # (DOSE_RATE_HIGH) rather than an early step (site choice).
+    step_early_horizon_s: Annotated[float, Field(gt=0)] = 86400.0
+    # Stopped, paused or zero rate this long while the protocol says infuse (site choice).
+    interruption_delay_s: Annotated[float, Field(ge=0)] = 900.0
+    # An interruption of 4 h or more needs premedication and a supervised restart
+    # (label, domain.md section 1).
+    interruption_supervised_restart_s: Annotated[float, Field(gt=0)] = 14400.0
+    # A break longer than 7 days starts a new cycle (label, domain.md section 1).
+    interruption_new_cycle_s: Annotated[float, Field(gt=0)] = 604800.0
+    # Delivered total versus the protocol's expected total to date (site choice).
+    cumulative_tolerance_pct: Annotated[float, Field(gt=0, lt=100)] = 10.0
+    # No cumulative check before this much protocol time: on hour 2 a few minutes' pause
+    # is a large percentage of a tiny total (site choice).
+    cumulative_grace_s: Annotated[float, Field(ge=0)] = 86400.0
+    # BAG_LOW when the bag will run out within this time at the current rate (site choice).
+    bag_low_s: Annotated[float, Field(ge=0)] = 3600.0
+    # Part of a bag's announced volume that never reaches the patient (the 24 h bag's
+    # 270 mL holds 30 mL of overfill that primes the line, domain.md section 1); site choice.
+    bag_line_fill_ml: Annotated[float, Field(ge=0)] = 0.0
+    # Without a pump reading for this long the delivered rate is unknown, never assumed
+    # (site choice; the pump's own link alarm belongs to the pump rule).
+    reading_stale_s: Annotated[float, Field(gt=0)] = 3600.0
+    # BOLUS_SUSPECTED when the volume infused between two readings exceeds what the
+    # reported rates explain by more than both of these (site choice: counter jitter).
+    bolus_min_excess_ml: Annotated[float, Field(gt=0)] = 0.5
+    bolus_excess_pct: Annotated[float, Field(ge=0)] = 20.0
+    # A pump rate jump by this factor over the steady rate that also delivers this
+    # multiple of the expected dose is a rate spike (site choice).
+    bolus_rate_ratio: Annotated[float, Field(gt=1)] = 2.0
+    # A bolus this close to a bag change is reported as a suspected flush (site choice).
+    bolus_bag_change_window_s: Annotated[float, Field(ge=0)] = 1800.0
+    # BOLUS_SUSPECTED clears this long after the last evidence (site choice).
+    bolus_hold_s: Annotated[float, Field(gt=0)] = 900.0
+    # Body-surface-area formula for the built-in < 45 kg protocols (Mosteller or Du Bois;
+    # the label does not name one: site choice).
+    bsa_formula: Literal["mosteller", "dubois"] = "mosteller"
 
 
 class Thresholds(Model):
@@ -238,6 +289,34 @@ class PumpConfig(Model):
     baudrate: Literal[300, 1200, 2400, 9600, 19200] = 19200
     poll_interval_s: PositiveSeconds = 2.0
     comm_lost_after_s: PositiveSeconds = 30.0
+    # Line framing; the NE-1000 is 8N1 (domain.md section 6). A serial-to-LAN bridge
+    # (socket://) ignores these.
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    # Safe mode (CRC-protected packets), timeout in whole seconds; 0 = basic mode.
+    # Site choice, default off: in safe mode the pump STOPS infusing when no valid packet
+    # arrives within the timeout, so a daemon restart or a cable fault interrupts the
+    # infusion (and an interruption of 4 h or more needs a supervised restart).
+    safe_mode_timeout_s: Annotated[int, Field(ge=0, le=255)] = 0
+    # Seconds to wait for each reply (site choice; 1 s covers a 20-byte reply at 300 baud).
+    reply_timeout_s: PositiveSeconds = 1.0
+    # Extra attempts per command after a timeout or a corrupted reply (site choice).
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    # Reopening a lost port: jittered exponential backoff between these bounds, in seconds.
+    reconnect_min_s: PositiveSeconds = 0.5
+    reconnect_max_s: PositiveSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _pump_timing(self) -> PumpConfig:
+        if self.comm_lost_after_s <= self.poll_interval_s:
+            raise ValueError("comm_lost_after_s must be longer than poll_interval_s")
+        if self.safe_mode_timeout_s and self.safe_mode_timeout_s <= self.poll_interval_s:
+            # Otherwise the pump times out between two polls and stops infusing.
+            raise ValueError("safe_mode_timeout_s must be longer than poll_interval_s")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        return self
 
 
 class BagConfig(Model):
@@ -251,20 +330,57 @@ class BagConfig(Model):
 
 
 class ProtocolStep(Model):
-    """One step of a schedule: a dose over a range of protocol days (1-based, inclusive)."""
+    """One step of a schedule: a dose over a range of protocol days (1-based, inclusive).
 
-    day_from: Annotated[int, Field(ge=1)]
-    day_to: Annotated[int, Field(ge=1)]
-    dose_ug_per_day: Annotated[float, Field(gt=0)] | None = None
-    dose_ug_per_m2_per_day: Annotated[float, Field(gt=0)] | None = None
-    max_ug_per_day: Annotated[float, Field(gt=0)] | None = None
+    Give either a flat ``dose_ug_per_day`` or a body-surface dose
+    ``dose_ug_per_m2_per_day`` (optionally capped by ``max_ug_per_day``).
+    """
+
+    day_from: Annotated[int, Field(ge=1, le=366)]  # first protocol day of the step
+    day_to: Annotated[int, Field(ge=1, le=366)]  # last protocol day, inclusive
+    dose_ug_per_day: Annotated[float, Field(gt=0, le=1000)] | None = None  # flat dose
+    dose_ug_per_m2_per_day: Annotated[float, Field(gt=0, le=1000)] | None = None  # per m² BSA
+    max_ug_per_day: Annotated[float, Field(gt=0, le=1000)] | None = None  # cap on a BSA dose
+
+    @model_validator(mode="after")
+    def _one_dose(self) -> ProtocolStep:
+        if self.day_to < self.day_from:
+            raise ValueError(f"day_to ({self.day_to}) is before day_from ({self.day_from})")
+        if (self.dose_ug_per_day is None) == (self.dose_ug_per_m2_per_day is None):
+            raise ValueError("give exactly one of dose_ug_per_day and dose_ug_per_m2_per_day")
+        if self.max_ug_per_day is not None and self.dose_ug_per_m2_per_day is None:
+            raise ValueError("max_ug_per_day only caps a dose_ug_per_m2_per_day step")
+        return self
 
 
 class ProtocolConfig(Model):
-    """A user-defined step schedule."""
+    """A user-defined step schedule (steps must not overlap)."""
 
-    steps: list[ProtocolStep] = Field(min_length=1)
-    bsa_formula: Literal["mosteller", "dubois"] = "mosteller"
+    steps: list[ProtocolStep] = Field(min_length=1, max_length=100)
+    # BSA formula for per-m² steps; unset = thresholds.dose.bsa_formula.
+    bsa_formula: Literal["mosteller", "dubois"] | None = None
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> ProtocolConfig:
+        ordered = sorted(self.steps, key=lambda step: step.day_from)
+        for before, after in itertools.pairwise(ordered):
+            if after.day_from <= before.day_to:
+                raise ValueError(
+                    f"steps overlap: days {before.day_from}-{before.day_to} and "
+                    f"{after.day_from}-{after.day_to}"
+                )
+        return self
+
+
+class AlertsConfig(Model):
+    """The alert engine (issue: alert engine): escalation, audit journal, persisted state."""
+
+    # Issue 5 default (5 min); the interval itself is a site choice.
+    escalate_after_s: PositiveSeconds = 300.0
+    # How often unacknowledged alerts are checked for escalation (daemon clock).
+    check_interval_s: PositiveSeconds = 1.0
+    journal: Path | None = None  # JSON lines audit journal; default <state_dir>/alerts.jsonl
+    state_file: Path | None = None  # open alerts across restarts; default <state_dir>/alerts.json
 
 
 class Config(Model):
@@ -278,6 +394,7 @@ class Config(Model):
     beds: list[BedConfig] = []
     pumps: list[PumpConfig] = []
     bags: list[BagConfig] = []
+    alerts: AlertsConfig = AlertsConfig()
 
     def bed(self, bed_id: str) -> BedConfig:
         """The bed with this id (ids are unique once validated)."""
@@ -320,10 +437,21 @@ def _reason(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _cross_checks(config: Config) -> list[ConfigIssue]:
+def _cross_checks(
+    config: Config, positions: Mapping[str, Sequence[int]] | None = None, bed_ids: Set[str] = frozenset()
+) -> list[ConfigIssue]:
+    """References between tables. ``positions`` maps a list's items to their index in the
+    file, and ``bed_ids`` names every bed in it, when invalid items were left out before
+    these checks (a pump of an invalid bed is not reported as orphaned too)."""
+    where = positions or {}
+
+    def index(key: str, i: int) -> int:
+        return where[key][i] if key in where else i
+
     issues: list[ConfigIssue] = []
     seen_beds: dict[str, int] = {}
-    for i, bed in enumerate(config.beds):
+    for n, bed in enumerate(config.beds):
+        i = index("beds", n)
         if bed.id in seen_beds:
             issues.append(
                 ConfigIssue(f"beds[{i}].id", f"'{bed.id}' is already used by beds[{seen_beds[bed.id]}]")
@@ -347,13 +475,14 @@ def _cross_checks(config: Config) -> list[ConfigIssue]:
                 )
     seen_pumps: dict[str, int] = {}
     ports: dict[tuple[str, int], int] = {}
-    for i, pump in enumerate(config.pumps):
+    for n, pump in enumerate(config.pumps):
+        i = index("pumps", n)
         if pump.id in seen_pumps:
             issues.append(
                 ConfigIssue(f"pumps[{i}].id", f"'{pump.id}' is already used by pumps[{seen_pumps[pump.id]}]")
             )
         seen_pumps.setdefault(pump.id, i)
-        if pump.bed not in seen_beds:
+        if pump.bed not in seen_beds and pump.bed not in bed_ids:
             issues.append(ConfigIssue(f"pumps[{i}].bed", f"no bed with id '{pump.bed}'"))
         key = (pump.url, pump.address)
         if key in ports:
@@ -364,8 +493,9 @@ def _cross_checks(config: Config) -> list[ConfigIssue]:
                 )
             )
         ports.setdefault(key, i)
-    for i, bag in enumerate(config.bags):
-        if bag.bed not in seen_beds:
+    for n, bag in enumerate(config.bags):
+        i = index("bags", n)
+        if bag.bed not in seen_beds and bag.bed not in bed_ids:
             issues.append(ConfigIssue(f"bags[{i}].bed", f"no bed with id '{bag.bed}'"))
     for name, secret in (
         ("mqtt.password", config.mqtt.password),
@@ -389,7 +519,9 @@ def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
         # sees every problem in one pass.
         partial = _lenient(data)
         if partial is not None:
-            issues.extend(_cross_checks(partial))
+            beds = data.get("beds")
+            bed_ids = {b.get("id") for b in beds if isinstance(b, dict)} if isinstance(beds, list) else set()
+            issues.extend(_cross_checks(*partial, bed_ids={i for i in bed_ids if isinstance(i, str)}))
         raise ConfigError(source, issues) from exc
     issues = _cross_checks(config)
     if issues:
@@ -400,31 +532,32 @@ def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
 _LIST_ITEMS: dict[str, type[Model]] = {"beds": BedConfig, "pumps": PumpConfig, "bags": BagConfig}
 
 
-def _lenient(data: Mapping[str, Any]) -> Config | None:
-    """The config with invalid list items and tables dropped, for cross checks only."""
+def _lenient(data: Mapping[str, Any]) -> tuple[Config, dict[str, list[int]]] | None:
+    """The config with invalid list items and tables left out, for cross checks only,
+    and the file index of each list item kept."""
     kept: dict[str, Any] = {}
+    positions: dict[str, list[int]] = {}
     for key, value in data.items():
-        field = Config.model_fields.get(key)
-        if field is None:
+        if key not in Config.model_fields:
             continue
-        if isinstance(value, list):
-            item_type = _LIST_ITEMS.get(key)
-            if item_type is None:
-                continue
+        item_type = _LIST_ITEMS.get(key)
+        if item_type is not None and isinstance(value, list):
             good: list[Model] = []
-            for item in value:
+            positions[key] = []
+            for i, item in enumerate(value):
                 with contextlib.suppress(ValidationError):
                     good.append(item_type.model_validate(item))
+                    positions[key].append(i)
             kept[key] = good
-        else:
-            try:
-                Config.model_validate({key: value})
-            except ValidationError:
-                continue
-            kept[key] = value
+            continue
+        try:
+            Config.model_validate({key: value})
+        except ValidationError:
+            continue
+        kept[key] = value
     try:
         lists = {key: kept.pop(key) for key in _LIST_ITEMS if key in kept}
-        return Config.model_validate(kept).model_copy(update=lists)
+        return Config.model_validate(kept).model_copy(update=lists), positions
     except ValidationError:
         return None
 
