@@ -20,9 +20,11 @@ Lifecycle of one alert (``AlertBook``, pure: no I/O, no clock reads)::
   not published, even if its value moved. IHE ACM sends messages on state changes
   and leaves periodic refreshes to site agreement; a value worth announcing is a
   rule's business (a new grade in ``details``, or a new priority).
-- A change of details is an ``update``; a priority rise an ``escalate``, a fall a
-  ``deescalate``. A rise re-activates an acknowledged alert: the acknowledgement
-  was given for the lower priority.
+- Severity is the priority, then a numeric ``details["grade"]`` (CRS, ICANS) if the
+  rule gives one. A rise is an ``escalate``, a fall a ``deescalate``, any other change
+  of details an ``update``. A rise re-activates an acknowledged alert: the
+  acknowledgement was given for something milder. A rise of an active high alert
+  keeps its escalation timer running.
 - Escalation of unanswered alerts runs on the daemon's clock (``tick``): an active,
   unacknowledged high-priority alert gets escalation level 1 after
   ``escalate_after_s``, level 2 after twice that, and so on (phase ``overdue``).
@@ -63,6 +65,7 @@ import aiomqtt
 
 from daemon import topics
 from daemon.clock import Clock, every
+from daemon.config import Config
 from daemon.errors import InputError, WarddError
 from daemon.events import AlertCandidate, Kind, Priority, Text
 from daemon.metrics import Counters, reject
@@ -413,21 +416,28 @@ class AlertBook:
                     now,
                 )
             ]
-        rise = candidate.priority.rank - alert.priority.rank
-        if rise > 0:
-            # An acknowledgement was given for the lower priority: announce again.
-            changed = replace(
-                alert,
-                **news,
-                state=AlertState.ACTIVE,
-                phase=Phase.ESCALATE,
-                active_since=now,
-                escalation_level=0,
-                acked_by=None,
-                acked_at=None,
-            )
-        elif rise < 0:
-            changed = replace(alert, **news, phase=Phase.DEESCALATE, escalation_level=0)
+        before = (alert.priority.rank, _grade(alert.details))
+        after = (candidate.priority.rank, _grade(news["details"]))
+        if after > before:
+            if alert.state is AlertState.ACKNOWLEDGED or alert.priority is not Priority.HIGH:
+                # The acknowledgement was given for something milder, or the alert only
+                # now becomes high priority: announce it again and start the ack timer.
+                changed = replace(
+                    alert,
+                    **news,
+                    state=AlertState.ACTIVE,
+                    phase=Phase.ESCALATE,
+                    active_since=now,
+                    escalation_level=0,
+                    acked_by=None,
+                    acked_at=None,
+                )
+            else:
+                # Already active and high: worsening must not restart the escalation timer.
+                changed = replace(alert, **news, phase=Phase.ESCALATE)
+        elif after < before:
+            level = alert.escalation_level if candidate.priority is Priority.HIGH else 0
+            changed = replace(alert, **news, phase=Phase.DEESCALATE, escalation_level=level)
         elif news["details"] != alert.details or candidate.kind is not alert.kind:
             changed = replace(alert, **news, phase=Phase.UPDATE)
         else:
@@ -457,6 +467,14 @@ def _plain(details: Mapping[str, Any]) -> dict[str, Any]:
     # (tuples become lists, enums their values): no spurious update after a restart.
     plain: dict[str, Any] = json.loads(json.dumps(dict(details), default=str, sort_keys=True))
     return plain
+
+
+def _grade(details: Mapping[str, Any]) -> float:
+    # A rule's numeric "grade" (CRS, ICANS) orders severity within one priority.
+    grade = details.get("grade")
+    if isinstance(grade, int | float) and not isinstance(grade, bool):
+        return float(grade)
+    return -1.0
 
 
 def _seq_of(alert_id: str) -> int:
@@ -647,6 +665,26 @@ class AlertService:
             ]
         )
         return service
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, publisher: Publisher, sink: PointSink, clock: Clock, counters: Counters
+    ) -> AlertService:
+        """``restore`` with the settings of ``[alerts]``, ``[daemon]`` and ``[mqtt]``."""
+        state_dir = config.daemon.state_dir
+        return cls.restore(
+            publisher=publisher,
+            sink=sink,
+            clock=clock,
+            counters=counters,
+            prefix=config.mqtt.topic_prefix,
+            journal_path=config.alerts.journal or state_dir / "alerts.jsonl",
+            state_path=config.alerts.state_file or state_dir / "alerts.json",
+            language=config.daemon.language,
+            escalate_after_s=config.alerts.escalate_after_s,
+            check_interval_s=config.alerts.check_interval_s,
+            qos=config.mqtt.qos,
+        )
 
     def ack_subscription(self) -> str:
         """The topic filter the MQTT link must subscribe to and route to ``handle_ack_message``."""

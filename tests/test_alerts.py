@@ -134,6 +134,32 @@ def test_priority_fall_deescalates_and_keeps_the_acknowledgement() -> None:
     assert t.alert.acked_by == "nurse-1"
 
 
+def test_grade_rise_within_high_escalates_without_restarting_the_timer() -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand("CRS_SUSPECTED", priority=Priority.HIGH, details={"grade": 2}), at(0))
+    [overdue] = book.tick(at(300))
+    [t] = book.apply(cand("CRS_SUSPECTED", priority=Priority.HIGH, details={"grade": 3}), at(400))
+    assert t.phase is Phase.ESCALATE
+    assert t.alert.active_since == at(0)
+    assert t.alert.escalation_level == overdue.alert.escalation_level == 1
+    [down] = book.apply(cand("CRS_SUSPECTED", priority=Priority.HIGH, details={"grade": 2}), at(500))
+    assert down.phase is Phase.DEESCALATE
+    assert down.alert.escalation_level == 1
+    [second] = book.tick(at(600))
+    assert second.alert.escalation_level == 2
+
+
+def test_grade_rise_reactivates_an_acknowledged_alert() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand("CRS_SUSPECTED", priority=Priority.HIGH, details={"grade": 2}), at(0))
+    book.acknowledge(start.alert.id, "nurse", at(10))
+    [t] = book.apply(cand("CRS_SUSPECTED", priority=Priority.HIGH, details={"grade": 3}), at(20))
+    assert t.phase is Phase.ESCALATE
+    assert t.alert.state is AlertState.ACTIVE
+    assert t.alert.acked_by is None
+    assert t.alert.active_since == at(20)
+
+
 @pytest.mark.parametrize("priority", [Priority.LOW, Priority.MEDIUM])
 def test_unacknowledged_low_and_medium_alerts_close_when_cleared(priority: Priority) -> None:
     book = AlertBook()
@@ -713,3 +739,24 @@ def test_alerts_config_section() -> None:
     assert AlertsConfig().escalate_after_s == 300
     with pytest.raises(ValueError, match="escalate_after_s"):
         AlertsConfig.model_validate({"escalate_after_s": 0})
+
+
+async def test_service_from_config_uses_the_state_dir(tmp_path: Path) -> None:
+    config = Config.model_validate(
+        {
+            "daemon": {"state_dir": str(tmp_path / "state"), "language": "fr"},
+            "mqtt": {"topic_prefix": "icu"},
+            "alerts": {"escalate_after_s": 60},
+        }
+    )
+    publisher = FakePublisher()
+    service = AlertService.from_config(
+        config, publisher=publisher, sink=ListSink(), clock=ManualClock(T0), counters=Counters()
+    )
+    assert service.ack_subscription() == "icu/+/bed/+/alerts/+/ack"
+    assert service.book.escalate_after_s == 60
+    await service.handle([cand()])
+    assert publisher.sent[0].topic == "icu/w1/bed/b1/alerts"
+    assert publisher.sent[0].json()["message"] == "Fièvre 38,2 °C"
+    assert (tmp_path / "state" / "alerts.jsonl").exists()
+    assert (tmp_path / "state" / "alerts.json").exists()
