@@ -1,0 +1,183 @@
+"""NEWS2 scoring (domain.md section 3) and the NEWS2_HIGH rule."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from daemon.config import BedConfig, VitalThresholds
+from daemon.events import (
+    Acvpu,
+    AlertCandidate,
+    Event,
+    Health,
+    Metric,
+    Observation,
+    Priority,
+    SourceHealth,
+    VitalSample,
+)
+from daemon.news2 import (
+    News2Rule,
+    News2State,
+    Param,
+    Trigger,
+    news2,
+    score_consciousness,
+    score_pulse,
+    score_respiration,
+    score_spo2_scale1,
+    score_systolic,
+    score_temperature,
+)
+
+T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+BED = BedConfig(
+    ward="w1",
+    id="b1",
+    patient="p-1",
+    weight_kg=63,
+    height_cm=165,
+    protocol_start=datetime(2026, 3, 2, 8, tzinfo=UTC),
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "score"), [(8, 3), (9, 1), (11, 1), (12, 0), (20, 0), (21, 2), (24, 2), (25, 3)]
+)
+def test_respiration(value: float, score: int) -> None:
+    assert score_respiration(value) == score
+
+
+@pytest.mark.parametrize(("value", "score"), [(91, 3), (92, 2), (93, 2), (94, 1), (95, 1), (96, 0), (100, 0)])
+def test_spo2_scale1(value: float, score: int) -> None:
+    assert score_spo2_scale1(value) == score
+
+
+@pytest.mark.parametrize(
+    ("value", "score"), [(90, 3), (91, 2), (100, 2), (101, 1), (110, 1), (111, 0), (219, 0), (220, 3)]
+)
+def test_systolic(value: float, score: int) -> None:
+    assert score_systolic(value) == score
+
+
+@pytest.mark.parametrize(
+    ("value", "score"),
+    [(40, 3), (41, 1), (50, 1), (51, 0), (90, 0), (91, 1), (110, 1), (111, 2), (130, 2), (131, 3)],
+)
+def test_pulse(value: float, score: int) -> None:
+    assert score_pulse(value) == score
+
+
+@pytest.mark.parametrize(
+    ("value", "score"),
+    [(35.0, 3), (35.1, 1), (36.0, 1), (36.1, 0), (38.0, 0), (38.1, 1), (38.2, 1), (39.0, 1), (39.1, 2)],
+)
+def test_temperature(value: float, score: int) -> None:
+    assert score_temperature(value) == score
+
+
+def test_consciousness() -> None:
+    assert score_consciousness(Acvpu.ALERT) == 0
+    assert {score_consciousness(a) for a in Acvpu if a is not Acvpu.ALERT} == {3}
+
+
+def test_case_fever_scores_one() -> None:
+    """domain.md section 0: 38.2 °C scores temperature 1 and nothing else."""
+    values = {
+        Metric.TEMP_C: 38.2,
+        Metric.SBP_MMHG: 124,
+        Metric.HR_PER_MIN: 88,
+        Metric.SPO2_PCT: 97,
+        Metric.RR_PER_MIN: 16,
+    }
+    result = news2(values, on_oxygen=False, acvpu=Acvpu.ALERT)
+    assert result.total == 1
+    assert result.missing == ()
+    assert result.trigger is None
+
+
+def test_triggers() -> None:
+    assert news2({Metric.SBP_MMHG: 88}, None, None).trigger is Trigger.SINGLE_PARAMETER_3
+    five = news2({Metric.SBP_MMHG: 95, Metric.HR_PER_MIN: 115, Metric.TEMP_C: 38.5}, None, None)
+    assert five.total == 5
+    assert five.trigger is Trigger.AGGREGATE_5
+    seven = news2({Metric.SBP_MMHG: 88, Metric.HR_PER_MIN: 115, Metric.TEMP_C: 39.5}, True, None)
+    assert seven.total == 9
+    assert seven.trigger is Trigger.AGGREGATE_7
+
+
+def test_missing_parameters_are_named() -> None:
+    result = news2({Metric.TEMP_C: 37.0}, None, None)
+    assert Param.CONSCIOUSNESS in result.missing
+    assert Param.SUPPLEMENTAL_O2 in result.missing
+    assert Param.TEMPERATURE not in result.missing
+
+
+def vitals(minutes: float, **values: float) -> VitalSample:
+    normal = {"temp_c": 36.8, "sbp_mmhg": 124.0, "hr_per_min": 78.0, "spo2_pct": 97.0, "rr_per_min": 16.0}
+    merged = {Metric(k): v for k, v in {**normal, **values}.items()}
+    return VitalSample("w1", "b1", "mon", T0 + timedelta(minutes=minutes), merged)
+
+
+def run(
+    r: News2Rule, events: list[Event], state: News2State | None = None
+) -> tuple[News2State, list[AlertCandidate]]:
+    state = state or r.initial()
+    out: list[AlertCandidate] = []
+    for event in events:
+        state, candidates = r.step(state, event, event.time)
+        out.extend(candidates)
+    return state, out
+
+
+def test_rule_raises_escalates_and_clears() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    state, out = run(r, [vitals(0, sbp_mmhg=88), vitals(5, sbp_mmhg=88)])
+    assert [(c.present, c.priority, dict(c.details)) for c in out] == [
+        (True, Priority.MEDIUM, {"trigger": "single_parameter_3"})
+    ]
+    assert out[0].message is not None
+    assert "partial" in out[0].message.en  # no O2 or consciousness observation
+    obs = Observation(
+        "w1", "b1", T0 + timedelta(minutes=6), o2_device="facemask", o2_flow_l_per_min=8, acvpu=Acvpu.VOICE
+    )
+    state, out = run(r, [obs], state)
+    assert [(c.present, c.priority, dict(c.details)) for c in out] == [
+        (True, Priority.HIGH, {"trigger": "aggregate_7"})
+    ]
+    back = Observation("w1", "b1", T0 + timedelta(minutes=7), o2_device="air", acvpu=Acvpu.ALERT)
+    events: list[Event] = [back, *(vitals(m) for m in range(10, 40, 5))]
+    state, out = run(r, events, state)
+    assert [c.present for c in out] == [True, False]  # de-escalates, then clears after 15 min
+    assert out[-1].time == T0 + timedelta(minutes=25)
+
+
+def test_one_artifact_does_not_trigger() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    _, out = run(r, [vitals(0), vitals(5, spo2_pct=85), vitals(10)])
+    assert out == []
+
+
+def test_old_values_do_not_count() -> None:
+    r = News2Rule(VitalThresholds(news2_max_age_s=600), BED)
+    state, _ = run(r, [vitals(0, sbp_mmhg=88)])
+    assert r.current(state, T0 + timedelta(minutes=5)).parts[Param.SYSTOLIC] == 3
+    assert Param.SYSTOLIC in r.current(state, T0 + timedelta(minutes=11)).missing
+
+
+def test_probe_off_drops_the_metric() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    state, _ = run(r, [vitals(0)])
+    off = SourceHealth("w1", "b1", "monitor.spo2_pct", T0 + timedelta(minutes=1), Health.LOST, "probe-off")
+    state, _ = run(r, [off], state)
+    assert Metric.SPO2_PCT not in state.values
+
+
+def test_state_round_trips() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    obs = Observation("w1", "b1", T0, o2_device="nasal_cannula", acvpu=Acvpu.ALERT)
+    state, _ = run(r, [obs, vitals(0, sbp_mmhg=88), vitals(5, sbp_mmhg=88)])
+    assert r.load(json.loads(json.dumps(r.dump(state)))) == state

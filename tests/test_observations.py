@@ -1,0 +1,150 @@
+"""Validation of the nurses' observation JSON (``daemon.vitals.parse_observation``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.errors import InputError
+from daemon.events import Acvpu, Handwriting
+from daemon.vitals import parse_observation
+
+NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+WHERE = "ward/w1/bed/b1/observations"
+
+
+def parse(data: Any) -> Any:
+    payload = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return parse_observation(payload, "w1", "b1", WHERE, NOW)
+
+
+def reason(data: Any) -> str:
+    with pytest.raises(InputError) as info:
+        parse(data)
+    assert info.value.where == WHERE
+    return info.value.reason
+
+
+def test_a_full_entry() -> None:
+    obs = parse(
+        {
+            "time": "2026-03-02T21:00:00+01:00",
+            "by": " nurse-a ",
+            "o2_flow_l_per_min": 4,
+            "o2_device": "nasal_cannula",
+            "vasopressors": 0,
+            "acvpu": "v",
+            "antipyretic_given": True,
+            "corticosteroid_given": False,
+            "handwriting": "changed",
+            "ice_score": 8,
+        }
+    )
+    assert obs.time == NOW
+    assert obs.time.tzinfo is UTC
+    assert (obs.ward, obs.bed, obs.by) == ("w1", "b1", "nurse-a")
+    assert obs.o2_flow_l_per_min == 4.0
+    assert obs.acvpu is Acvpu.VOICE
+    assert obs.handwriting is Handwriting.CHANGED
+    assert obs.ice_score == 8
+    assert obs.antipyretic_given is True
+    assert obs.corticosteroid_given is False
+
+
+def test_time_defaults_to_now() -> None:
+    assert parse({"ice_score": 10}).time == NOW
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b'{"ice_score": NaN}', "invalid_json"),
+        ([1, 2], "not_object"),
+        (b'{"ice_score": 5, "ice_score": 6}', "duplicate_field"),
+        ({"ice_score": 5, "bed": "b2"}, "unknown_field"),
+        ({"temperature": 38}, "unknown_field"),
+        ({"ice_score": 11}, "out_of_range"),
+        ({"ice_score": -1}, "out_of_range"),
+        ({"ice_score": 5.5}, "bad_type"),
+        ({"ice_score": True}, "bad_type"),
+        ({"ice_score": "5"}, "bad_type"),
+        ({"o2_flow_l_per_min": 61}, "out_of_range"),
+        ({"o2_flow_l_per_min": -1}, "out_of_range"),
+        ({"o2_flow_l_per_min": "4"}, "bad_type"),
+        ({"vasopressors": 6}, "out_of_range"),
+        ({"vasopressors": 1.5}, "bad_type"),
+        ({"o2_device": "nasal-prongs"}, "bad_value"),
+        ({"o2_device": 3}, "bad_type"),
+        ({"o2_device": "air", "o2_flow_l_per_min": 2}, "inconsistent"),
+        ({"acvpu": "X"}, "bad_value"),
+        ({"handwriting": "bad"}, "bad_value"),
+        ({"antipyretic_given": "yes"}, "bad_type"),
+        ({"antipyretic_given": 1}, "bad_type"),
+        ({"by": ""}, "bad_type"),
+        ({"by": "x" * 65, "ice_score": 10}, "bad_type"),
+        ({"ice_score": 10, "time": "2026-03-02T20:00:00"}, "bad_time"),
+        ({"ice_score": 10, "time": "yesterday"}, "bad_time"),
+        ({"ice_score": 10, "time": 1700000000}, "bad_time"),
+        ({"ice_score": 10, "time": "2026-03-02T21:00:00Z"}, "future_time"),
+        ({"ice_score": 10, "time": "2026-02-20T20:00:00Z"}, "too_old"),
+        ({}, "empty"),
+        ({"by": "nurse-a", "time": "2026-03-02T19:00:00Z"}, "empty"),
+    ],
+)
+def test_rejections_have_stable_reasons(data: Any, expected: str) -> None:
+    assert reason(data) == expected
+
+
+def test_a_little_clock_skew_is_accepted() -> None:
+    late = (NOW + timedelta(minutes=4)).isoformat()
+    assert parse({"ice_score": 10, "time": late}).time == NOW + timedelta(minutes=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_crash(payload: bytes) -> None:
+    with contextlib.suppress(InputError):
+        parse(payload)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-100, 100) | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "time",
+                "by",
+                "o2_flow_l_per_min",
+                "o2_device",
+                "vasopressors",
+                "acvpu",
+                "antipyretic_given",
+                "handwriting",
+                "ice_score",
+            ]
+        ),
+        _json_values,
+        max_size=5,
+    )
+)
+def test_random_objects_either_parse_or_raise_input_error(data: dict[str, Any]) -> None:
+    try:
+        obs = parse(data)
+    except InputError:
+        return
+    assert obs.ice_score is None or 0 <= obs.ice_score <= 10
