@@ -525,13 +525,15 @@ def load_book(
     *,
     escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
     counters: Counters | None = None,
+    quarantine: bool = False,
 ) -> AlertBook:
-    """The book as it was before a restart.
+    """The book as it was before a restart; reads only, unless ``quarantine``.
 
     The state file is the fast path. When it is missing or unreadable, the book is
     rebuilt from the audit journal, whose lines carry each alert in full, so open
-    alerts are not lost with the state file. A corrupt state file is kept aside
-    (``<name>.corrupt``) for inspection, never silently overwritten.
+    alerts are not lost with the state file. With ``quarantine`` (the daemon, which
+    is about to write a new state file) a corrupt one is first moved aside to
+    ``<name>.corrupt`` for inspection, never silently overwritten.
     """
     counters = counters or Counters()
     if state_path.exists():
@@ -540,16 +542,17 @@ def load_book(
             return AlertBook.load(data, escalate_after_s=escalate_after_s)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, InputError) as exc:
             counters.inc("alerts.state_errors", "unreadable")
-            aside = state_path.with_name(state_path.name + ".corrupt")
             log.error(
-                "alert state %s unreadable (%s); kept as %s, rebuilding from the journal %s",
+                "alert state %s unreadable (%s); rebuilding from the journal %s",
                 state_path,
                 exc,
-                aside,
                 journal_path,
             )
-            with contextlib.suppress(OSError):
-                os.replace(state_path, aside)
+            if quarantine:
+                aside = state_path.with_name(state_path.name + ".corrupt")
+                log.error("unreadable alert state kept as %s", aside)
+                with contextlib.suppress(OSError):
+                    os.replace(state_path, aside)
     return replay_journal(journal_path, escalate_after_s=escalate_after_s, counters=counters)
 
 
@@ -640,7 +643,9 @@ class AlertService:
         qos: int = 1,
     ) -> AlertService:
         """A service with the book as it was before the restart (see ``load_book``)."""
-        book = load_book(state_path, journal_path, escalate_after_s=escalate_after_s, counters=counters)
+        book = load_book(
+            state_path, journal_path, escalate_after_s=escalate_after_s, counters=counters, quarantine=True
+        )
         service = cls(
             book=book,
             publisher=publisher,
