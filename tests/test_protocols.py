@@ -1,0 +1,164 @@
+"""Protocols: built-in schedules, BSA dosing, site schedules, day and total arithmetic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from daemon.config import BUILTIN_PROTOCOLS, BedConfig, Config, ProtocolConfig, parse
+from daemon.protocols import BUILTIN, BsaFormula, bsa_m2, protocol_config, resolve, schedule_for
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def _bed(**overrides: Any) -> BedConfig:
+    values: dict[str, Any] = {
+        "ward": "w1",
+        "id": "b1",
+        "patient": "p-1",
+        "weight_kg": 60.0,
+        "height_cm": 165.0,
+        "protocol_start": START,
+    }
+    values.update(overrides)
+    return BedConfig.model_validate(values)
+
+
+def test_every_config_name_has_a_builtin() -> None:
+    assert set(BUILTIN) == set(BUILTIN_PROTOCOLS)
+
+
+def test_ssc_14d_is_the_case_regimen() -> None:
+    schedule = schedule_for(_bed())
+    assert schedule.name == "ssc-14d"
+    assert schedule.protocol_day(START - timedelta(seconds=1)) == 0
+    assert schedule.protocol_day(START) == 1
+    assert schedule.protocol_day(START + 7 * DAY - timedelta(seconds=1)) == 7
+    assert schedule.protocol_day(START + 7 * DAY) == 8
+    assert schedule.expected_dose_ug_per_day(START + 3 * DAY) == 9.0
+    assert schedule.expected_dose_ug_per_day(START + 7 * DAY) == 28.0
+    assert schedule.expected_dose_ug_per_day(START + 14 * DAY) == 0.0
+    assert schedule.end == START + 14 * DAY
+    assert schedule.expected_total_ug(START + 14 * DAY) == pytest.approx(7 * 9 + 7 * 28)
+    assert schedule.expected_total_ug(START + DAY / 2) == pytest.approx(4.5)
+    assert schedule.expected_total_ug(START + 30 * DAY) == pytest.approx(259.0)
+    (up,) = schedule.step_ups()
+    assert (up.time, up.lower_ug_per_day, up.higher_ug_per_day) == (START + 7 * DAY, 9.0, 28.0)
+    assert schedule.next_step_time(START) == START + 7 * DAY
+    assert schedule.next_step_time(START + 8 * DAY) == START + 14 * DAY
+    assert schedule.next_step_time(START + 15 * DAY) is None
+
+
+def test_all_cycles() -> None:
+    c1 = schedule_for(_bed(protocol="all-cycle1"))
+    assert c1.end == START + 28 * DAY
+    assert c1.expected_dose_ug_per_day(START + 27 * DAY) == 28.0
+    c2 = schedule_for(_bed(protocol="all-cycle2"))
+    assert c2.step_ups() == ()
+    assert c2.expected_dose_ug_per_day(START) == 28.0
+
+
+def test_bsa_formulas() -> None:
+    # Mosteller sqrt(135 × 30 / 3600); Du Bois 0.007184 × 30^0.425 × 135^0.725.
+    assert bsa_m2(30, 135, BsaFormula.MOSTELLER) == pytest.approx(1.06066, rel=1e-4)
+    assert bsa_m2(30, 135, "dubois") == pytest.approx(0.007184 * 30**0.425 * 135**0.725)
+    assert bsa_m2(60, 165, "mosteller") == pytest.approx(1.6583, rel=1e-4)
+    with pytest.raises(ValueError, match="must be > 0"):
+        bsa_m2(0, 135, "mosteller")
+
+
+def test_child_bsa_protocol_and_caps() -> None:
+    child = schedule_for(_bed(weight_kg=30, height_cm=135, protocol="all-cycle1-bsa"))
+    assert child.bsa_m2 == pytest.approx(1.06066, rel=1e-4)
+    assert child.expected_dose_ug_per_day(START) == pytest.approx(5 * 1.06066, rel=1e-4)
+    assert child.expected_dose_ug_per_day(START + 7 * DAY) == pytest.approx(15 * 1.06066, rel=1e-4)
+    # A large BSA is capped at 9 and 28 µg/day (label, < 45 kg dosing).
+    big = resolve("ssc-14d-bsa", BUILTIN["ssc-14d-bsa"], start=START, weight_kg=80, height_cm=180)
+    assert big.bsa_m2 == pytest.approx(2.0)
+    assert big.expected_dose_ug_per_day(START) == 9.0
+    assert big.expected_dose_ug_per_day(START + 7 * DAY) == 28.0
+
+
+def test_bsa_formula_from_thresholds() -> None:
+    config = parse(
+        {
+            "thresholds": {"dose": {"bsa_formula": "dubois"}},
+            "beds": [_bed(weight_kg=30, height_cm=135, protocol="ssc-14d-bsa").model_dump()],
+        }
+    )
+    schedule = schedule_for(config.beds[0], config)
+    assert schedule.bsa_m2 == pytest.approx(bsa_m2(30, 135, "dubois"))
+
+
+def test_site_protocol_from_toml_data() -> None:
+    config = parse(
+        {
+            "protocols": {
+                "slow-step": {
+                    "steps": [
+                        {"day_from": 1, "day_to": 3, "dose_ug_per_day": 5},
+                        {"day_from": 4, "day_to": 10, "dose_ug_per_day": 9},
+                        {"day_from": 11, "day_to": 20, "dose_ug_per_day": 28},
+                    ]
+                }
+            },
+            "beds": [_bed(protocol="slow-step").model_dump()],
+        }
+    )
+    schedule = schedule_for(config.beds[0], config)
+    assert [u.time for u in schedule.step_ups()] == [START + 3 * DAY, START + 10 * DAY]
+    assert schedule.end == START + 20 * DAY
+    assert schedule.expected_total_ug(schedule.end) == pytest.approx(15 + 63 + 280)
+
+
+def test_gap_days_are_not_a_step_up() -> None:
+    protocol = ProtocolConfig.model_validate(
+        {
+            "steps": [
+                {"day_from": 1, "day_to": 2, "dose_ug_per_day": 9},
+                {"day_from": 5, "day_to": 6, "dose_ug_per_day": 28},
+            ]
+        }
+    )
+    schedule = resolve("gap", protocol, start=START, weight_kg=60, height_cm=165)
+    assert schedule.step_ups() == ()
+    assert schedule.expected_dose_ug_per_day(START + 3 * DAY) == 0.0
+    assert schedule.next_step_time(START + 3 * DAY) == START + 4 * DAY
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([{"day_from": 3, "day_to": 2, "dose_ug_per_day": 9}], "before day_from"),
+        ([{"day_from": 1, "day_to": 2}], "exactly one"),
+        ([{"day_from": 1, "day_to": 2, "dose_ug_per_day": 9, "dose_ug_per_m2_per_day": 5}], "exactly one"),
+        ([{"day_from": 1, "day_to": 2, "dose_ug_per_day": 9, "max_ug_per_day": 9}], "only caps"),
+        (
+            [
+                {"day_from": 1, "day_to": 7, "dose_ug_per_day": 9},
+                {"day_from": 7, "day_to": 9, "dose_ug_per_day": 28},
+            ],
+            "overlap",
+        ),
+        ([], "at least 1"),
+    ],
+)
+def test_bad_site_protocols_are_rejected(steps: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ProtocolConfig.model_validate({"steps": steps})
+
+
+def test_unknown_protocol_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="ssc-14d"):
+        protocol_config("nope", Config())
+
+
+def test_site_protocol_wins_over_builtin_name() -> None:
+    config = Config.model_validate(
+        {"protocols": {"ssc-14d": {"steps": [{"day_from": 1, "day_to": 1, "dose_ug_per_day": 1}]}}}
+    )
+    assert protocol_config("ssc-14d", config).steps[0].dose_ug_per_day == 1
