@@ -135,6 +135,7 @@ class SimulatedPump:
         self._slave: int | None = None
         self.device_path = ""
         self._tasks: list[asyncio.Task[None]] = []
+        self._mode_changed = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -294,7 +295,8 @@ class SimulatedPump:
     async def _safe_watchdog(self) -> None:
         while True:
             if self.safe_timeout_s <= 0:
-                await self.clock.sleep(0.1)
+                await self._mode_changed.wait()
+                self._mode_changed.clear()
                 continue
             deadline = self._last_packet_s + self.safe_timeout_s
             now_s = self.clock.monotonic()
@@ -565,6 +567,7 @@ class SimulatedPump:
         # The answer goes in the new mode: safe when n > 0, basic when n = 0.
         self.safe_timeout_s = int(arg)
         self._last_packet_s = self.clock.monotonic()
+        self._mode_changed.set()
         self._reply(self._status)
         return None
 
