@@ -8,11 +8,15 @@ and IHE PCD ACM (``shared/domain.md`` section 4).
 
 Lifecycle of one alert (``AlertBook``, pure: no I/O, no clock reads)::
 
-    present ──start──> ACTIVE ──ack──> ACKNOWLEDGED ──cleared (end)──> RESOLVED
-                        │  ^
-                        │  └──present again (reactivate)──┐
-                        ├──cleared, low/medium (end)──> RESOLVED
-                        └──cleared, high (latch)──> LATCHED ──ack──> RESOLVED
+    from           on                          to             phase
+    -              condition present           ACTIVE         start
+    ACTIVE         acknowledged                ACKNOWLEDGED   ack
+    ACTIVE         cleared, low or medium      RESOLVED       end    (non-latching)
+    ACTIVE         cleared, high               LATCHED        latch
+    ACKNOWLEDGED   cleared                     RESOLVED       end
+    ACKNOWLEDGED   severity rises              ACTIVE         escalate
+    LATCHED        acknowledged                RESOLVED       ack
+    LATCHED        condition present again     ACTIVE         reactivate
 
 - An alert is *closed* once its state is ``resolved``; the phase says why (``end``:
   its condition cleared; ``ack``: a latched alert was acknowledged).
@@ -39,9 +43,10 @@ Delivery (``AlertService``) of each transition, in this order:
       -> point ``alerts`` in the PointSink
 
 Acknowledgements arrive as ``{"by": "..."}`` on ``.../alerts/<id>/ack`` and are
-answered on ``.../alerts/<id>/ack/reply``. ``wardd ack`` uses ``send_ack``: ids do
-not encode the ward, so it finds the alert's bed from its retained state, which
-exists exactly while the alert is open.
+answered on ``.../alerts/<id>/ack/reply``. Ids read ``<bed>-<condition>-<n>``
+(``n`` counts up for the whole daemon and is persisted, so ids are not reused).
+``wardd ack`` uses ``send_ack``: it does not parse ids, it finds the alert's ward
+and bed from its retained state, which exists exactly while the alert is open.
 """
 
 from __future__ import annotations
