@@ -186,7 +186,7 @@ class Pipeline:
         now = self.clock.now()
         candidates = self.engine.handle(event, now)
         if isinstance(event, PumpReading | BagHung):
-            point = dose_point(self.engine, self.config.bed(event.bed), now)
+            point = dose_point(self.engine, self.config.bed(event.bed), now, config=self.config)
             if point is not None:
                 self.sink.put(point)
         if candidates:

@@ -95,6 +95,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print each bed's protocol, dose and open alerts from the daemon's persisted state."""
+    config = _load(args.config)
+    from daemon.alerts import load_book  # noqa: PLC0415
+    from daemon.app import build_rules  # noqa: PLC0415
+    from daemon.clock import SystemClock  # noqa: PLC0415
+    from daemon.dose import status_lines  # noqa: PLC0415
+    from daemon.store import read_json  # noqa: PLC0415
+
+    state_dir = config.daemon.state_dir
+    engine = build_rules(config)
+    snapshot = read_json(state_dir / "rules.json")
+    if snapshot:
+        engine.restore(snapshot)
+    else:
+        print(f"(no saved rule state in {state_dir}: has the daemon run with this config?)")
+    book = load_book(
+        config.alerts.state_file or state_dir / "alerts.json",
+        config.alerts.journal or state_dir / "alerts.jsonl",
+    )
+    now = SystemClock().now()
+    language = config.daemon.language
+    for bed in config.beds:
+        print("\n".join(status_lines(engine, bed, now, config=config, language=language)))
+        open_alerts = sorted(
+            (a for a in book.open_alerts() if a.bed == bed.id), key=lambda a: (-a.priority.rank, a.since)
+        )
+        print(f"  open alerts: {len(open_alerts) or 'none'}")
+        for alert in open_alerts:
+            print(
+                f"    {alert.priority.upper():6} {alert.condition} [{alert.state}] id {alert.id} "
+                f"since {alert.since.isoformat()}: {alert.message.get(language)}"
+            )
+    return EXIT_OK
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Acknowledge an open alert through the broker, as a nursing station would."""
+    config = _load(args.config)
+    import aiomqtt  # noqa: PLC0415
+
+    from daemon.alerts import send_ack  # noqa: PLC0415
+    from daemon.mqtt import broker_address  # noqa: PLC0415
+
+    host, port, _ = broker_address(config.mqtt.url)
+
+    async def ack() -> bool:
+        async with aiomqtt.Client(
+            host, port, username=config.mqtt.username, password=config.mqtt.password.resolve()
+        ) as client:
+            reply = await send_ack(client, prefix=config.mqtt.topic_prefix, alert_id=args.id, by=args.by)
+        if reply.ok:
+            print(
+                f"acknowledged {args.id} ({reply.ward}/{reply.bed}) by {args.by.strip()}: now {reply.state}"
+            )
+        else:
+            print(f"wardd ack: {args.id}: {reply.error}", file=sys.stderr)
+        return reply.ok
+
+    try:
+        ok = asyncio.run(ack())
+    except aiomqtt.MqttError as exc:
+        print(f"wardd ack: cannot reach the broker at {host}:{port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of an input payload or of the config."""
     from daemon.telemetry import VITALS_SCHEMA  # noqa: PLC0415
@@ -122,6 +189,16 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="print each bed's protocol day, dose and open alerts")
+    status.add_argument("--config", required=True, help="TOML configuration file")
+    status.set_defaults(func=cmd_status)
+
+    ack = sub.add_parser("ack", help="acknowledge an open alert by its id")
+    ack.add_argument("--config", required=True, help="TOML configuration file (for the broker)")
+    ack.add_argument("id", help="the alert id (as shown in the alert and by `wardd status`)")
+    ack.add_argument("--by", required=True, help="the name of the person who acknowledges")
+    ack.set_defaults(func=cmd_ack)
 
     demo = sub.add_parser("demo", help="run a demo ward on simulators (needs nothing installed by hand)")
     demo.add_argument("--beds", type=int, default=4, help="number of beds (default 4)")

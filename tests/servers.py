@@ -189,13 +189,21 @@ class VictoriaMetrics(Server):
         """``http://127.0.0.1:<port>``."""
         return f"http://127.0.0.1:{self.port}"
 
-    def export(self, match: str) -> list[dict[str, Any]]:
-        """``/api/v1/export`` for a series selector, e.g. ``{__name__="vitals_temp_c"}``."""
-        # Freshly ingested rows become searchable within about a second.
-        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+    def export(self, match: str, wait_s: float = 10.0) -> list[dict[str, Any]]:
+        """``/api/v1/export`` for a series selector, e.g. ``{__name__="vitals_temp_c"}``.
+
+        New series become searchable a moment after they are written (the index is
+        flushed in the background), so an empty answer is retried for ``wait_s``.
+        """
         params = urllib.parse.urlencode({"match[]": match})
-        with urllib.request.urlopen(f"{self.url}/api/v1/export?{params}", timeout=10) as resp:
-            return [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+        deadline = time.monotonic() + wait_s
+        while True:
+            urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+            with urllib.request.urlopen(f"{self.url}/api/v1/export?{params}", timeout=10) as resp:
+                rows = [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+            if rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -212,6 +220,7 @@ def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
             f"-httpListenAddr=127.0.0.1:{port}",
             "-retentionPeriod=100y",
             "-search.disableCache",
+            "-search.latencyOffset=0s",
             "-loggerLevel=ERROR",
         ],
     )

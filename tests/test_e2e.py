@@ -228,6 +228,42 @@ async def test_published_case_reaches_storage_and_raises_fever(
     assert hour12 <= since <= hour12 + timedelta(minutes=5)
     assert not any(a["condition"] == "HYPOTENSION" for a in alert_watch)
     assert daemon.proc.poll() is None, daemon.output()
+
+    # A nurse acknowledges it from the command line; the transition is published.
+    ack = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "daemon", "ack", "--config", str(config), fever["id"], "--by", "Ward nurse 3"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ack.returncode == 0, ack.stderr
+    await _until(
+        lambda: any(a["id"] == fever["id"] and a["state"] == "acknowledged" for a in alert_watch),
+        10,
+        "the acknowledgement",
+    )
+    unknown = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "ack",
+            "--config",
+            str(config),
+            "no-such-id",
+            "--by",
+            "Ward nurse 3",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 1
+    assert "no open alert" in unknown.stderr
     await asyncio.sleep(1.0)  # let the last batch reach the writer before SIGTERM
     assert daemon.stop() == 0, daemon.output()
 
@@ -258,3 +294,13 @@ async def test_published_case_reaches_storage_and_raises_fever(
         }
     for reason in BAD_INPUTS:
         assert counters.get(reason, 0) >= 1, (reason, counters)
+
+    status = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "--config", str(config)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"{WARD}/{BED}: protocol ssc-14d, day 1" in status.stdout
+    assert f"FEVER [acknowledged] id {fever['id']}" in status.stdout
