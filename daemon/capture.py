@@ -77,26 +77,26 @@ def from_dict(data: Mapping[str, Any], where: str = "") -> Event:
     unknown = set(data) - fields - {"type"}
     if unknown:
         raise InputError("unknown_field", f"unexpected field(s) {', '.join(sorted(unknown))}", where)
-    kwargs: dict[str, Any] = {}
     try:
-        for name, value in data.items():
-            if name == "type":
-                continue
-            if name == "time":
-                value = _time(value)
-            elif name == "values":
-                value = {Metric(k): float(v) for k, v in value.items()}
-            elif name in _ENUMS and value is not None:
-                value = _ENUMS[name](value)
-            kwargs[name] = value
+        kwargs = {name: _field(name, value) for name, value in data.items() if name != "type"}
         return cls(**kwargs)  # type: ignore[no-any-return]
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError("bad_event", str(exc), where) from exc
 
 
+def _field(name: str, value: Any) -> Any:
+    if name == "time":
+        return _time(value)
+    if name == "values":
+        return {Metric(k): float(v) for k, v in value.items()}
+    if name in _ENUMS and value is not None:
+        return _ENUMS[name](value)
+    return value
+
+
 def _time(value: object) -> datetime:
     if not isinstance(value, str):
-        raise ValueError(f"time must be a string, got {value!r}")
+        raise TypeError(f"time must be a string, got {value!r}")
     when = datetime.fromisoformat(value)
     if when.tzinfo is None:
         raise ValueError(f"time {value!r} has no offset")
