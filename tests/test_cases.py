@@ -83,7 +83,7 @@ def _events(path: Path) -> Iterator[tuple[str, Event | datetime]]:
 
 
 def _time_of(item: Event | datetime) -> datetime:
-    return item if isinstance(item, datetime) else item.time  # type: ignore[union-attr]
+    return item if isinstance(item, datetime) else item.time
 
 
 def run_case(folder: Path) -> list[Transition]:
