@@ -15,8 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.mqtt_watch import until, watch
 from tests.servers import Influxd, Mosquitto, VictoriaMetrics
 
 WARD, BED = "haem", "12"
@@ -138,43 +138,13 @@ def running(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[list[Daemon]
             d.proc.wait()
 
 
-async def _collect_alerts(url: str, prefix: str, into: list[dict[str, Any]], ready: asyncio.Event) -> None:
-    host, port = url.removeprefix("mqtt://").split(":")
-    async with aiomqtt.Client(host, int(port), identifier=f"watch-{prefix}") as client:
-        await client.subscribe(f"{prefix}/{WARD}/bed/{BED}/alerts", qos=1)
-        ready.set()
-        async for message in client.messages:
-            into.append(json.loads(bytes(message.payload)))
-
-
-@pytest.fixture
-async def alert_watch(mosquitto: Mosquitto, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
-    alerts: list[dict[str, Any]] = []
-    ready = asyncio.Event()
-    task = asyncio.create_task(_collect_alerts(mosquitto.url, prefix, alerts, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    yield alerts
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
-async def _until(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def _publish_case(mosquitto: Mosquitto, prefix: str, hour12: datetime, daemon: Daemon) -> None:
     topic = f"{prefix}/{WARD}/bed/{BED}/vitals"
     host, port = mosquitto.url.removeprefix("mqtt://").split(":")
     async with aiomqtt.Client(host, int(port)) as client:
         # Wait until the daemon has subscribed: its persistent session then queues for it anyway,
         # but only once it exists.
-        await _until(lambda: "MQTT connected" in daemon.output(), 30, "the daemon's MQTT connection")
+        await until(lambda: "MQTT connected" in daemon.output(), 30, "the daemon's MQTT connection")
         # Baseline before hour 12, then the fever, each minute of event time.
         for minute in range(-10, 11):
             ts = hour12 + timedelta(minutes=minute)
@@ -189,7 +159,6 @@ async def test_published_case_reaches_storage_and_raises_fever(
     tmp_path: Path,
     mosquitto: Mosquitto,
     prefix: str,
-    alert_watch: list[dict[str, Any]],
     running: list[Daemon],
     daemon_env: dict[str, str],
     request: pytest.FixtureRequest,
@@ -211,60 +180,70 @@ async def test_published_case_reaches_storage_and_raises_fever(
     daemon = Daemon(config, tmp_path / "wardd.log", daemon_env)
     running.append(daemon)
 
-    await _publish_case(mosquitto, prefix, hour12, daemon)
-    await _until(lambda: any(a["condition"] == "FEVER" for a in alert_watch), 30, "a FEVER alert")
-    fever = next(a for a in alert_watch if a["condition"] == "FEVER")
-    assert fever["kind"] == "physiological"
-    assert fever["ward"] == WARD
-    assert fever["bed"] == BED
-    assert fever["value"] == 38.2
-    assert fever["unit"] == "Cel"
-    assert fever["priority"] in {"low", "medium", "high"}
-    assert fever["state"] == "active"
-    assert fever["id"]
-    assert fever["message"]
-    # Event time, not arrival time: the fever began at hour 12.
-    since = datetime.fromisoformat(fever["since"])
-    assert hour12 <= since <= hour12 + timedelta(minutes=5)
-    assert not any(a["condition"] == "HYPOTENSION" for a in alert_watch)
-    assert daemon.proc.poll() is None, daemon.output()
+    async with watch(mosquitto.url, f"{prefix}/{WARD}/bed/{BED}/alerts") as alert_watch:
+        await _publish_case(mosquitto, prefix, hour12, daemon)
+        await until(lambda: any(a["condition"] == "FEVER" for a in alert_watch), 30, "a FEVER alert")
+        fever = next(a for a in alert_watch if a["condition"] == "FEVER")
+        assert fever["kind"] == "physiological"
+        assert fever["ward"] == WARD
+        assert fever["bed"] == BED
+        assert fever["value"] == 38.2
+        assert fever["unit"] == "Cel"
+        assert fever["priority"] in {"low", "medium", "high"}
+        assert fever["state"] == "active"
+        assert fever["id"]
+        assert fever["message"]
+        # Event time, not arrival time: the fever began at hour 12.
+        since = datetime.fromisoformat(fever["since"])
+        assert hour12 <= since <= hour12 + timedelta(minutes=5)
+        assert not any(a["condition"] == "HYPOTENSION" for a in alert_watch)
+        assert daemon.proc.poll() is None, daemon.output()
 
-    # A nurse acknowledges it from the command line; the transition is published.
-    ack = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "daemon", "ack", "--config", str(config), fever["id"], "--by", "Ward nurse 3"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert ack.returncode == 0, ack.stderr
-    await _until(
-        lambda: any(a["id"] == fever["id"] and a["state"] == "acknowledged" for a in alert_watch),
-        10,
-        "the acknowledgement",
-    )
-    unknown = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "daemon",
-            "ack",
-            "--config",
-            str(config),
-            "no-such-id",
-            "--by",
-            "Ward nurse 3",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert unknown.returncode == 1
-    assert "no open alert" in unknown.stderr
-    await asyncio.sleep(1.0)  # let the last batch reach the writer before SIGTERM
+        # A nurse acknowledges it from the command line; the transition is published.
+        ack = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "ack",
+                "--config",
+                str(config),
+                fever["id"],
+                "--by",
+                "Ward nurse 3",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ack.returncode == 0, ack.stderr
+        await until(
+            lambda: any(a["id"] == fever["id"] and a["state"] == "acknowledged" for a in alert_watch),
+            10,
+            "the acknowledgement",
+        )
+        unknown = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "ack",
+                "--config",
+                str(config),
+                "no-such-id",
+                "--by",
+                "Ward nurse 3",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert unknown.returncode == 1
+        assert "no open alert" in unknown.stderr
     assert daemon.stop() == 0, daemon.output()
 
     if isinstance(influx, Influxd):

@@ -1,0 +1,134 @@
+"""Component: the whole pipeline in-process against NE-1000 simulators on real pseudo-terminals,
+a private mosquitto and a private influxd.
+
+The pump's readings become `infusion` and `dose` points; a vanished pump raises
+PUMP_COMM_LOST and its return resolves it; a stall raises PUMP_STALL until the pump
+runs again. Basic and safe mode both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.app import Pipeline, build
+from daemon.clock import SystemClock
+from daemon.config import parse
+from daemon.ne1000 import Alarm
+from simulators.pump import SimulatedPump
+from tests.mqtt_watch import until, watch
+from tests.servers import Influxd, Mosquitto
+
+WARD, BED = "haem", "12"
+CONCENTRATION_UG_PER_ML = 0.0375  # 24 h bag at 10 mL/h for 9 µg/day (domain.md section 1)
+
+
+def _config(
+    tmp_path: Path, mosquitto: Mosquitto, influx: Influxd, prefix: str, link: Path, safe_s: int
+) -> Any:
+    start = datetime.now(UTC) - timedelta(hours=3)
+    return parse(
+        {
+            "daemon": {"state_dir": str(tmp_path / "state"), "tick_interval_s": 0.2},
+            "mqtt": {"url": mosquitto.url, "client_id": f"wardd-{prefix}", "topic_prefix": prefix},
+            "influx": {"api": "v1", "url": influx.url, "database": "wardd", "flush_interval_s": 0.2},
+            "beds": [
+                {
+                    "ward": WARD,
+                    "id": BED,
+                    "patient": "SSC-001",
+                    "weight_kg": 63,
+                    "height_cm": 165,
+                    "protocol_start": start.isoformat(),
+                }
+            ],
+            "pumps": [
+                {
+                    "id": "p12",
+                    "bed": BED,
+                    "url": str(link),
+                    "poll_interval_s": 0.1,
+                    "comm_lost_after_s": 0.8,
+                    "reply_timeout_s": 0.2,
+                    "retries": 1,
+                    "reconnect_min_s": 0.05,
+                    "reconnect_max_s": 0.2,
+                    "safe_mode_timeout_s": safe_s,
+                }
+            ],
+            "bags": [
+                {
+                    "bed": BED,
+                    "bag_id": "B1",
+                    "concentration_ug_per_ml": CONCENTRATION_UG_PER_ML,
+                    "volume_ml": 270,
+                    "hung_at": start.isoformat(),
+                }
+            ],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
+    task = asyncio.create_task(pipeline.run(), name="test.pipeline")
+    await asyncio.wait_for(pipeline.link.connected.wait(), 10)
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def _phases(alerts: list[dict[str, Any]], condition: str) -> list[str]:
+    return [a["phase"] for a in alerts if a["condition"] == condition]
+
+
+@pytest.mark.parametrize("safe_s", [0, 2], ids=["basic", "safe"])
+async def test_pump_readings_storage_and_technical_alerts(
+    tmp_path: Path, mosquitto: Mosquitto, influx1: Influxd, prefix: str, safe_s: int
+) -> None:
+    influx1.create_database("wardd")
+    link = tmp_path / "pump0"
+    async with SimulatedPump(clock=SystemClock(), link=link, rate_ml_per_h=10.0, running=True) as pump:
+        config = _config(tmp_path, mosquitto, influx1, prefix, link, safe_s)
+        async with (
+            watch(mosquitto.url, f"{prefix}/{WARD}/bed/{BED}/alerts") as alerts,
+            running(build(config)) as pipeline,
+        ):
+            await until(lambda: pipeline.counters.get("influx.accepted") >= 20, 15, "pump readings")
+
+            await pump.disconnect()
+            await until(lambda: _phases(alerts, "PUMP_COMM_LOST") == ["start"], 15, "PUMP_COMM_LOST")
+            lost = next(a for a in alerts if a["condition"] == "PUMP_COMM_LOST")
+            assert lost["kind"] == "technical"
+            await pump.reconnect()
+            await until(
+                lambda: _phases(alerts, "PUMP_COMM_LOST")[-1:] == ["end"], 15, "PUMP_COMM_LOST to end"
+            )
+
+            pump.raise_alarm(Alarm.STALL)
+            await until(lambda: _phases(alerts, "PUMP_STALL") == ["start"], 15, "PUMP_STALL")
+            pump.start()
+            await until(lambda: _phases(alerts, "PUMP_STALL")[-1:] == ["end"], 15, "PUMP_STALL to end")
+            dose_alerts = [a for a in alerts if a["condition"].startswith(("DOSE_", "BOLUS"))]
+            assert dose_alerts == []
+
+    rows = influx1.query("wardd", "SELECT rate_ml_per_h, volume_infused_ml, state FROM infusion")
+    assert len(rows) >= 10
+    assert {r["rate_ml_per_h"] for r in rows if r["state"] == "infusing"} == {10.0}
+    volumes = [r["volume_infused_ml"] for r in rows]
+    assert volumes == sorted(volumes)
+    assert any(r["state"] == "alarm" for r in rows)
+    dose = influx1.query("wardd", "SELECT expected_ug_per_day, delivered_ug_per_day FROM dose")
+    assert dose
+    assert {r["expected_ug_per_day"] for r in dose} == {9.0}
+    delivered = [r["delivered_ug_per_day"] for r in dose if r["delivered_ug_per_day"] is not None]
+    assert delivered
+    assert delivered[0] == pytest.approx(9.0)
