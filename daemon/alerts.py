@@ -76,6 +76,7 @@ from daemon.events import AlertCandidate, Kind, Priority, Text
 from daemon.metrics import Counters, reject
 from daemon.points import FieldValue, Point, PointSink
 from daemon.publish import Publisher
+from daemon.store import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -507,23 +508,6 @@ def _text(value: Any) -> str:
 # --- I/O: persistence, journal, delivery, acknowledgement over MQTT ---------------------------
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    # The rename itself is durable only once the directory is synced.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def load_book(
     state_path: Path,
     journal_path: Path,
@@ -851,7 +835,7 @@ class AlertService:
 
     def _save_state(self) -> None:
         try:
-            write_atomically(self._state_path, json.dumps(self.book.dump(), ensure_ascii=False, indent=1))
+            write_atomic(self._state_path, json.dumps(self.book.dump(), ensure_ascii=False, indent=1))
         except OSError as exc:
             self._counters.inc("alerts.state_errors", "write")
             log.error("alert state %s not saved: %s", self._state_path, exc)

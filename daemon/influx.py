@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from daemon.errors import SinkError
 from daemon.events import Health
 from daemon.metrics import Counters
 from daemon.points import Point
+from daemon.store import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,7 @@ class Spool:
         if self.size_bytes() + len(body) > self._max_bytes:
             return False
         path = self.directory / f"{next(self._seq):012d}.lp"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as out:
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
+        write_atomic(path, body)
         return True
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Small durable files: JSON state written atomically (temp file, fsync, rename)."""
+"""Small durable files: written atomically (temp file, fsync, rename), JSON state read back."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON so that a crash leaves the old or the new file."""
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` (text as UTF-8) so that a crash leaves the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        json.dump(data, out, ensure_ascii=False, separators=(",", ":"))
+    with tmp.open("wb") as out:
+        out.write(data.encode("utf-8") if isinstance(data, str) else data)
         out.flush()
         os.fsync(out.fileno())
     tmp.replace(path)
@@ -23,6 +23,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as compact JSON, atomically (see ``write_atomic``)."""
+    write_atomic(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
 
 
 def read_json(path: Path) -> Any:

@@ -22,7 +22,6 @@ from daemon.alerts import (
     UnknownAlertError,
     load_book,
     replay_journal,
-    write_atomically,
 )
 from daemon.clock import ManualClock
 from daemon.config import AlertsConfig, Config
@@ -689,14 +688,6 @@ def test_missing_files_give_an_empty_book(tmp_path: Path) -> None:
     book = load_book(tmp_path / "none.json", tmp_path / "none.jsonl")
     assert book.open_alerts() == []
     assert replay_journal(tmp_path / "none.jsonl").next_seq == 1
-
-
-def test_write_atomically_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "state.json"
-    write_atomically(target, "one")
-    write_atomically(target, "two")
-    assert target.read_text() == "two"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]
 
 
 async def test_unwritable_journal_is_counted_and_alerting_goes_on(tmp_path: Path) -> None:
