@@ -77,6 +77,7 @@ from daemon.metrics import Counters, reject
 from daemon.points import FieldValue, Point, PointSink
 from daemon.publish import Publisher
 from daemon.store import write_atomic
+from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +168,13 @@ class Alert:
             "bed": self.bed,
             "value": self.value,
             "unit": self.unit,
-            "since": _iso(self.since),
-            "updated": _iso(self.updated),
+            "since": iso(self.since),
+            "updated": iso(self.updated),
             "message": self.message.get(language),
             "details": dict(self.details),
             "escalation_level": self.escalation_level,
             "acked_by": self.acked_by,
-            "acked_at": _iso(self.acked_at) if self.acked_at else None,
+            "acked_at": iso_or_none(self.acked_at),
         }
 
     def dump(self) -> dict[str, Any]:
@@ -189,14 +190,14 @@ class Alert:
             "bed": self.bed,
             "value": self.value,
             "unit": self.unit,
-            "since": _iso(self.since),
-            "updated": _iso(self.updated),
-            "active_since": _iso(self.active_since),
+            "since": iso(self.since),
+            "updated": iso(self.updated),
+            "active_since": iso(self.active_since),
             "message": {"en": self.message.en, "fr": self.message.fr},
             "details": dict(self.details),
             "escalation_level": self.escalation_level,
             "acked_by": self.acked_by,
-            "acked_at": _iso(self.acked_at) if self.acked_at else None,
+            "acked_at": iso_or_none(self.acked_at),
         }
 
     @classmethod
@@ -204,7 +205,6 @@ class Alert:
         """An alert from ``dump``'s output; ``InputError("bad_alert", ...)`` if malformed."""
         try:
             value = data["value"]
-            acked_at = data.get("acked_at")
             message = data["message"]
             return cls(
                 id=_text(data["id"]),
@@ -217,14 +217,14 @@ class Alert:
                 bed=_text(data["bed"]),
                 value=None if value is None else float(value),
                 unit=None if data.get("unit") is None else _text(data["unit"]),
-                since=_parse_time(data["since"]),
-                updated=_parse_time(data["updated"]),
-                active_since=_parse_time(data["active_since"]),
+                since=parse_iso(data["since"]),
+                updated=parse_iso(data["updated"]),
+                active_since=parse_iso(data["active_since"]),
                 message=Text(en=_text(message["en"]), fr=_text(message["fr"])),
                 details=dict(data.get("details") or {}),
                 escalation_level=int(data.get("escalation_level", 0)),
                 acked_by=None if data.get("acked_by") is None else _text(data["acked_by"]),
-                acked_at=None if acked_at is None else _parse_time(acked_at),
+                acked_at=parse_iso_or_none(data.get("acked_at")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError("bad_alert", f"{type(exc).__name__}: {exc}") from exc
@@ -488,17 +488,6 @@ def _seq_of(alert_id: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _iso(when: datetime) -> str:
-    return when.isoformat().replace("+00:00", "Z")
-
-
-def _parse_time(text: Any) -> datetime:
-    when = datetime.fromisoformat(_text(text))
-    if when.tzinfo is None:
-        raise ValueError(f"time without a time zone: {text!r}")
-    return when
-
-
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
@@ -651,7 +640,7 @@ class AlertService:
         service._journal(
             [
                 {
-                    "at": _iso(clock.now()),
+                    "at": iso(clock.now()),
                     "who": SYSTEM_ACTOR,
                     "what": "service_start",
                     "open": [alert.id for alert in book.open_alerts()],
@@ -812,7 +801,7 @@ class AlertService:
         alert = transition.alert
         who = alert.acked_by if alert.phase is Phase.ACK and alert.acked_by else SYSTEM_ACTOR
         return {
-            "at": _iso(now),
+            "at": iso(now),
             "who": who,
             "what": str(alert.phase),
             "id": alert.id,

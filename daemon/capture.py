@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +30,8 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
+from daemon.timefmt import iso as iso  # noqa: PLC0414 -- re-exported: the simulators stamp messages with it
+from daemon.timefmt import parse_iso
 
 TYPES: Mapping[str, type[Any]] = {
     "vitals": VitalSample,
@@ -46,12 +48,6 @@ _ENUMS: Mapping[str, type[StrEnum]] = {
     "acvpu": Acvpu,
     "handwriting": Handwriting,
 }
-
-
-def iso(when: datetime) -> str:
-    """RFC 3339 UTC with a ``Z``, microseconds only when present."""
-    text = when.astimezone(UTC).isoformat()
-    return text.replace("+00:00", "Z")
 
 
 def to_dict(event: Event) -> dict[str, Any]:
@@ -86,21 +82,12 @@ def from_dict(data: Mapping[str, Any], where: str = "") -> Event:
 
 def _field(name: str, value: Any) -> Any:
     if name == "time":
-        return _time(value)
+        return parse_iso(value)
     if name == "values":
         return {Metric(k): float(v) for k, v in value.items()}
     if name in _ENUMS and value is not None:
         return _ENUMS[name](value)
     return value
-
-
-def _time(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise TypeError(f"time must be a string, got {value!r}")
-    when = datetime.fromisoformat(value)
-    if when.tzinfo is None:
-        raise ValueError(f"time {value!r} has no offset")
-    return when.astimezone(UTC)
 
 
 def dumps(event: Event) -> str:

@@ -57,6 +57,7 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.protocols import Schedule
+from daemon.timefmt import iso, iso_or_none, parse_iso_or_none
 from daemon.vitals import (
     METRICS,
     Condition,
@@ -65,10 +66,8 @@ from daemon.vitals import (
     classify,
     dump_track,
     fmt,
-    iso,
     load_track,
     noise_for,
-    parse_iso,
     probe_metric,
 )
 
@@ -360,7 +359,7 @@ class CrsRule:
             "vasopressors": _dump_pair(state.vasopressors),
             "o2_device": _dump_pair(state.o2_device),
             "o2_flow_l_per_min": _dump_pair(state.o2_flow_l_per_min),
-            "treated_at": iso(state.treated_at),
+            "treated_at": iso_or_none(state.treated_at),
             "rate_ml_per_h": state.rate_ml_per_h,
             "concentration_ug_per_ml": state.concentration_ug_per_ml,
             "grade": state.grade,
@@ -379,7 +378,7 @@ class CrsRule:
             vasopressors=None if vaso is None else (int(vaso[0]), vaso[1]),
             o2_device=None if device is None else (str(device[0]), device[1]),
             o2_flow_l_per_min=None if flow is None else (float(flow[0]), flow[1]),
-            treated_at=parse_iso(data.get("treated_at")),
+            treated_at=parse_iso_or_none(data.get("treated_at")),
             rate_ml_per_h=None if rate is None else float(rate),
             concentration_ug_per_ml=None if conc is None else float(conc),
             grade=int(data.get("grade", 0)),
@@ -413,7 +412,7 @@ def _dump_pair(pair: tuple[Any, datetime] | None) -> list[Any] | None:
 def _load_pair(data: Any) -> tuple[Any, datetime] | None:
     if not data:
         return None
-    when = parse_iso(data[1])
+    when = parse_iso_or_none(data[1])
     return None if when is None else (data[0], when)
 
 
@@ -627,8 +626,8 @@ class NeuroCheckRule:
 
     def dump(self, state: NeuroCheckState) -> Mapping[str, Any]:
         """The state as JSON-compatible data."""
-        return {"last_check": iso(state.last_check), "due": state.due}
+        return {"last_check": iso_or_none(state.last_check), "due": state.due}
 
     def load(self, data: Mapping[str, Any]) -> NeuroCheckState:
         """A state from ``dump``'s output."""
-        return NeuroCheckState(parse_iso(data.get("last_check")), bool(data.get("due", False)))
+        return NeuroCheckState(parse_iso_or_none(data.get("last_check")), bool(data.get("due", False)))

@@ -46,6 +46,7 @@ from daemon.events import AlertCandidate, BagHung, Event, Kind, Priority, PumpRe
 from daemon.points import Point
 from daemon.protocols import Schedule, StepUp, schedule_for
 from daemon.rules import Rule, RuleEngine
+from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 RULE_NAME = "dose"
 MEASUREMENT = "dose"
@@ -146,17 +147,6 @@ def _num(value: float, digits: int, lang: str) -> str:
 
 def _when(time: datetime) -> str:
     return time.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _iso(time: datetime) -> str:
-    return time.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"time without a zone: {text}")
-    return value.astimezone(UTC)
 
 
 def _dur(seconds: float, lang: str) -> str:
@@ -303,7 +293,7 @@ def _within(dose: float, target: float, tolerance_pct: float) -> bool:
 
 def _step_details(up: StepUp) -> dict[str, Any]:
     return {
-        "step_time": _iso(up.time),
+        "step_time": iso(up.time),
         "lower_ug_per_day": round(up.lower_ug_per_day, 2),
         "higher_ug_per_day": round(up.higher_ug_per_day, 2),
     }
@@ -324,7 +314,7 @@ def _rate_findings(
         higher_running = delivered is not None and _within(delivered, up.higher_ug_per_day, tol)
         due_from = up.time - timedelta(seconds=th.step_up_due_before_s)
         if due_from <= now < up.time + window and not higher_running:
-            due = {"step_time": _iso(up.time), "dose_ug_per_day": round(up.higher_ug_per_day, 2)}
+            due = {"step_time": iso(up.time), "dose_ug_per_day": round(up.higher_ug_per_day, 2)}
             now_f[STEP_UP_DUE] = _Finding(
                 Priority.LOW,
                 Text(
@@ -481,7 +471,7 @@ def _interruption(
             f"Perfusion interrompue depuis le {_when(since)} (pompe {last.state}) ; le "
             f"protocole prévoit {_num(expected, 1, 'fr')} µg/jour."
         )
-    details = {"stage": stage, "since": _iso(since)}
+    details = {"stage": stage, "since": iso(since)}
     return state, _Finding(priority, Text(en, fr), details, elapsed_s, "s")
 
 
@@ -596,7 +586,7 @@ def _after_end(schedule: Schedule, delivered: float | None, now: datetime) -> _F
             f"Perfusion toujours en cours ({_num(delivered, 1, 'fr')} µg/jour) après la fin "
             f"du protocole le {_when(schedule.end)}.",
         ),
-        {"protocol_end": _iso(schedule.end)},
+        {"protocol_end": iso(schedule.end)},
         delivered,
         UG_PER_DAY,
     )
@@ -714,14 +704,6 @@ class DoseRule:
         return load_state(data)
 
 
-def _opt_time(value: datetime | None) -> str | None:
-    return _iso(value) if value is not None else None
-
-
-def _load_time(value: Any) -> datetime | None:
-    return _parse_time(str(value)) if value is not None else None
-
-
 def dump_state(state: DoseState) -> dict[str, Any]:
     """``state`` as JSON-compatible data."""
     bag, last, mark = state.bag, state.last, state.mark
@@ -733,14 +715,14 @@ def dump_state(state: DoseState) -> dict[str, Any]:
             "bag_id": bag.bag_id,
             "concentration_ug_per_ml": bag.concentration_ug_per_ml,
             "volume_ml": bag.volume_ml,
-            "hung_at": _iso(bag.hung_at),
+            "hung_at": iso(bag.hung_at),
             "infused_ml": bag.infused_ml,
         },
         "last": None
         if last is None
         else {
             "pump": last.pump,
-            "time": _iso(last.time),
+            "time": iso(last.time),
             "state": last.state.value,
             "rate_ml_per_h": last.rate_ml_per_h,
             "volume_infused_ml": last.volume_infused_ml,
@@ -749,22 +731,22 @@ def dump_state(state: DoseState) -> dict[str, Any]:
         if mark is None
         else {
             "pump": mark.pump,
-            "time": _iso(mark.time),
+            "time": iso(mark.time),
             "volume_infused_ml": mark.volume_infused_ml,
             "rate_ml_per_h": mark.rate_ml_per_h,
         },
         "delivered_ug": state.delivered_ug,
         "delivered_ml": state.delivered_ml,
         "unattributed_ml": state.unattributed_ml,
-        "ledger_start": _opt_time(state.ledger_start),
-        "ledger_time": _opt_time(state.ledger_time),
+        "ledger_start": iso_or_none(state.ledger_start),
+        "ledger_time": iso_or_none(state.ledger_time),
         "gap_s": state.gap_s,
         "steady_rate_ml_per_h": state.steady_rate_ml_per_h,
-        "interrupted_since": _opt_time(state.interrupted_since),
-        "bag_changed_at": _opt_time(state.bag_changed_at),
-        "bolus_at": _opt_time(state.bolus_at),
+        "interrupted_since": iso_or_none(state.interrupted_since),
+        "bag_changed_at": iso_or_none(state.bag_changed_at),
+        "bolus_at": iso_or_none(state.bolus_at),
         "bolus_details": dict(state.bolus_details),
-        "pending": {c: _iso(t) for c, t in state.pending.items()},
+        "pending": {c: iso(t) for c, t in state.pending.items()},
         "active": dict(state.active),
     }
 
@@ -781,14 +763,14 @@ def load_state(data: Mapping[str, Any]) -> DoseState:
             str(bag["bag_id"]),
             float(bag["concentration_ug_per_ml"]),
             None if bag["volume_ml"] is None else float(bag["volume_ml"]),
-            _parse_time(bag["hung_at"]),
+            parse_iso(bag["hung_at"]),
             float(bag["infused_ml"]),
         ),
         last=None
         if last is None
         else Reading(
             str(last["pump"]),
-            _parse_time(last["time"]),
+            parse_iso(last["time"]),
             PumpState(last["state"]),
             None if last["rate_ml_per_h"] is None else float(last["rate_ml_per_h"]),
             None if last["volume_infused_ml"] is None else float(last["volume_infused_ml"]),
@@ -797,24 +779,24 @@ def load_state(data: Mapping[str, Any]) -> DoseState:
         if mark is None
         else VolumeMark(
             str(mark["pump"]),
-            _parse_time(mark["time"]),
+            parse_iso(mark["time"]),
             float(mark["volume_infused_ml"]),
             float(mark["rate_ml_per_h"]),
         ),
         delivered_ug=float(data["delivered_ug"]),
         delivered_ml=float(data["delivered_ml"]),
         unattributed_ml=float(data["unattributed_ml"]),
-        ledger_start=_load_time(data["ledger_start"]),
-        ledger_time=_load_time(data["ledger_time"]),
+        ledger_start=parse_iso_or_none(data["ledger_start"]),
+        ledger_time=parse_iso_or_none(data["ledger_time"]),
         gap_s=float(data["gap_s"]),
         steady_rate_ml_per_h=None
         if data["steady_rate_ml_per_h"] is None
         else float(data["steady_rate_ml_per_h"]),
-        interrupted_since=_load_time(data["interrupted_since"]),
-        bag_changed_at=_load_time(data["bag_changed_at"]),
-        bolus_at=_load_time(data["bolus_at"]),
+        interrupted_since=parse_iso_or_none(data["interrupted_since"]),
+        bag_changed_at=parse_iso_or_none(data["bag_changed_at"]),
+        bolus_at=parse_iso_or_none(data["bolus_at"]),
         bolus_details=dict(data["bolus_details"]),
-        pending={str(c): _parse_time(t) for c, t in dict(data["pending"]).items()},
+        pending={str(c): parse_iso(t) for c, t in dict(data["pending"]).items()},
         active={str(c): str(s) for c, s in dict(data["active"]).items()},
     )
 
@@ -1006,7 +988,7 @@ def parse_bag(payload: bytes, ward: str, bed: str, where: str) -> BagHung:
     hung_at: datetime | None = None
     if isinstance(hung, str):
         try:
-            hung_at = _parse_time(hung)
+            hung_at = parse_iso(hung)
         except ValueError:
             hung_at = None
     if hung_at is None:

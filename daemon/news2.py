@@ -41,6 +41,7 @@ from daemon.events import (
     Text,
     VitalSample,
 )
+from daemon.timefmt import iso, parse_iso_or_none
 from daemon.vitals import (
     Noise,
     Track,
@@ -48,9 +49,7 @@ from daemon.vitals import (
     Verdict,
     advance,
     dump_track,
-    iso,
     load_track,
-    parse_iso,
     probe_metric,
 )
 
@@ -351,13 +350,13 @@ class News2Rule:
         """A state from ``dump``'s output."""
         values: dict[Metric, tuple[float, datetime]] = {}
         for key, (value, at) in data.get("values", {}).items():
-            when = parse_iso(at)
+            when = parse_iso_or_none(at)
             if when is not None:
                 values[Metric(key)] = (float(value), when)
         on_oxygen = data.get("on_oxygen")
         acvpu = data.get("acvpu")
-        oxygen_at = parse_iso(on_oxygen[1]) if on_oxygen else None
-        acvpu_at = parse_iso(acvpu[1]) if acvpu else None
+        oxygen_at = parse_iso_or_none(on_oxygen[1]) if on_oxygen else None
+        acvpu_at = parse_iso_or_none(acvpu[1]) if acvpu else None
         trigger = data.get("trigger")
         return News2State(
             values=values,

@@ -18,13 +18,14 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from daemon import mdc
 from daemon.errors import InputError
 from daemon.events import Emit, Event, Health, Metric, SourceHealth, VitalSample
 from daemon.metrics import Counters, reject
+from daemon.timefmt import parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,9 @@ def parse_time(text: object, field: str, where: str) -> datetime:
     if not isinstance(text, str):
         raise InputError("bad_timestamp", f"'{field}' must be an RFC 3339 string", where)
     try:
-        when = datetime.fromisoformat(text)
+        return parse_iso(text)
     except ValueError as exc:
-        raise InputError("bad_timestamp", f"'{field}' is not RFC 3339: {text[:40]!r}", where) from exc
-    if when.tzinfo is None:
-        raise InputError("bad_timestamp", f"'{field}' has no time zone offset: {text[:40]!r}", where)
-    return when.astimezone(UTC)
+        raise InputError("bad_timestamp", f"'{field}' {exc}", where) from exc
 
 
 def load_json_object(payload: bytes, where: str, max_bytes: int) -> dict[str, Any]:

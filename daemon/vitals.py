@@ -30,7 +30,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ from daemon.events import (
 )
 from daemon.protocols import Schedule, schedule_for
 from daemon.rules import Rule
+from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 
 class Condition(StrEnum):
@@ -361,22 +362,14 @@ class VitalsState:
     stale: bool = False
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _dt(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(str(value))
-
-
 def dump_track(track: Track) -> dict[str, Any]:
     """A track as JSON-compatible data."""
     return {
         "active": track.active,
-        "run_start": _iso(track.run_start),
+        "run_start": iso_or_none(track.run_start),
         "run_count": track.run_count,
-        "normal_since": _iso(track.normal_since),
-        "last_time": _iso(track.last_time),
+        "normal_since": iso_or_none(track.normal_since),
+        "last_time": iso_or_none(track.last_time),
         "value": track.value,
     }
 
@@ -386,22 +379,12 @@ def load_track(data: Mapping[str, Any]) -> Track:
     value = data.get("value")
     return Track(
         active=bool(data["active"]),
-        run_start=_dt(data.get("run_start")),
+        run_start=parse_iso_or_none(data.get("run_start")),
         run_count=int(data.get("run_count", 0)),
-        normal_since=_dt(data.get("normal_since")),
-        last_time=_dt(data.get("last_time")),
+        normal_since=parse_iso_or_none(data.get("normal_since")),
+        last_time=parse_iso_or_none(data.get("last_time")),
         value=None if value is None else float(value),
     )
-
-
-def iso(value: datetime | None) -> str | None:
-    """A time as ISO 8601 text for state dumps (``None`` stays ``None``)."""
-    return _iso(value)
-
-
-def parse_iso(value: Any) -> datetime | None:
-    """The inverse of ``iso``."""
-    return _dt(value)
 
 
 class VitalsRule:
@@ -602,10 +585,10 @@ class VitalsRule:
         """The state as JSON-compatible data."""
         return {
             "tracks": {c.value: dump_track(t) for c, t in state.tracks.items()},
-            "probe_off_since": {m.value: _iso(t) for m, t in state.probe_off_since.items()},
+            "probe_off_since": {m.value: iso(t) for m, t in state.probe_off_since.items()},
             "probe_off_alerted": [m.value for m in state.probe_off_alerted],
-            "last_vitals_at": _iso(state.last_vitals_at),
-            "watch_since": _iso(state.watch_since),
+            "last_vitals_at": iso_or_none(state.last_vitals_at),
+            "watch_since": iso_or_none(state.watch_since),
             "stale": state.stale,
         }
 
@@ -616,15 +599,15 @@ class VitalsRule:
             tracks[Condition(key)] = load_track(value)
         blind: dict[Metric, datetime] = {}
         for key, value in data.get("probe_off_since", {}).items():
-            when = _dt(value)
+            when = parse_iso_or_none(value)
             if when is not None:
                 blind[Metric(key)] = when
         return VitalsState(
             tracks=tracks,
             probe_off_since=blind,
             probe_off_alerted=tuple(Metric(m) for m in data.get("probe_off_alerted", ())),
-            last_vitals_at=_dt(data.get("last_vitals_at")),
-            watch_since=_dt(data.get("watch_since")),
+            last_vitals_at=parse_iso_or_none(data.get("last_vitals_at")),
+            watch_since=parse_iso_or_none(data.get("watch_since")),
             stale=bool(data.get("stale", False)),
         )
 
@@ -782,12 +765,9 @@ def _time(raw: Any, now: datetime, where: str) -> datetime:
     if not isinstance(raw, str):
         raise InputError("bad_time", "'time' must be an RFC 3339 string", where)
     try:
-        time = datetime.fromisoformat(raw)
+        time = parse_iso(raw)
     except ValueError as exc:
-        raise InputError("bad_time", f"'time' is not RFC 3339: {raw[:40]!r}", where) from exc
-    if time.tzinfo is None:
-        raise InputError("bad_time", "'time' needs a UTC offset, e.g. 2026-03-02T08:00:00Z", where)
-    time = time.astimezone(UTC)
+        raise InputError("bad_time", f"'time' {exc} (write it like 2026-03-02T08:00:00Z)", where) from exc
     if time - now > timedelta(seconds=MAX_FUTURE_SKEW_S):
         raise InputError("future_time", f"'time' {raw} is ahead of the daemon's clock", where)
     if now - time > timedelta(seconds=MAX_AGE_S):

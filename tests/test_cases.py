@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from daemon import capture
+from daemon import capture, timefmt
 from daemon.app import build_rules
 from daemon.config import Config, parse
 from daemon.events import AlertCandidate, Event, Tick
@@ -48,7 +48,7 @@ class Transition:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"{capture.iso(self.at)} {self.bed} {self.condition} {self.phase} {self.priority} {dict(self.details)}"
+        return f"{timefmt.iso(self.at)} {self.bed} {self.condition} {self.phase} {self.priority} {dict(self.details)}"
 
 
 class Transitions:

@@ -1,0 +1,43 @@
+"""RFC 3339 text for aware UTC datetimes: one writer and one reader for every module.
+
+Messages, alert payloads, state files and captures all write ``2026-03-02T08:00:00Z``
+(microseconds only when present) and read any RFC 3339 time that carries an offset.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def iso(when: datetime) -> str:
+    """``when`` in UTC as RFC 3339 with a ``Z``, microseconds only when present."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso_or_none(when: datetime | None) -> str | None:
+    """``iso(when)``, with ``None`` kept as ``None`` (optional times in state files)."""
+    return None if when is None else iso(when)
+
+
+def parse_iso(text: object) -> datetime:
+    """An RFC 3339 time with an offset, as aware UTC.
+
+    Raises ``TypeError`` when ``text`` is not a string and ``ValueError`` when it is not
+    RFC 3339 or has no offset; the error text is short enough to log and completes a
+    sentence that starts with the field's name ("'ts' is not RFC 3339: ...").
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"must be an RFC 3339 string, got {type(text).__name__}")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"is not RFC 3339: {text[:40]!r}") from exc
+    if when.tzinfo is None:
+        # A time without an offset is ambiguous across a daylight-saving change.
+        raise ValueError(f"has no time zone offset: {text[:40]!r}")
+    return when.astimezone(UTC)
+
+
+def parse_iso_or_none(value: object) -> datetime | None:
+    """``parse_iso(value)``, with ``None`` kept as ``None``."""
+    return None if value is None else parse_iso(value)
