@@ -56,6 +56,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
+from daemon.numfmt import fmt
 from daemon.protocols import Schedule
 from daemon.timefmt import iso, iso_or_none, parse_iso_or_none
 from daemon.vitals import (
@@ -65,7 +66,6 @@ from daemon.vitals import (
     advance,
     classify,
     dump_track,
-    fmt,
     load_track,
     noise_for,
     probe_metric,

@@ -43,6 +43,7 @@ from typing import Any
 from daemon.config import BedConfig, Config, DoseThresholds
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, BagHung, Event, Kind, Priority, PumpReading, PumpState, Text
+from daemon.numfmt import fmt
 from daemon.points import Point
 from daemon.protocols import Schedule, StepUp, schedule_for
 from daemon.rules import Rule, RuleEngine
@@ -140,11 +141,6 @@ class DoseState:
 # --------------------------------------------------------------------------- formatting
 
 
-def _num(value: float, digits: int, lang: str) -> str:
-    text = f"{value:.{digits}f}"
-    return text.replace(".", ",") if lang == "fr" else text
-
-
 def _when(time: datetime) -> str:
     return time.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -155,8 +151,8 @@ def _dur(seconds: float, lang: str) -> str:
         return f"{minutes} min"
     hours = seconds / 3600
     if hours < 48:
-        return f"{_num(hours, 1, lang)} h"
-    return f"{_num(hours / 24, 1, lang)} " + ("jours" if lang == "fr" else "days")
+        return f"{fmt(hours, 1, lang)} h"
+    return f"{fmt(hours / 24, 1, lang)} " + ("jours" if lang == "fr" else "days")
 
 
 # --------------------------------------------------------------------------- ledger
@@ -318,9 +314,9 @@ def _rate_findings(
             now_f[STEP_UP_DUE] = _Finding(
                 Priority.LOW,
                 Text(
-                    f"Step-up to {_num(up.higher_ug_per_day, 1, 'en')} µg/day due at "
+                    f"Step-up to {fmt(up.higher_ug_per_day, 1, 'en')} µg/day due at "
                     f"{_when(up.time)}: prepare the bag and the premedication.",
-                    f"Palier à {_num(up.higher_ug_per_day, 1, 'fr')} µg/jour prévu le "
+                    f"Palier à {fmt(up.higher_ug_per_day, 1, 'fr')} µg/jour prévu le "
                     f"{_when(up.time)} : préparer la poche et la prémédication.",
                 ),
                 due,
@@ -341,11 +337,11 @@ def _rate_findings(
             delayed[STEP_UP_EARLY] = _Finding(
                 Priority.MEDIUM,
                 Text(
-                    f"Step-up started early: {_num(delivered, 1, 'en')} µg/day running, "
-                    f"the step to {_num(up.higher_ug_per_day, 1, 'en')} µg/day is due at "
+                    f"Step-up started early: {fmt(delivered, 1, 'en')} µg/day running, "
+                    f"the step to {fmt(up.higher_ug_per_day, 1, 'en')} µg/day is due at "
                     f"{_when(up.time)}. Check the premedication.",
-                    f"Palier commencé en avance : {_num(delivered, 1, 'fr')} µg/jour en cours, "
-                    f"le passage à {_num(up.higher_ug_per_day, 1, 'fr')} µg/jour est prévu le "
+                    f"Palier commencé en avance : {fmt(delivered, 1, 'fr')} µg/jour en cours, "
+                    f"le passage à {fmt(up.higher_ug_per_day, 1, 'fr')} µg/jour est prévu le "
                     f"{_when(up.time)}. Vérifier la prémédication.",
                 ),
                 _step_details(up),
@@ -364,11 +360,11 @@ def _rate_findings(
             now_f[STEP_UP_LATE] = _Finding(
                 Priority.MEDIUM,
                 Text(
-                    f"Step-up late: still {_num(delivered, 1, 'en')} µg/day; "
-                    f"{_num(up.higher_ug_per_day, 1, 'en')} µg/day was due at {_when(up.time)} "
+                    f"Step-up late: still {fmt(delivered, 1, 'en')} µg/day; "
+                    f"{fmt(up.higher_ug_per_day, 1, 'en')} µg/day was due at {_when(up.time)} "
                     f"(over {_dur(th.step_window_s, 'en')} ago).",
-                    f"Palier en retard : toujours {_num(delivered, 1, 'fr')} µg/jour ; "
-                    f"{_num(up.higher_ug_per_day, 1, 'fr')} µg/jour étaient prévus le "
+                    f"Palier en retard : toujours {fmt(delivered, 1, 'fr')} µg/jour ; "
+                    f"{fmt(up.higher_ug_per_day, 1, 'fr')} µg/jour étaient prévus le "
                     f"{_when(up.time)} (il y a plus de {_dur(th.step_window_s, 'fr')}).",
                 ),
                 _step_details(up),
@@ -386,11 +382,11 @@ def _rate_findings(
         delayed[DOSE_RATE_HIGH] = _Finding(
             priority,
             Text(
-                f"Dose rate high: {_num(delivered, 1, 'en')} µg/day delivered, protocol "
-                f"{_num(expected, 1, 'en')} µg/day (±{_num(tol, 0, 'en')} %). "
+                f"Dose rate high: {fmt(delivered, 1, 'en')} µg/day delivered, protocol "
+                f"{fmt(expected, 1, 'en')} µg/day (±{fmt(tol, 0, 'en')} %). "
                 "Check the bag's strength and the pump rate.",
-                f"Débit de dose élevé : {_num(delivered, 1, 'fr')} µg/jour délivrés, protocole "
-                f"{_num(expected, 1, 'fr')} µg/jour (±{_num(tol, 0, 'fr')} %). "
+                f"Débit de dose élevé : {fmt(delivered, 1, 'fr')} µg/jour délivrés, protocole "
+                f"{fmt(expected, 1, 'fr')} µg/jour (±{fmt(tol, 0, 'fr')} %). "
                 "Vérifier la concentration de la poche et le débit de la pompe.",
             ),
             {"expected_ug_per_day": round(expected, 2)},
@@ -401,11 +397,11 @@ def _rate_findings(
         delayed[DOSE_RATE_LOW] = _Finding(
             Priority.MEDIUM,
             Text(
-                f"Dose rate low: {_num(delivered, 1, 'en')} µg/day delivered, protocol "
-                f"{_num(expected, 1, 'en')} µg/day (±{_num(tol, 0, 'en')} %). "
+                f"Dose rate low: {fmt(delivered, 1, 'en')} µg/day delivered, protocol "
+                f"{fmt(expected, 1, 'en')} µg/day (±{fmt(tol, 0, 'en')} %). "
                 "Check the bag's strength and the pump rate.",
-                f"Débit de dose bas : {_num(delivered, 1, 'fr')} µg/jour délivrés, protocole "
-                f"{_num(expected, 1, 'fr')} µg/jour (±{_num(tol, 0, 'fr')} %). "
+                f"Débit de dose bas : {fmt(delivered, 1, 'fr')} µg/jour délivrés, protocole "
+                f"{fmt(expected, 1, 'fr')} µg/jour (±{fmt(tol, 0, 'fr')} %). "
                 "Vérifier la concentration de la poche et le débit de la pompe.",
             ),
             {"expected_ug_per_day": round(expected, 2)},
@@ -465,11 +461,11 @@ def _interruption(
         expected = schedule.expected_dose_ug_per_day(now)
         en = (
             f"Infusion interrupted since {_when(since)} (pump {last.state}); the protocol "
-            f"calls for {_num(expected, 1, 'en')} µg/day."
+            f"calls for {fmt(expected, 1, 'en')} µg/day."
         )
         fr = (
             f"Perfusion interrompue depuis le {_when(since)} (pompe {last.state}) ; le "
-            f"protocole prévoit {_num(expected, 1, 'fr')} µg/jour."
+            f"protocole prévoit {fmt(expected, 1, 'fr')} µg/jour."
         )
     details = {"stage": stage, "since": iso(since)}
     return state, _Finding(priority, Text(en, fr), details, elapsed_s, "s")
@@ -503,11 +499,11 @@ def _cumulative(state: DoseState, schedule: Schedule, th: DoseThresholds) -> _Fi
         Priority.MEDIUM,
         Text(
             f"Cumulative dose {'above' if over else 'below'} plan: "
-            f"{_num(state.delivered_ug, 1, 'en')} µg delivered, {_num(expected, 1, 'en')} µg "
-            f"expected by {_when(at)} ({_num(deviation_pct, 0, 'en')} %).",
+            f"{fmt(state.delivered_ug, 1, 'en')} µg delivered, {fmt(expected, 1, 'en')} µg "
+            f"expected by {_when(at)} ({fmt(deviation_pct, 0, 'en')} %).",
             f"Dose cumulée {'au-dessus' if over else 'en dessous'} du plan : "
-            f"{_num(state.delivered_ug, 1, 'fr')} µg délivrés, {_num(expected, 1, 'fr')} µg "
-            f"attendus au {_when(at)} ({_num(deviation_pct, 0, 'fr')} %).",
+            f"{fmt(state.delivered_ug, 1, 'fr')} µg délivrés, {fmt(expected, 1, 'fr')} µg "
+            f"attendus au {_when(at)} ({fmt(deviation_pct, 0, 'fr')} %).",
         ),
         {"direction": "over" if over else "under"},
         deviation_pct,
@@ -531,10 +527,10 @@ def _bag_low(state: DoseState, th: DoseThresholds, now: datetime) -> _Finding | 
     return _Finding(
         Priority.LOW,
         Text(
-            f"Bag {bag.bag_id} low: {_num(remaining_ml, 1, 'en')} mL left at "
-            f"{_num(rate, 2, 'en')} mL/h, about {_dur(left_s, 'en')}. Prepare the next bag.",
-            f"Poche {bag.bag_id} bientôt vide : {_num(remaining_ml, 1, 'fr')} mL restants à "
-            f"{_num(rate, 2, 'fr')} mL/h, environ {_dur(left_s, 'fr')}. Préparer la poche "
+            f"Bag {bag.bag_id} low: {fmt(remaining_ml, 1, 'en')} mL left at "
+            f"{fmt(rate, 2, 'en')} mL/h, about {_dur(left_s, 'en')}. Prepare the next bag.",
+            f"Poche {bag.bag_id} bientôt vide : {fmt(remaining_ml, 1, 'fr')} mL restants à "
+            f"{fmt(rate, 2, 'fr')} mL/h, environ {_dur(left_s, 'fr')}. Préparer la poche "
             "suivante.",
         ),
         {"bag_id": bag.bag_id},
@@ -550,14 +546,14 @@ def _bolus(state: DoseState, th: DoseThresholds, now: datetime) -> _Finding | No
     near = bool(d.get("near_bag_change"))
     cause = d.get("cause")
     if cause == "volume":
-        en_what = f"{_num(float(d['excess_ml']), 1, 'en')} mL more than the pump rate explains"
-        fr_what = f"{_num(float(d['excess_ml']), 1, 'fr')} mL de plus que le débit ne l'explique"
+        en_what = f"{fmt(float(d['excess_ml']), 1, 'en')} mL more than the pump rate explains"
+        fr_what = f"{fmt(float(d['excess_ml']), 1, 'fr')} mL de plus que le débit ne l'explique"
         if "excess_ug" in d:
-            en_what += f" ({_num(float(d['excess_ug']), 2, 'en')} µg)"
-            fr_what += f" ({_num(float(d['excess_ug']), 2, 'fr')} µg)"
+            en_what += f" ({fmt(float(d['excess_ug']), 2, 'en')} µg)"
+            fr_what += f" ({fmt(float(d['excess_ug']), 2, 'fr')} µg)"
     elif cause == "rate_spike":
-        en_what = f"rate spike to {_num(float(d['rate_ml_per_h']), 1, 'en')} mL/h"
-        fr_what = f"pic de débit à {_num(float(d['rate_ml_per_h']), 1, 'fr')} mL/h"
+        en_what = f"rate spike to {fmt(float(d['rate_ml_per_h']), 1, 'en')} mL/h"
+        fr_what = f"pic de débit à {fmt(float(d['rate_ml_per_h']), 1, 'fr')} mL/h"
     else:
         en_what, fr_what = "pump purging", "purge de la pompe"
     en_tail = " at a bag change: was the line flushed?" if near else "."
@@ -581,9 +577,9 @@ def _after_end(schedule: Schedule, delivered: float | None, now: datetime) -> _F
     return _Finding(
         Priority.MEDIUM,
         Text(
-            f"Still infusing {_num(delivered, 1, 'en')} µg/day after the protocol ended at "
+            f"Still infusing {fmt(delivered, 1, 'en')} µg/day after the protocol ended at "
             f"{_when(schedule.end)}.",
-            f"Perfusion toujours en cours ({_num(delivered, 1, 'fr')} µg/jour) après la fin "
+            f"Perfusion toujours en cours ({fmt(delivered, 1, 'fr')} µg/jour) après la fin "
             f"du protocole le {_when(schedule.end)}.",
         ),
         {"protocol_end": iso(schedule.end)},
@@ -884,7 +880,7 @@ def status_lines(
     nxt = schedule.next_step_time(now)
     lang = "fr" if fr else "en"
     rate_text = (
-        f"{_num(delivered, 1, lang)} µg/" + ("jour" if fr else "day")
+        f"{fmt(delivered, 1, lang)} µg/" + ("jour" if fr else "day")
         if delivered is not None
         else ("inconnu (pas de lecture récente)" if fr else "unknown (no recent reading)")
     )
@@ -901,18 +897,18 @@ def status_lines(
         if not fr
         else f"{bed_label} : protocole {schedule.name}, {day_text}",
         ("  dose attendue : " if fr else "  expected dose: ")
-        + f"{_num(schedule.expected_dose_ug_per_day(now), 1, lang)} {per_day}",
+        + f"{fmt(schedule.expected_dose_ug_per_day(now), 1, lang)} {per_day}",
         ("  dose délivrée : " if fr else "  delivered dose: ") + rate_text,
         ("  total attendu : " if fr else "  expected total: ")
-        + f"{_num(schedule.expected_total_ug(now), 1, lang)} µg",
+        + f"{fmt(schedule.expected_total_ug(now), 1, lang)} µg",
         ("  total délivré : " if fr else "  delivered total: ")
-        + f"{_num(state.delivered_ug, 1, lang)} µg"
+        + f"{fmt(state.delivered_ug, 1, lang)} µg"
         + (
             (
                 f" ({'du' if fr else 'from'} {_when(state.ledger_start)} "
                 f"{'au' if fr else 'to'} {_when(state.ledger_time)}; "
                 f"{'prévu sur cette période' if fr else 'planned over that span'} "
-                f"{_num(expected_over_ledger_ug(state, schedule), 1, lang)} µg)"
+                f"{fmt(expected_over_ledger_ug(state, schedule), 1, lang)} µg)"
             )
             if state.ledger_time is not None and state.ledger_start is not None
             else ""
@@ -922,11 +918,11 @@ def status_lines(
     if state.bag is not None:
         lines.append(
             ("  poche : " if fr else "  bag: ")
-            + f"{state.bag.bag_id}, {_num(state.bag.concentration_ug_per_ml, 4, lang)} µg/mL"
+            + f"{state.bag.bag_id}, {fmt(state.bag.concentration_ug_per_ml, 4, lang)} µg/mL"
         )
     if state.unattributed_ml > 0:
         lines.append(
-            f"  {_num(state.unattributed_ml, 1, lang)} mL "
+            f"  {fmt(state.unattributed_ml, 1, lang)} mL "
             + ("perfusés sans poche connue" if fr else "infused with no bag known")
         )
     return lines

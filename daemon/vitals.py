@@ -51,6 +51,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
+from daemon.numfmt import fmt
 from daemon.protocols import Schedule, schedule_for
 from daemon.rules import Rule
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
@@ -262,12 +263,6 @@ def _hypotension(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[V
     value = sbp if sbp is not None else map_mmhg
     assert value is not None
     return verdict, value
-
-
-def fmt(value: float, digits: int, language: str = "en") -> str:
-    """A number for a message: fixed decimals, a decimal comma in French."""
-    text = f"{value:.{digits}f}"
-    return text.replace(".", ",") if language == "fr" else text
 
 
 def _message(condition: Condition, values: Mapping[Metric, float], th: VitalThresholds) -> Text:
