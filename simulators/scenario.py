@@ -44,7 +44,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from daemon import config as config_module
 from daemon import topics
@@ -76,14 +76,16 @@ _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P
 
 
 def parse_duration(text: str) -> timedelta:
-    """``"7d2h"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"1d2h3m4.5s"`` as a ``timedelta``."""
-    match = _DURATION.match(text.strip())
-    if not text.strip() or match is None:
+    """``"7d2h"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"1d2h3m4.5s"``, ``"-6d"`` as a ``timedelta``."""
+    body = text.strip()
+    sign = -1 if body.startswith("-") else 1
+    body = body.removeprefix("-")
+    match = _DURATION.match(body)
+    if not body or match is None:
         raise ValueError(f"{text!r} is not a duration like '12h', '7d2h', '30m' or '90s'")
     parts = {k: float(v) for k, v in match.groupdict().items() if v is not None}
-    return timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0)) + timedelta(
-        seconds=parts.get("s", 0)
-    )
+    value = timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0))
+    return sign * (value + timedelta(seconds=parts.get("s", 0)))
 
 
 def format_offset(offset: timedelta) -> str:
@@ -106,7 +108,16 @@ def _duration(value: object) -> timedelta:
     raise ValueError("must be a duration string like '12h', '7d2h' or '30m'")
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative)]
+"""A time after the scenario start, or a length of time."""
+Offset = Annotated[timedelta, BeforeValidator(_duration)]
+"""A signed offset from the scenario start (``"-6d"``: six days before it)."""
 
 
 class Model(BaseModel):
@@ -321,7 +332,9 @@ class BedScenario(Model):
     weight_kg: Annotated[float, Field(gt=0, lt=400)]
     height_cm: Annotated[float, Field(gt=30, lt=260)]
     protocol: str = "ssc-14d"
-    start: Duration = timedelta(0)  # protocol start, after the scenario start
+    # Protocol start relative to the scenario start: "-6d20h" starts the scenario on
+    # protocol day 7 at hour 20 (the dose ledger starts with the first pump reading).
+    start: Offset = timedelta(0)
     thresholds: dict[str, dict[str, Any]] = {}
     pump: PumpProgram | None = None
     monitor: MonitorProgram | None = MonitorProgram()
