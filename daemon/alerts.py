@@ -74,6 +74,7 @@ from daemon.config import Config
 from daemon.errors import InputError, WarddError
 from daemon.events import AlertCandidate, Kind, Priority, Text
 from daemon.metrics import Counters, reject
+from daemon.payloads import load_json_object
 from daemon.points import FieldValue, Point, PointSink
 from daemon.publish import Publisher
 from daemon.store import write_atomic
@@ -831,16 +832,7 @@ class AlertService:
 
 
 def _parse_ack(payload: bytes) -> str:
-    if len(payload) > MAX_ACK_PAYLOAD_BYTES:
-        raise InputError("too_large", f"{len(payload)} bytes, at most {MAX_ACK_PAYLOAD_BYTES}")
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError("invalid_json", f'expected JSON like {{"by": "name"}}: {exc}') from exc
-    if not isinstance(data, dict):
-        raise InputError(
-            "invalid_json", f'expected a JSON object like {{"by": "name"}}, got {type(data).__name__}'
-        )
+    data = load_json_object(payload, max_bytes=MAX_ACK_PAYLOAD_BYTES)
     by = data.get("by")
     if not isinstance(by, str) or not by.strip():
         raise InputError("missing_by", '"by" must name the person who acknowledges (a non-empty string)')

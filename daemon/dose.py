@@ -44,6 +44,7 @@ from daemon.config import BedConfig, Config, DoseThresholds
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, BagHung, Event, Kind, Priority, PumpReading, PumpState, Text
 from daemon.numfmt import fmt
+from daemon.payloads import load_json_object
 from daemon.points import Point
 from daemon.protocols import Schedule, StepUp, schedule_for
 from daemon.rules import Rule, RuleEngine
@@ -948,12 +949,7 @@ def parse_bag(payload: bytes, ward: str, bed: str, where: str) -> BagHung:
     Reasons: ``invalid_json``, ``not_object``, ``unknown_field``, ``missing_field``,
     ``bad_bag_id``, ``bad_concentration``, ``bad_volume``, ``bad_time``.
     """
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError("invalid_json", f"not UTF-8 JSON: {exc}", where) from exc
-    if not isinstance(data, dict):
-        raise InputError("not_object", f"expected a JSON object, got {type(data).__name__}", where)
+    data = load_json_object(payload, where)
     unknown = sorted(set(data) - _BAG_KEYS)
     if unknown:
         raise InputError("unknown_field", f"unknown field(s): {', '.join(unknown)}", where)

@@ -13,7 +13,6 @@ so a probe-off SpO2 does not discard the temperature taken with it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from daemon import mdc
 from daemon.errors import InputError
 from daemon.events import Emit, Event, Health, Metric, SourceHealth, VitalSample
 from daemon.metrics import Counters, reject
+from daemon.payloads import load_json_object
 from daemon.timefmt import parse_iso
 
 log = logging.getLogger(__name__)
@@ -90,25 +90,6 @@ def parse_time(text: object, field: str, where: str) -> datetime:
         raise InputError("bad_timestamp", f"'{field}' {exc}", where) from exc
 
 
-def load_json_object(payload: bytes, where: str, max_bytes: int) -> dict[str, Any]:
-    """Decode a JSON object payload; NaN and Infinity are refused, as JSON forbids them."""
-    if len(payload) > max_bytes:
-        raise InputError("too_large", f"{len(payload)} bytes > limit {max_bytes}", where)
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=no_constants)
-    except UnicodeDecodeError as exc:
-        raise InputError("invalid_json", f"not UTF-8 ({exc.reason})", where) from exc
-    except ValueError as exc:
-        raise InputError("invalid_json", str(exc), where) from exc
-    if not isinstance(data, dict):
-        raise InputError("not_an_object", f"top level is {type(data).__name__}, not an object", where)
-    return data
-
-
 def decode_vitals(
     payload: bytes,
     *,
@@ -120,7 +101,7 @@ def decode_vitals(
     max_future_skew_s: float = 300.0,
 ) -> DecodedVitals:
     """Validate one vitals message; raise ``InputError`` when it is unusable as a whole."""
-    data = load_json_object(payload, where, max_bytes)
+    data = load_json_object(payload, where, max_bytes=max_bytes)
     unknown = sorted(set(data) - {"ts", "device", "obs"})
     if unknown:
         raise InputError("unknown_field", f"unexpected field(s) {', '.join(unknown)}", where)

@@ -26,7 +26,6 @@ read them); ``vital_rules`` builds every rule of this watch for one bed.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -52,6 +51,7 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.numfmt import fmt
+from daemon.payloads import load_json_object
 from daemon.protocols import Schedule, schedule_for
 from daemon.rules import Rule
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
@@ -662,23 +662,6 @@ MAX_FUTURE_SKEW_S = 300.0  # a nurse's clock may run a little ahead: site choice
 MAX_AGE_S = 7 * 86_400.0  # older entries are typing errors, not late entries: site choice
 
 
-class _DuplicateFieldError(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateFieldError(key)
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
 def parse_observation(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> Observation:
     """Validate a nurse's JSON entry; raise ``InputError`` with a stable reason key.
 
@@ -688,18 +671,7 @@ def parse_observation(payload: bytes, ward: str, bed: str, where: str, now: date
     ``bad_type``, ``out_of_range``, ``bad_value``, ``bad_time``, ``future_time``,
     ``too_old``, ``empty``, ``inconsistent``.
     """
-    try:
-        data = json.loads(
-            payload.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-        )
-    except _DuplicateFieldError as exc:
-        raise InputError("duplicate_field", f"field '{exc}' appears twice", where) from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError("invalid_json", f"not valid UTF-8 JSON: {exc}", where) from exc
-    if not isinstance(data, dict):
-        raise InputError("not_object", "an observation must be a JSON object", where)
+    data = load_json_object(payload, where, unique_fields=True)
     unknown = sorted(set(data) - OBSERVATION_FIELDS)
     if unknown:
         allowed = ", ".join(sorted(OBSERVATION_FIELDS))

@@ -579,7 +579,7 @@ async def test_ack_message_accepted_with_reply_and_journal(tmp_path: Path) -> No
     [
         ("ID", "b1", b"{not json", "invalid_json"),
         ("ID", "b1", b"\xff\xfe", "invalid_json"),
-        ("ID", "b1", b"[1, 2]", "invalid_json"),
+        ("ID", "b1", b"[1, 2]", "not_object"),
         ("ID", "b1", b"{}", "missing_by"),
         ("ID", "b1", b'{"by": ""}', "missing_by"),
         ("ID", "b1", b'{"by": 42}', "missing_by"),

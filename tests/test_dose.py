@@ -513,7 +513,7 @@ def test_parse_bag_accepts_the_documented_payload() -> None:
         ),
         (
             b'{"bag_id": "B", "concentration_ug_per_ml": NaN, "hung_at": "2026-03-02T08:00:00Z"}',
-            "bad_concentration",
+            "invalid_json",
         ),
         (
             b'{"bag_id": "B", "concentration_ug_per_ml": 1, "volume_ml": -1, "hung_at": "2026-03-02T08:00:00Z"}',

@@ -75,7 +75,7 @@ def test_fahrenheit_is_converted_and_offsets_normalised() -> None:
         (b"{not json", "invalid_json"),
         (b"\xff\xfe", "invalid_json"),
         (b'{"ts": NaN}', "invalid_json"),
-        (b"[1, 2]", "not_an_object"),
+        (b"[1, 2]", "not_object"),
         (json.dumps({"device": "m", "obs": []}).encode(), "missing_field"),
         (_payload(extra=1), "unknown_field"),
         (_payload(ts="yesterday"), "bad_timestamp"),
