@@ -96,6 +96,25 @@ def grade_priority(grade: int) -> Priority:
     return Priority.MEDIUM if grade <= 1 else Priority.HIGH
 
 
+def _grade_candidate(
+    condition: str, bed: BedConfig, time: datetime, *, present: bool, grade: int, message: Text
+) -> AlertCandidate:
+    """CRS_SUSPECTED or ICANS_SUSPECTED at ``grade``; the grade sets the priority."""
+    return AlertCandidate(
+        condition=condition,
+        ward=bed.ward,
+        bed=bed.id,
+        time=time,
+        present=present,
+        kind=Kind.PHYSIOLOGICAL,
+        priority=grade_priority(grade),
+        value=float(grade),
+        unit="{grade}",
+        message=message,
+        details={"grade": grade} if present else {},
+    )
+
+
 def oxygen_grade(device: str | None, flow_l_per_min: float | None) -> int:
     """The CRS grade suggested by the oxygen support alone (0: none)."""
     if device == "air":
@@ -283,23 +302,16 @@ class CrsRule:
         new = replace(state, grade=grade)
         if grade == 0:
             message = Text("CRS criteria no longer met.", "Les critères de SRC ne sont plus remplis.")
-            return new, [self._candidate(time, present=False, grade=state.grade, message=message)]
-        return new, [self._candidate(time, present=True, grade=grade, message=self._message(new, time))]
-
-    def _candidate(self, time: datetime, *, present: bool, grade: int, message: Text) -> AlertCandidate:
-        return AlertCandidate(
-            condition=CRS_SUSPECTED,
-            ward=self.bed.ward,
-            bed=self.bed.id,
-            time=time,
-            present=present,
-            kind=Kind.PHYSIOLOGICAL,
-            priority=grade_priority(grade),
-            value=float(grade),
-            unit="{grade}",
-            message=message,
-            details={"grade": grade} if present else {},
-        )
+            return new, [
+                _grade_candidate(
+                    CRS_SUSPECTED, self.bed, time, present=False, grade=state.grade, message=message
+                )
+            ]
+        return new, [
+            _grade_candidate(
+                CRS_SUSPECTED, self.bed, time, present=True, grade=grade, message=self._message(new, time)
+            )
+        ]
 
     def current_ug_per_day(self, state: CrsState) -> float | None:
         """The dose rate now from the latest pump rate and bag: mL/h × µg/mL × 24."""
@@ -476,22 +488,15 @@ class IcansRule:
         state = replace(state, grade=grade)
         if grade == 0:
             message = Text("Neurological checks back to normal.", "Examens neurologiques redevenus normaux.")
-            return state, (self._candidate(t, present=False, grade=previous, message=message),)
-        return state, (self._candidate(t, present=True, grade=grade, message=_icans_message(state)),)
-
-    def _candidate(self, time: datetime, *, present: bool, grade: int, message: Text) -> AlertCandidate:
-        return AlertCandidate(
-            condition=ICANS_SUSPECTED,
-            ward=self.bed.ward,
-            bed=self.bed.id,
-            time=time,
-            present=present,
-            kind=Kind.PHYSIOLOGICAL,
-            priority=grade_priority(grade),
-            value=float(grade),
-            unit="{grade}",
-            message=message,
-            details={"grade": grade} if present else {},
+            return state, (
+                _grade_candidate(
+                    ICANS_SUSPECTED, self.bed, t, present=False, grade=previous, message=message
+                ),
+            )
+        return state, (
+            _grade_candidate(
+                ICANS_SUSPECTED, self.bed, t, present=True, grade=grade, message=_icans_message(state)
+            ),
         )
 
     def dump(self, state: IcansState) -> Mapping[str, Any]:
