@@ -158,25 +158,12 @@ class Alert:
 
     def to_payload(self, language: str) -> dict[str, Any]:
         """The alert as published on MQTT, its message in ``language`` ("en" or "fr")."""
-        return {
-            "id": self.id,
-            "condition": self.condition,
-            "kind": str(self.kind),
-            "priority": str(self.priority),
-            "state": str(self.state),
-            "phase": str(self.phase),
-            "ward": self.ward,
-            "bed": self.bed,
-            "value": self.value,
-            "unit": self.unit,
-            "since": iso(self.since),
-            "updated": iso(self.updated),
-            "message": self.message.get(language),
-            "details": dict(self.details),
-            "escalation_level": self.escalation_level,
-            "acked_by": self.acked_by,
-            "acked_at": iso_or_none(self.acked_at),
-        }
+        out = self.dump()
+        # The published form: one language, and without ``active_since``, the daemon's
+        # own acknowledgement timer for escalation.
+        del out["active_since"]
+        out["message"] = self.message.get(language)
+        return out
 
     def dump(self) -> dict[str, Any]:
         """Every field as JSON-compatible data (both languages kept)."""
