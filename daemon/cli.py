@@ -95,6 +95,72 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """Run a scenario file (or a built-in by name) through simulators and the daemon."""
+    _setup_logging(args.log_level)
+    from daemon.config import InfluxConfig  # noqa: PLC0415
+    from simulators import scenario as scenarios  # noqa: PLC0415
+
+    loaded = scenarios.load_scenario(args.file)
+    influx: InfluxConfig | None = None
+    if args.influx_out:
+        if args.influx_out.startswith(("http://", "https://")):
+            influx = InfluxConfig(api="v1", url=args.influx_out, database="wardd_scenario")
+        else:
+            influx = InfluxConfig(api="none", spool_dir=Path(args.influx_out))
+    result = asyncio.run(
+        scenarios.run_scenario(
+            loaded,
+            fast=args.speed is None,
+            speed=args.speed or 1.0,
+            mqtt_url=args.mqtt,
+            influx=influx,
+            capture=Path(args.capture) if args.capture else None,
+        )
+    )
+    if args.alerts_out:
+        Path(args.alerts_out).write_text(
+            "".join(line + "\n" for line in result.alert_lines()), encoding="utf-8"
+        )
+    days = result.simulated_s / 86400
+    print(f"scenario {loaded.name}: {days:.2f} simulated day(s) in {result.wall_s:.1f} s; {result.counts}")
+    print("\n".join(result.timeline))
+    expected = scenarios.expected_path(Path(args.file))
+    if args.check:
+        source = (
+            expected
+            if expected.is_file()
+            else scenarios.expected_path(scenarios.builtin_path(args.file) or Path(args.file))
+        )
+        problems = scenarios.check_expected(loaded.start, result.alerts, scenarios.load_expected(source))
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        print(f"expected alerts ({source}): {'OK' if not problems else f'{len(problems)} difference(s)'}")
+        return EXIT_OK if not problems else EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Feed a capture file back through the rules and the alert engine."""
+    config = _load(args.config)
+    from daemon.metrics import Counters  # noqa: PLC0415
+    from daemon.replay import read_events, replay  # noqa: PLC0415
+
+    counters = Counters()
+    result = replay(config, read_events(Path(args.file), counters, sys.stderr), tick_s=args.tick)
+    lines = [json.dumps(t, ensure_ascii=False, sort_keys=True) for t in result.transitions]
+    if args.alerts_out:
+        Path(args.alerts_out).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    else:
+        print("\n".join(lines))
+    print(
+        f"replay: {result.events} event(s), {result.ticks} tick(s), {len(lines)} transition(s), "
+        f"{counters.total('replay.rejected')} line(s) skipped",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print each bed's protocol, dose and open alerts from the daemon's persisted state."""
     config = _load(args.config)
@@ -209,6 +275,28 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=cmd_demo)
+
+    scen = sub.add_parser(
+        "scenario", help="run a scenario (file or built-in name) through simulators and the daemon"
+    )
+    scen.add_argument("file", help="scenario TOML file, or a built-in name such as published-case")
+    pace = scen.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, help="simulated time per real second")
+    pace.add_argument("--fast", action="store_true", help="as fast as the pipeline allows (the default)")
+    scen.add_argument("--alerts-out", help="write every alert transition here as JSON lines")
+    scen.add_argument("--influx-out", help="a folder (line protocol) or an InfluxDB v1 URL")
+    scen.add_argument("--capture", help="also write the daemon's input events here (for `wardd replay`)")
+    scen.add_argument("--mqtt", help="broker URL (default: local broker if it answers, else embedded)")
+    scen.add_argument("--check", action="store_true", help="compare with the .expected.jsonl beside the file")
+    scen.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    scen.set_defaults(func=cmd_scenario)
+
+    rep = sub.add_parser("replay", help="feed a capture file back through the rules and alert engine")
+    rep.add_argument("file", help="JSON-lines capture (wardd run --capture)")
+    rep.add_argument("--config", required=True, help="the configuration the capture was made with")
+    rep.add_argument("--alerts-out", help="write the alert transitions here (default: standard output)")
+    rep.add_argument("--tick", type=float, help="seconds between ticks (default: the config's)")
+    rep.set_defaults(func=cmd_replay)
 
     schema = sub.add_parser("schema", help="print a JSON Schema")
     schema.add_argument("which", choices=["vitals", "config"])

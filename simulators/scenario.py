@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import heapq
+import io
 import itertools
 import json
 import os
@@ -38,13 +39,21 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from daemon import config as config_module
 from daemon import topics
@@ -66,6 +75,13 @@ DEFAULT_START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 # task needs one iteration to run and at most a few more to hand its work on to
 # something the quiet check watches (a queue, an outbox, a pump poll).
 QUIET_ROUNDS = 6
+# Scenario state is thrown away: on a RAM disk the daemon's fsyncs cost nothing.
+_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 -- a private temp dir inside it
+# After a cable is pulled, the daemon's serial reader learns it from the kernel in real
+# time; the runner gives it this long before simulated time moves on, so that the next
+# poll always finds the port closed (and every run takes the same path).
+UNPLUG_GRACE_S = 0.05
+
 
 def iso(when: datetime) -> str:
     """RFC 3339 UTC with a ``Z`` (the capture format's time stamps)."""
@@ -377,7 +393,7 @@ class Scenario(Model):
 def _issues(exc: ValidationError) -> list[ConfigIssue]:
     out = []
     for error in exc.errors():
-        where = config_module._location(error["loc"])  # noqa: SLF001 -- the config's own path format
+        where = config_module._location(error["loc"])
         if error["type"] == "extra_forbidden":
             reason = "unknown option (see the scenario format in README)"
         elif error["type"] == "missing":
@@ -684,7 +700,7 @@ class ScriptedAction:
     order: int
     bed: str = dataclasses.field(compare=False)
     label: str = dataclasses.field(compare=False)
-    run: Callable[[], Awaitable[None]] = dataclasses.field(compare=False)
+    run: Callable[[], Coroutine[Any, Any, None]] = dataclasses.field(compare=False)
 
 
 # --------------------------------------------------------------------------- results
@@ -768,6 +784,8 @@ class ScenarioRun:
         self.line_dead: set[str] = set()
         self.received_by_daemon = 0
         self.open_ids: dict[tuple[str, str], str] = {}
+        self._alert_seen = asyncio.Event()
+        self._before_flush: dict[str, float] = {}
 
     # -- wiring
 
@@ -789,6 +807,7 @@ class ScenarioRun:
         body = json.loads(payload)
         record = alert_record(body, self.start)
         self.alerts.append(record)
+        self._alert_seen.set()
         key = (str(body.get("bed")), str(body.get("condition")))
         if body.get("state") == "resolved":
             self.open_ids.pop(key, None)
@@ -842,6 +861,18 @@ class ScenarioRun:
                                 self._pump_action(bed.id, step, n, sims),
                             )
                         )
+                        if step.do is PumpAction.FLUSH:
+                            assert step.flush_ml is not None
+                            flush_s = step.flush_ml / step.flush_rate_ml_per_h * 3600.0
+                            actions.append(
+                                ScriptedAction(
+                                    offset.total_seconds() + flush_s,
+                                    next(order),
+                                    bed.id,
+                                    "pump flush end",
+                                    self._flush_end(bed.id),
+                                )
+                            )
             for obs in bed.observations:
                 for _, offset in obs.times(obs.at):
                     actions.append(
@@ -863,13 +894,15 @@ class ScenarioRun:
 
     def _publish_observation(
         self, sims: CountingPublisher, topic: str, obs: ObservationStep
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
         async def run() -> None:
             await sims.publish(topic, obs.payload(self.clock.now()))
 
         return run
 
-    def _ack(self, sims: CountingPublisher, bed: str, ack: AckStep) -> Callable[[], Awaitable[None]]:
+    def _ack(
+        self, sims: CountingPublisher, bed: str, ack: AckStep
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
         async def run() -> None:
             alert_id = self.open_ids.get((bed, ack.condition))
             if alert_id is None:
@@ -880,13 +913,20 @@ class ScenarioRun:
 
         return run
 
+    def _flush_end(self, bed: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def run() -> None:
+            self.pumps[bed].set_rate(self._before_flush.pop(bed, self.pumps[bed].rate_ml_per_h))
+
+        return run
+
     def _pump_action(
         self, bed: str, step: PumpStep, n: int, sims: CountingPublisher
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
         async def run() -> None:
             sim = self.pumps[bed]
             if step.do is PumpAction.HANG_BAG:
-                assert step.bag_id is not None and step.concentration_ug_per_ml is not None
+                assert step.bag_id is not None
+                assert step.concentration_ug_per_ml is not None
                 # A bag change clears the pump's volume counter for the new bag.
                 running = sim.status.value in ("I", "W")
                 sim.stop()
@@ -912,17 +952,16 @@ class ScenarioRun:
             elif step.do is PumpAction.PAUSE:
                 sim.pause()
             elif step.do is PumpAction.FLUSH:
-                assert step.flush_ml is not None
-                before = sim.rate_ml_per_h
+                self._before_flush[bed] = sim.rate_ml_per_h
                 sim.set_rate(step.flush_rate_ml_per_h)
                 sim.start()
-                await self.clock.sleep(step.flush_ml / step.flush_rate_ml_per_h * 3600.0)
-                sim.set_rate(before)
             elif step.do is PumpAction.ALARM:
                 assert step.alarm is not None
                 sim.raise_alarm(step.alarm.code)
             elif step.do is PumpAction.DISCONNECT:
                 await sim.disconnect()
+                if self.fast:
+                    await asyncio.sleep(UNPLUG_GRACE_S)
             elif step.do is PumpAction.RECONNECT:
                 await sim.reconnect()
             elif step.do is PumpAction.LINE_DEAD:
@@ -937,9 +976,7 @@ class ScenarioRun:
     # -- quiet detection (fast mode)
 
     def _busy(self, pipeline: Pipeline, sims: CountingPublisher, console: MqttLink) -> bool:
-        answering = all(
-            sim.connected and bed not in self.line_dead for bed, sim in self.pumps.items()
-        )
+        answering = all(sim.connected and bed not in self.line_dead for bed, sim in self.pumps.items())
         return (
             sims.link.pending > 0
             or pipeline.link.pending > 0
@@ -1006,7 +1043,14 @@ class ScenarioRun:
                 helpers += [group.create_task(m.run(), name=f"scenario.{m.device}") for m in monitors]
                 script = self._script(sims)
                 if isinstance(self.clock, SteppedClock):
-                    await self._run_fast(self.clock, script, end_s, pipeline, sims, console)
+                    await self._run_fast(
+                        clock=self.clock,
+                        script=script,
+                        end_s=end_s,
+                        pipeline=pipeline,
+                        sims=sims,
+                        console=console,
+                    )
                 else:
                     await self._run_scaled(script, end_s, helpers, group)
                 pipeline.stop.set()
@@ -1014,7 +1058,8 @@ class ScenarioRun:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(10):
                         while len(self.alerts) < self.counters.total("alerts.transitions"):
-                            await asyncio.sleep(0.01)
+                            self._alert_seen.clear()
+                            await self._alert_seen.wait()
                 for task in helpers:
                     task.cancel()
         counts = {
@@ -1025,7 +1070,7 @@ class ScenarioRun:
             "alert_transitions": len(self.alerts),
             "clock_steps": self.clock.wakes if isinstance(self.clock, SteppedClock) else 0,
         }
-        result = ScenarioResult(
+        return ScenarioResult(
             self.scenario,
             self.alerts,
             time.perf_counter() - wall_start,
@@ -1033,7 +1078,6 @@ class ScenarioRun:
             counts,
             timeline(self.scenario, self.alerts),
         )
-        return result
 
     @staticmethod
     async def _ignore(topic: str, payload: bytes) -> None:
@@ -1041,6 +1085,7 @@ class ScenarioRun:
 
     async def _run_fast(
         self,
+        *,
         clock: SteppedClock,
         script: list[ScriptedAction],
         end_s: float,
@@ -1058,9 +1103,7 @@ class ScenarioRun:
             if action_s is not None and action_s <= end_s and (wake is None or action_s <= wake):
                 action = pending.pop()
                 clock.set(action.offset_s)
-                # Scripted actions may wait on the clock (a flush): they run as tasks.
-                task = asyncio.create_task(action.run(), name=f"scenario.{action.bed}.{action.label}")
-                task.add_done_callback(_report_failure)
+                await action.run()
             elif wake is not None and wake <= end_s:
                 clock.wake_next()
             else:
@@ -1084,8 +1127,7 @@ class ScenarioRun:
                 if action.offset_s > end_s:
                     return
                 await self.clock.sleep(action.offset_s - self.clock.monotonic())
-                task = asyncio.create_task(action.run(), name=f"scenario.{action.bed}.{action.label}")
-                task.add_done_callback(_report_failure)
+                await action.run()
 
         async def show() -> None:
             async for _ in every(self.clock, 3600.0):
@@ -1105,11 +1147,6 @@ class ScenarioRun:
             file=self.out,
             flush=True,
         )
-
-
-def _report_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        print(f"scenario: {task.get_name()} failed: {task.exception()!r}", file=sys.stderr)
 
 
 def timeline(scenario: Scenario, alerts: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -1155,13 +1192,12 @@ async def run_scenario(
 
     with contextlib.ExitStack() as stack:
         # Scenario state is thrown away: on a RAM disk the daemon's fsyncs cost nothing.
-        scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
         folder = workdir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="wardd-scenario-", dir=scratch))
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="wardd-scenario-", dir=_SCRATCH))
         )
         storage = influx or InfluxConfig(api="none", spool_dir=folder / "points")
         probe = Config(mqtt=config_module.MqttConfig(url=mqtt_url or "mqtt://127.0.0.1:1883"))
-        async with broker_for(probe, out if progress else _NullOut()) as reachable:
+        async with broker_for(probe, out if progress else io.StringIO()) as reachable:
             run = ScenarioRun(
                 scenario,
                 workdir=folder,
@@ -1174,14 +1210,6 @@ async def run_scenario(
                 progress=progress,
             )
             return await run.run()
-
-
-class _NullOut:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        return None
 
 
 # --------------------------------------------------------------------------- expectations
@@ -1233,7 +1261,9 @@ def check_expected(
     from the start) within ``tolerance`` (default 15m) when given. Every actual
     transition except ``overdue`` reminders must be expected.
     """
-    left = [a for a in actual if a.get("phase") != "overdue" or any(e["phase"] == "overdue" for e in expected)]
+    left = [
+        a for a in actual if a.get("phase") != "overdue" or any(e["phase"] == "overdue" for e in expected)
+    ]
     problems = []
     for want in expected:
         hit = next((a for a in left if _matches(want, a, start)), None)
