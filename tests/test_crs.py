@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.config import Config, parse
+from daemon.config import Config
 from daemon.crs import (
     CrsRule,
     IcansRule,
@@ -36,25 +36,13 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.protocols import schedule_for
+from tests.helpers import one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def config() -> Config:
-    return parse(
-        {
-            "beds": [
-                {
-                    "ward": "w1",
-                    "id": "b1",
-                    "patient": "p-1",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol_start": START.isoformat(),
-                }
-            ]
-        }
-    )
+    return one_bed_config(START)
 
 
 def crs_rule() -> CrsRule:

@@ -38,6 +38,7 @@ from daemon.dose import (
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, BagHung, Event, Priority, PumpReading, PumpState, Tick
 from daemon.rules import RuleEngine
+from tests.helpers import one_bed_config
 
 CASES = Path(__file__).parent / "cases"
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -194,21 +195,7 @@ def test_dose_case(folder: Path) -> None:
 
 
 def _config(**thresholds: Any) -> Config:
-    return parse(
-        {
-            "thresholds": {"dose": thresholds},
-            "beds": [
-                {
-                    "ward": "w1",
-                    "id": "b1",
-                    "patient": "p-1",
-                    "weight_kg": 60,
-                    "height_cm": 165,
-                    "protocol_start": START.isoformat(),
-                }
-            ],
-        }
-    )
+    return one_bed_config(START, weight_kg=60, dose=thresholds)
 
 
 class Bed:

@@ -10,7 +10,6 @@ import pytest
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import (
     Acvpu,
-    AlertCandidate,
     Event,
     Health,
     Metric,
@@ -21,7 +20,6 @@ from daemon.events import (
 )
 from daemon.news2 import (
     News2Rule,
-    News2State,
     Param,
     Trigger,
     news2,
@@ -32,6 +30,7 @@ from daemon.news2 import (
     score_systolic,
     score_temperature,
 )
+from tests.helpers import run
 
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 BED = BedConfig(
@@ -120,17 +119,6 @@ def vitals(minutes: float, **values: float) -> VitalSample:
     normal = {"temp_c": 36.8, "sbp_mmhg": 124.0, "hr_per_min": 78.0, "spo2_pct": 97.0, "rr_per_min": 16.0}
     merged = {Metric(k): v for k, v in {**normal, **values}.items()}
     return VitalSample("w1", "b1", "mon", T0 + timedelta(minutes=minutes), merged)
-
-
-def run(
-    r: News2Rule, events: list[Event], state: News2State | None = None
-) -> tuple[News2State, list[AlertCandidate]]:
-    state = state or r.initial()
-    out: list[AlertCandidate] = []
-    for event in events:
-        state, candidates = r.step(state, event, event.time)
-        out.extend(candidates)
-    return state, out
 
 
 def test_rule_raises_escalates_and_clears() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import Config, VitalThresholds, parse
+from daemon.config import Config, VitalThresholds
 from daemon.events import (
     AlertCandidate,
     Event,
@@ -32,12 +32,12 @@ from daemon.vitals import (
     Transition,
     Verdict,
     VitalsRule,
-    VitalsState,
     advance,
     classify,
     mean_arterial_pressure,
     vital_rules,
 )
+from tests.helpers import one_bed_config, run
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 NORMAL = {
@@ -52,21 +52,7 @@ NORMAL = {
 
 def config(**vitals: Any) -> Config:
     """A one-bed ward; ``vitals`` overrides ward thresholds."""
-    return parse(
-        {
-            "thresholds": {"vitals": vitals},
-            "beds": [
-                {
-                    "ward": "w1",
-                    "id": "b1",
-                    "patient": "p-1",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol_start": START.isoformat(),
-                }
-            ],
-        }
-    )
+    return one_bed_config(START, vitals=vitals)
 
 
 def rule(**vitals: Any) -> VitalsRule:
@@ -87,17 +73,6 @@ def sample(minutes: float, **values: float | None) -> VitalSample:
         else:
             merged[Metric(key)] = value
     return VitalSample("w1", "b1", "mon-1", at(minutes), merged)
-
-
-def run(
-    r: VitalsRule, events: Iterable[Event], state: VitalsState | None = None
-) -> tuple[VitalsState, list[AlertCandidate]]:
-    state = state or r.initial()
-    out: list[AlertCandidate] = []
-    for event in events:
-        state, candidates = r.step(state, event, event.time)
-        out.extend(candidates)
-    return state, out
 
 
 def conditions(candidates: Sequence[AlertCandidate]) -> list[tuple[str, bool]]:

@@ -1,0 +1,45 @@
+"""Builders the rule tests share: a one-bed ward config and a loop that feeds a rule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from daemon.config import Config, parse
+from daemon.events import AlertCandidate, Event
+from daemon.rules import Rule
+
+S = TypeVar("S")
+
+
+def one_bed_config(start: datetime, *, weight_kg: float = 63, **thresholds: Mapping[str, Any]) -> Config:
+    """Ward w1 with bed b1 (165 cm, ``weight_kg``) on protocol from ``start``.
+
+    ``thresholds`` are ward threshold sections by name, e.g. ``vitals={"fever_c": 38.5}``.
+    """
+    return parse(
+        {
+            "thresholds": thresholds,
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": weight_kg,
+                    "height_cm": 165,
+                    "protocol_start": start.isoformat(),
+                }
+            ],
+        }
+    )
+
+
+def run(rule: Rule[S], events: Iterable[Event], state: S | None = None) -> tuple[S, list[AlertCandidate]]:
+    """Feed ``events`` to ``rule`` at their own times; the last state and every candidate."""
+    current = rule.initial() if state is None else state
+    out: list[AlertCandidate] = []
+    for event in events:
+        current, candidates = rule.step(current, event, event.time)
+        out.extend(candidates)
+    return current, out
