@@ -24,11 +24,13 @@ from typing import TextIO
 from daemon import config as config_module
 from daemon.app import build
 from daemon.clock import Clock, ScaledClock
-from daemon.config import BedConfig, Config, DaemonConfig, InfluxConfig, MqttConfig
+from daemon.config import BagConfig, BedConfig, Config, DaemonConfig, InfluxConfig, MqttConfig, PumpConfig
+from daemon.console import WardConsole
 from daemon.events import Metric
 from daemon.metrics import Counters
-from daemon.mqtt import MqttLink, broker_address
+from daemon.mqtt import MqttLink, OnMessage, broker_address
 from simulators.monitor import Excursion, MonitorSim, Profile
+from simulators.pump import SimulatedPump
 
 DEMO_WARD = "demo"
 # Each bed's story, in simulated seconds after the demo starts (at protocol hour 11:55).
@@ -48,9 +50,16 @@ STORIES: tuple[tuple[str, tuple[Excursion, ...]], ...] = (
 )
 
 
+# A 24 h bag at 10 mL/h delivers 9 µg/day at this concentration (domain.md section 1).
+BAG_RATE_ML_PER_H = 10.0
+BAG_CONCENTRATION_UG_PER_ML = 0.0375
+
+
 def default_config(beds: int, state_dir: Path, now: datetime) -> Config:
-    """The embedded demo ward: ``beds`` beds on the SSc protocol, started 11 h 55 min ago."""
+    """The embedded demo ward: ``beds`` beds on the SSc protocol, started 11 h 55 min ago,
+    each with a simulated NE-1000 pump on a pseudo-terminal in ``state_dir``."""
     start = now - timedelta(hours=11, minutes=55)
+    ids = [f"{i + 1:02d}" for i in range(beds)]
     return Config(
         daemon=DaemonConfig(state_dir=state_dir, tick_interval_s=5.0),
         mqtt=MqttConfig(client_id="wardd-demo", topic_prefix="wardd-demo"),
@@ -58,14 +67,38 @@ def default_config(beds: int, state_dir: Path, now: datetime) -> Config:
         beds=[
             BedConfig(
                 ward=DEMO_WARD,
-                id=f"{i + 1:02d}",
-                patient=f"DEMO-{i + 1:03d}",
+                id=bed,
+                patient=f"DEMO-{bed}",
                 weight_kg=63,
                 height_cm=165,
                 protocol="ssc-14d",
                 protocol_start=start,
             )
-            for i in range(beds)
+            for bed in ids
+        ],
+        # Simulated seconds: generous reply timeouts, as the clock runs fast.
+        pumps=[
+            PumpConfig(
+                id=f"pump-{bed}",
+                bed=bed,
+                url=str(state_dir / f"pump-{bed}"),
+                poll_interval_s=10.0,
+                reply_timeout_s=10.0,
+                comm_lost_after_s=120.0,
+                reconnect_min_s=5.0,
+                reconnect_max_s=60.0,
+            )
+            for bed in ids
+        ],
+        bags=[
+            BagConfig(
+                bed=bed,
+                bag_id=f"DEMO-BAG-{bed}",
+                concentration_ug_per_ml=BAG_CONCENTRATION_UG_PER_ML,
+                volume_ml=270,
+                hung_at=start,
+            )
+            for bed in ids
         ],
     )
 
@@ -135,6 +168,12 @@ def alert_line(payload: bytes, clock: Clock) -> str | None:
     )
 
 
+def with_simulated_pumps(config: Config, folder: Path) -> Config:
+    """Every configured pump moved onto a simulated pump's pseudo-terminal in ``folder``."""
+    pumps = [p.model_copy(update={"url": str(folder / f"pump-{p.id}")}) for p in config.pumps]
+    return config.model_copy(update={"pumps": pumps})
+
+
 async def run_demo(
     *,
     beds: int = 4,
@@ -142,44 +181,51 @@ async def run_demo(
     duration_s: float | None = None,
     config_path: Path | None = None,
     out: TextIO = sys.stdout,
+    console: bool | None = None,
 ) -> int:
-    """Run the demo ward; returns the number of alert transitions printed."""
+    """Run the demo ward; returns the number of alert transitions seen.
+
+    ``console`` (default: when ``out`` is a terminal) redraws a live view of the ward;
+    otherwise each alert transition is printed as a line.
+    """
     now = datetime.now(UTC)
+    live = out.isatty() if console is None else console
     with tempfile.TemporaryDirectory(prefix="wardd-demo-") as tmp:
-        base = config_module.load(config_path) if config_path else default_config(beds, Path(tmp), now)
+        folder = Path(tmp)
+        base = config_module.load(config_path) if config_path else default_config(beds, folder, now)
         clock = ScaledClock(now, speed)
-        printed = 0
-        async with broker_for(storage_for(base, out), out) as config:
-            pipeline = build(config, clock=clock)
+        seen = 0
+        async with (
+            broker_for(storage_for(with_simulated_pumps(base, folder), out), out) as config,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            for pump in config.pumps:
+                await stack.enter_async_context(
+                    SimulatedPump(
+                        clock=clock,
+                        link=Path(pump.url),
+                        address=pump.address,
+                        rate_ml_per_h=BAG_RATE_ML_PER_H,
+                        running=True,
+                    )
+                )
+            pipeline = build(config, clock=clock, clean_session=True)
+            view = WardConsole(pipeline, out) if live else None
             prefix = config.mqtt.topic_prefix
 
             async def show(topic: str, payload: bytes) -> None:
-                nonlocal printed
+                nonlocal seen
                 line = alert_line(payload, clock)
-                if line is not None and topic.endswith("/alerts"):
-                    printed += 1
+                if line is None or not topic.endswith("/alerts"):
+                    return
+                seen += 1
+                if view is not None:
+                    view.recent.append(line)
+                else:
                     print(line, file=out, flush=True)
 
-            watcher = MqttLink(
-                config.mqtt,
-                password=config.mqtt.password.resolve(),
-                subscriptions=[f"{prefix}/+/bed/+/alerts"],
-                on_message=show,
-                counters=Counters(),
-                clock=clock,
-                client_id=f"{config.mqtt.client_id}-console",
-                clean_session=True,
-            )
-            monitors_link = MqttLink(
-                config.mqtt,
-                password=config.mqtt.password.resolve(),
-                subscriptions=[],
-                on_message=show,
-                counters=Counters(),
-                clock=clock,
-                client_id=f"{config.mqtt.client_id}-monitors",
-                clean_session=True,
-            )
+            watcher = _link(config, clock, "console", [f"{prefix}/+/bed/+/alerts"], show)
+            monitors_link = _link(config, clock, "monitors", [], show)
             monitors = [
                 MonitorSim(
                     monitors_link,
@@ -200,10 +246,12 @@ async def run_demo(
             async with asyncio.TaskGroup() as group:
                 daemon_task = group.create_task(pipeline.run(), name="demo.daemon")
                 helpers = [
-                    group.create_task(watcher.run(), name="demo.console"),
+                    group.create_task(watcher.run(), name="demo.alerts"),
                     group.create_task(monitors_link.run(), name="demo.monitors.link"),
                     *(group.create_task(m.run(), name=f"demo.monitor[{m.device}]") for m in monitors),
                 ]
+                if view is not None:
+                    helpers.append(group.create_task(view.run(), name="demo.console"))
                 if duration_s is not None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(pipeline.stop.wait()), duration_s)
@@ -213,8 +261,24 @@ async def run_demo(
                     task.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-        print(f"demo: stopped after {printed} alert transition(s)", file=out)
-        return printed
+        print(f"demo: stopped after {seen} alert transition(s)", file=out)
+        return seen
+
+
+def _link(
+    config: Config, clock: Clock, role: str, subscriptions: list[str], on_message: OnMessage
+) -> MqttLink:
+    """A simulator-side MQTT connection with its own client id and a clean session."""
+    return MqttLink(
+        config.mqtt,
+        password=config.mqtt.password.resolve(),
+        subscriptions=subscriptions,
+        on_message=on_message,
+        counters=Counters(),
+        clock=clock,
+        client_id=f"{config.mqtt.client_id}-{role}",
+        clean_session=True,
+    )
 
 
 def _print_ward(beds: list[BedConfig], out: TextIO, speed: float) -> None:

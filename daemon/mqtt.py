@@ -171,9 +171,22 @@ class MqttLink:
             while self._outbox:
                 message = self._outbox[0]
                 await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+                _raise_if_cancelling()
                 # Removed only once the broker has it: a lost link re-sends it.
                 self._outbox.popleft()
                 self._counters.inc("mqtt.published", "")
             self._drained.set()
             self._wakeup.clear()
             await self._wakeup.wait()
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that an awaited call returned through.
+
+    Python 3.11's ``asyncio.wait_for`` (which aiomqtt's publish uses) returns the
+    result when the awaited future completes in the same loop step as a cancellation,
+    and the cancellation is lost: the task would then wait forever for its next message.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

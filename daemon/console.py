@@ -1,0 +1,114 @@
+"""A live console view of the ward: one block per bed, redrawn as time passes.
+
+Per bed: protocol and day, delivered versus expected µg/day, the latest vital signs,
+and the open alerts by priority. It reads the pipeline's own state (rule states and
+the alert book) and never changes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TextIO
+
+from daemon.app import Pipeline
+from daemon.dose import RULE_NAME as DOSE_RULE
+from daemon.dose import DoseState, delivered_rate_ug_per_day
+from daemon.events import Event, Metric, Priority, VitalSample
+from daemon.protocols import schedule_for
+
+CLEAR = "\x1b[H\x1b[2J"
+SHOWN: tuple[tuple[Metric, str, str], ...] = (
+    (Metric.TEMP_C, "T", "{:.1f}°C"),
+    (Metric.SBP_MMHG, "SBP", "{:.0f}"),
+    (Metric.MAP_MMHG, "MAP", "{:.0f}"),
+    (Metric.HR_PER_MIN, "HR", "{:.0f}"),
+    (Metric.SPO2_PCT, "SpO2", "{:.0f}%"),
+    (Metric.RR_PER_MIN, "RR", "{:.0f}"),
+)
+COLOURS: Mapping[Priority, str] = {
+    Priority.HIGH: "\x1b[31m",
+    Priority.MEDIUM: "\x1b[33m",
+    Priority.LOW: "\x1b[36m",
+}
+RESET = "\x1b[0m"
+RECENT_LINES = 8
+
+
+@dataclass
+class _Latest:
+    values: dict[Metric, float]
+    time: datetime
+
+
+class WardConsole:
+    """Keeps the latest vital signs per bed (as a pipeline observer) and renders the ward."""
+
+    def __init__(self, pipeline: Pipeline, out: TextIO, *, colour: bool | None = None) -> None:
+        self._pipeline = pipeline
+        self._out = out
+        self._colour = out.isatty() if colour is None else colour
+        self._latest: dict[str, _Latest] = {}
+        self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
+        pipeline.observers.append(self.observe)
+
+    def observe(self, event: Event) -> None:
+        """Remember each bed's latest values (a metric missing from a message keeps its last value)."""
+        if isinstance(event, VitalSample):
+            latest = self._latest.setdefault(event.bed, _Latest({}, event.time))
+            latest.values.update(event.values)
+            latest.time = max(latest.time, event.time)
+
+    def render(self, now: datetime) -> str:
+        """The whole ward as text."""
+        config = self._pipeline.config
+        lines = [f"wardd — {now:%Y-%m-%d %H:%M} (simulated clock)" if now else "wardd"]
+        for bed in config.beds:
+            schedule = schedule_for(bed, config)
+            day = schedule.protocol_day(now)
+            expected = schedule.expected_dose_ug_per_day(now)
+            state = self._pipeline.engine.state(bed.id, DOSE_RULE)
+            delivered = (
+                delivered_rate_ug_per_day(state, now, config.thresholds_for(bed.id).dose.reading_stale_s)
+                if isinstance(state, DoseState)
+                else None
+            )
+            dose = f"{delivered:5.1f}" if delivered is not None else "    -"
+            latest = self._latest.get(bed.id)
+            vitals = (
+                "  ".join(
+                    f"{label} {fmt.format(latest.values[m])}" for m, label, fmt in SHOWN if m in latest.values
+                )
+                if latest
+                else "no vitals yet"
+            )
+            lines.append(
+                f"{bed.ward}/{bed.id:<4} {bed.patient:<10} {bed.protocol} day {day:<2}  "
+                f"dose {dose} / {expected:4.1f} µg/day   {vitals}"
+            )
+            open_alerts = sorted(
+                (a for a in self._pipeline.alerts.book.open_alerts() if a.bed == bed.id),
+                key=lambda a: (-a.priority.rank, a.since),
+            )
+            for alert in open_alerts:
+                colour, reset = (COLOURS[alert.priority], RESET) if self._colour else ("", "")
+                lines.append(
+                    f"      {colour}{alert.priority.upper():6} {alert.condition}{reset} [{alert.state}]"
+                    f" since {alert.since:%d %H:%M}"
+                )
+        if self.recent:
+            lines.append("recent alert transitions:")
+            lines.extend(f"  {line}" for line in self.recent)
+        return "\n".join(lines)
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Redraw every ``interval_s`` real seconds until cancelled (a plain block per redraw
+        when the output is not a terminal)."""
+        while True:
+            text = self.render(self._pipeline.clock.now())
+            self._out.write((CLEAR if self._colour else "\n") + text + "\n")
+            self._out.flush()
+            await asyncio.sleep(interval_s)
