@@ -474,6 +474,7 @@ def _cross_checks(
                     for e in exc.errors()
                 )
     seen_pumps: dict[str, int] = {}
+    pump_of_bed: dict[str, int] = {}
     ports: dict[tuple[str, int], int] = {}
     for n, pump in enumerate(config.pumps):
         i = index("pumps", n)
@@ -482,6 +483,15 @@ def _cross_checks(
                 ConfigIssue(f"pumps[{i}].id", f"'{pump.id}' is already used by pumps[{seen_pumps[pump.id]}]")
             )
         seen_pumps.setdefault(pump.id, i)
+        if pump.bed in pump_of_bed:
+            # The dose ledger and the pump alerts follow one blinatumomab line per bed.
+            issues.append(
+                ConfigIssue(
+                    f"pumps[{i}].bed",
+                    f"bed '{pump.bed}' already has pumps[{pump_of_bed[pump.bed]}]: one blinatumomab pump per bed",
+                )
+            )
+        pump_of_bed.setdefault(pump.bed, i)
         if pump.bed not in seen_beds and pump.bed not in bed_ids:
             issues.append(ConfigIssue(f"pumps[{i}].bed", f"no bed with id '{pump.bed}'"))
         key = (pump.url, pump.address)

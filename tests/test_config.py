@@ -113,6 +113,19 @@ def test_bed_threshold_overrides_are_validated_and_applied() -> None:
     } <= locations
 
 
+def test_a_bed_has_at_most_one_pump() -> None:
+    data = _base()
+    data["pumps"] = [
+        {"id": "p1", "bed": "12", "url": "/dev/ttyUSB0"},
+        {"id": "p2", "bed": "12", "url": "/dev/ttyUSB1"},
+    ]
+    with pytest.raises(ConfigError) as caught:
+        parse(data)
+    assert [str(i) for i in caught.value.issues] == [
+        "pumps[1].bed: bed '12' already has pumps[0]: one blinatumomab pump per bed"
+    ]
+
+
 def test_secret_from_a_missing_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WARDD_TEST_UNSET", raising=False)
     data = _base()
