@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +141,9 @@ def test_schema_lists_every_supported_code() -> None:
     codes = VITALS_SCHEMA["properties"]["obs"]["items"]["properties"]["code"]["oneOf"]
     assert "MDC_TEMP_BODY" in codes[0]["enum"]
     assert 150456 in codes[1]["enum"]
+
+
+def test_exported_schema_file_is_up_to_date() -> None:
+    """schemas/vitals.schema.json is what `wardd schema vitals` prints (regenerate it if not)."""
+    path = Path(__file__).parent.parent / "schemas" / "vitals.schema.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(VITALS_SCHEMA))
