@@ -231,17 +231,25 @@ class CrsRule:
 
     name = "crs"
 
-    def __init__(self, thresholds: VitalThresholds, bed: BedConfig, schedule: Schedule) -> None:
-        """Watch ``bed``; ``schedule`` gives the protocol day and expected dose."""
+    def __init__(
+        self,
+        thresholds: VitalThresholds,
+        bed: BedConfig,
+        schedule: Schedule,
+        concentration_ug_per_ml: float | None = None,
+    ) -> None:
+        """Watch ``bed``; ``schedule`` gives the protocol day and expected dose;
+        ``concentration_ug_per_ml`` is that of a bag the config says is on the line."""
         self.th = thresholds
         self.bed = bed
         self.schedule = schedule
+        self._initial_concentration = concentration_ug_per_ml
         self._fever_noise = noise_for(Condition.FEVER, thresholds)
         self._hypotension_noise = noise_for(Condition.HYPOTENSION, thresholds)
 
     def initial(self) -> CrsState:
-        """Nothing known."""
-        return CrsState()
+        """Nothing known but the configured bag, if any."""
+        return CrsState(concentration_ug_per_ml=self._initial_concentration)
 
     def step(self, state: CrsState, event: Event, now: datetime) -> tuple[CrsState, Sequence[AlertCandidate]]:
         """Update what is known about the bed, then re-grade."""

@@ -801,7 +801,8 @@ def load_state(data: Mapping[str, Any]) -> DoseState:
 # --------------------------------------------------------------------------- factory
 
 
-def _configured_bag(config: Config, bed: BedConfig) -> BagHung | None:
+def configured_bag(config: Config, bed: BedConfig) -> BagHung | None:
+    """The most recent bag the config announces for ``bed`` (on the line at start)."""
     bags = [b for b in config.bags if b.bed == bed.id]
     if not bags:
         return None
@@ -813,7 +814,7 @@ def dose_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
     """The dose rules of ``bed``: one ``DoseRule`` on the bed's resolved protocol."""
     schedule = schedule_for(bed, config)
     thresholds = config.thresholds_for(bed.id).dose
-    return [DoseRule(bed, schedule, thresholds, _configured_bag(config, bed))]
+    return [DoseRule(bed, schedule, thresholds, configured_bag(config, bed))]
 
 
 # --------------------------------------------------------------------------- views

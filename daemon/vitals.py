@@ -614,14 +614,16 @@ def vital_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
     """
     # Imported here because those modules build on this one's tracks.
     from daemon.crs import CrsRule, IcansRule, NeuroCheckRule  # noqa: PLC0415
+    from daemon.dose import configured_bag  # noqa: PLC0415
     from daemon.news2 import News2Rule  # noqa: PLC0415
 
     th = config.thresholds_for(bed.id).vitals
     schedule = schedule_for(bed, config)
+    bag = configured_bag(config, bed)
     return [
         VitalsRule(th, bed, schedule),
         News2Rule(th, bed),
-        CrsRule(th, bed, schedule),
+        CrsRule(th, bed, schedule, bag.concentration_ug_per_ml if bag else None),
         IcansRule(bed),
         NeuroCheckRule(th, bed, schedule),
     ]

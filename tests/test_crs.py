@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.config import Config
+from daemon.config import Config, parse
 from daemon.crs import (
     CrsRule,
     IcansRule,
@@ -36,7 +36,8 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.protocols import schedule_for
-from tests.helpers import one_bed_config
+from daemon.vitals import vital_rules
+from tests.helpers import one_bed_config, run
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -62,15 +63,6 @@ def vitals(hours: float, temp: float = 36.8, sbp: float = 124.0, dbp: float = 76
 
 def obs(hours: float, **fields: Any) -> Observation:
     return Observation("w1", "b1", at(hours), **fields)
-
-
-def run(rule: Any, events: list[Event], state: Any = None) -> tuple[Any, list[AlertCandidate]]:
-    state = state if state is not None else rule.initial()
-    out: list[AlertCandidate] = []
-    for event in events:
-        state, candidates = rule.step(state, event, event.time)
-        out.extend(candidates)
-    return state, out
 
 
 def grades(out: list[AlertCandidate]) -> list[tuple[bool, Any, Priority]]:
@@ -267,3 +259,36 @@ def test_no_neuro_check_after_the_protocol() -> None:
     r = neuro_rule()
     _, out = run(r, [Tick(at(24 * 15))])
     assert out == []
+
+
+def test_a_bag_announced_in_the_config_gives_the_infusion_context() -> None:
+    """The CRS message names the µg/day infusing, from the configured bag and the pump rate."""
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    config = parse(
+        {
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": 63,
+                    "height_cm": 165,
+                    "protocol_start": start.isoformat(),
+                }
+            ],
+            "bags": [
+                {"bed": "b1", "bag_id": "B1", "concentration_ug_per_ml": 0.0375, "hung_at": start.isoformat()}
+            ],
+        }
+    )
+    rule = next(r for r in vital_rules(config, config.beds[0]) if r.name == "crs")
+    t12 = start + timedelta(hours=12)
+    events: list[Event] = [PumpReading("w1", "b1", "p1", t12, PumpState.INFUSING, 10.0, 120.0)]
+    events += [
+        VitalSample("w1", "b1", "m", t12 + timedelta(minutes=m), {Metric.TEMP_C: 38.2}) for m in range(1, 6)
+    ]
+    _, candidates = run(rule, events)
+    raised = [c for c in candidates if c.present]
+    assert raised
+    assert raised[0].message is not None
+    assert "infusing 9.0 µg/day" in raised[0].message.en
