@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from daemon.app import Pipeline
 from daemon.config import Config, parse
 from daemon.events import AlertCandidate, Event
 from daemon.rules import Rule
@@ -43,3 +48,22 @@ def run(rule: Rule[S], events: Iterable[Event], state: S | None = None) -> tuple
         current, candidates = rule.step(current, event, event.time)
         out.extend(candidates)
     return current, out
+
+
+@contextlib.asynccontextmanager
+async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
+    """Run ``pipeline`` in a task until the block ends (then stop it and wait for it)."""
+    task = asyncio.create_task(pipeline.run(), name="test.pipeline")
+    await asyncio.wait_for(pipeline.link.connected.wait(), 10)
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def wardd(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """``python -m daemon ARGS`` as a real process, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args], check=check, capture_output=True, text=True, timeout=60
+    )

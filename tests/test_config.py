@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from pydantic import BaseModel
 from daemon import cli
 from daemon.config import BedConfig, Config, PumpConfig, load, parse
 from daemon.errors import ConfigError
+from tests.helpers import wardd
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "ward.example.toml"
 
@@ -159,13 +158,7 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[mqtt]\nqos = 7\n[[beds]]\nward = "w"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--config", str(bad)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = wardd("run", "--config", str(bad))
     assert result.returncode == 2
     assert "mqtt.qos" in result.stderr
     assert "nothing was started" in result.stderr

@@ -23,6 +23,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.helpers import wardd
 from tests.mqtt_watch import until, watch
 from tests.servers import Influxd, Mosquitto, VictoriaMetrics
 
@@ -201,22 +202,7 @@ async def test_published_case_reaches_storage_and_raises_fever(
 
         # A nurse acknowledges it from the command line; the transition is published.
         ack = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "daemon",
-                "ack",
-                "--config",
-                str(config),
-                fever["id"],
-                "--by",
-                "Ward nurse 3",
-            ],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
+            wardd, "ack", "--config", str(config), fever["id"], "--by", "Ward nurse 3"
         )
         assert ack.returncode == 0, ack.stderr
         await until(
@@ -225,22 +211,7 @@ async def test_published_case_reaches_storage_and_raises_fever(
             "the acknowledgement",
         )
         unknown = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "daemon",
-                "ack",
-                "--config",
-                str(config),
-                "no-such-id",
-                "--by",
-                "Ward nurse 3",
-            ],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
+            wardd, "ack", "--config", str(config), "no-such-id", "--by", "Ward nurse 3"
         )
         assert unknown.returncode == 1
         assert "no open alert" in unknown.stderr
@@ -274,12 +245,6 @@ async def test_published_case_reaches_storage_and_raises_fever(
     for reason in BAD_INPUTS:
         assert counters.get(reason, 0) >= 1, (reason, counters)
 
-    status = subprocess.run(
-        [sys.executable, "-m", "daemon", "status", "--config", str(config)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    status = wardd("status", "--config", str(config), check=True)
     assert f"{WARD}/{BED}: protocol ssc-14d, day 1" in status.stdout
     assert f"FEVER [acknowledged] id {fever['id']}" in status.stdout

@@ -4,19 +4,16 @@ an outbox that survives a broker restart, and a clear non-zero exit on failure."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
 
-from daemon.app import Pipeline, build
+from daemon.app import build
 from daemon.config import Config, parse
 from daemon.events import Metric, VitalSample
+from tests.helpers import running, wardd
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto
 
@@ -47,17 +44,6 @@ def _config(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> Config:
             ],
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
-    task = asyncio.create_task(pipeline.run(), name="test.pipeline")
-    await asyncio.wait_for(pipeline.link.connected.wait(), 10)
-    try:
-        yield pipeline
-    finally:
-        pipeline.stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 def _vitals(minute: int, temp_c: float) -> bytes:
@@ -107,13 +93,7 @@ def test_a_failure_at_start_exits_non_zero_with_a_clear_message(tmp_path: Path) 
     blocker.write_text("")
     config = tmp_path / "ward.toml"
     config.write_text(f'[daemon]\nstate_dir = "{blocker}/state"\n[influx]\napi = "none"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--config", str(config)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = wardd("run", "--config", str(config))
     assert result.returncode == 1
     assert "wardd: unexpected failure" in result.stderr
     assert "not-a-folder" in result.stderr

@@ -8,20 +8,18 @@ runs again. Basic and safe mode both.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon.app import Pipeline, build
+from daemon.app import build
 from daemon.clock import SystemClock
 from daemon.config import parse
 from daemon.ne1000 import Alarm
 from simulators.pump import SimulatedPump
+from tests.helpers import running
 from tests.mqtt_watch import until, watch
 from tests.servers import Influxd, Mosquitto
 
@@ -73,17 +71,6 @@ def _config(
             ],
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
-    task = asyncio.create_task(pipeline.run(), name="test.pipeline")
-    await asyncio.wait_for(pipeline.link.connected.wait(), 10)
-    try:
-        yield pipeline
-    finally:
-        pipeline.stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 def _phases(alerts: list[dict[str, Any]], condition: str) -> list[str]:
