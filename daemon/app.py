@@ -182,7 +182,9 @@ class Pipeline:
 
     async def process(self, event: Event) -> None:
         """One event through capture, storage and the rules, and its alerts out."""
-        if self.capture is not None and not isinstance(event, Tick):
+        # Ticks too: they are the daemon's clock, and where one fell among the events
+        # decides what the rules that judge time passing saw (``wardd replay``).
+        if self.capture is not None:
             self.capture.write(event)
         if isinstance(event, VitalSample):
             self.sink.put(vitals_point(event))

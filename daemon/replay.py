@@ -1,16 +1,31 @@
 """``wardd replay``: recorded events back through the rules and the alert engine.
 
 A capture (``wardd run --capture FILE`` or ``wardd scenario --capture FILE``) holds
-every input event the daemon handled, in the order it handled them. Replaying it
-with the same configuration reproduces the alert transitions on a simulated clock,
-in a fraction of the time, without a broker, a pump or a database::
+every event the daemon handled, in the order it handled them, its own ticks
+included. Replaying it with the same configuration reproduces the alert transitions
+on a simulated clock, in a fraction of the time, without a broker, a pump or a
+database::
 
-    capture.jsonl ──► events ──► RuleEngine ──► AlertBook ──► transitions (JSON lines)
-                      ▲ Tick every tick_interval_s of event time
+    capture.jsonl ──► events and ticks ──► RuleEngine ──► AlertBook ──► transitions (JSON lines)
 
-The daemon's clock during a replay is the events' own time: each event is handled
-at its time (never going backwards), with a ``Tick`` every ``tick_s`` in between,
-and the alert book's escalation is judged at each tick, as ``AlertService`` does.
+The daemon's clock during a replay:
+
+* Ticks come from the capture. The rules that judge time passing (staleness, checks
+  due, step-up due, interruptions) run on ticks, and a tick and an event at the same
+  instant give different alerts depending on which came first (a neurological check
+  recorded exactly when it falls due): only the recorded ticks say which did.
+* A capture without tick lines (hand-written, or made before ticks were recorded) has
+  them rebuilt: one every ``tick_s`` from the first event, each placed before the
+  events of its own instant. Such a replay can differ from the live run wherever an
+  event and a tick coincided. Once a tick line is read, no tick is rebuilt any more
+  (a stopped daemon had no ticks either), except after the last one up to ``until``.
+* Each event is handled at the later of its own time and the last tick's. The live
+  daemon handled it at its clock's reading then, which on a real clock can be later
+  by up to one tick interval (on the scenario runner's stepped clock, never).
+* Escalation of unacknowledged alerts is judged at each tick; the live daemon judges
+  it every ``alerts.check_interval_s``, so ``overdue`` transitions can fall at other
+  times when that interval is not the tick interval.
+
 Acknowledgements are not in a capture, so a replay shows alerts as nobody answered
 them. A line that is not a valid event is reported with its place, counted under
 ``replay.rejected`` and skipped.
@@ -86,7 +101,7 @@ class ReplayResult:
 
 
 def read_events(path: Path, counters: Counters, out: TextIO | None = None) -> Iterator[Event]:
-    """The events of a capture file; bad lines are reported, counted and skipped."""
+    """The events and ticks of a capture file; bad lines are reported, counted and skipped."""
     try:
         for number, data in _lines(path):
             where = f"{path}:{number}"
@@ -98,8 +113,6 @@ def read_events(path: Path, counters: Counters, out: TextIO | None = None) -> It
             except InputError as exc:
                 _refuse(counters, exc, out)
                 continue
-            if isinstance(event, Tick):
-                continue  # the replay makes its own ticks
             yield event
     except OSError as exc:
         raise InputError("unreadable", f"cannot read {path}: {exc.strerror}", str(path)) from exc
@@ -135,7 +148,12 @@ def replay(
     tick_s: float | None = None,
     until: datetime | None = None,
 ) -> ReplayResult:
-    """Feed ``events`` (in the order given) through the rules and a fresh alert book."""
+    """Feed ``events`` (in the order given) through the rules and a fresh alert book.
+
+    Ticks among ``events`` are the daemon's clock; without any, one is made every
+    ``tick_s`` (default: the config's tick interval). After the last event, ticks go
+    on every ``tick_s`` up to ``until``.
+    """
     tick = timedelta(seconds=tick_s or config.daemon.tick_interval_s)
     engine = build_rules(config)
     book = AlertBook(escalate_after_s=config.alerts.escalate_after_s)
@@ -143,29 +161,43 @@ def replay(
     # The simulated clock: the events' own time, never going backwards.
     now: datetime | None = None
     next_tick: datetime | None = None
+    recorded = False  # the capture carries the daemon's own ticks
 
     def apply(transitions: list[Transition]) -> None:
         result.transitions.extend(transition_record(t, result.start) for t in transitions)
 
+    def advance(when: datetime) -> datetime:
+        nonlocal now
+        now = when if now is None else max(now, when)
+        return now
+
+    def run_tick(event: Tick) -> None:
+        at = advance(event.time)
+        apply(book.apply_all(engine.handle(event, at), at))
+        apply(book.tick(at))
+        result.ticks += 1
+
     def ticks_until(when: datetime) -> None:
-        nonlocal next_tick, now
-        assert next_tick is not None
-        while next_tick <= when:
-            now = next_tick if now is None else max(now, next_tick)
-            apply(book.apply_all(engine.handle(Tick(now), now), now))
-            apply(book.tick(now))
-            result.ticks += 1
+        nonlocal next_tick
+        while next_tick is not None and next_tick <= when:
+            run_tick(Tick(next_tick if now is None else max(now, next_tick)))
             next_tick += tick
 
     for event in events:
-        if next_tick is None:
+        if result.start is None:
             result.start = event.time
             next_tick = event.time
-        ticks_until(event.time)
-        now = event.time if now is None else max(now, event.time)
-        apply(book.apply_all(engine.handle(event, now), now))
+        if isinstance(event, Tick):
+            recorded = True
+            run_tick(event)
+            next_tick = event.time + tick
+            continue
+        if not recorded:
+            ticks_until(event.time)
+        at = advance(event.time)
+        apply(book.apply_all(engine.handle(event, at), at))
         result.events += 1
-    if until is not None and next_tick is not None:
+    if until is not None:
         ticks_until(until)
     result.end = now
     return result

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daemon import capture
 from daemon import config as config_module
 from daemon.cli import main
 from daemon.config import InfluxConfig
+from daemon.events import Event, Handwriting, Observation, Tick
 from daemon.metrics import Counters
 from daemon.replay import read_events, replay
-from simulators.scenario import load_scenario, run_scenario, to_config
+from simulators.scenario import Scenario, load_scenario, parse_scenario, run_scenario, to_config
 
 NO_BROKER = "mqtt://127.0.0.1:1"
 
 
-def _config_toml(tmp_path: Path) -> Path:
+def _config_toml(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "ward.toml"
     path.write_text(
         f"""
+{extra}
 [daemon]
 state_dir = "{tmp_path / "state"}"
 tick_interval_s = 60
@@ -58,7 +60,6 @@ def test_fever_reproduced_and_bad_lines_skipped(tmp_path: Path) -> None:
     lines = [_vitals(m, 36.8 if m < 30 else 38.4) for m in range(60)]
     lines.insert(5, "{not json")
     lines.insert(9, json.dumps({"type": "teapot"}))
-    lines.insert(12, json.dumps({"type": "tick", "time": "2026-03-02T20:10:00Z"}))
     path = tmp_path / "capture.jsonl"
     path.write_text("\n".join(lines) + "\n")
     counters = Counters()
@@ -81,8 +82,14 @@ def test_cli_replay_writes_transitions(tmp_path: Path) -> None:
     assert "FEVER" in conditions
 
 
-async def test_scenario_capture_replays_to_the_same_alerts(tmp_path: Path) -> None:
-    scenario = load_scenario("late-step-up").model_copy(update={"duration": timedelta(hours=7)})
+def _key(alerts: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [(a["offset"], a["condition"], a["phase"]) for a in alerts if a["phase"] != "overdue"]
+
+
+async def _live_and_replayed(
+    scenario: Scenario, tmp_path: Path
+) -> tuple[list[dict[str, object]], list[dict[str, object]], Path]:
+    """The scenario's alert transitions, those of the replay of its capture, and the capture."""
     capture_path = tmp_path / "capture.jsonl"
     run = await run_scenario(
         scenario, mqtt_url=NO_BROKER, progress=False, workdir=tmp_path / "run", capture=capture_path
@@ -95,12 +102,82 @@ async def test_scenario_capture_replays_to_the_same_alerts(tmp_path: Path) -> No
         influx=InfluxConfig(api="none"),
         pump_links={bed.id: tmp_path / f"{bed.id}.pty" for bed in scenario.beds},
     )
-    kinds = {data["type"] for _, data in capture.read(capture_path)}
-    assert {"vitals", "pump", "bag", "observation"} <= kinds
     again = replay(config, read_events(capture_path, Counters()), until=scenario.start + scenario.duration)
+    return run.alerts, again.transitions, capture_path
 
-    def key(alerts: list[dict[str, object]]) -> list[tuple[object, object]]:
-        return [(a["condition"], a["phase"]) for a in alerts if a["phase"] != "overdue"]
 
-    assert key(again.transitions) == key(run.alerts)
-    assert ("STEP_UP_LATE", "start") in key(run.alerts)
+async def test_scenario_capture_replays_to_the_same_alerts(tmp_path: Path) -> None:
+    scenario = load_scenario("late-step-up").model_copy(update={"duration": timedelta(hours=7)})
+    live, replayed, capture_path = await _live_and_replayed(scenario, tmp_path)
+    kinds = {data["type"] for _, data in capture.read(capture_path)}
+    assert {"vitals", "pump", "bag", "observation", "tick"} <= kinds
+    assert _key(replayed) == _key(live)
+    assert ("STEP_UP_LATE", "start") in [k[1:] for k in _key(live)]
+
+
+async def test_checks_due_at_their_tick_replay_to_the_same_alerts(tmp_path: Path) -> None:
+    # A handwriting test every hour, due every hour: each one reaches the daemon at
+    # the very instant of a tick, so whether the check was due when the daemon judged
+    # it depends on which of the two came first, which only the captured ticks say.
+    scenario = parse_scenario(
+        {
+            "name": "neuro-check-on-the-tick",
+            "duration": "3h30m",
+            "beds": [
+                {
+                    "id": "01",
+                    "weight_kg": 63,
+                    "height_cm": 165,
+                    "thresholds": {"vitals": {"neuro_check_interval_s": 3600}},
+                    "monitor": {"interval": "60s"},
+                    "observations": [{"at": "1h", "handwriting": "normal", "every": "1h", "count": 3}],
+                }
+            ],
+        }
+    )
+    live, replayed, capture_path = await _live_and_replayed(scenario, tmp_path)
+    times = {
+        kind: {data["time"] for _, data in capture.read(capture_path) if data["type"] == kind}
+        for kind in ("observation", "tick")
+    }
+    assert len(times["observation"]) == 3
+    assert times["observation"] <= times["tick"]
+    assert _key(replayed) == _key(live)
+
+
+def test_recorded_ticks_are_the_replay_clock(tmp_path: Path) -> None:
+    config = config_module.load(
+        _config_toml(tmp_path, "[thresholds.vitals]\nneuro_check_interval_s = 3600\n")
+    )
+    start = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    recorded: list[Event] = []
+    for minute in range(3 * 60 + 1):
+        at = start + timedelta(minutes=minute)
+        if minute and minute % 60 == 0:
+            # Recorded at the very instant it falls due, just before the tick.
+            recorded.append(Observation("w1", "b1", at, by="nurse", handwriting=Handwriting.NORMAL))
+        recorded.append(Tick(at))
+    result = replay(config, recorded)
+    assert result.ticks == 3 * 60 + 1
+    assert result.events == 3
+    assert [t for t in result.transitions if t["condition"] == "NEURO_CHECK_DUE"] == []
+    # Without them, the rebuilt tick of each hour comes first: due, then done.
+    rebuilt = replay(config, [e for e in recorded if not isinstance(e, Tick)], until=recorded[-1].time)
+    due = [(t["at"][11:16], t["phase"]) for t in rebuilt.transitions if t["condition"] == "NEURO_CHECK_DUE"]
+    assert due == [
+        ("09:00", "start"),
+        ("09:00", "end"),
+        ("10:00", "start"),
+        ("10:00", "end"),
+        ("11:00", "start"),
+        ("11:00", "end"),
+    ]
+
+
+def test_no_tick_is_rebuilt_once_the_capture_carries_them(tmp_path: Path) -> None:
+    # A daemon that was stopped had no ticks: a gap in the recorded ticks stays one.
+    config = config_module.load(_config_toml(tmp_path))
+    start = datetime(2026, 3, 2, 20, tzinfo=UTC)
+    events: list[Event] = [Tick(start), Tick(start + timedelta(hours=5))]
+    result = replay(config, events, until=start + timedelta(hours=5, minutes=3))
+    assert result.ticks == 2 + 3
