@@ -90,9 +90,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else None
     if config is not None:
         _load(args.config)  # report config errors before anything starts
-    return _run_async(
-        run_demo(beds=args.beds, speed=args.speed, duration_s=args.duration, config_path=config)
-    )
+    given = {"beds": args.beds, "speed": args.speed, "duration_s": args.duration}
+    return _run_async(run_demo(config_path=config, **{k: v for k, v in given.items() if v is not None}))
+
+
+def _number_in(low: float, high: float, kind: type[float] | type[int]) -> Any:
+    """An argparse type: a number of ``kind`` with ``low < value <= high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not low < value <= high:
+            raise argparse.ArgumentTypeError(f"must be above {low:g} and at most {high:g}, got {text}")
+        return value
+
+    return parse
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
@@ -267,12 +282,21 @@ def parser() -> argparse.ArgumentParser:
     ack.set_defaults(func=cmd_ack)
 
     demo = sub.add_parser("demo", help="run a demo ward on simulators (needs nothing installed by hand)")
-    demo.add_argument("--beds", type=int, default=4, help="number of beds (default 4)")
-    demo.add_argument("--speed", type=float, default=30.0, help="simulated time per real second (default 30)")
-    demo.add_argument("--duration", type=float, help="stop by itself after this many real seconds")
+    # At most 50 beds: a scenario's limit. At most 300x: the simulated pumps answer in
+    # real time, and above that the daemon's reply timeout (1 simulated second) comes
+    # close to a pseudo-terminal's round trip.
     demo.add_argument(
-        "--config", help="use this config's broker, database and beds instead of the embedded ones"
+        "--beds",
+        type=_number_in(0, 50, int),
+        help="number of beds, each playing one of the built-in scenarios in turn (default 6)",
     )
+    demo.add_argument(
+        "--speed", type=_number_in(0, 300, float), help="simulated seconds per real second (default 60)"
+    )
+    demo.add_argument(
+        "--duration", type=_number_in(0, 1e6, float), help="stop by itself after this many real seconds"
+    )
+    demo.add_argument("--config", help="use this config's broker and database where they answer")
     demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=cmd_demo)
 

@@ -47,9 +47,18 @@ class _Latest:
 class WardConsole:
     """Keeps the latest vital signs per bed (as a pipeline observer) and renders the ward."""
 
-    def __init__(self, pipeline: Pipeline, out: TextIO, *, colour: bool | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        out: TextIO,
+        *,
+        colour: bool | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """Attach to ``pipeline``'s observers; ``labels`` (by bed id) are shown beside each bed."""
         self._pipeline = pipeline
         self._out = out
+        self._labels = dict(labels or {})
         self._colour = out.isatty() if colour is None else colour
         self._latest: dict[str, _Latest] = {}
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
@@ -85,10 +94,12 @@ class WardConsole:
                 if latest
                 else "no vitals yet"
             )
+            label = self._labels.get(bed.id, "")
             lines.append(
-                f"{bed.ward}/{bed.id:<4} {bed.patient:<10} {bed.protocol} day {day:<2}  "
-                f"dose {dose} / {expected:4.1f} µg/day   {vitals}"
+                f"{bed.ward}/{bed.id:<4} {bed.patient:<10} {label:<26} {bed.protocol} day {day:<2}  "
+                f"dose {dose} / {expected:4.1f} µg/day"
             )
+            lines.append(f"      {vitals}")
             open_alerts = sorted(
                 (a for a in self._pipeline.alerts.book.open_alerts() if a.bed == bed.id),
                 key=lambda a: (-a.priority.rank, a.since),

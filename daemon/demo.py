@@ -1,105 +1,230 @@
-"""``wardd demo``: a small ward that runs on a fresh machine with nothing set up by hand.
+"""``wardd demo``: a ward of built-in scenarios that runs on a fresh machine with nothing set up by hand.
 
-It uses the broker and the database in its config where they answer. Where no broker
-answers it starts an embedded one in-process; where no database is configured (or
-it does not answer) it keeps points in a local folder. Simulated monitors feed the
-real daemon pipeline on an accelerated clock, and alerts are printed as they happen.
+Bed ``i`` plays the ``i``-th bed of the built-in scenarios (``simulators/scenarios/``, in
+the order of their bed ids, wrapping round) through the scenario runner: simulated
+NE-1000 pumps on pseudo-terminals, simulated monitors and nurses over MQTT, and the
+real daemon pipeline, on one clock ``speed`` times faster than real time. Each bed
+joins its story shortly before the story's first medium or high alert, so that the
+ward is busy from the first minute. A live console view redraws the ward (without a
+terminal, each alert transition is printed as a line), and the run ends with each
+bed's timeline.
+
+It uses the broker and the database of ``--config`` where they answer. Where no broker
+answers it starts an embedded one in-process; where no database is configured (or it
+does not answer) it keeps points as line protocol in a temporary folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import json
+import dataclasses
 import signal
 import socket
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from daemon import config as config_module
-from daemon.app import build
-from daemon.clock import Clock, ScaledClock
-from daemon.config import BagConfig, BedConfig, Config, DaemonConfig, InfluxConfig, MqttConfig, PumpConfig
+from daemon.app import Pipeline
+from daemon.config import Config, InfluxConfig
 from daemon.console import WardConsole
-from daemon.events import Metric
-from daemon.metrics import Counters
-from daemon.mqtt import MqttLink, OnMessage, broker_address
-from simulators.monitor import Excursion, MonitorSim, Profile
-from simulators.pump import SimulatedPump
-
-DEMO_WARD = "demo"
-# Each bed's story, in simulated seconds after the demo starts (at protocol hour 11:55).
-STORIES: tuple[tuple[str, tuple[Excursion, ...]], ...] = (
-    ("stable", ()),
-    # The published case: fever of 38.2 °C at hour 12, no haemodynamic change.
-    ("fever at hour 12 (the published case)", (Excursion(Metric.TEMP_C, 300, 38.2, ramp_s=120),)),
-    ("stable", ()),
-    (
-        "fever, then hypotension an hour later",
-        (
-            Excursion(Metric.TEMP_C, 200, 38.6, ramp_s=120),
-            Excursion(Metric.SBP_MMHG, 3800, 84, ramp_s=300),
-            Excursion(Metric.DBP_MMHG, 3800, 50, ramp_s=300),
-        ),
-    ),
+from daemon.errors import ConfigError, ConfigIssue
+from daemon.events import Priority
+from daemon.mqtt import broker_address
+from daemon.timefmt import parse_iso
+from simulators.scenario import (
+    BedScenario,
+    Scenario,
+    ScenarioRun,
+    builtin_names,
+    builtin_path,
+    expected_path,
+    format_offset,
+    load_expected,
+    load_scenario,
+    parse_duration,
 )
 
+DEMO_WARD = "demo"
+DEFAULT_BEDS = 6
+MAX_BEDS = 50  # a scenario's limit
+# One simulated minute per real second: the first alerts come within seconds and each
+# story's main events within about five minutes.
+DEFAULT_SPEED = 60.0
+# Each bed joins its story this long (simulated) before the story's first medium or
+# high alert: long enough to see the bed stable first.
+JOIN_LEAD = timedelta(minutes=15)
+# Without --duration the demo runs until stopped, at most the SSc protocol's 14 days.
+OPEN_ENDED = timedelta(days=14)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-# A 24 h bag at 10 mL/h delivers 9 µg/day at this concentration (domain.md section 1).
-BAG_RATE_ML_PER_H = 10.0
-BAG_CONCENTRATION_UG_PER_ML = 0.0375
+
+@dataclasses.dataclass(frozen=True)
+class Story:
+    """One bed of a built-in scenario, and how far into it the demo joins it."""
+
+    scenario: Scenario
+    bed: BedScenario
+    join: timedelta
 
 
-def default_config(beds: int, state_dir: Path, now: datetime) -> Config:
-    """The embedded demo ward: ``beds`` beds on the SSc protocol, started 11 h 55 min ago,
-    each with a simulated NE-1000 pump on a pseudo-terminal in ``state_dir``."""
-    start = now - timedelta(hours=11, minutes=55)
-    ids = [f"{i + 1:02d}" for i in range(beds)]
-    return Config(
-        daemon=DaemonConfig(state_dir=state_dir, tick_interval_s=5.0),
-        mqtt=MqttConfig(client_id="wardd-demo", topic_prefix="wardd-demo"),
-        influx=InfluxConfig(api="none"),
-        beds=[
-            BedConfig(
-                ward=DEMO_WARD,
-                id=bed,
-                patient=f"DEMO-{bed}",
-                weight_kg=63,
-                height_cm=165,
-                protocol="ssc-14d",
-                protocol_start=start,
-            )
-            for bed in ids
-        ],
-        # Simulated seconds: generous reply timeouts, as the clock runs fast.
-        pumps=[
-            PumpConfig(
-                id=f"pump-{bed}",
-                bed=bed,
-                url=str(state_dir / f"pump-{bed}"),
-                poll_interval_s=10.0,
-                reply_timeout_s=10.0,
-                comm_lost_after_s=120.0,
-                reconnect_min_s=5.0,
-                reconnect_max_s=60.0,
-            )
-            for bed in ids
-        ],
-        bags=[
-            BagConfig(
-                bed=bed,
-                bag_id=f"DEMO-BAG-{bed}",
-                concentration_ug_per_ml=BAG_CONCENTRATION_UG_PER_ML,
-                volume_ml=270,
-                hung_at=start,
-            )
-            for bed in ids
-        ],
+def join_offset(bed_id: str, expected: Sequence[Mapping[str, Any]]) -> timedelta:
+    """``JOIN_LEAD`` before the bed's first expected medium or high alert (0 when sooner or none)."""
+    times = [
+        parse_duration(str(want["at"]))
+        for want in expected
+        if "at" in want
+        and want.get("bed", bed_id) == bed_id
+        and want.get("priority") in (Priority.MEDIUM, Priority.HIGH)
+    ]
+    return max(min(times, default=timedelta(0)) - JOIN_LEAD, timedelta(0))
+
+
+def stories() -> list[Story]:
+    """Every bed of every built-in scenario, in the order of their bed ids."""
+    found: list[Story] = []
+    for name in builtin_names():
+        path = builtin_path(name)
+        assert path is not None  # the name came from the folder
+        scenario = load_scenario(path)
+        expected = load_expected(expected_path(path)) if expected_path(path).is_file() else []
+        found.extend(Story(scenario, bed, join_offset(bed.id, expected)) for bed in scenario.beds)
+    return sorted(found, key=lambda story: (story.bed.id, story.scenario.name))
+
+
+def joined(bed: BedScenario, skip: timedelta) -> BedScenario:
+    """``bed``'s story from ``skip`` after its start, with every time moved ``skip`` earlier.
+
+    What was scripted before ``skip`` happens at once, in its order (the bag hung, the
+    pump's program, the day's observations), so the bed starts in the state its story
+    has reached; acknowledgements and monitor artifacts from before are dropped, and an
+    excursion under way goes on from the start over what is left of its ramp.
+    """
+    if skip <= timedelta(0):
+        return bed
+
+    def moved(at: timedelta) -> timedelta:
+        return max(at - skip, timedelta(0))
+
+    pump = bed.pump
+    if pump is not None:
+        # Repetitions are unrolled (with their {n} filled in) so that each can move alone.
+        steps = sorted(
+            ((at, step, n) for step in pump.steps for n, at in step.times(step.at)), key=lambda item: item[0]
+        )
+        pump = pump.model_copy(
+            update={
+                "steps": [
+                    step.model_copy(
+                        update={
+                            "at": moved(at),
+                            "count": 1,
+                            "every": None,
+                            "bag_id": None if step.bag_id is None else step.bag_id.replace("{n}", str(n)),
+                        }
+                    )
+                    for at, step, n in steps
+                ]
+            }
+        )
+    observations = sorted(
+        ((at, obs) for obs in bed.observations for _, at in obs.times(obs.at)), key=lambda item: item[0]
+    )
+    monitor = bed.monitor
+    if monitor is not None:
+        monitor = monitor.model_copy(
+            update={
+                "excursions": [
+                    e.model_copy(
+                        update={
+                            "at": moved(e.at),
+                            "ramp": max(e.ramp - max(skip - e.at, timedelta(0)), timedelta(0)),
+                            "until": None if e.until is None else e.until - skip,
+                        }
+                    )
+                    for e in monitor.excursions
+                    if e.until is None or e.until > skip
+                ],
+                "dropouts": [
+                    d.model_copy(update={"at": moved(d.at), "until": d.until - skip})
+                    for d in monitor.dropouts
+                    if d.until > skip
+                ],
+                "artifacts": [
+                    a.model_copy(update={"at": a.at - skip}) for a in monitor.artifacts if a.at >= skip
+                ],
+            }
+        )
+    return bed.model_copy(
+        update={
+            "start": bed.start - skip,
+            "pump": pump,
+            "monitor": monitor,
+            "observations": [
+                obs.model_copy(update={"at": moved(at), "count": 1, "every": None})
+                for at, obs in observations
+            ],
+            "acks": [a.model_copy(update={"at": a.at - skip}) for a in bed.acks if a.at >= skip],
+        }
+    )
+
+
+def _merged(tables: Sequence[Mapping[str, Any]], what: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for table in tables:
+        for key, value in table.items():
+            if merged.setdefault(key, value) != value:
+                raise ConfigError("demo", [ConfigIssue(f"{what}.{key}", "built-in scenarios disagree")])
+    return merged
+
+
+def demo_mix(beds: int) -> list[Story]:
+    """The story of each of ``beds`` beds: bed ``i`` plays story ``i`` modulo their number."""
+    mix = stories()
+    return [mix[i % len(mix)] for i in range(beds)]
+
+
+def demo_scenario(chosen: Sequence[Story], *, start: datetime, duration: timedelta) -> Scenario:
+    """The demo ward as one scenario: bed ``i`` (id ``01``, ``02``, ...) plays ``chosen[i]``
+    on its own pump address and its own timeline."""
+    played: collections.Counter[tuple[str, str]] = collections.Counter()
+    beds = []
+    for i, story in enumerate(chosen):
+        played[story.scenario.name, story.bed.id] += 1
+        beds.append(_demo_bed(i, story, played[story.scenario.name, story.bed.id]))
+    return Scenario(
+        name="demo",
+        description="a mix of the built-in scenarios",
+        start=start,
+        duration=duration,
+        ward=DEMO_WARD,
+        tick_interval=min(story.scenario.tick_interval for story in chosen),
+        escalate_after=min(story.scenario.escalate_after for story in chosen),
+        protocols=_merged([story.scenario.protocols for story in chosen], "protocols"),
+        beds=beds,
+    )
+
+
+def _demo_bed(i: int, story: Story, played: int) -> BedScenario:
+    bed = joined(story.bed, story.join)
+    ward = story.scenario.thresholds
+    return bed.model_copy(
+        update={
+            "id": f"{i + 1:02d}",
+            # The story's pseudonym, numbered when the story plays on several beds.
+            "patient": bed.patient if played == 1 else f"{bed.patient}-{played}",
+            # The story's ward thresholds travel with its bed.
+            "thresholds": {
+                g: {**ward.get(g, {}), **bed.thresholds.get(g, {})} for g in {*ward, *bed.thresholds}
+            },
+            "pump": None if bed.pump is None else bed.pump.model_copy(update={"address": i}),
+        }
     )
 
 
@@ -125,8 +250,21 @@ async def broker_for(config: Config, out: TextIO) -> AsyncIterator[Config]:
         return
     from amqtt.broker import Broker  # noqa: PLC0415 -- only needed when no broker answers
 
+    class EmbeddedBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (pyproject)
+        """amqtt's broker, with each client connection closed when its handler ends: amqtt
+        0.12 leaves the socket open when the client has gone before the broker closes it
+        (its close stops at a failing ``write_eof``)."""
+
+        async def stream_connected(
+            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+        ) -> None:
+            try:
+                await super().stream_connected(reader, writer, listener_name)
+            finally:
+                writer.close()
+
     port = _free_port()
-    broker = Broker(
+    broker = EmbeddedBroker(
         {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
@@ -142,147 +280,114 @@ async def broker_for(config: Config, out: TextIO) -> AsyncIterator[Config]:
         await broker.shutdown()
 
 
-def storage_for(config: Config, out: TextIO) -> Config:
-    """The config's database if it answers, else the local spool folder."""
+def storage_for(config: Config, out: TextIO, folder: Path) -> InfluxConfig:
+    """The config's database if it answers, else line protocol in its spool folder
+    (default: ``folder``)."""
     influx = config.influx
-    spool = influx.spool_dir or config.daemon.state_dir / "spool"
     if influx.api != "none":
         parsed = urllib.parse.urlsplit(influx.url)
         if _answers(parsed.hostname or "127.0.0.1", parsed.port or 8086):
             print(f"demo: storing points in InfluxDB ({influx.api}) at {influx.url}", file=out)
-            return config
+            return influx
         print(f"demo: no database answers at {influx.url}", file=out)
+    spool = influx.spool_dir or folder
     print(f"demo: keeping points as line protocol in {spool}", file=out)
-    return config.model_copy(update={"influx": influx.model_copy(update={"api": "none"})})
+    return influx.model_copy(update={"api": "none", "spool_dir": spool})
 
 
-def alert_line(payload: bytes, clock: Clock) -> str | None:
-    """One console line for an alert transition, or ``None`` for a cleared retained state."""
-    if not payload:
-        return None
-    alert = json.loads(payload)
-    stamp = clock.now().strftime("%Y-%m-%d %H:%M")
+def alert_line(record: Mapping[str, Any]) -> str:
+    """One console line for an alert transition as the scenario runner records it."""
+    stamp = f"{parse_iso(record['at']):%Y-%m-%d %H:%M}"
     return (
-        f"[{stamp}] {alert.get('ward')}/{alert.get('bed')} {str(alert.get('priority', '')).upper():6} "
-        f"{alert.get('condition')} {alert.get('phase', alert.get('state', ''))}: {alert.get('message', '')}"
+        f"[{stamp}] {record.get('ward')}/{record.get('bed')} {str(record.get('priority', '')).upper():6} "
+        f"{record.get('condition')} {record.get('phase')}: {record.get('message') or ''}"
     )
-
-
-def with_simulated_pumps(config: Config, folder: Path) -> Config:
-    """Every configured pump moved onto a simulated pump's pseudo-terminal in ``folder``."""
-    pumps = [p.model_copy(update={"url": str(folder / f"pump-{p.id}")}) for p in config.pumps]
-    return config.model_copy(update={"pumps": pumps})
 
 
 async def run_demo(
     *,
-    beds: int = 4,
-    speed: float = 30.0,
+    beds: int = DEFAULT_BEDS,
+    speed: float = DEFAULT_SPEED,
     duration_s: float | None = None,
     config_path: Path | None = None,
     out: TextIO = sys.stdout,
     console: bool | None = None,
 ) -> int:
-    """Run the demo ward; returns the number of alert transitions seen.
+    """Run the demo ward for ``duration_s`` real seconds (default: until a signal); returns
+    the number of alert transitions seen.
 
+    ``config_path``: a config whose broker and database are used where they answer.
     ``console`` (default: when ``out`` is a terminal) redraws a live view of the ward;
     otherwise each alert transition is printed as a line.
     """
-    now = datetime.now(UTC)
+    base = config_module.load(config_path) if config_path else Config(influx=InfluxConfig(api="none"))
     live = out.isatty() if console is None else console
+    start = datetime.now(UTC).replace(microsecond=0)
+    duration = OPEN_ENDED if duration_s is None else timedelta(seconds=duration_s * speed)
+    chosen = demo_mix(beds)
+    scenario = demo_scenario(chosen, start=start, duration=duration)
+    labels = {bed.id: story.scenario.name for bed, story in zip(scenario.beds, chosen, strict=True)}
+    loop = asyncio.get_running_loop()
+    view: WardConsole | None = None
+    attached = asyncio.Event()
+
+    def attach(pipeline: Pipeline) -> None:
+        nonlocal view
+        if live:
+            view = WardConsole(pipeline, out, labels=labels)
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, pipeline.stop.set)
+        attached.set()
+
+    def show(record: Mapping[str, Any]) -> None:
+        if view is not None:
+            view.recent.append(alert_line(record))
+        else:
+            print(alert_line(record), file=out, flush=True)
+
+    async def redraw() -> None:
+        await attached.wait()
+        if view is not None:
+            await view.run()
+
     with tempfile.TemporaryDirectory(prefix="wardd-demo-") as tmp:
         folder = Path(tmp)
-        base = config_module.load(config_path) if config_path else default_config(beds, folder, now)
-        clock = ScaledClock(now, speed)
-        seen = 0
-        async with (
-            broker_for(storage_for(with_simulated_pumps(base, folder), out), out) as config,
-            contextlib.AsyncExitStack() as stack,
-        ):
-            for pump in config.pumps:
-                await stack.enter_async_context(
-                    SimulatedPump(
-                        clock=clock,
-                        link=Path(pump.url),
-                        address=pump.address,
-                        rate_ml_per_h=BAG_RATE_ML_PER_H,
-                        running=True,
-                    )
+        influx = storage_for(base, out, folder / "points")
+        _print_ward(scenario, chosen, out, speed)
+        async with broker_for(base, out) as config, asyncio.TaskGroup() as group:
+            drawing = group.create_task(redraw(), name="demo.console")
+            try:
+                run = ScenarioRun(
+                    scenario,
+                    workdir=folder,
+                    fast=False,
+                    speed=speed,
+                    mqtt_url=config.mqtt.url,
+                    influx=influx,
+                    out=out,
+                    capture=None,
+                    progress=False,
+                    on_pipeline=attach,
+                    on_alert=show,
                 )
-            pipeline = build(config, clock=clock, clean_session=True)
-            view = WardConsole(pipeline, out) if live else None
-            prefix = config.mqtt.topic_prefix
-
-            async def show(topic: str, payload: bytes) -> None:
-                nonlocal seen
-                line = alert_line(payload, clock)
-                if line is None or not topic.endswith("/alerts"):
-                    return
-                seen += 1
-                if view is not None:
-                    view.recent.append(line)
-                else:
-                    print(line, file=out, flush=True)
-
-            watcher = _link(config, clock, "console", [f"{prefix}/+/bed/+/alerts"], show)
-            monitors_link = _link(config, clock, "monitors", [], show)
-            monitors = [
-                MonitorSim(
-                    monitors_link,
-                    prefix=prefix,
-                    ward=bed.ward,
-                    bed=bed.id,
-                    clock=clock,
-                    profile=Profile(excursions=STORIES[i % len(STORIES)][1]),
-                    interval_s=30.0,
-                    seed=i,
-                )
-                for i, bed in enumerate(config.beds)
-            ]
-            _print_ward(config.beds, out, speed)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, pipeline.stop.set)
-            async with asyncio.TaskGroup() as group:
-                daemon_task = group.create_task(pipeline.run(), name="demo.daemon")
-                helpers = [
-                    group.create_task(watcher.run(), name="demo.alerts"),
-                    group.create_task(monitors_link.run(), name="demo.monitors.link"),
-                    *(group.create_task(m.run(), name=f"demo.monitor[{m.device}]") for m in monitors),
-                ]
-                if view is not None:
-                    helpers.append(group.create_task(view.run(), name="demo.console"))
-                if duration_s is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(pipeline.stop.wait()), duration_s)
-                    pipeline.stop.set()
-                await daemon_task
-                for task in helpers:
-                    task.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-        print(f"demo: stopped after {seen} alert transition(s)", file=out)
-        return seen
+                result = await run.run()
+            finally:
+                drawing.cancel()
+                for sig in SIGNALS:
+                    loop.remove_signal_handler(sig)
+    print("\n".join(result.timeline), file=out)
+    print(f"demo: stopped after {len(result.alerts)} alert transition(s)", file=out)
+    return len(result.alerts)
 
 
-def _link(
-    config: Config, clock: Clock, role: str, subscriptions: list[str], on_message: OnMessage
-) -> MqttLink:
-    """A simulator-side MQTT connection with its own client id and a clean session."""
-    return MqttLink(
-        config.mqtt,
-        password=config.mqtt.password.resolve(),
-        subscriptions=subscriptions,
-        on_message=on_message,
-        counters=Counters(),
-        clock=clock,
-        client_id=f"{config.mqtt.client_id}-{role}",
-        clean_session=True,
+def _print_ward(scenario: Scenario, chosen: Sequence[Story], out: TextIO, speed: float) -> None:
+    print(
+        f"demo: {len(scenario.beds)} bed(s), simulated clock at {speed:g}x real time; Ctrl-C stops",
+        file=out,
     )
-
-
-def _print_ward(beds: list[BedConfig], out: TextIO, speed: float) -> None:
-    print(f"demo: {len(beds)} bed(s), simulated clock at {speed:g}x real time; Ctrl-C stops", file=out)
-    for i, bed in enumerate(beds):
-        story = STORIES[i % len(STORIES)][0]
-        print(f"  {bed.ward}/{bed.id} {bed.patient} on {bed.protocol}: {story}", file=out)
+    for bed, story in zip(scenario.beds, chosen, strict=True):
+        print(
+            f"  {scenario.ward}/{bed.id} {bed.patient} on {bed.protocol}: {story.scenario.name} "
+            f"from {format_offset(story.join)} ({story.scenario.description})",
+            file=out,
+        )

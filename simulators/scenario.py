@@ -66,6 +66,7 @@ from daemon.metrics import Counters
 from daemon.mqtt import MqttLink
 from daemon.ne1000 import Alarm
 from daemon.pump import DriverFactory, FaultHandler, PumpDriver, PumpSource, PumpStatus, ne1000_driver
+from daemon.timefmt import iso
 from simulators.monitor import BASELINE, NOISE_SD, Excursion, Profile, vitals_payload
 from simulators.pump import SimulatedPump
 
@@ -81,11 +82,6 @@ _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 -- a 
 # time; the runner gives it this long before simulated time moves on, so that the next
 # poll always finds the port closed (and every run takes the same path).
 UNPLUG_GRACE_S = 0.05
-
-
-def iso(when: datetime) -> str:
-    """RFC 3339 UTC with a ``Z`` (the capture format's time stamps)."""
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
@@ -757,8 +753,15 @@ class ScenarioRun:
         out: TextIO,
         capture: Path | None,
         progress: bool,
+        on_pipeline: Callable[[Pipeline], None] | None = None,
+        on_alert: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
+        """``on_pipeline`` is called with the daemon's pipeline before it runs (to attach
+        observers, or to stop the run early by setting its ``stop``); ``on_alert`` with
+        each alert transition as recorded."""
         self.scenario = scenario
+        self.on_pipeline = on_pipeline
+        self.on_alert = on_alert
         self.fast = fast
         self.out = out
         self.progress = progress
@@ -808,6 +811,8 @@ class ScenarioRun:
         record = alert_record(body, self.start)
         self.alerts.append(record)
         self._alert_seen.set()
+        if self.on_alert is not None:
+            self.on_alert(record)
         key = (str(body.get("bed")), str(body.get("condition")))
         if body.get("state") == "resolved":
             self.open_ids.pop(key, None)
@@ -1002,6 +1007,8 @@ class ScenarioRun:
         wall_start = time.perf_counter()
         pipeline = build(self.config, clock=self.clock, counters=self.counters)
         self._instrument(pipeline)
+        if self.on_pipeline is not None:
+            self.on_pipeline(pipeline)
         sims = CountingPublisher(self._link("sims", [], self._ignore))
         console = self._link("console", [topics.alerts(self.prefix, "+", "+")], self._on_alert)
         end_s = self.scenario.duration.total_seconds()
@@ -1052,7 +1059,7 @@ class ScenarioRun:
                         console=console,
                     )
                 else:
-                    await self._run_scaled(script, end_s, helpers, group)
+                    await self._run_scaled(script, end_s, helpers, group, pipeline.stop)
                 pipeline.stop.set()
                 await daemon
                 with contextlib.suppress(TimeoutError):
@@ -1096,7 +1103,7 @@ class ScenarioRun:
         pending = list(script)
         pending.reverse()
         shown_hour = -1
-        while True:
+        while not pipeline.stop.is_set():
             await self.settle(pipeline, sims, console)
             wake = clock.next_wake()
             action_s = pending[-1].offset_s if pending else None
@@ -1112,8 +1119,9 @@ class ScenarioRun:
             if hour != shown_hour:
                 shown_hour = hour
                 self._show_progress(clock.monotonic())
-        clock.set(end_s)
-        await self.settle(pipeline, sims, console)
+        if not pipeline.stop.is_set():
+            clock.set(end_s)
+            await self.settle(pipeline, sims, console)
 
     async def _run_scaled(
         self,
@@ -1121,6 +1129,7 @@ class ScenarioRun:
         end_s: float,
         helpers: list[asyncio.Task[None]],
         group: asyncio.TaskGroup,
+        stop: asyncio.Event,
     ) -> None:
         async def play() -> None:
             for action in script:
@@ -1135,7 +1144,14 @@ class ScenarioRun:
 
         helpers.append(group.create_task(play(), name="scenario.script"))
         helpers.append(group.create_task(show(), name="scenario.progress"))
-        await self.clock.sleep(end_s)
+        # The end, or earlier when the daemon is told to stop (a signal handler of the caller).
+        end = asyncio.ensure_future(self.clock.sleep(end_s))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({end, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            end.cancel()
+            stopped.cancel()
 
     def _show_progress(self, elapsed_s: float) -> None:
         if not self.progress:
@@ -1188,7 +1204,7 @@ async def run_scenario(
     ``mqtt_url``: the broker (default: the local one if it answers, else an embedded
     one). ``influx``: storage (default: line protocol kept in the work folder).
     """
-    from daemon.demo import broker_for  # noqa: PLC0415 -- demo imports the monitor simulator
+    from daemon.demo import broker_for  # noqa: PLC0415 -- daemon.demo imports this module
 
     with contextlib.ExitStack() as stack:
         # Scenario state is thrown away: on a RAM disk the daemon's fsyncs cost nothing.

@@ -1,4 +1,4 @@
-"""The demo ward: embedded broker when none answers, simulated pumps and monitors, alerts shown."""
+"""The demo ward: built-in scenarios mixed on one ward, embedded broker when none answers, alerts shown."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon.demo import default_config, run_demo
+from daemon.demo import demo_mix, demo_scenario, join_offset, joined, run_demo
+from simulators.scenario import PumpAction, builtin_names, load_scenario
 from tests.servers import free_port
 
 
@@ -18,13 +19,12 @@ class Terminal(io.StringIO):
 
 
 def _config(tmp_path: Path) -> Path:
-    start = datetime.now(UTC) - timedelta(hours=11, minutes=55)
+    """A config whose broker and database do not answer."""
     path = tmp_path / "ward.toml"
     path.write_text(
         f"""
 [daemon]
 state_dir = "{tmp_path / "state"}"
-tick_interval_s = 5.0
 [mqtt]
 url = "mqtt://127.0.0.1:{free_port()}"
 topic_prefix = "demo-test"
@@ -32,46 +32,80 @@ topic_prefix = "demo-test"
 api = "v1"
 url = "http://127.0.0.1:{free_port()}"
 """
-        + "".join(
-            f"""
-[[beds]]
-ward = "w"
-id = "b{i}"
-patient = "P{i}"
-weight_kg = 63
-height_cm = 165
-protocol_start = "{start.isoformat()}"
-[[pumps]]
-id = "p{i}"
-bed = "b{i}"
-url = "/dev/ttyUSB{i}"
-poll_interval_s = 10
-reply_timeout_s = 10
-comm_lost_after_s = 120
-[[bags]]
-bed = "b{i}"
-bag_id = "bag{i}"
-concentration_ug_per_ml = 0.0375
-hung_at = "{start.isoformat()}"
-"""
-            for i in range(2)
-        )
     )
     return path
 
 
 async def test_demo_starts_its_own_broker_and_shows_the_fever(tmp_path: Path) -> None:
     out = Terminal()
-    seen = await run_demo(speed=120.0, duration_s=8.0, config_path=_config(tmp_path), out=out)
+    # 180x for 8 s: 24 simulated minutes, past bed 04's fever (15 min after it joins).
+    seen = await run_demo(beds=4, speed=180.0, duration_s=8.0, config_path=_config(tmp_path), out=out)
     text = out.getvalue()
     assert "started an embedded one" in text
     assert "keeping points as line protocol" in text  # the configured database does not answer
-    assert "w/b0" in text
+    assert "demo/01" in text
+    assert "published-case" in text  # each bed's story is shown beside it
     assert "dose   9.0 /  9.0 µg/day" in text  # the simulated pump delivers the protocol dose
-    assert "FEVER" in text  # bed b1 follows the published case
+    assert "MEDIUM FEVER" in text  # bed 04 plays the CRS grade 2 story
     assert seen >= 1
 
 
-def test_default_ward_has_a_pump_and_bag_per_bed(tmp_path: Path) -> None:
-    config = default_config(6, tmp_path, datetime.now(UTC))
-    assert len(config.beds) == len(config.pumps) == len(config.bags) == 6
+def test_default_ward_mixes_the_builtin_scenarios_with_a_pump_and_bag_per_bed() -> None:
+    chosen = demo_mix(6)
+    scenario = demo_scenario(chosen, start=datetime.now(UTC), duration=timedelta(hours=1))
+    assert len(scenario.beds) == 6
+    assert len({story.scenario.name for story in chosen}) == 6
+    assert [bed.id for bed in scenario.beds] == ["01", "02", "03", "04", "05", "06"]
+    assert len({bed.pump.address for bed in scenario.beds if bed.pump is not None}) == 6
+    for bed in scenario.beds:
+        assert bed.pump is not None
+        first = bed.pump.steps[0]
+        assert (first.do, first.at) == (PumpAction.HANG_BAG, timedelta(0))
+
+
+def test_more_beds_than_stories_wrap_round_with_their_own_ids() -> None:
+    stories = len(builtin_names())
+    scenario = demo_scenario(demo_mix(stories + 2), start=datetime.now(UTC), duration=timedelta(hours=1))
+    beds = scenario.beds
+    assert len({bed.id for bed in beds}) == len(beds) == stories + 2
+    assert beds[stories].patient == f"{beds[0].patient}-2"
+    assert beds[stories].start == beds[0].start
+
+
+def test_a_bed_joins_its_story_shortly_before_its_first_medium_or_high_alert() -> None:
+    expected = [
+        {"bed": "04", "condition": "NEURO_CHECK_DUE", "phase": "start", "priority": "low", "at": "0d00h00m"},
+        {"bed": "04", "condition": "FEVER", "phase": "start", "priority": "medium", "at": "0d02h15m"},
+    ]
+    assert join_offset("04", expected) == timedelta(hours=2)
+    assert join_offset("05", [{"priority": "high", "at": "6m"}]) == timedelta(0)
+    assert join_offset("01", []) == timedelta(0)
+
+
+def test_joined_story_plays_what_came_before_at_once_and_keeps_the_rest() -> None:
+    bed = load_scenario("published-case").beds[0]
+    assert joined(bed, timedelta(0)) is bed
+    late = joined(bed, timedelta(hours=11, minutes=45))
+    assert late.start == bed.start - timedelta(hours=11, minutes=45)
+    assert late.pump is not None
+    steps = [(s.at, s.do, s.bag_id) for s in late.pump.steps]
+    # The first bag and the start happen at once, in order; the next bag keeps its time.
+    assert steps[:3] == [
+        (timedelta(0), PumpAction.HANG_BAG, "d1-9ug"),
+        (timedelta(0), PumpAction.START, None),
+        (timedelta(hours=12, minutes=15), PumpAction.HANG_BAG, "d2-9ug"),
+    ]
+    assert all(s.count == 1 for s in late.pump.steps)
+    # The day's handwriting test (at 2h) happens at once; the next one a day later.
+    assert [o.at for o in late.observations[:2]] == [timedelta(0), timedelta(hours=14, minutes=15)]
+    assert late.monitor is not None
+    fever = late.monitor.excursions[0]
+    assert (fever.at, fever.ramp, fever.until) == (
+        timedelta(0),
+        timedelta(minutes=30),
+        timedelta(hours=4, minutes=15),
+    )
+    # Joined in the middle of the rise: the rest of the ramp.
+    rising = joined(bed, timedelta(hours=12))
+    assert rising.monitor is not None
+    assert rising.monitor.excursions[0].ramp == timedelta(minutes=15)
