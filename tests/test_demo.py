@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from daemon.demo import demo_mix, demo_scenario, join_offset, joined, run_demo
-from simulators.scenario import PumpAction, builtin_names, load_scenario
+from daemon.app import Pipeline
+from daemon.config import Config, InfluxConfig, MqttConfig
+from daemon.demo import broker_for, demo_mix, demo_scenario, join_offset, joined, run_demo
+from simulators.scenario import PumpAction, ScenarioRun, builtin_names, load_scenario
 from tests.servers import free_port
 
 
@@ -109,3 +114,31 @@ def test_joined_story_plays_what_came_before_at_once_and_keeps_the_rest() -> Non
     rising = joined(bed, timedelta(hours=12))
     assert rising.monitor is not None
     assert rising.monitor.excursions[0].ramp == timedelta(minutes=15)
+
+
+async def test_a_scaled_run_ends_early_when_its_daemon_is_told_to_stop(tmp_path: Path) -> None:
+    scenario = demo_scenario(demo_mix(2), start=datetime.now(UTC), duration=timedelta(days=14))
+    pipelines: list[Pipeline] = []
+
+    def stop_at_the_first_alert(record: Mapping[str, Any]) -> None:
+        pipelines[0].stop.set()
+
+    closed = Config(mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}"))
+    async with broker_for(closed, io.StringIO()) as config:
+        run = ScenarioRun(
+            scenario,
+            workdir=tmp_path,
+            fast=False,
+            speed=60.0,
+            mqtt_url=config.mqtt.url,
+            influx=InfluxConfig(api="none", spool_dir=tmp_path / "points"),
+            out=io.StringIO(),
+            capture=None,
+            progress=False,
+            on_pipeline=pipelines.append,
+            on_alert=stop_at_the_first_alert,
+        )
+        # 14 simulated days at 60x would take days: the stop ends it at once.
+        result = await asyncio.wait_for(run.run(), 20)
+    assert len(pipelines) == 1
+    assert result.alerts
