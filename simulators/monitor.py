@@ -1,8 +1,8 @@
-"""A bedside monitor that publishes vital signs over MQTT in the daemon's payload contract.
+"""What a simulated bedside monitor shows, and its messages in the daemon's vitals contract.
 
 Values follow a baseline with Gaussian noise; excursions move one metric towards a
-target over a ramp (a fever rising to 38.2 °C from hour 12, say). Time comes from
-an injected clock, so the same profile runs live, accelerated, or in a test.
+target over a ramp (a fever rising to 38.2 °C from hour 12, say). The scenario runner
+(``simulators/scenario.py``) publishes them over MQTT on its simulated clock.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from daemon import topics
 from daemon.capture import iso
-from daemon.clock import Clock, every
 from daemon.events import Metric
-from daemon.publish import Publisher
 
 # Metric -> (MDC reference id, UCUM unit) as a monitor sends them.
 CODES: Mapping[Metric, tuple[str, str]] = {
@@ -87,47 +84,3 @@ def vitals_payload(device: str, when: datetime, values: Mapping[Metric, float]) 
     """One message in the daemon's vitals contract."""
     obs = [{"code": CODES[m][0], "value": v, "unit": CODES[m][1]} for m, v in values.items()]
     return json.dumps({"ts": iso(when), "device": device, "obs": obs}).encode()
-
-
-class MonitorSim:
-    """Publishes one bed's vital signs every ``interval_s`` of the clock's time."""
-
-    def __init__(
-        self,
-        publisher: Publisher,
-        *,
-        prefix: str,
-        ward: str,
-        bed: str,
-        clock: Clock,
-        profile: Profile,
-        interval_s: float = 5.0,
-        seed: int = 0,
-        device: str | None = None,
-    ) -> None:
-        self._publisher = publisher
-        self._topic = topics.vitals(prefix, ward, bed)
-        self._clock = clock
-        self._profile = profile
-        self._interval_s = interval_s
-        self._rng = random.Random(seed)
-        self.device = device or f"monitor-{bed}"
-        self._start_s = clock.monotonic()
-        self.published = 0
-
-    def sample(self) -> dict[Metric, float]:
-        """The values the monitor shows now."""
-        elapsed_s = self._clock.monotonic() - self._start_s
-        return {m: self._profile.value(m, elapsed_s, self._rng) for m in self._profile.baseline}
-
-    async def publish_once(self) -> None:
-        """Publish one message stamped with the clock's time."""
-        await self._publisher.publish(
-            self._topic, vitals_payload(self.device, self._clock.now(), self.sample()), qos=1
-        )
-        self.published += 1
-
-    async def run(self) -> None:
-        """Publish on a drift-free schedule until cancelled."""
-        async for _ in every(self._clock, self._interval_s):
-            await self.publish_once()
