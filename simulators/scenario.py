@@ -58,7 +58,7 @@ from pydantic import (
 from daemon import config as config_module
 from daemon import topics
 from daemon.app import Pipeline, build
-from daemon.clock import Clock, ScaledClock, every
+from daemon.clock import Clock, ManualClock, ScaledClock, every
 from daemon.config import AwareDatetime, Config, InfluxConfig, PumpConfig
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Metric
@@ -504,7 +504,7 @@ def to_config(
 # --------------------------------------------------------------------------- clock
 
 
-class SteppedClock:
+class SteppedClock(ManualClock):
     """Simulated time that moves only when the runner steps it (``Clock`` protocol).
 
     Unlike ``ManualClock.advance``, which wakes every sleeper up to a target with a
@@ -515,31 +515,8 @@ class SteppedClock:
 
     def __init__(self, start: datetime) -> None:
         """Time starts at ``start``."""
-        self._start = start
-        self._elapsed_s = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
+        super().__init__(start)
         self.wakes = 0
-
-    def now(self) -> datetime:
-        """``start`` plus the simulated time so far."""
-        return self._start + timedelta(seconds=self._elapsed_s)
-
-    def monotonic(self) -> float:
-        """Simulated seconds since the start."""
-        return self._elapsed_s
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait until the runner has moved time ``seconds`` on."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._elapsed_s + max(0.0, seconds), next(self._seq), future))
-        await future
-
-    def next_wake(self) -> float | None:
-        """Simulated time of the earliest sleeper still waiting, if any."""
-        while self._sleepers and self._sleepers[0][2].done():
-            heapq.heappop(self._sleepers)
-        return self._sleepers[0][0] if self._sleepers else None
 
     def set(self, elapsed_s: float) -> None:
         """Move time to ``elapsed_s`` without waking anyone (never backwards)."""
