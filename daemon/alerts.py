@@ -36,7 +36,7 @@ Lifecycle of one alert (``AlertBook``, pure: no I/O, no clock reads)::
 
 Delivery (``AlertService``) of each transition, in this order:
 
-    state file (atomic) -> audit journal (JSON line, fsync)
+    alert row + audit journal line (one store transaction, see ``daemon.store``)
       -> <prefix>/<ward>/bed/<bed>/alerts          transition, QoS 1
       -> <prefix>/<ward>/bed/<bed>/alerts/<id>     current state, retained; empty when closed
       -> <prefix>/<ward>/escalations               ``overdue`` transitions only
@@ -52,18 +52,15 @@ and bed from its retained state, which exists exactly while the alert is open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -77,7 +74,7 @@ from daemon.metrics import Counters, reject
 from daemon.payloads import load_json_object
 from daemon.points import FieldValue, Point, PointSink
 from daemon.publish import Publisher
-from daemon.store import write_atomic
+from daemon.store import Store, StoreWriter, json_text
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 log = logging.getLogger(__name__)
@@ -87,6 +84,7 @@ DEFAULT_ESCALATE_AFTER_S = 300.0  # issue 5 default (5 min); a site choice, see 
 MAX_ACK_PAYLOAD_BYTES = 4096
 MAX_BY_CHARS = 64
 SYSTEM_ACTOR = "wardd"  # "who" in the journal for transitions the daemon makes itself
+NEXT_SEQ_KEY = "alerts.next_seq"  # in the store's meta: alert numbers are never reused
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
@@ -486,77 +484,31 @@ def _text(value: Any) -> str:
 
 
 def load_book(
-    state_path: Path,
-    journal_path: Path,
-    *,
-    escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
-    counters: Counters | None = None,
-    quarantine: bool = False,
+    store: Store, *, escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S, counters: Counters | None = None
 ) -> AlertBook:
-    """The book as it was before a restart; reads only, unless ``quarantine``.
+    """The book as it was before a restart: the open alert rows of the store.
 
-    The state file is the fast path. When it is missing or unreadable, the book is
-    rebuilt from the audit journal, whose lines carry each alert in full, so open
-    alerts are not lost with the state file. With ``quarantine`` (the daemon, which
-    is about to write a new state file) a corrupt one is first moved aside to
-    ``<name>.corrupt`` for inspection, never silently overwritten.
+    An unreadable row (which only a hand edit could make) is skipped and counted,
+    never a reason not to start.
     """
     counters = counters or Counters()
-    if state_path.exists():
+    book = AlertBook(escalate_after_s=escalate_after_s, next_seq=int(store.meta(NEXT_SEQ_KEY, 1)))
+    for row in store.alerts(open_only=True):
         try:
-            data = json.loads(state_path.read_text(encoding="utf-8"))
-            return AlertBook.load(data, escalate_after_s=escalate_after_s)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, InputError) as exc:
+            book.restore(Alert.load(row.data))
+        except InputError as exc:
             counters.inc("alerts.state_errors", "unreadable")
-            log.error(
-                "alert state %s unreadable (%s); rebuilding from the journal %s",
-                state_path,
-                exc,
-                journal_path,
-            )
-            if quarantine:
-                aside = state_path.with_name(state_path.name + ".corrupt")
-                log.error("unreadable alert state kept as %s", aside)
-                with contextlib.suppress(OSError):
-                    os.replace(state_path, aside)
-    return replay_journal(journal_path, escalate_after_s=escalate_after_s, counters=counters)
-
-
-def replay_journal(
-    journal_path: Path,
-    *,
-    escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
-    counters: Counters | None = None,
-) -> AlertBook:
-    """A book rebuilt from the journal: the last state of every alert, open ones kept.
-
-    Unreadable lines (e.g. one cut short by a crash) are skipped and counted.
-    """
-    counters = counters or Counters()
-    book = AlertBook(escalate_after_s=escalate_after_s)
-    if not journal_path.exists():
-        return book
-    with journal_path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                if not isinstance(entry, dict) or "alert" not in entry:
-                    continue  # service lines (start) carry no alert
-                book.restore(Alert.load(entry["alert"]))
-            except (json.JSONDecodeError, InputError) as exc:
-                counters.inc("alerts.journal_skipped", "unreadable")
-                log.warning("journal %s line %d skipped: %s", journal_path, number, exc)
+            log.error("alert row %s unreadable, skipped: %s", row.id, exc)
     return book
 
 
 class AlertService:
-    """Delivers the book's transitions: MQTT, retained state, journal, storage, state file.
+    """Delivers the book's transitions: alert rows and journal, MQTT, retained state, storage.
 
     Guarantees: transitions are delivered in the order they happened, each once;
-    the state file and journal are written before the messages are queued; a
-    failing disk is logged and counted, never a reason to stop alerting;
+    the alert row and journal line of a transition are staged in the store before
+    its messages are published (the daemon's publisher holds them until that commit);
+    the cost of a transition is one row, whatever the number of open alerts;
     ``publish`` is only ever queued (``Publisher`` contract), so delivery does not
     wait on the broker. ``handle``, ``acknowledge`` and the escalation loop are
     serialised by one lock.
@@ -571,8 +523,7 @@ class AlertService:
         clock: Clock,
         counters: Counters,
         prefix: str,
-        journal_path: Path,
-        state_path: Path,
+        writer: StoreWriter,
         language: str = "en",
         check_interval_s: float = 1.0,
         qos: int = 1,
@@ -585,8 +536,7 @@ class AlertService:
         self._clock = clock
         self._counters = counters
         self._prefix = prefix
-        self._journal_path = journal_path
-        self._state_path = state_path
+        self._writer = writer
         self._language = language
         self._check_interval_s = check_interval_s
         self._qos = qos
@@ -601,17 +551,14 @@ class AlertService:
         clock: Clock,
         counters: Counters,
         prefix: str,
-        journal_path: Path,
-        state_path: Path,
+        writer: StoreWriter,
         language: str = "en",
         escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
         check_interval_s: float = 1.0,
         qos: int = 1,
     ) -> AlertService:
         """A service with the book as it was before the restart (see ``load_book``)."""
-        book = load_book(
-            state_path, journal_path, escalate_after_s=escalate_after_s, counters=counters, quarantine=True
-        )
+        book = load_book(writer.store, escalate_after_s=escalate_after_s, counters=counters)
         service = cls(
             book=book,
             publisher=publisher,
@@ -619,8 +566,7 @@ class AlertService:
             clock=clock,
             counters=counters,
             prefix=prefix,
-            journal_path=journal_path,
-            state_path=state_path,
+            writer=writer,
             language=language,
             check_interval_s=check_interval_s,
             qos=qos,
@@ -639,18 +585,23 @@ class AlertService:
 
     @classmethod
     def from_config(
-        cls, config: Config, *, publisher: Publisher, sink: PointSink, clock: Clock, counters: Counters
+        cls,
+        config: Config,
+        *,
+        publisher: Publisher,
+        sink: PointSink,
+        clock: Clock,
+        counters: Counters,
+        writer: StoreWriter,
     ) -> AlertService:
         """``restore`` with the settings of ``[alerts]``, ``[daemon]`` and ``[mqtt]``."""
-        state_dir = config.daemon.state_dir
         return cls.restore(
             publisher=publisher,
             sink=sink,
             clock=clock,
             counters=counters,
             prefix=config.mqtt.topic_prefix,
-            journal_path=config.alerts.journal or state_dir / "alerts.jsonl",
-            state_path=config.alerts.state_file or state_dir / "alerts.json",
+            writer=writer,
             language=config.daemon.language,
             escalate_after_s=config.alerts.escalate_after_s,
             check_interval_s=config.alerts.check_interval_s,
@@ -749,7 +700,7 @@ class AlertService:
     async def _deliver(self, transitions: list[Transition], now: datetime) -> None:
         if not transitions:
             return
-        self._save_state()
+        self._save(transitions)
         self._journal([self._journal_entry(t, now) for t in transitions])
         for transition in transitions:
             alert = transition.alert
@@ -799,23 +750,32 @@ class AlertService:
         }
 
     def _journal(self, entries: list[dict[str, Any]]) -> None:
-        text = "".join(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n" for entry in entries)
-        try:
-            self._journal_path.parent.mkdir(parents=True, exist_ok=True)
-            with self._journal_path.open("a", encoding="utf-8") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            self._counters.inc("alerts.journal_errors", "write", len(entries))
-            log.error("audit journal %s not written (%d entries): %s", self._journal_path, len(entries), exc)
+        staged = self._writer.stage().journal
+        for entry in entries:
+            alert = entry.get("alert") or {}
+            staged.append(
+                (
+                    entry["at"],
+                    entry["who"],
+                    entry["what"],
+                    entry.get("id"),
+                    alert.get("bed"),
+                    json_text(entry),
+                )
+            )
 
-    def _save_state(self) -> None:
-        try:
-            write_atomic(self._state_path, json.dumps(self.book.dump(), ensure_ascii=False, indent=1))
-        except OSError as exc:
-            self._counters.inc("alerts.state_errors", "write")
-            log.error("alert state %s not saved: %s", self._state_path, exc)
+    def _save(self, transitions: list[Transition]) -> None:
+        changes = self._writer.stage()
+        for transition in transitions:
+            alert = transition.alert
+            changes.alerts[alert.id] = (
+                alert.ward,
+                alert.bed,
+                not alert.closed,
+                iso(alert.updated),
+                json_text(alert.dump()),
+            )
+        changes.meta[NEXT_SEQ_KEY] = self.book.next_seq
 
 
 def _parse_ack(payload: bytes) -> str:

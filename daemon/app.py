@@ -17,38 +17,40 @@ broker (under a timeout), storage flushes (what cannot be written is spooled).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from daemon import topics
+from daemon import capture, topics
 from daemon.alerts import AlertService
 from daemon.capture import CaptureWriter
 from daemon.clock import Clock, SystemClock, every
 from daemon.config import BedConfig, Config
+from daemon.dedup import RecentDigests
 from daemon.dose import dose_point, dose_rules, parse_bag
+from daemon.errors import InputError
 from daemon.events import BagHung, Event, Health, PumpReading, SourceHealth, Tick, VitalSample
-from daemon.influx import InfluxSink, Spool, make_writer
+from daemon.influx import InfluxSink, make_writer
 from daemon.metrics import Counters
-from daemon.mqtt import MqttLink
+from daemon.mqtt import Ack, DurablePublisher, MqttLink
 from daemon.points import Point
 from daemon.pump import PumpSource, reading_point
 from daemon.pump_rules import pump_rules
 from daemon.rules import Rule, RuleEngine
-from daemon.store import read_json, write_json_atomic
+from daemon.store import InboundRow, Store, StoreWriter, json_text
 from daemon.tech_rules import tech_rules
 from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
+from daemon.timefmt import iso
 from daemon.vitals import parse_observation, vital_rules
 
 log = logging.getLogger(__name__)
 
-EVENT_QUEUE_SIZE = 10_000
-STATE_SAVE_INTERVAL_S = 10.0
 COUNTERS_INTERVAL_S = 60.0
+DEDUP_CAPACITY = 8192  # recent message digests kept; redeliveries come within the in-flight window
+SEEN_KEY = "inbound.seen"  # the digests, in the store's meta
 
 
 RULE_FAMILIES: dict[str, Callable[[Config, BedConfig], list[Rule[Any]]]] = {
@@ -86,99 +88,216 @@ class Pipeline:
     clock: Clock
     counters: Counters
     engine: RuleEngine
+    writer: StoreWriter
     sink: InfluxSink
     link: MqttLink
+    publisher: DurablePublisher
     router: TelemetryRouter
     alerts: AlertService
     pumps: Sequence[PumpSource]
     capture: CaptureWriter | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    events: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(EVENT_QUEUE_SIZE))
+    work: asyncio.Queue[InboundRow | Event] = field(default_factory=asyncio.Queue)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     observers: list[Callable[[Event], None]] = field(default_factory=list)
     """Called with each event after the rules have seen it (console views, progress)."""
+    seen: RecentDigests = field(default_factory=lambda: RecentDigests(DEDUP_CAPACITY))
+    processed_seq: int = 0
+    """The last logged input whose effects are staged in the store."""
+
+    def __post_init__(self) -> None:
+        self._inflight = asyncio.Semaphore(self.config.daemon.max_inflight_messages)
+        self._live: set[int] = set()  # logged inputs that hold an in-flight place
 
     @property
-    def state_path(self) -> Path:
-        """Where the rules' states are persisted."""
-        return self.config.daemon.state_dir / "rules.json"
+    def store(self) -> Store:
+        """The durable store."""
+        return self.writer.store
 
     async def emit(self, event: Event) -> None:
-        """Hand one event to the pipeline (waits when the queue is full: back-pressure)."""
-        await self.events.put(event)
+        """Hand one event to the pipeline: logged in the store first, then processed (ticks directly)."""
+        if isinstance(event, Tick):
+            self.work.put_nowait(event)
+            return
+        self._log("event", type(event).__name__, capture.dumps(event).encode(), ack=None)
 
-    async def on_message(self, topic: str, payload: bytes) -> None:
-        """Every MQTT message: acknowledgement commands to the alert engine, the rest to the router."""
-        if topic.endswith("/ack"):
-            await self.alerts.handle_ack_message(topic, payload)
-        else:
-            await self.router.on_message(topic, payload)
+    async def on_message(self, topic: str, payload: bytes, ack: Ack) -> None:
+        """One MQTT message: logged in the store, acknowledged to the broker once that is durable.
+
+        Waits while ``max_inflight_messages`` inputs are received but not processed: the
+        broker then holds the rest (back-pressure, never a drop).
+        """
+        await self._inflight.acquire()
+        self._live.add(self._log("mqtt", topic, payload, ack=ack))
+
+    def _log(self, source: str, topic: str, payload: bytes, *, ack: Ack | None) -> int:
+        row = InboundRow(self.store.next_id("inbound"), iso(self.clock.now()), source, topic, payload)
+        self.writer.stage().inbound.append((row.seq, row.received_at, source, topic, payload))
+
+        def committed() -> None:
+            if ack is not None:
+                ack()
+            self.work.put_nowait(row)
+
+        self.writer.after_commit(committed)
+        return row.seq
 
     async def storage_health(self, health: Health, detail: str) -> None:
-        """Storage degraded or back: a technical signal for every bed (their data is being spooled)."""
+        """Storage degraded or back: a technical signal for every bed (their data is waiting)."""
         now = self.clock.now()
         for bed in self.config.beds:
-            await self.emit(SourceHealth(bed.ward, bed.id, "storage", now, health, detail))
+            self.work.put_nowait(SourceHealth(bed.ward, bed.id, "storage", now, health, detail))
 
     async def run(self) -> None:
         """Run until ``stop`` is set, then shut down in order. Exceptions propagate."""
-        self.restore()
-        async with asyncio.TaskGroup() as group:
-            sink_task = group.create_task(self.sink.run(), name="influx.flush")
-            dispatch_task = group.create_task(self._dispatch(), name="pipeline.dispatch")
-            link_task = group.create_task(self.link.run(), name="mqtt.link")
-            alerts_task = group.create_task(self.alerts.run(), name="alerts.escalation")
-            sources = [
-                group.create_task(self._ticks(), name="clock.tick"),
-                group.create_task(self._counters(), name="counters.export"),
-                *(group.create_task(pump.run(self.emit), name=pump.name) for pump in self.pumps),
-            ]
-            self.ready.set()
-            await self.stop.wait()
-            log.info("stopping: sources first")
-            for task in sources:
-                task.cancel()
-            await asyncio.gather(*sources, return_exceptions=True)
-            timeout_s = self.config.daemon.shutdown_timeout_s
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.events.join()
-            except TimeoutError:
-                self.counters.inc("shutdown.unprocessed", "", self.events.qsize())
-                log.warning("%d event(s) not processed at shutdown", self.events.qsize())
-            dispatch_task.cancel()
-            alerts_task.cancel()
-            self.save()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.link.drained()
-            except TimeoutError:
-                self.counters.inc("shutdown.unpublished", "", self.link.pending)
-                log.warning("%d MQTT message(s) not delivered at shutdown", self.link.pending)
-            link_task.cancel()
-            sink_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sink_task
-            for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
-                self.sink.put(point)
-            await self.sink.close()
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer_task = group.create_task(self.writer.run(), name="store.commit")
+                await self._recover()
+                sink_task = group.create_task(self.sink.run(), name="influx.flush")
+                dispatch_task = group.create_task(self._dispatch(), name="pipeline.dispatch")
+                link_task = group.create_task(self.link.run(), name="mqtt.link")
+                alerts_task = group.create_task(self.alerts.run(), name="alerts.escalation")
+                sources = [
+                    group.create_task(self._ticks(), name="clock.tick"),
+                    group.create_task(self._counters(), name="counters.export"),
+                    *(group.create_task(pump.run(self.emit), name=pump.name) for pump in self.pumps),
+                ]
+                self.ready.set()
+                await self.stop.wait()
+                await self._shutdown(sources, dispatch_task, alerts_task, link_task, sink_task)
+                writer_task.cancel()
+        finally:
+            self.writer.close()
             if self.capture is not None:
                 self.capture.close()
         log.info("stopped")
 
+    async def _recover(self) -> None:
+        """Put back what an earlier run left: rule states, unconfirmed messages, unprocessed inputs."""
+        states = self.store.rule_states()
+        if states:
+            self.engine.restore(states)
+        seen = self.store.meta(SEEN_KEY)
+        if isinstance(seen, str):
+            self.seen.load(seen)
+        self.processed_seq = self.store.processed_seq()
+        resent = self.publisher.resend()
+        rows = self.store.inbound_after(self.processed_seq)
+        if states or resent or rows:
+            log.info(
+                "recovered from %s: %d rule state(s), %d unconfirmed message(s), %d input(s) to replay",
+                self.store.path,
+                sum(len(v) for v in states.values()),
+                resent,
+                len(rows),
+            )
+        for row in rows:
+            await self.process_row(row, replay=True)
+        self.counters.inc("store.replayed", "", len(rows))
+        self.checkpoint()
+
+    async def _shutdown(
+        self,
+        sources: list[asyncio.Task[None]],
+        dispatch_task: asyncio.Task[None],
+        alerts_task: asyncio.Task[None],
+        link_task: asyncio.Task[None],
+        sink_task: asyncio.Task[None],
+    ) -> None:
+        log.info("stopping: sources first")
+        # Stop reading first: what is not yet acknowledged stays with the broker.
+        self.link.stop_reading()
+        for task in sources:
+            task.cancel()
+        await asyncio.gather(*sources, return_exceptions=True)
+        timeout_s = self.config.daemon.shutdown_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.writer.flush()
+                await self.work.join()
+        except TimeoutError:
+            # Logged inputs not processed yet are replayed by the next run: nothing is lost.
+            self.counters.inc("shutdown.unprocessed", "", self.work.qsize())
+            log.warning("%d input(s) left to replay at the next start", self.work.qsize())
+        dispatch_task.cancel()
+        alerts_task.cancel()
+        await asyncio.gather(dispatch_task, alerts_task, return_exceptions=True)
+        self.checkpoint()
+        await self.writer.flush()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.link.drained()
+        except TimeoutError:
+            # They stay in the store's outbox and are sent by the next run.
+            self.counters.inc("shutdown.unpublished", "", self.link.pending)
+            log.warning(
+                "%d MQTT message(s) not confirmed at shutdown; kept for the next run", self.link.pending
+            )
+        link_task.cancel()
+        sink_task.cancel()
+        await asyncio.gather(link_task, sink_task, return_exceptions=True)
+        for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
+            self.sink.put(point)
+        await self.sink.close()
+        await self.writer.flush()
+
     async def _dispatch(self) -> None:
-        # Saving is disk I/O, paced on real time: on an accelerated clock a simulated
-        # interval would mean an fsync for nearly every event.
-        last_save = time.monotonic()
+        # Checkpoints are disk I/O, paced on real time: on an accelerated clock a
+        # simulated interval would mean a write for nearly every event.
+        last_checkpoint = time.monotonic()
+        interval_s = self.config.daemon.checkpoint_interval_s
         while True:
-            event = await self.events.get()
+            item = await self.work.get()
             try:
-                await self.process(event)
+                if isinstance(item, InboundRow):
+                    await self.process_row(item)
+                else:
+                    await self.process(item)
             finally:
-                self.events.task_done()
-            if time.monotonic() - last_save >= STATE_SAVE_INTERVAL_S:
-                self.save()
-                last_save = time.monotonic()
+                self.work.task_done()
+            if time.monotonic() - last_checkpoint >= interval_s:
+                self.checkpoint()
+                last_checkpoint = time.monotonic()
+
+    async def process_row(self, row: InboundRow, *, replay: bool = False) -> None:
+        """One logged input: decoded and processed (a duplicate of a recent message is skipped)."""
+        try:
+            if row.source == "mqtt":
+                await self._process_message(row.topic, row.payload)
+            else:
+                try:
+                    event = capture.from_dict(json.loads(row.payload), where=f"inbound {row.seq}")
+                except (ValueError, InputError) as exc:
+                    self.counters.inc("store.replay_skipped", "unreadable")
+                    log.error("logged input %d unreadable, skipped: %s", row.seq, exc)
+                else:
+                    await self.process(event)
+        finally:
+            self.processed_seq = max(self.processed_seq, row.seq)
+            if row.seq in self._live:
+                self._live.discard(row.seq)
+                self._inflight.release()
+        if replay:
+            self.counters.inc("store.replayed_inputs", row.source)
+
+    async def _process_message(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/ack"):
+            # Not deduplicated: a person may well send the same acknowledgement twice.
+            await self.alerts.handle_ack_message(topic, payload)
+            return
+        if not self.seen.add(topic, payload):
+            self.counters.inc("mqtt.duplicates", topic.rsplit("/", 1)[-1])
+            return
+        await self.router.on_message(topic, payload)
+
+    def checkpoint(self) -> None:
+        """Stage the changed rule states with the position they stand for (one transaction)."""
+        changes = self.writer.stage()
+        for (bed, rule), data in self.engine.take_changed().items():
+            changes.rule_states[(bed, rule)] = json_text(data)
+        changes.meta[SEEN_KEY] = self.seen.dump()
+        changes.processed_seq = self.processed_seq
 
     async def process(self, event: Event) -> None:
         """One event through capture, storage and the rules, and its alerts out."""
@@ -210,17 +329,6 @@ class Pipeline:
             for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
                 self.sink.put(point)
 
-    def save(self) -> None:
-        """Persist every rule state (atomically)."""
-        write_json_atomic(self.state_path, self.engine.snapshot())
-
-    def restore(self) -> None:
-        """Reload rule states saved by an earlier run, if any."""
-        snapshot = read_json(self.state_path)
-        if snapshot:
-            self.engine.restore(snapshot)
-            log.info("restored rule state from %s", self.state_path)
-
 
 def build(
     config: Config,
@@ -238,30 +346,31 @@ def build(
     counters = counters or Counters()
     state_dir = config.daemon.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
+    writer = StoreWriter(Store(config.daemon.store_path, synchronous=config.daemon.store_synchronous))
     influx = config.influx
     secret = influx.token.resolve() if influx.api == "v2" else influx.password.resolve()
-    spool = Spool(influx.spool_dir or state_dir / "spool", influx.spool_max_mb * 1024 * 1024)
     holder: dict[str, Pipeline] = {}
 
     async def on_storage_health(health: Health, detail: str) -> None:
         await holder["pipeline"].storage_health(health, detail)
 
-    async def on_message(topic: str, payload: bytes) -> None:
-        await holder["pipeline"].on_message(topic, payload)
+    async def on_message(topic: str, payload: bytes, ack: Ack) -> None:
+        await holder["pipeline"].on_message(topic, payload, ack)
 
-    async def emit(event: Event) -> None:
-        await holder["pipeline"].emit(event)
+    async def process(event: Event) -> None:
+        await holder["pipeline"].process(event)
 
     sink = InfluxSink(
         influx,
-        make_writer(influx, secret),
-        spool,
+        make_writer(influx, secret, state_dir),
+        writer,
         counters=counters,
         clock=clock,
         on_health=on_storage_health,
     )
     prefix = config.mqtt.topic_prefix
-    router = TelemetryRouter({}, emit, counters, clock.now)
+    # Decoded events go straight to processing: their message is already in the store.
+    router = TelemetryRouter({}, process, counters, clock.now)
     decode_vitals = vitals_decoder(counters, config.mqtt.max_payload_bytes, config.mqtt.max_future_skew_s)
     for bed in config.beds:
         router.add(topics.vitals(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_vitals))
@@ -283,32 +392,36 @@ def build(
         clock=clock,
         clean_session=clean_session,
     )
+    publisher = DurablePublisher(writer, link)
+    link.on_delivered = publisher.delivered
     alerts = AlertService.restore(
-        publisher=link,
+        publisher=publisher,
         sink=sink,
         clock=clock,
         counters=counters,
         prefix=prefix,
-        journal_path=config.alerts.journal or state_dir / "alerts.jsonl",
-        state_path=config.alerts.state_file or state_dir / "alerts.json",
+        writer=writer,
         language=config.daemon.language,
         escalate_after_s=config.alerts.escalate_after_s,
         check_interval_s=config.alerts.check_interval_s,
         qos=config.mqtt.qos,
     )
     pumps = [PumpSource(pump, config.bed(pump.bed).ward, clock, counters) for pump in config.pumps]
-    capture = CaptureWriter(config.daemon.capture) if config.daemon.capture else None
+    capture_writer = CaptureWriter(config.daemon.capture) if config.daemon.capture else None
     pipeline = Pipeline(
         config=config,
         clock=clock,
         counters=counters,
         engine=build_rules(config),
+        writer=writer,
         sink=sink,
         link=link,
+        publisher=publisher,
         router=router,
         alerts=alerts,
         pumps=pumps,
-        capture=capture,
+        capture=capture_writer,
+        seen=RecentDigests(max(DEDUP_CAPACITY, 4 * config.daemon.max_inflight_messages)),
     )
     holder["pipeline"] = pipeline
     return pipeline

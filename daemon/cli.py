@@ -179,23 +179,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Print each bed's protocol, dose and open alerts from the daemon's persisted state."""
     config = _load(args.config)
-    from daemon.alerts import load_book  # noqa: PLC0415
+    from daemon.alerts import AlertBook, load_book  # noqa: PLC0415
     from daemon.app import build_rules  # noqa: PLC0415
     from daemon.clock import SystemClock  # noqa: PLC0415
     from daemon.dose import status_lines  # noqa: PLC0415
-    from daemon.store import read_json  # noqa: PLC0415
+    from daemon.store import Store  # noqa: PLC0415
 
-    state_dir = config.daemon.state_dir
+    path = config.daemon.store_path
     engine = build_rules(config)
-    snapshot = read_json(state_dir / "rules.json")
-    if snapshot:
-        engine.restore(snapshot)
+    book = AlertBook()
+    if path.exists():
+        # WAL: reading beside a running daemon is safe; its states are those of its last checkpoint.
+        store = Store(path)
+        try:
+            engine.restore(store.rule_states())
+            book = load_book(store)
+        finally:
+            store.close()
     else:
-        print(f"(no saved rule state in {state_dir}: has the daemon run with this config?)")
-    book = load_book(
-        config.alerts.state_file or state_dir / "alerts.json",
-        config.alerts.journal or state_dir / "alerts.jsonl",
-    )
+        print(f"(no state store at {path}: has the daemon run with this config?)")
     now = SystemClock().now()
     language = config.daemon.language
     for bed in config.beds:

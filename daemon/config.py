@@ -85,6 +85,20 @@ class DaemonConfig(Model):
     shutdown_timeout_s: PositiveSeconds = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     capture: Path | None = None  # JSON-lines capture of every input event, for `wardd replay`
+    # The durable store (SQLite, WAL): inbound log, rule states, alerts, journal, outboxes.
+    store: Path | None = None  # default: <state_dir>/wardd.sqlite
+    # "full": a commit survives a power cut; "normal": a daemon crash only (faster).
+    store_synchronous: Literal["full", "normal"] = "full"
+    # How often rule states are written (real time); a crash replays the inputs since.
+    checkpoint_interval_s: PositiveSeconds = 5.0
+    # Inputs received but not yet processed; beyond this the daemon stops acknowledging
+    # and the broker holds the rest (back-pressure instead of loss).
+    max_inflight_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+
+    @property
+    def store_path(self) -> Path:
+        """The store's file."""
+        return self.store or self.state_dir / "wardd.sqlite"
 
 
 class MqttConfig(Model):
@@ -111,7 +125,10 @@ class MqttConfig(Model):
 
 
 class InfluxConfig(Model):
-    """Time-series storage. ``api = "none"`` keeps points in ``spool_dir`` only."""
+    """Time-series storage, fed from the store's point outbox.
+
+    ``api = "none"`` appends points as line protocol to ``<spool_dir>/points.lp``.
+    """
 
     api: Literal["v1", "v2", "none"] = "v2"
     url: str = "http://127.0.0.1:8086"
@@ -125,8 +142,8 @@ class InfluxConfig(Model):
     batch_size: Annotated[int, Field(ge=1, le=50_000)] = 500
     flush_interval_s: PositiveSeconds = 1.0
     timeout_s: PositiveSeconds = 5.0
-    spool_dir: Path | None = None  # default: <state_dir>/spool
-    spool_max_mb: Annotated[int, Field(ge=1)] = 512
+    spool_dir: Path | None = None  # api = "none" only: where points.lp goes; default <state_dir>/spool
+    spool_max_mb: Annotated[int, Field(ge=1)] = 512  # limit of the point outbox while the database is away
 
     @field_validator("url")
     @classmethod
@@ -373,14 +390,12 @@ class ProtocolConfig(Model):
 
 
 class AlertsConfig(Model):
-    """The alert engine (issue: alert engine): escalation, audit journal, persisted state."""
+    """The alert engine: escalation (its alerts and journal live in the store)."""
 
     # Issue 5 default (5 min); the interval itself is a site choice.
     escalate_after_s: PositiveSeconds = 300.0
     # How often unacknowledged alerts are checked for escalation (daemon clock).
     check_interval_s: PositiveSeconds = 1.0
-    journal: Path | None = None  # JSON lines audit journal; default <state_dir>/alerts.jsonl
-    state_file: Path | None = None  # open alerts across restarts; default <state_dir>/alerts.json
 
 
 class Config(Model):

@@ -1,19 +1,21 @@
-"""Time-series storage: batched writes to InfluxDB (v1 or v2 API), spooled to disk when down.
+"""Time-series storage: points from the store's outbox to InfluxDB (v1 or v2 API).
 
-Nothing is lost while the database is away: a batch that cannot be written goes to
-a spool file, and spooled batches are sent, oldest first, once writes succeed again.
-A batch the database refuses as malformed (HTTP 400) is not retried forever: it is
-moved to ``spool/rejected/`` and counted. With ``api = "none"`` the spool folder is
-the store (the demo's "keep points in a local folder").
+Nothing is lost while the database is away: points wait in the store's
+``point_outbox`` (durable, see ``daemon.store``) and are sent, oldest first, once
+writes succeed again. A point the database refuses for good is isolated from its
+batch (the good ones are stored) and kept in ``dead_letters`` with the reason.
+With ``api = "none"`` points are appended as line protocol to a file (the demo's
+"keep points in a local folder").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +27,8 @@ from daemon.errors import SinkError
 from daemon.events import Health
 from daemon.metrics import Counters
 from daemon.points import Point
-from daemon.store import write_atomic
+from daemon.store import StoreWriter
+from daemon.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -125,64 +128,82 @@ class V2Writer:
             await self._client.close()
 
 
-class Spool:
-    """Batches on disk, one file each, written atomically, read back oldest first."""
+class LineFileWriter:
+    """``api = "none"``: points appended as line protocol to one file (the demo's local store)."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        self.directory = directory
-        self.rejected_dir = directory / "rejected"
-        self._max_bytes = max_bytes
-        directory.mkdir(parents=True, exist_ok=True)
-        existing = [int(p.stem) for p in directory.glob("*.lp") if p.stem.isdigit()]
-        self._seq = itertools.count(max(existing, default=0) + 1)
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "points.lp"
 
-    def files(self) -> list[Path]:
-        """Spooled batches, oldest first."""
-        return sorted(self.directory.glob("*.lp"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    async def write(self, lines: list[str]) -> None:
+        """Append the batch and make it durable (the outbox forgets it next)."""
+        try:
+            await asyncio.to_thread(self._append, lines)
+        except OSError as exc:
+            raise SinkError(f"{self.path}: {exc}", retryable=True) from exc
 
-    def size_bytes(self) -> int:
-        """The spool's total size."""
-        return sum(p.stat().st_size for p in self.files())
+    def _append(self, lines: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
 
-    def add(self, lines: list[str]) -> bool:
-        """Store one batch durably; ``False`` when the spool is full."""
-        body = ("\n".join(lines) + "\n").encode()
-        if self.size_bytes() + len(body) > self._max_bytes:
-            return False
-        path = self.directory / f"{next(self._seq):012d}.lp"
-        write_atomic(path, body)
-        return True
+    async def close(self) -> None:
+        """Nothing to release."""
 
-    @staticmethod
-    def read(path: Path) -> list[str]:
-        """The lines of one spooled batch."""
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
-    def reject(self, path: Path) -> None:
-        """Move a spooled batch the database refused aside, for a person to look at."""
-        self.rejected_dir.mkdir(exist_ok=True)
-        path.replace(self.rejected_dir / path.name)
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What ``write_isolating`` did with a batch: lines stored, and lines refused with the reason."""
 
-    def keep_rejected(self, lines: list[str]) -> None:
-        """Keep a refused batch that was never spooled aside, for a person to look at."""
-        self.rejected_dir.mkdir(exist_ok=True)
-        path = self.rejected_dir / f"{next(self._seq):012d}.lp"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stored: int
+    refused: list[tuple[int, str]]  # (index in the batch, the database's reason)
+
+
+async def write_isolating(writer: LineWriter, lines: Sequence[str]) -> WriteOutcome:
+    """Write a batch; when the database refuses it for good, split it to store the good lines.
+
+    A retryable failure raises ``SinkError`` (the caller keeps the batch and retries;
+    re-sending lines already stored is harmless: same series and time overwrite).
+    """
+    refused: list[tuple[int, str]] = []
+
+    async def attempt(start: int, part: Sequence[str]) -> int:
+        try:
+            await writer.write(list(part))
+        except SinkError as exc:
+            if exc.retryable:
+                raise
+            if len(part) == 1:
+                refused.append((start, str(exc)))
+                return 0
+            half = len(part) // 2
+            return await attempt(start, part[:half]) + await attempt(start + half, part[half:])
+        return len(part)
+
+    stored = await attempt(0, lines)
+    return WriteOutcome(stored, refused)
 
 
 class InfluxSink:
-    """Implements ``daemon.points.PointSink``: batches points and writes them in the background.
+    """Implements ``daemon.points.PointSink``: points go to the store's outbox, then the database.
 
-    Guarantees: ``put`` never blocks or raises; every point is written, spooled, or
-    counted under ``influx.dropped`` (only when the spool is full); ``close`` flushes
-    what is buffered under a timeout and spools the rest.
+    Guarantees: ``put`` never blocks or raises; a point is staged in the outbox in the
+    same store transaction as the effects of the input that made it, and leaves the
+    outbox only once the database has it or has refused it for good (then it is kept
+    in ``dead_letters`` with the reason, counted under ``influx.dead_lettered``); points
+    are sent oldest first; while the database is away nothing is dropped unless the
+    outbox passes ``spool_max_mb`` (counted under ``influx.dropped``).
     """
+
+    RETRY_MIN_S = 0.5
+    RETRY_MAX_S = 30.0
 
     def __init__(
         self,
         config: InfluxConfig,
         writer: LineWriter | None,
-        spool: Spool,
+        store: StoreWriter,
         *,
         counters: Counters,
         clock: Clock,
@@ -190,119 +211,120 @@ class InfluxSink:
     ) -> None:
         self._config = config
         self._writer = writer
-        self._spool = spool
+        self._store = store
         self._counters = counters
         self._clock = clock
         self._on_health = on_health
-        self._buffer: list[str] = []
-        self._full = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._staged = 0
+        self._sent_id = 0  # rows up to here are written (or being forgotten) this run
+        self._outbox_bytes = store.store.outbox_stats()[1]
+        self._max_bytes = config.spool_max_mb * 1024 * 1024
         self._degraded = False
-        self.flushed = asyncio.Event()  # set after each flush cycle, for tests and shutdown
+        self._backoff_s = self.RETRY_MIN_S
+        self.flushed = asyncio.Event()  # set after each send cycle, for tests and shutdown
+
+    @property
+    def degraded(self) -> bool:
+        """True while the database is unavailable."""
+        return self._degraded
 
     def put(self, point: Point) -> None:
-        """Buffer one point."""
+        """Stage one point in the outbox."""
         try:
-            self._buffer.append(point.to_line())
+            line = point.to_line()
         except (ValueError, TypeError) as exc:
             self._counters.inc("influx.dropped", "unencodable")
             log.warning("point not encodable, dropped: %s (%r)", exc, point)
             return
+        if self._outbox_bytes + len(line) > self._max_bytes:
+            self._counters.inc("influx.dropped", "spool_full")
+            log.error("point outbox full (%d MB): point dropped", self._config.spool_max_mb)
+            return
+        self._outbox_bytes += len(line)
+        self._store.stage().points.append((self._store.store.next_id("point_outbox"), line))
         self._counters.inc("influx.accepted")
-        if len(self._buffer) >= self._config.batch_size:
-            self._full.set()
+        self._staged += 1
+        if self._staged >= self._config.batch_size:
+            self._staged = 0
+            self._store.after_commit(self._wake.set)
 
     async def run(self) -> None:
-        """Flush every ``flush_interval_s`` or when a batch fills, until cancelled."""
+        """Send the outbox every ``flush_interval_s`` or when a batch fills, until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._config.flush_interval_s):
-                    await self._full.wait()
-            await self.flush()
+                    await self._wake.wait()
+            self._wake.clear()
+            if not await self.flush():
+                await asyncio.sleep(self._backoff_s)
 
-    async def flush(self) -> None:
-        """Write what is buffered, then spooled batches if the database answers."""
-        self._full.clear()
-        while self._buffer:
-            batch = self._buffer[: self._config.batch_size]
-            del self._buffer[: len(batch)]
-            if not await self._write_or_spool(batch):
-                break
-        else:
-            await self._drain_spool()
-        # Whatever stayed in the buffer after a failure goes to disk too.
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            self._to_spool(batch)
-        self.flushed.set()
-        self.flushed = asyncio.Event()
+    async def flush(self) -> bool:
+        """Send what the outbox holds (committed), oldest first; ``False`` if the database is away."""
+        try:
+            while True:
+                rows = await self._store.call(
+                    self._store.store.outbox, self._sent_id, self._config.batch_size
+                )
+                if not rows:
+                    return True
+                if not await self._send(rows):
+                    return False
+        finally:
+            self.flushed.set()
+            self.flushed = asyncio.Event()
 
     async def close(self) -> None:
-        """Final flush under ``timeout_s``; anything not written is spooled, then close."""
+        """A last send under ``timeout_s``; what is left stays in the outbox for the next run."""
+        await self._store.flush()
         try:
             async with asyncio.timeout(self._config.timeout_s):
                 await self.flush()
         except TimeoutError:
-            log.warning("storage flush timed out at shutdown; spooling %d point(s)", len(self._buffer))
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            self._to_spool(batch)
+            log.warning("storage flush timed out at shutdown; the rest stays in the outbox")
+        await self._store.flush()
         if self._writer is not None:
             await self._writer.close()
 
-    async def _write_or_spool(self, batch: list[str]) -> bool:
+    async def _send(self, rows: list[tuple[int, str]]) -> bool:
         if self._writer is None:
-            self._to_spool(batch)
             return True
-        if self._spool.files():
-            # Keep order on disk while older batches wait.
-            self._to_spool(batch)
-            return True
+        lines = [line for _, line in rows]
         try:
-            await self._writer.write(batch)
+            outcome = await write_isolating(self._writer, lines)
         except SinkError as exc:
-            if not exc.retryable:
-                self._counters.inc("influx.rejected", "refused", len(batch))
-                log.error("database refused a batch of %d point(s): %s", len(batch), exc)
-                self._spool.keep_rejected(batch)
-                return True
-            self._to_spool(batch)
+            self._counters.inc("influx.retries", exc.kind if hasattr(exc, "kind") else "unavailable")
             await self._set_degraded(f"storage unavailable: {exc}")
+            if exc.retry_after_s is not None:
+                self._backoff_s = min(self.RETRY_MAX_S, max(self.RETRY_MIN_S, exc.retry_after_s))
+            else:
+                self._backoff_s = min(self.RETRY_MAX_S, self._backoff_s * 2)
             return False
-        self._counters.inc("influx.written", "", len(batch))
+        refused = dict(outcome.refused)
+        changes = self._store.stage()
+        now = iso(self._clock.now())
+        for index, (row_id, line) in enumerate(rows):
+            reason = refused.get(index)
+            if reason is None:
+                changes.points_done.append(row_id)
+            else:
+                changes.dead_letters.append((row_id, now, line, reason[:500]))
+                log.error(
+                    "database refused a point for good, kept in dead_letters: %s: %s", reason, line[:200]
+                )
+            self._outbox_bytes -= len(line)
+        self._sent_id = rows[-1][0]
+        self._counters.inc("influx.written", "", outcome.stored)
+        if refused:
+            self._counters.inc("influx.dead_lettered", "refused", len(refused))
+        self._backoff_s = self.RETRY_MIN_S
         await self._set_healthy()
         return True
-
-    def _to_spool(self, batch: list[str]) -> None:
-        if self._spool.add(batch):
-            self._counters.inc("influx.spooled", "", len(batch))
-        else:
-            self._counters.inc("influx.dropped", "spool_full", len(batch))
-            log.error("spool full (%d MB): %d point(s) dropped", self._config.spool_max_mb, len(batch))
-
-    async def _drain_spool(self) -> None:
-        if self._writer is None:
-            return
-        for path in self._spool.files():
-            lines = self._spool.read(path)
-            try:
-                await self._writer.write(lines)
-            except SinkError as exc:
-                if not exc.retryable:
-                    self._counters.inc("influx.rejected", "refused", len(lines))
-                    log.error("database refused spooled batch %s: %s", path.name, exc)
-                    self._spool.reject(path)
-                    continue
-                await self._set_degraded(f"storage unavailable: {exc}")
-                return
-            path.unlink()
-            self._counters.inc("influx.written", "", len(lines))
-            self._counters.inc("influx.unspooled", "", len(lines))
-        await self._set_healthy()
 
     async def _set_degraded(self, detail: str) -> None:
         if not self._degraded:
             self._degraded = True
-            log.warning("%s; spooling to %s", detail, self._spool.directory)
+            log.warning("%s; points wait in the store's outbox", detail)
             if self._on_health is not None:
                 await self._on_health(Health.LOST, detail)
 
@@ -314,10 +336,10 @@ class InfluxSink:
                 await self._on_health(Health.CONNECTED, "")
 
 
-def make_writer(config: InfluxConfig, secret: str | None) -> LineWriter | None:
-    """The writer for ``config.api`` (``None`` for ``"none"``: the spool is the store)."""
+def make_writer(config: InfluxConfig, secret: str | None, state_dir: Path) -> LineWriter:
+    """The writer for ``config.api`` (``"none"``: line protocol in ``spool_dir``)."""
     if config.api == "v1":
         return V1Writer(config, secret)
     if config.api == "v2":
         return V2Writer(config, secret)
-    return None
+    return LineFileWriter(config.spool_dir or state_dir / "spool")

@@ -4,6 +4,13 @@ The session is persistent (fixed client id, ``clean_session=False``) and the
 subscriptions are QoS 1, so the broker keeps what is published for us while the
 daemon restarts. The link reconnects with capped, jittered exponential backoff
 that resets after a successful connection.
+
+At least once, end to end: incoming QoS 1 messages are acknowledged manually
+(paho-mqtt's ``manual_ack``), when the handler calls the ``ack`` it was given, which
+the daemon does once the message is durable in its store. The broker holds what is
+not yet acknowledged (up to its in-flight window: back-pressure) and sends it again
+after a reconnect, so a lost link or a crash loses nothing. Outgoing messages that
+come from the store carry its row id and are reported back once the broker has them.
 """
 
 from __future__ import annotations
@@ -16,16 +23,21 @@ import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
 from daemon.clock import Clock
 from daemon.config import MqttConfig
 from daemon.metrics import Counters
+from daemon.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
-OnMessage = Callable[[str, bytes], Awaitable[None]]
+Ack = Callable[[], None]
+OnMessage = Callable[[str, bytes, Ack], Awaitable[None]]
+"""``(topic, payload, ack)``: call ``ack`` once the message's effect is durable."""
+OnDelivered = Callable[[int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,7 @@ class Outgoing:
     payload: bytes
     qos: int
     retain: bool
+    store_id: int | None = None  # the row in the store's mqtt_outbox, if it came from there
 
 
 class Backoff:
@@ -84,6 +97,7 @@ class MqttLink:
         clock: Clock,
         client_id: str | None = None,
         clean_session: bool = False,
+        on_delivered: OnDelivered | None = None,
     ) -> None:
         self._config = config
         self._password = password
@@ -93,6 +107,9 @@ class MqttLink:
         self._clock = clock
         self._client_id = client_id or config.client_id
         self._clean_session = clean_session
+        self.on_delivered = on_delivered
+        self._reading = True
+        self._paho: Any = None  # the connected client's paho-mqtt core, for manual acks
         self._outbox: collections.deque[Outgoing] = collections.deque()
         self._wakeup = asyncio.Event()
         self.connected = asyncio.Event()
@@ -106,9 +123,17 @@ class MqttLink:
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue one message (returns at once; see the class guarantees)."""
-        self._outbox.append(Outgoing(topic, payload, qos, retain))
+        self.enqueue(Outgoing(topic, payload, qos, retain))
+
+    def enqueue(self, message: Outgoing) -> None:
+        """Queue one message; one with a ``store_id`` is reported to ``on_delivered`` once sent."""
+        self._outbox.append(message)
         self._drained.clear()
         self._wakeup.set()
+
+    def stop_reading(self) -> None:
+        """Hand no more messages to the handler (shutdown: what is not acknowledged stays with the broker)."""
+        self._reading = False
 
     async def drained(self) -> None:
         """Wait until every queued message has been confirmed by the broker."""
@@ -130,6 +155,10 @@ class MqttLink:
                 tls_context=ssl.create_default_context() if tls else None,
                 timeout=10,
             )
+            # Before connecting: a resumed session delivers at once. paho-mqtt's client is
+            # aiomqtt's private attribute; manual acknowledgement is its public API.
+            paho = client._client
+            paho.manual_ack_set(True)
             try:
                 async with client:
                     for topic in self._subscriptions:
@@ -137,6 +166,7 @@ class MqttLink:
                     log.info("MQTT connected to %s:%d as %s", host, port, self._client_id)
                     self._counters.inc("mqtt.connections", "up")
                     backoff.reset()
+                    self._paho = paho
                     self.connected.set()
                     try:
                         async with asyncio.TaskGroup() as group:
@@ -144,6 +174,7 @@ class MqttLink:
                             group.create_task(self._write(client), name="mqtt.write")
                     finally:
                         self.connected.clear()
+                        self._paho = None
             except* aiomqtt.MqttError as errors:
                 delay_s = backoff.next_delay_s()
                 self._counters.inc("mqtt.connections", "lost")
@@ -158,13 +189,31 @@ class MqttLink:
                 await self._clock.sleep(delay_s)
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        paho = self._paho
         async for message in client.messages:
+            if not self._reading:
+                continue  # not acknowledged: the broker keeps it for the next run
             payload = message.payload
             if isinstance(payload, str):
                 payload = payload.encode()
             elif not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
-            await self._on_message(str(message.topic), bytes(payload))
+            await self._on_message(
+                str(message.topic), bytes(payload), self._acker(paho, message.mid, message.qos)
+            )
+
+    def _acker(self, paho: Any, mid: int, qos: int) -> Ack:
+        def ack() -> None:
+            if qos == 0:
+                return
+            if paho is not self._paho:
+                # That connection is gone; the broker sends the message again on the
+                # new one, and the daemon drops the duplicate (``daemon.dedup``).
+                self._counters.inc("mqtt.ack_skipped", "reconnected")
+                return
+            paho.ack(mid, qos)
+
+        return ack
 
     async def _write(self, client: aiomqtt.Client) -> None:
         while True:
@@ -175,6 +224,8 @@ class MqttLink:
                 # Removed only once the broker has it: a lost link re-sends it.
                 self._outbox.popleft()
                 self._counters.inc("mqtt.published", "")
+                if message.store_id is not None and self.on_delivered is not None:
+                    self.on_delivered(message.store_id)
             self._drained.set()
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -190,3 +241,34 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class DurablePublisher:
+    """Implements ``daemon.publish.Publisher``: a message is in the store before it is queued.
+
+    It is staged in the store's ``mqtt_outbox`` with whatever else the caller staged
+    (an alert row, its journal line), queued on the link once that commit is done, and
+    deleted from the store once the broker has it. After a crash, ``resend`` queues
+    again what the broker never confirmed.
+    """
+
+    def __init__(self, writer: StoreWriter, link: MqttLink) -> None:
+        self._writer = writer
+        self._link = link
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Stage one message; it leaves after the commit (see the class guarantees)."""
+        message = Outgoing(topic, payload, qos, retain, self._writer.store.next_id("mqtt_outbox"))
+        self._writer.stage().mqtt_out.append((message.store_id or 0, topic, payload, qos, retain))
+        self._writer.after_commit(lambda: self._link.enqueue(message))
+
+    def delivered(self, store_id: int) -> None:
+        """The broker has the message: forget it (in the next commit)."""
+        self._writer.stage().mqtt_done.append(store_id)
+
+    def resend(self) -> int:
+        """Queue again every message of an earlier run that the broker never confirmed."""
+        pending = self._writer.store.mqtt_pending()
+        for row in pending:
+            self._link.enqueue(Outgoing(row.topic, row.payload, row.qos, row.retain, row.id))
+        return len(pending)

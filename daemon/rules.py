@@ -53,6 +53,8 @@ class RuleEngine:
         self._states: dict[tuple[str, str], Any] = {
             (bed, rule.name): rule.initial() for bed, bed_rules in self._rules.items() for rule in bed_rules
         }
+        # States replaced since the last ``take_changed``: the store writes only these.
+        self._changed: set[tuple[str, str]] = set()
 
     def handle(self, event: Event, now: datetime) -> list[AlertCandidate]:
         """Run every rule concerned by ``event``; return their candidates in order."""
@@ -61,13 +63,24 @@ class RuleEngine:
         for bed in beds:
             for rule in self._rules.get(bed, ()):
                 key = (bed, rule.name)
-                self._states[key], candidates = rule.step(self._states[key], event, now)
+                before = self._states[key]
+                after, candidates = rule.step(before, event, now)
+                if after is not before:
+                    self._states[key] = after
+                    self._changed.add(key)
                 out.extend(candidates)
         return out
 
     def state(self, bed: str, rule_name: str) -> Any:
         """The current state of one rule at one bed (for status views)."""
         return self._states[(bed, rule_name)]
+
+    def take_changed(self) -> dict[tuple[str, str], Mapping[str, Any]]:
+        """The states replaced since the last call, dumped: ``{(bed, rule): data}``."""
+        rules = {(bed, rule.name): rule for bed, bed_rules in self._rules.items() for rule in bed_rules}
+        out = {key: rules[key].dump(self._states[key]) for key in sorted(self._changed)}
+        self._changed.clear()
+        return out
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every state as JSON-compatible data: ``{bed: {rule: data}}``."""

@@ -1,39 +1,469 @@
-"""Small durable files: written atomically (temp file, fsync, rename), JSON state read back."""
+"""The daemon's one durable store: SQLite in WAL mode, for everything that must survive a crash.
+
+One file (``<state_dir>/wardd.sqlite`` by default) holds:
+
+==================  ==============================================================
+table               what
+==================  ==============================================================
+``meta``            key/value: the last inbound seq whose effects are checkpointed,
+                    the next alert number, the recent-message digests (dedup)
+``inbound``         every input (MQTT message, pump event) logged before it is
+                    acknowledged to its sender; replayed after a crash from the
+                    checkpoint on, deleted once a checkpoint covers it
+``rule_state``      one row per (bed, rule): written only for states that changed
+``alerts``          one row per alert, its latest form; ``open`` indexes the live ones
+``journal``         the audit journal: every alert transition and service event
+``point_outbox``    line-protocol points waiting for the time-series database
+``dead_letters``    points the database refused for good, with its reason
+``mqtt_outbox``     outgoing MQTT messages (alerts, retained states) until the broker
+                    confirms them
+==================  ==============================================================
+
+Writes go through ``Changes``, a unit of work committed in one transaction: what a
+batch of inputs changed (rule states, alert rows, journal lines, points, outgoing
+messages) becomes durable together, so the cost of one commit grows with what
+changed, never with the number of beds or open alerts. ``StoreWriter`` group-commits
+``Changes`` on one worker thread, off the event loop, and runs callbacks (acknowledge
+to the broker, publish, send points) only after the commit.
+
+Schema changes are migrations: ``MIGRATIONS[i]`` takes a database from version ``i``
+to ``i + 1`` (``PRAGMA user_version``); a database newer than this code is refused.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
-import os
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from daemon.errors import WarddError
+
+log = logging.getLogger(__name__)
+
+Synchronous = Literal["full", "normal"]
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    CREATE TABLE inbound (
+        seq INTEGER PRIMARY KEY,
+        received_at TEXT NOT NULL,
+        source TEXT NOT NULL,          -- 'mqtt' (topic + raw payload) or 'event' (capture JSON)
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE TABLE rule_state (
+        bed TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        data TEXT NOT NULL,            -- the rule's dump() as JSON
+        PRIMARY KEY (bed, rule)
+    ) WITHOUT ROWID;
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        ward TEXT NOT NULL,
+        bed TEXT NOT NULL,
+        open INTEGER NOT NULL,
+        updated TEXT NOT NULL,
+        data TEXT NOT NULL             -- Alert.dump() as JSON
+    );
+    CREATE INDEX alerts_open ON alerts (open) WHERE open = 1;
+    CREATE TABLE journal (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        who TEXT NOT NULL,
+        what TEXT NOT NULL,
+        alert_id TEXT,
+        bed TEXT,
+        entry TEXT NOT NULL            -- the whole entry as JSON
+    );
+    CREATE INDEX journal_bed ON journal (bed, seq);
+    CREATE TABLE point_outbox (id INTEGER PRIMARY KEY, line TEXT NOT NULL);
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        line TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE mqtt_outbox (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` (text as UTF-8) so that a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as out:
-        out.write(data.encode("utf-8") if isinstance(data, str) else data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-    # The rename is durable only once the directory entry is.
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class StoreError(WarddError):
+    """The store cannot be opened or written (disk, permissions, a newer schema)."""
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as compact JSON, atomically (see ``write_atomic``)."""
-    write_atomic(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+@dataclass(frozen=True, slots=True)
+class InboundRow:
+    """One logged input."""
+
+    seq: int
+    received_at: str
+    source: str
+    topic: str
+    payload: bytes
 
 
-def read_json(path: Path) -> Any:
-    """The JSON in ``path``, or ``None`` when it does not exist."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    return json.loads(text)
+@dataclass(frozen=True, slots=True)
+class OutgoingRow:
+    """One queued MQTT message."""
+
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """An alert's latest form, as the alert engine dumped it."""
+
+    id: str
+    ward: str
+    bed: str
+    open: bool
+    updated: str
+    data: Mapping[str, Any]
+
+
+@dataclass
+class Changes:
+    """One unit of work: everything here is committed in one transaction, or nothing."""
+
+    inbound: list[tuple[int, str, str, str, bytes]] = field(default_factory=list)
+    processed_seq: int | None = None
+    rule_states: dict[tuple[str, str], str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    alerts: dict[str, tuple[str, str, bool, str, str]] = field(default_factory=dict)
+    journal: list[tuple[str, str, str, str | None, str | None, str]] = field(default_factory=list)
+    points: list[tuple[int, str]] = field(default_factory=list)
+    points_done: list[int] = field(default_factory=list)
+    dead_letters: list[tuple[int, str, str, str]] = field(default_factory=list)
+    mqtt_out: list[tuple[int, str, bytes, int, bool]] = field(default_factory=list)
+    mqtt_done: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.inbound
+            or self.processed_seq is not None
+            or self.rule_states
+            or self.meta
+            or self.alerts
+            or self.journal
+            or self.points
+            or self.points_done
+            or self.dead_letters
+            or self.mqtt_out
+            or self.mqtt_done
+        )
+
+    def absorb(self, later: Changes) -> None:
+        """Fold ``later`` into this unit (after a failed commit: nothing of either is lost)."""
+        self.inbound += later.inbound
+        if later.processed_seq is not None:
+            self.processed_seq = later.processed_seq
+        self.rule_states.update(later.rule_states)
+        self.meta.update(later.meta)
+        self.alerts.update(later.alerts)
+        self.journal += later.journal
+        self.points += later.points
+        self.points_done += later.points_done
+        self.dead_letters += later.dead_letters
+        self.mqtt_out += later.mqtt_out
+        self.mqtt_done += later.mqtt_done
+
+
+class Store:
+    """The SQLite database. Not thread-safe: use it from one thread (``StoreWriter``'s)."""
+
+    def __init__(self, path: Path, *, synchronous: Synchronous = "full") -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives a power cut; NORMAL: it survives a crash of the
+            # daemon (kill -9) but a power cut may lose the last commits.
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {path}: {exc}") from exc
+        self._next_ids = {
+            "inbound": self._max("inbound", "seq") + 1,
+            "point_outbox": max(self._max("point_outbox", "id"), self._max("dead_letters", "id")) + 1,
+            "mqtt_outbox": self._max("mqtt_outbox", "id") + 1,
+        }
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store {self.path} has schema version {version}, newer than this wardd "
+                f"({SCHEMA_VERSION}); upgrade wardd or point it at another state folder"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+            log.info("state store %s migrated to schema version %d", self.path, target)
+
+    def _max(self, table: str, column: str) -> int:
+        row = self._db.execute(f"SELECT MAX({column}) FROM {table}").fetchone()  # noqa: S608 -- fixed names
+        return int(row[0] or 0)
+
+    def next_id(self, table: Literal["inbound", "point_outbox", "mqtt_outbox"]) -> int:
+        """A fresh id for a row of ``table`` (ids are assigned here, so staging needs no round trip)."""
+        value = self._next_ids[table]
+        self._next_ids[table] = value + 1
+        return value
+
+    def close(self) -> None:
+        """Close the database (a checkpoint of the WAL happens here)."""
+        self._db.close()
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        """One value of ``meta`` (JSON-decoded)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def processed_seq(self) -> int:
+        """The last inbound seq whose effects the rule states include."""
+        return int(self.meta("processed_seq", 0))
+
+    def inbound_after(self, seq: int) -> list[InboundRow]:
+        """Logged inputs not yet covered by a checkpoint, oldest first."""
+        rows = self._db.execute(
+            "SELECT seq, received_at, source, topic, payload FROM inbound WHERE seq > ? ORDER BY seq", (seq,)
+        )
+        return [InboundRow(s, at, source, topic, bytes(payload)) for s, at, source, topic, payload in rows]
+
+    def rule_states(self) -> dict[str, dict[str, Any]]:
+        """``{bed: {rule: data}}`` as last checkpointed."""
+        out: dict[str, dict[str, Any]] = {}
+        for bed, rule, data in self._db.execute("SELECT bed, rule, data FROM rule_state"):
+            out.setdefault(bed, {})[rule] = json.loads(data)
+        return out
+
+    def alerts(self, *, open_only: bool = True, bed: str | None = None) -> list[AlertRow]:
+        """Alert rows, oldest update first."""
+        sql = "SELECT id, ward, bed, open, updated, data FROM alerts WHERE 1=1"
+        args: list[Any] = []
+        if open_only:
+            sql += " AND open = 1"
+        if bed is not None:
+            sql += " AND bed = ?"
+            args.append(bed)
+        rows = self._db.execute(sql + " ORDER BY updated, id", args)
+        return [AlertRow(i, w, b, bool(o), u, json.loads(d)) for i, w, b, o, u, d in rows]
+
+    def journal(self, *, bed: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit journal entries, oldest first (the last ``limit`` of them)."""
+        sql = "SELECT entry FROM journal"
+        args: list[Any] = []
+        if bed is not None:
+            sql += " WHERE bed = ?"
+            args.append(bed)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        entries = [json.loads(entry) for (entry,) in self._db.execute(sql, args)]
+        entries.reverse()
+        return entries
+
+    def outbox(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """Points waiting for the database, oldest first, with ids above ``after_id``."""
+        rows = self._db.execute(
+            "SELECT id, line FROM point_outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        return [(int(i), str(line)) for i, line in rows]
+
+    def outbox_stats(self) -> tuple[int, int]:
+        """``(points, bytes)`` waiting in the point outbox."""
+        count, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(line)), 0) FROM point_outbox"
+        ).fetchone()
+        return int(count), int(size)
+
+    def dead_letters(self) -> list[tuple[str, str, str]]:
+        """``(at, line, reason)`` of every point the database refused for good."""
+        return [
+            (a, ln, r)
+            for a, ln, r in self._db.execute("SELECT at, line, reason FROM dead_letters ORDER BY id")
+        ]
+
+    def mqtt_pending(self) -> list[OutgoingRow]:
+        """Outgoing messages the broker has not confirmed, in the order they were queued."""
+        rows = self._db.execute("SELECT id, topic, payload, qos, retain FROM mqtt_outbox ORDER BY id")
+        return [OutgoingRow(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in rows]
+
+    # --- the one write -------------------------------------------------------------------
+
+    def apply(self, changes: Changes) -> None:
+        """Commit one unit of work in one transaction (all of it, or none on error)."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if changes.inbound:
+                db.executemany("INSERT INTO inbound VALUES (?, ?, ?, ?, ?)", changes.inbound)
+            if changes.rule_states:
+                db.executemany(
+                    "INSERT OR REPLACE INTO rule_state VALUES (?, ?, ?)",
+                    [(bed, rule, data) for (bed, rule), data in changes.rule_states.items()],
+                )
+            meta = dict(changes.meta)
+            if changes.processed_seq is not None:
+                meta["processed_seq"] = changes.processed_seq
+                db.execute("DELETE FROM inbound WHERE seq <= ?", (changes.processed_seq,))
+            if meta:
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [(key, json.dumps(value)) for key, value in meta.items()],
+                )
+            if changes.alerts:
+                db.executemany(
+                    "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?)",
+                    [(i, w, b, int(o), u, d) for i, (w, b, o, u, d) in changes.alerts.items()],
+                )
+            if changes.journal:
+                db.executemany(
+                    "INSERT INTO journal (at, who, what, alert_id, bed, entry) VALUES (?, ?, ?, ?, ?, ?)",
+                    changes.journal,
+                )
+            if changes.points:
+                db.executemany("INSERT INTO point_outbox VALUES (?, ?)", changes.points)
+            done = changes.points_done + [row[0] for row in changes.dead_letters]
+            if done:
+                db.executemany("DELETE FROM point_outbox WHERE id = ?", [(i,) for i in done])
+            if changes.dead_letters:
+                db.executemany("INSERT INTO dead_letters VALUES (?, ?, ?, ?)", changes.dead_letters)
+            if changes.mqtt_out:
+                db.executemany(
+                    "INSERT INTO mqtt_outbox VALUES (?, ?, ?, ?, ?)",
+                    [(i, t, p, q, int(r)) for i, t, p, q, r in changes.mqtt_out],
+                )
+            if changes.mqtt_done:
+                db.executemany("DELETE FROM mqtt_outbox WHERE id = ?", [(i,) for i in changes.mqtt_done])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"state store {self.path}: {exc}") from exc
+
+
+AfterCommit = Callable[[], None]
+
+
+class StoreWriter:
+    """Group commit: callers stage changes into ``changes``; one task commits them off the loop.
+
+    Guarantees: units are committed in the order they were staged; a callback given to
+    ``after_commit`` runs on the event loop only once everything staged before it is
+    durable; a failed commit is retried (with what was staged meanwhile) until it
+    succeeds, never dropped; ``run`` returns only when cancelled.
+    """
+
+    RETRY_S = 1.0
+
+    def __init__(self, store: Store, *, on_error: Callable[[str | None], None] | None = None) -> None:
+        self.store = store
+        self.changes = Changes()
+        self._callbacks: list[AfterCommit] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._on_error = on_error
+        self._failing = False
+        self.commits = 0
+        self.commit_s = 0.0
+
+    def stage(self) -> Changes:
+        """The unit being filled now; add to it, then call ``kick`` (or ``after_commit``)."""
+        self._idle.clear()
+        self._wake.set()
+        return self.changes
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` once what is staged now is committed."""
+        self._callbacks.append(callback)
+        self._idle.clear()
+        self._wake.set()
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run a read on the store's thread (serialised with the commits)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing staged or being committed."""
+        return self._idle.is_set()
+
+    async def flush(self) -> None:
+        """Wait until everything staged so far is committed."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+
+    async def run(self) -> None:
+        """Commit staged units until cancelled."""
+        loop = asyncio.get_running_loop()
+        failed: Changes | None = None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            changes, self.changes = self.changes, Changes()
+            callbacks, self._callbacks = self._callbacks, []
+            if failed is not None:
+                failed.absorb(changes)
+                changes, failed = failed, None
+            if changes:
+                started = time.perf_counter()
+                try:
+                    await loop.run_in_executor(self._executor, self.store.apply, changes)
+                except StoreError as exc:
+                    log.error("state store commit failed (retrying in %.0f s): %s", self.RETRY_S, exc)
+                    self._failing = True
+                    if self._on_error is not None:
+                        self._on_error(str(exc))
+                    failed = changes
+                    self._callbacks[:0] = callbacks
+                    await asyncio.sleep(self.RETRY_S)
+                    self._wake.set()
+                    continue
+                if self._failing:
+                    self._failing = False
+                    log.info("state store writable again")
+                    if self._on_error is not None:
+                        self._on_error(None)
+                self.commits += 1
+                self.commit_s += time.perf_counter() - started
+            for callback in callbacks:
+                callback()
+            if not self.changes and not self._callbacks:
+                self._idle.set()
+
+    def close(self) -> None:
+        """Stop the worker thread and close the database (after the last commit)."""
+        self._executor.shutdown(wait=True)
+        self.store.close()
+
+
+def json_text(data: Any) -> str:
+    """Compact JSON, as the store keeps it."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)

@@ -63,7 +63,7 @@ from daemon.config import AwareDatetime, Config, InfluxConfig, PumpConfig
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Metric
 from daemon.metrics import Counters
-from daemon.mqtt import MqttLink
+from daemon.mqtt import Ack, MqttLink
 from daemon.ne1000 import Alarm
 from daemon.pump import DriverFactory, FaultHandler, PumpDriver, PumpSource, PumpStatus, ne1000_driver
 from daemon.timefmt import iso
@@ -781,7 +781,8 @@ class ScenarioRun:
             clean_session=True,
         )
 
-    async def _on_alert(self, topic: str, payload: bytes) -> None:
+    async def _on_alert(self, topic: str, payload: bytes, ack: Ack) -> None:
+        ack()  # a console: nothing to make durable first
         if not payload or not topic.endswith("/alerts"):
             return
         body = json.loads(payload)
@@ -819,8 +820,8 @@ class ScenarioRun:
         ]
         inner = pipeline.on_message
 
-        async def counted(topic: str, payload: bytes) -> None:
-            await inner(topic, payload)
+        async def counted(topic: str, payload: bytes, ack: Ack) -> None:
+            await inner(topic, payload, ack)
             self.received_by_daemon += 1
 
         # The daemon's link calls the pipeline's on_message for every message it gets.
@@ -964,7 +965,8 @@ class ScenarioRun:
             or pipeline.link.pending > 0
             or sims.sent != self.received_by_daemon
             or self.counters.total("alerts.transitions") != len(self.alerts)
-            or pipeline.events.qsize() > 0
+            or pipeline.work.qsize() > 0
+            or not pipeline.writer.idle
             or (self.activity.in_flight > 0 and answering)
             or console.pending > 0
         )
@@ -974,7 +976,8 @@ class ScenarioRun:
         quiet = 0
         while quiet < QUIET_ROUNDS:
             await asyncio.sleep(0)
-            await pipeline.events.join()
+            await pipeline.writer.flush()
+            await pipeline.work.join()
             quiet = 0 if self._busy(pipeline, sims, console) else quiet + 1
 
     # -- running

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.app import Pipeline
 from daemon.config import Config, parse
 from daemon.events import AlertCandidate, Event
 from daemon.rules import Rule
+from daemon.store import Changes, Store, StoreWriter
 
 S = TypeVar("S")
 
@@ -67,3 +69,27 @@ def wardd(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "daemon", *args], check=check, capture_output=True, text=True, timeout=60
     )
+
+
+def store_writer(folder: Path) -> StoreWriter:
+    """A store in ``folder`` (reopened if it exists), with a writer that ``commit_staged`` drives."""
+    return StoreWriter(Store(folder / "wardd.sqlite"))
+
+
+def commit_staged(writer: StoreWriter) -> None:
+    """Commit what is staged, synchronously (unit tests, where no writer task runs)."""
+    changes, writer.changes = writer.changes, Changes()
+    writer.store.apply(changes)
+
+
+@contextlib.asynccontextmanager
+async def committing(writer: StoreWriter) -> AsyncIterator[StoreWriter]:
+    """``writer`` with its commit task running; everything staged is committed on the way out."""
+    task = asyncio.create_task(writer.run(), name="store.commit")
+    try:
+        yield writer
+        await writer.flush()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

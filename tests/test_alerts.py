@@ -21,7 +21,6 @@ from daemon.alerts import (
     Phase,
     UnknownAlertError,
     load_book,
-    replay_journal,
 )
 from daemon.clock import ManualClock
 from daemon.config import AlertsConfig, Config
@@ -29,6 +28,8 @@ from daemon.errors import InputError, WarddError
 from daemon.events import AlertCandidate, Kind, Priority, Text
 from daemon.metrics import Counters
 from daemon.points import Point
+from daemon.store import StoreWriter
+from tests.helpers import commit_staged, store_writer
 
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 FEVER_TEXT = Text(en="Fever 38.2 °C", fr="Fièvre 38,2 °C")
@@ -485,12 +486,12 @@ class Rig:
     sink: ListSink
     clock: ManualClock
     counters: Counters
-    journal: Path
-    state: Path
+    writer: StoreWriter
 
     def journal_lines(self) -> list[dict[str, Any]]:
-        """The audit journal, parsed."""
-        return [json.loads(line) for line in self.journal.read_text().splitlines()]
+        """The audit journal, once what is staged is committed."""
+        commit_staged(self.writer)
+        return self.writer.store.journal()
 
 
 async def until_sleeping(clock: ManualClock) -> None:
@@ -506,19 +507,18 @@ def make_rig(tmp_path: Path, *, language: str = "en", clock: ManualClock | None 
     """A fresh (or restored, if files exist) service in ``tmp_path``."""
     publisher, sink, counters = FakePublisher(), ListSink(), Counters()
     clock = clock or ManualClock(T0)
-    journal, state = tmp_path / "alerts.jsonl", tmp_path / "alerts.json"
+    writer = store_writer(tmp_path)
     service = AlertService.restore(
         publisher=publisher,
         sink=sink,
         clock=clock,
         counters=counters,
         prefix="ward",
-        journal_path=journal,
-        state_path=state,
+        writer=writer,
         language=language,
         escalate_after_s=300,
     )
-    return Rig(service, publisher, sink, clock, counters, journal, state)
+    return Rig(service, publisher, sink, clock, counters, writer)
 
 
 async def test_service_delivers_a_start_everywhere(tmp_path: Path) -> None:
@@ -544,7 +544,8 @@ async def test_service_delivers_a_start_everywhere(tmp_path: Path) -> None:
     assert lines[1]["what"] == "start"
     assert lines[1]["who"] == "wardd"
     assert lines[1]["id"] == alert_id
-    assert json.loads(rig.state.read_text())["alerts"][0]["id"] == alert_id
+    [row] = rig.writer.store.alerts()
+    assert (row.id, row.open, row.data["state"]) == (alert_id, True, "active")
     # Repeats deliver nothing.
     assert await rig.service.handle([cand(value=38.4, details={"grade": 1})]) == []
     assert len(rig.publisher.sent) == 2
@@ -558,7 +559,8 @@ async def test_service_clears_the_retained_state_on_close(tmp_path: Path) -> Non
     assert [s.retain for s in states] == [True, True]
     assert states[-1].payload == b""
     assert rig.publisher.on("/bed/b1/alerts")[-1].json()["state"] == "resolved"
-    assert json.loads(rig.state.read_text())["alerts"] == []
+    commit_staged(rig.writer)
+    assert rig.writer.store.alerts() == []
 
 
 async def test_ack_message_accepted_with_reply_and_journal(tmp_path: Path) -> None:
@@ -596,7 +598,7 @@ async def test_bad_ack_messages_get_a_clear_reply_and_change_nothing(
     rig = make_rig(tmp_path)
     [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
     aid = t.alert.id if topic_id == "ID" else topic_id
-    before_open, before_journal = rig.service.book.open_alerts(), rig.journal.read_text()
+    before_open, before_journal = rig.service.book.open_alerts(), rig.journal_lines()
     await rig.service.handle_ack_message(f"ward/w1/bed/{bed}/alerts/{aid}/ack", payload)
     [reply] = rig.publisher.on("/ack/reply")
     assert reply.topic == f"ward/w1/bed/{bed}/alerts/{aid}/ack/reply"
@@ -606,7 +608,7 @@ async def test_bad_ack_messages_get_a_clear_reply_and_change_nothing(
     assert body["error"]
     assert rig.counters.get("alerts.ack_rejected", reason) == 1
     assert rig.service.book.open_alerts() == before_open
-    assert rig.journal.read_text() == before_journal
+    assert rig.journal_lines() == before_journal
 
 
 async def test_ack_on_a_foreign_topic_is_counted_without_reply(tmp_path: Path) -> None:
@@ -646,6 +648,7 @@ async def test_restart_restores_open_alerts_and_continues_the_journal(tmp_path: 
     [hypo] = await rig.service.handle([cand("HYPOTENSION", priority=Priority.HIGH)])
     await rig.service.handle([cand("HYPOTENSION", priority=Priority.HIGH, present=False)])
     lines_before = len(rig.journal_lines())
+    rig.writer.store.close()
 
     again = make_rig(tmp_path, clock=rig.clock)
     assert again.service.book.open_alerts() == rig.service.book.open_alerts()
@@ -665,49 +668,34 @@ async def test_restart_restores_open_alerts_and_continues_the_journal(tmp_path: 
         await task
 
 
-async def test_corrupt_state_is_rebuilt_from_the_journal(tmp_path: Path) -> None:
+async def test_an_unreadable_alert_row_is_skipped_and_counted(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     [fever] = await rig.service.handle([cand("FEVER")])
-    [gone] = await rig.service.handle([cand("TACHYCARDIA")])
-    await rig.service.handle([cand("TACHYCARDIA", present=False)])
-    rig.state.write_text("{half a fi")
-    with rig.journal.open("a") as out:
-        out.write('{"cut short by a cra')
-    assert len(load_book(rig.state, rig.journal).open_alerts()) == 1
-    assert rig.state.read_text() == "{half a fi", "a plain read moves nothing"
+    [tachy] = await rig.service.handle([cand("TACHYCARDIA")])
+    commit_staged(rig.writer)
+    rig.writer.store._db.execute("UPDATE alerts SET data = '{\"id\": 1}' WHERE id = ?", (tachy.alert.id,))
     counters = Counters()
-    book = load_book(rig.state, rig.journal, counters=counters, quarantine=True)
+    book = load_book(rig.writer.store, counters=counters)
     assert [a.id for a in book.open_alerts()] == [fever.alert.id]
-    assert book.next_seq > int(gone.alert.id.rsplit("-", 1)[1])
-    assert (tmp_path / "alerts.json.corrupt").read_text() == "{half a fi"
+    assert book.next_seq > int(tachy.alert.id.rsplit("-", 1)[1]), "alert numbers are never reused"
     assert counters.get("alerts.state_errors", "unreadable") == 1
-    assert counters.get("alerts.journal_skipped", "unreadable") == 1
 
 
-def test_missing_files_give_an_empty_book(tmp_path: Path) -> None:
-    book = load_book(tmp_path / "none.json", tmp_path / "none.jsonl")
+def test_a_new_store_gives_an_empty_book(tmp_path: Path) -> None:
+    book = load_book(store_writer(tmp_path).store)
     assert book.open_alerts() == []
-    assert replay_journal(tmp_path / "none.jsonl").next_seq == 1
+    assert book.next_seq == 1
 
 
-async def test_unwritable_journal_is_counted_and_alerting_goes_on(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    publisher, sink, counters = FakePublisher(), ListSink(), Counters()
-    service = AlertService(
-        book=AlertBook(),
-        publisher=publisher,
-        sink=sink,
-        clock=ManualClock(T0),
-        counters=counters,
-        prefix="ward",
-        journal_path=blocker / "alerts.jsonl",  # a path under a file: cannot be created
-        state_path=blocker / "alerts.json",
-    )
-    await service.handle([cand()])
-    assert len(publisher.on("/bed/b1/alerts")) == 1
-    assert counters.get("alerts.journal_errors", "write") == 1
-    assert counters.get("alerts.state_errors", "write") == 1
+async def test_closed_alerts_stay_in_the_store_with_their_last_state(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand()])
+    await rig.service.handle([cand(present=False)])
+    commit_staged(rig.writer)
+    assert rig.writer.store.alerts() == []
+    [row] = rig.writer.store.alerts(open_only=False)
+    assert (row.id, row.open, row.data["state"]) == (t.alert.id, False, "resolved")
+    assert [e["what"] for e in rig.writer.store.journal(bed="b1")] == ["start", "end"]
 
 
 def test_service_refuses_an_unknown_language(tmp_path: Path) -> None:
@@ -719,8 +707,7 @@ def test_service_refuses_an_unknown_language(tmp_path: Path) -> None:
             clock=ManualClock(T0),
             counters=Counters(),
             prefix="ward",
-            journal_path=tmp_path / "j",
-            state_path=tmp_path / "s",
+            writer=store_writer(tmp_path),
             language="de",
         )
 
@@ -743,13 +730,19 @@ async def test_service_from_config_uses_the_state_dir(tmp_path: Path) -> None:
         }
     )
     publisher = FakePublisher()
+    writer = store_writer(tmp_path / "state")
     service = AlertService.from_config(
-        config, publisher=publisher, sink=ListSink(), clock=ManualClock(T0), counters=Counters()
+        config,
+        publisher=publisher,
+        sink=ListSink(),
+        clock=ManualClock(T0),
+        counters=Counters(),
+        writer=writer,
     )
     assert service.ack_subscription() == "icu/+/bed/+/alerts/+/ack"
     assert service.book.escalate_after_s == 60
     await service.handle([cand()])
     assert publisher.sent[0].topic == "icu/w1/bed/b1/alerts"
     assert publisher.sent[0].json()["message"] == "Fièvre 38,2 °C"
-    assert (tmp_path / "state" / "alerts.jsonl").exists()
-    assert (tmp_path / "state" / "alerts.json").exists()
+    commit_staged(writer)
+    assert [e["what"] for e in writer.store.journal()] == ["service_start", "start"]

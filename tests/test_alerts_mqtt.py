@@ -20,6 +20,8 @@ from daemon.clock import ManualClock
 from daemon.events import AlertCandidate, Priority, Text
 from daemon.metrics import Counters
 from daemon.points import Point
+from daemon.store import StoreWriter
+from tests.helpers import commit_staged, store_writer
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -171,12 +173,13 @@ class Ward:
     service: AlertService
     link: Link
     clock: ManualClock
-    journal: Path
+    writer: StoreWriter
     points: list[Point]
 
     def journal_lines(self) -> list[dict[str, Any]]:
-        """The audit journal, parsed."""
-        return [json.loads(line) for line in self.journal.read_text().splitlines()]
+        """The audit journal, once what is staged is committed."""
+        commit_staged(self.writer)
+        return self.writer.store.journal()
 
 
 class ListSink:
@@ -194,17 +197,17 @@ def make_ward(tmp_path: Path, prefix: str, clock: ManualClock | None = None) -> 
     """A service restored from ``tmp_path`` (empty the first time)."""
     link, clock = Link(), clock or ManualClock(T0)
     points: list[Point] = []
+    writer = store_writer(tmp_path)
     service = AlertService.restore(
         publisher=link,
         sink=ListSink(points),
         clock=clock,
         counters=Counters(),
         prefix=prefix,
-        journal_path=tmp_path / "alerts.jsonl",
-        state_path=tmp_path / "alerts.json",
+        writer=writer,
         escalate_after_s=300,
     )
-    return Ward(service, link, clock, tmp_path / "alerts.jsonl", points)
+    return Ward(service, link, clock, writer, points)
 
 
 @contextlib.asynccontextmanager
@@ -360,6 +363,7 @@ async def test_restart_with_open_alerts(mosquitto: Mosquitto, prefix: str, tmp_p
     mosquitto.stop()
     mosquitto.start()
 
+    commit_staged(first.writer)
     second = make_ward(tmp_path, prefix, clock=first.clock)
     assert [a.id for a in second.service.book.open_alerts()] == [fever.alert.id, hypo.alert.id]
     async with running(second, mosquitto):

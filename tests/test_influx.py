@@ -1,4 +1,4 @@
-"""Storage against real servers: influxd 1.x (v1 API) and victoria-metrics (v2 API), and the spool."""
+"""Storage against real servers: influxd 1.x (v1 API) and victoria-metrics (v2 API), and the outbox."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 from daemon.clock import SystemClock
 from daemon.config import InfluxConfig
 from daemon.events import Health
-from daemon.influx import InfluxSink, Spool, make_writer
+from daemon.influx import InfluxSink, make_writer
 from daemon.metrics import Counters
 from daemon.points import Point
+from daemon.store import StoreWriter
+from tests.helpers import committing, store_writer
 from tests.servers import Influxd, VictoriaMetrics
 
 T0 = datetime(2026, 3, 2, 20, 0, 0, 123456, tzinfo=UTC)
@@ -24,7 +26,10 @@ def _points(n: int) -> list[Point]:
 
 
 def _sink(
-    config: InfluxConfig, tmp_path: Path, counters: Counters, health: list[Health] | None = None
+    config: InfluxConfig,
+    writer: StoreWriter,
+    counters: Counters,
+    health: list[Health] | None = None,
 ) -> InfluxSink:
     async def on_health(state: Health, detail: str) -> None:
         if health is not None:
@@ -32,8 +37,8 @@ def _sink(
 
     return InfluxSink(
         config,
-        make_writer(config, None),
-        Spool(tmp_path / "spool", 10_000_000),
+        make_writer(config, None, writer.store.path.parent),
+        writer,
         counters=counters,
         clock=SystemClock(),
         on_health=on_health,
@@ -44,23 +49,26 @@ async def test_v1_writes_points_with_exact_timestamps(influx1: Influxd, tmp_path
     influx1.create_database("wardd")
     config = InfluxConfig(api="v1", url=influx1.url, database="wardd", batch_size=7)
     counters = Counters()
-    sink = _sink(config, tmp_path, counters)
-    for point in _points(20):
-        sink.put(point)
-    await sink.close()
+    async with committing(store_writer(tmp_path)) as writer:
+        sink = _sink(config, writer, counters)
+        for point in _points(20):
+            sink.put(point)
+        await sink.close()
     rows = influx1.query("wardd", "SELECT temp_c, bed, ward FROM vitals")
     assert len(rows) == 20
     assert rows[0] == {"time": "2026-03-02T20:00:00.123456Z", "temp_c": 37.0, "bed": "12", "ward": "h"}
     assert counters.get("influx.written") == 20
+    assert writer.store.outbox_stats() == (0, 0)
 
 
 async def test_v2_writes_to_victoria_metrics(victoria: VictoriaMetrics, tmp_path: Path) -> None:
     config = InfluxConfig(api="v2", url=victoria.url, org="ward", bucket="wardd")
     counters = Counters()
-    sink = _sink(config, tmp_path, counters)
-    for point in _points(5):
-        sink.put(point)
-    await sink.close()
+    async with committing(store_writer(tmp_path)) as writer:
+        sink = _sink(config, writer, counters)
+        for point in _points(5):
+            sink.put(point)
+        await sink.close()
     series = victoria.export('{__name__="vitals_temp_c"}')
     assert len(series) == 1
     assert series[0]["metric"]["bed"] == "12"
@@ -69,63 +77,75 @@ async def test_v2_writes_to_victoria_metrics(victoria: VictoriaMetrics, tmp_path
     assert series[0]["timestamps"][0] == int(T0.timestamp() * 1000)
 
 
-async def test_database_down_spools_then_drains_losing_nothing(influx1: Influxd, tmp_path: Path) -> None:
+async def test_database_down_keeps_points_then_sends_them_oldest_first(
+    influx1: Influxd, tmp_path: Path
+) -> None:
     influx1.create_database("wardd")
     config = InfluxConfig(api="v1", url=influx1.url, database="wardd", batch_size=10, timeout_s=2)
     counters = Counters()
     health: list[Health] = []
-    sink = _sink(config, tmp_path, counters, health)
     points = _points(30)
-    influx1.stop()
-    for point in points[:15]:
-        sink.put(point)
-    await sink.flush()
-    assert counters.get("influx.spooled") == 15
-    assert health == [Health.LOST]
-    assert len(list((tmp_path / "spool").glob("*.lp"))) >= 1
-    influx1.start()
-    for point in points[15:]:
-        sink.put(point)
-    await sink.flush()
-    await sink.close()
+    async with committing(store_writer(tmp_path)) as writer:
+        sink = _sink(config, writer, counters, health)
+        influx1.stop()
+        for point in points[:15]:
+            sink.put(point)
+        await writer.flush()
+        assert not await sink.flush()
+        assert health == [Health.LOST]
+        assert writer.store.outbox_stats()[0] == 15
+        influx1.start()
+        for point in points[15:]:
+            sink.put(point)
+        await writer.flush()
+        assert await sink.flush()
+        await sink.close()
     assert health == [Health.LOST, Health.CONNECTED]
-    assert list((tmp_path / "spool").glob("*.lp")) == []
+    assert writer.store.outbox_stats() == (0, 0)
     rows = influx1.query("wardd", "SELECT temp_c FROM vitals")
-    assert len(rows) == 30
+    assert [row["temp_c"] for row in rows] == [p.fields["temp_c"] for p in points]
     assert counters.get("influx.written") == 30
 
 
-async def test_spool_survives_a_restart_of_the_sink(influx1: Influxd, tmp_path: Path) -> None:
+async def test_outbox_survives_a_restart_of_the_sink(influx1: Influxd, tmp_path: Path) -> None:
     influx1.create_database("wardd")
     config = InfluxConfig(api="v1", url=influx1.url, database="wardd", timeout_s=2)
     influx1.stop()
-    first = _sink(config, tmp_path, Counters())
-    for point in _points(4):
-        first.put(point)
-    await first.close()
+    async with committing(store_writer(tmp_path)) as writer:
+        first = _sink(config, writer, Counters())
+        for point in _points(4):
+            first.put(point)
+        await first.close()
+    writer.close()
     influx1.start()
-    second = _sink(config, tmp_path, Counters())
-    await second.flush()
-    await second.close()
+    async with committing(store_writer(tmp_path)) as writer:
+        second = _sink(config, writer, Counters())
+        assert await second.flush()
+        await second.close()
     assert len(influx1.query("wardd", "SELECT temp_c FROM vitals")) == 4
 
 
-async def test_refused_batch_is_kept_aside_not_retried(influx1: Influxd, tmp_path: Path) -> None:
+async def test_refused_points_are_dead_lettered_not_retried(influx1: Influxd, tmp_path: Path) -> None:
     config = InfluxConfig(api="v1", url=influx1.url, database="no_such_db")
     counters = Counters()
-    sink = _sink(config, tmp_path, counters)
-    sink.put(_points(1)[0])
-    await sink.close()
-    assert counters.get("influx.rejected", "refused") == 1
-    assert len(list((tmp_path / "spool" / "rejected").glob("*.lp"))) == 1
+    async with committing(store_writer(tmp_path)) as writer:
+        sink = _sink(config, writer, counters)
+        sink.put(_points(1)[0])
+        await sink.close()
+    assert counters.get("influx.dead_lettered", "refused") == 1
+    [(_, line, reason)] = writer.store.dead_letters()
+    assert line.startswith("vitals,bed=12,ward=h ")
+    assert "404" in reason
+    assert writer.store.outbox_stats() == (0, 0)
 
 
 async def test_api_none_keeps_points_in_the_folder(tmp_path: Path) -> None:
-    config = InfluxConfig(api="none")
-    sink = _sink(config, tmp_path, Counters())
-    for point in _points(3):
-        sink.put(point)
-    await sink.close()
-    lines = [line for f in sorted((tmp_path / "spool").glob("*.lp")) for line in f.read_text().splitlines()]
+    config = InfluxConfig(api="none", spool_dir=tmp_path / "points")
+    async with committing(store_writer(tmp_path)) as writer:
+        sink = _sink(config, writer, Counters())
+        for point in _points(3):
+            sink.put(point)
+        await sink.close()
+    lines = (tmp_path / "points" / "points.lp").read_text().splitlines()
     assert lines[0].startswith("vitals,bed=12,ward=h temp_c=37.0 ")
     assert len(lines) == 3
