@@ -5,23 +5,32 @@ a spool file, and spooled batches are sent, oldest first, once writes succeed ag
 A batch the database refuses as malformed (HTTP 400) is not retried forever: it is
 moved to ``spool/rejected/`` and counted. With ``api = "none"`` the spool folder is
 the store (the demo's "keep points in a local folder").
+
+The writers classify every answer (``SinkError.kind``: refused, too_large,
+unauthorized, not_found, throttled, unavailable, unparseable), and
+``write_isolating`` splits a refused batch until only its bad lines are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import itertools
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 
 from daemon.clock import Clock
 from daemon.config import InfluxConfig
-from daemon.errors import SinkError
+from daemon.errors import SinkError, SinkErrorKind
 from daemon.events import Health
 from daemon.metrics import Counters
 from daemon.points import Point
@@ -35,8 +44,8 @@ OnHealth = Callable[[Health, str], Awaitable[None]]
 class LineWriter(Protocol):
     """Writes a batch of line-protocol lines.
 
-    Guarantees: raises ``SinkError`` (with ``retryable``) on failure, else the whole
-    batch is stored; ``close`` is awaited only after the last ``write``.
+    Guarantees: raises ``SinkError`` (with ``retryable`` and ``kind``) on failure, else
+    the whole batch is stored; ``close`` is awaited only after the last ``write``.
     """
 
     async def write(self, lines: list[str]) -> None:
@@ -48,35 +57,135 @@ class LineWriter(Protocol):
         ...
 
 
-def _status_error(status: int, body: str, retry_after: str | None) -> SinkError:
-    retryable = status >= 500 or status in (408, 429)
-    after = float(retry_after) if retry_after and retry_after.isdigit() else None
-    return SinkError(f"HTTP {status}: {body[:300]}", retryable=retryable, retry_after_s=after)
+# Telegraf's influxdb_v2 output caps a database's Retry-After at ten minutes.
+MAX_RETRY_AFTER_S = 600.0
+# Enough of an error answer to hold the server's reason; the rest is not read.
+_MAX_ERROR_BODY_BYTES = 64 * 1024
+# Length of a reason kept in errors, logs and refused lines.
+REASON_MAX_CHARS = 300
 
 
-class V1Writer:
-    """InfluxDB 1.x ``/write`` with database, retention policy and optional credentials."""
+def printable(text: str, max_chars: int = REASON_MAX_CHARS) -> str:
+    """``text`` safe to log and store: control characters escaped, cut to ``max_chars``."""
+    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return out if len(out) <= max_chars else out[: max_chars - 1] + "…"
 
-    def __init__(self, config: InfluxConfig, password: str | None) -> None:
-        self._url = f"{config.url}/write"
-        self._params = {"db": config.database, "precision": "ns"}
-        if config.retention_policy:
-            self._params["rp"] = config.retention_policy
-        self._auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay in seconds or HTTP-date).
+
+    ``None`` when absent or unreadable; never negative; capped at ``MAX_RETRY_AFTER_S``.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000" means UTC with no claim about local time
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _error_reason(body: bytes, headers: Mapping[str, str]) -> str:
+    """The server's own words: influxd's ``{"error": ...}``, InfluxDB 2's ``{"message": ...}``, or the text."""
+    text = body.decode("utf-8", errors="replace").strip()
+    with contextlib.suppress(ValueError):
+        data = json.loads(text)
+        if isinstance(data, dict):
+            for key in ("error", "message"):
+                if isinstance(data.get(key), str):
+                    return str(data[key])
+    return text or headers.get("X-Influxdb-Error", "") or headers.get("X-Influx-Error", "")
+
+
+def classify_status(status: int, reason: str, retry_after: str | None, now: datetime) -> SinkError | None:
+    """The error for an HTTP answer to a write, ``None`` for success (any 2xx).
+
+    As Telegraf's InfluxDB outputs do: 4xx is the client's fault and permanent,
+    except 408 (timeout) and 429 (throttled); 5xx and anything else is retryable.
+    ``Retry-After`` is honoured on every retryable answer (503 often carries one).
+    """
+    if 200 <= status < 300:
+        return None
+    message = f"HTTP {status}: {printable(reason)}"
+    if status == 429:
+        kind, retryable = SinkErrorKind.THROTTLED, True
+    elif status == 408 or not 400 <= status < 500:
+        kind, retryable = SinkErrorKind.UNAVAILABLE, True
+    elif status == 413:
+        kind, retryable = SinkErrorKind.TOO_LARGE, False
+    elif status in (401, 403):
+        kind, retryable = SinkErrorKind.UNAUTHORIZED, False
+    elif status == 404:
+        kind, retryable = SinkErrorKind.NOT_FOUND, False
+    else:
+        kind, retryable = SinkErrorKind.REFUSED, False
+    after = parse_retry_after(retry_after, now) if retryable else None
+    return SinkError(message, retryable=retryable, retry_after_s=after, kind=kind)
+
+
+class _HttpWriter:
+    """POSTs a batch of lines and classifies the answer; the subclasses say where and how."""
+
+    def __init__(
+        self,
+        url: str,
+        params: Mapping[str, str],
+        headers: Mapping[str, str],
+        auth: aiohttp.BasicAuth | None,
+        timeout_s: float,
+    ) -> None:
+        self._url = url
+        self._params = dict(params)
+        self._headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
+        self._auth = auth
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def write(self, lines: list[str]) -> None:
-        """POST the batch; 204 means stored."""
+        """Store one batch, or raise ``SinkError`` with its ``kind`` and ``retryable``."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
         body = ("\n".join(lines) + "\n").encode()
         try:
-            async with self._session.post(self._url, params=self._params, data=body) as resp:
-                if resp.status != 204:
-                    raise _status_error(resp.status, await resp.text(), resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SinkError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            # No redirects: a write that lands elsewhere is a wrong URL, not a success.
+            async with self._session.post(
+                self._url, params=self._params, headers=self._headers, data=body, allow_redirects=False
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                try:
+                    reason = _error_reason(await resp.content.read(_MAX_ERROR_BODY_BYTES), resp.headers)
+                except aiohttp.ClientPayloadError as exc:
+                    # The status line and headers were read: they decide, the body only explains.
+                    reason = f"(error body unreadable: {exc})"
+                error = classify_status(
+                    resp.status, reason, resp.headers.get("Retry-After"), datetime.now(UTC)
+                )
+        except aiohttp.ClientResponseError as exc:
+            # We never call raise_for_status, so this comes from aiohttp's parser: the
+            # status line or headers were not valid HTTP (influxd 1.x echoes a refused
+            # line, NUL and all, in a header). The database is up; the batch may be
+            # what provoked it, so it is not "unavailable".
+            raise SinkError(
+                f"unparseable answer: {printable(str(exc))}", retryable=False, kind=SinkErrorKind.UNPARSEABLE
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # Refused, reset or dropped connections (ServerDisconnectedError included) and
+            # timeouts: the database is away, or was while it answered.
+            raise SinkError(
+                f"{type(exc).__name__}: {printable(str(exc))}", retryable=True, kind=SinkErrorKind.UNAVAILABLE
+            ) from exc
+        if error is not None:
+            raise error
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -84,45 +193,118 @@ class V1Writer:
             await self._session.close()
 
 
-class V2Writer:
-    """The InfluxDB v2 write API through influxdb-client's async client."""
+class V1Writer(_HttpWriter):
+    """InfluxDB 1.x ``/write`` with database, retention policy and optional credentials."""
+
+    def __init__(self, config: InfluxConfig, password: str | None) -> None:
+        params = {"db": config.database, "precision": "ns"}
+        if config.retention_policy:
+            params["rp"] = config.retention_policy
+        auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
+        super().__init__(f"{config.url}/write", params, {}, auth, config.timeout_s)
+
+
+class V2Writer(_HttpWriter):
+    """The InfluxDB v2 write API (``/api/v2/write``, token auth), as victoria-metrics also serves it."""
 
     def __init__(self, config: InfluxConfig, token: str | None) -> None:
-        self._config = config
-        self._token = token or ""
-        self._client: Any = None
+        params = {"org": config.org or "-", "bucket": config.bucket, "precision": "ns"}
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        super().__init__(f"{config.url}/api/v2/write", params, headers, None, config.timeout_s)
 
-    async def write(self, lines: list[str]) -> None:
-        """Write the batch with nanosecond precision."""
-        from influxdb_client.client.exceptions import InfluxDBError  # noqa: PLC0415 -- heavy import
-        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync  # noqa: PLC0415
 
-        if self._client is None:
-            self._client = InfluxDBClientAsync(
-                url=self._config.url,
-                token=self._token,
-                org=self._config.org or "-",
-                timeout=int(self._config.timeout_s * 1000),
-            )
-        client = self._client
+# Refusals that can come from some lines of a batch and not others: splitting the
+# batch finds them. Unauthorized and not-found concern every line alike.
+_SPLITTABLE = frozenset({SinkErrorKind.REFUSED, SinkErrorKind.TOO_LARGE, SinkErrorKind.UNPARSEABLE})
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedLine:
+    """One line the database refused for good: ``kind`` for counting, ``reason`` in its words."""
+
+    line: str
+    kind: SinkErrorKind
+    reason: str  # printable, at most REASON_MAX_CHARS
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What became of a batch: ``stored`` lines are in the database, ``refused`` never will be."""
+
+    stored: int
+    refused: tuple[RefusedLine, ...]
+
+
+class WriteInterruptedError(SinkError):
+    """``write_isolating`` stopped before every line of its batch was stored or refused.
+
+    ``kind``, ``retryable`` and ``retry_after_s`` are those of the failure that
+    stopped it. ``outcome`` holds what was settled before it: that many lines
+    stored, those lines refused. ``unsent`` are the remaining lines, in batch order:
+    exactly what to retry (or to hold, when not retryable). Re-sending a stored
+    line is harmless too: InfluxDB and victoria-metrics keep one value per series,
+    field and timestamp, so the same line overwrites itself.
+    """
+
+    def __init__(self, cause: SinkError, outcome: WriteOutcome, unsent: Sequence[str]) -> None:
+        self.outcome = outcome
+        self.unsent = tuple(unsent)
+        super().__init__(
+            f"{len(self.unsent)} line(s) not written ({outcome.stored} stored, "
+            f"{len(outcome.refused)} refused before): {cause}",
+            retryable=cause.retryable,
+            retry_after_s=cause.retry_after_s,
+            kind=cause.kind,
+        )
+
+
+async def write_isolating(writer: LineWriter, lines: Sequence[str]) -> WriteOutcome:
+    """Write ``lines``, isolating those the database refuses so the others are stored.
+
+    When the database refuses the batch (``refused``, ``too_large``) or answers
+    unparseably, the batch is split in halves, and each half is written, and split
+    again while refused, down to single lines, which are then refused for good with
+    the server's reason. With ``k`` bad lines among ``n`` that is about
+    ``2·k·log2(n/k)`` requests, one at a time, in batch order. influxd 1.x may store
+    a refused batch's good lines already ("partial write"); writing them again in a
+    half overwrites them with themselves.
+
+    If every line of a batch of two or more is refused with an unparseable answer,
+    the server rather than the data is at fault: that raises a retryable
+    ``WriteInterruptedError`` (kind ``unparseable``, every line unsent) instead.
+
+    Any other failure (unavailable, throttled, unauthorized, not found) stops the
+    work and raises ``WriteInterruptedError`` with that failure's ``retryable``,
+    ``retry_after_s`` and ``kind``, what was settled so far, and the unsent lines.
+    """
+    stored = 0
+    refused: list[RefusedLine] = []
+    # Chunks still to write, the next one last, so halves go out in batch order.
+    todo: list[list[str]] = [list(lines)] if lines else []
+    while todo:
+        chunk = todo.pop()
         try:
-            await client.write_api().write(
-                bucket=self._config.bucket, org=self._config.org or "-", record="\n".join(lines)
-            )
-        except InfluxDBError as exc:
-            response = exc.response
-            status = int(getattr(response, "status", 0) or 0)
-            if status:
-                headers = getattr(response, "headers", {}) or {}
-                raise _status_error(status, str(exc.message), headers.get("Retry-After")) from exc
-            raise SinkError(str(exc), retryable=True) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SinkError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
-
-    async def close(self) -> None:
-        """Close the client."""
-        if self._client is not None:
-            await self._client.close()
+            await writer.write(chunk)
+        except SinkError as exc:
+            if exc.kind not in _SPLITTABLE:
+                unsent = [line for pending in (chunk, *reversed(todo)) for line in pending]
+                raise WriteInterruptedError(exc, WriteOutcome(stored, tuple(refused)), unsent) from exc
+            if len(chunk) > 1:
+                middle = len(chunk) // 2
+                todo += [chunk[middle:], chunk[:middle]]
+            else:
+                refused.append(RefusedLine(chunk[0], exc.kind, printable(str(exc))))
+        else:
+            stored += len(chunk)
+    if len(lines) > 1 and stored == 0 and all(r.kind is SinkErrorKind.UNPARSEABLE for r in refused):
+        cause = SinkError(
+            f"every one of {len(lines)} lines drew an unparseable answer: the server is at fault, "
+            f"last: {refused[-1].reason}",
+            retryable=True,
+            kind=SinkErrorKind.UNPARSEABLE,
+        )
+        raise WriteInterruptedError(cause, WriteOutcome(0, ()), lines)
+    return WriteOutcome(stored, tuple(refused))
 
 
 class Spool:
