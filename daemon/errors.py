@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 class WarddError(Exception):
@@ -53,10 +54,37 @@ class DeviceError(WarddError):
     """A device link failed (port closed, timeout); the source retries."""
 
 
-class SinkError(WarddError):
-    """A sink could not write. ``retryable`` says whether trying again may succeed."""
+class SinkErrorKind(StrEnum):
+    """Why a sink could not write: a stable counter label, one per way of failing."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None):
+    REFUSED = "refused"  # the database refused the data (400, 422, other 4xx): a retry fails again
+    TOO_LARGE = "too_large"  # 413: the request was too large; smaller batches may pass
+    UNAUTHORIZED = "unauthorized"  # 401, 403: credentials or permissions, not the data
+    NOT_FOUND = "not_found"  # 404: no such database, bucket or URL, not the data
+    THROTTLED = "throttled"  # 429: the database asks to slow down (see retry_after_s)
+    UNAVAILABLE = "unavailable"  # 5xx, 408, timeout, connection refused or dropped
+    UNPARSEABLE = "unparseable"  # the answer was not valid HTTP: neither stored nor "down"
+
+
+class SinkError(WarddError):
+    """A sink could not write.
+
+    ``retryable`` says whether trying the same request again may succeed, after
+    ``retry_after_s`` when the database said so; ``kind`` says why, for counting.
+    Without a ``kind``, a retryable error counts as unavailable, any other as refused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        kind: SinkErrorKind | None = None,
+    ) -> None:
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        if kind is None:
+            kind = SinkErrorKind.UNAVAILABLE if retryable else SinkErrorKind.REFUSED
+        self.kind = kind
         super().__init__(message)

@@ -6,24 +6,32 @@ writes succeed again. A point the database refuses for good is isolated from its
 batch (the good ones are stored) and kept in ``dead_letters`` with the reason.
 With ``api = "none"`` points are appended as line protocol to a file (the demo's
 "keep points in a local folder").
+
+The writers classify every answer (``SinkError.kind``: refused, too_large,
+unauthorized, not_found, throttled, unavailable, unparseable), and
+``write_isolating`` splits a refused batch until only its bad lines are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import json
 import logging
+import math
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 
 from daemon.clock import Clock
 from daemon.config import InfluxConfig
-from daemon.errors import SinkError
+from daemon.errors import SinkError, SinkErrorKind
 from daemon.events import Health
 from daemon.metrics import Counters
 from daemon.points import Point
@@ -38,8 +46,8 @@ OnHealth = Callable[[Health, str], Awaitable[None]]
 class LineWriter(Protocol):
     """Writes a batch of line-protocol lines.
 
-    Guarantees: raises ``SinkError`` (with ``retryable``) on failure, else the whole
-    batch is stored; ``close`` is awaited only after the last ``write``.
+    Guarantees: raises ``SinkError`` (with ``retryable`` and ``kind``) on failure, else
+    the whole batch is stored; ``close`` is awaited only after the last ``write``.
     """
 
     async def write(self, lines: list[str]) -> None:
@@ -51,35 +59,135 @@ class LineWriter(Protocol):
         ...
 
 
-def _status_error(status: int, body: str, retry_after: str | None) -> SinkError:
-    retryable = status >= 500 or status in (408, 429)
-    after = float(retry_after) if retry_after and retry_after.isdigit() else None
-    return SinkError(f"HTTP {status}: {body[:300]}", retryable=retryable, retry_after_s=after)
+# Telegraf's influxdb_v2 output caps a database's Retry-After at ten minutes.
+MAX_RETRY_AFTER_S = 600.0
+# Enough of an error answer to hold the server's reason; the rest is not read.
+_MAX_ERROR_BODY_BYTES = 64 * 1024
+# Length of a reason kept in errors, logs and refused lines.
+REASON_MAX_CHARS = 300
 
 
-class V1Writer:
-    """InfluxDB 1.x ``/write`` with database, retention policy and optional credentials."""
+def printable(text: str, max_chars: int = REASON_MAX_CHARS) -> str:
+    """``text`` safe to log and store: control characters escaped, cut to ``max_chars``."""
+    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return out if len(out) <= max_chars else out[: max_chars - 1] + "…"
 
-    def __init__(self, config: InfluxConfig, password: str | None) -> None:
-        self._url = f"{config.url}/write"
-        self._params = {"db": config.database, "precision": "ns"}
-        if config.retention_policy:
-            self._params["rp"] = config.retention_policy
-        self._auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay in seconds or HTTP-date).
+
+    ``None`` when absent or unreadable; never negative; capped at ``MAX_RETRY_AFTER_S``.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000" means UTC with no claim about local time
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _error_reason(body: bytes, headers: Mapping[str, str]) -> str:
+    """The server's own words: influxd's ``{"error": ...}``, InfluxDB 2's ``{"message": ...}``, or the text."""
+    text = body.decode("utf-8", errors="replace").strip()
+    with contextlib.suppress(ValueError):
+        data = json.loads(text)
+        if isinstance(data, dict):
+            for key in ("error", "message"):
+                if isinstance(data.get(key), str):
+                    return str(data[key])
+    return text or headers.get("X-Influxdb-Error", "") or headers.get("X-Influx-Error", "")
+
+
+def classify_status(status: int, reason: str, retry_after: str | None, now: datetime) -> SinkError | None:
+    """The error for an HTTP answer to a write, ``None`` for success (any 2xx).
+
+    As Telegraf's InfluxDB outputs do: 4xx is the client's fault and permanent,
+    except 408 (timeout) and 429 (throttled); 5xx and anything else is retryable.
+    ``Retry-After`` is honoured on every retryable answer (503 often carries one).
+    """
+    if 200 <= status < 300:
+        return None
+    message = f"HTTP {status}: {printable(reason)}"
+    if status == 429:
+        kind, retryable = SinkErrorKind.THROTTLED, True
+    elif status == 408 or not 400 <= status < 500:
+        kind, retryable = SinkErrorKind.UNAVAILABLE, True
+    elif status == 413:
+        kind, retryable = SinkErrorKind.TOO_LARGE, False
+    elif status in (401, 403):
+        kind, retryable = SinkErrorKind.UNAUTHORIZED, False
+    elif status == 404:
+        kind, retryable = SinkErrorKind.NOT_FOUND, False
+    else:
+        kind, retryable = SinkErrorKind.REFUSED, False
+    after = parse_retry_after(retry_after, now) if retryable else None
+    return SinkError(message, retryable=retryable, retry_after_s=after, kind=kind)
+
+
+class _HttpWriter:
+    """POSTs a batch of lines and classifies the answer; the subclasses say where and how."""
+
+    def __init__(
+        self,
+        url: str,
+        params: Mapping[str, str],
+        headers: Mapping[str, str],
+        auth: aiohttp.BasicAuth | None,
+        timeout_s: float,
+    ) -> None:
+        self._url = url
+        self._params = dict(params)
+        self._headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
+        self._auth = auth
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def write(self, lines: list[str]) -> None:
-        """POST the batch; 204 means stored."""
+        """Store one batch, or raise ``SinkError`` with its ``kind`` and ``retryable``."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
         body = ("\n".join(lines) + "\n").encode()
         try:
-            async with self._session.post(self._url, params=self._params, data=body) as resp:
-                if resp.status != 204:
-                    raise _status_error(resp.status, await resp.text(), resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SinkError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            # No redirects: a write that lands elsewhere is a wrong URL, not a success.
+            async with self._session.post(
+                self._url, params=self._params, headers=self._headers, data=body, allow_redirects=False
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                try:
+                    reason = _error_reason(await resp.content.read(_MAX_ERROR_BODY_BYTES), resp.headers)
+                except aiohttp.ClientPayloadError as exc:
+                    # The status line and headers were read: they decide, the body only explains.
+                    reason = f"(error body unreadable: {exc})"
+                error = classify_status(
+                    resp.status, reason, resp.headers.get("Retry-After"), datetime.now(UTC)
+                )
+        except aiohttp.ClientResponseError as exc:
+            # We never call raise_for_status, so this comes from aiohttp's parser: the
+            # status line or headers were not valid HTTP (influxd 1.x echoes a refused
+            # line, NUL and all, in a header). The database is up; the batch may be
+            # what provoked it, so it is not "unavailable".
+            raise SinkError(
+                f"unparseable answer: {printable(str(exc))}", retryable=False, kind=SinkErrorKind.UNPARSEABLE
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # Refused, reset or dropped connections (ServerDisconnectedError included) and
+            # timeouts: the database is away, or was while it answered.
+            raise SinkError(
+                f"{type(exc).__name__}: {printable(str(exc))}", retryable=True, kind=SinkErrorKind.UNAVAILABLE
+            ) from exc
+        if error is not None:
+            raise error
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -87,45 +195,118 @@ class V1Writer:
             await self._session.close()
 
 
-class V2Writer:
-    """The InfluxDB v2 write API through influxdb-client's async client."""
+class V1Writer(_HttpWriter):
+    """InfluxDB 1.x ``/write`` with database, retention policy and optional credentials."""
+
+    def __init__(self, config: InfluxConfig, password: str | None) -> None:
+        params = {"db": config.database, "precision": "ns"}
+        if config.retention_policy:
+            params["rp"] = config.retention_policy
+        auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
+        super().__init__(f"{config.url}/write", params, {}, auth, config.timeout_s)
+
+
+class V2Writer(_HttpWriter):
+    """The InfluxDB v2 write API (``/api/v2/write``, token auth), as victoria-metrics also serves it."""
 
     def __init__(self, config: InfluxConfig, token: str | None) -> None:
-        self._config = config
-        self._token = token or ""
-        self._client: Any = None
+        params = {"org": config.org or "-", "bucket": config.bucket, "precision": "ns"}
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        super().__init__(f"{config.url}/api/v2/write", params, headers, None, config.timeout_s)
 
-    async def write(self, lines: list[str]) -> None:
-        """Write the batch with nanosecond precision."""
-        from influxdb_client.client.exceptions import InfluxDBError  # noqa: PLC0415 -- heavy import
-        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync  # noqa: PLC0415
 
-        if self._client is None:
-            self._client = InfluxDBClientAsync(
-                url=self._config.url,
-                token=self._token,
-                org=self._config.org or "-",
-                timeout=int(self._config.timeout_s * 1000),
-            )
-        client = self._client
+# Refusals that can come from some lines of a batch and not others: splitting the
+# batch finds them. Unauthorized and not-found concern every line alike.
+_SPLITTABLE = frozenset({SinkErrorKind.REFUSED, SinkErrorKind.TOO_LARGE, SinkErrorKind.UNPARSEABLE})
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedLine:
+    """One line the database refused for good: ``kind`` for counting, ``reason`` in its words."""
+
+    line: str
+    kind: SinkErrorKind
+    reason: str  # printable, at most REASON_MAX_CHARS
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What became of a batch: ``stored`` lines are in the database, ``refused`` never will be."""
+
+    stored: int
+    refused: tuple[RefusedLine, ...]
+
+
+class WriteInterruptedError(SinkError):
+    """``write_isolating`` stopped before every line of its batch was stored or refused.
+
+    ``kind``, ``retryable`` and ``retry_after_s`` are those of the failure that
+    stopped it. ``outcome`` holds what was settled before it: that many lines
+    stored, those lines refused. ``unsent`` are the remaining lines, in batch order:
+    exactly what to retry (or to hold, when not retryable). Re-sending a stored
+    line is harmless too: InfluxDB and victoria-metrics keep one value per series,
+    field and timestamp, so the same line overwrites itself.
+    """
+
+    def __init__(self, cause: SinkError, outcome: WriteOutcome, unsent: Sequence[str]) -> None:
+        self.outcome = outcome
+        self.unsent = tuple(unsent)
+        super().__init__(
+            f"{len(self.unsent)} line(s) not written ({outcome.stored} stored, "
+            f"{len(outcome.refused)} refused before): {cause}",
+            retryable=cause.retryable,
+            retry_after_s=cause.retry_after_s,
+            kind=cause.kind,
+        )
+
+
+async def write_isolating(writer: LineWriter, lines: Sequence[str]) -> WriteOutcome:
+    """Write ``lines``, isolating those the database refuses so the others are stored.
+
+    When the database refuses the batch (``refused``, ``too_large``) or answers
+    unparseably, the batch is split in halves, and each half is written, and split
+    again while refused, down to single lines, which are then refused for good with
+    the server's reason. With ``k`` bad lines among ``n`` that is about
+    ``2·k·log2(n/k)`` requests, one at a time, in batch order. influxd 1.x may store
+    a refused batch's good lines already ("partial write"); writing them again in a
+    half overwrites them with themselves.
+
+    If every line of a batch of two or more is refused with an unparseable answer,
+    the server rather than the data is at fault: that raises a retryable
+    ``WriteInterruptedError`` (kind ``unparseable``, every line unsent) instead.
+
+    Any other failure (unavailable, throttled, unauthorized, not found) stops the
+    work and raises ``WriteInterruptedError`` with that failure's ``retryable``,
+    ``retry_after_s`` and ``kind``, what was settled so far, and the unsent lines.
+    """
+    stored = 0
+    refused: list[RefusedLine] = []
+    # Chunks still to write, the next one last, so halves go out in batch order.
+    todo: list[list[str]] = [list(lines)] if lines else []
+    while todo:
+        chunk = todo.pop()
         try:
-            await client.write_api().write(
-                bucket=self._config.bucket, org=self._config.org or "-", record="\n".join(lines)
-            )
-        except InfluxDBError as exc:
-            response = exc.response
-            status = int(getattr(response, "status", 0) or 0)
-            if status:
-                headers = getattr(response, "headers", {}) or {}
-                raise _status_error(status, str(exc.message), headers.get("Retry-After")) from exc
-            raise SinkError(str(exc), retryable=True) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SinkError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
-
-    async def close(self) -> None:
-        """Close the client."""
-        if self._client is not None:
-            await self._client.close()
+            await writer.write(chunk)
+        except SinkError as exc:
+            if exc.kind not in _SPLITTABLE:
+                unsent = [line for pending in (chunk, *reversed(todo)) for line in pending]
+                raise WriteInterruptedError(exc, WriteOutcome(stored, tuple(refused)), unsent) from exc
+            if len(chunk) > 1:
+                middle = len(chunk) // 2
+                todo += [chunk[middle:], chunk[:middle]]
+            else:
+                refused.append(RefusedLine(chunk[0], exc.kind, printable(str(exc))))
+        else:
+            stored += len(chunk)
+    if len(lines) > 1 and stored == 0 and all(r.kind is SinkErrorKind.UNPARSEABLE for r in refused):
+        cause = SinkError(
+            f"every one of {len(lines)} lines drew an unparseable answer: the server is at fault, "
+            f"last: {refused[-1].reason}",
+            retryable=True,
+            kind=SinkErrorKind.UNPARSEABLE,
+        )
+        raise WriteInterruptedError(cause, WriteOutcome(0, ()), lines)
+    return WriteOutcome(stored, tuple(refused))
 
 
 class LineFileWriter:
@@ -152,37 +333,8 @@ class LineFileWriter:
         """Nothing to release."""
 
 
-@dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    """What ``write_isolating`` did with a batch: lines stored, and lines refused with the reason."""
-
-    stored: int
-    refused: list[tuple[int, str]]  # (index in the batch, the database's reason)
-
-
-async def write_isolating(writer: LineWriter, lines: Sequence[str]) -> WriteOutcome:
-    """Write a batch; when the database refuses it for good, split it to store the good lines.
-
-    A retryable failure raises ``SinkError`` (the caller keeps the batch and retries;
-    re-sending lines already stored is harmless: same series and time overwrite).
-    """
-    refused: list[tuple[int, str]] = []
-
-    async def attempt(start: int, part: Sequence[str]) -> int:
-        try:
-            await writer.write(list(part))
-        except SinkError as exc:
-            if exc.retryable:
-                raise
-            if len(part) == 1:
-                refused.append((start, str(exc)))
-                return 0
-            half = len(part) // 2
-            return await attempt(start, part[:half]) + await attempt(start + half, part[half:])
-        return len(part)
-
-    stored = await attempt(0, lines)
-    return WriteOutcome(stored, refused)
+SUSPECT_ROUNDS = 3
+"""Unparseable rounds in a row after which the outbox is sent one line at a time."""
 
 
 class InfluxSink:
@@ -202,7 +354,7 @@ class InfluxSink:
     def __init__(
         self,
         config: InfluxConfig,
-        writer: LineWriter | None,
+        writer: LineWriter,
         store: StoreWriter,
         *,
         counters: Counters,
@@ -222,6 +374,7 @@ class InfluxSink:
         self._max_bytes = config.spool_max_mb * 1024 * 1024
         self._degraded = False
         self._backoff_s = self.RETRY_MIN_S
+        self._suspect_rounds = 0
         self.flushed = asyncio.Event()  # set after each send cycle, for tests and shutdown
 
     @property
@@ -283,43 +436,57 @@ class InfluxSink:
         except TimeoutError:
             log.warning("storage flush timed out at shutdown; the rest stays in the outbox")
         await self._store.flush()
-        if self._writer is not None:
-            await self._writer.close()
+        await self._writer.close()
 
     async def _send(self, rows: list[tuple[int, str]]) -> bool:
-        if self._writer is None:
-            return True
+        if self._suspect_rounds >= SUSPECT_ROUNDS:
+            # Unparseable answers to whole batches, again and again: one line at a time
+            # tells a broken server (every line fails, nothing is refused: it stays
+            # retryable) from one line the server chokes on (refused alone).
+            rows = rows[:1]
         lines = [line for _, line in rows]
         try:
             outcome = await write_isolating(self._writer, lines)
-        except SinkError as exc:
-            self._counters.inc("influx.retries", exc.kind if hasattr(exc, "kind") else "unavailable")
+        except WriteInterruptedError as exc:
+            settled = len(lines) - len(exc.unsent)
+            self._settle(rows[:settled], exc.outcome)
+            self._counters.inc("influx.retries", str(exc.kind))
+            self._suspect_rounds = self._suspect_rounds + 1 if exc.kind is SinkErrorKind.UNPARSEABLE else 0
             await self._set_degraded(f"storage unavailable: {exc}")
             if exc.retry_after_s is not None:
                 self._backoff_s = min(self.RETRY_MAX_S, max(self.RETRY_MIN_S, exc.retry_after_s))
             else:
                 self._backoff_s = min(self.RETRY_MAX_S, self._backoff_s * 2)
             return False
-        refused = dict(outcome.refused)
-        changes = self._store.stage()
-        now = iso(self._clock.now())
-        for index, (row_id, line) in enumerate(rows):
-            reason = refused.get(index)
-            if reason is None:
-                changes.points_done.append(row_id)
-            else:
-                changes.dead_letters.append((row_id, now, line, reason[:500]))
-                log.error(
-                    "database refused a point for good, kept in dead_letters: %s: %s", reason, line[:200]
-                )
-            self._outbox_bytes -= len(line)
-        self._sent_id = rows[-1][0]
-        self._counters.inc("influx.written", "", outcome.stored)
-        if refused:
-            self._counters.inc("influx.dead_lettered", "refused", len(refused))
+        self._settle(rows, outcome)
+        self._suspect_rounds = 0
         self._backoff_s = self.RETRY_MIN_S
         await self._set_healthy()
         return True
+
+    def _settle(self, rows: Sequence[tuple[int, str]], outcome: WriteOutcome) -> None:
+        """Forget the rows the database has, dead-letter those it refused (in the next commit)."""
+        if not rows:
+            return
+        refused: dict[str, list[RefusedLine]] = {}
+        for refusal in outcome.refused:
+            refused.setdefault(refusal.line, []).append(refusal)
+        changes = self._store.stage()
+        now = iso(self._clock.now())
+        for row_id, line in rows:
+            pending = refused.get(line)
+            if pending:
+                why = pending.pop()
+                changes.dead_letters.append((row_id, now, line, f"{why.kind}: {why.reason}"))
+                log.error(
+                    "database refused a point for good (%s), kept in dead_letters: %s", why.reason, line[:200]
+                )
+                self._counters.inc("influx.dead_lettered", str(why.kind))
+            else:
+                changes.points_done.append(row_id)
+            self._outbox_bytes -= len(line)
+        self._sent_id = max(self._sent_id, rows[-1][0])
+        self._counters.inc("influx.written", "", outcome.stored)
 
     async def _set_degraded(self, detail: str) -> None:
         if not self._degraded:

@@ -128,9 +128,9 @@ class Influxd(Server):
         """``http://127.0.0.1:<port>``."""
         return f"http://127.0.0.1:{self.port}"
 
-    def query(self, db: str, q: str) -> list[dict[str, Any]]:
-        """Rows of an InfluxQL query as dicts (``time`` in RFC 3339)."""
-        params = urllib.parse.urlencode({"db": db, "q": q})
+    def query(self, db: str, q: str, epoch: str | None = None) -> list[dict[str, Any]]:
+        """Rows of an InfluxQL query as dicts (``time`` in RFC 3339, or an integer with ``epoch="ns"``)."""
+        params = urllib.parse.urlencode({"db": db, "q": q, **({"epoch": epoch} if epoch else {})})
         with urllib.request.urlopen(f"{self.url}/query?{params}", timeout=10) as resp:
             body = json.load(resp)
         rows: list[dict[str, Any]] = []
@@ -200,7 +200,8 @@ class VictoriaMetrics(Server):
         while True:
             urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
             with urllib.request.urlopen(f"{self.url}/api/v1/export?{params}", timeout=10) as resp:
-                rows = [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+                # JSON leaves U+2028 raw inside strings, so split on "\n" only, not splitlines().
+                rows = [json.loads(line) for line in resp.read().decode().split("\n") if line.strip()]
             if rows or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)

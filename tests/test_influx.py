@@ -125,18 +125,45 @@ async def test_outbox_survives_a_restart_of_the_sink(influx1: Influxd, tmp_path:
     assert len(influx1.query("wardd", "SELECT temp_c FROM vitals")) == 4
 
 
-async def test_refused_points_are_dead_lettered_not_retried(influx1: Influxd, tmp_path: Path) -> None:
-    config = InfluxConfig(api="v1", url=influx1.url, database="no_such_db")
+async def test_a_refused_point_is_dead_lettered_and_the_good_ones_stored(
+    influx1: Influxd, tmp_path: Path
+) -> None:
+    influx1.create_database("wardd")
+    config = InfluxConfig(api="v1", url=influx1.url, database="wardd", batch_size=100)
     counters = Counters()
+    points = _points(10)
+    # A string where the field is a float: influxd refuses that one point for good.
+    bad = Point("vitals", {"ward": "h", "bed": "12"}, {"temp_c": "hot"}, T0 + timedelta(hours=1))
     async with committing(store_writer(tmp_path)) as writer:
         sink = _sink(config, writer, counters)
-        sink.put(_points(1)[0])
+        for point in [*points[:5], bad, *points[5:]]:
+            sink.put(point)
         await sink.close()
-    assert counters.get("influx.dead_lettered", "refused") == 1
+    assert len(influx1.query("wardd", "SELECT temp_c FROM vitals")) == 10
     [(_, line, reason)] = writer.store.dead_letters()
-    assert line.startswith("vitals,bed=12,ward=h ")
-    assert "404" in reason
+    assert 'temp_c="hot"' in line
+    assert reason.startswith("refused: ")
+    assert "field type conflict" in reason
+    assert counters.get("influx.dead_lettered", "refused") == 1
     assert writer.store.outbox_stats() == (0, 0)
+
+
+async def test_a_missing_database_keeps_every_point_waiting(influx1: Influxd, tmp_path: Path) -> None:
+    config = InfluxConfig(api="v1", url=influx1.url, database="not_yet")
+    health: list[Health] = []
+    async with committing(store_writer(tmp_path)) as writer:
+        sink = _sink(config, writer, Counters(), health)
+        for point in _points(3):
+            sink.put(point)
+        await writer.flush()
+        assert not await sink.flush()
+        assert health == [Health.LOST], "a database that is not there is an outage, not bad data"
+        assert writer.store.outbox_stats()[0] == 3
+        influx1.create_database("not_yet")
+        assert await sink.flush()
+        await sink.close()
+    assert writer.store.dead_letters() == []
+    assert len(influx1.query("not_yet", "SELECT temp_c FROM vitals")) == 3
 
 
 async def test_api_none_keeps_points_in_the_folder(tmp_path: Path) -> None:
@@ -147,5 +174,6 @@ async def test_api_none_keeps_points_in_the_folder(tmp_path: Path) -> None:
             sink.put(point)
         await sink.close()
     lines = (tmp_path / "points" / "points.lp").read_text().splitlines()
-    assert lines[0].startswith("vitals,bed=12,ward=h temp_c=37.0 ")
+    # influxdb-client writes a whole float without ".0"; it is still a float (an integer ends in "i").
+    assert lines[0] == "vitals,bed=12,ward=h temp_c=37 1772481600123456000"
     assert len(lines) == 3
