@@ -60,11 +60,15 @@ RULE_FAMILIES: dict[str, Callable[[Config, BedConfig], list[Rule[Any]]]] = {
 """Rule families in evaluation order: technical, pump, dose, vital signs."""
 
 
-def build_rules(config: Config, families: Sequence[str] | None = None) -> RuleEngine:
-    """Every bed's rules (all families, or only those named)."""
+def build_rules(
+    config: Config, families: Sequence[str] | None = None, *, counters: Counters | None = None
+) -> RuleEngine:
+    """Every bed's rules (all families, or only those named); failures counted in ``counters``."""
     chosen = [RULE_FAMILIES[name] for name in RULE_FAMILIES if families is None or name in families]
     return RuleEngine(
-        {bed.id: [rule for family in chosen for rule in family(config, bed)] for bed in config.beds}
+        {bed.id: [rule for family in chosen for rule in family(config, bed)] for bed in config.beds},
+        counters=counters,
+        wards={bed.id: bed.ward for bed in config.beds},
     )
 
 
@@ -302,7 +306,7 @@ def build(
         config=config,
         clock=clock,
         counters=counters,
-        engine=build_rules(config),
+        engine=build_rules(config, counters=counters),
         sink=sink,
         link=link,
         router=router,
