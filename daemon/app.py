@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -266,17 +267,19 @@ def build(
     )
     prefix = config.mqtt.topic_prefix
     router = TelemetryRouter({}, emit, counters, clock.now)
-    decode_vitals = vitals_decoder(counters, config.mqtt.max_payload_bytes, config.mqtt.max_future_skew_s)
+    max_bytes = config.mqtt.max_payload_bytes
+    decode_vitals = vitals_decoder(counters, max_bytes, config.mqtt.max_future_skew_s)
+
+    def decode_observation(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> list[Event]:
+        return [parse_observation(payload, ward, bed, where, now, max_bytes=max_bytes)]
+
+    def decode_bag(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> list[Event]:
+        return [parse_bag(payload, ward, bed, where, max_bytes=max_bytes)]
+
     for bed in config.beds:
         router.add(topics.vitals(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_vitals))
-        router.add(
-            topics.observations(prefix, bed.ward, bed.id),
-            Route(bed.ward, bed.id, lambda p, w, b, where, now: [parse_observation(p, w, b, where, now)]),
-        )
-        router.add(
-            topics.bag(prefix, bed.ward, bed.id),
-            Route(bed.ward, bed.id, lambda p, w, b, where, now: [parse_bag(p, w, b, where)]),
-        )
+        router.add(topics.observations(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_observation))
+        router.add(topics.bag(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_bag))
     subscriptions = [*router.topics, topics.alert_ack(prefix, "+", "+", "+")]
     link = MqttLink(
         config.mqtt,
