@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from daemon import capture, topics
@@ -62,11 +63,15 @@ RULE_FAMILIES: dict[str, Callable[[Config, BedConfig], list[Rule[Any]]]] = {
 """Rule families in evaluation order: technical, pump, dose, vital signs."""
 
 
-def build_rules(config: Config, families: Sequence[str] | None = None) -> RuleEngine:
-    """Every bed's rules (all families, or only those named)."""
+def build_rules(
+    config: Config, families: Sequence[str] | None = None, *, counters: Counters | None = None
+) -> RuleEngine:
+    """Every bed's rules (all families, or only those named); failures counted in ``counters``."""
     chosen = [RULE_FAMILIES[name] for name in RULE_FAMILIES if families is None or name in families]
     return RuleEngine(
-        {bed.id: [rule for family in chosen for rule in family(config, bed)] for bed in config.beds}
+        {bed.id: [rule for family in chosen for rule in family(config, bed)] for bed in config.beds},
+        counters=counters,
+        wards={bed.id: bed.ward for bed in config.beds},
     )
 
 
@@ -371,17 +376,19 @@ def build(
     prefix = config.mqtt.topic_prefix
     # Decoded events go straight to processing: their message is already in the store.
     router = TelemetryRouter({}, process, counters, clock.now)
-    decode_vitals = vitals_decoder(counters, config.mqtt.max_payload_bytes, config.mqtt.max_future_skew_s)
+    max_bytes = config.mqtt.max_payload_bytes
+    decode_vitals = vitals_decoder(counters, max_bytes, config.mqtt.max_future_skew_s)
+
+    def decode_observation(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> list[Event]:
+        return [parse_observation(payload, ward, bed, where, now, max_bytes=max_bytes)]
+
+    def decode_bag(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> list[Event]:
+        return [parse_bag(payload, ward, bed, where, max_bytes=max_bytes)]
+
     for bed in config.beds:
         router.add(topics.vitals(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_vitals))
-        router.add(
-            topics.observations(prefix, bed.ward, bed.id),
-            Route(bed.ward, bed.id, lambda p, w, b, where, now: [parse_observation(p, w, b, where, now)]),
-        )
-        router.add(
-            topics.bag(prefix, bed.ward, bed.id),
-            Route(bed.ward, bed.id, lambda p, w, b, where, now: [parse_bag(p, w, b, where)]),
-        )
+        router.add(topics.observations(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_observation))
+        router.add(topics.bag(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_bag))
     subscriptions = [*router.topics, topics.alert_ack(prefix, "+", "+", "+")]
     link = MqttLink(
         config.mqtt,
@@ -412,7 +419,7 @@ def build(
         config=config,
         clock=clock,
         counters=counters,
-        engine=build_rules(config),
+        engine=build_rules(config, counters=counters),
         writer=writer,
         sink=sink,
         link=link,

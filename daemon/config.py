@@ -29,16 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from daemon import ids
 from daemon.errors import ConfigError, ConfigIssue
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def _topic_safe(value: str) -> str:
-    # Ward and bed ids become MQTT topic levels and InfluxDB tags.
-    if not _ID.match(value):
-        raise ValueError("must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
-    return value
 
 
 def _aware(value: datetime) -> datetime:
@@ -47,7 +39,10 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
-Ident = Annotated[str, AfterValidator(_topic_safe)]
+# Ward, bed and pump ids become MQTT topic levels, InfluxDB tags and alert ids.
+Ident = Annotated[str, AfterValidator(ids.config_id)]
+# A bag id is shown in alerts and stored; the same rule as a bag announced over MQTT.
+BagId = Annotated[str, AfterValidator(ids.bag_id_value)]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -340,7 +335,7 @@ class BagConfig(Model):
     """A bag announced in the configuration (bags may also arrive over MQTT)."""
 
     bed: Ident
-    bag_id: str = Field(min_length=1, max_length=64)
+    bag_id: BagId
     concentration_ug_per_ml: Annotated[float, Field(gt=0, lt=100)]
     volume_ml: Annotated[float, Field(gt=0, le=5000)] | None = None
     hung_at: AwareDatetime

@@ -40,11 +40,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from daemon import ids
 from daemon.config import BedConfig, Config, DoseThresholds
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, BagHung, Event, Kind, Priority, PumpReading, PumpState, Text
 from daemon.numfmt import fmt
-from daemon.payloads import load_json_object
+from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.points import Point
 from daemon.protocols import Schedule, StepUp, schedule_for
 from daemon.rules import Rule, RuleEngine
@@ -937,44 +938,40 @@ _MAX_CONCENTRATION_UG_PER_ML = 100.0  # same bound as BagConfig; the vial is 12.
 _MAX_BAG_ML = 5000.0
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def parse_bag(payload: bytes, ward: str, bed: str, where: str) -> BagHung:
+def parse_bag(
+    payload: bytes, ward: str, bed: str, where: str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> BagHung:
     """Validate a bag announcement from MQTT; raise ``InputError`` with a stable reason.
 
-    Reasons: ``invalid_json``, ``not_object``, ``unknown_field``, ``missing_field``,
+    Whatever the bytes, the result is a ``BagHung`` or an ``InputError``. ``bag_id``
+    is trimmed, then must be a device id (``daemon.ids``). Reasons: those of
+    ``load_json_object`` (``too_large``, ``invalid_json``, ``too_deep``,
+    ``huge_number``, ``not_object``), ``unknown_field``, ``missing_field``,
     ``bad_bag_id``, ``bad_concentration``, ``bad_volume``, ``bad_time``.
     """
-    data = load_json_object(payload, where)
-    unknown = sorted(set(data) - _BAG_KEYS)
+    data = load_json_object(payload, where, max_bytes=max_bytes)
+    unknown = set(data) - _BAG_KEYS
     if unknown:
-        raise InputError("unknown_field", f"unknown field(s): {', '.join(unknown)}", where)
+        raise InputError("unknown_field", f"unknown field(s): {ids.shown_fields(unknown)}", where)
     missing = sorted({"bag_id", "concentration_ug_per_ml", "hung_at"} - set(data))
     if missing:
         raise InputError("missing_field", f"missing field(s): {', '.join(missing)}", where)
-    bag_id = data["bag_id"]
-    if not isinstance(bag_id, str) or not 1 <= len(bag_id.strip()) <= 64:
-        raise InputError("bad_bag_id", "bag_id must be a string of 1-64 characters", where)
-    conc = _number(data["concentration_ug_per_ml"])
+    bag_id = ids.bag_id(data["bag_id"], "bag_id", where)
+    conc = finite_number(data["concentration_ug_per_ml"])
     if conc is None or not 0 < conc < _MAX_CONCENTRATION_UG_PER_ML:
         raise InputError(
             "bad_concentration",
             f"concentration_ug_per_ml must be a number in (0, {_MAX_CONCENTRATION_UG_PER_ML:g}), "
-            f"got {data['concentration_ug_per_ml']!r}",
+            f"got {ids.shown(data['concentration_ug_per_ml'])}",
             where,
         )
     volume: float | None = None
     if data.get("volume_ml") is not None:
-        volume = _number(data["volume_ml"])
+        volume = finite_number(data["volume_ml"])
         if volume is None or not 0 < volume <= _MAX_BAG_ML:
             raise InputError(
                 "bad_volume",
-                f"volume_ml must be a number in (0, {_MAX_BAG_ML:g}], got {data['volume_ml']!r}",
+                f"volume_ml must be a number in (0, {_MAX_BAG_ML:g}], got {ids.shown(data['volume_ml'])}",
                 where,
             )
     hung = data["hung_at"]
@@ -985,5 +982,7 @@ def parse_bag(payload: bytes, ward: str, bed: str, where: str) -> BagHung:
         except ValueError:
             hung_at = None
     if hung_at is None:
-        raise InputError("bad_time", f"hung_at must be an RFC 3339 time with a zone, got {hung!r}", where)
-    return BagHung(ward, bed, hung_at, bag_id.strip(), conc, volume)
+        raise InputError(
+            "bad_time", f"hung_at must be an RFC 3339 time with a zone, got {ids.shown(hung)}", where
+        )
+    return BagHung(ward, bed, hung_at, bag_id, conc, volume)

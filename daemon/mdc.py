@@ -97,7 +97,9 @@ def lookup(code: object) -> Term | None:
         return BY_CODE.get(code)
     if isinstance(code, str):
         if code.isdigit():
-            return BY_CODE.get(int(code))
+            # isdigit() is true for "²" and other non-ASCII digits that int() refuses,
+            # and int() refuses very long digit strings: neither is one of our codes.
+            return BY_CODE.get(int(code)) if code.isascii() and len(code) <= 10 else None
         return BY_REF_ID.get(code)
     return None
 

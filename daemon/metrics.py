@@ -59,9 +59,28 @@ def preview(payload: bytes | str, limit: int = MAX_LOGGED_BYTES) -> str:
     return shown + (f"... ({len(raw)} bytes)" if len(raw) > limit else "")
 
 
+def sanitize(text: str, limit: int = 4 * MAX_LOGGED_BYTES) -> str:
+    """Text from outside fit for one log line: non-printables escaped, truncated.
+
+    A newline or a terminal escape in a field name or a topic must not start a forged
+    log line or reach the operator's terminal.
+    """
+    shown = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text[:limit]
+    )
+    return shown + ("..." if len(text) > limit else "")
+
+
 def reject(
     counters: Counters, name: str, reason: str, detail: str, *, where: str, payload: bytes | str
 ) -> None:
     """Count one rejected input and log what and where, with a truncated payload."""
     counters.inc(name, reason)
-    log.warning("rejected %s at %s: %s: %s; payload: %s", name, where, reason, detail, preview(payload))
+    log.warning(
+        "rejected %s at %s: %s: %s; payload: %s",
+        name,
+        sanitize(where),
+        sanitize(reason),
+        sanitize(detail),
+        preview(payload),
+    )

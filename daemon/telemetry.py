@@ -20,17 +20,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon import mdc
+from daemon import ids, mdc
 from daemon.errors import InputError
 from daemon.events import Emit, Event, Health, Metric, SourceHealth, VitalSample
-from daemon.metrics import Counters, reject
-from daemon.payloads import load_json_object
+from daemon.metrics import Counters, preview, reject, sanitize
+from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.timefmt import parse_iso
 
 log = logging.getLogger(__name__)
 
 REJECTED = "mqtt.rejected"
 """Counter of rejected messages and observations, labelled by reason."""
+
+DECODER_ERROR = "decoder_error"
+"""The reject reason of a message whose decoder failed unexpectedly (a bug, not bad input)."""
+
+MAX_AGE_S = 7 * 86_400.0
+"""Vitals stamped further back than this are refused (``too_old``): a monitor does not
+buffer a week, and times near year 1 would overflow the rules' date arithmetic."""
 
 VITALS_SCHEMA: Mapping[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -45,7 +52,11 @@ VITALS_SCHEMA: Mapping[str, Any] = {
             "format": "date-time",
             "description": "Measurement time, RFC 3339 with offset.",
         },
-        "device": {"type": "string", "minLength": 1, "maxLength": 64},
+        "device": {
+            "type": "string",
+            "pattern": f"^{ids.DEVICE_ID.pattern}$",
+            "description": "The monitor's id; stored as an InfluxDB tag.",
+        },
         "obs": {
             "type": "array",
             "minItems": 1,
@@ -97,14 +108,23 @@ def decode_vitals(
     bed: str,
     where: str,
     now: datetime,
-    max_bytes: int = 65_536,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     max_future_skew_s: float = 300.0,
 ) -> DecodedVitals:
-    """Validate one vitals message; raise ``InputError`` when it is unusable as a whole."""
+    """Validate one vitals message; raise ``InputError`` when it is unusable as a whole.
+
+    Whatever the bytes, the result is a ``DecodedVitals`` or an ``InputError``. Reasons
+    for the whole message: those of ``load_json_object`` (``too_large``, ``invalid_json``,
+    ``too_deep``, ``huge_number``, ``not_object``), ``unknown_field``,
+    ``missing_field``, ``bad_timestamp``, ``future_timestamp``, ``too_old``,
+    ``bad_device``, ``bad_obs``. Per observation (in ``rejected``): ``bad_obs``,
+    ``unknown_field``, ``missing_field``, ``unknown_code``, ``not_a_number``,
+    ``huge_number``, ``wrong_unit``, ``implausible``, ``sentinel``, ``duplicate_metric``.
+    """
     data = load_json_object(payload, where, max_bytes=max_bytes)
     unknown = sorted(set(data) - {"ts", "device", "obs"})
     if unknown:
-        raise InputError("unknown_field", f"unexpected field(s) {', '.join(unknown)}", where)
+        raise InputError("unknown_field", f"unexpected field(s) {ids.shown_fields(unknown)}", where)
     for name in ("ts", "device", "obs"):
         if name not in data:
             raise InputError("missing_field", f"'{name}' is required", where)
@@ -116,12 +136,15 @@ def decode_vitals(
             f"(limit {max_future_skew_s:.0f} s)",
             where,
         )
-    device = data["device"]
-    if not isinstance(device, str) or not 0 < len(device) <= 64:
-        raise InputError("bad_device", "'device' must be a string of 1-64 characters", where)
+    if now - time > timedelta(seconds=MAX_AGE_S):
+        raise InputError(
+            "too_old", f"'ts' {data['ts']} is more than {MAX_AGE_S / 86_400:.0f} days old", where
+        )
+    # The device becomes an InfluxDB tag: only characters that are data there.
+    device = ids.device_id(data["device"], "device", where)
     obs = data["obs"]
     if not isinstance(obs, list) or not obs:
-        raise InputError("bad_obs", "'obs' must be a non-empty list", where)
+        raise InputError("bad_obs", f"'obs' must be a non-empty list, got {ids.shown(obs)}", where)
     if len(obs) > 64:
         raise InputError("bad_obs", f"'obs' has {len(obs)} items (limit 64)", where)
 
@@ -155,28 +178,33 @@ class _ProbeOff(Exception):  # noqa: N818 -- control flow, not an error to repor
 
 def _observation(item: object, at: str) -> tuple[Metric, float]:
     if not isinstance(item, dict):
-        raise InputError("bad_obs", "each observation must be an object", at)
+        raise InputError("bad_obs", f"each observation must be an object, got {ids.shown(item)}", at)
     unknown = sorted(set(item) - {"code", "value", "unit"})
     if unknown:
-        raise InputError("unknown_field", f"unexpected field(s) {', '.join(unknown)}", at)
+        raise InputError("unknown_field", f"unexpected field(s) {ids.shown_fields(unknown)}", at)
     missing = [k for k in ("code", "value", "unit") if k not in item]
     if missing:
         raise InputError("missing_field", f"missing {', '.join(missing)}", at)
     term = mdc.lookup(item["code"])
     if term is None:
-        raise InputError("unknown_code", f"unknown or unsupported MDC code {item['code']!r}", at)
+        raise InputError("unknown_code", f"unknown or unsupported MDC code {ids.shown(item['code'])}", at)
     metric = term.metric
     value = item["value"]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError("not_a_number", f"{term.ref_id} value {value!r} is not a number", at)
+        raise InputError("not_a_number", f"{term.ref_id} value {ids.shown(value)} is not a number", at)
     if isinstance(value, int) and value in mdc.SENTINELS:
         raise _ProbeOff(metric, mdc.SENTINELS[value])
     unit = item["unit"]
     convert = mdc.UNITS[metric].get(unit) if isinstance(unit, str) else None
     if convert is None:
         allowed = ", ".join(mdc.UNITS[metric])
-        raise InputError("wrong_unit", f"{term.ref_id} in {unit!r}; expected one of {allowed}", at)
-    converted = convert(float(value))
+        raise InputError("wrong_unit", f"{term.ref_id} in {ids.shown(unit)}; expected one of {allowed}", at)
+    number = finite_number(value)
+    if number is None:
+        raise InputError(
+            "huge_number", f"{term.ref_id} value {ids.shown(value)} is beyond the float range", at
+        )
+    converted = convert(number)
     if not math.isfinite(converted) or not mdc.plausible(metric, converted):
         raise InputError("implausible", f"{term.ref_id} {value} {unit} is outside the possible range", at)
     return metric, converted
@@ -217,7 +245,12 @@ class TelemetryRouter:
         self._routes[topic] = route
 
     async def on_message(self, topic: str, payload: bytes) -> None:
-        """Decode one message; a bad one is counted and logged, never raised."""
+        """Decode one message; a bad one is counted and logged, never raised.
+
+        An ``InputError`` is counted under the route's counter with its reason; any
+        other exception from the decoder is a bug, counted with reason
+        ``decoder_error`` and logged with its traceback.
+        """
         route = self._routes.get(topic)
         if route is None:
             reject(
@@ -239,6 +272,18 @@ class TelemetryRouter:
                 exc.detail,
                 where=exc.where or topic,
                 payload=payload,
+            )
+            return
+        except Exception:
+            # A decoder bug, not bad input: one message is lost, the daemon is not.
+            # Exception, not BaseException: cancellation and exit still propagate.
+            self._counters.inc(route.counter, DECODER_ERROR)
+            log.exception(
+                "decoder failed on a message at %s (counted as %s/%s); payload: %s",
+                sanitize(topic),
+                route.counter,
+                DECODER_ERROR,
+                preview(payload),
             )
             return
         self._counters.inc("mqtt.accepted", topic.rsplit("/", 1)[-1])

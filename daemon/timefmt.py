@@ -35,7 +35,11 @@ def parse_iso(text: object) -> datetime:
     if when.tzinfo is None:
         # A time without an offset is ambiguous across a daylight-saving change.
         raise ValueError(f"has no time zone offset: {text[:40]!r}")
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00:00+01:00 is valid RFC 3339 but before datetime.min in UTC.
+        raise ValueError(f"is out of range: {text[:40]!r}") from exc
 
 
 def parse_iso_or_none(value: object) -> datetime | None:

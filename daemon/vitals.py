@@ -26,13 +26,13 @@ read them); ``vital_rules`` builds every rule of this watch for one bed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from daemon import ids
 from daemon.config import BedConfig, Config, VitalThresholds
 from daemon.errors import InputError
 from daemon.events import (
@@ -51,7 +51,7 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.numfmt import fmt
-from daemon.payloads import load_json_object
+from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.protocols import Schedule, schedule_for
 from daemon.rules import Rule
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
@@ -664,26 +664,39 @@ MAX_FUTURE_SKEW_S = 300.0  # a nurse's clock may run a little ahead: site choice
 MAX_AGE_S = 7 * 86_400.0  # older entries are typing errors, not late entries: site choice
 
 
-def parse_observation(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> Observation:
+def parse_observation(
+    payload: bytes,
+    ward: str,
+    bed: str,
+    where: str,
+    now: datetime,
+    *,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Observation:
     """Validate a nurse's JSON entry; raise ``InputError`` with a stable reason key.
 
+    Whatever the bytes, the result is an ``Observation`` or an ``InputError``.
     Fields: the clinical fields of ``events.Observation`` (all optional, at least one
-    required) plus ``by`` and ``time`` (RFC 3339 with an offset; default ``now``).
-    Reasons: ``invalid_json``, ``not_object``, ``duplicate_field``, ``unknown_field``,
-    ``bad_type``, ``out_of_range``, ``bad_value``, ``bad_time``, ``future_time``,
-    ``too_old``, ``empty``, ``inconsistent``.
+    required) plus ``by`` (a person's name, see ``daemon.ids``) and ``time`` (RFC 3339
+    with an offset; default ``now``). Reasons: those of ``load_json_object``
+    (``too_large``, ``invalid_json``, ``too_deep``, ``huge_number``, ``not_object``,
+    ``duplicate_field``), ``unknown_field``, ``bad_type``, ``bad_name``,
+    ``out_of_range``, ``bad_value``, ``bad_time``, ``future_time``, ``too_old``,
+    ``empty``, ``inconsistent``.
     """
-    data = load_json_object(payload, where, unique_fields=True)
-    unknown = sorted(set(data) - OBSERVATION_FIELDS)
+    data = load_json_object(payload, where, max_bytes=max_bytes, unique_fields=True)
+    unknown = set(data) - OBSERVATION_FIELDS
     if unknown:
         allowed = ", ".join(sorted(OBSERVATION_FIELDS))
         raise InputError(
-            "unknown_field", f"unknown field(s) {', '.join(unknown)} (allowed: {allowed})", where
+            "unknown_field", f"unknown field(s) {ids.shown_fields(unknown)} (allowed: {allowed})", where
         )
     time = _time(data.get("time"), now, where)
     by = data.get("by")
-    if by is not None and (not isinstance(by, str) or not by.strip() or len(by) > 64):
-        raise InputError("bad_type", "'by' must be a non-empty name of at most 64 characters", where)
+    if by is not None and not isinstance(by, str):
+        raise InputError("bad_type", f"'by' must be a string, got {ids.shown(by)}", where)
+    if by is not None:
+        by = ids.person_name(by, "by", where)
     flow = _number(data, "o2_flow_l_per_min", 0.0, MAX_O2_FLOW_L_PER_MIN, where)
     device = data.get("o2_device")
     if device is not None:
@@ -691,7 +704,7 @@ def parse_observation(payload: bytes, ward: str, bed: str, where: str, now: date
             raise InputError("bad_type", "'o2_device' must be a string", where)
         if device not in O2_DEVICES:
             known = ", ".join(O2_DEVICES)
-            raise InputError("bad_value", f"unknown o2_device '{device}' (known: {known})", where)
+            raise InputError("bad_value", f"unknown o2_device {ids.shown(device)} (known: {known})", where)
     if device == "air" and flow is not None and flow > 0:
         raise InputError("inconsistent", "o2_device 'air' with an oxygen flow above 0", where)
     vasopressors = _integer(data, "vasopressors", 0, MAX_VASOPRESSORS, where)
@@ -716,7 +729,7 @@ def parse_observation(payload: bytes, ward: str, bed: str, where: str, now: date
         ward=ward,
         bed=bed,
         time=time,
-        by=by.strip() if isinstance(by, str) else None,
+        by=by,
         o2_flow_l_per_min=flow,
         o2_device=device,
         vasopressors=vasopressors,
@@ -732,7 +745,7 @@ def _time(raw: Any, now: datetime, where: str) -> datetime:
     if raw is None:
         return now
     if not isinstance(raw, str):
-        raise InputError("bad_time", "'time' must be an RFC 3339 string", where)
+        raise InputError("bad_time", f"'time' must be an RFC 3339 string, got {ids.shown(raw)}", where)
     try:
         time = parse_iso(raw)
     except ValueError as exc:
@@ -748,11 +761,12 @@ def _number(data: Mapping[str, Any], key: str, low: float, high: float, where: s
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError("bad_type", f"'{key}' must be a number", where)
-    if not low <= value <= high:
-        raise InputError("out_of_range", f"'{key}' {value} is outside {low:g}-{high:g}", where)
-    return float(value)
+    number = finite_number(value)
+    if number is None:
+        raise InputError("bad_type", f"'{key}' must be a number, got {ids.shown(value)}", where)
+    if not low <= number <= high:
+        raise InputError("out_of_range", f"'{key}' {number:g} is outside {low:g}-{high:g}", where)
+    return number
 
 
 def _integer(data: Mapping[str, Any], key: str, low: int, high: int, where: str) -> int | None:
@@ -760,9 +774,9 @@ def _integer(data: Mapping[str, Any], key: str, low: int, high: int, where: str)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError("bad_type", f"'{key}' must be a whole number", where)
+        raise InputError("bad_type", f"'{key}' must be a whole number, got {ids.shown(value)}", where)
     if not low <= value <= high:
-        raise InputError("out_of_range", f"'{key}' {value} is outside {low}-{high}", where)
+        raise InputError("out_of_range", f"'{key}' {ids.shown(value)} is outside {low}-{high}", where)
     return value
 
 
@@ -771,7 +785,7 @@ def _boolean(data: Mapping[str, Any], key: str, where: str) -> bool | None:
     if value is None:
         return None
     if not isinstance(value, bool):
-        raise InputError("bad_type", f"'{key}' must be true or false", where)
+        raise InputError("bad_type", f"'{key}' must be true or false, got {ids.shown(value)}", where)
     return value
 
 
@@ -783,10 +797,10 @@ def _choice(data: Mapping[str, Any], key: str, kind: type[_E], where: str) -> _E
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InputError("bad_type", f"'{key}' must be a string", where)
+        raise InputError("bad_type", f"'{key}' must be a string, got {ids.shown(value)}", where)
     try:
         # ACVPU letters are upper case; a nurse's "v" means the same.
         return kind(value.upper() if kind is Acvpu else value)
     except ValueError as exc:
         known = ", ".join(m.value for m in kind)
-        raise InputError("bad_value", f"'{key}' {value!r} is not one of {known}", where) from exc
+        raise InputError("bad_value", f"'{key}' {ids.shown(value)} is not one of {known}", where) from exc
