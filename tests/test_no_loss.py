@@ -514,8 +514,13 @@ def test_kill_9_twice_once_during_an_influxd_outage(
         febrile=febrile,
     ).start()
     began = time.monotonic()
-    first_kill_s = rng.uniform(5, 12) if not FULL else rng.uniform(20, 80)
-    time.sleep(max(0.0, began + first_kill_s - time.monotonic()))
+    # Random instants, each just after a round of 30 messages so that some are inside the daemon.
+    first_kill_s = (
+        publisher.sleep_until_just_after_round(
+            began + (rng.uniform(5, 12) if not FULL else rng.uniform(20, 80)), rng
+        )
+        - began
+    )
     daemon.kill()
     daemon.start()
     daemon.wait_connected()
@@ -524,9 +529,10 @@ def test_kill_9_twice_once_during_an_influxd_outage(
     time.sleep(rng.uniform(3, 6))
     influx.stop()
     outage_began = time.monotonic()
-    time.sleep(rng.uniform(2, outage_s - 4))
+    second_kill_s = (
+        publisher.sleep_until_just_after_round(outage_began + rng.uniform(2, outage_s - 4), rng) - began
+    )
     daemon.kill()
-    second_kill_s = time.monotonic() - began
     daemon.start()
     daemon.wait_connected()
     time.sleep(max(0.0, outage_began + outage_s - time.monotonic()))

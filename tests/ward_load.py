@@ -18,6 +18,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
+import random
 import re
 import signal
 import subprocess
@@ -272,12 +274,30 @@ class VitalsPublisher:
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
     _done_publishing: threading.Event = field(default_factory=threading.Event)
+    started_s: float | None = None
+    """``time.monotonic()`` when round 0 was published; round ``k`` is due ``k / rate_hz`` later."""
 
     def start(self) -> VitalsPublisher:
         """Start publishing in the background."""
         self._thread = threading.Thread(target=self._run, name="test.vitals-publisher", daemon=True)
         self._thread.start()
         return self
+
+    def sleep_until_just_after_round(self, not_before_s: float, rng: random.Random) -> float:
+        """Sleep until 20-150 ms after the first paced round due at or after ``not_before_s``.
+
+        That is while the round's messages are inside the daemon (decoded, queued,
+        buffered for storage), the instant a crash costs most; the exact offset is random.
+        Returns the instant, in ``time.monotonic()``.
+        """
+        assert self.rate_hz is not None
+        poll_until(lambda: self.started_s is not None, 30, "the publisher's first round")
+        assert self.started_s is not None
+        period_s = 1.0 / self.rate_hz
+        rounds = max(0, math.ceil((not_before_s - self.started_s) / period_s))
+        at_s = self.started_s + rounds * period_s + rng.uniform(0.02, min(0.15, period_s * 0.9))
+        time.sleep(max(0.0, at_s - time.monotonic()))
+        return at_s
 
     def join(self, timeout_s: float = 600.0) -> None:
         """Wait until every message is handed over and confirmed (or the confirmation timeout)."""
@@ -314,7 +334,7 @@ class VitalsPublisher:
             self._done_publishing.set()
             return
         try:
-            start_s = time.monotonic()
+            start_s = self.started_s = time.monotonic()
             for k in range(self.per_bed):
                 if self.rate_hz is not None:
                     delay_s = start_s + k / self.rate_hz - time.monotonic()
