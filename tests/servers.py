@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -117,6 +120,56 @@ def mosquitto(workdir: Path) -> Iterator[Mosquitto]:
         yield server
     finally:
         server.stop()
+
+
+SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "config" / "mosquitto.conf"
+"""The broker configuration the project ships for a ward (``config/mosquitto.conf``)."""
+
+
+def private_copy_of_conf(text: str, *, port: int, persistence_dir: Path) -> str:
+    """``text`` (a mosquitto.conf) with only the machine-specific lines replaced.
+
+    The substitution, and nothing else: ``listener 1883 127.0.0.1`` becomes
+    ``listener <port> 127.0.0.1``, ``persistence_location`` names ``persistence_dir``,
+    and every ``log_dest`` line becomes ``log_dest stdout`` (the server log). Every other
+    directive (persistence, autosave, queue limits, session expiry, in-flight window,
+    packet size) is tested as shipped. Fails if one of the three lines is missing, so a
+    reworded shipped file cannot silently run the tests on defaults.
+    """
+    replacements = [
+        (r"^listener\s+1883\s+127\.0\.0\.1\s*$", f"listener {port} 127.0.0.1"),
+        (r"^persistence_location\s+\S.*$", f"persistence_location {persistence_dir}/"),
+        (r"^log_dest\s+\S.*$", "log_dest stdout"),
+    ]
+    for pattern, replacement in replacements:
+        text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+        if count == 0:
+            raise ValueError(f"mosquitto.conf has no line matching {pattern!r}")
+    return text
+
+
+@contextlib.contextmanager
+def shipped_mosquitto(workdir: Path, conf: Path = SHIPPED_MOSQUITTO_CONF) -> Iterator[Mosquitto]:
+    """A private mosquitto running the shipped configuration (see ``private_copy_of_conf``).
+
+    Persistence is on, so ``stop``/``start`` keeps sessions and queued messages as a
+    real broker restart would. Run as root, mosquitto drops to its own user, which
+    cannot enter pytest's private (0700) folders: the persistence folder is therefore a
+    world-writable temporary folder of its own, removed at the end.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    persistence_dir = Path(tempfile.mkdtemp(prefix="wardd-mosquitto-"))
+    os.chmod(persistence_dir, 0o777)  # mosquitto's own user writes here (see above)
+    private = workdir / "mosquitto.conf"
+    private.write_text(private_copy_of_conf(conf.read_text(), port=port, persistence_dir=persistence_dir))
+    server = Mosquitto(workdir, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(private)])
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(persistence_dir, ignore_errors=True)
 
 
 @dataclass
