@@ -2,16 +2,22 @@
 
 ::
 
-    pumps (serial) ──┐                         ┌──► InfluxSink ──► InfluxDB (v1/v2) | spool/
-    MQTT vitals,     ├──► events ──► dispatch ─┼──► RuleEngine ──► AlertService ──► MQTT alerts,
-    observations,    │    (bounded,   │        │    (pure rules)    (lifecycle,       retained state,
-    bags ────────────┤    back-       │        │                     ack, escalation)  escalations,
-    tick (clock) ────┘    pressure)   │        └──► capture (JSON lines, optional)     journal
-                                      └── counters ──► InfluxDB (wardd_counters)
+    pumps (serial) ──┐  store.inbound                   store.point_outbox ──► InfluxSink ──► InfluxDB
+    MQTT vitals,     ├─► (PUBACK after ─► dispatch ─┬──► RuleEngine ──► AlertService ──► store.alerts,
+    observations,    │    the commit)      │        │    (pure rules)    (lifecycle,      journal, and
+    bags ────────────┤                     │        │                     ack, escalation) mqtt_outbox ──► MQTT
+    tick (clock) ────┘                     │        └──► capture (JSON lines, optional)
+                                           └── counters ──► InfluxDB (wardd_counters)
 
-Start order: sinks, then the MQTT link, then sources. Stop order is the reverse:
-sources are cancelled, the event queue drains through the rules, alerts reach the
-broker (under a timeout), storage flushes (what cannot be written is spooled).
+Every input is logged in the store (``daemon.store``) and acknowledged to its sender
+only once that commit is durable; rule states are checkpointed with the log position
+they stand for, and a restart replays the log after it (see README, "Nothing lost").
+
+Start order: the store's writer, recovery (rule states, unconfirmed MQTT messages,
+replay of the log), the sinks, the MQTT link, then sources. Stop order is the reverse:
+reading stops, sources are cancelled, what is logged is processed, a checkpoint is
+written, alerts reach the broker and storage flushes under a timeout (what is cut
+short stays in the store for the next run).
 """
 
 from __future__ import annotations
@@ -351,7 +357,11 @@ def build(
     counters = counters or Counters()
     state_dir = config.daemon.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
-    writer = StoreWriter(Store(config.daemon.store_path, synchronous=config.daemon.store_synchronous))
+    writer = StoreWriter(
+        Store(config.daemon.store_path, synchronous=config.daemon.store_synchronous),
+        # The log line says what failed; the counter makes a failing disk visible in metrics.
+        on_error=lambda detail: counters.inc("store.errors", "commit") if detail else None,
+    )
     influx = config.influx
     secret = influx.token.resolve() if influx.api == "v2" else influx.password.resolve()
     holder: dict[str, Pipeline] = {}
