@@ -229,6 +229,10 @@ def vitals_payload(bed: str, when: datetime, k: int, *, febrile: bool) -> bytes:
     return json.dumps({"ts": iso_us(when), "device": f"monitor-{bed}", "obs": obs}).encode()
 
 
+MAX_UNCONFIRMED = 30_000
+"""Unconfirmed QoS 1 publishes a publisher keeps at most (packet ids are 16-bit)."""
+
+
 def connect(url: str, client_id: str = "") -> paho.Client:
     """A connected paho client (network loop in its own thread), clean session."""
     host, port = url.removeprefix("mqtt://").split(":")
@@ -335,6 +339,7 @@ class VitalsPublisher:
             return
         try:
             start_s = self.started_s = time.monotonic()
+            oldest = 0  # the first publish not yet known to be confirmed
             for k in range(self.per_bed):
                 if self.rate_hz is not None:
                     delay_s = start_s + k / self.rate_hz - time.monotonic()
@@ -342,6 +347,12 @@ class VitalsPublisher:
                         time.sleep(delay_s)  # a monitor's cadence, not a wait for a condition
                 when = self.first_time + timedelta(microseconds=round(k * self.step_s * 1_000_000))
                 for bed in self.beds:
+                    # Packet ids are 16-bit: paho refuses a publish whose id is still
+                    # outstanding, so keep fewer than 65,535 unconfirmed.
+                    while len(self._published) - oldest >= MAX_UNCONFIRMED:
+                        with contextlib.suppress(RuntimeError, ValueError):
+                            self._published[oldest].info.wait_for_publish(self.confirm_timeout_s)
+                        oldest += 1
                     payload = vitals_payload(bed, when, k, febrile=bed in self.febrile)
                     topic = f"{self.prefix}/{WARD}/bed/{bed}/vitals"
                     info = client.publish(topic, payload, qos=1)
