@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -40,3 +43,22 @@ _prefixes = itertools.count()
 def prefix() -> str:
     """A topic prefix no other test uses (aiomqtt's unique_topic idea)."""
     return f"t{os.getpid()}x{next(_prefixes)}"
+
+
+@pytest.fixture(autouse=True)
+def _pure_unless_marked_integration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``integration`` may not start a process, a pseudo-terminal or a server.
+
+    So ``pytest -m "not integration"`` is a fast, pure run, and a test that forgets its
+    mark fails with a message that says so instead of slowing that run down.
+    """
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    where = request.node.nodeid
+
+    def refuse(*_args: object, **_kwargs: object) -> NoReturn:
+        raise RuntimeError(f"{where} starts a process, a pseudo-terminal or a server: mark it integration")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(os, "openpty", refuse)
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_server", refuse)

@@ -668,6 +668,27 @@ async def test_restart_restores_open_alerts_and_continues_the_journal(tmp_path: 
         await task
 
 
+async def test_the_escalation_timer_keeps_running_across_a_restart(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    await rig.clock.advance(200)
+    commit_staged(rig.writer)
+    rig.writer.store.close()
+
+    again = make_rig(tmp_path, clock=rig.clock)
+    task = asyncio.create_task(again.service.run(), name="alerts.escalation")
+    await until_sleeping(again.clock)
+    await again.clock.advance(99)
+    assert again.publisher.on("/escalations") == [], "299 s after onset: not yet"
+    await again.clock.advance(1)
+    [overdue] = again.publisher.on("/escalations")
+    # 300 s after the alert began, counting the time before the restart: not 300 s after it.
+    assert (overdue.json()["id"], overdue.json()["escalation_level"]) == (t.alert.id, 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_an_unreadable_alert_row_is_skipped_and_counted(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     [fever] = await rig.service.handle([cand("FEVER")])

@@ -9,11 +9,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.app import Pipeline
 from daemon.config import Config, InfluxConfig, MqttConfig
 from daemon.demo import broker_for, demo_mix, demo_scenario, join_offset, joined, run_demo
 from simulators.scenario import PumpAction, ScenarioRun, builtin_names, load_scenario
 from tests.servers import free_port
+
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
 
 
 class Terminal(io.StringIO):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from daemon.clock import SystemClock
 from daemon.config import InfluxConfig
 from daemon.events import Health
@@ -14,6 +16,8 @@ from daemon.points import Point
 from daemon.store import StoreWriter
 from tests.helpers import committing, store_writer
 from tests.servers import Influxd, VictoriaMetrics
+
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
 
 T0 = datetime(2026, 3, 2, 20, 0, 0, 123456, tzinfo=UTC)
 

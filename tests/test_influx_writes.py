@@ -34,6 +34,8 @@ from daemon.influx import (
 from daemon.points import FieldValue, Point, time_ns
 from tests import servers
 
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
+
 T0 = datetime(2026, 3, 2, 20, 0, 0, 123456, tzinfo=UTC)
 
 
@@ -526,7 +528,6 @@ def _encode_each(points: list[Point]) -> tuple[list[tuple[int, str]], dict[int, 
     return lines, refused
 
 
-@pytest.mark.integration
 async def test_hostile_tag_values_round_trip_through_influxd(
     influxd_shared: servers.Influxd, influx_db: str
 ) -> None:
@@ -557,7 +558,6 @@ async def test_hostile_tag_values_round_trip_through_influxd(
     assert influxd_shared.query(influx_db, "SHOW MEASUREMENTS") == [{"name": "hostile"}]
 
 
-@pytest.mark.integration
 async def test_hostile_names_and_strings_stay_in_their_place_in_influxd(
     influxd_shared: servers.Influxd, influx_db: str
 ) -> None:
@@ -593,7 +593,6 @@ async def test_hostile_names_and_strings_stay_in_their_place_in_influxd(
     assert all(row["n"] == ordinary.index(row["note"]) for row in notes)
 
 
-@pytest.mark.integration
 async def test_hostile_tag_values_round_trip_through_victoria_metrics(
     victoria_shared: servers.VictoriaMetrics,
 ) -> None:
@@ -621,7 +620,6 @@ async def test_hostile_tag_values_round_trip_through_victoria_metrics(
     assert not any("evil" in name for name in names)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("bad", [(37,), (0, 50, 99)])
 async def test_isolation_in_influxd_stores_every_good_point(
     influxd_shared: servers.Influxd, influx_db: str, bad: tuple[int, ...]
@@ -651,7 +649,6 @@ async def test_isolation_in_influxd_stores_every_good_point(
     assert len(rows) == 100 - len(bad)
 
 
-@pytest.mark.integration
 async def test_the_line_that_stopped_storage_is_isolated_in_influxd(
     influxd_shared: servers.Influxd, influx_db: str
 ) -> None:
@@ -673,7 +670,6 @@ async def test_the_line_that_stopped_storage_is_isolated_in_influxd(
     assert influxd_shared.query(influx_db, "SHOW MEASUREMENTS") == [{"name": "vitals"}]
 
 
-@pytest.mark.integration
 async def test_a_server_going_away_mid_isolation_is_retryable(
     tmp_path: Path,
 ) -> None:

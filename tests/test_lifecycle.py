@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 from daemon.app import build
 from daemon.config import Config, parse
@@ -16,6 +17,8 @@ from daemon.events import Metric, VitalSample
 from tests.helpers import running, wardd
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto
+
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
 
 WARD, BED = "haem", "12"
 

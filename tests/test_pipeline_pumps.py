@@ -23,6 +23,8 @@ from tests.helpers import running
 from tests.mqtt_watch import until, watch
 from tests.servers import Influxd, Mosquitto
 
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
+
 WARD, BED = "haem", "12"
 CONCENTRATION_UG_PER_ML = 0.0375  # 24 h bag at 10 mL/h for 9 µg/day (domain.md section 1)
 

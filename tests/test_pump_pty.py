@@ -33,6 +33,8 @@ from daemon.pump import (
 from daemon.pump_rules import PumpRule
 from simulators.pump import ReplyFault, SimulatedPump
 
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
+
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 WAIT_S = 10.0  # safety net only: every wait ends on an event long before this
 
@@ -121,9 +123,9 @@ async def test_connects_and_reads(running: Running) -> None:
     assert reading.state is PumpState.INFUSING
     assert reading.rate_ml_per_h == pytest.approx(10.0)
     assert reading.volume_infused_ml is not None
-    assert running.sim.safe_timeout_s in (0, 2)
-    if running.source.pump.safe_mode_timeout_s:
-        assert running.sim.safe_timeout_s == 2  # the driver switched the pump to safe mode
+    # Safe mode: the driver switched the pump to it; basic mode: the pump was left alone.
+    expected_s = 2 if running.source.pump.safe_mode_timeout_s else 0
+    assert running.sim.safe_timeout_s == expected_s
 
 
 @pytest.mark.parametrize(

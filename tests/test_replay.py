@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from daemon import capture
 from daemon import config as config_module
 from daemon.cli import main
@@ -106,6 +108,7 @@ async def _live_and_replayed(
     return run.alerts, again.transitions, capture_path
 
 
+@pytest.mark.integration
 async def test_scenario_capture_replays_to_the_same_alerts(tmp_path: Path) -> None:
     scenario = load_scenario("late-step-up").model_copy(update={"duration": timedelta(hours=7)})
     live, replayed, capture_path = await _live_and_replayed(scenario, tmp_path)
@@ -115,6 +118,7 @@ async def test_scenario_capture_replays_to_the_same_alerts(tmp_path: Path) -> No
     assert ("STEP_UP_LATE", "start") in [k[1:] for k in _key(live)]
 
 
+@pytest.mark.integration
 async def test_checks_due_at_their_tick_replay_to_the_same_alerts(tmp_path: Path) -> None:
     # A handwriting test every hour, due every hour: each one reaches the daemon at
     # the very instant of a tick, so whether the check was due when the daemon judged

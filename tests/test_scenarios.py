@@ -29,6 +29,8 @@ from simulators.scenario import (
     run_scenario,
 )
 
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
+
 NO_BROKER = "mqtt://127.0.0.1:1"  # nothing answers: the embedded broker starts
 SHORT = [n for n in builtin_names() if n != "published-case"]
 DOSE_CONDITIONS = {
