@@ -230,6 +230,7 @@ class DoseState:
     break_end: datetime | None = None  # when the infusion resumed after it (None: still stopped)
     prompt: Mapping[str, str] | None = None  # RESTART_REASON_NEEDED: reason, since, resumed_at
     increments: tuple[Increment, ...] = ()  # volumes of the last bag_late_window_s
+    previous_bag: Bag | None = None  # the bag before ``bag``: readings up to its hung_at
 
 
 # --------------------------------------------------------------------------- formatting
@@ -278,6 +279,41 @@ def _infusing_rate(reading: Reading | PumpReading) -> float:
     return 0.0
 
 
+def _count(state: DoseState, time: datetime, delta_ml: float, gap_s: float, th: DoseThresholds) -> DoseState:
+    """Add ``delta_ml`` read at ``time`` to the bag it ran from (or to the unattributed mL)."""
+    conc = state.bag.concentration_ug_per_ml if state.bag is not None else None
+    bag = state.bag
+    # Volume read at or before the bag's hung_at ran from the bag before it (a
+    # reading that arrives after the announcement of the next bag).
+    earlier = state.previous_bag if bag is not None and time <= bag.hung_at else None
+    owner: Bag | None = None
+    if earlier is not None:
+        owner = earlier
+        state = replace(
+            state,
+            previous_bag=replace(earlier, infused_ml=earlier.infused_ml + delta_ml),
+            delivered_ug=state.delivered_ug + delta_ml * earlier.concentration_ug_per_ml,
+            delivered_ml=state.delivered_ml + delta_ml,
+        )
+    elif bag is not None and conc is not None:
+        owner = bag
+        bag = replace(bag, infused_ml=bag.infused_ml + delta_ml)
+        state = replace(
+            state,
+            bag=bag,
+            delivered_ug=state.delivered_ug + delta_ml * conc,
+            delivered_ml=state.delivered_ml + delta_ml,
+        )
+    else:
+        state = replace(state, unattributed_ml=state.unattributed_ml + delta_ml)
+    return replace(
+        state,
+        gap_s=gap_s,
+        ledger_time=time,
+        increments=_remember(state, time, delta_ml, th.bag_late_window_s, owner),
+    )
+
+
 def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: DoseThresholds) -> DoseState:
     """Add one pump reading to the ledger; note a bolus if the volume or rate says so."""
     last = state.last
@@ -301,23 +337,7 @@ def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: Dose
             delta_ml = volume if reset else max(0.0, volume - mark.volume_infused_ml)
             interval_s = (reading.time - mark.time).total_seconds()
             gap_s = state.gap_s + (interval_s if interval_s > th.reading_stale_s else 0.0)
-            bag = state.bag
-            if bag is not None and conc is not None:
-                bag = replace(bag, infused_ml=bag.infused_ml + delta_ml)
-                state = replace(
-                    state,
-                    bag=bag,
-                    delivered_ug=state.delivered_ug + delta_ml * conc,
-                    delivered_ml=state.delivered_ml + delta_ml,
-                )
-            else:
-                state = replace(state, unattributed_ml=state.unattributed_ml + delta_ml)
-            state = replace(
-                state,
-                gap_s=gap_s,
-                ledger_time=reading.time,
-                increments=_remember(state, reading.time, delta_ml, th.bag_late_window_s),
-            )
+            state = _count(state, reading.time, delta_ml, gap_s, th)
             explained_ml = max(mark.rate_ml_per_h, _infusing_rate(reading)) * interval_s / 3600.0
             excess_ml = delta_ml - explained_ml
             limit_ml = max(th.bolus_min_excess_ml, explained_ml * th.bolus_excess_pct / 100.0)
@@ -359,13 +379,14 @@ def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: Dose
     return state
 
 
-def _remember(state: DoseState, time: datetime, ml: float, window_s: float) -> tuple[Increment, ...]:
-    """The increments of the late-bag window, with ``ml`` counted at ``time`` added."""
+def _remember(
+    state: DoseState, time: datetime, ml: float, window_s: float, bag: Bag | None
+) -> tuple[Increment, ...]:
+    """The increments of the late-bag window, with ``ml`` counted at ``time`` for ``bag``."""
     oldest = time - timedelta(seconds=window_s)
     kept = tuple(i for i in state.increments if i.time >= oldest)
     if ml <= 0:
         return kept
-    bag = state.bag
     return (
         *kept,
         Increment(time, ml, bag.concentration_ug_per_ml if bag else None, bag.hung_at if bag else None),
@@ -397,13 +418,17 @@ def _hang(state: DoseState, bag: BagHung) -> DoseState:
             moved_ug -= inc.ml * inc.concentration_ug_per_ml
         moved_ug += inc.ml * conc
         increments.append(Increment(inc.time, inc.ml, conc, bag.time))
-    current, changed_at = state.bag, state.bag_changed_at
+    current, changed_at, previous = state.bag, state.bag_changed_at, state.previous_bag
+    announced = Bag(bag.bag_id, conc, bag.volume_ml, bag.time, moved_ml)
     if current is None or current.hung_at <= bag.time:
-        current, changed_at = Bag(bag.bag_id, conc, bag.volume_ml, bag.time, moved_ml), bag.time
-    # else: an older bag announced after a newer one only takes over its own volume.
+        current, changed_at, previous = announced, bag.time, state.bag
+    elif previous is None or previous.hung_at < bag.time:
+        # An older bag announced after a newer one: it takes over its own volume only.
+        previous = announced
     return replace(
         state,
         bag=current,
+        previous_bag=previous,
         bag_changed_at=changed_at,
         delivered_ug=state.delivered_ug + moved_ug,
         delivered_ml=state.delivered_ml + unattributed_ml,
@@ -1169,10 +1194,31 @@ def dump_state(state: DoseState) -> dict[str, Any]:
         "break_start": iso_or_none(state.break_start),
         "break_end": iso_or_none(state.break_end),
         "prompt": None if state.prompt is None else dict(state.prompt),
+        "previous_bag": None if state.previous_bag is None else _dump_bag(state.previous_bag),
         "increments": [
             [iso(i.time), i.ml, i.concentration_ug_per_ml, iso_or_none(i.hung_at)] for i in state.increments
         ],
     }
+
+
+def _dump_bag(bag: Bag) -> dict[str, Any]:
+    return {
+        "bag_id": bag.bag_id,
+        "concentration_ug_per_ml": bag.concentration_ug_per_ml,
+        "volume_ml": bag.volume_ml,
+        "hung_at": iso(bag.hung_at),
+        "infused_ml": bag.infused_ml,
+    }
+
+
+def _load_bag(bag: Mapping[str, Any]) -> Bag:
+    return Bag(
+        str(bag["bag_id"]),
+        float(bag["concentration_ug_per_ml"]),
+        None if bag["volume_ml"] is None else float(bag["volume_ml"]),
+        parse_iso(bag["hung_at"]),
+        float(bag["infused_ml"]),
+    )
 
 
 def load_state(data: Mapping[str, Any]) -> DoseState:
@@ -1228,6 +1274,7 @@ def load_state(data: Mapping[str, Any]) -> DoseState:
         break_start=parse_iso_or_none(data.get("break_start")),
         break_end=parse_iso_or_none(data.get("break_end")),
         prompt=None if data.get("prompt") is None else {str(k): str(v) for k, v in data["prompt"].items()},
+        previous_bag=None if data.get("previous_bag") is None else _load_bag(data["previous_bag"]),
         increments=tuple(
             Increment(
                 parse_iso(t),
