@@ -19,6 +19,8 @@ from daemon.errors import InputError
 from daemon.events import (
     Acvpu,
     BagHung,
+    DeclarationKind,
+    DoseDeclaration,
     Event,
     Handwriting,
     Health,
@@ -26,6 +28,7 @@ from daemon.events import (
     Observation,
     PumpReading,
     PumpState,
+    Reaction,
     SourceHealth,
     Tick,
     VitalSample,
@@ -59,6 +62,8 @@ def to_dict(event: Event) -> dict[str, Any]:
             value = iso(value)
         elif field.name == "values":
             value = {str(k): v for k, v in value.items()}
+        elif isinstance(value, DoseDeclaration):
+            value = _declaration_dict(value)
         out[field.name] = value
     return out
 
@@ -87,7 +92,33 @@ def _field(name: str, value: Any) -> Any:
         return {Metric(k): float(v) for k, v in value.items()}
     if name in _ENUMS and value is not None:
         return _ENUMS[name](value)
+    if name == "dose_declaration" and value is not None:
+        return _declaration(value)
     return value
+
+
+def _declaration_dict(declaration: DoseDeclaration) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": declaration.kind.value}
+    if declaration.reaction is not None:
+        out["reaction"] = declaration.reaction.value
+    if declaration.grade is not None:
+        out["grade"] = declaration.grade
+    if declaration.onset is not None:
+        out["onset"] = iso(declaration.onset)
+    if declaration.resolved_at is not None:
+        out["resolved_at"] = iso(declaration.resolved_at)
+    return out
+
+
+def _declaration(value: Mapping[str, Any]) -> DoseDeclaration:
+    reaction, onset, resolved = value.get("reaction"), value.get("onset"), value.get("resolved_at")
+    return DoseDeclaration(
+        kind=DeclarationKind(value["kind"]),
+        reaction=None if reaction is None else Reaction(reaction),
+        grade=value.get("grade"),
+        onset=None if onset is None else parse_iso(onset),
+        resolved_at=None if resolved is None else parse_iso(resolved),
+    )
 
 
 def dumps(event: Event) -> str:

@@ -268,6 +268,15 @@ class DoseThresholds(Model):
     # Body-surface-area formula for the built-in < 45 kg protocols (Mosteller or Du Bois;
     # the label does not name one: site choice).
     bsa_formula: Literal["mosteller", "dubois"] = "mosteller"
+    # RESTART_REASON_NEEDED: when the infusion restarts after a break of more than
+    # interruption_new_cycle_s, or after a declared grade 3 reaction, with no declaration
+    # of why (new cycle, restart after the reaction), prompt staff to declare it. The
+    # label gives the rules, not how a ward records them: site choice.
+    restart_reason_prompt: bool = True
+    # A bag announced late (hung_at before the announcement) re-attributes the volume
+    # infused since hung_at to its concentration, back to this long before the last
+    # reading; older volume stays with the bag known then (site choice).
+    bag_late_window_s: Annotated[float, Field(ge=0, le=604_800)] = 14_400.0
 
 
 class Thresholds(Model):
@@ -371,6 +380,20 @@ class ProtocolConfig(Model):
     steps: list[ProtocolStep] = Field(min_length=1, max_length=100)
     # BSA formula for per-m² steps; unset = thresholds.dose.bsa_formula.
     bsa_formula: Literal["mosteller", "dubois"] | None = None
+    # The protocol of the cycle that follows when staff declare a new cycle (a break of
+    # more than 7 days, label); unset = this protocol again from its day 1.
+    next_cycle: str | None = None
+    # Steps after a restart that follows a grade 3 adverse reaction, days counted from the
+    # restart (a plan ends where the interrupted cycle would have, moved by the break).
+    # Unset: the label's 9 µg/day for 7 days then 28 µg/day (5 then 15 µg/m²/day, capped
+    # at 9 and 28, when this protocol doses per m²).
+    restart_steps: list[ProtocolStep] | None = Field(default=None, min_length=1, max_length=100)
+
+    @property
+    def flat(self) -> bool:
+        """Whether any step (restart steps included) gives a flat µg/day dose."""
+        steps = [*self.steps, *(self.restart_steps or ())]
+        return any(step.dose_ug_per_day is not None for step in steps)
 
     @model_validator(mode="after")
     def _no_overlap(self) -> ProtocolConfig:
@@ -418,6 +441,19 @@ class Config(Model):
 BUILTIN_PROTOCOLS = frozenset(
     {"ssc-14d", "all-cycle1", "all-cycle2", "ssc-14d-bsa", "all-cycle1-bsa", "all-cycle2-bsa"}
 )
+# Built-in protocols dosed in flat µg/day: the label's >= 45 kg doses (domain.md section 1).
+BUILTIN_FLAT_PROTOCOLS = frozenset({"ssc-14d", "all-cycle1", "all-cycle2"})
+# Below this weight the label doses by body surface (µg/m²/day), domain.md section 1.
+LABEL_FLAT_DOSE_MIN_KG = 45.0
+
+
+def _flat_protocol(config: Config, name: str) -> bool | None:
+    """Whether protocol ``name`` gives a flat µg/day dose; ``None`` when it is unknown."""
+    if name in config.protocols:
+        return config.protocols[name].flat
+    if name in BUILTIN_PROTOCOLS:
+        return name in BUILTIN_FLAT_PROTOCOLS
+    return None
 
 
 def _merge_thresholds(base: Thresholds, overrides: Mapping[str, Mapping[str, Any]]) -> Thresholds:
@@ -447,6 +483,24 @@ def _reason(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _flat_dose_under_45_kg(config: Config, bed: BedConfig, i: int) -> ConfigIssue | None:
+    """Refuse a flat-dose protocol (or later cycle) for a patient under 45 kg."""
+    if bed.weight_kg >= LABEL_FLAT_DOSE_MIN_KG:
+        return None
+    protocol = config.protocols.get(bed.protocol)
+    later = protocol.next_cycle if protocol is not None else None
+    flat = [name for name in (bed.protocol, later) if name and _flat_protocol(config, name)]
+    if not flat:
+        return None
+    return ConfigIssue(
+        f"beds[{i}].protocol",
+        f"the patient weighs {bed.weight_kg:g} kg and protocol '{flat[0]}' gives flat "
+        f"µg/day doses: below {LABEL_FLAT_DOSE_MIN_KG:g} kg the label doses by body "
+        "surface (µg/m²/day); choose a per-m² protocol"
+        + (f" such as '{flat[0]}-bsa'" if flat[0] in BUILTIN_FLAT_PROTOCOLS else ""),
+    )
+
+
 def _cross_checks(
     config: Config, positions: Mapping[str, Sequence[int]] | None = None, bed_ids: Set[str] = frozenset()
 ) -> list[ConfigIssue]:
@@ -472,6 +526,9 @@ def _cross_checks(
             issues.append(
                 ConfigIssue(f"beds[{i}].protocol", f"unknown protocol '{bed.protocol}' (known: {known})")
             )
+        weight_issue = _flat_dose_under_45_kg(config, bed, i)
+        if weight_issue is not None:
+            issues.append(weight_issue)
         for group, values in bed.thresholds.items():
             if group not in Thresholds.model_fields:
                 issues.append(ConfigIssue(f"beds[{i}].thresholds.{group}", "unknown threshold group"))
@@ -483,6 +540,15 @@ def _cross_checks(
                     ConfigIssue(f"beds[{i}].thresholds.{_location(e['loc'])}", _reason(e))
                     for e in exc.errors()
                 )
+    for name, protocol in config.protocols.items():
+        if protocol.next_cycle is not None and _flat_protocol(config, protocol.next_cycle) is None:
+            known = ", ".join(sorted(BUILTIN_PROTOCOLS | config.protocols.keys()))
+            issues.append(
+                ConfigIssue(
+                    f"protocols.{name}.next_cycle",
+                    f"unknown protocol '{protocol.next_cycle}' (known: {known})",
+                )
+            )
     seen_pumps: dict[str, int] = {}
     pump_of_bed: dict[str, int] = {}
     ports: dict[tuple[str, int], int] = {}

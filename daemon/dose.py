@@ -22,7 +22,29 @@ BOLUS_SUSPECTED            high     the label forbids flushing (overdose); a flu
 CUMULATIVE_DOSE_DEVIATION  medium   the course total is off plan: prompt review.
 BAG_LOW                    low      awareness: the next bag is needed soon.
 INFUSION_AFTER_PROTOCOL_END medium  unplanned exposure continues until stopped.
+RESTART_REASON_NEEDED      medium   the infusion restarted after a break of more than
+                                    7 days, or after a declared grade 3 reaction, and
+                                    nobody declared which label rule applies: the
+                                    expected dose may be wrong until they do.
+DISCONTINUATION_RULE       high     the label says discontinue (CRS or neurotoxicity
+                                    grade 4, more than one seizure, a grade 3 too slow
+                                    to resolve) and the infusion runs on: a reminder,
+                                    medium for "consider" (other reaction grade 4).
 ========================== ======== ==============================================
+
+Which dose is expected (every dose alert names the rule in ``details["rule"]`` and in
+its message): the protocol's calendar (``protocol_calendar``) until staff declare a
+change in an observation (``daemon.dose_label``): a restart after a grade 3 reaction
+(``restart_after_crs_g3``, ``..._neurotoxicity_g3``, ``..._other_g3``: the first step,
+the higher dose 7 days after the infusion restarted, ending where the interrupted
+cycle would have, moved by the break) or a new cycle (``new_cycle``: the protocol's
+``next_cycle`` from its day 1, counted from the restart). While a declared plan waits
+for the pump to restart, the break counts as no dose in the cumulative total.
+
+Bags announced late: a bag whose ``hung_at`` is before the latest pump reading takes
+over the volume of the readings after ``hung_at`` (within ``bag_late_window_s``), so
+that the cumulative dose is the same whatever order the readings and the announcement
+came in: each reading's volume belongs to the bag on the line at the reading's time.
 
 STEP_UP_DUE is a scheduled reminder: it is raised ahead of every step-up even when
 the infusion follows the protocol exactly, and clears when the higher dose runs.
@@ -33,6 +55,7 @@ the ledger only adds volumes the pump measured, never a rate × time estimate.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -42,12 +65,48 @@ from typing import Any
 
 from daemon import ids
 from daemon.config import BedConfig, Config, DoseThresholds
+from daemon.dose_label import (
+    CALENDAR,
+    MAX_REMEMBERED,
+    NEW_CYCLE,
+    RESTART_GRADE,
+    SEIZURE,
+    DeclaredReaction,
+    Plan,
+    dump_plan,
+    dump_reaction,
+    load_plan,
+    load_reaction,
+    restart_rule,
+    rule_text,
+    triggers,
+)
 from daemon.errors import InputError
-from daemon.events import AlertCandidate, BagHung, Event, Kind, Priority, PumpReading, PumpState, Text
+from daemon.events import (
+    AlertCandidate,
+    BagHung,
+    DeclarationKind,
+    Event,
+    Kind,
+    Observation,
+    Priority,
+    PumpReading,
+    PumpState,
+    Reaction,
+    Text,
+)
 from daemon.numfmt import fmt
 from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.points import Point
-from daemon.protocols import Schedule, StepUp, schedule_for
+from daemon.protocols import (
+    Schedule,
+    Step,
+    StepUp,
+    cycle_schedule,
+    next_cycle_protocol,
+    restart_schedule,
+    schedule_for,
+)
 from daemon.rules import Rule, RuleEngine
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
@@ -64,6 +123,8 @@ BOLUS_SUSPECTED = "BOLUS_SUSPECTED"
 CUMULATIVE_DOSE_DEVIATION = "CUMULATIVE_DOSE_DEVIATION"
 BAG_LOW = "BAG_LOW"
 INFUSION_AFTER_PROTOCOL_END = "INFUSION_AFTER_PROTOCOL_END"
+RESTART_REASON_NEEDED = "RESTART_REASON_NEEDED"
+DISCONTINUATION_RULE = "DISCONTINUATION_RULE"
 
 CONDITIONS = (
     DOSE_RATE_HIGH,
@@ -76,6 +137,21 @@ CONDITIONS = (
     CUMULATIVE_DOSE_DEVIATION,
     BAG_LOW,
     INFUSION_AFTER_PROTOCOL_END,
+    RESTART_REASON_NEEDED,
+    DISCONTINUATION_RULE,
+)
+# Conditions whose expected dose comes from the schedule in force: they name its rule.
+_SCHEDULED = frozenset(
+    {
+        DOSE_RATE_HIGH,
+        DOSE_RATE_LOW,
+        STEP_UP_DUE,
+        STEP_UP_LATE,
+        STEP_UP_EARLY,
+        INFUSION_INTERRUPTED,
+        CUMULATIVE_DOSE_DEVIATION,
+        INFUSION_AFTER_PROTOCOL_END,
+    }
 )
 
 # A pump counter that goes down by more than this was reset (new bag, restart).
@@ -119,6 +195,16 @@ class VolumeMark:
 
 
 @dataclass(frozen=True, slots=True)
+class Increment:
+    """Volume counted at one reading, and the bag it was put down to (late bags move it)."""
+
+    time: datetime
+    ml: float
+    concentration_ug_per_ml: float | None  # None: no bag known, the µg were unknown
+    hung_at: datetime | None  # the bag's hung_at, None when no bag was known
+
+
+@dataclass(frozen=True, slots=True)
 class DoseState:
     """Everything the dose rule remembers for one bed. JSON round-trips via the rule."""
 
@@ -138,6 +224,13 @@ class DoseState:
     bolus_details: Mapping[str, Any] = field(default_factory=dict)
     pending: Mapping[str, datetime] = field(default_factory=dict)  # condition -> first seen
     active: Mapping[str, str] = field(default_factory=dict)  # condition -> signature
+    plans: tuple[Plan, ...] = ()  # declared restarts and new cycles, in declaration order
+    reactions: tuple[DeclaredReaction, ...] = ()  # declared reactions and seizures
+    break_start: datetime | None = None  # the last stop after infusing
+    break_end: datetime | None = None  # when the infusion resumed after it (None: still stopped)
+    prompt: Mapping[str, str] | None = None  # RESTART_REASON_NEEDED: reason, since, resumed_at
+    increments: tuple[Increment, ...] = ()  # volumes of the last bag_late_window_s
+    previous_bag: Bag | None = None  # the bag before ``bag``: readings up to its hung_at
 
 
 # --------------------------------------------------------------------------- formatting
@@ -186,6 +279,41 @@ def _infusing_rate(reading: Reading | PumpReading) -> float:
     return 0.0
 
 
+def _count(state: DoseState, time: datetime, delta_ml: float, gap_s: float, th: DoseThresholds) -> DoseState:
+    """Add ``delta_ml`` read at ``time`` to the bag it ran from (or to the unattributed mL)."""
+    conc = state.bag.concentration_ug_per_ml if state.bag is not None else None
+    bag = state.bag
+    # Volume read at or before the bag's hung_at ran from the bag before it (a
+    # reading that arrives after the announcement of the next bag).
+    earlier = state.previous_bag if bag is not None and time <= bag.hung_at else None
+    owner: Bag | None = None
+    if earlier is not None:
+        owner = earlier
+        state = replace(
+            state,
+            previous_bag=replace(earlier, infused_ml=earlier.infused_ml + delta_ml),
+            delivered_ug=state.delivered_ug + delta_ml * earlier.concentration_ug_per_ml,
+            delivered_ml=state.delivered_ml + delta_ml,
+        )
+    elif bag is not None and conc is not None:
+        owner = bag
+        bag = replace(bag, infused_ml=bag.infused_ml + delta_ml)
+        state = replace(
+            state,
+            bag=bag,
+            delivered_ug=state.delivered_ug + delta_ml * conc,
+            delivered_ml=state.delivered_ml + delta_ml,
+        )
+    else:
+        state = replace(state, unattributed_ml=state.unattributed_ml + delta_ml)
+    return replace(
+        state,
+        gap_s=gap_s,
+        ledger_time=time,
+        increments=_remember(state, time, delta_ml, th.bag_late_window_s, owner),
+    )
+
+
 def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: DoseThresholds) -> DoseState:
     """Add one pump reading to the ledger; note a bolus if the volume or rate says so."""
     last = state.last
@@ -209,18 +337,7 @@ def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: Dose
             delta_ml = volume if reset else max(0.0, volume - mark.volume_infused_ml)
             interval_s = (reading.time - mark.time).total_seconds()
             gap_s = state.gap_s + (interval_s if interval_s > th.reading_stale_s else 0.0)
-            bag = state.bag
-            if bag is not None and conc is not None:
-                bag = replace(bag, infused_ml=bag.infused_ml + delta_ml)
-                state = replace(
-                    state,
-                    bag=bag,
-                    delivered_ug=state.delivered_ug + delta_ml * conc,
-                    delivered_ml=state.delivered_ml + delta_ml,
-                )
-            else:
-                state = replace(state, unattributed_ml=state.unattributed_ml + delta_ml)
-            state = replace(state, gap_s=gap_s, ledger_time=reading.time)
+            state = _count(state, reading.time, delta_ml, gap_s, th)
             explained_ml = max(mark.rate_ml_per_h, _infusing_rate(reading)) * interval_s / 3600.0
             excess_ml = delta_ml - explained_ml
             limit_ml = max(th.bolus_min_excess_ml, explained_ml * th.bolus_excess_pct / 100.0)
@@ -262,13 +379,61 @@ def _ingest(state: DoseState, reading: PumpReading, schedule: Schedule, th: Dose
     return state
 
 
+def _remember(
+    state: DoseState, time: datetime, ml: float, window_s: float, bag: Bag | None
+) -> tuple[Increment, ...]:
+    """The increments of the late-bag window, with ``ml`` counted at ``time`` for ``bag``."""
+    oldest = time - timedelta(seconds=window_s)
+    kept = tuple(i for i in state.increments if i.time >= oldest)
+    if ml <= 0:
+        return kept
+    return (
+        *kept,
+        Increment(time, ml, bag.concentration_ug_per_ml if bag else None, bag.hung_at if bag else None),
+    )
+
+
 def _hang(state: DoseState, bag: BagHung) -> DoseState:
+    """Put ``bag`` on the line; a late announcement takes over the volume since ``hung_at``.
+
+    A reading's volume was infused since the reading before it, so it belongs to the bag
+    with the latest ``hung_at`` before the reading's time, whatever order the
+    announcement and the readings arrive in (a reading stamped exactly at ``hung_at``
+    counts for the bag before, as when it arrives first). The volume counted before
+    ``bag_late_window_s`` is kept as it was.
+    """
     if state.bag is not None and state.bag.bag_id == bag.bag_id:
         return state  # the same announcement again (retained MQTT message, config + MQTT)
+    conc = bag.concentration_ug_per_ml
+    moved_ml = moved_ug = unattributed_ml = 0.0
+    increments: list[Increment] = []
+    for inc in state.increments:
+        if inc.time <= bag.time or (inc.hung_at is not None and inc.hung_at >= bag.time):
+            increments.append(inc)
+            continue
+        moved_ml += inc.ml
+        if inc.concentration_ug_per_ml is None:
+            unattributed_ml += inc.ml
+        else:
+            moved_ug -= inc.ml * inc.concentration_ug_per_ml
+        moved_ug += inc.ml * conc
+        increments.append(Increment(inc.time, inc.ml, conc, bag.time))
+    current, changed_at, previous = state.bag, state.bag_changed_at, state.previous_bag
+    announced = Bag(bag.bag_id, conc, bag.volume_ml, bag.time, moved_ml)
+    if current is None or current.hung_at <= bag.time:
+        current, changed_at, previous = announced, bag.time, state.bag
+    elif previous is None or previous.hung_at < bag.time:
+        # An older bag announced after a newer one: it takes over its own volume only.
+        previous = announced
     return replace(
         state,
-        bag=Bag(bag.bag_id, bag.concentration_ug_per_ml, bag.volume_ml, bag.time),
-        bag_changed_at=bag.time,
+        bag=current,
+        previous_bag=previous,
+        bag_changed_at=changed_at,
+        delivered_ug=state.delivered_ug + moved_ug,
+        delivered_ml=state.delivered_ml + unattributed_ml,
+        unattributed_ml=max(0.0, state.unattributed_ml - unattributed_ml),
+        increments=tuple(increments),
     )
 
 
@@ -473,24 +638,80 @@ def _interruption(
     return state, _Finding(priority, Text(en, fr), details, elapsed_s, "s")
 
 
-def expected_over_ledger_ug(state: DoseState, schedule: Schedule) -> float:
-    """The dose the protocol plans over the time the ledger covers (µg).
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The schedules of one bed over time: the protocol's calendar, then each declared plan.
+
+    The plan in force at a time is the last declared one whose ``since`` is at or before
+    it. A plan still waiting for the infusion to restart is *pending*: ``at`` anchors
+    it at the asked time (what a restart then would expect), and it counts no dose.
+    """
+
+    base: Schedule
+    bed: BedConfig | None = None  # needed only once plans are declared
+    config: Config | None = None
+
+    def at(self, plans: Sequence[Plan], time: datetime) -> tuple[Schedule, str, bool]:
+        """(schedule in force at ``time``, its rule, whether it is pending)."""
+        for i in range(len(plans) - 1, -1, -1):
+            if plans[i].since <= time:
+                return self._plan(plans, i, time)
+        return self.base, CALENDAR, False
+
+    def _plan(self, plans: Sequence[Plan], i: int, time: datetime) -> tuple[Schedule, str, bool]:
+        plan = plans[i]
+        if self.bed is None:
+            raise ValueError("a timeline with declared plans needs the bed")
+        anchor = plan.start if plan.start is not None else max(time, plan.since)
+        if plan.rule == NEW_CYCLE:
+            schedule = cycle_schedule(self.bed, self.config, plan.protocol, start=anchor)
+        else:
+            stop = plan.stop if plan.stop is not None else self.restart_stop(plans[:i], plan, anchor)
+            schedule = restart_schedule(self.bed, self.config, plan.protocol, start=anchor, stop=stop)
+            if not plan.step_up:
+                first = schedule.steps[0]
+                schedule = replace(schedule, steps=(Step(first.day_from, 366, first.dose_ug_per_day),))
+        return schedule, plan.rule, plan.start is None
+
+    def restart_stop(self, before: Sequence[Plan], plan: Plan, start: datetime) -> datetime:
+        """Where a restart plan ends: the interrupted schedule's end, moved by the break
+        (label: a cycle keeps its number of infusion days after a break of <= 7 days)."""
+        interrupted, _, _ = self.at(before, plan.since - timedelta(microseconds=1))
+        return interrupted.end + max(timedelta(0), start - plan.since)
+
+    def expected_between(self, plans: Sequence[Plan], begin: datetime, end: datetime) -> float:
+        """The dose the schedules in force plan from ``begin`` to ``end`` (µg)."""
+        if end <= begin:
+            return 0.0
+        points = sorted({begin, end, *(p.since for p in plans if begin < p.since < end)})
+        total = 0.0
+        for x, y in itertools.pairwise(points):
+            schedule, _, pending = self.at(plans, x)
+            if not pending:
+                total += schedule.expected_total_ug(y) - schedule.expected_total_ug(x)
+        return total
+
+
+def expected_over_ledger_ug(state: DoseState, schedule: Schedule | Timeline) -> float:
+    """The dose planned over the time the ledger covers (µg).
 
     The ledger starts at the first pump reading, so a daemon started mid-protocol
-    compares what it saw with what was planned over the same span.
+    compares what it saw with what was planned over the same span. Declared plans
+    count from their start (a ``Timeline``; a bare ``Schedule`` knows no plans).
     """
     if state.ledger_start is None or state.ledger_time is None:
         return 0.0
-    return schedule.expected_total_ug(state.ledger_time) - schedule.expected_total_ug(state.ledger_start)
+    timeline = schedule if isinstance(schedule, Timeline) else Timeline(schedule)
+    return timeline.expected_between(state.plans, state.ledger_start, state.ledger_time)
 
 
-def _cumulative(state: DoseState, schedule: Schedule, th: DoseThresholds) -> _Finding | None:
+def _cumulative(state: DoseState, timeline: Timeline, th: DoseThresholds) -> _Finding | None:
     at, begin = state.ledger_time, state.ledger_start
     if at is None or begin is None:
         return None
-    if (at - max(begin, schedule.start)).total_seconds() < th.cumulative_grace_s:
+    if (at - max(begin, timeline.base.start)).total_seconds() < th.cumulative_grace_s:
         return None
-    expected = expected_over_ledger_ug(state, schedule)
+    expected = expected_over_ledger_ug(state, timeline)
     if expected <= 0:
         return None
     deviation_pct = (state.delivered_ug - expected) / expected * 100.0
@@ -590,6 +811,75 @@ def _after_end(schedule: Schedule, delivered: float | None, now: datetime) -> _F
     )
 
 
+def _with_rule(finding: _Finding, rule: str, named: Text) -> _Finding:
+    """``finding`` naming the dose rule it applied, in its details and its message."""
+    message = finding.message
+    return replace(
+        finding,
+        details={**finding.details, "rule": rule},
+        message=Text(f"{message.en} Rule: {named.en}.", f"{message.fr} Règle : {named.fr}."),
+    )
+
+
+def _restart_reason(state: DoseState) -> _Finding | None:
+    prompt = state.prompt
+    if prompt is None:
+        return None
+    since, resumed = parse_iso(prompt["since"]), parse_iso(prompt["resumed_at"])
+    days = (resumed - since).total_seconds() / 86_400.0
+    if prompt["reason"] == "break_over_7_days":
+        en = (
+            f"Infusion restarted at {_when(resumed)} after a break of {fmt(days, 1, 'en')} days: "
+            "the label starts a new cycle after more than 7. Declare the new cycle "
+            "(dose_declaration new_cycle); until then the old calendar is checked."
+        )
+        fr = (
+            f"Perfusion reprise le {_when(resumed)} après {fmt(days, 1, 'fr')} jours d'arrêt : "
+            "au-delà de 7, le RCP commence un nouveau cycle. Déclarer le nouveau cycle "
+            "(dose_declaration new_cycle) ; d'ici là l'ancien calendrier est contrôlé."
+        )
+    else:
+        reaction = prompt["reason"].removesuffix("_grade_3")
+        en = (
+            f"Infusion restarted at {_when(resumed)} after a declared {reaction} grade 3: the label "
+            "restarts at the first step (9 µg/day). Declare the restart "
+            "(dose_declaration restart_after_reaction); until then the calendar is checked."
+        )
+        fr = (
+            f"Perfusion reprise le {_when(resumed)} après un {reaction} de grade 3 déclaré : le RCP "
+            "reprend au premier palier (9 µg/jour). Déclarer la reprise "
+            "(dose_declaration restart_after_reaction) ; d'ici là le calendrier est contrôlé."
+        )
+    details = {"reason": prompt["reason"], "since": prompt["since"], "rule": "label_interruptions"}
+    return _Finding(Priority.MEDIUM, Text(en, fr), details, None, None, Kind.TECHNICAL)
+
+
+def _discontinuation(state: DoseState, th: DoseThresholds, now: datetime) -> _Finding | None:
+    """DISCONTINUATION_RULE: a reason to discontinue is known and a later reading infuses."""
+    last = state.last
+    if last is None or _infusing_rate(last) <= 0 or (now - last.time).total_seconds() > th.reading_stale_s:
+        return None
+    known = [t for t in triggers(state.reactions, state.plans) if last.time > t.time]
+    if not known:
+        return None
+    top = max(known, key=lambda t: t.priority.rank)
+    priority = top.priority
+    verb_en = "consider discontinuing" if priority is Priority.MEDIUM else "discontinue"
+    verb_fr = "envisager l'arrêt" if priority is Priority.MEDIUM else "arrêt"
+    return _Finding(
+        priority,
+        Text(
+            f"Infusion still running although the label says {verb_en}: "
+            + "; ".join(t.text.en for t in known)
+            + ". The daemon stops nothing: the physician decides.",
+            f"Perfusion toujours en cours alors que le RCP indique : {verb_fr} ; "
+            + " ; ".join(t.text.fr for t in known)
+            + ". Le démon n'arrête rien : le médecin décide.",
+        ),
+        {"rule": top.rule, "rules": [t.rule for t in known], "since": iso(known[0].time)},
+    )
+
+
 def _signature(finding: _Finding) -> str:
     return json.dumps([finding.priority.value, dict(finding.details)], sort_keys=True)
 
@@ -608,11 +898,14 @@ class DoseRule:
         schedule: Schedule,
         thresholds: DoseThresholds,
         initial_bag: BagHung | None = None,
+        config: Config | None = None,
     ) -> None:
-        """Watch ``bed`` on ``schedule``; ``initial_bag`` is a bag known from the config."""
+        """Watch ``bed`` on ``schedule``; ``initial_bag`` is a bag known from the config;
+        ``config`` supplies site protocols for declared plans (built-ins only without it)."""
         self.bed = bed
         self.schedule = schedule
         self.thresholds = thresholds
+        self.timeline = Timeline(schedule, bed, config)
         self._initial_bag = initial_bag
 
     def initial(self) -> DoseState:
@@ -627,15 +920,158 @@ class DoseRule:
         if isinstance(event, PumpReading):
             if event.bed != self.bed.id:
                 return state, ()
-            state = _ingest(state, event, self.schedule, self.thresholds)
+            before = state.last
+            schedule, _, _ = self.timeline.at(state.plans, event.time)
+            state = _ingest(state, event, schedule, self.thresholds)
+            if state.last is not before:
+                state = self._track_break(state, before, event)
         elif isinstance(event, BagHung):
             if event.bed != self.bed.id:
                 return state, ()
             state = _hang(state, event)
+        elif isinstance(event, Observation):
+            if event.bed != self.bed.id or event.dose_declaration is None:
+                return state, ()
+            state = self._declare(state, event)
         return self._evaluate(state, now)
 
+    # ----------------------------------------------------------------- declarations
+
+    def _track_break(self, state: DoseState, before: Reading | None, reading: PumpReading) -> DoseState:
+        """Note a stop after infusing, and the restart that ends it (anchoring plans)."""
+        was_infusing = before is not None and _infusing_rate(before) > 0
+        infusing = _infusing_rate(reading) > 0
+        stopped = not infusing and (
+            reading.state is not PumpState.INFUSING or reading.rate_ml_per_h is not None
+        )
+        open_break = state.break_start is not None and state.break_end is None
+        if stopped and was_infusing and not open_break:
+            return replace(state, break_start=reading.time, break_end=None)
+        if not (infusing and open_break and state.break_start is not None):
+            return state
+        since = state.break_start
+        plans = list(state.plans)
+        for i, plan in enumerate(plans):
+            if plan.start is None:
+                plans[i] = self._anchored(plans[:i], plan, reading.time)
+        state = replace(state, break_end=reading.time, plans=tuple(plans))
+        return replace(state, prompt=self._prompt(state, since, reading.time))
+
+    def _anchored(self, before: Sequence[Plan], plan: Plan, start: datetime) -> Plan:
+        stop = None if plan.rule == NEW_CYCLE else self.timeline.restart_stop(before, plan, start)
+        return replace(plan, start=start, stop=stop)
+
+    def _prompt(self, state: DoseState, since: datetime, resumed: datetime) -> Mapping[str, str] | None:
+        """RESTART_REASON_NEEDED's reason when the infusion resumes at ``resumed``, if any."""
+        if not self.thresholds.restart_reason_prompt:
+            return None
+        if (resumed - since).total_seconds() > self.thresholds.interruption_new_cycle_s and not any(
+            p.rule == NEW_CYCLE and p.since >= since for p in state.plans
+        ):
+            return {"reason": "break_over_7_days", "since": iso(since), "resumed_at": iso(resumed)}
+        unanswered = [
+            r
+            for r in state.reactions
+            if r.grade == RESTART_GRADE
+            and r.reaction != SEIZURE
+            and r.time <= resumed
+            and not any(p.declared_at >= r.time for p in state.plans)
+        ]
+        if unanswered:
+            return {
+                "reason": f"{unanswered[-1].reaction}_grade_3",
+                "since": iso(since),
+                "resumed_at": iso(resumed),
+                "reaction_at": iso(unanswered[-1].time),
+            }
+        return None
+
+    @staticmethod
+    def _answered(state: DoseState) -> bool:
+        prompt = state.prompt
+        if prompt is None:
+            return True
+        if prompt["reason"] == "break_over_7_days":
+            since = parse_iso(prompt["since"])
+            return any(p.rule == NEW_CYCLE and p.since >= since for p in state.plans)
+        reaction_at = parse_iso(prompt["reaction_at"])
+        return any(p.declared_at >= reaction_at for p in state.plans)
+
+    def _first_step_ug_per_day(self, protocol: str, time: datetime) -> float:
+        restart = restart_schedule(
+            self.bed, self.timeline.config, protocol, start=time, stop=time + timedelta(days=366)
+        )
+        return restart.steps[0].dose_ug_per_day
+
+    def _declare(self, state: DoseState, obs: Observation) -> DoseState:
+        """Remember what staff declared; a restart or a new cycle becomes the plan in force."""
+        declaration = obs.dose_declaration
+        assert declaration is not None
+        time = obs.time
+        schedule, _, _ = self.timeline.at(state.plans, time)
+        if declaration.kind in (DeclarationKind.REACTION, DeclarationKind.SEIZURE):
+            reaction = declaration.reaction
+            at_first = False
+            if reaction is Reaction.NEUROTOXICITY and declaration.grade == RESTART_GRADE:
+                expected = schedule.expected_dose_ug_per_day(time)
+                first = self._first_step_ug_per_day(schedule.name, time)
+                at_first = _within(expected, first, self.thresholds.rate_tolerance_pct)
+            record = DeclaredReaction(
+                time, reaction.value if reaction is not None else SEIZURE, declaration.grade, obs.by, at_first
+            )
+            plans = state.plans
+            last = plans[-1] if plans else None
+            if (
+                declaration.grade is not None
+                and declaration.grade >= RESTART_GRADE
+                and last is not None
+                and last.rule != NEW_CYCLE
+                and last.start is not None
+                and time >= last.start
+            ):
+                # A recurrence after the restart: the label's higher dose is not due.
+                plans = (*plans[:-1], replace(last, step_up=False))
+            reactions = (*state.reactions, record)[-MAX_REMEMBERED:]
+            return replace(state, reactions=reactions, plans=plans)
+
+        if state.break_start is not None and state.break_start <= time:
+            since, start = state.break_start, state.break_end
+        else:
+            since, start = time, time
+        cycle = schedule.name
+        if declaration.kind is DeclarationKind.NEW_CYCLE:
+            plan = Plan(NEW_CYCLE, since, time, obs.by, next_cycle_protocol(cycle, self.timeline.config))
+        else:
+            reaction = declaration.reaction
+            assert reaction is not None
+            onset = declaration.onset
+            if onset is None:
+                same = [
+                    r.time
+                    for r in state.reactions
+                    if r.reaction == reaction.value and (r.grade or 0) >= RESTART_GRADE and r.time <= time
+                ]
+                onset = same[-1] if same else since
+            resolved = declaration.resolved_at or time
+            plan = Plan(
+                restart_rule(reaction),
+                since,
+                time,
+                obs.by,
+                cycle,
+                reaction=reaction.value,
+                resolution_s=max(0.0, (resolved - onset).total_seconds()),
+            )
+        if start is not None:
+            plan = self._anchored(state.plans, plan, start)
+        state = replace(state, plans=(*state.plans, plan)[-MAX_REMEMBERED:])
+        return replace(state, prompt=None) if self._answered(state) else state
+
+    # ----------------------------------------------------------------- checks
+
     def _evaluate(self, state: DoseState, now: datetime) -> tuple[DoseState, list[AlertCandidate]]:
-        th, schedule = self.thresholds, self.schedule
+        th = self.thresholds
+        schedule, rule, _ = self.timeline.at(state.plans, now)
         delivered = delivered_rate_ug_per_day(state, now, th.reading_stale_s)
         present, delayed = _rate_findings(schedule, th, delivered, now)
         after_end = _after_end(schedule, delivered, now)
@@ -644,12 +1080,19 @@ class DoseRule:
         state, interrupted = _interruption(state, schedule, th, now)
         for condition, finding in (
             (INFUSION_INTERRUPTED, interrupted),
-            (CUMULATIVE_DOSE_DEVIATION, _cumulative(state, schedule, th)),
+            (CUMULATIVE_DOSE_DEVIATION, _cumulative(state, self.timeline, th)),
             (BAG_LOW, _bag_low(state, th, now)),
             (BOLUS_SUSPECTED, _bolus(state, th, now)),
+            (RESTART_REASON_NEEDED, _restart_reason(state)),
+            (DISCONTINUATION_RULE, _discontinuation(state, th, now)),
         ):
             if finding is not None:
                 present[condition] = finding
+        named = rule_text(rule, schedule.name)
+        for findings in (present, delayed):
+            for condition, finding in findings.items():
+                if condition in _SCHEDULED:
+                    findings[condition] = _with_rule(finding, rule, named)
 
         pending = {c: t for c, t in state.pending.items() if c in delayed}
         for condition, finding in delayed.items():
@@ -746,7 +1189,36 @@ def dump_state(state: DoseState) -> dict[str, Any]:
         "bolus_details": dict(state.bolus_details),
         "pending": {c: iso(t) for c, t in state.pending.items()},
         "active": dict(state.active),
+        "plans": [dump_plan(p) for p in state.plans],
+        "reactions": [dump_reaction(r) for r in state.reactions],
+        "break_start": iso_or_none(state.break_start),
+        "break_end": iso_or_none(state.break_end),
+        "prompt": None if state.prompt is None else dict(state.prompt),
+        "previous_bag": None if state.previous_bag is None else _dump_bag(state.previous_bag),
+        "increments": [
+            [iso(i.time), i.ml, i.concentration_ug_per_ml, iso_or_none(i.hung_at)] for i in state.increments
+        ],
     }
+
+
+def _dump_bag(bag: Bag) -> dict[str, Any]:
+    return {
+        "bag_id": bag.bag_id,
+        "concentration_ug_per_ml": bag.concentration_ug_per_ml,
+        "volume_ml": bag.volume_ml,
+        "hung_at": iso(bag.hung_at),
+        "infused_ml": bag.infused_ml,
+    }
+
+
+def _load_bag(bag: Mapping[str, Any]) -> Bag:
+    return Bag(
+        str(bag["bag_id"]),
+        float(bag["concentration_ug_per_ml"]),
+        None if bag["volume_ml"] is None else float(bag["volume_ml"]),
+        parse_iso(bag["hung_at"]),
+        float(bag["infused_ml"]),
+    )
 
 
 def load_state(data: Mapping[str, Any]) -> DoseState:
@@ -796,6 +1268,22 @@ def load_state(data: Mapping[str, Any]) -> DoseState:
         bolus_details=dict(data["bolus_details"]),
         pending={str(c): parse_iso(t) for c, t in dict(data["pending"]).items()},
         active={str(c): str(s) for c, s in dict(data["active"]).items()},
+        # States written before declared plans existed have none of what follows.
+        plans=tuple(load_plan(p) for p in data.get("plans", ())),
+        reactions=tuple(load_reaction(r) for r in data.get("reactions", ())),
+        break_start=parse_iso_or_none(data.get("break_start")),
+        break_end=parse_iso_or_none(data.get("break_end")),
+        prompt=None if data.get("prompt") is None else {str(k): str(v) for k, v in data["prompt"].items()},
+        previous_bag=None if data.get("previous_bag") is None else _load_bag(data["previous_bag"]),
+        increments=tuple(
+            Increment(
+                parse_iso(t),
+                float(ml),
+                None if conc is None else float(conc),
+                parse_iso_or_none(hung),
+            )
+            for t, ml, conc, hung in data.get("increments", ())
+        ),
     )
 
 
@@ -815,7 +1303,7 @@ def dose_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
     """The dose rules of ``bed``: one ``DoseRule`` on the bed's resolved protocol."""
     schedule = schedule_for(bed, config)
     thresholds = config.thresholds_for(bed.id).dose
-    return [DoseRule(bed, schedule, thresholds, configured_bag(config, bed))]
+    return [DoseRule(bed, schedule, thresholds, configured_bag(config, bed), config)]
 
 
 # --------------------------------------------------------------------------- views
@@ -845,16 +1333,18 @@ def dose_point(
     only built-in protocols and default thresholds are known.
     """
     state = bed_state(state, bed)
-    schedule = schedule_for(bed, config)
+    base = schedule_for(bed, config)
+    timeline = Timeline(base, bed, config)
+    schedule, _, _ = timeline.at(state.plans, now)
     th = config.thresholds_for(bed.id).dose if config is not None else DoseThresholds()
-    if now < schedule.start:
+    if now < base.start:
         return None
     fields: dict[str, float | int | str | bool] = {
         "protocol_day": schedule.protocol_day(now),
         "expected_ug_per_day": schedule.expected_dose_ug_per_day(now),
-        "expected_total_ug": schedule.expected_total_ug(now),
+        "expected_total_ug": timeline.expected_between(state.plans, base.start, now),
         "delivered_total_ug": state.delivered_ug,
-        "expected_ledger_total_ug": expected_over_ledger_ug(state, schedule),
+        "expected_ledger_total_ug": expected_over_ledger_ug(state, timeline),
         "delivered_total_ml": state.delivered_ml,
         "unattributed_ml": state.unattributed_ml,
         "gap_s": state.gap_s,
@@ -875,7 +1365,8 @@ def status_lines(
 ) -> list[str]:
     """What ``wardd status`` prints for one bed's dose (open alerts are listed apart)."""
     state = bed_state(state, bed)
-    schedule = schedule_for(bed, config)
+    timeline = Timeline(schedule_for(bed, config), bed, config)
+    schedule, rule, _ = timeline.at(state.plans, now)
     th = config.thresholds_for(bed.id).dose if config is not None else DoseThresholds()
     fr = language == "fr"
     day = schedule.protocol_day(now)
@@ -903,7 +1394,7 @@ def status_lines(
         + f"{fmt(schedule.expected_dose_ug_per_day(now), 1, lang)} {per_day}",
         ("  dose délivrée : " if fr else "  delivered dose: ") + rate_text,
         ("  total attendu : " if fr else "  expected total: ")
-        + f"{fmt(schedule.expected_total_ug(now), 1, lang)} µg",
+        + f"{fmt(timeline.expected_between(state.plans, timeline.base.start, now), 1, lang)} µg",
         ("  total délivré : " if fr else "  delivered total: ")
         + f"{fmt(state.delivered_ug, 1, lang)} µg"
         + (
@@ -911,12 +1402,13 @@ def status_lines(
                 f" ({'du' if fr else 'from'} {_when(state.ledger_start)} "
                 f"{'au' if fr else 'to'} {_when(state.ledger_time)}; "
                 f"{'prévu sur cette période' if fr else 'planned over that span'} "
-                f"{fmt(expected_over_ledger_ug(state, schedule), 1, lang)} µg)"
+                f"{fmt(expected_over_ledger_ug(state, timeline), 1, lang)} µg)"
             )
             if state.ledger_time is not None and state.ledger_start is not None
             else ""
         ),
         ("  prochain palier : " if fr else "  next step: ") + (_when(nxt) if nxt is not None else "-"),
+        ("  règle : " if fr else "  dose rule: ") + rule_text(rule, schedule.name).get(lang),
     ]
     if state.bag is not None:
         lines.append(

@@ -124,6 +124,38 @@ class Handwriting(StrEnum):
     UNABLE = "unable"
 
 
+class Reaction(StrEnum):
+    """Adverse-reaction families of the label's dose-modification table (domain.md section 1)."""
+
+    CRS = "crs"
+    NEUROTOXICITY = "neurotoxicity"
+    OTHER = "other"
+
+
+class DeclarationKind(StrEnum):
+    """What staff declare about the dose (``DoseDeclaration.kind``)."""
+
+    REACTION = "reaction"  # an adverse reaction and its grade
+    SEIZURE = "seizure"  # one seizure
+    RESTART_AFTER_REACTION = "restart_after_reaction"  # the label's restart at the first step
+    NEW_CYCLE = "new_cycle"  # the schedule starts again at the cycle's day 1
+
+
+@dataclass(frozen=True, slots=True)
+class DoseDeclaration:
+    """A clinician's statement the dose rule cannot infer from the pump (validated input).
+
+    ``reaction`` and ``grade`` are set for ``reaction`` and ``restart_after_reaction``;
+    ``onset`` and ``resolved_at`` optionally date the reaction a restart follows.
+    """
+
+    kind: DeclarationKind
+    reaction: Reaction | None = None
+    grade: int | None = None
+    onset: datetime | None = None
+    resolved_at: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """A nurse's manual entry. Every field is optional: only what was observed is set."""
@@ -140,6 +172,7 @@ class Observation:
     corticosteroid_given: bool | None = None
     handwriting: Handwriting | None = None
     ice_score: int | None = None
+    dose_declaration: DoseDeclaration | None = None  # read by the dose rule only
 
 
 @dataclass(frozen=True, slots=True)

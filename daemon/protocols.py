@@ -12,13 +12,18 @@ Built-in protocols (domain.md sections 0-1):
 - ``all-cycle1``: 9 µg/day on days 1-7, 28 µg/day on days 8-28 (label, R/R ALL cycle 1).
 - ``all-cycle2``: 28 µg/day on days 1-28 (label, later cycles).
 - ``*-bsa``: the < 45 kg variants, 5 then 15 µg/m²/day capped at 9 and 28 µg/day.
+
+A new cycle (a break of more than 7 days, label) follows the protocol's ``next_cycle``
+(``all-cycle1`` -> ``all-cycle2``; ``ssc-14d`` starts again at its own day 1). A
+restart after a grade 3 adverse reaction follows ``restart_steps`` (default: the
+label's 9 µg/day for 7 days, then 28; 5 then 15 µg/m²/day for per-m² protocols).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -57,12 +62,28 @@ def _per_m2(day_from: int, day_to: int, dose: float, cap: float) -> ProtocolStep
 # domain.md section 0 (SSc case) and section 1 (label step-up schedule, < 45 kg dosing).
 BUILTIN: Mapping[str, ProtocolConfig] = {
     "ssc-14d": ProtocolConfig(steps=[_flat(1, 7, 9.0), _flat(8, 14, 28.0)]),
-    "all-cycle1": ProtocolConfig(steps=[_flat(1, 7, 9.0), _flat(8, 28, 28.0)]),
+    "all-cycle1": ProtocolConfig(steps=[_flat(1, 7, 9.0), _flat(8, 28, 28.0)], next_cycle="all-cycle2"),
     "all-cycle2": ProtocolConfig(steps=[_flat(1, 28, 28.0)]),
     "ssc-14d-bsa": ProtocolConfig(steps=[_per_m2(1, 7, 5.0, 9.0), _per_m2(8, 14, 15.0, 28.0)]),
-    "all-cycle1-bsa": ProtocolConfig(steps=[_per_m2(1, 7, 5.0, 9.0), _per_m2(8, 28, 15.0, 28.0)]),
+    "all-cycle1-bsa": ProtocolConfig(
+        steps=[_per_m2(1, 7, 5.0, 9.0), _per_m2(8, 28, 15.0, 28.0)], next_cycle="all-cycle2-bsa"
+    ),
     "all-cycle2-bsa": ProtocolConfig(steps=[_per_m2(1, 28, 15.0, 28.0)]),
 }
+
+# Label, dose modifications (domain.md section 1): after CRS, neurotoxicity or another
+# reaction of grade 3, restart at 9 µg/day, 28 µg/day after 7 days without recurrence
+# (< 45 kg: 5 then 15 µg/m²/day). Day 366 stands for "until the plan ends".
+LABEL_RESTART_FLAT = (_flat(1, 7, 9.0), _flat(8, 366, 28.0))
+LABEL_RESTART_BSA = (_per_m2(1, 7, 5.0, 9.0), _per_m2(8, 366, 15.0, 28.0))
+
+
+def restart_steps(protocol: ProtocolConfig) -> list[ProtocolStep]:
+    """The steps after a restart following a grade 3 reaction on ``protocol``."""
+    if protocol.restart_steps is not None:
+        return list(protocol.restart_steps)
+    per_m2 = all(step.dose_ug_per_day is None for step in protocol.steps)
+    return list(LABEL_RESTART_BSA if per_m2 else LABEL_RESTART_FLAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +112,7 @@ class Schedule:
     start: datetime
     steps: tuple[Step, ...]  # sorted by day, non-overlapping
     bsa_m2: float | None = None  # set when a step was dosed per m²
+    stop: datetime | None = None  # an end before the last step's (a restart plan)
 
     def protocol_day(self, now: datetime) -> int:
         """The 1-based protocol day at ``now``; 0 before the start."""
@@ -100,6 +122,8 @@ class Schedule:
 
     def step_at(self, now: datetime) -> Step | None:
         """The step in force at ``now``, or ``None`` (before, between or after steps)."""
+        if self.stop is not None and now >= self.stop:
+            return None
         day = self.protocol_day(now)
         return next((s for s in self.steps if s.day_from <= day <= s.day_to), None)
 
@@ -118,8 +142,9 @@ class Schedule:
 
     @property
     def end(self) -> datetime:
-        """When the last step ends: the protocol's end."""
-        return self.step_end(self.steps[-1])
+        """When the last step ends (or ``stop``, when earlier): the protocol's end."""
+        last = self.step_end(self.steps[-1])
+        return last if self.stop is None else min(last, self.stop)
 
     def in_protocol(self, now: datetime) -> bool:
         """Whether ``now`` lies between the protocol's start and end."""
@@ -130,13 +155,15 @@ class Schedule:
         out: list[StepUp] = []
         for before, after in zip(self.steps, self.steps[1:], strict=False):
             if after.day_from == before.day_to + 1 and after.dose_ug_per_day > before.dose_ug_per_day:
+                if self.step_time(after) >= self.end:
+                    continue
                 out.append(StepUp(self.step_time(after), before.dose_ug_per_day, after.dose_ug_per_day))
         return tuple(out)
 
     def next_step_time(self, now: datetime) -> datetime | None:
         """The start of the next step after ``now``, or the protocol's end, or ``None`` after it."""
         for step in self.steps:
-            if self.step_time(step) > now:
+            if now < self.step_time(step) < self.end:
                 return self.step_time(step)
         return self.end if now < self.end else None
 
@@ -145,7 +172,7 @@ class Schedule:
         total = 0.0
         for step in self.steps:
             begin = self.step_time(step)
-            stop = min(now, self.step_end(step))
+            stop = min(now, self.step_end(step), self.end)
             if stop > begin:
                 total += step.dose_ug_per_day * ((stop - begin) / DAY)
         return total
@@ -200,6 +227,41 @@ def schedule_for(bed: BedConfig, config: Config | None = None) -> Schedule:
         bed.protocol,
         protocol,
         start=bed.protocol_start,
+        weight_kg=bed.weight_kg,
+        height_cm=bed.height_cm,
+        default_bsa_formula=thresholds.dose.bsa_formula,
+    )
+
+
+def restart_schedule(
+    bed: BedConfig, config: Config | None, protocol: str, *, start: datetime, stop: datetime
+) -> Schedule:
+    """The restart after a grade 3 reaction on ``protocol``, resolved for ``bed``: from
+    ``start`` (the infusion's restart) to ``stop`` (the interrupted cycle's end, moved by
+    the break)."""
+    definition = protocol_config(protocol, config)
+    steps = ProtocolConfig(steps=restart_steps(definition), bsa_formula=definition.bsa_formula)
+    return replace(_resolve_for(bed, config, protocol, steps, start), stop=stop)
+
+
+def next_cycle_protocol(name: str, config: Config | None = None) -> str:
+    """The protocol of the cycle after one on ``name`` (itself unless ``next_cycle`` says)."""
+    return protocol_config(name, config).next_cycle or name
+
+
+def cycle_schedule(bed: BedConfig, config: Config | None, protocol: str, *, start: datetime) -> Schedule:
+    """Protocol ``protocol`` resolved for ``bed`` from ``start`` (a new cycle's day 1)."""
+    return _resolve_for(bed, config, protocol, protocol_config(protocol, config), start)
+
+
+def _resolve_for(
+    bed: BedConfig, config: Config | None, name: str, protocol: ProtocolConfig, start: datetime
+) -> Schedule:
+    thresholds = config.thresholds_for(bed.id) if config is not None else Thresholds()
+    return resolve(
+        name,
+        protocol,
+        start=start,
         weight_kg=bed.weight_kg,
         height_cm=bed.height_cm,
         default_bsa_formula=thresholds.dose.bsa_formula,

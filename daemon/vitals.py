@@ -643,6 +643,7 @@ OBSERVATION_FIELDS = frozenset(
         "corticosteroid_given",
         "handwriting",
         "ice_score",
+        "dose_declaration",
     }
 )
 # Oxygen devices a nurse may record (CRS grading in daemon.crs reads them).
@@ -682,7 +683,8 @@ def parse_observation(
     (``too_large``, ``invalid_json``, ``too_deep``, ``huge_number``, ``not_object``,
     ``duplicate_field``), ``unknown_field``, ``bad_type``, ``bad_name``,
     ``out_of_range``, ``bad_value``, ``bad_time``, ``future_time``, ``too_old``,
-    ``empty``, ``inconsistent``.
+    ``empty``, ``inconsistent``; a ``dose_declaration`` adds ``missing_by`` and
+    ``missing_field`` (``daemon.dose_label.parse_declaration``).
     """
     data = load_json_object(payload, where, max_bytes=max_bytes, unique_fields=True)
     unknown = set(data) - OBSERVATION_FIELDS
@@ -713,6 +715,12 @@ def parse_observation(
     corticosteroid = _boolean(data, "corticosteroid_given", where)
     acvpu = _choice(data, "acvpu", Acvpu, where)
     handwriting = _choice(data, "handwriting", Handwriting, where)
+    declaration = None
+    if data.get("dose_declaration") is not None:
+        # Read by the dose rule only; validated in daemon.dose_label.
+        from daemon.dose_label import parse_declaration  # noqa: PLC0415
+
+        declaration = parse_declaration(data["dose_declaration"], by, time, where)
     clinical = (
         flow,
         device,
@@ -722,6 +730,7 @@ def parse_observation(
         corticosteroid,
         handwriting,
         ice_score,
+        declaration,
     )
     if all(value is None for value in clinical):
         raise InputError("empty", "the observation records nothing", where)
@@ -738,6 +747,7 @@ def parse_observation(
         corticosteroid_given=corticosteroid,
         handwriting=handwriting,
         ice_score=ice_score,
+        dose_declaration=declaration,
     )
 
 

@@ -202,7 +202,7 @@ def test_infusion_after_protocol_end() -> None:
     assert bed.tick(end + 4 * MIN) == []
     (cand,) = bed.tick(end + 5 * MIN)
     assert (cand.condition, cand.priority) == (INFUSION_AFTER_PROTOCOL_END, Priority.MEDIUM)
-    assert cand.details == {"protocol_end": "2026-03-16T08:00:00Z"}
+    assert cand.details == {"protocol_end": "2026-03-16T08:00:00Z", "rule": "protocol_calendar"}
     (clear,) = bed.pump(end + 6 * MIN, 0, 10.9, "stopped")
     assert (clear.condition, clear.present) == (INFUSION_AFTER_PROTOCOL_END, False)
 
@@ -226,7 +226,7 @@ def test_cumulative_over_plan_after_grace() -> None:
         t += 30 * MIN
         volume += 5
     (cum,) = bed.raised(CUMULATIVE_DOSE_DEVIATION)
-    assert cum.details == {"direction": "over"}
+    assert cum.details == {"direction": "over", "rule": "protocol_calendar"}
     assert cum.time == START + 24 * 60 * MIN
     assert cum.value == pytest.approx(30.0)
 

@@ -1,0 +1,470 @@
+"""The label's dose rules that staff declare: restarts, new cycles, discontinuation,
+late bag announcements and the < 45 kg refusal (``daemon.dose_label``, ``daemon.dose``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from daemon import capture
+from daemon.config import parse
+from daemon.dose import (
+    DISCONTINUATION_RULE,
+    RESTART_REASON_NEEDED,
+    DoseRule,
+    DoseState,
+    dose_rules,
+    dump_state,
+    load_state,
+)
+from daemon.errors import ConfigError, InputError
+from daemon.events import (
+    AlertCandidate,
+    BagHung,
+    DeclarationKind,
+    DoseDeclaration,
+    Event,
+    Observation,
+    PumpReading,
+    PumpState,
+    Reaction,
+)
+from daemon.protocols import bsa_m2
+from daemon.vitals import parse_observation
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
+C9 = 0.0375
+C28 = 0.116667
+WHERE = "ward/w1/bed/b1/observations"
+
+
+def _config(protocol: str = "all-cycle1", weight_kg: float = 60, **dose: Any) -> Any:
+    return parse(
+        {
+            "thresholds": {"dose": dose},
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": weight_kg,
+                    "height_cm": 165,
+                    "protocol": protocol,
+                    "protocol_start": START.isoformat(),
+                }
+            ],
+        }
+    )
+
+
+class Bed:
+    """One dose rule driven by hand."""
+
+    def __init__(self, protocol: str = "all-cycle1", weight_kg: float = 60, **dose: Any) -> None:
+        config = _config(protocol, weight_kg, **dose)
+        (rule,) = dose_rules(config, config.beds[0])
+        assert isinstance(rule, DoseRule)
+        self.rule = rule
+        self.state: DoseState = rule.initial()
+        self.out: list[AlertCandidate] = []
+        self.volume = 0.0
+        self.last: datetime | None = None
+        self.rate = 0.0
+
+    def feed(self, event: Event) -> list[AlertCandidate]:
+        self.state, out = self.rule.step(self.state, event, event.time)
+        self.out.extend(out)
+        return list(out)
+
+    def pump(self, when: datetime, rate: float) -> list[AlertCandidate]:
+        if self.last is not None:
+            self.volume += self.rate * (when - self.last).total_seconds() / 3600
+        self.last, self.rate = when, rate
+        state = PumpState.INFUSING if rate > 0 else PumpState.STOPPED
+        return self.feed(PumpReading("w1", "b1", "p1", when, state, rate, self.volume))
+
+    def run(self, begin: datetime, end: datetime, rate: float, step: timedelta = HOUR) -> None:
+        when = begin
+        while when <= end:
+            self.pump(when, rate)
+            when += step
+
+    def declare(self, when: datetime, declaration: DoseDeclaration, by: str = "Dr A") -> list[AlertCandidate]:
+        return self.feed(Observation("w1", "b1", when, by=by, dose_declaration=declaration))
+
+    def expected(self, when: datetime) -> float:
+        schedule, _, _ = self.rule.timeline.at(self.state.plans, when)
+        return schedule.expected_dose_ug_per_day(when)
+
+    def present(self, condition: str) -> bool:
+        return condition in self.state.active
+
+
+REACTION_CRS3 = DoseDeclaration(DeclarationKind.REACTION, Reaction.CRS, 3)
+RESTART_CRS3 = DoseDeclaration(DeclarationKind.RESTART_AFTER_REACTION, Reaction.CRS, 3)
+NEW_CYCLE = DoseDeclaration(DeclarationKind.NEW_CYCLE)
+
+
+def _stopped_course(bed: Bed, stop: datetime, restart: datetime) -> None:
+    bed.feed(BagHung("w1", "b1", START, "bag-1", C9))
+    bed.run(START, stop - HOUR, 10)
+    bed.run(stop, restart - HOUR, 0)
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _parse(data: dict[str, Any]) -> Observation:
+    now = datetime(2026, 3, 12, 8, 0, tzinfo=UTC)
+    return parse_observation(json.dumps(data).encode(), "w1", "b1", WHERE, now)
+
+
+def _reason(data: dict[str, Any]) -> str:
+    with pytest.raises(InputError) as info:
+        _parse(data)
+    return info.value.reason
+
+
+def test_a_declaration_alone_is_an_observation_and_survives_the_capture() -> None:
+    obs = _parse(
+        {
+            "by": "Dr A",
+            "time": "2026-03-12T07:30:00Z",
+            "dose_declaration": {
+                "kind": "restart_after_reaction",
+                "reaction": "neurotoxicity",
+                "grade": 3,
+                "onset": "2026-03-05T07:00:00Z",
+                "resolved_at": "2026-03-12T07:00:00Z",
+            },
+        }
+    )
+    assert obs.dose_declaration == DoseDeclaration(
+        DeclarationKind.RESTART_AFTER_REACTION,
+        Reaction.NEUROTOXICITY,
+        3,
+        datetime(2026, 3, 5, 7, tzinfo=UTC),
+        datetime(2026, 3, 12, 7, tzinfo=UTC),
+    )
+    assert capture.from_dict(json.loads(capture.dumps(obs))) == obs
+    assert _parse({"by": "Dr A", "dose_declaration": {"kind": "new_cycle"}}).dose_declaration == NEW_CYCLE
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"dose_declaration": {"kind": "new_cycle"}}, "missing_by"),
+        ({"by": "A", "dose_declaration": "new_cycle"}, "bad_type"),
+        ({"by": "A", "dose_declaration": {}}, "missing_field"),
+        ({"by": "A", "dose_declaration": {"kind": "restart"}}, "bad_value"),
+        ({"by": "A", "dose_declaration": {"kind": "new_cycle", "grade": 3}}, "unknown_field"),
+        ({"by": "A", "dose_declaration": {"kind": "reaction", "reaction": "crs"}}, "missing_field"),
+        ({"by": "A", "dose_declaration": {"kind": "reaction", "reaction": "ics", "grade": 3}}, "bad_value"),
+        (
+            {"by": "A", "dose_declaration": {"kind": "reaction", "reaction": "crs", "grade": 5}},
+            "out_of_range",
+        ),
+        ({"by": "A", "dose_declaration": {"kind": "reaction", "reaction": "crs", "grade": 2.5}}, "bad_type"),
+        ({"by": "A", "dose_declaration": {"kind": "reaction", "reaction": "crs", "grade": True}}, "bad_type"),
+        (
+            {
+                "by": "A",
+                "dose_declaration": {"kind": "restart_after_reaction", "reaction": "crs", "grade": 4},
+            },
+            "inconsistent",
+        ),
+        (
+            {
+                "by": "A",
+                "dose_declaration": {
+                    "kind": "restart_after_reaction",
+                    "reaction": "other",
+                    "grade": 3,
+                    "onset": "2026-03-10T00:00:00Z",
+                    "resolved_at": "2026-03-09T00:00:00Z",
+                },
+            },
+            "inconsistent",
+        ),
+        (
+            {
+                "by": "A",
+                "dose_declaration": {
+                    "kind": "restart_after_reaction",
+                    "reaction": "other",
+                    "grade": 3,
+                    "onset": "yesterday",
+                },
+            },
+            "bad_time",
+        ),
+    ],
+)
+def test_declarations_are_validated_strictly(data: dict[str, Any], reason: str) -> None:
+    assert _reason(data) == reason
+
+
+# --------------------------------------------------------------------------- restart after a reaction
+
+
+def test_a_declared_restart_expects_9_then_28_exactly_7_days_after_the_restart() -> None:
+    bed = Bed()
+    stop, restart = START + 8 * DAY + 2 * HOUR, START + 10 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(stop, REACTION_CRS3)
+    bed.declare(restart - HOUR, RESTART_CRS3)
+    assert bed.expected(restart - HOUR) == 9.0  # pending: what a restart now would expect
+    bed.feed(BagHung("w1", "b1", restart, "bag-r", C9))
+    bed.pump(restart, 10)
+    assert bed.state.plans[-1].start == restart
+    assert bed.expected(restart + 7 * DAY - SECOND) == 9.0
+    assert bed.expected(restart + 7 * DAY) == 28.0
+    # The cycle keeps its 28 infusion days: it ends later by the break.
+    assert bed.state.plans[-1].stop == START + 28 * DAY + (restart - stop)
+    assert not bed.present(RESTART_REASON_NEEDED)
+
+
+def test_a_recurrence_after_the_restart_holds_the_first_step() -> None:
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(restart - HOUR, RESTART_CRS3)
+    bed.pump(restart, 10)
+    bed.declare(restart + 2 * DAY, REACTION_CRS3)
+    assert bed.expected(restart + 8 * DAY) == 9.0
+
+
+def test_the_restart_of_a_child_is_per_m2() -> None:
+    bed = Bed("all-cycle1-bsa", weight_kg=30)
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(restart - HOUR, RESTART_CRS3)
+    bed.pump(restart, 10)
+    area = bsa_m2(30, 165, "mosteller")
+    assert bed.expected(restart + HOUR) == pytest.approx(5 * area)
+    assert bed.expected(restart + 7 * DAY) == pytest.approx(15 * area)
+
+
+def test_a_restart_without_declaration_after_a_grade_3_prompts() -> None:
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(stop, REACTION_CRS3)
+    bed.pump(restart, 10)
+    assert bed.present(RESTART_REASON_NEEDED)
+    assert bed.expected(restart + HOUR) == 28.0  # the calendar until someone declares
+    bed.declare(restart + HOUR, RESTART_CRS3)
+    assert not bed.present(RESTART_REASON_NEEDED)
+    assert bed.expected(restart + 2 * HOUR) == 9.0
+
+
+# --------------------------------------------------------------------------- breaks and new cycles
+
+
+@pytest.mark.parametrize(("extra", "prompted"), [(timedelta(0), False), (SECOND, True)])
+def test_a_break_of_more_than_7_days_prompts_for_a_new_cycle(extra: timedelta, prompted: bool) -> None:
+    bed = Bed()
+    stop = START + 2 * DAY
+    _stopped_course(bed, stop, stop + HOUR)
+    bed.pump(stop + 7 * DAY + extra, 10)
+    assert bed.present(RESTART_REASON_NEEDED) is prompted
+
+
+def test_the_prompt_can_be_turned_off() -> None:
+    bed = Bed(restart_reason_prompt=False)
+    stop = START + 2 * DAY
+    _stopped_course(bed, stop, stop + HOUR)
+    bed.pump(stop + 9 * DAY, 10)
+    assert not bed.present(RESTART_REASON_NEEDED)
+
+
+@pytest.mark.parametrize(("protocol", "first_dose"), [("all-cycle1", 28.0), ("ssc-14d", 9.0)])
+def test_a_new_cycle_starts_at_its_day_1(protocol: str, first_dose: float) -> None:
+    bed = Bed(protocol)
+    stop, restart = START + 2 * DAY, START + 11 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(restart - HOUR, NEW_CYCLE)
+    bed.pump(restart, 10)
+    assert bed.expected(restart + HOUR) == first_dose
+    schedule, rule, _ = bed.rule.timeline.at(bed.state.plans, restart + HOUR)
+    assert (rule, schedule.protocol_day(restart + HOUR), schedule.start) == ("new_cycle", 1, restart)
+    assert not bed.present(RESTART_REASON_NEEDED)
+
+
+def test_declared_plans_survive_a_restart_of_the_daemon() -> None:
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(stop, REACTION_CRS3)
+    bed.pump(restart, 10)
+    bed.declare(restart + HOUR, RESTART_CRS3)
+    assert load_state(json.loads(json.dumps(dump_state(bed.state)))) == bed.state
+
+
+# --------------------------------------------------------------------------- discontinuation
+
+
+def _discontinuation_after(declarations: list[tuple[timedelta, DoseDeclaration]]) -> Bed:
+    bed = Bed()
+    bed.feed(BagHung("w1", "b1", START, "bag-1", C9))
+    bed.run(START, START + DAY, 10)
+    for offset, declaration in declarations:
+        bed.declare(START + DAY + offset, declaration)
+    bed.run(START + DAY + HOUR, START + DAY + 2 * HOUR, 10)
+    return bed
+
+
+def test_one_seizure_is_not_a_reason_to_discontinue_two_are() -> None:
+    seizure = DoseDeclaration(DeclarationKind.SEIZURE)
+    assert not _discontinuation_after([(SECOND, seizure)]).present(DISCONTINUATION_RULE)
+    bed = _discontinuation_after([(SECOND, seizure), (2 * SECOND, seizure)])
+    assert bed.present(DISCONTINUATION_RULE)
+    raised = [c for c in bed.out if c.condition == DISCONTINUATION_RULE and c.present]
+    assert raised[0].details["rule"] == "more_than_one_seizure"
+
+
+@pytest.mark.parametrize(
+    ("reaction", "grade", "priority"),
+    [
+        (Reaction.CRS, 4, "high"),
+        (Reaction.NEUROTOXICITY, 4, "high"),
+        (Reaction.OTHER, 4, "medium"),
+        (Reaction.CRS, 3, None),
+        (Reaction.NEUROTOXICITY, 3, "high"),  # declared on day 2, at 9 µg/day
+    ],
+)
+def test_grade_4_and_neurotoxicity_at_the_first_step(
+    reaction: Reaction, grade: int, priority: str | None
+) -> None:
+    bed = _discontinuation_after([(SECOND, DoseDeclaration(DeclarationKind.REACTION, reaction, grade))])
+    raised = [c for c in bed.out if c.condition == DISCONTINUATION_RULE and c.present]
+    assert (raised[0].priority.value if raised else None) == priority
+
+
+@pytest.mark.parametrize(
+    ("reaction", "limit"), [(Reaction.NEUROTOXICITY, 7 * DAY), (Reaction.OTHER, 14 * DAY)]
+)
+@pytest.mark.parametrize(("extra", "reminded"), [(timedelta(0), False), (SECOND, True)])
+def test_a_grade_3_too_slow_to_resolve(
+    reaction: Reaction, limit: timedelta, extra: timedelta, reminded: bool
+) -> None:
+    bed = Bed()
+    stop = START + 8 * DAY + 2 * HOUR  # on 28 µg/day: not the first step
+    restart = stop + limit + DAY
+    _stopped_course(bed, stop, restart)
+    declaration = DoseDeclaration(
+        DeclarationKind.RESTART_AFTER_REACTION, reaction, 3, onset=stop, resolved_at=stop + limit + extra
+    )
+    bed.declare(restart - HOUR, declaration)
+    bed.run(restart, restart + HOUR, 10)
+    assert bed.present(DISCONTINUATION_RULE) is reminded
+
+
+def test_the_reminder_clears_when_the_pump_stops() -> None:
+    bed = _discontinuation_after([(SECOND, DoseDeclaration(DeclarationKind.REACTION, Reaction.CRS, 4))])
+    assert bed.present(DISCONTINUATION_RULE)
+    bed.pump(START + DAY + 3 * HOUR, 0)
+    assert not bed.present(DISCONTINUATION_RULE)
+
+
+# --------------------------------------------------------------------------- late bags
+
+
+def _bag_orders() -> list[list[Event]]:
+    readings: list[Event] = [
+        PumpReading(
+            "w1", "b1", "p1", START + i * 30 * timedelta(minutes=1), PumpState.INFUSING, 10.0, 5.0 * i
+        )
+        for i in range(13)
+    ]
+    first = BagHung("w1", "b1", START, "bag-1", C9)
+    late = BagHung("w1", "b1", START + 2 * HOUR, "bag-2", C28)
+    return [[first, *readings[:k], late, *readings[k:]] for k in range(len(readings) + 1)]
+
+
+def test_a_late_bag_gives_the_same_total_whatever_order_the_events_came_in() -> None:
+    exact = 20 * C9 + 40 * C28  # 20 mL up to the 10:00 reading, 40 mL after it
+    totals = []
+    for events in _bag_orders():
+        bed = Bed("ssc-14d")
+        for event in events:
+            bed.feed(event)
+        totals.append(
+            (bed.state.delivered_ug, bed.state.delivered_ml, bed.state.bag and bed.state.bag.infused_ml)
+        )
+    assert {round(t[0], 9) for t in totals} == {round(exact, 9)}
+    assert {t[1] for t in totals} == {60.0}
+    assert {t[2] for t in totals} == {40.0}
+
+
+def test_a_bag_announced_later_than_the_window_keeps_the_older_volume() -> None:
+    bed = Bed("ssc-14d", bag_late_window_s=3600)
+    bed.feed(BagHung("w1", "b1", START, "bag-1", C9))
+    for i in range(13):
+        bed.feed(
+            PumpReading(
+                "w1", "b1", "p1", START + i * 30 * timedelta(minutes=1), PumpState.INFUSING, 10.0, 5.0 * i
+            )
+        )
+    bed.feed(BagHung("w1", "b1", START + 2 * HOUR, "bag-2", C28))
+    # Only the readings of the last hour (at +5 h, +5.5 h and +6 h: 15 mL) move to bag-2.
+    assert bed.state.delivered_ug == pytest.approx(45 * C9 + 15 * C28)
+
+
+# --------------------------------------------------------------------------- < 45 kg
+
+
+@pytest.mark.parametrize(
+    ("weight_kg", "protocol", "refused"),
+    [
+        (45.0, "ssc-14d", False),
+        (44.99, "ssc-14d", True),
+        (44.99, "all-cycle2", True),
+        (30.0, "ssc-14d-bsa", False),
+        (30.0, "all-cycle1-bsa", False),
+        (80.0, "all-cycle1-bsa", False),
+    ],
+)
+def test_a_flat_dose_protocol_is_refused_below_45_kg(weight_kg: float, protocol: str, refused: bool) -> None:
+    if not refused:
+        _config(protocol, weight_kg)
+        return
+    with pytest.raises(ConfigError) as info:
+        _config(protocol, weight_kg)
+    (issue,) = info.value.issues
+    assert issue.location == "beds[0].protocol"
+    assert "below 45 kg the label doses by body surface" in issue.reason
+
+
+def test_a_site_protocol_with_flat_steps_or_a_flat_next_cycle_is_refused_below_45_kg() -> None:
+    bed = {
+        "ward": "w1",
+        "id": "b1",
+        "patient": "p",
+        "weight_kg": 30,
+        "height_cm": 135,
+        "protocol_start": START.isoformat(),
+    }
+    per_m2 = [{"day_from": 1, "day_to": 7, "dose_ug_per_m2_per_day": 5, "max_ug_per_day": 9}]
+    ok = {"protocols": {"kids": {"steps": per_m2}}, "beds": [{**bed, "protocol": "kids"}]}
+    parse(ok)
+    flat_next = {
+        "protocols": {"kids": {"steps": per_m2, "next_cycle": "all-cycle2"}},
+        "beds": [{**bed, "protocol": "kids"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse(flat_next)
+    assert [i.location for i in info.value.issues] == ["beds[0].protocol"]
+    unknown = {
+        "protocols": {"kids": {"steps": per_m2, "next_cycle": "nope"}},
+        "beds": [{**bed, "protocol": "kids"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse(unknown)
+    assert [i.location for i in info.value.issues] == ["protocols.kids.next_cycle"]
