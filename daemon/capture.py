@@ -22,10 +22,14 @@ from daemon.events import (
     Event,
     Handwriting,
     Health,
+    IcpFinding,
     Metric,
+    MotorWeakness,
     Observation,
     PumpReading,
     PumpState,
+    Seizure,
+    SeizurePattern,
     SourceHealth,
     Tick,
     VitalSample,
@@ -47,7 +51,11 @@ _ENUMS: Mapping[str, type[StrEnum]] = {
     "health": Health,
     "acvpu": Acvpu,
     "handwriting": Handwriting,
+    "seizure": Seizure,
+    "seizure_pattern": SeizurePattern,
+    "motor_weakness": MotorWeakness,
 }
+_ENUM_TUPLES: Mapping[str, type[StrEnum]] = {"raised_icp": IcpFinding}
 
 
 def to_dict(event: Event) -> dict[str, Any]:
@@ -87,6 +95,8 @@ def _field(name: str, value: Any) -> Any:
         return {Metric(k): float(v) for k, v in value.items()}
     if name in _ENUMS and value is not None:
         return _ENUMS[name](value)
+    if name in _ENUM_TUPLES and value is not None:
+        return tuple(_ENUM_TUPLES[name](v) for v in value)
     return value
 
 
