@@ -19,7 +19,9 @@ Lifecycle of one alert (``AlertBook``, pure: no I/O, no clock reads)::
     LATCHED        condition present again     ACTIVE         reactivate
 
 - An alert is *closed* once its state is ``resolved``; the phase says why (``end``:
-  its condition cleared; ``ack``: a latched alert was acknowledged).
+  its condition cleared; ``ack``: a latched alert was acknowledged). Details that a
+  clearing candidate carries (e.g. the withdrawal that cleared it) are merged into
+  the alert's.
 - Dedup: a repeat with the same priority, kind and details changes nothing and is
   not published, even if its value moved. IHE ACM sends messages on state changes
   and leaves periodic refreshes to site agreement; a value worth announcing is a
@@ -281,6 +283,10 @@ class AlertBook:
             return self._present_again(alert, candidate, now)
         if alert is None:
             return []
+        if candidate.details:
+            # A clearing candidate may say why (a withdrawn observation, by whom): the
+            # journal keeps it alongside the details the alert had.
+            alert = replace(alert, details={**alert.details, **_plain(candidate.details)})
         if alert.state is AlertState.ACTIVE and alert.priority is Priority.HIGH:
             return [self._put(alert, replace(alert, state=AlertState.LATCHED, phase=Phase.LATCH), now)]
         if alert.state in (AlertState.ACTIVE, AlertState.ACKNOWLEDGED):

@@ -24,11 +24,15 @@ from daemon.events import (
     Event,
     Handwriting,
     Health,
+    IcpFinding,
     Metric,
+    MotorWeakness,
     Observation,
     PumpReading,
     PumpState,
     Reaction,
+    Seizure,
+    SeizurePattern,
     SourceHealth,
     Tick,
     VitalSample,
@@ -50,7 +54,11 @@ _ENUMS: Mapping[str, type[StrEnum]] = {
     "health": Health,
     "acvpu": Acvpu,
     "handwriting": Handwriting,
+    "seizure": Seizure,
+    "seizure_pattern": SeizurePattern,
+    "motor_weakness": MotorWeakness,
 }
+_ENUM_TUPLES: Mapping[str, type[StrEnum]] = {"raised_icp": IcpFinding}
 
 
 def to_dict(event: Event) -> dict[str, Any]:
@@ -94,6 +102,8 @@ def _field(name: str, value: Any) -> Any:
         return _ENUMS[name](value)
     if name == "dose_declaration" and value is not None:
         return _declaration(value)
+    if name in _ENUM_TUPLES and value is not None:
+        return tuple(_ENUM_TUPLES[name](v) for v in value)
     return value
 
 

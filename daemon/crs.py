@@ -7,21 +7,48 @@ that grade (domain.md section 1) as a reminder, never as an order.
 CRS grade, from the latest state of the bed:
 
 - fever: the vital-sign rule's ``FEVER`` condition (same noise control); once an
-  antipyretic or a corticosteroid is recorded, fever is no longer required for
-  ``fever_masking_s`` (ASTCT: treatment masks fever; its duration is a site choice);
-- haemodynamics: ``HYPOTENSION`` without vasopressor 2, one vasopressor 3, several 4;
+  antipyretic, a corticosteroid or an anti-cytokine therapy (tocilizumab) is
+  recorded, fever is no longer required for ``fever_masking_s`` (ASTCT: once
+  antipyretic or anti-cytokine therapy is started, fever is no longer required; the
+  duration is a site choice);
+- haemodynamics: ``HYPOTENSION`` without vasopressor 2, one vasopressor with or without
+  vasopressin 3, several vasopressors 4. Vasopressin is recorded apart and never
+  counted (ASTCT: "multiple vasopressors (excluding vasopressin)"). Vasopressin alone
+  counts as one vasopressor (grade 3): ASTCT does not state this case; assumption;
 - oxygen (the nurses' observations): low-flow nasal cannula <= 6 L/min or blow-by 2;
   high flow > 6 L/min, facemask, non-rebreather or Venturi 3; CPAP, BiPAP or
   ventilation 4;
 - grade = the more severe of haemodynamics and oxygen, at least 1 with fever.
 
-ICANS grade: the most severe of the ICE score (10: none, 7-9: 1, 3-6: 2, 0-2: 3,
-0 and unresponsive: 4) and consciousness. ACVPU is the only consciousness scale the
-ward records; it is read as: voice = "wakes to voice" (2), pain = "wakes only to
-touch" (3), unresponsive (4). New confusion and a changed or impossible handwriting
-test (the writing item of ICE, domain.md section 0) suggest at least grade 1 until
-a later ICE score supersedes them. These readings of ACVPU are this module's
-interpretation, not ASTCT text.
+ICANS grade: the most severe of its domains, each able to set the grade on its own:
+
+- ICE score (10: none, 7-9: 1, 3-6: 2, 0-2: 3, 0 and unresponsive: 4);
+- consciousness. ACVPU is the only consciousness scale the ward records; it is read
+  as: voice = "wakes to voice" (2), pain = "wakes only to touch" (3), unresponsive
+  (4). New confusion and a changed or impossible handwriting test (the writing item
+  of ICE, domain.md section 0) suggest at least grade 1 until a later ICE score
+  supersedes them. These readings of ACVPU are this module's interpretation, not
+  ASTCT text;
+- seizure: any clinical seizure that resolves rapidly, or non-convulsive seizures on
+  EEG that resolve with intervention, 3; a prolonged seizure (> 5 min) or repeated
+  seizures without return to baseline in between, 4. Assumptions where ASTCT is
+  silent: a seizure not (yet) resolved that is not known to last > 5 min, and
+  repeated seizures with return to baseline in between, are 3 (grade 4 needs one of
+  its two stated conditions); the message says a seizure beyond 5 min makes it 4;
+- motor: deep focal motor weakness (hemiparesis, paraparesis) 4;
+- raised intracranial pressure / cerebral oedema: focal or local oedema on imaging
+  3; diffuse cerebral oedema, decerebrate or decorticate posturing, cranial nerve VI
+  palsy, papilloedema or Cushing's triad 4.
+
+A seizure, a motor finding or an ICP finding stays in the grade until a later entry
+records ``none`` (``[]`` for ICP): they are events, and only a person can say the
+patient is back to baseline.
+
+Who recorded what and when: the rules keep the nurses' entries in a
+``daemon.chart.Chart``, so a correction replaces an entry and a withdrawal removes it
+and the grade follows. Alert details carry ``basis`` (the domains that set the grade,
+each with its value and who recorded it when) and, when the transition follows a
+correction or a withdrawal, ``change`` (which id, by whom, when).
 
 Priorities (IEC 60601-1-8, domain.md section 4): grade 1 medium (prompt review of a
 reversible state); grade 2 and above high (label actions start at grade 3, and
@@ -38,6 +65,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from daemon.chart import Chart, Entry, change_of, dump_chart, legacy_entry, load_chart, record
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import (
     Acvpu,
@@ -46,11 +74,15 @@ from daemon.events import (
     Event,
     Handwriting,
     Health,
+    IcpFinding,
     Kind,
+    MotorWeakness,
     Observation,
     Priority,
     PumpReading,
     PumpState,
+    Seizure,
+    SeizurePattern,
     SourceHealth,
     Text,
     Tick,
@@ -58,7 +90,7 @@ from daemon.events import (
 )
 from daemon.numfmt import fmt
 from daemon.protocols import Schedule
-from daemon.timefmt import iso, iso_or_none, parse_iso_or_none
+from daemon.timefmt import iso_or_none, parse_iso_or_none
 from daemon.vitals import (
     METRICS,
     Condition,
@@ -97,9 +129,24 @@ def grade_priority(grade: int) -> Priority:
 
 
 def _grade_candidate(
-    condition: str, bed: BedConfig, time: datetime, *, present: bool, grade: int, message: Text
+    condition: str,
+    bed: BedConfig,
+    time: datetime,
+    *,
+    present: bool,
+    grade: int,
+    message: Text,
+    basis: Sequence[Mapping[str, Any]] = (),
+    change: Mapping[str, Any] | None = None,
 ) -> AlertCandidate:
-    """CRS_SUSPECTED or ICANS_SUSPECTED at ``grade``; the grade sets the priority."""
+    """CRS_SUSPECTED or ICANS_SUSPECTED at ``grade``; the grade sets the priority.
+
+    Details: ``grade`` and ``basis`` while present; ``change`` whenever the candidate
+    follows a correction or a withdrawal.
+    """
+    details: dict[str, Any] = {"grade": grade, "basis": [dict(b) for b in basis]} if present else {}
+    if change is not None:
+        details["change"] = dict(change)
     return AlertCandidate(
         condition=condition,
         ward=bed.ward,
@@ -111,7 +158,7 @@ def _grade_candidate(
         value=float(grade),
         unit="{grade}",
         message=message,
-        details={"grade": grade} if present else {},
+        details=details,
     )
 
 
@@ -125,11 +172,16 @@ def oxygen_grade(device: str | None, flow_l_per_min: float | None) -> int:
     return grade
 
 
-def haemodynamic_grade(hypotension: bool, vasopressors: int | None) -> int:
-    """The CRS grade suggested by blood pressure and vasopressors alone (0: none)."""
+def haemodynamic_grade(hypotension: bool, vasopressors: int | None, vasopressin: bool = False) -> int:
+    """The CRS grade suggested by blood pressure and vasopressors alone (0: none).
+
+    ``vasopressors`` does not count vasopressin: one vasopressor with vasopressin is
+    3, not 4 (ASTCT). Vasopressin alone is read as one vasopressor (3): an assumption,
+    ASTCT does not state it.
+    """
     if vasopressors is not None and vasopressors >= 2:
         return 4
-    if vasopressors == 1:
+    if vasopressors == 1 or vasopressin:
         return 3
     return 2 if hypotension else 0
 
@@ -217,13 +269,48 @@ class CrsState:
 
     fever: Track = field(default_factory=Track)
     hypotension: Track = field(default_factory=Track)
-    vasopressors: tuple[int, datetime] | None = None
-    o2_device: tuple[str, datetime] | None = None
-    o2_flow_l_per_min: tuple[float, datetime] | None = None
-    treated_at: datetime | None = None  # latest antipyretic or corticosteroid
+    # The nurses' entries: vasopressors, vasopressin, oxygen device and flow, treatments.
+    chart: Chart = field(default_factory=Chart)
     rate_ml_per_h: float | None = None  # latest pump rate while infusing (0 when not)
     concentration_ug_per_ml: float | None = None  # latest bag hung
     grade: int = 0  # the grade last announced
+
+
+# Treatments after which fever is no longer required (ASTCT), as the chart names them.
+TREATMENTS: Mapping[str, tuple[str, str]] = {
+    "antipyretic": ("an antipyretic", "un antipyrétique"),
+    "corticosteroid": ("a corticosteroid", "un corticoïde"),
+    "anti_cytokine": ("an anti-cytokine therapy", "un anti-cytokine"),
+    # From a state saved before the chart, which did not say which of the two it was.
+    "antipyretic_or_corticosteroid": (
+        "an antipyretic or a corticosteroid",
+        "un antipyrétique ou un corticoïde",
+    ),
+}
+
+
+def crs_values(obs: Observation) -> dict[str, Any]:
+    """The fields of ``obs`` the CRS rule grades, as plain values."""
+    values: dict[str, Any] = {}
+    if obs.vasopressors is not None:
+        values["vasopressors"] = obs.vasopressors
+    if obs.vasopressin is not None:
+        values["vasopressin"] = obs.vasopressin
+    if obs.o2_device is not None:
+        values["o2_device"] = obs.o2_device
+        if obs.o2_device == "air" and obs.o2_flow_l_per_min is None:
+            values["o2_flow_l_per_min"] = 0.0
+    if obs.o2_flow_l_per_min is not None:
+        values["o2_flow_l_per_min"] = obs.o2_flow_l_per_min
+    given = (
+        ("antipyretic", obs.antipyretic_given),
+        ("corticosteroid", obs.corticosteroid_given),
+        ("anti_cytokine", obs.anti_cytokine_given),
+    )
+    treatments = tuple(name for name, yes in given if yes)
+    if treatments:
+        values["treatment"] = treatments
+    return values
 
 
 class CrsRule:
@@ -257,8 +344,8 @@ class CrsRule:
             state = self._sample(state, event)
             return self._grade(state, event.time)
         if isinstance(event, Observation):
-            state = _observe(state, event)
-            return self._grade(state, event.time)
+            state = replace(state, chart=record(state.chart, event, crs_values(event)))
+            return self._grade(state, event.time, change_of(event))
         if isinstance(event, Tick):
             # Only the masking window can change with time alone.
             return self._grade(state, event.time)
@@ -289,22 +376,31 @@ class CrsRule:
             state = replace(state, hypotension=track)
         return state
 
-    def masked(self, state: CrsState, time: datetime) -> bool:
-        """Whether a recent antipyretic or corticosteroid makes fever no longer required."""
-        if state.treated_at is None or time < state.treated_at:
-            return False
-        return (time - state.treated_at).total_seconds() <= self.th.fever_masking_s
+    def treatment(self, state: CrsState, time: datetime) -> Entry | None:
+        """The recent treatment entry that makes fever no longer required, if any."""
+        entry = state.chart.latest("treatment")
+        if entry is None or time < entry.time:
+            return None
+        return entry if (time - entry.time).total_seconds() <= self.th.fever_masking_s else None
 
-    def _grade(self, state: CrsState, time: datetime) -> tuple[CrsState, list[AlertCandidate]]:
-        vasopressors = state.vasopressors[0] if state.vasopressors else None
-        device = state.o2_device[0] if state.o2_device else None
-        flow = state.o2_flow_l_per_min[0] if state.o2_flow_l_per_min else None
-        grade = crs_grade(
-            state.fever.active,
-            self.masked(state, time),
-            haemodynamic_grade(state.hypotension.active, vasopressors),
-            oxygen_grade(device, flow),
+    def masked(self, state: CrsState, time: datetime) -> bool:
+        """Whether a recent antipyretic, corticosteroid or anti-cytokine therapy makes
+        fever no longer required."""
+        return self.treatment(state, time) is not None
+
+    def grades(self, state: CrsState) -> tuple[int, int]:
+        """The haemodynamic and oxygen grades from what is known now."""
+        chart = state.chart
+        haemodynamic = haemodynamic_grade(
+            state.hypotension.active, chart.value("vasopressors"), bool(chart.value("vasopressin"))
         )
+        return haemodynamic, oxygen_grade(chart.value("o2_device"), chart.value("o2_flow_l_per_min"))
+
+    def _grade(
+        self, state: CrsState, time: datetime, change: Mapping[str, Any] | None = None
+    ) -> tuple[CrsState, list[AlertCandidate]]:
+        haemodynamic, oxygen = self.grades(state)
+        grade = crs_grade(state.fever.active, self.masked(state, time), haemodynamic, oxygen)
         if grade == state.grade:
             return state, []
         new = replace(state, grade=grade)
@@ -312,14 +408,63 @@ class CrsRule:
             message = Text("CRS criteria no longer met.", "Les critères de SRC ne sont plus remplis.")
             return new, [
                 _grade_candidate(
-                    CRS_SUSPECTED, self.bed, time, present=False, grade=state.grade, message=message
+                    CRS_SUSPECTED,
+                    self.bed,
+                    time,
+                    present=False,
+                    grade=state.grade,
+                    message=message,
+                    change=change,
                 )
             ]
         return new, [
             _grade_candidate(
-                CRS_SUSPECTED, self.bed, time, present=True, grade=grade, message=self._message(new, time)
+                CRS_SUSPECTED,
+                self.bed,
+                time,
+                present=True,
+                grade=grade,
+                message=self._message(new, time),
+                basis=self.basis(new, time),
+                change=change,
             )
         ]
+
+    def basis(self, state: CrsState, time: datetime) -> list[dict[str, Any]]:
+        """What sets the grade now: fever (or the treatment that waives it), then the
+        domains at the grade, each with who recorded it and when."""
+        out: list[dict[str, Any]] = []
+        if state.fever.active:
+            out.append({"domain": "fever", "value": state.fever.value, "source": "monitor"})
+        else:
+            treated = self.treatment(state, time)
+            if treated is not None:
+                out.append(
+                    {"domain": "treatment", "value": list(treated.values["treatment"]), **treated.who_when()}
+                )
+        haemodynamic, oxygen = self.grades(state)
+        chart = state.chart
+        if haemodynamic and haemodynamic == state.grade:
+            pressors = chart.latest("vasopressors")
+            vasopressin = chart.latest("vasopressin")
+            if pressors is not None and pressors.values["vasopressors"]:
+                out.append(
+                    {
+                        "domain": "vasopressors",
+                        "value": pressors.values["vasopressors"],
+                        **pressors.who_when(),
+                    }
+                )
+            if vasopressin is not None and vasopressin.values["vasopressin"]:
+                out.append({"domain": "vasopressin", "value": True, **vasopressin.who_when()})
+            if haemodynamic == 2:
+                out.append({"domain": "hypotension", "value": state.hypotension.value, "source": "monitor"})
+        if oxygen and oxygen == state.grade:
+            for name in ("o2_device", "o2_flow_l_per_min"):
+                entry = chart.latest(name)
+                if entry is not None:
+                    out.append({"domain": name, "value": entry.values[name], **entry.who_when()})
+        return out
 
     def current_ug_per_day(self, state: CrsState) -> float | None:
         """The dose rate now from the latest pump rate and bag: mL/h × µg/mL × 24."""
@@ -331,21 +476,32 @@ class CrsRule:
         grade = state.grade
         en: list[str] = []
         fr: list[str] = []
+        treated = self.treatment(state, time)
         if state.fever.active and state.fever.value is not None:
             en.append(f"fever {fmt(state.fever.value, 1)} °C")
             fr.append(f"fièvre {fmt(state.fever.value, 1, 'fr')} °C")
-        elif self.masked(state, time):
-            en.append("no fever required after an antipyretic or corticosteroid")
-            fr.append("fièvre non exigée après antipyrétique ou corticoïde")
-        vasopressors = state.vasopressors[0] if state.vasopressors else 0
+        elif treated is not None:
+            names = [TREATMENTS[n] for n in treated.values["treatment"] if n in TREATMENTS]
+            en.append("no fever required after " + " and ".join(n[0] for n in names))
+            fr.append("fièvre non exigée après " + " et ".join(n[1] for n in names))
+        vasopressors = state.chart.value("vasopressors") or 0
+        vasopressin = bool(state.chart.value("vasopressin"))
         if vasopressors:
-            en.append(f"{vasopressors} vasopressor(s)")
-            fr.append(f"{vasopressors} vasopresseur(s)")
+            en.append(
+                f"{vasopressors} vasopressor(s)" + (" plus vasopressin (not counted)" if vasopressin else "")
+            )
+            fr.append(
+                f"{vasopressors} vasopresseur(s)"
+                + (" plus vasopressine (non comptée)" if vasopressin else "")
+            )
+        elif vasopressin:
+            en.append("vasopressin alone (read as one vasopressor)")
+            fr.append("vasopressine seule (lue comme un vasopresseur)")
         elif state.hypotension.active and state.hypotension.value is not None:
             en.append(f"hypotension (systolic {fmt(state.hypotension.value, 0)} mmHg) without vasopressor")
             fr.append(f"hypotension (systolique {fmt(state.hypotension.value, 0)} mmHg) sans vasopresseur")
-        device = state.o2_device[0] if state.o2_device else None
-        flow = state.o2_flow_l_per_min[0] if state.o2_flow_l_per_min else None
+        device = state.chart.value("o2_device")
+        flow = state.chart.value("o2_flow_l_per_min")
         if oxygen_grade(device, flow):
             what = (device or "O2") + (f" {fmt(flow, 1)} L/min" if flow else "")
             what_fr = (device or "O2") + (f" {fmt(flow, 1, 'fr')} L/min" if flow else "")
@@ -376,95 +532,180 @@ class CrsRule:
         return {
             "fever": dump_track(state.fever),
             "hypotension": dump_track(state.hypotension),
-            "vasopressors": _dump_pair(state.vasopressors),
-            "o2_device": _dump_pair(state.o2_device),
-            "o2_flow_l_per_min": _dump_pair(state.o2_flow_l_per_min),
-            "treated_at": iso_or_none(state.treated_at),
+            "chart": dump_chart(state.chart),
             "rate_ml_per_h": state.rate_ml_per_h,
             "concentration_ug_per_ml": state.concentration_ug_per_ml,
             "grade": state.grade,
         }
 
     def load(self, data: Mapping[str, Any]) -> CrsState:
-        """A state from ``dump``'s output."""
-        vaso = _load_pair(data.get("vasopressors"))
-        device = _load_pair(data.get("o2_device"))
-        flow = _load_pair(data.get("o2_flow_l_per_min"))
+        """A state from ``dump``'s output, or from the form saved before charts."""
         rate = data.get("rate_ml_per_h")
         conc = data.get("concentration_ug_per_ml")
+        if "chart" in data:
+            chart = load_chart(data["chart"])
+        else:
+            legacy = [
+                legacy_entry(name, data.get(name))
+                for name in ("vasopressors", "o2_device", "o2_flow_l_per_min")
+            ]
+            treated = parse_iso_or_none(data.get("treated_at"))
+            if treated is not None:
+                legacy.append(Entry(treated, None, (), {"treatment": ("antipyretic_or_corticosteroid",)}))
+            chart = Chart(tuple(e for e in legacy if e is not None))
         return CrsState(
             fever=load_track(data["fever"]) if "fever" in data else Track(),
             hypotension=load_track(data["hypotension"]) if "hypotension" in data else Track(),
-            vasopressors=None if vaso is None else (int(vaso[0]), vaso[1]),
-            o2_device=None if device is None else (str(device[0]), device[1]),
-            o2_flow_l_per_min=None if flow is None else (float(flow[0]), flow[1]),
-            treated_at=parse_iso_or_none(data.get("treated_at")),
+            chart=chart,
             rate_ml_per_h=None if rate is None else float(rate),
             concentration_ug_per_ml=None if conc is None else float(conc),
             grade=int(data.get("grade", 0)),
         )
 
 
-def _newer(known: tuple[Any, datetime] | None, time: datetime) -> bool:
-    return known is None or known[1] <= time
-
-
-def _observe(state: CrsState, obs: Observation) -> CrsState:
-    if obs.vasopressors is not None and _newer(state.vasopressors, obs.time):
-        state = replace(state, vasopressors=(obs.vasopressors, obs.time))
-    if obs.o2_device is not None and _newer(state.o2_device, obs.time):
-        state = replace(state, o2_device=(obs.o2_device, obs.time))
-        if obs.o2_device == "air" and obs.o2_flow_l_per_min is None:
-            state = replace(state, o2_flow_l_per_min=(0.0, obs.time))
-    if obs.o2_flow_l_per_min is not None and _newer(state.o2_flow_l_per_min, obs.time):
-        state = replace(state, o2_flow_l_per_min=(obs.o2_flow_l_per_min, obs.time))
-    if (obs.antipyretic_given or obs.corticosteroid_given) and (
-        state.treated_at is None or state.treated_at < obs.time
-    ):
-        state = replace(state, treated_at=obs.time)
-    return state
-
-
-def _dump_pair(pair: tuple[Any, datetime] | None) -> list[Any] | None:
-    return None if pair is None else [pair[0], iso(pair[1])]
-
-
-def _load_pair(data: Any) -> tuple[Any, datetime] | None:
-    if not data:
-        return None
-    when = parse_iso_or_none(data[1])
-    return None if when is None else (data[0], when)
-
-
 # --------------------------------------------------------------------------- ICANS
+
+
+# Grades of the ICANS domains recorded as findings (ASTCT, domain.md section 2).
+MOTOR_GRADE: Mapping[MotorWeakness, int] = {
+    MotorWeakness.NONE: 0,
+    MotorWeakness.HEMIPARESIS: 4,
+    MotorWeakness.PARAPARESIS: 4,
+    MotorWeakness.OTHER_DEEP_FOCAL: 4,
+}
+ICP_GRADE: Mapping[IcpFinding, int] = {
+    IcpFinding.FOCAL_OEDEMA: 3,
+    IcpFinding.DIFFUSE_OEDEMA: 4,
+    IcpFinding.DECEREBRATE_POSTURING: 4,
+    IcpFinding.DECORTICATE_POSTURING: 4,
+    IcpFinding.CRANIAL_NERVE_VI_PALSY: 4,
+    IcpFinding.PAPILLOEDEMA: 4,
+    IcpFinding.CUSHINGS_TRIAD: 4,
+}
+
+
+def seizure_grade(seizure: Seizure | None, pattern: SeizurePattern | None, over_5_min: bool | None) -> int:
+    """The ICANS grade a seizure suggests (0: none recorded).
+
+    4 for a prolonged seizure (> 5 min) or repeated seizures without return to
+    baseline in between; any other seizure 3 (ASTCT's grade 3 names one that resolves
+    rapidly, or EEG seizures that resolve with intervention; that an unresolved or
+    repeated-with-baseline seizure is 3 too is an assumption, see the module docstring).
+    """
+    if seizure is None or seizure is Seizure.NONE:
+        return 0
+    if over_5_min or pattern is SeizurePattern.REPEATED_NO_BASELINE:
+        return 4
+    return 3
+
+
+def motor_grade(motor: MotorWeakness | None) -> int:
+    """The ICANS grade deep focal motor weakness suggests (0: none recorded)."""
+    return 0 if motor is None else MOTOR_GRADE[motor]
+
+
+def icp_grade(findings: Sequence[IcpFinding]) -> int:
+    """The ICANS grade raised-ICP or cerebral-oedema findings suggest (0: none)."""
+    return max((ICP_GRADE[f] for f in findings), default=0)
 
 
 @dataclass(frozen=True, slots=True)
 class IcansState:
-    """The latest result of each neurological check, with its time."""
+    """The nurses' neurological entries (who, when, corrections), and the grade last announced."""
 
-    ice_score: tuple[int, datetime] | None = None
-    acvpu: tuple[Acvpu, datetime] | None = None
-    handwriting: tuple[Handwriting, datetime] | None = None
-    grade: int = 0  # the grade last announced
+    chart: Chart = field(default_factory=Chart)
+    grade: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """One ICANS domain as the latest entries set it."""
+
+    name: str  # "ice_score", "consciousness", "handwriting", "seizure", "motor", "raised_icp"
+    grade: int
+    entry: Entry  # the entry that sets it: who and when
+    value: Any  # plain value, as in alert details
+
+
+def icans_values(obs: Observation) -> dict[str, Any]:
+    """The fields of ``obs`` the ICANS rule grades, as plain values."""
+    values: dict[str, Any] = {}
+    if obs.ice_score is not None:
+        values["ice_score"] = obs.ice_score
+    if obs.acvpu is not None:
+        values["acvpu"] = obs.acvpu.value
+    if obs.handwriting is not None:
+        values["handwriting"] = obs.handwriting.value
+    if obs.seizure is not None:
+        values["seizure"] = obs.seizure.value
+        # The facts about a seizure belong to it: kept in the same entry.
+        if obs.seizure_pattern is not None:
+            values["seizure_pattern"] = obs.seizure_pattern.value
+        if obs.seizure_over_5_min is not None:
+            values["seizure_over_5_min"] = obs.seizure_over_5_min
+        if obs.seizure_resolved is not None:
+            values["seizure_resolved"] = obs.seizure_resolved
+    if obs.motor_weakness is not None:
+        values["motor_weakness"] = obs.motor_weakness.value
+    if obs.raised_icp is not None:
+        values["raised_icp"] = tuple(f.value for f in obs.raised_icp)
+    return values
+
+
+def icans_domains(state: IcansState) -> list[Domain]:
+    """Every domain some entry sets, with the grade it suggests on its own."""
+    chart = state.chart
+    out: list[Domain] = []
+    acvpu_entry = chart.latest("acvpu")
+    acvpu = Acvpu(acvpu_entry.values["acvpu"]) if acvpu_entry is not None else None
+    ice = chart.latest("ice_score")
+    if ice is not None:
+        score = int(ice.values["ice_score"])
+        out.append(Domain("ice_score", ice_grade(score, acvpu), ice, score))
+    if acvpu_entry is not None and acvpu is not None:
+        out.append(Domain("consciousness", CONSCIOUSNESS_GRADE[acvpu], acvpu_entry, acvpu.value))
+    hand = chart.latest("handwriting")
+    # The ICE score includes a writing item: a later score supersedes the test.
+    if (
+        hand is not None
+        and hand.values["handwriting"] != Handwriting.NORMAL.value
+        and (ice is None or ice.time <= hand.time)
+    ):
+        out.append(Domain("handwriting", 1, hand, hand.values["handwriting"]))
+    seizure = chart.latest("seizure")
+    if seizure is not None:
+        v = seizure.values
+        pattern = v.get("seizure_pattern")
+        grade = seizure_grade(
+            Seizure(v["seizure"]),
+            None if pattern is None else SeizurePattern(pattern),
+            v.get("seizure_over_5_min"),
+        )
+        facts = {
+            k: v[k]
+            for k in ("seizure", "seizure_pattern", "seizure_over_5_min", "seizure_resolved")
+            if k in v
+        }
+        out.append(Domain("seizure", grade, seizure, facts))
+    motor = chart.latest("motor_weakness")
+    if motor is not None:
+        weakness = MotorWeakness(motor.values["motor_weakness"])
+        out.append(Domain("motor", motor_grade(weakness), motor, weakness.value))
+    icp = chart.latest("raised_icp")
+    if icp is not None:
+        findings = [IcpFinding(f) for f in icp.values["raised_icp"]]
+        out.append(Domain("raised_icp", icp_grade(findings), icp, [f.value for f in findings]))
+    return out
 
 
 def icans_grade(state: IcansState) -> int:
-    """The suggested ICANS grade from the latest checks (0: none suggested)."""
-    acvpu = state.acvpu[0] if state.acvpu else None
-    grade = CONSCIOUSNESS_GRADE[acvpu] if acvpu is not None else 0
-    if state.ice_score is not None:
-        grade = max(grade, ice_grade(state.ice_score[0], acvpu))
-    if state.handwriting is not None and state.handwriting[0] is not Handwriting.NORMAL:
-        # The ICE score includes a writing item: a later score supersedes the test.
-        superseded = state.ice_score is not None and state.ice_score[1] > state.handwriting[1]
-        if not superseded:
-            grade = max(grade, 1)
-    return grade
+    """The suggested ICANS grade: the most severe domain (0: none suggested)."""
+    return max((d.grade for d in icans_domains(state)), default=0)
 
 
 class IcansRule:
-    """``ICANS_SUSPECTED`` from ICE scores, consciousness and the handwriting test."""
+    """``ICANS_SUSPECTED`` from ICE scores, consciousness, the handwriting test,
+    seizures, motor findings and raised intracranial pressure."""
 
     name = "icans"
 
@@ -479,82 +720,132 @@ class IcansRule:
     def step(
         self, state: IcansState, event: Event, now: datetime
     ) -> tuple[IcansState, Sequence[AlertCandidate]]:
-        """Take the checks an observation carries, then re-grade."""
+        """Take the checks an observation carries (or corrects, or withdraws), then re-grade."""
         if not isinstance(event, Observation):
             return state, ()
         t = event.time
-        if event.ice_score is not None and _newer(state.ice_score, t):
-            state = replace(state, ice_score=(event.ice_score, t))
-        if event.acvpu is not None and _newer(state.acvpu, t):
-            state = replace(state, acvpu=(event.acvpu, t))
-        if event.handwriting is not None and _newer(state.handwriting, t):
-            state = replace(state, handwriting=(event.handwriting, t))
-        grade = icans_grade(state)
+        state = replace(state, chart=record(state.chart, event, icans_values(event)))
+        domains = icans_domains(state)
+        grade = max((d.grade for d in domains), default=0)
         if grade == state.grade:
             return state, ()
         previous = state.grade
         state = replace(state, grade=grade)
+        change = change_of(event)
         if grade == 0:
             message = Text("Neurological checks back to normal.", "Examens neurologiques redevenus normaux.")
             return state, (
                 _grade_candidate(
-                    ICANS_SUSPECTED, self.bed, t, present=False, grade=previous, message=message
+                    ICANS_SUSPECTED,
+                    self.bed,
+                    t,
+                    present=False,
+                    grade=previous,
+                    message=message,
+                    change=change,
                 ),
             )
+        basis = [
+            {"domain": d.name, "grade": d.grade, "value": d.value, **d.entry.who_when()}
+            for d in domains
+            if d.grade == grade
+        ]
         return state, (
             _grade_candidate(
-                ICANS_SUSPECTED, self.bed, t, present=True, grade=grade, message=_icans_message(state)
+                ICANS_SUSPECTED,
+                self.bed,
+                t,
+                present=True,
+                grade=grade,
+                message=_icans_message(grade, domains, change),
+                basis=basis,
+                change=change,
             ),
         )
 
     def dump(self, state: IcansState) -> Mapping[str, Any]:
         """The state as JSON-compatible data."""
-        return {
-            "ice_score": _dump_pair(state.ice_score),
-            "acvpu": None if state.acvpu is None else [state.acvpu[0].value, iso(state.acvpu[1])],
-            "handwriting": None
-            if state.handwriting is None
-            else [state.handwriting[0].value, iso(state.handwriting[1])],
-            "grade": state.grade,
-        }
+        return {"chart": dump_chart(state.chart), "grade": state.grade}
 
     def load(self, data: Mapping[str, Any]) -> IcansState:
-        """A state from ``dump``'s output."""
-        ice = _load_pair(data.get("ice_score"))
-        acvpu = _load_pair(data.get("acvpu"))
-        hand = _load_pair(data.get("handwriting"))
-        return IcansState(
-            ice_score=None if ice is None else (int(ice[0]), ice[1]),
-            acvpu=None if acvpu is None else (Acvpu(acvpu[0]), acvpu[1]),
-            handwriting=None if hand is None else (Handwriting(hand[0]), hand[1]),
-            grade=int(data.get("grade", 0)),
-        )
+        """A state from ``dump``'s output, or from the form saved before charts."""
+        if "chart" in data:
+            chart = load_chart(data["chart"])
+        else:
+            legacy = [legacy_entry(name, data.get(name)) for name in ("ice_score", "acvpu", "handwriting")]
+            chart = Chart(tuple(e for e in legacy if e is not None))
+        return IcansState(chart=chart, grade=int(data.get("grade", 0)))
 
 
-def _icans_message(state: IcansState) -> Text:
-    en: list[str] = []
-    fr: list[str] = []
-    if state.ice_score is not None:
-        en.append(f"ICE score {state.ice_score[0]}/10")
-        fr.append(f"score ICE {state.ice_score[0]}/10")
-    if state.acvpu is not None and state.acvpu[0] is not Acvpu.ALERT:
-        en.append(f"consciousness {state.acvpu[0].value} (ACVPU)")
-        fr.append(f"conscience {state.acvpu[0].value} (ACVPU)")
-    if state.handwriting is not None and state.handwriting[0] is not Handwriting.NORMAL:
-        en.append(f"handwriting test {state.handwriting[0].value}")
-        fr.append(
-            "test d'écriture " + ("modifié" if state.handwriting[0] is Handwriting.CHANGED else "impossible")
+_SEIZURE_TEXT: Mapping[str, tuple[str, str]] = {
+    "clinical": ("clinical seizure", "crise clinique"),
+    "electrographic": ("seizure on EEG", "crise électrique (EEG)"),
+    "single": ("single", "isolée"),
+    "repeated_back_to_baseline": (
+        "repeated, back to baseline in between",
+        "répétées, retour à l'état de base entre elles",
+    ),
+    "repeated_no_baseline": ("repeated without return to baseline", "répétées sans retour à l'état de base"),
+}
+
+
+def _domain_text(domain: Domain) -> tuple[str, str]:
+    """One domain, in English and French."""
+    value = domain.value
+    if domain.name == "ice_score":
+        return f"ICE score {value}/10", f"score ICE {value}/10"
+    if domain.name == "consciousness":
+        return f"consciousness {value} (ACVPU)", f"conscience {value} (ACVPU)"
+    if domain.name == "handwriting":
+        return f"handwriting test {value}", "test d'écriture " + (
+            "modifié" if value == "changed" else "impossible"
         )
-    label_en, label_fr = _ICANS_LABEL[state.grade]
-    ice_missing = state.ice_score is None
+    if domain.name == "seizure":
+        en, fr = _SEIZURE_TEXT[value["seizure"]]
+        parts_en, parts_fr = [en], [fr]
+        pattern = value.get("seizure_pattern")
+        if pattern is not None:
+            parts_en.append(_SEIZURE_TEXT[pattern][0])
+            parts_fr.append(_SEIZURE_TEXT[pattern][1])
+        if value.get("seizure_over_5_min"):
+            parts_en.append("over 5 min")
+            parts_fr.append("plus de 5 min")
+        if value.get("seizure_resolved") is False:
+            parts_en.append("not resolved (grade 4 if it lasts over 5 min)")
+            parts_fr.append("non résolue (grade 4 au-delà de 5 min)")
+        return ", ".join(parts_en), ", ".join(parts_fr)
+    if domain.name == "motor":
+        return f"deep focal motor weakness: {value}", f"déficit moteur focal profond : {value}"
+    findings = ", ".join(value)
+    return (
+        f"raised intracranial pressure / oedema: {findings}",
+        f"hypertension intracrânienne / œdème : {findings}",
+    )
+
+
+def _icans_message(grade: int, domains: Sequence[Domain], change: Mapping[str, Any] | None) -> Text:
+    shown = [d for d in domains if d.grade > 0]
+    texts = [_domain_text(d) for d in shown]
+    authors = sorted({d.entry.by for d in shown if d.grade == grade and d.entry.by})
+    label_en, label_fr = _ICANS_LABEL[grade]
+    ice_missing = not any(d.name == "ice_score" for d in domains)
+    more = ice_missing and grade < 4
+    before_en = before_fr = ""
+    if change is not None:
+        ref = change.get("withdraws") or change.get("corrects")
+        verb_en, verb_fr = ("withdrawn", "retirée") if "withdraws" in change else ("corrected", "corrigée")
+        before_en = f"Entry {ref} {verb_en} by {change.get('by')}. "
+        before_fr = f"Saisie {ref} {verb_fr} par {change.get('by')}. "
+    by_en = f" Recorded by {', '.join(authors)}." if authors else ""
+    by_fr = f" Saisi par {', '.join(authors)}." if authors else ""
     return Text(
-        f"Suggests ICANS grade {state.grade}{' or more' if ice_missing else ''} (ASTCT): "
-        f"{'; '.join(en)}. Consider medical review"
+        f"{before_en}Suggests ICANS grade {grade}{' or more' if more else ''} (ASTCT): "
+        f"{'; '.join(t[0] for t in texts)}.{by_en} Consider medical review"
         + (" and a full ICE assessment" if ice_missing else "")
         + f". Reminder, not an order: {label_en}",
-        f"Évoque une neurotoxicité (ICANS) de grade {state.grade}"
-        f"{' ou plus' if ice_missing else ''} (ASTCT) : {' ; '.join(fr)}. Envisager un avis "
-        "médical"
+        f"{before_fr}Évoque une neurotoxicité (ICANS) de grade {grade}"
+        f"{' ou plus' if more else ''} (ASTCT) : {' ; '.join(t[1] for t in texts)}.{by_fr} Envisager "
+        "un avis médical"
         + (" et un score ICE complet" if ice_missing else "")
         + f". Rappel, pas une prescription : {label_fr}",
     )

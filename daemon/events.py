@@ -156,20 +156,73 @@ class DoseDeclaration:
     resolved_at: datetime | None = None
 
 
+class Seizure(StrEnum):
+    """A seizure seen since the last check (ASTCT ICANS seizure domain); ``none`` clears it."""
+
+    NONE = "none"
+    CLINICAL = "clinical"  # focal or generalised, seen at the bedside
+    ELECTROGRAPHIC = "electrographic"  # non-convulsive, on EEG
+
+
+class SeizurePattern(StrEnum):
+    """Whether a seizure came alone or repeated, and whether the patient came back in between."""
+
+    SINGLE = "single"
+    REPEATED_BACK_TO_BASELINE = "repeated_back_to_baseline"
+    REPEATED_NO_BASELINE = "repeated_no_baseline"  # ASTCT grade 4
+
+
+class MotorWeakness(StrEnum):
+    """Deep focal motor weakness (ASTCT ICANS motor domain); ``none`` clears it."""
+
+    NONE = "none"
+    HEMIPARESIS = "hemiparesis"
+    PARAPARESIS = "paraparesis"
+    OTHER_DEEP_FOCAL = "other_deep_focal"
+
+
+class IcpFinding(StrEnum):
+    """A finding of raised intracranial pressure or cerebral oedema (ASTCT ICANS)."""
+
+    FOCAL_OEDEMA = "focal_oedema"  # focal or local oedema on neuroimaging: grade 3
+    DIFFUSE_OEDEMA = "diffuse_oedema"  # diffuse cerebral oedema on neuroimaging: grade 4
+    DECEREBRATE_POSTURING = "decerebrate_posturing"
+    DECORTICATE_POSTURING = "decorticate_posturing"
+    CRANIAL_NERVE_VI_PALSY = "cranial_nerve_vi_palsy"
+    PAPILLOEDEMA = "papilloedema"
+    CUSHINGS_TRIAD = "cushings_triad"
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """A nurse's manual entry. Every field is optional: only what was observed is set."""
+    """A nurse's manual entry. Every field is optional: only what was observed is set.
+
+    ``time`` is when it was observed and ``by`` who recorded it. An entry with an ``id``
+    can later be replaced by one that ``corrects`` that id, or removed by one that
+    ``withdraws`` it (a withdrawal records nothing else).
+    """
 
     ward: str
     bed: str
     time: datetime
     by: str | None = None
+    id: str | None = None
+    corrects: str | None = None  # the id of the entry this one replaces
+    withdraws: str | None = None  # the id of the entry this one removes
     o2_flow_l_per_min: float | None = None
     o2_device: str | None = None  # "air", "nasal_cannula", "high_flow", "facemask", "cpap", ...
-    vasopressors: int | None = None
+    vasopressors: int | None = None  # how many run now, vasopressin not counted
+    vasopressin: bool | None = None  # whether vasopressin runs too (ASTCT does not count it)
     acvpu: Acvpu | None = None
     antipyretic_given: bool | None = None
     corticosteroid_given: bool | None = None
+    anti_cytokine_given: bool | None = None  # tocilizumab or another anti-cytokine therapy
+    seizure: Seizure | None = None
+    seizure_pattern: SeizurePattern | None = None
+    seizure_over_5_min: bool | None = None
+    seizure_resolved: bool | None = None  # clinical: rapidly; EEG: with intervention
+    motor_weakness: MotorWeakness | None = None
+    raised_icp: tuple[IcpFinding, ...] | None = None  # () records that none was found
     handwriting: Handwriting | None = None
     ice_score: int | None = None
     dose_declaration: DoseDeclaration | None = None  # read by the dose rule only

@@ -41,10 +41,14 @@ from daemon.events import (
     Event,
     Handwriting,
     Health,
+    IcpFinding,
     Kind,
     Metric,
+    MotorWeakness,
     Observation,
     Priority,
+    Seizure,
+    SeizurePattern,
     SourceHealth,
     Text,
     Tick,
@@ -635,12 +639,23 @@ OBSERVATION_FIELDS = frozenset(
     {
         "time",
         "by",
+        "id",
+        "corrects",
+        "withdraws",
         "o2_flow_l_per_min",
         "o2_device",
         "vasopressors",
+        "vasopressin",
         "acvpu",
         "antipyretic_given",
         "corticosteroid_given",
+        "anti_cytokine_given",
+        "seizure",
+        "seizure_pattern",
+        "seizure_over_5_min",
+        "seizure_resolved",
+        "motor_weakness",
+        "raised_icp",
         "handwriting",
         "ice_score",
         "dose_declaration",
@@ -678,12 +693,15 @@ def parse_observation(
 
     Whatever the bytes, the result is an ``Observation`` or an ``InputError``.
     Fields: the clinical fields of ``events.Observation`` (all optional, at least one
-    required) plus ``by`` (a person's name, see ``daemon.ids``) and ``time`` (RFC 3339
-    with an offset; default ``now``). Reasons: those of ``load_json_object``
-    (``too_large``, ``invalid_json``, ``too_deep``, ``huge_number``, ``not_object``,
-    ``duplicate_field``), ``unknown_field``, ``bad_type``, ``bad_name``,
-    ``out_of_range``, ``bad_value``, ``bad_time``, ``future_time``, ``too_old``,
-    ``empty``, ``inconsistent``; a ``dose_declaration`` adds ``missing_by`` and
+    required) plus ``by`` (a person's name, see ``daemon.ids``), ``time`` (RFC 3339
+    with an offset; default ``now``) and the entry's ``id``. An entry that ``corrects``
+    an id restates the whole observation, with ``by`` and the ``time`` it applies to;
+    one that ``withdraws`` an id carries only ``by`` and, optionally, ``time``.
+    Reasons: those of ``load_json_object`` (``too_large``, ``invalid_json``,
+    ``too_deep``, ``huge_number``, ``not_object``, ``duplicate_field``),
+    ``unknown_field``, ``bad_type``, ``bad_name``, ``bad_id``, ``out_of_range``,
+    ``bad_value``, ``bad_time``, ``future_time``, ``too_old``, ``empty``,
+    ``inconsistent``, ``missing_by``, ``missing_time``; a ``dose_declaration`` adds
     ``missing_field`` (``daemon.dose_label.parse_declaration``).
     """
     data = load_json_object(payload, where, max_bytes=max_bytes, unique_fields=True)
@@ -699,6 +717,7 @@ def parse_observation(
         raise InputError("bad_type", f"'by' must be a string, got {ids.shown(by)}", where)
     if by is not None:
         by = ids.person_name(by, "by", where)
+    entry_id, corrects, withdraws = _entry_refs(data, by, where)
     flow = _number(data, "o2_flow_l_per_min", 0.0, MAX_O2_FLOW_L_PER_MIN, where)
     device = data.get("o2_device")
     if device is not None:
@@ -710,6 +729,11 @@ def parse_observation(
     if device == "air" and flow is not None and flow > 0:
         raise InputError("inconsistent", "o2_device 'air' with an oxygen flow above 0", where)
     vasopressors = _integer(data, "vasopressors", 0, MAX_VASOPRESSORS, where)
+    vasopressin = _boolean(data, "vasopressin", where)
+    anti_cytokine = _boolean(data, "anti_cytokine_given", where)
+    seizure, pattern, over_5_min, resolved = _seizure(data, where)
+    motor = _choice(data, "motor_weakness", MotorWeakness, where)
+    raised_icp = _icp_findings(data, where)
     ice_score = _integer(data, "ice_score", 0, 10, where)
     antipyretic = _boolean(data, "antipyretic_given", where)
     corticosteroid = _boolean(data, "corticosteroid_given", where)
@@ -725,30 +749,119 @@ def parse_observation(
         flow,
         device,
         vasopressors,
+        vasopressin,
         acvpu,
         antipyretic,
         corticosteroid,
+        anti_cytokine,
+        seizure,
+        motor,
+        raised_icp,
         handwriting,
         ice_score,
         declaration,
     )
-    if all(value is None for value in clinical):
+    if withdraws is not None:
+        if any(value is not None for value in clinical):
+            raise InputError("inconsistent", "a withdrawal records nothing else (send a correction)", where)
+    elif all(value is None for value in clinical):
         raise InputError("empty", "the observation records nothing", where)
     return Observation(
         ward=ward,
         bed=bed,
         time=time,
         by=by,
+        id=entry_id,
+        corrects=corrects,
+        withdraws=withdraws,
         o2_flow_l_per_min=flow,
         o2_device=device,
         vasopressors=vasopressors,
+        vasopressin=vasopressin,
         acvpu=acvpu,
         antipyretic_given=antipyretic,
         corticosteroid_given=corticosteroid,
+        anti_cytokine_given=anti_cytokine,
+        seizure=seizure,
+        seizure_pattern=pattern,
+        seizure_over_5_min=over_5_min,
+        seizure_resolved=resolved,
+        motor_weakness=motor,
+        raised_icp=raised_icp,
         handwriting=handwriting,
         ice_score=ice_score,
         dose_declaration=declaration,
     )
+
+
+def _entry_refs(
+    data: Mapping[str, Any], by: str | None, where: str
+) -> tuple[str | None, str | None, str | None]:
+    """``id``, ``corrects`` and ``withdraws``, checked against each other."""
+    entry_id, corrects, withdraws = (_reference(data, key, where) for key in ("id", "corrects", "withdraws"))
+    if corrects is not None and withdraws is not None:
+        raise InputError("inconsistent", "an entry either corrects or withdraws, not both", where)
+    if withdraws is not None and entry_id is not None:
+        raise InputError("inconsistent", "a withdrawal has no 'id' of its own", where)
+    if entry_id is not None and entry_id == corrects:
+        raise InputError("inconsistent", "an entry cannot correct itself", where)
+    if (corrects is not None or withdraws is not None) and by is None:
+        raise InputError("missing_by", "a correction or a withdrawal must say who makes it ('by')", where)
+    if corrects is not None and data.get("time") is None:
+        raise InputError(
+            "missing_time", "a correction must give the 'time' of the observation it restates", where
+        )
+    return entry_id, corrects, withdraws
+
+
+def _reference(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError("bad_type", f"'{key}' must be a string, got {ids.shown(value)}", where)
+    return ids.device_id(value, key, where, reason="bad_id")
+
+
+def _seizure(
+    data: Mapping[str, Any], where: str
+) -> tuple[Seizure | None, SeizurePattern | None, bool | None, bool | None]:
+    """``seizure`` and the facts about it; the facts need a seizure in the same entry."""
+    seizure = _choice(data, "seizure", Seizure, where)
+    pattern = _choice(data, "seizure_pattern", SeizurePattern, where)
+    over_5_min = _boolean(data, "seizure_over_5_min", where)
+    resolved = _boolean(data, "seizure_resolved", where)
+    facts = (pattern, over_5_min, resolved)
+    if (seizure is None or seizure is Seizure.NONE) and any(fact is not None for fact in facts):
+        raise InputError(
+            "inconsistent",
+            "seizure_pattern, seizure_over_5_min and seizure_resolved describe a seizure",
+            where,
+        )
+    return seizure, pattern, over_5_min, resolved
+
+
+def _icp_findings(data: Mapping[str, Any], where: str) -> tuple[IcpFinding, ...] | None:
+    value = data.get("raised_icp")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InputError("bad_type", f"'raised_icp' must be a list, got {ids.shown(value)}", where)
+    findings: list[IcpFinding] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise InputError("bad_type", f"'raised_icp' items must be strings, got {ids.shown(item)}", where)
+        try:
+            finding = IcpFinding(item)
+        except ValueError as exc:
+            known = ", ".join(m.value for m in IcpFinding)
+            raise InputError(
+                "bad_value", f"'raised_icp' item {ids.shown(item)} is not one of {known}", where
+            ) from exc
+        if finding in findings:
+            raise InputError("bad_value", f"'raised_icp' lists {finding.value} twice", where)
+        findings.append(finding)
+    return tuple(findings)
 
 
 def _time(raw: Any, now: datetime, where: str) -> datetime:
@@ -799,7 +912,7 @@ def _boolean(data: Mapping[str, Any], key: str, where: str) -> bool | None:
     return value
 
 
-_E = TypeVar("_E", Acvpu, Handwriting)
+_E = TypeVar("_E", Acvpu, Handwriting, Seizure, SeizurePattern, MotorWeakness)
 
 
 def _choice(data: Mapping[str, Any], key: str, kind: type[_E], where: str) -> _E | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from daemon.chart import record
 from daemon.config import Config, parse
 from daemon.crs import (
     CrsRule,
@@ -17,8 +19,12 @@ from daemon.crs import (
     crs_grade,
     haemodynamic_grade,
     icans_grade,
+    icans_values,
     ice_grade,
+    icp_grade,
+    motor_grade,
     oxygen_grade,
+    seizure_grade,
 )
 from daemon.events import (
     Acvpu,
@@ -26,12 +32,16 @@ from daemon.events import (
     BagHung,
     Event,
     Handwriting,
+    IcpFinding,
     Kind,
     Metric,
+    MotorWeakness,
     Observation,
     Priority,
     PumpReading,
     PumpState,
+    Seizure,
+    SeizurePattern,
     Tick,
     VitalSample,
 )
@@ -100,6 +110,11 @@ def test_haemodynamic_and_overall_grade() -> None:
     assert haemodynamic_grade(True, 0) == 2
     assert haemodynamic_grade(True, 1) == 3
     assert haemodynamic_grade(False, 2) == 4
+    # Vasopressin is not counted (ASTCT): one vasopressor plus vasopressin stays 3.
+    assert haemodynamic_grade(True, 1, vasopressin=True) == 3
+    assert haemodynamic_grade(True, 2, vasopressin=True) == 4
+    assert haemodynamic_grade(True, 0, vasopressin=True) == 3  # alone: read as one (assumption)
+    assert haemodynamic_grade(True, 0, vasopressin=False) == 2
     assert crs_grade(True, False, 0, 0) == 1
     assert crs_grade(False, False, 2, 0) == 0  # fever required without treatment
     assert crs_grade(False, True, 2, 0) == 2  # ... but not after an antipyretic
@@ -118,11 +133,96 @@ def test_ice_zero_unarousable_is_grade_4() -> None:
     assert ice_grade(0, Acvpu.UNRESPONSIVE) == 4
 
 
+def icans_state(*observations: Observation) -> IcansState:
+    state = IcansState()
+    for o in observations:
+        state = replace(state, chart=record(state.chart, o, icans_values(o)))
+    return state
+
+
 def test_handwriting_is_superseded_by_a_later_ice_score() -> None:
-    changed = IcansState(handwriting=(Handwriting.CHANGED, at(1)))
+    changed = icans_state(obs(1, handwriting=Handwriting.CHANGED))
     assert icans_grade(changed) == 1
-    assert icans_grade(IcansState(handwriting=(Handwriting.CHANGED, at(1)), ice_score=(10, at(2)))) == 0
-    assert icans_grade(IcansState(handwriting=(Handwriting.UNABLE, at(3)), ice_score=(10, at(2)))) == 1
+    assert icans_grade(icans_state(obs(1, handwriting=Handwriting.CHANGED), obs(2, ice_score=10))) == 0
+    assert icans_grade(icans_state(obs(3, handwriting=Handwriting.UNABLE), obs(2, ice_score=10))) == 1
+
+
+# Each ICANS domain at its grade boundaries (ASTCT, domain.md section 2).
+
+
+@pytest.mark.parametrize(
+    ("seizure", "pattern", "over_5_min", "grade"),
+    [
+        (None, None, None, 0),
+        (Seizure.NONE, None, None, 0),
+        (Seizure.CLINICAL, SeizurePattern.SINGLE, False, 3),  # resolves rapidly: 3
+        (Seizure.ELECTROGRAPHIC, None, None, 3),  # EEG, resolved with intervention: 3
+        (Seizure.CLINICAL, SeizurePattern.REPEATED_BACK_TO_BASELINE, False, 3),  # assumption: 3
+        (Seizure.CLINICAL, SeizurePattern.SINGLE, True, 4),  # just outside: > 5 min
+        (Seizure.CLINICAL, SeizurePattern.REPEATED_NO_BASELINE, False, 4),
+        (Seizure.ELECTROGRAPHIC, SeizurePattern.REPEATED_NO_BASELINE, None, 4),
+    ],
+)
+def test_seizure_grade(
+    seizure: Seizure | None, pattern: SeizurePattern | None, over_5_min: bool | None, grade: int
+) -> None:
+    assert seizure_grade(seizure, pattern, over_5_min) == grade
+
+
+@pytest.mark.parametrize(
+    ("motor", "grade"),
+    [
+        (None, 0),
+        (MotorWeakness.NONE, 0),
+        (MotorWeakness.HEMIPARESIS, 4),
+        (MotorWeakness.PARAPARESIS, 4),
+        (MotorWeakness.OTHER_DEEP_FOCAL, 4),
+    ],
+)
+def test_motor_grade(motor: MotorWeakness | None, grade: int) -> None:
+    assert motor_grade(motor) == grade
+
+
+@pytest.mark.parametrize(
+    ("findings", "grade"),
+    [
+        ((), 0),
+        ((IcpFinding.FOCAL_OEDEMA,), 3),
+        ((IcpFinding.DIFFUSE_OEDEMA,), 4),
+        ((IcpFinding.DECEREBRATE_POSTURING,), 4),
+        ((IcpFinding.DECORTICATE_POSTURING,), 4),
+        ((IcpFinding.CRANIAL_NERVE_VI_PALSY,), 4),
+        ((IcpFinding.PAPILLOEDEMA,), 4),
+        ((IcpFinding.CUSHINGS_TRIAD,), 4),
+        ((IcpFinding.FOCAL_OEDEMA, IcpFinding.PAPILLOEDEMA), 4),  # the worst finding decides
+    ],
+)
+def test_icp_grade(findings: tuple[IcpFinding, ...], grade: int) -> None:
+    assert icp_grade(findings) == grade
+
+
+@pytest.mark.parametrize(
+    ("fields", "grade"),
+    [
+        ({"ice_score": 10, "acvpu": Acvpu.ALERT}, 0),
+        ({"ice_score": 10, "seizure": Seizure.CLINICAL, "seizure_resolved": True}, 3),
+        ({"ice_score": 10, "seizure": Seizure.CLINICAL, "seizure_over_5_min": True}, 4),
+        ({"ice_score": 10, "motor_weakness": MotorWeakness.HEMIPARESIS}, 4),
+        ({"ice_score": 10, "raised_icp": (IcpFinding.FOCAL_OEDEMA,)}, 3),
+        ({"ice_score": 10, "raised_icp": (IcpFinding.CUSHINGS_TRIAD,)}, 4),
+        ({"ice_score": 8, "raised_icp": (IcpFinding.FOCAL_OEDEMA,)}, 3),  # worst domain decides
+        ({"ice_score": 2, "motor_weakness": MotorWeakness.NONE, "raised_icp": ()}, 3),
+    ],
+)
+def test_each_icans_domain_raises_the_grade_on_its_own(fields: dict[str, Any], grade: int) -> None:
+    assert icans_grade(icans_state(obs(1, **fields))) == grade
+
+
+def test_a_finding_stays_until_none_is_recorded() -> None:
+    state = icans_state(obs(1, seizure=Seizure.CLINICAL), obs(2, ice_score=10, acvpu=Acvpu.ALERT))
+    assert icans_grade(state) == 3
+    assert icans_grade(icans_state(obs(1, seizure=Seizure.CLINICAL), obs(2, seizure=Seizure.NONE))) == 0
+    assert icans_grade(icans_state(obs(1, raised_icp=(IcpFinding.PAPILLOEDEMA,)), obs(2, raised_icp=()))) == 0
 
 
 # --------------------------------------------------------------------------- CRS rule
@@ -292,3 +392,139 @@ def test_a_bag_announced_in_the_config_gives_the_infusion_context() -> None:
     assert raised
     assert raised[0].message is not None
     assert "infusing 9.0 µg/day" in raised[0].message.en
+
+
+# --------------------------------------------------------------------------- new ASTCT inputs
+
+
+def test_anti_cytokine_therapy_removes_the_fever_requirement() -> None:
+    r = crs_rule()
+    state, out = run(r, [vitals(11, sbp=84, dbp=52), vitals(11.1, sbp=84, dbp=52)])
+    assert out == []
+    state, out = run(r, [obs(11.2, anti_cytokine_given=True, by="nurse-a")], state)
+    assert grades(out) == [(True, 2, Priority.HIGH)]
+    assert out[0].message is not None
+    assert "no fever required after an anti-cytokine therapy" in out[0].message.en
+    basis = out[0].details["basis"]
+    assert basis[0] == {
+        "domain": "treatment",
+        "value": ["anti_cytokine"],
+        "by": "nurse-a",
+        "time": "2026-03-02T19:12:00Z",
+    }
+
+
+def test_corticosteroid_also_removes_the_fever_requirement() -> None:
+    r = crs_rule()
+    state, _ = run(r, [vitals(11, sbp=84, dbp=52), vitals(11.1, sbp=84, dbp=52)])
+    _, out = run(r, [obs(11.2, corticosteroid_given=True)], state)
+    assert grades(out) == [(True, 2, Priority.HIGH)]
+
+
+def test_a_vasopressor_plus_vasopressin_is_grade_3_not_4() -> None:
+    r = crs_rule()
+    state, _ = run(r, [vitals(12, temp=38.4), vitals(12.1, temp=38.4)])
+    state, out = run(r, [obs(12.2, vasopressors=1, vasopressin=True, by="nurse-a")], state)
+    assert grades(out) == [(True, 3, Priority.HIGH)]
+    assert out[0].message is not None
+    assert "plus vasopressin (not counted)" in out[0].message.en
+    domains = [b["domain"] for b in out[0].details["basis"]]
+    assert domains == ["fever", "vasopressors", "vasopressin"]
+    state, out = run(r, [obs(12.3, vasopressors=2)], state)
+    assert grades(out) == [(True, 4, Priority.HIGH)]
+
+
+def test_a_withdrawn_vasopressor_lowers_the_crs_grade() -> None:
+    r = crs_rule()
+    state, _ = run(r, [vitals(12, temp=38.4), vitals(12.1, temp=38.4)])
+    state, out = run(r, [obs(12.2, vasopressors=1, id="n-1", by="nurse-a")], state)
+    assert grades(out) == [(True, 3, Priority.HIGH)]
+    state, out = run(r, [obs(12.5, withdraws="n-1", by="nurse-b")], state)
+    assert grades(out) == [(True, 1, Priority.MEDIUM)]
+    assert out[0].details["change"] == {"withdraws": "n-1", "by": "nurse-b", "time": "2026-03-02T20:30:00Z"}
+
+
+def test_icans_withdrawal_falls_back_to_the_previous_entry() -> None:
+    r = IcansRule(config().bed("b1"))
+    state, out = run(r, [obs(12, ice_score=8, id="a", by="nurse-a")])
+    assert grades(out) == [(True, 1, Priority.MEDIUM)]
+    state, out = run(r, [obs(13, ice_score=2, id="b", by="nurse-a")], state)
+    assert grades(out) == [(True, 3, Priority.HIGH)]
+    state, out = run(r, [obs(14, withdraws="b", by="nurse-b")], state)
+    assert grades(out) == [(True, 1, Priority.MEDIUM)]  # back to the ICE score of 8
+    assert out[0].details["basis"] == [
+        {
+            "domain": "ice_score",
+            "grade": 1,
+            "value": 8,
+            "by": "nurse-a",
+            "time": "2026-03-02T20:00:00Z",
+            "id": "a",
+        }
+    ]
+    assert out[0].message is not None
+    assert out[0].message.en.startswith("Entry b withdrawn by nurse-b.")
+
+
+def test_a_withdrawn_seizure_clears_icans_and_says_who() -> None:
+    r = IcansRule(config().bed("b1"))
+    state, out = run(r, [obs(12, seizure=Seizure.CLINICAL, seizure_resolved=True, id="s1", by="nurse-a")])
+    assert grades(out) == [(True, 3, Priority.HIGH)]
+    assert out[0].details["basis"][0]["by"] == "nurse-a"
+    state, out = run(r, [obs(12.5, withdraws="s1", by="nurse-b")], state)
+    assert [c.present for c in out] == [False]
+    assert out[0].details == {"change": {"withdraws": "s1", "by": "nurse-b", "time": "2026-03-02T20:30:00Z"}}
+    # A withdrawal of an unknown id, or a repeat, changes nothing.
+    state, out = run(r, [obs(13, withdraws="s1", by="nurse-b"), obs(13, withdraws="zz", by="nurse-b")], state)
+    assert out == []
+
+
+def test_a_correction_replaces_the_whole_entry() -> None:
+    r = IcansRule(config().bed("b1"))
+    state, out = run(
+        r, [obs(12, ice_score=9, motor_weakness=MotorWeakness.HEMIPARESIS, id="m", by="nurse-a")]
+    )
+    assert grades(out) == [(True, 4, Priority.HIGH)]
+    # Restated without the weakness: the ICE score of 9 alone is grade 1.
+    state, out = run(r, [obs(12, ice_score=9, corrects="m", id="m2", by="dr-b")], state)
+    assert grades(out) == [(True, 1, Priority.MEDIUM)]
+    assert out[0].details["change"]["corrects"] == "m"
+    assert out[0].details["basis"][0]["by"] == "dr-b"
+    assert out[0].details["basis"][0]["corrects"] == "m"
+    # The corrected entry answers to both ids.
+    state, out = run(r, [obs(13, withdraws="m", by="dr-b")], state)
+    assert [c.present for c in out] == [False]
+
+
+def test_a_repeated_id_with_other_content_is_kept_without_the_id() -> None:
+    r = IcansRule(config().bed("b1"))
+    state, _ = run(r, [obs(12, ice_score=8, id="x", by="a"), obs(12, ice_score=8, id="x", by="a")])
+    assert len(state.chart.entries) == 1  # the same entry again
+    state, _ = run(r, [obs(13, ice_score=5, id="x", by="a")], state)
+    assert [e.ids for e in state.chart.entries] == [("x",), ()]
+
+
+def test_new_states_round_trip_and_old_states_load() -> None:
+    r = IcansRule(config().bed("b1"))
+    state, _ = run(
+        r,
+        [
+            obs(12, ice_score=8, acvpu=Acvpu.VOICE, id="a", by="nurse-a"),
+            obs(
+                13, seizure=Seizure.CLINICAL, seizure_pattern=SeizurePattern.SINGLE, seizure_over_5_min=False
+            ),
+            obs(14, raised_icp=(IcpFinding.FOCAL_OEDEMA,), corrects="zz", by="dr-b"),
+        ],
+    )
+    assert r.load(json.loads(json.dumps(r.dump(state)))) == state
+    old = {"ice_score": [5, "2026-03-02T20:00:00Z"], "acvpu": ["V", "2026-03-02T20:00:00Z"], "grade": 2}
+    assert icans_grade(r.load(old)) == 2
+    c = crs_rule()
+    crs_state, _ = run(
+        c, [obs(1, vasopressors=1, vasopressin=True, anti_cytokine_given=True, id="v", by="n")]
+    )
+    assert c.load(json.loads(json.dumps(c.dump(crs_state)))) == crs_state
+    legacy = {"vasopressors": [1, "2026-03-02T20:00:00Z"], "treated_at": "2026-03-02T19:00:00Z", "grade": 3}
+    loaded = c.load(legacy)
+    assert c.grades(loaded) == (3, 0)
+    assert c.masked(loaded, at(12))

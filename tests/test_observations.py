@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.errors import InputError
-from daemon.events import Acvpu, Handwriting
+from daemon.events import Acvpu, Handwriting, IcpFinding, MotorWeakness, Seizure, SeizurePattern
 from daemon.vitals import parse_observation
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
@@ -57,6 +57,42 @@ def test_a_full_entry() -> None:
     assert obs.corticosteroid_given is False
 
 
+def test_the_astct_fields() -> None:
+    obs = parse(
+        {
+            "id": "obs-17",
+            "by": "nurse-a",
+            "vasopressors": 1,
+            "vasopressin": True,
+            "anti_cytokine_given": True,
+            "seizure": "electrographic",
+            "seizure_pattern": "repeated_no_baseline",
+            "seizure_over_5_min": False,
+            "seizure_resolved": False,
+            "motor_weakness": "paraparesis",
+            "raised_icp": ["cranial_nerve_vi_palsy", "focal_oedema"],
+        }
+    )
+    assert obs.id == "obs-17"
+    assert (obs.vasopressors, obs.vasopressin, obs.anti_cytokine_given) == (1, True, True)
+    assert obs.seizure is Seizure.ELECTROGRAPHIC
+    assert obs.seizure_pattern is SeizurePattern.REPEATED_NO_BASELINE
+    assert (obs.seizure_over_5_min, obs.seizure_resolved) == (False, False)
+    assert obs.motor_weakness is MotorWeakness.PARAPARESIS
+    assert obs.raised_icp == (IcpFinding.CRANIAL_NERVE_VI_PALSY, IcpFinding.FOCAL_OEDEMA)
+    assert parse({"raised_icp": []}).raised_icp == ()
+    assert parse({"seizure": "none"}).seizure is Seizure.NONE
+
+
+def test_corrections_and_withdrawals() -> None:
+    fix = parse(
+        {"corrects": "obs-17", "id": "obs-18", "by": "dr-b", "time": "2026-03-02T19:00:00Z", "ice_score": 9}
+    )
+    assert (fix.corrects, fix.id, fix.by, fix.ice_score) == ("obs-17", "obs-18", "dr-b", 9)
+    gone = parse({"withdraws": "obs-17", "by": "dr-b"})
+    assert (gone.withdraws, gone.by, gone.time) == ("obs-17", "dr-b", NOW)
+
+
 def test_time_defaults_to_now() -> None:
     assert parse({"ice_score": 10}).time == NOW
 
@@ -98,6 +134,32 @@ def test_time_defaults_to_now() -> None:
         ({"ice_score": 10, "time": "2026-02-20T20:00:00Z"}, "too_old"),
         ({}, "empty"),
         ({"by": "nurse-a", "time": "2026-03-02T19:00:00Z"}, "empty"),
+        ({"vasopressin": "yes"}, "bad_type"),
+        ({"anti_cytokine_given": 1}, "bad_type"),
+        ({"seizure": "grand_mal"}, "bad_value"),
+        ({"seizure": "none", "seizure_over_5_min": True}, "inconsistent"),
+        ({"seizure_pattern": "single"}, "inconsistent"),
+        ({"seizure": "clinical", "seizure_pattern": "twice"}, "bad_value"),
+        ({"seizure": "clinical", "seizure_resolved": "yes"}, "bad_type"),
+        ({"motor_weakness": "tremor"}, "bad_value"),  # tremor is CTCAE, not ICANS
+        ({"raised_icp": "papilloedema"}, "bad_type"),
+        ({"raised_icp": ["papilledema"]}, "bad_value"),
+        ({"raised_icp": [3]}, "bad_type"),
+        ({"raised_icp": ["papilloedema", "papilloedema"]}, "bad_value"),
+        ({"ice_score": 5, "id": "has space"}, "bad_id"),
+        ({"ice_score": 5, "id": ""}, "bad_id"),
+        ({"ice_score": 5, "id": 7}, "bad_type"),
+        ({"withdraws": "o-1"}, "missing_by"),
+        ({"withdraws": "o-1", "by": "b", "ice_score": 5}, "inconsistent"),
+        ({"withdraws": "o-1", "by": "b", "id": "o-2"}, "inconsistent"),
+        ({"withdraws": "o-1", "corrects": "o-1", "by": "b"}, "inconsistent"),
+        ({"corrects": "o-1", "by": "b", "ice_score": 5}, "missing_time"),
+        ({"corrects": "o-1", "ice_score": 5, "time": "2026-03-02T19:00:00Z"}, "missing_by"),
+        (
+            {"corrects": "o-1", "id": "o-1", "by": "b", "ice_score": 5, "time": "2026-03-02T19:00:00Z"},
+            "inconsistent",
+        ),
+        ({"corrects": "o-1", "by": "b", "time": "2026-03-02T19:00:00Z"}, "empty"),
     ],
 )
 def test_rejections_have_stable_reasons(data: Any, expected: str) -> None:
@@ -137,6 +199,14 @@ _json_values = st.recursive(
                 "antipyretic_given",
                 "handwriting",
                 "ice_score",
+                "id",
+                "corrects",
+                "withdraws",
+                "vasopressin",
+                "seizure",
+                "seizure_pattern",
+                "raised_icp",
+                "motor_weakness",
             ]
         ),
         _json_values,

@@ -142,7 +142,9 @@ async def test_published_case_first_day(tmp_path: Path) -> None:
     result = await run_scenario(scenario, mqtt_url=NO_BROKER, progress=False, workdir=tmp_path)
     starts = [(a["condition"], a["offset"], a["details"]) for a in result.alerts if a["phase"] == "start"]
     assert [s[0] for s in starts] == ["FEVER", "CRS_SUSPECTED"], result.timeline
-    assert starts[1][2] == {"grade": 1}
+    # Grade 1 from the monitor's fever alone; the basis says where the grade came from.
+    assert starts[1][2]["grade"] == 1
+    assert [(b["domain"], b["source"]) for b in starts[1][2]["basis"]] == [("fever", "monitor")]
     assert all(
         abs(parse_duration(s[1].lstrip("+")) - timedelta(hours=12)) <= timedelta(minutes=30) for s in starts
     )
