@@ -35,11 +35,20 @@ from daemon import capture, topics
 from daemon.alerts import AlertService
 from daemon.capture import CaptureWriter
 from daemon.clock import Clock, SystemClock, every
-from daemon.config import BedConfig, Config
+from daemon.config import BedConfig, Config, VitalThresholds
 from daemon.dedup import RecentDigests
 from daemon.dose import dose_point, dose_rules, parse_bag
 from daemon.errors import InputError
-from daemon.events import BagHung, Event, Health, PumpReading, SourceHealth, Tick, VitalSample
+from daemon.events import (
+    BagHung,
+    Event,
+    Health,
+    Observation,
+    PumpReading,
+    SourceHealth,
+    Tick,
+    VitalSample,
+)
 from daemon.influx import InfluxSink, make_writer
 from daemon.metrics import Counters
 from daemon.mqtt import Ack, DurablePublisher, MqttLink
@@ -51,13 +60,16 @@ from daemon.store import InboundRow, Store, StoreWriter, json_text
 from daemon.tech_rules import tech_rules
 from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
-from daemon.vitals import parse_observation, vital_rules
+from daemon.vitals import late_dropped, parse_observation, vital_rules
 
 log = logging.getLogger(__name__)
 
 COUNTERS_INTERVAL_S = 60.0
 DEDUP_CAPACITY = 8192  # recent message digests kept; redeliveries come within the in-flight window
 SEEN_KEY = "inbound.seen"  # the digests, in the store's meta
+LATE_DROPPED = "vitals.late_dropped"
+"""Counter of inputs stored but not judged by a vital-sign rule: they arrived later than
+that rule's ``<rule>_late_s`` window (label: the rule, ``fever`` ... ``news2``)."""
 
 
 RULE_FAMILIES: dict[str, Callable[[Config, BedConfig], list[Rule[Any]]]] = {
@@ -117,6 +129,7 @@ class Pipeline:
     """The last logged input whose effects are staged in the store."""
 
     def __post_init__(self) -> None:
+        self._vital_thresholds: dict[str, VitalThresholds] = {}
         self._inflight = asyncio.Semaphore(self.config.daemon.max_inflight_messages)
         self._live: set[int] = set()  # logged inputs that hold an in-flight place
 
@@ -321,6 +334,8 @@ class Pipeline:
         elif isinstance(event, PumpReading):
             self.sink.put(reading_point(event))
         now = self.clock.now()
+        if isinstance(event, VitalSample | Observation):
+            self._count_late(event, now)
         candidates = self.engine.handle(event, now)
         if isinstance(event, PumpReading | BagHung):
             point = dose_point(self.engine, self.config.bed(event.bed), now, config=self.config)
@@ -330,6 +345,15 @@ class Pipeline:
             await self.alerts.handle(candidates)
         for observer in self.observers:
             observer(event)
+
+    def _count_late(self, event: VitalSample | Observation, now: datetime) -> None:
+        th = self._vital_thresholds.get(event.bed)
+        if th is None:
+            if event.bed not in {bed.id for bed in self.config.beds}:
+                return
+            th = self._vital_thresholds[event.bed] = self.config.thresholds_for(event.bed).vitals
+        for rule in late_dropped(event, th, now):
+            self.counters.inc(LATE_DROPPED, rule)
 
     async def _ticks(self) -> None:
         async for _ in every(self.clock, self.config.daemon.tick_interval_s):

@@ -166,6 +166,10 @@ class VitalThresholds(Model):
     fever_hysteresis_c: Annotated[float, Field(ge=0, le=2)] = 0.3  # site choice
     fever_delay_s: Annotated[float, Field(ge=0)] = 120.0  # site choice
     fever_clear_s: Annotated[float, Field(ge=0)] = 1800.0  # site choice
+    # A sample more than this older than the daemon's clock when it arrives is stored
+    # but not judged; within it, it is judged at its own time, in time order (a
+    # documented fever matters for CRS grading for an hour): site choice.
+    fever_late_s: Annotated[float, Field(ge=0)] = 3600.0
 
     # Alarm below either: SBP < 90 mmHg (ASTCT adaptations, domain.md section 2) and
     # MAP < 65 mmHg (Surviving Sepsis target, domain.md section 3).
@@ -174,6 +178,7 @@ class VitalThresholds(Model):
     hypotension_hysteresis_mmhg: Annotated[float, Field(ge=0, le=30)] = 5.0  # site choice
     hypotension_delay_s: Annotated[float, Field(ge=0)] = 60.0  # site choice
     hypotension_clear_s: Annotated[float, Field(ge=0)] = 900.0  # site choice
+    hypotension_late_s: Annotated[float, Field(ge=0)] = 900.0  # as fever_late_s: site choice
     # When a monitor sends SBP and DBP without MAP, estimate MAP = DBP + (SBP - DBP) / 3.
     # The usual bedside approximation, not in domain.md: site choice.
     map_from_sbp_dbp: bool = True
@@ -183,24 +188,30 @@ class VitalThresholds(Model):
     hypoxia_hysteresis_pct: Annotated[float, Field(ge=0, le=10)] = 2.0  # site choice
     hypoxia_delay_s: Annotated[float, Field(ge=0)] = 30.0  # site choice
     hypoxia_clear_s: Annotated[float, Field(ge=0)] = 300.0  # site choice
+    hypoxia_late_s: Annotated[float, Field(ge=0)] = 900.0  # as fever_late_s: site choice
 
     # Alarm at or above: NEWS2 scores pulse >= 131 /min as 3, domain.md section 3.
     tachycardia_per_min: Annotated[float, Field(gt=0, lt=300)] = 131.0
     tachycardia_hysteresis_per_min: Annotated[float, Field(ge=0, le=40)] = 10.0  # site choice
     tachycardia_delay_s: Annotated[float, Field(ge=0)] = 120.0  # site choice
     tachycardia_clear_s: Annotated[float, Field(ge=0)] = 300.0  # site choice
+    tachycardia_late_s: Annotated[float, Field(ge=0)] = 900.0  # as fever_late_s: site choice
 
     # Alarm at or above: NEWS2 scores respiration >= 25 /min as 3, domain.md section 3.
     tachypnoea_per_min: Annotated[float, Field(gt=0, lt=70)] = 25.0
     tachypnoea_hysteresis_per_min: Annotated[float, Field(ge=0, le=10)] = 3.0  # site choice
     tachypnoea_delay_s: Annotated[float, Field(ge=0)] = 120.0  # site choice
     tachypnoea_clear_s: Annotated[float, Field(ge=0)] = 300.0  # site choice
+    tachypnoea_late_s: Annotated[float, Field(ge=0)] = 900.0  # as fever_late_s: site choice
 
     # NEWS2_HIGH noise control and the age beyond which a vital or an observation no
     # longer counts towards the score: site choices.
     news2_delay_s: Annotated[float, Field(ge=0)] = 60.0
     news2_clear_s: Annotated[float, Field(ge=0)] = 900.0
     news2_max_age_s: PositiveSeconds = 14_400.0
+    # Vitals and observations later than this (daemon clock) are not scored; nurses'
+    # charted observations often reach the system within the hour: site choice.
+    news2_late_s: Annotated[float, Field(ge=0)] = 3600.0
 
     # A probe-off sentinel must last this long (measurement time) before PROBE_OFF, so
     # that re-seating a probe does not alarm: site choice.
@@ -296,6 +307,9 @@ class BedConfig(Model):
     height_cm: Annotated[float, Field(gt=30, lt=260)]
     protocol: str = "ssc-14d"
     protocol_start: AwareDatetime
+    # NEWS2 SpO2 scale: 2 only for hypercapnic respiratory failure (target 88-92 %), on a
+    # clinician's decision; 1 otherwise (RCP 2017, domain.md section 3).
+    news2_spo2_scale: Literal[1, 2] = 1
     thresholds: dict[str, dict[str, Any]] = {}  # partial overrides of [thresholds]
 
 

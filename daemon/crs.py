@@ -20,6 +20,12 @@ CRS grade, from the latest state of the bed:
   ventilation 4;
 - grade = the more severe of haemodynamics and oxygen, at least 1 with fever.
 
+Late vital samples are judged by the fever and hypotension tracks exactly as the
+vital-sign rule judges them (``fever_late_s``, ``hypotension_late_s``; see
+``daemon.vitals.judge``): when a late sample changes a track, the grade is set again
+at the time of that change, and the candidate carries ``details["late_s"]`` and a
+note. Observations are taken as the latest of each kind, whenever they arrive.
+
 ICANS grade: the most severe of its domains, each able to set the grade on its own:
 
 - ICE score (10: none, 7-9: 1, 3-6: 2, 0-2: 3, 0 and unresponsive: 4);
@@ -93,11 +99,15 @@ from daemon.protocols import Schedule
 from daemon.timefmt import iso_or_none, parse_iso_or_none
 from daemon.vitals import (
     METRICS,
+    Change,
     Condition,
     Track,
-    advance,
+    Transition,
     classify,
     dump_track,
+    interrupt,
+    judge,
+    late_note,
     load_track,
     noise_for,
     probe_metric,
@@ -341,7 +351,10 @@ class CrsRule:
     def step(self, state: CrsState, event: Event, now: datetime) -> tuple[CrsState, Sequence[AlertCandidate]]:
         """Update what is known about the bed, then re-grade."""
         if isinstance(event, VitalSample):
-            state = self._sample(state, event)
+            before = state
+            state, late = self._sample(state, event, now)
+            if late:
+                return self._late(before, state, late)
             return self._grade(state, event.time)
         if isinstance(event, Observation):
             state = replace(state, chart=record(state.chart, event, crs_values(event)))
@@ -359,22 +372,54 @@ class CrsRule:
             metric = probe_metric(event)
             if metric is not None and event.health is not Health.CONNECTED:
                 if metric in METRICS[Condition.FEVER]:
-                    state = replace(state, fever=state.fever.broken())
+                    state = replace(state, fever=interrupt(state.fever, event.time))
                 if metric in METRICS[Condition.HYPOTENSION]:
-                    state = replace(state, hypotension=state.hypotension.broken())
+                    state = replace(state, hypotension=interrupt(state.hypotension, event.time))
             return state, ()
         return state, ()
 
-    def _sample(self, state: CrsState, event: VitalSample) -> CrsState:
+    def _sample(
+        self, state: CrsState, event: VitalSample, now: datetime
+    ) -> tuple[CrsState, list[tuple[Condition, Change]]]:
+        """The tracks after ``event``, and the changes late data made to them."""
+        late: list[tuple[Condition, Change]] = []
         fever = classify(Condition.FEVER, event.values, self.th)
         if fever is not None:
-            track, _ = advance(state.fever, fever[0], event.time, fever[1], self._fever_noise)
+            track, changes = judge(state.fever, fever[0], event.time, fever[1], self._fever_noise, now=now)
             state = replace(state, fever=track)
+            late.extend((Condition.FEVER, c) for c in changes if c.late_s is not None)
         low = classify(Condition.HYPOTENSION, event.values, self.th)
         if low is not None:
-            track, _ = advance(state.hypotension, low[0], event.time, low[1], self._hypotension_noise)
+            track, changes = judge(
+                state.hypotension, low[0], event.time, low[1], self._hypotension_noise, now=now
+            )
             state = replace(state, hypotension=track)
-        return state
+            late.extend((Condition.HYPOTENSION, c) for c in changes if c.late_s is not None)
+        return state, late
+
+    def _late(
+        self, before: CrsState, after: CrsState, late: list[tuple[Condition, Change]]
+    ) -> tuple[CrsState, list[AlertCandidate]]:
+        """Grade again at each change late data made, in time order, marked late."""
+        fever, hypotension = before.fever.active, before.hypotension.active
+        fever_value, low_value = after.fever.value, after.hypotension.value
+        state = replace(after, grade=before.grade)
+        out: list[AlertCandidate] = []
+        for condition, change in sorted(late, key=lambda item: item[1].time):
+            active = change.transition is Transition.RAISED
+            if condition is Condition.FEVER:
+                fever, fever_value = active, change.value
+            else:
+                hypotension, low_value = active, change.value
+            view = replace(
+                state,
+                fever=replace(after.fever, active=fever, value=fever_value),
+                hypotension=replace(after.hypotension, active=hypotension, value=low_value),
+            )
+            view, candidates = self._grade(view, change.time)
+            state = replace(state, grade=view.grade)
+            out.extend(late_note(c, change.late_s) for c in candidates)
+        return state, out
 
     def treatment(self, state: CrsState, time: datetime) -> Entry | None:
         """The recent treatment entry that makes fever no longer required, if any."""

@@ -1,11 +1,26 @@
 """NEWS2 (RCP 2017) scoring and the ``NEWS2_HIGH`` rule.
 
-Scoring follows the chart in domain.md section 3 (SpO2 scale 1 only; scale 2 is
-for hypercapnic respiratory failure and is not supported). The score is computed
-from the latest value of each parameter no older than ``news2_max_age_s``. A
-parameter with no recent value is left out and named in ``missing``: the total is
-then a lower bound, so a trigger it reaches is a real one, and the message says
-the score is partial.
+Scoring follows the chart in domain.md section 3. SpO2 is scored on scale 1 unless
+a clinician set the bed's ``news2_spo2_scale = 2`` (hypercapnic respiratory failure,
+target 88-92 %): on scale 2, 88-92 % scores 0, and so does 93 % or more on air, but
+on supplemental oxygen 93-94 % scores 1, 95-96 % 2 and 97 % or more 3
+(over-oxygenation). The alert's details say which scale was used (``spo2_scale``).
+When the oxygen status is unknown, a scale-2 saturation of 93 % or more is scored as
+on air (0): the parameter "supplemental O2" is then missing too, and the total is a
+lower bound like any partial score.
+
+The score is computed from the latest value of each parameter no older than
+``news2_max_age_s``. A parameter with no recent value is left out and named in
+``missing``: the total is then a lower bound, so a trigger it reaches is a real one,
+and the message says the score is partial.
+
+Late data: each vital sample and observation is scored at its own time. One that
+arrives after newer inputs, but no more than ``news2_late_s`` before the daemon's
+clock, is inserted among the inputs of that window in time order and the window is
+scored again from the state before it; the alert changes that differ are returned
+with ``details["late_s"]`` and a note in the message, at the time they happened
+(``since``). An input older than ``news2_late_s`` on arrival is not scored (the
+pipeline counts it as ``vitals.late_dropped`` ``news2``).
 
 Triggers (domain.md section 3) and their IEC 60601-1-8 priorities (section 4):
 
@@ -23,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -49,6 +64,7 @@ from daemon.vitals import (
     Verdict,
     advance,
     dump_track,
+    late_note,
     load_track,
     probe_metric,
 )
@@ -105,6 +121,23 @@ def score_spo2_scale1(spo2_pct: float) -> int:
     if spo2_pct <= 95:
         return 1
     return 0
+
+
+def score_spo2_scale2(spo2_pct: float, on_oxygen: bool) -> int:
+    """≤83: 3; 84-85: 2; 86-87: 1; 88-92: 0; ≥93 on air: 0; on O2 93-94: 1, 95-96: 2, ≥97: 3."""
+    if spo2_pct <= 83:
+        return 3
+    if spo2_pct <= 85:
+        return 2
+    if spo2_pct <= 87:
+        return 1
+    if spo2_pct <= 92 or not on_oxygen:
+        return 0
+    if spo2_pct <= 94:
+        return 1
+    if spo2_pct <= 96:
+        return 2
+    return 3
 
 
 def score_supplemental_o2(on_oxygen: bool) -> int:
@@ -182,12 +215,21 @@ class News2:
         return None
 
 
-def news2(values: Mapping[Metric, float], on_oxygen: bool | None, acvpu: Acvpu | None) -> News2:
-    """Score what is known; ``None`` or an absent metric counts as missing."""
+def news2(
+    values: Mapping[Metric, float], on_oxygen: bool | None, acvpu: Acvpu | None, spo2_scale: int = 1
+) -> News2:
+    """Score what is known; ``None`` or an absent metric counts as missing.
+
+    ``spo2_scale`` is 1 or 2; on scale 2 an unknown oxygen status scores as air.
+    """
     parts: dict[Param, int] = {}
+
+    def spo2(value: float) -> int:
+        return score_spo2_scale2(value, bool(on_oxygen)) if spo2_scale == 2 else score_spo2_scale1(value)
+
     metric_scores = (
         (Param.RESPIRATION, Metric.RR_PER_MIN, score_respiration),
-        (Param.SPO2, Metric.SPO2_PCT, score_spo2_scale1),
+        (Param.SPO2, Metric.SPO2_PCT, spo2),
         (Param.SYSTOLIC, Metric.SBP_MMHG, score_systolic),
         (Param.PULSE, Metric.HR_PER_MIN, score_pulse),
         (Param.TEMPERATURE, Metric.TEMP_C, score_temperature),
@@ -214,14 +256,33 @@ def on_supplemental_oxygen(obs: Observation) -> bool | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Input:
+    """One input kept for re-scoring late data: a sample's values, an observation's
+    oxygen and consciousness, or a probe that came off (``blind``)."""
+
+    time: datetime
+    values: Mapping[Metric, float] = field(default_factory=dict)
+    on_oxygen: bool | None = None
+    acvpu: Acvpu | None = None
+    blind: Metric | None = None
+    scored: bool = True  # False for a probe-off: it removes a value, nothing is scored
+
+
+@dataclass(frozen=True, slots=True)
 class News2State:
-    """Latest inputs (with their times) and the trigger's progress."""
+    """Latest inputs (with their times), the trigger's progress, and the late-data window.
+
+    ``recent`` holds the inputs of the last ``news2_late_s`` and ``base`` the state
+    before the first of them, so that a late input can be scored in time order.
+    """
 
     values: Mapping[Metric, tuple[float, datetime]]
     on_oxygen: tuple[bool, datetime] | None = None
     acvpu: tuple[Acvpu, datetime] | None = None
     track: Track = field(default_factory=Track)
     trigger: Trigger | None = None  # the trigger last announced while active
+    recent: tuple[Input, ...] = ()
+    base: News2State | None = None
 
 
 class News2Rule:
@@ -230,9 +291,11 @@ class News2Rule:
     name = "news2"
 
     def __init__(self, thresholds: VitalThresholds, bed: BedConfig) -> None:
-        """Score ``bed`` with ``thresholds`` (max age, delay and clearing time)."""
+        """Score ``bed`` with ``thresholds`` (max age, delay, clearing time, lateness window)
+        on the bed's SpO2 scale."""
         self.th = thresholds
         self.bed = bed
+        self.spo2_scale = bed.news2_spo2_scale
         self._noise = Noise(thresholds.news2_delay_s, thresholds.news2_clear_s, thresholds.confirm_samples)
 
     def initial(self) -> News2State:
@@ -249,35 +312,93 @@ class News2Rule:
         values = {m: v for m, (v, at) in state.values.items() if fresh(at)}
         on_oxygen = state.on_oxygen[0] if state.on_oxygen and fresh(state.on_oxygen[1]) else None
         acvpu = state.acvpu[0] if state.acvpu and fresh(state.acvpu[1]) else None
-        return news2(values, on_oxygen, acvpu)
+        return news2(values, on_oxygen, acvpu, self.spo2_scale)
 
     def step(
         self, state: News2State, event: Event, now: datetime
     ) -> tuple[News2State, Sequence[AlertCandidate]]:
-        """Update the inputs and re-evaluate at the event's time."""
+        """Take an input and score at its own time (late inputs in time order, see module)."""
         if isinstance(event, VitalSample):
-            values = dict(state.values)
-            for metric, value in event.values.items():
-                known = values.get(metric)
-                if known is None or known[1] <= event.time:
-                    values[metric] = (value, event.time)
-            state = replace(state, values=values)
+            item = Input(event.time, values=dict(event.values))
         elif isinstance(event, Observation):
-            on_oxygen = on_supplemental_oxygen(event)
-            if on_oxygen is not None and (state.on_oxygen is None or state.on_oxygen[1] <= event.time):
-                state = replace(state, on_oxygen=(on_oxygen, event.time))
-            if event.acvpu is not None and (state.acvpu is None or state.acvpu[1] <= event.time):
-                state = replace(state, acvpu=(event.acvpu, event.time))
+            item = Input(event.time, on_oxygen=on_supplemental_oxygen(event), acvpu=event.acvpu)
         elif isinstance(event, SourceHealth):
             blind = probe_metric(event)
             if blind is None or event.health is Health.CONNECTED:
                 return state, ()
             # The last value before a probe came off is no longer the patient's.
-            values = {m: v for m, v in state.values.items() if m != blind}
-            return replace(state, values=values), ()
+            item = Input(event.time, blind=blind, scored=False)
+            after, _ = self._apply(state, item)
+            return self._keep(state, after, (*state.recent, item), now), ()
         else:
             return state, ()
-        return self._evaluate(state, event.time)
+        if item.scored and (now - item.time).total_seconds() > self.th.news2_late_s:
+            return state, ()  # too late to be scored: stored, and counted by the pipeline
+        last = state.track.last_time
+        if last is None or item.time >= last:
+            after, out = self._apply(state, item)
+            return self._keep(state, after, (*state.recent, item), now), out
+        return self._late(state, item, now)
+
+    def _late(self, state: News2State, item: Input, now: datetime) -> tuple[News2State, list[AlertCandidate]]:
+        base = state.base
+        if base is None or (base.track.last_time is not None and item.time <= base.track.last_time):
+            return state, []  # older than anything the window still holds
+        at = next((i for i, known in enumerate(state.recent) if known.time > item.time), len(state.recent))
+        recent = (*state.recent[:at], item, *state.recent[at:])
+        _, before = self._fold(base, state.recent)
+        folded, after = self._fold(base, recent)
+        before = [c for c in before if c.time >= item.time]
+        after = [c for c in after if c.time >= item.time]
+        same = 0
+        while same < min(len(before), len(after)) and before[same] == after[same]:
+            same += 1
+        out = after[same:]
+        if not out and folded.track.active != state.track.active:
+            result = self.current(folded, item.time)
+            out = [self._candidate(item.time, result, folded.trigger if folded.track.active else None)]
+        out = [late_note(c, (now - c.time).total_seconds()) for c in out]
+        return self._keep(state, folded, recent, now), out
+
+    def _fold(self, base: News2State, items: Sequence[Input]) -> tuple[News2State, list[AlertCandidate]]:
+        state = replace(base, recent=(), base=None)
+        out: list[AlertCandidate] = []
+        for item in items:
+            state, candidates = self._apply(state, item)
+            out.extend(candidates)
+        return state, out
+
+    def _keep(
+        self, before: News2State, after: News2State, recent: tuple[Input, ...], now: datetime
+    ) -> News2State:
+        """``after`` keeping the window's inputs; older ones are folded into the base
+        (``before``, the state the inputs were applied to, is the first base)."""
+        base = before.base if before.base is not None else replace(before, recent=(), base=None)
+        horizon = now - timedelta(seconds=self.th.news2_late_s)
+        old = 0
+        while old < len(recent) and recent[old].time < horizon:
+            old += 1
+        if old:
+            base, _ = self._fold(base, recent[:old])
+            recent = recent[old:]
+        return replace(after, recent=recent, base=base)
+
+    def _apply(self, state: News2State, item: Input) -> tuple[News2State, list[AlertCandidate]]:
+        if item.blind is not None:
+            values = {m: v for m, v in state.values.items() if m != item.blind}
+            return replace(state, values=values), []
+        if item.values:
+            values = dict(state.values)
+            for metric, value in item.values.items():
+                known = values.get(metric)
+                if known is None or known[1] <= item.time:
+                    values[metric] = (value, item.time)
+            state = replace(state, values=values)
+        if item.on_oxygen is not None and (state.on_oxygen is None or state.on_oxygen[1] <= item.time):
+            state = replace(state, on_oxygen=(item.on_oxygen, item.time))
+        if item.acvpu is not None and (state.acvpu is None or state.acvpu[1] <= item.time):
+            state = replace(state, acvpu=(item.acvpu, item.time))
+        return self._evaluate(state, item.time)
 
     def _evaluate(self, state: News2State, time: datetime) -> tuple[News2State, list[AlertCandidate]]:
         result = self.current(state, time)
@@ -312,16 +433,18 @@ class News2Rule:
         else:
             action_en, action_fr = _ACTIONS[trigger]
             threes = [p.value for p, s in result.parts.items() if s == 3]
+            scale_en = " (SpO2 scale 2)" if self.spo2_scale == 2 else ""
+            scale_fr = " (SpO2 échelle 2)" if self.spo2_scale == 2 else ""
             message = Text(
-                f"NEWS2 {result.total}{partial_en}"
+                f"NEWS2 {result.total}{scale_en}{partial_en}"
                 + (f"; scoring 3: {', '.join(threes)}" if threes else "")
                 + f". {action_en}",
-                f"NEWS2 {result.total}{partial_fr}"
+                f"NEWS2 {result.total}{scale_fr}{partial_fr}"
                 + (f" ; à 3 : {', '.join(threes)}" if threes else "")
                 + f". {action_fr}",
             )
             priority = TRIGGER_PRIORITY[trigger]
-            details = {"trigger": trigger.value}
+            details = {"trigger": trigger.value, "spo2_scale": self.spo2_scale}
         return AlertCandidate(
             condition=CONDITION,
             ward=self.bed.ward,
@@ -344,6 +467,8 @@ class News2Rule:
             "acvpu": None if state.acvpu is None else [state.acvpu[0].value, iso(state.acvpu[1])],
             "track": dump_track(state.track),
             "trigger": None if state.trigger is None else state.trigger.value,
+            "recent": [_dump_input(item) for item in state.recent],
+            "base": None if state.base is None else self.dump(state.base),
         }
 
     def load(self, data: Mapping[str, Any]) -> News2State:
@@ -358,13 +483,48 @@ class News2Rule:
         oxygen_at = parse_iso_or_none(on_oxygen[1]) if on_oxygen else None
         acvpu_at = parse_iso_or_none(acvpu[1]) if acvpu else None
         trigger = data.get("trigger")
+        base = data.get("base")
         return News2State(
             values=values,
             on_oxygen=(bool(on_oxygen[0]), oxygen_at) if on_oxygen and oxygen_at else None,
             acvpu=(Acvpu(acvpu[0]), acvpu_at) if acvpu and acvpu_at else None,
             track=load_track(data["track"]) if "track" in data else Track(),
             trigger=None if trigger is None else Trigger(trigger),
+            recent=tuple(item for item in map(_load_input, data.get("recent", ())) if item is not None),
+            base=None if base is None else self.load(base),
         )
+
+
+def _dump_input(item: Input) -> dict[str, Any]:
+    out: dict[str, Any] = {"time": iso(item.time)}
+    if item.values:
+        out["values"] = {m.value: v for m, v in item.values.items()}
+    if item.on_oxygen is not None:
+        out["on_oxygen"] = item.on_oxygen
+    if item.acvpu is not None:
+        out["acvpu"] = item.acvpu.value
+    if item.blind is not None:
+        out["blind"] = item.blind.value
+    if not item.scored:
+        out["scored"] = False
+    return out
+
+
+def _load_input(data: Mapping[str, Any]) -> Input | None:
+    when = parse_iso_or_none(data.get("time"))
+    if when is None:
+        return None
+    acvpu = data.get("acvpu")
+    blind = data.get("blind")
+    on_oxygen = data.get("on_oxygen")
+    return Input(
+        when,
+        values={Metric(k): float(v) for k, v in data.get("values", {}).items()},
+        on_oxygen=None if on_oxygen is None else bool(on_oxygen),
+        acvpu=None if acvpu is None else Acvpu(acvpu),
+        blind=None if blind is None else Metric(blind),
+        scored=bool(data.get("scored", True)),
+    )
 
 
 _ACTIONS: Mapping[Trigger, tuple[str, str]] = {

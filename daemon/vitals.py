@@ -10,7 +10,19 @@ measurements' own timestamps (``VitalThresholds`` holds the numbers):
 - clearing: values beyond the limit plus the hysteresis for ``<condition>_clear_s``.
   A value inside the hysteresis band neither clears nor counts towards an onset, so
   a temperature hovering around 38.0 °C does not make the alarm flap.
-- samples older than the last one a condition has seen are ignored for it.
+- late data (a buffering monitor, a gateway catching up, an HL7 batch) are judged at
+  their own time. Each condition keeps the verdicts of its lateness window
+  (``<condition>_late_s``, on the daemon's clock): a sample that arrives after newer
+  ones but within the window is inserted in time order and the window is judged
+  again (``judge``), so it can complete an onset or a clearing, or break a run. The
+  alert carries its true onset (``since`` = the measurement time of the sample that
+  completed it), ``details["late_s"]`` and a note in its message. A sample older
+  than the window on arrival, in order or not, is stored but not judged;
+  ``late_dropped`` names the rules that skip it so that the pipeline can count it
+  (``vitals.late_dropped``). A repeated measurement time is ignored.
+
+  Before this, a condition ignored any sample older than the last one it had seen:
+  a late fever raised nothing, and neither did its CRS suggestion.
 
 Technical conditions: ``PROBE_OFF`` when the monitor keeps sending a "no value"
 sentinel for a metric (``SourceHealth(source="monitor.<metric>", health=LOST,
@@ -130,11 +142,26 @@ class Noise:
     delay_s: float
     clear_s: float
     confirm_samples: int
+    late_s: float = float("inf")  # samples older than this on arrival are not judged
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One sample's verdict kept for re-judging; ``verdict=None`` marks a break (a sentinel)."""
+
+    time: datetime
+    verdict: Verdict | None
+    value: float
 
 
 @dataclass(frozen=True, slots=True)
 class Track:
-    """Onset and clearing progress of one condition (immutable)."""
+    """Onset and clearing progress of one condition (immutable).
+
+    ``recent`` keeps the verdicts of the lateness window and ``base`` the track as it
+    stood before the first of them, so that a late sample can be inserted in time
+    order and the window judged again (``judge``).
+    """
 
     active: bool = False
     run_start: datetime | None = None  # first sample of the current abnormal run
@@ -142,6 +169,8 @@ class Track:
     normal_since: datetime | None = None  # first sample of the current normal run
     last_time: datetime | None = None
     value: float | None = None  # the latest value that decided a verdict
+    recent: tuple[Judged, ...] = ()
+    base: Track | None = None
 
     def broken(self) -> Track:
         """This track with its abnormal run ended (a sentinel interrupted the series)."""
@@ -153,7 +182,7 @@ def advance(
 ) -> tuple[Track, Transition | None]:
     """Feed one sample's verdict to a track; return the new track and any transition."""
     if track.last_time is not None and time <= track.last_time:
-        return track, None  # late or repeated sample: the series has moved on
+        return track, None  # repeated sample (``judge`` inserts late ones in order)
     if verdict is Verdict.ABNORMAL:
         start = track.run_start or time
         new = replace(
@@ -182,16 +211,159 @@ def advance(
     return new, None
 
 
+_MAX_WINDOW_S = 7 * 86_400.0  # an infinite window (the default of ``Noise``) keeps a week
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A transition of a track, at the measurement time of the sample that made it.
+
+    ``late_s`` is set when a late sample made it (see ``judge``): how old that
+    measurement time was on the daemon's clock when the late sample arrived.
+    """
+
+    transition: Transition
+    time: datetime
+    value: float
+    late_s: float | None = None
+
+
+def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, list[Change]]:
+    track = replace(base, recent=(), base=None)
+    changes: list[Change] = []
+    for item in recent:
+        if item.verdict is None:
+            track = track.broken()
+            continue
+        track, transition = advance(track, item.verdict, item.time, item.value, noise)
+        if transition is not None:
+            changes.append(Change(transition, item.time, item.value))
+    return track, changes
+
+
+def judge(
+    track: Track,
+    verdict: Verdict,
+    time: datetime,
+    value: float,
+    noise: Noise,
+    *,
+    now: datetime,
+) -> tuple[Track, list[Change]]:
+    """Judge one sample at its own ``time``, whenever it arrives (``now``: daemon clock).
+
+    - A sample more than ``noise.late_s`` older than ``now`` is not judged (the caller stores
+      and counts it).
+    - A sample newer than the last one judged advances the track as ``advance`` does.
+    - An older one (late) is inserted among the verdicts of the window in time order
+      and the window is judged again from the track as it stood before it: a late
+      sample can complete an onset or a clearing, or break a run. The changes that
+      differ from what the window gave before are returned, marked with ``late_s``;
+      when the late sample only undoes the last transition, the opposite transition
+      is returned at the late sample's time. A repeated time is ignored.
+    """
+    late_s = noise.late_s
+    if (now - time).total_seconds() > late_s:
+        return track, []
+    if track.last_time is None or time > track.last_time:
+        new, transition = advance(track, verdict, time, value, noise)
+        recent = (*track.recent, Judged(time, verdict, value))
+        first = track.base if track.base is not None else replace(track, recent=(), base=None)
+        new = _prune(new, first, recent, now, noise)
+        return new, [] if transition is None else [Change(transition, time, value)]
+    base = track.base
+    if base is None or (base.last_time is not None and time <= base.last_time):
+        return track, []  # older than anything the window still holds
+    if any(item.time == time and item.verdict is not None for item in track.recent):
+        return track, []
+    at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
+    recent = (*track.recent[:at], Judged(time, verdict, value), *track.recent[at:])
+    _, before = _fold(base, track.recent, noise)
+    folded, after = _fold(base, recent, noise)
+    before = [c for c in before if c.time >= time]
+    after = [c for c in after if c.time >= time]
+    same = 0
+    while same < min(len(before), len(after)) and before[same] == after[same]:
+        same += 1
+    changes = after[same:]
+    if not changes and folded.active != track.active:
+        undone = Transition.RAISED if folded.active else Transition.CLEARED
+        changes = [Change(undone, time, value)]
+    changes = [replace(c, late_s=(now - c.time).total_seconds()) for c in changes]
+    return _prune(folded, base, recent, now, noise), changes
+
+
+def interrupt(track: Track, time: datetime) -> Track:
+    """A sentinel at ``time`` ends the current run (kept so that re-judging sees it)."""
+    if track.base is None:
+        return track.broken()
+    at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
+    recent = (*track.recent[:at], Judged(time, None, 0.0), *track.recent[at:])
+    return replace(track.broken(), recent=recent)
+
+
+def _prune(track: Track, base: Track, recent: tuple[Judged, ...], now: datetime, noise: Noise) -> Track:
+    """``track`` keeping the window's verdicts; older ones are folded into the base."""
+    horizon = now - timedelta(seconds=min(noise.late_s, _MAX_WINDOW_S))
+    old = 0
+    while old < len(recent) and recent[old].time < horizon:
+        old += 1
+    if old:
+        base, _ = _fold(base, recent[:old], noise)
+        recent = recent[old:]
+    return replace(track, recent=recent, base=base)
+
+
 def noise_for(condition: Condition, th: VitalThresholds) -> Noise:
     """The noise-control settings of one physiological condition."""
-    delay_s, clear_s = {
-        Condition.FEVER: (th.fever_delay_s, th.fever_clear_s),
-        Condition.HYPOTENSION: (th.hypotension_delay_s, th.hypotension_clear_s),
-        Condition.HYPOXIA: (th.hypoxia_delay_s, th.hypoxia_clear_s),
-        Condition.TACHYCARDIA: (th.tachycardia_delay_s, th.tachycardia_clear_s),
-        Condition.TACHYPNOEA: (th.tachypnoea_delay_s, th.tachypnoea_clear_s),
+    delay_s, clear_s, late_s = {
+        Condition.FEVER: (th.fever_delay_s, th.fever_clear_s, th.fever_late_s),
+        Condition.HYPOTENSION: (th.hypotension_delay_s, th.hypotension_clear_s, th.hypotension_late_s),
+        Condition.HYPOXIA: (th.hypoxia_delay_s, th.hypoxia_clear_s, th.hypoxia_late_s),
+        Condition.TACHYCARDIA: (th.tachycardia_delay_s, th.tachycardia_clear_s, th.tachycardia_late_s),
+        Condition.TACHYPNOEA: (th.tachypnoea_delay_s, th.tachypnoea_clear_s, th.tachypnoea_late_s),
     }[condition]
-    return Noise(delay_s, clear_s, th.confirm_samples)
+    return Noise(delay_s, clear_s, th.confirm_samples, late_s)
+
+
+def late_note(candidate: AlertCandidate, late_s: float | None) -> AlertCandidate:
+    """``candidate`` marked as raised from late data: ``details["late_s"]`` and a note.
+
+    ``late_s`` is how old the measurement was on the daemon's clock when it arrived;
+    ``candidate.time`` (the alert's ``since``) stays the measurement time.
+    """
+    if late_s is None:
+        return candidate
+    minutes = late_s / 60.0
+    note = Text(
+        f" Late data: measured {fmt(minutes, 0)} min before it arrived.",
+        f" Données tardives : mesurées {fmt(minutes, 0)} min avant leur arrivée.",
+    )
+    message = candidate.message
+    if message is not None:
+        message = Text(message.en + note.en, message.fr + note.fr)
+    return replace(candidate, message=message, details={**candidate.details, "late_s": round(late_s, 3)})
+
+
+def late_dropped(event: Event, th: VitalThresholds, now: datetime) -> list[str]:
+    """The vital-sign rules that will not judge ``event``: it arrived later than their window.
+
+    Rules are pure and count nothing; the pipeline counts these under
+    ``vitals.late_dropped`` (labels: ``fever`` ... ``tachypnoea``, ``news2``).
+    """
+    late_s = (now - event.time).total_seconds()
+    out: list[str] = []
+    if isinstance(event, VitalSample):
+        for condition in PHYSIOLOGICAL:
+            if METRICS[condition] & event.values.keys() and late_s > noise_for(condition, th).late_s:
+                out.append(condition.value.lower())
+    news2_input = isinstance(event, VitalSample) or (
+        isinstance(event, Observation)
+        and (event.acvpu is not None or event.o2_device is not None or event.o2_flow_l_per_min is not None)
+    )
+    if news2_input and late_s > th.news2_late_s:
+        out.append("news2")
+    return out
 
 
 def mean_arterial_pressure(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[float | None, bool]:
@@ -330,6 +502,15 @@ _CLEARED: Mapping[Condition, Text] = {
     ),
 }
 
+# The metric whose value a track keeps for each condition (hypotension: systolic first).
+_DECIDING: Mapping[Condition, Metric] = {
+    Condition.FEVER: Metric.TEMP_C,
+    Condition.HYPOTENSION: Metric.SBP_MMHG,
+    Condition.HYPOXIA: Metric.SPO2_PCT,
+    Condition.TACHYCARDIA: Metric.HR_PER_MIN,
+    Condition.TACHYPNOEA: Metric.RR_PER_MIN,
+}
+
 _UNITS: Mapping[Condition, str] = {
     Condition.FEVER: "Cel",
     Condition.HYPOTENSION: "mm[Hg]",
@@ -370,12 +551,23 @@ def dump_track(track: Track) -> dict[str, Any]:
         "normal_since": iso_or_none(track.normal_since),
         "last_time": iso_or_none(track.last_time),
         "value": track.value,
+        "recent": [
+            [iso(item.time), None if item.verdict is None else item.verdict.value, item.value]
+            for item in track.recent
+        ],
+        "base": None if track.base is None else dump_track(track.base),
     }
 
 
 def load_track(data: Mapping[str, Any]) -> Track:
-    """A track from ``dump_track``'s output."""
+    """A track from ``dump_track``'s output (a state written before ``recent`` existed loads too)."""
     value = data.get("value")
+    recent = []
+    for when, verdict, judged in data.get("recent", ()):
+        at = parse_iso_or_none(when)
+        if at is not None:
+            recent.append(Judged(at, None if verdict is None else Verdict(verdict), float(judged)))
+    base = data.get("base")
     return Track(
         active=bool(data["active"]),
         run_start=parse_iso_or_none(data.get("run_start")),
@@ -383,6 +575,8 @@ def load_track(data: Mapping[str, Any]) -> Track:
         normal_since=parse_iso_or_none(data.get("normal_since")),
         last_time=parse_iso_or_none(data.get("last_time")),
         value=None if value is None else float(value),
+        recent=tuple(recent),
+        base=None if base is None else load_track(base),
     )
 
 
@@ -453,29 +647,24 @@ class VitalsRule:
             if judged is None:
                 continue
             verdict, value = judged
-            tracks[condition], transition = advance(
-                tracks[condition], verdict, event.time, value, self._noise[condition]
+            tracks[condition], changes = judge(
+                tracks[condition], verdict, event.time, value, self._noise[condition], now=now
             )
-            if transition is Transition.RAISED:
+            for change in changes:
+                # A late sample may complete a transition at another sample's time.
+                values = event.values if change.time == event.time else {_DECIDING[condition]: change.value}
+                raised = change.transition is Transition.RAISED
                 out.append(
-                    self._candidate(
-                        condition,
-                        event.time,
-                        present=True,
-                        value=value,
-                        unit=_UNITS[condition],
-                        message=_message(condition, event.values, self.th),
-                    )
-                )
-            elif transition is Transition.CLEARED:
-                out.append(
-                    self._candidate(
-                        condition,
-                        event.time,
-                        present=False,
-                        value=value,
-                        unit=_UNITS[condition],
-                        message=_CLEARED[condition],
+                    late_note(
+                        self._candidate(
+                            condition,
+                            change.time,
+                            present=raised,
+                            value=change.value,
+                            unit=_UNITS[condition],
+                            message=_message(condition, values, self.th) if raised else _CLEARED[condition],
+                        ),
+                        change.late_s,
                     )
                 )
         # A real value for a metric means its probe is back.
@@ -508,7 +697,7 @@ class VitalsRule:
             # The sentinel is not a number: it interrupts the series it belongs to.
             for condition, metrics in METRICS.items():
                 if metric in metrics:
-                    tracks[condition] = tracks[condition].broken()
+                    tracks[condition] = interrupt(tracks[condition], event.time)
         return self._probe_candidates(replace(state, tracks=tracks, probe_off_since=blind), event.time)
 
     def _probe_candidates(

@@ -12,8 +12,11 @@ A case folder holds:
 - ``case.toml`` (optional): ``tick_s`` (default 60), ``until`` (ticks go on to this
   time), ``rules`` (the rule families to run; default all).
 
-The daemon's clock in a case is the event time: each event is handled at its own
-time, with a ``Tick`` every ``tick_s`` in between.
+The daemon's clock in a case is the event time, never going backwards: each event is
+handled at the later of its own time and the latest time before it in the file, with a
+``Tick`` every ``tick_s`` in between. An event written after later ones therefore
+arrives late, as data from a buffering monitor or a gateway catching up does. A case
+folder may hold a ``README.md`` saying what it shows.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ def run_case(folder: Path) -> list[Transition]:
     engine = build_rules(config, families)
     transitions = Transitions()
     next_tick: datetime | None = None
+    clock: datetime | None = None
 
     def ticks_until(when: datetime) -> None:
         nonlocal next_tick
@@ -114,7 +118,8 @@ def run_case(folder: Path) -> list[Transition]:
             engine.restore(snapshot)
             continue
         assert not isinstance(item, datetime)
-        transitions.feed(engine.handle(item, when))
+        clock = when if clock is None else max(clock, when)
+        transitions.feed(engine.handle(item, clock))
     if "until" in options and next_tick is not None:
         until = options["until"]
         ticks_until(until if isinstance(until, datetime) else datetime.fromisoformat(until))

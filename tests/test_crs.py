@@ -528,3 +528,31 @@ def test_new_states_round_trip_and_old_states_load() -> None:
     loaded = c.load(legacy)
     assert c.grades(loaded) == (3, 0)
     assert c.masked(loaded, at(12))
+
+
+def test_a_late_fever_suggests_grade_1_at_its_own_time_marked_late() -> None:
+    r = crs_rule()
+    state = r.initial()
+    out: list[AlertCandidate] = []
+    minute = 1 / 60
+    arrivals = [(vitals(12 + m * minute), 12 + m * minute) for m in range(5, 13)]
+    arrivals += [(vitals(12 + m * minute, temp=38.4), 12 + 12 * minute) for m in range(3)]
+    for event, arrived in arrivals:
+        state, candidates = r.step(state, event, at(arrived))
+        out.extend(candidates)
+    assert grades(out) == [(True, 1, Priority.MEDIUM)]
+    assert out[0].time == at(12 + 2 * minute)
+    assert out[0].details["late_s"] == pytest.approx(600.0)
+    assert out[0].message is not None
+    assert "Late data" in out[0].message.en
+    assert state.fever.active
+    assert state.grade == 1
+
+
+def test_a_fever_later_than_its_window_suggests_nothing() -> None:
+    r = crs_rule()  # fever_late_s 3600 s by default
+    state, _ = run(r, [vitals(12)])
+    for hours in (10.90, 10.95, 11.0):
+        state, candidates = r.step(state, vitals(hours, temp=38.4), at(12))
+        assert list(candidates) == []
+    assert not state.fever.active

@@ -27,6 +27,7 @@ from daemon.news2 import (
     score_pulse,
     score_respiration,
     score_spo2_scale1,
+    score_spo2_scale2,
     score_systolic,
     score_temperature,
 )
@@ -53,6 +54,47 @@ def test_respiration(value: float, score: int) -> None:
 @pytest.mark.parametrize(("value", "score"), [(91, 3), (92, 2), (93, 2), (94, 1), (95, 1), (96, 0), (100, 0)])
 def test_spo2_scale1(value: float, score: int) -> None:
     assert score_spo2_scale1(value) == score
+
+
+@pytest.mark.parametrize(
+    ("value", "on_oxygen", "score"),
+    [
+        (83, False, 3),
+        (84, False, 2),
+        (85, True, 2),
+        (86, False, 1),
+        (87, True, 1),
+        (88, False, 0),
+        (88, True, 0),
+        (92, True, 0),
+        (92, False, 0),
+        (93, False, 0),
+        (100, False, 0),
+        (93, True, 1),
+        (94, True, 1),
+        (95, True, 2),
+        (96, True, 2),
+        (97, True, 3),
+        (100, True, 3),
+    ],
+)
+def test_spo2_scale2(value: float, on_oxygen: bool, score: int) -> None:
+    """RCP 2017 scale 2 (domain.md section 3), each band boundary."""
+    assert score_spo2_scale2(value, on_oxygen) == score
+
+
+def test_scale2_in_the_aggregate() -> None:
+    air = {Metric.SPO2_PCT: 88.0}
+    assert news2(air, False, None).parts[Param.SPO2] == 3  # scale 1
+    assert news2(air, False, None, spo2_scale=2).parts[Param.SPO2] == 0
+    high = {Metric.SPO2_PCT: 97.0}
+    on_o2 = news2(high, True, None, spo2_scale=2)
+    assert on_o2.parts[Param.SPO2] == 3
+    assert on_o2.total == 5
+    # Oxygen status unknown: scored as air, and named as missing (the total is a lower bound).
+    unknown = news2(high, None, None, spo2_scale=2)
+    assert unknown.parts[Param.SPO2] == 0
+    assert Param.SUPPLEMENTAL_O2 in unknown.missing
 
 
 @pytest.mark.parametrize(
@@ -125,7 +167,7 @@ def test_rule_raises_escalates_and_clears() -> None:
     r = News2Rule(VitalThresholds(), BED)
     state, out = run(r, [vitals(0, sbp_mmhg=88), vitals(5, sbp_mmhg=88)])
     assert [(c.present, c.priority, dict(c.details)) for c in out] == [
-        (True, Priority.MEDIUM, {"trigger": "single_parameter_3"})
+        (True, Priority.MEDIUM, {"trigger": "single_parameter_3", "spo2_scale": 1})
     ]
     assert out[0].message is not None
     assert "partial" in out[0].message.en  # no O2 or consciousness observation
@@ -134,7 +176,7 @@ def test_rule_raises_escalates_and_clears() -> None:
     )
     state, out = run(r, [obs], state)
     assert [(c.present, c.priority, dict(c.details)) for c in out] == [
-        (True, Priority.HIGH, {"trigger": "aggregate_7"})
+        (True, Priority.HIGH, {"trigger": "aggregate_7", "spo2_scale": 1})
     ]
     back = Observation("w1", "b1", T0 + timedelta(minutes=7), o2_device="air", acvpu=Acvpu.ALERT)
     events: list[Event] = [back, *(vitals(m) for m in range(10, 40, 5))]
@@ -169,3 +211,46 @@ def test_state_round_trips() -> None:
     obs = Observation("w1", "b1", T0, o2_device="nasal_cannula", acvpu=Acvpu.ALERT)
     state, _ = run(r, [obs, vitals(0, sbp_mmhg=88), vitals(5, sbp_mmhg=88)])
     assert r.load(json.loads(json.dumps(r.dump(state)))) == state
+
+
+SCALE2_BED = BED.model_copy(update={"news2_spo2_scale": 2})
+
+
+def test_rule_on_scale2_says_so() -> None:
+    r = News2Rule(VitalThresholds(), SCALE2_BED)
+    oxygen = Observation("w1", "b1", T0 - timedelta(minutes=1), o2_device="nasal_cannula", acvpu=Acvpu.ALERT)
+    _, out = run(r, [oxygen, vitals(0, spo2_pct=98), vitals(1, spo2_pct=98)])
+    assert [(c.present, dict(c.details)) for c in out] == [
+        (True, {"trigger": "aggregate_5", "spo2_scale": 2})
+    ]
+    assert out[0].message is not None
+    assert "(SpO2 scale 2)" in out[0].message.en
+    _, out = run(r, [vitals(0, spo2_pct=90), vitals(1, spo2_pct=88)])
+    assert out == []  # 88-92 % scores 0 on scale 2
+
+
+def test_late_vitals_are_scored_at_their_own_time() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    state, out = run(r, [vitals(m) for m in range(5, 11)])
+    assert out == []
+    # Systolic 88 (scores 3) measured at 0 and 1, arriving at 10: raised at 1, marked late.
+    for minute in (0, 1):
+        state, candidates = r.step(state, vitals(minute, sbp_mmhg=88), T0 + timedelta(minutes=10))
+        out.extend(candidates)
+    assert [(c.present, c.time, dict(c.details)) for c in out] == [
+        (True, T0 + timedelta(minutes=1), {"trigger": "single_parameter_3", "spo2_scale": 1, "late_s": 540.0})
+    ]
+    # The state keeps the window and round-trips through JSON.
+    assert r.load(json.loads(json.dumps(r.dump(state)))) == state
+    # The latest systolic is still the 124 measured at 10.
+    assert state.values[Metric.SBP_MMHG] == (124.0, T0 + timedelta(minutes=10))
+
+
+@pytest.mark.parametrize(("late_by_s", "scored"), [(3600.0, True), (3600.5, False)])
+def test_news2_lateness_window_edges(late_by_s: float, scored: bool) -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    state, _ = run(r, [vitals(0), vitals(60)])
+    arrival = T0 + timedelta(minutes=58, seconds=late_by_s)
+    state, _ = r.step(state, vitals(58, sbp_mmhg=88), arrival)
+    state, out = r.step(state, vitals(59, sbp_mmhg=88), arrival)
+    assert bool(out) is scored

@@ -26,6 +26,7 @@ from daemon.events import (
 from daemon.protocols import schedule_for
 from daemon.rules import RuleEngine
 from daemon.vitals import (
+    Change,
     Condition,
     Noise,
     Track,
@@ -34,6 +35,11 @@ from daemon.vitals import (
     VitalsRule,
     advance,
     classify,
+    dump_track,
+    interrupt,
+    judge,
+    late_dropped,
+    load_track,
     mean_arterial_pressure,
     vital_rules,
 )
@@ -320,3 +326,112 @@ def test_factory_builds_every_rule_of_the_watch() -> None:
     again = RuleEngine({"b1": vital_rules(cfg, cfg.bed("b1"))})
     again.restore(snapshot)
     assert again.snapshot() == snapshot
+
+
+# --------------------------------------------------------------------------- late data
+
+LATE = Noise(delay_s=120, clear_s=600, confirm_samples=2, late_s=900)
+
+
+def feed(
+    track: Track, items: Sequence[tuple[Verdict, float, float]], noise: Noise = LATE
+) -> tuple[Track, list[Change]]:
+    """``(verdict, measured at, arrived at)`` in minutes, in arrival order."""
+    out: list[Change] = []
+    for verdict, measured, arrived in items:
+        track, changes = judge(track, verdict, at(measured), 0.0, noise, now=at(arrived))
+        out.extend(changes)
+    return track, out
+
+
+A, N, B = Verdict.ABNORMAL, Verdict.NORMAL, Verdict.BAND
+
+
+def test_late_samples_complete_an_onset_at_their_own_time() -> None:
+    # Abnormal at 0, 1, 2 arrive after normal samples at 3..10: raised at 2 (delay met), late.
+    track, changes = feed(Track(), [(N, m, m) for m in range(3, 11)] + [(A, 0, 10), (A, 1, 10), (A, 2, 10)])
+    assert [(c.transition, c.time, c.late_s) for c in changes] == [(Transition.RAISED, at(2), 480.0)]
+    assert track.active
+    # Normal from 3: clears 600 s later, judged on measurement time.
+    track, changes = feed(track, [(N, 13, 13)])
+    assert [(c.transition, c.time, c.late_s) for c in changes] == [(Transition.CLEARED, at(13), None)]
+
+
+def test_a_late_sample_completes_a_clearing() -> None:
+    track, _ = feed(Track(), [(A, 0, 0), (A, 2, 2), (N, 3, 3), (B, 14, 14)])
+    assert track.active  # the band sample at 14 ended the normal run at 10 min 59 s of it
+    # A normal sample measured at 13 arrives late: 3..13 is 600 s of normal, cleared at 13.
+    track, changes = feed(track, [(N, 13, 15)])
+    assert [(c.transition, c.time, c.late_s) for c in changes] == [(Transition.CLEARED, at(13), 120.0)]
+    assert not track.active
+
+
+def test_a_late_normal_sample_inside_an_onset_undoes_it() -> None:
+    track, changes = feed(Track(), [(A, 0, 0), (A, 2, 2)])
+    assert [c.transition for c in changes] == [Transition.RAISED]
+    track, changes = feed(track, [(N, 1, 3)])
+    assert [(c.transition, c.time) for c in changes] == [(Transition.CLEARED, at(1))]
+    assert not track.active
+
+
+@pytest.mark.parametrize(("late_by_s", "judged"), [(900.0, True), (900.001, False)])
+def test_lateness_window_edges(late_by_s: float, judged: bool) -> None:
+    track, _ = feed(Track(), [(N, 0, 0), (A, 20, 20)])
+    arrival = at(18) + timedelta(seconds=late_by_s)
+    track, changes = judge(track, A, at(18), 0.0, LATE, now=arrival)
+    assert [c.transition for c in changes] == ([Transition.RAISED] if judged else [])
+    if judged:
+        assert changes[0].time == at(20)
+        assert changes[0].late_s == pytest.approx(late_by_s - 120)
+
+
+def test_in_order_samples_beyond_the_window_are_not_judged() -> None:
+    track, changes = feed(Track(), [(A, 0, 20), (A, 2, 20)])  # 20 and 18 min old, window 15
+    assert changes == []
+    assert track.last_time is None
+
+
+def test_repeated_and_pre_window_samples_are_ignored() -> None:
+    track, _ = feed(Track(), [(A, m, m) for m in range(30)])
+    assert track.recent[0].time >= at(29 - 15)
+    before = track
+    track, changes = feed(track, [(N, 5, 29)])  # older than the window's first verdict
+    assert changes == []
+    assert track == before
+    track, changes = feed(track, [(N, 20, 29)])  # a repeat of a judged time
+    assert changes == []
+    assert track == before
+
+
+def test_track_with_window_round_trips() -> None:
+    track, _ = feed(Track(), [(A, 0, 0), (A, 2, 2), (N, 3, 3)])
+    track = interrupt(track, at(4))
+    assert load_track(json.loads(json.dumps(dump_track(track)))) == track
+    assert load_track({"active": True}) == Track(active=True)  # a state from before the window
+
+
+def test_vitals_rule_marks_a_late_fever() -> None:
+    r = rule()
+    state = r.initial()
+    out: list[AlertCandidate] = []
+    for event, arrived in [
+        *((sample(m, temp_c=37.2), m) for m in range(5, 11)),
+        *((sample(m, temp_c=38.4), 10.0) for m in range(3)),
+    ]:
+        state, candidates = r.step(state, event, at(arrived))
+        out.extend(candidates)
+    assert conditions(out) == [("FEVER", True)]
+    fever = out[0]
+    assert fever.time == at(2)
+    assert fever.details == {"late_s": 480.0}
+    assert fever.message is not None
+    assert "Late data: measured 8 min before it arrived." in fever.message.en
+
+
+def test_late_dropped_names_the_rules_whose_window_is_exceeded() -> None:
+    th = VitalThresholds(fever_late_s=60, news2_late_s=120)
+    event = VitalSample("w1", "b1", "m", at(0), {Metric.TEMP_C: 38.5, Metric.HR_PER_MIN: 80.0})
+    assert late_dropped(event, th, at(1)) == []
+    assert late_dropped(event, th, at(1) + timedelta(seconds=1)) == ["fever"]
+    assert late_dropped(event, th, at(2) + timedelta(seconds=1)) == ["fever", "news2"]
+    assert late_dropped(event, th, at(16)) == ["fever", "tachycardia", "news2"]
