@@ -373,7 +373,9 @@ def test_hostile_payloads_on_every_inbound_topic(
     ).start()
     good.join()
     sent = good.sent
-    settle_stored(influx, beds, sent, timeout_s=900.0 if FULL else 90.0)
+    # The good messages wait behind every hostile one, which store nothing: no quiet period.
+    timeout_s = 1800.0 if FULL else 120.0
+    settle_stored(influx, beds, sent, timeout_s=timeout_s, quiet_s=timeout_s)
     alive = daemon.alive
     good_stored = stored_vitals(influx, beds, device=None)
     result = tally(sent, collections.Counter({s: n for s, n in good_stored.items() if s in sent}))

@@ -445,8 +445,12 @@ def tally(
     )
 
 
-def settle(read: Callable[[], int], target: int, *, quiet_s: float = 6.0, timeout_s: float = 180.0) -> int:
-    """Poll ``read()`` until it reaches ``target`` or stops rising for ``quiet_s`` (bounded); the last value."""
+def settle(read: Callable[[], int], target: int, *, quiet_s: float = 30.0, timeout_s: float = 180.0) -> int:
+    """Poll ``read()`` until it reaches ``target`` or stops rising for ``quiet_s`` (bounded); the last value.
+
+    ``quiet_s`` is generous: a daemon working through a backlog on a loaded 2-core machine
+    (or through inputs that store nothing, such as refused ones) may store nothing for a while.
+    """
     deadline = time.monotonic() + timeout_s
     value = read()
     last_change = time.monotonic()
