@@ -62,7 +62,8 @@ class SinkErrorKind(StrEnum):
     UNAUTHORIZED = "unauthorized"  # 401, 403: credentials or permissions, not the data
     NOT_FOUND = "not_found"  # 404: no such database, bucket or URL, not the data
     THROTTLED = "throttled"  # 429: the database asks to slow down (see retry_after_s)
-    UNAVAILABLE = "unavailable"  # 5xx, 408, timeout, connection refused or dropped
+    UNAVAILABLE = "unavailable"  # 5xx, 408, connection refused or dropped
+    TIMEOUT = "timeout"  # no answer in time: down, or too busy for a batch this size
     UNPARSEABLE = "unparseable"  # the answer was not valid HTTP: neither stored nor "down"
 
 

@@ -183,8 +183,9 @@ class _HttpWriter:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # Refused, reset or dropped connections (ServerDisconnectedError included) and
             # timeouts: the database is away, or was while it answered.
+            kind = SinkErrorKind.TIMEOUT if isinstance(exc, TimeoutError) else SinkErrorKind.UNAVAILABLE
             raise SinkError(
-                f"{type(exc).__name__}: {printable(str(exc))}", retryable=True, kind=SinkErrorKind.UNAVAILABLE
+                f"{type(exc).__name__}: {printable(str(exc))}", retryable=True, kind=kind
             ) from exc
         if error is not None:
             raise error
@@ -333,6 +334,8 @@ class LineFileWriter:
         """Nothing to release."""
 
 
+MIN_BATCH_SIZE = 10
+"""The smallest batch the outbox shrinks to after timeouts."""
 SUSPECT_ROUNDS = 3
 """Unparseable rounds in a row after which the outbox is sent one line at a time."""
 
@@ -375,6 +378,9 @@ class InfluxSink:
         self._degraded = False
         self._backoff_s = self.RETRY_MIN_S
         self._suspect_rounds = 0
+        # Halved after a timeout, grown by a quarter after a success: a database too busy for
+        # a large batch in timeout_s still takes smaller ones, instead of none at all.
+        self._batch_size = config.batch_size
         self.flushed = asyncio.Event()  # set after each send cycle, for tests and shutdown
 
     @property
@@ -398,7 +404,7 @@ class InfluxSink:
         self._store.stage().points.append((self._store.store.next_id("point_outbox"), line))
         self._counters.inc("influx.accepted")
         self._staged += 1
-        if self._staged >= self._config.batch_size:
+        if self._staged >= self._batch_size:
             self._staged = 0
             self._store.after_commit(self._wake.set)
 
@@ -416,9 +422,7 @@ class InfluxSink:
         """Send what the outbox holds (committed), oldest first; ``False`` if the database is away."""
         try:
             while True:
-                rows = await self._store.call(
-                    self._store.store.outbox, self._sent_id, self._config.batch_size
-                )
+                rows = await self._store.call(self._store.store.outbox, self._sent_id, self._batch_size)
                 if not rows:
                     return True
                 if not await self._send(rows):
@@ -452,6 +456,8 @@ class InfluxSink:
             self._settle(rows[:settled], exc.outcome)
             self._counters.inc("influx.retries", str(exc.kind))
             self._suspect_rounds = self._suspect_rounds + 1 if exc.kind is SinkErrorKind.UNPARSEABLE else 0
+            if exc.kind is SinkErrorKind.TIMEOUT:
+                self._batch_size = max(MIN_BATCH_SIZE, self._batch_size // 2)
             await self._set_degraded(f"storage unavailable: {exc}")
             if exc.retry_after_s is not None:
                 self._backoff_s = min(self.RETRY_MAX_S, max(self.RETRY_MIN_S, exc.retry_after_s))
@@ -460,6 +466,9 @@ class InfluxSink:
             return False
         self._settle(rows, outcome)
         self._suspect_rounds = 0
+        self._batch_size = min(
+            self._config.batch_size, self._batch_size + max(MIN_BATCH_SIZE, self._batch_size // 4)
+        )
         self._backoff_s = self.RETRY_MIN_S
         await self._set_healthy()
         return True

@@ -9,6 +9,7 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.config import InfluxConfig
+from daemon.errors import SinkError, SinkErrorKind
 from daemon.events import Health
 from daemon.influx import InfluxSink, make_writer
 from daemon.metrics import Counters
@@ -181,3 +182,39 @@ async def test_api_none_keeps_points_in_the_folder(tmp_path: Path) -> None:
     # influxdb-client writes a whole float without ".0"; it is still a float (an integer ends in "i").
     assert lines[0] == "vitals,bed=12,ward=h temp_c=37 1772481600123456000"
     assert len(lines) == 3
+
+
+class _SlowForBigBatches:
+    """A database that times out on batches larger than ``limit`` lines."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sizes: list[int] = []
+
+    async def write(self, lines: list[str]) -> None:
+        self.sizes.append(len(lines))
+        if len(lines) > self.limit:
+            raise SinkError("TimeoutError: ", retryable=True, kind=SinkErrorKind.TIMEOUT)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+async def test_timeouts_shrink_the_batch_until_the_database_keeps_up(tmp_path: Path) -> None:
+    config = InfluxConfig(api="v1", batch_size=100)
+    slow = _SlowForBigBatches(limit=30)
+    counters = Counters()
+    async with committing(store_writer(tmp_path)) as writer:
+        sink = InfluxSink(config, slow, writer, counters=counters, clock=SystemClock())
+        for point in _points(100):
+            sink.put(point)
+        await writer.flush()
+        for _ in range(20):
+            if await sink.flush():
+                break
+        await writer.flush()
+    # 100 and 50 time out; 25 goes through, and the batch grows again only by a quarter.
+    assert slow.sizes[:4] == [100, 50, 25, 35]
+    assert counters.get("influx.written") == 100
+    assert counters.get("influx.retries", "timeout") >= 2
+    assert writer.store.outbox_stats() == (0, 0)

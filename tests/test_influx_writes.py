@@ -249,7 +249,7 @@ async def test_a_refused_connection_is_retryable(api: str) -> None:
 async def test_a_timeout_is_retryable(raw_http: RawHttp, api: str) -> None:
     raw_http.answer = None
     error = await _write_error(api, raw_http.url, timeout_s=0.3)
-    assert (error.kind, error.retryable) == ("unavailable", True)
+    assert (error.kind, error.retryable) == ("timeout", True)
 
 
 async def test_v2_sends_token_bucket_org_and_nanoseconds(raw_http: RawHttp) -> None:
