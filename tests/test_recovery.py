@@ -13,29 +13,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daemon.app import Pipeline, build
-from daemon.config import Config, parse
-from tests.helpers import committing
+from daemon.config import Config
+from tests.helpers import committing, one_bed_config
 
-WARD, BED = "haem", "12"
+WARD, BED = "w1", "b1"
 TOPIC = f"ward/{WARD}/bed/{BED}/vitals"
 FIRST_SAMPLE = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
 
 def _config(tmp_path: Path) -> Config:
-    return parse(
-        {
-            "daemon": {"state_dir": str(tmp_path / "state")},
-            "influx": {"api": "none"},
-            "beds": [
-                {
-                    "ward": WARD,
-                    "id": BED,
-                    "patient": "SSC-001",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol_start": (datetime.now(UTC) - timedelta(hours=12)).isoformat(),
-                }
-            ],
+    base = one_bed_config(datetime.now(UTC) - timedelta(hours=12))
+    return base.model_copy(
+        update={
+            "daemon": base.daemon.model_copy(update={"state_dir": tmp_path / "state"}),
+            "influx": base.influx.model_copy(update={"api": "none"}),
         }
     )
 

@@ -4,39 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from daemon.config import Config, parse
 from daemon.events import Health, Kind, Priority, SourceHealth, Tick
 from daemon.tech_rules import STORAGE_UNAVAILABLE, StorageRule, StorageState, tech_rules
+from tests.helpers import one_bed_config
 
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 
 
-def _config() -> Config:
-    return parse(
-        {
-            "beds": [
-                {
-                    "ward": "haem",
-                    "id": "12",
-                    "patient": "P1",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol_start": T0.isoformat(),
-                }
-            ]
-        }
-    )
-
-
 def _rule() -> StorageRule:
-    config = _config()
+    config = one_bed_config(T0)
     [rule] = tech_rules(config, config.beds[0])
     assert isinstance(rule, StorageRule)
     return rule
 
 
 def _health(health: Health, source: str = "storage", at_s: float = 0) -> SourceHealth:
-    return SourceHealth("haem", "12", source, T0 + timedelta(seconds=at_s), health, "HTTP 503")
+    return SourceHealth("w1", "b1", source, T0 + timedelta(seconds=at_s), health, "HTTP 503")
 
 
 def test_storage_down_raises_a_low_priority_technical_alert_at_the_event_time() -> None:
@@ -44,7 +27,7 @@ def test_storage_down_raises_a_low_priority_technical_alert_at_the_event_time() 
     state, [candidate] = rule.step(rule.initial(), _health(Health.LOST, at_s=5), T0 + timedelta(seconds=9))
     assert state == StorageState(down=True)
     assert candidate.condition == STORAGE_UNAVAILABLE
-    assert (candidate.ward, candidate.bed) == ("haem", "12")
+    assert (candidate.ward, candidate.bed) == ("w1", "b1")
     assert candidate.present is True
     assert candidate.time == T0 + timedelta(seconds=5)
     assert (candidate.kind, candidate.priority) == (Kind.TECHNICAL, Priority.LOW)
