@@ -205,7 +205,9 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"state store {path}: {exc}") from exc
         self._next_ids = {
-            "inbound": self._max("inbound", "seq") + 1,
+            # After a checkpoint has emptied the log, numbering goes on above the checkpoint:
+            # a lower number would read as already processed.
+            "inbound": max(self._max("inbound", "seq"), self.processed_seq()) + 1,
             "point_outbox": max(self._max("point_outbox", "id"), self._max("dead_letters", "id")) + 1,
             "mqtt_outbox": self._max("mqtt_outbox", "id") + 1,
         }
