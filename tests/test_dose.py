@@ -225,6 +225,9 @@ def test_cumulative_over_plan_after_grace() -> None:
         bed.pump(t, 10, volume)
         t += 30 * MIN
         volume += 5
+    (high,) = bed.raised(DOSE_RATE_HIGH)
+    assert high.priority is Priority.MEDIUM
+    assert high.value == pytest.approx(11.7)
     (cum,) = bed.raised(CUMULATIVE_DOSE_DEVIATION)
     assert cum.details == {"direction": "over", "rule": "protocol_calendar"}
     assert cum.time == START + 24 * 60 * MIN
