@@ -1,8 +1,7 @@
-"""Dose-schedule rule: ledger, checks, persistence, bag input, views and the dose cases.
+"""Dose-schedule rule: ledger, checks, persistence, bag input and views.
 
-The golden ``tests/cases/dose-*`` folders are also run here through a small driver
-that needs only the dose rule, so they stay checked while the shared case runner
-(``tests/test_cases.py``) exercises them with the whole rule set.
+The golden ``tests/cases/dose-*`` folders run in ``tests/test_cases.py``; the edges of
+each dose limit are pinned in ``tests/test_dose_edges.py``.
 """
 
 from __future__ import annotations
