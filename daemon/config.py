@@ -221,6 +221,11 @@ class VitalThresholds(Model):
     # Daily handwriting test (domain.md section 0): NEURO_CHECK_DUE after this long
     # without a handwriting test or an ICE score (daemon clock).
     neuro_check_interval_s: PositiveSeconds = 86_400.0
+    # With no check recorded, the first is due this long after the protocol start, or
+    # after the daemon began watching a bed already on protocol (it cannot know of
+    # earlier checks). domain.md gives the daily test but not when the first one falls
+    # due: site choice; unset, one neuro_check_interval_s.
+    neuro_check_first_s: PositiveSeconds | None = None
     # How long an antipyretic or corticosteroid dose keeps fever "no longer required"
     # for CRS grading (ASTCT gives no duration, domain.md section 2): site choice.
     fever_masking_s: PositiveSeconds = 86_400.0
@@ -257,7 +262,7 @@ class DoseThresholds(Model):
     # No cumulative check before this much protocol time: on hour 2 a few minutes' pause
     # is a large percentage of a tiny total (site choice).
     cumulative_grace_s: Annotated[float, Field(ge=0)] = 86400.0
-    # BAG_LOW when the bag will run out within this time at the current rate (site choice).
+    # BAG_LOW when the bag will run out within this time at the steady rate (site choice).
     bag_low_s: Annotated[float, Field(ge=0)] = 3600.0
     # Part of a bag's announced volume that never reaches the patient (the 24 h bag's
     # 270 mL holds 30 mL of overfill that primes the line, domain.md section 1); site choice.

@@ -901,10 +901,12 @@ def _icans_message(grade: int, domains: Sequence[Domain], change: Mapping[str, A
 
 @dataclass(frozen=True, slots=True)
 class NeuroCheckState:
-    """When the last handwriting test or ICE score was taken, and whether one is due."""
+    """When the last handwriting test or ICE score was taken, whether one is due, and
+    when the daemon began watching the bed (its first tick)."""
 
     last_check: datetime | None = None
     due: bool = False
+    watch_start: datetime | None = None
 
 
 class NeuroCheckRule:
@@ -940,12 +942,28 @@ class NeuroCheckRule:
                     ),
                 )
             return new, ()
-        if not isinstance(event, Tick) or state.due or not self.schedule.in_protocol(event.time):
+        if not isinstance(event, Tick):
             return state, ()
-        since = state.last_check or self.schedule.start
-        hours = (event.time - since).total_seconds() / 3600.0
-        if hours * 3600.0 < self.th.neuro_check_interval_s:
+        if state.watch_start is None:
+            state = replace(state, watch_start=event.time)
+        if state.due or not self.schedule.in_protocol(event.time):
             return state, ()
+        if state.last_check is not None:
+            since = state.last_check
+            hours = (event.time - since).total_seconds() / 3600.0
+            if hours * 3600.0 < self.th.neuro_check_interval_s:
+                return state, ()
+        else:
+            # No check known: the first is due neuro_check_first_s after the protocol
+            # start, or after the daemon began watching a bed already on protocol (it
+            # cannot know of checks made before).
+            assert state.watch_start is not None
+            since = self.schedule.start
+            baseline = max(self.schedule.start, state.watch_start)
+            hours = (event.time - since).total_seconds() / 3600.0
+            first_s = self.th.neuro_check_first_s or self.th.neuro_check_interval_s
+            if (event.time - baseline).total_seconds() < first_s:
+                return state, ()
         what = "since the protocol start" if state.last_check is None else "since the last one"
         what_fr = "depuis le début du protocole" if state.last_check is None else "depuis le dernier"
         return replace(state, due=True), (
@@ -975,8 +993,16 @@ class NeuroCheckRule:
 
     def dump(self, state: NeuroCheckState) -> Mapping[str, Any]:
         """The state as JSON-compatible data."""
-        return {"last_check": iso_or_none(state.last_check), "due": state.due}
+        return {
+            "last_check": iso_or_none(state.last_check),
+            "due": state.due,
+            "watch_start": iso_or_none(state.watch_start),
+        }
 
     def load(self, data: Mapping[str, Any]) -> NeuroCheckState:
         """A state from ``dump``'s output."""
-        return NeuroCheckState(parse_iso_or_none(data.get("last_check")), bool(data.get("due", False)))
+        return NeuroCheckState(
+            parse_iso_or_none(data.get("last_check")),
+            bool(data.get("due", False)),
+            parse_iso_or_none(data.get("watch_start")),
+        )

@@ -47,7 +47,10 @@ that the cumulative dose is the same whatever order the readings and the announc
 came in: each reading's volume belongs to the bag on the line at the reading's time.
 
 STEP_UP_DUE is a scheduled reminder: it is raised ahead of every step-up even when
-the infusion follows the protocol exactly, and clears when the higher dose runs.
+the infusion follows the protocol exactly, and clears when the higher dose runs or
+its bag is on the line at the programmed rate (prepared). While no recent reading
+and bag say what is on the line, it waits ``rate_delay_s`` for them. BAG_LOW counts the
+time left at the steady rate, never at a spike's.
 
 Gaps: the delivered rate is known only from a recent pump reading (``reading_stale_s``);
 the ledger only adds volumes the pump measured, never a rate × time estimate.
@@ -273,6 +276,17 @@ def delivered_rate_ug_per_day(state: DoseState, now: datetime, stale_s: float) -
     return last.rate_ml_per_h * state.bag.concentration_ug_per_ml * 24.0
 
 
+def programmed_dose_ug_per_day(state: DoseState, now: datetime, stale_s: float) -> float | None:
+    """The dose the bag on the line gives at the pump's programmed rate, running or not
+    (``None`` without a recent reading that reports a rate, or without a bag)."""
+    last, bag = state.last, state.bag
+    if last is None or bag is None or last.rate_ml_per_h is None:
+        return None
+    if (now - last.time).total_seconds() > stale_s:
+        return None
+    return last.rate_ml_per_h * bag.concentration_ug_per_ml * 24.0
+
+
 def _infusing_rate(reading: Reading | PumpReading) -> float:
     if reading.state is PumpState.INFUSING and reading.rate_ml_per_h is not None:
         return max(0.0, reading.rate_ml_per_h)
@@ -463,9 +477,17 @@ def _step_details(up: StepUp) -> dict[str, Any]:
 
 
 def _rate_findings(
-    schedule: Schedule, th: DoseThresholds, delivered: float | None, now: datetime
+    schedule: Schedule,
+    th: DoseThresholds,
+    delivered: float | None,
+    now: datetime,
+    programmed: float | None,
 ) -> tuple[dict[str, _Finding], dict[str, _Finding]]:
-    """(findings present at once, findings that must last ``rate_delay_s``)."""
+    """(findings present at once, findings that must last ``rate_delay_s``).
+
+    ``programmed`` is the dose the bag on the line gives at the pump's programmed rate,
+    running or not (``programmed_dose_ug_per_day``).
+    """
     now_f: dict[str, _Finding] = {}
     delayed: dict[str, _Finding] = {}
     expected = schedule.expected_dose_ug_per_day(now)
@@ -475,10 +497,17 @@ def _rate_findings(
 
     for up in schedule.step_ups():
         higher_running = delivered is not None and _within(delivered, up.higher_ug_per_day, tol)
+        # The higher-dose bag already on the line at the programmed rate: prepared. If
+        # the pump then stays stopped, INFUSION_INTERRUPTED says so.
+        higher_ready = programmed is not None and _within(programmed, up.higher_ug_per_day, tol)
         due_from = up.time - timedelta(seconds=th.step_up_due_before_s)
-        if due_from <= now < up.time + window and not higher_running:
+        if due_from <= now < up.time + window and not higher_running and not higher_ready:
             due = {"step_time": iso(up.time), "dose_ug_per_day": round(up.higher_ug_per_day, 2)}
-            now_f[STEP_UP_DUE] = _Finding(
+            # While the daemon does not know the bag on the line and the pump's rate (just
+            # started at the step time: the first poll may come before the bag's
+            # announcement), the reminder waits rate_delay_s rather than flash until
+            # they show the higher dose prepared.
+            (now_f if programmed is not None else delayed)[STEP_UP_DUE] = _Finding(
                 Priority.LOW,
                 Text(
                     f"Step-up to {fmt(up.higher_ug_per_day, 1, 'en')} µg/day due at "
@@ -740,9 +769,11 @@ def _bag_low(state: DoseState, th: DoseThresholds, now: datetime) -> _Finding | 
         return None
     if (now - last.time).total_seconds() > th.reading_stale_s:
         return None
-    rate = _infusing_rate(last)
-    if rate <= 0:
+    if _infusing_rate(last) <= 0:
         return None
+    # Time left at the steady rate: a spike (a flush, a bolus) is BOLUS_SUSPECTED's
+    # business and says nothing of when the bag runs out.
+    rate = state.steady_rate_ml_per_h or _infusing_rate(last)
     remaining_ml = max(0.0, bag.volume_ml - th.bag_line_fill_ml - bag.infused_ml)
     left_s = remaining_ml / rate * 3600.0
     if left_s > th.bag_low_s:
@@ -1073,7 +1104,8 @@ class DoseRule:
         th = self.thresholds
         schedule, rule, _ = self.timeline.at(state.plans, now)
         delivered = delivered_rate_ug_per_day(state, now, th.reading_stale_s)
-        present, delayed = _rate_findings(schedule, th, delivered, now)
+        programmed = programmed_dose_ug_per_day(state, now, th.reading_stale_s)
+        present, delayed = _rate_findings(schedule, th, delivered, now, programmed)
         after_end = _after_end(schedule, delivered, now)
         if after_end is not None:
             delayed[INFUSION_AFTER_PROTOCOL_END] = after_end

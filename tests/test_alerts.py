@@ -767,3 +767,19 @@ async def test_service_from_config_uses_the_state_dir(tmp_path: Path) -> None:
     assert publisher.sent[0].json()["message"] == "Fièvre 38,2 °C"
     commit_staged(writer)
     assert [e["what"] for e in writer.store.journal()] == ["service_start", "start"]
+
+
+def test_an_alert_that_does_not_escalate_does_not_stop_the_others_escalating() -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand("FEVER", priority=Priority.MEDIUM), at(0))  # opened first, never escalates
+    book.apply(cand("HYPOTENSION", priority=Priority.HIGH), at(0))
+    [t] = book.tick(at(300))
+    assert (t.alert.condition, t.alert.escalation_level) == ("HYPOTENSION", 1)
+
+
+def test_a_sub_second_escalation_period_counts_from_the_first_period() -> None:
+    book = AlertBook(escalate_after_s=0.5)
+    book.apply(cand(priority=Priority.HIGH), at(0))
+    assert book.tick(at(0.25)) == []
+    [t] = book.tick(at(1))
+    assert t.alert.escalation_level == 2

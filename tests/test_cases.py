@@ -8,7 +8,7 @@ A case folder holds:
 - ``expected.jsonl``: the alert transitions the rules must give, and no others:
   ``{"condition", "phase": "raised"|"updated"|"cleared", "at", "tolerance_s",
   "priority", "bed", "details": {subset}}`` (fields other than condition and phase
-  are optional);
+  are optional); lines starting with ``#`` are comments;
 - ``case.toml`` (optional): ``tick_s`` (default 60), ``until`` (ticks go on to this
   time), ``rules`` (the rule families to run; default all).
 
@@ -150,7 +150,9 @@ def _matches(expected: Mapping[str, Any], actual: Transition) -> bool:
 def test_case(folder: Path) -> None:
     actual = run_case(folder)
     expected = [
-        json.loads(line) for line in (folder / "expected.jsonl").read_text().splitlines() if line.strip()
+        json.loads(line)
+        for line in (folder / "expected.jsonl").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
     ]
     unmatched_actual = list(actual)
     missing = []

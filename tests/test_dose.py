@@ -1,8 +1,7 @@
-"""Dose-schedule rule: ledger, checks, persistence, bag input, views and the dose cases.
+"""Dose-schedule rule: ledger, checks, persistence, bag input and views.
 
-The golden ``tests/cases/dose-*`` folders are also run here through a small driver
-that needs only the dose rule, so they stay checked while the shared case runner
-(``tests/test_cases.py``) exercises them with the whole rule set.
+The golden ``tests/cases/dose-*`` folders run in ``tests/test_cases.py``; the edges of
+each dose limit are pinned in ``tests/test_dose_edges.py``.
 """
 
 from __future__ import annotations
@@ -225,6 +224,9 @@ def test_cumulative_over_plan_after_grace() -> None:
         bed.pump(t, 10, volume)
         t += 30 * MIN
         volume += 5
+    (high,) = bed.raised(DOSE_RATE_HIGH)
+    assert high.priority is Priority.MEDIUM
+    assert high.value == pytest.approx(11.7)
     (cum,) = bed.raised(CUMULATIVE_DOSE_DEVIATION)
     assert cum.details == {"direction": "over", "rule": "protocol_calendar"}
     assert cum.time == START + 24 * 60 * MIN
@@ -371,3 +373,76 @@ def test_parse_bag_rejects_with_stable_reasons(payload: bytes, reason: str) -> N
         parse_bag(payload, "w1", "b1", "ward/w1/bed/b1/infusion/bag")
     assert info.value.reason == reason
     assert info.value.where == "ward/w1/bed/b1/infusion/bag"
+
+
+def test_status_lines_and_point_in_full() -> None:
+    # 5 mL before any bag is known, then a 9 µg/day bag; read on day 5, one hour in:
+    # expected 4 days x 9 + 9/24 = 36.375 µg; delivered 595 mL x 0.0375 = 22.3 µg.
+    bed = Bed()
+    bed.pump(START, 10, 0)
+    bed.pump(START + 30 * MIN, 10, 5)
+    bed.bag(START + 30 * MIN, C9, "d1-9ug")
+    now = START + 4 * DAY_ / 2 + 60 * MIN
+    bed.pump(now, 10, 600)
+    b1 = bed.config.beds[0]
+    assert status_lines(bed.state, b1, now, config=bed.config) == [
+        "w1/b1: protocol ssc-14d, day 5",
+        "  expected dose: 9.0 µg/day",
+        "  delivered dose: 9.0 µg/day",
+        "  expected total: 36.4 µg",
+        "  delivered total: 22.3 µg (from 2026-03-02 08:00 UTC to 2026-03-06 09:00 UTC; "
+        "planned over that span 36.4 µg)",
+        "  next step: 2026-03-09 08:00 UTC",
+        "  dose rule: protocol ssc-14d calendar",
+        "  bag: d1-9ug, 0.0375 µg/mL",
+        "  5.0 mL infused with no bag known",
+    ]
+    assert status_lines(bed.state, b1, now, config=bed.config, language="fr") == [
+        "w1/b1 : protocole ssc-14d, jour 5",
+        "  dose attendue : 9,0 µg/jour",
+        "  dose délivrée : 9,0 µg/jour",
+        "  total attendu : 36,4 µg",
+        "  total délivré : 22,3 µg (du 2026-03-02 08:00 UTC au 2026-03-06 09:00 UTC; "
+        "prévu sur cette période 36,4 µg)",
+        "  prochain palier : 2026-03-09 08:00 UTC",
+        "  règle : calendrier du protocole ssc-14d",
+        "  poche : d1-9ug, 0,0375 µg/mL",
+        "  5,0 mL perfusés sans poche connue",
+    ]
+    ended = now + 10 * DAY_  # day 25: over, and no reading for days
+    assert status_lines(bed.state, b1, ended, config=bed.config)[:3] == [
+        "w1/b1: protocol ssc-14d, ended 2026-03-16 08:00 UTC",
+        "  expected dose: 0.0 µg/day",
+        "  delivered dose: unknown (no recent reading)",
+    ]
+    assert status_lines(bed.state, b1, ended, config=bed.config, language="fr")[:3] == [
+        "w1/b1 : protocole ssc-14d, terminé le 2026-03-16 08:00 UTC",
+        "  dose attendue : 0,0 µg/jour",
+        "  dose délivrée : inconnu (pas de lecture récente)",
+    ]
+    before = START - MIN
+    assert status_lines(DoseState(), b1, before, config=bed.config)[0] == (
+        "w1/b1: protocol ssc-14d, starts 2026-03-02 08:00 UTC"
+    )
+    assert status_lines(DoseState(), b1, before, config=bed.config, language="fr")[0] == (
+        "w1/b1 : protocole ssc-14d, débute le 2026-03-02 08:00 UTC"
+    )
+    assert status_lines(DoseState(), b1, START, config=bed.config)[4] == "  delivered total: 0.0 µg"
+    point = dose_point(bed.state, b1, now, config=bed.config)
+    assert point is not None
+    assert (point.measurement, point.tags, point.time) == (
+        "dose",
+        {"ward": "w1", "bed": "b1", "protocol": "ssc-14d"},
+        now,
+    )
+    assert point.fields == {
+        "protocol_day": 5,
+        "expected_ug_per_day": 9.0,
+        "expected_total_ug": pytest.approx(36.375),
+        "delivered_total_ug": pytest.approx(22.3125),
+        "expected_ledger_total_ug": pytest.approx(36.375),
+        "delivered_total_ml": pytest.approx(595.0),
+        "unattributed_ml": pytest.approx(5.0),
+        "gap_s": pytest.approx(347400.0),
+        "delivered_ug_per_day": pytest.approx(9.0),
+    }

@@ -5,8 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from daemon.config import Config, parse
-from daemon.events import Health, Kind, Priority, PumpReading, PumpState, SourceHealth, Tick
-from daemon.pump_rules import PumpRule, PumpRuleState, pump_rules
+from daemon.events import (
+    AlertCandidate,
+    Health,
+    Kind,
+    Priority,
+    PumpReading,
+    PumpState,
+    SourceHealth,
+    Text,
+    Tick,
+)
+from daemon.pump_rules import ALARM_CONDITIONS, PumpRule, PumpRuleState, pump_rules
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -142,3 +152,111 @@ def test_state_round_trips_through_dump_and_load() -> None:
     state = PumpRuleState(comm_lost=True, alarm_condition="PUMP_STALL")
     assert rule.load(rule.dump(state)) == state
     assert rule.load({}) == PumpRuleState()
+
+
+# --------------------------------------------------------------------------- whole candidates
+
+
+def _at(t: int) -> datetime:
+    return T0 + timedelta(seconds=t)
+
+
+def test_comm_lost_and_back_are_whole_candidates_and_the_state_returns_to_initial() -> None:
+    rule = _rule()
+    lost_event = SourceHealth("w1", "b1", "pump[p1]", _at(30), Health.LOST, "no valid reply for 30 s")
+    state, out = rule.step(rule.initial(), lost_event, _at(30))
+    assert list(out) == [
+        AlertCandidate(
+            "PUMP_COMM_LOST",
+            "w1",
+            "b1",
+            _at(30),
+            True,
+            Kind.TECHNICAL,
+            Priority.MEDIUM,
+            message=Text(
+                "no answer from pump p1: infusion not monitored",
+                "pas de réponse de la pompe p1 : perfusion non surveillée",
+            ),
+            details={"pump": "p1", "detail": "no valid reply for 30 s"},
+        )
+    ]
+    assert state == PumpRuleState(comm_lost=True)
+    state, out = rule.step(state, _health(Health.CONNECTED, t=90), _at(90))
+    assert list(out) == [
+        AlertCandidate(
+            "PUMP_COMM_LOST",
+            "w1",
+            "b1",
+            _at(90),
+            False,
+            Kind.TECHNICAL,
+            Priority.MEDIUM,
+            message=Text("pump p1 answers again", "la pompe p1 répond de nouveau"),
+            details={"pump": "p1"},
+        )
+    ]
+    assert state == PumpRuleState()
+    # Lost again: a new episode, raised again.
+    _, out = rule.step(state, _health(Health.LOST, t=200), _at(200))
+    assert [(c.condition, c.present) for c in out] == [("PUMP_COMM_LOST", True)]
+
+
+def test_a_pump_alarm_and_its_end_are_whole_candidates() -> None:
+    rule = _rule()
+    state, out = rule.step(rule.initial(), _reading(PumpState.ALARM, "S", t=60), _at(60))
+    message = ALARM_CONDITIONS["S"][1]
+    assert list(out) == [
+        AlertCandidate(
+            "PUMP_STALL",
+            "w1",
+            "b1",
+            _at(60),
+            True,
+            Kind.TECHNICAL,
+            Priority.MEDIUM,
+            message=message,
+            details={"pump": "p1", "alarm": "S"},
+        )
+    ]
+    state, out = rule.step(state, _reading(PumpState.INFUSING, t=120), _at(120))
+    assert list(out) == [
+        AlertCandidate(
+            "PUMP_STALL",
+            "w1",
+            "b1",
+            _at(120),
+            False,
+            Kind.TECHNICAL,
+            Priority.MEDIUM,
+            message=Text("pump p1 is running again", "la pompe p1 fonctionne de nouveau"),
+            details={"pump": "p1"},
+        )
+    ]
+    assert state == PumpRuleState()
+
+
+def test_an_alarm_replaced_is_cleared_at_the_new_reading_time() -> None:
+    rule = _rule()
+    state, _ = rule.step(rule.initial(), _reading(PumpState.ALARM, "R", t=10), _at(10))
+    _, out = rule.step(state, _reading(PumpState.ALARM, "S", t=20), _at(20))
+    assert [(c.condition, c.present, c.time) for c in out] == [
+        ("PUMP_RESET", False, _at(20)),
+        ("PUMP_STALL", True, _at(20)),
+    ]
+
+
+def test_an_alarm_code_counts_whatever_state_the_pump_reports() -> None:
+    rule = _rule()
+    _, out = rule.step(rule.initial(), _reading(PumpState.STOPPED, "S"), T0)
+    assert [(c.condition, c.present) for c in out] == [("PUMP_STALL", True)]
+
+
+def test_an_alarm_state_without_a_code_is_a_generic_alarm() -> None:
+    rule = _rule()
+    _, out = rule.step(rule.initial(), _reading(PumpState.ALARM, None), T0)
+    (cand,) = out
+    assert (cand.condition, cand.details) == ("PUMP_ALARM", {"pump": "p1", "alarm": ""})
+    assert cand.message == Text("pump alarm ?: infusion stopped", "alarme pompe ? : perfusion arrêtée")
+    _, out = rule.step(rule.initial(), _reading(PumpState.ALARM, "Q"), T0)
+    assert out[0].message == Text("pump alarm Q: infusion stopped", "alarme pompe Q : perfusion arrêtée")

@@ -104,6 +104,8 @@ def test_a_failing_rule_keeps_its_state_and_the_others_run(caplog: pytest.LogCap
     assert record.exc_info is not None
     assert record.exc_info[0] is ZeroDivisionError
     assert "BagHung(" in record.getMessage()  # the event that caused it
+    assert record.getMessage().startswith("rule broken failed at bed b1 on BagHung(")
+    assert record.getMessage().endswith("; its state is kept")
 
 
 def test_a_tick_reaches_every_bed_even_when_one_fails() -> None:
@@ -170,3 +172,12 @@ def test_cancellation_is_not_contained() -> None:
     rules = RuleEngine({"b1": [Cancelled()]})
     with pytest.raises(asyncio.CancelledError):
         rules.handle(bag("b1", 0), at(0))
+
+
+def test_a_rule_failing_on_a_tick_at_a_bed_of_no_known_ward_names_no_ward() -> None:
+    # A Tick carries no ward: the engine's ``wards`` map gives it, and without one the
+    # RULE_FAILED candidate's ward is empty rather than invented.
+    rules = RuleEngine({"b9": [Broken()]})
+    rules.handle(Tick(at(0)), at(0))
+    out = rules.handle(Tick(at(1)), at(1))
+    assert [(c.condition, c.ward, c.bed) for c in out] == [(RULE_FAILED, "", "b9")]
