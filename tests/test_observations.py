@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from daemon.errors import InputError
 from daemon.events import Acvpu, Handwriting, IcpFinding, MotorWeakness, Seizure, SeizurePattern
+from daemon.timefmt import parse_iso
 from daemon.vitals import parse_observation
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
@@ -169,6 +170,56 @@ def test_rejections_have_stable_reasons(data: Any, expected: str) -> None:
 def test_a_little_clock_skew_is_accepted() -> None:
     late = (NOW + timedelta(minutes=4)).isoformat()
     assert parse({"ice_score": 10, "time": late}).time == NOW + timedelta(minutes=4)
+
+
+MS = timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # vitals.py site choices: oxygen flow 0-60 L/min, 0-5 vasopressors; ASTCT ICE 0-10.
+        ({"o2_flow_l_per_min": 0}, None),
+        ({"o2_flow_l_per_min": -0.01}, "out_of_range"),
+        ({"o2_flow_l_per_min": 60}, None),
+        ({"o2_flow_l_per_min": 60.01}, "out_of_range"),
+        ({"vasopressors": 0}, None),
+        ({"vasopressors": -1}, "out_of_range"),
+        ({"vasopressors": 5}, None),
+        ({"vasopressors": 6}, "out_of_range"),
+        ({"ice_score": 0}, None),
+        ({"ice_score": 10}, None),
+        # Air with no flow, or a flow of 0, is consistent.
+        ({"o2_device": "air", "o2_flow_l_per_min": 0}, None),
+        ({"o2_device": "air", "o2_flow_l_per_min": 0.01}, "inconsistent"),
+        # A nurse's clock may run up to 300 s ahead; entries up to 7 days old are accepted.
+        ({"ice_score": 10, "time": NOW + timedelta(seconds=300)}, None),
+        ({"ice_score": 10, "time": NOW + timedelta(seconds=300) + MS}, "future_time"),
+        ({"ice_score": 10, "time": NOW - timedelta(days=7)}, None),
+        ({"ice_score": 10, "time": NOW - timedelta(days=7) - MS}, "too_old"),
+    ],
+)
+def test_range_and_time_edges(data: dict[str, Any], expected: str | None) -> None:
+    data = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
+    if expected is None:
+        obs = parse(data)
+        assert obs.time == (parse_iso(data["time"]) if "time" in data else NOW)
+    else:
+        assert reason(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("letter", "acvpu"),
+    [
+        ("A", Acvpu.ALERT),
+        ("c", Acvpu.NEW_CONFUSION),
+        ("V", Acvpu.VOICE),
+        ("p", Acvpu.PAIN),
+        ("U", Acvpu.UNRESPONSIVE),
+    ],
+)
+def test_acvpu_letters_in_either_case(letter: str, acvpu: Acvpu) -> None:
+    assert parse({"acvpu": letter}).acvpu is acvpu
 
 
 @settings(max_examples=300, deadline=None)

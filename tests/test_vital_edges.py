@@ -1,0 +1,371 @@
+"""Every vital-sign limit and time limit, one value or instant on each side of its edge.
+
+All numbers are the configured defaults (``daemon.config.VitalThresholds``); each table
+row names its source. "Just inside" and "just outside" are 0.01 of the unit for values
+and 1 ms for times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from daemon.config import VitalThresholds
+from daemon.events import (
+    Acvpu,
+    AlertCandidate,
+    Event,
+    Health,
+    Metric,
+    Observation,
+    SourceHealth,
+    Tick,
+    VitalSample,
+)
+from daemon.protocols import schedule_for
+from daemon.vitals import (
+    Condition,
+    Verdict,
+    VitalsRule,
+    classify,
+    late_dropped,
+    mean_arterial_pressure,
+    noise_for,
+)
+from tests.helpers import one_bed_config
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+T0 = START + timedelta(hours=12)  # on protocol
+TH = VitalThresholds()
+MS = timedelta(milliseconds=1)
+
+A, B, N = Verdict.ABNORMAL, Verdict.BAND, Verdict.NORMAL
+
+
+def test_the_defaults_these_tables_assume() -> None:
+    """The edges below are written out in numbers: they must be the configured defaults."""
+    assert (TH.fever_c, TH.fever_hysteresis_c) == (38.0, 0.3)
+    assert (TH.hypotension_sbp_mmhg, TH.hypotension_map_mmhg, TH.hypotension_hysteresis_mmhg) == (
+        90.0,
+        65.0,
+        5.0,
+    )
+    assert (TH.hypoxia_spo2_pct, TH.hypoxia_hysteresis_pct) == (92.0, 2.0)
+    assert (TH.tachycardia_per_min, TH.tachycardia_hysteresis_per_min) == (131.0, 10.0)
+    assert (TH.tachypnoea_per_min, TH.tachypnoea_hysteresis_per_min) == (25.0, 3.0)
+    assert TH.confirm_samples == 2
+
+
+# --------------------------------------------------------------------------- classification
+
+# (condition, metric, value, verdict, source). The band is the hysteresis: between the
+# alarm limit and the limit plus/minus the hysteresis, a value neither alarms nor clears.
+CLASSIFY = [
+    # domain.md §2 ASTCT: fever is >= 38.0 °C; hysteresis 0.3 °C (site choice).
+    (Condition.FEVER, Metric.TEMP_C, 38.01, A, "ASTCT fever >= 38.0"),
+    (Condition.FEVER, Metric.TEMP_C, 38.0, A, "ASTCT fever >= 38.0"),
+    (Condition.FEVER, Metric.TEMP_C, 37.99, B, "just below the limit: band"),
+    (Condition.FEVER, Metric.TEMP_C, 37.7, B, "38.0 - 0.3: still band"),
+    (Condition.FEVER, Metric.TEMP_C, 37.69, N, "below 37.7: normal"),
+    # domain.md §2 (ASTCT adaptations): SBP < 90 mmHg; hysteresis 5 mmHg (site choice).
+    (Condition.HYPOTENSION, Metric.SBP_MMHG, 89.99, A, "SBP < 90"),
+    (Condition.HYPOTENSION, Metric.SBP_MMHG, 90.0, B, "SBP 90 is not < 90: band"),
+    (Condition.HYPOTENSION, Metric.SBP_MMHG, 94.99, B, "below 90 + 5: band"),
+    (Condition.HYPOTENSION, Metric.SBP_MMHG, 95.0, N, "90 + 5: normal"),
+    # domain.md §3 Surviving Sepsis: MAP < 65 mmHg; same hysteresis.
+    (Condition.HYPOTENSION, Metric.MAP_MMHG, 64.99, A, "MAP < 65"),
+    (Condition.HYPOTENSION, Metric.MAP_MMHG, 65.0, B, "MAP 65 is not < 65: band"),
+    (Condition.HYPOTENSION, Metric.MAP_MMHG, 69.99, B, "below 65 + 5: band"),
+    (Condition.HYPOTENSION, Metric.MAP_MMHG, 70.0, N, "65 + 5: normal"),
+    # domain.md §3 NEWS2 scale 1: SpO2 <= 91 % scores 3, so alarm below 92; hysteresis 2 %.
+    (Condition.HYPOXIA, Metric.SPO2_PCT, 91.99, A, "SpO2 < 92"),
+    (Condition.HYPOXIA, Metric.SPO2_PCT, 92.0, B, "SpO2 92 is not < 92: band"),
+    (Condition.HYPOXIA, Metric.SPO2_PCT, 93.99, B, "below 92 + 2: band"),
+    (Condition.HYPOXIA, Metric.SPO2_PCT, 94.0, N, "92 + 2: normal"),
+    # domain.md §3 NEWS2: pulse >= 131 /min scores 3; hysteresis 10 /min (site choice).
+    (Condition.TACHYCARDIA, Metric.HR_PER_MIN, 131.0, A, "pulse >= 131"),
+    (Condition.TACHYCARDIA, Metric.HR_PER_MIN, 130.99, B, "just below 131: band"),
+    (Condition.TACHYCARDIA, Metric.HR_PER_MIN, 121.0, B, "131 - 10: still band"),
+    (Condition.TACHYCARDIA, Metric.HR_PER_MIN, 120.99, N, "below 121: normal"),
+    # domain.md §3 NEWS2: respiration >= 25 /min scores 3; hysteresis 3 /min (site choice).
+    (Condition.TACHYPNOEA, Metric.RR_PER_MIN, 25.0, A, "respiration >= 25"),
+    (Condition.TACHYPNOEA, Metric.RR_PER_MIN, 24.99, B, "just below 25: band"),
+    (Condition.TACHYPNOEA, Metric.RR_PER_MIN, 22.0, B, "25 - 3: still band"),
+    (Condition.TACHYPNOEA, Metric.RR_PER_MIN, 21.99, N, "below 22: normal"),
+]
+
+
+@pytest.mark.parametrize(("condition", "metric", "value", "verdict", "source"), CLASSIFY)
+def test_limit_and_hysteresis_edges(
+    condition: Condition, metric: Metric, value: float, verdict: Verdict, source: str
+) -> None:
+    assert classify(condition, {metric: value}, TH) == (verdict, value), source
+
+
+@pytest.mark.parametrize(
+    ("sbp", "map_mmhg", "verdict"),
+    [
+        # Either pressure below its limit is hypotension (domain.md §2 and §3).
+        (89.99, 80.0, A),
+        (120.0, 64.99, A),
+        # Normal needs both pressures clear of their bands; one in its band keeps the band.
+        (95.0, 70.0, N),
+        (94.99, 70.0, B),
+        (95.0, 69.99, B),
+        (120.0, 65.0, B),
+    ],
+)
+def test_hypotension_combines_sbp_and_map(sbp: float, map_mmhg: float, verdict: Verdict) -> None:
+    judged = classify(Condition.HYPOTENSION, {Metric.SBP_MMHG: sbp, Metric.MAP_MMHG: map_mmhg}, TH)
+    # The track keeps the systolic value (the one the message leads with).
+    assert judged == (verdict, sbp)
+
+
+def test_hypotension_from_map_alone_keeps_the_map() -> None:
+    assert classify(Condition.HYPOTENSION, {Metric.MAP_MMHG: 60.0}, TH) == (A, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("dbp", "estimated"),
+    [
+        (89.99, (89.99 + (90.0 - 89.99) / 3.0, True)),  # DBP just below SBP: estimated
+        (90.0, (None, False)),  # DBP equal to SBP is not a pressure pair: no estimate
+        (95.0, (None, False)),
+    ],
+)
+def test_map_estimate_needs_dbp_below_sbp(dbp: float, estimated: tuple[float | None, bool]) -> None:
+    assert mean_arterial_pressure({Metric.SBP_MMHG: 90.0, Metric.DBP_MMHG: dbp}, TH) == estimated
+
+
+def test_classify_refuses_a_technical_condition() -> None:
+    with pytest.raises(ValueError, match="PROBE_OFF"):
+        classify(Condition.PROBE_OFF, {Metric.SPO2_PCT: 90.0}, TH)
+
+
+# --------------------------------------------------------------------------- the rule in time
+
+# (condition, metric, abnormal, band, normal): values well inside each region (the edges
+# themselves are pinned above).
+RULE_CASES = [
+    (Condition.FEVER, Metric.TEMP_C, 38.4, 37.8, 37.2),
+    (Condition.HYPOTENSION, Metric.SBP_MMHG, 85.0, 92.0, 110.0),
+    (Condition.HYPOXIA, Metric.SPO2_PCT, 88.0, 93.0, 97.0),
+    (Condition.TACHYCARDIA, Metric.HR_PER_MIN, 140.0, 125.0, 90.0),
+    (Condition.TACHYPNOEA, Metric.RR_PER_MIN, 30.0, 23.0, 16.0),
+]
+IDS = [c[0].value.lower() for c in RULE_CASES]
+
+
+def vitals_rule() -> VitalsRule:
+    cfg = one_bed_config(START)
+    bed = cfg.bed("b1")
+    return VitalsRule(cfg.thresholds_for("b1").vitals, bed, schedule_for(bed, cfg))
+
+
+def sample(time: datetime, metric: Metric, value: float) -> VitalSample:
+    return VitalSample("w1", "b1", "mon-1", time, {metric: value})
+
+
+def feed(
+    rule: VitalsRule, items: Sequence[tuple[datetime, Metric, float]], arrived: datetime | None = None
+) -> list[tuple[str, bool, datetime]]:
+    """Samples judged at ``arrived`` (default: their own time); (condition, present, since)."""
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for time, metric, value in items:
+        state, candidates = rule.step(state, sample(time, metric, value), arrived or time)
+        out.extend(candidates)
+    return [(c.condition, c.present, c.time) for c in out]
+
+
+@pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
+@pytest.mark.parametrize("raised", [False, True], ids=["just-before-delay", "at-delay"])
+def test_onset_delay_edges(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float, raised: bool
+) -> None:
+    """Defaults (config.py, site choices): onset after 2 abnormal samples, the first at least
+    <condition>_delay_s (fever 120 s, hypotension 60 s, hypoxia 30 s, pulse and breathing
+    120 s) before the last."""
+    delay = timedelta(seconds=noise_for(condition, TH).delay_s)
+    second = T0 + delay if raised else T0 + delay - MS
+    got = feed(vitals_rule(), [(T0, metric, bad), (second, metric, bad)])
+    assert got == ([(condition.value, True, second)] if raised else [])
+
+
+@pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
+def test_one_abnormal_sample_never_raises_even_after_the_delay(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float
+) -> None:
+    """confirm_samples = 2 (config.py: one artifact never alarms)."""
+    late = T0 + timedelta(hours=1)
+    assert feed(vitals_rule(), [(T0, metric, normal), (late, metric, bad)]) == []
+
+
+@pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
+def test_a_band_value_breaks_an_onset(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float
+) -> None:
+    """A value in the hysteresis band does not count towards an onset (vitals.py docstring)."""
+    delay = timedelta(seconds=noise_for(condition, TH).delay_s)
+    items = [(T0, metric, bad), (T0 + delay / 2, metric, band), (T0 + delay, metric, bad)]
+    assert feed(vitals_rule(), items) == []
+    # The run restarts at the next abnormal sample: raised one delay after it.
+    items += [(T0 + 2 * delay, metric, bad)]
+    assert feed(vitals_rule(), items) == [(condition.value, True, T0 + 2 * delay)]
+
+
+def raised_then(
+    condition: Condition, metric: Metric, bad: float, after: Sequence[tuple[float, float]]
+) -> list[tuple[str, bool, datetime]]:
+    """Raised at T0 + delay, then ``after``: (seconds after the onset, value)."""
+    onset = T0 + timedelta(seconds=noise_for(condition, TH).delay_s)
+    items = [(T0, metric, bad), (onset, metric, bad)]
+    items += [(onset + timedelta(seconds=s), metric, v) for s, v in after]
+    got = feed(vitals_rule(), items)
+    assert got[0] == (condition.value, True, onset)
+    return got[1:]
+
+
+@pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
+@pytest.mark.parametrize("cleared", [False, True], ids=["just-before-clear", "at-clear"])
+def test_clearing_time_edges(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float, cleared: bool
+) -> None:
+    """Defaults (config.py, site choices): cleared once values stayed normal for
+    <condition>_clear_s (fever 1800 s, hypotension 900 s, the others 300 s)."""
+    clear_s = noise_for(condition, TH).clear_s
+    last = clear_s if cleared else clear_s - 0.001
+    got = raised_then(condition, metric, bad, [(60, normal), (60 + last, normal)])
+    onset = T0 + timedelta(seconds=noise_for(condition, TH).delay_s)
+    end = onset + timedelta(seconds=60 + last)
+    assert got == ([(condition.value, False, end)] if cleared else [])
+
+
+@pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
+def test_hysteresis_band_never_clears(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float
+) -> None:
+    """A value inside the hysteresis band neither clears nor keeps a clearing run going:
+    without the hysteresis these values would be normal and the alarm would clear."""
+    clear_s = noise_for(condition, TH).clear_s
+    steps = [(60 + k * clear_s / 4, band) for k in range(9)]  # two clearing times in the band
+    assert raised_then(condition, metric, bad, steps) == []
+    # A band value inside a normal run restarts the clearing time from the next normal one.
+    steps = [(60, normal), (60 + clear_s / 2, band), (60 + clear_s, normal), (60 + 1.5 * clear_s, normal)]
+    assert raised_then(condition, metric, bad, steps) == []
+    steps += [(60 + 2 * clear_s, normal)]
+    onset = T0 + timedelta(seconds=noise_for(condition, TH).delay_s)
+    assert raised_then(condition, metric, bad, steps) == [
+        (condition.value, False, onset + timedelta(seconds=60 + 2 * clear_s))
+    ]
+
+
+@pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
+@pytest.mark.parametrize("judged", [True, False], ids=["at-window", "just-beyond-window"])
+def test_late_window_edges(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float, judged: bool
+) -> None:
+    """<condition>_late_s (config.py, site choices: fever 3600 s, others 900 s): a sample
+    that old on arrival is judged; one 1 ms older is stored but not judged."""
+    noise = noise_for(condition, TH)
+    second = T0 + timedelta(seconds=noise.delay_s)
+    lateness = timedelta(seconds=noise.late_s) + (timedelta(0) if judged else MS)
+    rule = vitals_rule()
+    state, first = rule.step(rule.initial(), sample(T0, metric, bad), T0)
+    state, out = rule.step(state, sample(second, metric, bad), second + lateness)
+    assert first == []
+    assert [(c.condition, c.present, c.time) for c in out] == (
+        [(condition.value, True, second)] if judged else []
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "late_by_s", "dropped"),
+    [
+        # config.py defaults: fever_late_s 3600, news2_late_s 3600, the others 900.
+        ({Metric.TEMP_C: 37.0}, 3600.0, []),
+        ({Metric.TEMP_C: 37.0}, 3600.001, ["fever", "news2"]),
+        ({Metric.SBP_MMHG: 120.0}, 900.0, []),
+        ({Metric.SBP_MMHG: 120.0}, 900.001, ["hypotension"]),
+        ({Metric.DBP_MMHG: 80.0}, 900.001, ["hypotension"]),
+        ({Metric.MAP_MMHG: 80.0}, 900.001, ["hypotension"]),
+        ({Metric.SPO2_PCT: 97.0}, 900.0, []),
+        ({Metric.SPO2_PCT: 97.0}, 900.001, ["hypoxia"]),
+        ({Metric.HR_PER_MIN: 80.0}, 900.0, []),
+        ({Metric.HR_PER_MIN: 80.0}, 900.001, ["tachycardia"]),
+        ({Metric.RR_PER_MIN: 16.0}, 900.0, []),
+        ({Metric.RR_PER_MIN: 16.0}, 900.001, ["tachypnoea"]),
+        ({Metric.RR_PER_MIN: 16.0}, 3600.001, ["tachypnoea", "news2"]),
+    ],
+)
+def test_late_dropped_edges_per_rule(
+    values: dict[Metric, float], late_by_s: float, dropped: list[str]
+) -> None:
+    event = VitalSample("w1", "b1", "m", T0, values)
+    assert late_dropped(event, TH, T0 + timedelta(seconds=late_by_s)) == dropped
+
+
+@pytest.mark.parametrize(
+    ("obs", "dropped"),
+    [
+        # news2_late_s = 3600 s; only what NEWS2 scores (consciousness, oxygen) has a window.
+        (Observation("w1", "b1", T0, acvpu=Acvpu.VOICE), ["news2"]),
+        (Observation("w1", "b1", T0, o2_device="nasal_cannula"), ["news2"]),
+        (Observation("w1", "b1", T0, o2_flow_l_per_min=2.0), ["news2"]),
+        (Observation("w1", "b1", T0, vasopressors=1), []),
+        (Observation("w1", "b1", T0, ice_score=8), []),
+    ],
+)
+def test_late_dropped_observations(obs: Observation, dropped: list[str]) -> None:
+    assert late_dropped(obs, TH, T0 + timedelta(seconds=3600)) == []
+    assert late_dropped(obs, TH, T0 + timedelta(seconds=3600.001)) == dropped
+
+
+# --------------------------------------------------------------------------- technical conditions
+
+
+def probe_off(time: datetime, metric: Metric = Metric.SPO2_PCT) -> SourceHealth:
+    return SourceHealth("w1", "b1", f"monitor.{metric.value}", time, Health.LOST, "probe-off")
+
+
+@pytest.mark.parametrize(
+    ("after", "raised"),
+    [(timedelta(seconds=30) - MS, False), (timedelta(seconds=30), True)],
+    ids=["just-before", "at-delay"],
+)
+@pytest.mark.parametrize("via", ["sentinel", "tick"])
+def test_probe_off_delay_edges(after: timedelta, raised: bool, via: str) -> None:
+    """probe_off_delay_s = 30 s (config.py, site choice), judged on the next sentinel's
+    time or on the daemon's clock."""
+    rule = vitals_rule()
+    state, out = rule.step(rule.initial(), probe_off(T0), T0)
+    assert out == []
+    event: Event = probe_off(T0 + after) if via == "sentinel" else Tick(T0 + after)
+    state, out = rule.step(state, event, T0 + after)
+    assert [(c.condition, c.present) for c in out] == ([("PROBE_OFF", True)] if raised else [])
+
+
+@pytest.mark.parametrize(
+    ("after", "raised"),
+    [(timedelta(seconds=120) - MS, False), (timedelta(seconds=120), True)],
+    ids=["just-before", "at-limit"],
+)
+def test_telemetry_stale_edges(after: timedelta, raised: bool) -> None:
+    """telemetry_stale_s = 120 s (config.py: issue default), on the daemon's clock."""
+    rule = vitals_rule()
+    state, _ = rule.step(rule.initial(), sample(T0, Metric.HR_PER_MIN, 80.0), T0)
+    state, out = rule.step(state, Tick(T0 + after), T0 + after)
+    assert [(c.condition, c.present) for c in out] == ([("TELEMETRY_STALE", True)] if raised else [])
+
+
+def test_staleness_counts_from_the_first_tick_on_protocol_without_any_sample() -> None:
+    rule = vitals_rule()
+    state, out = rule.step(rule.initial(), Tick(T0), T0)
+    assert out == []
+    later = T0 + timedelta(seconds=120)
+    state, out = rule.step(state, Tick(later - MS), later - MS)
+    assert out == []
+    _, out = rule.step(state, Tick(later), later)
+    assert [(c.condition, c.present) for c in out] == [("TELEMETRY_STALE", True)]
