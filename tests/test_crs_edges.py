@@ -20,7 +20,23 @@ from daemon.crs import (
     ice_grade,
     oxygen_grade,
 )
-from daemon.events import Acvpu, Event, Metric, Observation, Priority, Tick, VitalSample
+from daemon.events import (
+    Acvpu,
+    BagHung,
+    Event,
+    Handwriting,
+    IcpFinding,
+    Metric,
+    MotorWeakness,
+    Observation,
+    Priority,
+    PumpReading,
+    PumpState,
+    Seizure,
+    SeizurePattern,
+    Tick,
+    VitalSample,
+)
 from daemon.protocols import schedule_for
 from tests.helpers import one_bed_config, run
 
@@ -264,3 +280,358 @@ def test_icans_grade_follows_the_worst_domain_down_and_up() -> None:
         (False, None, Priority.MEDIUM),
         (True, 3, Priority.HIGH),
     ]
+
+
+# --------------------------------------------------------------------------- what the CRS alert says
+
+GRADE_2_EN = (
+    "Suggests CRS grade 2 (ASTCT): no fever required after an antipyretic and a corticosteroid; "
+    "hypotension (systolic 84 mmHg) without vasopressor. Consider medical review. Infusion: protocol "
+    "day 1, planned 9.0 µg/day, infusing 9.0 µg/day. Reminder, not an order: The label has no rule for "
+    "grade 2; an ASH review table suggests considering an interruption."
+)
+GRADE_2_FR = (
+    "Évoque un SRC de grade 2 (ASTCT) : fièvre non exigée après un antipyrétique et un corticoïde ; "
+    "hypotension (systolique 84 mmHg) sans vasopresseur. Envisager un avis médical. Perfusion : jour 1 "
+    "du protocole, prévu 9,0 µg/jour, perfusion 9,0 µg/jour. Rappel, pas une prescription : Le RCP ne "
+    "prévoit rien au grade 2 ; une revue de l'ASH propose d'envisager une interruption."
+)
+LABEL_3_EN = (
+    "Label, CRS grade 3: interrupt; dexamethasone 8 mg every 8 h for up to 3 days, then taper over "
+    "4 days; once resolved, restart at 9 µg/day, 28 µg/day after 7 days without recurrence."
+)
+LABEL_3_FR = (
+    "RCP, SRC grade 3 : interrompre ; dexaméthasone 8 mg toutes les 8 h jusqu'à 3 jours, puis "
+    "décroissance sur 4 jours ; après résolution, reprise à 9 µg/jour, 28 µg/jour après 7 jours sans "
+    "récidive."
+)
+MASKED_EN = "no fever required after an antipyretic and a corticosteroid"
+MASKED_FR = "fièvre non exigée après un antipyrétique et un corticoïde"
+GRADE_3_EN = (
+    f"Suggests CRS grade 3 (ASTCT): {MASKED_EN}; vasopressin alone (read as one vasopressor); oxygen: "
+    "nasal_cannula 2.5 L/min. Consider medical review. Infusion: protocol day 1, planned 9.0 µg/day, "
+    "infusing {rate} µg/day. Reminder, not an order: " + LABEL_3_EN
+)
+GRADE_3_FR = (
+    f"Évoque un SRC de grade 3 (ASTCT) : {MASKED_FR} ; vasopressine seule (lue comme un vasopresseur) ; "
+    "oxygène : nasal_cannula 2,5 L/min. Envisager un avis médical. Perfusion : jour 1 du protocole, "
+    "prévu 9,0 µg/jour, perfusion {rate} µg/jour. Rappel, pas une prescription : " + LABEL_3_FR
+)
+GRADE_4_EN = (
+    f"Suggests CRS grade 4 (ASTCT): {MASKED_EN}; 2 vasopressor(s) plus vasopressin (not counted); "
+    "oxygen: high_flow 30.0 L/min. Consider medical review. Infusion: protocol day 1, planned "
+    "9.0 µg/day, infusing 9.0 µg/day. Reminder, not an order: Label, CRS grade 4: discontinue "
+    "permanently; dexamethasone as for grade 3."
+)
+GRADE_4_FR = (
+    f"Évoque un SRC de grade 4 (ASTCT) : {MASKED_FR} ; 2 vasopresseur(s) plus vasopressine (non "
+    "comptée) ; oxygène : high_flow 30,0 L/min. Envisager un avis médical. Perfusion : jour 1 du "
+    "protocole, prévu 9,0 µg/jour, perfusion 9,0 µg/jour. Rappel, pas une prescription : RCP, SRC "
+    "grade 4 : arrêt définitif ; dexaméthasone comme au grade 3."
+)
+
+
+def test_crs_messages_details_and_basis_through_a_course() -> None:
+    """Masked fever, hypotension, vasopressin alone, two vasopressors, a withdrawal, the
+    masking window running out: every message, basis and change in full."""
+    r = crs_rule()
+    minute = timedelta(minutes=1)
+    events: list[Event] = [
+        BagHung("w1", "b1", START, "bag-1", 0.0375, 270),
+        PumpReading("w1", "b1", "p1", START, PumpState.INFUSING, 10.0, 0.0),
+        low_bp(T0),
+        low_bp(T0 + 2 * minute),
+        Observation("w1", "b1", T0 + 3 * minute, antipyretic_given=True, corticosteroid_given=True, by="n-a"),
+        Observation(
+            "w1",
+            "b1",
+            T0 + 4 * minute,
+            vasopressin=True,
+            o2_device="nasal_cannula",
+            o2_flow_l_per_min=2.5,
+            by="n-a",
+        ),
+        Observation(
+            "w1",
+            "b1",
+            T0 + 5 * minute,
+            vasopressors=2,
+            o2_device="high_flow",
+            o2_flow_l_per_min=30.0,
+            by="n-b",
+            id="x1",
+        ),
+        PumpReading("w1", "b1", "p1", T0 + 6 * minute, PumpState.STOPPED, 0.0, 0.0),
+        Observation("w1", "b1", T0 + 7 * minute, withdraws="x1", by="n-c"),
+        Tick(T0 + timedelta(days=2)),
+    ]
+    _, out = run(r, events)
+    treatment = {
+        "domain": "treatment",
+        "value": ["antipyretic", "corticosteroid"],
+        "by": "n-a",
+        "time": "2026-03-02T20:03:00Z",
+    }
+    vasopressin = {"domain": "vasopressin", "value": True, "by": "n-a", "time": "2026-03-02T20:04:00Z"}
+    pressors = {"domain": "vasopressors", "value": 2, "by": "n-b", "time": "2026-03-02T20:05:00Z", "id": "x1"}
+    got = [(c.present, c.time - T0, c.value, c.unit, c.priority, dict(c.details)) for c in out]
+    assert got == [
+        (
+            True,
+            3 * minute,
+            2.0,
+            "{grade}",
+            Priority.HIGH,
+            {"grade": 2, "basis": [treatment, {"domain": "hypotension", "value": 84.0, "source": "monitor"}]},
+        ),
+        (True, 4 * minute, 3.0, "{grade}", Priority.HIGH, {"grade": 3, "basis": [treatment, vasopressin]}),
+        (
+            True,
+            5 * minute,
+            4.0,
+            "{grade}",
+            Priority.HIGH,
+            {"grade": 4, "basis": [treatment, pressors, vasopressin]},
+        ),
+        (
+            True,
+            7 * minute,
+            3.0,
+            "{grade}",
+            Priority.HIGH,
+            {
+                "grade": 3,
+                "basis": [treatment, vasopressin],
+                "change": {"withdraws": "x1", "by": "n-c", "time": "2026-03-02T20:07:00Z"},
+            },
+        ),
+        # Two days on, fever is required again and there is none: cleared, at the grade it had.
+        (False, timedelta(days=2), 3.0, "{grade}", Priority.HIGH, {}),
+    ]
+    assert [(c.message.en, c.message.fr) for c in out if c.message is not None] == [
+        (GRADE_2_EN, GRADE_2_FR),
+        (GRADE_3_EN.format(rate="9.0"), GRADE_3_FR.format(rate="9,0")),
+        (GRADE_4_EN, GRADE_4_FR),
+        (GRADE_3_EN.format(rate="0.0"), GRADE_3_FR.format(rate="0,0")),
+        ("CRS criteria no longer met.", "Les critères de SRC ne sont plus remplis."),
+    ]
+
+
+def test_crs_message_before_the_protocol_start() -> None:
+    r = crs_rule()
+    before = START - timedelta(hours=1)
+    fever = [
+        VitalSample("w1", "b1", "m", before + timedelta(minutes=m), {Metric.TEMP_C: 38.4}) for m in (0, 2)
+    ]
+    _, out = run(r, fever)
+    assert [dict(c.details) for c in out] == [
+        {"grade": 1, "basis": [{"domain": "fever", "value": 38.4, "source": "monitor"}]}
+    ]
+    assert out[0].priority is Priority.MEDIUM
+    assert out[0].message is not None
+    assert (out[0].message.en, out[0].message.fr) == (
+        "Suggests CRS grade 1 (ASTCT): fever 38.4 °C. Consider medical review. Infusion: before the "
+        "protocol start. Reminder, not an order: The label has no rule for grade 1; an ASH review table "
+        "suggests symptomatic care.",
+        "Évoque un SRC de grade 1 (ASTCT) : fièvre 38,4 °C. Envisager un avis médical. Perfusion : avant "
+        "le début du protocole. Rappel, pas une prescription : Le RCP ne prévoit rien au grade 1 ; une "
+        "revue de l'ASH propose un traitement symptomatique.",
+    )
+
+
+# --------------------------------------------------------------------------- what the ICANS alert says
+
+ICANS_LABEL = {
+    1: (
+        "The label has no rule for neurotoxicity grade 1.",
+        "Le RCP ne prévoit rien pour une neurotoxicité de grade 1.",
+    ),
+    2: (
+        "Whether the current label has a neurotoxicity grade 2 rule is unconfirmed.",
+        "L'existence d'une règle du RCP pour une neurotoxicité de grade 2 n'est pas confirmée.",
+    ),
+    3: (
+        "Label, neurotoxicity grade 3: withhold until grade 1 or less for at least 3 days, then restart at "
+        "9 µg/day, 28 µg/day after 7 days.",
+        "RCP, neurotoxicité grade 3 : suspendre jusqu'à un grade 1 ou moins pendant au moins 3 jours, puis "
+        "reprendre à 9 µg/jour, 28 µg/jour après 7 jours.",
+    ),
+    4: (
+        "Label, neurotoxicity grade 4: discontinue permanently.",
+        "RCP, neurotoxicité grade 4 : arrêt définitif.",
+    ),
+}
+NO_ICE_EN = "Consider medical review and a full ICE assessment."
+NO_ICE_FR = "Envisager un avis médical et un score ICE complet."
+
+
+def icans_text(grade: int, more: bool, en: str, fr: str, by: str, ice: bool = False) -> tuple[str, str]:
+    label_en, label_fr = ICANS_LABEL[grade]
+    or_more = (" or more", " ou plus") if more else ("", "")
+    review = ("Consider medical review.", "Envisager un avis médical.") if ice else (NO_ICE_EN, NO_ICE_FR)
+    by_en = f" Recorded by {by}." if by else ""
+    by_fr = f" Saisi par {by}." if by else ""
+    return (
+        f"Suggests ICANS grade {grade}{or_more[0]} (ASTCT): {en}.{by_en} {review[0]} Reminder, not an order: "
+        + label_en,
+        f"Évoque une neurotoxicité (ICANS) de grade {grade}{or_more[1]} (ASTCT) : {fr}.{by_fr} {review[1]} "
+        "Rappel, pas une prescription : " + label_fr,
+    )
+
+
+def test_icans_messages_and_basis_through_a_course() -> None:
+    """Handwriting, consciousness, a seizure not resolved, a prolonged seizure, an ICE score:
+    every domain's text, who recorded it, and "or more" while no ICE score is known."""
+    minute = timedelta(minutes=1)
+    r = IcansRule(one_bed_config(START).bed("b1"))
+    events = [
+        icans_obs(0, handwriting=Handwriting.UNABLE, by="n-a"),
+        icans_obs(1, acvpu=Acvpu.VOICE, by="n-b", id="c1"),
+        icans_obs(
+            2,
+            seizure=Seizure.CLINICAL,
+            seizure_pattern=SeizurePattern.REPEATED_BACK_TO_BASELINE,
+            seizure_resolved=False,
+            by="n-a",
+        ),
+        icans_obs(
+            3,
+            seizure=Seizure.ELECTROGRAPHIC,
+            seizure_pattern=SeizurePattern.SINGLE,
+            seizure_over_5_min=True,
+            by="n-a",
+            id="s2",
+        ),
+        icans_obs(4, seizure=Seizure.NONE, ice_score=4, by="n-c"),
+        icans_obs(5, ice_score=10, acvpu=Acvpu.ALERT, by="n-c"),
+    ]
+    _, out = run(r, events)
+    hand = ("handwriting test unable", "test d'écriture impossible")
+    voice = ("consciousness V (ACVPU)", "conscience V (ACVPU)")
+    seizure3 = (
+        "clinical seizure, repeated, back to baseline in between, not resolved (grade 4 if it lasts over 5 min)",
+        "crise clinique, répétées, retour à l'état de base entre elles, non résolue (grade 4 au-delà de 5 min)",
+    )
+    seizure4 = ("seizure on EEG, single, over 5 min", "crise électrique (EEG), isolée, plus de 5 min")
+    assert [(c.present, c.time - T0, c.value, c.unit, c.priority) for c in out] == [
+        (True, timedelta(0), 1.0, "{grade}", Priority.MEDIUM),
+        (True, minute, 2.0, "{grade}", Priority.HIGH),
+        (True, 2 * minute, 3.0, "{grade}", Priority.HIGH),
+        (True, 3 * minute, 4.0, "{grade}", Priority.HIGH),
+        (True, 4 * minute, 2.0, "{grade}", Priority.HIGH),
+        (False, 5 * minute, 2.0, "{grade}", Priority.HIGH),
+    ]
+    assert [c.details.get("basis") for c in out] == [
+        [
+            {
+                "domain": "handwriting",
+                "grade": 1,
+                "value": "unable",
+                "by": "n-a",
+                "time": "2026-03-02T20:00:00Z",
+            }
+        ],
+        [
+            {
+                "domain": "consciousness",
+                "grade": 2,
+                "value": "V",
+                "by": "n-b",
+                "time": "2026-03-02T20:01:00Z",
+                "id": "c1",
+            }
+        ],
+        [
+            {
+                "domain": "seizure",
+                "grade": 3,
+                "value": {
+                    "seizure": "clinical",
+                    "seizure_pattern": "repeated_back_to_baseline",
+                    "seizure_resolved": False,
+                },
+                "by": "n-a",
+                "time": "2026-03-02T20:02:00Z",
+            }
+        ],
+        [
+            {
+                "domain": "seizure",
+                "grade": 4,
+                "value": {
+                    "seizure": "electrographic",
+                    "seizure_pattern": "single",
+                    "seizure_over_5_min": True,
+                },
+                "by": "n-a",
+                "time": "2026-03-02T20:03:00Z",
+                "id": "s2",
+            }
+        ],
+        [
+            {"domain": "ice_score", "grade": 2, "value": 4, "by": "n-c", "time": "2026-03-02T20:04:00Z"},
+            {
+                "domain": "consciousness",
+                "grade": 2,
+                "value": "V",
+                "by": "n-b",
+                "time": "2026-03-02T20:01:00Z",
+                "id": "c1",
+            },
+        ],
+        None,
+    ]
+    assert out[-1].details == {}
+
+    def joined(*parts: tuple[str, str]) -> tuple[str, str]:
+        return "; ".join(p[0] for p in parts), " ; ".join(p[1] for p in parts)
+
+    assert [(c.message.en, c.message.fr) for c in out if c.message is not None] == [
+        icans_text(1, True, *hand, by="n-a"),
+        icans_text(2, True, *joined(voice, hand), by="n-b"),
+        icans_text(3, True, *joined(voice, hand, seizure3), by="n-a"),
+        icans_text(4, False, *joined(voice, hand, seizure4), by="n-a"),
+        # The ICE score supersedes the handwriting test; grade 2 from two domains, two authors.
+        icans_text(2, False, *joined(("ICE score 4/10", "score ICE 4/10"), voice), by="n-b, n-c", ice=True),
+        ("Neurological checks back to normal.", "Examens neurologiques redevenus normaux."),
+    ]
+
+
+def test_icans_motor_icp_and_correction_texts() -> None:
+    def messages(*events: Observation) -> list[tuple[str, str]]:
+        _, out = run(IcansRule(one_bed_config(START).bed("b1")), events)
+        return [(c.message.en, c.message.fr) for c in out if c.message is not None]
+
+    assert messages(icans_obs(motor_weakness=MotorWeakness.HEMIPARESIS, ice_score=9, by="n-a")) == [
+        icans_text(
+            4,
+            False,
+            "ICE score 9/10; deep focal motor weakness: hemiparesis",
+            "score ICE 9/10 ; déficit moteur focal profond : hemiparesis",
+            by="n-a",
+            ice=True,
+        )
+    ]
+    # No author recorded: no "Recorded by".
+    assert messages(icans_obs(raised_icp=(IcpFinding.FOCAL_OEDEMA, IcpFinding.PAPILLOEDEMA))) == [
+        icans_text(
+            4,
+            False,
+            "raised intracranial pressure / oedema: focal_oedema, papilloedema",
+            "hypertension intracrânienne / œdème : focal_oedema, papilloedema",
+            by="",
+        )
+    ]
+    corrected = messages(
+        icans_obs(raised_icp=(IcpFinding.FOCAL_OEDEMA,), id="i1", by="n-a"),
+        icans_obs(corrects="i1", ice_score=5, by="dr-d"),
+    )
+    en, fr = icans_text(2, False, "ICE score 5/10", "score ICE 5/10", by="dr-d", ice=True)
+    assert corrected[1] == ("Entry i1 corrected by dr-d. " + en, "Saisie i1 corrigée par dr-d. " + fr)
+    withdrawn = messages(
+        icans_obs(ice_score=8, by="n-a"),
+        icans_obs(1, ice_score=2, id="i2", by="n-a"),
+        icans_obs(2, withdraws="i2", by="dr-d"),
+    )
+    en, fr = icans_text(1, False, "ICE score 8/10", "score ICE 8/10", by="n-a", ice=True)
+    assert withdrawn[2] == ("Entry i2 withdrawn by dr-d. " + en, "Saisie i2 retirée par dr-d. " + fr)

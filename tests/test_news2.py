@@ -431,3 +431,67 @@ def test_news2_max_age_edges(age_s: float, fresh: bool) -> None:
     else:
         assert known <= set(result.missing)
         assert result.parts == {}
+
+
+def test_messages_name_the_score_the_threes_and_the_guidance() -> None:
+    """The action quoted for each trigger is domain.md §3's; a partial score says what is missing."""
+    r = News2Rule(VitalThresholds(), BED)
+    known = Observation("w1", "b1", T0 - timedelta(minutes=1), o2_device="air", acvpu=Acvpu.ALERT)
+    events: list[Event] = [
+        known,
+        vitals(0, sbp_mmhg=88),
+        vitals(1, sbp_mmhg=88),  # 3: single parameter
+        vitals(2, sbp_mmhg=88, hr_per_min=115, temp_c=38.5),  # 3 + 2 + 1 = 6
+        vitals(3, sbp_mmhg=88, hr_per_min=115, temp_c=39.5),  # 3 + 2 + 2 = 7
+        *(vitals(m) for m in range(4, 20)),  # 0 from minute 4: cleared 15 min later
+    ]
+    _, out = run(r, events)
+    got = [(c.present, c.time - T0, c.value, c.unit, c.priority, c.details.get("trigger")) for c in out]
+    minute = timedelta(minutes=1)
+    assert got == [
+        (True, minute, 3.0, "{score}", Priority.MEDIUM, "single_parameter_3"),
+        (True, 2 * minute, 6.0, "{score}", Priority.MEDIUM, "aggregate_5"),
+        (True, 3 * minute, 7.0, "{score}", Priority.HIGH, "aggregate_7"),
+        (False, 19 * minute, 0.0, "{score}", Priority.MEDIUM, None),
+    ]
+    assert out[-1].details == {}
+    assert [(c.message.en, c.message.fr) for c in out if c.message is not None] == [
+        (
+            "NEWS2 3; scoring 3: systolic. NEWS2 guidance: urgent ward-based response.",
+            "NEWS2 3 ; à 3 : systolic. Recommandation NEWS2 : réponse urgente par l'équipe du service.",
+        ),
+        (
+            "NEWS2 6; scoring 3: systolic. NEWS2 guidance: urgent review within 1 h, observations at least hourly.",
+            "NEWS2 6 ; à 3 : systolic. Recommandation NEWS2 : avis médical urgent sous 1 h, "
+            "surveillance au moins horaire.",
+        ),
+        (
+            "NEWS2 7; scoring 3: systolic. NEWS2 guidance: emergency assessment within 30 min, "
+            "continuous monitoring.",
+            "NEWS2 7 ; à 3 : systolic. Recommandation NEWS2 : évaluation en urgence sous 30 min, "
+            "surveillance continue.",
+        ),
+        ("NEWS2 back below the triggers: 0.", "NEWS2 revenu sous les seuils d'alerte : 0."),
+    ]
+
+
+def test_partial_and_scale2_messages() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    _, out = run(r, [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88)])
+    assert out[0].message is not None
+    assert (out[0].message.en, out[0].message.fr) == (
+        "NEWS2 3 (partial: no recent supplemental_o2, consciousness); scoring 3: systolic. "
+        "NEWS2 guidance: urgent ward-based response.",
+        "NEWS2 3 (partiel : pas de valeur récente pour supplemental_o2, consciousness) ; à 3 : systolic. "
+        "Recommandation NEWS2 : réponse urgente par l'équipe du service.",
+    )
+    r = News2Rule(VitalThresholds(), SCALE2_BED)
+    oxygen = Observation("w1", "b1", T0 - timedelta(minutes=1), o2_device="nasal_cannula", acvpu=Acvpu.ALERT)
+    _, out = run(r, [oxygen, vitals(0, spo2_pct=98), vitals(1, spo2_pct=98)])
+    assert out[0].message is not None
+    assert (out[0].message.en, out[0].message.fr) == (
+        "NEWS2 5 (SpO2 scale 2); scoring 3: spo2. NEWS2 guidance: urgent review within 1 h, "
+        "observations at least hourly.",
+        "NEWS2 5 (SpO2 échelle 2) ; à 3 : spo2. Recommandation NEWS2 : avis médical urgent sous 1 h, "
+        "surveillance au moins horaire.",
+    )

@@ -369,3 +369,149 @@ def test_staleness_counts_from_the_first_tick_on_protocol_without_any_sample() -
     assert out == []
     _, out = rule.step(state, Tick(later), later)
     assert [(c.condition, c.present) for c in out] == [("TELEMETRY_STALE", True)]
+
+
+# --------------------------------------------------------------------------- what the alerts say
+
+MESSAGES = {
+    Condition.FEVER: (
+        ("Fever 38.4 °C (limit 38.0 °C).", "Fièvre 38,4 °C (seuil 38,0 °C)."),
+        ("Temperature back to normal.", "Température revenue à la normale."),
+        "Cel",
+    ),
+    Condition.HYPOTENSION: (
+        (
+            "Low blood pressure: systolic 85 mmHg (limits: systolic < 90, mean < 65 mmHg).",
+            "Pression artérielle basse : systolique 85 mmHg (seuils : systolique < 90, moyenne < 65 mmHg).",
+        ),
+        ("Blood pressure back to normal.", "Pression artérielle revenue à la normale."),
+        "mm[Hg]",
+    ),
+    Condition.HYPOXIA: (
+        ("Low SpO2 88 % (limit 92 %).", "SpO2 basse 88 % (seuil 92 %)."),
+        ("SpO2 back to normal.", "SpO2 revenue à la normale."),
+        "%",
+    ),
+    Condition.TACHYCARDIA: (
+        ("Fast pulse 140 /min (limit 131 /min).", "Pouls rapide 140 /min (seuil 131 /min)."),
+        ("Pulse back to normal.", "Pouls revenu à la normale."),
+        "/min",
+    ),
+    Condition.TACHYPNOEA: (
+        ("Fast breathing 30 /min (limit 25 /min).", "Respiration rapide 30 /min (seuil 25 /min)."),
+        ("Breathing rate back to normal.", "Fréquence respiratoire revenue à la normale."),
+        "/min",
+    ),
+}
+
+
+@pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
+def test_raise_and_clear_messages(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float
+) -> None:
+    raised, cleared, unit = MESSAGES[condition]
+    noise = noise_for(condition, TH)
+    onset = T0 + timedelta(seconds=noise.delay_s)
+    back = onset + timedelta(seconds=1)
+    end = back + timedelta(seconds=noise.clear_s)
+    rule = vitals_rule()
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for time, value in [(T0, bad), (onset, bad), (back, normal), (end, normal)]:
+        state, candidates = rule.step(state, sample(time, metric, value), time)
+        out.extend(candidates)
+    got = [(c.present, c.time, c.value, c.unit, c.message, dict(c.details)) for c in out]
+    assert [(p, t, v, u, m and (m.en, m.fr), d) for p, t, v, u, m, d in got] == [
+        (True, onset, bad, unit, raised, {}),
+        (False, end, normal, unit, cleared, {}),
+    ]
+
+
+def test_estimated_map_message_in_both_languages() -> None:
+    values = {Metric.SBP_MMHG: 95.0, Metric.DBP_MMHG: 45.0}  # MAP 45 + 50 / 3 = 61.7
+    rule = vitals_rule()
+    state, _ = rule.step(rule.initial(), VitalSample("w1", "b1", "m", T0, values), T0)
+    later = T0 + timedelta(seconds=60)
+    _, out = rule.step(state, VitalSample("w1", "b1", "m", later, values), later)
+    assert len(out) == 1
+    assert out[0].message is not None
+    assert (out[0].message.en, out[0].message.fr) == (
+        "Low blood pressure: systolic 95 mmHg, mean 62 mmHg (estimated from SBP/DBP) "
+        "(limits: systolic < 90, mean < 65 mmHg).",
+        "Pression artérielle basse : systolique 95 mmHg, moyenne 62 mmHg (estimée depuis PAS/PAD) "
+        "(seuils : systolique < 90, moyenne < 65 mmHg).",
+    )
+    # A MAP the monitor sent is not called an estimate.
+    values = {Metric.MAP_MMHG: 60.0}
+    state, _ = rule.step(rule.initial(), VitalSample("w1", "b1", "m", T0, values), T0)
+    _, out = rule.step(state, VitalSample("w1", "b1", "m", later, values), later)
+    assert out[0].message is not None
+    assert (out[0].message.en, out[0].message.fr) == (
+        "Low blood pressure: mean 60 mmHg (limits: systolic < 90, mean < 65 mmHg).",
+        "Pression artérielle basse : moyenne 60 mmHg (seuils : systolique < 90, moyenne < 65 mmHg).",
+    )
+    assert out[0].value == 60.0
+
+
+def test_technical_alerts_say_what_is_missing() -> None:
+    rule = vitals_rule()
+    events: list[Event] = [
+        probe_off(T0),
+        probe_off(T0, Metric.HR_PER_MIN),
+        Tick(T0 + timedelta(seconds=30)),
+        VitalSample("w1", "b1", "m", T0 + timedelta(seconds=40), {Metric.SPO2_PCT: 97.0}),
+        VitalSample("w1", "b1", "m", T0 + timedelta(seconds=50), {Metric.HR_PER_MIN: 80.0}),
+        Tick(T0 + timedelta(seconds=200)),
+        VitalSample("w1", "b1", "m", T0 + timedelta(seconds=300), {Metric.HR_PER_MIN: 80.0}),
+    ]
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for event in events:
+        state, candidates = rule.step(state, event, event.time)
+        out.extend(candidates)
+    got = [
+        (
+            c.condition,
+            c.present,
+            c.time - T0,
+            c.value,
+            c.unit,
+            dict(c.details),
+            c.kind.value,
+            c.priority.value,
+        )
+        for c in out
+    ]
+    s = timedelta(seconds=1)
+    assert got == [
+        (
+            "PROBE_OFF",
+            True,
+            30 * s,
+            None,
+            None,
+            {"metrics": ["hr_per_min", "spo2_pct"]},
+            "technical",
+            "medium",
+        ),
+        ("PROBE_OFF", True, 40 * s, None, None, {"metrics": ["hr_per_min"]}, "technical", "medium"),
+        ("PROBE_OFF", False, 50 * s, None, None, {}, "technical", "medium"),
+        ("TELEMETRY_STALE", True, 200 * s, 150.0, "s", {}, "technical", "medium"),
+        ("TELEMETRY_STALE", False, 300 * s, None, None, {}, "technical", "medium"),
+    ]
+    assert [(c.message.en, c.message.fr) for c in out if c.message is not None] == [
+        (
+            "No reading from the monitor (probe off?): hr_per_min, spo2_pct.",
+            "Pas de mesure du moniteur (capteur débranché ?) : hr_per_min, spo2_pct.",
+        ),
+        (
+            "No reading from the monitor (probe off?): hr_per_min.",
+            "Pas de mesure du moniteur (capteur débranché ?) : hr_per_min.",
+        ),
+        ("Probe signal back.", "Signal du capteur revenu."),
+        (
+            "No vital signs received from this bed for 2 min.",
+            "Aucun signe vital reçu de ce lit depuis 2 min.",
+        ),
+        ("Vital signs received again.", "Signes vitaux de nouveau reçus."),
+    ]

@@ -454,7 +454,10 @@ def test_vitals_rule_marks_a_late_fever() -> None:
     assert fever.time == at(2)
     assert fever.details == {"late_s": 480.0}
     assert fever.message is not None
-    assert "Late data: measured 8 min before it arrived." in fever.message.en
+    assert fever.message.en == "Fever 38.4 °C (limit 38.0 °C). Late data: measured 8 min before it arrived."
+    assert fever.message.fr == (
+        "Fièvre 38,4 °C (seuil 38,0 °C). Données tardives : mesurées 8 min avant leur arrivée."
+    )
 
 
 def test_late_dropped_names_the_rules_whose_window_is_exceeded() -> None:
