@@ -27,9 +27,14 @@ from daemon.events import (
 from daemon.protocols import schedule_for
 from daemon.vitals import (
     Condition,
+    Noise,
+    Track,
+    Transition,
     Verdict,
     VitalsRule,
     classify,
+    interrupt,
+    judge,
     late_dropped,
     mean_arterial_pressure,
     noise_for,
@@ -515,3 +520,86 @@ def test_technical_alerts_say_what_is_missing() -> None:
         ),
         ("Vital signs received again.", "Signes vitaux de nouveau reçus."),
     ]
+
+
+# --------------------------------------------------------------------------- sentinels and saved state
+
+S = timedelta(seconds=1)
+NO_DELAY = Noise(delay_s=0, clear_s=60, confirm_samples=2, late_s=900)
+
+
+def test_a_sentinel_restarts_the_sample_count() -> None:
+    """With no onset delay, two abnormal samples raise; a sentinel between them resets the count."""
+    track, changes = judge(Track(), A, T0, 0.0, NO_DELAY, now=T0)
+    track = interrupt(track, T0 + S)
+    track, changes = judge(track, A, T0 + 2 * S, 0.0, NO_DELAY, now=T0 + 2 * S)
+    assert changes == []
+    _, changes = judge(track, A, T0 + 3 * S, 0.0, NO_DELAY, now=T0 + 3 * S)
+    assert [(c.transition, c.time) for c in changes] == [(Transition.RAISED, T0 + 3 * S)]
+
+
+def test_a_sentinel_restarts_the_onset_delay() -> None:
+    """Hypoxia (delay 30 s): abnormal at 0 and 40 s with a sentinel at 10 s is not 40 s of hypoxia."""
+    rule = vitals_rule()
+    events: list[Event] = [
+        sample(T0, Metric.SPO2_PCT, 88.0),
+        probe_off(T0 + 10 * S),
+        sample(T0 + 20 * S, Metric.SPO2_PCT, 88.0),
+        sample(T0 + 40 * S, Metric.SPO2_PCT, 88.0),
+    ]
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for event in events:
+        state, candidates = rule.step(state, event, event.time)
+        out.extend(candidates)
+    assert out == []  # 20 s since the run restarted at 20 s
+    _, out = rule.step(state, sample(T0 + 50 * S, Metric.SPO2_PCT, 88.0), T0 + 50 * S)
+    assert [(c.condition, c.time) for c in out] == [("HYPOXIA", T0 + 50 * S)]
+
+
+def test_a_sentinel_restarts_the_clearing_time() -> None:
+    noise = NO_DELAY
+    track, _ = judge(Track(), A, T0, 0.0, noise, now=T0)
+    track, _ = judge(track, A, T0 + S, 0.0, noise, now=T0 + S)
+    assert track.active
+    track, _ = judge(track, N, T0 + 10 * S, 0.0, noise, now=T0 + 10 * S)
+    track = interrupt(track, T0 + 20 * S)
+    track, changes = judge(track, N, T0 + 30 * S, 0.0, noise, now=T0 + 30 * S)
+    track, changes = judge(track, N, T0 + 70 * S, 0.0, noise, now=T0 + 70 * S)
+    assert changes == []  # 40 s since the normal run restarted at 30 s, not 60 s since 10 s
+    _, changes = judge(track, N, T0 + 90 * S, 0.0, noise, now=T0 + 90 * S)
+    assert [(c.transition, c.time) for c in changes] == [(Transition.CLEARED, T0 + 90 * S)]
+
+
+def test_a_sentinel_is_kept_for_re_judging_late_samples() -> None:
+    """A late sample is judged with the sentinels of the window in their place (vitals.py docstring)."""
+    noise = Noise(delay_s=30, clear_s=60, confirm_samples=2, late_s=900)
+    track, _ = judge(Track(), A, T0, 0.0, noise, now=T0)
+    track, _ = judge(track, A, T0 + 10 * S, 0.0, noise, now=T0 + 10 * S)
+    track = interrupt(track, T0 + 10 * S)  # same time as the sample: it ends that sample's run
+    track, changes = judge(track, A, T0 + 45 * S, 0.0, noise, now=T0 + 45 * S)
+    assert changes == []
+    # A late abnormal sample at 5 s: 0, 5, 10 then the break, then 45 alone: still nothing.
+    track, changes = judge(track, A, T0 + 5 * S, 0.0, noise, now=T0 + 50 * S)
+    assert changes == []
+    assert not track.active
+    assert [item.verdict for item in track.recent] == [A, A, A, None, A]
+
+
+def test_a_probe_back_before_the_delay_does_not_alarm() -> None:
+    rule = vitals_rule()
+    back = SourceHealth("w1", "b1", "monitor.spo2_pct", T0 + 10 * S, Health.CONNECTED)
+    state, _ = rule.step(rule.initial(), probe_off(T0), T0)
+    state, out = rule.step(state, back, back.time)
+    assert out == []
+    assert state.probe_off_since == {}
+    _, out = rule.step(state, Tick(T0 + 60 * S), T0 + 60 * S)
+    assert out == []
+    # A probe reported back that was never off changes nothing.
+    state, out = rule.step(rule.initial(), back, back.time)
+    assert (state, out) == (rule.initial(), [])
+
+
+def test_an_empty_saved_state_loads_as_the_initial_state() -> None:
+    rule = vitals_rule()
+    assert rule.load({}) == rule.initial()
