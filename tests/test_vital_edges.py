@@ -553,8 +553,8 @@ def test_a_sentinel_restarts_the_onset_delay() -> None:
         state, candidates = rule.step(state, event, event.time)
         out.extend(candidates)
     assert out == []  # 20 s since the run restarted at 20 s
-    _, out = rule.step(state, sample(T0 + 50 * S, Metric.SPO2_PCT, 88.0), T0 + 50 * S)
-    assert [(c.condition, c.time) for c in out] == [("HYPOXIA", T0 + 50 * S)]
+    _, last = rule.step(state, sample(T0 + 50 * S, Metric.SPO2_PCT, 88.0), T0 + 50 * S)
+    assert [(c.condition, c.time) for c in last] == [("HYPOXIA", T0 + 50 * S)]
 
 
 def test_a_sentinel_restarts_the_clearing_time() -> None:
