@@ -8,6 +8,7 @@ and 1 ms for times.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,9 +19,12 @@ from daemon.events import (
     AlertCandidate,
     Event,
     Health,
+    Kind,
     Metric,
     Observation,
+    Priority,
     SourceHealth,
+    Text,
     Tick,
     VitalSample,
 )
@@ -36,6 +40,7 @@ from daemon.vitals import (
     interrupt,
     judge,
     late_dropped,
+    late_note,
     mean_arterial_pressure,
     noise_for,
 )
@@ -425,6 +430,7 @@ def test_raise_and_clear_messages(
     for time, value in [(T0, bad), (onset, bad), (back, normal), (end, normal)]:
         state, candidates = rule.step(state, sample(time, metric, value), time)
         out.extend(candidates)
+    assert {(c.ward, c.bed, c.condition) for c in out} == {("w1", "b1", condition.value)}
     got = [(c.present, c.time, c.value, c.unit, c.message, dict(c.details)) for c in out]
     assert [(p, t, v, u, m and (m.en, m.fr), d) for p, t, v, u, m, d in got] == [
         (True, onset, bad, unit, raised, {}),
@@ -488,6 +494,7 @@ def test_technical_alerts_say_what_is_missing() -> None:
         for c in out
     ]
     s = timedelta(seconds=1)
+    assert {(c.ward, c.bed) for c in out} == {("w1", "b1")}
     assert got == [
         (
             "PROBE_OFF",
@@ -603,3 +610,28 @@ def test_a_probe_back_before_the_delay_does_not_alarm() -> None:
 def test_an_empty_saved_state_loads_as_the_initial_state() -> None:
     rule = vitals_rule()
     assert rule.load({}) == rule.initial()
+
+
+def test_late_note_rounds_the_lateness_to_the_millisecond_and_says_minutes() -> None:
+    """``details["late_s"]`` to 1 ms; the message in whole minutes (3000.2504 s is 50 min)."""
+    candidate = AlertCandidate(
+        condition="FEVER",
+        ward="w1",
+        bed="b1",
+        time=T0,
+        present=True,
+        kind=Kind.PHYSIOLOGICAL,
+        priority=Priority.MEDIUM,
+        message=Text("Fever.", "Fièvre."),
+        details={"grade": 1},
+    )
+    noted = late_note(candidate, 3000.2504)
+    assert noted.details == {"grade": 1, "late_s": 3000.25}
+    assert noted.message is not None
+    assert (noted.message.en, noted.message.fr) == (
+        "Fever. Late data: measured 50 min before it arrived.",
+        "Fièvre. Données tardives : mesurées 50 min avant leur arrivée.",
+    )
+    assert noted.time == T0
+    assert late_note(candidate, None) is candidate
+    assert late_note(replace(candidate, message=None), 60.0).message is None
