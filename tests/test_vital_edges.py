@@ -635,3 +635,55 @@ def test_late_note_rounds_the_lateness_to_the_millisecond_and_says_minutes() -> 
     assert noted.time == T0
     assert late_note(candidate, None) is candidate
     assert late_note(replace(candidate, message=None), 60.0).message is None
+
+
+def test_re_judging_goes_past_a_sentinel_and_keeps_the_values() -> None:
+    """A late sample re-judges the whole window: past a sentinel, with each sample's own value."""
+    noise = Noise(delay_s=30, clear_s=60, confirm_samples=2, late_s=900)
+    track, _ = judge(Track(), A, T0, 88.0, noise, now=T0)
+    track = interrupt(track, T0 + 10 * S)
+    track, _ = judge(track, A, T0 + 20 * S, 87.0, noise, now=T0 + 20 * S)
+    track, changes = judge(track, A, T0 + 60 * S, 86.0, noise, now=T0 + 60 * S)
+    assert [(c.transition, c.time, c.value) for c in changes] == [(Transition.RAISED, T0 + 60 * S, 86.0)]
+    # A late normal sample before the sentinel changes nothing after it.
+    track, changes = judge(track, N, T0 + 5 * S, 97.0, noise, now=T0 + 70 * S)
+    assert changes == []
+    assert track.active
+    assert track.value == 86.0  # the latest sample's value, after re-judging
+    # A late abnormal sample completes an onset at a later sample's time, with that sample's value.
+    track, _ = judge(Track(), A, T0 + 100 * S, 85.0, noise, now=T0 + 100 * S)
+    track, _ = judge(track, A, T0 + 120 * S, 84.0, noise, now=T0 + 120 * S)
+    track, changes = judge(track, A, T0 + 80 * S, 83.0, noise, now=T0 + 130 * S)
+    assert [(c.transition, c.time, c.value, c.late_s) for c in changes] == [
+        (Transition.RAISED, T0 + 120 * S, 84.0, 10.0)
+    ]
+    assert track.value == 84.0
+
+
+def test_a_late_sample_completing_an_onset_reports_the_completing_samples_value() -> None:
+    """Fever at 1 and 2 min (60 s apart, delay 120 s); a late 38.9 °C at 0 completes the onset at
+    2 min: the alert's value and message are those of the 2 min sample (vitals.py ``_sample``)."""
+    rule = vitals_rule()
+    minute = timedelta(minutes=1)
+    state, _ = rule.step(rule.initial(), sample(T0 + minute, Metric.TEMP_C, 38.5), T0 + minute)
+    state, out = rule.step(state, sample(T0 + 2 * minute, Metric.TEMP_C, 38.6), T0 + 2 * minute)
+    assert out == []
+    _, out = rule.step(state, sample(T0, Metric.TEMP_C, 38.9), T0 + 3 * minute)
+    assert [(c.condition, c.time, c.value, dict(c.details)) for c in out] == [
+        ("FEVER", T0 + 2 * minute, 38.6, {"late_s": 60.0})
+    ]
+    assert out[0].message is not None
+    assert out[0].message.en == "Fever 38.6 °C (limit 38.0 °C). Late data: measured 1 min before it arrived."
+
+
+def test_vitals_received_again_is_said_once() -> None:
+    rule = vitals_rule()
+    state, _ = rule.step(rule.initial(), sample(T0, Metric.HR_PER_MIN, 80.0), T0)
+    stale = T0 + timedelta(seconds=120)
+    state, out = rule.step(state, Tick(stale), stale)
+    assert [(c.condition, c.present) for c in out] == [("TELEMETRY_STALE", True)]
+    assert state.stale is True
+    for k in (1, 2):
+        state, out = rule.step(state, sample(stale + k * S, Metric.HR_PER_MIN, 80.0), stale + k * S)
+        assert [(c.condition, c.present) for c in out] == ([("TELEMETRY_STALE", False)] if k == 1 else [])
+        assert state.stale is False
