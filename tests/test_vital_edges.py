@@ -687,3 +687,31 @@ def test_vitals_received_again_is_said_once() -> None:
         state, out = rule.step(state, sample(stale + k * S, Metric.HR_PER_MIN, 80.0), stale + k * S)
         assert [(c.condition, c.present) for c in out] == ([("TELEMETRY_STALE", False)] if k == 1 else [])
         assert state.stale is False
+
+
+def test_the_window_keeps_exactly_the_samples_of_the_last_late_s() -> None:
+    """late_s 900 s: on each arrival, verdicts older than 900 s are folded into the base; one
+    exactly 900 s old stays in the window."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=2, late_s=900)
+    minute = timedelta(minutes=1)
+    track = Track()
+    for m in (0, 10, 20):
+        track, _ = judge(track, N, T0 + m * minute, 97.0, noise, now=T0 + m * minute)
+    assert [item.time for item in track.recent] == [T0 + 10 * minute, T0 + 20 * minute]
+    assert track.base is not None
+    assert track.base.last_time == T0
+    track, _ = judge(track, N, T0 + 25 * minute, 97.0, noise, now=T0 + 25 * minute)
+    assert [item.time for item in track.recent] == [T0 + 10 * minute, T0 + 20 * minute, T0 + 25 * minute]
+
+
+def test_an_unbounded_window_keeps_a_week() -> None:
+    """Without a lateness limit (``Noise`` default) any sample is judged; the window keeps 7 days."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=1)
+    week = timedelta(days=7)
+    track, changes = judge(Track(), A, T0, 38.5, noise, now=T0 + week + S)
+    assert [c.transition for c in changes] == [Transition.RAISED]
+    assert track.recent == ()
+    assert track.base is not None
+    assert track.base.active
+    track, _ = judge(track, N, T0 + S, 37.0, noise, now=T0 + week + S)
+    assert [item.time for item in track.recent] == [T0 + S]  # exactly 7 days old: kept
