@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from daemon.news2 import (
     Param,
     Trigger,
     news2,
+    on_supplemental_oxygen,
     score_consciousness,
     score_pulse,
     score_respiration,
@@ -495,3 +497,94 @@ def test_partial_and_scale2_messages() -> None:
         "NEWS2 5 (SpO2 échelle 2) ; à 3 : spo2. Recommandation NEWS2 : avis médical urgent sous 1 h, "
         "surveillance au moins horaire.",
     )
+
+
+def test_partial_clear_message() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    _, out = run(r, [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88), *(vitals(m) for m in range(2, 18))])
+    assert [(c.present, c.time - T0) for c in out] == [
+        (True, timedelta(minutes=1)),
+        (False, timedelta(minutes=17)),
+    ]
+    assert out[1].message is not None
+    assert (out[1].message.en, out[1].message.fr) == (
+        "NEWS2 back below the triggers: 0 (partial: no recent supplemental_o2, consciousness).",
+        "NEWS2 revenu sous les seuils d'alerte : 0 (partiel : pas de valeur récente pour supplemental_o2, "
+        "consciousness).",
+    )
+
+
+def test_a_late_normal_input_undoing_an_onset_reports_the_score_at_its_own_time() -> None:
+    """Raised at 1 min from 88 mmHg at 0 and 1; a normal sample at 0.5 min, arriving at 2 min,
+    breaks the run: cleared at 0.5 min with the score of that time (0), marked late."""
+    r = News2Rule(VitalThresholds(), BED)
+    state, out = run(r, [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88)])
+    assert [c.present for c in out] == [True]
+    state, late = r.step(state, vitals(0.5), T0 + timedelta(minutes=2))
+    assert [(c.present, c.time, c.value, dict(c.details)) for c in late] == [
+        (False, T0 + timedelta(seconds=30), 0.0, {"late_s": 90.0})
+    ]
+    assert late[0].message is not None
+    assert late[0].message.en.startswith("NEWS2 back below the triggers: 0 (partial")
+    assert not state.track.active
+    # The same time again changes nothing.
+    _, again = r.step(state, vitals(0.5, sbp_mmhg=88), T0 + timedelta(minutes=3))
+    assert list(again) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "on_oxygen"),
+    [
+        ({"o2_device": "air"}, False),
+        ({"o2_device": "nasal_cannula"}, True),
+        ({"o2_device": "ventilator", "o2_flow_l_per_min": 0.0}, True),  # the device decides
+        ({"o2_flow_l_per_min": 0.0}, False),
+        ({"o2_flow_l_per_min": 0.5}, True),
+        ({"acvpu": Acvpu.ALERT}, None),
+    ],
+)
+def test_on_supplemental_oxygen(fields: dict[str, Any], on_oxygen: bool | None) -> None:
+    assert on_supplemental_oxygen(Observation("w1", "b1", T0, **fields)) is on_oxygen
+
+
+def test_an_older_observation_does_not_replace_a_newer_one() -> None:
+    """The latest of each input counts; on equal times the later arrival wins."""
+    r = News2Rule(VitalThresholds(), BED)
+    ten = T0 + timedelta(minutes=10)
+    state, _ = run(r, [Observation("w1", "b1", ten, o2_device="air", acvpu=Acvpu.ALERT)])
+    older = Observation("w1", "b1", T0 + timedelta(minutes=5), o2_device="facemask", acvpu=Acvpu.VOICE)
+    state, _ = r.step(state, older, ten)
+    assert (state.on_oxygen, state.acvpu) == ((False, ten), (Acvpu.ALERT, ten))
+    state, _ = r.step(state, Observation("w1", "b1", ten, o2_device="facemask", acvpu=Acvpu.PAIN), ten)
+    assert (state.on_oxygen, state.acvpu) == ((True, ten), (Acvpu.PAIN, ten))
+    state, _ = r.step(state, vitals(10, sbp_mmhg=100), ten)
+    state, _ = r.step(state, vitals(10, sbp_mmhg=105), ten)
+    assert state.values[Metric.SBP_MMHG] == (105.0, ten)
+
+
+def test_health_events_other_than_a_probe_off_are_ignored() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    state, _ = run(r, [vitals(0)])
+    for event in (
+        SourceHealth("w1", "b1", "monitor.spo2_pct", T0 + timedelta(minutes=1), Health.CONNECTED),
+        SourceHealth("w1", "b1", "pump[p1]", T0 + timedelta(minutes=1), Health.LOST),
+    ):
+        after, out = r.step(state, event, event.time)
+        assert (after, list(out)) == (state, [])
+
+
+def test_saved_states_load() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    assert r.load({}) == r.initial()
+    off = SourceHealth("w1", "b1", "monitor.spo2_pct", T0 + timedelta(minutes=2), Health.LOST, "probe-off")
+    obs = Observation("w1", "b1", T0 + timedelta(minutes=1), o2_flow_l_per_min=3.0, acvpu=Acvpu.VOICE)
+    state, _ = run(r, [vitals(0, sbp_mmhg=88), obs, off, vitals(3, sbp_mmhg=88)])
+    assert any(item.blind is Metric.SPO2_PCT and not item.scored for item in state.recent)
+    data = json.loads(json.dumps(r.dump(state)))
+    assert r.load(data) == state
+    # Inputs without a time are dropped; so are oxygen and consciousness without one.
+    data["recent"].append({"values": {"spo2_pct": 80.0}})
+    data["on_oxygen"] = [True, None]
+    data["acvpu"] = ["V", None]
+    loaded = r.load(data)
+    assert (loaded.recent, loaded.on_oxygen, loaded.acvpu) == (state.recent, None, None)
