@@ -15,6 +15,7 @@ from daemon.crs import (
     CrsRule,
     IcansRule,
     crs_grade,
+    crs_values,
     grade_priority,
     haemodynamic_grade,
     ice_grade,
@@ -25,6 +26,7 @@ from daemon.events import (
     BagHung,
     Event,
     Handwriting,
+    Health,
     IcpFinding,
     Metric,
     MotorWeakness,
@@ -34,6 +36,7 @@ from daemon.events import (
     PumpState,
     Seizure,
     SeizurePattern,
+    SourceHealth,
     Tick,
     VitalSample,
 )
@@ -635,3 +638,106 @@ def test_icans_motor_icp_and_correction_texts() -> None:
     )
     en, fr = icans_text(1, False, "ICE score 8/10", "score ICE 8/10", by="n-a", ice=True)
     assert withdrawn[2] == ("Entry i2 withdrawn by dr-d. " + en, "Saisie i2 retirée par dr-d. " + fr)
+
+
+# --------------------------------------------------------------------------- CRS inputs
+
+
+def test_crs_values_project_an_observation() -> None:
+    """Air without a flow records a flow of 0; treatments are named; other fields are left out."""
+    obs = Observation(
+        "w1",
+        "b1",
+        T0,
+        o2_device="air",
+        vasopressors=0,
+        vasopressin=False,
+        antipyretic_given=True,
+        corticosteroid_given=False,
+        anti_cytokine_given=True,
+        ice_score=8,
+    )
+    assert crs_values(obs) == {
+        "vasopressors": 0,
+        "vasopressin": False,
+        "o2_device": "air",
+        "o2_flow_l_per_min": 0.0,
+        "treatment": ("antipyretic", "anti_cytokine"),
+    }
+    assert crs_values(Observation("w1", "b1", T0, o2_device="nasal_cannula")) == {
+        "o2_device": "nasal_cannula"
+    }
+    assert crs_values(Observation("w1", "b1", T0, o2_flow_l_per_min=2.0)) == {"o2_flow_l_per_min": 2.0}
+    assert crs_values(Observation("w1", "b1", T0, antipyretic_given=False, ice_score=3)) == {}
+
+
+def test_no_vasopressor_recorded_is_not_a_basis() -> None:
+    """Vasopressors 0 and vasopressin false are recorded but do not set the grade: fever and
+    hypotension do (grade 2, domain.md §2)."""
+    r = crs_rule()
+    fever_low = {Metric.TEMP_C: 38.4, Metric.SBP_MMHG: 85.0}
+    events: list[Event] = [
+        Observation("w1", "b1", T0, vasopressors=0, vasopressin=False, by="n"),
+        VitalSample("w1", "b1", "m", T0 + timedelta(minutes=1), fever_low),
+        VitalSample("w1", "b1", "m", T0 + timedelta(minutes=3), fever_low),
+    ]
+    _, out = run(r, events)
+    assert [dict(c.details) for c in out] == [
+        {
+            "grade": 2,
+            "basis": [
+                {"domain": "fever", "value": 38.4, "source": "monitor"},
+                {"domain": "hypotension", "value": 85.0, "source": "monitor"},
+            ],
+        }
+    ]
+
+
+def test_after_the_protocol_the_message_gives_no_planned_dose() -> None:
+    r = crs_rule()
+    end = START + timedelta(days=20)
+    fever = {Metric.TEMP_C: 38.4}
+    events: list[Event] = [
+        BagHung("w1", "b1", START, "bag-1", 0.0375, 270),
+        PumpReading("w1", "b1", "p1", START, PumpState.INFUSING, 10.0, 0.0),
+        VitalSample("w1", "b1", "m", end, fever),
+        VitalSample("w1", "b1", "m", end + timedelta(minutes=2), fever),
+    ]
+    _, out = run(r, events)
+    assert out[0].message is not None
+    assert "Infusion: protocol day 21, infusing 9.0 µg/day." in out[0].message.en
+    assert "Perfusion : jour 21 du protocole, perfusion 9,0 µg/jour." in out[0].message.fr
+
+
+def test_pump_bag_and_probe_events_update_the_crs_state() -> None:
+    r = crs_rule()
+    state, out = run(
+        r,
+        [
+            BagHung("w1", "b1", START, "bag-2", 0.05, 270),
+            PumpReading("w1", "b1", "p1", START, PumpState.INFUSING, 12.0, 0.0),
+        ],
+    )
+    assert out == []
+    assert (state.concentration_ug_per_ml, state.rate_ml_per_h) == (0.05, 12.0)
+    assert r.current_ug_per_day(state) == pytest.approx(14.4)
+    state, _ = run(r, [PumpReading("w1", "b1", "p1", START, PumpState.STOPPED, 12.0, 0.0)], state)
+    assert state.rate_ml_per_h == 0.0
+    assert r.current_ug_per_day(r.initial()) is None
+    # A probe-off on the thermometer breaks the fever run; on SpO2 it does not.
+    fever = [VitalSample("w1", "b1", "m", T0, {Metric.TEMP_C: 38.4, Metric.SBP_MMHG: 85.0})]
+    state, _ = run(r, fever)
+    for metric, fever_broken, low_broken in [
+        ("spo2_pct", False, False),
+        ("temp_c", True, False),
+        ("sbp_mmhg", False, True),
+        ("map_mmhg", False, True),
+    ]:
+        off = SourceHealth(
+            "w1", "b1", f"monitor.{metric}", T0 + timedelta(seconds=10), Health.LOST, "probe-off"
+        )
+        after, out = r.step(state, off, off.time)
+        assert out == ()
+        assert (after.fever.run_count == 0, after.hypotension.run_count == 0) == (fever_broken, low_broken)
+    back = SourceHealth("w1", "b1", "monitor.temp_c", T0 + timedelta(seconds=10), Health.CONNECTED)
+    assert r.step(state, back, back.time) == (state, ())
