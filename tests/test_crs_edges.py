@@ -736,8 +736,8 @@ def test_pump_bag_and_probe_events_update_the_crs_state() -> None:
         off = SourceHealth(
             "w1", "b1", f"monitor.{metric}", T0 + timedelta(seconds=10), Health.LOST, "probe-off"
         )
-        after, out = r.step(state, off, off.time)
-        assert out == ()
+        after, candidates = r.step(state, off, off.time)
+        assert list(candidates) == []
         assert (after.fever.run_count == 0, after.hypotension.run_count == 0) == (fever_broken, low_broken)
     back = SourceHealth("w1", "b1", "monitor.temp_c", T0 + timedelta(seconds=10), Health.CONNECTED)
     assert r.step(state, back, back.time) == (state, ())
