@@ -41,6 +41,7 @@ from daemon.vitals import (
     judge,
     late_dropped,
     late_note,
+    load_track,
     mean_arterial_pressure,
     noise_for,
 )
@@ -715,3 +716,66 @@ def test_an_unbounded_window_keeps_a_week() -> None:
     assert track.base.active
     track, _ = judge(track, N, T0 + S, 37.0, noise, now=T0 + week + S)
     assert [item.time for item in track.recent] == [T0 + S]  # exactly 7 days old: kept
+
+
+def test_judge_ignores_repeats_and_samples_older_than_the_window() -> None:
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=2, late_s=900)
+    minute = timedelta(minutes=1)
+    track = Track()
+    for m in range(30):
+        track, _ = judge(track, N, T0 + m * minute, 97.0, noise, now=T0 + m * minute)
+        assert track.value == 97.0
+    assert track.base is not None
+    assert track.base.last_time == T0 + 13 * minute  # 29 - 15 min: older ones folded into the base
+    for m in (29, 13, 5):  # a repeat of the last time, the base's last time, older
+        same, changes = judge(track, A, T0 + m * minute, 80.0, noise, now=T0 + 29 * minute)
+        assert (same, changes) == (track, [])
+    # A track saved before windows existed (no base) ignores any older sample.
+    legacy = load_track({"active": False, "last_time": "2026-03-02T20:00:00Z"})
+    assert judge(legacy, A, T0 - S, 80.0, noise, now=T0) == (legacy, [])
+
+
+def test_a_late_sample_at_a_sentinels_time_comes_after_it() -> None:
+    noise = NO_DELAY
+    track, _ = judge(Track(), A, T0, 80.0, noise, now=T0)
+    track = interrupt(track, T0 + 10 * S)
+    track, changes = judge(track, A, T0 + 20 * S, 81.0, noise, now=T0 + 20 * S)
+    assert changes == []
+    _, changes = judge(track, A, T0 + 10 * S, 82.0, noise, now=T0 + 30 * S)
+    assert [(c.transition, c.time, c.value) for c in changes] == [(Transition.RAISED, T0 + 20 * S, 81.0)]
+
+
+def test_a_late_sample_can_raise_at_its_own_time_and_clear_later() -> None:
+    """Both changes are reported, the first at the late sample's time with its value."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=2, late_s=900)
+    track, _ = judge(Track(), A, T0, 80.0, noise, now=T0)
+    track, _ = judge(track, N, T0 + 30 * S, 97.0, noise, now=T0 + 30 * S)
+    track, changes = judge(track, N, T0 + 100 * S, 98.0, noise, now=T0 + 100 * S)
+    assert changes == []
+    track, changes = judge(track, A, T0 + 10 * S, 79.0, noise, now=T0 + 110 * S)
+    assert [(c.transition, c.time, c.value, c.late_s) for c in changes] == [
+        (Transition.RAISED, T0 + 10 * S, 79.0, 100.0),
+        (Transition.CLEARED, T0 + 100 * S, 98.0, 10.0),
+    ]
+    assert not track.active
+
+
+def test_a_late_sample_that_changes_nothing_after_it_reports_nothing() -> None:
+    """Changes after the late sample that stay the same are not reported again."""
+    noise = Noise(delay_s=0, clear_s=40, confirm_samples=3, late_s=900)
+    track = Track()
+    for t, verdict in [(30, A), (40, A), (50, A), (60, N), (110, N)]:
+        track, changes = judge(track, verdict, T0 + t * S, 0.0, noise, now=T0 + t * S)
+    assert [c.transition for c in changes] == [Transition.CLEARED]
+    _, changes = judge(track, A, T0 + 55 * S, 0.0, noise, now=T0 + 120 * S)
+    assert changes == []
+
+
+def test_staleness_message_counts_whole_minutes() -> None:
+    rule = vitals_rule()
+    state, _ = rule.step(rule.initial(), sample(T0, Metric.HR_PER_MIN, 80.0), T0)
+    later = T0 + timedelta(minutes=90)
+    _, out = rule.step(state, Tick(later), later)
+    assert [(c.value, c.message and c.message.en) for c in out] == [
+        (5400.0, "No vital signs received from this bed for 90 min.")
+    ]
