@@ -741,3 +741,18 @@ def test_pump_bag_and_probe_events_update_the_crs_state() -> None:
         assert (after.fever.run_count == 0, after.hypotension.run_count == 0) == (fever_broken, low_broken)
     back = SourceHealth("w1", "b1", "monitor.temp_c", T0 + timedelta(seconds=10), Health.CONNECTED)
     assert r.step(state, back, back.time) == (state, ())
+
+
+def test_changed_handwriting_text_and_empty_saved_states() -> None:
+    def messages(*events: Observation) -> list[tuple[str, str]]:
+        _, out = run(IcansRule(one_bed_config(START).bed("b1")), events)
+        return [(c.message.en, c.message.fr) for c in out if c.message is not None]
+
+    assert messages(icans_obs(handwriting=Handwriting.CHANGED)) == [
+        icans_text(1, True, "handwriting test changed", "test d'écriture modifié", by="")
+    ]
+    assert messages(icans_obs(handwriting=Handwriting.NORMAL)) == []
+    icans_rule = IcansRule(one_bed_config(START).bed("b1"))
+    assert icans_rule.load({}) == icans_rule.initial()
+    r = crs_rule()
+    assert r.load({}) == r.initial()
