@@ -13,6 +13,7 @@ from daemon.events import (
     Acvpu,
     Event,
     Health,
+    Kind,
     Metric,
     Observation,
     Priority,
@@ -588,3 +589,39 @@ def test_saved_states_load() -> None:
     data["acvpu"] = ["V", None]
     loaded = r.load(data)
     assert (loaded.recent, loaded.on_oxygen, loaded.acvpu) == (state.recent, None, None)
+
+
+def test_an_observation_at_the_time_of_the_last_sample_is_not_late() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    state, out = run(r, [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88)])
+    assert state.trigger is Trigger.SINGLE_PARAMETER_3
+    # Facemask (2) and voice (3) with systolic 88 (3): 8, at the time of the last sample.
+    obs = Observation("w1", "b1", T0 + timedelta(minutes=1), o2_device="facemask", acvpu=Acvpu.VOICE)
+    state, escalated = r.step(state, obs, T0 + timedelta(minutes=1))
+    out = list(escalated)
+    assert [(c.present, c.value, dict(c.details), c.ward, c.kind) for c in out] == [
+        (True, 8.0, {"trigger": "aggregate_7", "spo2_scale": 1}, "w1", Kind.PHYSIOLOGICAL)
+    ]
+    assert out[0].message is not None
+    assert out[0].message.en.startswith("NEWS2 8; scoring 3: systolic, consciousness. ")
+    assert state.trigger is Trigger.AGGREGATE_7
+    # Cleared: the trigger is forgotten, so the next onset is announced afresh.
+    back = Observation("w1", "b1", T0 + timedelta(minutes=2), o2_device="air", acvpu=Acvpu.ALERT)
+    state, _ = run(r, [back, *(vitals(m) for m in range(2, 19))], state)
+    assert (state.track.active, state.trigger) == (False, None)
+
+
+def test_an_aggregate_without_a_three_names_none() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    values = {"sbp_mmhg": 95.0, "hr_per_min": 115.0, "temp_c": 38.5}  # 2 + 2 + 1
+    _, out = run(r, [vitals(0, **values), vitals(1, **values)])
+    assert out[0].message is not None
+    assert out[0].message.en.startswith("NEWS2 5 (partial: no recent supplemental_o2, consciousness). NEWS2")
+    assert out[0].message.fr.startswith("NEWS2 5 (partiel : pas de valeur récente pour")
+    assert " ; à 3" not in out[0].message.fr
+
+
+def test_a_state_saved_before_the_window_ignores_older_inputs() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    legacy = r.load({"track": {"active": False, "last_time": "2026-03-02T20:10:00Z"}})
+    assert r.step(legacy, vitals(5, sbp_mmhg=88), T0 + timedelta(minutes=11)) == (legacy, [])
