@@ -355,7 +355,9 @@ class News2Rule:
             same += 1
         out = after[same:]
         if not out and folded.track.active != state.track.active:
-            result = self.current(folded, item.time)
+            # The score at the late input's time: from the inputs up to it, not the later ones.
+            upto, _ = self._fold(base, recent[: at + 1])
+            result = self.current(upto, item.time)
             out = [self._candidate(item.time, result, folded.trigger if folded.track.active else None)]
         out = [late_note(c, (now - c.time).total_seconds()) for c in out]
         return self._keep(state, folded, recent, now), out

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.config import Config, VitalThresholds
+from daemon.config import parse as parse_config
 from daemon.events import (
     AlertCandidate,
     Event,
@@ -113,11 +114,15 @@ def test_clearing_needs_normal_values_for_the_clearing_time() -> None:
     assert not track.active
 
 
-def test_late_samples_are_ignored() -> None:
-    track, _ = advance(Track(), Verdict.ABNORMAL, at(10), 38.2, NOISE)
-    same, tr = advance(track, Verdict.ABNORMAL, at(5), 38.2, NOISE)
-    assert same == track
-    assert tr is None
+def test_advance_ignores_a_sample_not_newer_than_the_last() -> None:
+    """``advance`` takes samples in time order only (``judge`` inserts late ones)."""
+    track, _ = advance(Track(), Verdict.ABNORMAL, at(0), 38.2, NOISE)
+    track, _ = advance(track, Verdict.ABNORMAL, at(10), 38.2, NOISE)
+    assert track.active
+    for older in (at(5), at(10)):  # an older sample, and a repeat of the last time
+        same, tr = advance(track, Verdict.NORMAL, older, 37.0, NOISE)
+        assert same == track
+        assert tr is None
 
 
 @settings(max_examples=200, deadline=None)
@@ -182,7 +187,9 @@ def test_hypotension_by_sbp_or_map(values: dict[Metric, float], verdict: Verdict
 
 def test_fever_raises_after_persistence_with_messages_in_both_languages() -> None:
     r = rule()
-    _, out = run(r, [sample(0, temp_c=38.2), sample(5, temp_c=38.2)])
+    state, out = run(r, [sample(0, temp_c=38.2)])
+    assert out == []  # one sample is not a persistent fever
+    _, out = run(r, [sample(5, temp_c=38.2)], state)
     assert conditions(out) == [("FEVER", True)]
     fever = out[0]
     assert fever.priority is Priority.MEDIUM
@@ -231,11 +238,33 @@ def test_estimated_map_is_said_in_the_message() -> None:
 
 
 def test_per_bed_thresholds_apply() -> None:
-    r = rule(fever_c=38.5, confirm_samples=1, fever_delay_s=0)
-    _, out = run(r, [sample(0, temp_c=38.2)])
-    assert out == []
-    _, out = run(r, [sample(0, temp_c=38.6)])
-    assert conditions(out) == [("FEVER", True)]
+    """A bed's ``thresholds`` override the ward's for that bed (config.py ``BedConfig``)."""
+    bed = {
+        "ward": "w1",
+        "patient": "p-1",
+        "weight_kg": 63,
+        "height_cm": 165,
+        "protocol_start": START.isoformat(),
+    }
+    cfg = parse_config(
+        {
+            "thresholds": {"vitals": {"confirm_samples": 1, "fever_delay_s": 0}},
+            "beds": [
+                {**bed, "id": "b1", "thresholds": {"vitals": {"fever_c": 38.5}}},
+                {**bed, "id": "b2", "patient": "p-2"},
+            ],
+        }
+    )
+
+    def fever_at(bed_id: str, temp: float) -> list[tuple[str, bool]]:
+        b = cfg.bed(bed_id)
+        r = VitalsRule(cfg.thresholds_for(bed_id).vitals, b, schedule_for(b, cfg))
+        event = VitalSample("w1", bed_id, "mon-1", at(0), {Metric.TEMP_C: temp})
+        return conditions(run(r, [event])[1])
+
+    assert fever_at("b1", 38.49) == []  # the bed's own limit
+    assert fever_at("b1", 38.5) == [("FEVER", True)]
+    assert fever_at("b2", 38.0) == [("FEVER", True)]  # the ward's limit, and its overrides
 
 
 def probe_off(minutes: float, metric: str = "spo2_pct") -> SourceHealth:
@@ -425,7 +454,10 @@ def test_vitals_rule_marks_a_late_fever() -> None:
     assert fever.time == at(2)
     assert fever.details == {"late_s": 480.0}
     assert fever.message is not None
-    assert "Late data: measured 8 min before it arrived." in fever.message.en
+    assert fever.message.en == "Fever 38.4 °C (limit 38.0 °C). Late data: measured 8 min before it arrived."
+    assert fever.message.fr == (
+        "Fièvre 38,4 °C (seuil 38,0 °C). Données tardives : mesurées 8 min avant leur arrivée."
+    )
 
 
 def test_late_dropped_names_the_rules_whose_window_is_exceeded() -> None:
