@@ -594,15 +594,11 @@ def test_kill_9_twice_once_during_an_influxd_outage(
     assert agree, f"retained alert states and `wardd status` disagree: {alerts_note}; {result}"
 
 
-def test_a_daemon_outage_longer_than_mosquittos_default_queue_loses_nothing(
-    tmp_path: Path, broker: Mosquitto, influx: Influxd, prefix: str, daemons: list[WarddProcess]
-) -> None:
-    beds = bed_ids(30)
-    rate_hz = 1.0 if FULL else 10.0
-    down_s = 120.0 if FULL else 8.0
-    duration_s = 180.0 if FULL else 20.0
-    daemon = start_daemon(tmp_path, broker, influx, prefix, beds, daemons)
-    publisher = VitalsPublisher(
+def paced_publisher(
+    broker: Mosquitto, prefix: str, beds: list[str], rate_hz: float, duration_s: float
+) -> VitalsPublisher:
+    """Every bed at ``rate_hz`` for ``duration_s``, measurement times following the clock, started."""
+    return VitalsPublisher(
         broker.url,
         prefix,
         beds,
@@ -611,6 +607,17 @@ def test_a_daemon_outage_longer_than_mosquittos_default_queue_loses_nothing(
         step_s=1.0 / rate_hz,
         rate_hz=rate_hz,
     ).start()
+
+
+def test_a_daemon_outage_longer_than_mosquittos_default_queue_loses_nothing(
+    tmp_path: Path, broker: Mosquitto, influx: Influxd, prefix: str, daemons: list[WarddProcess]
+) -> None:
+    beds = bed_ids(30)
+    rate_hz = 1.0 if FULL else 10.0
+    down_s = 120.0 if FULL else 8.0
+    duration_s = 180.0 if FULL else 20.0
+    daemon = start_daemon(tmp_path, broker, influx, prefix, beds, daemons)
+    publisher = paced_publisher(broker, prefix, beds, rate_hz, duration_s)
     began = time.monotonic()
     time.sleep(max(0.0, began + (20.0 if FULL else 4.0) - time.monotonic()))
     code = daemon.terminate()
@@ -638,15 +645,7 @@ def test_sigterm_under_load_loses_nothing(
     rate_hz = 20.0  # 600 messages/s: near what the daemon handles on 2 cores, so it has a backlog
     duration_s = size(15, 120)
     daemon = start_daemon(tmp_path, broker, influx, prefix, beds, daemons)
-    publisher = VitalsPublisher(
-        broker.url,
-        prefix,
-        beds,
-        per_bed=round(duration_s * rate_hz),
-        first_time=datetime.now(UTC),
-        step_s=1.0 / rate_hz,
-        rate_hz=rate_hz,
-    ).start()
+    publisher = paced_publisher(broker, prefix, beds, rate_hz, duration_s)
     began = time.monotonic()
     at_s = rng.uniform(5, 10) if not FULL else rng.uniform(10, duration_s - 20)
     time.sleep(max(0.0, began + at_s - time.monotonic()))
