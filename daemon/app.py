@@ -320,7 +320,9 @@ class Pipeline:
         changes = self.writer.stage()
         for (bed, rule), data in self.engine.take_changed().items():
             changes.rule_states[(bed, rule)] = json_text(data)
-        changes.meta[SEEN_KEY] = self.seen.dump()
+        if self.seen.changed:
+            # Up to 4 × max_inflight_messages digests: written only when a message was added.
+            changes.meta[SEEN_KEY] = self.seen.dump()
         changes.processed_seq = self.processed_seq
 
     async def process(self, event: Event) -> None:

@@ -22,6 +22,8 @@ class RecentDigests:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._capacity = capacity
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self.changed = False
+        """True once a digest was added since the last ``dump`` or ``load``."""
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -34,12 +36,14 @@ class RecentDigests:
         if digest in self._seen:
             return False
         self._seen[digest] = None
+        self.changed = True
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
         return True
 
     def dump(self) -> str:
         """The digests, oldest first, as one base64 string."""
+        self.changed = False
         return base64.b64encode(b"".join(self._seen)).decode("ascii")
 
     def load(self, data: str) -> None:
@@ -47,3 +51,4 @@ class RecentDigests:
         raw = base64.b64decode(data)
         digests: Sequence[bytes] = [raw[i : i + 16] for i in range(0, len(raw) - 15, 16)]
         self._seen = OrderedDict((d, None) for d in digests[-self._capacity :])
+        self.changed = False
