@@ -38,7 +38,7 @@ Lifecycle of one alert (``AlertBook``, pure: no I/O, no clock reads)::
 
 Delivery (``AlertService``) of each transition, in this order:
 
-    alert row + audit journal line (one store transaction, see ``daemon.store``)
+    alert row + audit journal line (one store transaction, see ``daemon.links.store``)
       -> <prefix>/<ward>/bed/<bed>/alerts          transition, QoS 1
       -> <prefix>/<ward>/bed/<bed>/alerts/<id>     current state, retained; empty when closed
       -> <prefix>/<ward>/escalations               ``overdue`` transitions only
@@ -72,11 +72,11 @@ from daemon.clock import Clock, every
 from daemon.config import Config
 from daemon.errors import InputError, WarddError
 from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.links.store import Store, StoreWriter, json_text
 from daemon.metrics import Counters, reject
 from daemon.payloads import load_json_object
 from daemon.points import FieldValue, Point, PointSink
 from daemon.publish import Publisher
-from daemon.store import Store, StoreWriter, json_text
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@
     tick (clock) ────┘                     │        └──► capture (JSON lines, optional)
                                            └── counters ──► InfluxDB (wardd_counters)
 
-Every input is logged in the store (``daemon.store``) and acknowledged to its sender
+Every input is logged in the store (``daemon.links.store``) and acknowledged to its sender
 only once that commit is durable; rule states are checkpointed with the log position
 they stand for, and a restart replays the log after it (see README, "Nothing lost").
 
@@ -34,10 +34,13 @@ from typing import Any
 from daemon import capture, topics
 from daemon.alerts import AlertService
 from daemon.capture import CaptureWriter
+from daemon.clinical.dose import dose_point, dose_rules, parse_bag
+from daemon.clinical.observations import parse_observation
+from daemon.clinical.vitals import late_dropped
+from daemon.clinical.watch import vital_rules
 from daemon.clock import Clock, SystemClock, every
 from daemon.config import BedConfig, Config, VitalThresholds
 from daemon.dedup import RecentDigests
-from daemon.dose import dose_point, dose_rules, parse_bag
 from daemon.errors import InputError
 from daemon.events import (
     BagHung,
@@ -49,18 +52,17 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.influx import InfluxSink, make_writer
+from daemon.links.influx import InfluxSink, make_writer
+from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
+from daemon.links.store import InboundRow, Store, StoreWriter, json_text
 from daemon.metrics import Counters
-from daemon.mqtt import Ack, DurablePublisher, MqttLink
 from daemon.points import Point
 from daemon.pump import PumpSource, reading_point
 from daemon.pump_rules import pump_rules
 from daemon.rules import Rule, RuleEngine
-from daemon.store import InboundRow, Store, StoreWriter, json_text
 from daemon.tech_rules import tech_rules
 from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
-from daemon.vitals import late_dropped, parse_observation, vital_rules
 
 log = logging.getLogger(__name__)
 

@@ -181,9 +181,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args.config)
     from daemon.alerts import AlertBook, load_book  # noqa: PLC0415
     from daemon.app import build_rules  # noqa: PLC0415
+    from daemon.clinical.dose import status_lines  # noqa: PLC0415
     from daemon.clock import SystemClock  # noqa: PLC0415
-    from daemon.dose import status_lines  # noqa: PLC0415
-    from daemon.store import Store  # noqa: PLC0415
+    from daemon.links.store import Store  # noqa: PLC0415
 
     path = config.daemon.store_path
     engine = build_rules(config)
@@ -220,7 +220,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
     import aiomqtt  # noqa: PLC0415
 
     from daemon.alerts import send_ack  # noqa: PLC0415
-    from daemon.mqtt import broker_address  # noqa: PLC0415
+    from daemon.links.mqtt import broker_address  # noqa: PLC0415
 
     host, port, _ = broker_address(config.mqtt.url)
 

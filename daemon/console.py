@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import TextIO
 
 from daemon.app import Pipeline
-from daemon.dose import RULE_NAME as DOSE_RULE
-from daemon.dose import DoseState, delivered_rate_ug_per_day
+from daemon.clinical.dose import RULE_NAME as DOSE_RULE
+from daemon.clinical.dose import DoseState, delivered_rate_ug_per_day
+from daemon.clinical.protocols import schedule_for
 from daemon.events import Event, Metric, Priority, VitalSample
-from daemon.protocols import schedule_for
 
 CLEAR = "\x1b[H\x1b[2J"
 SHOWN: tuple[tuple[Metric, str, str], ...] = (

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import signal
-import socket
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,8 +34,8 @@ from daemon.config import Config, InfluxConfig
 from daemon.console import WardConsole
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Priority
-from daemon.mqtt import broker_address
 from daemon.timefmt import parse_iso
+from simulators.broker import answers, broker_for
 from simulators.scenario import (
     BedScenario,
     Scenario,
@@ -228,65 +226,13 @@ def _demo_bed(i: int, story: Story, played: int) -> BedScenario:
     )
 
 
-def _answers(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def broker_for(config: Config, out: TextIO) -> AsyncIterator[Config]:
-    """The config's broker if it answers, else an embedded one (the config is rewritten to it)."""
-    host, port, _ = broker_address(config.mqtt.url)
-    if _answers(host, port):
-        print(f"demo: using the MQTT broker at {host}:{port}", file=out)
-        yield config
-        return
-    from amqtt.broker import Broker  # noqa: PLC0415 -- only needed when no broker answers
-
-    class EmbeddedBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (pyproject)
-        """amqtt's broker, with each client connection closed when its handler ends: amqtt
-        0.12 leaves the socket open when the client has gone before the broker closes it
-        (its close stops at a failing ``write_eof``)."""
-
-        async def stream_connected(
-            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
-        ) -> None:
-            try:
-                await super().stream_connected(reader, writer, listener_name)
-            finally:
-                writer.close()
-
-    port = _free_port()
-    broker = EmbeddedBroker(
-        {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        }
-    )
-    await broker.start()
-    print(f"demo: no broker at {host}:{port}; started an embedded one on 127.0.0.1:{port}", file=out)
-    try:
-        yield config.model_copy(
-            update={"mqtt": config.mqtt.model_copy(update={"url": f"mqtt://127.0.0.1:{port}"})}
-        )
-    finally:
-        await broker.shutdown()
-
-
 def storage_for(config: Config, out: TextIO, folder: Path) -> InfluxConfig:
     """The config's database if it answers, else line protocol in its spool folder
     (default: ``folder``)."""
     influx = config.influx
     if influx.api != "none":
         parsed = urllib.parse.urlsplit(influx.url)
-        if _answers(parsed.hostname or "127.0.0.1", parsed.port or 8086):
+        if answers(parsed.hostname or "127.0.0.1", parsed.port or 8086):
             print(f"demo: storing points in InfluxDB ({influx.api}) at {influx.url}", file=out)
             return influx
         print(f"demo: no database answers at {influx.url}", file=out)

@@ -62,11 +62,12 @@ from daemon.clock import Clock, ManualClock, ScaledClock, every
 from daemon.config import AwareDatetime, Config, InfluxConfig, PumpConfig
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Metric
+from daemon.links.mqtt import Ack, MqttLink
 from daemon.metrics import Counters
-from daemon.mqtt import Ack, MqttLink
 from daemon.ne1000 import Alarm
 from daemon.pump import DriverFactory, FaultHandler, PumpDriver, PumpSource, PumpStatus, ne1000_driver
 from daemon.timefmt import iso
+from simulators.broker import broker_for
 from simulators.monitor import BASELINE, NOISE_SD, Excursion, Profile, vitals_payload
 from simulators.pump import SimulatedPump
 
@@ -1184,7 +1185,6 @@ async def run_scenario(
     ``mqtt_url``: the broker (default: the local one if it answers, else an embedded
     one). ``influx``: storage (default: line protocol kept in the work folder).
     """
-    from daemon.demo import broker_for  # noqa: PLC0415 -- daemon.demo imports this module
 
     with contextlib.ExitStack() as stack:
         # Scenario state is thrown away: on a RAM disk the daemon's fsyncs cost nothing.

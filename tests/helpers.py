@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 from daemon.app import Pipeline
 from daemon.config import Config, parse
 from daemon.events import AlertCandidate, Event
+from daemon.links.store import Changes, Store, StoreWriter
 from daemon.rules import Rule
-from daemon.store import Changes, Store, StoreWriter
 
 S = TypeVar("S")
 

@@ -26,9 +26,9 @@ from daemon.clock import ManualClock
 from daemon.config import AlertsConfig, Config
 from daemon.errors import InputError, WarddError
 from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.points import Point
-from daemon.store import StoreWriter
 from tests.helpers import commit_staged, store_writer
 
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)

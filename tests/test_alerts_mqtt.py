@@ -18,9 +18,9 @@ import pytest
 from daemon.alerts import AlertService, AlertState, send_ack
 from daemon.clock import ManualClock
 from daemon.events import AlertCandidate, Priority, Text
+from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.points import Point
-from daemon.store import StoreWriter
 from tests.helpers import commit_staged, store_writer
 from tests.servers import Mosquitto
 

@@ -1,4 +1,4 @@
-"""The nurses' entries a rule keeps (``daemon.chart``): latest value, corrections, withdrawals."""
+"""The nurses' entries a rule keeps (``daemon.clinical.chart``): latest value, corrections, withdrawals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from daemon.chart import (
+from daemon.clinical.chart import (
     KEEP_PER_FIELD,
     Chart,
     Entry,

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from daemon.chart import record
-from daemon.config import Config, parse
-from daemon.crs import (
+from daemon.clinical.chart import record
+from daemon.clinical.crs import (
     CrsRule,
     IcansRule,
     IcansState,
@@ -26,6 +25,9 @@ from daemon.crs import (
     oxygen_grade,
     seizure_grade,
 )
+from daemon.clinical.protocols import schedule_for
+from daemon.clinical.watch import vital_rules
+from daemon.config import Config, parse
 from daemon.events import (
     Acvpu,
     AlertCandidate,
@@ -45,8 +47,6 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.protocols import schedule_for
-from daemon.vitals import vital_rules
 from tests.helpers import one_bed_config, run
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from daemon.config import VitalThresholds
-from daemon.crs import (
+from daemon.clinical.crs import (
     CrsRule,
     IcansRule,
     crs_grade,
@@ -21,6 +20,8 @@ from daemon.crs import (
     ice_grade,
     oxygen_grade,
 )
+from daemon.clinical.protocols import schedule_for
+from daemon.config import VitalThresholds
 from daemon.events import (
     Acvpu,
     BagHung,
@@ -40,7 +41,6 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.protocols import schedule_for
 from tests.helpers import one_bed_config, run
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.alerts import _parse_ack
-from daemon.dose import parse_bag
+from daemon.clinical.dose import parse_bag
+from daemon.clinical.observations import parse_observation
 from daemon.errors import InputError
 from daemon.events import BagHung, Health, Observation, SourceHealth, VitalSample
 from daemon.metrics import Counters
 from daemon.payloads import load_json_object
 from daemon.telemetry import decode_vitals, vitals_decoder
-from daemon.vitals import parse_observation
 
 EXAMPLES = int(os.environ.get("WARDD_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(

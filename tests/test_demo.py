@@ -13,7 +13,8 @@ import pytest
 
 from daemon.app import Pipeline
 from daemon.config import Config, InfluxConfig, MqttConfig
-from daemon.demo import broker_for, demo_mix, demo_scenario, join_offset, joined, run_demo
+from daemon.demo import demo_mix, demo_scenario, join_offset, joined, run_demo
+from simulators.broker import broker_for
 from simulators.scenario import PumpAction, ScenarioRun, builtin_names, load_scenario
 from tests.servers import free_port
 

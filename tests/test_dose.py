@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from daemon.app import build_rules
-from daemon.config import Config, DoseThresholds, parse
-from daemon.dose import (
+from daemon.clinical.dose import (
     BAG_LOW,
     BOLUS_SUSPECTED,
     CUMULATIVE_DOSE_DEVIATION,
@@ -31,6 +30,7 @@ from daemon.dose import (
     parse_bag,
     status_lines,
 )
+from daemon.config import Config, DoseThresholds, parse
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, BagHung, Event, Priority, PumpReading, PumpState, Tick
 from tests.helpers import one_bed_config

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.dose import (
+from daemon.clinical.dose import (
     BAG_LOW,
     BOLUS_SUSPECTED,
     CUMULATIVE_DOSE_DEVIATION,

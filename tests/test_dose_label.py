@@ -1,5 +1,5 @@
 """The label's dose rules that staff declare: restarts, new cycles, discontinuation,
-late bag announcements and the < 45 kg refusal (``daemon.dose_label``, ``daemon.dose``)."""
+late bag announcements and the < 45 kg refusal (``daemon.clinical.dose_label``, ``daemon.clinical.dose``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from daemon import capture
-from daemon.config import parse
-from daemon.dose import (
+from daemon.clinical.dose import (
     DISCONTINUATION_RULE,
     RESTART_REASON_NEEDED,
     DoseRule,
@@ -20,6 +19,9 @@ from daemon.dose import (
     dump_state,
     load_state,
 )
+from daemon.clinical.observations import parse_observation
+from daemon.clinical.protocols import bsa_m2
+from daemon.config import parse
 from daemon.errors import ConfigError, InputError
 from daemon.events import (
     AlertCandidate,
@@ -32,8 +34,6 @@ from daemon.events import (
     PumpState,
     Reaction,
 )
-from daemon.protocols import bsa_m2
-from daemon.vitals import parse_observation
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daemon.dose_label import parse_declaration
+from daemon.clinical.dose_label import parse_declaration
 from daemon.errors import InputError
 from daemon.events import DeclarationKind, DoseDeclaration, Reaction
 

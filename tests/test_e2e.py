@@ -192,7 +192,7 @@ async def test_published_case_reaches_storage_and_raises_fever(
         assert fever["bed"] == BED
         assert fever["value"] == 38.2
         assert fever["unit"] == "Cel"
-        assert fever["priority"] == "medium"  # FEVER's priority (daemon/vitals.py PRIORITY)
+        assert fever["priority"] == "medium"  # FEVER's priority (daemon/clinical/vitals.py PRIORITY)
         assert fever["state"] == "active"
         assert fever["id"]
         assert fever["message"]

@@ -11,10 +11,10 @@ from daemon.clock import SystemClock
 from daemon.config import InfluxConfig
 from daemon.errors import SinkError, SinkErrorKind
 from daemon.events import Health
-from daemon.influx import InfluxSink, make_writer
+from daemon.links.influx import InfluxSink, make_writer
+from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.points import Point
-from daemon.store import StoreWriter
 from tests.helpers import committing, store_writer
 from tests.servers import Influxd, VictoriaMetrics
 

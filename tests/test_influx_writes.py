@@ -21,7 +21,7 @@ import pytest
 
 from daemon.config import InfluxConfig
 from daemon.errors import SinkError, SinkErrorKind
-from daemon.influx import (
+from daemon.links.influx import (
     MAX_RETRY_AFTER_S,
     LineWriter,
     WriteInterruptedError,

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from daemon.alerts import MAX_ACK_PAYLOAD_BYTES, _parse_ack
-from daemon.dose import parse_bag
+from daemon.clinical.dose import parse_bag
+from daemon.clinical.observations import parse_observation
 from daemon.errors import InputError
 from daemon.events import BagHung, Event, Observation
 from daemon.metrics import Counters
 from daemon.payloads import MAX_INT_DIGITS, MAX_JSON_DEPTH, load_json_object
 from daemon.telemetry import REJECTED, Route, TelemetryRouter, decode_vitals, vitals_decoder
-from daemon.vitals import parse_observation
 
 NOW = datetime(2026, 3, 2, 20, 0, 5, tzinfo=UTC)
 LIMIT = 65_536  # the default of mqtt.max_payload_bytes

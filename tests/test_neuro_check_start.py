@@ -1,4 +1,4 @@
-"""When the first neurological check falls due (NEURO_CHECK_DUE, daemon/crs.py).
+"""When the first neurological check falls due (NEURO_CHECK_DUE, daemon/clinical/crs.py).
 
 domain.md section 0: a daily handwriting test screens for neurotoxicity. It does not
 say when the first one falls due; the daemon's choice (``neuro_check_first_s``, one
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from daemon.crs import NeuroCheckRule, NeuroCheckState
+from daemon.clinical.crs import NeuroCheckRule, NeuroCheckState
+from daemon.clinical.protocols import schedule_for
 from daemon.events import Handwriting, Observation, Tick
-from daemon.protocols import schedule_for
 from tests.helpers import one_bed_config, run
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

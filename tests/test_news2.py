@@ -8,19 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.config import BedConfig, VitalThresholds
-from daemon.events import (
-    Acvpu,
-    Event,
-    Health,
-    Kind,
-    Metric,
-    Observation,
-    Priority,
-    SourceHealth,
-    VitalSample,
-)
-from daemon.news2 import (
+from daemon.clinical.news2 import (
     News2,
     News2Rule,
     Param,
@@ -35,6 +23,18 @@ from daemon.news2 import (
     score_supplemental_o2,
     score_systolic,
     score_temperature,
+)
+from daemon.config import BedConfig, VitalThresholds
+from daemon.events import (
+    Acvpu,
+    Event,
+    Health,
+    Kind,
+    Metric,
+    Observation,
+    Priority,
+    SourceHealth,
+    VitalSample,
 )
 from tests.helpers import run
 

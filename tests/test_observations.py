@@ -1,4 +1,4 @@
-"""Validation of the nurses' observation JSON (``daemon.vitals.parse_observation``)."""
+"""Validation of the nurses' observation JSON (``daemon.clinical.vitals.parse_observation``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.clinical.observations import parse_observation
 from daemon.errors import InputError
 from daemon.events import Acvpu, Handwriting, IcpFinding, MotorWeakness, Seizure, SeizurePattern
 from daemon.timefmt import parse_iso
-from daemon.vitals import parse_observation
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 WHERE = "ward/w1/bed/b1/observations"

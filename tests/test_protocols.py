@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from daemon.clinical.protocols import BUILTIN, BsaFormula, bsa_m2, protocol_config, resolve, schedule_for
 from daemon.config import BUILTIN_PROTOCOLS, BedConfig, Config, ProtocolConfig, parse
-from daemon.protocols import BUILTIN, BsaFormula, bsa_m2, protocol_config, resolve, schedule_for
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

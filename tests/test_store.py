@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.store import SCHEMA_VERSION, Changes, Store, StoreError, StoreWriter
+from daemon.links.store import SCHEMA_VERSION, Changes, Store, StoreError, StoreWriter
 from tests.helpers import committing
 
 

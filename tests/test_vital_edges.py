@@ -13,23 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.config import VitalThresholds
-from daemon.events import (
-    Acvpu,
-    AlertCandidate,
-    Event,
-    Health,
-    Kind,
-    Metric,
-    Observation,
-    Priority,
-    SourceHealth,
-    Text,
-    Tick,
-    VitalSample,
-)
-from daemon.protocols import schedule_for
-from daemon.vitals import (
+from daemon.clinical.protocols import schedule_for
+from daemon.clinical.vitals import (
     Condition,
     Noise,
     Track,
@@ -44,6 +29,21 @@ from daemon.vitals import (
     load_track,
     mean_arterial_pressure,
     noise_for,
+)
+from daemon.config import VitalThresholds
+from daemon.events import (
+    Acvpu,
+    AlertCandidate,
+    Event,
+    Health,
+    Kind,
+    Metric,
+    Observation,
+    Priority,
+    SourceHealth,
+    Text,
+    Tick,
+    VitalSample,
 )
 from tests.helpers import one_bed_config
 

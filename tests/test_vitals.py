@@ -11,22 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import Config, VitalThresholds
-from daemon.config import parse as parse_config
-from daemon.events import (
-    AlertCandidate,
-    Event,
-    Health,
-    Kind,
-    Metric,
-    Priority,
-    SourceHealth,
-    Tick,
-    VitalSample,
-)
-from daemon.protocols import schedule_for
-from daemon.rules import RuleEngine
-from daemon.vitals import (
+from daemon.clinical.protocols import schedule_for
+from daemon.clinical.vitals import (
     Change,
     Condition,
     Noise,
@@ -42,8 +28,22 @@ from daemon.vitals import (
     late_dropped,
     load_track,
     mean_arterial_pressure,
-    vital_rules,
 )
+from daemon.clinical.watch import vital_rules
+from daemon.config import Config, VitalThresholds
+from daemon.config import parse as parse_config
+from daemon.events import (
+    AlertCandidate,
+    Event,
+    Health,
+    Kind,
+    Metric,
+    Priority,
+    SourceHealth,
+    Tick,
+    VitalSample,
+)
+from daemon.rules import RuleEngine
 from tests.helpers import one_bed_config, run
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

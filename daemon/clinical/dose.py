@@ -34,7 +34,7 @@ DISCONTINUATION_RULE       high     the label says discontinue (CRS or neurotoxi
 
 Which dose is expected (every dose alert names the rule in ``details["rule"]`` and in
 its message): the protocol's calendar (``protocol_calendar``) until staff declare a
-change in an observation (``daemon.dose_label``): a restart after a grade 3 reaction
+change in an observation (``daemon.clinical.dose_label``): a restart after a grade 3 reaction
 (``restart_after_crs_g3``, ``..._neurotoxicity_g3``, ``..._other_g3``: the first step,
 the higher dose 7 days after the infusion restarted, ending where the interrupted
 cycle would have, moved by the break) or a new cycle (``new_cycle``: the protocol's
@@ -67,8 +67,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon import ids
-from daemon.config import BedConfig, Config, DoseThresholds
-from daemon.dose_label import (
+from daemon.clinical.dose_label import (
     CALENDAR,
     MAX_REMEMBERED,
     NEW_CYCLE,
@@ -84,6 +83,16 @@ from daemon.dose_label import (
     rule_text,
     triggers,
 )
+from daemon.clinical.protocols import (
+    Schedule,
+    Step,
+    StepUp,
+    cycle_schedule,
+    next_cycle_protocol,
+    restart_schedule,
+    schedule_for,
+)
+from daemon.config import BedConfig, Config, DoseThresholds
 from daemon.errors import InputError
 from daemon.events import (
     AlertCandidate,
@@ -101,15 +110,6 @@ from daemon.events import (
 from daemon.numfmt import fmt
 from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.points import Point
-from daemon.protocols import (
-    Schedule,
-    Step,
-    StepUp,
-    cycle_schedule,
-    next_cycle_protocol,
-    restart_schedule,
-    schedule_for,
-)
 from daemon.rules import Rule, RuleEngine
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 

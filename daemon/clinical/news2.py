@@ -42,6 +42,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from daemon.clinical.vitals import (
+    Noise,
+    Track,
+    Transition,
+    Verdict,
+    advance,
+    dump_track,
+    late_note,
+    load_track,
+    probe_metric,
+)
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import (
     Acvpu,
@@ -57,17 +68,6 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.timefmt import iso, parse_iso_or_none
-from daemon.vitals import (
-    Noise,
-    Track,
-    Transition,
-    Verdict,
-    advance,
-    dump_track,
-    late_note,
-    load_track,
-    probe_metric,
-)
 
 CONDITION = "NEWS2_HIGH"
 

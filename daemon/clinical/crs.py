@@ -22,7 +22,7 @@ CRS grade, from the latest state of the bed:
 
 Late vital samples are judged by the fever and hypotension tracks exactly as the
 vital-sign rule judges them (``fever_late_s``, ``hypotension_late_s``; see
-``daemon.vitals.judge``): when a late sample changes a track, the grade is set again
+``daemon.clinical.vitals.judge``): when a late sample changes a track, the grade is set again
 at the time of that change, and the candidate carries ``details["late_s"]`` and a
 note. Observations are taken as the latest of each kind, whenever they arrive.
 
@@ -51,7 +51,7 @@ records ``none`` (``[]`` for ICP): they are events, and only a person can say th
 patient is back to baseline.
 
 Who recorded what and when: the rules keep the nurses' entries in a
-``daemon.chart.Chart``, so a correction replaces an entry and a withdrawal removes it
+``daemon.clinical.chart.Chart``, so a correction replaces an entry and a withdrawal removes it
 and the grade follows. Alert details carry ``basis`` (the domains that set the grade,
 each with its value and who recorded it when) and, when the transition follows a
 correction or a withdrawal, ``change`` (which id, by whom, when).
@@ -61,7 +61,7 @@ reversible state); grade 2 and above high (label actions start at grade 3, and
 grade 2 can progress to organ injury). ``NEURO_CHECK_DUE`` is a low-priority
 technical reminder.
 
-The nurses' JSON entries are validated by ``daemon.vitals.parse_observation``.
+The nurses' JSON entries are validated by ``daemon.clinical.vitals.parse_observation``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from daemon.chart import Chart, Entry, change_of, dump_chart, legacy_entry, load_chart, record
+from daemon.clinical.chart import Chart, Entry, change_of, dump_chart, legacy_entry, load_chart, record
+from daemon.clinical.protocols import Schedule
+from daemon.clinical.vitals import (
+    METRICS,
+    Change,
+    Condition,
+    Track,
+    Transition,
+    classify,
+    dump_track,
+    interrupt,
+    judge,
+    late_note,
+    load_track,
+    noise_for,
+    probe_metric,
+)
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import (
     Acvpu,
@@ -95,23 +111,7 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.numfmt import fmt
-from daemon.protocols import Schedule
 from daemon.timefmt import iso_or_none, parse_iso_or_none
-from daemon.vitals import (
-    METRICS,
-    Change,
-    Condition,
-    Track,
-    Transition,
-    classify,
-    dump_track,
-    interrupt,
-    judge,
-    late_note,
-    load_track,
-    noise_for,
-    probe_metric,
-)
 
 CRS_SUSPECTED = "CRS_SUSPECTED"
 ICANS_SUSPECTED = "ICANS_SUSPECTED"

@@ -29,8 +29,8 @@ import aiomqtt
 
 from daemon.clock import Clock
 from daemon.config import MqttConfig
+from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
-from daemon.store import StoreWriter
 
 log = logging.getLogger(__name__)
 

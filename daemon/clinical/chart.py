@@ -13,7 +13,7 @@ An entry whose ``id`` the chart already holds is a repeat when it records the sa
 thing at the same time (ignored), otherwise it is kept without that id (the id keeps
 naming the first entry).
 
-Pure data and functions: the CRS and ICANS rules (``daemon.crs``) hold a ``Chart`` in
+Pure data and functions: the CRS and ICANS rules (``daemon.clinical.crs``) hold a ``Chart`` in
 their state, and its ``dump``/``load`` form is part of their persisted state.
 """
 

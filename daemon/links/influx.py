@@ -1,7 +1,7 @@
 """Time-series storage: points from the store's outbox to InfluxDB (v1 or v2 API).
 
 Nothing is lost while the database is away: points wait in the store's
-``point_outbox`` (durable, see ``daemon.store``) and are sent, oldest first, once
+``point_outbox`` (durable, see ``daemon.links.store``) and are sent, oldest first, once
 writes succeed again. A point the database refuses for good is isolated from its
 batch (the good ones are stored) and kept in ``dead_letters`` with the reason.
 With ``api = "none"`` points are appended as line protocol to a file (the demo's
@@ -33,9 +33,9 @@ from daemon.clock import Clock
 from daemon.config import InfluxConfig
 from daemon.errors import SinkError, SinkErrorKind
 from daemon.events import Health
+from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.points import Point
-from daemon.store import StoreWriter
 from daemon.timefmt import iso
 
 log = logging.getLogger(__name__)
