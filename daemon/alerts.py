@@ -60,7 +60,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -72,6 +72,7 @@ from daemon.clock import Clock, every
 from daemon.config import Config
 from daemon.errors import InputError, WarddError
 from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.frozen import replace
 from daemon.links.store import Store, StoreWriter, json_text
 from daemon.metrics import Counters, reject
 from daemon.payloads import load_json_object

@@ -131,7 +131,9 @@ class Pipeline:
     """The last logged input whose effects are staged in the store."""
 
     def __post_init__(self) -> None:
-        self._vital_thresholds: dict[str, VitalThresholds] = {}
+        self._vital_thresholds: dict[str, VitalThresholds] = {
+            bed.id: self.config.thresholds_for(bed.id).vitals for bed in self.config.beds
+        }
         self._inflight = asyncio.Semaphore(self.config.daemon.max_inflight_messages)
         self._live: set[int] = set()  # logged inputs that hold an in-flight place
 
@@ -353,9 +355,7 @@ class Pipeline:
     def _count_late(self, event: VitalSample | Observation, now: datetime) -> None:
         th = self._vital_thresholds.get(event.bed)
         if th is None:
-            if event.bed not in {bed.id for bed in self.config.beds}:
-                return
-            th = self._vital_thresholds[event.bed] = self.config.thresholds_for(event.bed).vitals
+            return  # not a configured bed: no rule judges it
         for rule in late_dropped(event, th, now):
             self.counters.inc(LATE_DROPPED, rule)
 

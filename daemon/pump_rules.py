@@ -23,7 +23,7 @@ alert engine.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from daemon.events import (
     SourceHealth,
     Text,
 )
+from daemon.frozen import replace
 from daemon.rules import Rule
 
 COMM_LOST = "PUMP_COMM_LOST"

@@ -11,7 +11,10 @@ from datetime import UTC, datetime
 
 def iso(when: datetime) -> str:
     """``when`` in UTC as RFC 3339 with a ``Z``, microseconds only when present."""
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    # An aware UTC time's isoformat ends in "+00:00"; this runs for every stored time.
+    return when.isoformat()[:-6] + "Z"
 
 
 def iso_or_none(when: datetime | None) -> str | None:

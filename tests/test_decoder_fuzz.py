@@ -25,7 +25,7 @@ from daemon.errors import InputError
 from daemon.events import BagHung, Health, Observation, SourceHealth, VitalSample
 from daemon.metrics import Counters
 from daemon.payloads import load_json_object
-from daemon.telemetry import decode_vitals, vitals_decoder
+from daemon.telemetry import _well_formed, decode_vitals, vitals_decoder
 
 EXAMPLES = int(os.environ.get("WARDD_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -250,3 +250,67 @@ def test_parse_ack(payload: bytes) -> None:
 @given(st.one_of(st.binary(max_size=300), payloads({"a": [1, {"b": "c"}]})))
 def test_load_json_object(payload: bytes) -> None:
     check(lambda data: load_json_object(data, WHERE, unique_fields=True), payload, (dict,))
+
+
+# --- the vitals fast path reads what the checked path reads ------------------------------------
+
+
+def _checked(payload: bytes) -> dict[str, Any] | None:
+    """What the checked path makes of a payload of the plain vitals shape, else None."""
+    try:
+        data = load_json_object(payload, WHERE)
+    except InputError:
+        return None
+    if set(data) != {"ts", "device", "obs"}:
+        return None
+    return data
+
+
+def _same_reading(payload: bytes) -> None:
+    fast = _well_formed(payload)
+    if fast is None:
+        return  # the checked path decides alone
+    checked = _checked(payload)
+    assert checked is not None, payload
+    # The fields the decoder goes on to judge, with their types (1 and 1.0 differ there).
+    assert [fast["ts"], fast["device"]] == [checked["ts"], checked["device"]]
+    assert len(fast["obs"]) == len(checked["obs"])
+    for mine, theirs in zip(fast["obs"], checked["obs"], strict=True):
+        if isinstance(theirs, dict) and set(theirs) == {"code", "value", "unit"}:
+            assert [(type(mine[k]), mine[k]) for k in ("code", "value", "unit")] == [
+                (type(theirs[k]), theirs[k]) for k in ("code", "value", "unit")
+            ]
+
+
+@FUZZ
+@given(payloads(VITALS, nested="obs"))
+def test_vitals_fast_path_reads_what_the_checked_path_reads(payload: bytes) -> None:
+    _same_reading(payload)
+
+
+def test_vitals_fast_path_leaves_the_edges_to_the_checked_path() -> None:
+    """Inputs msgspec would take but the checked path refuses, or reads differently."""
+    edges = [
+        _raw_field(VITALS, "ts", '"\\ud800"'),
+        b"\xef\xbb\xbf" + json.dumps(VITALS).encode(),  # a UTF-8 byte order mark
+        json.dumps({**VITALS, "obs": [{"code": 150364, "value": 10**18, "unit": "Cel"}]}).encode(),
+        json.dumps({**VITALS, "obs": [{"code": 10**18, "value": 38, "unit": "Cel"}]}).encode(),
+        _raw_field(VITALS, "obs", '[{"code": 150364, "value": 1e400, "unit": "Cel"}]'),
+        _raw_field(VITALS, "obs", '[{"code": 150364, "value": NaN, "unit": "Cel"}]'),
+        json.dumps({**VITALS, "extra": 1}).encode(),
+        json.dumps({k: v for k, v in VITALS.items() if k != "device"}).encode(),
+    ]
+    for payload in edges:
+        assert _well_formed(payload) is None, payload
+    # The largest integer the checked path takes is taken by both.
+    plain = json.dumps({**VITALS, "obs": [{"code": 150364, "value": 10**18 - 1, "unit": "Cel"}]})
+    assert _well_formed(plain.encode()) is not None
+    _same_reading(plain.encode())
+
+
+def test_vitals_fast_path_takes_a_plain_message() -> None:
+    payload = json.dumps(VITALS).encode()
+    assert _well_formed(payload) == load_json_object(payload)
+    # Duplicate fields: the last one counts on both paths.
+    twice = b'{"ts": "2026-03-01T00:00:00Z", ' + json.dumps(VITALS).encode()[1:]
+    assert _well_formed(twice) == load_json_object(twice)

@@ -67,7 +67,7 @@ The nurses' JSON entries are validated by ``daemon.clinical.vitals.parse_observa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -110,6 +110,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
+from daemon.frozen import replace
 from daemon.numfmt import fmt
 from daemon.timefmt import iso_or_none, parse_iso_or_none
 

@@ -62,7 +62,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -107,6 +107,7 @@ from daemon.events import (
     Reaction,
     Text,
 )
+from daemon.frozen import replace
 from daemon.numfmt import fmt
 from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.points import Point

@@ -37,7 +37,7 @@ evaluations), so one artifact does not raise it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -67,6 +67,7 @@ from daemon.events import (
     Text,
     VitalSample,
 )
+from daemon.frozen import replace
 from daemon.timefmt import iso, parse_iso_or_none
 
 CONDITION = "NEWS2_HIGH"

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from daemon.config import BedConfig, Config, ProtocolConfig, ProtocolStep, Thresholds
+from daemon.frozen import replace
 
 DAY = timedelta(days=1)
 

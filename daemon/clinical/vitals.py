@@ -39,7 +39,7 @@ The nurses' entries that the CRS and NEWS2 rules read are validated in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -59,6 +59,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
+from daemon.frozen import replace
 from daemon.numfmt import fmt
 from daemon.timefmt import iso, iso_or_none, parse_iso_or_none
 
