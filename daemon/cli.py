@@ -49,10 +49,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"daemon": config.daemon.model_copy(update={"capture": Path(args.capture)})}
         )
     _setup_logging(args.log_level or config.daemon.log_level)
-    from daemon.app import build  # noqa: PLC0415 -- keeps check-config fast and light
+    from daemon.app import build, tune_gc  # noqa: PLC0415 -- keeps check-config fast and light
 
     async def main() -> None:
         pipeline = build(config)
+        tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop.set)

@@ -13,8 +13,9 @@ rules, and the same rule at other beds, carry on.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -79,6 +80,7 @@ class RuleEngine:
         rule that fails on a ``Tick`` (other events carry their ward).
         """
         self._rules = {bed: tuple(bed_rules) for bed, bed_rules in rules.items()}
+        self._rule = {(bed, rule.name): rule for bed, bed_rules in self._rules.items() for rule in bed_rules}
         self._states: dict[tuple[str, str], Any] = {
             (bed, rule.name): rule.initial() for bed, bed_rules in self._rules.items() for rule in bed_rules
         }
@@ -182,10 +184,15 @@ class RuleEngine:
         """The current state of one rule at one bed (for status views)."""
         return self._states[(bed, rule_name)]
 
-    def take_changed(self) -> dict[tuple[str, str], Mapping[str, Any]]:
-        """The states replaced since the last call, dumped: ``{(bed, rule): data}``."""
-        rules = {(bed, rule.name): rule for bed, bed_rules in self._rules.items() for rule in bed_rules}
-        out = {key: rules[key].dump(self._states[key]) for key in sorted(self._changed)}
+    def take_changed(self) -> dict[tuple[str, str], Callable[[], Mapping[str, Any]]]:
+        """The states replaced since the last call, each as a function that dumps it.
+
+        ``{(bed, rule): dump}``. States are immutable, so a dump may run later and on
+        another thread (the store's writer does it): the event loop only collects them.
+        """
+        out: dict[tuple[str, str], Callable[[], Mapping[str, Any]]] = {
+            key: functools.partial(self._rule[key].dump, self._states[key]) for key in sorted(self._changed)
+        }
         self._changed.clear()
         return out
 

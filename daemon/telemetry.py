@@ -300,11 +300,13 @@ class TelemetryRouter:
         """
         route = self._routes.get(topic)
         if route is None:
+            # Subscriptions are wildcards: a monitor of a bed that is not (or no longer)
+            # configured ends here, and its refusals say so.
             reject(
                 self._counters,
                 REJECTED,
-                "unexpected_topic",
-                "no route for this topic",
+                "unknown_bed",
+                "no configured bed has this topic",
                 where=topic,
                 payload=payload,
             )

@@ -154,6 +154,10 @@ async def _publish_case(mosquitto: Mosquitto, prefix: str, hour12: datetime, dae
             await client.publish(topic, _normal(ts, 36.8 if minute < 0 else 38.2), qos=1)
         for payload in _bad_inputs(hour12 + timedelta(minutes=11)).values():
             await client.publish(topic, payload, qos=1)
+        # A good message for a bed that is not configured: the wildcard subscription
+        # brings it in, and it is refused as such.
+        unknown = f"{prefix}/{WARD}/bed/99/vitals"
+        await client.publish(unknown, _normal(hour12 + timedelta(minutes=11), 36.8), qos=1)
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
@@ -244,7 +248,7 @@ async def test_published_case_reaches_storage_and_raises_fever(
             s["metric"]["reason"]: s["values"][-1]
             for s in influx.export('{__name__="wardd_counters_count", name="mqtt.rejected"}')
         }
-    for reason in BAD_INPUTS:
+    for reason in [*BAD_INPUTS, "unknown_bed"]:
         assert counters.get(reason, 0) >= 1, (reason, counters)
 
     status = wardd("status", "--config", str(config), check=True)

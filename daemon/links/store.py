@@ -147,7 +147,8 @@ class Changes:
 
     inbound: list[tuple[int, str, str, str, bytes]] = field(default_factory=list)
     processed_seq: int | None = None
-    rule_states: dict[tuple[str, str], str] = field(default_factory=dict)
+    rule_states: dict[tuple[str, str], str | Callable[[], str]] = field(default_factory=dict)
+    """JSON text, or a function that gives it (called on the writer's thread)."""
     meta: dict[str, Any] = field(default_factory=dict)
     alerts: dict[str, tuple[str, str, bool, str, str]] = field(default_factory=dict)
     journal: list[tuple[str, str, str, str | None, str | None, str]] = field(default_factory=list)
@@ -327,7 +328,10 @@ class Store:
             if changes.rule_states:
                 db.executemany(
                     "INSERT OR REPLACE INTO rule_state VALUES (?, ?, ?)",
-                    [(bed, rule, data) for (bed, rule), data in changes.rule_states.items()],
+                    [
+                        (bed, rule, data if isinstance(data, str) else data())
+                        for (bed, rule), data in changes.rule_states.items()
+                    ],
                 )
             meta = dict(changes.meta)
             if changes.processed_seq is not None:
