@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -447,10 +448,18 @@ class Config(Model):
     pumps: list[PumpConfig] = []
     bags: list[BagConfig] = []
     alerts: AlertsConfig = AlertsConfig()
+    # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
+    _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
 
     def bed(self, bed_id: str) -> BedConfig:
-        """The bed with this id (ids are unique once validated)."""
-        return next(b for b in self.beds if b.id == bed_id)
+        """The bed with this id (ids are unique once validated); ``KeyError`` if none has it."""
+        beds, index = self._bed_index
+        if beds is not self.beds:
+            # Built on first use, and again for a copy made with other beds
+            # (``model_copy(update=...)`` keeps private attributes).
+            index = {b.id: b for b in self.beds}
+            self._bed_index = (self.beds, index)
+        return index[bed_id]
 
     def thresholds_for(self, bed_id: str) -> Thresholds:
         """The ward thresholds with this bed's overrides applied."""

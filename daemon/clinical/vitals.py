@@ -343,6 +343,16 @@ def late_dropped(event: Event, th: VitalThresholds, now: datetime) -> list[str]:
     ``vitals.late_dropped`` (labels: ``fever`` ... ``tachypnoea``, ``news2``).
     """
     late_s = (now - event.time).total_seconds()
+    shortest_s = min(
+        th.fever_late_s,
+        th.hypotension_late_s,
+        th.hypoxia_late_s,
+        th.tachycardia_late_s,
+        th.tachypnoea_late_s,
+        th.news2_late_s,
+    )
+    if late_s <= shortest_s:
+        return []  # in time for every rule: nearly every input, decided at once
     out: list[str] = []
     if isinstance(event, VitalSample):
         for condition in PHYSIOLOGICAL:
