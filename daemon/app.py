@@ -55,12 +55,12 @@ from daemon.events import (
 )
 from daemon.links.influx import InfluxSink, make_writer
 from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
-from daemon.links.store import InboundRow, Store, StoreWriter, json_text
+from daemon.links.store import Changes, InboundRow, Store, StoreWriter, WindowWrite, json_text
 from daemon.metrics import Counters
 from daemon.points import Point
 from daemon.pump import PumpSource, reading_point
 from daemon.pump_rules import pump_rules
-from daemon.rules import Rule, RuleEngine
+from daemon.rules import Rule, RuleEngine, StateChanges, epoch_us
 from daemon.tech_rules import tech_rules
 from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
@@ -103,6 +103,25 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+def stage_states(changes: Changes, taken: StateChanges) -> None:
+    """Stage a checkpoint's rule states and window rows; they are dumped and encoded on
+    the store's writer thread, not on the event loop."""
+    for key, dump in taken.states.items():
+        changes.rule_states[key] = _encoder(dump)
+    for change in taken.windows:
+        delta = change.delta
+        changes.windows.append(
+            WindowWrite(
+                change.bed,
+                change.rule,
+                change.window,
+                delta.clear,
+                None if delta.keep_from is None else epoch_us(delta.keep_from),
+                change.rows,
+            )
+        )
 
 
 def _encoder(dump: Callable[[], Mapping[str, Any]]) -> Callable[[], str]:
@@ -231,7 +250,7 @@ class Pipeline:
         """Put back what an earlier run left: rule states, unconfirmed messages, unprocessed inputs."""
         states = self.store.rule_states()
         if states:
-            self.engine.restore(states)
+            self.engine.restore(states, self.store.rule_windows())
         seen = self.store.meta(SEEN_KEY)
         if isinstance(seen, str):
             self.seen.load(seen)
@@ -348,10 +367,7 @@ class Pipeline:
     def checkpoint(self) -> None:
         """Stage the changed rule states with the position they stand for (one transaction)."""
         changes = self.writer.stage()
-        for key, dump in self.engine.take_changed().items():
-            # Dumped and encoded by the store's writer thread, not on the event loop:
-            # with full late-data windows one checkpoint is seconds of work.
-            changes.rule_states[key] = _encoder(dump)
+        stage_states(changes, self.engine.take_changed())
         if self.seen.changed:
             # Up to 4 × max_inflight_messages digests: written only when a message was added.
             changes.meta[SEEN_KEY] = self.seen.dump()

@@ -193,7 +193,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         # WAL: reading beside a running daemon is safe; its states are those of its last checkpoint.
         store = Store(path)
         try:
-            engine.restore(store.rule_states())
+            engine.restore(store.rule_states(), store.rule_windows())
             book = load_book(store)
         finally:
             store.close()

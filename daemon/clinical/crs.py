@@ -77,13 +77,16 @@ from daemon.clinical.vitals import (
     METRICS,
     Change,
     Condition,
+    Judged,
     Track,
     Transition,
     classify,
+    dump_judged,
     dump_track,
     interrupt,
     judge,
     late_note,
+    load_judged,
     load_track,
     noise_for,
     probe_metric,
@@ -583,6 +586,25 @@ class CrsRule:
             "concentration_ug_per_ml": state.concentration_ug_per_ml,
             "grade": state.grade,
         }
+
+    def windows(self, state: CrsState) -> Mapping[str, tuple[Judged, ...]]:
+        """The late-data windows of the fever and hypotension tracks (``daemon.rules.Windowed``)."""
+        return {"fever": state.fever.recent, "hypotension": state.hypotension.recent}
+
+    def with_windows(self, state: CrsState, windows: Mapping[str, tuple[Any, ...]]) -> CrsState:
+        """``state`` with these tracks' windows replaced."""
+        changes = {
+            name: replace(getattr(state, name), recent=tuple(entries)) for name, entries in windows.items()
+        }
+        return replace(state, **changes)
+
+    def dump_entry(self, window: str, entry: Judged) -> Any:
+        """One verdict of a window."""
+        return dump_judged(entry)
+
+    def load_entry(self, window: str, data: Any) -> Judged:
+        """A verdict from ``dump_entry``."""
+        return load_judged(data)
 
     def load(self, data: Mapping[str, Any]) -> CrsState:
         """A state from ``dump``'s output, or from the form saved before charts."""

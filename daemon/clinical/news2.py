@@ -474,6 +474,25 @@ class News2Rule:
             "base": None if state.base is None else self.dump(state.base),
         }
 
+    def windows(self, state: News2State) -> Mapping[str, tuple[Input, ...]]:
+        """The late-data window of inputs (``daemon.rules.Windowed``)."""
+        return {"inputs": state.recent}
+
+    def with_windows(self, state: News2State, windows: Mapping[str, tuple[Any, ...]]) -> News2State:
+        """``state`` with its window of inputs replaced."""
+        return replace(state, recent=tuple(windows["inputs"])) if "inputs" in windows else state
+
+    def dump_entry(self, window: str, entry: Input) -> Any:
+        """One input of the window."""
+        return _dump_input(entry)
+
+    def load_entry(self, window: str, data: Any) -> Input:
+        """An input from ``dump_entry``."""
+        item = _load_input(data)
+        if item is None:
+            raise ValueError(f"window entry without a time: {data!r}")
+        return item
+
     def load(self, data: Mapping[str, Any]) -> News2State:
         """A state from ``dump``'s output."""
         values: dict[Metric, tuple[float, datetime]] = {}

@@ -61,7 +61,7 @@ from daemon.events import (
 )
 from daemon.frozen import replace
 from daemon.numfmt import fmt
-from daemon.timefmt import iso, iso_or_none, parse_iso_or_none
+from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 
 class Condition(StrEnum):
@@ -552,22 +552,26 @@ def dump_track(track: Track) -> dict[str, Any]:
         "normal_since": iso_or_none(track.normal_since),
         "last_time": iso_or_none(track.last_time),
         "value": track.value,
-        "recent": [
-            [iso(item.time), None if item.verdict is None else item.verdict.value, item.value]
-            for item in track.recent
-        ],
+        "recent": [dump_judged(item) for item in track.recent],
         "base": None if track.base is None else dump_track(track.base),
     }
+
+
+def dump_judged(item: Judged) -> list[Any]:
+    """One verdict of a window as JSON-compatible data: ``[time, verdict, value]``."""
+    return [iso(item.time), None if item.verdict is None else item.verdict.value, item.value]
+
+
+def load_judged(data: Sequence[Any]) -> Judged:
+    """A verdict from ``dump_judged``'s output."""
+    when, verdict, value = data
+    return Judged(parse_iso(when), None if verdict is None else Verdict(verdict), float(value))
 
 
 def load_track(data: Mapping[str, Any]) -> Track:
     """A track from ``dump_track``'s output (a state written before ``recent`` existed loads too)."""
     value = data.get("value")
-    recent = []
-    for when, verdict, judged in data.get("recent", ()):
-        at = parse_iso_or_none(when)
-        if at is not None:
-            recent.append(Judged(at, None if verdict is None else Verdict(verdict), float(judged)))
+    recent = [load_judged(item) for item in data.get("recent", ()) if item[0] is not None]
     base = data.get("base")
     return Track(
         active=bool(data["active"]),
@@ -780,6 +784,26 @@ class VitalsRule:
             "watch_since": iso_or_none(state.watch_since),
             "stale": state.stale,
         }
+
+    def windows(self, state: VitalsState) -> Mapping[str, tuple[Judged, ...]]:
+        """Each condition's late-data window (``daemon.rules.Windowed``)."""
+        return {c.value: state.tracks[c].recent for c in PHYSIOLOGICAL}
+
+    def with_windows(self, state: VitalsState, windows: Mapping[str, tuple[Any, ...]]) -> VitalsState:
+        """``state`` with these conditions' windows replaced."""
+        tracks = dict(state.tracks)
+        for name, entries in windows.items():
+            condition = Condition(name)
+            tracks[condition] = replace(tracks[condition], recent=tuple(entries))
+        return replace(state, tracks=tracks)
+
+    def dump_entry(self, window: str, entry: Judged) -> Any:
+        """One verdict of a window."""
+        return dump_judged(entry)
+
+    def load_entry(self, window: str, data: Any) -> Judged:
+        """A verdict from ``dump_entry``."""
+        return load_judged(data)
 
     def load(self, data: Mapping[str, Any]) -> VitalsState:
         """A state from ``dump``'s output."""

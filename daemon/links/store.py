@@ -99,6 +99,18 @@ MIGRATIONS: tuple[str, ...] = (
         retain INTEGER NOT NULL
     );
     """,
+    # 2: late-data windows stored entry by entry (daemon.rules.Windowed), written as
+    # they change instead of inside each rule state at every checkpoint.
+    """
+    CREATE TABLE rule_window (
+        bed TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        window TEXT NOT NULL,
+        time_us INTEGER NOT NULL,      -- the entry's time, microseconds since the epoch
+        entry TEXT NOT NULL            -- the rule's dump_entry() as JSON
+    );
+    CREATE INDEX rule_window_key ON rule_window (bed, rule, window, time_us);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -141,6 +153,20 @@ class AlertRow:
     data: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class WindowWrite:
+    """Rows of one late-data window to change: delete all (``clear``) or those older
+    than ``keep_from_us``, then insert what ``rows`` gives (``(time_us, entry)``; called
+    on the writer's thread)."""
+
+    bed: str
+    rule: str
+    window: str
+    clear: bool
+    keep_from_us: int | None
+    rows: Callable[[], list[tuple[int, Any]]]
+
+
 @dataclass
 class Changes:
     """One unit of work: everything here is committed in one transaction, or nothing."""
@@ -149,6 +175,7 @@ class Changes:
     processed_seq: int | None = None
     rule_states: dict[tuple[str, str], str | Callable[[], str]] = field(default_factory=dict)
     """JSON text, or a function that gives it (called on the writer's thread)."""
+    windows: list[WindowWrite] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     alerts: dict[str, tuple[str, str, bool, str, str]] = field(default_factory=dict)
     journal: list[tuple[str, str, str, str | None, str | None, str]] = field(default_factory=list)
@@ -163,6 +190,7 @@ class Changes:
             self.inbound
             or self.processed_seq is not None
             or self.rule_states
+            or self.windows
             or self.meta
             or self.alerts
             or self.journal
@@ -179,6 +207,7 @@ class Changes:
         if later.processed_seq is not None:
             self.processed_seq = later.processed_seq
         self.rule_states.update(later.rule_states)
+        self.windows += later.windows
         self.meta.update(later.meta)
         self.alerts.update(later.alerts)
         self.journal += later.journal
@@ -263,6 +292,16 @@ class Store:
             out.setdefault(bed, {})[rule] = json.loads(data)
         return out
 
+    def rule_windows(self) -> dict[tuple[str, str], dict[str, list[Any]]]:
+        """``{(bed, rule): {window: [entry, ...]}}``, each window in time order (ties: as written)."""
+        out: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        rows = self._db.execute(
+            "SELECT bed, rule, window, entry FROM rule_window ORDER BY bed, rule, window, time_us, rowid"
+        )
+        for bed, rule, window, entry in rows:
+            out.setdefault((bed, rule), {}).setdefault(window, []).append(json.loads(entry))
+        return out
+
     def alerts(self, *, open_only: bool = True, bed: str | None = None) -> list[AlertRow]:
         """Alert rows, oldest update first."""
         sql = "SELECT id, ward, bed, open, updated, data FROM alerts WHERE 1=1"
@@ -332,6 +371,19 @@ class Store:
                         (bed, rule, data if isinstance(data, str) else data())
                         for (bed, rule), data in changes.rule_states.items()
                     ],
+                )
+            for write in changes.windows:
+                key = (write.bed, write.rule, write.window)
+                if write.clear:
+                    db.execute("DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ?", key)
+                elif write.keep_from_us is not None:
+                    db.execute(
+                        "DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ? AND time_us < ?",
+                        (*key, write.keep_from_us),
+                    )
+                db.executemany(
+                    "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
+                    [(*key, time_us, json_text(entry)) for time_us, entry in write.rows()],
                 )
             meta = dict(changes.meta)
             if changes.processed_seq is not None:

@@ -1,0 +1,217 @@
+"""Late-data windows stored entry by entry: what a checkpoint writes, and what a restart reads back."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from daemon.app import stage_states
+from daemon.clinical.vitals import Condition
+from daemon.clinical.watch import vital_rules
+from daemon.config import Config
+from daemon.events import Event, Health, Metric, SourceHealth, Tick, VitalSample
+from daemon.links.store import Changes, Store
+from daemon.rules import RuleEngine, StateChanges, Windowed, window_delta
+from tests.helpers import one_bed_config
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Entry:
+    time: datetime
+    name: str
+
+
+def _entries(*minutes: int) -> tuple[Entry, ...]:
+    return tuple(Entry(START + timedelta(minutes=m), f"e{m}") for m in minutes)
+
+
+# --- window_delta: pure ------------------------------------------------------------------------
+
+
+def test_an_unchanged_window_writes_nothing() -> None:
+    window = _entries(1, 2, 3)
+    assert window_delta(window, window) is None
+    assert window_delta((), ()) is None
+
+
+def test_appended_entries_are_the_only_rows_written() -> None:
+    a, b, c = _entries(1, 2, 3)
+    delta = window_delta((a, b), (a, b, c))
+    assert delta is not None
+    assert (delta.clear, delta.keep_from, delta.added) == (False, None, (c,))
+
+
+def test_a_dropped_prefix_is_one_delete_by_time() -> None:
+    a, b, c, d = _entries(1, 2, 3, 4)
+    delta = window_delta((a, b, c), (b, c, d))
+    assert delta is not None
+    assert (delta.clear, delta.keep_from, delta.added) == (False, b.time, (d,))
+    only_dropped = window_delta((a, b, c), (c,))
+    assert only_dropped is not None
+    assert (only_dropped.clear, only_dropped.keep_from, only_dropped.added) == (False, c.time, ())
+
+
+def test_a_late_entry_inside_the_window_rewrites_it() -> None:
+    a, b, c, d = _entries(1, 2, 3, 4)
+    for stored, current in [((a, c), (a, b, c)), ((a, c), (a, b, c, d)), ((a, b, d), (b, c, d))]:
+        delta = window_delta(stored, current)
+        assert delta is not None
+        assert (delta.clear, delta.added) == (True, current), (stored, current)
+
+
+def test_a_window_that_moved_past_everything_stored_is_rewritten() -> None:
+    a, b, c, d = _entries(1, 2, 3, 4)
+    delta = window_delta((a, b), (c, d))
+    assert delta is not None
+    assert (delta.clear, delta.added) == (True, (c, d))
+    emptied = window_delta((a, b), ())
+    assert emptied is not None
+    assert (emptied.clear, emptied.added) == (True, ())
+
+
+def test_equal_copies_are_not_taken_for_the_stored_entries() -> None:
+    """Identity, not equality, proves the middle unchanged: a copy is rewritten."""
+    stored = _entries(1, 2)
+    copies = tuple(Entry(e.time, e.name) for e in stored)
+    delta = window_delta(stored, copies)
+    assert delta is not None
+    assert delta.clear
+
+
+def test_entries_sharing_a_time_stay_in_their_order() -> None:
+    a, b = _entries(1, 2)
+    sentinel = Entry(a.time, "sentinel")
+    delta = window_delta((a, sentinel), (a, sentinel, b))
+    assert delta is not None
+    assert (delta.clear, delta.added) == (False, (b,))
+
+
+# --- the vital-sign family through a real store -------------------------------------------------
+
+
+def _config() -> Config:
+    return one_bed_config(START - timedelta(hours=12))
+
+
+def _engine(config: Config) -> RuleEngine:
+    return RuleEngine({"b1": vital_rules(config, config.bed("b1"))}, wards={"b1": "w1"})
+
+
+def _checkpoint(engine: RuleEngine, store: Store) -> StateChanges:
+    taken = engine.take_changed()
+    changes = Changes()
+    stage_states(changes, taken)
+    store.apply(changes)
+    return taken
+
+
+def _reloaded(config: Config, store: Store) -> RuleEngine:
+    engine = _engine(config)
+    engine.restore(store.rule_states(), store.rule_windows())
+    return engine
+
+
+def _sample(at: datetime, temp_c: float, rng: random.Random) -> VitalSample:
+    values = {
+        Metric.TEMP_C: temp_c,
+        Metric.SBP_MMHG: rng.choice([85.0, 118.0]),
+        Metric.DBP_MMHG: 70.0,
+        Metric.HR_PER_MIN: rng.choice([88.0, 131.0]),
+        Metric.SPO2_PCT: rng.choice([89.0, 97.0]),
+        Metric.RR_PER_MIN: 18.0,
+    }
+    return VitalSample("w1", "b1", "m1", at, values)
+
+
+def _events(rng: random.Random) -> list[tuple[Event, datetime]]:
+    """Two hours of samples each minute, some late, a probe off, and ticks: ``(event, now)``."""
+    out: list[tuple[Event, datetime]] = []
+    held: list[VitalSample] = []
+    for minute in range(120):
+        now = START + timedelta(minutes=minute, seconds=30)
+        sample = _sample(START + timedelta(minutes=minute), rng.choice([36.8, 38.4, 38.6]), rng)
+        if rng.random() < 0.1:
+            held.append(sample)  # a monitor that buffers: sent a few minutes late
+        else:
+            out.append((sample, now))
+        if held and rng.random() < 0.3:
+            out.append((held.pop(0), now))
+        if minute == 50:
+            out.append((SourceHealth("w1", "b1", "monitor.spo2_pct", now, Health.LOST, "probe-off"), now))
+        out.append((Tick(now), now))
+    return out
+
+
+def test_windows_survive_every_checkpoint_and_restart_exactly(tmp_path: Path) -> None:
+    config = _config()
+    store = Store(tmp_path / "wardd.sqlite")
+    engine = _engine(config)
+    rng = random.Random(7)
+    rewrites = appends = 0
+    for i, (event, now) in enumerate(_events(rng)):
+        engine.handle(event, now)
+        if i % 5 == 4:
+            taken = _checkpoint(engine, store)
+            rewrites += sum(change.delta.clear for change in taken.windows)
+            appends += sum(not change.delta.clear for change in taken.windows)
+            assert _reloaded(config, store).snapshot() == engine.snapshot()
+    # The test makes both kinds of change: appends, and rewrites after late samples.
+    assert appends > 0
+    assert rewrites > 0
+    # Every stored row belongs to a window; none is left behind.
+    stored = sum(len(entries) for windows in store.rule_windows().values() for entries in windows.values())
+    held = sum(
+        len(entries)
+        for rule in vital_rules(config, config.bed("b1"))
+        if isinstance(rule, Windowed)
+        for entries in rule.windows(engine.state("b1", rule.name)).values()
+    )
+    assert stored == held > 0
+
+
+def test_rule_states_are_stored_without_their_windows(tmp_path: Path) -> None:
+    config = _config()
+    store = Store(tmp_path / "wardd.sqlite")
+    engine = _engine(config)
+    rng = random.Random(3)
+    for event, now in _events(rng)[:40]:
+        engine.handle(event, now)
+    _checkpoint(engine, store)
+    with sqlite3.connect(tmp_path / "wardd.sqlite") as db:
+        data = dict(db.execute("SELECT rule, data FROM rule_state WHERE bed = 'b1'").fetchall())
+    vitals = json.loads(data["vitals"])
+    assert all(track["recent"] == [] for track in vitals["tracks"].values())
+    assert json.loads(data["news2"])["recent"] == []
+    assert json.loads(data["crs"])["fever"]["recent"] == []
+    fever_rows = store.rule_windows()[("b1", "vitals")][Condition.FEVER.value]
+    assert len(fever_rows) > 10
+
+
+def test_a_state_saved_with_its_windows_inside_loads_and_moves_them_out(tmp_path: Path) -> None:
+    """States checkpointed before windows were stored apart hold them inline."""
+    config = _config()
+    engine = _engine(config)
+    rng = random.Random(5)
+    events = _events(rng)
+    for event, now in events[:60]:
+        engine.handle(event, now)
+    store = Store(tmp_path / "wardd.sqlite")
+    changes = Changes()
+    for rule_name, data in engine.snapshot()["b1"].items():
+        changes.rule_states[("b1", rule_name)] = json.dumps(data)  # the whole dump, windows inside
+    store.apply(changes)
+    assert store.rule_windows() == {}
+    reloaded = _reloaded(config, store)
+    assert reloaded.snapshot() == engine.snapshot()
+    for event, now in events[60:70]:
+        engine.handle(event, now)
+        reloaded.handle(event, now)
+    _checkpoint(reloaded, store)
+    assert store.rule_windows()[("b1", "vitals")][Condition.FEVER.value]
+    assert _reloaded(config, store).snapshot() == engine.snapshot()
