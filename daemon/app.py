@@ -471,15 +471,22 @@ def build(
         router.add(topics.vitals(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_vitals))
         router.add(topics.observations(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_observation))
         router.add(topics.bag(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_bag))
-    # Four wildcard subscriptions, whatever the number of beds: a broker subscription per
-    # bed made start-up wait for thousands of round trips. Messages for a bed that is not
-    # configured are refused and counted (``unknown_bed``), never dropped unseen.
-    subscriptions = [
-        topics.vitals(prefix, "+", "+"),
-        topics.observations(prefix, "+", "+"),
-        topics.bag(prefix, "+", "+"),
-        topics.alert_ack(prefix, "+", "+", "+"),
-    ]
+    if config.daemon.workers > 1:
+        # One partition's worker (daemon/partition.py): its beds' topics only; the other
+        # workers take theirs. Sent in a few SUBSCRIBE packets, not one per topic.
+        subscriptions = [
+            *router.topics,
+            *(topics.alert_ack(prefix, bed.ward, bed.id, "+") for bed in config.beds),
+        ]
+    else:
+        # Four wildcard subscriptions, whatever the number of beds. Messages for a bed
+        # that is not configured are refused and counted (``unknown_bed``).
+        subscriptions = [
+            topics.vitals(prefix, "+", "+"),
+            topics.observations(prefix, "+", "+"),
+            topics.bag(prefix, "+", "+"),
+            topics.alert_ack(prefix, "+", "+", "+"),
+        ]
     link = MqttLink(
         config.mqtt,
         password=config.mqtt.password.resolve(),

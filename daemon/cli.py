@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -42,13 +44,38 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM or SIGINT."""
+    """Run the daemon until SIGTERM or SIGINT: one process, or one per partition."""
     config = _load(args.config)
     if args.capture:
         config = config.model_copy(
             update={"daemon": config.daemon.model_copy(update={"capture": Path(args.capture)})}
         )
     _setup_logging(args.log_level or config.daemon.log_level)
+    from daemon.partition import Partition, for_partition, foreign_stores  # noqa: PLC0415
+
+    if args.partition is None:
+        foreign = foreign_stores(config)
+        if foreign:
+            shown = ", ".join(str(p) for p in foreign)
+            print(
+                f"wardd: the state folder holds stores of another number of workers ({shown}); "
+                f"daemon.workers is {config.daemon.workers}. Their beds' states would not be "
+                "found: set workers back, or move the states (README, Performance).",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        if config.daemon.workers > 1:
+            if args.capture:
+                print("wardd: --capture records one process; use it with workers = 1", file=sys.stderr)
+                return EXIT_FAILURE
+            return _supervise(args, config.daemon.workers)
+    else:
+        try:
+            part = Partition.parse(args.partition)
+        except ValueError as exc:
+            print(f"wardd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        config = for_partition(config, part)
     from daemon.app import build, tune_gc  # noqa: PLC0415 -- keeps check-config fast and light
 
     async def main() -> None:
@@ -61,6 +88,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         await pipeline.run()
 
     return _run_async(main())
+
+
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """Run one ``wardd run --partition i/n`` per worker until all have stopped.
+
+    SIGTERM and SIGINT are passed on to every worker. A worker that exits with an error
+    stops the others, and the supervisor exits 1, so that the service manager restarts
+    the whole daemon (each worker recovers from its own store).
+    """
+    command = [sys.executable, "-m", "daemon", "run", "--config", args.config]
+    if args.log_level:
+        command += ["--log-level", args.log_level]
+    procs = {
+        proc.pid: proc
+        # Our own interpreter and arguments; the config path is the operator's.
+        for proc in (
+            subprocess.Popen([*command, "--partition", f"{i}/{workers}"])  # noqa: S603
+            for i in range(workers)
+        )
+    }
+    stopping = False
+
+    def stop_all(signum: int, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_all)
+    log.info("wardd supervising %d workers: %s", workers, ", ".join(str(pid) for pid in procs))
+    code = EXIT_OK
+    while any(proc.returncode is None for proc in procs.values()):
+        pid, status = os.waitpid(-1, 0)  # resumed after a signal handler runs (PEP 475)
+        proc = procs.get(pid)
+        if proc is None:
+            continue
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            code = EXIT_FAILURE
+            if not stopping:
+                log.error("worker %s exited with %d; stopping the others", pid, proc.returncode)
+                stop_all(signal.SIGTERM)
+    return code
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -180,31 +252,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Print each bed's protocol, dose and open alerts from the daemon's persisted state."""
     config = _load(args.config)
-    from daemon.alerts import AlertBook, load_book  # noqa: PLC0415
+    from daemon.alerts import load_book  # noqa: PLC0415
     from daemon.app import build_rules  # noqa: PLC0415
     from daemon.clinical.dose import status_lines  # noqa: PLC0415
     from daemon.clock import SystemClock  # noqa: PLC0415
     from daemon.links.store import Store  # noqa: PLC0415
+    from daemon.partition import store_paths  # noqa: PLC0415
 
-    path = config.daemon.store_path
     engine = build_rules(config)
-    book = AlertBook()
-    if path.exists():
+    alerts = []
+    paths = store_paths(config)
+    for path in paths:
+        if not path.exists():
+            continue
         # WAL: reading beside a running daemon is safe; its states are those of its last checkpoint.
         store = Store(path)
         try:
             engine.restore(store.rule_states(), store.rule_windows())
-            book = load_book(store)
+            alerts += load_book(store).open_alerts()
         finally:
             store.close()
-    else:
-        print(f"(no state store at {path}: has the daemon run with this config?)")
+    if not any(path.exists() for path in paths):
+        print(f"(no state store at {paths[0]}: has the daemon run with this config?)")
     now = SystemClock().now()
     language = config.daemon.language
     for bed in config.beds:
         print("\n".join(status_lines(engine, bed, now, config=config, language=language)))
         open_alerts = sorted(
-            (a for a in book.open_alerts() if a.bed == bed.id), key=lambda a: (-a.priority.rank, a.since)
+            (a for a in alerts if a.bed == bed.id), key=lambda a: (-a.priority.rank, a.since)
         )
         print(f"  open alerts: {len(open_alerts) or 'none'}")
         for alert in open_alerts:
@@ -272,6 +347,11 @@ def parser() -> argparse.ArgumentParser:
         "--capture", help="append every input event to this JSON-lines file (for `wardd replay`)"
     )
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--partition",
+        metavar="I/N",
+        help="run only partition I of N (what the supervisor starts when daemon.workers > 1)",
+    )
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="print each bed's protocol day, dose and open alerts")

@@ -90,6 +90,8 @@ class DaemonConfig(Model):
     # Inputs received but not yet processed; beyond this the daemon stops acknowledging
     # and the broker holds the rest (back-pressure instead of loss).
     max_inflight_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    # Worker processes, each owning a stable share of the beds (daemon/partition.py).
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
 
     @property
     def store_path(self) -> Path:

@@ -34,6 +34,9 @@ from daemon.metrics import Counters
 
 log = logging.getLogger(__name__)
 
+SUBSCRIBE_BATCH = 500
+"""Topics per SUBSCRIBE packet (about 20 kB: well under any broker's packet limit)."""
+
 Ack = Callable[[], None]
 OnMessage = Callable[[str, bytes, Ack], Awaitable[None]]
 """``(topic, payload, ack)``: call ``ack`` once the message's effect is durable."""
@@ -161,8 +164,12 @@ class MqttLink:
             paho.manual_ack_set(True)
             try:
                 async with client:
-                    for topic in self._subscriptions:
-                        await client.subscribe(topic, qos=self._config.qos)
+                    # Many topics per SUBSCRIBE packet: one round trip per topic made a
+                    # worker with thousands of bed topics take seconds to start.
+                    for start in range(0, len(self._subscriptions), SUBSCRIBE_BATCH):
+                        batch = self._subscriptions[start : start + SUBSCRIBE_BATCH]
+                        qos: int = self._config.qos
+                        await client.subscribe([(topic, qos) for topic in batch])
                     log.info("MQTT connected to %s:%d as %s", host, port, self._client_id)
                     self._counters.inc("mqtt.connections", "up")
                     backoff.reset()

@@ -1,0 +1,103 @@
+"""Partitions: the beds of one ward config spread over worker processes.
+
+A partition is the unit of the daemon's state: each bed belongs to exactly one, by a
+stable hash of its ward and id (``partition_of``), so adding or removing a bed moves
+no other. A partition's worker runs the ordinary pipeline on ``for_partition``'s
+config: only its beds and their pumps, its own store file, its own MQTT client id (so
+its own persistent session), and subscriptions to its beds' topics only. Nothing is
+shared between workers but the broker and the database; no bed's state is ever split.
+
+The same unit spreads a hospital over several machines on a clustered broker: a
+partition is moved by stopping its worker, moving its store file, and starting it
+elsewhere with the same config and partition (see README, "Performance").
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import Config
+from daemon.errors import ConfigError, ConfigIssue
+
+MAX_WORKERS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Partition ``index`` (from 0) of ``count``."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> Partition:
+        """``"i/n"`` as given to ``wardd run --partition``."""
+        index, sep, count = text.partition("/")
+        if not sep or not index.isdigit() or not count.isdigit():
+            raise ValueError(f"partition {text!r} is not of the form i/n")
+        part = cls(int(index), int(count))
+        if not 1 <= part.count <= MAX_WORKERS or not 0 <= part.index < part.count:
+            raise ValueError(f"partition {text!r}: need 0 <= i < n <= {MAX_WORKERS}")
+        return part
+
+    def suffix(self) -> str:
+        """What names this partition's files and client id: ``p0of2``."""
+        return f"p{self.index}of{self.count}"
+
+
+def partition_of(ward: str, bed: str, count: int) -> int:
+    """The partition of a bed among ``count``: stable across restarts, config edits and machines."""
+    return zlib.crc32(f"{ward}/{bed}".encode()) % count
+
+
+def store_path(base: Path, part: Partition | None) -> Path:
+    """The store file of a partition (``wardd.sqlite`` → ``wardd.p0of2.sqlite``); ``base`` for none."""
+    if part is None or part.count == 1:
+        return base
+    return base.with_name(f"{base.stem}.{part.suffix()}{base.suffix}")
+
+
+def store_paths(config: Config) -> list[Path]:
+    """Every store file of the config's partitions, in partition order."""
+    count = config.daemon.workers
+    base = config.daemon.store_path
+    return [store_path(base, Partition(i, count)) for i in range(count)]
+
+
+def for_partition(config: Config, part: Partition) -> Config:
+    """The config one worker runs: its beds, their pumps and bags, its store and client id."""
+    if part.count != config.daemon.workers:
+        raise ConfigError(
+            "--partition",
+            [ConfigIssue("daemon.workers", f"is {config.daemon.workers}, but the partition is {part}")],
+        )
+    beds = [b for b in config.beds if partition_of(b.ward, b.id, part.count) == part.index]
+    ids = {b.id for b in beds}
+    daemon = config.daemon.model_copy(update={"store": store_path(config.daemon.store_path, part)})
+    mqtt = config.mqtt.model_copy(update={"client_id": f"{config.mqtt.client_id}-{part.suffix()}"})
+    return config.model_copy(
+        update={
+            "daemon": daemon,
+            "mqtt": mqtt,
+            "beds": beds,
+            "pumps": [p for p in config.pumps if p.bed in ids],
+            "bags": [b for b in config.bags if b.bed in ids],
+        }
+    )
+
+
+def foreign_stores(config: Config) -> list[Path]:
+    """Store files in the state folder that belong to another number of workers.
+
+    Their beds' states would not be found by this layout: the daemon refuses to start
+    over them rather than start those beds afresh (README, "Performance").
+    """
+    mine = set(store_paths(config))
+    base = config.daemon.store_path
+    candidates = [base, *base.parent.glob(f"{base.stem}.p*of*{base.suffix}")]
+    return sorted(p for p in candidates if p.exists() and p not in mine)

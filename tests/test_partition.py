@@ -1,0 +1,229 @@
+"""Beds spread over worker processes: who owns which bed, and a real supervisor with two workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from daemon.config import Config, parse
+from daemon.errors import ConfigError
+from daemon.partition import Partition, for_partition, foreign_stores, partition_of, store_path, store_paths
+from tests.helpers import wardd
+from tests.mqtt_watch import until, watch
+from tests.servers import Mosquitto
+
+WARD = "haem"
+
+
+def _config_text(
+    state_dir: Path, *, beds: int, workers: int, mqtt_url: str = "mqtt://127.0.0.1:1", prefix: str = "w"
+) -> str:
+    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
+    bed_tables = "".join(
+        f"""
+[[beds]]
+ward = "{WARD}"
+id = "{i}"
+patient = "P-{i}"
+weight_kg = 63
+height_cm = 165
+protocol = "ssc-14d"
+protocol_start = "{start}"
+"""
+        for i in range(1, beds + 1)
+    )
+    return f"""
+[daemon]
+state_dir = "{state_dir}"
+workers = {workers}
+tick_interval_s = 0.5
+shutdown_timeout_s = 10
+
+[mqtt]
+url = "{mqtt_url}"
+client_id = "wardd-{prefix}"
+topic_prefix = "{prefix}"
+reconnect_min_s = 0.1
+reconnect_max_s = 1.0
+
+[influx]
+api = "none"
+
+[thresholds.vitals]
+confirm_samples = 2
+fever_delay_s = 0
+{bed_tables}"""
+
+
+def _config(tmp_path: Path, *, beds: int = 10, workers: int = 2) -> Config:
+    import tomllib  # noqa: PLC0415
+
+    return parse(tomllib.loads(_config_text(tmp_path / "state", beds=beds, workers=workers)))
+
+
+# --- pure ----------------------------------------------------------------------------------------
+
+
+def test_a_beds_partition_is_a_stable_hash_of_ward_and_bed() -> None:
+    # CRC-32 (zlib) of "haem/1" is 0xfe02157c: the same on every machine, in every run,
+    # unlike Python's hash() of a string, which changes with each process.
+    assert partition_of("haem", "1", 2) == 0xFE02157C % 2
+    assert [partition_of("haem", bed, 7) for bed in ("1", "2", "12")] == [4, 0, 6]
+    assert partition_of("haem", "1", 1) == 0
+    assert {partition_of("haem", str(i), 4) for i in range(100)} == {0, 1, 2, 3}
+
+
+def test_every_bed_belongs_to_exactly_one_partition(tmp_path: Path) -> None:
+    config = _config(tmp_path, beds=25, workers=3)
+    parts = [for_partition(config, Partition(i, 3)) for i in range(3)]
+    owned = [bed.id for part in parts for bed in part.beds]
+    assert sorted(owned, key=int) == [bed.id for bed in config.beds]
+    assert all(part.beds for part in parts), "25 beds over 3 partitions leave none empty"
+    # Each has its own store and its own MQTT session.
+    assert len({part.daemon.store_path for part in parts}) == 3
+    assert len({part.mqtt.client_id for part in parts}) == 3
+    assert [part.daemon.store_path.name for part in parts] == [
+        "wardd.p0of3.sqlite",
+        "wardd.p1of3.sqlite",
+        "wardd.p2of3.sqlite",
+    ]
+    assert store_paths(config) == [part.daemon.store_path for part in parts]
+
+
+def test_one_worker_keeps_the_plain_store_name(tmp_path: Path) -> None:
+    config = _config(tmp_path, workers=1)
+    assert store_paths(config) == [config.daemon.store_path]
+    assert store_path(Path("x/wardd.sqlite"), Partition(0, 1)) == Path("x/wardd.sqlite")
+
+
+def test_a_partition_of_another_layout_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path, workers=2)
+    with pytest.raises(ConfigError):
+        for_partition(config, Partition(0, 3))
+    for text in ["1", "2/2", "-1/2", "a/b", "0/0", "0/65"]:
+        with pytest.raises(ValueError, match="partition"):
+            Partition.parse(text)
+    assert Partition.parse("1/2") == Partition(1, 2)
+
+
+def test_stores_of_another_number_of_workers_are_found(tmp_path: Path) -> None:
+    config = _config(tmp_path, workers=2)
+    state = tmp_path / "state"
+    state.mkdir()
+    assert foreign_stores(config) == []
+    (state / "wardd.p0of2.sqlite").touch()  # this layout's own
+    assert foreign_stores(config) == []
+    (state / "wardd.sqlite").touch()  # one worker's
+    (state / "wardd.p2of3.sqlite").touch()
+    assert foreign_stores(config) == [state / "wardd.p2of3.sqlite", state / "wardd.sqlite"]
+
+
+# --- a real supervisor and two workers ----------------------------------------------------------
+
+
+def _vitals(ts: datetime, temp_c: float) -> bytes:
+    obs = [{"code": "MDC_TEMP_BODY", "value": temp_c, "unit": "Cel"}]
+    return json.dumps({"ts": ts.isoformat().replace("+00:00", "Z"), "device": "m-1", "obs": obs}).encode()
+
+
+@pytest.mark.integration
+async def test_two_workers_share_the_beds_and_stop_together(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str
+) -> None:
+    beds = 6
+    config_path = tmp_path / "ward.toml"
+    config_path.write_text(
+        _config_text(tmp_path / "state", beds=beds, workers=2, mqtt_url=mosquitto.url, prefix=prefix)
+    )
+    owners = {str(i): partition_of(WARD, str(i), 2) for i in range(1, beds + 1)}
+    assert set(owners.values()) == {0, 1}, "the test needs beds in both partitions"
+    log = tmp_path / "wardd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "--config", str(config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        await until(lambda: log.read_text().count("MQTT connected") == 2, 30, "both workers' connections")
+        now = datetime.now(UTC).replace(microsecond=0)
+        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+        async with watch(mosquitto.url, f"{prefix}/{WARD}/bed/+/alerts") as alerts:
+            async with aiomqtt.Client(host, int(port)) as client:
+                for bed in owners:
+                    for k in range(2):
+                        topic = f"{prefix}/{WARD}/bed/{bed}/vitals"
+                        await client.publish(topic, _vitals(now - timedelta(seconds=2 - k), 38.6), qos=1)
+            await until(
+                lambda: {a["bed"] for a in alerts if a["condition"] == "FEVER"} == set(owners),
+                30,
+                "a FEVER alert from every bed",
+            )
+        status = wardd("status", "--config", str(config_path), check=True)
+        for bed in owners:
+            assert f"{WARD}/{bed}:" in status.stdout
+        assert status.stdout.count("FEVER [active]") == beds
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    state = tmp_path / "state"
+    assert sorted(p.name for p in state.glob("*.sqlite")) == ["wardd.p0of2.sqlite", "wardd.p1of2.sqlite"]
+    # Both workers shut down in order, and each heard only its own beds: a message for
+    # the other's beds would have been refused as unknown_bed.
+    assert log.read_text().count("stopped") >= 2
+    assert "unknown_bed" not in log.read_text()
+
+
+@pytest.mark.integration
+async def test_a_worker_that_dies_stops_the_daemon(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> None:
+    config_path = tmp_path / "ward.toml"
+    config_path.write_text(
+        _config_text(tmp_path / "state", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix)
+    )
+    log = tmp_path / "wardd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "--config", str(config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        await until(lambda: log.read_text().count("MQTT connected") == 2, 30, "both workers' connections")
+        workers = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(workers) == 2
+        os.kill(int(workers[0]), signal.SIGKILL)
+        # The supervisor stops the other worker and exits 1 for the service manager to restart.
+        assert proc.wait(timeout=60) == 1
+        assert "stopping the others" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.integration
+def test_the_daemon_refuses_stores_of_another_number_of_workers(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "wardd.p0of2.sqlite").touch()
+    config_path = tmp_path / "ward.toml"
+    config_path.write_text(_config_text(state, beds=2, workers=1))
+    result = wardd("run", "--config", str(config_path))
+    assert result.returncode == 1
+    assert "another number of workers" in result.stderr
+    assert "wardd.p0of2.sqlite" in result.stderr
