@@ -95,6 +95,9 @@ class PumpRuleState:
 class PumpRule:
     """Technical conditions of one pump at one bed (``Rule[PumpRuleState]``)."""
 
+    consumes = (SourceHealth, PumpReading)
+    """The events this rule reads (``daemon.rules.Rule``); it ignores every other."""
+
     def __init__(self, pump: PumpConfig, ward: str) -> None:
         """Watch ``pump`` (its events carry source ``pump[<id>]`` and pump ``<id>``)."""
         self.pump_id = pump.id

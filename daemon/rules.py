@@ -52,6 +52,11 @@ class Rule(Protocol[S]):
     Guarantees a rule gives: ``step`` is deterministic in its arguments; it returns a
     new state rather than changing the old one; ``dump``/``load`` round-trip a state
     through JSON-compatible data.
+
+    A rule may declare ``consumes``, a tuple of event types: the engine then hands it
+    only those (a vitals sample never reaches the storage rule, a tick never reaches
+    NEWS2). Its promise: ``step`` returns its state unchanged and no candidate for any
+    other event. Without it, the rule sees every event of its bed.
     """
 
     name: str
@@ -196,6 +201,8 @@ class RuleEngine:
         self._states: dict[tuple[str, str], Any] = {
             (bed, rule.name): rule.initial() for bed, bed_rules in self._rules.items() for rule in bed_rules
         }
+        # (bed, event type) -> the rules that consume it (``Rule.consumes``), built on first use.
+        self._routes: dict[tuple[str, type[Event]], tuple[Rule[Any], ...]] = {}
         # States replaced since the last ``take_changed``: the store writes only these.
         self._changed: set[tuple[str, str]] = set()
         # The windows as last handed to the store, per (bed, rule) of a ``Windowed`` rule.
@@ -218,8 +225,12 @@ class RuleEngine:
         """
         beds = self._rules if isinstance(event, Tick) else (event.bed,)
         out: list[AlertCandidate] = []
+        kind = type(event)
         for bed in beds:
-            for rule in self._rules.get(bed, ()):
+            rules = self._routes.get((bed, kind))
+            if rules is None:
+                rules = self._routes[(bed, kind)] = self._route(bed, kind)
+            for rule in rules:
                 key = (bed, rule.name)
                 before = self._states[key]
                 try:
@@ -236,6 +247,14 @@ class RuleEngine:
                 out.extend(candidates)
                 out.extend(self._recovered(bed, rule.name, event, now))
         return out
+
+    def _route(self, bed: str, kind: type[Event]) -> tuple[Rule[Any], ...]:
+        """The rules of ``bed`` that consume events of type ``kind``, in evaluation order."""
+        return tuple(
+            rule
+            for rule in self._rules.get(bed, ())
+            if (consumes := getattr(rule, "consumes", None)) is None or issubclass(kind, consumes)
+        )
 
     def failing(self, bed: str) -> frozenset[str]:
         """The names of the rules whose last step at ``bed`` raised."""

@@ -28,6 +28,9 @@ class StorageRule:
     follows directly, but the degradation must be visible, not only logged.
     """
 
+    consumes = (SourceHealth,)
+    """The events this rule reads (``daemon.rules.Rule``); it ignores every other."""
+
     name = "storage"
 
     def __init__(self, bed: BedConfig) -> None:

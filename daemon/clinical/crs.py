@@ -775,6 +775,9 @@ class IcansRule:
     """``ICANS_SUSPECTED`` from ICE scores, consciousness, the handwriting test,
     seizures, motor findings and raised intracranial pressure."""
 
+    consumes = (Observation,)
+    """The events this rule reads (``daemon.rules.Rule``); it ignores every other."""
+
     name = "icans"
 
     def __init__(self, bed: BedConfig) -> None:
@@ -934,6 +937,9 @@ class NeuroCheckState:
 
 class NeuroCheckRule:
     """``NEURO_CHECK_DUE`` when a bed on protocol has had no neurological check lately."""
+
+    consumes = (Observation, Tick)
+    """The events this rule reads (``daemon.rules.Rule``); it ignores every other."""
 
     name = "neuro_check"
 

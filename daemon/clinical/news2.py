@@ -289,6 +289,9 @@ class News2State:
 class News2Rule:
     """``NEWS2_HIGH`` at the standard triggers."""
 
+    consumes = (VitalSample, Observation, SourceHealth)
+    """The events this rule reads (``daemon.rules.Rule``); it ignores every other."""
+
     name = "news2"
 
     def __init__(self, thresholds: VitalThresholds, bed: BedConfig) -> None:

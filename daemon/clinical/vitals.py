@@ -588,6 +588,9 @@ def load_track(data: Mapping[str, Any]) -> Track:
 class VitalsRule:
     """FEVER, HYPOTENSION, HYPOXIA, TACHYCARDIA, TACHYPNOEA, PROBE_OFF, TELEMETRY_STALE."""
 
+    consumes = (VitalSample, SourceHealth, Tick)
+    """The events this rule reads (``daemon.rules.Rule``); it ignores every other."""
+
     name = "vitals"
 
     def __init__(self, thresholds: VitalThresholds, bed: BedConfig, schedule: Schedule) -> None:

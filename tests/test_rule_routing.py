@@ -1,0 +1,194 @@
+"""Rules see only the events they consume: the engine's routing, and each rule's promise behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from daemon.app import build_rules
+from daemon.clinical.dose import dose_rules
+from daemon.clinical.watch import vital_rules
+from daemon.config import Config, PumpConfig
+from daemon.events import (
+    Acvpu,
+    AlertCandidate,
+    BagHung,
+    Event,
+    Handwriting,
+    Health,
+    Metric,
+    Observation,
+    PumpReading,
+    PumpState,
+    SourceHealth,
+    Tick,
+    VitalSample,
+)
+from daemon.pump_rules import pump_rules
+from daemon.rules import Rule, RuleEngine
+from daemon.tech_rules import tech_rules
+from tests.helpers import one_bed_config
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+def _config() -> Config:
+    base = one_bed_config(START - timedelta(hours=20))
+    pump = PumpConfig(id="p1", bed="b1", url="/fake")
+    return base.model_copy(update={"pumps": [pump]})
+
+
+def _one_of_each(at: datetime) -> list[Event]:
+    """An event of every type, each one that its consumers would act on."""
+    return [
+        VitalSample(
+            "w1", "b1", "m1", at, {Metric.TEMP_C: 38.6, Metric.HR_PER_MIN: 131.0, Metric.SPO2_PCT: 88.0}
+        ),
+        Observation(
+            "w1", "b1", at, by="nurse-a", acvpu=Acvpu.VOICE, handwriting=Handwriting.CHANGED, ice_score=6
+        ),
+        SourceHealth("w1", "b1", "monitor.spo2_pct", at, Health.LOST, "probe-off"),
+        SourceHealth("w1", "b1", "storage", at, Health.LOST, "down"),
+        SourceHealth("w1", "b1", "pump[p1]", at, Health.LOST, "timeout"),
+        PumpReading("w1", "b1", "p1", at, PumpState.INFUSING, 10.0, 12.0, alarm="S"),
+        BagHung("w1", "b1", at, "B-1", 0.0375, 270.0),
+        Tick(at),
+    ]
+
+
+def _all_rules(config: Config) -> list[Rule[Any]]:
+    bed = config.bed("b1")
+    return [
+        *tech_rules(config, bed),
+        *pump_rules(config, bed),
+        *dose_rules(config, bed),
+        *vital_rules(config, bed),
+    ]
+
+
+def _history(rule: Rule[Any]) -> Any:
+    """A state with something in it: an hour of every kind of event."""
+    state = rule.initial()
+    for minute in range(0, 60, 5):
+        at = START + timedelta(minutes=minute)
+        for event in _one_of_each(at):
+            state, _ = rule.step(state, event, at + timedelta(seconds=1))
+    return state
+
+
+def _declared(config: Config) -> list[tuple[str, Rule[Any]]]:
+    return [(rule.name, rule) for rule in _all_rules(config) if getattr(rule, "consumes", None) is not None]
+
+
+def test_rules_that_ignore_some_events_declare_what_they_consume() -> None:
+    # The dose rule judges time on every event (its checks run at the daemon's "now");
+    # the CRS rule reads every type of event there is.
+    assert [name for name, _ in _declared(_config())] == [
+        "storage",
+        "pump[p1]",
+        "vitals",
+        "news2",
+        "icans",
+        "neuro_check",
+    ]
+
+
+@pytest.mark.parametrize("name", [name for name, _ in _declared(_config())])
+def test_a_rule_ignores_what_it_does_not_consume(name: str) -> None:
+    """The promise ``consumes`` makes, checked on a state with history: same state, no candidate."""
+    rule = dict(_declared(_config()))[name]
+    consumes = rule.consumes  # type: ignore[attr-defined]
+    state = _history(rule)
+    at = START + timedelta(hours=2)
+    ignored = [e for e in _one_of_each(at) if not isinstance(e, consumes)]
+    assert ignored, f"{name} consumes every event type: declare nothing instead"
+    for event in ignored:
+        after, candidates = rule.step(state, event, at)
+        assert after is state, (name, type(event).__name__)
+        assert list(candidates) == [], (name, type(event).__name__)
+
+
+def test_a_rule_sees_what_it_consumes() -> None:
+    """Each declared type reaches the rule: a consumer that never acts would prove nothing."""
+    config = _config()
+    for name, rule in _declared(config):
+        state = rule.initial()
+        changed = False
+        for minute in range(0, 60, 5):
+            at = START + timedelta(minutes=minute)
+            for event in _one_of_each(at):
+                if isinstance(event, rule.consumes):  # type: ignore[attr-defined]
+                    after, _ = rule.step(state, event, at + timedelta(seconds=1))
+                    changed = changed or after is not state
+                    state = after
+        assert changed, name
+
+
+class _Recorder:
+    """A rule that records what it was given."""
+
+    def __init__(self, name: str, consumes: tuple[type, ...] | None) -> None:
+        self.name = name
+        self.seen: list[str] = []
+        if consumes is not None:
+            self.consumes = consumes
+
+    def initial(self) -> int:
+        return 0
+
+    def step(self, state: int, event: Event, now: datetime) -> tuple[int, Sequence[AlertCandidate]]:
+        self.seen.append(type(event).__name__)
+        return state + 1, ()
+
+    def dump(self, state: int) -> dict[str, Any]:
+        return {"n": state}
+
+    def load(self, data: Mapping[str, Any]) -> int:
+        return int(data["n"])
+
+
+def test_the_engine_routes_by_declared_type() -> None:
+    everything = _Recorder("all", None)
+    samples = _Recorder("samples", (VitalSample,))
+    ticks = _Recorder("ticks", (Tick, Observation))
+    engine = RuleEngine({"b1": [everything, samples, ticks]}, wards={"b1": "w1"})
+    for event in _one_of_each(START):
+        engine.handle(event, START)
+    assert everything.seen == [type(e).__name__ for e in _one_of_each(START)]
+    assert samples.seen == ["VitalSample"]
+    assert ticks.seen == ["Observation", "Tick"]
+
+
+def test_the_published_rule_set_is_unchanged_by_routing() -> None:
+    """The same events through routed and unrouted engines give the same candidates and states."""
+    config = _config()
+    routed = build_rules(config)
+    plain = RuleEngine({"b1": [_Unrouted(rule) for rule in _all_rules(config)]}, wards={"b1": "w1"})
+    for minute in range(0, 120, 3):
+        at = START + timedelta(minutes=minute)
+        for event in _one_of_each(at):
+            assert routed.handle(event, at) == plain.handle(event, at), (minute, event)
+    assert routed.snapshot() == plain.snapshot()
+
+
+class _Unrouted:
+    """A rule without its ``consumes``: the engine hands it every event."""
+
+    def __init__(self, rule: Rule[Any]) -> None:
+        self._rule = rule
+        self.name = rule.name
+
+    def initial(self) -> Any:
+        return self._rule.initial()
+
+    def step(self, state: Any, event: Event, now: datetime) -> tuple[Any, Sequence[AlertCandidate]]:
+        return self._rule.step(state, event, now)
+
+    def dump(self, state: Any) -> Any:
+        return self._rule.dump(state)
+
+    def load(self, data: Any) -> Any:
+        return self._rule.load(data)
