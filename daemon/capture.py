@@ -66,6 +66,10 @@ def to_dict(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"type": _NAMES[type(event)]}
     for field in dataclasses.fields(event):
         value = getattr(event, field.name)
+        if field.name == "beds":
+            if value is None:
+                continue  # a tick for every bed, written as ticks always were
+            value = list(value)
         if isinstance(value, datetime):
             value = iso(value)
         elif field.name == "values":
@@ -104,6 +108,10 @@ def _field(name: str, value: Any) -> Any:
         return _declaration(value)
     if name in _ENUM_TUPLES and value is not None:
         return tuple(_ENUM_TUPLES[name](v) for v in value)
+    if name == "beds" and value is not None:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError("'beds' must be a list of bed ids")
+        return tuple(value)
     return value
 
 

@@ -242,9 +242,14 @@ class SourceHealth:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """The daemon's clock, delivered periodically so that absence can be judged."""
+    """The daemon's clock, delivered periodically so that absence can be judged.
+
+    ``beds``: the beds it is for (``None``: every bed). A large ward's tick is delivered
+    in slices of beds, with the inputs that arrive meanwhile in between (``daemon.app``).
+    """
 
     time: datetime
+    beds: tuple[str, ...] | None = None
 
 
 Event = VitalSample | PumpReading | BagHung | Observation | SourceHealth | Tick

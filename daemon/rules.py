@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -223,7 +223,10 @@ class RuleEngine:
         Never raises ``Exception``: a rule that does is contained (see the module
         docstring) and its ``RULE_FAILED`` candidate takes the place of its own.
         """
-        beds = self._rules if isinstance(event, Tick) else (event.bed,)
+        if isinstance(event, Tick):
+            beds: Iterable[str] = self._rules if event.beds is None else event.beds
+        else:
+            beds = (event.bed,)
         out: list[AlertCandidate] = []
         kind = type(event)
         for bed in beds:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon.app import build_rules
+from daemon import capture
+from daemon.app import TICK_SLICE_BEDS, build, build_rules
 from daemon.clinical.dose import dose_rules
 from daemon.clinical.watch import vital_rules
+from daemon.clock import ManualClock
 from daemon.config import Config, PumpConfig
+from daemon.errors import InputError
 from daemon.events import (
     Acvpu,
     AlertCandidate,
@@ -30,7 +35,7 @@ from daemon.events import (
 from daemon.pump_rules import pump_rules
 from daemon.rules import Rule, RuleEngine
 from daemon.tech_rules import tech_rules
-from tests.helpers import one_bed_config
+from tests.helpers import committing, one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -192,3 +197,80 @@ class _Unrouted:
 
     def load(self, data: Any) -> Any:
         return self._rule.load(data)
+
+
+# --- ticks for some beds, and a large ward's tick in slices --------------------------------------
+
+
+def test_a_tick_for_some_beds_reaches_only_theirs() -> None:
+    first, second = _Recorder("r", (Tick,)), _Recorder("r", (Tick,))
+    engine = RuleEngine({"b1": [first], "b2": [second]}, wards={"b1": "w1", "b2": "w1"})
+    engine.handle(Tick(START, beds=("b2",)), START)
+    assert (first.seen, second.seen) == ([], ["Tick"])
+    engine.handle(Tick(START), START)
+    assert (first.seen, second.seen) == (["Tick"], ["Tick", "Tick"])
+
+
+def test_a_sliced_tick_is_captured_and_read_back_as_such() -> None:
+    sliced = Tick(START, beds=("1", "2"))
+    assert capture.from_dict(capture.to_dict(sliced)) == sliced
+    # A tick for every bed is written as ticks always were (older captures read the same).
+    assert capture.to_dict(Tick(START)) == {"type": "tick", "time": "2026-03-02T08:00:00Z"}
+    with pytest.raises(InputError):
+        capture.from_dict({"type": "tick", "time": "2026-03-02T08:00:00Z", "beds": "1"})
+
+
+async def test_a_large_wards_tick_comes_in_slices_with_inputs_between(tmp_path: Path) -> None:
+    beds = TICK_SLICE_BEDS * 2 + 1
+    config = _ward(tmp_path, beds)
+    clock = ManualClock(START)
+    pipeline = build(config, clock=clock)
+    seen: list[Event] = []
+    sample = VitalSample("w1", "1", "m1", START, {Metric.TEMP_C: 36.8})
+
+    def observe(event: Event) -> None:
+        seen.append(event)
+        if len(seen) == 1:
+            # An input that arrives while the first slice is being processed.
+            pipeline.work.put_nowait(sample)
+
+    pipeline.observers.append(observe)
+    async with committing(pipeline.writer), asyncio.TaskGroup() as group:
+        dispatch = group.create_task(pipeline._dispatch(), name="dispatch")
+        ticks = group.create_task(pipeline._ticks(), name="ticks")
+        await until_true(lambda: sum(isinstance(e, Tick) for e in seen) == 3)
+        await until_true(lambda: clock.next_wake() is not None)  # the next tick is waiting
+        await clock.advance(config.daemon.tick_interval_s)
+        await until_true(lambda: sum(isinstance(e, Tick) for e in seen) == 6)
+        ticks.cancel()
+        dispatch.cancel()
+    # It waited for one slice, not for the whole ward.
+    assert seen[1] is sample
+    slices = [e for e in seen if isinstance(e, Tick)]
+    assert [len(t.beds or ()) for t in slices] == [TICK_SLICE_BEDS, TICK_SLICE_BEDS, 1] * 2
+    covered = [bed for t in slices[:3] for bed in t.beds or ()]
+    assert covered == [bed.id for bed in config.beds]
+    assert {t.time for t in slices[:3]} == {START}
+
+
+async def until_true(predicate: Callable[[], bool]) -> None:
+    """Let the loop run until ``predicate`` holds (no real time passes in these tests)."""
+    for _ in range(10_000):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+def _ward(tmp_path: Path, beds: int) -> Config:
+    base = one_bed_config(START - timedelta(hours=12))
+    template = base.beds[0]
+    return base.model_copy(
+        update={
+            "beds": [
+                template.model_copy(update={"id": str(i), "patient": f"P-{i}"}) for i in range(1, beds + 1)
+            ],
+            "daemon": base.daemon.model_copy(update={"state_dir": tmp_path / "state"}),
+            "influx": base.influx.model_copy(update={"api": "none"}),
+        }
+    )
