@@ -452,6 +452,7 @@ class Config(Model):
     alerts: AlertsConfig = AlertsConfig()
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
+    _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))
 
     def bed(self, bed_id: str) -> BedConfig:
         """The bed with this id (ids are unique once validated); ``KeyError`` if none has it."""
@@ -465,7 +466,18 @@ class Config(Model):
 
     def thresholds_for(self, bed_id: str) -> Thresholds:
         """The ward thresholds with this bed's overrides applied."""
-        return _merge_thresholds(self.thresholds, self.bed(bed_id).thresholds)
+        overrides = self.bed(bed_id).thresholds
+        if not overrides:
+            return self.thresholds
+        beds, merged = self._merged_thresholds
+        if beds is not self.beds:
+            merged = {}
+            self._merged_thresholds = (self.beds, merged)
+        found = merged.get(bed_id)
+        if found is None:
+            # Validated again on every call, this was most of start-up at 5,000 beds.
+            found = merged[bed_id] = _merge_thresholds(self.thresholds, overrides)
+        return found
 
 
 BUILTIN_PROTOCOLS = frozenset(

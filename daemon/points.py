@@ -1,9 +1,13 @@
 """Time-series points and their InfluxDB line-protocol encoding.
 
-The encoding is influxdb-client's own (``influxdb_client.Point.to_line_protocol``),
+The encoding is influxdb-client's (``influxdb_client.Point.to_line_protocol``),
 behind a check that refuses, with a ``ValueError``, anything the line protocol
 cannot carry faithfully to both servers we write to (influxd 1.x and
-victoria-metrics). What the library does on its own, and why each check exists:
+victoria-metrics). ``to_line`` writes the same bytes itself, with the measurement and
+tags of each series encoded once and remembered: building a library point per sample
+was a tenth of the daemon's work per vitals message. ``library_line`` is the
+library's own encoding, and ``tests/test_points.py`` holds the two to the same bytes.
+What the library does on its own, and why each check exists:
 
 - newline, carriage return and tab in names and tag values become the two
   characters ``\\n``, ``\\r``, ``\\t``; neither server turns them back, so the
@@ -70,6 +74,29 @@ class Point:
         Tags and fields come out sorted by key. Raises ``ValueError`` for a point
         the databases cannot store as sent (see the module docstring).
         """
+        series = (self.measurement, tuple(sorted(self.tags.items())))
+        prefix = _SERIES.get(series)
+        if prefix is None:
+            prefix = _series_prefix(self.measurement, self.tags)
+            if len(_SERIES) >= _MAX_SERIES:
+                _SERIES.clear()  # a bound, not an eviction policy: a ward has far fewer series
+            _SERIES[series] = prefix
+        if not self.fields:
+            raise ValueError(f"{self.measurement}: no fields")
+        for key, value in self.fields.items():  # checked in the order given, as before
+            if key not in _FIELD_KEYS:
+                _check_name("field key", key)
+                if len(_FIELD_KEYS) >= _MAX_SERIES:
+                    _FIELD_KEYS.clear()
+                _FIELD_KEYS[key] = key.translate(_ESCAPE_KEY)
+            _check_field(key, value)
+        fields = ",".join(
+            f"{_FIELD_KEYS[key]}={_field_text(self.fields[key])}" for key in sorted(self.fields)
+        )
+        return f"{prefix} {fields} {time_ns(self.time)}"
+
+    def library_line(self) -> str:
+        """The same line, as influxdb-client encodes it (the reference ``to_line`` is held to)."""
         _check_name("measurement", self.measurement)
         if self.measurement.startswith("#"):
             raise ValueError(f"measurement {self.measurement!r} starts with '#' (a comment line)")
@@ -88,6 +115,44 @@ class Point:
         point.time(time_ns(self.time), WritePrecision.NS)
         line: str = point.to_line_protocol()
         return line
+
+
+# What the library escapes (influxdb_client.client.write.point): in the measurement
+# "," and space; in tag keys, tag values and field keys also "="; in string field
+# values '"' and backslash. Control characters never get here (refused above).
+_ESCAPE_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
+_ESCAPE_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_ESCAPE_STRING = str.maketrans({'"': '\\"', "\\": "\\\\"})
+_MAX_SERIES = 100_000
+_SERIES: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+_FIELD_KEYS: dict[str, str] = {}
+
+
+def _series_prefix(measurement: str, tags: Mapping[str, str]) -> str:
+    """``measurement,tag=value,...``: checked in the order given, written sorted by key."""
+    _check_name("measurement", measurement)
+    if measurement.startswith("#"):
+        raise ValueError(f"measurement {measurement!r} starts with '#' (a comment line)")
+    for key, value in tags.items():
+        _check_name("tag key", key)
+        if value:
+            _check_name(f"tag {key!r}", value)
+    out = [measurement.translate(_ESCAPE_MEASUREMENT)]
+    out += [f"{k.translate(_ESCAPE_KEY)}={v.translate(_ESCAPE_KEY)}" for k, v in sorted(tags.items()) if v]
+    return ",".join(out)
+
+
+def _field_text(value: FieldValue) -> str:
+    """A checked field value as the library writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        text = str(value)
+        # The library drops the ".0" of whole numbers.
+        return text[:-2] if text.endswith(".0") else text
+    return f'"{value.translate(_ESCAPE_STRING)}"'
 
 
 class PointSink(Protocol):

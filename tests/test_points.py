@@ -168,3 +168,46 @@ def test_no_input_makes_a_second_line_or_moves_the_point(
     else:
         assert len(line.splitlines()) == 1
         assert line.startswith('notes text="')
+
+
+# --- the encoder written here and the library's write the same bytes ---------------------------
+
+_NAME = st.one_of(
+    st.text(min_size=0, max_size=12),
+    st.sampled_from(["vitals", "a b", "a,b", "a=b", "#c", "é µ", "x\\y", "tab\there", " ", ",", "="]),
+)
+_FIELD = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.booleans(),
+    st.text(max_size=12),
+    st.sampled_from([37.0, -0.0, 1e-5, 1e300, 'quote"back\\slash', "line\nbreak"]),
+)
+
+
+def _outcome(encode: object) -> tuple[str, str]:
+    try:
+        return ("line", encode())  # type: ignore[operator]
+    except (ValueError, TypeError) as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    _NAME,
+    st.dictionaries(_NAME, st.one_of(_NAME, st.just("")), max_size=3),
+    st.dictionaries(_NAME, _FIELD, max_size=4),
+)
+def test_to_line_writes_the_librarys_bytes(
+    measurement: str, tags: dict[str, str], fields: dict[str, FieldValue]
+) -> None:
+    point = Point(measurement, tags, fields, T0)
+    assert _outcome(point.to_line) == _outcome(point.library_line)
+
+
+def test_to_line_writes_the_librarys_bytes_for_a_remembered_series() -> None:
+    """The second sample of a series takes the remembered prefix: still the same bytes."""
+    for k in range(3):
+        point = Point("vitals", {"ward": "a b", "bed": "1,2", "device": "m=1"}, {"t c": 36.5 + k, "n": k}, T0)
+        assert point.to_line() == point.library_line()
+        assert point.to_line().startswith("vitals,bed=1\\,2,device=m\\=1,ward=a\\ b ")
