@@ -39,12 +39,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from influxdb_client.client.write.point import Point as _LibraryPoint
-from influxdb_client.domain.write_precision import WritePrecision
-
-# influxdb-client's Point has no type hints; calls on it are checked by the tests.
-LibraryPoint: Any = _LibraryPoint
-
 FieldValue = float | int | str | bool
 
 _INT64_MIN = -(2**63)
@@ -100,7 +94,13 @@ class Point:
         _check_name("measurement", self.measurement)
         if self.measurement.startswith("#"):
             raise ValueError(f"measurement {self.measurement!r} starts with '#' (a comment line)")
-        point = LibraryPoint(self.measurement)
+        # Imported here: the library takes half a second and megabytes to import, and
+        # the daemon itself only needs ``to_line``.
+        from influxdb_client.client.write.point import Point as LibraryPoint  # noqa: PLC0415
+        from influxdb_client.domain.write_precision import WritePrecision  # noqa: PLC0415
+
+        library: Any = LibraryPoint  # the library has no type hints; the tests check these calls
+        point = library(self.measurement)
         for key, value in self.tags.items():
             _check_name("tag key", key)
             if value:
