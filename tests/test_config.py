@@ -194,3 +194,20 @@ def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "mqtt.qos" in result.stderr
     assert "nothing was started" in result.stderr
+
+
+def test_looked_up_beds_and_thresholds_follow_a_copy_with_other_beds() -> None:
+    """``bed`` and ``thresholds_for`` remember what they found; a copy with other beds is not fooled."""
+    data = _base()
+    data["beds"][0]["thresholds"] = {"vitals": {"fever_c": 38.5}}
+    config = parse(data)
+    assert config.thresholds_for("12").vitals.fever_c == 38.5
+    assert config.thresholds_for("12") is config.thresholds_for("12")  # merged once
+    plain = config.beds[0].model_copy(update={"thresholds": {}})
+    copy = config.model_copy(update={"beds": [plain]})
+    assert copy.bed("12") is plain
+    assert copy.thresholds_for("12").vitals.fever_c == 38.0
+    assert copy.thresholds_for("12") is copy.thresholds  # no override: the ward's own
+    assert config.thresholds_for("12").vitals.fever_c == 38.5
+    with pytest.raises(KeyError):
+        config.bed("no-such-bed")
