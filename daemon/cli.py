@@ -297,12 +297,20 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
     from daemon.alerts import send_ack  # noqa: PLC0415
     from daemon.links.mqtt import broker_address  # noqa: PLC0415
+    from daemon.links.tls import client_context  # noqa: PLC0415
+    from daemon.links.tls import describe as tls_reason  # noqa: PLC0415
 
-    host, port, _ = broker_address(config.mqtt.url)
+    host, port, tls = broker_address(config.mqtt.url)
+    # The daemon's own connection settings: TLS, its CA, credentials.
+    context = client_context(config.mqtt.tls, "mqtt") if tls else None
 
     async def ack() -> bool:
         async with aiomqtt.Client(
-            host, port, username=config.mqtt.username, password=config.mqtt.password.resolve()
+            host,
+            port,
+            username=config.mqtt.username,
+            password=config.mqtt.password.resolve(),
+            tls_context=context,
         ) as client:
             reply = await send_ack(client, prefix=config.mqtt.topic_prefix, alert_id=args.id, by=args.by)
         if reply.ok:
@@ -316,7 +324,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
     try:
         ok = asyncio.run(ack())
     except aiomqtt.MqttError as exc:
-        print(f"wardd ack: cannot reach the broker at {host}:{port}: {exc}", file=sys.stderr)
+        print(
+            f"wardd ack: cannot reach the broker at {host}:{port}: {tls_reason(exc) or exc}", file=sys.stderr
+        )
         return EXIT_FAILURE
     return EXIT_OK if ok else EXIT_FAILURE
 

@@ -99,6 +99,35 @@ class DaemonConfig(Model):
         return self.store or self.state_dir / "wardd.sqlite"
 
 
+class TlsConfig(Model):
+    """TLS for a link whose URL asks for it (``mqtts://``, ``https://``).
+
+    Without ``ca_file`` the server's certificate is checked against the system's CA
+    store; a hospital's own CA goes in ``ca_file``. The server's name is checked
+    against its certificate unless ``check_hostname`` is false (its certificate is
+    still verified). ``cert_file`` (and ``key_file``, unless the key is in the same
+    file) is the daemon's own certificate, for brokers that authenticate clients by
+    certificate.
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is given without cert_file")
+        return self
+
+    @property
+    def customised(self) -> bool:
+        """Whether anything differs from the defaults (which a plain-text URL would ignore)."""
+        return self != TlsConfig()
+
+
 class MqttConfig(Model):
     """The broker that carries vitals in and alerts out."""
 
@@ -113,6 +142,7 @@ class MqttConfig(Model):
     reconnect_max_s: PositiveSeconds = 30.0
     max_payload_bytes: Annotated[int, Field(ge=256, le=1_048_576)] = 65_536
     max_future_skew_s: Annotated[float, Field(ge=0)] = 300.0
+    tls: TlsConfig = TlsConfig()
 
     @field_validator("url")
     @classmethod
@@ -120,6 +150,13 @@ class MqttConfig(Model):
         if not re.match(r"^mqtts?://[^/:]+(:\d+)?/?$", value):
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_mqtts(self) -> MqttConfig:
+        # Never a silent downgrade: TLS settings with a plain-text URL are a mistake.
+        if self.tls.customised and not self.url.startswith("mqtts://"):
+            raise ValueError("tls settings are given but the url is mqtt:// (plain text): use mqtts://")
+        return self
 
 
 class InfluxConfig(Model):
@@ -143,12 +180,20 @@ class InfluxConfig(Model):
     spool_dir: Path | None = None  # api = "none" only: where points.lp goes; default <state_dir>/spool
     spool_max_mb: Annotated[int, Field(ge=1)] = 512  # limit of the point outbox while the database is away
 
+    tls: TlsConfig = TlsConfig()
+
     @field_validator("url")
     @classmethod
     def _http(cls, value: str) -> str:
         if not re.match(r"^https?://", value):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> InfluxConfig:
+        if self.tls.customised and not self.url.startswith("https://"):
+            raise ValueError("tls settings are given but the url is http:// (plain text): use https://")
+        return self
 
 
 class VitalThresholds(Model):

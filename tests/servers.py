@@ -122,6 +122,33 @@ def mosquitto(workdir: Path) -> Iterator[Mosquitto]:
         server.stop()
 
 
+@contextlib.contextmanager
+def tls_mosquitto(workdir: Path, *, ca: Path, cert: Path, key: Path) -> Iterator[Mosquitto]:
+    """A private mosquitto with one TLS listener (TLS 1.2 and up) and anonymous clients."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # Run as root, mosquitto reads its certificates after dropping to its own user,
+    # which cannot enter pytest's private temporary folders: it gets readable copies.
+    public = Path(tempfile.mkdtemp(prefix="wardd-tls-"))
+    os.chmod(public, 0o755)
+    for source in (ca, cert, key):
+        shutil.copy(source, public / source.name)
+        os.chmod(public / source.name, 0o644)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\ncafile {public / ca.name}\ncertfile {public / cert.name}\n"
+        f"keyfile {public / key.name}\ntls_version tlsv1.2\nallow_anonymous true\n"
+        "persistence false\nlog_dest stdout\n"
+    )
+    server = Mosquitto(workdir, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)])
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(public, ignore_errors=True)
+
+
 SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "config" / "mosquitto.conf"
 """The broker configuration the project ships for a ward (``config/mosquitto.conf``)."""
 
@@ -261,10 +288,14 @@ class VictoriaMetrics(Server):
 
 
 @contextlib.contextmanager
-def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
-    """A private victoria-metrics keeping data for 100 years (test data is dated in the past)."""
+def victoria_metrics(workdir: Path, *, tls: tuple[Path, Path] | None = None) -> Iterator[VictoriaMetrics]:
+    """A private victoria-metrics keeping data for 100 years (test data is dated in the past).
+
+    ``tls``: ``(certificate, key)`` to serve HTTPS instead of HTTP.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    https = [] if tls is None else ["-tls", f"-tlsCertFile={tls[0]}", f"-tlsKeyFile={tls[1]}"]
     server = VictoriaMetrics(
         workdir,
         port,
@@ -276,6 +307,7 @@ def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
             "-search.disableCache",
             "-search.latencyOffset=0s",
             "-loggerLevel=ERROR",
+            *https,
         ],
     )
     server.start()

@@ -30,10 +30,12 @@ from typing import Protocol
 import aiohttp
 
 from daemon.clock import Clock
-from daemon.config import InfluxConfig
+from daemon.config import InfluxConfig, TlsConfig
 from daemon.errors import SinkError, SinkErrorKind
 from daemon.events import Health
 from daemon.links.store import StoreWriter
+from daemon.links.tls import client_context
+from daemon.links.tls import describe as tls_reason
 from daemon.metrics import Counters
 from daemon.points import Point
 from daemon.timefmt import iso
@@ -144,6 +146,8 @@ class _HttpWriter:
         headers: Mapping[str, str],
         auth: aiohttp.BasicAuth | None,
         timeout_s: float,
+        *,
+        tls: TlsConfig | None = None,
     ) -> None:
         self._url = url
         self._params = dict(params)
@@ -151,11 +155,15 @@ class _HttpWriter:
         self._auth = auth
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        # https:// only (the config refuses TLS settings with http://); built at start-up,
+        # so that an unusable ca_file stops the daemon with its place in the config.
+        self._ssl = client_context(tls or TlsConfig(), "influx") if url.startswith("https://") else None
 
     async def write(self, lines: list[str]) -> None:
         """Store one batch, or raise ``SinkError`` with its ``kind`` and ``retryable``."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth, connector=connector)
         body = ("\n".join(lines) + "\n").encode()
         try:
             # No redirects: a write that lands elsewhere is a wrong URL, not a success.
@@ -182,11 +190,11 @@ class _HttpWriter:
             ) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # Refused, reset or dropped connections (ServerDisconnectedError included) and
-            # timeouts: the database is away, or was while it answered.
+            # timeouts: the database is away, or was while it answered. A TLS failure
+            # too (it may be fixed on the server's side), said in plain words.
             kind = SinkErrorKind.TIMEOUT if isinstance(exc, TimeoutError) else SinkErrorKind.UNAVAILABLE
-            raise SinkError(
-                f"{type(exc).__name__}: {printable(str(exc))}", retryable=True, kind=kind
-            ) from exc
+            detail = tls_reason(exc) or f"{type(exc).__name__}: {printable(str(exc))}"
+            raise SinkError(detail, retryable=True, kind=kind) from exc
         if error is not None:
             raise error
 
@@ -204,7 +212,7 @@ class V1Writer(_HttpWriter):
         if config.retention_policy:
             params["rp"] = config.retention_policy
         auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
-        super().__init__(f"{config.url}/write", params, {}, auth, config.timeout_s)
+        super().__init__(f"{config.url}/write", params, {}, auth, config.timeout_s, tls=config.tls)
 
 
 class V2Writer(_HttpWriter):
@@ -213,7 +221,9 @@ class V2Writer(_HttpWriter):
     def __init__(self, config: InfluxConfig, token: str | None) -> None:
         params = {"org": config.org or "-", "bucket": config.bucket, "precision": "ns"}
         headers = {"Authorization": f"Token {token}"} if token else {}
-        super().__init__(f"{config.url}/api/v2/write", params, headers, None, config.timeout_s)
+        super().__init__(
+            f"{config.url}/api/v2/write", params, headers, None, config.timeout_s, tls=config.tls
+        )
 
 
 # Refusals that can come from some lines of a batch and not others: splitting the

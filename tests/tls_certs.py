@@ -1,0 +1,69 @@
+"""Certificates for TLS tests, made by the ``openssl`` command (Debian's package): a CA, and
+server certificates it signs, for the names and addresses a test asks for."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A test CA: its certificate (``ca.pem``) and key."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ServerCert:
+    """A server certificate and its key, signed by an ``Authority``."""
+
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def authority(folder: Path, name: str = "ward-test-ca") -> Authority:
+    """A new self-signed CA in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )  # fmt: skip
+    return Authority(cert, key)
+
+
+def server_cert(
+    folder: Path,
+    ca: Authority,
+    *,
+    names: tuple[str, ...] = ("localhost",),
+    ips: tuple[str, ...] = ("127.0.0.1",),
+    name: str = "server",
+    days: int = 2,
+) -> ServerCert:
+    """A server certificate for ``names`` and ``ips``, signed by ``ca``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, csr, cert = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem"
+    alt = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{ip}" for ip in ips)])
+    extensions = folder / f"{name}.ext"
+    extensions.write_text(f"subjectAltName={alt}\nextendedKeyUsage=serverAuth\n")
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={(names or ips)[0]}",
+        cwd=folder,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key), "-CAcreateserial",
+        "-out", str(cert), "-days", str(days), "-extfile", str(extensions),
+        cwd=folder,
+    )  # fmt: skip
+    return ServerCert(cert, key)
