@@ -36,6 +36,20 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _redact_secrets(config: config_module.Config) -> None:
+    """Keep the configured passwords and tokens out of every log line, whoever writes it."""
+    from daemon.metrics import RedactingFilter  # noqa: PLC0415
+
+    secrets = (
+        config.mqtt.password.resolve() or "",
+        config.influx.password.resolve() or "",
+        config.influx.token.resolve() or "",
+    )
+    redacting = RedactingFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config; print every error at once."""
     config = _load(args.config)
@@ -51,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"daemon": config.daemon.model_copy(update={"capture": Path(args.capture)})}
         )
     _setup_logging(args.log_level or config.daemon.log_level)
+    _redact_secrets(config)
     from daemon.partition import Partition, for_partition, foreign_stores  # noqa: PLC0415
 
     if args.partition is None:

@@ -71,6 +71,44 @@ def sanitize(text: str, limit: int = 4 * MAX_LOGGED_BYTES) -> str:
     return shown + ("..." if len(text) > limit else "")
 
 
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``[redacted]``.
+
+    For text that comes from outside and may echo what we sent (a database's error
+    body quoting the request's headers) and for log lines, as a last line of defence.
+    """
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A log filter that removes the configured secrets from every record's message."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        # Longest first: a secret that contains another is removed whole.
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message (its arguments merged in) without the secrets."""
+        if self._secrets:
+            message = record.getMessage()
+            cleaned = redact(message, self._secrets)
+            if record.exc_info and record.exc_text is None and record.exc_info[1] is not None:
+                # Tracebacks are formatted later: format now, so that they are cleaned too.
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text, self._secrets)
+            if cleaned != message or record.args:
+                record.msg, record.args = cleaned, None
+        return True
+
+
 def reject(
     counters: Counters, name: str, reason: str, detail: str, *, where: str, payload: bytes | str
 ) -> None:

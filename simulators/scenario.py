@@ -773,7 +773,8 @@ class ScenarioRun:
     def _link(self, name: str, subscriptions: Sequence[str], on_message: Any) -> MqttLink:
         return MqttLink(
             self.config.mqtt,
-            password=None,
+            # The config's own credentials and TLS: a locked-down broker refuses anonymous links.
+            password=self.config.mqtt.password.resolve(),
             subscriptions=subscriptions,
             on_message=on_message,
             counters=Counters(),

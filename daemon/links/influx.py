@@ -36,7 +36,7 @@ from daemon.events import Health
 from daemon.links.store import StoreWriter
 from daemon.links.tls import client_context
 from daemon.links.tls import describe as tls_reason
-from daemon.metrics import Counters
+from daemon.metrics import Counters, redact
 from daemon.points import Point
 from daemon.timefmt import iso
 
@@ -148,8 +148,12 @@ class _HttpWriter:
         timeout_s: float,
         *,
         tls: TlsConfig | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._url = url
+        # What the database must never be able to make us repeat: a server may echo the
+        # request's headers in its error body, which goes to the log, the store and alerts.
+        self._secrets = tuple(s for s in secrets if s)
         self._params = dict(params)
         self._headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
         self._auth = auth
@@ -173,7 +177,10 @@ class _HttpWriter:
                 if 200 <= resp.status < 300:
                     return
                 try:
-                    reason = _error_reason(await resp.content.read(_MAX_ERROR_BODY_BYTES), resp.headers)
+                    reason = redact(
+                        _error_reason(await resp.content.read(_MAX_ERROR_BODY_BYTES), resp.headers),
+                        self._secrets,
+                    )
                 except aiohttp.ClientPayloadError as exc:
                     # The status line and headers were read: they decide, the body only explains.
                     reason = f"(error body unreadable: {exc})"
@@ -186,14 +193,16 @@ class _HttpWriter:
             # line, NUL and all, in a header). The database is up; the batch may be
             # what provoked it, so it is not "unavailable".
             raise SinkError(
-                f"unparseable answer: {printable(str(exc))}", retryable=False, kind=SinkErrorKind.UNPARSEABLE
+                f"unparseable answer: {redact(printable(str(exc)), self._secrets)}",
+                retryable=False,
+                kind=SinkErrorKind.UNPARSEABLE,
             ) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # Refused, reset or dropped connections (ServerDisconnectedError included) and
             # timeouts: the database is away, or was while it answered. A TLS failure
             # too (it may be fixed on the server's side), said in plain words.
             kind = SinkErrorKind.TIMEOUT if isinstance(exc, TimeoutError) else SinkErrorKind.UNAVAILABLE
-            detail = tls_reason(exc) or f"{type(exc).__name__}: {printable(str(exc))}"
+            detail = tls_reason(exc) or redact(f"{type(exc).__name__}: {printable(str(exc))}", self._secrets)
             raise SinkError(detail, retryable=True, kind=kind) from exc
         if error is not None:
             raise error
@@ -212,7 +221,10 @@ class V1Writer(_HttpWriter):
         if config.retention_policy:
             params["rp"] = config.retention_policy
         auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
-        super().__init__(f"{config.url}/write", params, {}, auth, config.timeout_s, tls=config.tls)
+        secrets = (password or "", auth.encode() if auth else "")
+        super().__init__(
+            f"{config.url}/write", params, {}, auth, config.timeout_s, tls=config.tls, secrets=secrets
+        )
 
 
 class V2Writer(_HttpWriter):
@@ -222,7 +234,13 @@ class V2Writer(_HttpWriter):
         params = {"org": config.org or "-", "bucket": config.bucket, "precision": "ns"}
         headers = {"Authorization": f"Token {token}"} if token else {}
         super().__init__(
-            f"{config.url}/api/v2/write", params, headers, None, config.timeout_s, tls=config.tls
+            f"{config.url}/api/v2/write",
+            params,
+            headers,
+            None,
+            config.timeout_s,
+            tls=config.tls,
+            secrets=(token or "",),
         )
 
 

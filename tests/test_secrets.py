@@ -1,0 +1,188 @@
+"""Secrets never leak: the daemon runs into refusals with secrets configured, and every line it
+writes (log, command output, the store) is searched for them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from daemon.metrics import REDACTED, RedactingFilter
+from tests.servers import Mosquitto, find_binary, free_port
+
+MQTT_PASSWORD = "mqtt-S3cr3t-0x4f2a"
+INFLUX_TOKEN = "influx-T0k3n-0x77b1"
+SECRETS = (MQTT_PASSWORD, INFLUX_TOKEN)
+
+
+@pytest.fixture
+def locked_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A mosquitto that knows user ``wardd`` with another password than the daemon's."""
+    folder = tmp_path / "mosquitto"
+    folder.mkdir()
+    # Readable by mosquitto's own user, which cannot enter pytest's private folders.
+    public = Path(tempfile.mkdtemp(prefix="wardd-passwd-"))
+    os.chmod(public, 0o755)
+    passwords = public / "passwd"
+    subprocess.run(
+        [
+            find_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd"),
+            "-b",
+            "-c",
+            str(passwords),
+            "wardd",
+            "other",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    os.chmod(passwords, 0o644)
+    port = free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+        "persistence false\nlog_dest stdout\n"
+    )
+    server = Mosquitto(folder, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(public, ignore_errors=True)
+
+
+def _echoing_database(port: int, seen: list[str]) -> web.Application:
+    """A database that refuses every write and echoes what it was sent, headers included."""
+
+    async def write(request: web.Request) -> web.Response:
+        echoed = f"unauthorized: {dict(request.headers)} {request.query_string}"
+        seen.append(echoed)
+        return web.Response(status=401, text=echoed)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/write", write)
+    return app
+
+
+def _config(path: Path, *, mqtt_port: int, influx_port: int) -> Path:
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{path.parent / "state"}"
+tick_interval_s = 0.5
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+username = "wardd"
+password.env = "WARDD_TEST_MQTT_PASSWORD"
+reconnect_min_s = 0.1
+reconnect_max_s = 0.5
+
+[influx]
+api = "v2"
+url = "http://127.0.0.1:{influx_port}"
+token.value = "{INFLUX_TOKEN}"
+flush_interval_s = 0.2
+
+[[beds]]
+ward = "haem"
+id = "1"
+patient = "P-1"
+weight_kg = 63
+height_cm = 165
+protocol = "ssc-14d"
+protocol_start = "{datetime.now(UTC).isoformat()}"
+"""
+    )
+    return path
+
+
+@pytest.mark.integration
+async def test_no_secret_reaches_a_log_an_output_or_the_store(
+    tmp_path: Path, locked_broker: Mosquitto
+) -> None:
+    seen: list[str] = []
+    influx_port = free_port()
+    runner = web.AppRunner(_echoing_database(influx_port, seen))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", influx_port)
+    await site.start()
+    config = _config(tmp_path / "ward.toml", mqtt_port=locked_broker.port, influx_port=influx_port)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WARDD_TEST_MQTT_PASSWORD": MQTT_PASSWORD}
+    log = tmp_path / "wardd.log"
+    try:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "run", "--config", str(config), "--log-level", "DEBUG"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        try:
+            # Until both refusals have happened several times: the broker's (bad password)
+            # and the database's (401 echoing the token).
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                log.read_text().count("MQTT link") >= 2 and len(seen) >= 2
+            ):
+                await asyncio.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    finally:
+        await runner.cleanup()
+    assert log.read_text().count("MQTT link") >= 2, log.read_text()[-2000:]
+    assert any(INFLUX_TOKEN in s for s in seen), "the bait: the database did receive the token"
+    outputs = {"wardd run": log.read_text()}
+    for args in (("check-config", str(config)), ("status", "--config", str(config))):
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon", *args], capture_output=True, text=True, env=env, check=False
+        )
+        outputs[f"wardd {args[0]}"] = result.stdout + result.stderr
+    ack = subprocess.run(
+        [sys.executable, "-m", "daemon", "ack", "--config", str(config), "x-1", "--by", "nurse-a"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    outputs["wardd ack"] = ack.stdout + ack.stderr
+    outputs["store"] = b"".join(p.read_bytes() for p in (tmp_path / "state").glob("*.sqlite*")).decode(
+        errors="replace"
+    )
+    for name, text in outputs.items():
+        for secret in SECRETS:
+            assert secret not in text, f"{secret!r} leaked into {name}"
+    # The database's 401 (echoing the token) was seen and kept: redacted, not dropped.
+    assert "[redacted]" in outputs["wardd run"]
+
+
+def test_the_log_filter_removes_secrets_from_messages_arguments_and_tracebacks() -> None:
+    redacting = RedactingFilter((MQTT_PASSWORD, "", MQTT_PASSWORD[:4]))
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "link down (%s)", (MQTT_PASSWORD,), None)
+    assert redacting.filter(record)
+    assert record.getMessage() == f"link down ({REDACTED})"  # the longer secret first, whole
+    try:
+        raise RuntimeError(f"refused {MQTT_PASSWORD}")
+    except RuntimeError:
+        failure = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    redacting.filter(failure)
+    formatted = logging.Formatter().format(failure)
+    assert MQTT_PASSWORD not in formatted
+    assert REDACTED in formatted
+    plain = logging.LogRecord("x", logging.INFO, __file__, 1, "nothing secret %d", (3,), None)
+    redacting.filter(plain)
+    assert plain.getMessage() == "nothing secret 3"
