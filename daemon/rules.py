@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 S = TypeVar("S")
 
+_NONE: Any = object()  # no state yet (``RuleEngine`` makes them on first use)
+
 RULE_FAILED = "RULE_FAILED"
 """Technical condition: a rule raised instead of judging an event, so its checks at
 that bed are not being made."""
@@ -198,9 +200,9 @@ class RuleEngine:
         """
         self._rules = {bed: tuple(bed_rules) for bed, bed_rules in rules.items()}
         self._rule = {(bed, rule.name): rule for bed, bed_rules in self._rules.items() for rule in bed_rules}
-        self._states: dict[tuple[str, str], Any] = {
-            (bed, rule.name): rule.initial() for bed, bed_rules in self._rules.items() for rule in bed_rules
-        }
+        # A bed's states are made on first use: start-up does not build 8 states for each
+        # of thousands of beds, and a bed that never sees an event keeps none.
+        self._states: dict[tuple[str, str], Any] = {}
         # (bed, event type) -> the rules that consume it (``Rule.consumes``), built on first use.
         self._routes: dict[tuple[str, type[Event]], tuple[Rule[Any], ...]] = {}
         # States replaced since the last ``take_changed``: the store writes only these.
@@ -235,7 +237,9 @@ class RuleEngine:
                 rules = self._routes[(bed, kind)] = self._route(bed, kind)
             for rule in rules:
                 key = (bed, rule.name)
-                before = self._states[key]
+                before = self._states.get(key, _NONE)
+                if before is _NONE:
+                    before = self._states[key] = rule.initial()
                 try:
                     after, candidates = rule.step(before, event, now)
                     candidates = list(candidates)  # a lazy sequence may raise too
@@ -318,7 +322,13 @@ class RuleEngine:
 
     def state(self, bed: str, rule_name: str) -> Any:
         """The current state of one rule at one bed (for status views)."""
-        return self._states[(bed, rule_name)]
+        return self._state((bed, rule_name))
+
+    def _state(self, key: tuple[str, str]) -> Any:
+        state = self._states.get(key, _NONE)
+        if state is _NONE:
+            state = self._states[key] = self._rule[key].initial()
+        return state
 
     def take_changed(self) -> StateChanges:
         """The states replaced since the last call, and their windows' changes.
@@ -330,7 +340,7 @@ class RuleEngine:
         states: dict[tuple[str, str], Callable[[], Mapping[str, Any]]] = {}
         windows: list[WindowChange] = []
         for key in sorted(self._changed):
-            rule, state = self._rule[key], self._states[key]
+            rule, state = self._rule[key], self._state(key)
             if not isinstance(rule, Windowed):
                 states[key] = functools.partial(rule.dump, state)
                 continue
@@ -350,7 +360,7 @@ class RuleEngine:
         """Every state as JSON-compatible data: ``{bed: {rule: data}}``."""
         out: dict[str, dict[str, Any]] = {}
         for bed, bed_rules in self._rules.items():
-            out[bed] = {rule.name: dict(rule.dump(self._states[(bed, rule.name)])) for rule in bed_rules}
+            out[bed] = {rule.name: dict(rule.dump(self._state((bed, rule.name)))) for rule in bed_rules}
         return out
 
     def restore(
@@ -380,8 +390,8 @@ class RuleEngine:
                         name: tuple(rule.load_entry(name, item) for item in items)
                         for name, items in stored.items()
                     }
-                    self._states[key] = rule.with_windows(self._states[key], loaded)
+                    self._states[key] = rule.with_windows(self._state(key), loaded)
                     # The very tuples of the state: the next delta is found by identity.
-                    self._stored_windows[key] = rule.windows(self._states[key])
+                    self._stored_windows[key] = rule.windows(self._state(key))
                 else:
                     self._stored_windows.pop(key, None)
