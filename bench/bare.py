@@ -1,0 +1,69 @@
+"""The floor: a bare aiomqtt subscriber that decodes each vitals message and alerts on fever.
+
+    python -m bench.bare --url mqtt://127.0.0.1:1883 --client-id bare --filter 'ward/+/bed/+/vitals'
+
+QoS 1 on a persistent session, like wardd; ``json.loads`` of every message and an
+alert (QoS 1) for a temperature of 38.0 °C or more, in the shape the observer reads.
+No validation, no state, no storage: what any daemon on aiomqtt pays at least.
+paho-mqtt acknowledges each message when it arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+
+import aiomqtt
+
+TEMPERATURE_CODES = ("MDC_TEMP_BODY", 150364)
+
+
+async def run(url: str, client_id: str, topic_filter: str) -> None:
+    """Subscribe and handle messages until SIGTERM."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    async with aiomqtt.Client(host, int(port), identifier=client_id, clean_session=False) as client:
+        await client.subscribe(topic_filter, qos=1)
+
+        async def handle() -> None:
+            async for message in client.messages:
+                data = json.loads(message.payload)
+                temp = next((o["value"] for o in data["obs"] if o["code"] in TEMPERATURE_CODES), None)
+                if temp is not None and temp >= 38.0:
+                    topic = str(message.topic)
+                    parts = topic.split("/")
+                    alert = {
+                        "condition": "FEVER",
+                        "phase": "start",
+                        "ward": parts[1],
+                        "bed": parts[3],
+                        "since": data["ts"],
+                        "value": temp,
+                    }
+                    await client.publish(topic.rsplit("/", 1)[0] + "/alerts", json.dumps(alert), qos=1)
+
+        task = asyncio.create_task(handle(), name="bare.handle")
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--filter", required=True)
+    args = parser.parse_args()
+    asyncio.run(run(args.url, args.client_id, args.filter))
+
+
+if __name__ == "__main__":
+    main()
