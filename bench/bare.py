@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 
 import aiomqtt
 
@@ -22,37 +20,29 @@ TEMPERATURE_CODES = ("MDC_TEMP_BODY", 150364)
 
 
 async def run(url: str, client_id: str, topic_filter: str) -> None:
-    """Subscribe and handle messages until SIGTERM."""
+    """Subscribe and handle messages until the process is terminated.
+
+    SIGTERM ends the process at once (Python's default): the session stays with the
+    broker, which is all a restart needs.
+    """
     host, port = url.removeprefix("mqtt://").split(":")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     async with aiomqtt.Client(host, int(port), identifier=client_id, clean_session=False) as client:
         await client.subscribe(topic_filter, qos=1)
-
-        async def handle() -> None:
-            async for message in client.messages:
-                data = json.loads(message.payload)
-                temp = next((o["value"] for o in data["obs"] if o["code"] in TEMPERATURE_CODES), None)
-                if temp is not None and temp >= 38.0:
-                    topic = str(message.topic)
-                    parts = topic.split("/")
-                    alert = {
-                        "condition": "FEVER",
-                        "phase": "start",
-                        "ward": parts[1],
-                        "bed": parts[3],
-                        "since": data["ts"],
-                        "value": temp,
-                    }
-                    await client.publish(topic.rsplit("/", 1)[0] + "/alerts", json.dumps(alert), qos=1)
-
-        task = asyncio.create_task(handle(), name="bare.handle")
-        await stop.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        async for message in client.messages:
+            data = json.loads(message.payload)
+            temp = next((o["value"] for o in data["obs"] if o["code"] in TEMPERATURE_CODES), None)
+            if temp is not None and temp >= 38.0:
+                topic = str(message.topic)
+                parts = topic.split("/")
+                alert = {
+                    "condition": "FEVER",
+                    "phase": "start",
+                    "ward": parts[1],
+                    "bed": parts[3],
+                    "since": data["ts"],
+                    "value": temp,
+                }
+                await client.publish(topic.rsplit("/", 1)[0] + "/alerts", json.dumps(alert), qos=1)
 
 
 def main() -> None:

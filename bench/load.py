@@ -154,14 +154,20 @@ class Observer:
 
     def wait_for(self, bed: str, key_ms: int, timeout_s: float) -> float | None:
         """The arrival time of the alert for ``bed``'s sample at ``key_ms``, or ``None`` after ``timeout_s``."""
+        return self.wait_any([(bed, key_ms)], timeout_s)
+
+    def wait_any(self, keys: Sequence[tuple[str, int]], timeout_s: float) -> float | None:
+        """The earliest arrival among the alerts for ``keys`` (bed, sample time), or ``None`` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while (bed, key_ms) not in self.by_key:
+            while True:
+                arrived = [self.by_key[key] for key in keys if key in self.by_key]
+                if arrived:
+                    return min(arrived)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._lock.wait(min(left, 0.5))
-            return self.by_key[(bed, key_ms)]
 
     def count(self) -> int:
         """Alert starts seen so far."""
@@ -230,9 +236,13 @@ class Prober:
     def wait_ready(
         self, publisher: Publisher, observer: Observer, timeout_s: float, every_s: float = 0.2
     ) -> float:
-        """Probe until one probe's alert arrives; the arrival time (time.time()). Raises after ``timeout_s``."""
+        """Probe every ``every_s`` until the alert of any probe arrives; its arrival time (time.time()).
+
+        Raises after ``timeout_s``.
+        """
         deadline = time.monotonic() + timeout_s
         topic = self._ward.vitals_topic(self._bed)
+        sent: list[tuple[str, int]] = []
         while time.monotonic() < deadline:
             when = self._base + timedelta(milliseconds=10 * self._n)
             self._n += 2
@@ -240,7 +250,8 @@ class Prober:
             publisher.publish(
                 topic, vitals_payload(self._bed, when + timedelta(milliseconds=10), self._n, NORMAL_C)
             )
-            arrived = observer.wait_for(self._bed, ms_key(iso_ms(when)), every_s)
+            sent.append((self._bed, ms_key(iso_ms(when))))
+            arrived = observer.wait_any(sent, every_s)
             if arrived is not None:
                 return arrived
         raise RuntimeError(f"no probe alert within {timeout_s} s")

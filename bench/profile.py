@@ -53,7 +53,11 @@ STAGES = (
     ("logging", "logging"),
     ("asyncio", "event loop"),
     ("selectors", "event loop"),
+    ("concurrent/futures", "worker threads (waiting)"),
+    ("<frozen importlib", "start-up (imports)"),
+    ("pydantic", "start-up (config)"),
 )
+TOP_FUNCTIONS = 12
 
 
 def stage(stack: list[str]) -> str:
@@ -65,14 +69,17 @@ def stage(stack: list[str]) -> str:
     return "other"
 
 
-def split(raw: str) -> collections.Counter[str]:
-    """Samples per stage from py-spy's raw output (``frame;frame;... count`` lines)."""
-    out: collections.Counter[str] = collections.Counter()
+def split(raw: str) -> tuple[collections.Counter[str], collections.Counter[str]]:
+    """Samples per stage, and per innermost function, from py-spy's raw output (``frame;... count`` lines)."""
+    stages: collections.Counter[str] = collections.Counter()
+    functions: collections.Counter[str] = collections.Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            out[stage(stack.split(";"))] += int(count)
-    return out
+            frames = stack.split(";")
+            stages[stage(frames)] += int(count)
+            functions[frames[-1]] += int(count)
+    return stages, functions
 
 
 def py_spy() -> str:
@@ -90,6 +97,7 @@ class Profiler:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.samples: collections.Counter[str] = collections.Counter()
+        self.functions: collections.Counter[str] = collections.Counter()
         self._n = 0
 
     @contextmanager
@@ -127,9 +135,15 @@ class Profiler:
                 proc.wait()
             log.close()
             if out.exists():
-                self.samples.update(split(out.read_text()))
+                stages, functions = split(out.read_text())
+                self.samples.update(stages)
+                self.functions.update(functions)
 
     def table(self) -> list[tuple[str, int, float]]:
-        """``(stage, samples, percent)``, largest first."""
+        """``(stage, samples, percent)``, largest first, then the busiest functions (own samples)."""
         total = sum(self.samples.values()) or 1
-        return [(name, n, 100 * n / total) for name, n in self.samples.most_common()]
+        stages = [(name, n, 100 * n / total) for name, n in self.samples.most_common()]
+        top = [
+            (f"  own: {name}", n, 100 * n / total) for name, n in self.functions.most_common(TOP_FUNCTIONS)
+        ]
+        return stages + top

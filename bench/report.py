@@ -97,7 +97,7 @@ def table(figures: list[Figure], results: Results) -> str:
     lines.append(f"load average before: {load}; after: {after}; {os.cpu_count()} CPUs")
     if results.profile:
         lines.append("wardd during the burst, py-spy samples by stage:")
-        lines.extend(f"  {name:38} {n:7d} {pct:5.1f} %" for name, n, pct in results.profile)
+        lines.extend(f"  {name:60} {n:7d} {pct:5.1f} %" for name, n, pct in results.profile)
     lines.extend(f"error: {e}" for e in results.errors)
     return "\n".join(lines)
 
