@@ -27,7 +27,7 @@ from pathlib import Path
 from bench import nodered, report
 from bench.broker import broker, mosquitto_version
 from bench.figures import Context, Figure, Sizes, figures
-from bench.profile import Profiler
+from bench.pyspy import Profiler
 
 QUICK = Sizes(
     burst_beds=200,

@@ -4,7 +4,8 @@ py-spy (``pip install -e '.[bench]'``) attaches to the running daemon (every thr
 idle ones left out) for the drain of the burst and writes raw collapsed stacks. Each
 sample is given to the stage of the innermost frame that belongs to one (so
 ``json.loads`` called by the vitals decoder counts as decoding, and the event loop
-only gets what no daemon or library frame under it claims).
+only gets what no daemon or library frame under it claims). The module is not named
+``profile``: that would shadow the standard library's for the scripts in this folder.
 """
 
 from __future__ import annotations
