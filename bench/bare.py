@@ -26,7 +26,12 @@ async def run(url: str, client_id: str, topic_filter: str) -> None:
     broker, which is all a restart needs.
     """
     host, port = url.removeprefix("mqtt://").split(":")
-    async with aiomqtt.Client(host, int(port), identifier=client_id, clean_session=False) as client:
+    sending: set[asyncio.Task[None]] = set()
+    # A long timeout: behind a queued backlog, an alert's PUBACK comes after every message
+    # the broker wrote to the socket before it (aiomqtt's default of 10 s is too short).
+    async with aiomqtt.Client(
+        host, int(port), identifier=client_id, clean_session=False, timeout=600
+    ) as client:
         await client.subscribe(topic_filter, qos=1)
         async for message in client.messages:
             data = json.loads(message.payload)
@@ -42,7 +47,13 @@ async def run(url: str, client_id: str, topic_filter: str) -> None:
                     "since": data["ts"],
                     "value": temp,
                 }
-                await client.publish(topic.rsplit("/", 1)[0] + "/alerts", json.dumps(alert), qos=1)
+                # Not awaited here: the loop goes on reading while the broker confirms.
+                task = asyncio.create_task(
+                    client.publish(topic.rsplit("/", 1)[0] + "/alerts", json.dumps(alert), qos=1),
+                    name="bare.alert",
+                )
+                sending.add(task)
+                task.add_done_callback(sending.discard)
 
 
 def main() -> None:
