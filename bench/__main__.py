@@ -50,7 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated figure keys or prefixes (default: all)")
     parser.add_argument("--systems", default="", help="comma-separated systems to measure (default: all)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of every figure (default 3; 1 with --quick)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of every figure (default 3; 1 with --quick or --profile)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, one round: a smoke run of a few minutes"
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the rounds, print the table, write the JSON."""
     args = parse_args(argv)
     sizes = sizes_from(args)
-    rounds = 1 if args.quick and "--rounds" not in (argv or sys.argv) else args.rounds
+    rounds_given = "--rounds" in (argv if argv is not None else sys.argv)
+    rounds = 1 if (args.quick or args.profile) and not rounds_given else args.rounds
     picked = chosen(figures(sizes), "burst" if args.profile else args.only)
     if args.profile:
         picked = [f for f in picked if f.key == "burst"]
