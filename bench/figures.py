@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,12 @@ class Context:
     workdir: Path
     sizes: Sizes
     profile: Callable[[Process], AbstractContextManager[None]] | None = None
-    _runs: int = 0
+    runs: int = 0  # runs started on this broker so far (each gets its own prefix)
 
     def ward(self, beds: int) -> Ward:
         """A ward of ``beds`` beds under a topic prefix no other run of this broker uses."""
-        self._runs += 1
-        return Ward(f"b{self._runs}", beds)
+        self.runs += 1
+        return Ward(f"b{self.runs}", beds)
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ def measure_storage(ctx: Context, name: str) -> Measured:
     per_bed = max(1, ctx.sizes.storage_messages // ctx.sizes.burst_beds)
     if name != "wardd+vm":
         return offline_burst(ctx, name, ctx.sizes.burst_beds, per_bed)[0]
-    with victoria_metrics(ctx.workdir / f"vm-{ctx._runs}") as vm:
+    with victoria_metrics(ctx.workdir / f"vm-{ctx.runs}") as vm:
         measured, _, burst, end = offline_burst(
             ctx, name, ctx.sizes.burst_beds, per_bed, storage=Storage(vm.url)
         )
@@ -360,7 +360,6 @@ class Figure:
     measure: Callable[[Context, str], Measured]
     shown: tuple[tuple[str, str, bool], ...]  # metric, unit, higher is better
     once: bool = False  # run in the first round only (it carries its own baseline)
-    notes: list[str] = field(default_factory=list)
 
 
 def latency_figure(beds: int, hz: float) -> Figure:
