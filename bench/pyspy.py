@@ -4,7 +4,9 @@ py-spy (``pip install -e '.[bench]'``) attaches to the running daemon (every thr
 idle ones left out) for the drain of the burst and writes raw collapsed stacks. Each
 sample is given to the stage of the innermost frame that belongs to one (so
 ``json.loads`` called by the vitals decoder counts as decoding, and the event loop
-only gets what no daemon or library frame under it claims). The module is not named
+only gets what no daemon or library frame under it claims), except under a checkpoint,
+which counts as such whatever runs under it. Shared helpers (``daemon/timefmt.py``,
+``json``) belong to their caller's stage. The module is not named
 ``profile``: that would shadow the standard library's for the scripts in this folder.
 """
 
@@ -29,7 +31,6 @@ STAGES = (
     ("daemon/mdc.py", "decoding"),
     ("daemon/payloads.py", "decoding"),
     ("daemon/ids.py", "decoding"),
-    ("daemon/timefmt.py", "decoding"),
     ("daemon/dedup.py", "dedup"),
     ("daemon/rules.py", "rules"),
     ("daemon/vitals.py", "rules"),
@@ -58,11 +59,16 @@ STAGES = (
     ("<frozen importlib", "start-up (imports)"),
     ("pydantic", "start-up (config)"),
 )
+OUTER_STAGES = (("Pipeline.checkpoint (daemon/app.py", "checkpoint (rule states, digests)"),)
+"""Stages decided by an outer frame, whatever runs under it (the rules' own code dumps their states)."""
 TOP_FUNCTIONS = 12
 
 
 def stage(stack: list[str]) -> str:
     """The stage of one sampled stack (outermost frame first)."""
+    for key, name in OUTER_STAGES:
+        if any(key in frame for frame in stack):
+            return name
     for frame in reversed(stack):
         for key, name in STAGES:
             if key in frame:
