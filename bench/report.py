@@ -22,6 +22,18 @@ from bench.figures import Figure, Measured, summary
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def git_commit() -> str:
+    """The commit measured (with ``+dirty`` when the tree has changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "daemon"], capture_output=True, text=True, check=False
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head.strip() + ("+dirty" if dirty.strip() else "")
+
+
 @dataclass
 class Results:
     """Every run of every figure, with the machine and the options."""
@@ -34,6 +46,7 @@ class Results:
     runs: dict[str, dict[str, list[Measured]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     profile: list[tuple[str, int, float]] = field(default_factory=list)
+    commit: str = field(default_factory=git_commit)  # at the start: the code measured
 
     def add(self, figure: str, system: str, measured: Measured) -> None:
         """One run's numbers."""
@@ -102,25 +115,13 @@ def table(figures: list[Figure], results: Results) -> str:
     return "\n".join(lines)
 
 
-def git_commit() -> str:
-    """The commit measured (with ``+dirty`` when the tree has changes)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "daemon"], capture_output=True, text=True, check=False
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-    return head.strip() + ("+dirty" if dirty.strip() else "")
-
-
 def write(figures: list[Figure], results: Results, folder: Path = RESULTS) -> Path:
     """``<folder>/<timestamp>.json``: options, machine, every run and the medians."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{results.started.replace(':', '')}.json"
     doc = {
         "started": results.started,
-        "commit": git_commit(),
+        "commit": results.commit,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
