@@ -1,0 +1,221 @@
+"""The systems under test, each a process started and stopped from outside.
+
+- ``Wardd``: ``wardd run --config <generated toml>`` (N beds, no pumps, storage off or on
+  a private VictoriaMetrics).
+- ``NodeRed``: Node-RED 4, headless, a three-node flow ``mqtt in`` → ``function`` →
+  ``mqtt out`` doing the same fever check (``bench.nodered``).
+- ``Bare``: the floor of what the daemon can do on aiomqtt (``bench.bare``).
+
+All three subscribe with QoS 1 on a persistent session under a fixed client id, so a
+stopped system's messages wait at the broker. ``stop`` is SIGTERM, then SIGKILL after
+a timeout; every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench import nodered
+from bench.load import WARD, Ward
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Storage:
+    """Where wardd stores points: ``None`` url means ``api = "none"`` (line protocol in its spool folder)."""
+
+    url: str | None = None
+
+
+@dataclass
+class Process:
+    """A system under test: one subprocess with its log.
+
+    ``start`` returns at once; ``stop`` (SIGTERM, then SIGKILL after a timeout) leaves
+    no process behind and may be called any number of times.
+    """
+
+    name: str
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0  # time.time() at spawn
+
+    def start(self) -> None:
+        """Start the process (returns at once, not waiting for it to be ready)."""
+        raise NotImplementedError
+
+    @property
+    def log(self) -> Path:
+        """Combined output of every start."""
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``argv`` in ``workdir``, output appended to ``log``."""
+        if self.pid is not None:
+            raise RuntimeError(f"{self.name} is already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.started_at = time.time()
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            )
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def check_alive(self) -> None:
+        """Fail with the end of the log if the process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+
+
+def wardd_config(
+    path: Path, *, url: str, ward: Ward, client_id: str, storage: Storage, state_dir: Path
+) -> Path:
+    """A wardd config for ``ward``: every bed on the 14-day protocol since 12 h, no pumps.
+
+    Fever rules without noise control (one sample at >= 38.0 °C raises ``FEVER``, the
+    next one below 37.7 °C ends it), so that every fever sample is an alert to time.
+    Telemetry staleness is a day away, so that no bed raises ``TELEMETRY_STALE`` when a
+    figure pauses its load. Everything else is the default.
+    """
+    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
+    influx = (
+        f'api = "v2"\nurl = "{storage.url}"\nbucket = "wardd"\ntoken.value = "bench"\n'
+        if storage.url
+        else 'api = "none"\n'
+    )
+    beds = "".join(
+        f'\n[[beds]]\nward = "{WARD}"\nid = "{bed}"\npatient = "P-{bed}"\nweight_kg = 63\n'
+        f'height_cm = 165\nprotocol = "ssc-14d"\nprotocol_start = "{start}"\n'
+        for bed in ward.bed_ids
+    )
+    path.write_text(
+        f"""[daemon]
+state_dir = "{state_dir}"
+
+[mqtt]
+url = "{url}"
+client_id = "{client_id}"
+topic_prefix = "{ward.prefix}"
+reconnect_min_s = 0.1
+reconnect_max_s = 1.0
+
+[influx]
+{influx}
+[thresholds.vitals]
+confirm_samples = 1
+fever_delay_s = 0.0
+fever_clear_s = 0.0
+telemetry_stale_s = 86400.0
+{beds}"""
+    )
+    return path
+
+
+class Wardd(Process):
+    """``wardd run`` as a subprocess (``python -m daemon run``)."""
+
+    def __init__(
+        self, name: str, workdir: Path, *, url: str, ward: Ward, storage: Storage | None = None
+    ) -> None:
+        super().__init__(name, workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = wardd_config(
+            workdir / "ward.toml",
+            url=url,
+            ward=ward,
+            client_id=f"wardd-{ward.prefix}",
+            storage=storage or Storage(),
+            state_dir=workdir / "state",
+        )
+
+    def start(self) -> None:
+        """Start the daemon."""
+        self.spawn([sys.executable, "-m", "daemon", "run", "--config", str(self.config)])
+
+    def connected_at(self) -> float | None:
+        """When the current run logged ``MQTT connected`` (every subscription done), as time.time()."""
+        for line in self.log.read_text(errors="replace").splitlines():
+            if "MQTT connected" in line:
+                stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")  # noqa: DTZ007 -- local time, as logged
+                at = stamp.timestamp()
+                if at >= self.started_at - 1:
+                    return at
+        return None
+
+
+class NodeRed(Process):
+    """Node-RED 4 running the generated flow (``bench.nodered``)."""
+
+    def __init__(self, name: str, workdir: Path, *, url: str, ward: Ward) -> None:
+        super().__init__(name, workdir)
+        self.argv = nodered.prepare(workdir, url=url, ward=ward, client_id=f"nodered-{ward.prefix}")
+
+    def start(self) -> None:
+        """Start node."""
+        self.spawn(self.argv)
+
+
+class Bare(Process):
+    """The bare aiomqtt loop (``python -m bench.bare``)."""
+
+    def __init__(self, name: str, workdir: Path, *, url: str, ward: Ward) -> None:
+        super().__init__(name, workdir)
+        self.argv = [
+            sys.executable,
+            "-m",
+            "bench.bare",
+            "--url",
+            url,
+            "--client-id",
+            f"bare-{ward.prefix}",
+            "--filter",
+            ward.vitals_filter,
+        ]
+
+    def start(self) -> None:
+        """Start the loop."""
+        self.spawn(self.argv, env={"PYTHONPATH": str(REPO)})
+
+
+SYSTEMS = ("wardd", "node-red", "bare")
+"""Names of the systems, in the order of the first round."""
+
+
+def make(name: str, workdir: Path, *, url: str, ward: Ward, storage: Storage | None = None) -> Process:
+    """A fresh system (its own folder, state and client id) by name."""
+    if name.startswith("wardd"):
+        return Wardd(name, workdir, url=url, ward=ward, storage=storage)
+    if name == "node-red":
+        return NodeRed(name, workdir, url=url, ward=ward)
+    if name == "bare":
+        return Bare(name, workdir, url=url, ward=ward)
+    raise ValueError(f"unknown system {name!r}")
