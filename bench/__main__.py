@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import nodered, report
+from bench import nodered, report, systems
 from bench.broker import broker, mosquitto_version
 from bench.figures import Context, Figure, Sizes, figures
 from bench.pyspy import Profiler
@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="only the burst, wardd under py-spy, time by stage"
     )
+    parser.add_argument("--workers", type=int, default=1, help="daemon.workers of wardd (default 1)")
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="folder for the JSON results")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, configs)")
     return parser.parse_args(argv)
@@ -107,6 +108,7 @@ def rotated(names: tuple[str, ...], round_index: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the rounds, print the table, write the JSON."""
     args = parse_args(argv)
+    systems.WARDD_WORKERS = args.workers
     sizes = sizes_from(args)
     rounds_given = "--rounds" in (argv if argv is not None else sys.argv)
     rounds = 1 if (args.quick or args.profile) and not rounds_given else args.rounds

@@ -96,8 +96,12 @@ class Process:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
 
 
+WARDD_WORKERS = 1
+"""``daemon.workers`` of every wardd the harness starts (``--workers``)."""
+
+
 def wardd_config(
-    path: Path, *, url: str, ward: Ward, client_id: str, storage: Storage, state_dir: Path
+    path: Path, *, url: str, ward: Ward, client_id: str, storage: Storage, state_dir: Path, workers: int = 1
 ) -> Path:
     """A wardd config for ``ward``: every bed on the 14-day protocol since 12 h, no pumps.
 
@@ -120,6 +124,7 @@ def wardd_config(
     path.write_text(
         f"""[daemon]
 state_dir = "{state_dir}"
+workers = {workers}
 
 [mqtt]
 url = "{url}"
@@ -155,6 +160,7 @@ class Wardd(Process):
             client_id=f"wardd-{ward.prefix}",
             storage=storage or Storage(),
             state_dir=workdir / "state",
+            workers=WARDD_WORKERS,
         )
 
     def start(self) -> None:

@@ -1,0 +1,209 @@
+"""The MQTT client for the daemon's hot path, chosen by measurement: ``python -m bench.clients``.
+
+Each client drains the same queue: ``--messages`` QoS 1 messages of the full vitals
+payload, published while its persistent session was offline, on a private mosquitto
+from the shipped configuration (1,000 messages in flight). The clock runs from the
+connection until the last message is acknowledged, in the way the daemon needs it:
+the PUBACK leaves only after an asynchronous handler has returned (the daemon's
+handler returns once the message is durable in its store). Rounds alternate the
+clients; the table gives each one's median and its ratio to aiomqtt.
+
+- ``aiomqtt``: aiomqtt over paho-mqtt, paho's ``manual_ack`` (the daemon today);
+- ``paho-thread``: paho-mqtt's own network thread, acknowledging in its callback
+  (no asyncio: the ceiling of paho itself);
+- ``gmqtt``: gmqtt with ``optimistic_acknowledgement=False`` (the PUBACK is sent when the
+  handler's coroutine finishes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.broker import broker
+from tests.servers import Mosquitto
+from tests.ward_load import vitals_payload
+
+TOPIC = "bench/w/bed/{bed}/vitals"
+CLIENTS = ("aiomqtt", "paho-thread", "gmqtt")
+
+
+def _address(server: Mosquitto) -> tuple[str, int]:
+    host, port = server.url.removeprefix("mqtt://").split(":")
+    return host, int(port)
+
+
+def _paho(client_id: str, clean: bool) -> paho.Client:
+    return paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+
+
+def _open_session(server: Mosquitto, client_id: str) -> None:
+    """Connect once, subscribe QoS 1, leave: the broker then queues for ``client_id``."""
+    host, port = _address(server)
+    client = _paho(client_id, clean=False)
+    done = threading.Event()
+    client.on_subscribe = lambda *_: done.set()
+    client.connect(host, port)
+    client.loop_start()
+    client.subscribe(TOPIC.format(bed="+"), qos=1)
+    if not done.wait(10):
+        raise RuntimeError("no SUBACK")
+    client.disconnect()
+    client.loop_stop()
+
+
+def _publish(server: Mosquitto, messages: int, beds: int) -> None:
+    host, port = _address(server)
+    client = _paho("bench-publisher", clean=True)
+    client.max_inflight_messages_set(1000)
+    client.connect(host, port)
+    client.loop_start()
+    start = datetime.now(UTC) - timedelta(seconds=messages // beds + 10)
+    infos = []
+    for k in range(messages):
+        bed = str(k % beds + 1)
+        payload = vitals_payload(bed, start + timedelta(seconds=k // beds), k, febrile=False)
+        infos.append(client.publish(TOPIC.format(bed=bed), payload, qos=1))
+        if len(infos) >= 1000:
+            for info in infos:
+                info.wait_for_publish(30)
+            infos.clear()
+    for info in infos:
+        info.wait_for_publish(30)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _decode(payload: bytes | bytearray) -> None:
+    json.loads(payload)
+
+
+async def _aiomqtt(server: Mosquitto, client_id: str, messages: int) -> float:
+    host, port = _address(server)
+    client = aiomqtt.Client(host, port, identifier=client_id, clean_session=False)
+    core = client._client  # paho's client, for manual acknowledgement (as daemon/links/mqtt.py)
+    core.manual_ack_set(True)
+    received = 0
+    async with client:
+        start = time.perf_counter()
+        async for message in client.messages:
+            payload = message.payload
+            assert isinstance(payload, bytes | bytearray)
+            _decode(bytes(payload))
+            await asyncio.sleep(0)  # the handler's await (the daemon awaits its commit)
+            core.ack(message.mid, message.qos)
+            received += 1
+            if received == messages:
+                return time.perf_counter() - start
+    raise RuntimeError("the queue ended early")
+
+
+def _paho_thread(server: Mosquitto, client_id: str, messages: int) -> float:
+    host, port = _address(server)
+    client = _paho(client_id, clean=False)
+    client.manual_ack_set(True)
+    done = threading.Event()
+    count = [0]
+
+    def on_message(cl: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        _decode(message.payload)
+        cl.ack(message.mid, message.qos)
+        count[0] += 1
+        if count[0] == messages:
+            done.set()
+
+    client.on_message = on_message
+    start = time.perf_counter()
+    client.connect(host, port)
+    client.loop_start()
+    if not done.wait(600):
+        raise RuntimeError("the queue was not drained")
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+async def _gmqtt(server: Mosquitto, client_id: str, messages: int) -> float:
+    import gmqtt  # noqa: PLC0415 -- a bench-only dependency
+
+    host, port = _address(server)
+    done = asyncio.Event()
+    count = 0
+
+    async def on_message(_client: Any, _topic: str, payload: bytes, _qos: int, _props: Any) -> int:
+        nonlocal count
+        _decode(payload)
+        await asyncio.sleep(0)
+        count += 1
+        if count == messages:
+            done.set()
+        return 0  # success: the PUBACK goes now
+
+    client = gmqtt.Client(client_id, clean_session=False, optimistic_acknowledgement=False)
+    client.on_message = on_message
+    start = time.perf_counter()
+    await client.connect(host, port, version=gmqtt.constants.MQTTv311)
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - start
+    await client.disconnect()
+    return elapsed
+
+
+RUNNERS: dict[str, Callable[[Mosquitto, str, int], float]] = {
+    "aiomqtt": lambda s, c, n: asyncio.run(_aiomqtt(s, c, n)),
+    "paho-thread": _paho_thread,
+    "gmqtt": lambda s, c, n: asyncio.run(_gmqtt(s, c, n)),
+}
+
+
+def measure(name: str, messages: int, beds: int, workdir: Path) -> float:
+    """One client draining one queue of ``messages``: messages per second."""
+    with broker(workdir) as server:
+        client_id = f"bench-{name}"
+        _open_session(server, client_id)
+        _publish(server, messages, beds)
+        elapsed = RUNNERS[name](server, client_id, messages)
+    return messages / elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure every client, alternating, and print the table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.clients", description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--beds", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    rates: dict[str, list[float]] = {name: [] for name in CLIENTS}
+    with tempfile.TemporaryDirectory(prefix="wardd-clients-") as tmp:
+        for round_ in range(args.rounds):
+            order = CLIENTS[round_ % len(CLIENTS) :] + CLIENTS[: round_ % len(CLIENTS)]
+            for name in order:
+                rates[name].append(measure(name, args.messages, args.beds, Path(tmp) / f"{round_}-{name}"))
+    base = statistics.median(rates["aiomqtt"])
+    print(
+        f"{args.messages:,} queued QoS 1 vitals messages, PUBACK after an async handler; median of {args.rounds}"
+    )
+    for name in CLIENTS:
+        median = statistics.median(rates[name])
+        print(
+            f"  {name:12} {median:9,.0f} msg/s   {median / base:4.1f}x aiomqtt   rounds: "
+            + ", ".join(f"{r:,.0f}" for r in rates[name])
+        )
+
+
+if __name__ == "__main__":
+    main()
