@@ -181,3 +181,12 @@ def test_a_rule_failing_on_a_tick_at_a_bed_of_no_known_ward_names_no_ward() -> N
     rules.handle(Tick(at(0)), at(0))
     out = rules.handle(Tick(at(1)), at(1))
     assert [(c.condition, c.ward, c.bed) for c in out] == [(RULE_FAILED, "", "b9")]
+
+
+def test_restore_leaves_beds_and_rules_missing_from_the_snapshot_as_they_are() -> None:
+    rules = engine(Counters())
+    rules.handle(bag("b1", 1), at(1))
+    rules.handle(bag("b2", 1), at(1))
+    rules.restore({"b1": {"first": {"n": 7}}})
+    assert [rules.state("b1", name) for name in ("first", "broken", "last")] == [7, 1, 1]
+    assert [rules.state("b2", name) for name in ("first", "last")] == [1, 1]
