@@ -193,6 +193,8 @@ def test_a_new_cycle_uses_the_beds_bsa_formula() -> None:
     )
     cycle = cycle_schedule(config.beds[0], config, "ssc-14d-bsa", start=START + 20 * DAY)
     assert cycle.bsa_m2 == pytest.approx(bsa_m2(30, 135, "dubois"))
+    without_config = cycle_schedule(config.beds[0], None, "ssc-14d-bsa", start=START + 20 * DAY)
+    assert without_config.bsa_m2 == pytest.approx(bsa_m2(30, 135, "mosteller"))  # the default formula
     assert cycle.expected_dose_ug_per_day(START + 20 * DAY) == pytest.approx(5 * bsa_m2(30, 135, "dubois"))
 
 
