@@ -44,6 +44,7 @@ from daemon.events import (
     PumpState,
     Seizure,
     SeizurePattern,
+    Text,
     Tick,
     VitalSample,
 )
@@ -349,6 +350,50 @@ def test_neuro_check_due_after_24_h_without_a_check() -> None:
     assert r.load(json.loads(json.dumps(r.dump(state)))) == state
 
 
+def test_a_due_neuro_check_survives_a_restart_and_names_its_ward_and_bed() -> None:
+    r = neuro_rule()
+    state, out = run(r, [Tick(at(0)), Tick(at(25))])
+    assert [(c.ward, c.bed, c.present) for c in out] == [("w1", "b1", True)]
+    assert state.due
+    assert r.load(json.loads(json.dumps(r.dump(state)))) == state
+    # A restart while due: the next check clears the reminder instead of raising it again.
+    state, out = run(r, [Tick(at(26)), obs(27, ice_score=10)], r.load(r.dump(state)))
+    assert [(c.ward, c.bed, c.present, c.message) for c in out] == [
+        ("w1", "b1", False, Text("Neurological check recorded.", "Examen neurologique saisi."))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("events", "en", "fr"),
+    [
+        ([Tick(at(0)), Tick(at(24.505))], "since the protocol start", "depuis le début du protocole"),
+        (
+            [Tick(at(0)), obs(1, handwriting=Handwriting.NORMAL), Tick(at(25.505))],
+            "since the last one",
+            "depuis le dernier",
+        ),
+    ],
+)
+def test_a_neuro_check_reminder_says_how_many_whole_hours(events: list[Event], en: str, fr: str) -> None:
+    # 24.505 h: 25 h to the nearest hour (24.498 h if an hour were 3,601 s).
+    _, out = run(neuro_rule(), events)
+    assert [c.message for c in out] == [
+        Text(
+            f"Neurological check due: no handwriting test or ICE score for 25 h ({en}).",
+            f"Examen neurologique à faire : ni test d'écriture ni score ICE depuis 25 h ({fr}).",
+        )
+    ]
+
+
+def test_a_check_that_arrives_late_does_not_bring_the_next_one_forward() -> None:
+    # Checks at 5 h, then one made at 2 h arrives: the next is due 24 h after 5 h.
+    r = neuro_rule()
+    state, out = run(r, [Tick(at(0)), obs(5, ice_score=10), obs(2, handwriting=Handwriting.NORMAL)])
+    assert state.last_check == at(5)
+    _, out = run(r, [Tick(at(28.9)), Tick(at(29))], state)
+    assert [c.time for c in out] == [at(29)]
+
+
 def test_neuro_check_counts_from_the_protocol_start_and_is_configurable() -> None:
     r = neuro_rule(interval_s=3600)
     _, out = run(r, [Tick(at(-1)), Tick(at(0.5)), Tick(at(1))])
@@ -530,6 +575,150 @@ def test_new_states_round_trip_and_old_states_load() -> None:
     assert c.masked(loaded, at(12))
 
 
+def test_states_saved_before_charts_load_every_recorded_field() -> None:
+    when = "2026-03-02T20:00:00Z"
+    icans = IcansRule(config().bed("b1")).load(
+        {"ice_score": [5, when], "acvpu": ["V", when], "handwriting": ["changed", when], "grade": 2}
+    )
+    assert [dict(e.values) for e in icans.chart.entries] == [
+        {"ice_score": 5},
+        {"acvpu": "V"},
+        {"handwriting": "changed"},
+    ]
+    c = crs_rule()
+    legacy = {
+        "vasopressors": [1, when],
+        "o2_device": ["nasal_cannula", when],
+        "o2_flow_l_per_min": [8.0, when],
+        "treated_at": "2026-03-02T19:00:00Z",
+        "grade": 3,
+    }
+    crs_state = c.load(legacy)
+    assert [(e.by, e.ids, dict(e.values)) for e in crs_state.chart.entries] == [
+        (None, (), {"vasopressors": 1}),
+        (None, (), {"o2_device": "nasal_cannula"}),
+        (None, (), {"o2_flow_l_per_min": 8.0}),
+        (None, (), {"treatment": ("antipyretic_or_corticosteroid",)}),
+    ]
+    assert c.load(json.loads(json.dumps(c.dump(crs_state)))) == crs_state
+
+
+def test_the_basis_names_only_the_domains_at_the_grade() -> None:
+    # Hypotension without vasopressor (2) under high-flow oxygen (3): grade 3 rests on
+    # the oxygen; the hypotension is no longer part of the basis.
+    r = crs_rule()
+    events: list[Event] = [vitals(12 + m / 60, temp=38.4, sbp=80, dbp=50) for m in range(4)]
+    events.append(obs(12.1, o2_device="high_flow", o2_flow_l_per_min=30.0, by="nurse-a", id="o1"))
+    _, out = run(r, events)
+    assert [(c.details["grade"], c.details["basis"]) for c in out] == [
+        (
+            2,
+            [
+                {"domain": "fever", "value": 38.4, "source": "monitor"},
+                {"domain": "hypotension", "value": 80, "source": "monitor"},
+            ],
+        ),
+        (
+            3,
+            [
+                {"domain": "fever", "value": 38.4, "source": "monitor"},
+                {
+                    "domain": "o2_device",
+                    "value": "high_flow",
+                    "by": "nurse-a",
+                    "time": "2026-03-02T20:06:00Z",
+                    "id": "o1",
+                },
+                {
+                    "domain": "o2_flow_l_per_min",
+                    "value": 30.0,
+                    "by": "nurse-a",
+                    "time": "2026-03-02T20:06:00Z",
+                    "id": "o1",
+                },
+            ],
+        ),
+    ]
+
+
+_GRADE_4_TAIL = (
+    " Consider medical review. Infusion: protocol day 1, planned 9.0 µg/day. Reminder, not an "
+    "order: Label, CRS grade 4: discontinue permanently; dexamethasone as for grade 3.",
+    " Envisager un avis médical. Perfusion : jour 1 du protocole, prévu 9,0 µg/jour. Rappel, pas "
+    "une prescription : RCP, SRC grade 4 : arrêt définitif ; dexaméthasone comme au grade 3.",
+)
+
+
+@pytest.mark.parametrize(
+    ("observation", "en", "fr"),
+    [
+        (
+            {"vasopressors": 2, "o2_flow_l_per_min": 3.0},  # no vasopressin; a flow, no device
+            "fever 38.4 °C; 2 vasopressor(s); oxygen: O2 3.0 L/min.",
+            "fièvre 38,4 °C ; 2 vasopresseur(s) ; oxygène : O2 3,0 L/min.",
+        ),
+        (
+            {"o2_device": "cpap"},  # a device, no flow; the blood pressure is normal
+            "fever 38.4 °C; oxygen: cpap.",
+            "fièvre 38,4 °C ; oxygène : cpap.",
+        ),
+    ],
+)
+def test_a_crs_message_names_exactly_what_sets_the_grade(
+    observation: dict[str, Any], en: str, fr: str
+) -> None:
+    events: list[Event] = [vitals(12 + m / 60, temp=38.4) for m in range(4)]
+    _, out = run(crs_rule(), [*events, obs(12.1, **observation)])
+    message = out[-1].message
+    assert message is not None
+    assert message.en == f"Suggests CRS grade 4 (ASTCT): {en}{_GRADE_4_TAIL[0]}"
+    assert message.fr == f"Évoque un SRC de grade 4 (ASTCT) : {fr}{_GRADE_4_TAIL[1]}"
+
+
+def test_an_ice_score_of_0_unresponsive_and_the_unresponsiveness_both_set_grade_4() -> None:
+    r = IcansRule(config().bed("b1"))
+    _, out = run(r, [obs(1, ice_score=0, acvpu=Acvpu.UNRESPONSIVE, by="n", id="i1")])
+    who = {"by": "n", "time": "2026-03-02T09:00:00Z", "id": "i1"}
+    assert out[0].details["basis"] == [
+        {"domain": "ice_score", "grade": 4, "value": 0, **who},
+        {"domain": "consciousness", "grade": 4, "value": "U", **who},
+    ]
+
+
+def test_a_handwriting_test_recorded_with_an_ice_score_of_10_still_counts() -> None:
+    # Only a *later* ICE score supersedes the handwriting test.
+    r = IcansRule(config().bed("b1"))
+    _, out = run(r, [obs(1, ice_score=10, handwriting=Handwriting.CHANGED)])
+    assert [(c.present, c.details["grade"]) for c in out] == [(True, 1)]
+
+
+def test_a_bag_without_a_pump_reading_gives_no_infusing_dose() -> None:
+    cfg = config()
+    bed = cfg.bed("b1")
+    r = CrsRule(cfg.thresholds_for("b1").vitals, bed, schedule_for(bed, cfg), 0.0375)
+    _, out = run(r, [vitals(12 + m / 60, temp=38.4) for m in range(4)])
+    message = out[0].message
+    assert message is not None
+    assert "Infusion: protocol day 1, planned 9.0 µg/day. Reminder" in message.en
+
+
+def test_a_crs_cleared_by_a_withdrawal_says_which_entry_went() -> None:
+    _, out = run(
+        crs_rule(),
+        [
+            obs(12, antipyretic_given=True, o2_device="cpap", id="o1", by="nurse-a"),
+            obs(13, withdraws="o1", by="dr-b"),
+        ],
+    )
+    assert [(c.present, c.details) for c in out][1:] == [
+        (False, {"change": {"withdraws": "o1", "by": "dr-b", "time": "2026-03-02T21:00:00Z"}})
+    ]
+
+
+def test_no_icans_domain_suggests_no_grade() -> None:
+    assert icans_grade(IcansState()) == 0
+
+
 def test_a_late_fever_suggests_grade_1_at_its_own_time_marked_late() -> None:
     r = crs_rule()
     state = r.initial()
@@ -547,6 +736,73 @@ def test_a_late_fever_suggests_grade_1_at_its_own_time_marked_late() -> None:
     assert "Late data" in out[0].message.en
     assert state.fever.active
     assert state.grade == 1
+
+
+def test_late_fever_and_hypotension_are_graded_in_measurement_order() -> None:
+    # One late sample (12:00) completes both runs: hypotension at 12:01 (60 s), fever at
+    # 12:02 (120 s). Graded in time order, hypotension alone at 12:01 suggests nothing, and
+    # fever then hypotension at 12:02 is grade 2, each with its own measured value.
+    r = crs_rule()
+    state = r.initial()
+    out: list[AlertCandidate] = []
+    minute = 1 / 60
+    arrivals = [(vitals(12 + m * minute), 12 + m * minute) for m in range(5, 13)]
+    arrivals += [
+        (vitals(12 + minute, temp=38.4, sbp=80, dbp=50), 12 + 12 * minute),
+        (vitals(12 + 2 * minute, temp=38.4), 12 + 12 * minute),
+        (vitals(12, temp=38.4, sbp=80, dbp=50), 12 + 12 * minute),
+    ]
+    for event, arrived in arrivals:
+        state, candidates = r.step(state, event, at(arrived))
+        out.extend(candidates)
+    (candidate,) = out
+    assert (candidate.present, candidate.time, candidate.priority) == (
+        True,
+        at(12 + 2 * minute),
+        Priority.HIGH,
+    )
+    assert (candidate.ward, candidate.bed, candidate.kind) == ("w1", "b1", Kind.PHYSIOLOGICAL)
+    assert candidate.details["grade"] == 2
+    assert candidate.details["late_s"] == pytest.approx(600.0)
+    assert candidate.details["basis"] == [
+        {"domain": "fever", "value": 38.4, "source": "monitor"},
+        {"domain": "hypotension", "value": 80, "source": "monitor"},
+    ]
+    assert candidate.message is not None
+    assert candidate.message.en.startswith(
+        "Suggests CRS grade 2 (ASTCT): fever 38.4 °C; hypotension (systolic 80 mmHg) without vasopressor."
+    )
+    assert state.grade == 2
+
+
+def test_a_late_hypotension_after_a_late_fever_is_graded_at_its_own_time() -> None:
+    # The last late sample (12:02) completes the fever run (12:00-12:02) and starts the
+    # hypotension run (12:02-12:03): grade 1 at 12:02, grade 2 only from 12:03.
+    r = crs_rule()
+    state = r.initial()
+    out: list[AlertCandidate] = []
+    minute = 1 / 60
+    arrivals = [(vitals(12 + m * minute), 12 + m * minute) for m in range(5, 13)]
+    arrivals += [
+        (vitals(12, temp=38.4), 12 + 12 * minute),
+        (vitals(12 + minute, temp=38.4), 12 + 12 * minute),
+        (vitals(12 + 3 * minute, sbp=80, dbp=50), 12 + 12 * minute),
+        (vitals(12 + 2 * minute, temp=38.4, sbp=82, dbp=50), 12 + 12 * minute),
+    ]
+    for event, arrived in arrivals:
+        state, candidates = r.step(state, event, at(arrived))
+        out.extend(candidates)
+    assert [(c.time, c.details["grade"], c.details["basis"]) for c in out] == [
+        (at(12 + 2 * minute), 1, [{"domain": "fever", "value": 38.4, "source": "monitor"}]),
+        (
+            at(12 + 3 * minute),
+            2,
+            [
+                {"domain": "fever", "value": 38.4, "source": "monitor"},
+                {"domain": "hypotension", "value": 80, "source": "monitor"},
+            ],
+        ),
+    ]
 
 
 def test_a_fever_later_than_its_window_suggests_nothing() -> None:

@@ -64,6 +64,7 @@ MS = timedelta(milliseconds=1)
         ("blow_by", 6.01, 3),
         ("air", None, 0),
         ("air", 0.0, 0),
+        ("air", 10.0, 0),  # room air: a flow reading does not make it oxygen support
         ("facemask", 2.0, 3),  # the device decides when it is worse than the flow
         ("high_flow", None, 3),
         ("cpap", 10.0, 4),

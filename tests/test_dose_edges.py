@@ -9,7 +9,11 @@ comparison fails a test instead of passing unseen.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,15 +21,45 @@ from daemon.clinical.dose import (
     BAG_LOW,
     BOLUS_SUSPECTED,
     CUMULATIVE_DOSE_DEVIATION,
+    DISCONTINUATION_RULE,
     DOSE_RATE_HIGH,
     DOSE_RATE_LOW,
     INFUSION_INTERRUPTED,
     STEP_UP_DUE,
     STEP_UP_EARLY,
     STEP_UP_LATE,
+    Bag,
+    DoseRule,
+    DoseState,
+    Increment,
+    Reading,
+    VolumeMark,
+    dose_point,
+    dose_rules,
+    dump_state,
+    load_state,
+    parse_bag,
+    status_lines,
 )
-from daemon.events import AlertCandidate, Priority
+from daemon.clinical.dose_label import DeclaredReaction, Plan
+from daemon.clinical.protocols import bsa_m2
+from daemon.config import Config, parse
+from daemon.errors import InputError
+from daemon.events import (
+    AlertCandidate,
+    BagHung,
+    DeclarationKind,
+    DoseDeclaration,
+    Event,
+    Observation,
+    Priority,
+    PumpReading,
+    PumpState,
+    Reaction,
+)
+from daemon.rules import RuleEngine
 from tests.test_dose import C9, C28, MIN, START, Bed
+from tests.test_dose_label import Bed as LabelBed
 
 SEC = timedelta(seconds=1)
 HOUR = timedelta(hours=1)
@@ -333,3 +367,435 @@ def test_the_higher_bag_on_a_stopped_pump_is_prepared_and_the_stop_is_an_interru
     assert not present(bed, STEP_UP_DUE)
     bed.tick(STEP + 5 * MIN)
     assert present(bed, INFUSION_INTERRUPTED)
+
+
+# --------------------------------------------------------------------------- views
+
+
+NEW_CYCLE = DoseDeclaration(DeclarationKind.NEW_CYCLE)
+
+
+class _OtherRule:
+    """A rule that takes the dose rule's name and holds a plain dict."""
+
+    name = "dose"
+
+    def initial(self) -> dict[str, Any]:
+        return {}
+
+    def step(self, state: dict[str, Any], event: Event, now: datetime) -> tuple[dict[str, Any], list[Any]]:
+        return state, []
+
+    def dump(self, state: dict[str, Any]) -> Mapping[str, Any]:
+        return state
+
+    def load(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(data)
+
+
+def _site_config() -> Config:
+    """Bed b1 on a site protocol: 6 then 20 µg/day, next cycle 12 µg/day, restart at 6
+    µg/day for 2 days then 20; the delivered rate is stale after 10 minutes."""
+    return parse(
+        {
+            "protocols": {
+                "site-a": {
+                    "steps": [
+                        {"day_from": 1, "day_to": 3, "dose_ug_per_day": 6.0},
+                        {"day_from": 4, "day_to": 10, "dose_ug_per_day": 20.0},
+                    ],
+                    "next_cycle": "site-b",
+                    "restart_steps": [
+                        {"day_from": 1, "day_to": 2, "dose_ug_per_day": 6.0},
+                        {"day_from": 3, "day_to": 366, "dose_ug_per_day": 20.0},
+                    ],
+                },
+                "site-b": {"steps": [{"day_from": 1, "day_to": 5, "dose_ug_per_day": 12.0}]},
+            },
+            "thresholds": {"dose": {"reading_stale_s": 600}},
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": 60,
+                    "height_cm": 165,
+                    "protocol": "site-a",
+                    "protocol_start": START.isoformat(),
+                }
+            ],
+        }
+    )
+
+
+def _site_course() -> tuple[Config, RuleEngine]:
+    """On ``_site_config``: one day at 6 µg/day, a stop, a declared new cycle, the
+    restart at 12 µg/day, an hour of it."""
+    config = _site_config()
+    b1 = config.beds[0]
+    engine = RuleEngine({"b1": dose_rules(config, b1)})
+    restart = START + DAY + 2 * HOUR
+    for event in (
+        BagHung("w1", "b1", START, "bag-6", 0.025, None),  # 6 µg/day at 10 mL/h
+        PumpReading("w1", "b1", "p1", START, PumpState.INFUSING, 10, 0),
+        PumpReading("w1", "b1", "p1", START + DAY, PumpState.STOPPED, 10, 240),
+        Observation("w1", "b1", START + DAY + HOUR, by="Dr A", dose_declaration=NEW_CYCLE),
+        BagHung("w1", "b1", restart, "bag-12", 0.05, None),  # 12 µg/day at 10 mL/h
+        PumpReading("w1", "b1", "p1", restart, PumpState.INFUSING, 10, 0),
+        PumpReading("w1", "b1", "p1", restart + HOUR, PumpState.INFUSING, 10, 10),
+    ):
+        engine.handle(event, event.time)
+    return config, engine
+
+
+def test_the_views_follow_the_declared_plan_of_a_site_protocol_read_from_the_engine() -> None:
+    # 240 mL x 0.025 + 10 mL x 0.05 = 6.5 µg delivered; planned: day 1 of site-a (6 µg),
+    # nothing during the break, one hour of site-b at 12 µg/day (0.5 µg).
+    config, engine = _site_course()
+    b1 = config.beds[0]
+    now = START + DAY + 3 * HOUR
+    assert status_lines(engine, b1, now, config=config) == [
+        "w1/b1: protocol site-b, day 1",
+        "  expected dose: 12.0 µg/day",
+        "  delivered dose: 12.0 µg/day",
+        "  expected total: 6.5 µg",
+        "  delivered total: 6.5 µg (from 2026-03-02 08:00 UTC to 2026-03-03 11:00 UTC; "
+        "planned over that span 6.5 µg)",
+        "  next step: 2026-03-08 10:00 UTC",
+        "  dose rule: new cycle of site-b from its day 1 (label: a break of more than 7 days)",
+        "  bag: bag-12, 0.0500 µg/mL",
+    ]
+    point = dose_point(engine, b1, now, config=config)
+    assert point is not None
+    assert point.fields == {
+        "protocol_day": 1,
+        "expected_ug_per_day": 12.0,
+        "expected_total_ug": pytest.approx(6.5),
+        "delivered_total_ug": pytest.approx(6.5),
+        "expected_ledger_total_ug": pytest.approx(6.5),
+        "delivered_total_ml": pytest.approx(250.0),
+        "unattributed_ml": 0.0,
+        "gap_s": pytest.approx(97200.0),
+        "delivered_ug_per_day": pytest.approx(12.0),
+    }
+
+
+def test_the_views_use_the_beds_reading_stale_s() -> None:
+    config, engine = _site_course()
+    b1 = config.beds[0]
+    last = START + DAY + 3 * HOUR
+    assert status_lines(engine, b1, last + 600 * SEC, config=config)[2] == "  delivered dose: 12.0 µg/day"
+    assert status_lines(engine, b1, last + 601 * SEC, config=config)[2] == (
+        "  delivered dose: unknown (no recent reading)"
+    )
+    fresh = dose_point(engine, b1, last + 600 * SEC, config=config)
+    stale = dose_point(engine, b1, last + 601 * SEC, config=config)
+    assert fresh is not None
+    assert stale is not None
+    assert fresh.fields["delivered_ug_per_day"] == pytest.approx(12.0)
+    assert "delivered_ug_per_day" not in stale.fields
+
+
+def test_status_at_exactly_the_protocol_end_without_a_config() -> None:
+    # No config: built-in protocols and default thresholds. The end is exclusive.
+    bed = Bed()
+    bed.bag(START, C9)
+    bed.pump(START, 10, 0)
+    bed.pump(START + HOUR, 10, 10)
+    b1 = bed.config.beds[0]
+    end = START + 14 * DAY
+    common = [
+        "  expected total: 259.0 µg",  # 7 x 9 + 7 x 28
+        "  delivered total: 0.4 µg (from 2026-03-02 08:00 UTC to 2026-03-02 09:00 UTC; "
+        "planned over that span 0.4 µg)",
+    ]
+    assert status_lines(bed.state, b1, end) == [
+        "w1/b1: protocol ssc-14d, ended 2026-03-16 08:00 UTC",
+        "  expected dose: 0.0 µg/day",
+        "  delivered dose: unknown (no recent reading)",
+        *common,
+        "  next step: -",
+        "  dose rule: protocol ssc-14d calendar",
+        "  bag: bag, 0.0375 µg/mL",
+    ]
+    assert status_lines(bed.state, b1, end - SEC)[:3] == [
+        "w1/b1: protocol ssc-14d, day 14",
+        "  expected dose: 28.0 µg/day",
+        "  delivered dose: unknown (no recent reading)",
+    ]
+    assert status_lines(bed.state, b1, end, language="fr")[5] == "  prochain palier : -"
+
+
+def test_status_names_half_a_millilitre_infused_with_no_bag() -> None:
+    bed = Bed()
+    bed.pump(START, 10, 0)
+    bed.pump(START + 3 * MIN, 10, 0.5)
+    lines = status_lines(bed.state, bed.config.beds[0], START + 3 * MIN, config=bed.config)
+    assert lines[-2:] == ["  dose rule: protocol ssc-14d calendar", "  0.5 mL infused with no bag known"]
+
+
+def test_the_dose_point_starts_at_exactly_the_protocol_start() -> None:
+    b1 = Bed().config.beds[0]
+    assert dose_point(DoseState(), b1, START - timedelta(microseconds=1)) is None
+    point = dose_point(DoseState(), b1, START)
+    assert point is not None
+    assert point.fields == {
+        "protocol_day": 1,
+        "expected_ug_per_day": 9.0,
+        "expected_total_ug": 0.0,
+        "delivered_total_ug": 0.0,
+        "expected_ledger_total_ug": 0.0,
+        "delivered_total_ml": 0.0,
+        "unattributed_ml": 0.0,
+        "gap_s": 0.0,
+    }
+
+
+def test_a_view_of_a_rule_that_holds_another_state_says_which() -> None:
+    config = Bed().config
+    b1 = config.beds[0]
+    engine = RuleEngine({"b1": [_OtherRule()]})
+    with pytest.raises(TypeError, match=r"^rule 'dose' of bed b1 holds dict$"):
+        status_lines(engine, b1, START, config=config)
+
+
+# --------------------------------------------------------------------------- stored state
+
+
+def _every_field_set() -> DoseState:
+    """A state with every field away from its default, and each optional value in both forms."""
+    t = START + DAY
+    plan = Plan(
+        "restart_after_crs_g3", t, t + HOUR, None, "ssc-14d", t + 2 * HOUR, t + 9 * DAY, False, None, None
+    )
+    return DoseState(
+        bag=Bag("bag-2", C28, None, t, 1.5),
+        last=Reading("p1", t + HOUR, PumpState.PAUSED, None, None),
+        mark=VolumeMark("p1", t, 12.5, 10.0),
+        delivered_ug=3.25,
+        delivered_ml=40.0,
+        unattributed_ml=0.75,
+        ledger_start=START,
+        ledger_time=t,
+        gap_s=7200.0,
+        steady_rate_ml_per_h=10.0,
+        interrupted_since=t + 2 * MIN,
+        bag_changed_at=t,
+        bolus_at=t + 3 * MIN,
+        bolus_details={"cause": "purge", "near_bag_change": True},
+        pending={DOSE_RATE_LOW: t + 4 * MIN},
+        active={BAG_LOW: '["low", {"bag_id": "bag-2"}]'},
+        plans=(plan,),
+        reactions=(DeclaredReaction(t, "seizure", None, None, True),),
+        break_start=t - HOUR,
+        break_end=t + 2 * HOUR,
+        prompt={"reason": "break_over_7_days", "since": "2026-03-03T07:00:00Z", "resumed_at": "x"},
+        increments=(Increment(t, 0.5, None, None), Increment(t + MIN, 0.25, C28, t)),
+        previous_bag=Bag("bag-1", C9, 270.0, START, 38.5),
+    )
+
+
+def test_a_state_with_every_field_set_round_trips_through_json() -> None:
+    state = _every_field_set()
+    assert load_state(json.loads(json.dumps(dump_state(state)))) == state
+    other = replace(state, bag=state.previous_bag, previous_bag=state.bag, prompt=None)
+    assert load_state(json.loads(json.dumps(dump_state(other)))) == other
+
+
+def test_the_stored_state_is_version_1_and_names_every_field() -> None:
+    assert dump_state(DoseState()) == {
+        "version": 1,
+        "bag": None,
+        "last": None,
+        "mark": None,
+        "delivered_ug": 0.0,
+        "delivered_ml": 0.0,
+        "unattributed_ml": 0.0,
+        "ledger_start": None,
+        "ledger_time": None,
+        "gap_s": 0.0,
+        "steady_rate_ml_per_h": None,
+        "interrupted_since": None,
+        "bag_changed_at": None,
+        "bolus_at": None,
+        "bolus_details": {},
+        "pending": {},
+        "active": {},
+        "plans": [],
+        "reactions": [],
+        "break_start": None,
+        "break_end": None,
+        "prompt": None,
+        "previous_bag": None,
+        "increments": [],
+    }
+
+
+def test_a_state_stored_before_declared_plans_existed_loads() -> None:
+    data = dump_state(_every_field_set())
+    for key in ("plans", "reactions", "break_start", "break_end", "prompt", "previous_bag", "increments"):
+        del data[key]
+    assert load_state(data) == replace(
+        _every_field_set(),
+        plans=(),
+        reactions=(),
+        break_start=None,
+        break_end=None,
+        prompt=None,
+        previous_bag=None,
+        increments=(),
+    )
+
+
+# --------------------------------------------------------------------------- bag input
+
+BAG_TOPIC = "ward/w1/bed/b1/infusion/bag"
+
+
+def _bag_payload(**fields: Any) -> bytes:
+    data: dict[str, Any] = {"bag_id": "B-1", "concentration_ug_per_ml": 1, "hung_at": "2026-03-02T08:00:00Z"}
+    data.update(fields)
+    return json.dumps({k: v for k, v in data.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "accepted"),
+    [
+        ({"concentration_ug_per_ml": 99.99}, True),
+        ({"concentration_ug_per_ml": 100}, False),  # the bound is exclusive, as BagConfig's
+        ({"volume_ml": 0.5}, True),
+        ({"volume_ml": 0}, False),
+        ({"volume_ml": 5000}, True),  # the bound is inclusive
+        ({"volume_ml": 5000.01}, False),
+    ],
+)
+def test_bag_concentration_and_volume_bounds(fields: dict[str, Any], accepted: bool) -> None:
+    payload = _bag_payload(**fields)
+    if accepted:
+        parse_bag(payload, "w1", "b1", BAG_TOPIC)
+    else:
+        with pytest.raises(InputError):
+            parse_bag(payload, "w1", "b1", BAG_TOPIC)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "detail"),
+    [
+        (
+            {"concentration_ug_per_ml": ..., "hung_at": ...},
+            "missing_field",
+            "missing field(s): concentration_ug_per_ml, hung_at",
+        ),
+        ({"bag_id": "a b"}, "bad_bag_id", "'bag_id' must be "),
+        (
+            {"concentration_ug_per_ml": 100},
+            "bad_concentration",
+            "concentration_ug_per_ml must be a number in (0, 100), got 100",
+        ),
+        ({"volume_ml": 0}, "bad_volume", "volume_ml must be a number in (0, 5000], got 0"),
+        ({"hung_at": "soon"}, "bad_time", "hung_at must be an RFC 3339 time with a zone, got 'soon'"),
+    ],
+)
+def test_a_refused_bag_says_which_field_and_what_it_got(
+    fields: dict[str, Any], reason: str, detail: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        parse_bag(_bag_payload(**fields), "w1", "b1", BAG_TOPIC)
+    assert (info.value.reason, info.value.where) == (reason, BAG_TOPIC)
+    assert info.value.detail.startswith(detail)
+    if reason == "bad_bag_id":
+        assert info.value.detail.endswith(", got 'a b'")
+
+
+def test_a_bag_announcement_over_the_size_limit_is_refused() -> None:
+    payload = _bag_payload()
+    assert parse_bag(payload, "w1", "b1", BAG_TOPIC, max_bytes=len(payload)).bag_id == "B-1"
+    with pytest.raises(InputError) as info:
+        parse_bag(payload, "w1", "b1", BAG_TOPIC, max_bytes=len(payload) - 1)
+    assert info.value.reason == "too_large"
+
+
+def test_a_neurotoxicity_grade_3_on_a_site_protocols_first_step_is_a_reason_to_discontinue() -> None:
+    # The first step of the site's restart (6 µg/day) is what runs on day 1: the label's
+    # "grade 3 at the first step" applies, as it does at 9 µg/day on a built-in protocol.
+    config = _site_config()
+    (rule,) = dose_rules(config, config.beds[0])
+    neuro3 = DoseDeclaration(DeclarationKind.REACTION, Reaction.NEUROTOXICITY, 3)
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for event in (
+        BagHung("w1", "b1", START, "bag-6", 0.025, None),
+        PumpReading("w1", "b1", "p1", START, PumpState.INFUSING, 10, 0),
+        Observation("w1", "b1", START + HOUR, by="Dr A", dose_declaration=neuro3),
+        PumpReading("w1", "b1", "p1", START + 2 * HOUR, PumpState.INFUSING, 10, 20),
+    ):
+        state, candidates = rule.step(state, event, event.time)
+        out.extend(candidates)
+    (reminder,) = [c for c in out if c.condition == DISCONTINUATION_RULE]
+    assert (reminder.priority, reminder.details["rule"]) == (Priority.HIGH, "neurotoxicity_g3_at_first_step")
+
+
+def test_step_up_details_give_a_childs_doses_to_the_hundredth() -> None:
+    # 30 kg, 165 cm: 1.1726 m² (Mosteller), 5 then 15 µg/m²/day = 5.863 then 17.589 µg/day.
+    bed = LabelBed("ssc-14d-bsa", weight_kg=30)
+    low = 5 * bsa_m2(30, 165, "mosteller")
+    bed.feed(BagHung("w1", "b1", STEP - 3 * HOUR, "bag-low", low / 240))  # at 10 mL/h
+    bed.run(STEP - 3 * HOUR, STEP + 2 * HOUR, 10, step=30 * MIN)
+    (late,) = [c for c in bed.out if c.condition == STEP_UP_LATE]
+    assert late.details == {
+        "step_time": "2026-03-09T08:00:00Z",
+        "lower_ug_per_day": 5.86,
+        "higher_ug_per_day": 17.59,
+        "rule": "protocol_calendar",
+    }
+
+
+def test_a_held_first_step_runs_366_days_at_most() -> None:
+    # A restart declared 10 days before a one-year protocol starts ends where that
+    # protocol would (day 366 from START); a recurrence holds its first step, which the
+    # restart's own day 366 ends first.
+    config = parse(
+        {
+            "protocols": {"year": {"steps": [{"day_from": 1, "day_to": 366, "dose_ug_per_day": 10.0}]}},
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": 60,
+                    "height_cm": 165,
+                    "protocol": "year",
+                    "protocol_start": START.isoformat(),
+                }
+            ],
+        }
+    )
+    (rule,) = dose_rules(config, config.beds[0])
+    assert isinstance(rule, DoseRule)
+    state = rule.initial()
+    t = START - 10 * DAY
+    for when, declaration in (
+        (t, DoseDeclaration(DeclarationKind.RESTART_AFTER_REACTION, Reaction.CRS, 3)),
+        (t + HOUR, DoseDeclaration(DeclarationKind.REACTION, Reaction.CRS, 3)),
+    ):
+        state, _ = rule.step(
+            state, Observation("w1", "b1", when, by="Dr A", dose_declaration=declaration), when
+        )
+    (plan,) = state.plans
+    assert (plan.step_up, plan.stop) == (False, START + 366 * DAY)
+    for when, dose in ((t + 366 * DAY - SEC, 9.0), (t + 366 * DAY, 0.0)):
+        schedule, _, _ = rule.timeline.at(state.plans, when)
+        assert schedule.expected_dose_ug_per_day(when) == dose
+
+
+def test_a_restart_on_a_site_protocol_follows_its_restart_steps() -> None:
+    config = _site_config()
+    (rule,) = dose_rules(config, config.beds[0])
+    assert isinstance(rule, DoseRule)
+    restart = DoseDeclaration(DeclarationKind.RESTART_AFTER_REACTION, Reaction.CRS, 3)
+    t = START + DAY
+    state, _ = rule.step(rule.initial(), Observation("w1", "b1", t, by="Dr A", dose_declaration=restart), t)
+    doses = [
+        rule.timeline.at(state.plans, t + d * DAY)[0].expected_dose_ug_per_day(t + d * DAY) for d in (0, 2)
+    ]
+    assert doses == [6.0, 20.0]

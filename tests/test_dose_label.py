@@ -15,9 +15,18 @@ from daemon.clinical.dose import (
     RESTART_REASON_NEEDED,
     DoseRule,
     DoseState,
+    Timeline,
     dose_rules,
     dump_state,
     load_state,
+)
+from daemon.clinical.dose_label import (
+    DeclaredReaction,
+    Plan,
+    dump_plan,
+    dump_reaction,
+    load_plan,
+    load_reaction,
 )
 from daemon.clinical.observations import parse_observation
 from daemon.clinical.protocols import bsa_m2
@@ -468,3 +477,120 @@ def test_a_site_protocol_with_flat_steps_or_a_flat_next_cycle_is_refused_below_4
     with pytest.raises(ConfigError) as info:
         parse(unknown)
     assert [i.location for i in info.value.issues] == ["protocols.kids.next_cycle"]
+
+
+# --------------------------------------------------------------------------- stored declarations
+
+
+@pytest.mark.parametrize(
+    "reaction",
+    [
+        DeclaredReaction(START, "seizure", None, None),
+        DeclaredReaction(START + HOUR, "neurotoxicity", 3, "Dr A", at_first_step=True),
+    ],
+)
+def test_a_declared_reaction_round_trips_through_json(reaction: DeclaredReaction) -> None:
+    assert load_reaction(json.loads(json.dumps(dump_reaction(reaction)))) == reaction
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        Plan("new_cycle", START, START + HOUR, None, "all-cycle2"),
+        Plan(
+            "restart_after_other_g3",
+            START,
+            START + HOUR,
+            "Dr A",
+            "all-cycle1",
+            START + 2 * HOUR,
+            START + 20 * DAY,
+            step_up=False,
+            reaction="other",
+            resolution_s=3600.0,
+        ),
+    ],
+)
+def test_a_declared_plan_round_trips_through_json(plan: Plan) -> None:
+    assert load_plan(json.loads(json.dumps(dump_plan(plan)))) == plan
+
+
+# --------------------------------------------------------------------------- where a restart ends
+
+
+def test_a_restart_ends_where_the_schedule_in_force_just_before_it_would_have() -> None:
+    # A new cycle (all-cycle2, 28 days from t), then a restart declared 1 µs later: the
+    # restart interrupts the new cycle, so it ends at t + 28 days, not at the end of the
+    # first cycle (START + 28 days).
+    bed = Bed()
+    t = START + 10 * DAY
+    bed.declare(t, NEW_CYCLE)
+    bed.declare(t + timedelta(microseconds=1), RESTART_CRS3)
+    assert bed.state.plans[-1].stop == t + 28 * DAY
+    assert bed.expected(START + 30 * DAY) == 28.0
+
+
+def test_a_second_declaration_for_the_same_break_restarts_the_schedule_before_the_break() -> None:
+    # A new cycle declared, then corrected to a restart after CRS grade 3, both for the
+    # break from day 9: the restart replaces the first cycle's calendar (ends on day 28,
+    # moved by the 1-day break), not the new cycle that was declared for the same break.
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(stop + HOUR, NEW_CYCLE)
+    bed.declare(stop + 2 * HOUR, RESTART_CRS3)
+    bed.pump(restart, 10)
+    assert bed.state.plans[-1].stop == START + 29 * DAY
+    assert bed.expected(START + 29 * DAY - SECOND) == 28.0
+    assert bed.expected(START + 29 * DAY) == 0.0
+
+
+def test_a_pending_restart_ends_where_the_interrupted_cycle_would_moved_by_the_wait() -> None:
+    # Declared during the break, before the pump restarts: asked at a time, the plan is
+    # anchored there, and ends at the first cycle's end (day 28) moved by the break so far.
+    bed = Bed()
+    stop = START + 8 * DAY
+    _stopped_course(bed, stop, stop + DAY)
+    bed.declare(stop + HOUR, RESTART_CRS3)
+    schedule, rule, pending = bed.rule.timeline.at(bed.state.plans, stop + 5 * HOUR)
+    assert (rule, pending, schedule.start) == ("restart_after_crs_g3", True, stop + 5 * HOUR)
+    assert schedule.end == START + 28 * DAY + 5 * HOUR
+
+
+def test_a_timeline_without_the_bed_refuses_declared_plans() -> None:
+    bed = Bed()
+    bed.declare(START + DAY, NEW_CYCLE)
+    bare = Timeline(bed.rule.schedule)
+    assert bare.at((), START + 2 * DAY) == (bed.rule.schedule, "protocol_calendar", False)
+    with pytest.raises(ValueError, match=r"^a timeline with declared plans needs the bed$"):
+        bare.at(bed.state.plans, START + 2 * DAY)
+
+
+def test_a_restart_keeps_its_end_when_older_declarations_are_forgotten() -> None:
+    # A new cycle from day 11 (ends day 39), then 64 restarts declared: the rule keeps
+    # the last 64 declarations, so the new cycle is forgotten; the restarts keep the end
+    # they were given, not the first cycle's (day 29).
+    bed = Bed()
+    t = START + 10 * DAY
+    bed.declare(t, NEW_CYCLE)
+    for n in range(1, 65):
+        bed.declare(t + n * SECOND, RESTART_CRS3)
+    assert [p.rule for p in bed.state.plans] == ["restart_after_crs_g3"] * 64
+    assert bed.state.plans[-1].stop == t + 28 * DAY
+    assert bed.expected(START + 30 * DAY) == 28.0
+
+
+def test_a_restart_declaration_does_not_answer_the_new_cycle_prompt() -> None:
+    # After a break of more than 7 days the label starts a new cycle; declaring a restart
+    # after a reaction instead leaves the prompt up until the new cycle is declared.
+    bed = Bed()
+    stop = START + 2 * DAY
+    _stopped_course(bed, stop, stop + HOUR)
+    bed.pump(stop + 8 * DAY, 10)
+    assert bed.present(RESTART_REASON_NEEDED)
+    bed.declare(stop + 8 * DAY + HOUR, RESTART_CRS3)
+    assert bed.present(RESTART_REASON_NEEDED)
+    bed.declare(stop + 8 * DAY + 2 * HOUR, NEW_CYCLE)
+    assert not bed.present(RESTART_REASON_NEEDED)
+    new_cycle = bed.state.plans[-1]
+    assert (new_cycle.rule, new_cycle.start, new_cycle.stop) == ("new_cycle", stop + 8 * DAY, None)

@@ -40,6 +40,11 @@ RESTART = {"kind": "restart_after_reaction", "reaction": "other", "grade": 3}
             "A",
             "unknown_field: dose_declaration of kind new_cycle takes no 'grade' (allowed: kind)",
         ),
+        (
+            {"kind": "reaction", "reaction": "crs", "grade": 3, "onset": "2026-03-12T08:00:00Z"},
+            "A",
+            "unknown_field: dose_declaration of kind reaction takes no 'onset' (allowed: grade, kind, reaction)",
+        ),
         ({"kind": "reaction"}, "A", "missing_field: dose_declaration of kind reaction needs grade, reaction"),
         (
             {"kind": "reaction", "reaction": "ics", "grade": 3},

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from daemon.clinical.protocols import BUILTIN, BsaFormula, bsa_m2, protocol_config, resolve, schedule_for
+from daemon.clinical.protocols import (
+    BUILTIN,
+    BsaFormula,
+    bsa_m2,
+    cycle_schedule,
+    protocol_config,
+    resolve,
+    restart_schedule,
+    schedule_for,
+)
 from daemon.config import BUILTIN_PROTOCOLS, BedConfig, Config, ProtocolConfig, parse
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -81,6 +91,16 @@ def test_child_bsa_protocol_and_caps() -> None:
     assert big.bsa_m2 == pytest.approx(2.0)
     assert big.expected_dose_ug_per_day(START) == 9.0
     assert big.expected_dose_ug_per_day(START + 7 * DAY) == 28.0
+
+
+@pytest.mark.parametrize(("weight_kg", "height_cm"), [(0, 135), (30, 0), (-1, 135), (30, -1)])
+def test_bsa_needs_a_positive_weight_and_height(weight_kg: float, height_cm: float) -> None:
+    with pytest.raises(ValueError, match=r"^weight and height must be > 0, got "):
+        bsa_m2(weight_kg, height_cm, "mosteller")
+
+
+def test_bsa_of_a_tiny_patient_is_computed() -> None:
+    assert bsa_m2(0.5, 0.5, "mosteller") == pytest.approx(math.sqrt(0.25 / 3600))
 
 
 def test_bsa_formula_from_thresholds() -> None:
@@ -162,3 +182,31 @@ def test_site_protocol_wins_over_builtin_name() -> None:
         {"protocols": {"ssc-14d": {"steps": [{"day_from": 1, "day_to": 1, "dose_ug_per_day": 1}]}}}
     )
     assert protocol_config("ssc-14d", config).steps[0].dose_ug_per_day == 1
+
+
+def test_a_new_cycle_uses_the_beds_bsa_formula() -> None:
+    config = parse(
+        {
+            "thresholds": {"dose": {"bsa_formula": "dubois"}},
+            "beds": [_bed(weight_kg=30, height_cm=135, protocol="ssc-14d-bsa").model_dump()],
+        }
+    )
+    cycle = cycle_schedule(config.beds[0], config, "ssc-14d-bsa", start=START + 20 * DAY)
+    assert cycle.bsa_m2 == pytest.approx(bsa_m2(30, 135, "dubois"))
+    without_config = cycle_schedule(config.beds[0], None, "ssc-14d-bsa", start=START + 20 * DAY)
+    assert without_config.bsa_m2 == pytest.approx(bsa_m2(30, 135, "mosteller"))  # the default formula
+    assert cycle.expected_dose_ug_per_day(START + 20 * DAY) == pytest.approx(5 * bsa_m2(30, 135, "dubois"))
+
+
+def test_a_restart_uses_the_protocols_or_else_the_beds_bsa_formula() -> None:
+    per_m2 = [{"day_from": 1, "day_to": 14, "dose_ug_per_m2_per_day": 5, "max_ug_per_day": 9}]
+    bed = _bed(weight_kg=30, height_cm=135, protocol="kids").model_dump()
+    own = parse({"protocols": {"kids": {"steps": per_m2, "bsa_formula": "dubois"}}, "beds": [bed]})
+    restart = restart_schedule(own.beds[0], own, "kids", start=START, stop=START + 20 * DAY)
+    assert restart.bsa_m2 == pytest.approx(bsa_m2(30, 135, "dubois"))
+    assert restart.stop == START + 20 * DAY
+    beds = parse(
+        {"thresholds": {"dose": {"bsa_formula": "dubois"}}, "beds": [{**bed, "protocol": "ssc-14d-bsa"}]}
+    )
+    restart = restart_schedule(beds.beds[0], beds, "ssc-14d-bsa", start=START, stop=START + 20 * DAY)
+    assert restart.bsa_m2 == pytest.approx(bsa_m2(30, 135, "dubois"))

@@ -181,3 +181,59 @@ def test_a_rule_failing_on_a_tick_at_a_bed_of_no_known_ward_names_no_ward() -> N
     rules.handle(Tick(at(0)), at(0))
     out = rules.handle(Tick(at(1)), at(1))
     assert [(c.condition, c.ward, c.bed) for c in out] == [(RULE_FAILED, "", "b9")]
+
+
+def test_restore_leaves_beds_and_rules_missing_from_the_snapshot_as_they_are() -> None:
+    rules = engine(Counters())
+    rules.handle(bag("b1", 1), at(1))
+    rules.handle(bag("b2", 1), at(1))
+    rules.restore({"b1": {"first": {"n": 7}}})
+    assert [rules.state("b1", name) for name in ("first", "broken", "last")] == [7, 1, 1]
+    assert [rules.state("b2", name) for name in ("first", "last")] == [1, 1]
+
+
+def test_a_rule_that_works_again_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    class Flaky(Counting):
+        """Raises while ``broken`` holds anything."""
+
+        broken: ClassVar[list[bool]] = [True]
+
+        def step(self, state: int, event: Event, now: datetime) -> tuple[int, Sequence[AlertCandidate]]:
+            if self.broken:
+                raise RuntimeError("bug")
+            return state + 1, []
+
+    rules = RuleEngine({"b1": [Flaky("flaky")]})
+    rules.handle(bag("b1", 0), at(0))
+    Flaky.broken.clear()
+    with caplog.at_level(logging.INFO, logger="daemon.rules"):
+        [cleared] = rules.handle(bag("b1", 1), at(1))
+    assert (cleared.condition, cleared.present, cleared.time, cleared.kind, cleared.priority) == (
+        RULE_FAILED,
+        False,
+        at(1),
+        Kind.TECHNICAL,
+        Priority.HIGH,
+    )
+    assert caplog.messages[-1] == "rule flaky works again at bed b1"
+
+
+def test_a_rule_that_works_again_on_a_tick_clears_at_its_beds_ward() -> None:
+    class Flaky(Counting):
+        """Raises while ``broken`` holds anything."""
+
+        broken: ClassVar[list[bool]] = [True]
+
+        def step(self, state: int, event: Event, now: datetime) -> tuple[int, Sequence[AlertCandidate]]:
+            if self.broken:
+                raise RuntimeError("bug")
+            return state + 1, []
+
+    rules = RuleEngine({"b1": [Flaky("flaky")]}, wards={"b1": "w7"})
+    [failed] = rules.handle(Tick(at(0)), at(0))
+    Flaky.broken.clear()
+    [cleared] = rules.handle(Tick(at(1)), at(1))
+    assert [(c.ward, c.bed, c.present) for c in (failed, cleared)] == [
+        ("w7", "b1", True),
+        ("w7", "b1", False),
+    ]
