@@ -274,3 +274,12 @@ def _ward(tmp_path: Path, beds: int) -> Config:
             "influx": base.influx.model_copy(update={"api": "none"}),
         }
     )
+
+
+def test_an_event_for_a_bed_the_engine_does_not_know_is_ignored() -> None:
+    recorder = _Recorder("r", (VitalSample, Tick))
+    engine = RuleEngine({"b1": [recorder]}, wards={"b1": "w1"})
+    stranger = VitalSample("w1", "b9", "m1", START, {Metric.TEMP_C: 39.0})
+    assert engine.handle(stranger, START) == []
+    assert engine.handle(Tick(START, beds=("b9",)), START) == []
+    assert recorder.seen == []

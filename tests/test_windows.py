@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from daemon.app import stage_states
 from daemon.clinical.vitals import Condition
 from daemon.clinical.watch import vital_rules
 from daemon.config import Config
-from daemon.events import Event, Health, Metric, SourceHealth, Tick, VitalSample
+from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
 from daemon.links.store import Changes, Store
-from daemon.rules import RuleEngine, StateChanges, Windowed, window_delta
+from daemon.rules import RuleEngine, StateChanges, Windowed, epoch_us, window_delta
 from tests.helpers import one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -215,3 +217,112 @@ def test_a_state_saved_with_its_windows_inside_loads_and_moves_them_out(tmp_path
     _checkpoint(reloaded, store)
     assert store.rule_windows()[("b1", "vitals")][Condition.FEVER.value]
     assert _reloaded(config, store).snapshot() == engine.snapshot()
+
+
+# --- edges of the delta and of the engine's bookkeeping ------------------------------------------
+
+
+def test_epoch_microseconds_are_exact_integers_even_far_ahead() -> None:
+    # Beyond 2**53 microseconds a float would round: integer division keeps every digit.
+    latest = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert epoch_us(latest) == 253_402_300_799_999_999
+    assert isinstance(epoch_us(START), int)
+
+
+def test_a_single_dropped_entry_and_a_copy_of_the_same_window() -> None:
+    a, b, c = _entries(1, 2, 3)
+    one_dropped = window_delta((a, b, c), (b, c))
+    assert one_dropped is not None
+    assert (one_dropped.clear, one_dropped.keep_from, one_dropped.added) == (False, b.time, ())
+    # The same entries in another tuple: nothing to write.
+    stored, copy = (a, b, c), (a, b, c)
+    assert copy is not stored
+    assert window_delta(stored, copy) is None
+
+
+@dataclass(frozen=True)
+class _State:
+    log: tuple[Entry, ...] = ()
+    other: tuple[Entry, ...] = ()
+
+
+class _Logger:
+    """A windowed rule whose entries' stored form names their window (to see it is passed on)."""
+
+    name = "logger"
+
+    def initial(self) -> _State:
+        return _State()
+
+    def step(self, state: _State, event: Event, now: datetime) -> tuple[_State, list[AlertCandidate]]:
+        entry = Entry(event.time, f"e{len(state.log)}")
+        return _State(log=(*state.log, entry), other=(*state.other, entry)), []
+
+    def dump(self, state: _State) -> dict[str, Any]:
+        return {"log": [e.name for e in state.log], "other": [e.name for e in state.other]}
+
+    def load(self, data: Mapping[str, Any]) -> _State:
+        return _State()  # the windows come back through with_windows
+
+    def windows(self, state: _State) -> Mapping[str, tuple[Entry, ...]]:
+        return {"log": state.log, "other": state.other}
+
+    def with_windows(self, state: _State, windows: Mapping[str, tuple[Any, ...]]) -> _State:
+        return _State(
+            log=tuple(windows.get("log", state.log)), other=tuple(windows.get("other", state.other))
+        )
+
+    def dump_entry(self, window: str, entry: Entry) -> Any:
+        return [window, entry.time.isoformat(), entry.name]
+
+    def load_entry(self, window: str, data: Any) -> Entry:
+        stored_window, when, name = data
+        assert stored_window == window, "an entry comes back to the window it was stored from"
+        return Entry(datetime.fromisoformat(when), name)
+
+
+def test_entries_are_stored_and_loaded_with_their_windows_name(tmp_path: Path) -> None:
+    store = Store(tmp_path / "wardd.sqlite")
+    engine = RuleEngine({"b1": [_Logger()]}, wards={"b1": "w1"})
+    for minute in range(3):
+        engine.handle(Tick(START + timedelta(minutes=minute), beds=("b1",)), START)
+    _checkpoint(engine, store)
+    rows = store.rule_windows()[("b1", "logger")]
+    assert [row[0] for row in rows["log"]] == ["log"] * 3
+    assert [row[0] for row in rows["other"]] == ["other"] * 3
+    again = RuleEngine({"b1": [_Logger()]}, wards={"b1": "w1"})
+    again.restore(store.rule_states(), store.rule_windows())
+    assert again.state("b1", "logger") == engine.state("b1", "logger")
+
+
+def test_a_restored_engine_goes_on_storing_only_what_changes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "wardd.sqlite")
+    engine = RuleEngine({"b1": [_Logger()]}, wards={"b1": "w1"})
+    engine.handle(Tick(START, beds=("b1",)), START)
+    _checkpoint(engine, store)
+    again = RuleEngine({"b1": [_Logger()]}, wards={"b1": "w1"})
+    again.restore(store.rule_states(), store.rule_windows())
+    again.handle(Tick(START + timedelta(minutes=1), beds=("b1",)), START)
+    taken = _checkpoint(again, store)
+    assert [(c.window, c.delta.clear, len(c.delta.added)) for c in taken.windows] == [
+        ("log", False, 1),
+        ("other", False, 1),
+    ]
+    third = RuleEngine({"b1": [_Logger()]}, wards={"b1": "w1"})
+    third.restore(store.rule_states(), store.rule_windows())
+    assert third.state("b1", "logger") == again.state("b1", "logger")
+
+
+def test_restoring_from_a_store_without_rows_forgets_the_rows_known_before(tmp_path: Path) -> None:
+    """What the engine believes stored must be what this store holds, or deltas go wrong."""
+    first = Store(tmp_path / "first.sqlite")
+    engine = RuleEngine({"b1": [_Logger()]}, wards={"b1": "w1"})
+    engine.handle(Tick(START, beds=("b1",)), START)
+    _checkpoint(engine, first)
+    engine.restore(first.rule_states(), first.rule_windows())
+    engine.restore({}, {})  # another store, which knows nothing of this bed
+    engine.handle(Tick(START + timedelta(minutes=1), beds=("b1",)), START)
+    second = Store(tmp_path / "second.sqlite")
+    taken = _checkpoint(engine, second)
+    assert all(change.delta.clear for change in taken.windows)
+    assert [len(v) for v in second.rule_windows()[("b1", "logger")].values()] == [2, 2]
