@@ -105,14 +105,14 @@ class Mosquitto(Server):
 
 
 @contextlib.contextmanager
-def mosquitto(workdir: Path) -> Iterator[Mosquitto]:
-    """A private mosquitto, anonymous, no persistence to disk."""
+def mosquitto(workdir: Path, *, access: str = "allow_anonymous true\n") -> Iterator[Mosquitto]:
+    """A private mosquitto, no persistence to disk; ``access`` is the listener's settings
+    beyond its port (anonymous clients by default; TLS, a password file ...)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 100000\nlog_dest stdout\n"
+        f"listener {port} 127.0.0.1\n{access}persistence false\nmax_queued_messages 100000\nlog_dest stdout\n"
     )
     server = Mosquitto(workdir, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)])
     server.start()
@@ -123,30 +123,33 @@ def mosquitto(workdir: Path) -> Iterator[Mosquitto]:
 
 
 @contextlib.contextmanager
+def readable_copies(*files: Path) -> Iterator[list[Path]]:
+    """Copies of ``files`` that mosquitto can read.
+
+    Run as root, mosquitto reads its certificates and password file after dropping to its
+    own user, which cannot enter pytest's private temporary folders.
+    """
+    public = Path(tempfile.mkdtemp(prefix="wardd-mosquitto-"))
+    try:
+        os.chmod(public, 0o755)
+        copies = []
+        for source in files:
+            copy = public / source.name
+            shutil.copy(source, copy)
+            os.chmod(copy, 0o644)
+            copies.append(copy)
+        yield copies
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def tls_mosquitto(workdir: Path, *, ca: Path, cert: Path, key: Path) -> Iterator[Mosquitto]:
     """A private mosquitto with one TLS listener (TLS 1.2 and up) and anonymous clients."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    # Run as root, mosquitto reads its certificates after dropping to its own user,
-    # which cannot enter pytest's private temporary folders: it gets readable copies.
-    public = Path(tempfile.mkdtemp(prefix="wardd-tls-"))
-    os.chmod(public, 0o755)
-    for source in (ca, cert, key):
-        shutil.copy(source, public / source.name)
-        os.chmod(public / source.name, 0o644)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\ncafile {public / ca.name}\ncertfile {public / cert.name}\n"
-        f"keyfile {public / key.name}\ntls_version tlsv1.2\nallow_anonymous true\n"
-        "persistence false\nlog_dest stdout\n"
-    )
-    server = Mosquitto(workdir, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)])
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(public, ignore_errors=True)
+    with readable_copies(ca, cert, key) as (ca_file, cert_file, key_file):
+        tls = f"cafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\ntls_version tlsv1.2\n"
+        with mosquitto(workdir, access=tls + "allow_anonymous true\n") as server:
+            yield server
 
 
 SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "config" / "mosquitto.conf"

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from daemon.partition import Partition, for_partition, foreign_stores, partition
 from tests.helpers import wardd
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto
+from tests.ward_load import WarddProcess
 
 WARD = "haem"
 
@@ -145,16 +145,10 @@ async def test_two_workers_share_the_beds_and_stop_together(
     )
     owners = {str(i): partition_of(WARD, str(i), 2) for i in range(1, beds + 1)}
     assert set(owners.values()) == {0, 1}, "the test needs beds in both partitions"
-    log = tmp_path / "wardd.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(config_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    daemon = WarddProcess(config_path, tmp_path / "wardd.log")
+    daemon.start()
     try:
-        await until(lambda: log.read_text().count("MQTT connected") == 2, 30, "both workers' connections")
+        await until(lambda: daemon.output().count("MQTT connected") == 2, 30, "both workers' connections")
         now = datetime.now(UTC).replace(microsecond=0)
         host, port = mosquitto.url.removeprefix("mqtt://").split(":")
         async with watch(mosquitto.url, f"{prefix}/{WARD}/bed/+/alerts") as alerts:
@@ -172,18 +166,15 @@ async def test_two_workers_share_the_beds_and_stop_together(
         for bed in owners:
             assert f"{WARD}/{bed}:" in status.stdout
         assert status.stdout.count("FEVER [active]") == beds
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert daemon.terminate() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        daemon.close()
     state = tmp_path / "state"
     assert sorted(p.name for p in state.glob("*.sqlite")) == ["wardd.p0of2.sqlite", "wardd.p1of2.sqlite"]
     # Both workers shut down in order, and each heard only its own beds: a message for
     # the other's beds would have been refused as unknown_bed.
-    assert log.read_text().count("stopped") >= 2
-    assert "unknown_bed" not in log.read_text()
+    assert daemon.output().count("stopped") >= 2
+    assert "unknown_bed" not in daemon.output()
 
 
 @pytest.mark.integration
@@ -192,28 +183,21 @@ async def test_a_worker_that_dies_stops_the_daemon(tmp_path: Path, mosquitto: Mo
     config_path.write_text(
         _config_text(tmp_path / "state", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix)
     )
-    log = tmp_path / "wardd.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(config_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    daemon = WarddProcess(config_path, tmp_path / "wardd.log")
+    daemon.start()
     try:
-        await until(lambda: log.read_text().count("MQTT connected") == 2, 30, "both workers' connections")
+        await until(lambda: daemon.output().count("MQTT connected") == 2, 30, "both workers' connections")
+        assert daemon.proc is not None
         workers = subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
+            ["pgrep", "-P", str(daemon.proc.pid)], capture_output=True, text=True, check=True
         ).stdout.split()
         assert len(workers) == 2
         os.kill(int(workers[0]), signal.SIGKILL)
         # The supervisor stops the other worker and exits 1 for the service manager to restart.
-        assert proc.wait(timeout=60) == 1
-        assert "stopping the others" in log.read_text()
+        assert daemon.proc.wait(timeout=60) == 1
+        assert "stopping the others" in daemon.output()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        daemon.close()
 
 
 @pytest.mark.integration

@@ -3,15 +3,9 @@ writes (log, command output, the store) is searched for them."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +14,10 @@ import pytest
 from aiohttp import web
 
 from daemon.metrics import REDACTED, RedactingFilter
-from tests.servers import Mosquitto, find_binary, free_port
+from tests.helpers import wardd
+from tests.mqtt_watch import until
+from tests.servers import Mosquitto, find_binary, free_port, mosquitto, readable_copies
+from tests.ward_load import WarddProcess
 
 MQTT_PASSWORD = "mqtt-S3cr3t-0x4f2a"
 INFLUX_TOKEN = "influx-T0k3n-0x77b1"
@@ -30,12 +27,7 @@ SECRETS = (MQTT_PASSWORD, INFLUX_TOKEN)
 @pytest.fixture
 def locked_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A mosquitto that knows user ``wardd`` with another password than the daemon's."""
-    folder = tmp_path / "mosquitto"
-    folder.mkdir()
-    # Readable by mosquitto's own user, which cannot enter pytest's private folders.
-    public = Path(tempfile.mkdtemp(prefix="wardd-passwd-"))
-    os.chmod(public, 0o755)
-    passwords = public / "passwd"
+    passwords = tmp_path / "passwd"
     subprocess.run(
         [
             find_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd"),
@@ -48,20 +40,13 @@ def locked_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         check=True,
         capture_output=True,
     )
-    os.chmod(passwords, 0o644)
-    port = free_port()
-    conf = folder / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
-        "persistence false\nlog_dest stdout\n"
-    )
-    server = Mosquitto(folder, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)])
-    server.start()
-    try:
+    with (
+        readable_copies(passwords) as (password_file,),
+        mosquitto(
+            tmp_path / "mosquitto", access=f"allow_anonymous false\npassword_file {password_file}\n"
+        ) as server,
+    ):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(public, ignore_errors=True)
 
 
 def _echoing_database(port: int, seen: list[str]) -> web.Application:
@@ -83,6 +68,7 @@ def _config(path: Path, *, mqtt_port: int, influx_port: int) -> Path:
 [daemon]
 state_dir = "{path.parent / "state"}"
 tick_interval_s = 0.5
+log_level = "DEBUG"
 
 [mqtt]
 url = "mqtt://127.0.0.1:{mqtt_port}"
@@ -112,7 +98,7 @@ protocol_start = "{datetime.now(UTC).isoformat()}"
 
 @pytest.mark.integration
 async def test_no_secret_reaches_a_log_an_output_or_the_store(
-    tmp_path: Path, locked_broker: Mosquitto
+    tmp_path: Path, locked_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str] = []
     influx_port = free_port()
@@ -121,44 +107,25 @@ async def test_no_secret_reaches_a_log_an_output_or_the_store(
     site = web.TCPSite(runner, "127.0.0.1", influx_port)
     await site.start()
     config = _config(tmp_path / "ward.toml", mqtt_port=locked_broker.port, influx_port=influx_port)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WARDD_TEST_MQTT_PASSWORD": MQTT_PASSWORD}
-    log = tmp_path / "wardd.log"
+    monkeypatch.setenv("WARDD_TEST_MQTT_PASSWORD", MQTT_PASSWORD)
+    daemon = WarddProcess(config, tmp_path / "wardd.log")
     try:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(config), "--log-level", "DEBUG"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        try:
-            # Until both refusals have happened several times: the broker's (bad password)
-            # and the database's (401 echoing the token).
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (
-                log.read_text().count("MQTT link") >= 2 and len(seen) >= 2
-            ):
-                await asyncio.sleep(0.2)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    finally:
-        await runner.cleanup()
-    assert log.read_text().count("MQTT link") >= 2, log.read_text()[-2000:]
-    assert any(INFLUX_TOKEN in s for s in seen), "the bait: the database did receive the token"
-    outputs = {"wardd run": log.read_text()}
-    for args in (("check-config", str(config)), ("status", "--config", str(config))):
-        result = subprocess.run(
-            [sys.executable, "-m", "daemon", *args], capture_output=True, text=True, env=env, check=False
+        daemon.start()
+        # Until both refusals have happened several times: the broker's (bad password)
+        # and the database's (401 echoing the token).
+        await until(
+            lambda: daemon.output().count("MQTT link") >= 2 and len(seen) >= 2, 30, "both refusals, twice"
         )
+        daemon.terminate()
+    finally:
+        daemon.close()
+        await runner.cleanup()
+    assert any(INFLUX_TOKEN in s for s in seen), "the bait: the database did receive the token"
+    outputs = {"wardd run": daemon.output()}
+    for args in (("check-config", str(config)), ("status", "--config", str(config))):
+        result = wardd(*args)
         outputs[f"wardd {args[0]}"] = result.stdout + result.stderr
-    ack = subprocess.run(
-        [sys.executable, "-m", "daemon", "ack", "--config", str(config), "x-1", "--by", "nurse-a"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    ack = wardd("ack", "--config", str(config), "x-1", "--by", "nurse-a")
     outputs["wardd ack"] = ack.stdout + ack.stderr
     outputs["store"] = b"".join(p.read_bytes() for p in (tmp_path / "state").glob("*.sqlite*")).decode(
         errors="replace"

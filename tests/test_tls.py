@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
 import tomllib
 import urllib.parse
@@ -26,6 +22,7 @@ from daemon.points import Point
 from tests import tls_certs
 from tests.helpers import wardd
 from tests.servers import Mosquitto, tls_mosquitto, victoria_metrics
+from tests.ward_load import WarddProcess, poll_until
 
 # --- configuration: pure ----------------------------------------------------------------------------
 
@@ -140,23 +137,15 @@ protocol_start = "{start}"
 
 
 def _run_until(config: Path, log: Path, words: str, timeout_s: float = 30.0) -> str:
-    """``wardd run`` until its log shows ``words`` (or the time is up); its whole log."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    """``wardd run`` until its log shows ``words`` (failing after ``timeout_s``); its whole log."""
+    daemon = WarddProcess(config, log)
+    daemon.start()
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and words not in log.read_text() and proc.poll() is None:
-            time.sleep(0.1)
+        poll_until(lambda: words in daemon.output() or not daemon.alive, timeout_s, repr(words))
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    return log.read_text()
+        daemon.terminate()
+        daemon.close()
+    return daemon.output()
 
 
 @pytest.mark.integration
