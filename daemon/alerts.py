@@ -44,8 +44,12 @@ Delivery (``AlertService``) of each transition, in this order:
       -> <prefix>/<ward>/escalations               ``overdue`` transitions only
       -> point ``alerts`` in the PointSink
 
-Acknowledgements arrive as ``{"by": "..."}`` on ``.../alerts/<id>/ack`` and are
-answered on ``.../alerts/<id>/ack/reply``. Ids read ``<bed>-<condition>-<n>``
+Acknowledgements arrive on ``.../alerts/<id>/ack/by/<user>``, where ``<user>`` is the
+broker's authenticated user (its ACL lets each user write only its own topic), with an
+optional display name ``{"by": "..."}``; they are answered on ``.../ack/by/<user>/reply``.
+The journal records both names. ``[alerts] ack_users``, when set, lists the users who
+may acknowledge. The bare ``.../alerts/<id>/ack``, whose author nobody checked, is
+refused with a reply on ``.../ack/reply`` that says why. Ids read ``<bed>-<condition>-<n>``
 (``n`` counts up for the whole daemon and is persisted, so ids are not reused).
 ``wardd ack`` uses ``send_ack``: it does not parse ids, it finds the alert's ward
 and bed from its retained state, which exists exactly while the alert is open.
@@ -67,7 +71,7 @@ from typing import Any
 
 import aiomqtt
 
-from daemon import topics
+from daemon import ids, topics
 from daemon.clock import Clock, every
 from daemon.config import Config
 from daemon.errors import InputError, WarddError
@@ -149,7 +153,8 @@ class Alert:
     message: Text
     details: Mapping[str, Any] = field(default_factory=dict)
     escalation_level: int = 0
-    acked_by: str | None = None
+    acked_by: str | None = None  # the authenticated user
+    acked_name: str | None = None  # the display name the user gave, if any
     acked_at: datetime | None = None
 
     @property
@@ -186,6 +191,7 @@ class Alert:
             "details": dict(self.details),
             "escalation_level": self.escalation_level,
             "acked_by": self.acked_by,
+            "acked_name": self.acked_name,
             "acked_at": iso_or_none(self.acked_at),
         }
 
@@ -213,6 +219,7 @@ class Alert:
                 details=dict(data.get("details") or {}),
                 escalation_level=int(data.get("escalation_level", 0)),
                 acked_by=None if data.get("acked_by") is None else _text(data["acked_by"]),
+                acked_name=None if data.get("acked_name") is None else _text(data["acked_name"]),
                 acked_at=parse_iso_or_none(data.get("acked_at")),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -298,8 +305,10 @@ class AlertBook:
         """``apply`` for each candidate in order."""
         return [t for candidate in candidates for t in self.apply(candidate, now)]
 
-    def acknowledge(self, alert_id: str, by: str, now: datetime) -> list[Transition]:
-        """A person acknowledges an alert.
+    def acknowledge(
+        self, alert_id: str, by: str, now: datetime, *, name: str | None = None
+    ) -> list[Transition]:
+        """User ``by`` acknowledges an alert, shown as ``name`` if given.
 
         Active becomes acknowledged; latched becomes resolved (closed); an alert
         already acknowledged is left as it is (no transition). Raises
@@ -312,7 +321,7 @@ class AlertBook:
         if alert.state is AlertState.ACKNOWLEDGED:
             return []
         state = AlertState.RESOLVED if alert.state is AlertState.LATCHED else AlertState.ACKNOWLEDGED
-        acked = replace(alert, state=state, phase=Phase.ACK, acked_by=who, acked_at=now)
+        acked = replace(alert, state=state, phase=Phase.ACK, acked_by=who, acked_name=name, acked_at=now)
         return [self._put(alert, acked, now)]
 
     def tick(self, now: datetime) -> list[Transition]:
@@ -429,6 +438,7 @@ class AlertBook:
                     active_since=now,
                     escalation_level=0,
                     acked_by=None,
+                    acked_name=None,
                     acked_at=None,
                 )
             else:
@@ -534,6 +544,7 @@ class AlertService:
         language: str = "en",
         check_interval_s: float = 1.0,
         qos: int = 1,
+        ack_users: Iterable[str] = (),
     ) -> None:
         if language not in ("en", "fr"):
             raise ValueError(f"language must be 'en' or 'fr', got {language!r}")
@@ -547,6 +558,7 @@ class AlertService:
         self._language = language
         self._check_interval_s = check_interval_s
         self._qos = qos
+        self._ack_users = frozenset(ack_users)
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -563,6 +575,7 @@ class AlertService:
         escalate_after_s: float = DEFAULT_ESCALATE_AFTER_S,
         check_interval_s: float = 1.0,
         qos: int = 1,
+        ack_users: Iterable[str] = (),
     ) -> AlertService:
         """A service with the book as it was before the restart (see ``load_book``)."""
         book = load_book(writer.store, escalate_after_s=escalate_after_s, counters=counters)
@@ -577,6 +590,7 @@ class AlertService:
             language=language,
             check_interval_s=check_interval_s,
             qos=qos,
+            ack_users=ack_users,
         )
         service._journal(
             [
@@ -613,11 +627,12 @@ class AlertService:
             escalate_after_s=config.alerts.escalate_after_s,
             check_interval_s=config.alerts.check_interval_s,
             qos=config.mqtt.qos,
+            ack_users=config.alerts.ack_users,
         )
 
-    def ack_subscription(self) -> str:
-        """The topic filter the MQTT link must subscribe to and route to ``handle_ack_message``."""
-        return topics.alert_ack(self._prefix, "+", "+", "+")
+    def ack_subscriptions(self) -> list[str]:
+        """The topic filters the MQTT link must subscribe to and route to ``handle_ack_message``."""
+        return ack_filters(self._prefix, "+", "+")
 
     async def handle(self, candidates: Iterable[AlertCandidate]) -> list[Transition]:
         """Apply the rules' candidates and deliver what changed."""
@@ -627,54 +642,69 @@ class AlertService:
             await self._deliver(transitions, now)
             return transitions
 
-    async def acknowledge(self, alert_id: str, by: str) -> list[Transition]:
-        """Acknowledge an alert on behalf of ``by``; ``UnknownAlertError`` if it is not open."""
+    async def acknowledge(self, alert_id: str, by: str, *, name: str | None = None) -> list[Transition]:
+        """Acknowledge an alert on behalf of user ``by``; ``UnknownAlertError`` if it is not open."""
         async with self._lock:
             now = self._clock.now()
-            transitions = self.book.acknowledge(alert_id, by, now)
+            transitions = self.book.acknowledge(alert_id, by, now, name=name)
             await self._deliver(transitions, now)
             return transitions
 
     async def handle_ack_message(self, topic: str, payload: bytes) -> None:
         """One acknowledgement command from MQTT; every outcome gets a reply, refusals change nothing."""
-        parts = topic.split("/")
+        parts = topic.split("/")  # <prefix>/<ward>/bed/<bed>/alerts/<id>/ack[/by/<user>]
         if (
-            len(parts) != 7
+            len(parts) not in (7, 9)
             or parts[0] != self._prefix
             or parts[2] != "bed"
             or parts[4] != "alerts"
             or parts[6] != "ack"
+            or (len(parts) == 9 and parts[7] != "by")
         ):
             # Nowhere to reply: the topic does not name an alert.
             reject(
                 self._counters,
                 "alerts.ack_rejected",
                 "bad_topic",
-                "not <prefix>/<ward>/bed/<bed>/alerts/<id>/ack",
+                "not <prefix>/<ward>/bed/<bed>/alerts/<id>/ack/by/<user>",
                 where=topic,
                 payload=payload,
             )
             return
         ward, bed, alert_id = parts[1], parts[3], parts[5]
+        user = parts[8] if len(parts) == 9 else None
         try:
-            by = _parse_ack(payload)
+            user = self._author(user, ward, bed, alert_id)
+            name = _parse_ack(payload)
             self._check_place(alert_id, ward, bed)
-            transitions = await self.acknowledge(alert_id, by)
-        except UnknownAlertError as exc:
-            self._refuse(topic, payload, "unknown_id", str(exc))
-            await self._reply(
-                ward, bed, alert_id, {"ok": False, "id": alert_id, "reason": "unknown_id", "error": str(exc)}
+            transitions = await self.acknowledge(alert_id, user, name=name)
+        except (UnknownAlertError, InputError) as exc:
+            reason, detail = (
+                ("unknown_id", str(exc)) if isinstance(exc, UnknownAlertError) else (exc.reason, exc.detail)
             )
-            return
-        except InputError as exc:
-            self._refuse(topic, payload, exc.reason, exc.detail)
-            await self._reply(
-                ward, bed, alert_id, {"ok": False, "id": alert_id, "reason": exc.reason, "error": exc.detail}
-            )
+            self._refuse(topic, payload, reason, detail)
+            await self._reply(topic, {"ok": False, "id": alert_id, "reason": reason, "error": detail})
             return
         self._counters.inc("alerts.acks", "accepted" if transitions else "already_acknowledged")
         state = transitions[-1].alert.state if transitions else AlertState.ACKNOWLEDGED
-        await self._reply(ward, bed, alert_id, {"ok": True, "id": alert_id, "state": str(state), "by": by})
+        body = {"ok": True, "id": alert_id, "state": str(state), "by": user, "name": name}
+        await self._reply(topic, body)
+
+    def _author(self, user: str | None, ward: str, bed: str, alert_id: str) -> str:
+        """The authenticated user of an acknowledgement topic, if it may acknowledge."""
+        if user is None:
+            raise InputError(
+                "unauthenticated",
+                "an acknowledgement must prove its author: publish it on "
+                f"{topics.alert_ack_by(self._prefix, ward, bed, alert_id, '<your MQTT user name>')}",
+            )
+        if not ids.is_user_id(user):
+            raise InputError(
+                "bad_user", f"user {ids.shown(user)} in the topic: a user name is {ids.USER_ID_RULE}"
+            )
+        if self._ack_users and user not in self._ack_users:
+            raise InputError("not_allowed", f"user {user!r} may not acknowledge alerts ([alerts] ack_users)")
+        return user
 
     async def republish_open(self) -> None:
         """Publish the retained state of every open alert again (the broker may have lost it)."""
@@ -700,9 +730,9 @@ class AlertService:
     def _refuse(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
         reject(self._counters, "alerts.ack_rejected", reason, detail, where=topic, payload=payload)
 
-    async def _reply(self, ward: str, bed: str, alert_id: str, body: Mapping[str, Any]) -> None:
-        topic = topics.alert_ack_reply(self._prefix, ward, bed, alert_id)
-        await self._publisher.publish(topic, _encode(body), qos=self._qos, retain=False)
+    async def _reply(self, ack_topic: str, body: Mapping[str, Any]) -> None:
+        # The reply goes beside the command: a user can read the replies to its own only.
+        await self._publisher.publish(f"{ack_topic}/reply", _encode(body), qos=self._qos, retain=False)
 
     async def _deliver(self, transitions: list[Transition], now: datetime) -> None:
         if not transitions:
@@ -745,10 +775,12 @@ class AlertService:
 
     def _journal_entry(self, transition: Transition, now: datetime) -> dict[str, Any]:
         alert = transition.alert
-        who = alert.acked_by if alert.phase is Phase.ACK and alert.acked_by else SYSTEM_ACTOR
+        by_person = alert.phase is Phase.ACK and alert.acked_by
+        who = alert.acked_by if by_person else SYSTEM_ACTOR
         return {
             "at": iso(now),
             "who": who,
+            "name": alert.acked_name if by_person else None,
             "what": str(alert.phase),
             "id": alert.id,
             "from": None if transition.previous is None else str(transition.previous),
@@ -785,19 +817,30 @@ class AlertService:
         changes.meta[NEXT_SEQ_KEY] = self.book.next_seq
 
 
-def _parse_ack(payload: bytes) -> str:
-    """The name in an acknowledgement command; any bytes give a name or an ``InputError``.
+def ack_filters(prefix: str, ward: str, bed: str) -> list[str]:
+    """What the daemon subscribes to for acknowledgements: the proven path and the refused one.
 
-    Reasons: those of ``load_json_object`` (``too_large`` beyond
-    ``MAX_ACK_PAYLOAD_BYTES``, ``invalid_json``, ``too_deep``, ``huge_number``,
-    ``not_object``), ``missing_by``, ``bad_by`` (not a name by ``daemon.ids``' rules).
+    Not ``.../ack/#``: that would bring the daemon's own replies back to it.
     """
-    from daemon import ids  # noqa: PLC0415 -- the one use of ids in this module
+    return [
+        topics.alert_ack_by(prefix, ward, bed, "+", "+"),
+        topics.alert_ack(prefix, ward, bed, "+"),
+    ]
 
+
+def _parse_ack(payload: bytes) -> str | None:
+    """The display name in an acknowledgement command, if any; or an ``InputError``.
+
+    An empty payload or ``{}`` gives none. Reasons: those of ``load_json_object``
+    (``too_large`` beyond ``MAX_ACK_PAYLOAD_BYTES``, ``invalid_json``, ``too_deep``,
+    ``huge_number``, ``not_object``), ``bad_by`` (not a name by ``daemon.ids``' rules).
+    """
+    if not payload:
+        return None
     data = load_json_object(payload, max_bytes=MAX_ACK_PAYLOAD_BYTES)
     by = data.get("by")
-    if not isinstance(by, str) or not by.strip():
-        raise InputError("missing_by", '"by" must name the person who acknowledges (a non-empty string)')
+    if by is None:
+        return None
     # The name goes into the audit journal, the alert state and an InfluxDB field.
     return ids.person_name(by, "by", "", reason="bad_by")
 
@@ -822,6 +865,8 @@ def _point(alert: Alert, now: datetime, language: str) -> Point:
         fields["value"] = float(alert.value)
     if alert.acked_by is not None:
         fields["acked_by"] = alert.acked_by
+    if alert.acked_name is not None:
+        fields["acked_name"] = alert.acked_name
     tags = {
         "ward": alert.ward,
         "bed": alert.bed,
@@ -855,24 +900,34 @@ class AckReply:
 
 
 async def send_ack(
-    client: aiomqtt.Client, *, prefix: str, alert_id: str, by: str, timeout_s: float = 5.0
+    client: aiomqtt.Client,
+    *,
+    prefix: str,
+    alert_id: str,
+    user: str,
+    name: str | None = None,
+    timeout_s: float = 5.0,
 ) -> AckReply:
-    """Acknowledge ``alert_id`` as ``by`` through the broker, as a nursing station would.
+    """Acknowledge ``alert_id`` as the broker's user ``user``, as a nursing station would.
 
-    ``client`` is connected and used for nothing else meanwhile. Ids do not encode
-    the ward or bed, so the alert is first found by its retained state under
-    ``<prefix>/+/bed/+/alerts/<id>`` (present exactly while the alert is open). A
-    message sent to ourselves after subscribing marks the end of the retained
-    messages, so a missing alert is reported at once, not after a timeout.
+    ``client`` is connected as ``user`` and used for nothing else meanwhile; ``name``
+    is the display name sent along. Ids do not encode the ward or bed, so the alert is
+    first found by its retained state under ``<prefix>/+/bed/+/alerts/<id>`` (present
+    exactly while the alert is open). A message sent to ourselves (on the user's own
+    ``cli_scratch`` topics) after subscribing marks the end of the retained messages,
+    so a missing alert is reported at once, not after a timeout.
     """
-    who = by.strip()
-    if not who:
-        return AckReply(False, alert_id, "give the name of the person who acknowledges", "missing_by")
+    if not ids.is_user_id(user):
+        return AckReply(
+            False, alert_id, f"user {ids.shown(user)}: a user name is {ids.USER_ID_RULE}", "bad_user"
+        )
+    if name is not None and (problem := ids.name_problem(name)) is not None:
+        return AckReply(False, alert_id, f"the name {problem}", "bad_by")
     if not _TOPIC_LEVEL.match(alert_id):
         return AckReply(False, alert_id, f"{alert_id!r} is not an alert id", "bad_id")
     state_filter = topics.alert_state(prefix, "+", "+", alert_id)
-    reply_filter = topics.alert_ack_reply(prefix, "+", "+", alert_id)
-    barrier = f"{prefix}/wardd-cli/{uuid.uuid4().hex}"
+    reply_filter = topics.alert_ack_by_reply(prefix, "+", "+", alert_id, user)
+    barrier = f"{topics.cli_scratch(prefix, user)}/{uuid.uuid4().hex}"
     try:
         async with asyncio.timeout(timeout_s):
             await client.subscribe(reply_filter, qos=1)
@@ -892,16 +947,25 @@ async def send_ack(
             if place is None:
                 return AckReply(False, alert_id, f"no open alert with id {alert_id!r}", "unknown_id")
             ward, bed = place
+            body = {} if name is None else {"by": name.strip()}
             await client.publish(
-                topics.alert_ack(prefix, ward, bed, alert_id), json.dumps({"by": who}).encode(), qos=1
+                topics.alert_ack_by(prefix, ward, bed, alert_id, user), json.dumps(body).encode(), qos=1
             )
-            reply_topic = topics.alert_ack_reply(prefix, ward, bed, alert_id)
+            reply_topic = topics.alert_ack_by_reply(prefix, ward, bed, alert_id, user)
             while True:
                 message = await anext(messages)
                 if str(message.topic) == reply_topic:
                     return _read_reply(alert_id, ward, bed, message.payload)
     except TimeoutError:
-        return AckReply(False, alert_id, f"no answer from the daemon within {timeout_s:g} s", "timeout")
+        # On a locked-down broker a user who may not acknowledge sees no error, only
+        # silence: the broker drops a publish its ACL forbids.
+        return AckReply(
+            False,
+            alert_id,
+            f"no answer from the daemon within {timeout_s:g} s (is the daemon running, and may "
+            f"user {user!r} publish acknowledgements on this broker?)",
+            "timeout",
+        )
 
 
 def _read_reply(alert_id: str, ward: str, bed: str, payload: Any) -> AckReply:

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon import capture, topics
-from daemon.alerts import AlertService
+from daemon.alerts import AlertService, ack_filters
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
 from daemon.clinical.observations import parse_observation
@@ -358,7 +358,7 @@ class Pipeline:
             self.counters.inc("store.replayed_inputs", row.source)
 
     async def _process_message(self, topic: str, payload: bytes) -> None:
-        if topic.endswith("/ack"):
+        if topic.endswith("/ack") or "/ack/by/" in topic:
             # Not deduplicated: a person may well send the same acknowledgement twice.
             await self.alerts.handle_ack_message(topic, payload)
             return
@@ -495,16 +495,16 @@ def build(
         # workers take theirs. Sent in a few SUBSCRIBE packets, not one per topic.
         subscriptions = [
             *router.topics,
-            *(topics.alert_ack(prefix, bed.ward, bed.id, "+") for bed in config.beds),
+            *(topic for bed in config.beds for topic in ack_filters(prefix, bed.ward, bed.id)),
         ]
     else:
-        # Four wildcard subscriptions, whatever the number of beds. Messages for a bed
+        # Five wildcard subscriptions, whatever the number of beds. Messages for a bed
         # that is not configured are refused and counted (``unknown_bed``).
         subscriptions = [
             topics.vitals(prefix, "+", "+"),
             topics.observations(prefix, "+", "+"),
             topics.bag(prefix, "+", "+"),
-            topics.alert_ack(prefix, "+", "+", "+"),
+            *ack_filters(prefix, "+", "+"),
         ]
     link = MqttLink(
         config.mqtt,
@@ -517,17 +517,8 @@ def build(
     )
     publisher = DurablePublisher(writer, link)
     link.on_delivered = publisher.delivered
-    alerts = AlertService.restore(
-        publisher=publisher,
-        sink=sink,
-        clock=clock,
-        counters=counters,
-        prefix=prefix,
-        writer=writer,
-        language=config.daemon.language,
-        escalate_after_s=config.alerts.escalate_after_s,
-        check_interval_s=config.alerts.check_interval_s,
-        qos=config.mqtt.qos,
+    alerts = AlertService.from_config(
+        config, publisher=publisher, sink=sink, clock=clock, counters=counters, writer=writer
     )
     pumps = [PumpSource(pump, config.bed(pump.bed).ward, clock, counters) for pump in config.pumps]
     capture_writer = CaptureWriter(config.daemon.capture) if config.daemon.capture else None

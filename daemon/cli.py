@@ -315,6 +315,22 @@ def cmd_ack(args: argparse.Namespace) -> int:
     from daemon.links.tls import client_context  # noqa: PLC0415
     from daemon.links.tls import describe as tls_reason  # noqa: PLC0415
 
+    login = config.mqtt.username
+    if login is not None and args.user is not None and args.user != login:
+        print(
+            f"wardd ack: --user {args.user!r} is not the broker login of this config ({login!r}): "
+            "the acknowledgement's author is the user the broker authenticates",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    user = login or args.user
+    if user is None:
+        print(
+            "wardd ack: who acknowledges? Set mqtt.username (and its password) in the config; "
+            "on a broker without logins, give --user",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     host, port, tls = broker_address(config.mqtt.url)
     # The daemon's own connection settings: TLS, its CA, credentials.
     context = client_context(config.mqtt.tls, "mqtt") if tls else None
@@ -323,15 +339,16 @@ def cmd_ack(args: argparse.Namespace) -> int:
         async with aiomqtt.Client(
             host,
             port,
-            username=config.mqtt.username,
+            username=login,
             password=config.mqtt.password.resolve(),
             tls_context=context,
         ) as client:
-            reply = await send_ack(client, prefix=config.mqtt.topic_prefix, alert_id=args.id, by=args.by)
-        if reply.ok:
-            print(
-                f"acknowledged {args.id} ({reply.ward}/{reply.bed}) by {args.by.strip()}: now {reply.state}"
+            reply = await send_ack(
+                client, prefix=config.mqtt.topic_prefix, alert_id=args.id, user=user, name=args.by
             )
+        if reply.ok:
+            shown = f"{user} ({args.by.strip()})" if args.by else user
+            print(f"acknowledged {args.id} ({reply.ward}/{reply.bed}) by {shown}: now {reply.state}")
         else:
             print(f"wardd ack: {args.id}: {reply.error}", file=sys.stderr)
         return reply.ok
@@ -386,7 +403,13 @@ def parser() -> argparse.ArgumentParser:
     ack = sub.add_parser("ack", help="acknowledge an open alert by its id")
     ack.add_argument("--config", required=True, help="TOML configuration file (for the broker)")
     ack.add_argument("id", help="the alert id (as shown in the alert and by `wardd status`)")
-    ack.add_argument("--by", required=True, help="the name of the person who acknowledges")
+    ack.add_argument(
+        "--by", help="the display name of the person who acknowledges (the author is the broker's user)"
+    )
+    ack.add_argument(
+        "--user",
+        help="the user who acknowledges, on a broker without logins (otherwise the config's mqtt.username)",
+    )
     ack.set_defaults(func=cmd_ack)
 
     demo = sub.add_parser("demo", help="run a demo ward on simulators (needs nothing installed by hand)")

@@ -44,6 +44,8 @@ def _aware(value: datetime) -> datetime:
 Ident = Annotated[str, AfterValidator(ids.config_id)]
 # A bag id is shown in alerts and stored; the same rule as a bag announced over MQTT.
 BagId = Annotated[str, AfterValidator(ids.bag_id_value)]
+# A broker user name that may acknowledge: a topic level, and the journal's actor.
+UserId = Annotated[str, AfterValidator(ids.user_id)]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -481,6 +483,10 @@ class AlertsConfig(Model):
     escalate_after_s: PositiveSeconds = 300.0
     # How often unacknowledged alerts are checked for escalation (daemon clock).
     check_interval_s: PositiveSeconds = 1.0
+    # MQTT user names that may acknowledge (the broker proves the name: see README,
+    # Locking the broker down). Empty: any user the broker lets publish on
+    # ``.../ack/by/<user>``, which on a broker without an ACL is anyone.
+    ack_users: list[UserId] = []
 
 
 class Config(Model):

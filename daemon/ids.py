@@ -8,6 +8,8 @@ people are free text shown to people, so they only have to be printable.
   letters, digits, ``_``, ``.`` or ``-``, starting with a letter or digit.
 - **device ids** (a monitor's ``device``) and **bag ids** (``bag_id``): the same, and
   ``:`` too (device serials and barcodes often use it).
+- **user names** (the broker's authenticated user, a topic level of an
+  acknowledgement): the same as device ids, and ``@`` too (directory logins).
 - **names** (``by``): 1-64 printable characters once the surrounding blanks are
   trimmed; any script, no control, format or line-separator characters.
 """
@@ -29,8 +31,12 @@ CONFIG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 """Device ids and bag ids (full match)."""
 
+USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
+"""MQTT user names that may acknowledge (full match): they are topic levels and journal actors."""
+
 CONFIG_ID_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 DEVICE_ID_RULE = "1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+USER_ID_RULE = "1-64 letters, digits, '_', '.', ':', '@' or '-', starting with a letter or digit"
 NAME_RULE = f"1-{MAX_NAME_CHARS} printable characters (no control characters)"
 
 
@@ -49,6 +55,18 @@ def config_id(value: str) -> str:
     """``value`` if it is a valid config id; ``ValueError`` otherwise (a pydantic validator)."""
     if not is_config_id(value):
         raise ValueError(f"must be {CONFIG_ID_RULE}")
+    return value
+
+
+def is_user_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a valid MQTT user name for acknowledgements."""
+    return isinstance(value, str) and USER_ID.fullmatch(value) is not None
+
+
+def user_id(value: str) -> str:
+    """``value`` if it is a valid user name; ``ValueError`` otherwise (a pydantic validator)."""
+    if not is_user_id(value):
+        raise ValueError(f"must be {USER_ID_RULE}")
     return value
 
 

@@ -34,13 +34,32 @@ def alert_state(prefix: str, ward: str, bed_id: str, alert_id: str) -> str:
 
 
 def alert_ack(prefix: str, ward: str, bed_id: str, alert_id: str) -> str:
-    """Acknowledgement commands in: ``{"by": "..."}``."""
+    """The unauthenticated acknowledgement path: refused, with a reply that says why."""
     return f"{alert_state(prefix, ward, bed_id, alert_id)}/ack"
 
 
 def alert_ack_reply(prefix: str, ward: str, bed_id: str, alert_id: str) -> str:
-    """Replies to acknowledgement commands (accepted or the error)."""
+    """Replies to commands on ``alert_ack`` (always a refusal)."""
     return f"{alert_ack(prefix, ward, bed_id, alert_id)}/reply"
+
+
+def alert_ack_by(prefix: str, ward: str, bed_id: str, alert_id: str, user: str) -> str:
+    """Acknowledgements in, by the broker's authenticated ``user`` (``{"by": display name}``).
+
+    The broker's ACL lets each user write only the topic with its own name
+    (``pattern write .../ack/by/%u``), so the level after ``by`` proves the author.
+    """
+    return f"{alert_ack(prefix, ward, bed_id, alert_id)}/by/{user}"
+
+
+def alert_ack_by_reply(prefix: str, ward: str, bed_id: str, alert_id: str, user: str) -> str:
+    """Replies to ``user``'s acknowledgements (accepted or the error), readable by that user only."""
+    return f"{alert_ack_by(prefix, ward, bed_id, alert_id, user)}/reply"
+
+
+def cli_scratch(prefix: str, user: str) -> str:
+    """A user's private topics (``pattern readwrite <prefix>/cli/%u/#``), for ``wardd ack``."""
+    return f"{prefix}/cli/{user}"
 
 
 def escalations(prefix: str, ward: str) -> str:

@@ -312,7 +312,7 @@ class ObservationStep(Repeat):
     """A nurse's entry (the fields of the observation payload), repeatable."""
 
     at: Duration
-    by: Annotated[str, Field(min_length=1, max_length=64)] = "nurse"
+    by: config_module.UserId = "nurse"  # the station's broker user
     handwriting: Literal["normal", "changed", "unable"] | None = None
     ice_score: Annotated[int, Field(ge=0, le=10)] | None = None
     acvpu: Literal["A", "C", "V", "P", "U"] | None = None
@@ -334,7 +334,7 @@ class AckStep(Model):
 
     at: Duration
     condition: Annotated[str, Field(min_length=1, max_length=64)]
-    by: Annotated[str, Field(min_length=1, max_length=64)] = "nurse"
+    by: config_module.UserId = "nurse"  # the station's broker user
 
 
 class BedScenario(Model):
@@ -893,8 +893,9 @@ class ScenarioRun:
             if alert_id is None:
                 print(f"scenario: {bed}: no open {ack.condition} to acknowledge", file=self.out)
                 return
-            topic = topics.alert_ack(self.prefix, self.scenario.ward, bed, alert_id)
-            await sims.publish(topic, json.dumps({"by": ack.by}).encode())
+            # As a station logged in as ``ack.by`` would (the runner's broker has no ACL).
+            topic = topics.alert_ack_by(self.prefix, self.scenario.ward, bed, alert_id, ack.by)
+            await sims.publish(topic, b"{}")
 
         return run
 

@@ -331,12 +331,13 @@ def test_dump_load_round_trip() -> None:
     book = AlertBook(escalate_after_s=120)
     [a] = book.apply(cand("FEVER", details={"grade": 1, "ctx": (1, 2)}), at(0))
     [b] = book.apply(cand("HYPOTENSION", priority=Priority.HIGH), at(0))
-    book.acknowledge(a.alert.id, "nurse", at(5))
+    book.acknowledge(a.alert.id, "nurse", at(5), name="A. Martin")
     book.apply(cand("HYPOTENSION", priority=Priority.HIGH, present=False), at(6))
     book.tick(at(7))
     data = json.loads(json.dumps(book.dump()))
     again = AlertBook.load(data, escalate_after_s=120)
     assert again.open_alerts() == book.open_alerts()
+    assert (again.get(a.alert.id).acked_by, again.get(a.alert.id).acked_name) == ("nurse", "A. Martin")
     assert again.next_seq == book.next_seq
     assert again.get(b.alert.id).state is AlertState.LATCHED
     # No spurious update after reload: details were normalised before comparison.
@@ -384,6 +385,7 @@ def test_payload_is_rendered_in_the_configured_language() -> None:
         "details",
         "escalation_level",
         "acked_by",
+        "acked_name",
     ):
         assert key in en
     assert en["since"] == "2026-03-02T20:00:00Z"
@@ -503,7 +505,9 @@ async def until_sleeping(clock: ManualClock) -> None:
     raise AssertionError("nothing sleeps on the clock")
 
 
-def make_rig(tmp_path: Path, *, language: str = "en", clock: ManualClock | None = None) -> Rig:
+def make_rig(
+    tmp_path: Path, *, language: str = "en", clock: ManualClock | None = None, ack_users: tuple[str, ...] = ()
+) -> Rig:
     """A fresh (or restored, if files exist) service in ``tmp_path``."""
     publisher, sink, counters = FakePublisher(), ListSink(), Counters()
     clock = clock or ManualClock(T0)
@@ -517,6 +521,7 @@ def make_rig(tmp_path: Path, *, language: str = "en", clock: ManualClock | None 
         writer=writer,
         language=language,
         escalate_after_s=300,
+        ack_users=ack_users,
     )
     return Rig(service, publisher, sink, clock, counters, writer)
 
@@ -567,41 +572,121 @@ async def test_ack_message_accepted_with_reply_and_journal(tmp_path: Path) -> No
     rig = make_rig(tmp_path)
     [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
     aid = t.alert.id
-    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{aid}/ack", b'{"by": "nurse-7"}')
-    [reply] = rig.publisher.on("/ack/reply")
-    assert reply.topic == f"ward/w1/bed/b1/alerts/{aid}/ack/reply"
-    assert reply.json() == {"ok": True, "id": aid, "state": "acknowledged", "by": "nurse-7"}
+    await rig.service.handle_ack_message(
+        f"ward/w1/bed/b1/alerts/{aid}/ack/by/station-3", b'{"by": "A. Martin"}'
+    )
+    [reply] = rig.publisher.on("/reply")
+    assert reply.topic == f"ward/w1/bed/b1/alerts/{aid}/ack/by/station-3/reply"
+    assert reply.json() == {
+        "ok": True,
+        "id": aid,
+        "state": "acknowledged",
+        "by": "station-3",
+        "name": "A. Martin",
+    }
     last = rig.journal_lines()[-1]
-    assert (last["what"], last["who"], last["to"]) == ("ack", "nurse-7", "acknowledged")
+    assert (last["what"], last["who"], last["name"], last["to"]) == (
+        "ack",
+        "station-3",
+        "A. Martin",
+        "acknowledged",
+    )
+    [alert] = rig.service.book.open_alerts()
+    assert (alert.acked_by, alert.acked_name) == ("station-3", "A. Martin")
+    assert rig.publisher.on(f"/alerts/{aid}")[-1].json()["acked_name"] == "A. Martin"
+    assert rig.sink.points[-1].fields["acked_by"] == "station-3"
+    assert rig.sink.points[-1].fields["acked_name"] == "A. Martin"
     assert rig.counters.get("alerts.acks", "accepted") == 1
 
 
+@pytest.mark.parametrize("payload", [b"", b"{}", b'{"by": null}', b'{"other": 1}'])
+async def test_an_ack_without_a_display_name_is_journaled_under_the_user(
+    tmp_path: Path, payload: bytes
+) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{t.alert.id}/ack/by/nurse-7", payload)
+    [reply] = rig.publisher.on("/reply")
+    assert (reply.json()["ok"], reply.json()["by"], reply.json()["name"]) == (True, "nurse-7", None)
+    last = rig.journal_lines()[-1]
+    assert (last["who"], last["name"]) == ("nurse-7", None)
+    assert "acked_name" not in rig.sink.points[-1].fields
+
+
+async def test_the_display_name_cannot_stand_in_for_the_user(tmp_path: Path) -> None:
+    """What the payload says is only a display name: the author is the topic's user."""
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    await rig.service.handle_ack_message(
+        f"ward/w1/bed/b1/alerts/{t.alert.id}/ack/by/monitor-b1", b'{"by": "Dr. Nobody", "user": "station-1"}'
+    )
+    last = rig.journal_lines()[-1]
+    assert (last["who"], last["name"]) == ("monitor-b1", "Dr. Nobody")
+
+
+async def test_the_unauthenticated_ack_path_is_refused_with_the_path_to_use(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    aid = t.alert.id
+    before_open, before_journal = rig.service.book.open_alerts(), rig.journal_lines()
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{aid}/ack", b'{"by": "Dr. Nobody"}')
+    [reply] = rig.publisher.on("/reply")
+    assert reply.topic == f"ward/w1/bed/b1/alerts/{aid}/ack/reply"
+    body = reply.json()
+    assert (body["ok"], body["reason"]) == (False, "unauthenticated")
+    assert f"ward/w1/bed/b1/alerts/{aid}/ack/by/<your MQTT user name>" in body["error"]
+    assert rig.counters.get("alerts.ack_rejected", "unauthenticated") == 1
+    assert rig.service.book.open_alerts() == before_open
+    assert rig.journal_lines() == before_journal
+
+
 @pytest.mark.parametrize(
-    ("topic_id", "bed", "payload", "reason"),
+    ("user", "accepted"), [("station-icu", True), ("nurse-2", True), ("monitor-b1", False)]
+)
+async def test_only_the_configured_users_may_acknowledge(tmp_path: Path, user: str, accepted: bool) -> None:
+    rig = make_rig(tmp_path, ack_users=("station-icu", "nurse-2"))
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{t.alert.id}/ack/by/{user}", b"{}")
+    [reply] = rig.publisher.on("/reply")
+    assert reply.topic.endswith(f"/ack/by/{user}/reply")
+    assert reply.json()["ok"] is accepted
+    [alert] = rig.service.book.open_alerts()
+    assert (alert.state is AlertState.ACKNOWLEDGED) is accepted
+    if not accepted:
+        assert reply.json()["reason"] == "not_allowed"
+        assert "ack_users" in reply.json()["error"]
+        assert rig.counters.get("alerts.ack_rejected", "not_allowed") == 1
+
+
+@pytest.mark.parametrize(
+    ("topic_id", "bed", "user", "payload", "reason"),
     [
-        ("ID", "b1", b"{not json", "invalid_json"),
-        ("ID", "b1", b"\xff\xfe", "invalid_json"),
-        ("ID", "b1", b"[1, 2]", "not_object"),
-        ("ID", "b1", b"{}", "missing_by"),
-        ("ID", "b1", b'{"by": ""}', "missing_by"),
-        ("ID", "b1", b'{"by": 42}', "missing_by"),
-        ("ID", "b1", b'{"by": "a\\u0000b"}', "bad_by"),
-        ("ID", "b1", b'{"by": "' + b"x" * 65 + b'"}', "bad_by"),
-        ("ID", "b1", b'{"by": "n"}' + b" " * 5000, "too_large"),
-        ("b1-NOPE-9", "b1", b'{"by": "n"}', "unknown_id"),
-        ("ID", "b2", b'{"by": "n"}', "wrong_bed"),
+        ("ID", "b1", "n", b"{not json", "invalid_json"),
+        ("ID", "b1", "n", b"\xff\xfe", "invalid_json"),
+        ("ID", "b1", "n", b"[1, 2]", "not_object"),
+        ("ID", "b1", "n", b'{"by": ""}', "bad_by"),
+        ("ID", "b1", "n", b'{"by": "   "}', "bad_by"),
+        ("ID", "b1", "n", b'{"by": 42}', "bad_by"),
+        ("ID", "b1", "n", b'{"by": "a\\u0000b"}', "bad_by"),
+        ("ID", "b1", "n", b'{"by": "' + b"x" * 65 + b'"}', "bad_by"),
+        ("ID", "b1", "n", b'{"by": "n"}' + b" " * 5000, "too_large"),
+        ("ID", "b1", "-n", b"{}", "bad_user"),
+        ("ID", "b1", "n n", b"{}", "bad_user"),
+        ("ID", "b1", "x" * 65, b"{}", "bad_user"),
+        ("b1-NOPE-9", "b1", "n", b"{}", "unknown_id"),
+        ("ID", "b2", "n", b"{}", "wrong_bed"),
     ],
 )
 async def test_bad_ack_messages_get_a_clear_reply_and_change_nothing(
-    tmp_path: Path, topic_id: str, bed: str, payload: bytes, reason: str
+    tmp_path: Path, topic_id: str, bed: str, user: str, payload: bytes, reason: str
 ) -> None:
     rig = make_rig(tmp_path)
     [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
     aid = t.alert.id if topic_id == "ID" else topic_id
     before_open, before_journal = rig.service.book.open_alerts(), rig.journal_lines()
-    await rig.service.handle_ack_message(f"ward/w1/bed/{bed}/alerts/{aid}/ack", payload)
-    [reply] = rig.publisher.on("/ack/reply")
-    assert reply.topic == f"ward/w1/bed/{bed}/alerts/{aid}/ack/reply"
+    await rig.service.handle_ack_message(f"ward/w1/bed/{bed}/alerts/{aid}/ack/by/{user}", payload)
+    [reply] = rig.publisher.on("/reply")
+    assert reply.topic == f"ward/w1/bed/{bed}/alerts/{aid}/ack/by/{user}/reply"
     body = reply.json()
     assert body["ok"] is False
     assert body["reason"] == reason
@@ -611,12 +696,24 @@ async def test_bad_ack_messages_get_a_clear_reply_and_change_nothing(
     assert rig.journal_lines() == before_journal
 
 
-async def test_ack_on_a_foreign_topic_is_counted_without_reply(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "other/w1/bed/b1/alerts/x/ack/by/n",
+        "ward/w1/bed/b1/alerts/ack",
+        "ward/w1/room/b1/alerts/x/ack/by/n",
+        "ward/w1/bed/b1/alarms/x/ack/by/n",
+        "ward/w1/bed/b1/alerts/x/nack/by/n",
+        "ward/w1/bed/b1/alerts/x/ack/as/n",
+        "ward/w1/bed/b1/alerts/x/ack/by",
+        "ward/w1/bed/b1/alerts/x/ack/by/n/reply",
+    ],
+)
+async def test_ack_on_a_foreign_topic_is_counted_without_reply(tmp_path: Path, topic: str) -> None:
     rig = make_rig(tmp_path)
-    await rig.service.handle_ack_message("other/w1/bed/b1/alerts/x/ack", b'{"by": "n"}')
-    await rig.service.handle_ack_message("ward/w1/bed/b1/alerts/ack", b'{"by": "n"}')
+    await rig.service.handle_ack_message(topic, b'{"by": "n"}')
     assert rig.publisher.sent == []
-    assert rig.counters.get("alerts.ack_rejected", "bad_topic") == 2
+    assert rig.counters.get("alerts.ack_rejected", "bad_topic") == 1
 
 
 async def test_escalation_loop_on_a_manual_clock(tmp_path: Path) -> None:
@@ -740,6 +837,14 @@ def test_alerts_config_section() -> None:
     assert AlertsConfig().escalate_after_s == 300
     with pytest.raises(ValueError, match="escalate_after_s"):
         AlertsConfig.model_validate({"escalate_after_s": 0})
+    assert AlertsConfig().ack_users == []
+    assert AlertsConfig.model_validate({"ack_users": ["station-icu", "a.martin@chu"]}).ack_users == [
+        "station-icu",
+        "a.martin@chu",
+    ]
+    for bad in ("station/icu", "station+", "#", "", "-x", "x" * 65):
+        with pytest.raises(ValueError, match="ack_users"):
+            AlertsConfig.model_validate({"ack_users": [bad]})
 
 
 async def test_service_from_config_uses_the_state_dir(tmp_path: Path) -> None:
@@ -760,7 +865,7 @@ async def test_service_from_config_uses_the_state_dir(tmp_path: Path) -> None:
         counters=Counters(),
         writer=writer,
     )
-    assert service.ack_subscription() == "icu/+/bed/+/alerts/+/ack"
+    assert service.ack_subscriptions() == ["icu/+/bed/+/alerts/+/ack/by/+", "icu/+/bed/+/alerts/+/ack"]
     assert service.book.escalate_after_s == 60
     await service.handle([cand()])
     assert publisher.sent[0].topic == "icu/w1/bed/b1/alerts"

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from daemon.events import AlertCandidate, Priority, Text
 from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.points import Point
-from tests.helpers import commit_staged, store_writer
+from tests.helpers import commit_staged, store_writer, wardd
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -68,11 +68,11 @@ class Link:
 
     @contextlib.asynccontextmanager
     async def connected(
-        self, server: Mosquitto, subscription: str | None = None, on_message: OnMessage | None = None
+        self, server: Mosquitto, subscriptions: Sequence[str] = (), on_message: OnMessage | None = None
     ) -> AsyncIterator[None]:
-        """Connect, route ``subscription`` to ``on_message``, send the queue; stop on exit."""
+        """Connect, route ``subscriptions`` to ``on_message``, send the queue; stop on exit."""
         async with aiomqtt.Client(server.host, server.port, identifier=f"d-{uuid.uuid4().hex[:8]}") as client:
-            if subscription is not None:
+            for subscription in subscriptions:
                 await client.subscribe(subscription, qos=1)
             tasks = [asyncio.create_task(self._write(client))]
             if on_message is not None:
@@ -213,7 +213,7 @@ def make_ward(tmp_path: Path, prefix: str, clock: ManualClock | None = None) -> 
 @contextlib.asynccontextmanager
 async def running(ward: Ward, server: Mosquitto) -> AsyncIterator[None]:
     """The ward's link up with acks routed to the service, and its escalation loop running."""
-    async with ward.link.connected(server, ward.service.ack_subscription(), ward.service.handle_ack_message):
+    async with ward.link.connected(server, ward.service.ack_subscriptions(), ward.service.handle_ack_message):
         task = asyncio.create_task(ward.service.run(), name="alerts.escalation")
         for _ in range(1000):  # let the loop start sleeping on the manual clock
             if ward.clock.next_wake() is not None:
@@ -237,14 +237,14 @@ async def test_acknowledgement_over_mqtt(mosquitto: Mosquitto, prefix: str, tmp_
     ward = make_ward(tmp_path, prefix)
     async with (
         running(ward, mosquitto),
-        station(mosquitto, f"{prefix}/+/bed/+/alerts", f"{prefix}/+/bed/+/alerts/+/ack/reply") as st,
+        station(mosquitto, f"{prefix}/+/bed/+/alerts", f"{prefix}/+/bed/+/alerts/+/ack/#") as st,
     ):
         [start] = await ward.service.handle([cand("HYPOTENSION")])
         aid = start.alert.id
         await st.wait_for(lambda m: m.topic.endswith("/alerts") and m.json()["phase"] == "start")
 
         async with cli(mosquitto) as client:
-            reply = await send_ack(client, prefix=prefix, alert_id=aid, by="nurse-1")
+            reply = await send_ack(client, prefix=prefix, alert_id=aid, user="nurse-1")
         assert reply.ok, reply.error
         assert (reply.state, reply.ward, reply.bed) == ("acknowledged", "w1", "b1")
         ack = await st.wait_for(lambda m: m.topic.endswith("/alerts") and m.json()["phase"] == "ack")
@@ -254,13 +254,19 @@ async def test_acknowledgement_over_mqtt(mosquitto: Mosquitto, prefix: str, tmp_
 
         # Unknown ids are told at once (no retained state), without a timeout.
         async with cli(mosquitto) as client:
-            unknown = await send_ack(client, prefix=prefix, alert_id="b1-NOPE-99", by="nurse-1", timeout_s=3)
+            unknown = await send_ack(
+                client, prefix=prefix, alert_id="b1-NOPE-99", user="nurse-1", timeout_s=3
+            )
         assert (unknown.ok, unknown.reason) == (False, "unknown_id")
 
         # A malformed command from a station gets a clear error and changes nothing.
-        await st.client.publish(f"{state_topic(prefix, aid)}/ack", b"{oops", qos=1)
-        bad = await st.wait_for(lambda m: m.topic.endswith("/ack/reply") and not m.json()["ok"])
-        assert bad.json()["reason"] == "invalid_json"
+        await st.client.publish(f"{state_topic(prefix, aid)}/ack/by/nurse-9", b"{oops", qos=1)
+        bad = await st.wait_for(lambda m: m.topic.endswith("/ack/by/nurse-9/reply"))
+        assert (bad.json()["ok"], bad.json()["reason"]) == (False, "invalid_json")
+        # So does one on the path that does not prove its author.
+        await st.client.publish(f"{state_topic(prefix, aid)}/ack", b'{"by": "Dr. Nobody"}', qos=1)
+        spoofed = await st.wait_for(lambda m: m.topic.endswith(f"{aid}/ack/reply"))
+        assert (spoofed.json()["ok"], spoofed.json()["reason"]) == (False, "unauthenticated")
         assert ward.service.book.get(aid).acked_by == "nurse-1"
     whats = [(line["what"], line["who"]) for line in ward.journal_lines()]
     assert whats == [("service_start", "wardd"), ("start", "wardd"), ("ack", "nurse-1")]
@@ -280,7 +286,7 @@ async def test_latching_until_acknowledged(mosquitto: Mosquitto, prefix: str, tm
             assert seen.json()["state"] == "latched"
 
         async with cli(mosquitto) as client:
-            reply = await send_ack(client, prefix=prefix, alert_id=aid, by="nurse-2")
+            reply = await send_ack(client, prefix=prefix, alert_id=aid, user="nurse-2")
         assert reply.ok, reply.error
         assert reply.state == "resolved"
         assert ward.service.book.open_alerts() == []
@@ -347,7 +353,7 @@ async def test_escalation_timing_on_the_injected_clock(
         assert second.json()["updated"] == "2026-03-02T20:10:00Z"
 
         async with cli(mosquitto) as client:
-            assert (await send_ack(client, prefix=prefix, alert_id=start.alert.id, by="nurse-3")).ok
+            assert (await send_ack(client, prefix=prefix, alert_id=start.alert.id, user="nurse-3")).ok
         await ward.clock.advance(1200)
         await st.sync(ward.link, prefix)
         assert len([m for m in st.seen if m.topic.endswith("/escalations")]) == 2
@@ -375,7 +381,7 @@ async def test_restart_with_open_alerts(mosquitto: Mosquitto, prefix: str, tmp_p
                 state_topic(prefix, hypo.alert.id): "active",
             }
         async with cli(mosquitto) as client:
-            reply = await send_ack(client, prefix=prefix, alert_id=hypo.alert.id, by="nurse-4")
+            reply = await send_ack(client, prefix=prefix, alert_id=hypo.alert.id, user="nurse-4")
         assert reply.ok, reply.error
         # Repeats after the restart are still the same alert; ids keep counting.
         assert await second.service.handle([cand("FEVER", priority=Priority.MEDIUM)]) == []
@@ -384,3 +390,26 @@ async def test_restart_with_open_alerts(mosquitto: Mosquitto, prefix: str, tmp_p
 
     whats = [line["what"] for line in second.journal_lines()]
     assert whats == ["service_start", "start", "start", "service_start", "ack", "start"]
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "args", "error"),
+    [
+        ('url = "mqtt://127.0.0.1:9"', (), "who acknowledges? Set mqtt.username"),
+        (
+            'url = "mqtt://127.0.0.1:9"\nusername = "station-icu"',
+            ("--user", "station-2"),
+            "--user 'station-2' is not the broker login of this config ('station-icu')",
+        ),
+    ],
+)
+def test_wardd_ack_will_not_act_for_someone_the_broker_does_not_know(
+    tmp_path: Path, mqtt: str, args: tuple[str, ...], error: str
+) -> None:
+    """Refused before connecting: the author is the broker's user, never a typed name."""
+    config = tmp_path / "station.toml"
+    config.write_text(f"[mqtt]\n{mqtt}\n")
+    result = wardd("ack", "--config", str(config), "b1-FEVER-1", "--by", "A. Martin", *args)
+    assert result.returncode == 2, result.stderr
+    assert error in result.stderr
+    assert "Traceback" not in result.stderr

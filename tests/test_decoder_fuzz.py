@@ -243,7 +243,7 @@ def test_parse_bag(payload: bytes) -> None:
 @FUZZ
 @given(payloads(ACK))
 def test_parse_ack(payload: bytes) -> None:
-    check(_parse_ack, payload, (str,))
+    check(_parse_ack, payload, (str, type(None)))
 
 
 @FUZZ

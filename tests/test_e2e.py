@@ -208,16 +208,19 @@ async def test_published_case_reaches_storage_and_raises_fever(
 
         # A nurse acknowledges it from the command line; the transition is published.
         ack = await asyncio.to_thread(
-            wardd, "ack", "--config", str(config), fever["id"], "--by", "Ward nurse 3"
+            wardd, "ack", "--config", str(config), fever["id"], "--user", "station-3", "--by", "Ward nurse 3"
         )
         assert ack.returncode == 0, ack.stderr
+        assert "by station-3 (Ward nurse 3): now acknowledged" in ack.stdout
         await until(
             lambda: any(a["id"] == fever["id"] and a["state"] == "acknowledged" for a in alert_watch),
             10,
             "the acknowledgement",
         )
+        [acked] = [a for a in alert_watch if a["id"] == fever["id"] and a["state"] == "acknowledged"]
+        assert (acked["acked_by"], acked["acked_name"]) == ("station-3", "Ward nurse 3")
         unknown = await asyncio.to_thread(
-            wardd, "ack", "--config", str(config), "no-such-id", "--by", "Ward nurse 3"
+            wardd, "ack", "--config", str(config), "no-such-id", "--user", "station-3"
         )
         assert unknown.returncode == 1
         assert "no open alert" in unknown.stderr

@@ -106,6 +106,10 @@ def test_hostile_payloads_are_refused_with_their_reason_on_every_topic(
 ) -> None:
     decode, base = DECODERS[topic]
     payload = make(base)
+    if topic == "ack" and not payload:
+        # The topic names the author; the payload only adds a display name.
+        assert decode(payload) is None
+        return
     if topic == "ack" and len(payload) > MAX_ACK_PAYLOAD_BYTES:
         # Acknowledgements have their own, smaller limit, checked first.
         reason = "too_large"
@@ -258,8 +262,8 @@ def test_bag_ids_are_trimmed_and_may_hold_colons() -> None:
         ("nurse\x1b[2J", "bad_by"),
         ("nu\u2029rse", "bad_by"),
         ("x" * 65, "bad_by"),
-        ("", "missing_by"),
-        (["n"], "missing_by"),
+        ("", "bad_by"),
+        (["n"], "bad_by"),
     ],
 )
 def test_ack_refusals(value: Any, reason: str) -> None:

@@ -311,14 +311,16 @@ FIXED_HOSTILE: list[tuple[str, bytes]] = [
 def hostile_topic(prefix: str, kind: str, bed: str, alert_id: str) -> str:
     """The inbound topic of one kind for ``bed``."""
     base = f"{prefix}/{WARD}/bed/{bed}"
-    return f"{base}/alerts/{alert_id}/ack" if kind == "ack" else f"{base}/{kind}"
+    if kind == "ack":
+        return f"{base}/alerts/{alert_id}/ack/by/station-h"
+    return f"{base}/alerts/{alert_id}/ack" if kind == "unproven-ack" else f"{base}/{kind}"
 
 
 def generate_hostile(count: int, prefix: str, beds: list[str]) -> list[tuple[str, bytes]]:
     """``count`` hypothesis-drawn (topic, payload) pairs over every inbound topic of ``beds``."""
     drawn: list[tuple[str, bytes]] = []
     message = st.tuples(
-        st.sampled_from(["vitals", "observations", "infusion/bag", "ack"]),
+        st.sampled_from(["vitals", "observations", "infusion/bag", "ack", "unproven-ack"]),
         st.sampled_from(beds),
         st.sampled_from(["a-1", "no-such-id", "x" * 40]),
         payload_bodies,

@@ -159,7 +159,7 @@ def test_the_daemon_and_wardd_ack_reach_a_broker_signed_by_the_wards_ca(
     output = _run_until(config, tmp_path / "wardd.log", "MQTT connected")
     assert "MQTT connected" in output
     # wardd ack uses the same settings: it reaches the broker, which knows no such alert.
-    result = wardd("ack", "--config", str(config), "1-FEVER-99", "--by", "nurse-a")
+    result = wardd("ack", "--config", str(config), "1-FEVER-99", "--user", "nurse-a")
     assert result.returncode == 1
     assert "no open alert with id '1-FEVER-99'" in result.stderr
 
@@ -175,7 +175,7 @@ def test_a_broker_signed_by_another_ca_is_refused_and_said_so(
     output = _run_until(config, tmp_path / "wardd.log", "not signed by a trusted CA", timeout_s=20)
     assert "TLS: the server's certificate is not signed by a trusted CA" in output
     assert "MQTT connected" not in output
-    result = wardd("ack", "--config", str(config), "1-FEVER-99", "--by", "nurse-a")
+    result = wardd("ack", "--config", str(config), "1-FEVER-99", "--user", "nurse-a")
     assert result.returncode == 1
     assert "not signed by a trusted CA" in result.stderr
 
