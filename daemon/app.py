@@ -218,11 +218,11 @@ class Pipeline:
         self.writer.after_commit(committed)
         return row.seq
 
-    async def storage_health(self, health: Health, detail: str) -> None:
-        """Storage degraded or back: a technical signal for every bed (their data is waiting)."""
+    async def link_health(self, source: str, health: Health, detail: str) -> None:
+        """A link (``storage``, ``mqtt``) lost or back: a technical signal for every bed (each is served by it)."""
         now = self.clock.now()
         for bed in self.config.beds:
-            self.work.put_nowait(SourceHealth(bed.ward, bed.id, "storage", now, health, detail))
+            self.work.put_nowait(SourceHealth(bed.ward, bed.id, source, now, health, detail))
 
     async def run(self) -> None:
         """Run until ``stop`` is set, then shut down in order. Exceptions propagate."""
@@ -458,7 +458,10 @@ def build(
     holder: dict[str, Pipeline] = {}
 
     async def on_storage_health(health: Health, detail: str) -> None:
-        await holder["pipeline"].storage_health(health, detail)
+        await holder["pipeline"].link_health("storage", health, detail)
+
+    async def on_broker_health(health: Health, detail: str) -> None:
+        await holder["pipeline"].link_health("mqtt", health, detail)
 
     async def on_message(topic: str, payload: bytes, ack: Ack) -> None:
         await holder["pipeline"].on_message(topic, payload, ack)
@@ -514,6 +517,7 @@ def build(
         counters=counters,
         clock=clock,
         clean_session=clean_session,
+        on_health=on_broker_health,
     )
     publisher = DurablePublisher(writer, link)
     link.on_delivered = publisher.delivered

@@ -144,6 +144,9 @@ class MqttConfig(Model):
     reconnect_max_s: PositiveSeconds = 30.0
     max_payload_bytes: Annotated[int, Field(ge=256, le=1_048_576)] = 65_536
     max_future_skew_s: Annotated[float, Field(ge=0)] = 300.0
+    # A link down this long raises BROKER_UNAVAILABLE (technical): shorter losses, a
+    # broker restart say, are only counted and logged. A site choice, not a clinical fact.
+    alert_after_s: PositiveSeconds = 30.0
     tls: TlsConfig = TlsConfig()
 
     @field_validator("url")

@@ -69,6 +69,10 @@ class Health(StrEnum):
     STALE = "stale"
 
 
+OnHealth = Callable[[Health, str], Awaitable[None]]
+"""A link's report of its own health, with what failed (``""`` when connected)."""
+
+
 @dataclass(frozen=True, slots=True)
 class VitalSample:
     """One monitor message: several metrics measured at one time at one bed."""

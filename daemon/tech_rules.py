@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.config import BedConfig, Config
-from daemon.events import AlertCandidate, Event, Health, Kind, Priority, SourceHealth, Text
+from daemon.events import AlertCandidate, Event, Health, Kind, Priority, SourceHealth, Text, Tick
+from daemon.frozen import replace
 from daemon.rules import Rule
+from daemon.timefmt import iso, parse_iso
 
 STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
 
@@ -81,6 +83,98 @@ class StorageRule:
         return StorageState(bool(data.get("down", False)))
 
 
+BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerState:
+    """Since when the broker has been unreachable, and whether that was announced."""
+
+    down_since: datetime | None = None
+    detail: str = ""
+    raised: bool = False
+
+
+class BrokerRule:
+    """``BROKER_UNAVAILABLE`` once the MQTT link has been down for ``mqtt.alert_after_s``.
+
+    Medium priority: while the broker is away, alert transitions wait in the store
+    and reach no station over MQTT, so staff must learn it by another way (the
+    console, ``wardd status``). A short reconnection (a broker restart) stays a
+    counted, logged event; a refused certificate does not fix itself, so it lasts
+    and is announced like any other loss, with what was refused in the message.
+    """
+
+    consumes = (SourceHealth, Tick)
+    """The events this rule reads (``daemon.rules.Rule``); it ignores every other."""
+
+    name = "broker"
+
+    def __init__(self, bed: BedConfig, alert_after_s: float) -> None:
+        self._bed = bed
+        self._alert_after = timedelta(seconds=alert_after_s)
+
+    def initial(self) -> BrokerState:
+        """Broker assumed reachable."""
+        return BrokerState()
+
+    def step(
+        self, state: BrokerState, event: Event, now: datetime
+    ) -> tuple[BrokerState, Sequence[AlertCandidate]]:
+        """Follow the link's health; announce a loss once it has lasted."""
+        if isinstance(event, SourceHealth):
+            if event.source != "mqtt":
+                return state, ()
+            if event.health is Health.CONNECTED:
+                if not state.raised:
+                    return BrokerState(), ()
+                return BrokerState(), (self._candidate(event.time, present=False, detail=""),)
+            since = state.down_since if state.down_since is not None else event.time
+            state = replace(state, down_since=since, detail=event.detail)
+        elif not isinstance(event, Tick):
+            return state, ()
+        if state.down_since is None or state.raised or now - state.down_since < self._alert_after:
+            return state, ()
+        return replace(state, raised=True), (self._candidate(now, present=True, detail=state.detail),)
+
+    def _candidate(self, time: datetime, *, present: bool, detail: str) -> AlertCandidate:
+        message = (
+            Text(
+                en=f"MQTT broker unreachable: alerts reach no station until it is back ({detail}).",
+                fr=f"Broker MQTT injoignable : les alertes n'atteignent aucun poste jusqu'à son retour ({detail}).",
+            )
+            if present
+            else Text(en="MQTT broker reachable again.", fr="Broker MQTT de nouveau joignable.")
+        )
+        return AlertCandidate(
+            BROKER_UNAVAILABLE,
+            self._bed.ward,
+            self._bed.id,
+            time,
+            present=present,
+            kind=Kind.TECHNICAL,
+            priority=Priority.MEDIUM,
+            message=message,
+        )
+
+    def dump(self, state: BrokerState) -> Mapping[str, Any]:
+        """JSON-compatible state."""
+        return {
+            "down_since": None if state.down_since is None else iso(state.down_since),
+            "detail": state.detail,
+            "raised": state.raised,
+        }
+
+    def load(self, data: Mapping[str, Any]) -> BrokerState:
+        """State from ``dump``."""
+        since = data.get("down_since")
+        return BrokerState(
+            None if since is None else parse_iso(since),
+            str(data.get("detail", "")),
+            bool(data.get("raised", False)),
+        )
+
+
 def tech_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
     """The daemon's own technical rules for one bed."""
-    return [StorageRule(bed)]
+    return [StorageRule(bed), BrokerRule(bed, config.mqtt.alert_after_s)]

@@ -57,6 +57,7 @@ def _one_of_each(at: datetime) -> list[Event]:
         ),
         SourceHealth("w1", "b1", "monitor.spo2_pct", at, Health.LOST, "probe-off"),
         SourceHealth("w1", "b1", "storage", at, Health.LOST, "down"),
+        SourceHealth("w1", "b1", "mqtt", at, Health.LOST, "connection refused"),
         SourceHealth("w1", "b1", "pump[p1]", at, Health.LOST, "timeout"),
         PumpReading("w1", "b1", "p1", at, PumpState.INFUSING, 10.0, 12.0, alarm="S"),
         BagHung("w1", "b1", at, "B-1", 0.0375, 270.0),
@@ -93,6 +94,7 @@ def test_rules_that_ignore_some_events_declare_what_they_consume() -> None:
     # the CRS rule reads every type of event there is.
     assert [name for name, _ in _declared(_config())] == [
         "storage",
+        "broker",
         "pump[p1]",
         "vitals",
         "news2",

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ import aiohttp
 from daemon.clock import Clock
 from daemon.config import InfluxConfig, TlsConfig
 from daemon.errors import SinkError, SinkErrorKind
-from daemon.events import Health
+from daemon.events import Health, OnHealth
 from daemon.links.store import StoreWriter
 from daemon.links.tls import client_context
 from daemon.links.tls import describe as tls_reason
@@ -41,8 +41,6 @@ from daemon.points import Point
 from daemon.timefmt import iso
 
 log = logging.getLogger(__name__)
-
-OnHealth = Callable[[Health, str], Awaitable[None]]
 
 
 class LineWriter(Protocol):

@@ -28,6 +28,7 @@ import aiomqtt
 
 from daemon.clock import Clock
 from daemon.config import MqttConfig
+from daemon.events import Health, OnHealth
 from daemon.links.store import StoreWriter
 from daemon.links.tls import client_context
 from daemon.links.tls import describe as tls_reason
@@ -105,6 +106,7 @@ class MqttLink:
         client_id: str | None = None,
         clean_session: bool = False,
         on_delivered: OnDelivered | None = None,
+        on_health: OnHealth | None = None,
     ) -> None:
         self._config = config
         self._password = password
@@ -115,6 +117,7 @@ class MqttLink:
         self._client_id = client_id or config.client_id
         self._clean_session = clean_session
         self.on_delivered = on_delivered
+        self._on_health = on_health
         self._reading = True
         _, _, tls = broker_address(config.url)
         # Built once, here: an unusable ca_file or certificate stops the start, with its place.
@@ -182,6 +185,8 @@ class MqttLink:
                     backoff.reset()
                     self._paho = paho
                     self.connected.set()
+                    if self._on_health is not None:
+                        await self._on_health(Health.CONNECTED, "")
                     try:
                         async with asyncio.TaskGroup() as group:
                             group.create_task(self._read(client), name="mqtt.read")
@@ -201,6 +206,8 @@ class MqttLink:
                     delay_s,
                     len(self._outbox),
                 )
+                if self._on_health is not None:
+                    await self._on_health(Health.LOST, reason or str(errors.exceptions[0]))
                 await self._clock.sleep(delay_s)
 
     async def _read(self, client: aiomqtt.Client) -> None:
