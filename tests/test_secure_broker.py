@@ -202,9 +202,12 @@ def connected(
     user: str,
     ca: Path,
     protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
+    *,
+    password: str | None = None,
 ) -> Iterator[Peer]:
-    """A ``Peer`` connected as ``user`` with its password; fails if the broker refuses it."""
-    peer = Peer(broker, user, ca=ca, protocol=protocol)
+    """A ``Peer`` connected as ``user`` with its password (from ``PASSWORDS`` unless
+    given); fails if the broker refuses it."""
+    peer = Peer(broker, user, ca=ca, protocol=protocol, password=password)
     try:
         code = peer.connect()
         assert not code.is_failure, f"{user} refused: {code}"
@@ -463,6 +466,47 @@ def test_the_cli_barrier_area_is_private_to_its_user(broker: Mosquitto, pki: Pki
         to_station = station.wait_for(f"{barrier}/end", b"end")
     assert topics(to_station) == [barrier, f"{barrier}/end"]
     assert topics(to_entry) == ["ward/cli/entry-icu/end"]
+
+
+@pytest.mark.integration
+def test_a_retained_acknowledgement_reaches_the_daemon_again_when_it_subscribes(
+    broker: Mosquitto, pki: Pki
+) -> None:
+    # No separate retain permission: whoever may publish an acknowledgement may retain
+    # it, and the broker hands it to every later subscription. The daemon must ignore
+    # acknowledgements that arrive with the retain flag.
+    with connected(broker, "station-icu", pki.ca.cert) as station:
+        station.publish(f"{STATE}/ack/by/station-icu", b'{"name": "Nurse A"}', retain=True)
+    with connected(broker, "wardd", pki.ca.cert) as wardd:
+        wardd.subscribe("ward/+/bed/+/alerts/+/ack/by/+", "ward/cli/wardd/#")
+        wardd.publish("ward/cli/wardd/end", b"end")
+        received = wardd.wait_for("ward/cli/wardd/end", b"end")
+    assert received == [
+        Received(f"{STATE}/ack/by/station-icu", b'{"name": "Nurse A"}', retain=True),
+        Received("ward/cli/wardd/end", b"end", retain=False),
+    ]
+
+
+@pytest.mark.integration
+def test_user_names_must_be_one_topic_level(tmp_path: Path, pki: Pki) -> None:
+    # mosquitto refuses every pattern to a user whose name holds "+" or "#", but puts a
+    # name with "/" into the pattern as it is: user "station-icu/reply" may write
+    # ".../ack/by/station-icu/reply", the station's replies. README: never make one.
+    users = {**PASSWORDS, "station-icu/reply": "pw-slash-0c1e", "any+": "pw-plus-7a90"}
+    with (
+        secure_mosquitto(
+            tmp_path / "mosquitto", ca=pki.ca.cert, cert=pki.cert.cert, key=pki.cert.key, users=users
+        ) as broker,
+        connected(broker, "station-icu", pki.ca.cert) as station,
+        connected(broker, "station-icu/reply", pki.ca.cert, password=users["station-icu/reply"]) as slash,
+        connected(broker, "any+", pki.ca.cert, password=users["any+"]) as plus,
+    ):
+        station.subscribe("ward/+/bed/+/alerts/+/ack/by/+/reply", "ward/cli/station-icu/#")
+        plus.publish("ward/cli/station-icu/x", b"into the station's area")
+        slash.publish(f"{STATE}/ack/by/station-icu/reply", b'{"ok": true, "forged": true}')
+        station.publish("ward/cli/station-icu/end", b"end")
+        received = station.wait_for("ward/cli/station-icu/end", b"end")
+    assert topics(received) == [f"{STATE}/ack/by/station-icu/reply", "ward/cli/station-icu/end"]
 
 
 @pytest.mark.integration
