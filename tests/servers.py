@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,11 +97,12 @@ class Mosquitto(Server):
     """A private MQTT broker."""
 
     host: str = "127.0.0.1"
+    scheme: str = "mqtt"
 
     @property
     def url(self) -> str:
-        """``mqtt://127.0.0.1:<port>``."""
-        return f"mqtt://{self.host}:{self.port}"
+        """``mqtt://127.0.0.1:<port>`` (``mqtts://`` for a TLS listener)."""
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 @contextlib.contextmanager
@@ -156,30 +157,52 @@ SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "config" / "mo
 """The broker configuration the project ships for a ward (``config/mosquitto.conf``)."""
 
 
-def private_copy_of_conf(text: str, *, port: int, persistence_dir: Path) -> str:
+PLAIN_LISTENER = r"^listener\s+1883\s+127\.0\.0\.1\s*$"
+"""The listener line of ``config/mosquitto.conf``."""
+
+
+def private_copy_of_conf(
+    text: str,
+    *,
+    port: int,
+    persistence_dir: Path,
+    listener: str = PLAIN_LISTENER,
+    files: Mapping[str, Path] | None = None,
+) -> str:
     """``text`` (a mosquitto.conf) with only the machine-specific lines replaced.
 
-    The substitution, and nothing else: ``listener 1883 127.0.0.1`` becomes
-    ``listener <port> 127.0.0.1``, ``persistence_location`` names ``persistence_dir``,
-    and every ``log_dest`` line becomes ``log_dest stdout`` (the server log). Every other
-    directive (persistence, autosave, queue limits, session expiry, in-flight window,
-    packet size) is tested as shipped. Fails if one of the three lines is missing, so a
-    reworded shipped file cannot silently run the tests on defaults.
+    The substitution, and nothing else: the line matching ``listener`` (by default
+    ``listener 1883 127.0.0.1``) becomes ``listener <port> 127.0.0.1``,
+    ``persistence_location`` names ``persistence_dir``, every ``log_dest`` line becomes
+    ``log_dest stdout`` (the server log), and each directive named in ``files`` (e.g.
+    ``cafile``, ``password_file``) names the given path instead. Every other directive
+    (persistence, autosave, queue limits, session expiry, in-flight window, packet size,
+    TLS version, anonymous access) is tested as shipped. Fails if one of these lines is
+    missing, or a file directive appears more than once, so a reworded shipped file
+    cannot silently run the tests on defaults.
     """
     replacements = [
-        (r"^listener\s+1883\s+127\.0\.0\.1\s*$", f"listener {port} 127.0.0.1"),
-        (r"^persistence_location\s+\S.*$", f"persistence_location {persistence_dir}/"),
-        (r"^log_dest\s+\S.*$", "log_dest stdout"),
+        (listener, f"listener {port} 127.0.0.1", False),
+        (r"^persistence_location\s+\S.*$", f"persistence_location {persistence_dir}/", False),
+        (r"^log_dest\s+\S.*$", "log_dest stdout", False),
+        *((rf"^{re.escape(name)}\s+\S.*$", f"{name} {path}", True) for name, path in (files or {}).items()),
     ]
-    for pattern, replacement in replacements:
+    for pattern, replacement, once in replacements:
         text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
-        if count == 0:
-            raise ValueError(f"mosquitto.conf has no line matching {pattern!r}")
+        if count == 0 or (once and count > 1):
+            raise ValueError(f"mosquitto.conf has {count} lines matching {pattern!r}")
     return text
 
 
 @contextlib.contextmanager
-def shipped_mosquitto(workdir: Path, conf: Path = SHIPPED_MOSQUITTO_CONF) -> Iterator[Mosquitto]:
+def shipped_mosquitto(
+    workdir: Path,
+    conf: Path = SHIPPED_MOSQUITTO_CONF,
+    *,
+    listener: str = PLAIN_LISTENER,
+    files: Mapping[str, Path] | None = None,
+    scheme: str = "mqtt",
+) -> Iterator[Mosquitto]:
     """A private mosquitto running the shipped configuration (see ``private_copy_of_conf``).
 
     Persistence is on, so ``stop``/``start`` keeps sessions and queued messages as a
@@ -192,14 +215,75 @@ def shipped_mosquitto(workdir: Path, conf: Path = SHIPPED_MOSQUITTO_CONF) -> Ite
     persistence_dir = Path(tempfile.mkdtemp(prefix="wardd-mosquitto-"))
     os.chmod(persistence_dir, 0o777)  # mosquitto's own user writes here (see above)
     private = workdir / "mosquitto.conf"
-    private.write_text(private_copy_of_conf(conf.read_text(), port=port, persistence_dir=persistence_dir))
-    server = Mosquitto(workdir, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(private)])
+    private.write_text(
+        private_copy_of_conf(
+            conf.read_text(), port=port, persistence_dir=persistence_dir, listener=listener, files=files
+        )
+    )
+    server = Mosquitto(
+        workdir, port, [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(private)], scheme=scheme
+    )
     try:
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(persistence_dir, ignore_errors=True)
+
+
+SHIPPED_SECURE_CONF = SHIPPED_MOSQUITTO_CONF.parent / "mosquitto-secure.conf"
+"""The locked-down broker configuration (``config/mosquitto-secure.conf``)."""
+
+SHIPPED_ACL = SHIPPED_MOSQUITTO_CONF.parent / "mosquitto-acl.conf"
+"""Its topic access list, with the example users (``config/mosquitto-acl.conf``)."""
+
+SECURE_LISTENER = r"^listener\s+8883\s*$"
+"""The listener line of ``config/mosquitto-secure.conf``."""
+
+
+def password_file(path: Path, users: Mapping[str, str]) -> Path:
+    """A mosquitto password file at ``path`` for ``users`` (name: password), made by
+    ``mosquitto_passwd -b`` as a site would."""
+    tool = find_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    path.unlink(missing_ok=True)
+    for index, (user, password) in enumerate(users.items()):
+        create = ["-c"] if index == 0 else []
+        subprocess.run([tool, *create, "-b", str(path), user, password], check=True, capture_output=True)
+    return path
+
+
+@contextlib.contextmanager
+def secure_mosquitto(
+    workdir: Path,
+    *,
+    ca: Path,
+    cert: Path,
+    key: Path,
+    users: Mapping[str, str],
+    acl: Path = SHIPPED_ACL,
+    conf: Path = SHIPPED_SECURE_CONF,
+) -> Iterator[Mosquitto]:
+    """A private mosquitto running the shipped secure configuration and ``acl`` (the
+    shipped ACL file by default, as it is), with the TLS certificate ``cert``/``key``
+    signed by ``ca`` and a password file for ``users`` (name: password).
+
+    Only the listener port, the persistence folder, the log and the five file paths
+    are replaced (``private_copy_of_conf``); the server's URL is ``mqtts://``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    passwords = password_file(workdir / "passwd", users)
+    with readable_copies(ca, cert, key, passwords, acl) as (ca_file, cert_file, key_file, pw_file, acl_file):
+        files = {
+            "cafile": ca_file,
+            "certfile": cert_file,
+            "keyfile": key_file,
+            "password_file": pw_file,
+            "acl_file": acl_file,
+        }
+        with shipped_mosquitto(
+            workdir, conf, listener=SECURE_LISTENER, files=files, scheme="mqtts"
+        ) as server:
+            yield server
 
 
 @dataclass
