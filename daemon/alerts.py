@@ -817,6 +817,11 @@ class AlertService:
         changes.meta[NEXT_SEQ_KEY] = self.book.next_seq
 
 
+def is_ack_topic(topic: str) -> bool:
+    """Whether an inbound topic is an acknowledgement command (either form)."""
+    return topic.endswith("/ack") or "/ack/by/" in topic
+
+
 def ack_filters(prefix: str, ward: str, bed: str) -> list[str]:
     """What the daemon subscribes to for acknowledgements: the proven path and the refused one.
 

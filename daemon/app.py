@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon import capture, topics
-from daemon.alerts import AlertService, ack_filters
+from daemon.alerts import AlertService, ack_filters, is_ack_topic
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
 from daemon.clinical.observations import parse_observation
@@ -358,7 +358,7 @@ class Pipeline:
             self.counters.inc("store.replayed_inputs", row.source)
 
     async def _process_message(self, topic: str, payload: bytes) -> None:
-        if topic.endswith("/ack") or "/ack/by/" in topic:
+        if is_ack_topic(topic):
             # Not deduplicated: a person may well send the same acknowledgement twice.
             await self.alerts.handle_ack_message(topic, payload)
             return
@@ -518,6 +518,7 @@ def build(
         clock=clock,
         clean_session=clean_session,
         on_health=on_broker_health,
+        command=is_ack_topic,
     )
     publisher = DurablePublisher(writer, link)
     link.on_delivered = publisher.delivered

@@ -679,6 +679,17 @@ def _cross_checks(
         i = index("bags", n)
         if bag.bed not in seen_beds and bag.bed not in bed_ids:
             issues.append(ConfigIssue(f"bags[{i}].bed", f"no bed with id '{bag.bed}'"))
+    if config.beds and config.mqtt.username is not None and not config.alerts.ack_users:
+        # A broker with logins runs an ACL whose %u pattern lets every user, monitors
+        # included, publish an acknowledgement as itself: only this list tells staff apart.
+        issues.append(
+            ConfigIssue(
+                "alerts.ack_users",
+                "the daemon logs in to the broker, so list the users who may acknowledge alerts "
+                "(the stations): every logged-in user, monitors included, can publish an "
+                "acknowledgement under its own name",
+            )
+        )
     for name, secret in (
         ("mqtt.password", config.mqtt.password),
         ("influx.token", config.influx.token),

@@ -211,3 +211,29 @@ def test_looked_up_beds_and_thresholds_follow_a_copy_with_other_beds() -> None:
     assert config.thresholds_for("12").vitals.fever_c == 38.5
     with pytest.raises(KeyError):
         config.bed("no-such-bed")
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "alerts", "beds", "refused"),
+    [
+        ({"username": "wardd"}, {}, True, True),
+        ({"username": "wardd"}, {"ack_users": ["station-icu"]}, True, False),
+        ({}, {}, True, False),  # no logins: a development broker without an ACL
+        ({"username": "station-icu"}, {}, False, False),  # a station's config for `wardd ack`
+    ],
+)
+def test_a_daemon_that_logs_in_must_say_who_may_acknowledge(
+    mqtt: dict[str, Any], alerts: dict[str, Any], beds: bool, refused: bool
+) -> None:
+    data = _base()
+    data["mqtt"], data["alerts"] = mqtt, alerts
+    if not beds:
+        data["beds"] = []
+    if not refused:
+        parse(data)
+        return
+    with pytest.raises(ConfigError) as caught:
+        parse(data)
+    [issue] = caught.value.issues
+    assert issue.location == "alerts.ack_users"
+    assert "monitors included" in issue.reason

@@ -83,6 +83,9 @@ url = "http://127.0.0.1:{influx_port}"
 token.value = "{INFLUX_TOKEN}"
 flush_interval_s = 0.2
 
+[alerts]
+ack_users = ["station-haem"]
+
 [[beds]]
 ward = "haem"
 id = "1"

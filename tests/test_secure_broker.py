@@ -18,15 +18,19 @@ names) is shared by nobody else.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -36,6 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from daemon.config import TlsConfig
 from daemon.links.tls import client_context, describe
 from tests import tls_certs
+from tests.helpers import wardd
 from tests.servers import (
     SHIPPED_ACL,
     SHIPPED_MOSQUITTO_CONF,
@@ -43,6 +48,7 @@ from tests.servers import (
     Mosquitto,
     secure_mosquitto,
 )
+from tests.ward_load import WarddProcess, poll_until
 
 WAIT_S = 10.0
 
@@ -473,8 +479,8 @@ def test_a_retained_acknowledgement_reaches_the_daemon_again_when_it_subscribes(
     broker: Mosquitto, pki: Pki
 ) -> None:
     # No separate retain permission: whoever may publish an acknowledgement may retain
-    # it, and the broker hands it to every later subscription. The daemon must ignore
-    # acknowledgements that arrive with the retain flag.
+    # it, and the broker hands it to every later subscription: why the daemon refuses
+    # acknowledgements that arrive with the retain flag (test_the_daemon_behind_...).
     with connected(broker, "station-icu", pki.ca.cert) as station:
         station.publish(f"{STATE}/ack/by/station-icu", b'{"name": "Nurse A"}', retain=True)
     with connected(broker, "wardd", pki.ca.cert) as wardd:
@@ -568,3 +574,161 @@ def test_every_acl_topic_is_under_the_default_prefix() -> None:
 def test_the_test_users_are_the_acl_files_users() -> None:
     users = [line.split()[1] for line in SHIPPED_ACL.read_text().splitlines() if line.startswith("user ")]
     assert sorted(users) == sorted(PASSWORDS)
+
+
+# --- the daemon behind the locked-down broker ---------------------------------------------------
+
+
+def _ward_config(folder: Path, broker: Mosquitto, ca: Path) -> Path:
+    """wardd as user ``wardd`` over TLS, ward icu beds b1 and b2, points to a local file."""
+    password = folder / "wardd-password"
+    password.write_text(PASSWORDS["wardd"] + "\n")
+    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
+    beds = "".join(
+        f"""
+[[beds]]
+ward = "icu"
+id = "{bed}"
+patient = "P-{bed}"
+weight_kg = 63
+height_cm = 165
+protocol = "ssc-14d"
+protocol_start = "{start}"
+"""
+        for bed in ("b1", "b2")
+    )
+    path = folder / "ward.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{folder / "state"}"
+tick_interval_s = 0.5
+
+[mqtt]
+url = "mqtts://{broker.host}:{broker.port}"
+username = "wardd"
+password.file = "{password}"
+tls.ca_file = "{ca}"
+reconnect_min_s = 0.1
+reconnect_max_s = 1.0
+
+[influx]
+api = "none"
+
+[alerts]
+ack_users = ["station-icu"]
+
+[thresholds.vitals]
+confirm_samples = 2
+fever_delay_s = 1.0
+telemetry_stale_s = 86400.0
+{beds}"""
+    )
+    return path
+
+
+def _station_config(folder: Path, broker: Mosquitto, ca: Path) -> Path:
+    """What a nursing station needs for ``wardd ack``: the broker, its login, the CA."""
+    password = folder / "station-password"
+    password.write_text(PASSWORDS["station-icu"])
+    path = folder / "station.toml"
+    path.write_text(
+        f"""
+[mqtt]
+url = "mqtts://{broker.host}:{broker.port}"
+username = "station-icu"
+password.file = "{password}"
+tls.ca_file = "{ca}"
+"""
+    )
+    return path
+
+
+def _fever(seconds_ago: float) -> bytes:
+    ts = (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()
+    return json.dumps(
+        {"ts": ts, "device": "mon-b1", "obs": [{"code": "MDC_TEMP_BODY", "value": 38.6, "unit": "Cel"}]}
+    ).encode()
+
+
+def _alert_events(station: Peer) -> list[dict[str, Any]]:
+    with station._changed:
+        received = list(station.received)
+    return [json.loads(m.payload) for m in received if m.topic.endswith("/alerts")]
+
+
+@pytest.mark.integration
+def test_the_daemon_behind_the_locked_down_broker(tmp_path: Path, broker: Mosquitto, pki: Pki) -> None:
+    """Vitals only from the bed's own monitor; acknowledgements only by listed users, under
+    the name the broker authenticated; a retained acknowledgement is not carried out again."""
+    config = _ward_config(tmp_path, broker, pki.ca.cert)
+    daemon = WarddProcess(config, tmp_path / "wardd.log")
+    daemon.start()
+    try:
+        daemon.wait_connected()
+        with (
+            connected(broker, "station-icu", pki.ca.cert) as station,
+            connected(broker, "monitor-icu-b1", pki.ca.cert) as monitor,
+        ):
+            station.subscribe("ward/icu/bed/+/alerts", "ward/+/bed/+/alerts/+/ack/by/station-icu/reply")
+            monitor.subscribe("ward/+/bed/+/alerts/+/ack/by/monitor-icu-b1/reply")
+            # The monitor of b1 reports a fever for its own bed and, refused by the broker, for b2.
+            for seconds_ago in (4, 2, 0):
+                monitor.publish("ward/icu/bed/b2/vitals", _fever(seconds_ago))
+                monitor.publish("ward/icu/bed/b1/vitals", _fever(seconds_ago))
+            poll_until(lambda: any(e["condition"] == "FEVER" for e in _alert_events(station)), 20, "FEVER")
+            [fever] = [e for e in _alert_events(station) if e["condition"] == "FEVER"]
+            assert fever["bed"] == "b1"
+            aid = fever["id"]
+
+            # The monitor may publish an acknowledgement as itself (the ACL's pattern), but
+            # it is not a listed user: refused, with a reply only it can read.
+            refused = monitor.publish(f"ward/icu/bed/b1/alerts/{aid}/ack/by/monitor-icu-b1", b"{}")
+            assert not refused.is_failure
+            reply_topic = f"ward/icu/bed/b1/alerts/{aid}/ack/by/monitor-icu-b1/reply"
+            poll_until(lambda: reply_topic in topics(monitor.received), 10, "the refusal")
+            [reply] = [json.loads(m.payload) for m in monitor.received if m.topic == reply_topic]
+            assert (reply["ok"], reply["reason"]) == (False, "not_allowed")
+
+            # The station acknowledges with `wardd ack` and its own login; --by is a display name.
+            result = wardd(
+                "ack",
+                "--config",
+                str(_station_config(tmp_path, broker, pki.ca.cert)),
+                aid,
+                "--by",
+                "A. Martin",
+            )
+            assert result.returncode == 0, result.stderr
+            assert (
+                f"acknowledged {aid} (icu/b1) by station-icu (A. Martin): now acknowledged" in result.stdout
+            )
+            poll_until(lambda: any(e["phase"] == "ack" for e in _alert_events(station)), 10, "the ack")
+            [ack] = [e for e in _alert_events(station) if e["phase"] == "ack"]
+            assert (ack["acked_by"], ack["acked_name"]) == ("station-icu", "A. Martin")
+
+            # A retained acknowledgement is carried out when live (the alert is already
+            # acknowledged: nothing changes) and refused when the broker hands it back to
+            # the daemon's next subscription.
+            station.publish(f"ward/icu/bed/b1/alerts/{aid}/ack/by/station-icu", b"{}", retain=True)
+            mine = f"ward/icu/bed/b1/alerts/{aid}/ack/by/station-icu/reply"
+            poll_until(lambda: topics(station.received).count(mine) == 2, 10, "the live retained ack's reply")
+            last = json.loads([m.payload for m in station.received if m.topic == mine][-1])
+            assert (last["ok"], last["state"], last["by"]) == (True, "acknowledged", "station-icu")
+        assert "retained_command" not in daemon.output()
+        assert daemon.terminate() == 0
+        daemon.start()
+        daemon.wait_connected()
+        poll_until(lambda: "retained_command" in daemon.output(), 10, "the retained acknowledgement refused")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+
+    points = (tmp_path / "state" / "spool" / "points.lp").read_text()
+    vitals = [line for line in points.splitlines() if line.startswith("vitals,")]
+    assert any("bed=b1" in line for line in vitals), "the positive control: b1's vitals were stored"
+    assert not any("bed=b2" in line for line in vitals), "b1's monitor wrote b2's vitals"
+    with sqlite3.connect(tmp_path / "state" / "wardd.sqlite") as db:
+        entries = [json.loads(row[0]) for row in db.execute("SELECT entry FROM journal ORDER BY seq")]
+    acks = [(e["who"], e["name"], e["id"]) for e in entries if e["what"] == "ack"]
+    assert acks == [("station-icu", "A. Martin", aid)]

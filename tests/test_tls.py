@@ -181,6 +181,31 @@ def test_a_broker_signed_by_another_ca_is_refused_and_said_so(
 
 
 @pytest.mark.integration
+def test_a_lasting_tls_refusal_raises_a_technical_alert_that_says_what_was_refused(
+    tmp_path: Path,
+    broker: Mosquitto,
+    pki: tuple[tls_certs.Authority, tls_certs.ServerCert, tls_certs.Authority],
+) -> None:
+    """At run time the daemon cannot tell the stations (the broker is what fails), so the
+    alert is in its store: ``wardd status`` and the console show it."""
+    _, _, stranger = pki
+    tls = f'tls.ca_file = "{stranger.cert}"\nalert_after_s = 1.0'
+    config = _config(tmp_path / "ward.toml", port=broker.port, tls=tls)
+    daemon = WarddProcess(config, tmp_path / "wardd.log")
+    daemon.start()
+    try:
+        poll_until(
+            lambda: "BROKER_UNAVAILABLE" in wardd("status", "--config", str(config)).stdout, 30, "the alert"
+        )
+        status = wardd("status", "--config", str(config)).stdout
+        assert "MEDIUM BROKER_UNAVAILABLE [active]" in status
+        assert "TLS: the server's certificate is not signed by a trusted CA" in status
+    finally:
+        daemon.terminate()
+        daemon.close()
+
+
+@pytest.mark.integration
 def test_a_name_the_certificate_does_not_carry_is_refused_unless_the_check_is_off(
     tmp_path: Path, pki: tuple[tls_certs.Authority, tls_certs.ServerCert, tls_certs.Authority]
 ) -> None:

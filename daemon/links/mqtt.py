@@ -32,7 +32,7 @@ from daemon.events import Health, OnHealth
 from daemon.links.store import StoreWriter
 from daemon.links.tls import client_context
 from daemon.links.tls import describe as tls_reason
-from daemon.metrics import Counters
+from daemon.metrics import Counters, reject
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class MqttLink:
         clean_session: bool = False,
         on_delivered: OnDelivered | None = None,
         on_health: OnHealth | None = None,
+        command: Callable[[str], bool] | None = None,
     ) -> None:
         self._config = config
         self._password = password
@@ -118,6 +119,7 @@ class MqttLink:
         self._clean_session = clean_session
         self.on_delivered = on_delivered
         self._on_health = on_health
+        self._command = command
         self._reading = True
         _, _, tls = broker_address(config.url)
         # Built once, here: an unusable ca_file or certificate stops the start, with its place.
@@ -233,9 +235,22 @@ class MqttLink:
                 payload = payload.encode()
             elif not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
-            await self._on_message(
-                str(message.topic), bytes(payload), self._acker(paho, message.mid, message.qos)
-            )
+            topic = str(message.topic)
+            acker = self._acker(paho, message.mid, message.qos)
+            if message.retain and self._command is not None and self._command(topic):
+                # The broker hands a retained command to every new subscription, ours
+                # after each restart included: it was given once, when it was live.
+                reject(
+                    self._counters,
+                    "mqtt.rejected",
+                    "retained_command",
+                    "a command (acknowledgement) sent with the retain flag is not carried out again",
+                    where=topic,
+                    payload=bytes(payload),
+                )
+                acker()
+                continue
+            await self._on_message(topic, bytes(payload), acker)
 
     def _acker(self, paho: Any, mid: int, qos: int) -> Ack:
         def ack() -> None:
