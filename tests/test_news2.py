@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from daemon.clinical.news2 import (
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import (
     Acvpu,
+    AlertCandidate,
     Event,
     Health,
     Kind,
@@ -296,10 +298,12 @@ def test_probe_off_drops_the_metric() -> None:
     assert Metric.SPO2_PCT not in state.values
 
 
-def test_state_round_trips() -> None:
+@pytest.mark.parametrize("device", ["nasal_cannula", "air"])
+def test_state_round_trips(device: str) -> None:
     r = News2Rule(VitalThresholds(), BED)
-    obs = Observation("w1", "b1", T0, o2_device="nasal_cannula", acvpu=Acvpu.ALERT)
+    obs = Observation("w1", "b1", T0, o2_device=device, acvpu=Acvpu.ALERT)
     state, _ = run(r, [obs, vitals(0, sbp_mmhg=88), vitals(5, sbp_mmhg=88)])
+    assert state.on_oxygen == (device != "air", T0)
     assert r.load(json.loads(json.dumps(r.dump(state)))) == state
 
 
@@ -526,7 +530,11 @@ def test_a_late_normal_input_undoing_an_onset_reports_the_score_at_its_own_time(
         (False, T0 + timedelta(seconds=30), 0.0, {"late_s": 90.0})
     ]
     assert late[0].message is not None
-    assert late[0].message.en.startswith("NEWS2 back below the triggers: 0 (partial")
+    # Scored from the inputs up to 0.5 min (0 and 0.5): only oxygen and consciousness are missing.
+    assert late[0].message.en == (
+        "NEWS2 back below the triggers: 0 (partial: no recent supplemental_o2, consciousness). "
+        "Late data: measured 2 min before it arrived."
+    )
     assert not state.track.active
     # The same time again changes nothing.
     _, again = r.step(state, vitals(0.5, sbp_mmhg=88), T0 + timedelta(minutes=3))
@@ -604,6 +612,7 @@ def test_an_observation_at_the_time_of_the_last_sample_is_not_late() -> None:
     ]
     assert out[0].message is not None
     assert out[0].message.en.startswith("NEWS2 8; scoring 3: systolic, consciousness. ")
+    assert out[0].message.fr.startswith("NEWS2 8 ; à 3 : systolic, consciousness. ")
     assert state.trigger is Trigger.AGGREGATE_7
     # Cleared: the trigger is forgotten, so the next onset is announced afresh.
     back = Observation("w1", "b1", T0 + timedelta(minutes=2), o2_device="air", acvpu=Acvpu.ALERT)
@@ -617,11 +626,141 @@ def test_an_aggregate_without_a_three_names_none() -> None:
     _, out = run(r, [vitals(0, **values), vitals(1, **values)])
     assert out[0].message is not None
     assert out[0].message.en.startswith("NEWS2 5 (partial: no recent supplemental_o2, consciousness). NEWS2")
-    assert out[0].message.fr.startswith("NEWS2 5 (partiel : pas de valeur récente pour")
-    assert " ; à 3" not in out[0].message.fr
+    assert out[0].message.fr == (
+        "NEWS2 5 (partiel : pas de valeur récente pour supplemental_o2, consciousness). "
+        "Recommandation NEWS2 : avis médical urgent sous 1 h, surveillance au moins horaire."
+    )
 
 
 def test_a_state_saved_before_the_window_ignores_older_inputs() -> None:
     r = News2Rule(VitalThresholds(), BED)
     legacy = r.load({"track": {"active": False, "last_time": "2026-03-02T20:10:00Z"}})
     assert r.step(legacy, vitals(5, sbp_mmhg=88), T0 + timedelta(minutes=11)) == (legacy, [])
+    # Its last evaluation becomes the window's base: an input at exactly that time is a
+    # repeat of what the base holds, ignored and not kept in the window.
+    state, _ = r.step(legacy, vitals(11), T0 + timedelta(minutes=11))
+    assert [item.time for item in state.recent] == [T0 + timedelta(minutes=11)]
+    assert r.step(state, vitals(10, sbp_mmhg=88), T0 + timedelta(minutes=12)) == (state, [])
+
+
+# --------------------------------------------------------------------------- announcements and late inputs
+
+MINUTE = timedelta(minutes=1)
+
+
+def late_view(out: Sequence[AlertCandidate]) -> list[tuple[bool, datetime, str | None, Any]]:
+    return [(c.present, c.time, c.details.get("trigger"), c.details.get("late_s")) for c in out]
+
+
+def test_a_trigger_is_announced_once_while_it_holds() -> None:
+    r = News2Rule(VitalThresholds(), BED)
+    _, out = run(r, [vitals(m, sbp_mmhg=88) for m in range(6)])
+    assert late_view(out) == [(True, T0 + MINUTE, "single_parameter_3", None)]
+
+
+def test_a_late_observation_at_the_time_of_an_input_escalates_at_that_time() -> None:
+    """Raised at 1 min (systolic 88: 3); an observation measured at 1 min (facemask: 2, voice: 3)
+    arrives at 3 min: escalated to >= 7 at 1 min, marked late; the raise is not repeated."""
+    r = News2Rule(VitalThresholds(), BED)
+    state, out = run(r, [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88), vitals(2, sbp_mmhg=88)])
+    assert late_view(out) == [(True, T0 + MINUTE, "single_parameter_3", None)]
+    obs = Observation("w1", "b1", T0 + MINUTE, o2_device="facemask", acvpu=Acvpu.VOICE)
+    _, late = r.step(state, obs, T0 + 3 * MINUTE)
+    assert late_view(late) == [(True, T0 + MINUTE, "aggregate_7", 120.0)]
+    assert [c.value for c in late] == [8.0]
+
+
+def test_a_late_input_completing_an_onset_raises_at_the_completing_inputs_time() -> None:
+    """Systolic 88 at 1 and 1.5 min (30 s apart, delay 60 s); a late 88 at 0 completes the
+    onset at 1 min, the first input one delay after the run's start."""
+    r = News2Rule(VitalThresholds(), BED)
+    state, out = run(r, [vitals(1, sbp_mmhg=88), vitals(1.5, sbp_mmhg=88)])
+    assert out == []
+    _, late = r.step(state, vitals(0, sbp_mmhg=88), T0 + 2 * MINUTE)
+    assert late_view(late) == [(True, T0 + MINUTE, "single_parameter_3", 60.0)]
+
+
+def test_a_late_input_that_changes_nothing_reports_nothing() -> None:
+    """Raised at 1 min and cleared at 17 min; a late 88 at 0.5 min leaves both where they were."""
+    r = News2Rule(VitalThresholds(), BED)
+    events: list[Event] = [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88), *(vitals(m) for m in range(2, 19))]
+    state, out = run(r, events)
+    assert [(c.present, c.time) for c in out] == [(True, T0 + MINUTE), (False, T0 + 17 * MINUTE)]
+    _, late = r.step(state, vitals(0.5, sbp_mmhg=88), T0 + 18 * MINUTE)
+    assert list(late) == []
+
+
+def test_a_late_input_undoing_a_clearing_raises_again_at_its_own_time() -> None:
+    """Raised at 1 min, cleared at 17 min after 15 min below the triggers; a late 88 at 10.5 min
+    breaks that run: raised again at 10.5 min with the trigger last announced, marked late."""
+    r = News2Rule(VitalThresholds(), BED)
+    events: list[Event] = [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88), *(vitals(m) for m in range(2, 18))]
+    state, out = run(r, events)
+    assert [(c.present, c.time) for c in out] == [(True, T0 + MINUTE), (False, T0 + 17 * MINUTE)]
+    state, late = r.step(state, vitals(10.5, sbp_mmhg=88), T0 + 18 * MINUTE)
+    assert late_view(late) == [(True, T0 + 10.5 * MINUTE, "single_parameter_3", 450.0)]
+    assert [c.value for c in late] == [3.0]
+    assert state.track.active
+
+
+def test_only_the_changes_a_late_input_moves_are_reported() -> None:
+    """news2_max_age_s = 600 s (a site's choice): a pulse of 115 (2) at 0 ages out at 10 min
+    10 s. A late pulse of 115 at 0.5 min keeps it scored until 10.5 min: the common onset at
+    2 min (5: aggregate) is not repeated; the step down to the systolic's 3 is reported at
+    11.5 min, the first input after the late pulse aged out."""
+    r = News2Rule(VitalThresholds(news2_max_age_s=600), BED)
+
+    def sample(minutes: float, values: dict[Metric, float]) -> VitalSample:
+        return VitalSample("w1", "b1", "mon", T0 + timedelta(minutes=minutes), values)
+
+    low = {Metric.SBP_MMHG: 88.0}
+    state, out = run(
+        r,
+        [
+            sample(0, {Metric.SBP_MMHG: 88.0, Metric.HR_PER_MIN: 115.0}),
+            sample(2, low),
+            sample(10.5, low),
+            sample(11.5, low),
+        ],
+    )
+    assert late_view(out) == [
+        (True, T0 + 2 * MINUTE, "aggregate_5", None),
+        (True, T0 + 10.5 * MINUTE, "single_parameter_3", None),
+    ]
+    _, late = r.step(state, sample(0.5, {Metric.HR_PER_MIN: 115.0}), T0 + 12 * MINUTE)
+    assert late_view(late) == [(True, T0 + 11.5 * MINUTE, "single_parameter_3", 30.0)]
+
+
+def test_the_window_keeps_exactly_the_inputs_of_the_last_news2_late_s() -> None:
+    """news2_late_s = 3600 s: an input exactly that old stays in the window, an older one is
+    folded into the base."""
+    r = News2Rule(VitalThresholds(), BED)
+    state, _ = run(r, [vitals(0), vitals(10)])
+    state, _ = r.step(state, vitals(60), T0 + 70 * MINUTE)
+    assert [item.time for item in state.recent] == [T0 + 10 * MINUTE, T0 + 60 * MINUTE]
+    assert state.base is not None
+    assert state.base.track.last_time == T0
+
+
+def test_a_probe_off_reported_after_the_window_still_takes_the_value_out() -> None:
+    """A probe-off is not scored, so it has no lateness limit; arriving after every input of the
+    window has left it, it empties the window into the base."""
+    r = News2Rule(VitalThresholds(), BED)
+    state, _ = run(r, [vitals(0), vitals(5)])
+    off = SourceHealth("w1", "b1", "monitor.spo2_pct", T0 + 6 * MINUTE, Health.LOST, "probe-off")
+    state, out = r.step(state, off, T0 + 3 * timedelta(hours=1))
+    assert list(out) == []
+    assert Metric.SPO2_PCT not in state.values
+    assert state.recent == ()
+    assert state.base is not None
+    assert Metric.SPO2_PCT not in state.base.values
+
+
+def test_window_hooks_keep_what_they_are_not_given_and_refuse_an_entry_without_a_time() -> None:
+    """``daemon.rules.Windowed``: names not given are kept; a stored entry must have a time."""
+    r = News2Rule(VitalThresholds(), BED)
+    state, _ = run(r, [vitals(0), vitals(5)])
+    assert r.with_windows(state, {}) == state
+    assert r.with_windows(state, {"inputs": ()}).recent == ()
+    with pytest.raises(ValueError, match=r"window entry without a time: \{'values'"):
+        r.load_entry("inputs", {"values": {"spo2_pct": 97.0}})

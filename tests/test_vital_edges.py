@@ -215,14 +215,19 @@ def test_one_abnormal_sample_never_raises_even_after_the_delay(
 
 
 @pytest.mark.parametrize(("condition", "metric", "bad", "band", "normal"), RULE_CASES, ids=IDS)
-def test_a_band_value_breaks_an_onset(
-    condition: Condition, metric: Metric, bad: float, band: float, normal: float
+@pytest.mark.parametrize("breaker", ["band", "normal"])
+def test_a_band_or_normal_value_breaks_an_onset(
+    condition: Condition, metric: Metric, bad: float, band: float, normal: float, breaker: str
 ) -> None:
-    """A value in the hysteresis band does not count towards an onset (vitals.py docstring)."""
+    """A value in the hysteresis band, or a normal one, does not count towards an onset and
+    ends the abnormal run (vitals.py docstring): the delay restarts at the next abnormal sample."""
     delay = timedelta(seconds=noise_for(condition, TH).delay_s)
-    items = [(T0, metric, bad), (T0 + delay / 2, metric, band), (T0 + delay, metric, bad)]
+    between = band if breaker == "band" else normal
+    items = [(T0, metric, bad), (T0 + delay / 2, metric, between), (T0 + delay, metric, bad)]
     assert feed(vitals_rule(), items) == []
-    # The run restarts at the next abnormal sample: raised one delay after it.
+    # Two delays after the first abnormal sample, but 1 ms short of one after the restart.
+    items += [(T0 + 2 * delay - MS, metric, bad)]
+    assert feed(vitals_rule(), items) == []
     items += [(T0 + 2 * delay, metric, bad)]
     assert feed(vitals_rule(), items) == [(condition.value, True, T0 + 2 * delay)]
 
@@ -546,6 +551,18 @@ def test_a_sentinel_restarts_the_sample_count() -> None:
     assert [(c.transition, c.time) for c in changes] == [(Transition.RAISED, T0 + 3 * S)]
 
 
+@pytest.mark.parametrize("between", [B, N], ids=["band", "normal"])
+def test_a_band_or_normal_value_restarts_the_sample_count(between: Verdict) -> None:
+    """With no onset delay, two abnormal samples raise; a band or normal one between them
+    resets the count, as a sentinel does."""
+    track, _ = judge(Track(), A, T0, 0.0, NO_DELAY, now=T0)
+    track, _ = judge(track, between, T0 + S, 0.0, NO_DELAY, now=T0 + S)
+    track, changes = judge(track, A, T0 + 2 * S, 0.0, NO_DELAY, now=T0 + 2 * S)
+    assert changes == []
+    _, changes = judge(track, A, T0 + 3 * S, 0.0, NO_DELAY, now=T0 + 3 * S)
+    assert [(c.transition, c.time) for c in changes] == [(Transition.RAISED, T0 + 3 * S)]
+
+
 def test_a_sentinel_restarts_the_onset_delay() -> None:
     """Hypoxia (delay 30 s): abnormal at 0 and 40 s with a sentinel at 10 s is not 40 s of hypoxia."""
     rule = vitals_rule()
@@ -779,3 +796,88 @@ def test_staleness_message_counts_whole_minutes() -> None:
     assert [(c.value, c.message and c.message.en) for c in out] == [
         (5400.0, "No vital signs received from this bed for 90 min.")
     ]
+
+
+def test_the_track_keeps_the_value_of_the_latest_sample_whatever_its_verdict() -> None:
+    """``Track.value`` is the latest value that decided a verdict, band values included: CRS
+    quotes it in its basis and message (crs.py), so a fever settling into the hysteresis band
+    is quoted at its current temperature, not at its peak."""
+    track = Track()
+    for k, (verdict, value) in enumerate([(A, 38.4), (A, 38.6), (B, 37.8), (N, 37.2), (B, 37.8), (A, 38.1)]):
+        track, _ = judge(track, verdict, T0 + k * 60 * S, value, NO_DELAY, now=T0 + k * 60 * S)
+        assert track.value == value
+
+
+def test_a_repeat_of_the_last_sample_before_the_window_changes_nothing() -> None:
+    """A track saved before windows existed keeps its last sample as the window's base; a late
+    sample at exactly that time is a repeat: ignored, and not kept in the window either."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=2, late_s=900)
+    legacy = load_track({"active": False, "last_time": "2026-03-02T20:00:00Z"})
+    assert legacy.last_time == T0
+    track, _ = judge(legacy, N, T0 + 60 * S, 97.0, noise, now=T0 + 60 * S)
+    assert [item.time for item in track.recent] == [T0 + 60 * S]
+    assert judge(track, A, T0, 80.0, noise, now=T0 + 120 * S) == (track, [])
+
+
+def test_a_late_sample_that_changes_nothing_reports_nothing_before_several_changes() -> None:
+    """Two raises and two clearings after the late sample, the same with it or without it."""
+    noise = Noise(delay_s=0, clear_s=40, confirm_samples=3, late_s=900)
+    track = Track()
+    got: list[Transition] = []
+    for t, verdict in [(30, A), (40, A), (50, A), (60, N), (110, N), (120, A), (130, A), (140, A), (150, N)]:
+        track, changes = judge(track, verdict, T0 + t * S, 0.0, noise, now=T0 + t * S)
+        got += [c.transition for c in changes]
+    track, changes = judge(track, N, T0 + 190 * S, 0.0, noise, now=T0 + 190 * S)
+    got += [c.transition for c in changes]
+    assert got == [Transition.RAISED, Transition.CLEARED, Transition.RAISED, Transition.CLEARED]
+    after, changes = judge(track, A, T0 + 55 * S, 0.0, noise, now=T0 + 200 * S)
+    assert changes == []
+    assert [item.time for item in after.recent][:4] == [T0 + t * S for t in (30, 40, 50, 55)]
+
+
+def test_a_late_sample_undoing_the_last_change_reports_the_opposite_at_its_own_time() -> None:
+    """A late sample that only undoes the last transition: the opposite transition, at the late
+    sample's time, with its value and lateness (vitals.py ``judge``)."""
+    noise = NO_DELAY  # raises on 2 abnormal samples, clears after 60 s of normal ones
+    # A late normal sample between the two abnormal ones undoes the onset: cleared.
+    track, _ = judge(Track(), A, T0, 88.0, noise, now=T0)
+    track, changes = judge(track, A, T0 + 10 * S, 87.0, noise, now=T0 + 10 * S)
+    assert [c.transition for c in changes] == [Transition.RAISED]
+    track, changes = judge(track, N, T0 + 5 * S, 97.0, noise, now=T0 + 20 * S)
+    assert [(c.transition, c.time, c.value, c.late_s) for c in changes] == [
+        (Transition.CLEARED, T0 + 5 * S, 97.0, 15.0)
+    ]
+    assert not track.active
+    # A late abnormal sample inside the normal run undoes the clearing: raised again.
+    track, _ = judge(Track(), A, T0, 88.0, noise, now=T0)
+    track, _ = judge(track, A, T0 + 10 * S, 87.0, noise, now=T0 + 10 * S)
+    track, _ = judge(track, N, T0 + 20 * S, 97.0, noise, now=T0 + 20 * S)
+    track, changes = judge(track, N, T0 + 80 * S, 98.0, noise, now=T0 + 80 * S)
+    assert [c.transition for c in changes] == [Transition.CLEARED]
+    track, changes = judge(track, A, T0 + 50 * S, 86.0, noise, now=T0 + 90 * S)
+    assert [(c.transition, c.time, c.value, c.late_s) for c in changes] == [
+        (Transition.RAISED, T0 + 50 * S, 86.0, 40.0)
+    ]
+    assert track.active
+
+
+@pytest.mark.parametrize(
+    ("window", "values", "dropped"),
+    [
+        ("fever_late_s", {Metric.TEMP_C: 37.0}, ["fever"]),
+        ("hypotension_late_s", {Metric.SBP_MMHG: 120.0}, ["hypotension"]),
+        ("hypoxia_late_s", {Metric.SPO2_PCT: 97.0}, ["hypoxia"]),
+        ("tachycardia_late_s", {Metric.HR_PER_MIN: 80.0}, ["tachycardia"]),
+        ("tachypnoea_late_s", {Metric.RR_PER_MIN: 16.0}, ["tachypnoea"]),
+        ("news2_late_s", {Metric.HR_PER_MIN: 80.0}, ["news2"]),
+    ],
+)
+def test_late_dropped_edges_when_one_window_is_the_shortest(
+    window: str, values: dict[Metric, float], dropped: list[str]
+) -> None:
+    """Each window is a setting of its own (config.py): whichever one a site makes the
+    shortest still drops a sample just beyond it; the others keep their defaults."""
+    th = VitalThresholds.model_validate({window: 60.0})
+    event = VitalSample("w1", "b1", "m", T0, values)
+    assert late_dropped(event, th, T0 + 60 * S) == []
+    assert late_dropped(event, th, T0 + 60 * S + MS) == dropped
