@@ -16,13 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.servers import (
-    SHIPPED_MOSQUITTO_CONF,
-    Mosquitto,
-    find_binary,
-    free_port,
-    private_copy_of_conf,
-)
+from simulators.secure import SHIPPED_MOSQUITTO_CONF, find_binary, private_copy_of_conf
+from tests.servers import Mosquitto, free_port
 
 
 def broker_conf(port: int, workdir: Path) -> str:

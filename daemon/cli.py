@@ -176,10 +176,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo  # noqa: PLC0415
 
     config = Path(args.config) if args.config else None
+    if config is not None and args.secure:
+        print("wardd demo: --secure runs a broker of its own; it does not take --config", file=sys.stderr)
+        return EXIT_CONFIG
     if config is not None:
         _load(args.config)  # report config errors before anything starts
     given = {"beds": args.beds, "speed": args.speed, "duration_s": args.duration}
-    return _run_async(run_demo(config_path=config, **{k: v for k, v in given.items() if v is not None}))
+    return _run_async(
+        run_demo(config_path=config, secure=args.secure, **{k: v for k, v in given.items() if v is not None})
+    )
 
 
 def _number_in(low: float, high: float, kind: type[float] | type[int]) -> Any:
@@ -428,6 +433,11 @@ def parser() -> argparse.ArgumentParser:
         "--duration", type=_number_in(0, 1e6, float), help="stop by itself after this many real seconds"
     )
     demo.add_argument("--config", help="use this config's broker and database where they answer")
+    demo.add_argument(
+        "--secure",
+        action="store_true",
+        help="run it behind a locked-down mosquitto (TLS, logins, the shipped ACL); needs mosquitto and openssl",
+    )
     demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=cmd_demo)
 

@@ -12,12 +12,18 @@ bed's timeline.
 It uses the broker and the database of ``--config`` where they answer. Where no broker
 answers it starts an embedded one in-process; where no database is configured (or it
 does not answer) it keeps points as line protocol in a temporary folder.
+
+``--secure`` runs it all behind the locked-down broker instead (``simulators.secure``):
+mosquitto with the shipped secure configuration and ACL, TLS with a CA made for the
+run, and a login for the daemon, the simulated devices and the station; the station's
+acknowledgements are journaled under its login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -28,12 +34,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiomqtt
+
 from daemon import config as config_module
 from daemon.app import Pipeline
-from daemon.config import Config, InfluxConfig
+from daemon.config import Config, InfluxConfig, TlsConfig
 from daemon.console import WardConsole
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Priority
+from daemon.links.mqtt import broker_address
+from daemon.links.tls import client_context
 from daemon.timefmt import parse_iso
 from simulators.broker import answers, broker_for
 from simulators.scenario import (
@@ -48,6 +58,7 @@ from simulators.scenario import (
     load_scenario,
     parse_duration,
 )
+from simulators.secure import DAEMON, DEVICES, STATION, SecureBroker, secure_broker
 
 DEMO_WARD = "demo"
 DEFAULT_BEDS = 6
@@ -258,13 +269,15 @@ async def run_demo(
     config_path: Path | None = None,
     out: TextIO = sys.stdout,
     console: bool | None = None,
+    secure: bool = False,
 ) -> int:
     """Run the demo ward for ``duration_s`` real seconds (default: until a signal); returns
     the number of alert transitions seen.
 
     ``config_path``: a config whose broker and database are used where they answer.
     ``console`` (default: when ``out`` is a terminal) redraws a live view of the ward;
-    otherwise each alert transition is printed as a line.
+    otherwise each alert transition is printed as a line. ``secure``: behind a
+    locked-down broker of its own (see the module's docstring).
     """
     base = config_module.load(config_path) if config_path else Config(influx=InfluxConfig(api="none"))
     live = out.isatty() if console is None else console
@@ -300,7 +313,15 @@ async def run_demo(
         folder = Path(tmp)
         influx = storage_for(base, out, folder / "points")
         _print_ward(scenario, chosen, out, speed)
-        async with broker_for(base, out) as config, asyncio.TaskGroup() as group:
+        async with contextlib.AsyncExitStack() as brokers:
+            locked: SecureBroker | None = None
+            if secure:
+                locked = await brokers.enter_async_context(secure_broker(folder, ward=DEMO_WARD))
+                await _show_locked_down(locked, out)
+                url = locked.url
+            else:
+                url = (await brokers.enter_async_context(broker_for(base, out))).mqtt.url
+            group = await brokers.enter_async_context(asyncio.TaskGroup())
             drawing = group.create_task(redraw(), name="demo.console")
             try:
                 run = ScenarioRun(
@@ -308,7 +329,8 @@ async def run_demo(
                     workdir=folder,
                     fast=False,
                     speed=speed,
-                    mqtt_url=config.mqtt.url,
+                    mqtt_url=url,
+                    secure=locked,
                     influx=influx,
                     out=out,
                     capture=None,
@@ -324,6 +346,25 @@ async def run_demo(
     print("\n".join(result.timeline), file=out)
     print(f"demo: stopped after {len(result.alerts)} alert transition(s)", file=out)
     return len(result.alerts)
+
+
+async def _show_locked_down(broker: SecureBroker, out: TextIO) -> None:
+    """Say what protects the broker, and show that it refuses a client without a login."""
+    host, port, _ = broker_address(broker.url)
+    print(
+        f"demo: locked-down mosquitto on {broker.url}: TLS 1.2+ with a CA made for this run, "
+        f"config/mosquitto-acl.conf; logins {DAEMON} (the daemon), {DEVICES} (the simulated "
+        f"monitors, nurses and pharmacy) and {STATION} (the station, the only user in "
+        "alerts.ack_users)",
+        file=out,
+    )
+    context = client_context(TlsConfig(ca_file=broker.ca_file), "mqtt")
+    try:
+        async with aiomqtt.Client(host, port, tls_context=context, timeout=5):
+            refused = "NOT refused"
+    except aiomqtt.MqttError as exc:
+        refused = f"refused ({exc})"
+    print(f"demo: a client without a login: {refused}", file=out)
 
 
 def _print_ward(scenario: Scenario, chosen: Sequence[Story], out: TextIO, speed: float) -> None:

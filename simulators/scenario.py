@@ -70,6 +70,7 @@ from daemon.timefmt import iso
 from simulators.broker import broker_for
 from simulators.monitor import BASELINE, NOISE_SD, Excursion, Profile, vitals_payload
 from simulators.pump import SimulatedPump
+from simulators.secure import DAEMON, DEVICES, STATION, SecureBroker
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -452,8 +453,13 @@ def to_config(
     influx: InfluxConfig,
     pump_links: Mapping[str, Path],
     capture: Path | None = None,
+    mqtt: Mapping[str, Any] | None = None,
+    ack_users: Sequence[str] = (),
 ) -> Config:
-    """The daemon configuration a scenario runs under (validated like a config file)."""
+    """The daemon configuration a scenario runs under (validated like a config file).
+
+    ``mqtt``: more broker settings (login, TLS); ``ack_users``: ``[alerts] ack_users``.
+    """
     data: dict[str, Any] = {
         "daemon": {
             "state_dir": str(state_dir),
@@ -461,7 +467,7 @@ def to_config(
             "log_level": "WARNING",
             **({"capture": str(capture)} if capture is not None else {}),
         },
-        "mqtt": {"url": mqtt_url, "client_id": f"{prefix}-daemon", "topic_prefix": prefix},
+        "mqtt": {"url": mqtt_url, "client_id": f"{prefix}-daemon", "topic_prefix": prefix, **(mqtt or {})},
         "influx": influx.model_dump(mode="json", exclude_none=True),
         "thresholds": scenario.thresholds,
         "protocols": scenario.protocols,
@@ -470,6 +476,7 @@ def to_config(
             # Escalation is judged at the daemon's tick resolution: one wake a second
             # would be most of a 14-day run's work for nothing.
             "check_interval_s": scenario.tick_interval.total_seconds(),
+            "ack_users": list(ack_users),
         },
         "beds": [
             {
@@ -733,10 +740,17 @@ class ScenarioRun:
         progress: bool,
         on_pipeline: Callable[[Pipeline], None] | None = None,
         on_alert: Callable[[Mapping[str, Any]], None] | None = None,
+        secure: SecureBroker | None = None,
     ) -> None:
         """``on_pipeline`` is called with the daemon's pipeline before it runs (to attach
         observers, or to stop the run early by setting its ``stop``); ``on_alert`` with
-        each alert transition as recorded."""
+        each alert transition as recorded.
+
+        ``secure``: a locked-down broker (``simulators.secure``, its ``mqtt_url``): the
+        daemon logs in as ``wardd``, the simulated devices as one gateway user, and the
+        station, which reads the alerts and acknowledges them, as its own user, with the
+        scenario's ``by`` as the display name. The topic prefix is then the ACL's ``ward``.
+        """
         self.scenario = scenario
         self.on_pipeline = on_pipeline
         self.on_alert = on_alert
@@ -747,7 +761,9 @@ class ScenarioRun:
         self.clock: SteppedClock | ScaledClock = (
             SteppedClock(self.start) if fast else ScaledClock(self.start, speed)
         )
-        self.prefix = f"wardd-scn{os.getpid()}x{next(_run_ids)}"
+        # A prefix of its own on a shared broker; the ACL's on a locked-down one (its own).
+        self.prefix = "ward" if secure is not None else f"wardd-scn{os.getpid()}x{next(_run_ids)}"
+        self.secure = secure
         self.links = {bed.id: workdir / f"{bed.id}.pty" for bed in scenario.beds if bed.pump is not None}
         self.config = to_config(
             scenario,
@@ -757,6 +773,14 @@ class ScenarioRun:
             influx=influx,
             pump_links=self.links,
             capture=capture,
+            mqtt=None
+            if secure is None
+            else {
+                "username": DAEMON,
+                "password": {"value": secure.passwords[DAEMON]},
+                "tls": {"ca_file": str(secure.ca_file)},
+            },
+            ack_users=() if secure is None else (STATION,),
         )
         self.counters = Counters()
         self.alerts: list[dict[str, Any]] = []
@@ -767,14 +791,20 @@ class ScenarioRun:
         self.open_ids: dict[tuple[str, str], str] = {}
         self._alert_seen = asyncio.Event()
         self._before_flush: dict[str, float] = {}
+        self.station_sent: Callable[[], int] = lambda: 0
 
     # -- wiring
 
-    def _link(self, name: str, subscriptions: Sequence[str], on_message: Any) -> MqttLink:
+    def _link(
+        self, name: str, subscriptions: Sequence[str], on_message: Any, user: str | None = None
+    ) -> MqttLink:
+        mqtt, password = self.config.mqtt, self.config.mqtt.password.resolve()
+        if self.secure is not None and user is not None:
+            mqtt, password = mqtt.model_copy(update={"username": user}), self.secure.passwords[user]
         return MqttLink(
-            self.config.mqtt,
-            # The config's own credentials and TLS: a locked-down broker refuses anonymous links.
-            password=self.config.mqtt.password.resolve(),
+            mqtt,
+            # The config's own TLS, and a login: a locked-down broker refuses anonymous links.
+            password=password,
             subscriptions=subscriptions,
             on_message=on_message,
             counters=Counters(),
@@ -829,7 +859,7 @@ class ScenarioRun:
         # The daemon's link calls the pipeline's on_message for every message it gets.
         setattr(pipeline, "on_message", counted)  # noqa: B010 -- instrumentation of one instance
 
-    def _script(self, sims: CountingPublisher) -> list[ScriptedAction]:
+    def _script(self, sims: CountingPublisher, station: CountingPublisher) -> list[ScriptedAction]:
         actions: list[ScriptedAction] = []
         order = itertools.count()
         ward, prefix = self.scenario.ward, self.prefix
@@ -872,7 +902,7 @@ class ScenarioRun:
             for ack in bed.acks:
                 actions.append(
                     ScriptedAction(
-                        ack.at.total_seconds(), next(order), bed.id, "ack", self._ack(sims, bed.id, ack)
+                        ack.at.total_seconds(), next(order), bed.id, "ack", self._ack(station, bed.id, ack)
                     )
                 )
         return sorted(actions)
@@ -886,16 +916,21 @@ class ScenarioRun:
         return run
 
     def _ack(
-        self, sims: CountingPublisher, bed: str, ack: AckStep
+        self, station: CountingPublisher, bed: str, ack: AckStep
     ) -> Callable[[], Coroutine[Any, Any, None]]:
         async def run() -> None:
             alert_id = self.open_ids.get((bed, ack.condition))
             if alert_id is None:
                 print(f"scenario: {bed}: no open {ack.condition} to acknowledge", file=self.out)
                 return
-            # As a station logged in as ``ack.by`` would (the runner's broker has no ACL).
-            topic = topics.alert_ack_by(self.prefix, self.scenario.ward, bed, alert_id, ack.by)
-            await sims.publish(topic, b"{}")
+            if self.secure is None:
+                # As a station logged in as ``ack.by`` would (this broker has no logins).
+                topic = topics.alert_ack_by(self.prefix, self.scenario.ward, bed, alert_id, ack.by)
+                await station.publish(topic, b"{}")
+            else:
+                # The station's login is the author; the person at it gives a name.
+                topic = topics.alert_ack_by(self.prefix, self.scenario.ward, bed, alert_id, STATION)
+                await station.publish(topic, json.dumps({"by": ack.by}).encode())
 
         return run
 
@@ -966,7 +1001,7 @@ class ScenarioRun:
         return (
             sims.link.pending > 0
             or pipeline.link.pending > 0
-            or sims.sent != self.received_by_daemon
+            or sims.sent + self.station_sent() != self.received_by_daemon
             or self.counters.total("alerts.transitions") != len(self.alerts)
             or pipeline.work.qsize() > 0
             or not pipeline.writer.idle
@@ -992,8 +1027,11 @@ class ScenarioRun:
         self._instrument(pipeline)
         if self.on_pipeline is not None:
             self.on_pipeline(pipeline)
-        sims = CountingPublisher(self._link("sims", [], self._ignore))
-        console = self._link("console", [topics.alerts(self.prefix, "+", "+")], self._on_alert)
+        sims = CountingPublisher(self._link("sims", [], self._ignore, user=DEVICES))
+        # The console is the station: it reads the alerts and acknowledges them.
+        console = self._link("console", [topics.alerts(self.prefix, "+", "+")], self._on_alert, user=STATION)
+        station = CountingPublisher(console)
+        self.station_sent = lambda: station.sent
         end_s = self.scenario.duration.total_seconds()
         async with contextlib.AsyncExitStack() as stack:
             for bed in self.scenario.beds:
@@ -1031,7 +1069,7 @@ class ScenarioRun:
                     if bed.monitor is not None
                 ]
                 helpers += [group.create_task(m.run(), name=f"scenario.{m.device}") for m in monitors]
-                script = self._script(sims)
+                script = self._script(sims, station)
                 if isinstance(self.clock, SteppedClock):
                     await self._run_fast(
                         clock=self.clock,
@@ -1055,7 +1093,7 @@ class ScenarioRun:
         counts = {
             "vitals_sent": sum(m.sent for m in monitors),
             "vitals_skipped": sum(m.skipped for m in monitors),
-            "messages_to_daemon": sims.sent,
+            "messages_to_daemon": sims.sent + station.sent,
             "pump_polls": self.activity.polls,
             "alert_transitions": len(self.alerts),
             "clock_steps": self.clock.wakes if isinstance(self.clock, SteppedClock) else 0,

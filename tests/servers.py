@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from simulators.secure import (
+    PLAIN_LISTENER,
+    SECURE_LISTENER,
+    SHIPPED_ACL,
+    SHIPPED_MOSQUITTO_CONF,
+    SHIPPED_SECURE_CONF,
+    find_binary,
+    password_file,
+    private_copy_of_conf,
+)
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -48,15 +58,6 @@ def wait_for_port(
     raise RuntimeError(
         f"port {port} not open after {timeout_s} s:\n{log.read_text(errors='replace')[-4000:]}"
     )
-
-
-def find_binary(name: str, *candidates: str) -> str:
-    """The path of a server binary, looking in sbin too (Debian puts mosquitto there)."""
-    for candidate in (name, *candidates):
-        path = shutil.which(candidate) or (candidate if Path(candidate).exists() else None)
-        if path:
-            return path
-    raise RuntimeError(f"{name} is not installed (apt-get install {name})")
 
 
 @dataclass
@@ -153,47 +154,6 @@ def tls_mosquitto(workdir: Path, *, ca: Path, cert: Path, key: Path) -> Iterator
             yield server
 
 
-SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "config" / "mosquitto.conf"
-"""The broker configuration the project ships for a ward (``config/mosquitto.conf``)."""
-
-
-PLAIN_LISTENER = r"^listener\s+1883\s+127\.0\.0\.1\s*$"
-"""The listener line of ``config/mosquitto.conf``."""
-
-
-def private_copy_of_conf(
-    text: str,
-    *,
-    port: int,
-    persistence_dir: Path,
-    listener: str = PLAIN_LISTENER,
-    files: Mapping[str, Path] | None = None,
-) -> str:
-    """``text`` (a mosquitto.conf) with only the machine-specific lines replaced.
-
-    The substitution, and nothing else: the line matching ``listener`` (by default
-    ``listener 1883 127.0.0.1``) becomes ``listener <port> 127.0.0.1``,
-    ``persistence_location`` names ``persistence_dir``, every ``log_dest`` line becomes
-    ``log_dest stdout`` (the server log), and each directive named in ``files`` (e.g.
-    ``cafile``, ``password_file``) names the given path instead. Every other directive
-    (persistence, autosave, queue limits, session expiry, in-flight window, packet size,
-    TLS version, anonymous access) is tested as shipped. Fails if one of these lines is
-    missing, or a file directive appears more than once, so a reworded shipped file
-    cannot silently run the tests on defaults.
-    """
-    replacements = [
-        (listener, f"listener {port} 127.0.0.1", False),
-        (r"^persistence_location\s+\S.*$", f"persistence_location {persistence_dir}/", False),
-        (r"^log_dest\s+\S.*$", "log_dest stdout", False),
-        *((rf"^{re.escape(name)}\s+\S.*$", f"{name} {path}", True) for name, path in (files or {}).items()),
-    ]
-    for pattern, replacement, once in replacements:
-        text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
-        if count == 0 or (once and count > 1):
-            raise ValueError(f"mosquitto.conf has {count} lines matching {pattern!r}")
-    return text
-
-
 @contextlib.contextmanager
 def shipped_mosquitto(
     workdir: Path,
@@ -229,27 +189,6 @@ def shipped_mosquitto(
     finally:
         server.stop()
         shutil.rmtree(persistence_dir, ignore_errors=True)
-
-
-SHIPPED_SECURE_CONF = SHIPPED_MOSQUITTO_CONF.parent / "mosquitto-secure.conf"
-"""The locked-down broker configuration (``config/mosquitto-secure.conf``)."""
-
-SHIPPED_ACL = SHIPPED_MOSQUITTO_CONF.parent / "mosquitto-acl.conf"
-"""Its topic access list, with the example users (``config/mosquitto-acl.conf``)."""
-
-SECURE_LISTENER = r"^listener\s+8883\s*$"
-"""The listener line of ``config/mosquitto-secure.conf``."""
-
-
-def password_file(path: Path, users: Mapping[str, str]) -> Path:
-    """A mosquitto password file at ``path`` for ``users`` (name: password), made by
-    ``mosquitto_passwd -b`` as a site would."""
-    tool = find_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
-    path.unlink(missing_ok=True)
-    for index, (user, password) in enumerate(users.items()):
-        create = ["-c"] if index == 0 else []
-        subprocess.run([tool, *create, "-b", str(path), user, password], check=True, capture_output=True)
-    return path
 
 
 @contextlib.contextmanager

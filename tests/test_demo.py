@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +17,17 @@ from daemon.app import Pipeline
 from daemon.config import Config, InfluxConfig, MqttConfig
 from daemon.demo import demo_mix, demo_scenario, join_offset, joined, run_demo
 from simulators.broker import broker_for
-from simulators.scenario import PumpAction, ScenarioRun, builtin_names, load_scenario
+from simulators.scenario import (
+    PumpAction,
+    ScenarioRun,
+    builtin_names,
+    builtin_path,
+    check_expected,
+    expected_path,
+    load_expected,
+    load_scenario,
+)
+from simulators.secure import secure_broker
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
@@ -147,3 +159,44 @@ async def test_a_scaled_run_ends_early_when_its_daemon_is_told_to_stop(tmp_path:
         result = await asyncio.wait_for(run.run(), 20)
     assert len(pipelines) == 1
     assert result.alerts
+
+
+async def test_the_secure_demo_runs_behind_a_locked_down_broker(tmp_path: Path) -> None:
+    out = io.StringIO()
+    seen = await run_demo(beds=4, speed=180.0, duration_s=8.0, secure=True, out=out)
+    text = out.getvalue()
+    assert "demo: locked-down mosquitto on mqtts://127.0.0.1:" in text
+    assert "demo: a client without a login: refused ([code:135] Not authorized)" in text
+    assert "embedded" not in text
+    # The daemon logged in over TLS, the devices' vitals reached it, its alerts the station.
+    assert "MEDIUM FEVER start" in text
+    assert seen >= 1
+
+
+async def test_a_scenario_behind_the_locked_down_broker_acknowledges_as_the_station(tmp_path: Path) -> None:
+    """The same alerts as on an open broker, and the acknowledgement journaled under the
+    station's login with the scenario's person as the display name."""
+    name = "interruption-4h"
+    scenario = load_scenario(name)
+    async with secure_broker(tmp_path / "broker", ward=scenario.ward) as broker:
+        run = ScenarioRun(
+            scenario,
+            workdir=tmp_path,
+            fast=True,
+            speed=1.0,
+            mqtt_url=broker.url,
+            influx=InfluxConfig(api="none", spool_dir=tmp_path / "points"),
+            out=io.StringIO(),
+            capture=None,
+            progress=False,
+            secure=broker,
+        )
+        result = await run.run()
+    path = builtin_path(name)
+    assert path is not None
+    problems = check_expected(scenario.start, result.alerts, load_expected(expected_path(path)))
+    assert not problems, "\n".join([*problems, *result.timeline])
+    with sqlite3.connect(tmp_path / "state" / "wardd.sqlite") as db:
+        entries = [json.loads(row[0]) for row in db.execute("SELECT entry FROM journal ORDER BY seq")]
+    acks = [(e["who"], e["name"], e["alert"]["condition"]) for e in entries if e["what"] == "ack"]
+    assert acks == [("station-demo", "charge-nurse", "INFUSION_INTERRUPTED")]

@@ -14,9 +14,10 @@ import pytest
 from aiohttp import web
 
 from daemon.metrics import REDACTED, RedactingFilter
+from simulators.secure import find_binary
 from tests.helpers import wardd
 from tests.mqtt_watch import until
-from tests.servers import Mosquitto, find_binary, free_port, mosquitto, readable_copies
+from tests.servers import Mosquitto, free_port, mosquitto, readable_copies
 from tests.ward_load import WarddProcess
 
 MQTT_PASSWORD = "mqtt-S3cr3t-0x4f2a"

@@ -39,15 +39,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.config import TlsConfig
 from daemon.links.tls import client_context, describe
-from tests import tls_certs
+from simulators import tls_certs
+from simulators.secure import SHIPPED_ACL, SHIPPED_MOSQUITTO_CONF, SHIPPED_SECURE_CONF
 from tests.helpers import wardd
-from tests.servers import (
-    SHIPPED_ACL,
-    SHIPPED_MOSQUITTO_CONF,
-    SHIPPED_SECURE_CONF,
-    Mosquitto,
-    secure_mosquitto,
-)
+from tests.servers import Mosquitto, secure_mosquitto
 from tests.ward_load import WarddProcess, poll_until
 
 WAIT_S = 10.0

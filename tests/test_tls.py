@@ -19,7 +19,7 @@ from daemon.errors import ConfigError, SinkError
 from daemon.links.influx import V2Writer
 from daemon.links.tls import client_context, describe
 from daemon.points import Point
-from tests import tls_certs
+from simulators import tls_certs
 from tests.helpers import wardd
 from tests.servers import Mosquitto, tls_mosquitto, victoria_metrics
 from tests.ward_load import WarddProcess, poll_until

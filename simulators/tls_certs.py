@@ -1,8 +1,10 @@
-"""Certificates for TLS tests, made by the ``openssl`` command (Debian's package): a CA, and
-server certificates it signs, for the names and addresses a test asks for."""
+"""Certificates for private TLS setups (the tests, ``wardd demo --secure``), made by the
+``openssl`` command (Debian's package): a CA, and server certificates it signs, for the
+names and addresses asked for. Never for a ward: a hospital's CA signs its broker's."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Authority:
-    """A test CA: its certificate (``ca.pem``) and key."""
+    """A private CA: its certificate and key."""
 
     cert: Path
     key: Path
@@ -25,16 +27,20 @@ class ServerCert:
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("openssl is not installed (Debian: apt-get install openssl)")
+    # The program found on PATH, with arguments made here: nothing from outside.
+    subprocess.run([openssl, *args], cwd=cwd, check=True, capture_output=True)  # noqa: S603
 
 
-def authority(folder: Path, name: str = "ward-test-ca") -> Authority:
-    """A new self-signed CA in ``folder``."""
+def authority(folder: Path, name: str = "ward-test-ca", *, days: int = 2) -> Authority:
+    """A new self-signed CA in ``folder``, valid for ``days``."""
     folder.mkdir(parents=True, exist_ok=True)
     key, cert = folder / f"{name}.key", folder / f"{name}.pem"
     _openssl(
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+        "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", f"/CN={name}",
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         cwd=folder,
     )  # fmt: skip
