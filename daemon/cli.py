@@ -210,6 +210,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     from simulators import scenario as scenarios  # noqa: PLC0415
 
     loaded = scenarios.load_scenario(args.file)
+    # A config's broker settings (login, TLS), as every command that connects takes them.
+    broker = _load(args.config).mqtt if args.config else None
     influx: InfluxConfig | None = None
     if args.influx_out:
         if args.influx_out.startswith(("http://", "https://")):
@@ -224,6 +226,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             mqtt_url=args.mqtt,
             influx=influx,
             capture=Path(args.capture) if args.capture else None,
+            broker=broker,
         )
     )
     if args.alerts_out:
@@ -377,6 +380,33 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_demo(sub: Any) -> None:
+    """``wardd demo``'s arguments."""
+    demo = sub.add_parser("demo", help="run a demo ward on simulators (needs nothing installed by hand)")
+    # At most 50 beds: a scenario's limit. At most 300x: the simulated pumps answer in
+    # real time, and above that the daemon's reply timeout (1 simulated second) comes
+    # close to a pseudo-terminal's round trip.
+    demo.add_argument(
+        "--beds",
+        type=_number_in(0, 50, int),
+        help="number of beds, each playing one of the built-in scenarios in turn (default 6)",
+    )
+    demo.add_argument(
+        "--speed", type=_number_in(0, 300, float), help="simulated seconds per real second (default 60)"
+    )
+    demo.add_argument(
+        "--duration", type=_number_in(0, 1e6, float), help="stop by itself after this many real seconds"
+    )
+    demo.add_argument("--config", help="use this config's broker and database where they answer")
+    demo.add_argument(
+        "--secure",
+        action="store_true",
+        help="run it behind a locked-down mosquitto (TLS, logins, the shipped ACL); needs mosquitto and openssl",
+    )
+    demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.set_defaults(func=cmd_demo)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (every sub-command)."""
     top = argparse.ArgumentParser(
@@ -417,29 +447,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ack.set_defaults(func=cmd_ack)
 
-    demo = sub.add_parser("demo", help="run a demo ward on simulators (needs nothing installed by hand)")
-    # At most 50 beds: a scenario's limit. At most 300x: the simulated pumps answer in
-    # real time, and above that the daemon's reply timeout (1 simulated second) comes
-    # close to a pseudo-terminal's round trip.
-    demo.add_argument(
-        "--beds",
-        type=_number_in(0, 50, int),
-        help="number of beds, each playing one of the built-in scenarios in turn (default 6)",
-    )
-    demo.add_argument(
-        "--speed", type=_number_in(0, 300, float), help="simulated seconds per real second (default 60)"
-    )
-    demo.add_argument(
-        "--duration", type=_number_in(0, 1e6, float), help="stop by itself after this many real seconds"
-    )
-    demo.add_argument("--config", help="use this config's broker and database where they answer")
-    demo.add_argument(
-        "--secure",
-        action="store_true",
-        help="run it behind a locked-down mosquitto (TLS, logins, the shipped ACL); needs mosquitto and openssl",
-    )
-    demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    demo.set_defaults(func=cmd_demo)
+    _add_demo(sub)
 
     scen = sub.add_parser(
         "scenario", help="run a scenario (file or built-in name) through simulators and the daemon"
@@ -452,6 +460,10 @@ def parser() -> argparse.ArgumentParser:
     scen.add_argument("--influx-out", help="a folder (line protocol) or an InfluxDB v1 URL")
     scen.add_argument("--capture", help="also write the daemon's input events here (for `wardd replay`)")
     scen.add_argument("--mqtt", help="broker URL (default: local broker if it answers, else embedded)")
+    scen.add_argument(
+        "--config",
+        help="take the broker (URL, login, TLS) from this config's [mqtt]; --mqtt overrides the URL",
+    )
     scen.add_argument("--check", action="store_true", help="compare with the .expected.jsonl beside the file")
     scen.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     scen.set_defaults(func=cmd_scenario)

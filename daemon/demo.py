@@ -38,7 +38,7 @@ import aiomqtt
 
 from daemon import config as config_module
 from daemon.app import Pipeline
-from daemon.config import Config, InfluxConfig, TlsConfig
+from daemon.config import Config, InfluxConfig, MqttConfig, TlsConfig
 from daemon.console import WardConsole
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Priority
@@ -314,13 +314,7 @@ async def run_demo(
         influx = storage_for(base, out, folder / "points")
         _print_ward(scenario, chosen, out, speed)
         async with contextlib.AsyncExitStack() as brokers:
-            locked: SecureBroker | None = None
-            if secure:
-                locked = await brokers.enter_async_context(secure_broker(folder, ward=DEMO_WARD))
-                await _show_locked_down(locked, out)
-                url = locked.url
-            else:
-                url = (await brokers.enter_async_context(broker_for(base, out))).mqtt.url
+            url, locked, settings = await _broker(brokers, base, folder, out, secure=secure)
             group = await brokers.enter_async_context(asyncio.TaskGroup())
             drawing = group.create_task(redraw(), name="demo.console")
             try:
@@ -331,6 +325,7 @@ async def run_demo(
                     speed=speed,
                     mqtt_url=url,
                     secure=locked,
+                    broker=settings,
                     influx=influx,
                     out=out,
                     capture=None,
@@ -346,6 +341,20 @@ async def run_demo(
     print("\n".join(result.timeline), file=out)
     print(f"demo: stopped after {len(result.alerts)} alert transition(s)", file=out)
     return len(result.alerts)
+
+
+async def _broker(
+    brokers: contextlib.AsyncExitStack, base: Config, folder: Path, out: TextIO, *, secure: bool
+) -> tuple[str, SecureBroker | None, MqttConfig | None]:
+    """The run's broker, held open by ``brokers``: its URL, and the locked-down broker it
+    is (``secure``) or the settings (login, TLS) it takes."""
+    if secure:
+        locked = await brokers.enter_async_context(secure_broker(folder, ward=DEMO_WARD))
+        await _show_locked_down(locked, out)
+        return locked.url, locked, None
+    # The config's broker with its login and TLS settings, or an embedded one.
+    settings = (await brokers.enter_async_context(broker_for(base, out))).mqtt
+    return settings.url, None, settings
 
 
 async def _show_locked_down(broker: SecureBroker, out: TextIO) -> None:

@@ -9,7 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import TextIO
 
-from daemon.config import Config
+from daemon.config import Config, MqttConfig
 from daemon.links.mqtt import broker_address
 
 
@@ -58,8 +58,11 @@ async def broker_for(config: Config, out: TextIO) -> AsyncIterator[Config]:
     await broker.start()
     print(f"demo: no broker at {host}:{port}; started an embedded one on 127.0.0.1:{port}", file=out)
     try:
+        # The embedded broker takes anyone, in plain text: the config's login and TLS
+        # settings were for its own broker.
+        embedded = MqttConfig(**config.mqtt.model_dump(exclude={"url", "username", "password", "tls"}))
         yield config.model_copy(
-            update={"mqtt": config.mqtt.model_copy(update={"url": f"mqtt://127.0.0.1:{port}"})}
+            update={"mqtt": embedded.model_copy(update={"url": f"mqtt://127.0.0.1:{port}"})}
         )
     finally:
         await broker.shutdown()

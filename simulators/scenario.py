@@ -59,7 +59,7 @@ from daemon import config as config_module
 from daemon import topics
 from daemon.app import Pipeline, build
 from daemon.clock import Clock, ManualClock, ScaledClock, every
-from daemon.config import AwareDatetime, Config, InfluxConfig, PumpConfig
+from daemon.config import AwareDatetime, Config, InfluxConfig, MqttConfig, PumpConfig
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Metric
 from daemon.links.mqtt import Ack, MqttLink
@@ -444,6 +444,26 @@ def pump_id(bed: str) -> str:
     return f"{bed}-pump"
 
 
+def _ack_users(scenario: Scenario, broker: MqttConfig | None) -> tuple[str, ...]:
+    """Who acknowledges in ``scenario``, for ``[alerts] ack_users`` when the run logs in.
+
+    On a broker without logins the list may stay empty (anyone). With logins the daemon
+    requires one; a scenario without acknowledgements lists the runner's own login,
+    the only user that publishes anything.
+    """
+    if broker is None or broker.username is None:
+        return ()
+    users = sorted({ack.by for bed in scenario.beds for ack in bed.acks})
+    return tuple(users) or (broker.username,)
+
+
+def login_settings(broker: MqttConfig | None) -> dict[str, Any]:
+    """A broker's login and TLS settings, as ``to_config``'s ``mqtt`` takes them."""
+    if broker is None:
+        return {}
+    return broker.model_dump(mode="json", include={"username", "password", "tls"}, exclude_none=True)
+
+
 def to_config(
     scenario: Scenario,
     *,
@@ -741,6 +761,7 @@ class ScenarioRun:
         on_pipeline: Callable[[Pipeline], None] | None = None,
         on_alert: Callable[[Mapping[str, Any]], None] | None = None,
         secure: SecureBroker | None = None,
+        broker: MqttConfig | None = None,
     ) -> None:
         """``on_pipeline`` is called with the daemon's pipeline before it runs (to attach
         observers, or to stop the run early by setting its ``stop``); ``on_alert`` with
@@ -750,6 +771,8 @@ class ScenarioRun:
         daemon logs in as ``wardd``, the simulated devices as one gateway user, and the
         station, which reads the alerts and acknowledges them, as its own user, with the
         scenario's ``by`` as the display name. The topic prefix is then the ACL's ``ward``.
+        ``broker``: otherwise, the login and TLS settings of the broker at ``mqtt_url``
+        (a config's ``[mqtt]``), used by the daemon and the runner's links alike.
         """
         self.scenario = scenario
         self.on_pipeline = on_pipeline
@@ -773,14 +796,14 @@ class ScenarioRun:
             influx=influx,
             pump_links=self.links,
             capture=capture,
-            mqtt=None
+            mqtt=login_settings(broker)
             if secure is None
             else {
                 "username": DAEMON,
                 "password": {"value": secure.passwords[DAEMON]},
                 "tls": {"ca_file": str(secure.ca_file)},
             },
-            ack_users=() if secure is None else (STATION,),
+            ack_users=(STATION,) if secure is not None else _ack_users(scenario, broker),
         )
         self.counters = Counters()
         self.alerts: list[dict[str, Any]] = []
@@ -1219,11 +1242,14 @@ async def run_scenario(
     capture: Path | None = None,
     progress: bool = True,
     workdir: Path | None = None,
+    broker: MqttConfig | None = None,
 ) -> ScenarioResult:
     """Run a scenario (``fast``: stepped clock; else ``speed`` × real time) and return its alerts.
 
-    ``mqtt_url``: the broker (default: the local one if it answers, else an embedded
-    one). ``influx``: storage (default: line protocol kept in the work folder).
+    ``mqtt_url``: the broker (default: ``broker``'s url, else the local one, if it
+    answers, else an embedded one). ``broker``: a config's ``[mqtt]``, whose login and
+    TLS settings every link uses. ``influx``: storage (default: line protocol kept in
+    the work folder).
     """
 
     with contextlib.ExitStack() as stack:
@@ -1232,7 +1258,8 @@ async def run_scenario(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="wardd-scenario-", dir=_SCRATCH))
         )
         storage = influx or InfluxConfig(api="none", spool_dir=folder / "points")
-        probe = Config(mqtt=config_module.MqttConfig(url=mqtt_url or "mqtt://127.0.0.1:1883"))
+        settings = broker or config_module.MqttConfig()
+        probe = Config(mqtt=settings.model_copy(update={"url": mqtt_url or settings.url}))
         async with broker_for(probe, out if progress else io.StringIO()) as reachable:
             run = ScenarioRun(
                 scenario,
@@ -1244,6 +1271,7 @@ async def run_scenario(
                 out=out,
                 capture=capture,
                 progress=progress,
+                broker=reachable.mqtt,
             )
             return await run.run()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.config import parse
 from daemon.errors import ConfigError
 from simulators.scenario import (
     DEFAULT_START,
@@ -28,6 +29,8 @@ from simulators.scenario import (
     parse_scenario,
     run_scenario,
 )
+from simulators.secure import password_file
+from tests.servers import mosquitto, readable_copies
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
 
@@ -177,3 +180,31 @@ async def test_same_file_and_seed_give_the_same_alerts(tmp_path: Path) -> None:
 
     assert key(first.alerts) == key(second.alerts)
     assert first.counts == second.counts
+
+
+async def test_a_scenario_logs_in_where_the_broker_wants_a_login(tmp_path: Path) -> None:
+    """``wardd scenario --config``: the daemon and every link of the runner take the
+    config's login; without it the broker refuses them all."""
+    passwords = password_file(tmp_path / "passwd", {"ward-sim": "pw-sim-61c2"})
+    with (
+        readable_copies(passwords) as (readable,),
+        mosquitto(
+            tmp_path / "mosquitto", access=f"allow_anonymous false\npassword_file {readable}\n"
+        ) as server,
+    ):
+        (tmp_path / "password").write_text("pw-sim-61c2\n")
+        broker = parse(
+            {
+                "mqtt": {
+                    "url": f"mqtt://127.0.0.1:{server.port}",
+                    "username": "ward-sim",
+                    "password": {"file": str(tmp_path / "password")},
+                }
+            }
+        ).mqtt
+        scenario = load_scenario("interruption-4h")
+        result = await run_scenario(scenario, broker=broker, progress=False, workdir=tmp_path / "run")
+    path = builtin_path("interruption-4h")
+    assert path is not None
+    problems = check_expected(scenario.start, result.alerts, load_expected(expected_path(path)))
+    assert not problems, "\n".join([*problems, *result.timeline])
