@@ -106,6 +106,7 @@ from daemon.events import (
     PumpState,
     Reaction,
     Text,
+    Tick,
 )
 from daemon.frozen import replace
 from daemon.numfmt import fmt
@@ -924,6 +925,11 @@ class DoseRule:
 
     name = RULE_NAME
 
+    consumes = (PumpReading, BagHung, Observation, Tick)
+    """The events this rule reads (``daemon.rules.Rule``). Its checks judge time passing
+    at the daemon's ``now``; the tick is what brings them that time, so a vital sign or
+    a link's health, which change nothing in the ledger, need not run them again."""
+
     def __init__(
         self,
         bed: BedConfig,
@@ -949,6 +955,8 @@ class DoseRule:
         self, state: DoseState, event: Event, now: datetime
     ) -> tuple[DoseState, Sequence[AlertCandidate]]:
         """Update the ledger with ``event`` and re-evaluate every check at ``now``."""
+        if not isinstance(event, self.consumes):
+            return state, ()
         if isinstance(event, PumpReading):
             if event.bed != self.bed.id:
                 return state, ()
