@@ -438,9 +438,11 @@ def test_raise_and_clear_messages(
         out.extend(candidates)
     assert {(c.ward, c.bed, c.condition) for c in out} == {("w1", "b1", condition.value)}
     got = [(c.present, c.time, c.value, c.unit, c.message, dict(c.details)) for c in out]
+    # Hypotension reads two pressures: its details say which one the value is.
+    details = {"measure": metric.value} if condition is Condition.HYPOTENSION else {}
     assert [(p, t, v, u, m and (m.en, m.fr), d) for p, t, v, u, m, d in got] == [
-        (True, onset, bad, unit, raised, {}),
-        (False, end, normal, unit, cleared, {}),
+        (True, onset, bad, unit, raised, details),
+        (False, end, normal, unit, cleared, details),
     ]
 
 

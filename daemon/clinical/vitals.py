@@ -30,7 +30,11 @@ detail="probe-off")`` from ``daemon.telemetry``), and ``TELEMETRY_STALE`` when a
 on protocol sends no vitals for ``telemetry_stale_s`` of daemon time (``Tick``).
 
 When a monitor sends systolic and diastolic pressure without the mean, the mean is
-estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so).
+estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so). The
+hypotension track keeps the systolic, or the mean arterial pressure of a monitor that
+sends no systolic (``deciding_metric``), with the metric it is: a HYPOTENSION alert
+completed by a late sample names that pressure, and every HYPOTENSION alert says it in
+``details["measure"]`` (``sbp_mmhg`` or ``map_mmhg``).
 
 The nurses' entries that the CRS and NEWS2 rules read are validated in
 ``daemon.clinical.observations``; ``daemon.clinical.watch`` puts this family together.
@@ -138,11 +142,16 @@ class Noise:
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """One sample's verdict kept for re-judging; ``verdict=None`` marks a break (a sentinel)."""
+    """One sample's verdict kept for re-judging; ``verdict=None`` marks a break (a sentinel).
+
+    ``measure`` is the metric ``value`` is, where a condition reads several (hypotension:
+    systolic or mean arterial pressure); ``None`` in rows saved before it was kept.
+    """
 
     time: datetime
     verdict: Verdict | None
     value: float
+    measure: Metric | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +169,7 @@ class Track:
     normal_since: datetime | None = None  # first sample of the current normal run
     last_time: datetime | None = None
     value: float | None = None  # the latest value that decided a verdict
+    measure: Metric | None = None  # the metric ``value`` is (see ``Judged``)
     recent: tuple[Judged, ...] = ()
     base: Track | None = None
 
@@ -169,9 +179,18 @@ class Track:
 
 
 def advance(
-    track: Track, verdict: Verdict, time: datetime, value: float, noise: Noise
+    track: Track,
+    verdict: Verdict,
+    time: datetime,
+    value: float,
+    noise: Noise,
+    *,
+    measure: Metric | None = None,
 ) -> tuple[Track, Transition | None]:
-    """Feed one sample's verdict to a track; return the new track and any transition."""
+    """Feed one sample's verdict to a track; return the new track and any transition.
+
+    ``measure`` is the metric ``value`` is (kept with it, see ``Judged``).
+    """
     if track.last_time is not None and time <= track.last_time:
         return track, None  # repeated sample (``judge`` inserts late ones in order)
     if verdict is Verdict.ABNORMAL:
@@ -183,6 +202,7 @@ def advance(
             normal_since=None,
             last_time=time,
             value=value,
+            measure=measure,
         )
         if (
             not track.active
@@ -193,10 +213,24 @@ def advance(
         return new, None
     if verdict is Verdict.BAND:
         return replace(
-            track, run_start=None, run_count=0, normal_since=None, last_time=time, value=value
+            track,
+            run_start=None,
+            run_count=0,
+            normal_since=None,
+            last_time=time,
+            value=value,
+            measure=measure,
         ), None
     since = track.normal_since or time
-    new = replace(track, run_start=None, run_count=0, normal_since=since, last_time=time, value=value)
+    new = replace(
+        track,
+        run_start=None,
+        run_count=0,
+        normal_since=since,
+        last_time=time,
+        value=value,
+        measure=measure,
+    )
     if track.active and (time - since).total_seconds() >= noise.clear_s:
         return replace(new, active=False, normal_since=None), Transition.CLEARED
     return new, None
@@ -217,6 +251,7 @@ class Change:
     time: datetime
     value: float
     late_s: float | None = None
+    measure: Metric | None = None  # the metric ``value`` is (see ``Judged``)
 
 
 def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, list[Change]]:
@@ -226,9 +261,9 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
         if item.verdict is None:
             track = track.broken()
             continue
-        track, transition = advance(track, item.verdict, item.time, item.value, noise)
+        track, transition = advance(track, item.verdict, item.time, item.value, noise, measure=item.measure)
         if transition is not None:
-            changes.append(Change(transition, item.time, item.value))
+            changes.append(Change(transition, item.time, item.value, measure=item.measure))
     return track, changes
 
 
@@ -240,8 +275,12 @@ def judge(
     noise: Noise,
     *,
     now: datetime,
+    measure: Metric | None = None,
 ) -> tuple[Track, list[Change]]:
     """Judge one sample at its own ``time``, whenever it arrives (``now``: daemon clock).
+
+    ``measure`` is the metric ``value`` is (``deciding_metric``); it stays with the value
+    in the window, the track and the changes, so that a message names it.
 
     - A sample more than ``noise.late_s`` older than ``now`` is not judged (the caller stores
       and counts it).
@@ -257,18 +296,18 @@ def judge(
     if (now - time).total_seconds() > late_s:
         return track, []
     if track.last_time is None or time > track.last_time:
-        new, transition = advance(track, verdict, time, value, noise)
-        recent = (*track.recent, Judged(time, verdict, value))
+        new, transition = advance(track, verdict, time, value, noise, measure=measure)
+        recent = (*track.recent, Judged(time, verdict, value, measure))
         first = track.base if track.base is not None else replace(track, recent=(), base=None)
         new = _prune(new, first, recent, now, noise)
-        return new, [] if transition is None else [Change(transition, time, value)]
+        return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
     base = track.base
     if base is None or (base.last_time is not None and time <= base.last_time):
         return track, []  # older than anything the window still holds
     if any(item.time == time and item.verdict is not None for item in track.recent):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = (*track.recent[:at], Judged(time, verdict, value), *track.recent[at:])
+    recent = (*track.recent[:at], Judged(time, verdict, value, measure), *track.recent[at:])
     _, before = _fold(base, track.recent, noise)
     folded, after = _fold(base, recent, noise)
     before = [c for c in before if c.time >= time]
@@ -279,7 +318,7 @@ def judge(
     changes = after[same:]
     if not changes and folded.active != track.active:
         undone = Transition.RAISED if folded.active else Transition.CLEARED
-        changes = [Change(undone, time, value)]
+        changes = [Change(undone, time, value, measure=measure)]
     changes = [replace(c, late_s=(now - c.time).total_seconds()) for c in changes]
     return _prune(folded, base, recent, now, noise), changes
 
@@ -376,6 +415,17 @@ def mean_arterial_pressure(values: Mapping[Metric, float], th: VitalThresholds) 
     if th.map_from_sbp_dbp and sbp is not None and dbp is not None and dbp < sbp:
         return dbp + (sbp - dbp) / 3.0, True
     return None, False
+
+
+def deciding_metric(condition: Condition, values: Mapping[Metric, float]) -> Metric:
+    """The metric of the value ``classify`` keeps for ``condition`` from ``values``.
+
+    Hypotension keeps the systolic when the sample has one, else the mean arterial
+    pressure the monitor sent (an estimated mean needs the systolic).
+    """
+    if condition is Condition.HYPOTENSION and Metric.SBP_MMHG not in values:
+        return Metric.MAP_MMHG
+    return _DECIDING[condition]
 
 
 def _high(value: float, limit: float, hysteresis: float) -> Verdict:
@@ -503,7 +553,8 @@ _CLEARED: Mapping[Condition, Text] = {
     ),
 }
 
-# The metric whose value a track keeps for each condition (hypotension: systolic first).
+# The metric whose value a track keeps for each condition (hypotension: systolic first,
+# see ``deciding_metric``; also the metric of a window row saved without its measure).
 _DECIDING: Mapping[Condition, Metric] = {
     Condition.FEVER: Metric.TEMP_C,
     Condition.HYPOTENSION: Metric.SBP_MMHG,
@@ -552,25 +603,36 @@ def dump_track(track: Track) -> dict[str, Any]:
         "normal_since": iso_or_none(track.normal_since),
         "last_time": iso_or_none(track.last_time),
         "value": track.value,
+        "measure": None if track.measure is None else track.measure.value,
         "recent": [dump_judged(item) for item in track.recent],
         "base": None if track.base is None else dump_track(track.base),
     }
 
 
 def dump_judged(item: Judged) -> list[Any]:
-    """One verdict of a window as JSON-compatible data: ``[time, verdict, value]``."""
-    return [iso(item.time), None if item.verdict is None else item.verdict.value, item.value]
+    """One verdict of a window as JSON-compatible data: ``[time, verdict, value]``, plus
+    the measure when there is one."""
+    out = [iso(item.time), None if item.verdict is None else item.verdict.value, item.value]
+    if item.measure is not None:
+        out.append(item.measure.value)
+    return out
 
 
 def load_judged(data: Sequence[Any]) -> Judged:
-    """A verdict from ``dump_judged``'s output."""
-    when, verdict, value = data
-    return Judged(parse_iso(when), None if verdict is None else Verdict(verdict), float(value))
+    """A verdict from ``dump_judged``'s output (rows without a measure load too)."""
+    when, verdict, value, *measure = data
+    return Judged(
+        parse_iso(when),
+        None if verdict is None else Verdict(verdict),
+        float(value),
+        Metric(measure[0]) if measure and measure[0] is not None else None,
+    )
 
 
 def load_track(data: Mapping[str, Any]) -> Track:
     """A track from ``dump_track``'s output (a state written before ``recent`` existed loads too)."""
     value = data.get("value")
+    measure = data.get("measure")
     recent = [load_judged(item) for item in data.get("recent", ()) if item[0] is not None]
     base = data.get("base")
     return Track(
@@ -580,6 +642,7 @@ def load_track(data: Mapping[str, Any]) -> Track:
         normal_since=parse_iso_or_none(data.get("normal_since")),
         last_time=parse_iso_or_none(data.get("last_time")),
         value=None if value is None else float(value),
+        measure=None if measure is None else Metric(measure),
         recent=tuple(recent),
         base=None if base is None else load_track(base),
     )
@@ -656,12 +719,22 @@ class VitalsRule:
                 continue
             verdict, value = judged
             tracks[condition], changes = judge(
-                tracks[condition], verdict, event.time, value, self._noise[condition], now=now
+                tracks[condition],
+                verdict,
+                event.time,
+                value,
+                self._noise[condition],
+                now=now,
+                measure=deciding_metric(condition, event.values),
             )
             for change in changes:
-                # A late sample may complete a transition at another sample's time.
-                values = event.values if change.time == event.time else {_DECIDING[condition]: change.value}
+                # A late sample may complete a transition at another sample's time: that
+                # sample's value, named by its own measure (mean or systolic pressure).
+                measure = change.measure or _DECIDING[condition]
+                values = event.values if change.time == event.time else {measure: change.value}
                 raised = change.transition is Transition.RAISED
+                # Hypotension reads two pressures: the details say which one the value is.
+                details = {"measure": measure.value} if condition is Condition.HYPOTENSION else None
                 out.append(
                     late_note(
                         self._candidate(
@@ -671,6 +744,7 @@ class VitalsRule:
                             value=change.value,
                             unit=_UNITS[condition],
                             message=_message(condition, values, self.th) if raised else _CLEARED[condition],
+                            details=details,
                         ),
                         change.late_s,
                     )
