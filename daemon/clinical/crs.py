@@ -389,12 +389,20 @@ class CrsRule:
             return replace(state, concentration_ug_per_ml=event.concentration_ug_per_ml), ()
         if isinstance(event, SourceHealth):
             metric = probe_metric(event)
-            if metric is not None and event.health is not Health.CONNECTED:
-                if metric in METRICS[Condition.FEVER]:
-                    state = replace(state, fever=interrupt(state.fever, event.time))
-                if metric in METRICS[Condition.HYPOTENSION]:
-                    state = replace(state, hypotension=interrupt(state.hypotension, event.time))
-            return state, ()
+            if metric is None or event.health is Health.CONNECTED:
+                return state, ()
+            # A sentinel breaks the runs before it; a late one may undo a change (vitals.interrupt).
+            before = state
+            broken: list[tuple[Condition, Change]] = []
+            if metric in METRICS[Condition.FEVER]:
+                fever, changes = interrupt(state.fever, event.time, self._fever_noise, now=now)
+                state = replace(state, fever=fever)
+                broken.extend((Condition.FEVER, c) for c in changes)
+            if metric in METRICS[Condition.HYPOTENSION]:
+                low, changes = interrupt(state.hypotension, event.time, self._hypotension_noise, now=now)
+                state = replace(state, hypotension=low)
+                broken.extend((Condition.HYPOTENSION, c) for c in changes)
+            return self._late(before, state, broken) if broken else (state, ())
         return state, ()
 
     def _sample(

@@ -29,6 +29,12 @@ sentinel for a metric (``SourceHealth(source="monitor.<metric>", health=LOST,
 detail="probe-off")`` from ``daemon.telemetry``), and ``TELEMETRY_STALE`` when a bed
 on protocol sends no vitals for ``telemetry_stale_s`` of daemon time (``Tick``).
 
+A sentinel affects only the readings before it (``interrupt``): a late one takes its
+place in the window in time order and breaks only the runs before it; a probe-off older
+than the newest reading of its metric does not count towards ``PROBE_OFF`` (the probe
+is back), and a reading older than a probe-off does not end it. Entries of the same
+time keep their arrival order.
+
 When a monitor sends systolic and diastolic pressure without the mean, the mean is
 estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so). The
 hypotension track keeps the systolic, or the mean arterial pressure of a monitor that
@@ -43,7 +49,7 @@ The nurses' entries that the CRS and NEWS2 rules read are validated in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -295,7 +301,10 @@ def judge(
     late_s = noise.late_s
     if (now - time).total_seconds() > late_s:
         return track, []
-    if track.last_time is None or time > track.last_time:
+    # Newer than every sample and every sentinel of the window: judged in order.
+    if (track.last_time is None or time > track.last_time) and (
+        not track.recent or time >= track.recent[-1].time
+    ):
         new, transition = advance(track, verdict, time, value, noise, measure=measure)
         recent = (*track.recent, Judged(time, verdict, value, measure))
         first = track.base if track.base is not None else replace(track, recent=(), base=None)
@@ -308,6 +317,21 @@ def judge(
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
     recent = (*track.recent[:at], Judged(time, verdict, value, measure), *track.recent[at:])
+    return _rejudge(
+        track, base, recent, Change(Transition.RAISED, time, value, measure=measure), noise, now=now
+    )
+
+
+def _rejudge(
+    track: Track, base: Track, recent: tuple[Judged, ...], late: Change, noise: Noise, *, now: datetime
+) -> tuple[Track, list[Change]]:
+    """``track`` with its window replaced by ``recent`` (one late entry inserted at ``late.time``),
+    judged again from ``base``; the changes that differ, marked late.
+
+    When the late entry only undoes the last transition, the opposite one is returned at
+    ``late.time`` with ``late``'s value and measure.
+    """
+    time = late.time
     _, before = _fold(base, track.recent, noise)
     folded, after = _fold(base, recent, noise)
     before = [c for c in before if c.time >= time]
@@ -318,18 +342,45 @@ def judge(
     changes = after[same:]
     if not changes and folded.active != track.active:
         undone = Transition.RAISED if folded.active else Transition.CLEARED
-        changes = [Change(undone, time, value, measure=measure)]
+        changes = [replace(late, transition=undone)]
     changes = [replace(c, late_s=(now - c.time).total_seconds()) for c in changes]
     return _prune(folded, base, recent, now, noise), changes
 
 
-def interrupt(track: Track, time: datetime) -> Track:
-    """A sentinel at ``time`` ends the current run (kept so that re-judging sees it)."""
-    if track.base is None:
-        return track.broken()
+def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> tuple[Track, list[Change]]:
+    """A sentinel at ``time`` ends the run of the samples before it; kept in the window so
+    that re-judging sees it. Returns the track and the changes it makes (late ones only).
+
+    - Newer than every entry of the window (or at the time of the newest, after it): the
+      current run ends; nothing changes until the next sample.
+    - Older (late: a monitor or gateway delivered it after newer samples): it takes its
+      place in time order, after the entries of its own time, and the window is judged
+      again as for a late sample (``judge``), so only the runs before it are broken. When
+      that undoes the last transition, the opposite one is returned at the sentinel's time
+      with the value of the latest sample before it.
+    - Older than anything the window holds: nothing (the samples it would break have been
+      judged for good).
+
+    Before, a late sentinel broke the current run, made of samples newer than it.
+    """
+    newest = track.recent[-1].time if track.recent else None
+    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest):
+        if track.base is None:
+            return track.broken(), []
+        return replace(track.broken(), recent=(*track.recent, Judged(time, None, 0.0))), []
+    base = track.base
+    if base is None or (base.last_time is not None and time < base.last_time):
+        return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
     recent = (*track.recent[:at], Judged(time, None, 0.0), *track.recent[at:])
-    return replace(track.broken(), recent=recent)
+    last = next((item for item in reversed(track.recent[:at]) if item.verdict is not None), None)
+    if last is not None:
+        value, measure = last.value, last.measure
+    else:
+        value, measure = base.value or 0.0, base.measure
+    return _rejudge(
+        track, base, recent, Change(Transition.CLEARED, time, value, measure=measure), noise, now=now
+    )
 
 
 def _prune(track: Track, base: Track, recent: tuple[Judged, ...], now: datetime, noise: Noise) -> Track:
@@ -592,6 +643,9 @@ class VitalsState:
     last_vitals_at: datetime | None = None  # daemon time of the last sample received
     watch_since: datetime | None = None  # first daemon tick with the bed on protocol
     stale: bool = False
+    # Measurement time of the newest reading of each metric: a probe-off older than it is
+    # out of date (the probe is back), and only a reading newer than a probe-off ends it.
+    seen_at: Mapping[Metric, datetime] = field(default_factory=dict)
 
 
 def dump_track(track: Track) -> dict[str, Any]:
@@ -677,7 +731,7 @@ class VitalsRule:
         if isinstance(event, VitalSample):
             return self._sample(state, event, now)
         if isinstance(event, SourceHealth):
-            return self._health(state, event)
+            return self._health(state, event, now)
         if isinstance(event, Tick):
             return self._tick(state, event.time)
         return state, ()
@@ -727,31 +781,14 @@ class VitalsRule:
                 now=now,
                 measure=deciding_metric(condition, event.values),
             )
-            for change in changes:
-                # A late sample may complete a transition at another sample's time: that
-                # sample's value, named by its own measure (mean or systolic pressure).
-                measure = change.measure or _DECIDING[condition]
-                values = event.values if change.time == event.time else {measure: change.value}
-                raised = change.transition is Transition.RAISED
-                # Hypotension reads two pressures: the details say which one the value is.
-                details = {"measure": measure.value} if condition is Condition.HYPOTENSION else None
-                out.append(
-                    late_note(
-                        self._candidate(
-                            condition,
-                            change.time,
-                            present=raised,
-                            value=change.value,
-                            unit=_UNITS[condition],
-                            message=_message(condition, values, self.th) if raised else _CLEARED[condition],
-                            details=details,
-                        ),
-                        change.late_s,
-                    )
-                )
-        # A real value for a metric means its probe is back.
-        blind = {m: t for m, t in state.probe_off_since.items() if m not in event.values}
-        new = replace(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now)
+            out.extend(self._changed(condition, change, event) for change in changes)
+        # A real value for a metric means its probe is back, unless the probe went off after it.
+        blind = {m: t for m, t in state.probe_off_since.items() if m not in event.values or event.time < t}
+        seen = dict(state.seen_at)
+        for metric in event.values:
+            known = seen.get(metric)
+            seen[metric] = event.time if known is None else max(known, event.time)
+        new = replace(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now, seen_at=seen)
         new, probe = self._probe_candidates(new, event.time)
         out.extend(probe)
         if state.stale:
@@ -766,21 +803,56 @@ class VitalsRule:
             )
         return new, out
 
-    def _health(self, state: VitalsState, event: SourceHealth) -> tuple[VitalsState, list[AlertCandidate]]:
+    def _changed(self, condition: Condition, change: Change, event: VitalSample | None) -> AlertCandidate:
+        """The alert change of one track transition (``event``: the sample just judged)."""
+        # A late entry may make a transition at another sample's time: that sample's
+        # value, named by its own measure (mean or systolic pressure).
+        measure = change.measure or _DECIDING[condition]
+        at_event = event is not None and change.time == event.time
+        values = event.values if event is not None and at_event else {measure: change.value}
+        raised = change.transition is Transition.RAISED
+        # Hypotension reads two pressures: the details say which one the value is.
+        details = {"measure": measure.value} if condition is Condition.HYPOTENSION else None
+        return late_note(
+            self._candidate(
+                condition,
+                change.time,
+                present=raised,
+                value=change.value,
+                unit=_UNITS[condition],
+                message=_message(condition, values, self.th) if raised else _CLEARED[condition],
+                details=details,
+            ),
+            change.late_s,
+        )
+
+    def _health(
+        self, state: VitalsState, event: SourceHealth, now: datetime
+    ) -> tuple[VitalsState, list[AlertCandidate]]:
         metric = probe_metric(event)
         if metric is None:
             return state, []
         blind = dict(state.probe_off_since)
         tracks = dict(state.tracks)
+        out: list[AlertCandidate] = []
         if event.health is Health.CONNECTED:
             blind.pop(metric, None)
         else:
-            blind.setdefault(metric, event.time)
+            seen = state.seen_at.get(metric)
+            if seen is None or seen <= event.time:  # else a newer reading shows the probe back
+                known = blind.get(metric)
+                blind[metric] = event.time if known is None else min(known, event.time)
             # The sentinel is not a number: it interrupts the series it belongs to.
             for condition, metrics in METRICS.items():
                 if metric in metrics:
-                    tracks[condition] = interrupt(tracks[condition], event.time)
-        return self._probe_candidates(replace(state, tracks=tracks, probe_off_since=blind), event.time)
+                    tracks[condition], changes = interrupt(
+                        tracks[condition], event.time, self._noise[condition], now=now
+                    )
+                    out.extend(self._changed(condition, change, None) for change in changes)
+        state, probe = self._probe_candidates(
+            replace(state, tracks=tracks, probe_off_since=blind), event.time
+        )
+        return state, [*out, *probe]
 
     def _probe_candidates(
         self, state: VitalsState, time: datetime
@@ -860,6 +932,7 @@ class VitalsRule:
             "last_vitals_at": iso_or_none(state.last_vitals_at),
             "watch_since": iso_or_none(state.watch_since),
             "stale": state.stale,
+            "seen_at": {m.value: iso(t) for m, t in state.seen_at.items()},
         }
 
     def windows(self, state: VitalsState) -> Mapping[str, tuple[Judged, ...]]:
@@ -892,6 +965,11 @@ class VitalsRule:
             when = parse_iso_or_none(value)
             if when is not None:
                 blind[Metric(key)] = when
+        seen: dict[Metric, datetime] = {}
+        for key, value in data.get("seen_at", {}).items():
+            when = parse_iso_or_none(value)
+            if when is not None:
+                seen[Metric(key)] = when
         return VitalsState(
             tracks=tracks,
             probe_off_since=blind,
@@ -899,4 +977,5 @@ class VitalsRule:
             last_vitals_at=parse_iso_or_none(data.get("last_vitals_at")),
             watch_since=parse_iso_or_none(data.get("watch_since")),
             stale=bool(data.get("stale", False)),
+            seen_at=seen,
         )
