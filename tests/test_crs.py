@@ -615,7 +615,7 @@ def test_the_basis_names_only_the_domains_at_the_grade() -> None:
             2,
             [
                 {"domain": "fever", "value": 38.4, "source": "monitor"},
-                {"domain": "hypotension", "value": 80, "source": "monitor"},
+                {"domain": "hypotension", "value": 80, "measure": "sbp_mmhg", "source": "monitor"},
             ],
         ),
         (
@@ -766,7 +766,7 @@ def test_late_fever_and_hypotension_are_graded_in_measurement_order() -> None:
     assert candidate.details["late_s"] == pytest.approx(600.0)
     assert candidate.details["basis"] == [
         {"domain": "fever", "value": 38.4, "source": "monitor"},
-        {"domain": "hypotension", "value": 80, "source": "monitor"},
+        {"domain": "hypotension", "value": 80, "measure": "sbp_mmhg", "source": "monitor"},
     ]
     assert candidate.message is not None
     assert candidate.message.en.startswith(
@@ -799,7 +799,7 @@ def test_a_late_hypotension_after_a_late_fever_is_graded_at_its_own_time() -> No
             2,
             [
                 {"domain": "fever", "value": 38.4, "source": "monitor"},
-                {"domain": "hypotension", "value": 80, "source": "monitor"},
+                {"domain": "hypotension", "value": 80, "measure": "sbp_mmhg", "source": "monitor"},
             ],
         ),
     ]

@@ -386,7 +386,13 @@ def test_crs_messages_details_and_basis_through_a_course() -> None:
             2.0,
             "{grade}",
             Priority.HIGH,
-            {"grade": 2, "basis": [treatment, {"domain": "hypotension", "value": 84.0, "source": "monitor"}]},
+            {
+                "grade": 2,
+                "basis": [
+                    treatment,
+                    {"domain": "hypotension", "value": 84.0, "measure": "sbp_mmhg", "source": "monitor"},
+                ],
+            },
         ),
         (True, 4 * minute, 3.0, "{grade}", Priority.HIGH, {"grade": 3, "basis": [treatment, vasopressin]}),
         (
@@ -688,7 +694,7 @@ def test_no_vasopressor_recorded_is_not_a_basis() -> None:
             "grade": 2,
             "basis": [
                 {"domain": "fever", "value": 38.4, "source": "monitor"},
-                {"domain": "hypotension", "value": 85.0, "source": "monitor"},
+                {"domain": "hypotension", "value": 85.0, "measure": "sbp_mmhg", "source": "monitor"},
             ],
         }
     ]

@@ -353,6 +353,11 @@ def test_random_objects_either_parse_or_raise_input_error(data: dict[str, Any]) 
             "future_time",
             "'time' 2026-03-02T21:00:00Z is ahead of the daemon's clock",
         ),
+        (
+            {"ice_score": 10, "time": "2026-02-20T20:00:00Z"},
+            "too_old",
+            "'time' 2026-02-20T20:00:00Z is more than 7 days old",
+        ),
         ({"o2_flow_l_per_min": "4"}, "bad_type", "'o2_flow_l_per_min' must be a number, got '4'"),
         ({"ice_score": "5"}, "bad_type", "'ice_score' must be a whole number, got '5'"),
         ({"ice_score": 11}, "out_of_range", "'ice_score' 11 is outside 0-10"),

@@ -438,9 +438,11 @@ def test_raise_and_clear_messages(
         out.extend(candidates)
     assert {(c.ward, c.bed, c.condition) for c in out} == {("w1", "b1", condition.value)}
     got = [(c.present, c.time, c.value, c.unit, c.message, dict(c.details)) for c in out]
+    # Hypotension reads two pressures: its details say which one the value is.
+    details = {"measure": metric.value} if condition is Condition.HYPOTENSION else {}
     assert [(p, t, v, u, m and (m.en, m.fr), d) for p, t, v, u, m, d in got] == [
-        (True, onset, bad, unit, raised, {}),
-        (False, end, normal, unit, cleared, {}),
+        (True, onset, bad, unit, raised, details),
+        (False, end, normal, unit, cleared, details),
     ]
 
 
@@ -544,7 +546,7 @@ NO_DELAY = Noise(delay_s=0, clear_s=60, confirm_samples=2, late_s=900)
 def test_a_sentinel_restarts_the_sample_count() -> None:
     """With no onset delay, two abnormal samples raise; a sentinel between them resets the count."""
     track, changes = judge(Track(), A, T0, 0.0, NO_DELAY, now=T0)
-    track = interrupt(track, T0 + S)
+    track, _ = interrupt(track, T0 + S, NO_DELAY, now=T0 + S)
     track, changes = judge(track, A, T0 + 2 * S, 0.0, NO_DELAY, now=T0 + 2 * S)
     assert changes == []
     _, changes = judge(track, A, T0 + 3 * S, 0.0, NO_DELAY, now=T0 + 3 * S)
@@ -588,7 +590,7 @@ def test_a_sentinel_restarts_the_clearing_time() -> None:
     track, _ = judge(track, A, T0 + S, 0.0, noise, now=T0 + S)
     assert track.active
     track, _ = judge(track, N, T0 + 10 * S, 0.0, noise, now=T0 + 10 * S)
-    track = interrupt(track, T0 + 20 * S)
+    track, _ = interrupt(track, T0 + 20 * S, noise, now=T0 + 20 * S)
     track, changes = judge(track, N, T0 + 30 * S, 0.0, noise, now=T0 + 30 * S)
     track, changes = judge(track, N, T0 + 70 * S, 0.0, noise, now=T0 + 70 * S)
     assert changes == []  # 40 s since the normal run restarted at 30 s, not 60 s since 10 s
@@ -601,7 +603,8 @@ def test_a_sentinel_is_kept_for_re_judging_late_samples() -> None:
     noise = Noise(delay_s=30, clear_s=60, confirm_samples=2, late_s=900)
     track, _ = judge(Track(), A, T0, 0.0, noise, now=T0)
     track, _ = judge(track, A, T0 + 10 * S, 0.0, noise, now=T0 + 10 * S)
-    track = interrupt(track, T0 + 10 * S)  # same time as the sample: it ends that sample's run
+    # Same time as the sample, arriving after it: it ends that sample's run.
+    track, _ = interrupt(track, T0 + 10 * S, noise, now=T0 + 10 * S)
     track, changes = judge(track, A, T0 + 45 * S, 0.0, noise, now=T0 + 45 * S)
     assert changes == []
     # A late abnormal sample at 5 s: 0, 5, 10 then the break, then 45 alone: still nothing.
@@ -659,7 +662,7 @@ def test_re_judging_goes_past_a_sentinel_and_keeps_the_values() -> None:
     """A late sample re-judges the whole window: past a sentinel, with each sample's own value."""
     noise = Noise(delay_s=30, clear_s=60, confirm_samples=2, late_s=900)
     track, _ = judge(Track(), A, T0, 88.0, noise, now=T0)
-    track = interrupt(track, T0 + 10 * S)
+    track, _ = interrupt(track, T0 + 10 * S, noise, now=T0 + 10 * S)
     track, _ = judge(track, A, T0 + 20 * S, 87.0, noise, now=T0 + 20 * S)
     track, changes = judge(track, A, T0 + 60 * S, 86.0, noise, now=T0 + 60 * S)
     assert [(c.transition, c.time, c.value) for c in changes] == [(Transition.RAISED, T0 + 60 * S, 86.0)]
@@ -755,7 +758,7 @@ def test_judge_ignores_repeats_and_samples_older_than_the_window() -> None:
 def test_a_late_sample_at_a_sentinels_time_comes_after_it() -> None:
     noise = NO_DELAY
     track, _ = judge(Track(), A, T0, 80.0, noise, now=T0)
-    track = interrupt(track, T0 + 10 * S)
+    track, _ = interrupt(track, T0 + 10 * S, noise, now=T0 + 10 * S)
     track, changes = judge(track, A, T0 + 20 * S, 81.0, noise, now=T0 + 20 * S)
     assert changes == []
     _, changes = judge(track, A, T0 + 10 * S, 82.0, noise, now=T0 + 30 * S)

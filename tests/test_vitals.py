@@ -434,7 +434,7 @@ def test_repeated_and_pre_window_samples_are_ignored() -> None:
 
 def test_track_with_window_round_trips() -> None:
     track, _ = feed(Track(), [(A, 0, 0), (A, 2, 2), (N, 3, 3)])
-    track = interrupt(track, at(4))
+    track, _ = interrupt(track, at(4), Noise(0, 60, 2, 900), now=at(4))
     assert load_track(json.loads(json.dumps(dump_track(track)))) == track
     assert load_track({"active": True}) == Track(active=True)  # a state from before the window
 

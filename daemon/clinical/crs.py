@@ -24,7 +24,9 @@ Late vital samples are judged by the fever and hypotension tracks exactly as the
 vital-sign rule judges them (``fever_late_s``, ``hypotension_late_s``; see
 ``daemon.clinical.vitals.judge``): when a late sample changes a track, the grade is set again
 at the time of that change, and the candidate carries ``details["late_s"]`` and a
-note. Observations are taken as the latest of each kind, whenever they arrive.
+note. The message and the basis name the pressure behind a hypotension: systolic, or
+the mean arterial pressure of a monitor that sends no systolic (``basis`` ``measure``).
+Observations are taken as the latest of each kind, whenever they arrive.
 
 ICANS grade: the most severe of its domains, each able to set the grade on its own:
 
@@ -61,7 +63,7 @@ reversible state); grade 2 and above high (label actions start at grade 3, and
 grade 2 can progress to organ injury). ``NEURO_CHECK_DUE`` is a low-priority
 technical reminder.
 
-The nurses' JSON entries are validated by ``daemon.clinical.vitals.parse_observation``.
+The nurses' JSON entries are validated by ``daemon.clinical.observations``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ from daemon.clinical.vitals import (
     Track,
     Transition,
     classify,
+    deciding_metric,
     dump_judged,
     dump_track,
     interrupt,
@@ -101,6 +104,7 @@ from daemon.events import (
     Health,
     IcpFinding,
     Kind,
+    Metric,
     MotorWeakness,
     Observation,
     Priority,
@@ -276,6 +280,17 @@ _ICANS_LABEL: Mapping[int, tuple[str, str]] = {
 
 # --------------------------------------------------------------------------- CRS
 
+# The pressure a hypotension track's value is (``daemon.clinical.vitals.deciding_metric``).
+_PRESSURE_NAMES: Mapping[Metric, tuple[str, str]] = {
+    Metric.SBP_MMHG: ("systolic", "systolique"),
+    Metric.MAP_MMHG: ("mean arterial pressure", "pression artérielle moyenne"),
+}
+
+
+def _pressure(track: Track) -> Metric:
+    """The metric of the track's value; systolic for a track saved before it was kept."""
+    return track.measure or Metric.SBP_MMHG
+
 
 @dataclass(frozen=True, slots=True)
 class CrsState:
@@ -374,12 +389,20 @@ class CrsRule:
             return replace(state, concentration_ug_per_ml=event.concentration_ug_per_ml), ()
         if isinstance(event, SourceHealth):
             metric = probe_metric(event)
-            if metric is not None and event.health is not Health.CONNECTED:
-                if metric in METRICS[Condition.FEVER]:
-                    state = replace(state, fever=interrupt(state.fever, event.time))
-                if metric in METRICS[Condition.HYPOTENSION]:
-                    state = replace(state, hypotension=interrupt(state.hypotension, event.time))
-            return state, ()
+            if metric is None or event.health is Health.CONNECTED:
+                return state, ()
+            # A sentinel breaks the runs before it; a late one may undo a change (vitals.interrupt).
+            before = state
+            broken: list[tuple[Condition, Change]] = []
+            if metric in METRICS[Condition.FEVER]:
+                fever, changes = interrupt(state.fever, event.time, self._fever_noise, now=now)
+                state = replace(state, fever=fever)
+                broken.extend((Condition.FEVER, c) for c in changes)
+            if metric in METRICS[Condition.HYPOTENSION]:
+                low, changes = interrupt(state.hypotension, event.time, self._hypotension_noise, now=now)
+                state = replace(state, hypotension=low)
+                broken.extend((Condition.HYPOTENSION, c) for c in changes)
+            return self._late(before, state, broken) if broken else (state, ())
         return state, ()
 
     def _sample(
@@ -395,7 +418,13 @@ class CrsRule:
         low = classify(Condition.HYPOTENSION, event.values, self.th)
         if low is not None:
             track, changes = judge(
-                state.hypotension, low[0], event.time, low[1], self._hypotension_noise, now=now
+                state.hypotension,
+                low[0],
+                event.time,
+                low[1],
+                self._hypotension_noise,
+                now=now,
+                measure=deciding_metric(Condition.HYPOTENSION, event.values),
             )
             state = replace(state, hypotension=track)
             late.extend((Condition.HYPOTENSION, c) for c in changes if c.late_s is not None)
@@ -407,6 +436,7 @@ class CrsRule:
         """Grade again at each change late data made, in time order, marked late."""
         fever, hypotension = before.fever.active, before.hypotension.active
         fever_value, low_value = after.fever.value, after.hypotension.value
+        low_measure = after.hypotension.measure
         state = replace(after, grade=before.grade)
         out: list[AlertCandidate] = []
         for condition, change in sorted(late, key=lambda item: item[1].time):
@@ -414,11 +444,13 @@ class CrsRule:
             if condition is Condition.FEVER:
                 fever, fever_value = active, change.value
             else:
-                hypotension, low_value = active, change.value
+                hypotension, low_value, low_measure = active, change.value, change.measure
             view = replace(
                 state,
                 fever=replace(after.fever, active=fever, value=fever_value),
-                hypotension=replace(after.hypotension, active=hypotension, value=low_value),
+                hypotension=replace(
+                    after.hypotension, active=hypotension, value=low_value, measure=low_measure
+                ),
             )
             view, candidates = self._grade(view, change.time)
             state = replace(state, grade=view.grade)
@@ -507,7 +539,14 @@ class CrsRule:
             if vasopressin is not None and vasopressin.values["vasopressin"]:
                 out.append({"domain": "vasopressin", "value": True, **vasopressin.who_when()})
             if haemodynamic == 2:
-                out.append({"domain": "hypotension", "value": state.hypotension.value, "source": "monitor"})
+                out.append(
+                    {
+                        "domain": "hypotension",
+                        "value": state.hypotension.value,
+                        "measure": _pressure(state.hypotension).value,
+                        "source": "monitor",
+                    }
+                )
         if oxygen and oxygen == state.grade:
             for name in ("o2_device", "o2_flow_l_per_min"):
                 entry = chart.latest(name)
@@ -547,8 +586,10 @@ class CrsRule:
             en.append("vasopressin alone (read as one vasopressor)")
             fr.append("vasopressine seule (lue comme un vasopresseur)")
         elif state.hypotension.active and state.hypotension.value is not None:
-            en.append(f"hypotension (systolic {fmt(state.hypotension.value, 0)} mmHg) without vasopressor")
-            fr.append(f"hypotension (systolique {fmt(state.hypotension.value, 0)} mmHg) sans vasopresseur")
+            name_en, name_fr = _PRESSURE_NAMES[_pressure(state.hypotension)]
+            value = state.hypotension.value
+            en.append(f"hypotension ({name_en} {fmt(value, 0)} mmHg) without vasopressor")
+            fr.append(f"hypotension ({name_fr} {fmt(value, 0, 'fr')} mmHg) sans vasopresseur")
         device = state.chart.value("o2_device")
         flow = state.chart.value("o2_flow_l_per_min")
         if oxygen_grade(device, flow):

@@ -22,6 +22,12 @@ with ``details["late_s"]`` and a note in the message, at the time they happened
 (``since``). An input older than ``news2_late_s`` on arrival is not scored (the
 pipeline counts it as ``vitals.late_dropped`` ``news2``).
 
+A probe-off (``SourceHealth`` LOST for ``monitor.<metric>``) removes only the values
+before it: a late one takes its place in the window in time order (after the inputs of
+its own time, which arrived before it) and the window is scored again; one older than
+the window is applied to the state the window starts from. Before, it removed the
+metric's newest value whatever its time and went to the end of the window.
+
 Triggers (domain.md section 3) and their IEC 60601-1-8 priorities (section 4):
 
 - aggregate >= 7, "emergency assessment within 30 min": **high** (immediate
@@ -330,28 +336,42 @@ class News2Rule:
             blind = probe_metric(event)
             if blind is None or event.health is Health.CONNECTED:
                 return state, ()
-            # The last value before a probe came off is no longer the patient's.
+            # The values before a probe came off are no longer the patient's; it scores
+            # nothing itself, so it has no lateness limit.
             item = Input(event.time, blind=blind, scored=False)
-            after, _ = self._apply(state, item)
-            return self._keep(state, after, (*state.recent, item), now), ()
         else:
             return state, ()
         if item.scored and (now - item.time).total_seconds() > self.th.news2_late_s:
             return state, ()  # too late to be scored: stored, and counted by the pipeline
         last = state.track.last_time
-        if last is None or item.time >= last:
+        newest = state.recent[-1].time if state.recent else None
+        if (last is None or item.time >= last) and (newest is None or item.time >= newest):
             after, out = self._apply(state, item)
             return self._keep(state, after, (*state.recent, item), now), out
         return self._late(state, item, now)
 
     def _late(self, state: News2State, item: Input, now: datetime) -> tuple[News2State, list[AlertCandidate]]:
+        """An input older than the newest of the window, scored in time order (module docstring).
+
+        Entries of the same time keep their arrival order: the late input goes after them.
+        A probe-off older than the window is applied to the state the window starts from
+        (it removes the values before it there) and the window is scored again.
+        """
         base = state.base
-        if base is None or (base.track.last_time is not None and item.time <= base.track.last_time):
+        if base is None:
+            return state, []  # nothing scored yet
+        old = base.track.last_time is not None and item.time < base.track.last_time
+        if not item.scored and old:
+            at, recent, upto_base = 0, state.recent, self._apply(base, item)[0]
+        elif old or (item.scored and item.time == base.track.last_time):
             return state, []  # older than anything the window still holds
-        at = next((i for i, known in enumerate(state.recent) if known.time > item.time), len(state.recent))
-        recent = (*state.recent[:at], item, *state.recent[at:])
+        else:
+            at = next(
+                (i for i, known in enumerate(state.recent) if known.time > item.time), len(state.recent)
+            )
+            recent, upto_base = (*state.recent[:at], item, *state.recent[at:]), base
         _, before = self._fold(base, state.recent)
-        folded, after = self._fold(base, recent)
+        folded, after = self._fold(upto_base, recent)
         before = [c for c in before if c.time >= item.time]
         after = [c for c in after if c.time >= item.time]
         same = 0
@@ -360,11 +380,11 @@ class News2Rule:
         out = after[same:]
         if not out and folded.track.active != state.track.active:
             # The score at the late input's time: from the inputs up to it, not the later ones.
-            upto, _ = self._fold(base, recent[: at + 1])
+            upto, _ = self._fold(upto_base, recent[: at + 1] if upto_base is base else ())
             result = self.current(upto, item.time)
             out = [self._candidate(item.time, result, folded.trigger if folded.track.active else None)]
         out = [late_note(c, (now - c.time).total_seconds()) for c in out]
-        return self._keep(state, folded, recent, now), out
+        return self._keep(replace(state, base=upto_base), folded, recent, now), out
 
     def _fold(self, base: News2State, items: Sequence[Input]) -> tuple[News2State, list[AlertCandidate]]:
         state = replace(base, recent=(), base=None)
@@ -391,7 +411,8 @@ class News2Rule:
 
     def _apply(self, state: News2State, item: Input) -> tuple[News2State, list[AlertCandidate]]:
         if item.blind is not None:
-            values = {m: v for m, v in state.values.items() if m != item.blind}
+            # Only the values before it (a value of its own time arrived before it).
+            values = {m: v for m, v in state.values.items() if m != item.blind or v[1] > item.time}
             return replace(state, values=values), []
         if item.values:
             values = dict(state.values)

@@ -29,8 +29,18 @@ sentinel for a metric (``SourceHealth(source="monitor.<metric>", health=LOST,
 detail="probe-off")`` from ``daemon.telemetry``), and ``TELEMETRY_STALE`` when a bed
 on protocol sends no vitals for ``telemetry_stale_s`` of daemon time (``Tick``).
 
+A sentinel affects only the readings before it (``interrupt``): a late one takes its
+place in the window in time order and breaks only the runs before it; a probe-off older
+than the newest reading of its metric does not count towards ``PROBE_OFF`` (the probe
+is back), and a reading older than a probe-off does not end it. Entries of the same
+time keep their arrival order.
+
 When a monitor sends systolic and diastolic pressure without the mean, the mean is
-estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so).
+estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so). The
+hypotension track keeps the systolic, or the mean arterial pressure of a monitor that
+sends no systolic (``deciding_metric``), with the metric it is: a HYPOTENSION alert
+completed by a late sample names that pressure, and every HYPOTENSION alert says it in
+``details["measure"]`` (``sbp_mmhg`` or ``map_mmhg``).
 
 The nurses' entries that the CRS and NEWS2 rules read are validated in
 ``daemon.clinical.observations``; ``daemon.clinical.watch`` puts this family together.
@@ -39,7 +49,7 @@ The nurses' entries that the CRS and NEWS2 rules read are validated in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -138,11 +148,16 @@ class Noise:
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """One sample's verdict kept for re-judging; ``verdict=None`` marks a break (a sentinel)."""
+    """One sample's verdict kept for re-judging; ``verdict=None`` marks a break (a sentinel).
+
+    ``measure`` is the metric ``value`` is, where a condition reads several (hypotension:
+    systolic or mean arterial pressure); ``None`` in rows saved before it was kept.
+    """
 
     time: datetime
     verdict: Verdict | None
     value: float
+    measure: Metric | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +175,7 @@ class Track:
     normal_since: datetime | None = None  # first sample of the current normal run
     last_time: datetime | None = None
     value: float | None = None  # the latest value that decided a verdict
+    measure: Metric | None = None  # the metric ``value`` is (see ``Judged``)
     recent: tuple[Judged, ...] = ()
     base: Track | None = None
 
@@ -169,9 +185,18 @@ class Track:
 
 
 def advance(
-    track: Track, verdict: Verdict, time: datetime, value: float, noise: Noise
+    track: Track,
+    verdict: Verdict,
+    time: datetime,
+    value: float,
+    noise: Noise,
+    *,
+    measure: Metric | None = None,
 ) -> tuple[Track, Transition | None]:
-    """Feed one sample's verdict to a track; return the new track and any transition."""
+    """Feed one sample's verdict to a track; return the new track and any transition.
+
+    ``measure`` is the metric ``value`` is (kept with it, see ``Judged``).
+    """
     if track.last_time is not None and time <= track.last_time:
         return track, None  # repeated sample (``judge`` inserts late ones in order)
     if verdict is Verdict.ABNORMAL:
@@ -183,6 +208,7 @@ def advance(
             normal_since=None,
             last_time=time,
             value=value,
+            measure=measure,
         )
         if (
             not track.active
@@ -193,10 +219,24 @@ def advance(
         return new, None
     if verdict is Verdict.BAND:
         return replace(
-            track, run_start=None, run_count=0, normal_since=None, last_time=time, value=value
+            track,
+            run_start=None,
+            run_count=0,
+            normal_since=None,
+            last_time=time,
+            value=value,
+            measure=measure,
         ), None
     since = track.normal_since or time
-    new = replace(track, run_start=None, run_count=0, normal_since=since, last_time=time, value=value)
+    new = replace(
+        track,
+        run_start=None,
+        run_count=0,
+        normal_since=since,
+        last_time=time,
+        value=value,
+        measure=measure,
+    )
     if track.active and (time - since).total_seconds() >= noise.clear_s:
         return replace(new, active=False, normal_since=None), Transition.CLEARED
     return new, None
@@ -217,6 +257,7 @@ class Change:
     time: datetime
     value: float
     late_s: float | None = None
+    measure: Metric | None = None  # the metric ``value`` is (see ``Judged``)
 
 
 def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, list[Change]]:
@@ -226,9 +267,9 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
         if item.verdict is None:
             track = track.broken()
             continue
-        track, transition = advance(track, item.verdict, item.time, item.value, noise)
+        track, transition = advance(track, item.verdict, item.time, item.value, noise, measure=item.measure)
         if transition is not None:
-            changes.append(Change(transition, item.time, item.value))
+            changes.append(Change(transition, item.time, item.value, measure=item.measure))
     return track, changes
 
 
@@ -240,8 +281,12 @@ def judge(
     noise: Noise,
     *,
     now: datetime,
+    measure: Metric | None = None,
 ) -> tuple[Track, list[Change]]:
     """Judge one sample at its own ``time``, whenever it arrives (``now``: daemon clock).
+
+    ``measure`` is the metric ``value`` is (``deciding_metric``); it stays with the value
+    in the window, the track and the changes, so that a message names it.
 
     - A sample more than ``noise.late_s`` older than ``now`` is not judged (the caller stores
       and counts it).
@@ -256,19 +301,37 @@ def judge(
     late_s = noise.late_s
     if (now - time).total_seconds() > late_s:
         return track, []
-    if track.last_time is None or time > track.last_time:
-        new, transition = advance(track, verdict, time, value, noise)
-        recent = (*track.recent, Judged(time, verdict, value))
+    # Newer than every sample and every sentinel of the window: judged in order.
+    if (track.last_time is None or time > track.last_time) and (
+        not track.recent or time >= track.recent[-1].time
+    ):
+        new, transition = advance(track, verdict, time, value, noise, measure=measure)
+        recent = (*track.recent, Judged(time, verdict, value, measure))
         first = track.base if track.base is not None else replace(track, recent=(), base=None)
         new = _prune(new, first, recent, now, noise)
-        return new, [] if transition is None else [Change(transition, time, value)]
+        return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
     base = track.base
     if base is None or (base.last_time is not None and time <= base.last_time):
         return track, []  # older than anything the window still holds
     if any(item.time == time and item.verdict is not None for item in track.recent):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = (*track.recent[:at], Judged(time, verdict, value), *track.recent[at:])
+    recent = (*track.recent[:at], Judged(time, verdict, value, measure), *track.recent[at:])
+    return _rejudge(
+        track, base, recent, Change(Transition.RAISED, time, value, measure=measure), noise, now=now
+    )
+
+
+def _rejudge(
+    track: Track, base: Track, recent: tuple[Judged, ...], late: Change, noise: Noise, *, now: datetime
+) -> tuple[Track, list[Change]]:
+    """``track`` with its window replaced by ``recent`` (one late entry inserted at ``late.time``),
+    judged again from ``base``; the changes that differ, marked late.
+
+    When the late entry only undoes the last transition, the opposite one is returned at
+    ``late.time`` with ``late``'s value and measure.
+    """
+    time = late.time
     _, before = _fold(base, track.recent, noise)
     folded, after = _fold(base, recent, noise)
     before = [c for c in before if c.time >= time]
@@ -279,18 +342,45 @@ def judge(
     changes = after[same:]
     if not changes and folded.active != track.active:
         undone = Transition.RAISED if folded.active else Transition.CLEARED
-        changes = [Change(undone, time, value)]
+        changes = [replace(late, transition=undone)]
     changes = [replace(c, late_s=(now - c.time).total_seconds()) for c in changes]
     return _prune(folded, base, recent, now, noise), changes
 
 
-def interrupt(track: Track, time: datetime) -> Track:
-    """A sentinel at ``time`` ends the current run (kept so that re-judging sees it)."""
-    if track.base is None:
-        return track.broken()
+def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> tuple[Track, list[Change]]:
+    """A sentinel at ``time`` ends the run of the samples before it; kept in the window so
+    that re-judging sees it. Returns the track and the changes it makes (late ones only).
+
+    - Newer than every entry of the window (or at the time of the newest, after it): the
+      current run ends; nothing changes until the next sample.
+    - Older (late: a monitor or gateway delivered it after newer samples): it takes its
+      place in time order, after the entries of its own time, and the window is judged
+      again as for a late sample (``judge``), so only the runs before it are broken. When
+      that undoes the last transition, the opposite one is returned at the sentinel's time
+      with the value of the latest sample before it.
+    - Older than anything the window holds: nothing (the samples it would break have been
+      judged for good).
+
+    Before, a late sentinel broke the current run, made of samples newer than it.
+    """
+    newest = track.recent[-1].time if track.recent else None
+    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest):
+        if track.base is None:
+            return track.broken(), []
+        return replace(track.broken(), recent=(*track.recent, Judged(time, None, 0.0))), []
+    base = track.base
+    if base is None or (base.last_time is not None and time < base.last_time):
+        return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
     recent = (*track.recent[:at], Judged(time, None, 0.0), *track.recent[at:])
-    return replace(track.broken(), recent=recent)
+    last = next((item for item in reversed(track.recent[:at]) if item.verdict is not None), None)
+    if last is not None:
+        value, measure = last.value, last.measure
+    else:
+        value, measure = base.value or 0.0, base.measure
+    return _rejudge(
+        track, base, recent, Change(Transition.CLEARED, time, value, measure=measure), noise, now=now
+    )
 
 
 def _prune(track: Track, base: Track, recent: tuple[Judged, ...], now: datetime, noise: Noise) -> Track:
@@ -376,6 +466,17 @@ def mean_arterial_pressure(values: Mapping[Metric, float], th: VitalThresholds) 
     if th.map_from_sbp_dbp and sbp is not None and dbp is not None and dbp < sbp:
         return dbp + (sbp - dbp) / 3.0, True
     return None, False
+
+
+def deciding_metric(condition: Condition, values: Mapping[Metric, float]) -> Metric:
+    """The metric of the value ``classify`` keeps for ``condition`` from ``values``.
+
+    Hypotension keeps the systolic when the sample has one, else the mean arterial
+    pressure the monitor sent (an estimated mean needs the systolic).
+    """
+    if condition is Condition.HYPOTENSION and Metric.SBP_MMHG not in values:
+        return Metric.MAP_MMHG
+    return _DECIDING[condition]
 
 
 def _high(value: float, limit: float, hysteresis: float) -> Verdict:
@@ -503,7 +604,8 @@ _CLEARED: Mapping[Condition, Text] = {
     ),
 }
 
-# The metric whose value a track keeps for each condition (hypotension: systolic first).
+# The metric whose value a track keeps for each condition (hypotension: systolic first,
+# see ``deciding_metric``; also the metric of a window row saved without its measure).
 _DECIDING: Mapping[Condition, Metric] = {
     Condition.FEVER: Metric.TEMP_C,
     Condition.HYPOTENSION: Metric.SBP_MMHG,
@@ -541,6 +643,9 @@ class VitalsState:
     last_vitals_at: datetime | None = None  # daemon time of the last sample received
     watch_since: datetime | None = None  # first daemon tick with the bed on protocol
     stale: bool = False
+    # Measurement time of the newest reading of each metric: a probe-off older than it is
+    # out of date (the probe is back), and only a reading newer than a probe-off ends it.
+    seen_at: Mapping[Metric, datetime] = field(default_factory=dict)
 
 
 def dump_track(track: Track) -> dict[str, Any]:
@@ -552,25 +657,36 @@ def dump_track(track: Track) -> dict[str, Any]:
         "normal_since": iso_or_none(track.normal_since),
         "last_time": iso_or_none(track.last_time),
         "value": track.value,
+        "measure": None if track.measure is None else track.measure.value,
         "recent": [dump_judged(item) for item in track.recent],
         "base": None if track.base is None else dump_track(track.base),
     }
 
 
 def dump_judged(item: Judged) -> list[Any]:
-    """One verdict of a window as JSON-compatible data: ``[time, verdict, value]``."""
-    return [iso(item.time), None if item.verdict is None else item.verdict.value, item.value]
+    """One verdict of a window as JSON-compatible data: ``[time, verdict, value]``, plus
+    the measure when there is one."""
+    out = [iso(item.time), None if item.verdict is None else item.verdict.value, item.value]
+    if item.measure is not None:
+        out.append(item.measure.value)
+    return out
 
 
 def load_judged(data: Sequence[Any]) -> Judged:
-    """A verdict from ``dump_judged``'s output."""
-    when, verdict, value = data
-    return Judged(parse_iso(when), None if verdict is None else Verdict(verdict), float(value))
+    """A verdict from ``dump_judged``'s output (rows without a measure load too)."""
+    when, verdict, value, *measure = data
+    return Judged(
+        parse_iso(when),
+        None if verdict is None else Verdict(verdict),
+        float(value),
+        Metric(measure[0]) if measure and measure[0] is not None else None,
+    )
 
 
 def load_track(data: Mapping[str, Any]) -> Track:
     """A track from ``dump_track``'s output (a state written before ``recent`` existed loads too)."""
     value = data.get("value")
+    measure = data.get("measure")
     recent = [load_judged(item) for item in data.get("recent", ()) if item[0] is not None]
     base = data.get("base")
     return Track(
@@ -580,6 +696,7 @@ def load_track(data: Mapping[str, Any]) -> Track:
         normal_since=parse_iso_or_none(data.get("normal_since")),
         last_time=parse_iso_or_none(data.get("last_time")),
         value=None if value is None else float(value),
+        measure=None if measure is None else Metric(measure),
         recent=tuple(recent),
         base=None if base is None else load_track(base),
     )
@@ -614,7 +731,7 @@ class VitalsRule:
         if isinstance(event, VitalSample):
             return self._sample(state, event, now)
         if isinstance(event, SourceHealth):
-            return self._health(state, event)
+            return self._health(state, event, now)
         if isinstance(event, Tick):
             return self._tick(state, event.time)
         return state, ()
@@ -656,28 +773,22 @@ class VitalsRule:
                 continue
             verdict, value = judged
             tracks[condition], changes = judge(
-                tracks[condition], verdict, event.time, value, self._noise[condition], now=now
+                tracks[condition],
+                verdict,
+                event.time,
+                value,
+                self._noise[condition],
+                now=now,
+                measure=deciding_metric(condition, event.values),
             )
-            for change in changes:
-                # A late sample may complete a transition at another sample's time.
-                values = event.values if change.time == event.time else {_DECIDING[condition]: change.value}
-                raised = change.transition is Transition.RAISED
-                out.append(
-                    late_note(
-                        self._candidate(
-                            condition,
-                            change.time,
-                            present=raised,
-                            value=change.value,
-                            unit=_UNITS[condition],
-                            message=_message(condition, values, self.th) if raised else _CLEARED[condition],
-                        ),
-                        change.late_s,
-                    )
-                )
-        # A real value for a metric means its probe is back.
-        blind = {m: t for m, t in state.probe_off_since.items() if m not in event.values}
-        new = replace(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now)
+            out.extend(self._changed(condition, change, event) for change in changes)
+        # A real value for a metric means its probe is back, unless the probe went off after it.
+        blind = {m: t for m, t in state.probe_off_since.items() if m not in event.values or event.time < t}
+        seen = dict(state.seen_at)
+        for metric in event.values:
+            known = seen.get(metric)
+            seen[metric] = event.time if known is None else max(known, event.time)
+        new = replace(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now, seen_at=seen)
         new, probe = self._probe_candidates(new, event.time)
         out.extend(probe)
         if state.stale:
@@ -692,21 +803,56 @@ class VitalsRule:
             )
         return new, out
 
-    def _health(self, state: VitalsState, event: SourceHealth) -> tuple[VitalsState, list[AlertCandidate]]:
+    def _changed(self, condition: Condition, change: Change, event: VitalSample | None) -> AlertCandidate:
+        """The alert change of one track transition (``event``: the sample just judged)."""
+        # A late entry may make a transition at another sample's time: that sample's
+        # value, named by its own measure (mean or systolic pressure).
+        measure = change.measure or _DECIDING[condition]
+        at_event = event is not None and change.time == event.time
+        values = event.values if event is not None and at_event else {measure: change.value}
+        raised = change.transition is Transition.RAISED
+        # Hypotension reads two pressures: the details say which one the value is.
+        details = {"measure": measure.value} if condition is Condition.HYPOTENSION else None
+        return late_note(
+            self._candidate(
+                condition,
+                change.time,
+                present=raised,
+                value=change.value,
+                unit=_UNITS[condition],
+                message=_message(condition, values, self.th) if raised else _CLEARED[condition],
+                details=details,
+            ),
+            change.late_s,
+        )
+
+    def _health(
+        self, state: VitalsState, event: SourceHealth, now: datetime
+    ) -> tuple[VitalsState, list[AlertCandidate]]:
         metric = probe_metric(event)
         if metric is None:
             return state, []
         blind = dict(state.probe_off_since)
         tracks = dict(state.tracks)
+        out: list[AlertCandidate] = []
         if event.health is Health.CONNECTED:
             blind.pop(metric, None)
         else:
-            blind.setdefault(metric, event.time)
+            seen = state.seen_at.get(metric)
+            if seen is None or seen <= event.time:  # else a newer reading shows the probe back
+                known = blind.get(metric)
+                blind[metric] = event.time if known is None else min(known, event.time)
             # The sentinel is not a number: it interrupts the series it belongs to.
             for condition, metrics in METRICS.items():
                 if metric in metrics:
-                    tracks[condition] = interrupt(tracks[condition], event.time)
-        return self._probe_candidates(replace(state, tracks=tracks, probe_off_since=blind), event.time)
+                    tracks[condition], changes = interrupt(
+                        tracks[condition], event.time, self._noise[condition], now=now
+                    )
+                    out.extend(self._changed(condition, change, None) for change in changes)
+        state, probe = self._probe_candidates(
+            replace(state, tracks=tracks, probe_off_since=blind), event.time
+        )
+        return state, [*out, *probe]
 
     def _probe_candidates(
         self, state: VitalsState, time: datetime
@@ -786,6 +932,7 @@ class VitalsRule:
             "last_vitals_at": iso_or_none(state.last_vitals_at),
             "watch_since": iso_or_none(state.watch_since),
             "stale": state.stale,
+            "seen_at": {m.value: iso(t) for m, t in state.seen_at.items()},
         }
 
     def windows(self, state: VitalsState) -> Mapping[str, tuple[Judged, ...]]:
@@ -818,6 +965,11 @@ class VitalsRule:
             when = parse_iso_or_none(value)
             if when is not None:
                 blind[Metric(key)] = when
+        seen: dict[Metric, datetime] = {}
+        for key, value in data.get("seen_at", {}).items():
+            when = parse_iso_or_none(value)
+            if when is not None:
+                seen[Metric(key)] = when
         return VitalsState(
             tracks=tracks,
             probe_off_since=blind,
@@ -825,4 +977,5 @@ class VitalsRule:
             last_vitals_at=parse_iso_or_none(data.get("last_vitals_at")),
             watch_since=parse_iso_or_none(data.get("watch_since")),
             stale=bool(data.get("stale", False)),
+            seen_at=seen,
         )

@@ -1,0 +1,207 @@
+"""A low-pressure alert names the pressure it quotes: systolic or mean arterial pressure.
+
+A monitor may send the mean arterial pressure (MAP) without the systolic. The vital-sign
+rule's live message already names each pressure it has ("systolic 85 mmHg", "mean
+60 mmHg"); the message of a HYPOTENSION completed by a late sample, and the CRS
+suggestion's "hypotension (...)", are built from the one value a track keeps, and once
+called it "systolic" whatever it was. Each side is tested: MAP only, systolic only, both.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from daemon.clinical.crs import CrsRule
+from daemon.clinical.protocols import schedule_for
+from daemon.clinical.vitals import (
+    Judged,
+    Track,
+    Verdict,
+    VitalsRule,
+    dump_judged,
+    dump_track,
+    load_judged,
+    load_track,
+)
+from daemon.events import AlertCandidate, Event, Metric, VitalSample
+from tests.helpers import one_bed_config
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+T0 = START + timedelta(hours=12)  # on protocol
+S = timedelta(seconds=1)
+
+LIMITS_EN = "(limits: systolic < 90, mean < 65 mmHg)"
+LIMITS_FR = "(seuils : systolique < 90, moyenne < 65 mmHg)"
+LATE_EN = " Late data: measured 1 min before it arrived."
+LATE_FR = " Données tardives : mesurées 1 min avant leur arrivée."
+
+
+def vitals_rule() -> VitalsRule:
+    cfg = one_bed_config(START)
+    bed = cfg.bed("b1")
+    return VitalsRule(cfg.thresholds_for("b1").vitals, bed, schedule_for(bed, cfg))
+
+
+def crs_rule() -> CrsRule:
+    cfg = one_bed_config(START)
+    bed = cfg.bed("b1")
+    return CrsRule(cfg.thresholds_for("b1").vitals, bed, schedule_for(bed, cfg))
+
+
+def sample(time: datetime, values: dict[Metric, float]) -> VitalSample:
+    return VitalSample("w1", "b1", "mon", time, values)
+
+
+def steps(rule: Any, arrivals: list[tuple[Event, datetime]]) -> tuple[Any, list[AlertCandidate]]:
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for event, arrived in arrivals:
+        state, candidates = rule.step(state, event, arrived)
+        out.extend(candidates)
+    return state, out
+
+
+MAP_ONLY = ({Metric.MAP_MMHG: 60.0}, {Metric.MAP_MMHG: 58.0}, "map_mmhg", "mean 60 mmHg", "moyenne 60 mmHg")
+SBP_ONLY = (
+    {Metric.SBP_MMHG: 85.0},
+    {Metric.SBP_MMHG: 83.0},
+    "sbp_mmhg",
+    "systolic 85 mmHg",
+    "systolique 85 mmHg",
+)
+# Both sent: the track keeps the systolic (test_vital_edges), and says so.
+BOTH = (
+    {Metric.SBP_MMHG: 85.0, Metric.MAP_MMHG: 60.0},
+    {Metric.SBP_MMHG: 83.0, Metric.MAP_MMHG: 58.0},
+    "sbp_mmhg",
+    "systolic 85 mmHg",
+    "systolique 85 mmHg",
+)
+CASES = [MAP_ONLY, SBP_ONLY, BOTH]
+IDS = ["map-only", "sbp-only", "both"]
+
+
+@pytest.mark.parametrize(("values", "late", "measure", "en", "fr"), CASES, ids=IDS)
+def test_a_late_hypotension_names_the_pressure_of_the_sample_that_completed_it(
+    values: dict[Metric, float], late: dict[Metric, float], measure: str, en: str, fr: str
+) -> None:
+    """Low pressure at 60 s and 90 s (30 s: under the 60 s onset delay); a late low sample at
+    0 s completes the onset at 60 s, with the 60 s sample's value and measure."""
+    rule = vitals_rule()
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0 + 60 * S, values), T0 + 60 * S),
+        (sample(T0 + 90 * S, values), T0 + 90 * S),
+        (sample(T0, late), T0 + 120 * S),
+    ]
+    _, out = steps(rule, arrivals)
+    (alert,) = out
+    assert (alert.condition, alert.time, alert.value, alert.unit) == (
+        "HYPOTENSION",
+        T0 + 60 * S,
+        values[Metric(measure)],
+        "mm[Hg]",
+    )
+    assert alert.message is not None
+    assert (alert.message.en, alert.message.fr) == (
+        f"Low blood pressure: {en} {LIMITS_EN}.{LATE_EN}",
+        f"Pression artérielle basse : {fr} {LIMITS_FR}.{LATE_FR}",
+    )
+    assert dict(alert.details) == {"measure": measure, "late_s": 60.0}
+
+
+@pytest.mark.parametrize(("values", "late", "measure", "en", "fr"), CASES, ids=IDS)
+def test_a_live_hypotension_says_in_its_details_which_pressure_its_value_is(
+    values: dict[Metric, float], late: dict[Metric, float], measure: str, en: str, fr: str
+) -> None:
+    rule = vitals_rule()
+    _, out = steps(rule, [(sample(T0, values), T0), (sample(T0 + 60 * S, values), T0 + 60 * S)])
+    (alert,) = out
+    assert (alert.time, alert.value, dict(alert.details)) == (
+        T0 + 60 * S,
+        values[Metric(measure)],
+        {"measure": measure},
+    )
+    assert alert.message is not None
+    assert alert.message.en.startswith(f"Low blood pressure: {en}")
+    assert alert.message.fr.startswith(f"Pression artérielle basse : {fr}")
+    # Cleared: the value is the last sample's pressure, named too.
+    normal = {m: 120.0 if m is Metric.SBP_MMHG else 80.0 for m in values}
+    # hypotension_clear_s is 900 s: normal from 120 s to 1020 s.
+    later = [(sample(T0 + (120 + 300 * i) * S, normal), T0 + (120 + 300 * i) * S) for i in range(4)]
+    _, out = steps(rule, [(sample(T0, values), T0), (sample(T0 + 60 * S, values), T0 + 60 * S), *later])
+    cleared = [c for c in out if not c.present]
+    assert [(c.value, dict(c.details)) for c in cleared] == [(normal[Metric(measure)], {"measure": measure})]
+
+
+CRS_MEASURES = [
+    (
+        {Metric.MAP_MMHG: 60.0},
+        "map_mmhg",
+        "hypotension (mean arterial pressure 60 mmHg) without vasopressor",
+        "hypotension (pression artérielle moyenne 60 mmHg) sans vasopresseur",
+    ),
+    (
+        {Metric.SBP_MMHG: 85.0},
+        "sbp_mmhg",
+        "hypotension (systolic 85 mmHg) without vasopressor",
+        "hypotension (systolique 85 mmHg) sans vasopresseur",
+    ),
+    (
+        {Metric.SBP_MMHG: 85.0, Metric.MAP_MMHG: 60.0},
+        "sbp_mmhg",
+        "hypotension (systolic 85 mmHg) without vasopressor",
+        "hypotension (systolique 85 mmHg) sans vasopresseur",
+    ),
+]
+
+
+def _crs_text(alert: AlertCandidate) -> tuple[str, str, list[dict[str, Any]]]:
+    assert alert.message is not None
+    return alert.message.en, alert.message.fr, alert.details["basis"]
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "late"])
+@pytest.mark.parametrize(("values", "measure", "en", "fr"), CRS_MEASURES, ids=IDS)
+def test_the_crs_suggestion_names_the_pressure_it_quotes(
+    values: dict[Metric, float], measure: str, en: str, fr: str, late: bool
+) -> None:
+    """Fever and low pressure for 60 s: CRS grade 2, in order or completed by a late sample."""
+    fever = {Metric.TEMP_C: 38.4, **values}
+    first, second = sample(T0, fever), sample(T0 + 120 * S, fever)
+    arrivals: list[tuple[Event, datetime]] = [(first, T0), (second, T0 + 120 * S)]
+    if late:
+        # 120 s and 150 s (30 s: no onset), then the 0 s sample: both onsets complete at 120 s.
+        arrivals = [
+            (second, T0 + 120 * S),
+            (sample(T0 + 150 * S, fever), T0 + 150 * S),
+            (first, T0 + 180 * S),
+        ]
+    _, out = steps(crs_rule(), arrivals)
+    graded = [c for c in out if c.details.get("grade") == 2]
+    assert graded, out
+    text_en, text_fr, basis = _crs_text(graded[-1])
+    assert en in text_en
+    assert fr in text_fr
+    assert "systolic" not in text_en or measure == "sbp_mmhg"
+    assert {
+        "domain": "hypotension",
+        "value": values[Metric(measure)],
+        "measure": measure,
+        "source": "monitor",
+    } in basis
+    assert ("late_s" in graded[-1].details) is late
+
+
+def test_window_entries_and_tracks_keep_the_measure_and_old_rows_still_load() -> None:
+    item = Judged(T0, Verdict.ABNORMAL, 60.0, Metric.MAP_MMHG)
+    assert dump_judged(item) == ["2026-03-02T20:00:00Z", "abnormal", 60.0, "map_mmhg"]
+    assert load_judged(dump_judged(item)) == item
+    # A row written before the measure was kept: three fields, no measure.
+    assert load_judged(["2026-03-02T20:00:00Z", "abnormal", 60.0]) == Judged(T0, Verdict.ABNORMAL, 60.0)
+    assert dump_judged(Judged(T0, None, 0.0)) == ["2026-03-02T20:00:00Z", None, 0.0]
+    track = Track(value=60.0, measure=Metric.MAP_MMHG, last_time=T0, recent=(item,), base=Track())
+    assert load_track(dump_track(track)) == track
+    assert load_track({"active": False}).measure is None
