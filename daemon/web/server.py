@@ -194,9 +194,11 @@ class WardPage:
         self._hashes: dict[str, PasswordHash] = {
             user.name: parse_hash(user.password_hash) for user in settings.users
         }
-        # An unknown user name costs the same check as a known one: no timing tells them apart.
-        first = next(iter(self._hashes.values()), None)
-        self._decoy = parse_hash(hash_password(new_token(), log2_n=first.log2_n if first else 10))
+        # An unknown user name costs the same check as a known one (against another user's
+        # hash, and refused whatever the outcome): no timing tells them apart.
+        self._decoy = next(iter(self._hashes.values()), None) or parse_hash(
+            hash_password(new_token(), log2_n=10)
+        )
         self._checks = asyncio.Semaphore(CONCURRENT_PASSWORD_CHECKS)
         self.sessions = Sessions(settings.session_ttl_s, clock)
         saved = writer.store.meta(SESSIONS_KEY)
@@ -478,7 +480,7 @@ class WardPage:
                     await _send(response, _Outgoing("logout", lambda _: {}), client.language)
                     break
                 await _send(response, message, client.language)
-        except (ConnectionResetError, ConnectionError):
+        except ConnectionError:
             pass  # the browser went away
         finally:
             self._clients.discard(client)
