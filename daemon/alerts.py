@@ -63,7 +63,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -118,6 +118,13 @@ class Phase(StrEnum):
     LATCH = "latch"  # high-priority condition cleared before acknowledgement
     REACTIVATE = "reactivate"  # condition back while latched
     END = "end"  # condition cleared: closed
+
+
+class AckVia(StrEnum):
+    """Where an acknowledgement came from (journaled as ``via``)."""
+
+    MQTT = "mqtt"  # a station or `wardd ack`, as the broker's authenticated user
+    WEB = "web"  # the ward page, as a logged-in user
 
 
 class UnknownAlertError(WarddError):
@@ -560,6 +567,9 @@ class AlertService:
         self._qos = qos
         self._ack_users = frozenset(ack_users)
         self._lock = asyncio.Lock()
+        self.listeners: list[Callable[[Transition], None]] = []
+        """Called with each transition once it is staged and queued for MQTT (the ward
+        page). A listener must not block and must not raise: it runs under the lock."""
 
     @classmethod
     def restore(
@@ -642,12 +652,17 @@ class AlertService:
             await self._deliver(transitions, now)
             return transitions
 
-    async def acknowledge(self, alert_id: str, by: str, *, name: str | None = None) -> list[Transition]:
-        """Acknowledge an alert on behalf of user ``by``; ``UnknownAlertError`` if it is not open."""
+    async def acknowledge(
+        self, alert_id: str, by: str, *, name: str | None = None, via: AckVia = AckVia.MQTT
+    ) -> list[Transition]:
+        """Acknowledge an alert on behalf of user ``by``; ``UnknownAlertError`` if it is not open.
+
+        ``via`` says where it came from; the journal records it. Both ways are this one operation.
+        """
         async with self._lock:
             now = self._clock.now()
             transitions = self.book.acknowledge(alert_id, by, now, name=name)
-            await self._deliver(transitions, now)
+            await self._deliver(transitions, now, via=via)
             return transitions
 
     async def handle_ack_message(self, topic: str, payload: bytes) -> None:
@@ -677,7 +692,7 @@ class AlertService:
             user = self._author(user, ward, bed, alert_id)
             name = _parse_ack(payload)
             self._check_place(alert_id, ward, bed)
-            transitions = await self.acknowledge(alert_id, user, name=name)
+            transitions = await self.acknowledge(alert_id, user, name=name, via=AckVia.MQTT)
         except (UnknownAlertError, InputError) as exc:
             reason, detail = (
                 ("unknown_id", str(exc)) if isinstance(exc, UnknownAlertError) else (exc.reason, exc.detail)
@@ -734,11 +749,13 @@ class AlertService:
         # The reply goes beside the command: a user can read the replies to its own only.
         await self._publisher.publish(f"{ack_topic}/reply", _encode(body), qos=self._qos, retain=False)
 
-    async def _deliver(self, transitions: list[Transition], now: datetime) -> None:
+    async def _deliver(
+        self, transitions: list[Transition], now: datetime, *, via: AckVia | None = None
+    ) -> None:
         if not transitions:
             return
         self._save(transitions)
-        self._journal([self._journal_entry(t, now) for t in transitions])
+        self._journal([self._journal_entry(t, now, via) for t in transitions])
         for transition in transitions:
             alert = transition.alert
             self._counters.inc("alerts.transitions", str(alert.phase))
@@ -766,6 +783,8 @@ class AlertService:
                     retain=False,
                 )
             self._sink.put(_point(alert, now, self._language))
+            for listener in self.listeners:
+                listener(transition)
 
     async def _publish_state(self, alert: Alert) -> None:
         topic = topics.alert_state(self._prefix, alert.ward, alert.bed, alert.id)
@@ -773,11 +792,11 @@ class AlertService:
         payload = b"" if alert.closed else _encode(alert.to_payload(self._language))
         await self._publisher.publish(topic, payload, qos=self._qos, retain=True)
 
-    def _journal_entry(self, transition: Transition, now: datetime) -> dict[str, Any]:
+    def _journal_entry(self, transition: Transition, now: datetime, via: AckVia | None) -> dict[str, Any]:
         alert = transition.alert
         by_person = alert.phase is Phase.ACK and alert.acked_by
         who = alert.acked_by if by_person else SYSTEM_ACTOR
-        return {
+        entry = {
             "at": iso(now),
             "who": who,
             "name": alert.acked_name if by_person else None,
@@ -787,6 +806,10 @@ class AlertService:
             "to": str(alert.state),
             "alert": alert.dump(),
         }
+        if by_person and via is not None:
+            # A person's acknowledgement says where it came from: MQTT or the ward page.
+            entry["via"] = str(via)
+        return entry
 
     def _journal(self, entries: list[dict[str, Any]]) -> None:
         staged = self._writer.stage().journal

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon import capture, topics
 from daemon.alerts import AlertService, ack_filters, is_ack_topic
@@ -40,7 +40,7 @@ from daemon.clinical.observations import parse_observation
 from daemon.clinical.vitals import late_dropped
 from daemon.clinical.watch import vital_rules
 from daemon.clock import Clock, SystemClock, every
-from daemon.config import BedConfig, Config, VitalThresholds
+from daemon.config import BedConfig, Config, VitalThresholds, WebConfig
 from daemon.dedup import RecentDigests
 from daemon.errors import InputError
 from daemon.events import (
@@ -64,6 +64,9 @@ from daemon.rules import Rule, RuleEngine, StateChanges, epoch_us
 from daemon.tech_rules import tech_rules
 from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
+
+if TYPE_CHECKING:
+    from daemon.web.server import WardPage
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,22 @@ def vitals_point(sample: VitalSample) -> Point:
     )
 
 
+class Service(Protocol):
+    """A part that runs beside the pipeline and serves people (the ward page).
+
+    ``run`` serves until cancelled and cleans up in ``finally``. Services start after
+    the sinks, the MQTT link and the alert engine, and stop first, with the sources:
+    what they send in (an acknowledgement) is an input.
+    """
+
+    name: str
+    """The name of its task."""
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        ...
+
+
 @dataclass
 class Pipeline:
     """Everything ``build`` made from one config; ``run`` drives it until ``stop`` is set."""
@@ -174,6 +193,8 @@ class Pipeline:
     observers: list[Callable[[Event], None]] = field(default_factory=list)
     """Called with each event after the rules have seen it (console views, progress)."""
     seen: RecentDigests = field(default_factory=lambda: RecentDigests(DEDUP_CAPACITY))
+    services: list[Service] = field(default_factory=list)
+    """Run as named tasks of the pipeline's group (see ``Service``)."""
     processed_seq: int = 0
     """The last logged input whose effects are staged in the store."""
 
@@ -235,6 +256,7 @@ class Pipeline:
                 link_task = group.create_task(self.link.run(), name="mqtt.link")
                 alerts_task = group.create_task(self.alerts.run(), name="alerts.escalation")
                 sources = [
+                    *(group.create_task(service.run(), name=service.name) for service in self.services),
                     group.create_task(self._ticks(), name="clock.tick"),
                     group.create_task(self._counters(), name="counters.export"),
                     *(group.create_task(pump.run(self.emit), name=pump.name) for pump in self.pumps),
@@ -432,6 +454,25 @@ class Pipeline:
                 self.sink.put(point)
 
 
+def add_web(pipeline: Pipeline, settings: WebConfig) -> WardPage:
+    """Serve the ward page with ``settings`` beside ``pipeline`` (a service; nothing runs yet)."""
+    # aiohttp is imported only when a page is served.
+    from daemon.web.server import WardPage  # noqa: PLC0415
+
+    page = WardPage(
+        settings,
+        config=pipeline.config,
+        engine=pipeline.engine,
+        alerts=pipeline.alerts,
+        clock=pipeline.clock,
+        counters=pipeline.counters,
+        writer=pipeline.writer,
+    )
+    pipeline.observers.append(page.observe)
+    pipeline.services.append(page)
+    return page
+
+
 def build(
     config: Config,
     *,
@@ -543,4 +584,6 @@ def build(
         seen=RecentDigests(max(DEDUP_CAPACITY, 4 * config.daemon.max_inflight_messages)),
     )
     holder["pipeline"] = pipeline
+    if config.web.enabled:
+        add_web(pipeline, config.web)
     return pipeline

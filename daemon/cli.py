@@ -371,6 +371,34 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
+MIN_PASSWORD_CHARS = 8  # NIST SP 800-63B's minimum for a chosen password
+
+
+def cmd_web_password(args: argparse.Namespace) -> int:
+    """Read a password (from the terminal, asked twice, or one line of standard input) and
+    print its hash for ``[[web.users]] password_hash``."""
+    import getpass  # noqa: PLC0415
+
+    from daemon.web.passwords import MAX_PASSWORD_BYTES, hash_password  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("wardd web-password: the two passwords differ", file=sys.stderr)
+            return EXIT_FAILURE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_CHARS or len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+        print(
+            f"wardd web-password: a password has {MIN_PASSWORD_CHARS} characters at least "
+            f"and {MAX_PASSWORD_BYTES} bytes at most",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print(hash_password(password))
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of an input payload or of the config."""
     from daemon.telemetry import VITALS_SCHEMA  # noqa: PLC0415
@@ -474,6 +502,12 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--alerts-out", help="write the alert transitions here (default: standard output)")
     rep.add_argument("--tick", type=float, help="seconds between ticks (default: the config's)")
     rep.set_defaults(func=cmd_replay)
+
+    web_password = sub.add_parser(
+        "web-password",
+        help="read a password (terminal or standard input) and print its hash for [[web.users]]",
+    )
+    web_password.set_defaults(func=cmd_web_password)
 
     schema = sub.add_parser("schema", help="print a JSON Schema")
     schema.add_argument("which", choices=["vitals", "config"])

@@ -32,6 +32,7 @@ from pydantic import (
 
 from daemon import ids
 from daemon.errors import ConfigError, ConfigIssue
+from daemon.web.passwords import checked_hash
 
 
 def _aware(value: datetime) -> datetime:
@@ -47,6 +48,17 @@ BagId = Annotated[str, AfterValidator(ids.bag_id_value)]
 # A broker user name that may acknowledge: a topic level, and the journal's actor.
 UserId = Annotated[str, AfterValidator(ids.user_id)]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+def _display_name(value: str) -> str:
+    problem = ids.name_problem(value)
+    if problem is not None:
+        raise ValueError(f"{problem}; a name is {ids.NAME_RULE}")
+    return value.strip()
+
+
+# A person's name as the journal and the page show it.
+DisplayName = Annotated[str, AfterValidator(_display_name)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
@@ -492,6 +504,33 @@ class AlertsConfig(Model):
     ack_users: list[UserId] = []
 
 
+class WebUserConfig(Model):
+    """One login of the ward page."""
+
+    # The login, journaled as ``who`` when this user acknowledges (as an MQTT user is).
+    name: UserId
+    # viewer: sees the ward; nurse and admin: may also acknowledge alerts.
+    role: Literal["viewer", "nurse", "admin"]
+    # Shown on the page and journaled as ``name`` beside the login.
+    display_name: DisplayName
+    language: Literal["en", "fr"] = "en"
+    # From `wardd web-password` (scrypt, salted); never the password itself.
+    password_hash: Annotated[str, AfterValidator(checked_hash)]
+
+
+class WebConfig(Model):
+    """The ward page, served by the daemon (README, "Ward page")."""
+
+    enabled: bool = False
+    # Plain HTTP: keep it on loopback behind the hospital's TLS reverse proxy.
+    host: str = "127.0.0.1"
+    # 0: any free port (the address is logged).
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # A login lasts this long, whatever the activity (one shift): site choice.
+    session_ttl_s: PositiveSeconds = 28_800.0
+    users: list[WebUserConfig] = []
+
+
 class Config(Model):
     """A whole ward configuration."""
 
@@ -504,6 +543,7 @@ class Config(Model):
     pumps: list[PumpConfig] = []
     bags: list[BagConfig] = []
     alerts: AlertsConfig = AlertsConfig()
+    web: WebConfig = WebConfig()
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
     _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))
@@ -699,6 +739,27 @@ def _cross_checks(
             issues.append(ConfigIssue(f"{name}.env", f"environment variable {secret.env} is not set"))
         if secret.file is not None and not secret.file.is_file():
             issues.append(ConfigIssue(f"{name}.file", f"{secret.file} is not a readable file"))
+    return issues + _web_checks(config.web, config.daemon.workers)
+
+
+def _web_checks(web: WebConfig, workers: int) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    seen: dict[str, int] = {}
+    for i, user in enumerate(web.users):
+        if user.name in seen:
+            issues.append(
+                ConfigIssue(
+                    f"web.users[{i}].name", f"'{user.name}' is already used by web.users[{seen[user.name]}]"
+                )
+            )
+        seen.setdefault(user.name, i)
+    if web.enabled and not web.users:
+        issues.append(
+            ConfigIssue("web.users", "the page is enabled but nobody can log in: add [[web.users]]")
+        )
+    if web.enabled and workers > 1:
+        # Each worker holds only its share of the beds and would bind the same port.
+        issues.append(ConfigIssue("web.enabled", "the ward page needs daemon.workers = 1 (for now)"))
     return issues
 
 
@@ -776,4 +837,5 @@ def summary(config: Config) -> str:
         f"{len(config.beds)} bed(s) in {len(wards)} ward(s) ({', '.join(wards) or '-'}), "
         f"{len(config.pumps)} pump(s), MQTT {config.mqtt.url}, storage {config.influx.api}"
         + (f" {config.influx.url}" if config.influx.api != "none" else "")
+        + (f", ward page on {config.web.host}:{config.web.port}" if config.web.enabled else "")
     )

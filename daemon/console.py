@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
 from daemon.app import Pipeline
-from daemon.clinical.dose import RULE_NAME as DOSE_RULE
-from daemon.clinical.dose import DoseState, delivered_rate_ug_per_day
-from daemon.clinical.protocols import schedule_for
-from daemon.events import Event, Metric, Priority, VitalSample
+from daemon.events import Metric, Priority
+from daemon.wardview import LatestVitals, ward_view
 
 CLEAR = "\x1b[H\x1b[2J"
 SHOWN: tuple[tuple[Metric, str, str], ...] = (
@@ -38,12 +35,6 @@ RESET = "\x1b[0m"
 RECENT_LINES = 8
 
 
-@dataclass
-class _Latest:
-    values: dict[Metric, float]
-    time: datetime
-
-
 class WardConsole:
     """Keeps the latest vital signs per bed (as a pipeline observer) and renders the ward."""
 
@@ -60,51 +51,34 @@ class WardConsole:
         self._out = out
         self._labels = dict(labels or {})
         self._colour = out.isatty() if colour is None else colour
-        self._latest: dict[str, _Latest] = {}
+        self._latest = LatestVitals()
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
-        pipeline.observers.append(self.observe)
-
-    def observe(self, event: Event) -> None:
-        """Remember each bed's latest values (a metric missing from a message keeps its last value)."""
-        if isinstance(event, VitalSample):
-            latest = self._latest.setdefault(event.bed, _Latest({}, event.time))
-            latest.values.update(event.values)
-            latest.time = max(latest.time, event.time)
+        self.notes: list[str] = []
+        """Lines shown under the title (the ward page's address in the demo)."""
+        pipeline.observers.append(self._latest.observe)
 
     def render(self, now: datetime) -> str:
         """The whole ward as text."""
-        config = self._pipeline.config
-        lines = [f"wardd — {now:%Y-%m-%d %H:%M} (simulated clock)" if now else "wardd"]
-        for bed in config.beds:
-            schedule = schedule_for(bed, config)
-            day = schedule.protocol_day(now)
-            expected = schedule.expected_dose_ug_per_day(now)
-            state = self._pipeline.engine.state(bed.id, DOSE_RULE)
-            delivered = (
-                delivered_rate_ug_per_day(state, now, config.thresholds_for(bed.id).dose.reading_stale_s)
-                if isinstance(state, DoseState)
-                else None
-            )
+        pipeline = self._pipeline
+        lines = [f"wardd — {now:%Y-%m-%d %H:%M} (simulated clock)" if now else "wardd", *self.notes]
+        for view in ward_view(pipeline.config, pipeline.engine, pipeline.alerts.book, self._latest, now):
+            bed = view.bed
+            delivered = view.delivered_ug_per_day
             dose = f"{delivered:5.1f}" if delivered is not None else "    -"
-            latest = self._latest.get(bed.id)
             vitals = (
                 "  ".join(
-                    f"{label} {fmt.format(latest.values[m])}" for m, label, fmt in SHOWN if m in latest.values
+                    f"{label} {fmt.format(view.vitals[m])}" for m, label, fmt in SHOWN if m in view.vitals
                 )
-                if latest
+                if view.vitals
                 else "no vitals yet"
             )
             label = self._labels.get(bed.id, "")
             lines.append(
-                f"{bed.ward}/{bed.id:<4} {bed.patient:<10} {label:<26} {bed.protocol} day {day:<2}  "
-                f"dose {dose} / {expected:4.1f} µg/day"
+                f"{bed.ward}/{bed.id:<4} {bed.patient:<10} {label:<26} {bed.protocol} day {view.protocol_day:<2}  "
+                f"dose {dose} / {view.expected_ug_per_day:4.1f} µg/day"
             )
             lines.append(f"      {vitals}")
-            open_alerts = sorted(
-                (a for a in self._pipeline.alerts.book.open_alerts() if a.bed == bed.id),
-                key=lambda a: (-a.priority.rank, a.since),
-            )
-            for alert in open_alerts:
+            for alert in view.alerts:
                 colour, reset = (COLOURS[alert.priority], RESET) if self._colour else ("", "")
                 lines.append(
                     f"      {colour}{alert.priority.upper():6} {alert.condition}{reset} [{alert.state}]"

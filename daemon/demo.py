@@ -17,6 +17,10 @@ does not answer) it keeps points as line protocol in a temporary folder.
 mosquitto with the shipped secure configuration and ACL, TLS with a CA made for the
 run, and a login for the daemon, the simulated devices and the station; the station's
 acknowledgements are journaled under its login.
+
+The ward page is served too, on a free loopback port, with two logins made for the run
+(a nurse who may acknowledge and a viewer, random passwords); the demo prints its
+address and the logins.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import secrets
 import signal
 import sys
 import tempfile
@@ -37,14 +42,16 @@ from typing import Any, TextIO
 import aiomqtt
 
 from daemon import config as config_module
-from daemon.app import Pipeline
-from daemon.config import Config, InfluxConfig, MqttConfig, TlsConfig
+from daemon.app import Pipeline, add_web
+from daemon.config import Config, InfluxConfig, MqttConfig, TlsConfig, WebConfig, WebUserConfig
 from daemon.console import WardConsole
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Priority
 from daemon.links.mqtt import broker_address
 from daemon.links.tls import client_context
 from daemon.timefmt import parse_iso
+from daemon.web.passwords import hash_password
+from daemon.web.server import WardPage
 from simulators.broker import answers, broker_for
 from simulators.scenario import (
     BedScenario,
@@ -72,6 +79,25 @@ JOIN_LEAD = timedelta(minutes=15)
 # Without --duration the demo runs until stopped, at most the SSc protocol's 14 days.
 OPEN_ENDED = timedelta(days=14)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The ward page's logins for a demo run: (login, role, display name).
+DEMO_USERS = (("nurse-demo", "nurse", "Demo Nurse"), ("viewer-demo", "viewer", "Demo Viewer"))
+
+
+def demo_page(log2_n: int | None = None) -> tuple[WebConfig, dict[str, str]]:
+    """The ward page of a demo run: any free loopback port, and ``DEMO_USERS`` with random
+    passwords; the settings, and each login's password. ``log2_n``: scrypt's cost (tests)."""
+    passwords = {name: secrets.token_urlsafe(9) for name, _, _ in DEMO_USERS}
+    cost = {} if log2_n is None else {"log2_n": log2_n}
+    users = [
+        WebUserConfig(
+            name=name,
+            role=role,
+            display_name=display,
+            password_hash=hash_password(passwords[name], **cost),
+        )
+        for name, role, display in DEMO_USERS
+    ]
+    return WebConfig(enabled=True, port=0, users=users), passwords
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +263,37 @@ def _demo_bed(i: int, story: Story, played: int) -> BedScenario:
     )
 
 
+def page_lines(url: str, passwords: Mapping[str, str]) -> list[str]:
+    """What the demo says about its ward page: the address and the logins."""
+    logins = ", ".join(
+        f"{name} / {passwords[name]} ({'may acknowledge' if role != 'viewer' else 'view only'})"
+        for name, role, _ in DEMO_USERS
+    )
+    return [f"demo: ward page at {url} (log in as {logins})"]
+
+
+class DemoPage:
+    """The ward page of a demo run (``demo_page``): served beside the pipeline, announced once up."""
+
+    def __init__(self, log2_n: int | None = None) -> None:
+        self.settings, self.passwords = demo_page(log2_n)
+        self.page: WardPage | None = None
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Serve the page beside ``pipeline`` (before it runs)."""
+        self.page = add_web(pipeline, self.settings)
+
+    async def announce(self, out: TextIO, view: WardConsole | None) -> None:
+        """Once the page listens, print its address and logins (and keep them in the console's view)."""
+        if self.page is None:
+            return
+        await self.page.started.wait()
+        lines = page_lines(self.page.url, self.passwords)
+        if view is not None:
+            view.notes.extend(lines)
+        print("\n".join(lines), file=out, flush=True)
+
+
 def storage_for(config: Config, out: TextIO, folder: Path) -> InfluxConfig:
     """The config's database if it answers, else line protocol in its spool folder
     (default: ``folder``)."""
@@ -270,6 +327,7 @@ async def run_demo(
     out: TextIO = sys.stdout,
     console: bool | None = None,
     secure: bool = False,
+    page_cost_log2_n: int | None = None,
 ) -> int:
     """Run the demo ward for ``duration_s`` real seconds (default: until a signal); returns
     the number of alert transitions seen.
@@ -277,7 +335,8 @@ async def run_demo(
     ``config_path``: a config whose broker and database are used where they answer.
     ``console`` (default: when ``out`` is a terminal) redraws a live view of the ward;
     otherwise each alert transition is printed as a line. ``secure``: behind a
-    locked-down broker of its own (see the module's docstring).
+    locked-down broker of its own (see the module's docstring). The ward page is served
+    beside it (``page_cost_log2_n``: the scrypt cost of its demo passwords, for tests).
     """
     base = config_module.load(config_path) if config_path else Config(influx=InfluxConfig(api="none"))
     live = out.isatty() if console is None else console
@@ -289,11 +348,13 @@ async def run_demo(
     loop = asyncio.get_running_loop()
     view: WardConsole | None = None
     attached = asyncio.Event()
+    web = DemoPage(page_cost_log2_n)
 
     def attach(pipeline: Pipeline) -> None:
         nonlocal view
         if live:
             view = WardConsole(pipeline, out, labels=labels)
+        web.attach(pipeline)
         for sig in SIGNALS:
             loop.add_signal_handler(sig, pipeline.stop.set)
         attached.set()
@@ -306,6 +367,7 @@ async def run_demo(
 
     async def redraw() -> None:
         await attached.wait()
+        await web.announce(out, view)
         if view is not None:
             await view.run()
 

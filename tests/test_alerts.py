@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.alerts import (
+    AckVia,
     Alert,
     AlertBook,
     AlertService,
@@ -597,6 +598,46 @@ async def test_ack_message_accepted_with_reply_and_journal(tmp_path: Path) -> No
     assert rig.sink.points[-1].fields["acked_by"] == "station-3"
     assert rig.sink.points[-1].fields["acked_name"] == "A. Martin"
     assert rig.counters.get("alerts.acks", "accepted") == 1
+    assert last["via"] == "mqtt"
+
+
+async def test_an_ack_from_the_page_is_the_same_operation_journaled_via_web(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    [acked] = await rig.service.acknowledge(t.alert.id, "a.martin", name="Anne Martin", via=AckVia.WEB)
+    assert (acked.alert.state, acked.alert.acked_by, acked.alert.acked_name) == (
+        AlertState.ACKNOWLEDGED,
+        "a.martin",
+        "Anne Martin",
+    )
+    last = rig.journal_lines()[-1]
+    assert (last["what"], last["who"], last["name"], last["via"]) == ("ack", "a.martin", "Anne Martin", "web")
+    # The same retained state and transition as an acknowledgement over MQTT.
+    assert rig.publisher.on(f"/alerts/{t.alert.id}")[-1].json()["acked_by"] == "a.martin"
+    assert rig.publisher.on("/bed/b1/alerts")[-1].json()["phase"] == "ack"
+
+
+async def test_only_a_persons_acknowledgement_carries_via(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    await rig.service.handle([cand(present=False, priority=Priority.HIGH)])
+    await rig.service.acknowledge(t.alert.id, "nurse")
+    lines = [line for line in rig.journal_lines() if line.get("id") == t.alert.id]
+    assert [(line["what"], "via" in line) for line in lines] == [
+        ("start", False),
+        ("latch", False),
+        ("ack", True),
+    ]
+
+
+async def test_listeners_see_every_transition_in_order(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    seen: list[tuple[str, str]] = []
+    rig.service.listeners.append(lambda t: seen.append((t.alert.condition, str(t.phase))))
+    [t] = await rig.service.handle([cand("HYPOTENSION", priority=Priority.HIGH)])
+    await rig.service.acknowledge(t.alert.id, "nurse")
+    await rig.service.handle([cand("HYPOTENSION", present=False)])
+    assert seen == [("HYPOTENSION", "start"), ("HYPOTENSION", "ack"), ("HYPOTENSION", "end")]
 
 
 @pytest.mark.parametrize("payload", [b"", b"{}", b'{"by": null}', b'{"other": 1}'])

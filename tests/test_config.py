@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from daemon import cli
-from daemon.config import BedConfig, Config, PumpConfig, load, parse
+from daemon.config import BedConfig, Config, PumpConfig, WebUserConfig, load, parse
 from daemon.errors import ConfigError
 from tests.helpers import wardd
 
@@ -38,7 +38,10 @@ def test_example_config_loads() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    _paths(Config) + [f"beds.{p}" for p in _paths(BedConfig)] + [f"pumps.{p}" for p in _paths(PumpConfig)],
+    _paths(Config)
+    + [f"beds.{p}" for p in _paths(BedConfig)]
+    + [f"pumps.{p}" for p in _paths(PumpConfig)]
+    + [f"web.users.{p}" for p in _paths(WebUserConfig)],
 )
 def test_example_config_documents_every_option(path: str) -> None:
     """Every option appears in the example in its own section, set or commented with its default."""

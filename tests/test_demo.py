@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import re
 import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from daemon.app import Pipeline
@@ -200,3 +203,38 @@ async def test_a_scenario_behind_the_locked_down_broker_acknowledges_as_the_stat
         entries = [json.loads(row[0]) for row in db.execute("SELECT entry FROM journal ORDER BY seq")]
     acks = [(e["who"], e["name"], e["alert"]["condition"]) for e in entries if e["what"] == "ack"]
     assert acks == [("station-demo", "charge-nurse", "INFUSION_INTERRUPTED")]
+
+
+async def test_the_demo_serves_its_ward_on_the_page(tmp_path: Path) -> None:
+    out = io.StringIO()
+    demo = asyncio.create_task(
+        run_demo(
+            beds=3, speed=60.0, duration_s=20.0, config_path=_config(tmp_path), out=out, page_cost_log2_n=10
+        )
+    )
+    try:
+        for _ in range(300):
+            if "ward page at" in out.getvalue() or demo.done():
+                break
+            await asyncio.sleep(0.05)
+        found = re.search(
+            r"ward page at (\S+) \(log in as nurse-demo / (\S+) \(may acknowledge\), viewer-demo / (\S+)",
+            out.getvalue(),
+        )
+        assert found is not None, out.getvalue()
+        url, nurse_password, _ = found.groups()
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(url + "login") as form:
+                token = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+            assert token is not None
+            login = {"csrf": token[1], "user": "nurse-demo", "password": nurse_password}
+            async with browser.post(url + "login", data=login) as page:
+                assert page.status == 200
+                assert "Demo Nurse" in await page.text()
+            async with browser.get(url + "api/ward") as ward:
+                beds = (await ward.json())["beds"]
+        assert sorted(bed["bed"] for bed in beds) == ["01", "02", "03"]
+    finally:
+        demo.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await demo

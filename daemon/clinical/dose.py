@@ -1396,6 +1396,19 @@ def dose_point(
     return Point(MEASUREMENT, {"ward": bed.ward, "bed": bed.id, "protocol": bed.protocol}, fields, now)
 
 
+def next_step(
+    state: DoseState | RuleEngine, bed: BedConfig, now: datetime, *, config: Config | None = None
+) -> tuple[datetime, float] | None:
+    """The next change of the schedule in force at ``now``: when, and the µg/day it
+    brings (0 at the protocol's end); ``None`` once the protocol has ended."""
+    state = bed_state(state, bed)
+    schedule, _, _ = Timeline(schedule_for(bed, config), bed, config).at(state.plans, now)
+    when = schedule.next_step_time(now)
+    if when is None:
+        return None
+    return when, schedule.expected_dose_ug_per_day(when) if when < schedule.end else 0.0
+
+
 def status_lines(
     state: DoseState | RuleEngine,
     bed: BedConfig,

@@ -1,0 +1,519 @@
+"""The ward page's HTTP server: login, the ward view, live updates, acknowledgement.
+
+::
+
+    pipeline observers ──► LatestVitals ─┐
+    AlertService.listeners ──(after the  ├──► ward_view ──► "ward" / "alert" events ──► each browser
+       store's commit)───────────────────┘    (daemon.wardview)   (server-sent events)
+    browser ── POST /api/alerts/<id>/ack ──► AlertService.acknowledge(via="web") ──► store, MQTT, page
+
+Routes: ``GET /`` the ward (or a redirect to ``/login``), ``GET|POST /login``,
+``POST /logout``, ``GET /events`` (server-sent events: a ``snapshot`` on connect,
+then ``ward`` updates, ``alert`` transitions and a ``ping`` every ``PING_S``),
+``GET /api/ward`` (the same snapshot as JSON), ``POST /api/alerts/<id>/ack``, and
+``/static/`` (the package's own files, nothing else).
+
+Every POST needs the session's CSRF token (a form field, or the ``X-CSRF-Token``
+header), the login form a token bound to its own cookie. Refusals answer 401 (no
+session), 403 (CSRF, or a viewer's acknowledgement) and are counted under
+``web.refused``. An alert transition reaches the browsers once its alert row and
+journal line are committed, so the page never shows what the store does not have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from daemon import ids
+from daemon.alerts import AckVia, Alert, AlertService, AlertState, Transition, UnknownAlertError
+from daemon.clock import Clock
+from daemon.config import Config, WebConfig, WebUserConfig
+from daemon.errors import InputError
+from daemon.events import Event
+from daemon.links.store import StoreWriter
+from daemon.metrics import Counters
+from daemon.rules import RuleEngine
+from daemon.timefmt import iso, iso_or_none
+from daemon.wardview import BedView, LatestVitals, by_urgency, ward_view
+from daemon.web import i18n
+from daemon.web.passwords import PasswordHash, hash_password, parse_hash, verify_password
+from daemon.web.sessions import Session, Sessions, new_token, same
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+TEMPLATES_DIR = HERE / "templates"
+SESSION_COOKIE = "wardd_session"
+LOGIN_COOKIE = "wardd_login"  # binds the login form's CSRF token to this browser
+SESSIONS_KEY = "web.sessions"  # in the store's meta
+CSRF_HEADER = "X-CSRF-Token"
+PING_S = 2.0
+"""A ping this often tells the page its stream is alive: the page calls itself stale after
+three missed pings, so that a silent network loss shows within seconds too."""
+REFRESH_S = 1.0
+"""Vital signs and pump readings reach the page at most this often (real time: it is
+the display's refresh rate, as the console's redraw); alert transitions at once."""
+IDLE_REFRESH_S = 10.0
+"""With nothing new, the ward is sent again this often (scores and rates age on the clock)."""
+CLIENT_QUEUE = 64
+"""Messages waiting for one browser; beyond that it gets a fresh snapshot instead of the backlog."""
+MAX_FORM_BYTES = 8192
+CONCURRENT_PASSWORD_CHECKS = 1
+"""scrypt takes 128 MiB per check at the default cost: one at a time, so that a burst of
+logins cannot exhaust the memory of the machine that watches the patients."""
+SECURITY_HEADERS: Mapping[str, str] = {
+    # Only the package's own script and style: no inline script, nothing from outside.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+ROLES_THAT_ACK = frozenset({"nurse", "admin"})
+
+
+def _template(name: str) -> string.Template:
+    return string.Template((TEMPLATES_DIR / name).read_text(encoding="utf-8"))
+
+
+def _json_for_html(data: Any) -> str:
+    # Inside <script type="application/json">: "<" escaped, so no "</script>" can end it.
+    return json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def alert_json(alert: Alert, language: str) -> dict[str, Any]:
+    """One open alert as the page shows it."""
+    return {
+        "id": alert.id,
+        "condition": alert.condition,
+        "priority": str(alert.priority),
+        "state": str(alert.state),
+        "since": iso(alert.since),
+        "escalation_level": alert.escalation_level,
+        "message": alert.message.get(language),
+        "value": alert.value,
+        "unit": alert.unit,
+        "acked_by": alert.acked_by,
+        "acked_name": alert.acked_name,
+    }
+
+
+def bed_json(view: BedView, language: str) -> dict[str, Any]:
+    """One bed's tile as data."""
+    bed = view.bed
+    urgency = view.urgency
+    waiting = [a for a in view.alerts if a.state is not AlertState.ACKNOWLEDGED]
+    level = max(waiting, key=lambda a: a.priority.rank).priority if waiting else None
+    return {
+        "ward": bed.ward,
+        "bed": bed.id,
+        "patient": bed.patient,
+        "protocol": bed.protocol,
+        "protocol_start": iso(bed.protocol_start),
+        "day": view.protocol_day,
+        "expected_ug_per_day": view.expected_ug_per_day,
+        "delivered_ug_per_day": view.delivered_ug_per_day,
+        "next_step": None
+        if view.next_step is None
+        else {"at": iso(view.next_step[0]), "ug_per_day": view.next_step[1]},
+        "vitals": {str(metric): value for metric, value in view.vitals.items()},
+        "vitals_at": iso_or_none(view.vitals_time),
+        "news2": None if view.news2 is None else {"score": view.news2, "partial": view.news2_partial},
+        "level": None if level is None else str(level),
+        "urgency": list(urgency.key()),
+        "alerts": [alert_json(alert, language) for alert in view.alerts],
+    }
+
+
+@dataclass
+class _Outgoing:
+    """One event for every browser, built once per language on first use."""
+
+    event: str
+    build: Callable[[str], Mapping[str, Any]]
+    _text: dict[str, str] = field(default_factory=dict)
+
+    def text(self, language: str) -> str:
+        if language not in self._text:
+            self._text[language] = json.dumps(self.build(language), ensure_ascii=False)
+        return self._text[language]
+
+
+@dataclass(eq=False)
+class _Client:
+    """One open event stream."""
+
+    token: str
+    language: str
+    queue: asyncio.Queue[_Outgoing | None] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
+
+
+class WardPage:
+    """The ward page: an aiohttp server run as one named task of the pipeline (``run``).
+
+    Guarantees: it reads the pipeline's state and changes it only through
+    ``AlertService.acknowledge``; an acknowledgement is answered once its journal
+    line is committed; ``run`` returns (or is cancelled) with every stream closed.
+    """
+
+    name = "web.serve"
+
+    def __init__(
+        self,
+        settings: WebConfig,
+        *,
+        config: Config,
+        engine: RuleEngine,
+        alerts: AlertService,
+        clock: Clock,
+        counters: Counters,
+        writer: StoreWriter,
+    ) -> None:
+        self.settings = settings
+        self._config = config
+        self._engine = engine
+        self._alerts = alerts
+        self._clock = clock
+        self._counters = counters
+        self._writer = writer
+        self._users: dict[str, WebUserConfig] = {user.name: user for user in settings.users}
+        self._hashes: dict[str, PasswordHash] = {
+            user.name: parse_hash(user.password_hash) for user in settings.users
+        }
+        # An unknown user name costs the same check as a known one (against another user's
+        # hash, and refused whatever the outcome): no timing tells them apart.
+        self._decoy = next(iter(self._hashes.values()), None) or parse_hash(
+            hash_password(new_token(), log2_n=10)
+        )
+        self._checks = asyncio.Semaphore(CONCURRENT_PASSWORD_CHECKS)
+        self.sessions = Sessions(settings.session_ttl_s, clock)
+        saved = writer.store.meta(SESSIONS_KEY)
+        if isinstance(saved, Mapping):
+            self.sessions.load(saved, self._users)
+        self.latest = LatestVitals()
+        self._clients: set[_Client] = set()
+        self._wake = asyncio.Event()  # an alert transition is committed: push at once
+        self._dirty = False  # new vital signs or readings since the last push
+        self.started = asyncio.Event()
+        self.url = ""
+        """``http://host:port/`` once ``started`` is set."""
+        self._login_page = _template("login.html")
+        self._ward_page = _template("ward.html")
+        alerts.listeners.append(self._on_transition)
+
+    # -- hooks into the pipeline
+
+    def observe(self, event: Event) -> None:
+        """A pipeline observer: keeps the latest vital signs, marks the ward as changed."""
+        self.latest.observe(event)
+        if getattr(event, "bed", None) is not None:
+            self._dirty = True
+
+    def _on_transition(self, transition: Transition) -> None:
+        # Shown once the store has it: the page never shows what a crash would undo.
+        alert = transition.alert
+
+        def committed() -> None:
+            self._broadcast(
+                _Outgoing(
+                    "alert",
+                    lambda language: {
+                        "at": iso(alert.updated),
+                        "phase": str(alert.phase),
+                        **alert_json(alert, language),
+                        "ward": alert.ward,
+                        "bed": alert.bed,
+                    },
+                )
+            )
+            self._wake.set()
+
+        self._writer.after_commit(committed)
+
+    # -- running
+
+    def app(self) -> web.Application:
+        """The aiohttp application (tests serve it on their own)."""
+        app = web.Application(client_max_size=MAX_FORM_BYTES)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/login", self._login_form)
+        app.router.add_post("/login", self._login)
+        app.router.add_post("/logout", self._logout)
+        app.router.add_get("/events", self._events)
+        app.router.add_get("/api/ward", self._api_ward)
+        app.router.add_post("/api/alerts/{alert_id}/ack", self._ack)
+        app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+        app.on_response_prepare.append(self._headers)
+        return app
+
+    async def run(self) -> None:
+        """Serve until cancelled, then close every stream and the listener."""
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.settings.host, self.settings.port)
+            await site.start()
+            host, port = _bound(runner, self.settings)
+            self.url = f"http://{host}:{port}/"
+            log.info("ward page on %s (%d user(s))", self.url, len(self._users))
+            self.started.set()
+            await self._push()
+        finally:
+            self.close_streams()
+            await runner.cleanup()
+
+    def close_streams(self) -> None:
+        """End every open event stream (the browsers then show the lost connection)."""
+        for client in list(self._clients):
+            with contextlib.suppress(asyncio.QueueFull):
+                client.queue.put_nowait(None)
+
+    async def _push(self) -> None:
+        waited_s = 0.0
+        while True:
+            woke = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFRESH_S):
+                    await self._wake.wait()
+                    woke = True
+            waited_s += REFRESH_S if not woke else 0.0
+            if self._clients and (woke or self._dirty or waited_s >= IDLE_REFRESH_S):
+                self._wake.clear()
+                self._dirty = False
+                waited_s = 0.0
+                self._broadcast(_Outgoing("ward", self.ward))
+            elif woke:
+                self._wake.clear()
+
+    def _broadcast(self, message: _Outgoing) -> None:
+        for client in list(self._clients):
+            try:
+                client.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                # A slow browser: it gets the whole ward afresh instead of the backlog.
+                self._counters.inc("web.resync", "slow_client")
+                while not client.queue.empty():
+                    client.queue.get_nowait()
+                client.queue.put_nowait(_Outgoing("snapshot", self.ward))
+
+    def ward(self, language: str) -> dict[str, Any]:
+        """The whole ward, most urgent bed first, with alert messages in ``language``."""
+        now = self._clock.now()
+        views = by_urgency(ward_view(self._config, self._engine, self._alerts.book, self.latest, now))
+        return {"now": iso(now), "beds": [bed_json(view, language) for view in views]}
+
+    # -- requests
+
+    async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers["Server"] = "wardd"  # not the versions of Python and aiohttp
+        # Static files are revalidated (they change with the daemon); nothing else is cached.
+        response.headers.setdefault(
+            "Cache-Control", "no-cache" if request.path.startswith("/static/") else "no-store"
+        )
+
+    def _session(self, request: web.Request) -> tuple[Session, WebUserConfig] | None:
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        user = self._users.get(session.user)
+        return None if user is None else (session, user)
+
+    def _refuse(self, request: web.Request, status: int, reason: str, **body: Any) -> web.Response:
+        self._counters.inc("web.refused", reason)
+        log.warning("ward page: %s %s refused (%s)", request.method, request.path, reason)
+        return web.json_response({"ok": False, "reason": reason, **body}, status=status)
+
+    def _csrf_ok(self, session: Session, given: str | None) -> bool:
+        return given is not None and same(given, session.csrf)
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        found = self._session(request)
+        if found is None:
+            raise web.HTTPSeeOther("/login")
+        session, user = found
+        words = i18n.texts(user.language)
+        page_data = {
+            "lang": user.language,
+            "role": user.role,
+            "can_ack": user.role in ROLES_THAT_ACK,
+            "csrf": session.csrf,
+            "ping_s": PING_S,
+            "strings": dict(words),
+        }
+        text = self._ward_page.substitute(
+            {key: html.escape(value) for key, value in words.items()},
+            lang=user.language,
+            display_name=html.escape(user.display_name),
+            role_text=html.escape(words[f"role_{user.role}"]),
+            csrf=html.escape(session.csrf),
+            page_data=_json_for_html(page_data),
+        )
+        return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+    def _login_response(self, request: web.Request, notice: str | None, status: int = 200) -> web.Response:
+        language = i18n.from_accept_language(request.headers.get("Accept-Language"))
+        words = i18n.texts(language)
+        token = new_token()
+        text = self._login_page.substitute(
+            {key: html.escape(value) for key, value in words.items()},
+            lang=language,
+            csrf=token,
+            notice=html.escape(words[notice]) if notice else "",
+            notice_hidden="" if notice else " hidden",
+        )
+        response = web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
+        self._cookie(request, response, LOGIN_COOKIE, token, max_age_s=3600)
+        return response
+
+    async def _login_form(self, request: web.Request) -> web.Response:
+        return self._login_response(request, "login_expired" if "expired" in request.query else None)
+
+    async def _login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        given = form.get("csrf")
+        bound = request.cookies.get(LOGIN_COOKIE)
+        if not isinstance(given, str) or bound is None or not same(given, bound):
+            self._counters.inc("web.refused", "csrf")
+            log.warning("ward page: login refused (no valid form token)")
+            return self._login_response(request, "form_expired", status=403)
+        name, password = form.get("user"), form.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            return self._login_response(request, "login_failed", status=401)
+        user = self._users.get(name)
+        async with self._checks:
+            ok = await asyncio.to_thread(verify_password, password, self._hashes.get(name, self._decoy))
+        if user is None or not ok:
+            self._counters.inc("web.logins", "refused")
+            log.warning("ward page: login refused for user %s", ids.shown(name))
+            return self._login_response(request, "login_failed", status=401)
+        token, _ = self.sessions.create(user.name)
+        self._save_sessions()
+        self._counters.inc("web.logins", "accepted")
+        log.info("ward page: %s (%s) logged in", user.name, user.role)
+        response = web.HTTPSeeOther("/")
+        self._cookie(request, response, SESSION_COOKIE, token, max_age_s=self.settings.session_ttl_s)
+        response.del_cookie(LOGIN_COOKIE, path="/")
+        raise response
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        found = self._session(request)
+        form = await request.post()
+        given = form.get("csrf")
+        if found is not None and not self._csrf_ok(found[0], given if isinstance(given, str) else None):
+            return self._refuse(request, 403, "csrf")
+        if self.sessions.drop(request.cookies.get(SESSION_COOKIE)):
+            self._save_sessions()
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        raise response
+
+    async def _api_ward(self, request: web.Request) -> web.Response:
+        found = self._session(request)
+        if found is None:
+            return self._refuse(request, 401, "no_session")
+        return web.json_response(self.ward(found[1].language))
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        found = self._session(request)
+        if found is None:
+            return self._refuse(request, 401, "no_session")
+        session, user = found
+        if not self._csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            return self._refuse(request, 403, "csrf")
+        alert_id = request.match_info["alert_id"]
+        if user.role not in ROLES_THAT_ACK:
+            return self._refuse(request, 403, "role", error=f"{user.role} may not acknowledge")
+        try:
+            transitions = await self._alerts.acknowledge(
+                alert_id, user.name, name=user.display_name, via=AckVia.WEB
+            )
+        except UnknownAlertError as exc:
+            return self._refuse(request, 404, "unknown_id", error=str(exc))
+        except InputError as exc:
+            return self._refuse(request, 400, exc.reason, error=exc.detail)
+        # Answered once the journal line is on disk: "acknowledged" then means it.
+        await self._writer.flush()
+        self._counters.inc("web.acks", "accepted" if transitions else "already_acknowledged")
+        log.info("ward page: %s acknowledged %s", user.name, alert_id)
+        state = str(transitions[-1].alert.state) if transitions else "acknowledged"
+        return web.json_response({"ok": True, "id": alert_id, "state": state})
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        found = self._session(request)
+        if found is None:
+            return self._refuse(request, 401, "no_session")
+        token = request.cookies.get(SESSION_COOKIE, "")
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        client = _Client(token, found[1].language)
+        self._clients.add(client)
+        self._counters.inc("web.streams", "opened")
+        try:
+            await _send(response, _Outgoing("snapshot", self.ward), client.language)
+            while True:
+                try:
+                    async with asyncio.timeout(PING_S):
+                        message = await client.queue.get()
+                except TimeoutError:
+                    message = _Outgoing("ping", lambda _: {"now": iso(self._clock.now())})
+                if message is None:
+                    break  # the daemon stops
+                if self.sessions.get(token) is None:
+                    await _send(response, _Outgoing("logout", lambda _: {}), client.language)
+                    break
+                await _send(response, message, client.language)
+        except ConnectionError:
+            pass  # the browser went away
+        finally:
+            self._clients.discard(client)
+        return response
+
+    # -- helpers
+
+    def _cookie(
+        self, request: web.Request, response: web.StreamResponse, name: str, value: str, *, max_age_s: float
+    ) -> None:
+        # Secure once the page is reached over HTTPS (the hospital's reverse proxy says so).
+        secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+        response.set_cookie(
+            name,
+            value,
+            path="/",
+            max_age=int(max_age_s),
+            httponly=True,
+            samesite="Strict",
+            secure=secure,
+        )
+
+    def _save_sessions(self) -> None:
+        self._writer.stage().meta[SESSIONS_KEY] = self.sessions.dump()
+
+
+async def _send(response: web.StreamResponse, message: _Outgoing, language: str) -> None:
+    await response.write(f"event: {message.event}\ndata: {message.text(language)}\n\n".encode())
+
+
+def _bound(runner: web.AppRunner, settings: WebConfig) -> tuple[str, int]:
+    """The address actually listened on (the port the system chose for ``port = 0``)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return str(address[0]), int(address[1])
+    return settings.host, settings.port

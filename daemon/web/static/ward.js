@@ -1,0 +1,315 @@
+// wardd ward page: renders the ward from server-sent events, shows a lost connection at
+// once, reconnects by itself, and acknowledges alerts. Plain JavaScript, no build step.
+// Every text comes from the page (page-data.strings), in the user's language.
+"use strict";
+
+(function () {
+  const page = JSON.parse(document.getElementById("page-data").textContent);
+  const S = page.strings;
+  const ward = document.getElementById("ward");
+  const banner = document.getElementById("banner");
+  const bannerAge = document.getElementById("banner-age");
+  const statusEl = document.getElementById("status");
+  const notice = document.getElementById("notice");
+  const recent = document.getElementById("recent");
+  // A stream silent for three pings is dead even if no error came (a cable pulled).
+  const STALE_MS = (page.ping_s || 2) * 3 * 1000;
+  const RECONNECT_MIN_MS = 500;
+  const RECONNECT_MAX_MS = 5000;
+  const VITALS = ["temp_c", "sbp_mmhg", "map_mmhg", "hr_per_min", "spo2_pct", "rr_per_min"];
+  const DECIMALS = { temp_c: 1 };
+
+  let source = null;
+  let lastMessage = 0; // Date.now() of the last message of the stream
+  let lastData = 0; // Date.now() of the last ward data shown
+  let skewMs = 0; // server clock minus browser clock (the daemon's clock may be simulated)
+  let retryMs = RECONNECT_MIN_MS;
+  let retryTimer = null;
+  let connected = false;
+  const tiles = new Map(); // bed key -> {el, json}
+
+  ward.dataset.stale = S.stale;
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function serverNow() {
+    return Date.now() + skewMs;
+  }
+
+  function duration(ms) {
+    const s = Math.max(0, Math.round(ms / 1000));
+    if (s < 60) return s + " " + S.unit_s;
+    if (s < 3600) return Math.floor(s / 60) + " " + S.unit_min;
+    if (s < 86400) {
+      const h = Math.floor(s / 3600);
+      const m = Math.floor((s % 3600) / 60);
+      return h + " " + S.unit_h + (m ? " " + m + " " + S.unit_min : "");
+    }
+    return Math.floor(s / 86400) + " " + S.unit_d + " " + Math.floor((s % 86400) / 3600) + " " + S.unit_h;
+  }
+
+  function number(value, decimals) {
+    return Number(value).toLocaleString(page.lang, {
+      minimumFractionDigits: decimals,
+      maximumFractionDigits: decimals,
+    });
+  }
+
+  // ---- connection state
+
+  function setLive() {
+    connected = true;
+    retryMs = RECONNECT_MIN_MS;
+    banner.hidden = true;
+    document.body.classList.remove("stale", "connecting");
+    statusEl.textContent = S.live;
+    statusEl.className = "status live";
+  }
+
+  function setLost() {
+    if (!connected && !document.body.classList.contains("connecting")) return;
+    connected = false;
+    banner.hidden = false;
+    document.body.classList.remove("connecting");
+    document.body.classList.add("stale");
+    statusEl.textContent = S.stale;
+    statusEl.className = "status lost";
+    updateBannerAge();
+  }
+
+  function updateBannerAge() {
+    bannerAge.textContent = lastData ? "(" + S.last_update + S.colon + duration(Date.now() - lastData) + ")" : "";
+  }
+
+  function lose() {
+    setLost();
+    if (source) {
+      source.close();
+      source = null;
+    }
+    if (!retryTimer) {
+      retryTimer = setTimeout(probe, retryMs);
+      retryMs = Math.min(retryMs * 2, RECONNECT_MAX_MS);
+    }
+  }
+
+  // Before reconnecting: is the daemon back, and is the login still valid?
+  function probe() {
+    retryTimer = null;
+    fetch("/api/ward", { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.assign("/login?expired=1");
+          return;
+        }
+        if (!response.ok) throw new Error(String(response.status));
+        connect();
+      })
+      .catch(lose);
+  }
+
+  function connect() {
+    source = new EventSource("/events");
+    lastMessage = Date.now();
+    function handler(fn) {
+      return function (event) {
+        lastMessage = Date.now();
+        const data = JSON.parse(event.data);
+        if (data.now) skewMs = Date.parse(data.now) - Date.now();
+        fn(data);
+      };
+    }
+    source.addEventListener("snapshot", handler(function (data) { setLive(); render(data); }));
+    source.addEventListener("ward", handler(render));
+    source.addEventListener("alert", handler(transition));
+    source.addEventListener("ping", handler(function () { if (!connected) setLive(); }));
+    source.addEventListener("logout", function () { window.location.assign("/login?expired=1"); });
+    // The browser would retry on its own, blind to an expired login: we do it ourselves.
+    source.onerror = lose;
+  }
+
+  setInterval(function () {
+    if (source && Date.now() - lastMessage > STALE_MS) lose();
+    if (!connected) updateBannerAge();
+    refreshTimes();
+  }, 1000);
+
+  // ---- rendering
+
+  function render(data) {
+    lastData = Date.now();
+    const seen = new Set();
+    if (!data.beds.length) {
+      ward.replaceChildren(el("p", "empty", S.no_beds));
+      return;
+    }
+    data.beds.forEach(function (bed, i) {
+      const key = bed.ward + "/" + bed.bed;
+      seen.add(key);
+      const urgent = i === 0 && bed.level !== null;
+      const json = JSON.stringify(bed) + urgent;
+      let tile = tiles.get(key);
+      if (!tile || tile.json !== json) {
+        const node = renderBed(bed, urgent);
+        if (tile) tile.el.replaceWith(node);
+        tile = { el: node, json: json };
+        tiles.set(key, tile);
+      }
+      // Keep the DOM in the server's order: the most urgent bed first.
+      if (ward.children[i] !== tile.el) ward.insertBefore(tile.el, ward.children[i] || null);
+    });
+    tiles.forEach(function (tile, key) {
+      if (!seen.has(key)) {
+        tile.el.remove();
+        tiles.delete(key);
+      }
+    });
+    refreshTimes();
+  }
+
+  function renderBed(bed, urgent) {
+    const tile = el("article", "tile" + (bed.level ? " level-" + bed.level : "") + (urgent ? " urgent" : ""));
+    tile.dataset.bed = bed.bed;
+    tile.dataset.ward = bed.ward;
+    const head = el("div", "bed-head");
+    head.append(el("span", "bed-id", bed.ward + "/" + bed.bed), el("span", "patient", bed.patient));
+    tile.append(head);
+
+    let day;
+    if (bed.day === 0) day = S.starts + " " + new Date(bed.protocol_start).toLocaleString(page.lang);
+    else if (bed.next_step === null) day = S.ended;
+    else day = S.day + " " + bed.day;
+    const protocol = el("p", "line protocol");
+    protocol.append(el("b", null, bed.protocol), document.createTextNode(" · " + day));
+    tile.append(protocol);
+
+    const dose = el("p", "line dose");
+    const delivered = bed.delivered_ug_per_day === null ? S.unknown : number(bed.delivered_ug_per_day, 1);
+    dose.append(
+      document.createTextNode(S.delivered + " "),
+      el("b", "delivered", delivered),
+      document.createTextNode(" / " + S.expected + " "),
+      el("b", "expected", number(bed.expected_ug_per_day, 1)),
+      document.createTextNode(" " + S.per_day)
+    );
+    tile.append(dose);
+
+    if (bed.next_step) {
+      const next = el("p", "line next");
+      const what = bed.next_step.ug_per_day > 0 ? number(bed.next_step.ug_per_day, 1) + " " + S.per_day : S.end_of_protocol;
+      const when = el("span", "until");
+      when.dataset.until = bed.next_step.at;
+      next.append(document.createTextNode(S.next_step + S.colon), el("b", null, what), document.createTextNode(" " + S.in + " "), when);
+      tile.append(next);
+    }
+
+    const vitals = el("div", "vitals");
+    const shown = VITALS.filter(function (m) { return bed.vitals[m] !== undefined; });
+    if (!shown.length) vitals.append(el("span", "empty", S.no_vitals));
+    shown.forEach(function (m) {
+      const item = el("span", "v-" + m);
+      item.append(document.createTextNode(S[m] + " "), el("b", null, number(bed.vitals[m], DECIMALS[m] || 0)));
+      vitals.append(item);
+    });
+    if (bed.news2) {
+      const score = bed.news2.score;
+      const badge = el("span", "news2" + (score >= 7 ? " n7" : score >= 5 ? " n5" : ""),
+        S.news2 + " " + score + (bed.news2.partial ? " (" + S.partial + ")" : ""));
+      vitals.append(badge);
+    }
+    tile.append(vitals);
+
+    const list = el("ul", "alerts");
+    if (!bed.alerts.length) list.append(el("li", "empty", S.no_alerts));
+    bed.alerts.forEach(function (alert) { list.append(renderAlert(alert)); });
+    tile.append(list);
+    return tile;
+  }
+
+  function renderAlert(alert) {
+    const item = el("li", "alert p-" + alert.priority + " s-" + alert.state);
+    item.dataset.alertId = alert.id;
+    item.dataset.state = alert.state;
+    if (page.can_ack && alert.state !== "acknowledged") {
+      const button = el("button", "ack", S.acknowledge);
+      button.type = "button";
+      button.addEventListener("click", function () { acknowledge(alert.id, button); });
+      item.append(button);
+    }
+    item.append(el("span", "prio", S["priority_" + alert.priority]), el("span", "cond", alert.condition));
+    item.append(el("p", "msg", alert.message));
+    const meta = el("p", "meta");
+    const since = el("span", "since");
+    since.dataset.since = alert.since;
+    meta.append(
+      el("span", "state", S["state_" + alert.state] || alert.state),
+      document.createTextNode(" · " + S.since + " "),
+      since
+    );
+    if (alert.escalation_level > 0) meta.append(document.createTextNode(" · " + S.escalation + " " + alert.escalation_level));
+    if (alert.acked_by) {
+      meta.append(document.createTextNode(" · " + S.acked_by + " " + (alert.acked_name || alert.acked_by)));
+    }
+    item.append(meta);
+    return item;
+  }
+
+  function refreshTimes() {
+    const now = serverNow();
+    document.querySelectorAll("[data-since]").forEach(function (node) {
+      node.textContent = duration(now - Date.parse(node.dataset.since));
+    });
+    document.querySelectorAll("[data-until]").forEach(function (node) {
+      node.textContent = duration(Date.parse(node.dataset.until) - now);
+    });
+  }
+
+  function transition(data) {
+    const line = el("li", "p-" + data.priority);
+    const at = new Date(data.at).toLocaleTimeString(page.lang);
+    line.textContent = at + " " + data.ward + "/" + data.bed + " " + S["priority_" + data.priority] + " " +
+      data.condition + " " + (S["phase_" + data.phase] || data.phase) + " — " + data.message;
+    recent.prepend(line);
+    while (recent.children.length > 8) recent.lastElementChild.remove();
+  }
+
+  // ---- acknowledgement
+
+  function acknowledge(id, button) {
+    button.disabled = true;
+    fetch("/api/alerts/" + encodeURIComponent(id) + "/ack", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": page.csrf },
+    })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.assign("/login?expired=1");
+          return;
+        }
+        if (!response.ok) {
+          return response.json().then(function (body) {
+            show(S.ack_refused + " (" + (body.error || body.reason) + ")");
+            button.disabled = false;
+          });
+        }
+        notice.hidden = true; // the new state arrives with the stream
+      })
+      .catch(function () {
+        show(S.ack_failed);
+        button.disabled = false;
+      });
+  }
+
+  function show(text) {
+    notice.textContent = text;
+    notice.hidden = false;
+  }
+
+  connect();
+})();

@@ -1,0 +1,355 @@
+"""The ward page in a real browser: Debian's headless chromium driven through its chromedriver.
+
+``wardd run`` runs as a real process beside a private mosquitto, with the page on a free
+port; vital signs go in over MQTT as a monitor would send them. Nothing here downloads a
+browser: the binaries are the ones ``scripts/setup`` installs with apt.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from daemon.web.passwords import hash_password
+from tests.servers import Mosquitto, free_port
+from tests.ward_load import WarddProcess, poll_until
+
+pytestmark = pytest.mark.integration  # a broker, the daemon and a browser as processes
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WARD = "haem"
+USERS = {
+    # login: (role, display name, language, password)
+    "a.martin": ("nurse", "Anne Martin", "en", "nurse password"),
+    "p.viewer": ("viewer", "Paul Viewer", "en", "viewer password"),
+    "c.dupont": ("nurse", "Claire Dupont", "fr", "mot de passe"),
+}
+PAGE_WITHIN_S = 1.0  # issue 14: an alert on the page within 1 s of its transition on MQTT
+
+
+@dataclass
+class Ward:
+    """The daemon, its broker, its page's address and a recorder of its alert transitions."""
+
+    daemon: WarddProcess
+    broker: Mosquitto
+    prefix: str
+    url: str
+    store: Path
+    transitions: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    retained: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _config(tmp_path: Path, broker: Mosquitto, prefix: str, port: int) -> Path:
+    start = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    users = "".join(
+        f"""
+[[web.users]]
+name = "{name}"
+role = "{role}"
+display_name = "{display}"
+language = "{language}"
+password_hash = "{hash_password(password, log2_n=10)}"
+"""
+        for name, (role, display, language, password) in USERS.items()
+    )
+    beds = "".join(
+        f"""
+[[beds]]
+ward = "{WARD}"
+id = "{bed}"
+patient = "P-{bed}"
+weight_kg = 63
+height_cm = 165
+protocol_start = "{start}"
+"""
+        for bed in ("12", "14")
+    )
+    path = tmp_path / "ward.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+[mqtt]
+url = "{broker.url}"
+client_id = "{prefix}-wardd"
+topic_prefix = "{prefix}"
+[influx]
+api = "none"
+[web]
+enabled = true
+port = {port}
+{users}{beds}"""
+    )
+    return path
+
+
+def _record(ward: Ward) -> paho.Client:
+    """A station that records each alert transition (with its arrival time) and the retained states."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{ward.prefix}-station")
+    subscribed = threading.Event()
+
+    def on_connect(c: paho.Client, *_: Any) -> None:
+        c.subscribe(f"{ward.prefix}/{WARD}/bed/+/alerts", qos=1)
+        c.subscribe(f"{ward.prefix}/{WARD}/bed/+/alerts/+", qos=1)
+        subscribed.set()
+
+    def on_message(_: paho.Client, __: Any, message: paho.MQTTMessage) -> None:
+        if message.topic.count("/") == 4:
+            ward.transitions.append((time.time(), json.loads(message.payload)))
+        elif message.payload:
+            ward.retained[message.topic.rsplit("/", 1)[-1]] = json.loads(message.payload)
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect(ward.broker.host, ward.broker.port)
+    client.loop_start()
+    assert subscribed.wait(10)
+    return client
+
+
+@pytest.fixture
+def ward(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> Iterator[Ward]:
+    port = free_port()
+    config = _config(tmp_path, mosquitto, prefix, port)
+    daemon = WarddProcess(config, tmp_path / "wardd.log")
+    daemon.start()
+    found = Ward(daemon, mosquitto, prefix, f"http://127.0.0.1:{port}/", tmp_path / "state" / "wardd.sqlite")
+    station = _record(found)
+    try:
+        daemon.wait_connected()
+        poll_until(lambda: "ward page on" in daemon.output(), 30, "the ward page")
+        yield found
+    finally:
+        station.loop_stop()
+        station.disconnect()
+        daemon.terminate()
+        daemon.close()
+
+
+def _browser(language: str = "en") -> WebDriver:
+    if shutil.which(CHROMEDRIVER) is None or shutil.which(CHROMIUM) is None:
+        pytest.fail("chromium and chromium-driver are missing: run scripts/setup (it installs them with apt)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"intl.accept_languages": language})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    driver = _browser()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _login(driver: WebDriver, ward: Ward, user: str) -> None:
+    driver.get(ward.url)
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(USERS[user][3])
+    driver.find_element(By.ID, "login").click()
+    poll_until(lambda: _live(driver), 10, f"the ward page live for {user}")
+
+
+def _live(driver: WebDriver) -> bool:
+    return bool(driver.execute_script("return document.getElementById('status')?.classList.contains('live')"))
+
+
+def _tiles(driver: WebDriver) -> list[str]:
+    return [
+        tile.get_attribute("data-bed") or "" for tile in driver.find_elements(By.CSS_SELECTOR, "article.tile")
+    ]
+
+
+def _publish_fever(ward: Ward, bed: str = "12", temp_c: float = 39.2) -> None:
+    """Four samples 50 s apart ending now: two abnormal samples over the 120 s onset delay."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{ward.prefix}-monitor")
+    client.connect(ward.broker.host, ward.broker.port)
+    client.loop_start()
+    try:
+        for i in range(4):
+            ts = datetime.now(UTC) - timedelta(seconds=150 - 50 * i)
+            payload = {
+                "ts": ts.isoformat().replace("+00:00", "Z"),
+                "device": f"monitor-{bed}",
+                "obs": [
+                    {"code": "MDC_TEMP_BODY", "value": temp_c, "unit": "Cel"},
+                    {"code": "MDC_PRESS_BLD_NONINV_SYS", "value": 118, "unit": "mm[Hg]"},
+                    {"code": "MDC_PRESS_BLD_NONINV_DIA", "value": 72, "unit": "mm[Hg]"},
+                    {"code": "MDC_ECG_HEART_RATE", "value": 96, "unit": "/min"},
+                    {"code": "MDC_PULS_OXIM_SAT_O2", "value": 97, "unit": "%"},
+                    {"code": "MDC_RESP_RATE", "value": 18, "unit": "/min"},
+                ],
+            }
+            info = client.publish(f"{ward.prefix}/{WARD}/bed/{bed}/vitals", json.dumps(payload), qos=1)
+            info.wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+# Records, in the page, when each alert first appears (browser wall clock, ms).
+WATCH_ALERTS = """
+window.seenAlerts = {};
+const ward = document.getElementById('ward');
+const mark = () => document.querySelectorAll('li.alert').forEach(li => {
+  if (!(li.dataset.alertId in window.seenAlerts)) window.seenAlerts[li.dataset.alertId] = Date.now();
+});
+mark();
+new MutationObserver(mark).observe(ward, {childList: true, subtree: true});
+"""
+
+
+def _journal(store: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(store) as db:
+        return [json.loads(row[0]) for row in db.execute("SELECT entry FROM journal ORDER BY seq")]
+
+
+def _fever(ward: Ward) -> tuple[float, dict[str, Any]] | None:
+    return next(
+        (
+            (t, body)
+            for t, body in ward.transitions
+            if body["condition"] == "FEVER" and body["phase"] == "start"
+        ),
+        None,
+    )
+
+
+def test_the_ward_live_and_a_nurses_acknowledgement(ward: Ward, browser: WebDriver) -> None:
+    _login(browser, ward, "a.martin")
+    poll_until(lambda: sorted(_tiles(browser)) == ["12", "14"], 10, "a tile per bed")
+    assert "Anne Martin" in browser.find_element(By.ID, "who-name").text
+
+    browser.execute_script(WATCH_ALERTS)
+    _publish_fever(ward)
+    poll_until(lambda: _fever(ward) is not None, 10, "FEVER on MQTT")
+    on_mqtt, fever = _fever(ward) or (0.0, {})
+    alert_id = fever["id"]
+    poll_until(
+        lambda: browser.execute_script(f"return window.seenAlerts['{alert_id}'] !== undefined"),
+        5,
+        "FEVER on the page",
+        every_s=0.02,
+    )
+    on_page = browser.execute_script(f"return window.seenAlerts['{alert_id}']") / 1000
+    delay_s = on_page - on_mqtt
+    print(f"\nFEVER on the page {delay_s * 1000:+.0f} ms after its transition on MQTT")
+    assert delay_s < PAGE_WITHIN_S
+
+    # The feverish bed is now the most urgent: first, and standing out.
+    assert _tiles(browser)[0] == "12"
+    first = browser.find_element(By.CSS_SELECTOR, "article.tile")
+    assert "urgent" in (first.get_attribute("class") or "")
+    assert "level-medium" in (first.get_attribute("class") or "")
+    item = browser.find_element(By.CSS_SELECTOR, f"li.alert[data-alert-id='{alert_id}']")
+    assert "p-medium" in (item.get_attribute("class") or "")
+    assert "active" in item.text
+    assert "39.2" in first.text  # the latest temperature
+
+    # Acknowledge from the page: the page, the retained MQTT state and the journal change.
+    item.find_element(By.CSS_SELECTOR, "button.ack").click()
+    poll_until(
+        lambda: (
+            browser.execute_script(
+                f"return document.querySelector(\"li.alert[data-alert-id='{alert_id}']\")?.dataset.state"
+            )
+            == "acknowledged"
+        ),
+        5,
+        "the acknowledged state on the page",
+    )
+    poll_until(
+        lambda: ward.retained.get(alert_id, {}).get("state") == "acknowledged", 5, "the retained MQTT state"
+    )
+    retained = ward.retained[alert_id]
+    assert (retained["acked_by"], retained["acked_name"]) == ("a.martin", "Anne Martin")
+    [ack] = [line for line in _journal(ward.store) if line.get("id") == alert_id and line["what"] == "ack"]
+    assert (ack["who"], ack["name"], ack["via"]) == ("a.martin", "Anne Martin", "web")
+    text = browser.find_element(By.CSS_SELECTOR, f"li.alert[data-alert-id='{alert_id}']").text
+    assert "acknowledged by Anne Martin" in text
+
+    # A viewer sees the same ward without a button, and its acknowledgement is refused.
+    viewer = _browser()
+    try:
+        _login(viewer, ward, "p.viewer")
+        poll_until(
+            lambda: len(viewer.find_elements(By.CSS_SELECTOR, "li.alert")) >= 1, 5, "alerts for the viewer"
+        )
+        assert viewer.find_elements(By.CSS_SELECTOR, "button.ack") == []
+        status = viewer.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            const page = JSON.parse(document.getElementById('page-data').textContent);
+            fetch('/api/alerts/' + arguments[0] + '/ack', {method: 'POST', headers: {'X-CSRF-Token': page.csrf}})
+              .then(r => done(r.status));
+            """,
+            alert_id,
+        )
+        assert status == 403
+        poll_until(lambda: "refused (role)" in ward.daemon.output(), 5, "the refusal in the log")
+    finally:
+        viewer.quit()
+
+
+def test_the_french_user_reads_french(ward: Ward) -> None:
+    driver = _browser("fr-FR,fr")
+    try:
+        driver.get(ward.url)
+        assert "Connexion à la page du service" in driver.find_element(By.TAG_NAME, "h1").text
+        _login(driver, ward, "c.dupont")
+        poll_until(lambda: len(_tiles(driver)) == 2, 10, "the tiles")
+        _publish_fever(ward, bed="14")
+        poll_until(lambda: "Fièvre" in driver.find_element(By.ID, "ward").text, 10, "the fever in French")
+        text = driver.find_element(By.TAG_NAME, "body").text
+        for french in ("Se déconnecter", "En direct", "jour 3", "µg/jour", "MOYENNE", "Acquitter", "depuis"):
+            assert french in text, french
+        for english in ("Log out", "Acknowledge", "µg/day"):
+            assert english not in text, english
+    finally:
+        driver.quit()
+
+
+def test_a_stopped_daemon_shows_at_once_and_the_page_recovers(ward: Ward, browser: WebDriver) -> None:
+    _login(browser, ward, "a.martin")
+    poll_until(lambda: len(_tiles(browser)) == 2, 10, "the tiles")
+    banner = browser.find_element(By.ID, "banner")
+    assert not banner.is_displayed()
+
+    stopped = time.monotonic()
+    assert ward.daemon.terminate() == 0
+    poll_until(banner.is_displayed, 5, "the lost-connection banner", every_s=0.02)
+    shown_s = time.monotonic() - stopped
+    print(f"\nlost connection shown {shown_s * 1000:.0f} ms after SIGTERM (shutdown included)")
+    assert "NOT up to date" in banner.text
+    assert "stale" in (browser.find_element(By.TAG_NAME, "body").get_attribute("class") or "")
+    assert "live" not in (browser.find_element(By.ID, "status").get_attribute("class") or "")
+
+    ward.daemon.start()
+    ward.daemon.wait_connected()
+    back = time.monotonic()
+    poll_until(lambda: _live(browser) and not banner.is_displayed(), 15, "the page back live")
+    print(f"page live again {(time.monotonic() - back) * 1000:.0f} ms after the daemon reconnected")
+    assert browser.current_url == ward.url, "the login outlives the restart"
+    assert sorted(_tiles(browser)) == ["12", "14"]
