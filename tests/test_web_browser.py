@@ -334,9 +334,19 @@ def test_the_french_user_reads_french(ward: Ward) -> None:
         _publish_fever(ward, bed="14")
         poll_until(lambda: "Fièvre" in driver.find_element(By.ID, "ward").text, 10, "the fever in French")
         text = driver.find_element(By.TAG_NAME, "body").text
-        for french in ("Se déconnecter", "En direct", "jour 3", "µg/jour", "MOYENNE", "Acquitter", "depuis"):
+        for french in (
+            "Se déconnecter",
+            "En direct",
+            "jour 3",
+            "µg/jour",
+            "MOYENNE",
+            "Acquitter",
+            "depuis",
+            "Son coupé",
+            "Activer le son",
+        ):
             assert french in text, french
-        for english in ("Log out", "Acknowledge", "µg/day"):
+        for english in ("Log out", "Acknowledge", "µg/day", "Sound off", "Enable sound"):
             assert english not in text, english
     finally:
         driver.quit()
