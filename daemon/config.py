@@ -518,6 +518,53 @@ class WebUserConfig(Model):
     password_hash: Annotated[str, AfterValidator(checked_hash)]
 
 
+class WebSoundConfig(Model):
+    """The page's alarm sound (README, "Ward page", "Sound").
+
+    The patterns are IEC 60601-1-8's (shared/domain.md section 4): a high-priority burst
+    of 10 pulses (two groups of 5), 3 pulses for medium, 1 for low. Every timing and the
+    tone below is a site choice, not from domain.md: the defaults are placeholders, to be
+    set by the site's clinical engineering, not clinical facts.
+    """
+
+    # One pulse's length, and the silence between two pulses of a group.
+    pulse_s: Annotated[float, Field(ge=0.02, le=1.0)] = 0.15
+    pulse_gap_s: Annotated[float, Field(ge=0.02, le=1.0)] = 0.1
+    # The silence between the two groups of 5 of a high-priority burst.
+    high_group_gap_s: Annotated[float, Field(ge=0.02, le=5.0)] = 0.35
+    # A burst is repeated this often (from the start of one to the next) while it lasts.
+    high_repeat_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    medium_repeat_s: Annotated[float, Field(gt=0, le=600)] = 20.0
+    low_repeat_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Low priority may sound 1 pulse (domain.md allows it); off: low alerts are only seen.
+    low_sounds: bool = False
+    # The tone's frequency, in hertz.
+    tone_hz: Annotated[float, Field(ge=150.0, le=4000.0)] = 660.0
+    # "Audio paused" (a temporary inactivation, apart from acknowledgement) lasts this long.
+    audio_paused_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+
+    def burst_s(self, pulses: int) -> float:
+        """How long a burst of ``pulses`` lasts (10 pulses: two groups of 5)."""
+        gaps = (pulses - 1) * self.pulse_gap_s
+        if pulses > 5:
+            gaps += self.high_group_gap_s - self.pulse_gap_s
+        return pulses * self.pulse_s + gaps
+
+    @model_validator(mode="after")
+    def _repeat_after_the_burst(self) -> WebSoundConfig:
+        for priority, pulses, repeat_s in (
+            ("high", 10, self.high_repeat_s),
+            ("medium", 3, self.medium_repeat_s),
+            ("low", 1, self.low_repeat_s),
+        ):
+            if repeat_s <= self.burst_s(pulses):
+                raise ValueError(
+                    f"{priority}_repeat_s ({repeat_s:g} s) must be longer than its burst "
+                    f"({self.burst_s(pulses):g} s)"
+                )
+        return self
+
+
 class WebConfig(Model):
     """The ward page, served by the daemon (README, "Ward page")."""
 
@@ -528,6 +575,7 @@ class WebConfig(Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     # A login lasts this long, whatever the activity (one shift): site choice.
     session_ttl_s: PositiveSeconds = 28_800.0
+    sound: WebSoundConfig = WebSoundConfig()
     users: list[WebUserConfig] = []
 
 

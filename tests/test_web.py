@@ -199,6 +199,37 @@ def test_web_config_cross_checks() -> None:
     assert [issue.location for issue in caught.value.issues] == ["web.users"]
 
 
+def test_sound_config_defaults_are_the_iec_patterns_with_placeholder_timings() -> None:
+    sound = parse({}).web.sound
+    assert (sound.audio_paused_s, sound.low_sounds) == (120.0, False)
+    # 10 pulses of 0.15 s, 8 gaps of 0.1 s within the groups, 0.35 s between the two groups of 5.
+    assert sound.burst_s(10) == pytest.approx(10 * 0.15 + 8 * 0.1 + 0.35)
+    assert sound.burst_s(3) == pytest.approx(3 * 0.15 + 2 * 0.1)
+    assert sound.burst_s(1) == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize(
+    ("sound", "location", "why"),
+    [
+        ({"tone_hz": 20}, "web.sound.tone_hz", "greater than or equal to 150"),
+        ({"pulse_s": 0}, "web.sound.pulse_s", "greater than or equal"),
+        ({"audio_paused_s": -1}, "web.sound.audio_paused_s", "greater than 0"),
+        ({"high_repeat_s": 2.6}, "web.sound", "high_repeat_s (2.6 s) must be longer than its burst (2.65 s)"),
+        ({"medium_repeat_s": 0.5}, "web.sound", "medium_repeat_s"),
+        ({"low_repeat_s": 0.1}, "web.sound", "low_repeat_s"),
+        ({"volume": 1}, "web.sound.volume", "unknown option"),
+    ],
+)
+def test_a_bad_sound_setting_is_refused_with_the_reason(
+    sound: dict[str, Any], location: str, why: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"web": {"sound": sound}})
+    [issue] = caught.value.issues
+    assert issue.location == location
+    assert why in issue.reason
+
+
 # --- the bed view -------------------------------------------------------------------------------
 
 

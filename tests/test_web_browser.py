@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,7 +58,8 @@ class Ward:
     retained: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _config(tmp_path: Path, broker: Mosquitto, prefix: str, port: int) -> Path:
+def _config(tmp_path: Path, broker: Mosquitto, prefix: str, port: int, web_tables: str = "") -> Path:
+    """The daemon's config; ``web_tables`` adds tables under ``[web]`` (e.g. ``[web.sound]``)."""
     start = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     users = "".join(
         f"""
@@ -96,6 +98,7 @@ api = "none"
 [web]
 enabled = true
 port = {port}
+{web_tables}
 {users}{beds}"""
     )
     return path
@@ -125,10 +128,11 @@ def _record(ward: Ward) -> paho.Client:
     return client
 
 
-@pytest.fixture
-def ward(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> Iterator[Ward]:
+@contextmanager
+def running_ward(tmp_path: Path, mosquitto: Mosquitto, prefix: str, web_tables: str = "") -> Iterator[Ward]:
+    """``wardd run`` with its page, and a station recording its alert transitions."""
     port = free_port()
-    config = _config(tmp_path, mosquitto, prefix, port)
+    config = _config(tmp_path, mosquitto, prefix, port, web_tables)
     daemon = WarddProcess(config, tmp_path / "wardd.log")
     daemon.start()
     found = Ward(daemon, mosquitto, prefix, f"http://127.0.0.1:{port}/", tmp_path / "state" / "wardd.sqlite")
@@ -142,6 +146,12 @@ def ward(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> Iterator[Ward]:
         station.disconnect()
         daemon.terminate()
         daemon.close()
+
+
+@pytest.fixture
+def ward(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> Iterator[Ward]:
+    with running_ward(tmp_path, mosquitto, prefix) as found:
+        yield found
 
 
 def _browser(language: str = "en") -> WebDriver:
@@ -182,8 +192,9 @@ def _tiles(driver: WebDriver) -> list[str]:
     ]
 
 
-def _publish_fever(ward: Ward, bed: str = "12", temp_c: float = 39.2) -> None:
-    """Four samples 50 s apart ending now: two abnormal samples over the 120 s onset delay."""
+def _publish_fever(ward: Ward, bed: str = "12", temp_c: float = 39.2, sbp_mmhg: float = 118) -> None:
+    """Four samples 50 s apart ending now: two abnormal samples over the 120 s onset delay
+    (a systolic pressure below 90 mmHg makes it HYPOTENSION, 60 s onset delay, as well)."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{ward.prefix}-monitor")
     client.connect(ward.broker.host, ward.broker.port)
     client.loop_start()
@@ -195,7 +206,7 @@ def _publish_fever(ward: Ward, bed: str = "12", temp_c: float = 39.2) -> None:
                 "device": f"monitor-{bed}",
                 "obs": [
                     {"code": "MDC_TEMP_BODY", "value": temp_c, "unit": "Cel"},
-                    {"code": "MDC_PRESS_BLD_NONINV_SYS", "value": 118, "unit": "mm[Hg]"},
+                    {"code": "MDC_PRESS_BLD_NONINV_SYS", "value": sbp_mmhg, "unit": "mm[Hg]"},
                     {"code": "MDC_PRESS_BLD_NONINV_DIA", "value": 72, "unit": "mm[Hg]"},
                     {"code": "MDC_ECG_HEART_RATE", "value": 96, "unit": "/min"},
                     {"code": "MDC_PULS_OXIM_SAT_O2", "value": 97, "unit": "%"},
@@ -323,9 +334,19 @@ def test_the_french_user_reads_french(ward: Ward) -> None:
         _publish_fever(ward, bed="14")
         poll_until(lambda: "Fièvre" in driver.find_element(By.ID, "ward").text, 10, "the fever in French")
         text = driver.find_element(By.TAG_NAME, "body").text
-        for french in ("Se déconnecter", "En direct", "jour 3", "µg/jour", "MOYENNE", "Acquitter", "depuis"):
+        for french in (
+            "Se déconnecter",
+            "En direct",
+            "jour 3",
+            "µg/jour",
+            "MOYENNE",
+            "Acquitter",
+            "depuis",
+            "Son coupé",
+            "Activer le son",
+        ):
             assert french in text, french
-        for english in ("Log out", "Acknowledge", "µg/day"):
+        for english in ("Log out", "Acknowledge", "µg/day", "Sound off", "Enable sound"):
             assert english not in text, english
     finally:
         driver.quit()

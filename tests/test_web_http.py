@@ -7,6 +7,7 @@ not waited for.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -250,3 +251,15 @@ async def test_every_asset_is_served_from_the_package(rig: Rig) -> None:
         for url in re.findall(r'(?:src|href)="([^"]+)"', html):
             assert url.startswith("/static/"), url
             assert (await rig.client.get(url)).status == 200
+
+
+async def test_the_page_receives_its_sound_settings(rig: Rig) -> None:
+    await rig.login("nurse1")
+    page = await (await rig.client.get("/")).text()
+    found = re.search(r'<script id="page-data" type="application/json">(.*?)</script>', page, re.DOTALL)
+    assert found is not None
+    sound = json.loads(found[1])["sound"]
+    assert sound == rig.page.settings.sound.model_dump()
+    assert (sound["audio_paused_s"], sound["low_sounds"], sound["tone_hz"]) == (120.0, False, 660.0)
+    for control in ('id="sound-enable"', 'id="sound-state"', 'id="audio-pause"', "Enable sound", "Sound off"):
+        assert control in page, control

@@ -354,6 +354,8 @@ class WardPage:
             "can_ack": user.role in ROLES_THAT_ACK,
             "csrf": session.csrf,
             "ping_s": PING_S,
+            # The alarm sound's patterns and timings ([web.sound]): the page plays them.
+            "sound": self.settings.sound.model_dump(),
             "strings": dict(words),
         }
         text = self._ward_page.substitute(

@@ -1,5 +1,6 @@
 // wardd ward page: renders the ward from server-sent events, shows a lost connection at
-// once, reconnects by itself, and acknowledges alerts. Plain JavaScript, no build step.
+// once, reconnects by itself, acknowledges alerts and sounds them (WebAudio, once the user
+// has enabled sound). Plain JavaScript, no build step.
 // Every text comes from the page (page-data.strings), in the user's language.
 "use strict";
 
@@ -137,12 +138,14 @@
     if (source && Date.now() - lastMessage > STALE_MS) lose();
     if (!connected) updateBannerAge();
     refreshTimes();
+    if (paused()) showSound();
   }, 1000);
 
   // ---- rendering
 
   function render(data) {
     lastData = Date.now();
+    hear(data.beds);
     const seen = new Set();
     if (!data.beds.length) {
       ward.replaceChildren(el("p", "empty", S.no_beds));
@@ -310,6 +313,168 @@
     notice.textContent = text;
     notice.hidden = false;
   }
+
+  // ---- sound: IEC 60601-1-8 pulse patterns (shared/domain.md section 4)
+  // Only the most urgent active or latched, unacknowledged alert of the ward sounds: high a
+  // burst of 10 pulses (two groups of 5), medium 3 pulses, low 1 pulse when the site turns
+  // it on. A burst repeats every <priority>_repeat_s while it lasts; a higher priority or a
+  // new alert at the sounding priority is heard at once. Timings and tone are [web.sound]
+  // (site choices). Nothing plays before the user presses "Enable sound" (browsers refuse
+  // audio without a user gesture), nor while audio is paused; acknowledging silences.
+  const SOUND = page.sound;
+  const PULSES = { high: 10, medium: 3, low: 1 };
+  const RANK = { low: 1, medium: 2, high: 3 };
+  const GROUP = 5; // a high burst: two groups of 5 pulses
+  const PLAYED_KEPT = 200;
+  const soundState = document.getElementById("sound-state");
+  const soundEnable = document.getElementById("sound-enable");
+  const audioPause = document.getElementById("audio-pause");
+  const played = []; // what was scheduled: {priority, pulses, at, alerts}, for tests and diagnosis
+  let audio = null; // the AudioContext, made on the user's click
+  let wanted = null; // {priority, ids} that should sound, from the last ward data
+  let sounding = null; // what the last burst announced
+  let repeatTimer = null;
+  let pausedUntil = 0; // Date.now() at which "audio paused" ends; 0: not paused
+  let pauseTimer = null;
+  let voices = []; // oscillators scheduled and not over yet
+
+  function paused() {
+    return pausedUntil > 0;
+  }
+
+  function hear(beds) {
+    let best = null;
+    beds.forEach(function (bed) {
+      bed.alerts.forEach(function (alert) {
+        if (alert.state !== "active" && alert.state !== "latched") return;
+        if (!(alert.priority in PULSES) || (alert.priority === "low" && !SOUND.low_sounds)) return;
+        if (!best || RANK[alert.priority] > RANK[best.priority]) best = { priority: alert.priority, ids: new Set() };
+        if (alert.priority === best.priority) best.ids.add(alert.id);
+      });
+    });
+    wanted = best;
+    decide();
+  }
+
+  function decide() {
+    if (!audio || paused()) return;
+    if (!wanted) {
+      silence();
+      sounding = null;
+      return;
+    }
+    const fresh = !sounding || sounding.priority !== wanted.priority ||
+      Array.from(wanted.ids).some(function (id) { return !sounding.ids.has(id); });
+    sounding = wanted;
+    if (fresh) {
+      silence();
+      burst();
+    }
+  }
+
+  function burst() {
+    const priority = wanted.priority;
+    const pulses = PULSES[priority];
+    let t = audio.currentTime + 0.05;
+    for (let i = 0; i < pulses; i++) {
+      if (i > 0) t += i === GROUP ? SOUND.high_group_gap_s : SOUND.pulse_gap_s;
+      pulse(t);
+      t += SOUND.pulse_s;
+    }
+    played.push({ priority: priority, pulses: pulses, at: Date.now(), alerts: Array.from(wanted.ids) });
+    if (played.length > PLAYED_KEPT) played.shift();
+    clearTimeout(repeatTimer);
+    repeatTimer = setTimeout(function () {
+      repeatTimer = null;
+      if (audio && !paused() && wanted) burst();
+    }, SOUND[priority + "_repeat_s"] * 1000);
+  }
+
+  // One pulse: an oscillator on the AudioContext's clock, with short ramps (no clicks).
+  function pulse(at) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    const ramp = Math.min(0.01, SOUND.pulse_s / 4);
+    osc.frequency.value = SOUND.tone_hz;
+    gain.gain.setValueAtTime(0, at);
+    gain.gain.linearRampToValueAtTime(0.5, at + ramp);
+    gain.gain.setValueAtTime(0.5, at + SOUND.pulse_s - ramp);
+    gain.gain.linearRampToValueAtTime(0, at + SOUND.pulse_s);
+    osc.connect(gain).connect(audio.destination);
+    osc.onended = function () { voices = voices.filter(function (v) { return v !== osc; }); };
+    osc.start(at);
+    osc.stop(at + SOUND.pulse_s);
+    voices.push(osc);
+  }
+
+  function silence() {
+    clearTimeout(repeatTimer);
+    repeatTimer = null;
+    voices.forEach(function (osc) {
+      try { osc.stop(); } catch (e) { /* already over */ }
+    });
+    voices = [];
+  }
+
+  function showSound() {
+    let text = S.sound_off;
+    let state = "off";
+    if (audio && paused()) {
+      const left = Math.max(0, Math.ceil((pausedUntil - Date.now()) / 1000));
+      text = S.audio_paused + " " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
+      state = "paused";
+    } else if (audio) {
+      text = S.sound_on;
+      state = "on";
+    }
+    soundState.textContent = text;
+    soundState.className = "sound-state " + state;
+    audioPause.textContent = paused() ? S.audio_resume : S.audio_pause;
+  }
+
+  soundEnable.addEventListener("click", function () {
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) {
+      soundState.textContent = S.sound_unavailable;
+      return;
+    }
+    audio = new Context();
+    audio.resume(); // within the click: the browser lets it start
+    soundEnable.hidden = true;
+    audioPause.hidden = false;
+    showSound();
+    decide(); // what sounds now is heard at once
+  });
+
+  // "Audio paused": a temporary inactivation, apart from acknowledgement (the alerts stay
+  // active and unacknowledged). It holds for audio_paused_s whatever starts meanwhile, then
+  // sound resumes by itself; pressing again resumes it earlier.
+  function endPause() {
+    clearTimeout(pauseTimer);
+    pauseTimer = null;
+    pausedUntil = 0;
+    showSound();
+    decide();
+  }
+
+  audioPause.addEventListener("click", function () {
+    if (paused()) {
+      endPause();
+      return;
+    }
+    pausedUntil = Date.now() + SOUND.audio_paused_s * 1000;
+    silence();
+    sounding = null; // at the end of the pause, what sounds then is heard at once
+    pauseTimer = setTimeout(endPause, SOUND.audio_paused_s * 1000);
+    showSound();
+  });
+
+  // Read-only, for tests and diagnosis: what was scheduled, without hearing it.
+  window.wardSound = Object.freeze({
+    get played() { return played.map(function (entry) { return Object.assign({}, entry); }); },
+    get enabled() { return audio !== null; },
+    get paused() { return paused(); },
+  });
 
   connect();
 })();
