@@ -4,7 +4,9 @@ A monitor may send the mean arterial pressure (MAP) without the systolic. The vi
 rule's live message already names each pressure it has ("systolic 85 mmHg", "mean
 60 mmHg"); the message of a HYPOTENSION completed by a late sample, and the CRS
 suggestion's "hypotension (...)", are built from the one value a track keeps, and once
-called it "systolic" whatever it was. Each side is tested: MAP only, systolic only, both.
+called it "systolic" whatever it was. Each side is tested: MAP only, systolic only, both;
+and with both sent, the value kept is the pressure that is low (the mean when the
+systolic is normal), so that no alert quotes a normal pressure as the reason.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ SBP_ONLY = (
     "systolic 85 mmHg",
     "systolique 85 mmHg",
 )
-# Both sent: the track keeps the systolic (test_vital_edges), and says so.
+# Both sent and both low: the track keeps the systolic (test_vital_edges), and says so.
 BOTH = (
     {Metric.SBP_MMHG: 85.0, Metric.MAP_MMHG: 60.0},
     {Metric.SBP_MMHG: 83.0, Metric.MAP_MMHG: 58.0},
@@ -205,3 +207,75 @@ def test_window_entries_and_tracks_keep_the_measure_and_old_rows_still_load() ->
     track = Track(value=60.0, measure=Metric.MAP_MMHG, last_time=T0, recent=(item,), base=Track())
     assert load_track(dump_track(track)) == track
     assert load_track({"active": False}).measure is None
+
+
+# --- systolic normal, mean low: the alert quotes the mean ------------------------------------------
+# Either pressure below its limit is hypotension (daemon/clinical/vitals.py, _hypotension);
+# the value an alert carries and quotes is then the one that is low, not the normal
+# systolic beside it. Limits from the config: systolic < 90, mean < 65 mmHg.
+
+MEAN_LOW = {Metric.SBP_MMHG: 118.0, Metric.MAP_MMHG: 60.0}
+MEAN_LOW_LATE = {Metric.SBP_MMHG: 118.0, Metric.MAP_MMHG: 58.0}
+
+
+def test_a_late_hypotension_by_the_mean_alone_quotes_the_mean() -> None:
+    rule = vitals_rule()
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0 + 60 * S, MEAN_LOW), T0 + 60 * S),
+        (sample(T0 + 90 * S, MEAN_LOW), T0 + 90 * S),
+        (sample(T0, MEAN_LOW_LATE), T0 + 120 * S),
+    ]
+    _, out = steps(rule, arrivals)
+    (alert,) = out
+    assert (alert.value, dict(alert.details)) == (60.0, {"measure": "map_mmhg", "late_s": 60.0})
+    assert alert.message is not None
+    assert (alert.message.en, alert.message.fr) == (
+        f"Low blood pressure: mean 60 mmHg {LIMITS_EN}.{LATE_EN}",
+        f"Pression artérielle basse : moyenne 60 mmHg {LIMITS_FR}.{LATE_FR}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "value", "measure"),
+    [
+        ({Metric.SBP_MMHG: 118.0, Metric.MAP_MMHG: 64.0}, 64.0, "map_mmhg"),  # mean just under 65
+        ({Metric.SBP_MMHG: 89.0, Metric.MAP_MMHG: 60.0}, 89.0, "sbp_mmhg"),  # both low: systolic first
+        ({Metric.SBP_MMHG: 100.0, Metric.DBP_MMHG: 40.0}, 60.0, "map_mmhg"),  # estimated mean 60
+    ],
+    ids=["mean-only", "both-low", "estimated-mean"],
+)
+def test_a_live_hypotension_carries_the_pressure_that_is_low(
+    values: dict[Metric, float], value: float, measure: str
+) -> None:
+    rule = vitals_rule()
+    _, out = steps(rule, [(sample(T0, values), T0), (sample(T0 + 60 * S, values), T0 + 60 * S)])
+    (alert,) = out
+    assert (alert.value, dict(alert.details)) == (value, {"measure": measure})
+
+
+def test_a_mean_at_its_limit_with_a_normal_systolic_is_not_hypotension() -> None:
+    """The other side of the edge: mean 65 mmHg is not below 65."""
+    rule = vitals_rule()
+    values = {Metric.SBP_MMHG: 118.0, Metric.MAP_MMHG: 65.0}
+    _, out = steps(rule, [(sample(T0, values), T0), (sample(T0 + 60 * S, values), T0 + 60 * S)])
+    assert out == []
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "late"])
+def test_the_crs_suggestion_quotes_the_low_mean_beside_a_normal_systolic(late: bool) -> None:
+    fever = {Metric.TEMP_C: 38.4, **MEAN_LOW}
+    first, second = sample(T0, fever), sample(T0 + 120 * S, fever)
+    arrivals: list[tuple[Event, datetime]] = [(first, T0), (second, T0 + 120 * S)]
+    if late:
+        arrivals = [
+            (second, T0 + 120 * S),
+            (sample(T0 + 150 * S, fever), T0 + 150 * S),
+            (first, T0 + 180 * S),
+        ]
+    _, out = steps(crs_rule(), arrivals)
+    graded = [c for c in out if c.details.get("grade") == 2]
+    assert graded, out
+    text_en, text_fr, basis = _crs_text(graded[-1])
+    assert "hypotension (mean arterial pressure 60 mmHg) without vasopressor" in text_en
+    assert "hypotension (pression artérielle moyenne 60 mmHg) sans vasopresseur" in text_fr
+    assert {"domain": "hypotension", "value": 60.0, "measure": "map_mmhg", "source": "monitor"} in basis

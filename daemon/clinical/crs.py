@@ -424,7 +424,7 @@ class CrsRule:
                 low[1],
                 self._hypotension_noise,
                 now=now,
-                measure=deciding_metric(Condition.HYPOTENSION, event.values),
+                measure=deciding_metric(Condition.HYPOTENSION, event.values, self.th),
             )
             state = replace(state, hypotension=track)
             late.extend((Condition.HYPOTENSION, c) for c in changes if c.late_s is not None)

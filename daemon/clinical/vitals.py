@@ -37,8 +37,9 @@ time keep their arrival order.
 
 When a monitor sends systolic and diastolic pressure without the mean, the mean is
 estimated as DBP + (SBP - DBP) / 3 (``map_from_sbp_dbp``; the message says so). The
-hypotension track keeps the systolic, or the mean arterial pressure of a monitor that
-sends no systolic (``deciding_metric``), with the metric it is: a HYPOTENSION alert
+hypotension track keeps the pressure that is below its limit, the systolic first (the
+mean when only the mean is low, or when the monitor sends no systolic: see
+``deciding_metric``), with the metric it is: a HYPOTENSION alert
 completed by a late sample names that pressure, and every HYPOTENSION alert says it in
 ``details["measure"]`` (``sbp_mmhg`` or ``map_mmhg``).
 
@@ -468,14 +469,17 @@ def mean_arterial_pressure(values: Mapping[Metric, float], th: VitalThresholds) 
     return None, False
 
 
-def deciding_metric(condition: Condition, values: Mapping[Metric, float]) -> Metric:
+def deciding_metric(condition: Condition, values: Mapping[Metric, float], th: VitalThresholds) -> Metric:
     """The metric of the value ``classify`` keeps for ``condition`` from ``values``.
 
-    Hypotension keeps the systolic when the sample has one, else the mean arterial
-    pressure the monitor sent (an estimated mean needs the systolic).
+    Hypotension keeps the systolic, unless only the mean arterial pressure (sent or
+    estimated) is below its limit, or there is no systolic: an alert must quote the
+    pressure that is low, not a normal one beside it.
     """
-    if condition is Condition.HYPOTENSION and Metric.SBP_MMHG not in values:
-        return Metric.MAP_MMHG
+    if condition is Condition.HYPOTENSION:
+        picked = _hypotension(values, th)
+        if picked is not None:
+            return picked[2]
     return _DECIDING[condition]
 
 
@@ -517,18 +521,20 @@ def classify(
             return None
         return _high(rr, th.tachypnoea_per_min, th.tachypnoea_hysteresis_per_min), rr
     if condition is Condition.HYPOTENSION:
-        return _hypotension(values, th)
+        picked = _hypotension(values, th)
+        return None if picked is None else picked[:2]
     raise ValueError(f"{condition} is not a physiological condition")
 
 
-def _hypotension(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[Verdict, float] | None:
+def _hypotension(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[Verdict, float, Metric] | None:
+    """The verdict, the value kept and its metric (see ``deciding_metric``)."""
     sbp = values.get(Metric.SBP_MMHG)
     map_mmhg, _ = mean_arterial_pressure(values, th)
-    verdicts = []
-    if sbp is not None:
-        verdicts.append(_low(sbp, th.hypotension_sbp_mmhg, th.hypotension_hysteresis_mmhg))
-    if map_mmhg is not None:
-        verdicts.append(_low(map_mmhg, th.hypotension_map_mmhg, th.hypotension_hysteresis_mmhg))
+    sbp_verdict = None if sbp is None else _low(sbp, th.hypotension_sbp_mmhg, th.hypotension_hysteresis_mmhg)
+    map_verdict = (
+        None if map_mmhg is None else _low(map_mmhg, th.hypotension_map_mmhg, th.hypotension_hysteresis_mmhg)
+    )
+    verdicts = [v for v in (sbp_verdict, map_verdict) if v is not None]
     if not verdicts:
         return None
     # Either pressure below its limit is hypotension; normal needs both clear of the band.
@@ -538,9 +544,10 @@ def _hypotension(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[V
         verdict = Verdict.BAND
     else:
         verdict = Verdict.NORMAL
-    value = sbp if sbp is not None else map_mmhg
-    assert value is not None
-    return verdict, value
+    if sbp is not None and (sbp_verdict is Verdict.ABNORMAL or map_verdict is not Verdict.ABNORMAL):
+        return verdict, sbp, Metric.SBP_MMHG
+    assert map_mmhg is not None
+    return verdict, map_mmhg, Metric.MAP_MMHG
 
 
 def _message(condition: Condition, values: Mapping[Metric, float], th: VitalThresholds) -> Text:
@@ -779,7 +786,7 @@ class VitalsRule:
                 value,
                 self._noise[condition],
                 now=now,
-                measure=deciding_metric(condition, event.values),
+                measure=deciding_metric(condition, event.values, self.th),
             )
             out.extend(self._changed(condition, change, event) for change in changes)
         # A real value for a metric means its probe is back, unless the probe went off after it.
