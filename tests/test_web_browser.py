@@ -374,3 +374,72 @@ def test_a_stopped_daemon_shows_at_once_and_the_page_recovers(ward: Ward, browse
     print(f"page live again {(time.monotonic() - back) * 1000:.0f} ms after the daemon reconnected")
     assert browser.current_url == ward.url, "the login outlives the restart"
     assert sorted(_tiles(browser)) == ["12", "14"]
+
+
+# Records, in the bed page, when each timeline line first appears (browser wall clock, ms).
+WATCH_TIMELINE = """
+window.seenLines = [];
+const timeline = document.getElementById('timeline');
+new MutationObserver(() => timeline.querySelectorAll('li.t').forEach(li => {
+  const key = li.dataset.alertId + ' ' + li.dataset.phase;
+  if (!window.seenLines.some(seen => seen.key === key)) window.seenLines.push({key: key, at: Date.now()});
+})).observe(timeline, {childList: true});
+"""
+
+
+def test_a_bed_page_from_the_ward_live_timeline_and_acknowledgement(ward: Ward, browser: WebDriver) -> None:
+    _login(browser, ward, "a.martin")
+    poll_until(lambda: sorted(_tiles(browser)) == ["12", "14"], 10, "a tile per bed")
+    browser.find_element(By.CSS_SELECTOR, "article.tile[data-bed='12'] a.bed-id").click()
+    poll_until(lambda: browser.current_url.endswith("/bed/12") and _live(browser), 10, "bed 12's page live")
+    assert _tiles(browser) == ["12"]  # only this bed's tile
+    browser.execute_script(WATCH_TIMELINE)
+
+    _publish_fever(ward)
+    poll_until(lambda: _fever(ward) is not None, 10, "FEVER on MQTT")
+    on_mqtt, fever = _fever(ward) or (0.0, {})
+    alert_id = fever["id"]
+    key = f"{alert_id} start"
+    poll_until(
+        lambda: browser.execute_script(f"return window.seenLines.some(s => s.key === '{key}')"),
+        5,
+        "FEVER's start in the bed's timeline",
+        every_s=0.02,
+    )
+    on_page = browser.execute_script(f"return window.seenLines.find(s => s.key === '{key}').at") / 1000
+    delay_s = on_page - on_mqtt
+    print(f"\nFEVER in the bed's timeline {delay_s * 1000:+.0f} ms after its transition on MQTT")
+    assert delay_s < PAGE_WITHIN_S
+    line = browser.find_element(
+        By.CSS_SELECTOR, f"#timeline li[data-alert-id='{alert_id}'][data-phase='start']"
+    )
+    assert "p-medium" in (line.get_attribute("class") or "")
+    assert "FEVER" in line.text
+
+    # Acknowledge on the bed page: its timeline says who, by name.
+    poll_until(
+        lambda: bool(
+            browser.find_elements(By.CSS_SELECTOR, f"li.alert[data-alert-id='{alert_id}'] button.ack")
+        ),
+        5,
+        "the alert with its button on the bed page",
+    )
+    browser.find_element(By.CSS_SELECTOR, f"li.alert[data-alert-id='{alert_id}'] button.ack").click()
+    ack_line = f"#timeline li[data-alert-id='{alert_id}'][data-phase='ack']"
+    poll_until(lambda: bool(browser.find_elements(By.CSS_SELECTOR, ack_line)), 5, "the ack in the timeline")
+    assert "acknowledged by Anne Martin (a.martin)" in browser.find_element(By.CSS_SELECTOR, ack_line).text
+    first = browser.find_element(By.CSS_SELECTOR, "#timeline li.t")
+    assert first.get_attribute("data-phase") == "ack"  # newest first
+    # Loaded again, the timeline comes from the journal, and says where it came from.
+    browser.refresh()
+    poll_until(lambda: _live(browser), 10, "the bed page live again")
+    text = browser.find_element(By.CSS_SELECTOR, ack_line).text
+    assert "acknowledged by Anne Martin (a.martin) via the ward page" in text
+    assert "a.martin" in browser.find_element(By.ID, "journal").text
+
+    # And on the ward page.
+    browser.find_element(By.ID, "back").click()
+    poll_until(lambda: _live(browser) and "12" in _tiles(browser), 10, "the ward page again")
+    item = browser.find_element(By.CSS_SELECTOR, f"li.alert[data-alert-id='{alert_id}']")
+    assert item.get_attribute("data-state") == "acknowledged"
+    assert "acknowledged by Anne Martin" in item.text

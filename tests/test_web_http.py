@@ -7,10 +7,12 @@ not waited for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,18 @@ TTL_S = 3600.0
 PASSWORDS = {"nurse1": "nurse password", "viewer1": "viewer password", "admin1": "admin password"}
 
 
-def _config(tmp_path: Path) -> Any:
+def _config(tmp_path: Path, *, second_bed: bool = False) -> Any:
+    beds = [
+        {
+            "ward": "w1",
+            "id": bed_id,
+            "patient": f"p-{bed_id[1:]}",
+            "weight_kg": 63,
+            "height_cm": 165,
+            "protocol_start": (T0 - timedelta(days=1)).isoformat(),
+        }
+        for bed_id in (("b1", "b2") if second_bed else ("b1",))
+    ]
     return parse(
         {
             "daemon": {"state_dir": str(tmp_path / "state")},
@@ -52,16 +65,7 @@ def _config(tmp_path: Path) -> Any:
                     for name, password in PASSWORDS.items()
                 ],
             },
-            "beds": [
-                {
-                    "ward": "w1",
-                    "id": "b1",
-                    "patient": "p-1",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol_start": (T0 - timedelta(days=1)).isoformat(),
-                }
-            ],
+            "beds": beds,
         }
     )
 
@@ -91,10 +95,10 @@ class Rig:
         assert ward.status == 200
         return _field(await ward.text(), "csrf")
 
-    async def open_alert(self) -> str:
-        """A high-priority alert on bed b1; its id."""
+    async def open_alert(self, bed: str = "b1", condition: str = "HYPOTENSION") -> str:
+        """A high-priority alert on ``bed`` (b1); its id."""
         candidate = AlertCandidate(
-            condition="HYPOTENSION", ward="w1", bed="b1", time=T0, present=True, priority=Priority.HIGH
+            condition=condition, ward="w1", bed=bed, time=T0, present=True, priority=Priority.HIGH
         )
         [transition] = await self.pipeline.alerts.handle([candidate])
         return transition.alert.id
@@ -108,8 +112,21 @@ def _field(html: str, name: str) -> str:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with _rig(tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+async def ward_of_two(tmp_path: Path) -> AsyncIterator[Rig]:
+    """Beds b1 and b2 on ward w1."""
+    async with _rig(tmp_path, second_bed=True) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def _rig(tmp_path: Path, *, second_bed: bool = False) -> AsyncIterator[Rig]:
     clock = ManualClock(T0)
-    pipeline = build(_config(tmp_path), clock=clock)
+    pipeline = build(_config(tmp_path, second_bed=second_bed), clock=clock)
     page = pipeline.services[0]
     assert isinstance(page, WardPage)
     async with committing(pipeline.writer), TestClient(TestServer(page.app())) as client:
@@ -263,3 +280,159 @@ async def test_the_page_receives_its_sound_settings(rig: Rig) -> None:
     assert (sound["audio_paused_s"], sound["low_sounds"], sound["tone_hz"]) == (120.0, False, 660.0)
     for control in ('id="sound-enable"', 'id="sound-state"', 'id="audio-pause"', "Enable sound", "Sound off"):
         assert control in page, control
+
+
+# --- the bed page ---------------------------------------------------------------------------
+
+
+def _page_data(page: str) -> dict[str, Any]:
+    found = re.search(r'<script id="page-data" type="application/json">(.*?)</script>', page, re.DOTALL)
+    assert found is not None, page[:500]
+    data: dict[str, Any] = json.loads(found[1])
+    return data
+
+
+def _section(page: str, element_id: str) -> str:
+    """The inside of the element with this id (an ``ol`` or a ``table``)."""
+    found = re.search(rf'id="{element_id}"[^>]*>(.*?)</(?:ol|table)>', page, re.DOTALL)
+    assert found is not None, element_id
+    return found[1]
+
+
+def _lines(section: str) -> list[str]:
+    """The items or rows of a section that are journal lines (they carry their seq)."""
+    return [m[0] for m in re.finditer(r'<(li|tr) [^>]*data-seq="\d+".*?</\1>', section, re.DOTALL)]
+
+
+async def test_the_bed_page_needs_a_session(rig: Rig) -> None:
+    response = await rig.client.get("/bed/b1", allow_redirects=False)
+    assert (response.status, response.headers["Location"]) == (303, "/login")
+    await rig.login("viewer1")
+    response = await rig.client.get("/bed/b1")
+    assert response.status == 200
+    page = await response.text()
+    # A viewer sees the bed, and the page says it may not acknowledge.
+    data = _page_data(page)
+    assert (data["can_ack"], data["bed"]["bed"], data["bed"]["tile"]["patient"]) == (False, "b1", "p-1")
+    assert "w1/b1" in page
+
+
+async def test_an_unknown_or_malformed_bed_is_a_404_in_the_users_language(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[Any] = []
+    real_call = rig.pipeline.writer.call
+
+    async def counted(function: Any, *args: Any) -> Any:
+        reads.append(args)
+        return await real_call(function, *args)
+
+    monkeypatch.setattr(rig.pipeline.writer, "call", counted)
+    await rig.login("nurse1")
+    for path in ("/bed/b9", "/bed/-b1", "/bed/b1%0A", "/bed/b1%27%20OR%201=1", "/bed/" + "b" * 65):
+        response = await rig.client.get(path)
+        assert response.status == 404, path
+        text = await response.text()
+        assert "There is no bed with this id on this ward." in text, path
+        assert '<html lang="en">' in text
+    assert reads == []  # refused before any query
+    assert rig.pipeline.counters.get("web.refused", "unknown_bed") == 1
+    assert rig.pipeline.counters.get("web.refused", "bad_bed") == 4
+    for before in ("x", "-1", "0", "1" * 19):
+        assert (await rig.client.get(f"/bed/b1?before={before}")).status == 400, before
+    assert reads == []
+    assert (await rig.client.get("/bed/b1")).status == 200
+    assert len(reads) == 1  # and the one read of a valid bed is on the store's thread
+    await rig.login("admin1")  # a French user
+    text = await (await rig.client.get("/bed/b9")).text()
+    assert '<html lang="fr">' in text
+    assert "Il n&#x27;y a pas de lit avec cet identifiant dans ce service." in text
+
+
+async def test_the_timeline_and_journal_show_this_beds_transitions_only(ward_of_two: Rig) -> None:
+    rig = ward_of_two
+    csrf = await rig.login("nurse1")
+    ours = await rig.open_alert("b1", "HYPOTENSION")
+    theirs = await rig.open_alert("b2", "FEVER")
+    response = await rig.client.post(f"/api/alerts/{ours}/ack", headers={"X-CSRF-Token": csrf})
+    assert response.status == 200
+    page = await (await rig.client.get("/bed/b1")).text()
+
+    timeline = _lines(_section(page, "timeline"))
+    assert [re.search(r'data-phase="(\w+)"', line)[1] for line in timeline] == ["ack", "start"]  # type: ignore[index]
+    assert all(f'data-alert-id="{ours}"' in line and "p-high" in line for line in timeline)
+    newest = unescape(re.sub(r"<[^>]+>", "", timeline[0]))
+    assert "HYPOTENSION" in newest
+    assert "acknowledged by Nurse1 Person (nurse1) via the ward page" in newest
+    journal = _lines(_section(page, "journal"))
+    assert len(journal) == 2
+    assert "Nurse1 Person (nurse1)" in unescape(journal[0])
+    assert "active → acknowledged" in unescape(journal[0])
+    for other in (theirs, "FEVER", "b2-"):
+        assert other not in page, other
+    # The open alert, with what the tile shows, for the page's script.
+    tile = _page_data(page)["bed"]["tile"]
+    assert [(a["id"], a["state"]) for a in tile["alerts"]] == [(ours, "acknowledged")]
+    assert _page_data(page)["can_ack"] is True
+
+    other_page = await (await rig.client.get("/bed/b2")).text()
+    assert theirs in other_page
+    assert ours not in other_page
+
+
+async def test_the_crs_suggestion_history_shows_each_grade_and_its_basis(rig: Rig) -> None:
+    await rig.login("nurse1")
+    for grade, temp_c in ((1, 38.4), (2, 38.9)):
+        basis = [{"domain": "fever", "grade": 1, "value": temp_c, "by": "monitor-1", "time": T0.isoformat()}]
+        if grade == 2:
+            basis.append({"domain": "hypotension", "grade": 2, "value": 84, "by": "monitor-1"})
+        candidate = AlertCandidate(
+            condition="CRS_SUSPECTED",
+            ward="w1",
+            bed="b1",
+            time=T0,
+            present=True,
+            priority=Priority.MEDIUM if grade == 1 else Priority.HIGH,
+            details={"grade": grade, "basis": basis},
+        )
+        await rig.pipeline.alerts.handle([candidate])
+        await rig.clock.advance(60)
+    await rig.open_alert("b1", "HYPOTENSION")  # not a suggestion
+    await rig.pipeline.writer.flush()  # the page shows what the store has committed
+    page = await (await rig.client.get("/bed/b1")).text()
+    rows = _lines(_section(page, "suggestions"))
+    assert len(rows) == 2
+    newest, oldest = (unescape(re.sub(r"<[^>]+>", " ", row)) for row in rows)
+    assert "CRS_SUSPECTED" in newest
+    assert re.search(r'class="grade">2<', rows[0])
+    assert re.search(r'class="grade">1<', rows[1])
+    assert "hypotension grade 2 (84)" in newest
+    assert "fever grade 1 (38.9)" in newest
+    assert "fever grade 1 (38.4)" in oldest
+    assert "hypotension" not in oldest
+    assert "HYPOTENSION" not in _section(page, "suggestions")
+
+
+async def test_the_journal_is_paged_newest_first_and_bounded(rig: Rig) -> None:
+    await rig.login("nurse1")
+    for _ in range(230):  # 460 lines: a start and an end each
+        for present in (True, False):
+            candidate = AlertCandidate(condition="FEVER", ward="w1", bed="b1", time=T0, present=present)
+            await rig.pipeline.alerts.handle([candidate])
+    await rig.pipeline.writer.flush()
+    seqs: list[int] = []
+    path: str | None = "/bed/b1"
+    pages = 0
+    while path is not None:
+        page = await (await rig.client.get(path)).text()
+        pages += 1
+        rows = _lines(_section(page, "journal"))
+        assert len(rows) <= 200
+        seqs += [int(re.search(r'data-seq="(\d+)"', row)[1]) for row in rows]  # type: ignore[index]
+        older = re.search(r'href="(/bed/b1\?before=\d+)" id="older"', page)
+        path = older[1] if older else None
+        assert len(_lines(_section(page, "timeline"))) == 200  # the newest transitions, every page
+    assert pages == 3
+    assert len(seqs) == 460
+    assert seqs == sorted(seqs, reverse=True)  # newest first, none twice, none missed
+    assert len(set(seqs)) == 460

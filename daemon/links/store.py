@@ -329,6 +329,33 @@ class Store:
         entries.reverse()
         return entries
 
+    def journal_lines(
+        self,
+        bed: str,
+        *,
+        limit: int,
+        before_seq: int | None = None,
+        conditions: tuple[str, ...] = (),
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, entry)`` of one bed's journal, newest first: at most ``limit`` lines, those
+        older than ``before_seq`` when given, of alerts with one of ``conditions`` when given.
+
+        Bounded for a page: the ``journal_bed`` index gives the bed's lines newest first, so
+        the cost grows with ``limit`` (and the lines skipped by ``conditions``), not with the
+        journal's size.
+        """
+        sql = "SELECT seq, entry FROM journal WHERE bed = ?"
+        args: list[Any] = [bed]
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
+        if conditions:
+            sql += f" AND json_extract(entry, '$.alert.condition') IN ({', '.join('?' * len(conditions))})"
+            args.extend(conditions)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [(int(seq), json.loads(entry)) for seq, entry in self._db.execute(sql, args)]
+
     def outbox(self, after_id: int, limit: int) -> list[tuple[int, str]]:
         """Points waiting for the database, oldest first, with ids above ``after_id``."""
         rows = self._db.execute(

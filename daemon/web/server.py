@@ -10,8 +10,10 @@
 Routes: ``GET /`` the ward (or a redirect to ``/login``), ``GET|POST /login``,
 ``POST /logout``, ``GET /events`` (server-sent events: a ``snapshot`` on connect,
 then ``ward`` updates, ``alert`` transitions and a ``ping`` every ``PING_S``),
-``GET /api/ward`` (the same snapshot as JSON), ``POST /api/alerts/<id>/ack``, and
-``/static/`` (the package's own files, nothing else).
+``GET /api/ward`` (the same snapshot as JSON), ``POST /api/alerts/<id>/ack``,
+``GET /bed/<bed id>`` (one bed: its tile, alert timeline, CRS/ICANS suggestions and
+audit journal, ``?before=<seq>`` for older journal lines; 404 for a bed that is not
+configured) and ``/static/`` (the package's own files, nothing else).
 
 Every POST needs the session's CSRF token (a form field, or the ``X-CSRF-Token``
 header), the login form a token bound to its own cookie. Refusals answer 401 (no
@@ -45,8 +47,8 @@ from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.rules import RuleEngine
 from daemon.timefmt import iso, iso_or_none
-from daemon.wardview import BedView, LatestVitals, by_urgency, ward_view
-from daemon.web import i18n
+from daemon.wardview import BedView, LatestVitals, bed_view, by_urgency, ward_view
+from daemon.web import bedpage, i18n
 from daemon.web.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from daemon.web.sessions import Session, Sessions, new_token, same
 
@@ -213,6 +215,8 @@ class WardPage:
         """``http://host:port/`` once ``started`` is set."""
         self._login_page = _template("login.html")
         self._ward_page = _template("ward.html")
+        self._bed_page = _template("bed.html")
+        self._not_found_page = _template("notfound.html")
         alerts.listeners.append(self._on_transition)
 
     # -- hooks into the pipeline
@@ -255,6 +259,7 @@ class WardPage:
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/events", self._events)
         app.router.add_get("/api/ward", self._api_ward)
+        app.router.add_get("/bed/{bed_id}", self._bed)
         app.router.add_post("/api/alerts/{alert_id}/ack", self._ack)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         app.on_response_prepare.append(self._headers)
@@ -348,23 +353,101 @@ class WardPage:
             raise web.HTTPSeeOther("/login")
         session, user = found
         words = i18n.texts(user.language)
-        page_data = {
-            "lang": user.language,
-            "role": user.role,
-            "can_ack": user.role in ROLES_THAT_ACK,
-            "csrf": session.csrf,
-            "ping_s": PING_S,
-            # The alarm sound's patterns and timings ([web.sound]): the page plays them.
-            "sound": self.settings.sound.model_dump(),
-            "strings": dict(words),
-        }
         text = self._ward_page.substitute(
             {key: html.escape(value) for key, value in words.items()},
             lang=user.language,
             display_name=html.escape(user.display_name),
             role_text=html.escape(words[f"role_{user.role}"]),
             csrf=html.escape(session.csrf),
-            page_data=_json_for_html(page_data),
+            page_data=self._page_data(session, user),
+        )
+        return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+    def _page_data(self, session: Session, user: WebUserConfig, **more: Any) -> str:
+        return _json_for_html(
+            {
+                "lang": user.language,
+                "role": user.role,
+                "can_ack": user.role in ROLES_THAT_ACK,
+                "csrf": session.csrf,
+                "ping_s": PING_S,
+                # The alarm sound's patterns and timings ([web.sound]): the page plays them.
+                "sound": self.settings.sound.model_dump(),
+                "strings": dict(i18n.texts(user.language)),
+                **more,
+            }
+        )
+
+    def _not_found(self, language: str, notice: str = "not_found_text", status: int = 404) -> web.Response:
+        words = i18n.texts(language)
+        text = self._not_found_page.substitute(
+            {key: html.escape(value) for key, value in words.items()},
+            lang=language,
+            not_found_text=html.escape(words[notice]),
+        )
+        return web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
+
+    async def _bed(self, request: web.Request) -> web.StreamResponse:
+        found = self._session(request)
+        if found is None:
+            raise web.HTTPSeeOther("/login")
+        session, user = found
+        bed_id = request.match_info["bed_id"]
+        # Validated before anything reads the store: an id is plain data, or it is refused.
+        if not ids.is_config_id(bed_id):
+            self._counters.inc("web.refused", "bad_bed")
+            return self._not_found(user.language)
+        try:
+            bed = self._config.bed(bed_id)
+        except KeyError:
+            self._counters.inc("web.refused", "unknown_bed")
+            return self._not_found(user.language)
+        before: int | None = None
+        if "before" in request.query:
+            raw = request.query["before"]
+            # A journal seq: a positive integer that SQLite's 64-bit integers hold.
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) > 0):
+                self._counters.inc("web.refused", "bad_page")
+                return self._not_found(user.language, "bad_page", status=400)
+            before = int(raw)
+        # On the store's thread, serialised with its commits: never on the event loop.
+        history: bedpage.BedHistory = await self._writer.call(
+            bedpage.read_history, self._writer.store, bed.id, before
+        )
+        now = self._clock.now()
+        view = bed_view(
+            self._config,
+            bed,
+            engine=self._engine,
+            alerts=self._alerts.book.open_alerts(),
+            latest=self.latest,
+            now=now,
+        )
+        words = i18n.texts(user.language)
+        pager = []
+        if before is not None:
+            pager.append(f'<a href="/bed/{bed.id}" id="newest">{html.escape(words["newest"])}</a>')
+        if history.older is not None:
+            pager.append(
+                f'<a href="/bed/{bed.id}?before={history.older}" id="older">{html.escape(words["older"])}</a>'
+            )
+        text = self._bed_page.substitute(
+            {key: html.escape(value) for key, value in words.items()},
+            lang=user.language,
+            bed_label=html.escape(f"{bed.ward}/{bed.id}"),
+            display_name=html.escape(user.display_name),
+            role_text=html.escape(words[f"role_{user.role}"]),
+            csrf=html.escape(session.csrf),
+            timeline_items=bedpage.timeline_html(history.timeline, words),
+            suggestion_rows=bedpage.suggestions_html(history.suggestions, words),
+            journal_rows=bedpage.journal_html(history.journal, words),
+            pager=" · ".join(pager),
+            page_data=self._page_data(
+                session,
+                user,
+                bed={"ward": bed.ward, "bed": bed.id, "tile": bed_json(view, user.language)},
+                now=iso(now),
+            ),
         )
         return web.Response(text=text, content_type="text/html", charset="utf-8")
 

@@ -1,6 +1,9 @@
 // wardd ward page: renders the ward from server-sent events, shows a lost connection at
 // once, reconnects by itself, acknowledges alerts and sounds them (WebAudio, once the user
 // has enabled sound). Plain JavaScript, no build step.
+// The bed page (/bed/<id>, page-data.bed) runs the same script: it shows that bed's tile
+// only, prepends that bed's transitions to its timeline, and sounds the whole ward as the
+// ward page does (a nurse looking at one bed still hears the others).
 // Every text comes from the page (page-data.strings), in the user's language.
 "use strict";
 
@@ -13,6 +16,8 @@
   const statusEl = document.getElementById("status");
   const notice = document.getElementById("notice");
   const recent = document.getElementById("recent");
+  const timeline = document.getElementById("timeline");
+  const only = page.bed || null; // the bed page's bed: {ward, bed, tile}
   // A stream silent for three pings is dead even if no error came (a cable pulled).
   const STALE_MS = (page.ping_s || 2) * 3 * 1000;
   const RECONNECT_MIN_MS = 500;
@@ -27,6 +32,7 @@
   let retryMs = RECONNECT_MIN_MS;
   let retryTimer = null;
   let connected = false;
+  let everLive = false; // a snapshot came once: a later one follows a lost connection
   const tiles = new Map(); // bed key -> {el, json}
 
   ward.dataset.stale = S.stale;
@@ -125,7 +131,17 @@
         fn(data);
       };
     }
-    source.addEventListener("snapshot", handler(function (data) { setLive(); render(data); }));
+    source.addEventListener("snapshot", handler(function (data) {
+      // The bed page catches up on what it missed while the connection was lost (its
+      // timeline and journal come from the store) by loading itself again.
+      if (only && everLive) {
+        window.location.reload();
+        return;
+      }
+      everLive = true;
+      setLive();
+      render(data);
+    }));
     source.addEventListener("ward", handler(render));
     source.addEventListener("alert", handler(transition));
     source.addEventListener("ping", handler(function () { if (!connected) setLive(); }));
@@ -143,15 +159,20 @@
 
   // ---- rendering
 
+  function isOnly(item) {
+    return only !== null && item.ward === only.ward && item.bed === only.bed;
+  }
+
   function render(data) {
     lastData = Date.now();
     hear(data.beds);
     const seen = new Set();
-    if (!data.beds.length) {
+    const beds = only ? data.beds.filter(isOnly) : data.beds;
+    if (!beds.length) {
       ward.replaceChildren(el("p", "empty", S.no_beds));
       return;
     }
-    data.beds.forEach(function (bed, i) {
+    beds.forEach(function (bed, i) {
       const key = bed.ward + "/" + bed.bed;
       seen.add(key);
       const urgent = i === 0 && bed.level !== null;
@@ -180,7 +201,10 @@
     tile.dataset.bed = bed.bed;
     tile.dataset.ward = bed.ward;
     const head = el("div", "bed-head");
-    head.append(el("span", "bed-id", bed.ward + "/" + bed.bed), el("span", "patient", bed.patient));
+    const link = el("a", "bed-id", bed.ward + "/" + bed.bed);
+    link.href = "/bed/" + encodeURIComponent(bed.bed);
+    link.title = S.open_bed;
+    head.append(link, el("span", "patient", bed.patient));
     tile.append(head);
 
     let day;
@@ -272,7 +296,45 @@
     });
   }
 
+  function localTimes() {
+    document.querySelectorAll("time[datetime]").forEach(function (node) {
+      const at = Date.parse(node.getAttribute("datetime"));
+      if (!Number.isNaN(at)) node.textContent = new Date(at).toLocaleString(page.lang);
+    });
+  }
+
+  // One line of the bed's timeline, as the server writes them (daemon/web/bedpage.py).
+  function timelineLine(data) {
+    const line = el("li", "t p-" + data.priority);
+    line.dataset.alertId = data.id;
+    line.dataset.phase = data.phase;
+    line.dataset.state = data.state;
+    const at = el("time", null, new Date(data.at).toLocaleString(page.lang));
+    at.setAttribute("datetime", data.at);
+    line.append(
+      at,
+      document.createTextNode(" "),
+      el("span", "prio", S["priority_" + data.priority] || data.priority),
+      document.createTextNode(" "),
+      el("span", "cond", data.condition),
+      document.createTextNode(" · "),
+      el("span", "phase", S["phase_" + data.phase] || data.phase),
+      document.createTextNode(" · "),
+      el("span", "state", S["state_" + data.state] || data.state)
+    );
+    if (data.acked_by) {
+      const who = data.acked_name ? data.acked_name + " (" + data.acked_by + ")" : data.acked_by;
+      line.append(document.createTextNode(" · "), el("span", "acked", S.acked_by + " " + who));
+    }
+    return line;
+  }
+
   function transition(data) {
+    if (timeline && isOnly(data)) {
+      timeline.querySelectorAll("li.empty").forEach(function (node) { node.remove(); });
+      timeline.prepend(timelineLine(data));
+    }
+    if (!recent) return;
     const line = el("li", "p-" + data.priority);
     const at = new Date(data.at).toLocaleTimeString(page.lang);
     line.textContent = at + " " + data.ward + "/" + data.bed + " " + S["priority_" + data.priority] + " " +
@@ -476,5 +538,7 @@
     get paused() { return paused(); },
   });
 
+  localTimes();
+  if (only) render({ beds: [only.tile] });
   connect();
 })();
