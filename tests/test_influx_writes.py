@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import email.utils
 import re
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -686,15 +687,21 @@ async def test_a_server_going_away_mid_isolation_is_retryable(
                 calls += 1
                 if calls == 3:
                     server.stop()
+                    # Hold the freed port (bound, not listening: connections are refused),
+                    # or whatever the machine starts next may take it and answer 404.
+                    blocker.bind(("127.0.0.1", server.port))
                 await real.write(chunk)
 
             async def close(self) -> None:
                 await real.close()
 
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             with pytest.raises(WriteInterruptedError) as caught:
                 await write_isolating(StopsAfterFirstHalf(), lines)
         finally:
+            blocker.close()
             await real.close()
     error = caught.value
     assert (error.kind, error.retryable) == ("unavailable", True)
