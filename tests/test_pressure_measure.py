@@ -26,7 +26,7 @@ from daemon.clinical.vitals import (
     load_judged,
     load_track,
 )
-from daemon.events import AlertCandidate, Event, Metric, VitalSample
+from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, VitalSample
 from tests.helpers import one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -134,6 +134,65 @@ def test_a_live_hypotension_says_in_its_details_which_pressure_its_value_is(
     _, out = steps(rule, [(sample(T0, values), T0), (sample(T0 + 60 * S, values), T0 + 60 * S), *later])
     cleared = [c for c in out if not c.present]
     assert [(c.value, dict(c.details)) for c in cleared] == [(normal[Metric(measure)], {"measure": measure})]
+
+
+@pytest.mark.parametrize(("values", "late", "measure", "en", "fr"), CASES, ids=IDS)
+def test_a_late_sample_changing_the_track_at_its_own_time_names_its_pressure(
+    values: dict[Metric, float], late: dict[Metric, float], measure: str, en: str, fr: str
+) -> None:
+    """The late sample's own measure goes with the change it makes at its own time: (1) low at
+    0 s, in the band at 100 s, then a late low sample at 60 s completes the onset (60 s delay) at
+    60 s; (2) low at 0 s and 60 s raise at 60 s, then a late normal sample at 30 s undoes it."""
+    rule = vitals_rule()
+    band = {m: 92.0 if m is Metric.SBP_MMHG else 67.0 for m in values}
+    normal = {m: 120.0 if m is Metric.SBP_MMHG else 80.0 for m in values}
+    _, out = steps(
+        rule,
+        [
+            (sample(T0, values), T0),
+            (sample(T0 + 100 * S, band), T0 + 100 * S),
+            (sample(T0 + 60 * S, late), T0 + 120 * S),
+        ],
+    )
+    assert [(c.present, c.time, c.value, dict(c.details)) for c in out] == [
+        (True, T0 + 60 * S, late[Metric(measure)], {"measure": measure, "late_s": 60.0})
+    ]
+    _, out = steps(
+        rule,
+        [
+            (sample(T0, values), T0),
+            (sample(T0 + 60 * S, values), T0 + 60 * S),
+            (sample(T0 + 30 * S, normal), T0 + 70 * S),
+        ],
+    )
+    assert [(c.present, c.time, c.value, dict(c.details)) for c in out] == [
+        (True, T0 + 60 * S, values[Metric(measure)], {"measure": measure}),
+        (False, T0 + 30 * S, normal[Metric(measure)], {"measure": measure, "late_s": 40.0}),
+    ]
+
+
+@pytest.mark.parametrize(("values", "late", "measure", "en", "fr"), CASES, ids=IDS)
+def test_a_late_probe_off_undoing_a_hypotension_names_the_pressure_before_it(
+    values: dict[Metric, float], late: dict[Metric, float], measure: str, en: str, fr: str
+) -> None:
+    """Low at 0 s and 60 s: raised at 60 s. A probe-off of the pressure the track reads, at 30 s,
+    arriving at 70 s: the run was not continuous, the alert is cleared at 30 s with the value
+    and measure of the 0 s sample, the latest before the probe-off."""
+    rule = vitals_rule()
+    off = SourceHealth("w1", "b1", f"monitor.{measure}", T0 + 30 * S, Health.LOST, "probe-off")
+    _, out = steps(
+        rule,
+        [(sample(T0, values), T0), (sample(T0 + 60 * S, late), T0 + 60 * S), (off, T0 + 70 * S)],
+    )
+    assert [(c.condition, c.present, c.time, c.value, dict(c.details)) for c in out] == [
+        ("HYPOTENSION", True, T0 + 60 * S, late[Metric(measure)], {"measure": measure}),
+        ("HYPOTENSION", False, T0 + 30 * S, values[Metric(measure)], {"measure": measure, "late_s": 40.0}),
+    ]
+    assert out[-1].message is not None
+    assert (out[-1].message.en, out[-1].message.fr) == (
+        f"Blood pressure back to normal.{LATE_EN}",
+        f"Pression artérielle revenue à la normale.{LATE_FR}",
+    )
 
 
 CRS_MEASURES = [
