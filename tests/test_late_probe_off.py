@@ -519,3 +519,19 @@ def test_crs_a_late_probe_off_that_undoes_a_fever_regrades_at_its_time() -> None
     state, late = rule.step(state, probe_off(T0 + 60 * S, Metric.TEMP_C), T0 + 130 * S)
     assert [(c.present, c.time, c.details.get("late_s")) for c in late] == [(False, T0 + 60 * S, 70.0)]
     assert (state.grade, state.fever.active) == (0, False)
+
+
+def test_crs_a_late_pressure_probe_off_that_undoes_a_hypotension_regrades_at_its_time() -> None:
+    """Fever and low mean pressure at 0 and 120 s: grade 2 at 120 s. A mean-pressure probe-off at
+    60 s arriving at 130 s breaks the hypotension run (0 s | 120 s): the grade goes back to 1 at
+    60 s, marked late; the fever (another probe) is untouched."""
+    rule = CrsRule(TH, BED, schedule_for(BED, CFG))
+    low = {Metric.TEMP_C: 38.4, Metric.MAP_MMHG: 60.0}
+    state, out = steps(rule, [(sample(T0, low), T0), (sample(T0 + 120 * S, low), T0 + 120 * S)])
+    assert [(c.time, c.details.get("grade")) for c in out] == [(T0 + 120 * S, 2)]
+    late: Sequence[AlertCandidate]
+    state, late = rule.step(state, probe_off(T0 + 60 * S, Metric.MAP_MMHG), T0 + 130 * S)
+    assert [(c.time, c.details.get("grade"), c.details.get("late_s")) for c in late] == [
+        (T0 + 60 * S, 1, 70.0)
+    ]
+    assert (state.grade, state.hypotension.active, state.fever.active) == (1, False, True)

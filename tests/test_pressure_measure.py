@@ -254,6 +254,52 @@ def test_the_crs_suggestion_names_the_pressure_it_quotes(
     assert ("late_s" in graded[-1].details) is late
 
 
+def _graded(out: list[AlertCandidate], grade: int) -> AlertCandidate:
+    [alert] = [c for c in out if c.details.get("grade") == grade]
+    return alert
+
+
+def test_a_late_fever_keeps_the_pressure_the_hypotension_track_names() -> None:
+    """Low mean pressure (no systolic) at 0 s and 60 s: hypotension, no CRS grade without fever.
+    Fever at 120 s and 150 s, then a late fever sample at 0 s completes the fever at 120 s: grade
+    2, whose hypotension is still the mean arterial pressure (only the fever track changed)."""
+    low_map, fever = {Metric.MAP_MMHG: 60.0}, {Metric.TEMP_C: 38.4}
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0, low_map), T0),
+        (sample(T0 + 60 * S, low_map), T0 + 60 * S),
+        (sample(T0 + 120 * S, fever), T0 + 120 * S),
+        (sample(T0 + 150 * S, fever), T0 + 150 * S),
+        (sample(T0 - S, fever), T0 + 180 * S),
+    ]
+    _, out = steps(crs_rule(), arrivals)
+    alert = _graded(out, 2)
+    assert (alert.time, alert.details["late_s"]) == (T0 + 120 * S, 60.0)
+    text_en, text_fr, basis = _crs_text(alert)
+    assert "hypotension (mean arterial pressure 60 mmHg) without vasopressor" in text_en
+    assert "hypotension (pression artérielle moyenne 60 mmHg) sans vasopresseur" in text_fr
+    assert {"domain": "hypotension", "value": 60.0, "measure": "map_mmhg", "source": "monitor"} in basis
+
+
+def test_a_late_hypotension_names_the_pressure_of_its_change_not_of_the_newest_sample() -> None:
+    """Fever from 0 s (grade 1 at 120 s). Low mean pressure alone at 190 s, then a monitor sending
+    the systolic too at 200 s (85 mmHg); a late mean pressure at 130 s completes the hypotension
+    at 190 s: grade 2 at 190 s, quoting that sample's mean pressure, not the newer systolic."""
+    fever = {Metric.TEMP_C: 38.4}
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0, fever), T0),
+        (sample(T0 + 120 * S, fever), T0 + 120 * S),
+        (sample(T0 + 190 * S, {Metric.MAP_MMHG: 58.0}), T0 + 190 * S),
+        (sample(T0 + 200 * S, {Metric.SBP_MMHG: 85.0, Metric.MAP_MMHG: 59.0}), T0 + 200 * S),
+        (sample(T0 + 130 * S, {Metric.MAP_MMHG: 60.0}), T0 + 210 * S),
+    ]
+    _, out = steps(crs_rule(), arrivals)
+    alert = _graded(out, 2)
+    assert (alert.time, alert.details["late_s"]) == (T0 + 190 * S, 20.0)
+    text_en, _, basis = _crs_text(alert)
+    assert "hypotension (mean arterial pressure 58 mmHg) without vasopressor" in text_en
+    assert {"domain": "hypotension", "value": 58.0, "measure": "map_mmhg", "source": "monitor"} in basis
+
+
 def test_window_entries_and_tracks_keep_the_measure_and_old_rows_still_load() -> None:
     item = Judged(T0, Verdict.ABNORMAL, 60.0, Metric.MAP_MMHG)
     assert dump_judged(item) == ["2026-03-02T20:00:00Z", "abnormal", 60.0, "map_mmhg"]
