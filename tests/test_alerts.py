@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon import ids
 from daemon.alerts import (
     AckVia,
     Alert,
@@ -21,6 +22,7 @@ from daemon.alerts import (
     AlertState,
     Phase,
     UnknownAlertError,
+    is_ack_topic,
     load_book,
 )
 from daemon.clock import ManualClock
@@ -238,10 +240,11 @@ def test_one_open_alert_per_bed_and_condition() -> None:
 
 def test_ids_are_topic_safe_whatever_the_condition() -> None:
     book = AlertBook()
-    [t] = book.apply(cand("ODD/NAME+#"), at(0))
-    assert "/" not in t.alert.id
-    assert "+" not in t.alert.id
-    assert "#" not in t.alert.id
+    [t] = book.apply(cand("ODD/NAME+#", bed="b 1"), at(0))
+    assert t.alert.id == "b_1-ODD_NAME__-1"
+    # Numbered one after the other, whatever the condition.
+    [u] = book.apply(cand("OTHER"), at(0))
+    assert u.alert.id == "b1-OTHER-2"
 
 
 def test_missing_message_gets_a_default_in_both_languages() -> None:
@@ -278,6 +281,7 @@ def test_acknowledgement_needs_a_name() -> None:
     with pytest.raises(InputError) as info:
         book.acknowledge(start.alert.id, "   ", at(1))
     assert info.value.reason == "missing_by"
+    assert info.value.detail == "an acknowledgement needs the name of the person who gives it"
     assert book.get(start.alert.id).state is AlertState.ACTIVE
 
 
@@ -507,7 +511,12 @@ async def until_sleeping(clock: ManualClock) -> None:
 
 
 def make_rig(
-    tmp_path: Path, *, language: str = "en", clock: ManualClock | None = None, ack_users: tuple[str, ...] = ()
+    tmp_path: Path,
+    *,
+    language: str = "en",
+    clock: ManualClock | None = None,
+    ack_users: tuple[str, ...] = (),
+    qos: int = 1,
 ) -> Rig:
     """A fresh (or restored, if files exist) service in ``tmp_path``."""
     publisher, sink, counters = FakePublisher(), ListSink(), Counters()
@@ -523,6 +532,7 @@ def make_rig(
         language=language,
         escalate_after_s=300,
         ack_users=ack_users,
+        qos=qos,
     )
     return Rig(service, publisher, sink, clock, counters, writer)
 
@@ -929,3 +939,371 @@ def test_a_sub_second_escalation_period_counts_from_the_first_period() -> None:
     assert book.tick(at(0.25)) == []
     [t] = book.tick(at(1))
     assert t.alert.escalation_level == 2
+
+
+# --------------------------------------------------------------------------- delivery and acknowledgement details
+
+
+@pytest.mark.parametrize(
+    ("topic", "command"),
+    [
+        ("ward/w1/bed/b1/alerts/b1-FEVER-1/ack/by/nurse-7", True),
+        ("ward/w1/bed/b1/alerts/b1-FEVER-1/ack", True),
+        ("ward/w1/bed/b1/alerts/b1-FEVER-1/ack/reply", False),
+        ("ward/w1/bed/b1/alerts/b1-FEVER-1", False),
+        ("ward/w1/bed/b1/alerts", False),
+    ],
+)
+def test_is_ack_topic_knows_both_forms_of_the_command(topic: str, command: bool) -> None:
+    """(A reply to the proven form is never delivered: the daemon subscribes to ``.../ack/by/+``.)"""
+    assert is_ack_topic(topic) is command
+
+
+async def test_every_message_uses_the_configured_qos_and_only_the_state_is_retained(tmp_path: Path) -> None:
+    """``[mqtt] qos`` 2: the transition, the retained state, the escalation and the ack reply."""
+    rig = make_rig(tmp_path, qos=2)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    task = asyncio.create_task(rig.service.run(), name="alerts.escalation")
+    await until_sleeping(rig.clock)
+    await rig.clock.advance(300)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{t.alert.id}/ack/by/nurse-7", b"")
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{t.alert.id}/ack", b"")
+    by_topic = {(m.topic, m.qos, m.retain) for m in rig.publisher.sent}
+    aid = t.alert.id
+    assert by_topic == {
+        ("ward/w1/bed/b1/alerts", 2, False),
+        (f"ward/w1/bed/b1/alerts/{aid}", 2, True),
+        ("ward/w1/escalations", 2, False),
+        (f"ward/w1/bed/b1/alerts/{aid}/ack/by/nurse-7/reply", 2, False),
+        (f"ward/w1/bed/b1/alerts/{aid}/ack/reply", 2, False),
+    }
+
+
+async def test_a_second_acknowledgement_is_answered_as_already_acknowledged(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    topic = f"ward/w1/bed/b1/alerts/{t.alert.id}/ack/by/nurse-7"
+    await rig.service.handle_ack_message(topic, b"")
+    await rig.service.handle_ack_message(topic, b"")
+    replies = [m.json() for m in rig.publisher.on("/reply")]
+    assert [(r["ok"], r["state"]) for r in replies] == [(True, "acknowledged"), (True, "acknowledged")]
+    assert rig.counters.get("alerts.acks", "accepted") == 1
+    assert rig.counters.get("alerts.acks", "already_acknowledged") == 1
+
+
+async def test_acknowledging_a_latched_alert_replies_resolved(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    await rig.service.handle([cand(priority=Priority.HIGH, present=False)])
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{t.alert.id}/ack/by/nurse-7", b"")
+    [reply] = rig.publisher.on("/reply")
+    assert (reply.json()["ok"], reply.json()["state"]) == (True, "resolved")
+
+
+@pytest.mark.parametrize(
+    ("topic_id", "user", "payload", "reason", "error"),
+    [
+        ("b1-NOPE-9", "/by/n", b"", "unknown_id", "no open alert with id 'b1-NOPE-9'"),
+        (
+            "ID",
+            "",
+            b"",
+            "unauthenticated",
+            "an acknowledgement must prove its author: publish it on "
+            "ward/w1/bed/b1/alerts/ID/ack/by/<your MQTT user name>",
+        ),
+        ("ID", "/by/-n", b"", "bad_user", f"user '-n' in the topic: a user name is {ids.USER_ID_RULE}"),
+        ("ID", "/by/n", b'{"by": ""}', "bad_by", f"'by' {ids.name_problem('')}; a name is {ids.NAME_RULE}"),
+    ],
+    ids=["unknown_id", "unauthenticated", "bad_user", "bad_by"],
+)
+async def test_a_refused_acknowledgement_says_which_alert_and_why(
+    tmp_path: Path, topic_id: str, user: str, payload: bytes, reason: str, error: str
+) -> None:
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    aid = t.alert.id if topic_id == "ID" else topic_id
+    await rig.service.handle_ack_message(f"ward/w1/bed/b1/alerts/{aid}/ack{user}", payload)
+    [reply] = rig.publisher.on("/reply")
+    assert reply.json() == {
+        "ok": False,
+        "id": aid,
+        "reason": reason,
+        "error": error.replace("/ID/", f"/{aid}/"),
+    }
+
+
+async def test_a_foreign_topic_is_logged_with_the_topic_an_acknowledgement_needs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = make_rig(tmp_path)
+    await rig.service.handle_ack_message("ward/w1/bed/b1/alerts/x/nack/by/n", b"")
+    assert "bad_topic: not <prefix>/<ward>/bed/<bed>/alerts/<id>/ack/by/<user>; payload" in caplog.text
+
+
+async def test_the_journal_names_the_user_only_on_the_acknowledgement(tmp_path: Path) -> None:
+    """After an acknowledgement, the daemon's own transitions (here the clearing) are journaled
+    under wardd, without the user's display name; each line says the state it left."""
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand()])
+    await rig.service.handle_ack_message(
+        f"ward/w1/bed/b1/alerts/{t.alert.id}/ack/by/nurse-7", b'{"by": "A. M"}'
+    )
+    await rig.service.handle([cand(present=False)])
+    lines = rig.journal_lines()[1:]
+    assert [(x["what"], x["who"], x["name"], x["from"], x["to"]) for x in lines] == [
+        ("start", "wardd", None, None, "active"),
+        ("ack", "nurse-7", "A. M", "active", "acknowledged"),
+        ("end", "wardd", None, "acknowledged", "resolved"),
+    ]
+
+
+async def test_each_transition_is_counted_logged_and_stored_as_a_point(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="daemon.alerts")
+    rig = make_rig(tmp_path, language="fr")
+    [t] = await rig.service.handle([cand(priority=Priority.HIGH)])
+    aid = t.alert.id
+    assert rig.counters.get("alerts.transitions", "start") == 1
+    assert f"alert {aid} start: FEVER high at w1/b1 (active)" in caplog.messages
+    [point] = rig.sink.points
+    assert point.measurement == "alerts"
+    assert point.time == T0
+    assert point.tags == {
+        "ward": "w1",
+        "bed": "b1",
+        "condition": "FEVER",
+        "kind": "physiological",
+        "priority": "high",
+        "state": "active",
+        "phase": "start",
+    }
+    assert point.fields == {"id": aid, "escalation_level": 0, "message": "Fièvre 38,2 °C", "value": 38.2}
+    # Published as UTF-8 text, not \u escapes; the retained state in the service's language.
+    [event] = rig.publisher.on("/bed/b1/alerts")
+    assert "Fièvre 38,2 °C".encode() in event.payload
+    [state] = rig.publisher.on(f"ward/w1/bed/b1/alerts/{aid}")
+    assert state.json()["message"] == "Fièvre 38,2 °C"
+
+
+async def test_the_overdue_notice_is_in_the_services_language(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, language="fr")
+    await rig.service.handle([cand(priority=Priority.HIGH)])
+    task = asyncio.create_task(rig.service.run(), name="alerts.escalation")
+    await until_sleeping(rig.clock)
+    await rig.clock.advance(300)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [escalation] = rig.publisher.on("/escalations")
+    assert escalation.json()["notice"] == (
+        "Non acquittée depuis 5 min (niveau d'escalade 1) : Fièvre 38,2 °C"
+    )
+
+
+# --------------------------------------------------------------------------- AlertBook: details, restore, load
+
+
+def test_a_clearing_candidate_adds_why_to_the_alerts_details() -> None:
+    book = AlertBook()
+    book.apply(cand(details={"grade": 1}), at(0))
+    [end] = book.apply(cand(present=False, details={"withdrawn": "obs-1"}), at(5))
+    assert end.alert.phase is Phase.END
+    assert end.alert.details == {"grade": 1, "withdrawn": "obs-1"}
+    assert end.alert.updated == at(5)
+
+
+def test_details_are_stored_as_json_would_reload_them() -> None:
+    """Sorted keys and anything JSON cannot hold as text: what is compared is what is stored."""
+    book = AlertBook()
+    [t] = book.apply(cand(details={"b": (1, 2), "a": T0}), at(0))
+    assert list(t.alert.details) == ["a", "b"]
+    assert t.alert.details == {"a": str(T0), "b": [1, 2]}
+
+
+def test_a_grade_is_a_rise_over_no_grade() -> None:
+    """Within one priority a numeric grade orders severity; an alert without one is below any."""
+    book = AlertBook()
+    book.apply(cand(), at(0))
+    [t] = book.apply(cand(details={"grade": 1}), at(1))
+    assert t.alert.phase is Phase.ESCALATE
+
+
+def test_a_reactivated_alert_takes_the_new_candidate_and_restarts_its_escalation() -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand(priority=Priority.HIGH, value=38.2), at(0))
+    [overdue] = book.tick(at(300))
+    assert overdue.alert.escalation_level == 1
+    book.apply(cand(priority=Priority.HIGH, present=False), at(310))
+    new_text = Text(en="Fever 39.0 °C", fr="Fièvre 39,0 °C")
+    candidate = replace(cand(priority=Priority.HIGH, value=39.0, at_s=400), message=new_text)
+    [again] = book.apply(candidate, at(400))
+    assert again.alert.phase is Phase.REACTIVATE
+    assert (again.alert.value, again.alert.message, again.alert.escalation_level) == (39.0, new_text, 0)
+    assert (again.alert.since, again.alert.active_since, again.alert.updated) == (at(400), at(400), at(400))
+
+
+def test_an_escalation_of_an_acknowledged_alert_forgets_the_acknowledgement() -> None:
+    book = AlertBook(escalate_after_s=300)
+    [t] = book.apply(cand(priority=Priority.HIGH, details={"grade": 2}), at(0))
+    book.tick(at(300))
+    book.acknowledge(t.alert.id, "nurse", at(310), name="A. M")
+    [up] = book.apply(cand(priority=Priority.HIGH, details={"grade": 3}), at(320))
+    alert = up.alert
+    assert (alert.phase, alert.state) == (Phase.ESCALATE, AlertState.ACTIVE)
+    assert (alert.acked_by, alert.acked_name, alert.acked_at, alert.escalation_level) == (None, None, None, 0)
+
+
+@pytest.mark.parametrize(
+    ("priority", "level"), [(Priority.HIGH, 1), (Priority.MEDIUM, 0)], ids=["still-high", "medium"]
+)
+def test_a_deescalation_keeps_the_escalation_level_only_while_high(priority: Priority, level: int) -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand(priority=Priority.HIGH, details={"grade": 3}), at(0))
+    book.tick(at(300))
+    [down] = book.apply(cand(priority=priority, details={"grade": 2}), at(310))
+    assert (down.alert.phase, down.alert.priority, down.alert.escalation_level) == (
+        Phase.DEESCALATE,
+        priority,
+        level,
+    )
+
+
+def test_restoring_alerts_keeps_one_id_per_open_alert_and_numbers_after_them() -> None:
+    source = AlertBook()
+    [t] = source.apply(cand(), at(0))
+    book = AlertBook()
+    book.restore(replace(t.alert, id="b1-FEVER-7"))
+    assert book.next_seq == 8
+    # A newer row for the same bed and condition replaces it: the old id is no longer open.
+    book.restore(replace(t.alert, id="b1-FEVER-9"))
+    assert book.find("b1-FEVER-7") is None
+    assert [a.id for a in book.open_alerts()] == ["b1-FEVER-9"]
+    # A closed row removes the open alert with its id; one whose id is not open changes nothing.
+    book.restore(replace(t.alert, id="b1-FEVER-3", state=AlertState.RESOLVED))
+    assert [a.id for a in book.open_alerts()] == ["b1-FEVER-9"]
+    book.restore(replace(t.alert, id="b1-FEVER-9", state=AlertState.RESOLVED))
+    assert book.open_alerts() == []
+    assert book.find("b1-FEVER-9") is None
+    # An id without a number (a hand edit) does not move the numbering.
+    fresh = AlertBook()
+    fresh.restore(replace(t.alert, id="legacy"))
+    assert fresh.next_seq == 1
+
+
+def test_an_alert_without_value_or_unit_round_trips_and_an_old_row_loads() -> None:
+    book = AlertBook()
+    [t] = book.apply(cand(value=None), at(0))
+    alert = replace(t.alert, unit=None)
+    assert Alert.load(alert.dump()) == alert
+    data = alert.dump()
+    del data["escalation_level"]
+    assert Alert.load(data).escalation_level == 0
+
+
+def test_a_malformed_alert_says_what_is_wrong() -> None:
+    book = AlertBook()
+    [t] = book.apply(cand(), at(0))
+    with pytest.raises(InputError) as info:
+        Alert.load({**t.alert.dump(), "ward": 7})
+    assert (info.value.reason, info.value.detail) == ("bad_alert", "TypeError: expected a string, got int")
+    with pytest.raises(InputError) as book_info:
+        AlertBook.load({"version": 1, "next_seq": 1, "alerts": [{"id": "a"}]})
+    assert (book_info.value.reason, book_info.value.detail) == ("bad_state", "bad_alert: KeyError: 'value'")
+    with pytest.raises(InputError) as version_info:
+        AlertBook.load({"version": 99})
+    assert version_info.value.detail == "not an alert book of version 1"
+
+
+def test_a_loaded_book_keeps_its_escalation_period() -> None:
+    assert AlertBook.load(AlertBook().dump(), escalate_after_s=60).escalate_after_s == 60
+
+
+async def test_the_service_counts_and_logs_an_unreadable_row_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = make_rig(tmp_path)
+    [tachy] = await rig.service.handle([cand("TACHYCARDIA")])
+    commit_staged(rig.writer)
+    rig.writer.store._db.execute("UPDATE alerts SET data = '{\"id\": 1}' WHERE id = ?", (tachy.alert.id,))
+    again = make_rig(tmp_path)
+    assert again.counters.get("alerts.state_errors", "unreadable") == 1
+    assert f"alert row {tachy.alert.id} unreadable, skipped: bad_alert: KeyError: 'value'" in caplog.messages
+
+
+async def test_service_defaults_english_qos_1_and_a_check_every_second(tmp_path: Path) -> None:
+    publisher, clock = FakePublisher(), ManualClock(T0)
+    service = AlertService.restore(
+        publisher=publisher,
+        sink=ListSink(),
+        clock=clock,
+        counters=Counters(),
+        prefix="ward",
+        writer=store_writer(tmp_path),
+    )
+    await service.handle([cand()])
+    assert {(m.qos, m.json()["message"]) for m in publisher.sent} == {(1, "Fever 38.2 °C")}
+    task = asyncio.create_task(service.run(), name="alerts.escalation")
+    await until_sleeping(clock)
+    assert clock.next_wake() == 1.0  # monotonic seconds from the start
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_service_from_config_takes_qos_check_interval_and_ack_users(tmp_path: Path) -> None:
+    config = Config.model_validate(
+        {
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "mqtt": {"topic_prefix": "icu", "qos": 2},
+            "alerts": {"check_interval_s": 5, "ack_users": ["station-icu"]},
+        }
+    )
+    publisher, clock = FakePublisher(), ManualClock(T0)
+    service = AlertService.from_config(
+        config,
+        publisher=publisher,
+        sink=ListSink(),
+        clock=clock,
+        counters=Counters(),
+        writer=store_writer(tmp_path / "state"),
+    )
+    [t] = await service.handle([cand()])
+    await service.handle_ack_message(f"icu/w1/bed/b1/alerts/{t.alert.id}/ack/by/nurse-2", b"")
+    [reply] = publisher.on("/reply")
+    assert (reply.qos, reply.json()["reason"]) == (2, "not_allowed")
+    assert {m.qos for m in publisher.sent} == {2}
+    task = asyncio.create_task(service.run(), name="alerts.escalation")
+    await until_sleeping(clock)
+    assert clock.next_wake() == 5.0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_long_overdue_alert_says_how_long_in_whole_minutes(tmp_path: Path) -> None:
+    """Level 10 after 10 periods of 300 s: 50 min."""
+    rig = make_rig(tmp_path)
+    await rig.service.handle([cand(priority=Priority.HIGH)])
+    task = asyncio.create_task(rig.service.run(), name="alerts.escalation")
+    await until_sleeping(rig.clock)
+    await rig.clock.advance(3000)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    notices = [m.json()["notice"] for m in rig.publisher.on("/escalations")]
+    assert notices[-1].startswith("Not acknowledged for 50 min (escalation level 10): ")
+
+
+async def test_the_journal_rows_carry_the_alert_id_for_queries(tmp_path: Path) -> None:
+    """The audit journal table has its own ``alert_id`` column (beside the JSON entry), so that
+    one alert's history can be selected in SQL; the service's own lines have none."""
+    rig = make_rig(tmp_path)
+    [t] = await rig.service.handle([cand()])
+    commit_staged(rig.writer)
+    rows = rig.writer.store._db.execute("SELECT what, alert_id FROM journal ORDER BY seq").fetchall()
+    assert [tuple(row) for row in rows] == [("service_start", None), ("start", t.alert.id)]

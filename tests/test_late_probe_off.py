@@ -13,6 +13,7 @@ probe-off that arrives after a reading with its own time comes after that readin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,8 +22,20 @@ import pytest
 from daemon.clinical.crs import CrsRule
 from daemon.clinical.news2 import News2Rule, Param
 from daemon.clinical.protocols import schedule_for
-from daemon.clinical.vitals import Condition, Noise, Track, Transition, Verdict, VitalsRule, interrupt, judge
+from daemon.clinical.vitals import (
+    Condition,
+    Noise,
+    Track,
+    Transition,
+    Verdict,
+    VitalsRule,
+    dump_judged,
+    interrupt,
+    judge,
+    load_judged,
+)
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
+from daemon.timefmt import iso
 from tests.helpers import one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -142,6 +155,89 @@ def test_news2_a_probe_off_older_than_the_window_still_removes_only_older_readin
     assert earlier.values == state.values
 
 
+@pytest.mark.parametrize(
+    ("reading_at", "spo2_kept"),
+    [(T0 + 30 * S, False), (T0 + 60 * S, True)],
+    ids=["older-than-the-probe-off", "at-the-probe-offs-time"],
+)
+def test_news2_a_reading_older_than_a_newer_probe_off_goes_before_it(
+    reading_at: datetime, spo2_kept: bool
+) -> None:
+    """A reading at 0 s, a probe-off at 60 s (newer than the last evaluation, at 0 s), then a
+    reading arriving after both: older than the probe-off, it takes its place before it and the
+    probe-off takes its SpO2 out; with the probe-off's time it came after it, and stays."""
+    rule = News2Rule(TH, BED)
+    state, _ = steps(
+        rule,
+        [
+            (sample(T0, NORMAL), T0),
+            (probe_off(T0 + 60 * S), T0 + 60 * S),
+            (sample(reading_at, NORMAL), T0 + 70 * S),
+        ],
+    )
+    assert (Metric.SPO2_PCT in state.values) is spo2_kept
+    times = [item.time for item in state.recent]
+    assert times == sorted(times)
+
+
+@pytest.mark.parametrize(
+    ("off_at", "spo2_kept"),
+    [(T0 - timedelta(milliseconds=1), True), (T0, False)],
+    ids=["older-than-the-base", "at-the-bases-last-time"],
+)
+def test_news2_a_probe_off_at_the_time_of_the_bases_last_evaluation_comes_after_its_inputs(
+    off_at: datetime, spo2_kept: bool
+) -> None:
+    """A state saved before windows existed, last evaluated at T0: it becomes the window's base,
+    and a reading at T0 (a repeat of that time) is kept in the window. A probe-off at T0, arriving
+    after it and after a reading without SpO2 at 60 s, takes that SpO2 out; 1 ms earlier it is
+    older than the base and removes only what the base holds (nothing here)."""
+    rule = News2Rule(TH, BED)
+    no_spo2: dict[Metric, float] = {m: v for m, v in NORMAL.items() if m is not Metric.SPO2_PCT}
+    state = rule.load({"track": {"active": False, "last_time": iso(T0)}})
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0, NORMAL), T0),
+        (sample(T0 + 60 * S, no_spo2), T0 + 60 * S),
+        (probe_off(off_at), T0 + 70 * S),
+    ]
+    for event, arrived in arrivals:
+        state, _ = rule.step(state, event, arrived)
+    assert (Metric.SPO2_PCT in state.values) is spo2_kept
+
+
+def test_news2_a_probe_off_older_than_the_window_undoing_a_trigger_scores_what_the_base_held() -> None:
+    """SpO2 88 % (scale 1: 3) at -30 s and a reading without SpO2 at 0 s: no trigger yet (60 s
+    delay). At 61 min (pulse 95: 1) the 88 % still counts: NEWS2_HIGH. By then the first two have
+    left the window (3600 s) for its base. A probe-off at -15 s, older than the window, takes the
+    88 % out of the base: the trigger is undone at -15 s, and the score said is the base's at that
+    time without the 88 %, not counting the 61 min reading (0, not 1). A later late reading is
+    then judged from that base: the 88 % does not come back."""
+    rule = News2Rule(TH, BED)
+    minute = timedelta(minutes=1)
+    no_spo2: dict[Metric, float] = {m: v for m, v in NORMAL.items() if m is not Metric.SPO2_PCT}
+    state, out = steps(
+        rule,
+        [
+            (sample(T0 - 30 * S, {**NORMAL, Metric.SPO2_PCT: 88.0}), T0 - 30 * S),
+            (sample(T0, no_spo2), T0),
+            (sample(T0 + 61 * minute, {**no_spo2, Metric.HR_PER_MIN: 95.0}), T0 + 61 * minute),
+            (sample(T0 + 62 * minute, no_spo2), T0 + 62 * minute),
+        ],
+    )
+    assert [(c.present, c.time) for c in out] == [(True, T0 + 61 * minute)]
+    assert state.base is not None
+    assert state.base.track.last_time == T0
+    late: Sequence[AlertCandidate]
+    state, late = rule.step(state, probe_off(T0 - 15 * S), T0 + 63 * minute)
+    assert [(c.present, c.time, c.value) for c in late] == [(False, T0 - 15 * S, 0.0)]
+    assert Metric.SPO2_PCT not in state.values
+    assert not state.track.active
+    state, late = rule.step(state, sample(T0 + 61.5 * minute, no_spo2), T0 + 63 * minute)
+    assert list(late) == []
+    assert Metric.SPO2_PCT not in state.values
+    assert not state.track.active
+
+
 # --------------------------------------------------------------------------- vital signs
 
 NO_DELAY = Noise(delay_s=0, clear_s=60, confirm_samples=3, late_s=900)
@@ -174,6 +270,102 @@ def test_a_late_sentinel_breaks_only_the_run_before_it(
     assert [item.verdict for item in track.recent if item.time == off_at] == (
         [None] if off_at != T0 + 30 * S else [A, None]
     )
+    # The window, the sentinel included, survives a restart (rule states are stored as JSON).
+    assert [load_judged(dump_judged(item)) for item in track.recent] == list(track.recent)
+
+
+@pytest.mark.parametrize(
+    ("off_at", "changes"),
+    [
+        # After the 20 s sample: the run is 10, 20 then 30, 40, too short: the onset at 30 s is
+        # undone at 20 s, with the value of the 20 s sample (the latest before the sentinel).
+        (T0 + 20 * S, [(Transition.CLEARED, T0 + 20 * S, 87.0)]),
+        # After the 30 s sample: the onset at 30 s stands; the run after it is the 40 s sample.
+        (T0 + 30 * S, []),
+    ],
+    ids=["at-a-sample-inside-the-run", "at-the-raising-sample"],
+)
+def test_a_late_sentinel_at_a_samples_time_comes_after_that_sample(
+    off_at: datetime, changes: list[tuple[Transition, datetime, float]]
+) -> None:
+    """Samples at 10, 20, 30, 40 s raise at 30 s (confirm 3); a sentinel with the time of one of
+    them arrives after the 40 s sample: it takes its place after that sample (arrival order)."""
+    track = Track()
+    for t, value in ((10, 88.0), (20, 87.0), (30, 86.0), (40, 85.0)):
+        track, _ = judge(track, A, T0 + t * S, value, NO_DELAY, now=T0 + t * S)
+    track, got = interrupt(track, off_at, NO_DELAY, now=T0 + 45 * S)
+    assert [(c.transition, c.time, c.value) for c in got] == changes
+    at = [item.time for item in track.recent].index(off_at)
+    assert [item.verdict for item in track.recent[at : at + 2]] == [A, None]
+
+
+def test_a_late_sentinel_before_a_newer_one_takes_its_place_in_time_order() -> None:
+    """Samples at 10 and 20 s, a sentinel at 25 s, then one at 22 s: both are newer than every
+    sample, but the second is older than the first sentinel: it goes before it."""
+    track = Track()
+    for t in (10, 20):
+        track, _ = judge(track, A, T0 + t * S, 88.0, NO_DELAY, now=T0 + t * S)
+    track, _ = interrupt(track, T0 + 25 * S, NO_DELAY, now=T0 + 25 * S)
+    track, got = interrupt(track, T0 + 22 * S, NO_DELAY, now=T0 + 26 * S)
+    assert got == []
+    assert [(item.time, item.verdict) for item in track.recent] == [
+        (T0 + 10 * S, A),
+        (T0 + 20 * S, A),
+        (T0 + 22 * S, None),
+        (T0 + 25 * S, None),
+    ]
+    assert (track.run_count, track.active) == (0, False)
+
+
+@pytest.mark.parametrize("before_ms", [0, 1], ids=["at-the-newest-sample", "just-before-it"])
+def test_a_sentinel_at_the_newest_samples_time_is_on_time(before_ms: int) -> None:
+    """At the newest sample's time (after it) a sentinel is on time: the run ends and it is
+    appended to the window, which is neither judged again nor pruned (the on-time path, see
+    ``interrupt``), although the window's oldest samples are beyond ``late_s`` by now. 1 ms
+    earlier it is late: it goes before that sample, whose run goes on."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=3, late_s=30)
+    track = Track()
+    for t in (0, 10):
+        track, _ = judge(track, A, T0 + t * S, 88.0, noise, now=T0 + t * S)
+    off_at = T0 + 10 * S - before_ms * timedelta(milliseconds=1)
+    after, got = interrupt(track, off_at, noise, now=T0 + 100 * S)
+    assert got == []
+    if before_ms == 0:
+        assert replace(after, recent=()) == replace(track.broken(), recent=())
+        assert after.recent[:-1] == track.recent
+        assert (after.recent[-1].time, after.recent[-1].verdict) == (off_at, None)
+    else:
+        assert (after.run_count, after.run_start) == (1, T0 + 10 * S)
+
+
+def test_a_late_sentinel_before_every_sample_of_the_window_takes_its_value_from_the_base() -> None:
+    """late_s 30 s: the 0 s sample has left the window for its base when the 40 s one arrives.
+    A sentinel at 10 s undoes the onset at 40 s (confirm 3): cleared at 10 s, with the value and
+    measure of the latest sample before it, the one in the base."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=3, late_s=30)
+    track = Track()
+    for t, value in ((0, 60.0), (20, 59.0), (40, 58.0)):
+        track, changes = judge(track, A, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.MAP_MMHG)
+    assert [(c.transition, c.time) for c in changes] == [(Transition.RAISED, T0 + 40 * S)]
+    assert track.base is not None
+    assert track.base.last_time == T0
+    track, got = interrupt(track, T0 + 10 * S, noise, now=T0 + 41 * S)
+    assert [(c.transition, c.time, c.value, c.measure) for c in got] == [
+        (Transition.CLEARED, T0 + 10 * S, 60.0, Metric.MAP_MMHG)
+    ]
+    assert not track.active
+
+
+def test_a_sample_at_the_time_of_the_newest_sentinel_is_judged_on_time() -> None:
+    """A sentinel newer than every sample, then a sample with its time (arriving after it): the
+    sample is on time, after the sentinel, and what it changes is not marked late. (Confirm 1,
+    delay 0: the one sample raises.)"""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=1, late_s=900)
+    track, _ = judge(Track(), Verdict.NORMAL, T0, 97.0, noise, now=T0)
+    track, _ = interrupt(track, T0 + 10 * S, noise, now=T0 + 10 * S)
+    track, got = judge(track, A, T0 + 10 * S, 88.0, noise, now=T0 + 15 * S)
+    assert [(c.transition, c.time, c.late_s) for c in got] == [(Transition.RAISED, T0 + 10 * S, None)]
+    assert [item.verdict for item in track.recent] == [Verdict.NORMAL, None, A]
 
 
 def test_a_sentinel_newer_than_every_sample_breaks_the_run_as_before() -> None:
@@ -234,8 +426,8 @@ def test_vitals_a_late_probe_off_breaks_only_the_readings_before_it(
 
 @pytest.mark.parametrize(
     ("off_at", "raised"),
-    [(T0 + 59 * S, False), (T0 + 61 * S, True)],
-    ids=["older-than-the-reading", "newer-than-the-reading"],
+    [(T0 + 59 * S, False), (T0 + 60 * S, True), (T0 + 61 * S, True)],
+    ids=["older-than-the-reading", "at-the-readings-time", "newer-than-the-reading"],
 )
 def test_probe_off_is_not_raised_by_a_probe_off_older_than_a_reading(off_at: datetime, raised: bool) -> None:
     """probe_off_delay_s is 30 s; a reading at 60 s shows the probe on."""
@@ -248,8 +440,8 @@ def test_probe_off_is_not_raised_by_a_probe_off_older_than_a_reading(off_at: dat
 
 @pytest.mark.parametrize(
     ("reading_at", "back"),
-    [(T0 + 59 * S, False), (T0 + 61 * S, True)],
-    ids=["older-than-the-probe-off", "newer-than-the-probe-off"],
+    [(T0 + 59 * S, False), (T0 + 60 * S, True), (T0 + 61 * S, True)],
+    ids=["older-than-the-probe-off", "at-the-probe-offs-time", "newer-than-the-probe-off"],
 )
 def test_only_a_reading_newer_than_the_probe_off_says_the_probe_is_back(
     reading_at: datetime, back: bool
@@ -257,6 +449,27 @@ def test_only_a_reading_newer_than_the_probe_off_says_the_probe_is_back(
     rule = vitals_rule()
     state, _ = steps(rule, [(probe_off(T0 + 60 * S), T0 + 60 * S), (sample(reading_at, NORMAL), T0 + 70 * S)])
     assert (Metric.SPO2_PCT not in state.probe_off_since) is back
+
+
+@pytest.mark.parametrize(
+    ("off_at", "raised"),
+    [(T0 + 59 * S, False), (T0 + 61 * S, True)],
+    ids=["older-than-the-newest-reading", "newer-than-the-newest-reading"],
+)
+def test_a_late_reading_does_not_make_the_newest_reading_older(off_at: datetime, raised: bool) -> None:
+    """Readings at 60 s, then 50 s (late): the newest reading of SpO2 is still the 60 s one, so a
+    probe-off at 59 s is out of date and one at 61 s counts (probe_off_delay_s 30 s)."""
+    rule = vitals_rule()
+    state, _ = steps(
+        rule,
+        [
+            (sample(T0 + 60 * S, NORMAL), T0 + 60 * S),
+            (sample(T0 + 50 * S, NORMAL), T0 + 65 * S),
+            (probe_off(off_at), T0 + 70 * S),
+        ],
+    )
+    assert state.seen_at[Metric.SPO2_PCT] == T0 + 60 * S
+    assert (Metric.SPO2_PCT in state.probe_off_since) is raised
 
 
 def test_the_newest_readings_survive_a_restart() -> None:
@@ -306,3 +519,19 @@ def test_crs_a_late_probe_off_that_undoes_a_fever_regrades_at_its_time() -> None
     state, late = rule.step(state, probe_off(T0 + 60 * S, Metric.TEMP_C), T0 + 130 * S)
     assert [(c.present, c.time, c.details.get("late_s")) for c in late] == [(False, T0 + 60 * S, 70.0)]
     assert (state.grade, state.fever.active) == (0, False)
+
+
+def test_crs_a_late_pressure_probe_off_that_undoes_a_hypotension_regrades_at_its_time() -> None:
+    """Fever and low mean pressure at 0 and 120 s: grade 2 at 120 s. A mean-pressure probe-off at
+    60 s arriving at 130 s breaks the hypotension run (0 s | 120 s): the grade goes back to 1 at
+    60 s, marked late; the fever (another probe) is untouched."""
+    rule = CrsRule(TH, BED, schedule_for(BED, CFG))
+    low = {Metric.TEMP_C: 38.4, Metric.MAP_MMHG: 60.0}
+    state, out = steps(rule, [(sample(T0, low), T0), (sample(T0 + 120 * S, low), T0 + 120 * S)])
+    assert [(c.time, c.details.get("grade")) for c in out] == [(T0 + 120 * S, 2)]
+    late: Sequence[AlertCandidate]
+    state, late = rule.step(state, probe_off(T0 + 60 * S, Metric.MAP_MMHG), T0 + 130 * S)
+    assert [(c.time, c.details.get("grade"), c.details.get("late_s")) for c in late] == [
+        (T0 + 60 * S, 1, 70.0)
+    ]
+    assert (state.grade, state.hypotension.active, state.fever.active) == (1, False, True)

@@ -641,6 +641,8 @@ def test_a_state_saved_before_the_window_ignores_older_inputs() -> None:
     state, _ = r.step(legacy, vitals(11), T0 + timedelta(minutes=11))
     assert [item.time for item in state.recent] == [T0 + timedelta(minutes=11)]
     assert r.step(state, vitals(10, sbp_mmhg=88), T0 + timedelta(minutes=12)) == (state, [])
+    # And an input older than that is older than anything the window holds: ignored too.
+    assert r.step(state, vitals(5, sbp_mmhg=88), T0 + timedelta(minutes=12)) == (state, [])
 
 
 # --------------------------------------------------------------------------- announcements and late inputs

@@ -28,7 +28,7 @@ from daemon.clinical.vitals import (
     load_judged,
     load_track,
 )
-from daemon.events import AlertCandidate, Event, Metric, VitalSample
+from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, VitalSample
 from tests.helpers import one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -138,6 +138,65 @@ def test_a_live_hypotension_says_in_its_details_which_pressure_its_value_is(
     assert [(c.value, dict(c.details)) for c in cleared] == [(normal[Metric(measure)], {"measure": measure})]
 
 
+@pytest.mark.parametrize(("values", "late", "measure", "en", "fr"), CASES, ids=IDS)
+def test_a_late_sample_changing_the_track_at_its_own_time_names_its_pressure(
+    values: dict[Metric, float], late: dict[Metric, float], measure: str, en: str, fr: str
+) -> None:
+    """The late sample's own measure goes with the change it makes at its own time: (1) low at
+    0 s, in the band at 100 s, then a late low sample at 60 s completes the onset (60 s delay) at
+    60 s; (2) low at 0 s and 60 s raise at 60 s, then a late normal sample at 30 s undoes it."""
+    rule = vitals_rule()
+    band = {m: 92.0 if m is Metric.SBP_MMHG else 67.0 for m in values}
+    normal = {m: 120.0 if m is Metric.SBP_MMHG else 80.0 for m in values}
+    _, out = steps(
+        rule,
+        [
+            (sample(T0, values), T0),
+            (sample(T0 + 100 * S, band), T0 + 100 * S),
+            (sample(T0 + 60 * S, late), T0 + 120 * S),
+        ],
+    )
+    assert [(c.present, c.time, c.value, dict(c.details)) for c in out] == [
+        (True, T0 + 60 * S, late[Metric(measure)], {"measure": measure, "late_s": 60.0})
+    ]
+    _, out = steps(
+        rule,
+        [
+            (sample(T0, values), T0),
+            (sample(T0 + 60 * S, values), T0 + 60 * S),
+            (sample(T0 + 30 * S, normal), T0 + 70 * S),
+        ],
+    )
+    assert [(c.present, c.time, c.value, dict(c.details)) for c in out] == [
+        (True, T0 + 60 * S, values[Metric(measure)], {"measure": measure}),
+        (False, T0 + 30 * S, normal[Metric(measure)], {"measure": measure, "late_s": 40.0}),
+    ]
+
+
+@pytest.mark.parametrize(("values", "late", "measure", "en", "fr"), CASES, ids=IDS)
+def test_a_late_probe_off_undoing_a_hypotension_names_the_pressure_before_it(
+    values: dict[Metric, float], late: dict[Metric, float], measure: str, en: str, fr: str
+) -> None:
+    """Low at 0 s and 60 s: raised at 60 s. A probe-off of the pressure the track reads, at 30 s,
+    arriving at 70 s: the run was not continuous, the alert is cleared at 30 s with the value
+    and measure of the 0 s sample, the latest before the probe-off."""
+    rule = vitals_rule()
+    off = SourceHealth("w1", "b1", f"monitor.{measure}", T0 + 30 * S, Health.LOST, "probe-off")
+    _, out = steps(
+        rule,
+        [(sample(T0, values), T0), (sample(T0 + 60 * S, late), T0 + 60 * S), (off, T0 + 70 * S)],
+    )
+    assert [(c.condition, c.present, c.time, c.value, dict(c.details)) for c in out] == [
+        ("HYPOTENSION", True, T0 + 60 * S, late[Metric(measure)], {"measure": measure}),
+        ("HYPOTENSION", False, T0 + 30 * S, values[Metric(measure)], {"measure": measure, "late_s": 40.0}),
+    ]
+    assert out[-1].message is not None
+    assert (out[-1].message.en, out[-1].message.fr) == (
+        f"Blood pressure back to normal.{LATE_EN}",
+        f"Pression artérielle revenue à la normale.{LATE_FR}",
+    )
+
+
 CRS_MEASURES = [
     (
         {Metric.MAP_MMHG: 60.0},
@@ -195,6 +254,52 @@ def test_the_crs_suggestion_names_the_pressure_it_quotes(
         "source": "monitor",
     } in basis
     assert ("late_s" in graded[-1].details) is late
+
+
+def _graded(out: list[AlertCandidate], grade: int) -> AlertCandidate:
+    [alert] = [c for c in out if c.details.get("grade") == grade]
+    return alert
+
+
+def test_a_late_fever_keeps_the_pressure_the_hypotension_track_names() -> None:
+    """Low mean pressure (no systolic) at 0 s and 60 s: hypotension, no CRS grade without fever.
+    Fever at 120 s and 150 s, then a late fever sample at 0 s completes the fever at 120 s: grade
+    2, whose hypotension is still the mean arterial pressure (only the fever track changed)."""
+    low_map, fever = {Metric.MAP_MMHG: 60.0}, {Metric.TEMP_C: 38.4}
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0, low_map), T0),
+        (sample(T0 + 60 * S, low_map), T0 + 60 * S),
+        (sample(T0 + 120 * S, fever), T0 + 120 * S),
+        (sample(T0 + 150 * S, fever), T0 + 150 * S),
+        (sample(T0 - S, fever), T0 + 180 * S),
+    ]
+    _, out = steps(crs_rule(), arrivals)
+    alert = _graded(out, 2)
+    assert (alert.time, alert.details["late_s"]) == (T0 + 120 * S, 60.0)
+    text_en, text_fr, basis = _crs_text(alert)
+    assert "hypotension (mean arterial pressure 60 mmHg) without vasopressor" in text_en
+    assert "hypotension (pression artérielle moyenne 60 mmHg) sans vasopresseur" in text_fr
+    assert {"domain": "hypotension", "value": 60.0, "measure": "map_mmhg", "source": "monitor"} in basis
+
+
+def test_a_late_hypotension_names_the_pressure_of_its_change_not_of_the_newest_sample() -> None:
+    """Fever from 0 s (grade 1 at 120 s). Low mean pressure alone at 190 s, then a monitor sending
+    the systolic too at 200 s (85 mmHg); a late mean pressure at 130 s completes the hypotension
+    at 190 s: grade 2 at 190 s, quoting that sample's mean pressure, not the newer systolic."""
+    fever = {Metric.TEMP_C: 38.4}
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0, fever), T0),
+        (sample(T0 + 120 * S, fever), T0 + 120 * S),
+        (sample(T0 + 190 * S, {Metric.MAP_MMHG: 58.0}), T0 + 190 * S),
+        (sample(T0 + 200 * S, {Metric.SBP_MMHG: 85.0, Metric.MAP_MMHG: 59.0}), T0 + 200 * S),
+        (sample(T0 + 130 * S, {Metric.MAP_MMHG: 60.0}), T0 + 210 * S),
+    ]
+    _, out = steps(crs_rule(), arrivals)
+    alert = _graded(out, 2)
+    assert (alert.time, alert.details["late_s"]) == (T0 + 190 * S, 20.0)
+    text_en, _, basis = _crs_text(alert)
+    assert "hypotension (mean arterial pressure 58 mmHg) without vasopressor" in text_en
+    assert {"domain": "hypotension", "value": 58.0, "measure": "map_mmhg", "source": "monitor"} in basis
 
 
 def test_window_entries_and_tracks_keep_the_measure_and_old_rows_still_load() -> None:

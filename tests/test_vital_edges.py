@@ -818,6 +818,34 @@ def test_the_track_keeps_the_value_of_the_latest_sample_whatever_its_verdict() -
         assert track.value == value
 
 
+@pytest.mark.parametrize("later", [timedelta(0), MS], ids=["same-time", "1-ms-later"])
+def test_a_band_sample_is_the_last_sample_judged(later: timedelta) -> None:
+    """A band value is judged like any other: an abnormal sample with its time is a repeat
+    (ignored), one 1 ms later starts a run."""
+    track, _ = judge(Track(), B, T0, 92.0, NO_DELAY, now=T0)
+    assert track.last_time == T0
+    after, changes = judge(track, A, T0 + later, 85.0, NO_DELAY, now=T0 + S)
+    assert changes == []
+    assert after.run_count == (1 if later else 0)
+
+
+def test_the_track_keeps_the_measure_of_its_latest_value_whatever_its_verdict() -> None:
+    """A monitor may send the mean arterial pressure without the systolic (``deciding_metric``):
+    the track names the pressure its value is, whatever the verdict and after a late sample is
+    judged in the window; CRS names it in its message (tests/test_pressure_measure.py)."""
+    sbp, map_mmhg = Metric.SBP_MMHG, Metric.MAP_MMHG
+    track = Track()
+    for k, (verdict, value, measure) in enumerate(
+        [(A, 85.0, sbp), (B, 67.0, map_mmhg), (N, 75.0, map_mmhg), (B, 92.0, sbp), (N, 72.0, map_mmhg)]
+    ):
+        track, _ = judge(
+            track, verdict, T0 + k * 60 * S, value, NO_DELAY, now=T0 + k * 60 * S, measure=measure
+        )
+        assert (track.value, track.measure) == (value, measure)
+    track, _ = judge(track, A, T0 + 30 * S, 60.0, NO_DELAY, now=T0 + 300 * S, measure=map_mmhg)
+    assert (track.value, track.measure) == (72.0, map_mmhg)
+
+
 def test_a_repeat_of_the_last_sample_before_the_window_changes_nothing() -> None:
     """A track saved before windows existed keeps its last sample as the window's base; a late
     sample at exactly that time is a repeat: ignored, and not kept in the window either."""
