@@ -84,6 +84,7 @@ class StorageRule:
 
 
 BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
+BROKER_BACK = Text(en="MQTT broker reachable again.", fr="Broker MQTT de nouveau joignable.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,24 +129,20 @@ class BrokerRule:
             if event.health is Health.CONNECTED:
                 if not state.raised:
                     return BrokerState(), ()
-                return BrokerState(), (self._candidate(event.time, present=False, detail=""),)
+                return BrokerState(), (self._candidate(event.time, present=False, message=BROKER_BACK),)
             since = state.down_since if state.down_since is not None else event.time
             state = replace(state, down_since=since, detail=event.detail)
         elif not isinstance(event, Tick):
             return state, ()
         if state.down_since is None or state.raised or now - state.down_since < self._alert_after:
             return state, ()
-        return replace(state, raised=True), (self._candidate(now, present=True, detail=state.detail),)
-
-    def _candidate(self, time: datetime, *, present: bool, detail: str) -> AlertCandidate:
-        message = (
-            Text(
-                en=f"MQTT broker unreachable: alerts reach no station until it is back ({detail}).",
-                fr=f"Broker MQTT injoignable : les alertes n'atteignent aucun poste jusqu'à son retour ({detail}).",
-            )
-            if present
-            else Text(en="MQTT broker reachable again.", fr="Broker MQTT de nouveau joignable.")
+        lost = Text(
+            en=f"MQTT broker unreachable: alerts reach no station until it is back ({state.detail}).",
+            fr=f"Broker MQTT injoignable : les alertes n'atteignent aucun poste jusqu'à son retour ({state.detail}).",
         )
+        return replace(state, raised=True), (self._candidate(now, present=True, message=lost),)
+
+    def _candidate(self, time: datetime, *, present: bool, message: Text) -> AlertCandidate:
         return AlertCandidate(
             BROKER_UNAVAILABLE,
             self._bed.ward,

@@ -112,6 +112,7 @@ def test_a_broker_loss_is_announced_once_it_has_lasted_the_configured_time() -> 
     state, [candidate] = rule.step(state, Tick(_at(30)), _at(30))
     assert state.raised
     assert (candidate.condition, candidate.present, candidate.time) == (BROKER_UNAVAILABLE, True, _at(30))
+    assert (candidate.ward, candidate.bed) == ("w1", "b1")
     assert (candidate.kind, candidate.priority) == (Kind.TECHNICAL, Priority.MEDIUM)
     assert candidate.message is not None
     assert candidate.message.en.startswith("MQTT broker unreachable")
@@ -144,6 +145,7 @@ def test_a_short_loss_stays_silent_and_a_long_one_is_cleared_when_the_broker_is_
     state, [down] = rule.step(state, Tick(_at(110)), _at(110))
     state, [up] = rule.step(state, _link(Health.CONNECTED, at_s=120), _at(120))
     assert (down.present, up.present, up.time) == (True, False, _at(120))
+    assert (up.condition, up.ward, up.bed, up.kind) == (BROKER_UNAVAILABLE, "w1", "b1", Kind.TECHNICAL)
     assert up.message is not None
     assert up.message.en == "MQTT broker reachable again."
     assert up.message.fr == "Broker MQTT de nouveau joignable."
@@ -163,3 +165,6 @@ def test_broker_state_round_trips() -> None:
     rule = _broker_rule()
     for state in (BrokerState(), BrokerState(_at(3.5), "TLS: name mismatch", raised=True)):
         assert rule.load(rule.dump(state)) == state
+    # A state saved without its optional keys: not down, no detail, not announced.
+    assert rule.load({}) == BrokerState(None, "", raised=False)
+    assert rule.load({"down_since": "2026-03-02T20:00:01Z"}) == BrokerState(_at(1), "", raised=False)
