@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import json
 import logging
@@ -90,6 +91,12 @@ ROLES_THAT_ACK = frozenset({"nurse", "admin"})
 
 def _template(name: str) -> string.Template:
     return string.Template((TEMPLATES_DIR / name).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _escaped_texts(language: str) -> Mapping[str, str]:
+    """The page's texts in ``language``, escaped for HTML: the same for every page and request."""
+    return {key: html.escape(value) for key, value in i18n.texts(language).items()}
 
 
 def _json_for_html(data: Any) -> str:
@@ -215,6 +222,8 @@ class WardPage:
         """``http://host:port/`` once ``started`` is set."""
         self._login_page = _template("login.html")
         self._ward_page = _template("ward.html")
+        # The header of the ward and bed pages (status, sound, user, logout): one copy.
+        self._header = _template("header.html")
         self._bed_page = _template("bed.html")
         self._not_found_page = _template("notfound.html")
         alerts.listeners.append(self._on_transition)
@@ -352,16 +361,25 @@ class WardPage:
         if found is None:
             raise web.HTTPSeeOther("/login")
         session, user = found
-        words = i18n.texts(user.language)
+        words = _escaped_texts(user.language)
         text = self._ward_page.substitute(
-            {key: html.escape(value) for key, value in words.items()},
+            words,
             lang=user.language,
-            display_name=html.escape(user.display_name),
-            role_text=html.escape(words[f"role_{user.role}"]),
-            csrf=html.escape(session.csrf),
+            header=self._header_html(session, user, heading=words["title"]),
             page_data=self._page_data(session, user),
         )
         return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+    def _header_html(self, session: Session, user: WebUserConfig, *, heading: str) -> str:
+        """The pages' shared header, with ``heading`` (HTML) as its title."""
+        words = _escaped_texts(user.language)
+        return self._header.substitute(
+            words,
+            heading=heading,
+            display_name=html.escape(user.display_name),
+            role_text=words[f"role_{user.role}"],
+            csrf=html.escape(session.csrf),
+        )
 
     def _page_data(self, session: Session, user: WebUserConfig, **more: Any) -> str:
         return _json_for_html(
@@ -379,12 +397,8 @@ class WardPage:
         )
 
     def _not_found(self, language: str, notice: str = "not_found_text", status: int = 404) -> web.Response:
-        words = i18n.texts(language)
-        text = self._not_found_page.substitute(
-            {key: html.escape(value) for key, value in words.items()},
-            lang=language,
-            not_found_text=html.escape(words[notice]),
-        )
+        words = _escaped_texts(language)
+        text = self._not_found_page.substitute(words, lang=language, not_found_text=words[notice])
         return web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
 
     async def _bed(self, request: web.Request) -> web.StreamResponse:
@@ -424,6 +438,8 @@ class WardPage:
             now=now,
         )
         words = i18n.texts(user.language)
+        escaped = _escaped_texts(user.language)
+        bed_label = html.escape(f"{bed.ward}/{bed.id}")
         pager = []
         if before is not None:
             pager.append(f'<a href="/bed/{bed.id}" id="newest">{html.escape(words["newest"])}</a>')
@@ -431,13 +447,12 @@ class WardPage:
             pager.append(
                 f'<a href="/bed/{bed.id}?before={history.older}" id="older">{html.escape(words["older"])}</a>'
             )
+        heading = f'<a href="/" id="back" class="back">{escaped["back_to_ward"]}</a> · {escaped["bed_title"]} {bed_label}'
         text = self._bed_page.substitute(
-            {key: html.escape(value) for key, value in words.items()},
+            escaped,
             lang=user.language,
-            bed_label=html.escape(f"{bed.ward}/{bed.id}"),
-            display_name=html.escape(user.display_name),
-            role_text=html.escape(words[f"role_{user.role}"]),
-            csrf=html.escape(session.csrf),
+            bed_label=bed_label,
+            header=self._header_html(session, user, heading=heading),
             timeline_items=bedpage.timeline_html(history.timeline, words),
             suggestion_rows=bedpage.suggestions_html(history.suggestions, words),
             journal_rows=bedpage.journal_html(history.journal, words),
@@ -453,13 +468,13 @@ class WardPage:
 
     def _login_response(self, request: web.Request, notice: str | None, status: int = 200) -> web.Response:
         language = i18n.from_accept_language(request.headers.get("Accept-Language"))
-        words = i18n.texts(language)
+        words = _escaped_texts(language)
         token = new_token()
         text = self._login_page.substitute(
-            {key: html.escape(value) for key, value in words.items()},
+            words,
             lang=language,
             csrf=token,
-            notice=html.escape(words[notice]) if notice else "",
+            notice=words[notice] if notice else "",
             notice_hidden="" if notice else " hidden",
         )
         response = web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
