@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.alerts import SYSTEM_ACTOR
 from daemon.clinical.crs import CRS_SUSPECTED, ICANS_SUSPECTED
 from daemon.links.store import Store
 
@@ -68,7 +69,7 @@ def _time(at: Any) -> str:
 def _acked(entry: Mapping[str, Any], words: Mapping[str, str]) -> str:
     alert = entry.get("alert") or {}
     user = entry.get("who") if entry.get("what") == "ack" else alert.get("acked_by")
-    if not user or user == "wardd":
+    if not user or user == SYSTEM_ACTOR:
         return ""
     name = entry.get("name") if entry.get("what") == "ack" else alert.get("acked_name")
     via = entry.get("via")
