@@ -451,6 +451,31 @@ def test_only_a_reading_newer_than_the_probe_off_says_the_probe_is_back(
     assert (Metric.SPO2_PCT not in state.probe_off_since) is back
 
 
+def probe_back(time: datetime, metric: Metric = Metric.SPO2_PCT) -> SourceHealth:
+    return SourceHealth("w1", "b1", f"monitor.{metric.value}", time, Health.CONNECTED)
+
+
+@pytest.mark.parametrize(
+    ("back_at", "back"),
+    [
+        (T0 + 60 * S - timedelta(milliseconds=1), False),
+        (T0 + 60 * S, True),
+        (T0 + 61 * S, True),
+    ],
+    ids=["older-than-the-probe-off", "at-the-probe-offs-time", "newer-than-the-probe-off"],
+)
+def test_only_a_probe_back_not_older_than_the_probe_off_ends_it(back_at: datetime, back: bool) -> None:
+    """A monitor reports the SpO2 probe off at 60 s; a "probe back" delivered after it but
+    measured before it is out of date (an earlier episode): the probe stays off, and PROBE_OFF
+    is raised once probe_off_delay_s (30 s) has passed. As for readings, a report at the
+    probe-off's own time or later ends it."""
+    rule = vitals_rule()
+    state, _ = steps(rule, [(probe_off(T0 + 60 * S), T0 + 60 * S), (probe_back(back_at), T0 + 62 * S)])
+    assert (Metric.SPO2_PCT not in state.probe_off_since) is back
+    _, out = rule.step(state, Tick(T0 + 90 * S), T0 + 90 * S)
+    assert [(c.condition, c.present) for c in out] == ([] if back else [("PROBE_OFF", True)])
+
+
 @pytest.mark.parametrize(
     ("off_at", "raised"),
     [(T0 + 59 * S, False), (T0 + 61 * S, True)],

@@ -843,7 +843,10 @@ class VitalsRule:
         tracks = dict(state.tracks)
         out: list[AlertCandidate] = []
         if event.health is Health.CONNECTED:
-            blind.pop(metric, None)
+            since = blind.get(metric)
+            # A "back" older than the probe-off (delivered late) does not end it.
+            if since is not None and event.time >= since:
+                del blind[metric]
         else:
             seen = state.seen_at.get(metric)
             if seen is None or seen <= event.time:  # else a newer reading shows the probe back
