@@ -812,3 +812,29 @@ def test_a_fever_later_than_its_window_suggests_nothing() -> None:
         state, candidates = r.step(state, vitals(hours, temp=38.4), at(12))
         assert list(candidates) == []
     assert not state.fever.active
+
+
+def test_a_fever_waiting_out_its_clearing_time_is_quoted_by_its_latest_fever_reading() -> None:
+    """38.6 and 38.5 °C at 12:00 and 12:02 raise the fever (2 samples over 120 s); 37.2 °C at
+    12:03 is normal, but the fever clears only after fever_clear_s (1800 s), so it still counts.
+    Systolic 80 mmHg at 12:04 and 12:05 raises hypotension: grade 2 at 12:05. The suggestion
+    stands on the 38.5 °C reading, the latest fever, not on the normal 37.2 °C, and quotes the
+    pressure the same way (grade 1 at 12:02 says 38.5 too)."""
+    r = crs_rule()
+    minute = 1 / 60
+    temps_sbps = [(0, 38.6, 124.0), (2, 38.5, 124.0), (3, 37.2, 124.0), (4, 37.2, 80.0), (5, 37.1, 82.0)]
+    arrivals = [(vitals(12 + m * minute, temp=t, sbp=p, dbp=50.0), 12 + m * minute) for m, t, p in temps_sbps]
+    state = r.initial()
+    out: list[AlertCandidate] = []
+    for event, arrived in arrivals:
+        state, candidates = r.step(state, event, at(arrived))
+        out.extend(candidates)
+    assert [(c.time, c.details["grade"]) for c in out] == [(at(12 + 2 * minute), 1), (at(12 + 5 * minute), 2)]
+    assert all(c.message is not None and "fever 38.5 °C" in c.message.en for c in out)
+    assert out[1].details["basis"] == [
+        {"domain": "fever", "value": 38.5, "source": "monitor"},
+        {"domain": "hypotension", "value": 82.0, "measure": "sbp_mmhg", "source": "monitor"},
+    ]
+    assert out[1].message is not None
+    assert "hypotension (systolic 82 mmHg)" in out[1].message.en
+    assert "fièvre 38,5 °C" in out[1].message.fr

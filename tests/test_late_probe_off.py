@@ -30,9 +30,11 @@ from daemon.clinical.vitals import (
     Verdict,
     VitalsRule,
     dump_judged,
+    dump_track,
     interrupt,
     judge,
     load_judged,
+    load_track,
 )
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
 from daemon.timefmt import iso
@@ -354,6 +356,52 @@ def test_a_late_sentinel_before_every_sample_of_the_window_takes_its_value_from_
         (Transition.CLEARED, T0 + 10 * S, 60.0, Metric.MAP_MMHG)
     ]
     assert not track.active
+
+
+N = Verdict.NORMAL
+
+
+@pytest.mark.parametrize("late_s", [900.0, 50.0], ids=["abnormal-in-the-window", "abnormal-in-the-base"])
+def test_a_late_sentinel_undoing_a_clearing_quotes_the_latest_abnormal_value(late_s: float) -> None:
+    """88, 87, 86 at 10-30 s raise at 30 s (confirm 3); normal 96, 95, 94, 93 at 40-100 s clear
+    at 100 s (60 s normal). A sentinel at 70 s, arriving at 105 s, breaks the normal run: the
+    clearing is undone, raised again at 70 s. The alert stands on the 86 of the 30 s sample, the
+    latest beyond the limit, not on the 95 of the 60 s sample, the latest before the sentinel.
+    With late_s 50 s the abnormal samples have left the window for its base by then."""
+    noise = replace(NO_DELAY, late_s=late_s)
+    track = Track()
+    changes: list[tuple[Transition, datetime]] = []
+    for t, verdict, value in (
+        (10, A, 88.0),
+        (20, A, 87.0),
+        (30, A, 86.0),
+        (40, N, 96.0),
+        (60, N, 95.0),
+        (80, N, 94.0),
+        (100, N, 93.0),
+    ):
+        track, got = judge(track, verdict, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.SPO2_PCT)
+        changes.extend((c.transition, c.time) for c in got)
+    assert changes == [(Transition.RAISED, T0 + 30 * S), (Transition.CLEARED, T0 + 100 * S)]
+    assert track.base is not None
+    assert (track.base.last_time is not None and track.base.last_time >= T0 + 30 * S) is (late_s == 50.0)
+    track, got = interrupt(track, T0 + 70 * S, noise, now=T0 + 105 * S)
+    assert [(c.transition, c.time, c.value, c.measure) for c in got] == [
+        (Transition.RAISED, T0 + 70 * S, 86.0, Metric.SPO2_PCT)
+    ]
+    assert track.active
+
+
+def test_the_latest_abnormal_value_survives_a_restart() -> None:
+    """A track's latest value beyond the limit is kept in the saved state (rule states are stored
+    as JSON); a state saved before it existed loads without it."""
+    track = Track()
+    for t, verdict, value in ((10, A, 88.0), (20, N, 96.0)):
+        track, _ = judge(track, verdict, T0 + t * S, value, NO_DELAY, now=T0 + t * S, measure=Metric.SPO2_PCT)
+    assert (track.value, track.abnormal_value, track.abnormal_measure) == (96.0, 88.0, Metric.SPO2_PCT)
+    assert load_track(dump_track(track)) == track
+    old = {k: v for k, v in dump_track(track).items() if not k.startswith("abnormal_")}
+    assert load_track(old) == replace(track, abnormal_value=None, abnormal_measure=None)
 
 
 def test_a_sample_at_the_time_of_the_newest_sentinel_is_judged_on_time() -> None:

@@ -287,9 +287,16 @@ _PRESSURE_NAMES: Mapping[Metric, tuple[str, str]] = {
 }
 
 
-def _pressure(track: Track) -> Metric:
-    """The metric of the track's value; systolic for a track saved before it was kept."""
-    return track.measure or Metric.SBP_MMHG
+def _standing(track: Track) -> tuple[float | None, Metric]:
+    """The value a raised condition stands on, and its metric: the latest beyond the limit.
+
+    The latest value may be a normal one while the condition waits out its clearing time, and
+    "fever 37.2 °C" would misstate the grade's basis. A track saved before the latest abnormal
+    value was kept gives its latest value; a metric not kept reads as systolic.
+    """
+    if track.abnormal_value is not None:
+        return track.abnormal_value, track.abnormal_measure or Metric.SBP_MMHG
+    return track.value, track.measure or Metric.SBP_MMHG
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,8 +442,9 @@ class CrsRule:
     ) -> tuple[CrsState, list[AlertCandidate]]:
         """Grade again at each change late data made, in time order, marked late."""
         fever, hypotension = before.fever.active, before.hypotension.active
-        fever_value, low_value = after.fever.value, after.hypotension.value
-        low_measure = after.hypotension.measure
+        fever_value, _ = _standing(after.fever)
+        low_value, low_standing = _standing(after.hypotension)
+        low_measure: Metric | None = low_standing
         state = replace(after, grade=before.grade)
         out: list[AlertCandidate] = []
         for condition, change in sorted(late, key=lambda item: item[1].time):
@@ -447,9 +455,12 @@ class CrsRule:
                 hypotension, low_value, low_measure = active, change.value, change.measure
             view = replace(
                 state,
-                fever=replace(after.fever, active=fever, value=fever_value),
+                fever=replace(after.fever, active=fever, abnormal_value=fever_value),
                 hypotension=replace(
-                    after.hypotension, active=hypotension, value=low_value, measure=low_measure
+                    after.hypotension,
+                    active=hypotension,
+                    abnormal_value=low_value,
+                    abnormal_measure=low_measure,
                 ),
             )
             view, candidates = self._grade(view, change.time)
@@ -516,7 +527,7 @@ class CrsRule:
         domains at the grade, each with who recorded it and when."""
         out: list[dict[str, Any]] = []
         if state.fever.active:
-            out.append({"domain": "fever", "value": state.fever.value, "source": "monitor"})
+            out.append({"domain": "fever", "value": _standing(state.fever)[0], "source": "monitor"})
         else:
             treated = self.treatment(state, time)
             if treated is not None:
@@ -539,11 +550,12 @@ class CrsRule:
             if vasopressin is not None and vasopressin.values["vasopressin"]:
                 out.append({"domain": "vasopressin", "value": True, **vasopressin.who_when()})
             if haemodynamic == 2:
+                low_value, low_measure = _standing(state.hypotension)
                 out.append(
                     {
                         "domain": "hypotension",
-                        "value": state.hypotension.value,
-                        "measure": _pressure(state.hypotension).value,
+                        "value": low_value,
+                        "measure": low_measure.value,
                         "source": "monitor",
                     }
                 )
@@ -565,9 +577,11 @@ class CrsRule:
         en: list[str] = []
         fr: list[str] = []
         treated = self.treatment(state, time)
-        if state.fever.active and state.fever.value is not None:
-            en.append(f"fever {fmt(state.fever.value, 1)} °C")
-            fr.append(f"fièvre {fmt(state.fever.value, 1, 'fr')} °C")
+        fever_c, _ = _standing(state.fever)
+        low_value, low_measure = _standing(state.hypotension)
+        if state.fever.active and fever_c is not None:
+            en.append(f"fever {fmt(fever_c, 1)} °C")
+            fr.append(f"fièvre {fmt(fever_c, 1, 'fr')} °C")
         elif treated is not None:
             names = [TREATMENTS[n] for n in treated.values["treatment"] if n in TREATMENTS]
             en.append("no fever required after " + " and ".join(n[0] for n in names))
@@ -585,11 +599,10 @@ class CrsRule:
         elif vasopressin:
             en.append("vasopressin alone (read as one vasopressor)")
             fr.append("vasopressine seule (lue comme un vasopresseur)")
-        elif state.hypotension.active and state.hypotension.value is not None:
-            name_en, name_fr = _PRESSURE_NAMES[_pressure(state.hypotension)]
-            value = state.hypotension.value
-            en.append(f"hypotension ({name_en} {fmt(value, 0)} mmHg) without vasopressor")
-            fr.append(f"hypotension ({name_fr} {fmt(value, 0, 'fr')} mmHg) sans vasopresseur")
+        elif state.hypotension.active and low_value is not None:
+            name_en, name_fr = _PRESSURE_NAMES[low_measure]
+            en.append(f"hypotension ({name_en} {fmt(low_value, 0)} mmHg) without vasopressor")
+            fr.append(f"hypotension ({name_fr} {fmt(low_value, 0, 'fr')} mmHg) sans vasopresseur")
         device = state.chart.value("o2_device")
         flow = state.chart.value("o2_flow_l_per_min")
         if oxygen_grade(device, flow):

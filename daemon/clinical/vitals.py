@@ -177,6 +177,10 @@ class Track:
     last_time: datetime | None = None
     value: float | None = None  # the latest value that decided a verdict
     measure: Metric | None = None  # the metric ``value`` is (see ``Judged``)
+    # The latest value beyond the limit, and its metric: what an alert that stays raised
+    # quotes when the latest value is a normal one (see ``interrupt``).
+    abnormal_value: float | None = None
+    abnormal_measure: Metric | None = None
     recent: tuple[Judged, ...] = ()
     base: Track | None = None
 
@@ -210,6 +214,8 @@ def advance(
             last_time=time,
             value=value,
             measure=measure,
+            abnormal_value=value,
+            abnormal_measure=measure,
         )
         if (
             not track.active
@@ -357,8 +363,10 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
     - Older (late: a monitor or gateway delivered it after newer samples): it takes its
       place in time order, after the entries of its own time, and the window is judged
       again as for a late sample (``judge``), so only the runs before it are broken. When
-      that undoes the last transition, the opposite one is returned at the sentinel's time
-      with the value of the latest sample before it.
+      that undoes the last transition, the opposite one is returned at the sentinel's time:
+      an undone onset (cleared) with the value of the latest sample before it; an undone
+      clearing (raised again: the sentinel broke the normal run) with the latest value
+      beyond the limit before it, the value the alert stands on, not a normal one.
     - Older than anything the window holds: nothing (the samples it would break have been
       judged for good).
 
@@ -374,9 +382,13 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
     recent = (*track.recent[:at], Judged(time, None, 0.0), *track.recent[at:])
-    last = next((item for item in reversed(track.recent[:at]) if item.verdict is not None), None)
+    # An undone clearing (the track is cleared now) quotes the latest abnormal value.
+    wanted = (Verdict.ABNORMAL,) if not track.active else tuple(Verdict)
+    last = next((item for item in reversed(track.recent[:at]) if item.verdict in wanted), None)
     if last is not None:
         value, measure = last.value, last.measure
+    elif not track.active and base.abnormal_value is not None:
+        value, measure = base.abnormal_value, base.abnormal_measure
     else:
         value, measure = base.value or 0.0, base.measure
     return _rejudge(
@@ -665,6 +677,8 @@ def dump_track(track: Track) -> dict[str, Any]:
         "last_time": iso_or_none(track.last_time),
         "value": track.value,
         "measure": None if track.measure is None else track.measure.value,
+        "abnormal_value": track.abnormal_value,
+        "abnormal_measure": None if track.abnormal_measure is None else track.abnormal_measure.value,
         "recent": [dump_judged(item) for item in track.recent],
         "base": None if track.base is None else dump_track(track.base),
     }
@@ -691,9 +705,12 @@ def load_judged(data: Sequence[Any]) -> Judged:
 
 
 def load_track(data: Mapping[str, Any]) -> Track:
-    """A track from ``dump_track``'s output (a state written before ``recent`` existed loads too)."""
+    """A track from ``dump_track``'s output (a state written before ``recent`` or
+    ``abnormal_value`` existed loads too)."""
     value = data.get("value")
     measure = data.get("measure")
+    abnormal_value = data.get("abnormal_value")
+    abnormal_measure = data.get("abnormal_measure")
     recent = [load_judged(item) for item in data.get("recent", ()) if item[0] is not None]
     base = data.get("base")
     return Track(
@@ -704,6 +721,8 @@ def load_track(data: Mapping[str, Any]) -> Track:
         last_time=parse_iso_or_none(data.get("last_time")),
         value=None if value is None else float(value),
         measure=None if measure is None else Metric(measure),
+        abnormal_value=None if abnormal_value is None else float(abnormal_value),
+        abnormal_measure=None if abnormal_measure is None else Metric(abnormal_measure),
         recent=tuple(recent),
         base=None if base is None else load_track(base),
     )
