@@ -11,7 +11,10 @@ each window's entries as rows, and a checkpoint writes only what changed since t
 last one: the entries appended, and a delete of those that left the window
 (``window_delta``). Dumping whole windows at every checkpoint cost work in proportion
 to their length: at 1,000 beds sending every second, about 15 million entries per
-checkpoint.
+checkpoint. A checkpoint may take the changed states a slice at a time
+(``take_changed(keys)``), each slice stored with the position of the inputs it includes;
+after a crash, ``restore`` takes those positions and the replay of the logged inputs
+skips, for each state, the inputs it already includes (``replaying``).
 
 A rule that raises is contained: its state at that bed is left as it was, the
 failure is logged and counted (``rules.failed``, labelled with the rule's name), and
@@ -213,6 +216,10 @@ class RuleEngine:
         self._wards = dict(wards or {})
         # Rules failing now, per bed: RULE_FAILED clears once none is left at the bed.
         self._failing: dict[str, set[str]] = {}
+        # After a crash during a sliced checkpoint: the last input each stored state
+        # includes, and the input being replayed (``replaying``).
+        self._positions: dict[tuple[str, str], int] = {}
+        self._replay_seq: int | None = None
 
     @property
     def counters(self) -> Counters:
@@ -231,12 +238,15 @@ class RuleEngine:
             beds = (event.bed,)
         out: list[AlertCandidate] = []
         kind = type(event)
+        replayed = self._replay_seq if self._positions else None
         for bed in beds:
             rules = self._routes.get((bed, kind))
             if rules is None:
                 rules = self._routes[(bed, kind)] = self._route(bed, kind)
             for rule in rules:
                 key = (bed, rule.name)
+                if replayed is not None and self._positions.get(key, -1) >= replayed:
+                    continue  # this state was stored with the input's effects already
                 before = self._states.get(key, _NONE)
                 if before is _NONE:
                     before = self._states[key] = rule.initial()
@@ -330,16 +340,23 @@ class RuleEngine:
             state = self._states[key] = self._rule[key].initial()
         return state
 
-    def take_changed(self) -> StateChanges:
-        """The states replaced since the last call, and their windows' changes.
+    def dirty(self) -> list[tuple[str, str]]:
+        """The (bed, rule) keys of the states replaced since they were last taken, in order."""
+        return sorted(self._changed)
+
+    def take_changed(self, keys: Iterable[tuple[str, str]] | None = None) -> StateChanges:
+        """The states replaced since they were last taken (all, or those of ``keys``), and
+        their windows' changes.
 
         States are immutable, so each dump may run later and on another thread (the
         store's writer does it): the event loop only collects them, and finds each
         window's change in time that does not grow with the window (``window_delta``).
+        A key of ``keys`` whose state has not changed since is skipped.
         """
         states: dict[tuple[str, str], Callable[[], Mapping[str, Any]]] = {}
         windows: list[WindowChange] = []
-        for key in sorted(self._changed):
+        taken = sorted(self._changed) if keys is None else [key for key in keys if key in self._changed]
+        for key in taken:
             rule, state = self._rule[key], self._state(key)
             if not isinstance(rule, Windowed):
                 states[key] = functools.partial(rule.dump, state)
@@ -353,8 +370,16 @@ class RuleEngine:
             self._stored_windows[key] = current
             core = rule.with_windows(state, dict.fromkeys(current, ()))
             states[key] = functools.partial(rule.dump, core)
-        self._changed.clear()
+        self._changed.difference_update(taken)
         return StateChanges(states, windows)
+
+    def replaying(self, seq: int | None) -> None:
+        """The events handled from now on come from the logged input ``seq``, replayed
+        after a crash: a rule whose restored state already includes it is not stepped
+        again. ``None``: the replay is over (live inputs reach every rule)."""
+        self._replay_seq = seq
+        if seq is None:
+            self._positions.clear()
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every state as JSON-compatible data: ``{bed: {rule: data}}``."""
@@ -367,15 +392,19 @@ class RuleEngine:
         self,
         snapshot: Mapping[str, Mapping[str, Any]],
         windows: Mapping[tuple[str, str], Mapping[str, Sequence[Any]]] | None = None,
+        positions: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         """Reload states from ``snapshot``; beds or rules not in it keep their initial state.
 
         ``windows`` holds the stored entries (``dump_entry`` data, in order) of the
         ``Windowed`` rules: ``{(bed, rule): {window: [data, ...]}}``. A state saved
         with its windows inside (before they were stored apart) loads with them, and
-        the next checkpoint moves them out.
+        the next checkpoint moves them out. ``positions`` gives, for states stored by a
+        checkpoint that a crash interrupted, the last logged input each includes: see
+        ``replaying``.
         """
         windows = windows or {}
+        self._positions = dict(positions or {})
         for bed, bed_rules in self._rules.items():
             for rule in bed_rules:
                 key = (bed, rule.name)

@@ -12,9 +12,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon.app import Pipeline, build
+import pytest
+
+from daemon import app
+from daemon.app import RULE_FAMILIES, Pipeline, build
 from daemon.config import Config
-from tests.helpers import committing, one_bed_config
+from daemon.links.store import InboundRow, Store
+from daemon.rules import RuleEngine
+from tests.helpers import Counting, committing, one_bed_config
 
 WARD, BED = "w1", "b1"
 TOPIC = f"ward/{WARD}/bed/{BED}/vitals"
@@ -108,4 +113,112 @@ async def test_a_message_sent_again_by_the_broker_reaches_the_rules_once(tmp_pat
         await again.work.join()
         dispatch.cancel()
     assert again.counters.get("mqtt.duplicates", "vitals") == 1
+    again.writer.close()
+
+
+# --- a checkpoint written in slices -------------------------------------------------------------
+
+
+def _counting_pipeline(config: Config) -> Pipeline:
+    pipeline = build(config)
+    bed = config.bed(BED)
+    rules = [Counting(), *(rule for family in RULE_FAMILIES.values() for rule in family(config, bed))]
+    pipeline.engine = RuleEngine({BED: rules}, wards={BED: WARD})
+    return pipeline
+
+
+async def _process_logged(pipeline: Pipeline, payloads: list[bytes]) -> None:
+    """Receive ``payloads``, commit them and process them, without a dispatch task: slice
+    markers are left out, so that the test decides when each slice is staged."""
+    await _receive(pipeline, payloads, [])
+    await pipeline.writer.flush()
+    while not pipeline.work.empty():
+        item = pipeline.work.get_nowait()
+        if isinstance(item, InboundRow):
+            await pipeline.process_row(item)
+
+
+@pytest.fixture
+def one_state_per_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app, "CHECKPOINT_SLICE_STATES", 1)
+
+
+@pytest.mark.usefixtures("one_state_per_slice")
+async def test_a_checkpoint_cut_short_between_slices_replays_each_input_once_per_state(
+    tmp_path: Path,
+) -> None:
+    """Three messages, then a periodic checkpoint whose first slice (the counting state, at
+    input 3) is committed before the daemon dies; two more messages come meanwhile. No
+    checkpoint has covered the log, so the next start replays all five: the counting state,
+    stored with the first three, takes only the last two (5, not 8)."""
+    config = _config(tmp_path)
+    crashed = _counting_pipeline(config)
+    async with committing(crashed.writer):
+        await _process_logged(crashed, [_vitals(i) for i in range(3)])
+        crashed.start_checkpoint()
+        await crashed.writer.flush()
+        assert crashed.checkpoint_round is not None
+        assert crashed.checkpoint_round.done == 1, "one state per slice: the round is under way"
+        await _process_logged(crashed, [_vitals(i) for i in range(3, 5)])
+    assert crashed.engine.state(BED, "acount") == 5
+    crashed.writer.close()  # the crash: the other slices and the round's end never come
+
+    store = Store(config.daemon.state_dir / "wardd.sqlite")
+    assert store.processed_seq() == 0
+    assert store.rule_states() == {BED: {"acount": {"n": 3}}}
+    assert store.rule_positions() == {(BED, "acount"): 3}
+    store.close()
+
+    again = _counting_pipeline(config)
+    async with committing(again.writer):
+        await again._recover()
+    assert again.counters.get("store.replayed_inputs", "mqtt") == 5
+    assert again.engine.state(BED, "acount") == 5
+    assert again.store.processed_seq() == 5
+    assert again.store.rule_positions() == {}, "the checkpoint after the replay covers every state"
+    again.writer.close()
+
+
+@pytest.mark.usefixtures("one_state_per_slice")
+async def test_a_whole_sliced_checkpoint_covers_the_log_up_to_its_start(tmp_path: Path) -> None:
+    """A message received while the slices are written is after the round's position: the
+    round's end deletes the log up to its start only, and keeps the recent-message digests
+    of its start, so that a replay after a crash takes that message as new, not as a repeat."""
+    config = _config(tmp_path)
+    crashed = _counting_pipeline(config)
+    async with committing(crashed.writer):
+        await _process_logged(crashed, [_vitals(i) for i in range(3)])
+        crashed.start_checkpoint()
+        assert crashed.checkpoint_round is not None
+        keys = crashed.checkpoint_round.keys
+        assert keys[0] == (BED, "acount")
+        assert len(keys) >= 3, "the rules that read vitals"
+        await crashed.writer.flush()
+        await _process_logged(crashed, [_vitals(3)])
+        slices = 1
+        commits = crashed.writer.commits
+        while crashed.checkpoint_round is not None:
+            crashed._checkpoint_slice()
+            await crashed.writer.flush()
+            slices += 1
+        assert crashed.writer.commits - commits == slices - 1, "one transaction per slice"
+        assert slices == len(keys)
+        # The fourth message changed every state again; only the first slice's was written before it.
+        assert crashed.engine.dirty() == [(BED, "acount")]
+    crashed.writer.close()
+
+    store = Store(config.daemon.state_dir / "wardd.sqlite")
+    assert store.processed_seq() == 3
+    assert [row.seq for row in store.inbound_after(0)] == [4]
+    assert store.rule_positions() == dict.fromkeys(keys[1:], 4)
+    store.close()
+
+    again = _counting_pipeline(config)
+    async with committing(again.writer):
+        await again._recover()
+    assert again.counters.get("mqtt.duplicates", "vitals") == 0
+    assert again.counters.get("store.replayed_inputs", "mqtt") == 1
+    assert again.engine.state(BED, "acount") == 4
+    # The states written after the fourth message skipped its replay: all as before the crash.
+    assert again.engine.snapshot() == crashed.engine.snapshot()
     again.writer.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.links.store import SCHEMA_VERSION, Changes, Store, StoreError, StoreWriter
+from daemon.links.store import MIGRATIONS, SCHEMA_VERSION, Changes, Store, StoreError, StoreWriter
 from tests.helpers import committing
 
 
@@ -117,3 +117,39 @@ def test_inbound_numbers_go_on_above_the_checkpoint_once_the_log_is_empty(tmp_pa
     assert again.inbound_after(0) == []
     # A number at or below the checkpoint would be skipped by the replay after a crash.
     assert again.next_id("inbound") == seq + 1
+
+
+def test_a_store_of_schema_2_gains_state_positions_and_keeps_its_states(tmp_path: Path) -> None:
+    """Schema 3 adds each state's position (the last input it includes): a state written
+    before reads as covered by ``processed_seq`` (0), so no replayed input is skipped for it."""
+    db = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    for target in (1, 2):
+        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    db.execute("INSERT INTO rule_state VALUES ('b1', 'dose', '{\"x\": 1}')")
+    db.execute("INSERT INTO meta VALUES ('processed_seq', '7')")
+    db.close()
+
+    store = Store(tmp_path / "s.sqlite")
+    assert store.rule_states() == {"b1": {"dose": {"x": 1}}}
+    assert store.rule_positions() == {}
+    later = Changes()
+    later.rule_states[("b1", "vitals")] = "{}"
+    later.state_seqs[("b1", "vitals")] = 9
+    later.rule_states[("b1", "news2")] = "{}"
+    later.state_seqs[("b1", "news2")] = 7  # not after processed_seq: nothing to skip
+    store.apply(later)
+    assert store.rule_positions() == {("b1", "vitals"): 9}
+    store.apply(Changes(processed_seq=9))
+    assert store.rule_positions() == {}, "a checkpoint at 9 covers it"
+    store.close()
+
+
+def test_a_state_without_its_own_position_stands_at_the_units_checkpoint(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    changes = Changes(processed_seq=4)
+    changes.rule_states[("b1", "dose")] = "{}"
+    store.apply(changes)
+    store.close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    assert db.execute("SELECT seq FROM rule_state").fetchall() == [(4,)]
+    db.close()

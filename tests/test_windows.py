@@ -18,7 +18,7 @@ from daemon.config import Config
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
 from daemon.links.store import Changes, Store
 from daemon.rules import RuleEngine, StateChanges, Windowed, epoch_us, window_delta
-from tests.helpers import one_bed_config
+from tests.helpers import Counting, one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -108,7 +108,7 @@ def _engine(config: Config) -> RuleEngine:
 def _checkpoint(engine: RuleEngine, store: Store) -> StateChanges:
     taken = engine.take_changed()
     changes = Changes()
-    stage_states(changes, taken)
+    stage_states(changes, taken, 0)
     store.apply(changes)
     return taken
 
@@ -326,3 +326,48 @@ def test_restoring_from_a_store_without_rows_forgets_the_rows_known_before(tmp_p
     taken = _checkpoint(engine, second)
     assert all(change.delta.clear for change in taken.windows)
     assert [len(v) for v in second.rule_windows()[("b1", "logger")].values()] == [2, 2]
+
+
+# --- a checkpoint in slices: pure ----------------------------------------------------------------
+
+
+def _counting_engine() -> RuleEngine:
+    return RuleEngine({bed: [Counting()] for bed in ("b1", "b2")}, wards={"b1": "w1", "b2": "w1"})
+
+
+def _vitals_at(bed: str, minute: int) -> VitalSample:
+    return VitalSample("w1", bed, "m1", START + timedelta(minutes=minute), {Metric.TEMP_C: 37.0})
+
+
+def test_a_slice_takes_only_the_changed_states_it_names() -> None:
+    engine = _counting_engine()
+    for bed in ("b2", "b1"):
+        engine.handle(_vitals_at(bed, 0), START)
+    assert engine.dirty() == [("b1", "acount"), ("b2", "acount")]
+    taken = engine.take_changed([("b2", "acount"), ("b3", "acount")])
+    assert list(taken.states) == [("b2", "acount")]
+    assert dict(taken.states[("b2", "acount")]()) == {"n": 1}
+    assert engine.dirty() == [("b1", "acount")], "the other state waits for its slice"
+    assert engine.take_changed([("b2", "acount")]).states == {}, "not changed since it was taken"
+    assert list(engine.take_changed().states) == [("b1", "acount")]
+    assert engine.dirty() == []
+
+
+def test_a_replayed_input_skips_the_states_stored_with_it() -> None:
+    """After a crash during a sliced checkpoint, b1's state was stored with inputs up to 3
+    and b2's before any: replaying input 3 steps b2 only, input 4 both; once the replay is
+    over the positions are forgotten."""
+    engine = _counting_engine()
+    engine.restore({"b1": {"acount": {"n": 3}}, "b2": {"acount": {"n": 0}}}, positions={("b1", "acount"): 3})
+    engine.replaying(3)
+    engine.handle(_vitals_at("b1", 3), START)
+    engine.handle(_vitals_at("b2", 3), START)
+    assert (engine.state("b1", "acount"), engine.state("b2", "acount")) == (3, 1)
+    assert engine.dirty() == [("b2", "acount")]
+    engine.replaying(4)
+    engine.handle(_vitals_at("b1", 4), START)
+    assert engine.state("b1", "acount") == 4
+    engine.replaying(None)
+    engine.replaying(2)  # no positions left: nothing is skipped
+    engine.handle(_vitals_at("b1", 5), START)
+    assert engine.state("b1", "acount") == 5

@@ -10,7 +10,9 @@ table               what
 ``inbound``         every input (MQTT message, pump event) logged before it is
                     acknowledged to its sender; replayed after a crash from the
                     checkpoint on, deleted once a checkpoint covers it
-``rule_state``      one row per (bed, rule): written only for states that changed
+``rule_state``      one row per (bed, rule): written only for states that changed,
+                    with the inbound seq its effects reach (``seq``: a checkpoint
+                    writes its states in slices, each at its own position)
 ``alerts``          one row per alert, its latest form; ``open`` indexes the live ones
 ``journal``         the audit journal: every alert transition and service event
 ``point_outbox``    line-protocol points waiting for the time-series database
@@ -111,6 +113,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rule_window_key ON rule_window (bed, rule, window, time_us);
     """,
+    # 3: each state says which inputs it includes, so that a checkpoint can be committed
+    # in slices between inputs (0: no more than ``processed_seq``).
+    """
+    ALTER TABLE rule_state ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -175,6 +182,8 @@ class Changes:
     processed_seq: int | None = None
     rule_states: dict[tuple[str, str], str | Callable[[], str]] = field(default_factory=dict)
     """JSON text, or a function that gives it (called on the writer's thread)."""
+    state_seqs: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The last inbound seq each of ``rule_states`` includes (default: ``processed_seq``, or 0)."""
     windows: list[WindowWrite] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     alerts: dict[str, tuple[str, str, bool, str, str]] = field(default_factory=dict)
@@ -207,6 +216,7 @@ class Changes:
         if later.processed_seq is not None:
             self.processed_seq = later.processed_seq
         self.rule_states.update(later.rule_states)
+        self.state_seqs.update(later.state_seqs)
         self.windows += later.windows
         self.meta.update(later.meta)
         self.alerts.update(later.alerts)
@@ -291,6 +301,15 @@ class Store:
         for bed, rule, data in self._db.execute("SELECT bed, rule, data FROM rule_state"):
             out.setdefault(bed, {})[rule] = json.loads(data)
         return out
+
+    def rule_positions(self) -> dict[tuple[str, str], int]:
+        """``{(bed, rule): seq}`` of the states that include inputs after ``processed_seq``
+        (written by a checkpoint that a crash interrupted): the replay skips those inputs
+        for them."""
+        rows = self._db.execute(
+            "SELECT bed, rule, seq FROM rule_state WHERE seq > ?", (self.processed_seq(),)
+        )
+        return {(bed, rule): int(seq) for bed, rule, seq in rows}
 
     def rule_windows(self) -> dict[tuple[str, str], dict[str, list[Any]]]:
         """``{(bed, rule): {window: [entry, ...]}}``, each window in time order (ties: as written)."""
@@ -392,11 +411,12 @@ class Store:
             if changes.inbound:
                 db.executemany("INSERT INTO inbound VALUES (?, ?, ?, ?, ?)", changes.inbound)
             if changes.rule_states:
+                seqs, default_seq = changes.state_seqs, changes.processed_seq or 0
                 db.executemany(
-                    "INSERT OR REPLACE INTO rule_state VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO rule_state (bed, rule, data, seq) VALUES (?, ?, ?, ?)",
                     [
-                        (bed, rule, data if isinstance(data, str) else data())
-                        for (bed, rule), data in changes.rule_states.items()
+                        (*key, data if isinstance(data, str) else data(), seqs.get(key, default_seq))
+                        for key, data in changes.rule_states.items()
                     ],
                 )
             for write in changes.windows:
