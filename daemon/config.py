@@ -579,6 +579,21 @@ class WebConfig(Model):
     users: list[WebUserConfig] = []
 
 
+class HealthConfig(Model):
+    """The daemon's own health: status topic, probes, metrics (README, "Running it as a service")."""
+
+    # Retained online status with its time, every heartbeat_s: a station that sees it older
+    # than a few periods knows the daemon is stuck even while its connection holds.
+    heartbeat_s: PositiveSeconds = 10.0
+    # The HTTP probes and metrics (/healthz, /readyz, /metrics); off when no port is set.
+    # No login: keep it on loopback, or on a management network.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None  # 0: any free port (logged)
+    # Inputs waiting and none processed for this long: /healthz says so and the systemd
+    # watchdog is no longer fed, so systemd restarts the daemon.
+    stall_after_s: PositiveSeconds = 30.0
+
+
 class Config(Model):
     """A whole ward configuration."""
 
@@ -592,6 +607,7 @@ class Config(Model):
     bags: list[BagConfig] = []
     alerts: AlertsConfig = AlertsConfig()
     web: WebConfig = WebConfig()
+    health: HealthConfig = HealthConfig()
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
     _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))
