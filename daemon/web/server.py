@@ -40,16 +40,18 @@ from aiohttp import web
 
 from daemon import ids
 from daemon.alerts import AckVia, Alert, AlertService, AlertState, Transition, UnknownAlertError
+from daemon.clinical.dose import bed_state, delivered_rate_ug_per_day
 from daemon.clock import Clock
 from daemon.config import Config, WebConfig, WebUserConfig
 from daemon.errors import InputError
-from daemon.events import Event
+from daemon.events import Event, PumpReading, VitalSample
 from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.rules import RuleEngine
 from daemon.timefmt import iso, iso_or_none
 from daemon.wardview import BedView, LatestVitals, bed_view, by_urgency, ward_view
-from daemon.web import bedpage, i18n
+from daemon.web import bedcharts, bedpage, i18n
+from daemon.web.history import DELIVERED, InfluxHistory, RecentHistory
 from daemon.web.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from daemon.web.sessions import Session, Sessions, new_token, same
 
@@ -214,6 +216,14 @@ class WardPage:
         if isinstance(saved, Mapping):
             self.sessions.load(saved, self._users)
         self.latest = LatestVitals()
+        self.recent = RecentHistory()
+        """Each bed's last hours of vital signs and delivered dose: the tiles' trends, and the
+        charts' data when InfluxDB is not configured or does not answer."""
+        self._influx = (
+            InfluxHistory(config.influx, config.influx.password.resolve())
+            if config.influx.api == "v1"
+            else None
+        )
         self._clients: set[_Client] = set()
         self._wake = asyncio.Event()  # an alert transition is committed: push at once
         self._dirty = False  # new vital signs or readings since the last push
@@ -233,8 +243,25 @@ class WardPage:
     def observe(self, event: Event) -> None:
         """A pipeline observer: keeps the latest vital signs, marks the ward as changed."""
         self.latest.observe(event)
+        if isinstance(event, VitalSample):
+            for metric, value in event.values.items():
+                self.recent.add(event.bed, str(metric), event.time, value)
+        elif isinstance(event, PumpReading):
+            self._remember_dose(event)
         if getattr(event, "bed", None) is not None:
             self._dirty = True
+
+    def _remember_dose(self, reading: PumpReading) -> None:
+        # The rate the dose point gives at the reading's time: the dose rule has just taken it.
+        try:
+            bed = self._config.bed(reading.bed)
+            state = bed_state(self._engine, bed)
+        except (KeyError, TypeError):  # a bed not configured, or an engine without dose rules
+            return
+        stale_s = self._config.thresholds_for(bed.id).dose.reading_stale_s
+        delivered = delivered_rate_ug_per_day(state, reading.time, stale_s)
+        if delivered is not None:
+            self.recent.add(bed.id, DELIVERED, reading.time, delivered)
 
     def _on_transition(self, transition: Transition) -> None:
         # Shown once the store has it: the page never shows what a crash would undo.
@@ -289,6 +316,12 @@ class WardPage:
         finally:
             self.close_streams()
             await runner.cleanup()
+            await self.close_history()
+
+    async def close_history(self) -> None:
+        """Close the connection that reads the charts' history (``run`` does it on its way out)."""
+        if self._influx is not None:
+            await self._influx.close()
 
     def close_streams(self) -> None:
         """End every open event stream (the browsers then show the lost connection)."""
@@ -424,11 +457,40 @@ class WardPage:
                 self._counters.inc("web.refused", "bad_page")
                 return self._not_found(user.language, "bad_page", status=400)
             before = int(raw)
+        span = request.query.get("span", bedcharts.DEFAULT_SPAN)
+        if span not in bedcharts.SPANS:
+            self._counters.inc("web.refused", "bad_span")
+            return self._not_found(user.language, "bad_span", status=400)
         # On the store's thread, serialised with its commits: never on the event loop.
         history: bedpage.BedHistory = await self._writer.call(
-            bedpage.read_history, self._writer.store, bed.id, before
+            bedpage.read_history,
+            self._writer.store,
+            bed.id,
+            before,
+            bedcharts.DOSE_EVENTS,
+            bedcharts.DOSE_EVENT_LINES,
         )
         now = self._clock.now()
+        begin, end, _ = bedcharts.course(self._engine, self._config, bed, now)
+        series = await bedcharts.read_series(
+            bed=bed,
+            api=self._config.influx.api,
+            influx=self._influx,
+            recent=self.recent,
+            counters=self._counters,
+            vitals_window=bedcharts.vitals_window(span, now, begin),
+            dose_window=(begin.timestamp(), end.timestamp()),
+        )
+        charts_section = bedcharts.charts_html(
+            config=self._config,
+            engine=self._engine,
+            bed=bed,
+            series=series,
+            journal=history.dose_events,
+            now=now,
+            span=span,
+            language=user.language,
+        )
         view = bed_view(
             self._config,
             bed,
@@ -453,6 +515,7 @@ class WardPage:
             lang=user.language,
             bed_label=bed_label,
             header=self._header_html(session, user, heading=heading),
+            charts=charts_section,
             timeline_items=bedpage.timeline_html(history.timeline, words),
             suggestion_rows=bedpage.suggestions_html(history.suggestions, words),
             journal_rows=bedpage.journal_html(history.journal, words),

@@ -301,6 +301,17 @@
       const at = Date.parse(node.getAttribute("datetime"));
       if (!Number.isNaN(at)) node.textContent = new Date(at).toLocaleString(page.lang);
     });
+    // The charts' clock ticks come in UTC (daemon/web/charts.py): shown in the browser's zone,
+    // and the axis says which zone that is.
+    document.querySelectorAll("svg text[data-at]").forEach(function (node) {
+      const at = Date.parse(node.getAttribute("data-at"));
+      if (Number.isNaN(at)) return;
+      const withDay = node.textContent.indexOf("/") >= 0;
+      const options = withDay ? { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+      node.textContent = new Date(at).toLocaleString(page.lang, options);
+    });
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone) document.querySelectorAll("svg text[data-tz]").forEach(function (node) { node.textContent = zone; });
   }
 
   // One line of the bed's timeline, as the server writes them (daemon/web/bedpage.py).

@@ -1,0 +1,432 @@
+"""The bed page's charts and the tiles' trends: the protocol's staircase, the series'
+memory, the SVG drawn, and the page over HTTP reading a real influxd 1.x, then carrying
+on from memory with a note when that database is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from daemon.app import Pipeline, build, vitals_point
+from daemon.clinical.dose import BOLUS_SUSPECTED, INFUSION_INTERRUPTED
+from daemon.clock import ManualClock
+from daemon.config import parse
+from daemon.events import Metric, PumpReading, PumpState, VitalSample
+from daemon.points import Point
+from daemon.web import bedcharts, charts
+from daemon.web.history import (
+    DELIVERED,
+    HistoryUnavailableError,
+    RecentHistory,
+    influxql,
+    parse_results,
+)
+from daemon.web.passwords import hash_password
+from daemon.web.server import WardPage
+from tests.helpers import committing, one_bed_config
+from tests.servers import Influxd
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _svg(markup: str, chart_id: str) -> ET.Element:
+    found = re.search(rf'<svg id="{chart_id}".*?</svg>', markup, re.DOTALL)
+    assert found is not None, chart_id
+    return ET.fromstring(found[0])
+
+
+def _by(svg: ET.Element, tag: str, attribute: str) -> dict[str, ET.Element]:
+    return {node.attrib[attribute]: node for node in svg.iter(f"{SVG}{tag}") if attribute in node.attrib}
+
+
+# --- the protocol's staircase and the journal's marks ------------------------------------------
+
+
+def test_the_expected_dose_is_the_protocols_staircase_with_the_step_at_day_8() -> None:
+    config = one_bed_config(T0)
+    pipeline = build(config, clock=ManualClock(T0 + 3 * DAY))
+    begin, end, points = bedcharts.course(pipeline.engine, config, config.beds[0], T0 + 3 * DAY)
+    assert (begin, end) == (T0, T0 + 14 * DAY)
+    start = T0.timestamp()
+    # ssc-14d: 9 µg/day for days 1-7, 28 µg/day for days 8-14, then nothing.
+    assert points == [(start, 9.0), (start + 7 * 86400, 28.0), (start + 14 * 86400, 0.0)]
+    pipeline.writer.close()
+
+
+def test_interruptions_are_shaded_from_their_start_and_boluses_marked_from_the_journal() -> None:
+    def line(seq: int, condition: str, what: str, at: datetime, onset: datetime, **details: Any) -> Any:
+        alert = {
+            "id": f"{condition}-{seq // 10}",
+            "condition": condition,
+            "since": onset.isoformat(),
+            "details": details,
+        }
+        return seq, {"at": at.isoformat(), "what": what, "alert": alert}
+
+    stop = T0 + 2 * DAY
+    lines = [
+        # Raised 15 min after the stop; the shading starts at the stop (details.since).
+        line(10, INFUSION_INTERRUPTED, "start", stop + timedelta(minutes=15), stop, since=stop.isoformat()),
+        line(11, INFUSION_INTERRUPTED, "escalate", stop + timedelta(hours=4), stop, since=stop.isoformat()),
+        line(12, INFUSION_INTERRUPTED, "end", stop + timedelta(hours=5), stop, since=stop.isoformat()),
+        line(20, INFUSION_INTERRUPTED, "start", T0 + 3 * DAY, T0 + 3 * DAY, since=(T0 + 3 * DAY).isoformat()),
+        line(30, BOLUS_SUSPECTED, "start", T0 + DAY, T0 + DAY),
+        line(31, BOLUS_SUSPECTED, "ack", T0 + DAY + timedelta(minutes=2), T0 + DAY),
+    ]
+    now = T0 + 3 * DAY + timedelta(hours=1)
+    bands, marks, found = bedcharts.dose_events(list(reversed(lines)), now)  # newest first, as read
+    assert [(b.begin, b.end) for b in bands] == [
+        (stop.timestamp(), (stop + timedelta(hours=5)).timestamp()),
+        ((T0 + 3 * DAY).timestamp(), now.timestamp()),  # still open: up to now
+    ]
+    assert [m.at for m in marks] == [(T0 + DAY).timestamp()]
+    assert found == {INFUSION_INTERRUPTED: 2, BOLUS_SUSPECTED: 1}
+
+
+# --- the memory ----------------------------------------------------------------------------------
+
+
+def test_the_memory_keeps_bucket_means_takes_late_samples_and_is_bounded() -> None:
+    recent = RecentHistory(keep_s=600, bucket_s=60)
+    base = T0.timestamp()
+    for i in range(30):  # 15 minutes at one sample every 30 s: 15 buckets, 11 kept
+        recent.add("b1", "temp_c", T0 + timedelta(seconds=30 * i), 37.0 + (i % 2))
+    kept = recent.series("b1", "temp_c", 0, base + 3600)
+    assert len(kept) == 11
+    assert all(value == pytest.approx(37.5) for _, value in kept)
+    assert kept[0][0] == base + 4 * 60 + 30  # the oldest kept bucket, drawn at its middle
+    # A late sample joins its bucket; one older than the memory is left out.
+    recent.add("b1", "temp_c", T0 + timedelta(minutes=14, seconds=10), 40.0)
+    assert recent.series("b1", "temp_c", base + 14 * 60, base + 15 * 60)[0][1] == pytest.approx(
+        (37 + 38 + 40) / 3
+    )
+    recent.add("b1", "temp_c", T0, 45.0)
+    assert len(recent.series("b1", "temp_c", 0, base + 3600)) == 11
+    assert recent.series("b1", "temp_c", 0, base + 60) == []
+    recent.add("b1", "temp_c", T0 + timedelta(hours=1), float("nan"))  # never drawn
+    assert recent.series("b2", "temp_c", 0, base + 7200) == []
+
+
+# --- the SVG ------------------------------------------------------------------------------------
+
+
+def test_a_chart_draws_series_with_gaps_thresholds_at_their_height_and_marks() -> None:
+    begin = T0.timestamp()
+    samples = [(begin + 60 * i, 37.0 + i / 10) for i in range(10)] + [
+        (begin + 3600 + 60 * i, 38.5) for i in range(5)
+    ]
+    chart = charts.Chart(
+        id="c1",
+        title="Temperature <°C>",
+        begin=begin,
+        end=begin + 2 * 3600,
+        lines=[charts.Line("temp_c", "T (°C)", samples, gap_s=180)],
+        thresholds=[charts.Threshold("fever_c", "fever ≥ 38.0 °C", 38.0)],
+        marks=[charts.Mark("now", "now", begin + 5400), charts.Mark("late", "outside", begin + 9000)],
+    )
+    svg = ET.fromstring(charts.render(chart))
+    assert svg.find(f"{SVG}title").text == "Temperature <°C>"  # type: ignore[union-attr]
+    path = _by(svg, "path", "data-series")["temp_c"]
+    assert path.attrib["data-points"] == "15"
+    assert path.attrib["d"].count("M") == 2  # an hour without data is a gap, not a line
+    threshold = _by(svg, "line", "data-threshold")["fever_c"]
+    assert threshold.attrib["data-value"] == "38"
+    # Higher values are higher on the screen: 38.0 lies between the first and the last point.
+    ys = [float(v) for v in re.findall(r"[ML][\d.]+ ([\d.]+)", path.attrib["d"])]
+    assert ys[-1] < float(threshold.attrib["y1"]) < ys[0]
+    assert set(_by(svg, "line", "data-mark")) == {"now"}  # the mark outside the span is left out
+    ticks = [t for t in svg.iter(f"{SVG}text") if "data-at" in t.attrib]
+    assert [t.text for t in ticks] == ["08:00", "09:00", "10:00"]
+    assert ticks[0].attrib["data-at"] == "2026-03-02T08:00:00Z"
+
+
+def test_an_empty_chart_says_so_and_a_step_line_is_a_staircase() -> None:
+    begin = T0.timestamp()
+    empty = ET.fromstring(
+        charts.render(charts.Chart(id="e", title="x", begin=begin, end=begin + 60, empty_text="No data"))
+    )
+    assert [t.text for t in empty.iter(f"{SVG}text") if t.attrib.get("class") == "empty"] == ["No data"]
+    stairs = charts.Chart(
+        id="s",
+        title="dose",
+        begin=begin,
+        end=begin + 14 * 86400,
+        lines=[charts.Line("expected", "expected", [(begin, 9.0), (begin + 7 * 86400, 28.0)], step=True)],
+        day_axis_from=begin,
+        day_word="J",
+        y_floor=0.0,
+    )
+    svg = ET.fromstring(charts.render(stairs))
+    assert re.fullmatch(
+        r"M[\d.]+ [\d.]+ H[\d.]+ V[\d.]+", _by(svg, "path", "data-series")["expected"].attrib["d"]
+    )
+    labels = [t.text for t in svg.iter(f"{SVG}text") if t.attrib.get("class") == "tick x"]
+    assert labels[:3] == ["J1", "J2", "J3"]
+    assert "0" in [t.text for t in svg.iter(f"{SVG}text") if t.attrib.get("class") == "tick y"]
+
+
+def test_the_thresholds_drawn_are_the_beds_own_from_the_config() -> None:
+    config = parse(
+        {
+            "thresholds": {"vitals": {"fever_c": 38.3, "hypoxia_spo2_pct": 90}},
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": 63,
+                    "height_cm": 165,
+                    "protocol_start": T0.isoformat(),
+                    "thresholds": {"vitals": {"fever_c": 38.6}},
+                },
+            ],
+        }
+    )
+    pipeline = build(config, clock=ManualClock(T0 + DAY))
+    series = bedcharts.Series(
+        vitals={str(m): [((T0 + DAY).timestamp() - 600, 50.0)] for m in Metric},
+        delivered=[],
+        source="memory",
+        reason="memory_no_database",
+        step_s=120,
+    )
+    markup = bedcharts.charts_html(
+        config=config,
+        engine=pipeline.engine,
+        bed=config.beds[0],
+        series=series,
+        journal=[],
+        now=T0 + DAY,
+        span="24h",
+        language="fr",
+    )
+    pipeline.writer.close()
+    temp = _by(_svg(markup, "chart-temp"), "line", "data-threshold")
+    assert temp["fever_c"].attrib["data-value"] == "38.6"
+    assert "fièvre ≥ 38,6 °C" in markup
+    assert (
+        _by(_svg(markup, "chart-spo2"), "line", "data-threshold")["hypoxia_spo2_pct"].attrib["data-value"]
+        == "90"
+    )
+    pressure = _by(_svg(markup, "chart-pressure"), "line", "data-threshold")
+    assert set(pressure) == {"hypotension_sbp_mmhg", "hypotension_map_mmhg"}
+    assert 'data-reason="memory_no_database"' in markup
+    assert "Aucune base de séries temporelles" in markup
+
+
+# --- InfluxDB's answers ---------------------------------------------------------------------------
+
+
+def test_an_influxdb_answer_becomes_series_and_its_errors_are_refused() -> None:
+    data = {
+        "results": [
+            {
+                "statement_id": 0,
+                "series": [
+                    {
+                        "name": "vitals",
+                        "columns": ["time", "temp_c", "hr_per_min"],
+                        "values": [[100, 37.5, None], [160, 38.2, 88]],
+                    }
+                ],
+            },
+            {"statement_id": 1},
+        ]
+    }
+    assert parse_results(data) == [
+        {"temp_c": [(100.0, 37.5), (160.0, 38.2)], "hr_per_min": [(160.0, 88.0)]},
+        {},
+    ]
+    bad_answers: list[object] = [
+        {"error": "boom"},
+        {"results": [{"error": "database not found: wardd"}]},
+        [],
+        {"x": 1},
+    ]
+    for bad in bad_answers:
+        with pytest.raises(HistoryUnavailableError) as caught:
+            parse_results(bad)
+        assert caught.value.reason == "influx_error"
+    query = influxql("vitals", ["temp_c"], "w'1", "b1", 100.5, 200.5, 60)
+    assert "\"ward\" = 'w\\'1'" in query
+    assert "time >= 100s AND time <= 201s GROUP BY time(60s)" in query
+
+
+# --- the page over HTTP, with a real influxd ---------------------------------------------------------
+
+PASSWORD = "nurse password"
+
+
+def _config(tmp_path: Path, influx: dict[str, Any]) -> Any:
+    return parse(
+        {
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "influx": influx,
+            "web": {
+                "enabled": True,
+                "port": 0,
+                "users": [
+                    {
+                        "name": "nurse1",
+                        "role": "nurse",
+                        "display_name": "Nurse One",
+                        "language": "en",
+                        "password_hash": hash_password(PASSWORD, log2_n=10),
+                    }
+                ],
+            },
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": 63,
+                    "height_cm": 165,
+                    "protocol_start": T0.isoformat(),
+                }
+            ],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def _page(
+    tmp_path: Path, influx: dict[str, Any], now: datetime
+) -> AsyncIterator[tuple[Pipeline, TestClient[Any, Any]]]:
+    pipeline = build(_config(tmp_path, influx), clock=ManualClock(now))
+    page = pipeline.services[0]
+    assert isinstance(page, WardPage)
+    async with committing(pipeline.writer), TestClient(TestServer(page.app())) as client:
+        form = await (await client.get("/login")).text()
+        token = re.search(r'name="csrf" value="([^"]+)"', form)[1]  # type: ignore[index]
+        response = await client.post(
+            "/login", data={"csrf": token, "user": "nurse1", "password": PASSWORD}, allow_redirects=False
+        )
+        assert response.status == 303
+        try:
+            yield pipeline, client
+        finally:
+            await page.close_history()
+    pipeline.writer.close()
+
+
+def _samples(hours: int) -> list[VitalSample]:
+    """A sample a minute from T0 on: 37 °C, then 38.2 °C from hour 12 (the published case's fever)."""
+    return [
+        VitalSample(
+            "w1",
+            "b1",
+            "mon-1",
+            T0 + timedelta(minutes=m),
+            {Metric.TEMP_C: 38.2 if m >= 12 * 60 else 37.0, Metric.HR_PER_MIN: 80.0},
+        )
+        for m in range(hours * 60)
+    ]
+
+
+def _write(influxd: Influxd, points: list[Point]) -> None:
+    body = "\n".join(point.to_line() for point in points).encode()
+    request = urllib.request.Request(f"{influxd.url}/write?db=wardd&precision=ns", data=body, method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+@pytest.mark.integration  # a private influxd and an HTTP server on loopback
+async def test_the_charts_read_influxdb_and_carry_on_from_memory_with_a_note_when_it_stops(
+    tmp_path: Path, influx1: Influxd
+) -> None:
+    influx1.create_database("wardd")
+    now = T0 + timedelta(hours=20)
+    samples = _samples(20)
+    # Twenty hours in the database, of which the page's memory holds only the last two.
+    dose = [
+        Point(
+            "dose",
+            {"ward": "w1", "bed": "b1", "protocol": "ssc-14d"},
+            {DELIVERED: 9.0},
+            T0 + timedelta(minutes=10 * i),
+        )
+        for i in range(6 * 20)
+    ]
+    _write(influx1, [vitals_point(s) for s in samples] + dose)
+    async with _page(tmp_path, {"api": "v1", "url": influx1.url, "database": "wardd"}, now) as (
+        pipeline,
+        client,
+    ):
+        for sample in samples[-120:]:  # the page saw only the last two hours itself
+            await pipeline.process(sample)
+        page = await (await client.get("/bed/b1")).text()
+        assert 'data-source="influx"' in page
+        temp = _svg(page, "chart-temp")
+        drawn = _by(temp, "path", "data-series")["temp_c"]
+        assert int(drawn.attrib["data-points"]) > 200  # the whole day from the database, not two hours
+        assert _by(temp, "line", "data-threshold")["fever_c"].attrib["data-value"] == "38"
+        dose_svg = _svg(page, "chart-dose")
+        # The course's 14 days in 360 intervals of 56 min: 20 hours of doses are 22 points.
+        assert int(_by(dose_svg, "path", "data-series")["delivered"].attrib["data-points"]) == 22
+        assert _by(dose_svg, "line", "data-mark")["now"] is not None
+        assert pipeline.counters.get("web.history", "influx") == 1
+
+        influx1.stop()
+        started = time.monotonic()
+        response = await client.get("/bed/b1")
+        took_s = time.monotonic() - started
+        page = await response.text()
+        assert response.status == 200
+        assert took_s < 3.0  # the page does not hang on a database that is away
+        assert 'data-source="memory"' in page
+        assert 'data-reason="influx_unavailable"' in page
+        assert "InfluxDB did not answer" in page
+        points = int(_by(_svg(page, "chart-temp"), "path", "data-series")["temp_c"].attrib["data-points"])
+        assert 50 <= points <= 61  # two hours of memory, one point per 2 min
+        assert pipeline.counters.get("web.history", "influx_unavailable") == 1
+        # Asked again at once: the database is left alone for a while, and that is counted too.
+        page = await (await client.get("/bed/b1")).text()
+        assert 'data-reason="influx_resting"' in page
+        assert pipeline.counters.get("web.history", "influx_resting") == 1
+
+
+@pytest.mark.integration  # an HTTP server on loopback
+async def test_without_a_database_the_charts_come_from_memory_and_a_bad_span_is_refused(
+    tmp_path: Path,
+) -> None:
+    now = T0 + timedelta(hours=13)
+    async with _page(tmp_path, {"api": "none"}, now) as (pipeline, client):
+        for sample in _samples(13):
+            await pipeline.process(sample)
+        for minute in range(0, 13 * 60, 10):
+            await pipeline.process(
+                PumpReading(
+                    "w1",
+                    "b1",
+                    "pump-b1",
+                    T0 + timedelta(minutes=minute),
+                    PumpState.INFUSING,
+                    10.0,
+                    minute / 6,
+                )
+            )
+        page = await (await client.get("/bed/b1?span=6h")).text()
+        assert 'data-reason="memory_no_database"' in page
+        assert pipeline.counters.get("web.history", "memory_no_database") == 1
+        temp = _by(_svg(page, "chart-temp"), "path", "data-series")["temp_c"]
+        assert 170 <= int(temp.attrib["data-points"]) <= 181  # six hours, one point per 2 min
+        assert '<b class="span" aria-current="true">6 h</b>' in page
+        dose_svg = _svg(page, "chart-dose")
+        expected = _by(dose_svg, "path", "data-series")["expected"]
+        assert expected.attrib["data-points"] == "3"  # 9, then 28 at day 8, then 0 at the end
+        response = await client.get("/bed/b1?span=1y")
+        assert response.status == 400
+        assert pipeline.counters.get("web.refused", "bad_span") == 1
