@@ -31,6 +31,7 @@ from daemon.web.history import (
     RecentHistory,
     influxql,
     parse_results,
+    trend,
 )
 from daemon.web.passwords import hash_password
 from daemon.web.server import WardPage
@@ -118,6 +119,21 @@ def test_the_memory_keeps_bucket_means_takes_late_samples_and_is_bounded() -> No
     assert recent.series("b1", "temp_c", 0, base + 60) == []
     recent.add("b1", "temp_c", T0 + timedelta(hours=1), float("nan"))  # never drawn
     assert recent.series("b2", "temp_c", 0, base + 7200) == []
+
+
+def test_a_trend_is_quarter_hour_means_over_six_hours_with_none_where_nothing_came() -> None:
+    recent = RecentHistory()
+    now = T0 + timedelta(hours=6)
+    for minute in range(0, 6 * 60, 2):
+        if 60 <= minute < 90:
+            continue  # a monitor off for half an hour
+        recent.add("b1", "hr_per_min", T0 + timedelta(minutes=minute), 80.0 if minute < 300 else 120.0)
+    values = trend(recent, "b1", "hr_per_min", now)
+    assert len(values) == 24
+    assert values[4:6] == [None, None]
+    assert values[:4] == [80.0] * 4
+    assert values[-4:] == [120.0] * 4
+    assert trend(recent, "b2", "hr_per_min", now) == [None] * 24
 
 
 # --- the SVG ------------------------------------------------------------------------------------
@@ -427,6 +443,13 @@ async def test_without_a_database_the_charts_come_from_memory_and_a_bad_span_is_
         dose_svg = _svg(page, "chart-dose")
         expected = _by(dose_svg, "path", "data-series")["expected"]
         assert expected.attrib["data-points"] == "3"  # 9, then 28 at day 8, then 0 at the end
+        # The tile's trend: six hours in quarters of an hour, the fever in the last hour.
+        [tile] = (await (await client.get("/api/ward")).json())["beds"]
+        temp_trend = tile["trend"]["temp_c"]
+        assert len(temp_trend) == 24
+        assert temp_trend[-4:] == [38.2] * 4
+        assert temp_trend[:20] == [37.0] * 20
+        assert "dbp_mmhg" not in tile["trend"]  # the tile shows no DBP
         response = await client.get("/bed/b1?span=1y")
         assert response.status == 400
         assert pipeline.counters.get("web.refused", "bad_span") == 1

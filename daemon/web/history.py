@@ -232,3 +232,23 @@ class InfluxHistory:
 def step_for(begin: float, end: float, points: int, floor_s: float) -> int:
     """Whole seconds per interval so that ``begin``..``end`` holds about ``points`` of them."""
     return max(int(floor_s), math.ceil((end - begin) / max(points, 1)))
+
+
+TREND_S = 6 * 3600.0
+"""A tile's trend covers this much: the hours a nurse looks back on at a handover."""
+TREND_POINTS = 24
+"""Points per trend (15 min each): a small line, and a small message at every ward update."""
+
+
+def trend(recent: RecentHistory, bed: str, series: str, now: datetime) -> list[float | None]:
+    """``TREND_POINTS`` means over the last ``TREND_S``, oldest first; ``None`` where nothing came."""
+    end = now.timestamp()
+    begin = end - TREND_S
+    width = TREND_S / TREND_POINTS
+    sums = [0.0] * TREND_POINTS
+    counts = [0] * TREND_POINTS
+    for at, value in recent.series(bed, series, begin, end):
+        slot = min(int((at - begin) / width), TREND_POINTS - 1)
+        sums[slot] += value
+        counts[slot] += 1
+    return [round(total / n, 1) if n else None for total, n in zip(sums, counts, strict=True)]

@@ -44,14 +44,14 @@ from daemon.clinical.dose import bed_state, delivered_rate_ug_per_day
 from daemon.clock import Clock
 from daemon.config import Config, WebConfig, WebUserConfig
 from daemon.errors import InputError
-from daemon.events import Event, PumpReading, VitalSample
+from daemon.events import Event, Metric, PumpReading, VitalSample
 from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.rules import RuleEngine
 from daemon.timefmt import iso, iso_or_none
 from daemon.wardview import BedView, LatestVitals, bed_view, by_urgency, ward_view
 from daemon.web import bedcharts, bedpage, i18n
-from daemon.web.history import DELIVERED, InfluxHistory, RecentHistory
+from daemon.web.history import DELIVERED, TREND_S, InfluxHistory, RecentHistory, trend
 from daemon.web.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from daemon.web.sessions import Session, Sessions, new_token, same
 
@@ -123,8 +123,12 @@ def alert_json(alert: Alert, language: str) -> dict[str, Any]:
     }
 
 
-def bed_json(view: BedView, language: str) -> dict[str, Any]:
-    """One bed's tile as data."""
+TREND_METRICS = tuple(str(metric) for metric in Metric if metric is not Metric.DBP_MMHG)
+"""The vital signs a tile shows, each with its trend."""
+
+
+def bed_json(view: BedView, language: str, recent: RecentHistory | None = None) -> dict[str, Any]:
+    """One bed's tile as data; with ``recent``, the trend of each vital sign it shows."""
     bed = view.bed
     urgency = view.urgency
     waiting = [a for a in view.alerts if a.state is not AlertState.ACKNOWLEDGED]
@@ -147,6 +151,10 @@ def bed_json(view: BedView, language: str) -> dict[str, Any]:
         "level": None if level is None else str(level),
         "urgency": list(urgency.key()),
         "alerts": [alert_json(alert, language) for alert in view.alerts],
+        "trend": {}
+        if recent is None
+        else {metric: trend(recent, bed.id, metric, view.now) for metric in TREND_METRICS},
+        "trend_s": TREND_S,
     }
 
 
@@ -361,7 +369,7 @@ class WardPage:
         """The whole ward, most urgent bed first, with alert messages in ``language``."""
         now = self._clock.now()
         views = by_urgency(ward_view(self._config, self._engine, self._alerts.book, self.latest, now))
-        return {"now": iso(now), "beds": [bed_json(view, language) for view in views]}
+        return {"now": iso(now), "beds": [bed_json(view, language, self.recent) for view in views]}
 
     # -- requests
 
@@ -523,7 +531,7 @@ class WardPage:
             page_data=self._page_data(
                 session,
                 user,
-                bed={"ward": bed.ward, "bed": bed.id, "tile": bed_json(view, user.language)},
+                bed={"ward": bed.ward, "bed": bed.id, "tile": bed_json(view, user.language, self.recent)},
                 now=iso(now),
             ),
         )

@@ -241,6 +241,8 @@
     shown.forEach(function (m) {
       const item = el("span", "v-" + m);
       item.append(document.createTextNode(S[m] + " "), el("b", null, number(bed.vitals[m], DECIMALS[m] || 0)));
+      const line = bed.trend && bed.trend[m] ? sparkline(bed.trend[m], bed.trend_s) : null;
+      if (line) item.append(line);
       vitals.append(item);
     });
     if (bed.news2) {
@@ -256,6 +258,46 @@
     bed.alerts.forEach(function (alert) { list.append(renderAlert(alert)); });
     tile.append(list);
     return tile;
+  }
+
+  // A tile's trend: the means the daemon sends (oldest first, null where nothing came), as
+  // a small line scaled to its own range; a gap stays a gap.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const SPARK_W = 48;
+  const SPARK_H = 14;
+  function sparkline(values, spanS) {
+    const known = values.filter(function (v) { return v !== null; });
+    if (known.length < 2) return null;
+    const low = Math.min.apply(null, known);
+    const high = Math.max.apply(null, known);
+    const range = high - low || 1;
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("viewBox", "0 0 " + SPARK_W + " " + SPARK_H);
+    svg.setAttribute("role", "img");
+    const hours = Math.round(spanS / 3600);
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = S.trend + " " + hours + " " + S.unit_h + S.colon + number(low, 1) + " – " + number(high, 1);
+    svg.append(title);
+    svg.setAttribute("aria-label", title.textContent);
+    let run = [];
+    const step = SPARK_W / Math.max(values.length - 1, 1);
+    function flush() {
+      if (run.length > 1) {
+        const poly = document.createElementNS(SVG_NS, "polyline");
+        poly.setAttribute("points", run.join(" "));
+        svg.append(poly);
+      }
+      run = [];
+    }
+    values.forEach(function (v, i) {
+      if (v === null) { flush(); return; }
+      const y = 1 + (SPARK_H - 2) * (high - v) / range;
+      run.push((i * step).toFixed(1) + "," + y.toFixed(1));
+    });
+    flush();
+    svg.dataset.points = String(known.length);
+    return svg;
   }
 
   function renderAlert(alert) {
