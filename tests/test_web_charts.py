@@ -218,6 +218,7 @@ def test_the_thresholds_drawn_are_the_beds_own_from_the_config() -> None:
         source="memory",
         reason="memory_no_database",
         step_s=120,
+        dose_step_s=120,
     )
     markup = bedcharts.charts_html(
         config=config,
@@ -391,7 +392,12 @@ async def test_the_charts_read_influxdb_and_carry_on_from_memory_with_a_note_whe
         assert _by(temp, "line", "data-threshold")["fever_c"].attrib["data-value"] == "38"
         dose_svg = _svg(page, "chart-dose")
         # The course's 14 days in 360 intervals of 56 min: 20 hours of doses are 22 points.
-        assert int(_by(dose_svg, "path", "data-series")["delivered"].attrib["data-points"]) == 22
+        delivered = _by(dose_svg, "path", "data-series")["delivered"]
+        assert delivered.attrib["data-points"] == "22"
+        assert (
+            delivered.attrib["d"].count("M") == 1
+        )  # one line: its intervals are the dose's, not the vitals'
+        assert "each point is the mean of 4 min (vital signs) or 56 min (dose)" in page
         assert _by(dose_svg, "line", "data-mark")["now"] is not None
         assert pipeline.counters.get("web.history", "influx") == 1
 

@@ -68,7 +68,8 @@ class Series:
     delivered: Sequence[Sample]
     source: str  # "influx" or "memory"
     reason: str  # the web.history counter's label
-    step_s: float
+    step_s: float  # the vital signs' interval
+    dose_step_s: float  # the delivered dose's interval (the whole course: longer)
     detail: str = ""
 
 
@@ -227,6 +228,7 @@ async def read_series(
             source="influx",
             reason="influx",
             step_s=float(v_step),
+            dose_step_s=float(d_step),
         )
     reason = "memory_v2" if api == "v2" else "memory_no_database"
     counters.inc("web.history", reason)
@@ -247,6 +249,7 @@ def _from_memory(  # noqa: PLR0917 - one private call site, each argument named 
         source="memory",
         reason=reason,
         step_s=recent.bucket_s,
+        dose_step_s=recent.bucket_s,
         detail=detail,
     )
 
@@ -266,13 +269,15 @@ def _minutes(seconds: float, words: Mapping[str, str], language: str) -> str:
 
 def note(series: Series, words: Mapping[str, str], language: str) -> str:
     """Where the charts' data came from, in the user's language (HTML)."""
-    memory = (
-        words["chart_memory"]
-        .replace("{hours}", fmt(RECENT_S / 3600, 0, language))
-        .replace("{minutes}", fmt(series.step_s / 60 if series.source == "memory" else 0, 0, language))
+    memory = words["chart_memory"].format(
+        hours=fmt(RECENT_S / 3600, 0, language),
+        minutes=fmt(series.step_s / 60, 0, language),
     )
     if series.source == "influx":
-        text = f"{words['chart_from_influx']} {_minutes(series.step_s, words, language)}."
+        text = words["chart_from_influx"].format(
+            vitals=_minutes(series.step_s, words, language),
+            dose=_minutes(series.dose_step_s, words, language),
+        )
         return f'<p class="chart-note" data-source="influx">{_e(text)}</p>'
     why = {
         "memory_no_database": words["chart_no_database"],
@@ -285,9 +290,9 @@ def note(series: Series, words: Mapping[str, str], language: str) -> str:
     )
 
 
-def _gap(series: Series) -> float:
+def _gap(step_s: float) -> float:
     # Points further apart than three intervals are a gap in the data, not a straight line.
-    return 3 * series.step_s
+    return 3 * step_s
 
 
 def thresholds(
@@ -318,7 +323,9 @@ def charts_html(
     begin, end, expected = course(engine, config, bed, now)
     bands, marks, found = dose_events(journal, now)
     expected_line = Line("expected", words["chart_expected"], expected, step=True)
-    delivered_line = Line("delivered", words["chart_delivered"], series.delivered, gap_s=_gap(series))
+    delivered_line = Line(
+        "delivered", words["chart_delivered"], series.delivered, gap_s=_gap(series.dose_step_s)
+    )
     now_mark = Mark("now", words["chart_now"], now.timestamp())
     dose = Chart(
         id="chart-dose",
@@ -355,7 +362,7 @@ def charts_html(
                 str(metric),
                 f"{words[str(metric)]} ({spec.unit})",
                 series.vitals.get(str(metric), ()),
-                gap_s=_gap(series),
+                gap_s=_gap(series.step_s),
             )
             for metric in spec.metrics
         ]

@@ -24,7 +24,7 @@ WIDTH = 720
 HEIGHT = 170
 SPARK_WIDTH = 80
 SPARK_HEIGHT = 18
-_LEFT, _RIGHT, _TOP, _BOTTOM = 46.0, 8.0, 8.0, 22.0
+_LEFT, _RIGHT, _TOP, _BOTTOM = 46.0, 22.0, 8.0, 22.0
 _HOUR_S = 3600.0
 _DAY_S = 86400.0
 
@@ -217,9 +217,10 @@ def render(chart: Chart) -> str:
             f'<text class="tick x"{at_attr} x="{_num(px)}" y="{_num(height - 6)}" text-anchor="middle">{_e(label)}</text>'
         )
     if chart.day_axis_from is None:
+        # Under the y axis, where no tick label goes: the time zone the clock ticks are in.
         out.append(
-            f'<text class="tick tz" data-tz="UTC" x="{_num(width - _RIGHT)}" y="{_num(height - 6)}"'
-            f' text-anchor="end">{_e(chart.utc_word)}</text>'
+            f'<text class="tick tz" data-tz="UTC" x="2" y="{_num(height - 6)}"'
+            f' text-anchor="start">{_e(chart.utc_word)}</text>'
         )
     if y_range is None:
         out.append(
@@ -235,6 +236,7 @@ def render(chart: Chart) -> str:
             out.append(
                 f'<text class="tick y" x="{_num(_LEFT - 4)}" y="{_num(py + 4)}" text-anchor="end">{_e(f"{value:g}")}</text>'
             )
+        labels: list[str] = []
         for th in chart.thresholds:
             py = y(th.value)
             out.append(
@@ -242,8 +244,10 @@ def render(chart: Chart) -> str:
                 f' x1="{_num(_LEFT)}" y1="{_num(py)}" x2="{_num(width - _RIGHT)}" y2="{_num(py)}">'
                 f"<title>{_e(th.label)}</title></line>"
             )
-            out.append(
-                f'<text class="th-label" x="{_num(width - _RIGHT - 2)}" y="{_num(py - 3)}" text-anchor="end">{_e(th.label)}</text>'
+            # Written at the left, above its line (below it near the top), over the series.
+            label_y = py - 4 if py - 14 > _TOP else py + 13
+            labels.append(
+                f'<text class="th-label" x="{_num(_LEFT + 4)}" y="{_num(label_y)}">{_e(th.label)}</text>'
             )
         for line in chart.lines:
             inside = [(t, v) for t, v in line.samples if chart.begin <= t <= chart.end]
@@ -253,6 +257,7 @@ def render(chart: Chart) -> str:
                 f'<path class="series s-{_e(line.name)}" data-series="{_e(line.name)}" data-points="{len(inside)}"'
                 f' d="{d}"><title>{_e(line.label)}</title></path>'
             )
+        out += labels
     for mark in chart.marks:
         if not chart.begin <= mark.at <= chart.end:
             continue

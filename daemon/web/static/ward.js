@@ -349,7 +349,10 @@
       const at = Date.parse(node.getAttribute("data-at"));
       if (Number.isNaN(at)) return;
       const withDay = node.textContent.indexOf("/") >= 0;
-      const options = withDay ? { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+      // 24-hour clock times: short enough for an axis whatever the language.
+      const options = withDay
+        ? { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }
+        : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
       node.textContent = new Date(at).toLocaleString(page.lang, options);
     });
     const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
