@@ -30,6 +30,7 @@ import functools
 import html
 import json
 import logging
+import math
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from daemon.web import bedcharts, bedpage, i18n
 from daemon.web.history import DELIVERED, TREND_S, InfluxHistory, RecentHistory, trend
 from daemon.web.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from daemon.web.sessions import Session, Sessions, new_token, same
+from daemon.web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +221,13 @@ class WardPage:
             hash_password(new_token(), log2_n=10)
         )
         self._checks = asyncio.Semaphore(CONCURRENT_PASSWORD_CHECKS)
+        self._throttle = LoginThrottle(
+            clock,
+            failures=settings.login_failures,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_window_s,
+            lockout_s=settings.login_lockout_s,
+        )
         self.sessions = Sessions(settings.session_ttl_s, clock)
         saved = writer.store.meta(SESSIONS_KEY)
         if isinstance(saved, Mapping):
@@ -537,7 +546,10 @@ class WardPage:
         )
         return web.Response(text=text, content_type="text/html", charset="utf-8")
 
-    def _login_response(self, request: web.Request, notice: str | None, status: int = 200) -> web.Response:
+    def _login_response(
+        self, request: web.Request, notice: str | None, status: int = 200, **values: str
+    ) -> web.Response:
+        """The login form, with ``notice`` (a text key; ``values`` fill its ``{names}``)."""
         language = i18n.from_accept_language(request.headers.get("Accept-Language"))
         words = _escaped_texts(language)
         token = new_token()
@@ -545,7 +557,7 @@ class WardPage:
             words,
             lang=language,
             csrf=token,
-            notice=words[notice] if notice else "",
+            notice=words[notice].format(**{k: html.escape(v) for k, v in values.items()}) if notice else "",
             notice_hidden="" if notice else " hidden",
         )
         response = web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
@@ -566,13 +578,25 @@ class WardPage:
         name, password = form.get("user"), form.get("password")
         if not isinstance(name, str) or not isinstance(password, str):
             return self._login_response(request, "login_failed", status=401)
+        address = request.remote or ""
+        wait_s = self._throttle.wait_s(name, address)
+        if wait_s > 0:
+            # Refused before the check: a guesser gets a few tries a minute, and no scrypt runs.
+            self._counters.inc("web.refused", "login_throttled")
+            log.warning("ward page: login throttled for user %s from %s", ids.shown(name), address)
+            seconds = str(math.ceil(wait_s))
+            response = self._login_response(request, "login_throttled", status=429, seconds=seconds)
+            response.headers["Retry-After"] = seconds
+            return response
         user = self._users.get(name)
         async with self._checks:
             ok = await asyncio.to_thread(verify_password, password, self._hashes.get(name, self._decoy))
         if user is None or not ok:
+            self._throttle.failed(name, address)
             self._counters.inc("web.logins", "refused")
             log.warning("ward page: login refused for user %s", ids.shown(name))
             return self._login_response(request, "login_failed", status=401)
+        self._throttle.succeeded(name)
         token, _ = self.sessions.create(user.name)
         self._save_sessions()
         self._counters.inc("web.logins", "accepted")
