@@ -49,6 +49,25 @@ def _svg(markup: str, chart_id: str) -> ET.Element:
     return ET.fromstring(found[0])
 
 
+def _points(d: str) -> list[tuple[float, float]]:
+    """The absolute points of a path drawn with M, l, h and v (``daemon.web.charts``)."""
+    out: list[tuple[float, float]] = []
+    x = y = 0.0
+    for command, args in re.findall(r"([Mlhv])([^Mlhv]*)", d):
+        numbers = [float(n) for n in re.findall(r"-?[\d.]+", args)]
+        if command == "M":
+            x, y = numbers
+        elif command == "l":
+            x, y = x + numbers[0], y + numbers[1]
+        elif command == "h":
+            x += numbers[0]
+            continue  # a staircase's step: its point comes with the "v" after it
+        else:
+            y += numbers[0]
+        out.append((x, y))
+    return out
+
+
 def _by(svg: ET.Element, tag: str, attribute: str) -> dict[str, ET.Element]:
     return {node.attrib[attribute]: node for node in svg.iter(f"{SVG}{tag}") if attribute in node.attrib}
 
@@ -161,7 +180,12 @@ def test_a_chart_draws_series_with_gaps_thresholds_at_their_height_and_marks() -
     threshold = _by(svg, "line", "data-threshold")["fever_c"]
     assert threshold.attrib["data-value"] == "38"
     # Higher values are higher on the screen: 38.0 lies between the first and the last point.
-    ys = [float(v) for v in re.findall(r"[ML][\d.]+ ([\d.]+)", path.attrib["d"])]
+    drawn = _points(path.attrib["d"])
+    assert len(drawn) == 15
+    ys = [y for _, y in drawn]
+    # The first point at the left edge; the last at 1 h 04 min of the 2 h span.
+    assert drawn[0][0] == pytest.approx(46)
+    assert drawn[-1][0] == pytest.approx(46 + (64 / 120) * (720 - 68), abs=0.2)
     assert ys[-1] < float(threshold.attrib["y1"]) < ys[0]
     assert set(_by(svg, "line", "data-mark")) == {"now"}  # the mark outside the span is left out
     ticks = [t for t in svg.iter(f"{SVG}text") if "data-at" in t.attrib]
@@ -186,9 +210,11 @@ def test_an_empty_chart_says_so_and_a_step_line_is_a_staircase() -> None:
         y_floor=0.0,
     )
     svg = ET.fromstring(charts.render(stairs))
-    assert re.fullmatch(
-        r"M[\d.]+ [\d.]+ H[\d.]+ V[\d.]+", _by(svg, "path", "data-series")["expected"].attrib["d"]
-    )
+    stairs_d = _by(svg, "path", "data-series")["expected"].attrib["d"]
+    assert re.fullmatch(r"M[\d.]+ [\d.]+h[\d.]+v-[\d.]+", stairs_d)  # across, then up to 28
+    (x0, y0), (x1, y1) = _points(stairs_d)
+    assert x1 - x0 == pytest.approx((720 - 68) / 2, abs=0.2)  # the step at day 8 of 14
+    assert y1 < y0
     labels = [t.text for t in svg.iter(f"{SVG}text") if t.attrib.get("class") == "tick x"]
     assert labels[:3] == ["J1", "J2", "J3"]
     assert "0" in [t.text for t in svg.iter(f"{SVG}text") if t.attrib.get("class") == "tick y"]
@@ -394,9 +420,8 @@ async def test_the_charts_read_influxdb_and_carry_on_from_memory_with_a_note_whe
         # The course's 14 days in 360 intervals of 56 min: 20 hours of doses are 22 points.
         delivered = _by(dose_svg, "path", "data-series")["delivered"]
         assert delivered.attrib["data-points"] == "22"
-        assert (
-            delivered.attrib["d"].count("M") == 1
-        )  # one line: its intervals are the dose's, not the vitals'
+        # One line: its gaps are judged on the dose's intervals, not the vital signs'.
+        assert delivered.attrib["d"].count("M") == 1
         assert "each point is the mean of 4 min (vital signs) or 56 min (dose)" in page
         assert _by(dose_svg, "line", "data-mark")["now"] is not None
         assert pipeline.counters.get("web.history", "influx") == 1
@@ -412,7 +437,7 @@ async def test_the_charts_read_influxdb_and_carry_on_from_memory_with_a_note_whe
         assert 'data-reason="influx_unavailable"' in page
         assert "InfluxDB did not answer" in page
         points = int(_by(_svg(page, "chart-temp"), "path", "data-series")["temp_c"].attrib["data-points"])
-        assert 50 <= points <= 61  # two hours of memory, one point per 2 min
+        assert 25 <= points <= 31  # two hours of memory, in the 24 h span's 4-minute means
         assert pipeline.counters.get("web.history", "influx_unavailable") == 1
         # Asked again at once: the database is left alone for a while, and that is counted too.
         page = await (await client.get("/bed/b1")).text()
@@ -445,6 +470,7 @@ async def test_without_a_database_the_charts_come_from_memory_and_a_bad_span_is_
         assert pipeline.counters.get("web.history", "memory_no_database") == 1
         temp = _by(_svg(page, "chart-temp"), "path", "data-series")["temp_c"]
         assert 170 <= int(temp.attrib["data-points"]) <= 181  # six hours, one point per 2 min
+        assert "each point is the mean of 2 min" in page
         assert '<b class="span" aria-current="true">6 h</b>' in page
         dose_svg = _svg(page, "chart-dose")
         expected = _by(dose_svg, "path", "data-series")["expected"]

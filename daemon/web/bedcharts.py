@@ -243,13 +243,16 @@ def _from_memory(  # noqa: PLR0917 - one private call site, each argument named 
     reason: str,
     detail: str,
 ) -> Series:
+    # The same resolution as the database's answer would have: a light page either way.
+    v_step = max(recent.bucket_s, step_for(*vitals_window, CHART_POINTS, MIN_STEP_S))
+    d_step = max(recent.bucket_s, step_for(*dose_window, CHART_POINTS, MIN_STEP_S))
     return Series(
-        vitals={str(m): recent.series(bed.id, str(m), *vitals_window) for m in Metric},
-        delivered=recent.series(bed.id, DELIVERED, *dose_window),
+        vitals={str(m): recent.resampled(bed.id, str(m), *vitals_window, v_step) for m in Metric},
+        delivered=recent.resampled(bed.id, DELIVERED, *dose_window, d_step),
         source="memory",
         reason=reason,
-        step_s=recent.bucket_s,
-        dose_step_s=recent.bucket_s,
+        step_s=v_step,
+        dose_step_s=d_step,
         detail=detail,
     )
 

@@ -154,25 +154,29 @@ def _time_ticks(chart: Chart) -> list[tuple[float, str, str | None]]:
 
 
 def _path(line: Line, fx: Callable[[float], float], fy: Callable[[float], float]) -> list[str]:
-    """The ``d`` attribute of each joined run of points."""
+    """The ``d`` attribute of each joined run of points: one absolute move, then relative
+    steps in tenths of a unit (a day of points in a few KB)."""
     runs: list[str] = []
     current: list[str] = []
     previous: Sample | None = None
+    last_x = last_y = 0.0
     for t, v in line.samples:
         if previous is not None and line.gap_s is not None and t - previous[0] > line.gap_s:
-            runs.append(" ".join(current))
+            runs.append("".join(current))
             current = []
             previous = None
-        px, py = fx(t), fy(v)
+        px, py = round(fx(t), 1), round(fy(v), 1)
         if previous is None:
             current.append(f"M{_num(px)} {_num(py)}")
         elif line.step:
-            current.append(f"H{_num(px)} V{_num(py)}")
+            current.append(f"h{_num(px - last_x)}v{_num(py - last_y)}")
         else:
-            current.append(f"L{_num(px)} {_num(py)}")
+            dy = _num(py - last_y)
+            current.append(f"l{_num(px - last_x)}{dy if dy.startswith('-') else ' ' + dy}")
         previous = (t, v)
+        last_x, last_y = px, py
     if current:
-        runs.append(" ".join(current))
+        runs.append("".join(current))
     return runs
 
 

@@ -99,10 +99,26 @@ class RecentHistory:
             (start + half, total / count) for start, total, count in buckets if begin <= start + half <= end
         ]
 
+    def resampled(self, bed: str, series: str, begin: float, end: float, step_s: float) -> list[Sample]:
+        """``series`` with the means of ``step_s`` intervals (at least a bucket), as the database gives them."""
+        if step_s <= self.bucket_s:
+            return self.series(bed, series, begin, end)
+        return resample(self.series(bed, series, begin, end), begin, step_s)
+
     def oldest(self, bed: str) -> float | None:
         """When the bed's memory begins (epoch seconds), if it holds anything."""
         starts = [buckets[0][0] for (b, _), buckets in self._series.items() if b == bed and buckets]
         return min(starts) if starts else None
+
+
+def resample(samples: Sequence[Sample], begin: float, step_s: float) -> list[Sample]:
+    """The mean of each ``step_s`` interval from ``begin`` that holds samples, at its middle."""
+    sums: dict[int, list[float]] = {}
+    for at, value in samples:
+        slot = sums.setdefault(int((at - begin) // step_s), [0.0, 0.0])
+        slot[0] += value
+        slot[1] += 1
+    return [(begin + (i + 0.5) * step_s, total / n) for i, (total, n) in sorted(sums.items())]
 
 
 def _quoted(text: str) -> str:

@@ -145,7 +145,7 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "chart_no_database": "No time-series database is configured:",
         "chart_v2": "The charts do not read InfluxDB v2 yet:",
         "chart_database_down": "InfluxDB did not answer:",
-        "chart_memory": "the charts show only what the daemon has kept in memory since it started (the last {hours} h at most, one point per {minutes} min).",
+        "chart_memory": "the charts show only what the daemon has kept in memory since it started (the last {hours} h at most; each point is the mean of {minutes} min).",
         "trend": "trend",
     },
     "fr": {
@@ -280,7 +280,7 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "chart_no_database": "Aucune base de séries temporelles n'est configurée :",
         "chart_v2": "Les graphiques ne lisent pas encore InfluxDB v2 :",
         "chart_database_down": "InfluxDB n'a pas répondu :",
-        "chart_memory": "les graphiques ne montrent que ce que le démon a gardé en mémoire depuis son démarrage (au plus les {hours} dernières heures, un point toutes les {minutes} min).",
+        "chart_memory": "les graphiques ne montrent que ce que le démon a gardé en mémoire depuis son démarrage (au plus les {hours} dernières heures ; chaque point est la moyenne de {minutes} min).",
         "trend": "tendance",
     },
 }
