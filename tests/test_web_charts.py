@@ -116,6 +116,41 @@ def test_interruptions_are_shaded_from_their_start_and_boluses_marked_from_the_j
     assert found == {INFUSION_INTERRUPTED: 2, BOLUS_SUSPECTED: 1}
 
 
+def test_a_bed_not_yet_on_protocol_shows_its_course_ahead_and_unreadable_journal_lines_are_left_out() -> None:
+    config = one_bed_config(T0)
+    now = T0 - DAY
+    pipeline = build(config, clock=ManualClock(now))
+    series = bedcharts.Series(
+        vitals={}, delivered=[], source="memory", reason="memory_no_database", step_s=120, dose_step_s=120
+    )
+    broken: list[tuple[int, dict[str, Any]]] = [
+        (1, {"at": "yesterday", "what": "end", "alert": {"id": "a", "condition": INFUSION_INTERRUPTED}}),
+        (
+            2,
+            {"at": T0.isoformat(), "what": "start", "alert": {"id": "b", "condition": BOLUS_SUSPECTED}},
+        ),  # no onset
+        (3, {"what": "start", "alert": "not an alert"}),
+    ]
+    markup = bedcharts.charts_html(
+        config=config,
+        engine=pipeline.engine,
+        bed=config.beds[0],
+        series=series,
+        journal=broken,
+        now=now,
+        span="course",
+        language="en",
+    )
+    pipeline.writer.close()
+    dose = _svg(markup, "chart-dose")
+    assert _by(dose, "path", "data-series")["expected"].attrib["data-points"] == "3"
+    assert _by(dose, "line", "data-mark") == {}  # now is before the course: not drawn
+    assert _by(dose, "rect", "data-band") == {}
+    assert "No data for this period." in markup
+    assert "interruptions (0)" in markup
+    assert "suspected boluses (0)" in markup
+
+
 # --- the memory ----------------------------------------------------------------------------------
 
 

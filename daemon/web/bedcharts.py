@@ -32,7 +32,7 @@ from daemon.events import Metric
 from daemon.metrics import Counters
 from daemon.numfmt import fmt
 from daemon.rules import RuleEngine
-from daemon.timefmt import parse_iso_or_none
+from daemon.timefmt import parse_iso
 from daemon.web import charts, i18n
 from daemon.web.charts import Band, Chart, Line, Mark, Threshold
 from daemon.web.history import (
@@ -151,6 +151,14 @@ def course(
     return begin, end, points
 
 
+def _epoch(value: object) -> float | None:
+    """A journal time as epoch seconds; ``None`` when missing or unreadable (a marker left out)."""
+    try:
+        return parse_iso(value).timestamp() if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def dose_events(
     lines: Sequence[tuple[int, Mapping[str, Any]]], now: datetime
 ) -> tuple[list[Band], list[Mark], dict[str, int]]:
@@ -166,24 +174,20 @@ def dose_events(
         if not isinstance(alert, Mapping):
             continue
         alert_id = str(alert.get("id"))
-        details = alert.get("details") if isinstance(alert.get("details"), Mapping) else {}
-        since = (
-            parse_iso_or_none(str(details.get("since") or alert.get("since") or ""))
-            if details is not None
-            else None
-        )
-        at = parse_iso_or_none(str(entry.get("at") or ""))
+        details = alert.get("details")
+        since = _epoch((details.get("since") if isinstance(details, Mapping) else None) or alert.get("since"))
+        at = _epoch(entry.get("at"))
         what = entry.get("what")
         if alert.get("condition") == INFUSION_INTERRUPTED:
             if what == "end" and at is not None:
-                begin = opened.pop(alert_id, since.timestamp() if since else at.timestamp())
-                closed.append((alert_id, begin, at.timestamp()))
+                begin = opened.pop(alert_id, since if since is not None else at)
+                closed.append((alert_id, begin, at))
             elif alert_id not in opened and since is not None:
-                opened[alert_id] = since.timestamp()
+                opened[alert_id] = since
         elif alert.get("condition") == BOLUS_SUSPECTED and alert_id not in boluses:
-            onset = parse_iso_or_none(str(alert.get("since") or ""))
+            onset = _epoch(alert.get("since"))
             if onset is not None:
-                boluses[alert_id] = onset.timestamp()
+                boluses[alert_id] = onset
     bands = [Band("interruption", alert_id, begin, end) for alert_id, begin, end in closed]
     bands += [Band("interruption", alert_id, begin, now.timestamp()) for alert_id, begin in opened.items()]
     marks = [Mark("bolus", alert_id, at) for alert_id, at in boluses.items()]

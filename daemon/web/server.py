@@ -520,12 +520,14 @@ class WardPage:
         escaped = _escaped_texts(user.language)
         bed_label = html.escape(f"{bed.ward}/{bed.id}")
         pager = []
+        # The journal's pages keep the charts' span (a known name: nothing to escape).
+        keep = "" if span == bedcharts.DEFAULT_SPAN else f"span={span}"
         if before is not None:
-            pager.append(f'<a href="/bed/{bed.id}" id="newest">{html.escape(words["newest"])}</a>')
+            newest = f"/bed/{bed.id}" + (f"?{keep}" if keep else "")
+            pager.append(f'<a href="{newest}" id="newest">{html.escape(words["newest"])}</a>')
         if history.older is not None:
-            pager.append(
-                f'<a href="/bed/{bed.id}?before={history.older}" id="older">{html.escape(words["older"])}</a>'
-            )
+            older = f"/bed/{bed.id}?before={history.older}" + (f"&amp;{keep}" if keep else "")
+            pager.append(f'<a href="{older}" id="older">{html.escape(words["older"])}</a>')
         heading = f'<a href="/" id="back" class="back">{escaped["back_to_ward"]}</a> · {escaped["bed_title"]} {bed_label}'
         text = self._bed_page.substitute(
             escaped,
