@@ -5,6 +5,7 @@ on from memory with a note when that database is stopped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -36,7 +37,7 @@ from daemon.web.history import (
 from daemon.web.passwords import hash_password
 from daemon.web.server import WardPage
 from tests.helpers import committing, one_bed_config
-from tests.servers import Influxd
+from tests.servers import Influxd, free_port
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -520,3 +521,56 @@ async def test_without_a_database_the_charts_come_from_memory_and_a_bad_span_is_
         response = await client.get("/bed/b1?span=1y")
         assert response.status == 400
         assert pipeline.counters.get("web.refused", "bad_span") == 1
+
+
+@pytest.mark.integration  # a private influxd and the page's own server on loopback
+async def test_after_a_restart_the_memory_and_trends_come_back_from_influxdb(
+    tmp_path: Path, influx1: Influxd
+) -> None:
+    influx1.create_database("wardd")
+    now = T0 + timedelta(hours=20)
+    _write(influx1, [vitals_point(s) for s in _samples(20)])
+    pipeline = build(
+        _config(tmp_path, {"api": "v1", "url": influx1.url, "database": "wardd"}), clock=ManualClock(now)
+    )
+    page = pipeline.services[0]
+    assert isinstance(page, WardPage)
+    # One sample arrived live before the page read the database: it is kept as it came.
+    page.observe(VitalSample("w1", "b1", "mon-1", now - timedelta(minutes=1), {Metric.TEMP_C: 39.0}))
+    task = asyncio.create_task(page.run(), name="test.page")
+    try:
+        await asyncio.wait_for(page.seeded.wait(), 10)
+        kept = page.recent.series("b1", "temp_c", 0, now.timestamp())
+        assert len(kept) == 600  # 20 hours of 2-minute buckets
+        assert kept[-1][1] == 39.0  # the live bucket, not averaged with the database's
+        assert kept[0][1] == 37.0
+        # Heart rate: 600 buckets; temperature: 599, its newest bucket being the live one.
+        assert pipeline.counters.get("web.history", "seeded") == 599 + 600
+        [tile] = page.ward("en")["beds"]
+        assert tile["trend"]["temp_c"][-2:] == [38.2, pytest.approx((7 * 38.2 + 39.0) / 8, abs=0.05)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        pipeline.writer.close()
+
+
+@pytest.mark.integration  # the page's own server on loopback
+async def test_a_database_away_at_start_leaves_the_memory_to_live_data_and_is_counted(tmp_path: Path) -> None:
+    silent = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    pipeline = build(
+        _config(tmp_path, {"api": "v1", "url": silent}), clock=ManualClock(T0 + timedelta(hours=2))
+    )
+    page = pipeline.services[0]
+    assert isinstance(page, WardPage)
+    task = asyncio.create_task(page.run(), name="test.page")
+    try:
+        await asyncio.wait_for(page.seeded.wait(), 10)
+        assert pipeline.counters.get("web.history", "seed_influx_unavailable") == 1
+        assert page.recent.oldest("b1") is None
+        assert not task.done()  # the page serves on
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        pipeline.writer.close()

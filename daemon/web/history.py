@@ -91,6 +91,24 @@ class RecentHistory:
                     buckets.insert(i + 1, [start, value, 1.0])
                 return
 
+    def seed(self, bed: str, series: str, samples: Sequence[Sample]) -> int:
+        """Bucket means read back from the database (``(bucket start, mean)``, time order),
+        kept where they are older than anything seen live; how many were kept.
+
+        After a restart the page's memory is empty: the tiles' trends and the fallback
+        charts then start from what the daemon had written before.
+        """
+        buckets = self._series.get((bed, series))
+        first_live = buckets[0][0] if buckets else math.inf
+        older = [
+            [start - start % self.bucket_s, value, 1.0] for start, value in samples if start < first_live
+        ]
+        if not older:
+            return 0
+        merged = deque([*older, *(buckets or ())][-self._size :], maxlen=self._size)
+        self._series[(bed, series)] = merged
+        return len(older)
+
     def series(self, bed: str, series: str, begin: float, end: float) -> list[Sample]:
         """The bucket means between ``begin`` and ``end`` (epoch seconds), at each bucket's middle."""
         buckets = self._series.get((bed, series), ())

@@ -52,7 +52,16 @@ from daemon.rules import RuleEngine
 from daemon.timefmt import iso, iso_or_none
 from daemon.wardview import BedView, LatestVitals, bed_view, by_urgency, ward_view
 from daemon.web import bedcharts, bedpage, i18n
-from daemon.web.history import DELIVERED, TREND_S, InfluxHistory, RecentHistory, trend
+from daemon.web.history import (
+    DELIVERED,
+    RECENT_S,
+    TREND_S,
+    HistoryUnavailableError,
+    InfluxHistory,
+    RecentHistory,
+    influxql,
+    trend,
+)
 from daemon.web.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from daemon.web.sessions import Session, Sessions, new_token, same
 from daemon.web.throttle import LoginThrottle
@@ -245,6 +254,8 @@ class WardPage:
         self._wake = asyncio.Event()  # an alert transition is committed: push at once
         self._dirty = False  # new vital signs or readings since the last push
         self.started = asyncio.Event()
+        self.seeded = asyncio.Event()
+        """Set once the memory has been filled from InfluxDB at start (or that was not possible)."""
         self.url = ""
         """``http://host:port/`` once ``started`` is set."""
         self._login_page = _template("login.html")
@@ -329,11 +340,44 @@ class WardPage:
             self.url = f"http://{host}:{port}/"
             log.info("ward page on %s (%d user(s))", self.url, len(self._users))
             self.started.set()
-            await self._push()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._seed(), name="web.seed")
+                await self._push()
         finally:
             self.close_streams()
             await runner.cleanup()
             await self.close_history()
+
+    async def _seed(self) -> None:
+        """Fill the empty memory of a fresh start with the last hours InfluxDB holds, bed by bed."""
+        try:
+            if self._influx is None:
+                return
+            end = self._clock.now().timestamp()
+            begin = end - RECENT_S
+            step = int(self.recent.bucket_s)
+            metrics = [str(metric) for metric in Metric]
+            for bed in self._config.beds:
+                try:
+                    vitals, dose = await self._influx.read(
+                        [
+                            influxql("vitals", metrics, bed.ward, bed.id, begin, end, step),
+                            influxql("dose", [DELIVERED], bed.ward, bed.id, begin, end, step),
+                        ]
+                    )
+                except HistoryUnavailableError as exc:
+                    # The memory fills from live data instead; the charts say so while it is short.
+                    self._counters.inc("web.history", f"seed_{exc.reason}")
+                    log.warning("ward page: no history from InfluxDB at start (%s)", exc.detail)
+                    return
+                kept = sum(
+                    self.recent.seed(bed.id, name, samples)
+                    for name, samples in (*vitals.items(), *dose.items())
+                )
+                self._counters.inc("web.history", "seeded", kept)
+            self._dirty = True
+        finally:
+            self.seeded.set()
 
     async def close_history(self) -> None:
         """Close the connection that reads the charts' history (``run`` does it on its way out)."""
