@@ -325,11 +325,21 @@ def test_an_influxdb_answer_becomes_series_and_its_errors_are_refused() -> None:
             {"statement_id": 1},
         ]
     }
+    odd = {
+        "results": [
+            {"series": [{"columns": ["time", "temp_c"], "values": [[1, float("nan")], [2, True], [3, 37.0]]}]}
+        ]
+    }
+    assert parse_results(odd) == [{"temp_c": [(3.0, 37.0)]}]
     assert parse_results(data) == [
         {"temp_c": [(100.0, 37.5), (160.0, 38.2)], "hr_per_min": [(160.0, 88.0)]},
         {},
     ]
     bad_answers: list[object] = [
+        {"results": [{"series": [{"columns": ["time", "temp_c"], "values": [[None, 37.0]]}]}]},
+        {"results": [{"series": [{"columns": ["time", "temp_c"], "values": ["row"]}]}]},
+        {"results": [{"series": ["not a series"]}]},
+        {"results": ["not a result"]},
         {"error": "boom"},
         {"results": [{"error": "database not found: wardd"}]},
         [],

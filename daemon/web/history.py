@@ -178,18 +178,23 @@ def parse_results(data: object) -> list[dict[str, list[Sample]]]:
             raise HistoryUnavailableError("influx_error", str(result["error"])[:MAX_ERROR_CHARS])
         found: dict[str, list[Sample]] = {}
         for series in result.get("series") or ():
-            columns = series.get("columns") or []
-            for row in series.get("values") or ():
-                at = row[0]
+            columns = series.get("columns") if isinstance(series, Mapping) else None
+            rows = series.get("values") if isinstance(series, Mapping) else None
+            if not isinstance(columns, list) or not isinstance(rows, list | None):
+                raise HistoryUnavailableError("influx_error", "a series is not columns and values")
+            for row in rows or ():
+                if not isinstance(row, list) or not row or not _number(row[0]):
+                    raise HistoryUnavailableError("influx_error", "a row is not a time and values")
                 for name, value in zip(columns[1:], row[1:], strict=False):
-                    if (
-                        isinstance(value, int | float)
-                        and not isinstance(value, bool)
-                        and isinstance(at, int | float)
-                    ):
-                        found.setdefault(str(name), []).append((float(at), float(value)))
+                    if _number(value):
+                        found.setdefault(str(name), []).append((float(row[0]), float(value)))
         out.append(found)
     return out
+
+
+def _number(value: object) -> bool:
+    # JSON numbers only: not booleans, not the NaN or Infinity Python's parser lets through.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class InfluxHistory:
