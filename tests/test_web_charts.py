@@ -531,6 +531,17 @@ async def test_without_a_database_the_charts_come_from_memory_and_a_bad_span_is_
         response = await client.get("/bed/b1?span=1y")
         assert response.status == 400
         assert pipeline.counters.get("web.refused", "bad_span") == 1
+        # The charts alone, as the page's script fetches them every minute.
+        fragment = await (await client.get("/bed/b1/charts?span=6h")).text()
+        assert fragment.startswith('<section class="history charts" id="charts">')
+        assert '<time datetime="2026-03-02T21:00:00Z">' in fragment  # drawn at the daemon's now
+        assert '<b class="span" aria-current="true">6 h</b>' in fragment
+        assert _svg(fragment, "chart-temp") is not None
+        assert (await client.get("/bed/b9/charts")).status == 404
+        assert (await client.get("/bed/b1/charts?span=2h")).status == 400
+        assert pipeline.counters.get("web.refused", "bad_span") == 2
+        client.session.cookie_jar.clear()
+        assert (await client.get("/bed/b1/charts")).status == 401
 
 
 @pytest.mark.integration  # a private influxd and the page's own server on loopback

@@ -104,6 +104,13 @@ def _browse(url: str, user: str, password: str, folder: Path) -> dict[str, str]:
         )
         seen["suggestions"] = driver.find_element(By.ID, "suggestions").text
         seen["tick"] = driver.find_element(By.CSS_SELECTOR, "#chart-temp text[data-tz]").text
+        # The charts drawn again, as the page does every minute: in place, still whole.
+        driver.execute_async_script("window.wardCharts.refresh().then(arguments[0])")
+        seen["refreshed"] = str(
+            driver.execute_script(
+                "return window.wardCharts.refreshed + ' ' + document.querySelectorAll('#charts svg.chart').length"
+            )
+        )
         # The tile, the dose over the course and the first vital-sign charts.
         _shoot(driver, folder / "bed.png", 960, 1320)
     finally:
@@ -159,6 +166,7 @@ async def test_screenshots_of_the_ward_and_a_bed_during_the_published_case(
     assert runs == 2  # drawn as one line: the pump delivered without a gap
     assert "CRS_SUSPECTED" in seen["suggestions"]
     assert seen["tick"] != ""
+    assert seen["refreshed"] == "1 6"  # the dose and five vital-sign charts, drawn once more
     for name in ("ward.png", "bed.png"):
         data = (folder / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE), name

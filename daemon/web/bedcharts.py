@@ -32,7 +32,7 @@ from daemon.events import Metric
 from daemon.metrics import Counters
 from daemon.numfmt import fmt
 from daemon.rules import RuleEngine
-from daemon.timefmt import parse_iso
+from daemon.timefmt import iso, parse_iso
 from daemon.web import charts, i18n
 from daemon.web.charts import Band, Chart, Line, Mark, Threshold
 from daemon.web.history import (
@@ -355,6 +355,10 @@ def charts_html(
     parts = [
         '<section class="history charts" id="charts">',
         f"<h2>{_e(words['chart_dose'])} ({_e(words['per_day'])})</h2>",
+        # When the charts were drawn: the script shows it in the browser's zone, and draws
+        # them again every minute; a frozen chart would say how old it is.
+        f'<p class="chart-asof">{_e(words["chart_as_of"])} <time datetime="{_e(iso(now))}">'
+        f"{_e(now.strftime('%Y-%m-%d %H:%M:%S'))} UTC</time></p>",
         note(series, words, language),
         charts.render(dose),
         charts.legend((expected_line, delivered_line), extra=extra),

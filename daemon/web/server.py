@@ -12,8 +12,10 @@ Routes: ``GET /`` the ward (or a redirect to ``/login``), ``GET|POST /login``,
 then ``ward`` updates, ``alert`` transitions and a ``ping`` every ``PING_S``),
 ``GET /api/ward`` (the same snapshot as JSON), ``POST /api/alerts/<id>/ack``,
 ``GET /bed/<bed id>`` (one bed: its tile, alert timeline, CRS/ICANS suggestions and
-audit journal, ``?before=<seq>`` for older journal lines; 404 for a bed that is not
-configured) and ``/static/`` (the package's own files, nothing else).
+audit journal, ``?before=<seq>`` for older journal lines, ``?span=`` for the vital-sign
+charts; 404 for a bed that is not configured), ``GET /bed/<bed id>/charts`` (its charts
+alone, which the page draws again every minute) and ``/static/`` (the package's own
+files, nothing else).
 
 Every POST needs the session's CSRF token (a form field, or the ``X-CSRF-Token``
 header), the login form a token bound to its own cookie. Refusals answer 401 (no
@@ -32,8 +34,9 @@ import json
 import logging
 import math
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,7 @@ from daemon import ids
 from daemon.alerts import AckVia, Alert, AlertService, AlertState, Transition, UnknownAlertError
 from daemon.clinical.dose import bed_state, delivered_rate_ug_per_day
 from daemon.clock import Clock
-from daemon.config import Config, WebConfig, WebUserConfig
+from daemon.config import BedConfig, Config, WebConfig, WebUserConfig
 from daemon.errors import InputError
 from daemon.events import Event, Metric, PumpReading, VitalSample
 from daemon.links.store import StoreWriter
@@ -324,6 +327,7 @@ class WardPage:
         app.router.add_get("/events", self._events)
         app.router.add_get("/api/ward", self._api_ward)
         app.router.add_get("/bed/{bed_id}", self._bed)
+        app.router.add_get("/bed/{bed_id}/charts", self._bed_charts)
         app.router.add_post("/api/alerts/{alert_id}/ack", self._ack)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         app.on_response_prepare.append(self._headers)
@@ -495,43 +499,29 @@ class WardPage:
         text = self._not_found_page.substitute(words, lang=language, not_found_text=words[notice])
         return web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
 
-    async def _bed(self, request: web.Request) -> web.StreamResponse:
-        found = self._session(request)
-        if found is None:
-            raise web.HTTPSeeOther("/login")
-        session, user = found
+    def _bed_asked(self, request: web.Request, language: str) -> BedConfig | web.Response:
+        """The configured bed of the path, or the refusal (counted) to answer."""
         bed_id = request.match_info["bed_id"]
         # Validated before anything reads the store: an id is plain data, or it is refused.
         if not ids.is_config_id(bed_id):
             self._counters.inc("web.refused", "bad_bed")
-            return self._not_found(user.language)
+            return self._not_found(language)
         try:
-            bed = self._config.bed(bed_id)
+            return self._config.bed(bed_id)
         except KeyError:
             self._counters.inc("web.refused", "unknown_bed")
-            return self._not_found(user.language)
-        before: int | None = None
-        if "before" in request.query:
-            raw = request.query["before"]
-            # A journal seq: a positive integer that SQLite's 64-bit integers hold.
-            if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) > 0):
-                self._counters.inc("web.refused", "bad_page")
-                return self._not_found(user.language, "bad_page", status=400)
-            before = int(raw)
+            return self._not_found(language)
+
+    def _span_asked(self, request: web.Request, language: str) -> str | web.Response:
         span = request.query.get("span", bedcharts.DEFAULT_SPAN)
         if span not in bedcharts.SPANS:
             self._counters.inc("web.refused", "bad_span")
-            return self._not_found(user.language, "bad_span", status=400)
-        # On the store's thread, serialised with its commits: never on the event loop.
-        history: bedpage.BedHistory = await self._writer.call(
-            bedpage.read_history,
-            self._writer.store,
-            bed.id,
-            before,
-            bedcharts.DOSE_EVENTS,
-            bedcharts.DOSE_EVENT_LINES,
-        )
-        now = self._clock.now()
+            return self._not_found(language, "bad_span", status=400)
+        return span
+
+    async def _charts_html(
+        self, bed: BedConfig, span: str, language: str, dose_events: Sequence[bedpage.Line], now: datetime
+    ) -> str:
         begin, end, _ = bedcharts.course(self._engine, self._config, bed, now)
         series = await bedcharts.read_series(
             bed=bed,
@@ -542,16 +532,69 @@ class WardPage:
             vitals_window=bedcharts.vitals_window(span, now, begin),
             dose_window=(begin.timestamp(), end.timestamp()),
         )
-        charts_section = bedcharts.charts_html(
+        return bedcharts.charts_html(
             config=self._config,
             engine=self._engine,
             bed=bed,
             series=series,
-            journal=history.dose_events,
+            journal=dose_events,
             now=now,
             span=span,
-            language=user.language,
+            language=language,
         )
+
+    async def _bed_charts(self, request: web.Request) -> web.Response:
+        """The bed view's charts alone: the page's script draws them again every minute."""
+        found = self._session(request)
+        if found is None:
+            return self._refuse(request, 401, "no_session")
+        user = found[1]
+        bed = self._bed_asked(request, user.language)
+        if isinstance(bed, web.Response):
+            return bed
+        span = self._span_asked(request, user.language)
+        if isinstance(span, web.Response):
+            return span
+        read = functools.partial(
+            self._writer.store.journal_lines,
+            bed.id,
+            limit=bedcharts.DOSE_EVENT_LINES,
+            conditions=bedcharts.DOSE_EVENTS,
+        )
+        dose_events: list[bedpage.Line] = await self._writer.call(read)
+        text = await self._charts_html(bed, span, user.language, dose_events, self._clock.now())
+        return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+    async def _bed(self, request: web.Request) -> web.StreamResponse:
+        found = self._session(request)
+        if found is None:
+            raise web.HTTPSeeOther("/login")
+        session, user = found
+        bed = self._bed_asked(request, user.language)
+        if isinstance(bed, web.Response):
+            return bed
+        before: int | None = None
+        if "before" in request.query:
+            raw = request.query["before"]
+            # A journal seq: a positive integer that SQLite's 64-bit integers hold.
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) > 0):
+                self._counters.inc("web.refused", "bad_page")
+                return self._not_found(user.language, "bad_page", status=400)
+            before = int(raw)
+        span = self._span_asked(request, user.language)
+        if isinstance(span, web.Response):
+            return span
+        # On the store's thread, serialised with its commits: never on the event loop.
+        history: bedpage.BedHistory = await self._writer.call(
+            bedpage.read_history,
+            self._writer.store,
+            bed.id,
+            before,
+            bedcharts.DOSE_EVENTS,
+            bedcharts.DOSE_EVENT_LINES,
+        )
+        now = self._clock.now()
+        charts_section = await self._charts_html(bed, span, user.language, history.dose_events, now)
         view = bed_view(
             self._config,
             bed,

@@ -359,6 +359,39 @@
     if (zone) document.querySelectorAll("svg text[data-tz]").forEach(function (node) { node.textContent = zone; });
   }
 
+  // The bed page's charts are drawn by the daemon; while the page is live they are fetched
+  // again every minute, so that a bed view left open never shows hours-old curves.
+  // window.wardCharts tells tests how often that happened.
+  const CHARTS_EVERY_MS = 60000;
+  const wardCharts = { refreshed: 0, refresh: refreshCharts };
+  window.wardCharts = wardCharts;
+  function refreshCharts() {
+    const box = document.getElementById("charts");
+    if (!only || !box || !connected) return Promise.resolve();
+    const url = "/bed/" + encodeURIComponent(only.bed) + "/charts" + window.location.search;
+    return fetch(url, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.assign("/login?expired=1");
+          return null;
+        }
+        if (!response.ok) throw new Error(String(response.status));
+        return response.text();
+      })
+      .then(function (text) {
+        if (text === null) return;
+        const holder = document.createElement("template");
+        holder.innerHTML = text;
+        const fresh = holder.content.querySelector("#charts");
+        if (!fresh) return;
+        document.getElementById("charts").replaceWith(fresh);
+        localTimes();
+        wardCharts.refreshed += 1;
+      })
+      .catch(function () { /* kept as they were; the "as of" time says how old they are */ });
+  }
+  if (only) setInterval(refreshCharts, CHARTS_EVERY_MS);
+
   // One line of the bed's timeline, as the server writes them (daemon/web/bedpage.py).
   function timelineLine(data) {
     const line = el("li", "t p-" + data.priority);
