@@ -24,8 +24,9 @@ from daemon.clinical.dose import BOLUS_SUSPECTED, INFUSION_INTERRUPTED
 from daemon.clock import ManualClock
 from daemon.config import parse
 from daemon.events import Metric, PumpReading, PumpState, VitalSample
+from daemon.metrics import Counters
 from daemon.points import Point
-from daemon.web import bedcharts, charts
+from daemon.web import bedcharts, charts, i18n
 from daemon.web.history import (
     DELIVERED,
     HistoryUnavailableError,
@@ -189,6 +190,33 @@ def test_a_trend_is_quarter_hour_means_over_six_hours_with_none_where_nothing_ca
     assert values[:4] == [80.0] * 4
     assert values[-4:] == [120.0] * 4
     assert trend(recent, "b2", "hr_per_min", now) == [None] * 24
+
+
+async def test_without_a_readable_database_the_series_come_from_memory_and_say_why() -> None:
+    recent = RecentHistory()
+    recent.add("b1", "temp_c", T0, 37.2)
+    recent.add("b1", DELIVERED, T0, 9.0)
+    bed = one_bed_config(T0).beds[0]
+    counters = Counters()
+    window = (T0.timestamp() - 3600, T0.timestamp() + 3600)
+    for api, reason in (("v2", "memory_v2"), ("none", "memory_no_database")):
+        series = await bedcharts.read_series(
+            bed=bed,
+            api=api,
+            influx=None,
+            recent=recent,
+            counters=counters,
+            vitals_window=window,
+            dose_window=window,
+        )
+        assert (series.source, series.reason) == ("memory", reason)
+        assert series.vitals["temp_c"] == [(T0.timestamp() + 60, 37.2)]
+        assert series.delivered == [(T0.timestamp() + 60, 9.0)]
+        assert counters.get("web.history", reason) == 1
+    v2 = bedcharts.Series(
+        vitals={}, delivered=[], source="memory", reason="memory_v2", step_s=120, dose_step_s=120
+    )
+    assert "The charts do not read InfluxDB v2 yet:" in bedcharts.note(v2, i18n.texts("en"), "en")
 
 
 # --- the SVG ------------------------------------------------------------------------------------
