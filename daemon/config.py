@@ -575,6 +575,16 @@ class WebConfig(Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     # A login lasts this long, whatever the activity (one shift): site choice.
     session_ttl_s: PositiveSeconds = 28_800.0
+    # Login throttling, on the daemon's clock: after login_failures wrong passwords for one
+    # login within login_window_s, that login is refused without a check for
+    # login_lockout_s; the same for one client address after login_failures_per_address
+    # (behind a reverse proxy every browser has the proxy's address: keep it high). Short,
+    # so that a guesser gets a few tries a minute and nobody keeps a nurse out for long:
+    # site choices.
+    login_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    login_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = 50
+    login_window_s: PositiveSeconds = 300.0
+    login_lockout_s: PositiveSeconds = 60.0
     sound: WebSoundConfig = WebSoundConfig()
     users: list[WebUserConfig] = []
 
