@@ -730,7 +730,7 @@ def build(
         config, publisher=publisher, sink=sink, clock=clock, counters=counters, writer=writer
     )
     pumps = [PumpSource(pump, config.bed(pump.bed).ward, clock, counters) for pump in config.pumps]
-    capture_writer = CaptureWriter(config.daemon.capture) if config.daemon.capture else None
+    capture_writer = CaptureWriter(config.daemon.capture, config) if config.daemon.capture else None
     pipeline = Pipeline(
         config=config,
         clock=clock,

@@ -3,17 +3,23 @@
 
 One object per line with a ``type`` (``vitals``, ``pump``, ``bag``, ``observation``,
 ``health``, ``tick``) and the event's fields; times are RFC 3339 UTC.
+
+A capture the daemon writes starts with a header line, ``{"type": "capture",
+"config_sha256": ..., "wardd": VERSION}``, again each time a run appends to it: the
+fingerprint of what in its config decides the alerts (``config_fingerprint``), so
+that ``wardd replay`` can refuse a config that would give other alerts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from daemon.errors import InputError
 from daemon.events import (
@@ -39,6 +45,12 @@ from daemon.events import (
 )
 from daemon.timefmt import iso as iso  # noqa: PLC0414 -- re-exported: the simulators stamp messages with it
 from daemon.timefmt import parse_iso
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+HEADER_TYPE = "capture"
+"""The ``type`` of a capture's header line (not an event)."""
 
 TYPES: Mapping[str, type[Any]] = {
     "vitals": VitalSample,
@@ -155,12 +167,62 @@ def read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     raise InputError("invalid_json", str(exc), f"{path}:{number}") from exc
 
 
-class CaptureWriter:
-    """Appends every input event to a JSON-lines file (flushed per line)."""
+# What the rules and the alert engine read from a config: a replay under a config that
+# differs here can give other alerts. The links (broker, database, ward page, probes),
+# the paths and the pumps' line settings change none, so a capture still replays under
+# a copy of its config with another state folder, broker or serial port.
+_REPLAY_PARTS: dict[str, Any] = {
+    "daemon": {"language", "tick_interval_s"},
+    "thresholds": True,
+    "protocols": True,
+    "beds": True,
+    "bags": True,
+    "alerts": True,
+    "pumps": {
+        "__all__": {"id", "bed", "address", "poll_interval_s", "comm_lost_after_s", "safe_mode_timeout_s"}
+    },
+}
 
-    def __init__(self, path: Path) -> None:
+
+def config_fingerprint(config: Config) -> str:
+    """SHA-256 of the parts of ``config`` that decide the alerts (hex)."""
+    data = config.model_dump(mode="json", include=_REPLAY_PARTS)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_beside(capture: Path) -> Path:
+    """Where ``wardd scenario`` writes the config of a capture: ``run.jsonl`` -> ``run.config.toml``."""
+    return capture.with_name(capture.name.removesuffix(".jsonl") + ".config.toml")
+
+
+def write_config(config: Config, path: Path, note: str) -> None:
+    """Write ``config`` as TOML that ``wardd replay --config`` loads to the same fingerprint.
+
+    Secrets given inline are left out (their environment variable or file stays named).
+    """
+    import tomli_w  # noqa: PLC0415 -- only scenarios with a capture write a config
+
+    data = config.model_dump(mode="json", exclude_none=True)
+    for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
+        data[section][key].pop("value", None)
+    comment = "".join(f"# {line}\n" for line in note.splitlines())
+    path.write_text(comment + tomli_w.dumps(data), encoding="utf-8")
+
+
+class CaptureWriter:
+    """Appends every input event to a JSON-lines file (flushed per line), after a header
+    with the fingerprint of ``config`` when one is given."""
+
+    def __init__(self, path: Path, config: Config | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._out: IO[str] = path.open("a", encoding="utf-8")
+        if config is not None:
+            from daemon import __version__  # noqa: PLC0415
+
+            header = {"type": HEADER_TYPE, "config_sha256": config_fingerprint(config), "wardd": __version__}
+            self._out.write(json.dumps(header, separators=(",", ":")) + "\n")
+            self._out.flush()
 
     def write(self, event: Event) -> None:
         """Append one event."""

@@ -1,4 +1,13 @@
-"""The ``wardd`` command line."""
+"""The ``wardd`` command line.
+
+Every mistake a user can make gives one line on standard error that names the command,
+what is wrong and where (a file, an option, an address), and an exit code: 2 for a
+usage or input error (a bad argument, a missing or wrong file, an invalid config),
+1 for a failure while running (an unreachable server, a disk that refuses a write).
+Arguments are checked when they are parsed, before any work starts. A config with
+errors lists each of them under that line. No traceback reaches the user: an error
+nobody foresaw is named in one line too (its traceback with ``WARDD_TRACEBACK=1``).
+"""
 
 from __future__ import annotations
 
@@ -10,22 +19,144 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Coroutine, Sequence
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from daemon import config as config_module
-from daemon.errors import ConfigError, WarddError
+from daemon.errors import ConfigError, InputError, WarddError
 
 log = logging.getLogger("wardd")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_USAGE = 2
 
 
-def _load(path: str) -> config_module.Config:
+class CliError(WarddError):
+    """A command cannot do what it was asked: the line the user reads, and the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line that names the command (not a usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``wardd CMD: message`` and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def version() -> str:
+    """The installed package's version (the source's, in a checkout run without installing)."""
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("wardd")
+    except metadata.PackageNotFoundError:
+        from daemon import __version__  # noqa: PLC0415
+
+        return __version__
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _input_file(text: str) -> Path:
+    """An argparse type: a file that exists and can be read."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: not readable (permission denied)")
+    return path
+
+
+def _writable_folder(folder: Path, for_what: str) -> None:
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {for_what}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {for_what}: folder {folder} is not writable")
+
+
+def _output_file(text: str) -> Path:
+    """An argparse type: a file that can be written, in a folder that exists (never made
+    for it: a mistyped folder should not appear silently)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
+    _writable_folder(path.parent if str(path.parent) else Path(), text)
+    return path
+
+
+def _output_folder(text: str) -> Path:
+    """An argparse type: a folder that exists and is writable, or can be made in one that is."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    _writable_folder(path if path.exists() else path.parent, text)
+    return path
+
+
+def _mqtt_url(text: str) -> str:
+    """An argparse type: a broker URL as the config takes it."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    try:
+        config_module.MqttConfig(url=text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"not a broker URL: {text!r} (like mqtt://host:1883 or mqtts://host:8883)"
+        ) from None
+    return text
+
+
+def _influx_target(text: str) -> str:
+    """An argparse type: an InfluxDB v1 URL, or a folder for line protocol."""
+    if text.startswith(("http://", "https://")):
+        return text.rstrip("/")
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"not an InfluxDB URL or a folder: {text!r} (http:// or https://)")
+    return str(_output_folder(text))
+
+
+def _load(path: str | Path) -> config_module.Config:
     return config_module.load(Path(path))
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why the daemon could not make or write ``folder``, or ``None``."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
+
+
+def _check_state_folders(config: config_module.Config, source: str) -> None:
+    """Refuse to start when the store or the capture could not be written (before anything runs)."""
+    daemon = config.daemon
+    places = [("daemon.state_dir", daemon.state_dir), ("daemon.store", daemon.store_path.parent)]
+    if daemon.capture is not None:
+        places.append(("daemon.capture", daemon.capture.parent))
+    for option, folder in places:
+        problem = _folder_problem(folder.absolute())
+        if problem is not None:
+            raise CliError(
+                f"cannot use {folder} ({option} in {source}): {problem}; nothing was started",
+                EXIT_FAILURE,
+            )
 
 
 def _setup_logging(level: str) -> None:
@@ -51,9 +182,17 @@ def _redact_secrets(config: config_module.Config) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate a config; print every error at once."""
+    """Validate a config; print every error at once, then what looks clinically implausible."""
+    from daemon.plausible import review  # noqa: PLC0415
+
     config = _load(args.config)
-    print(f"{args.config}: OK: {config_module.summary(config)}")
+    warnings = review(config)
+    for warning in warnings:
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
+    if warnings and args.strict:
+        raise CliError(f"{args.config}: {len(warnings)} warning(s), refused under --strict")
+    note = f"; {len(warnings)} warning(s)" if warnings else ""
+    print(f"{args.config}: OK: {config_module.summary(config)}{note}")
     return EXIT_OK
 
 
@@ -64,32 +203,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"daemon": config.daemon.model_copy(update={"capture": Path(args.capture)})}
         )
+    _check_state_folders(config, str(args.config))
     _setup_logging(args.log_level or config.daemon.log_level)
     _redact_secrets(config)
+    from daemon.plausible import review  # noqa: PLC0415
+
+    for warning in review(config):
+        log.warning("%s: %s", args.config, warning)
     from daemon.partition import Partition, for_partition, foreign_stores  # noqa: PLC0415
 
     if args.partition is None:
         foreign = foreign_stores(config)
         if foreign:
             shown = ", ".join(str(p) for p in foreign)
-            print(
-                f"wardd: the state folder holds stores of another number of workers ({shown}); "
+            raise CliError(
+                f"the state folder holds stores of another number of workers ({shown}); "
                 f"daemon.workers is {config.daemon.workers}. Their beds' states would not be "
                 "found: set workers back, or move the states (README, Performance).",
-                file=sys.stderr,
+                EXIT_FAILURE,
             )
-            return EXIT_FAILURE
         if config.daemon.workers > 1:
             if args.capture:
-                print("wardd: --capture records one process; use it with workers = 1", file=sys.stderr)
-                return EXIT_FAILURE
+                raise CliError("--capture records one process; use it with workers = 1")
             return _supervise(args, config.daemon.workers)
     else:
         try:
             part = Partition.parse(args.partition)
         except ValueError as exc:
-            print(f"wardd: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+            raise CliError(f"--partition: {exc}") from None
         config = for_partition(config, part)
     from daemon.app import build, tune_gc  # noqa: PLC0415 -- keeps check-config fast and light
 
@@ -102,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("wardd starting: %s", config_module.summary(config))
         await pipeline.run()
 
-    return _run_async(main())
+    return _run_async(main(), "wardd run", traceback_in_log=True)
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:
@@ -156,18 +297,32 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _run_async(coro: Coroutine[Any, Any, object]) -> int:
+def _run_async(coro: Coroutine[Any, Any, object], command: str, *, traceback_in_log: bool = False) -> int:
+    """Run ``coro``; a failure is said in one line per cause, and exits 1.
+
+    ``traceback_in_log``: an unforeseen error's traceback goes to the log too (the
+    service's journal, where a bug is diagnosed); other commands keep it for
+    ``WARDD_TRACEBACK=1``.
+    """
     try:
         asyncio.run(coro)
     except Exception as failure:  # the last line of defence: say what failed, exit non-zero
         for exc in _leaves(failure):
             if isinstance(exc, WarddError):
-                print(f"wardd: {exc}", file=sys.stderr)
+                print(f"{command}: {exc}", file=sys.stderr)
+                continue
+            if traceback_in_log:
+                log.critical("%s stopped on an unexpected error in a task", command, exc_info=exc)
             else:
-                log.critical("wardd stopped on an unexpected error in a task", exc_info=exc)
-                print(f"wardd: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
+                _show_traceback(exc)
+            print(f"{command}: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _show_traceback(exc: BaseException) -> None:
+    if os.environ.get("WARDD_TRACEBACK"):
+        traceback.print_exception(exc, file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -177,13 +332,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = Path(args.config) if args.config else None
     if config is not None and args.secure:
-        print("wardd demo: --secure runs a broker of its own; it does not take --config", file=sys.stderr)
-        return EXIT_CONFIG
+        raise CliError("--secure runs a broker of its own; it does not take --config")
     if config is not None:
         _load(args.config)  # report config errors before anything starts
     given = {"beds": args.beds, "speed": args.speed, "duration_s": args.duration}
     return _run_async(
-        run_demo(config_path=config, secure=args.secure, **{k: v for k, v in given.items() if v is not None})
+        run_demo(config_path=config, secure=args.secure, **{k: v for k, v in given.items() if v is not None}),
+        "wardd demo",
     )
 
 
@@ -207,66 +362,132 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     """Run a scenario file (or a built-in by name) through simulators and the daemon."""
     _setup_logging(args.log_level)
     from daemon.config import InfluxConfig  # noqa: PLC0415
+    from daemon.links.mqtt import broker_address  # noqa: PLC0415
     from simulators import scenario as scenarios  # noqa: PLC0415
+    from simulators.broker import answers  # noqa: PLC0415
 
     loaded = scenarios.load_scenario(args.file)
+    expected: Path | None = None
+    if args.check:
+        expected = _expected_alerts(args.file)
+        scenarios.load_expected(expected)  # a broken file is refused before the run, not after
     # A config's broker settings (login, TLS), as every command that connects takes them.
     broker = _load(args.config).mqtt if args.config else None
+    asked = args.mqtt or (broker.url if broker is not None else None)
+    host, port = "", 0
+    if asked is not None:
+        # A broker the user named is used or the run fails: never an embedded one in its place.
+        host, port, _ = broker_address(asked)
+        if not answers(host, port):
+            where = "--mqtt" if args.mqtt else f"mqtt.url in {args.config}"
+            raise CliError(
+                f"no MQTT broker answers at {host}:{port} ({where}); start it, or leave out "
+                "--mqtt and --config to run on an embedded one",
+                EXIT_FAILURE,
+            )
     influx: InfluxConfig | None = None
     if args.influx_out:
         if args.influx_out.startswith(("http://", "https://")):
             influx = InfluxConfig(api="v1", url=args.influx_out, database="wardd_scenario")
         else:
             influx = InfluxConfig(api="none", spool_dir=Path(args.influx_out))
-    result = asyncio.run(
-        scenarios.run_scenario(
-            loaded,
-            fast=args.speed is None,
-            speed=args.speed or 1.0,
-            mqtt_url=args.mqtt,
-            influx=influx,
-            capture=Path(args.capture) if args.capture else None,
-            broker=broker,
+    try:
+        result = asyncio.run(
+            scenarios.run_scenario(
+                loaded,
+                fast=args.speed is None,
+                speed=args.speed or 1.0,
+                mqtt_url=args.mqtt,
+                influx=influx,
+                capture=args.capture,
+                broker=broker,
+            )
         )
-    )
+    except TimeoutError:
+        # The runner waits 30 s for its links and the daemon's to connect.
+        where = f" at {host}:{port}" if asked is not None else ""
+        raise CliError(
+            f"the broker{where} did not let the run connect within 30 s (its login or TLS settings?)",
+            EXIT_FAILURE,
+        ) from None
     if args.alerts_out:
-        Path(args.alerts_out).write_text(
-            "".join(line + "\n" for line in result.alert_lines()), encoding="utf-8"
-        )
+        args.alerts_out.write_text("".join(line + "\n" for line in result.alert_lines()), encoding="utf-8")
     days = result.simulated_s / 86400
     print(f"scenario {loaded.name}: {days:.2f} simulated day(s) in {result.wall_s:.1f} s; {result.counts}")
     print("\n".join(result.timeline))
-    expected = scenarios.expected_path(Path(args.file))
-    if args.check:
-        source = (
-            expected
-            if expected.is_file()
-            else scenarios.expected_path(scenarios.builtin_path(args.file) or Path(args.file))
-        )
-        problems = scenarios.check_expected(loaded.start, result.alerts, scenarios.load_expected(source))
+    if args.capture:
+        from daemon.capture import config_beside  # noqa: PLC0415
+
+        print(f"capture: {args.capture}, made under {config_beside(args.capture)} (for `wardd replay`)")
+    if expected is not None:
+        problems = scenarios.check_expected(loaded.start, result.alerts, scenarios.load_expected(expected))
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
-        print(f"expected alerts ({source}): {'OK' if not problems else f'{len(problems)} difference(s)'}")
+        print(f"expected alerts ({expected}): {'OK' if not problems else f'{len(problems)} difference(s)'}")
         return EXIT_OK if not problems else EXIT_FAILURE
     return EXIT_OK
+
+
+def _expected_alerts(name: str) -> Path:
+    """The expected alerts of a scenario file, or of the built-in of that name."""
+    from simulators import scenario as scenarios  # noqa: PLC0415
+
+    candidates = [scenarios.expected_path(Path(name))]
+    builtin = scenarios.builtin_path(name)
+    if builtin is not None:
+        candidates.append(scenarios.expected_path(builtin))
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is None:
+        raise CliError(f"--check: no expected alerts for {name} ({candidates[0]} does not exist)")
+    return found
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Feed a capture file back through the rules and the alert engine."""
     config = _load(args.config)
+    from daemon.capture import config_beside, config_fingerprint  # noqa: PLC0415
     from daemon.metrics import Counters  # noqa: PLC0415
-    from daemon.replay import read_events, replay  # noqa: PLC0415
+    from daemon.replay import read_events, replay, survey  # noqa: PLC0415
 
+    found = survey(args.file)
+    if found.problem is not None:
+        raise CliError(f"{args.file} is not a capture: {found.problem}")
+    if not found.events:
+        raise CliError(f"{args.file} holds no event to replay")
+    mine = config_fingerprint(config)
+    others = sorted(found.fingerprints - {mine})
+    if others and not args.force:
+        beside = config_beside(args.file)
+        use = f"replay it with --config {beside}" if beside.is_file() else "replay it with its own config"
+        raise CliError(
+            f"{args.file} was captured under another config than {args.config} (fingerprint "
+            f"{others[0][:12]}, this one {mine[:12]}): {use}, or add --force"
+        )
+    if not found.fingerprints:
+        print(
+            f"wardd replay: note: {args.file} records no config fingerprint (written by hand or by "
+            "an older wardd): nothing says it was made under this config",
+            file=sys.stderr,
+        )
+    configured = {bed.id for bed in config.beds}
+    if found.beds and not found.beds & configured and not args.force:
+        shown = ", ".join(sorted(found.beds)[:5])
+        raise CliError(
+            f"none of the beds in {args.file} ({shown}) is in {args.config}: every event would be "
+            "ignored; add --force to replay anyway"
+        )
     counters = Counters()
-    result = replay(config, read_events(Path(args.file), counters, sys.stderr), tick_s=args.tick)
+    result = replay(config, read_events(args.file, counters, sys.stderr), tick_s=args.tick)
     lines = [json.dumps(t, ensure_ascii=False, sort_keys=True) for t in result.transitions]
     if args.alerts_out:
-        Path(args.alerts_out).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        args.alerts_out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     else:
         print("\n".join(lines))
+    unknown = sorted(found.beds - configured)
     print(
         f"replay: {result.events} event(s), {result.ticks} tick(s), {len(lines)} transition(s), "
-        f"{counters.total('replay.rejected')} line(s) skipped",
+        f"{counters.total('replay.rejected')} line(s) skipped"
+        + (f"; events of beds not in the config ignored: {', '.join(unknown)}" if unknown else ""),
         file=sys.stderr,
     )
     return EXIT_OK
@@ -384,17 +605,13 @@ def cmd_web_password(args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
-            print("wardd web-password: the two passwords differ", file=sys.stderr)
-            return EXIT_FAILURE
+            raise CliError("the two passwords differ")
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < MIN_PASSWORD_CHARS or len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
-        print(
-            f"wardd web-password: a password has {MIN_PASSWORD_CHARS} characters at least "
-            f"and {MAX_PASSWORD_BYTES} bytes at most",
-            file=sys.stderr,
+        raise CliError(
+            f"a password has {MIN_PASSWORD_CHARS} characters at least and {MAX_PASSWORD_BYTES} bytes at most"
         )
-        return EXIT_FAILURE
     print(hash_password(password))
     return EXIT_OK
 
@@ -408,24 +625,75 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starting config (the commented example) and the systemd unit where asked."""
+    from daemon.resources import EXAMPLE_CONFIG, UNIT_FILE  # noqa: PLC0415
+
+    if args.config is None and args.unit is None:
+        raise CliError("say where to write: --config FILE, --unit FILE, or both")
+    # Both checked before either is written: a refusal leaves nothing half done.
+    for path in (args.config, args.unit):
+        if path is not None and path.exists():
+            raise CliError(f"{path} already exists; nothing was written (wardd init never overwrites)")
+    written = []
+    if args.config is not None:
+        text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+        header = (
+            f"# Written by `wardd init` (wardd {version()}) from the shipped example: edit the\n"
+            f"# beds, pumps, broker and database, then `wardd check-config {args.config}`.\n#\n"
+        )
+        _write_new(args.config, header + text, 0o640)  # it will hold the broker's login
+        written.append(f"config {args.config}")
+    if args.unit is not None:
+        config_path = (args.config or Path("/etc/wardd/ward.toml")).absolute()
+        _write_new(args.unit, _unit_text(UNIT_FILE.read_text(encoding="utf-8"), config_path), 0o644)
+        written.append(f"systemd unit {args.unit}")
+    print(f"wardd init: wrote {' and '.join(written)}")
+    return EXIT_OK
+
+
+def _unit_text(shipped: str, config_path: Path) -> str:
+    """The shipped unit with ExecStart naming this installation's wardd and the config."""
+    installed = Path(sys.executable).parent / "wardd"
+    program = str(installed) if installed.is_file() else f"{sys.executable} -m daemon"
+    lines = [
+        f"ExecStart={program} run --config {config_path}" if line.startswith("ExecStart=") else line
+        for line in shipped.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_new(path: Path, text: str, mode: int) -> None:
+    """Create ``path`` (and its folder, if that folder's parent exists), never over a file."""
+    path.parent.mkdir(exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:
+        raise CliError(f"{path} already exists; wardd init never overwrites") from None
+    path.chmod(mode)
+
+
 def _add_demo(sub: Any) -> None:
     """``wardd demo``'s arguments."""
     demo = sub.add_parser("demo", help="run a demo ward on simulators (needs nothing installed by hand)")
-    # At most 50 beds: a scenario's limit. At most 300x: the simulated pumps answer in
-    # real time, and above that the daemon's reply timeout (1 simulated second) comes
-    # close to a pseudo-terminal's round trip.
+    # At most 50 beds: a scenario's limit.
     demo.add_argument(
         "--beds",
         type=_number_in(0, 50, int),
         help="number of beds, each playing one of the built-in scenarios in turn (default 6)",
     )
     demo.add_argument(
-        "--speed", type=_number_in(0, 300, float), help="simulated seconds per real second (default 60)"
+        "--speed",
+        type=_number_in(0, MAX_SPEED, float),
+        help="simulated seconds per real second (default 60)",
     )
     demo.add_argument(
         "--duration", type=_number_in(0, 1e6, float), help="stop by itself after this many real seconds"
     )
-    demo.add_argument("--config", help="use this config's broker and database where they answer")
+    demo.add_argument(
+        "--config", type=_input_file, help="use this config's broker and database where they answer"
+    )
     demo.add_argument(
         "--secure",
         action="store_true",
@@ -435,21 +703,66 @@ def _add_demo(sub: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+# At most 300x: the simulated pumps answer in real time, and above that the daemon's
+# reply timeout (1 simulated second) comes close to a pseudo-terminal's round trip.
+MAX_SPEED = 300.0
+
+
+def _add_scenario(sub: Any) -> None:
+    """``wardd scenario``'s arguments."""
+    scen = sub.add_parser(
+        "scenario", help="run a scenario (file or built-in name) through simulators and the daemon"
+    )
+    scen.add_argument("file", metavar="SCENARIO", help="scenario TOML file, or a built-in name such as published-case")
+    pace = scen.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=_number_in(0, MAX_SPEED, float), help="simulated time per real second")
+    pace.add_argument("--fast", action="store_true", help="as fast as the pipeline allows (the default)")
+    scen.add_argument(
+        "--alerts-out", type=_output_file, help="write every alert transition here as JSON lines"
+    )
+    scen.add_argument(
+        "--influx-out", type=_influx_target, help="a folder (line protocol) or an InfluxDB v1 URL"
+    )
+    scen.add_argument(
+        "--capture",
+        type=_output_file,
+        help="also write the daemon's input events here (for `wardd replay`), and the config "
+        "it ran under beside it (NAME.config.toml)",
+    )
+    scen.add_argument(
+        "--mqtt",
+        type=_mqtt_url,
+        help="this broker, which must answer (default: the local one if it answers, else embedded)",
+    )
+    scen.add_argument(
+        "--config",
+        type=_input_file,
+        help="take the broker (URL, login, TLS) from this config's [mqtt]; --mqtt overrides the URL",
+    )
+    scen.add_argument("--check", action="store_true", help="compare with the .expected.jsonl beside the file")
+    scen.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    scen.set_defaults(func=cmd_scenario)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (every sub-command)."""
-    top = argparse.ArgumentParser(
-        prog="wardd", description="Ward daemon for patients on a continuous blinatumomab infusion."
-    )
-    sub = top.add_subparsers(dest="command", required=True)
+    top = Parser(prog="wardd", description="Ward daemon for patients on a continuous blinatumomab infusion.")
+    top.add_argument("--version", action="version", version=f"wardd {version()}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser("check-config", help="validate a configuration file and report every error")
     check.add_argument("config", help="TOML configuration file")
+    check.add_argument(
+        "--strict", action="store_true", help="exit 2 on warnings too (implausible values), not only errors"
+    )
     check.set_defaults(func=cmd_check_config)
 
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, help="TOML configuration file")
     run.add_argument(
-        "--capture", help="append every input event to this JSON-lines file (for `wardd replay`)"
+        "--capture",
+        type=_output_file,
+        help="append every input event to this JSON-lines file (for `wardd replay`)",
     )
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument(
@@ -476,32 +789,32 @@ def parser() -> argparse.ArgumentParser:
     ack.set_defaults(func=cmd_ack)
 
     _add_demo(sub)
-
-    scen = sub.add_parser(
-        "scenario", help="run a scenario (file or built-in name) through simulators and the daemon"
-    )
-    scen.add_argument("file", help="scenario TOML file, or a built-in name such as published-case")
-    pace = scen.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, help="simulated time per real second")
-    pace.add_argument("--fast", action="store_true", help="as fast as the pipeline allows (the default)")
-    scen.add_argument("--alerts-out", help="write every alert transition here as JSON lines")
-    scen.add_argument("--influx-out", help="a folder (line protocol) or an InfluxDB v1 URL")
-    scen.add_argument("--capture", help="also write the daemon's input events here (for `wardd replay`)")
-    scen.add_argument("--mqtt", help="broker URL (default: local broker if it answers, else embedded)")
-    scen.add_argument(
-        "--config",
-        help="take the broker (URL, login, TLS) from this config's [mqtt]; --mqtt overrides the URL",
-    )
-    scen.add_argument("--check", action="store_true", help="compare with the .expected.jsonl beside the file")
-    scen.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    scen.set_defaults(func=cmd_scenario)
+    _add_scenario(sub)
 
     rep = sub.add_parser("replay", help="feed a capture file back through the rules and alert engine")
-    rep.add_argument("file", help="JSON-lines capture (wardd run --capture)")
+    rep.add_argument("file", metavar="CAPTURE", type=_input_file, help="JSON-lines capture (wardd run/scenario --capture)")
     rep.add_argument("--config", required=True, help="the configuration the capture was made with")
-    rep.add_argument("--alerts-out", help="write the alert transitions here (default: standard output)")
-    rep.add_argument("--tick", type=float, help="seconds between ticks (default: the config's)")
+    rep.add_argument(
+        "--alerts-out", type=_output_file, help="write the alert transitions here (default: standard output)"
+    )
+    rep.add_argument(
+        "--tick", type=_number_in(0, 86400, float), help="seconds between ticks (default: the config's)"
+    )
+    rep.add_argument(
+        "--force",
+        action="store_true",
+        help="replay even under another config than the capture's, or with none of its beds",
+    )
     rep.set_defaults(func=cmd_replay)
+
+    init = sub.add_parser(
+        "init", help="write a commented starting config and the systemd unit file (never over a file)"
+    )
+    init.add_argument("--config", type=Path, help="where to write the config (e.g. /etc/wardd/ward.toml)")
+    init.add_argument(
+        "--unit", type=Path, help="where to write the unit (e.g. /etc/systemd/system/wardd.service)"
+    )
+    init.set_defaults(func=cmd_init)
 
     web_password = sub.add_parser(
         "web-password",
@@ -516,18 +829,52 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wardd`` console script."""
+    """Entry point of the ``wardd`` console script: every failure is one line and an exit code."""
     args = parser().parse_args(argv)
+    command = f"wardd {args.command}"
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        code: int = args.func(args)
+        return func(args)
     except ConfigError as exc:
-        print(f"{exc.source}: {len(exc.issues)} error(s); nothing was started", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+        _print_config_error(command, exc)
         return EXIT_CONFIG
+    except CliError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return exc.code
+    except InputError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
-    return code
+    except BrokenPipeError:
+        # The reader went away (`wardd replay ... | head`): nothing left to say to it.
+        sys.stderr.close()
+        return EXIT_OK
+    except WarddError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # the last line of defence: a bug, named in one line
+        _show_traceback(exc)
+        print(
+            f"{command}: unexpected failure: {type(exc).__name__}: {exc} (WARDD_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def _print_config_error(command: str, exc: ConfigError) -> None:
+    """One line for a file that cannot be read; otherwise a line and every error under it."""
+    started = "" if command == "wardd check-config" else "; nothing was started"
+    if len(exc.issues) == 1 and not exc.issues[0].location:
+        print(f"{command}: {exc.source}: {exc.issues[0].reason}{started}", file=sys.stderr)
+        return
+    print(f"{command}: {exc.source}: {len(exc.issues)} error(s){started}", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,9 @@ class DaemonConfig(Model):
     """Process-wide settings."""
 
     language: Literal["en", "fr"] = "en"
-    state_dir: Path = Path("var/wardd")
+    # Absolute, so that `wardd status` finds the service's store from any directory;
+    # the demo and the scenarios use temporary folders of their own.
+    state_dir: Path = Path("/var/lib/wardd")
     tick_interval_s: PositiveSeconds = 1.0
     shutdown_timeout_s: PositiveSeconds = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -358,6 +360,11 @@ class DoseThresholds(Model):
     # infused since hung_at to its concentration, back to this long before the last
     # reading; older volume stays with the bag known then (site choice).
     bag_late_window_s: Annotated[float, Field(ge=0, le=604_800)] = 14_400.0
+    # `wardd check-config` (and `wardd run`'s log) warns about a bag whose concentration is
+    # more than this factor outside what the bed's protocol needs from any of the label's
+    # bags (0.0375 to 1.944 µg/mL at 9 and 28 µg/day, domain.md section 1): a typo, or a
+    # bag for another patient. domain.md gives no such margin: site choice.
+    bag_concentration_plausible_factor: Annotated[float, Field(gt=1)] = 3.0
 
 
 class Thresholds(Model):
@@ -846,15 +853,41 @@ def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
         # Cross-reference checks still run on what did validate, so that a user
         # sees every problem in one pass.
         partial = _lenient(data)
+        beds = data.get("beds")
+        bed_ids = {b.get("id") for b in beds if isinstance(b, dict)} if isinstance(beds, list) else set()
+        named = {i for i in bed_ids if isinstance(i, str)}
         if partial is not None:
-            beds = data.get("beds")
-            bed_ids = {b.get("id") for b in beds if isinstance(b, dict)} if isinstance(beds, list) else set()
-            issues.extend(_cross_checks(*partial, bed_ids={i for i in bed_ids if isinstance(i, str)}))
+            issues.extend(_cross_checks(*partial, bed_ids=named))
+        issues.extend(_references_of_invalid_items(data, partial[1] if partial else {}, named))
         raise ConfigError(source, issues) from exc
     issues = _cross_checks(config)
     if issues:
         raise ConfigError(source, issues)
     return config
+
+
+def _references_of_invalid_items(
+    data: Mapping[str, Any], kept: Mapping[str, Sequence[int]], bed_ids: Set[str]
+) -> list[ConfigIssue]:
+    """The bed a pump or bag names, and the protocol a bed names, checked on the items that
+    failed their own validation too (the cross checks see only valid items): every
+    problem of the file in one pass, not the references after the fields are fixed."""
+    issues: list[ConfigIssue] = []
+    protocols = data.get("protocols")
+    known = BUILTIN_PROTOCOLS | (set(protocols) if isinstance(protocols, dict) else set())
+    for key, field, ok, what in (
+        ("pumps", "bed", bed_ids, "no bed with id"),
+        ("bags", "bed", bed_ids, "no bed with id"),
+        ("beds", "protocol", known, "unknown protocol"),
+    ):
+        items = data.get(key)
+        if not isinstance(items, list):
+            continue
+        for i, item in enumerate(items):
+            value = item.get(field) if isinstance(item, dict) else None
+            if i not in kept.get(key, ()) and isinstance(value, str) and value not in ok:
+                issues.append(ConfigIssue(f"{key}[{i}].{field}", f"{what} '{value}'"))
+    return issues
 
 
 _LIST_ITEMS: dict[str, type[Model]] = {"beds": BedConfig, "pumps": PumpConfig, "bags": BagConfig}

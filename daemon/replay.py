@@ -28,7 +28,9 @@ The daemon's clock during a replay:
 
 Acknowledgements are not in a capture, so a replay shows alerts as nobody answered
 them. A line that is not a valid event is reported with its place, counted under
-``replay.rejected`` and skipped.
+``replay.rejected`` and skipped. Header lines (``capture.HEADER_TYPE``) carry the
+fingerprint of the config the capture was made under; ``survey`` collects them, with
+the beds the events name, before anything is replayed.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ def read_events(path: Path, counters: Counters, out: TextIO | None = None) -> It
             if isinstance(data, InputError):
                 _refuse(counters, data, out)
                 continue
+            if data.get("type") == capture.HEADER_TYPE:
+                continue
             try:
                 event = capture.from_dict(data, where)
             except InputError as exc:
@@ -116,6 +120,50 @@ def read_events(path: Path, counters: Counters, out: TextIO | None = None) -> It
             yield event
     except OSError as exc:
         raise InputError("unreadable", f"cannot read {path}: {exc.strerror}", str(path)) from exc
+
+
+@dataclass
+class Survey:
+    """What a capture file holds, read before replaying it."""
+
+    events: int = 0  # ticks included
+    fingerprints: set[str] = field(default_factory=set)
+    beds: set[str] = field(default_factory=set)
+    # Why the file is not a capture at all (its first line is not a capture line).
+    problem: str | None = None
+
+
+def survey(path: Path) -> Survey:
+    """The headers, the number of event lines and the beds of the capture at ``path``.
+
+    A file whose first line is not a capture line (an event or a header) is not a
+    capture (a config given in its place, say); later bad lines are only skipped.
+    """
+    found = Survey()
+    try:
+        for number, data in _lines(path):
+            if isinstance(data, InputError) or data.get("type") not in {*capture.TYPES, capture.HEADER_TYPE}:
+                if not found.events and not found.fingerprints:
+                    found.problem = (
+                        f"line {number} is not a JSON object (a capture holds one event per line)"
+                        if isinstance(data, InputError)
+                        else f"line {number} is not an event (its 'type' is none of {', '.join(capture.TYPES)})"
+                    )
+                    return found
+                continue
+            if data["type"] == capture.HEADER_TYPE:
+                sha = data.get("config_sha256")
+                if isinstance(sha, str):
+                    found.fingerprints.add(sha)
+                continue
+            found.events += 1
+            bed = data.get("bed")
+            if isinstance(bed, str):
+                found.beds.add(bed)
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError("unreadable", f"cannot read: {detail}", str(path)) from exc
+    return found
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | InputError]]:

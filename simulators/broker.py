@@ -26,11 +26,14 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def broker_for(config: Config, out: TextIO) -> AsyncIterator[Config]:
-    """The config's broker if it answers, else an embedded one (the config is rewritten to it)."""
+async def broker_for(config: Config, out: TextIO, label: str = "demo") -> AsyncIterator[Config]:
+    """The config's broker if it answers, else an embedded one (the config is rewritten to it).
+
+    ``label`` starts the line that says which (the command's name).
+    """
     host, port, _ = broker_address(config.mqtt.url)
     if answers(host, port):
-        print(f"demo: using the MQTT broker at {host}:{port}", file=out)
+        print(f"{label}: using the MQTT broker at {host}:{port}", file=out)
         yield config
         return
     from amqtt.broker import Broker  # noqa: PLC0415 -- only needed when no broker answers
@@ -48,21 +51,24 @@ async def broker_for(config: Config, out: TextIO) -> AsyncIterator[Config]:
             finally:
                 writer.close()
 
-    port = free_port()
+    embedded_port = free_port()
     broker = EmbeddedBroker(
         {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{embedded_port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
     )
     await broker.start()
-    print(f"demo: no broker at {host}:{port}; started an embedded one on 127.0.0.1:{port}", file=out)
+    print(
+        f"{label}: no broker at {host}:{port}; started an embedded one on 127.0.0.1:{embedded_port}",
+        file=out,
+    )
     try:
         # The embedded broker takes anyone, in plain text: the config's login and TLS
         # settings were for its own broker.
         embedded = MqttConfig(**config.mqtt.model_dump(exclude={"url", "username", "password", "tls"}))
         yield config.model_copy(
-            update={"mqtt": embedded.model_copy(update={"url": f"mqtt://127.0.0.1:{port}"})}
+            update={"mqtt": embedded.model_copy(update={"url": f"mqtt://127.0.0.1:{embedded_port}"})}
         )
     finally:
         await broker.shutdown()

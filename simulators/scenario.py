@@ -58,6 +58,7 @@ from pydantic import (
 from daemon import config as config_module
 from daemon import topics
 from daemon.app import Pipeline, build
+from daemon.capture import config_beside, write_config
 from daemon.clock import Clock, ManualClock, ScaledClock, every
 from daemon.config import AwareDatetime, Config, InfluxConfig, MqttConfig, PumpConfig
 from daemon.errors import ConfigError, ConfigIssue
@@ -809,6 +810,14 @@ class ScenarioRun:
             },
             ack_users=(STATION,) if secure is not None else _ack_users(scenario, broker),
         )
+        if capture is not None:
+            # Beside the capture, so that `wardd replay` can be given the config it was made under.
+            write_config(
+                self.config,
+                config_beside(capture),
+                f"The config `wardd scenario {scenario.name}` ran under, written beside its capture\n"
+                f"{capture.name} for `wardd replay {capture.name} --config {config_beside(capture).name}`.",
+            )
         self.counters = Counters()
         self.alerts: list[dict[str, Any]] = []
         self.activity = PollActivity()
@@ -1266,7 +1275,7 @@ async def run_scenario(
         storage = influx or InfluxConfig(api="none", spool_dir=folder / "points")
         settings = broker or config_module.MqttConfig()
         probe = Config(mqtt=settings.model_copy(update={"url": mqtt_url or settings.url}))
-        async with broker_for(probe, out if progress else io.StringIO()) as reachable:
+        async with broker_for(probe, out if progress else io.StringIO(), "scenario") as reachable:
             run = ScenarioRun(
                 scenario,
                 workdir=folder,

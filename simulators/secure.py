@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.errors import WarddError
+from daemon.resources import EXAMPLES_DIR
 from simulators import tls_certs
 from simulators.broker import answers, free_port
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = EXAMPLES_DIR
 SHIPPED_MOSQUITTO_CONF = CONFIG_DIR / "mosquitto.conf"
 """The broker configuration the project ships for a ward (``config/mosquitto.conf``)."""
 SHIPPED_SECURE_CONF = CONFIG_DIR / "mosquitto-secure.conf"
