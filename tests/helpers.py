@@ -20,13 +20,17 @@ from daemon.rules import Rule
 S = TypeVar("S")
 
 
-def one_bed_config(start: datetime, *, weight_kg: float = 63, **thresholds: Mapping[str, Any]) -> Config:
+def one_bed_config(
+    start: datetime, *, weight_kg: float = 63, state_dir: Path | None = None, **thresholds: Mapping[str, Any]
+) -> Config:
     """Ward w1 with bed b1 (165 cm, ``weight_kg``) on protocol from ``start``.
 
     ``thresholds`` are ward threshold sections by name, e.g. ``vitals={"fever_c": 38.5}``.
+    ``state_dir``: for a test that builds a pipeline (the default is the service's folder).
     """
     return parse(
         {
+            **({"daemon": {"state_dir": str(state_dir)}} if state_dir is not None else {}),
             "thresholds": thresholds,
             "beds": [
                 {

@@ -71,7 +71,7 @@ def test_wardd_web_password_refuses_a_short_password(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    assert cli.main(["web-password"]) == 1
+    assert cli.main(["web-password"]) == 2  # an input error
     assert "8 characters at least" in capsys.readouterr().err
 
 

@@ -77,8 +77,8 @@ def _by(svg: ET.Element, tag: str, attribute: str) -> dict[str, ET.Element]:
 # --- the protocol's staircase and the journal's marks ------------------------------------------
 
 
-def test_the_expected_dose_is_the_protocols_staircase_with_the_step_at_day_8() -> None:
-    config = one_bed_config(T0)
+def test_the_expected_dose_is_the_protocols_staircase_with_the_step_at_day_8(tmp_path: Path) -> None:
+    config = one_bed_config(T0, state_dir=tmp_path)
     pipeline = build(config, clock=ManualClock(T0 + 3 * DAY))
     begin, end, points = bedcharts.course(pipeline.engine, config, config.beds[0], T0 + 3 * DAY)
     assert (begin, end) == (T0, T0 + 14 * DAY)
@@ -118,8 +118,10 @@ def test_interruptions_are_shaded_from_their_start_and_boluses_marked_from_the_j
     assert found == {INFUSION_INTERRUPTED: 2, BOLUS_SUSPECTED: 1}
 
 
-def test_a_bed_not_yet_on_protocol_shows_its_course_ahead_and_unreadable_journal_lines_are_left_out() -> None:
-    config = one_bed_config(T0)
+def test_a_bed_not_yet_on_protocol_shows_its_course_ahead_and_unreadable_journal_lines_are_left_out(
+    tmp_path: Path,
+) -> None:
+    config = one_bed_config(T0, state_dir=tmp_path)
     now = T0 - DAY
     pipeline = build(config, clock=ManualClock(now))
     series = bedcharts.Series(
@@ -284,9 +286,10 @@ def test_an_empty_chart_says_so_and_a_step_line_is_a_staircase() -> None:
     assert "0" in [t.text for t in svg.iter(f"{SVG}text") if t.attrib.get("class") == "tick y"]
 
 
-def test_the_thresholds_drawn_are_the_beds_own_from_the_config() -> None:
+def test_the_thresholds_drawn_are_the_beds_own_from_the_config(tmp_path: Path) -> None:
     config = parse(
         {
+            "daemon": {"state_dir": str(tmp_path)},
             "thresholds": {"vitals": {"fever_c": 38.3, "hypoxia_spo2_pct": 90}},
             "beds": [
                 {
