@@ -187,10 +187,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     warnings = review(config)
+    if warnings and args.strict:
+        print(
+            f"wardd check-config: {args.config}: {len(warnings)} warning(s), refused under --strict",
+            file=sys.stderr,
+        )
+        for warning in warnings:
+            print(f"  {warning}", file=sys.stderr)
+        return EXIT_USAGE
     for warning in warnings:
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
-    if warnings and args.strict:
-        raise CliError(f"{args.config}: {len(warnings)} warning(s), refused under --strict")
     note = f"; {len(warnings)} warning(s)" if warnings else ""
     print(f"{args.config}: OK: {config_module.summary(config)}{note}")
     return EXIT_OK
@@ -463,18 +469,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"{args.file} was captured under another config than {args.config} (fingerprint "
             f"{others[0][:12]}, this one {mine[:12]}): {use}, or add --force"
         )
-    if not found.fingerprints:
-        print(
-            f"wardd replay: note: {args.file} records no config fingerprint (written by hand or by "
-            "an older wardd): nothing says it was made under this config",
-            file=sys.stderr,
-        )
     configured = {bed.id for bed in config.beds}
     if found.beds and not found.beds & configured and not args.force:
         shown = ", ".join(sorted(found.beds)[:5])
         raise CliError(
             f"none of the beds in {args.file} ({shown}) is in {args.config}: every event would be "
             "ignored; add --force to replay anyway"
+        )
+    if not found.fingerprints:
+        print(
+            f"wardd replay: note: {args.file} records no config fingerprint (written by hand or by "
+            "an older wardd): nothing says it was made under this config",
+            file=sys.stderr,
         )
     counters = Counters()
     result = replay(config, read_events(args.file, counters, sys.stderr), tick_s=args.tick)
@@ -713,7 +719,9 @@ def _add_scenario(sub: Any) -> None:
     scen = sub.add_parser(
         "scenario", help="run a scenario (file or built-in name) through simulators and the daemon"
     )
-    scen.add_argument("file", metavar="SCENARIO", help="scenario TOML file, or a built-in name such as published-case")
+    scen.add_argument(
+        "file", metavar="SCENARIO", help="scenario TOML file, or a built-in name such as published-case"
+    )
     pace = scen.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=_number_in(0, MAX_SPEED, float), help="simulated time per real second")
     pace.add_argument("--fast", action="store_true", help="as fast as the pipeline allows (the default)")
@@ -792,7 +800,9 @@ def parser() -> argparse.ArgumentParser:
     _add_scenario(sub)
 
     rep = sub.add_parser("replay", help="feed a capture file back through the rules and alert engine")
-    rep.add_argument("file", metavar="CAPTURE", type=_input_file, help="JSON-lines capture (wardd run/scenario --capture)")
+    rep.add_argument(
+        "file", metavar="CAPTURE", type=_input_file, help="JSON-lines capture (wardd run/scenario --capture)"
+    )
     rep.add_argument("--config", required=True, help="the configuration the capture was made with")
     rep.add_argument(
         "--alerts-out", type=_output_file, help="write the alert transitions here (default: standard output)"

@@ -98,5 +98,7 @@ def test_a_failure_at_start_exits_non_zero_with_a_clear_message(tmp_path: Path) 
     config.write_text(f'[daemon]\nstate_dir = "{blocker}/state"\n[influx]\napi = "none"\n')
     result = wardd("run", "--config", str(config))
     assert result.returncode == 1
-    assert "wardd: unexpected failure" in result.stderr
-    assert "not-a-folder" in result.stderr
+    assert result.stderr == (
+        f"wardd run: cannot use {blocker}/state (daemon.state_dir in {config}): "
+        f"{blocker} is a file, not a folder; nothing was started\n"
+    )
