@@ -820,7 +820,21 @@ def _cross_checks(
             issues.append(ConfigIssue(f"{name}.env", f"environment variable {secret.env} is not set"))
         if secret.file is not None and not secret.file.is_file():
             issues.append(ConfigIssue(f"{name}.file", f"{secret.file} is not a readable file"))
-    return issues + _web_checks(config.web, config.daemon.workers)
+    return issues + _tls_files(config) + _web_checks(config.web, config.daemon.workers)
+
+
+def _tls_files(config: Config) -> list[ConfigIssue]:
+    """The TLS files a link will read: found now, with their place, not at its first connection."""
+    issues: list[ConfigIssue] = []
+    for name, tls, used in (
+        ("mqtt.tls", config.mqtt.tls, config.mqtt.url.startswith("mqtts://")),
+        ("influx.tls", config.influx.tls, config.influx.url.startswith("https://")),
+    ):
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(tls, key)
+            if used and path is not None and not path.is_file():
+                issues.append(ConfigIssue(f"{name}.{key}", f"{path} is not a readable file"))
+    return issues
 
 
 def _web_checks(web: WebConfig, workers: int) -> list[ConfigIssue]:

@@ -161,8 +161,8 @@ def survey(path: Path) -> Survey:
             if isinstance(bed, str):
                 found.beds.add(bed)
     except (OSError, UnicodeDecodeError) as exc:
-        detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise InputError("unreadable", f"cannot read: {detail}", str(path)) from exc
+        detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text (a capture is JSON lines)"
+        raise InputError("unreadable", str(detail), str(path)) from exc
     return found
 
 

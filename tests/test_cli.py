@@ -645,3 +645,13 @@ def test_the_default_state_folder_is_the_services_absolute_one() -> None:
     assert DaemonConfig().state_dir == Path("/var/lib/wardd")
     assert Config().daemon.store_path == Path("/var/lib/wardd/wardd.sqlite")
     assert os.path.isabs(DaemonConfig().state_dir)
+
+
+def test_check_config_finds_a_missing_tls_file_before_any_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, f'[mqtt]\nurl = "mqtts://broker:8883"\ntls.ca_file = "{tmp_path}/ca.pem"\n')
+    assert cli.main(["check-config", str(config)]) == 2
+    assert f"  mqtt.tls.ca_file: {tmp_path}/ca.pem is not a readable file\n" in capsys.readouterr().err
+    (tmp_path / "ca.pem").write_text("")
+    assert cli.main(["check-config", str(config)]) == 0
