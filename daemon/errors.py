@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +31,14 @@ class ConfigError(WarddError):
         self.issues = tuple(issues)
         lines = "\n".join(f"  {issue}" for issue in self.issues)
         super().__init__(f"{source}: {len(self.issues)} error(s)\n{lines}")
+
+
+class ListenError(WarddError):
+    """A server of the daemon (the health probes, the ward page) cannot take its address."""
+
+    def __init__(self, what: str, options: str, host: str, port: int, exc: OSError) -> None:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        super().__init__(f"cannot serve {what} on {host}:{port} ({options}): {reason}")
 
 
 class InputError(WarddError):

@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from daemon import __version__
 from daemon.clock import Clock
 from daemon.config import HealthConfig
+from daemon.errors import ListenError
 from daemon.links.mqtt import MqttLink, Outgoing
 from daemon.metrics import Counters
 from daemon.timefmt import iso
@@ -199,7 +200,11 @@ class HealthServer:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._settings.host, self._settings.port or 0)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                host, port = self._settings.host, self._settings.port or 0
+                raise ListenError("the health probes", "health.host, health.port", host, port, exc) from exc
             server = site._server  # aiohttp exposes the bound port only here
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self._settings.port

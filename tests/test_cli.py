@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -655,3 +656,22 @@ def test_check_config_finds_a_missing_tls_file_before_any_connection(
     assert f"  mqtt.tls.ca_file: {tmp_path}/ca.pem is not a readable file\n" in capsys.readouterr().err
     (tmp_path / "ca.pem").write_text("")
     assert cli.main(["check-config", str(config)]) == 0
+
+
+@pytest.mark.integration
+def test_a_port_in_use_is_named_with_its_options(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # No broker answers: the run fails on the port alone, whoever else uses a broker here.
+        config = _config(
+            tmp_path, f'[health]\nport = {port}\n[mqtt]\nurl = "mqtt://127.0.0.1:{_down(tmp_path)}"\n'
+        )
+        result = wardd("run", "--config", str(config), "--log-level", "ERROR")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"wardd run: cannot serve the health probes on 127.0.0.1:{port} (health.host, health.port): "
+        "Address already in use"
+    )

@@ -47,7 +47,7 @@ from daemon.alerts import AckVia, Alert, AlertService, AlertState, Transition, U
 from daemon.clinical.dose import bed_state, delivered_rate_ug_per_day
 from daemon.clock import Clock
 from daemon.config import BedConfig, Config, WebConfig, WebUserConfig
-from daemon.errors import InputError
+from daemon.errors import InputError, ListenError
 from daemon.events import Event, Metric, PumpReading, VitalSample
 from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
@@ -339,7 +339,11 @@ class WardPage:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.settings.host, self.settings.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                host, port = self.settings.host, self.settings.port
+                raise ListenError("the ward page", "web.host, web.port", host, port, exc) from exc
             host, port = _bound(runner, self.settings)
             self.url = f"http://{host}:{port}/"
             log.info("ward page on %s (%d user(s))", self.url, len(self._users))
