@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -675,3 +677,16 @@ def test_a_port_in_use_is_named_with_its_options(tmp_path: Path) -> None:
         f"wardd run: cannot serve the health probes on 127.0.0.1:{port} (health.host, health.port): "
         "Address already in use"
     )
+
+
+@pytest.mark.integration
+def test_the_unit_init_writes_is_valid_for_systemd(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = tmp_path / "wardd.service"
+    assert wardd("init", "--unit", str(unit)).returncode == 0
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
