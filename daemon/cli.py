@@ -185,7 +185,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config; print every error at once, then what looks clinically implausible."""
     from daemon.plausible import review  # noqa: PLC0415
 
-    config = _load(args.config)
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        # Every problem at once: the errors, then what is implausible in the part that is valid.
+        _print_config_error("wardd check-config", exc)
+        valid = config_module.valid_part(Path(args.config))
+        for warning in review(*valid) if valid is not None else []:
+            print(f"{args.config}: warning: {warning}", file=sys.stderr)
+        return EXIT_CONFIG
     warnings = review(config)
     if warnings and args.strict:
         print(

@@ -907,6 +907,16 @@ def _references_of_invalid_items(
 _LIST_ITEMS: dict[str, type[Model]] = {"beds": BedConfig, "pumps": PumpConfig, "bags": BagConfig}
 
 
+def valid_part(path: Path) -> tuple[Config, dict[str, list[int]]] | None:
+    """What validates of a config file that has errors (invalid list items and tables left
+    out), and the file index of each list item kept: for checks beyond the errors
+    (``wardd check-config``'s warnings). ``None`` when the file cannot be read as TOML."""
+    try:
+        return _lenient(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+
+
 def _lenient(data: Mapping[str, Any]) -> tuple[Config, dict[str, list[int]]] | None:
     """The config with invalid list items and tables left out, for cross checks only,
     and the file index of each list item kept."""

@@ -9,6 +9,9 @@ so the config refuses it (``daemon.config``).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping, Sequence
+
 from daemon.clinical.protocols import (
     cycle_schedule,
     next_cycle_protocol,
@@ -24,16 +27,29 @@ from daemon.errors import ConfigIssue
 LABEL_BAG_RATES_ML_PER_H = (10.0, 5.0, 1.8, 0.6)
 
 
-def review(config: Config) -> list[ConfigIssue]:
-    """Every implausible value of a valid ``config``, with where and why."""
+def review(config: Config, positions: Mapping[str, Sequence[int]] | None = None) -> list[ConfigIssue]:
+    """Every implausible value of ``config``, with where and why.
+
+    ``config`` may be the valid part of a file with errors (``config.valid_part``):
+    ``positions`` then maps its beds and bags to their index in the file, and a bag of a
+    bed left out, or a bed of an unknown protocol, is not judged (its error says why).
+    """
+
+    def index(key: str, i: int) -> int:
+        return positions[key][i] if positions and key in positions else i
+
     issues: list[ConfigIssue] = []
     for i, bed in enumerate(config.beds):
-        issue = _per_m2_protocol_at_45_kg(config, bed, i)
-        if issue is not None:
-            issues.append(issue)
+        with contextlib.suppress(KeyError):
+            issue = _per_m2_protocol_at_45_kg(config, bed, index("beds", i))
+            if issue is not None:
+                issues.append(issue)
     for i, bag in enumerate(config.bags):
-        bed = config.bed(bag.bed)
-        low, high, why = needed_concentrations(config, bed)
+        try:
+            bed = config.bed(bag.bed)
+            low, high, why = needed_concentrations(config, bed)
+        except KeyError:
+            continue
         factor = config.thresholds_for(bed.id).dose.bag_concentration_plausible_factor
         concentration = bag.concentration_ug_per_ml
         if low / factor <= concentration <= high * factor:
@@ -42,7 +58,7 @@ def review(config: Config) -> list[ConfigIssue]:
         side = "above the most" if concentration > high else "below the least"
         issues.append(
             ConfigIssue(
-                f"bags[{i}].concentration_ug_per_ml",
+                f"bags[{index('bags', i)}].concentration_ug_per_ml",
                 f"{concentration:g} µg/mL is {ratio:.3g} times {side} that protocol '{bed.protocol}' "
                 f"needs for bed {bed.id} from any of the label's bags ({low:.4g} to {high:.4g} µg/mL: "
                 f"{why}); check the pharmacy label (warning beyond a factor of {factor:g}: "

@@ -690,3 +690,25 @@ def test_the_unit_init_writes_is_valid_for_systemd(tmp_path: Path) -> None:
         [analyze, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_config_shows_the_warnings_of_the_valid_part_with_the_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Bed b0 is invalid (its bag is not judged: its error says why); bed b1 and its bag are valid.
+    text = _config(tmp_path, bag_ug_per_ml=37.5).read_text()
+    bad_bed = (
+        '[[beds]]\nward = "w1"\nid = "b0"\npatient = "P-0"\nweight_kg = 0\nheight_cm = 170\n'
+        'protocol_start = "2026-03-02T08:00:00Z"\n'
+        '[[bags]]\nbed = "b0"\nbag_id = "bag-0"\nconcentration_ug_per_ml = 37.5\nhung_at = "2026-03-02T08:00:00Z"\n'
+    )
+    config = _file_in(tmp_path, "both.toml", "[mqtt]\nqos = 7\n" + bad_bed + text)
+    assert cli.main(["check-config", config]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:3] == [
+        f"wardd check-config: {config}: 2 error(s)",
+        "  mqtt.qos: Input should be 0, 1 or 2",
+        "  beds[0].weight_kg: Input should be greater than 0",
+    ]
+    [warning] = lines[3:]
+    assert warning.startswith(f"{config}: warning: bags[1].concentration_ug_per_ml: 37.5 µg/mL is 19.3 times")
