@@ -85,10 +85,11 @@ log = logging.getLogger(__name__)
 COUNTERS_INTERVAL_S = 60.0
 TICK_SLICE_BEDS = 100
 """Beds per slice of a tick: about 10 ms of rules on this project's 2-core machine."""
-CHECKPOINT_SLICE_STATES = 200
+CHECKPOINT_SLICE_STATES = 50
 """Rule states per slice of a periodic checkpoint. At 1,000 beds sending every second a
-whole checkpoint (about 3,000 states and 40,000 window rows) was one transaction of 0.3
-to 0.9 s, and every input arriving meanwhile waited for it."""
+whole checkpoint (about 3,000 states and 40,000 window rows) was one transaction of 0.7
+to 1.2 s, and every input arriving meanwhile waited for it; slices of 50 hold the store
+about 15 ms each (``python -m bench.checkpoint``)."""
 DEDUP_CAPACITY = 8192  # recent message digests kept; redeliveries come within the in-flight window
 SEEN_KEY = "inbound.seen"  # the digests, in the store's meta
 LATE_DROPPED = "vitals.late_dropped"
