@@ -385,6 +385,7 @@ class Pipeline:
         link_task.cancel()
         sink_task.cancel()
         await asyncio.gather(link_task, sink_task, return_exceptions=True)
+        self.counters.rejections.flush(everything=True)
         for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
             self.sink.put(point)
         await self.sink.close()
@@ -612,6 +613,7 @@ class Pipeline:
 
     async def _counters(self) -> None:
         async for _ in every(self.clock, COUNTERS_INTERVAL_S):
+            self.counters.rejections.flush()
             for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
                 self.sink.put(point)
 
