@@ -94,6 +94,7 @@ class DaemonConfig(Model):
     tick_interval_s: PositiveSeconds = 1.0
     shutdown_timeout_s: PositiveSeconds = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for a log collector
     capture: Path | None = None  # JSON-lines capture of every input event, for `wardd replay`
     # The durable store (SQLite, WAL): inbound log, rule states, alerts, journal, outboxes.
     store: Path | None = None  # default: <state_dir>/wardd.sqlite
