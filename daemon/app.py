@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import capture, topics
+from daemon import capture, hl7in, topics
 from daemon.alerts import AlertService, ack_filters, is_ack_topic
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
@@ -66,9 +66,10 @@ from daemon.health import (
     watchdog_interval_s,
 )
 from daemon.links.influx import InfluxSink, make_writer
+from daemon.links.mllp import MllpListener, Reply
 from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
 from daemon.links.store import Changes, InboundRow, Store, StoreWriter, WindowWrite, json_text
-from daemon.metrics import Counters
+from daemon.metrics import Counters, reject
 from daemon.points import Point
 from daemon.pump import PumpSource, reading_point
 from daemon.pump_rules import pump_rules
@@ -249,6 +250,7 @@ class Pipeline:
         self._live: set[int] = set()  # logged inputs that hold an in-flight place
         self._tick_done = asyncio.Event()  # set when a tick (or a slice of one) is processed
         self._busy_since: float | None = None  # monotonic time the item in processing was taken
+        self._beds = {(bed.ward, bed.id): bed for bed in self.config.beds}
         self._rule_s = 0.0  # time in the rules, for /metrics
         self._rule_events = 0
 
@@ -272,6 +274,52 @@ class Pipeline:
         """
         await self._inflight.acquire()
         self._live.add(self._log("mqtt", topic, payload, ack=ack))
+
+    async def on_hl7(self, raw: bytes, where: str, reply: Reply) -> None:
+        """One HL7 v2 message (``daemon.links.mllp``): refused at once with AE or AR when
+        nothing in it can be filed; else logged in the store, and AA once that is durable."""
+        try:
+            message = hl7in.parse(raw, where)
+            hl7in.decode(
+                raw,
+                where=where,
+                now=self.clock.now(),
+                bed_of=self._hl7_bed,
+                max_future_skew_s=self.config.mqtt.max_future_skew_s,
+            )
+        except hl7in.Hl7Error as exc:
+            reject(self.counters, hl7in.REJECTED, exc.reason, exc.detail, where=exc.where, payload=raw)
+            readable = None if exc.reason == "not_hl7" else hl7in.parse(raw, where)
+            reply(hl7in.acknowledgement(readable, exc.code, exc))
+            return
+        await self._inflight.acquire()
+        self._live.add(self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message))))
+
+    def _hl7_bed(self, ward: str, bed_id: str) -> hl7in.Bed | None:
+        bed = self._beds.get((ward, bed_id))
+        return None if bed is None else hl7in.Bed(bed.ward, bed.id, bed.patient)
+
+    async def _process_hl7(self, topic: str, raw: bytes) -> None:
+        if not self.seen.add(topic.split(" ", 1)[0], raw):
+            # A sender that got no acknowledgement in time sends the message again.
+            self.counters.inc("hl7.duplicates")
+            return
+        try:
+            decoded = hl7in.decode(
+                raw,
+                where=topic,
+                now=self.clock.now(),
+                bed_of=self._hl7_bed,
+                max_future_skew_s=self.config.mqtt.max_future_skew_s,
+            )
+        except hl7in.Hl7Error as exc:  # the config changed under a replayed message
+            reject(self.counters, hl7in.REJECTED, exc.reason, exc.detail, where=exc.where, payload=raw)
+            return
+        self.counters.inc("hl7.accepted", "oru_r01")
+        for error in decoded.rejected:
+            reject(self.counters, hl7in.REJECTED, error.reason, error.detail, where=error.where, payload=raw)
+        for event in decoded.events:
+            await self.process(event)
 
     def _log(self, source: str, topic: str, payload: bytes, *, ack: Ack | None) -> int:
         row = InboundRow(self.store.next_id("inbound"), iso(self.clock.now()), source, topic, payload)
@@ -419,6 +467,8 @@ class Pipeline:
         try:
             if row.source == "mqtt":
                 await self._process_message(row.topic, row.payload)
+            elif row.source == "hl7":
+                await self._process_hl7(row.topic, row.payload)
             else:
                 try:
                     event = capture.from_dict(json.loads(row.payload), where=f"inbound {row.seq}")
@@ -755,6 +805,8 @@ def build(
     pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
     if config.health.port is not None:
         pipeline.services.append(HealthServer(config.health, pipeline, counters))
+    if config.hl7.port is not None:
+        pipeline.services.append(MllpListener(config.hl7, pipeline.on_hl7, counters))
     interval_s = watchdog_interval_s()
     if interval_s is not None:
         pipeline.services.append(Watchdog(interval_s, pipeline, config.health.stall_after_s, counters))
