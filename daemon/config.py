@@ -605,13 +605,24 @@ class HealthConfig(Model):
     stall_after_s: PositiveSeconds = 30.0
 
 
+class ServerTlsConfig(Model):
+    """TLS for a listener of the daemon: its own certificate, and optionally the CA whose
+    client certificates it requires (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path | None = None  # when the key is not in cert_file
+    client_ca_file: Path | None = None  # set: every client must present a certificate it signed
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
 class Hl7Config(Model):
     """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways over MLLP (README, "HL7 v2 in")."""
 
-    # Plain TCP: keep it on loopback or the monitors' network.
+    # Without [hl7.tls], plain TCP: keep it on loopback or the monitors' network.
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] | None = None  # off while unset; 0: any free port
     max_message_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 262_144
+    tls: ServerTlsConfig | None = None
 
 
 class Config(Model):

@@ -5,7 +5,9 @@ read back with hl7apy, an HL7 library independent of the one the daemon builds t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon import hl7in
-from daemon.errors import InputError
+from daemon.config import Hl7Config, ServerTlsConfig
+from daemon.errors import ConfigError, InputError
 from daemon.events import Health, Metric, SourceHealth, VitalSample
+from daemon.links.mllp import MllpListener
+from daemon.metrics import Counters
+from simulators import tls_certs
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess
@@ -346,3 +352,61 @@ def test_any_input_is_decoded_or_refused_with_a_reason_and_always_answered(text:
             assert all(isinstance(r, InputError) for r in decoded.rejected)
             ack = hl7in.acknowledgement(hl7in.parse(raw, "m"))
         assert parse_message(ack.decode(), find_groups=False).msa.msa_1.value in {"AA", "AE", "AR"}
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+async def _answer_aa(raw: bytes, where: str, reply: Callable[[bytes], None]) -> None:
+    reply(hl7in.acknowledgement(hl7in.parse(raw, where)))
+
+
+@pytest.mark.integration
+async def test_over_tls_only_a_gateway_with_a_certificate_of_the_ca_is_answered(tmp_path: Path) -> None:
+    """[hl7.tls] with client_ca_file: a gateway with a client certificate signed by that CA
+    gets its AA; one without a certificate, or speaking plain TCP, gets nothing."""
+    ca = tls_certs.authority(tmp_path / "ca")
+    server = tls_certs.server_cert(tmp_path / "server", ca)
+    client = tls_certs.server_cert(
+        tmp_path / "client", ca, names=("gateway",), name="gateway", usage="clientAuth"
+    )
+    settings = Hl7Config(
+        port=0, tls=ServerTlsConfig(cert_file=server.cert, key_file=server.key, client_ca_file=ca.cert)
+    )
+    listener = MllpListener(settings, _answer_aa, Counters())
+    task = asyncio.create_task(listener.run(), name="test.mllp")
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 10)
+        assert listener.port is not None
+        trusted = ssl.create_default_context(cafile=str(ca.cert))
+        trusted.load_cert_chain(str(client.cert), str(client.key))
+        assert await _exchange(listener.port, trusted) == "AA"
+        anonymous = ssl.create_default_context(cafile=str(ca.cert))
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            await _exchange(listener.port, anonymous)
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError, TimeoutError)):
+            await _exchange(listener.port, None, timeout_s=3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _exchange(port: int, context: ssl.SSLContext | None, *, timeout_s: float = 10) -> str:
+    reader, writer = await hl7.mllp.open_hl7_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="localhost" if context else None
+    )
+    try:
+        writer.writeblock(oru(nm(2, SPO2, "97", PERCENT)))
+        await writer.drain()
+        ack = await asyncio.wait_for(reader.readblock(), timeout_s)
+    finally:
+        writer.close()
+    return str(parse_message(ack.decode(), find_groups=False).msa.msa_1.value)
+
+
+def test_an_unusable_certificate_stops_the_start_naming_its_setting(tmp_path: Path) -> None:
+    settings = Hl7Config(port=0, tls=ServerTlsConfig(cert_file=tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError) as caught:
+        MllpListener(settings, _answer_aa, Counters())
+    assert "hl7.tls.cert_file" in str(caught.value)

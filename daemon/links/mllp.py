@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import hl7.mllp
 
 from daemon.config import Hl7Config
+from daemon.links.tls import server_context
 from daemon.metrics import Counters
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,27 @@ class MllpListener:
         self.port: int | None = None  # the bound port, once listening
         self.listening = asyncio.Event()
         self._writers: set[hl7.mllp.HL7StreamWriter] = set()
+        # Built here: an unusable certificate stops the start, with its place in the config.
+        self._tls = None if settings.tls is None else server_context(settings.tls, "hl7")
 
     async def run(self) -> None:
         """Listen until cancelled; open connections are closed on the way out."""
         server = await hl7.mllp.start_hl7_server(
-            self._serve, self._settings.host, self._settings.port or 0, limit=self._settings.max_message_bytes
+            self._serve,
+            self._settings.host,
+            self._settings.port or 0,
+            limit=self._settings.max_message_bytes,
+            ssl=self._tls,
         )
         try:
             sockets = server.sockets or ()
             self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
-            log.info("HL7 v2 (MLLP) listener on %s:%s", self._settings.host, self.port)
+            log.info(
+                "HL7 v2 (MLLP%s) listener on %s:%s",
+                "" if self._tls is None else " over TLS",
+                self._settings.host,
+                self.port,
+            )
             self.listening.set()
             await asyncio.Event().wait()
         finally:
