@@ -402,6 +402,8 @@ async def _exchange(port: int, context: ssl.SSLContext | None, *, timeout_s: flo
         ack = await asyncio.wait_for(reader.readblock(), timeout_s)
     finally:
         writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
     return str(parse_message(ack.decode(), find_groups=False).msa.msa_1.value)
 
 
