@@ -68,6 +68,7 @@ from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
 
 if TYPE_CHECKING:
+    from daemon.delivery.service import DeliveryService
     from daemon.web.server import WardPage
 
 log = logging.getLogger(__name__)
@@ -541,6 +542,22 @@ def add_web(pipeline: Pipeline, settings: WebConfig) -> WardPage:
     return page
 
 
+def add_delivery(pipeline: Pipeline) -> DeliveryService:
+    """Route the alerts to people and deliver the notices (README, "Routing and delivery")."""
+    # Imported only when routes are configured (Apprise is a large library).
+    from daemon.delivery.service import DeliveryService  # noqa: PLC0415
+
+    service = DeliveryService(
+        pipeline.config,
+        alerts=pipeline.alerts,
+        writer=pipeline.writer,
+        clock=pipeline.clock,
+        counters=pipeline.counters,
+    )
+    pipeline.services.append(service)
+    return service
+
+
 def build(
     config: Config,
     *,
@@ -654,4 +671,6 @@ def build(
     holder["pipeline"] = pipeline
     if config.web.enabled:
         add_web(pipeline, config.web)
+    if config.routes:
+        add_delivery(pipeline)
     return pipeline

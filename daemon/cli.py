@@ -38,12 +38,14 @@ def _setup_logging(level: str) -> None:
 
 def _redact_secrets(config: config_module.Config) -> None:
     """Keep the configured passwords and tokens out of every log line, whoever writes it."""
+    from daemon.delivery.receivers import secrets_of  # noqa: PLC0415
     from daemon.metrics import RedactingFilter  # noqa: PLC0415
 
     secrets = (
         config.mqtt.password.resolve() or "",
         config.influx.password.resolve() or "",
         config.influx.token.resolve() or "",
+        *secrets_of(config.receivers),
     )
     redacting = RedactingFilter(secrets)
     for handler in logging.getLogger().handlers:

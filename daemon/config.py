@@ -729,6 +729,9 @@ class AppriseReceiverConfig(ReceiverBase):
 
     type: Literal["apprise"]
     url: Secret
+    # Apprise waits this long between two notifications to one service (its default,
+    # 5.5 s for most, respects public services' rate limits); unset: Apprise's default.
+    min_gap_s: Annotated[float, Field(ge=0, le=60)] | None = None
 
 
 ReceiverConfig = Annotated[WebhookReceiverConfig | AppriseReceiverConfig, Field(discriminator="type")]
