@@ -315,6 +315,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_routes(args: argparse.Namespace) -> int:
+    """Print who would be told of a sample alert, and when, if nobody acknowledged it."""
+    config = _load(args.config)
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from daemon.delivery.preview import Sample, preview  # noqa: PLC0415
+    from daemon.events import Kind, Priority  # noqa: PLC0415
+
+    if args.condition not in config_module.KNOWN_CONDITIONS:
+        print(f"wardd routes: unknown condition {args.condition!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    bed = config.beds[0] if config.beds and args.bed is None else None
+    bed_id = args.bed or (bed.id if bed is not None else "1")
+    ward = args.ward or next((b.ward for b in config.beds if b.id == bed_id), None) or "ward"
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        print(f"wardd routes: --at {args.at!r} is not an ISO 8601 time", file=sys.stderr)
+        return EXIT_CONFIG
+    if at.tzinfo is None:
+        print("wardd routes: --at needs a time zone offset, e.g. 2026-03-02T23:00:00+01:00", file=sys.stderr)
+        return EXIT_CONFIG
+    sample = Sample(args.condition, Priority(args.priority), Kind(args.kind), ward, bed_id, at)
+    print("\n".join(preview(config, sample, horizon_s=args.horizon_s)))
+    return EXIT_OK
+
+
 def cmd_ack(args: argparse.Namespace) -> int:
     """Acknowledge an open alert through the broker, as a nursing station would."""
     config = _load(args.config)
@@ -437,6 +464,24 @@ def _add_demo(sub: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def _add_routes(sub: Any) -> None:
+    routes = sub.add_parser("routes", help="print who would be told of a sample alert, and when")
+    routes.add_argument("--config", required=True, help="TOML configuration file")
+    routes.add_argument("--condition", default="FEVER", help="the alert's condition (default FEVER)")
+    routes.add_argument("--priority", choices=["low", "medium", "high"], default="high")
+    routes.add_argument("--kind", choices=["physiological", "technical"], default="physiological")
+    routes.add_argument("--bed", help="bed id (default: the first configured bed)")
+    routes.add_argument("--ward", help="ward (default: the bed's)")
+    routes.add_argument("--at", help="when it starts, ISO 8601 with an offset (default: now)")
+    routes.add_argument(
+        "--horizon-s",
+        type=_number_in(1, 7 * 86_400, float),
+        default=3600.0,
+        help="how far ahead to look, in seconds (default 3600)",
+    )
+    routes.set_defaults(func=cmd_routes)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (every sub-command)."""
     top = argparse.ArgumentParser(
@@ -464,6 +509,8 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print each bed's protocol day, dose and open alerts")
     status.add_argument("--config", required=True, help="TOML configuration file")
     status.set_defaults(func=cmd_status)
+
+    _add_routes(sub)
 
     ack = sub.add_parser("ack", help="acknowledge an open alert by its id")
     ack.add_argument("--config", required=True, help="TOML configuration file (for the broker)")

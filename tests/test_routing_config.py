@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from daemon import cli
 from daemon.config import KNOWN_CONDITIONS, QuietConfig, load, parse
 from daemon.delivery.routing import in_period
 from daemon.errors import ConfigError
@@ -25,8 +26,8 @@ def _errors(data: dict[str, Any]) -> dict[str, str]:
 
 def test_the_example_routes_and_receivers_load() -> None:
     config = load(EXAMPLE)
-    assert [r.name for r in config.receivers] == ["haem-nurse-12", "haem-charge"]
-    assert config.routes[0].levels == [["haem-nurse-12"], ["haem-charge"]]
+    assert [r.name for r in config.receivers] == ["nurse-12", "charge"]
+    assert config.routes[0].levels == [["nurse-12"], ["charge"]]
     assert config.routing.quiet[0].priorities == ["low"]
     assert [rule.source for rule in config.routing.inhibit] == ["CRS_SUSPECTED", "PUMP_COMM_LOST"]
 
@@ -114,3 +115,59 @@ def test_the_known_conditions_are_the_readme_list() -> None:
     named = {word.strip("`,. ") for word in listed.split() if word.startswith("`")}
     named = {n for n in named if n.isupper()}
     assert named == KNOWN_CONDITIONS
+
+
+def test_wardd_routes_prints_who_is_told_and_when(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        ["routes", "--config", str(EXAMPLE), "--condition", "HYPOXIA", "--at", "2026-03-02T12:00:00+01:00"]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0] == "Sample alert: HIGH HYPOXIA (physiological), haematology/12, 2026-03-02 12:00:00 CET"
+    assert out[1] == "Route: haematology; levels: 0: nurse-12 | 1: charge"
+    # The grouping window (10 s), then escalation every alerts.escalate_after_s (300 s).
+    assert "+10 s (12:00:10)  alert      level 0 -> nurse-12 (webhook https://" in out[2]
+    assert out[3].strip().startswith("+5 min (12:05:00)  escalation level 1 -> charge (apprise)")
+    assert "ntfy" not in "\n".join(out), "an Apprise URL carries a token: never printed"
+
+
+def test_wardd_routes_shows_the_quiet_digest_and_inhibition(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        [
+            "routes",
+            "--config",
+            str(EXAMPLE),
+            "--condition",
+            "BAG_LOW",
+            "--priority",
+            "low",
+            "--at",
+            "2026-03-02T23:00:00+01:00",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Inhibited while a PUMP_COMM_LOST alert of at least its priority is open at the bed." in out
+    assert "Quiet period: held for the digest at the period's end." in out
+    assert "+8 h 00 min (07:00:00)  digest     level 0 -> nurse-12" in out
+
+
+def test_wardd_routes_says_when_no_route_takes_the_alert(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["routes", "--config", str(EXAMPLE), "--ward", "elsewhere"])
+    assert code == 0
+    assert "No route takes it: nobody is told" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--condition", "FEVR"], "unknown condition 'FEVR'"),
+        (["--at", "yesterday"], "is not an ISO 8601 time"),
+        (["--at", "2026-03-02T23:00:00"], "needs a time zone offset"),
+    ],
+)
+def test_wardd_routes_refuses_a_bad_sample(
+    args: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["routes", "--config", str(EXAMPLE), *args]) == 2
+    assert error in capsys.readouterr().err

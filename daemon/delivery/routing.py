@@ -48,7 +48,7 @@ from typing import Any
 
 from daemon.alerts import Alert, AlertState, Phase, Transition
 from daemon.config import QuietConfig, RouteConfig, RoutingConfig
-from daemon.events import Priority, Text
+from daemon.events import AlertCandidate, Priority, Text
 from daemon.frozen import replace
 from daemon.links.store import json_text
 from daemon.timefmt import iso, parse_iso, parse_iso_or_none
@@ -242,7 +242,7 @@ class Router:
         alert = transition.alert
         track = self.tracks.get(alert.id)
         if track is None or alert.phase is Phase.START:
-            track = Track(alert, self._match(alert))
+            track = Track(alert, self.match_route(alert))
             if track.route is None:
                 self.decisions.append(Decision("unrouted", alert.id, alert.condition))
             self._put(track)
@@ -307,7 +307,7 @@ class Router:
                     track = Track.load(data)
                     if track.route is not None and track.route not in self._routes:
                         # The route was removed from the config: the alert goes where it now would.
-                        track = replace(track, route=self._match(track.alert))
+                        track = replace(track, route=self.match_route(track.alert))
                     self.tracks[track.alert.id] = track
             except (ValueError, KeyError, TypeError) as exc:
                 bad.append(f"{key}: {exc}")
@@ -350,7 +350,7 @@ class Router:
         if alert.closed or phase is Phase.ACK:
             return self._close(track, now)
         if track.route is None:
-            track = replace(track, route=self._match(alert))
+            track = replace(track, route=self.match_route(alert))
         if track.held is Held.GROUP:
             self._put(track)  # goes out with its group, in its latest form
             return []
@@ -527,7 +527,13 @@ class Router:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _match(self, alert: Alert) -> str | None:
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The zone of the quiet periods' local times."""
+        return self._zone
+
+    def match_route(self, alert: Alert | AlertCandidate) -> str | None:
+        """The name of the first route that takes ``alert``; ``None`` if none does."""
         for route in self.routes:
             if (
                 (not route.wards or alert.ward in route.wards)
