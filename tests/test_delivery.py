@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -22,9 +23,11 @@ import pytest
 
 from daemon.alerts import AlertState
 from daemon.app import Pipeline, build
+from daemon.clock import ManualClock
 from daemon.config import Config, parse
 from daemon.delivery.service import DELIVERY_FAILED, DeliveryService
 from daemon.events import AlertCandidate, Kind, Priority
+from daemon.metrics import Counters
 from tests.helpers import running
 from tests.servers import Mosquitto, SmtpServer, WebhookServer
 
@@ -83,6 +86,10 @@ async def _until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not check():
             await asyncio.sleep(0.02)
+
+
+def _attempted(counters: Counters, n: int) -> bool:
+    return counters.total("delivery.attempts") >= n
 
 
 def _open(pipeline: Pipeline, condition: str) -> list[AlertState]:
@@ -286,3 +293,39 @@ async def test_email_through_apprise_down_then_back(
     finally:
         relay.stop()
     print(f"e-mail: first message at the relay {latency_s * 1000:.1f} ms after the alert")
+
+
+@pytest.mark.parametrize(("back_before_attempt", "failed"), [(3, False), (4, True)])
+async def test_delivery_counts_as_failed_at_exactly_failed_after_attempts(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str, back_before_attempt: int, failed: bool
+) -> None:
+    """failed_after_attempts = 3: a receiver back before the third attempt raises nothing;
+    back only before the fourth, DELIVERY_FAILED came with the third. On a manual clock:
+    the retries wait 0.2 s, then 0.4 s, then 0.4 s (retry_max_s)."""
+    nurse = WebhookServer(KEY.encode())
+    clock = ManualClock(datetime.now(UTC))
+    config = _config(tmp_path, mosquitto, prefix, [_hook("nurse", nurse)])
+    pipeline = build(config, clock=clock)
+    counters = pipeline.counters
+    try:
+        async with running(pipeline):
+            await pipeline.alerts.handle([_candidate("HYPOXIA", Priority.HIGH)])
+            await _until(lambda: counters.total("delivery.attempts") >= 1)
+            for attempt, wait_s in ((2, 0.2), (3, 0.4), (4, 0.4)):
+                if attempt == back_before_attempt:
+                    await nurse.start()
+                await clock.advance(wait_s)
+                await _until(functools.partial(_attempted, counters, attempt))
+                if attempt == back_before_attempt:
+                    break
+            # Failed: the DELIVERY_FAILED alert's own notice waited behind, and follows.
+            await _until(lambda: counters.get("delivery.delivered", "nurse") == 1 + int(failed))
+            assert counters.get("delivery.attempts", "retry") == back_before_attempt - 1
+            assert counters.get("delivery.failed", "nurse") == int(failed)
+            if failed:
+                await _until(lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.LATCHED])
+            states = _open(pipeline, DELIVERY_FAILED)
+            # Raised at the third failure, then cleared by the delivery (latched: high).
+            assert states == ([AlertState.LATCHED] if failed else [])
+    finally:
+        await nurse.stop()

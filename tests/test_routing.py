@@ -47,8 +47,9 @@ def _line(at_s: int, notice: Notice) -> str:
     return f"{at_s} {notice.kind} L{notice.level} -> {','.join(notice.receivers)}: {alerts}"
 
 
-def play(case: dict[str, Any]) -> list[str]:
-    """Run one case; the notices as lines."""
+def play(case: dict[str, Any], *, restart_at: int | None = None) -> list[str]:
+    """Run one case; the notices as lines. ``restart_at``: at that second the router is
+    made again from the rows it asked to store (as after a restart of the daemon)."""
     config_data = {**BASE, **case.get("config", {})}
     config = parse(config_data)
     start = datetime.fromisoformat(case["start"]) if "start" in case else START
@@ -58,8 +59,12 @@ def play(case: dict[str, Any]) -> list[str]:
     for step in case.get("steps", []):
         steps.setdefault(int(step["at"]), []).append(step)
     out: list[str] = []
+    stored: dict[str, str] = {}
     for second in range(int(case["until"]) + 1):
         now = start + timedelta(seconds=second)
+        if second == restart_at:
+            router = Router(config.routing, config.routes)
+            assert router.restore(stored) == []
         notices: list[Notice] = []
         for step in steps.get(second, []):
             notices += _step(book, router, step, now)
@@ -67,6 +72,11 @@ def play(case: dict[str, Any]) -> list[str]:
             notices += router.transition(transition, now)
         notices += router.tick(now)
         out += [_line(second, n) for n in notices]
+        for key, row in router.take_changed().items():
+            if row is None:
+                stored.pop(key, None)
+            else:
+                stored[key] = row
     return out
 
 
@@ -109,6 +119,25 @@ def _cases() -> list[Path]:
 def test_routing_case(path: Path) -> None:
     case = tomllib.loads(path.read_text())
     assert play(case) == case["expected"]
+
+
+@pytest.mark.parametrize("path", _cases(), ids=lambda p: p.stem)
+def test_routing_case_across_a_restart(path: Path) -> None:
+    """The router's stored rows are all it needs: restarted at each step's second (before
+    the step) and in the middle, it tells the same people the same things."""
+    case = tomllib.loads(path.read_text())
+    seconds = sorted({int(step["at"]) for step in case.get("steps", [])} | {int(case["until"]) // 2})
+    for second in seconds:
+        assert play(case, restart_at=second) == case["expected"], f"restarted at {second} s"
+
+
+def test_an_unreadable_stored_row_is_reported_not_fatal() -> None:
+    config = parse(BASE)
+    router = Router(config.routing, config.routes)
+    assert router.restore({"alert:x": "{not json", "groups": "[]"}) == [
+        "alert:x: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    ]
+    assert router.tracks == {}
 
 
 def test_there_are_cases() -> None:

@@ -88,7 +88,10 @@ class WebhookReceiver:
             DELIVERY_HEADER: str(delivery_id),
         }
         try:
-            async with self._session.post(self._config.url, data=body, headers=headers) as response:
+            # A redirect is not a delivery: the URL is wrong, and a POST must not become a GET.
+            async with self._session.post(
+                self._config.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status = response.status
                 answer = (await response.content.read(200)).decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
