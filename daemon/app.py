@@ -55,6 +55,16 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
+from daemon.health import (
+    Gauge,
+    HealthServer,
+    Heartbeat,
+    Readiness,
+    Watchdog,
+    last_will,
+    sd_notify,
+    watchdog_interval_s,
+)
 from daemon.links.influx import InfluxSink, make_writer
 from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
 from daemon.links.store import Changes, InboundRow, Store, StoreWriter, WindowWrite, json_text
@@ -238,6 +248,9 @@ class Pipeline:
         self._inflight = asyncio.Semaphore(self.config.daemon.max_inflight_messages)
         self._live: set[int] = set()  # logged inputs that hold an in-flight place
         self._tick_done = asyncio.Event()  # set when a tick (or a slice of one) is processed
+        self._busy_since: float | None = None  # monotonic time the item in processing was taken
+        self._rule_s = 0.0  # time in the rules, for /metrics
+        self._rule_events = 0
 
     @property
     def store(self) -> Store:
@@ -295,6 +308,7 @@ class Pipeline:
                     *(group.create_task(pump.run(self.emit), name=pump.name) for pump in self.pumps),
                 ]
                 self.ready.set()
+                sd_notify(f"READY=1\nSTATUS=watching {len(self.config.beds)} bed(s)")
                 await self.stop.wait()
                 await self._shutdown(sources, dispatch_task, alerts_task, link_task, sink_task)
                 writer_task.cancel()
@@ -339,6 +353,7 @@ class Pipeline:
         sink_task: asyncio.Task[None],
     ) -> None:
         log.info("stopping: sources first")
+        sd_notify("STOPPING=1")
         # Stop reading first: what is not yet acknowledged stays with the broker.
         self.link.stop_reading()
         for task in sources:
@@ -382,6 +397,7 @@ class Pipeline:
         interval_s = self.config.daemon.checkpoint_interval_s
         while True:
             item = await self.work.get()
+            self._busy_since = time.monotonic()
             try:
                 if isinstance(item, InboundRow):
                     await self.process_row(item)
@@ -391,6 +407,7 @@ class Pipeline:
                     await self.process(item)
             finally:
                 self.work.task_done()
+                self._busy_since = None
             # Between two items the states include exactly the inputs up to processed_seq.
             if self.checkpoint_round is None and time.monotonic() - last_checkpoint >= interval_s:
                 self.start_checkpoint()
@@ -480,7 +497,10 @@ class Pipeline:
         now = self.clock.now()
         if isinstance(event, VitalSample | Observation):
             self._count_late(event, now)
+        started = time.perf_counter()
         candidates = self.engine.handle(event, now)
+        self._rule_s += time.perf_counter() - started
+        self._rule_events += 1
         if isinstance(event, PumpReading | BagHung):
             point = dose_point(self.engine, self.config.bed(event.bed), now, config=self.config)
             if point is not None:
@@ -491,6 +511,79 @@ class Pipeline:
             observer(event)
         if isinstance(event, Tick):
             self._tick_done.set()
+
+    # --- daemon.health.Probes ----------------------------------------------------------
+
+    def readiness(self) -> Readiness:
+        """Recovered and serving, broker connected, store writable."""
+        return Readiness(
+            recovered=self.ready.is_set(),
+            broker_connected=self.link.connected.is_set(),
+            store_writable=not self.writer.failing,
+        )
+
+    def stalled_s(self) -> float:
+        """How long the work item in processing has taken so far (0 when none is)."""
+        busy_since = self._busy_since
+        return 0.0 if busy_since is None else time.monotonic() - busy_since
+
+    def gauges(self) -> list[Gauge]:
+        """Queue depths, backlogs, link states, open alerts and rule time, for /metrics."""
+        open_alerts: dict[tuple[str, ...], float] = {}
+        for alert in self.alerts.book.open_alerts():
+            labels = (alert.priority.value, alert.state.value)
+            open_alerts[labels] = open_alerts.get(labels, 0) + 1
+        return [
+            Gauge("wardd_up", "1 while the daemon runs", {(): 1}),
+            Gauge(
+                "wardd_ready",
+                "1 once recovered, with the broker and the store usable",
+                {(): float(self.readiness().ready)},
+            ),
+            Gauge("wardd_beds", "Beds this instance watches", {(): len(self.config.beds)}),
+            Gauge(
+                "wardd_work_queue_items", "Inputs and ticks waiting for the pipeline", {(): self.work.qsize()}
+            ),
+            Gauge("wardd_inbound_in_flight", "Inputs received and not yet processed", {(): len(self._live)}),
+            Gauge(
+                "wardd_stalled_seconds", "How long the input in processing has taken", {(): self.stalled_s()}
+            ),
+            Gauge(
+                "wardd_mqtt_connected",
+                "1 while the broker connection is up",
+                {(): float(self.link.connected.is_set())},
+            ),
+            Gauge(
+                "wardd_mqtt_outbox_messages",
+                "Outgoing MQTT messages not yet confirmed",
+                {(): self.link.pending},
+            ),
+            Gauge("wardd_store_writable", "0 while store commits fail", {(): float(not self.writer.failing)}),
+            Gauge(
+                "wardd_store_commits", "Store transactions committed", {(): self.writer.commits}, counter=True
+            ),
+            Gauge(
+                "wardd_store_commit_seconds",
+                "Time in store commits",
+                {(): self.writer.commit_s},
+                counter=True,
+            ),
+            Gauge(
+                "wardd_point_outbox_bytes",
+                "Points waiting for the time-series database",
+                {(): self.sink.outbox_bytes},
+            ),
+            Gauge(
+                "wardd_influx_degraded",
+                "1 while the time-series database is unavailable",
+                {(): float(self.sink.degraded)},
+            ),
+            Gauge(
+                "wardd_alerts_open", "Open alerts by priority and state", open_alerts, ("priority", "state")
+            ),
+            Gauge("wardd_rule_events", "Events the rules were run on", {(): self._rule_events}, counter=True),
+            Gauge("wardd_rule_seconds", "Time in the rules", {(): self._rule_s}, counter=True),
+        ]
 
     def _count_late(self, event: VitalSample | Observation, now: datetime) -> None:
         th = self._vital_thresholds.get(event.bed)
@@ -635,6 +728,7 @@ def build(
             topics.bag(prefix, "+", "+"),
             *ack_filters(prefix, "+", "+"),
         ]
+    status_topic = topics.daemon_status(prefix, config.mqtt.client_id)
     link = MqttLink(
         config.mqtt,
         password=config.mqtt.password.resolve(),
@@ -645,6 +739,7 @@ def build(
         clean_session=clean_session,
         on_health=on_broker_health,
         command=is_ack_topic,
+        will=last_will(config.health, status_topic, config.mqtt.client_id),
     )
     publisher = DurablePublisher(writer, link)
     link.on_delivered = publisher.delivered
@@ -673,4 +768,10 @@ def build(
         add_web(pipeline, config.web)
     if config.routes:
         add_delivery(pipeline)
+    pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
+    if config.health.port is not None:
+        pipeline.services.append(HealthServer(config.health, pipeline, counters))
+    interval_s = watchdog_interval_s()
+    if interval_s is not None:
+        pipeline.services.append(Watchdog(interval_s, pipeline, config.health.stall_after_s, counters))
     return pipeline

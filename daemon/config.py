@@ -576,6 +576,16 @@ class WebConfig(Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     # A login lasts this long, whatever the activity (one shift): site choice.
     session_ttl_s: PositiveSeconds = 28_800.0
+    # Login throttling, on the daemon's clock: after login_failures wrong passwords for one
+    # login within login_window_s, that login is refused without a check for
+    # login_lockout_s; the same for one client address after login_failures_per_address
+    # (behind a reverse proxy every browser has the proxy's address: keep it high). Short,
+    # so that a guesser gets a few tries a minute and nobody keeps a nurse out for long:
+    # site choices.
+    login_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    login_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = 50
+    login_window_s: PositiveSeconds = 300.0
+    login_lockout_s: PositiveSeconds = 60.0
     sound: WebSoundConfig = WebSoundConfig()
     users: list[WebUserConfig] = []
 
@@ -762,6 +772,21 @@ class RouteConfig(Model):
         return value
 
 
+class HealthConfig(Model):
+    """The daemon's own health: status topic, probes, metrics (README, "Running it as a service")."""
+
+    # Retained online status with its time, every heartbeat_s: a station that sees it older
+    # than a few periods knows the daemon is stuck even while its connection holds.
+    heartbeat_s: PositiveSeconds = 10.0
+    # The HTTP probes and metrics (/healthz, /readyz, /metrics); off when no port is set.
+    # No login: keep it on loopback, or on a management network.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None  # 0: any free port (logged)
+    # Inputs waiting and none processed for this long: /healthz says so and the systemd
+    # watchdog is no longer fed, so systemd restarts the daemon.
+    stall_after_s: PositiveSeconds = 30.0
+
+
 class Config(Model):
     """A whole ward configuration."""
 
@@ -778,6 +803,7 @@ class Config(Model):
     routing: RoutingConfig = RoutingConfig()
     receivers: list[ReceiverConfig] = []
     routes: list[RouteConfig] = []
+    health: HealthConfig = HealthConfig()
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
     _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))

@@ -65,3 +65,10 @@ def cli_scratch(prefix: str, user: str) -> str:
 def escalations(prefix: str, ward: str) -> str:
     """Escalated high-priority alerts for the whole ward."""
     return f"{prefix}/{ward}/escalations"
+
+
+def daemon_status(prefix: str, client_id: str) -> str:
+    """The retained status of one daemon instance (``online`` with a heartbeat time, or
+    ``offline``: the last will). ``_wardd`` cannot be a ward: ward ids start with a letter
+    or digit."""
+    return f"{prefix}/_wardd/{client_id}/status"

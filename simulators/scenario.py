@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -762,10 +762,13 @@ class ScenarioRun:
         on_alert: Callable[[Mapping[str, Any]], None] | None = None,
         secure: SecureBroker | None = None,
         broker: MqttConfig | None = None,
+        at_end: Callable[[Pipeline], Awaitable[None]] | None = None,
     ) -> None:
         """``on_pipeline`` is called with the daemon's pipeline before it runs (to attach
         observers, or to stop the run early by setting its ``stop``); ``on_alert`` with
-        each alert transition as recorded.
+        each alert transition as recorded. ``at_end`` is awaited once the scenario's end is
+        reached, before the daemon stops: its services (the ward page) still serve, on a
+        clock that no longer moves in fast mode (screenshots of the end of a story).
 
         ``secure``: a locked-down broker (``simulators.secure``, its ``mqtt_url``): the
         daemon logs in as ``wardd``, the simulated devices as one gateway user, and the
@@ -777,6 +780,7 @@ class ScenarioRun:
         self.scenario = scenario
         self.on_pipeline = on_pipeline
         self.on_alert = on_alert
+        self.at_end = at_end
         self.fast = fast
         self.out = out
         self.progress = progress
@@ -1104,6 +1108,8 @@ class ScenarioRun:
                     )
                 else:
                     await self._run_scaled(script, end_s, helpers, group, pipeline.stop)
+                if self.at_end is not None:
+                    await self.at_end(pipeline)
                 pipeline.stop.set()
                 await daemon
                 with contextlib.suppress(TimeoutError):

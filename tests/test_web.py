@@ -22,6 +22,7 @@ from daemon.web import i18n
 from daemon.web.passwords import hash_password, parse_hash, verify_password
 from daemon.web.server import bed_json
 from daemon.web.sessions import Sessions
+from daemon.web.throttle import MAX_KEYS, LoginThrottle
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 CHEAP = 10  # log2 of scrypt's cost for tests: the format and the check, not the strength
@@ -312,3 +313,19 @@ def test_every_asset_is_a_package_file_with_no_address_outside() -> None:
         assert not external, (path.name, external)
         assert "@import" not in text
         assert "@font-face" not in text
+
+
+def test_the_login_throttle_forgets_the_oldest_names_first_and_stays_bounded() -> None:
+    clock = ManualClock(datetime(2026, 3, 2, tzinfo=UTC))
+    throttle = LoginThrottle(clock, failures=2, per_address=100_000, window_s=300, lockout_s=60)
+    throttle.failed("a.martin", "10.0.0.1")
+    assert throttle.wait_s("a.martin", "10.0.0.1") == 0  # one mistake is allowed
+    throttle.failed("a.martin", "10.0.0.1")
+    assert throttle.wait_s("a.martin", "10.0.0.2") == 60  # the login, from anywhere
+    assert throttle.wait_s("p.viewer", "10.0.0.1") == 0  # the address is far from its limit
+    spray = LoginThrottle(clock, failures=1, per_address=100_000, window_s=300, lockout_s=60)
+    for i in range(MAX_KEYS + 500):  # made-up names, each locked at its first failure
+        spray.failed(f"guess{i}", "10.0.0.9")
+    assert len(spray) <= MAX_KEYS
+    assert spray.wait_s("guess0", "10.0.0.8") == 0  # the oldest were forgotten
+    assert spray.wait_s(f"guess{MAX_KEYS + 499}", "10.0.0.8") == 60  # the newest are still held

@@ -34,7 +34,7 @@ TTL_S = 3600.0
 PASSWORDS = {"nurse1": "nurse password", "viewer1": "viewer password", "admin1": "admin password"}
 
 
-def _config(tmp_path: Path, *, second_bed: bool = False) -> Any:
+def _config(tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | None = None) -> Any:
     beds = [
         {
             "ward": "w1",
@@ -54,6 +54,7 @@ def _config(tmp_path: Path, *, second_bed: bool = False) -> Any:
                 "enabled": True,
                 "port": 0,
                 "session_ttl_s": TTL_S,
+                **(web or {}),
                 "users": [
                     {
                         "name": name,
@@ -124,9 +125,11 @@ async def ward_of_two(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 @contextlib.asynccontextmanager
-async def _rig(tmp_path: Path, *, second_bed: bool = False) -> AsyncIterator[Rig]:
+async def _rig(
+    tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | None = None
+) -> AsyncIterator[Rig]:
     clock = ManualClock(T0)
-    pipeline = build(_config(tmp_path, second_bed=second_bed), clock=clock)
+    pipeline = build(_config(tmp_path, second_bed=second_bed, web=web), clock=clock)
     page = pipeline.services[0]
     assert isinstance(page, WardPage)
     async with committing(pipeline.writer), TestClient(TestServer(page.app())) as client:
@@ -436,3 +439,50 @@ async def test_the_journal_is_paged_newest_first_and_bounded(rig: Rig) -> None:
     assert len(seqs) == 460
     assert seqs == sorted(seqs, reverse=True)  # newest first, none twice, none missed
     assert len(set(seqs)) == 460
+
+
+# --- login throttling ---------------------------------------------------------------------------
+
+
+async def _attempt(rig: Rig, user: str, password: str) -> tuple[int, str, str | None]:
+    """One login through the form: the status, the page and its Retry-After."""
+    form = await rig.client.get("/login")
+    token = _field(await form.text(), "csrf")
+    response = await rig.client.post(
+        "/login", data={"csrf": token, "user": user, "password": password}, allow_redirects=False
+    )
+    return response.status, await response.text(), response.headers.get("Retry-After")
+
+
+async def test_wrong_passwords_hold_that_login_back_for_a_while_and_are_counted(rig: Rig) -> None:
+    for _ in range(5):
+        assert (await _attempt(rig, "nurse1", "wrong password"))[0] == 401
+    # Now even the right password is refused, unchecked, and the form says for how long.
+    status, page, retry_after = await _attempt(rig, "nurse1", PASSWORDS["nurse1"])
+    assert (status, retry_after) == (429, "60")
+    assert "Too many failed logins: try again in 60 s." in page
+    assert rig.pipeline.counters.get("web.refused", "login_throttled") == 1
+    assert rig.pipeline.counters.get("web.logins", "refused") == 5
+    # Another login from the same place is not held back by this one.
+    await rig.login("viewer1")
+    await rig.clock.advance(30)
+    status, _, retry_after = await _attempt(rig, "nurse1", PASSWORDS["nurse1"])
+    assert (status, retry_after) == (429, "30")
+    await rig.clock.advance(30)
+    await rig.login("nurse1")
+    # A success starts the count again: four more mistakes do not lock it.
+    for _ in range(4):
+        assert (await _attempt(rig, "nurse1", "wrong password"))[0] == 401
+    await rig.login("nurse1")
+
+
+async def test_many_failures_from_one_address_hold_back_every_login_from_it(tmp_path: Path) -> None:
+    async with _rig(tmp_path, web={"login_failures_per_address": 3}) as rig:
+        for name in ("nobody1", "nobody2", "nurse1"):  # a spray of names, known or not
+            assert (await _attempt(rig, name, "guess"))[0] == 401
+        status, page, _ = await _attempt(rig, "admin1", PASSWORDS["admin1"])
+        assert status == 429
+        assert "try again in 60 s" in page
+        assert rig.pipeline.counters.get("web.refused", "login_throttled") == 1
+        await rig.clock.advance(60)
+        await rig.login("admin1")

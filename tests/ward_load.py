@@ -121,9 +121,10 @@ telemetry_stale_s = 86400.0
 class WarddProcess:
     """``wardd run --config FILE`` as a real subprocess, restartable; output appended to ``log``."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log = log
+        self.env = env or {}  # added to the test's own environment
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -137,7 +138,7 @@ class WarddProcess:
                 [sys.executable, "-m", "daemon", "run", "--config", str(self.config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**_environ(), "PYTHONUNBUFFERED": "1"},
+                env={**_environ(), "PYTHONUNBUFFERED": "1", **self.env},
             )
         self.starts += 1
 

@@ -410,6 +410,11 @@ class InfluxSink:
         self.flushed = asyncio.Event()  # set after each send cycle, for tests and shutdown
 
     @property
+    def outbox_bytes(self) -> int:
+        """Bytes of points waiting in the store's outbox (``spool_max_mb`` bounds them)."""
+        return self._outbox_bytes
+
+    @property
     def degraded(self) -> bool:
         """True while the database is unavailable."""
         return self._degraded

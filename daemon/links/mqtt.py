@@ -108,6 +108,7 @@ class MqttLink:
         on_delivered: OnDelivered | None = None,
         on_health: OnHealth | None = None,
         command: Callable[[str], bool] | None = None,
+        will: Outgoing | None = None,
     ) -> None:
         self._config = config
         self._password = password
@@ -120,6 +121,8 @@ class MqttLink:
         self.on_delivered = on_delivered
         self._on_health = on_health
         self._command = command
+        self._will = will
+        self.sessions = 0  # connections made so far: a new one needs its status again
         self._reading = True
         _, _, tls = broker_address(config.url)
         # Built once, here: an unusable ca_file or certificate stops the start, with its place.
@@ -169,6 +172,9 @@ class MqttLink:
                 keepalive=self._config.keepalive_s,
                 tls_context=self._tls_context,
                 timeout=10,
+                will=None
+                if self._will is None
+                else aiomqtt.Will(self._will.topic, self._will.payload, self._will.qos, self._will.retain),
             )
             # Before connecting: a resumed session delivers at once. paho-mqtt's client is
             # aiomqtt's private attribute; manual acknowledgement is its public API.
@@ -185,6 +191,7 @@ class MqttLink:
                     log.info("MQTT connected to %s:%d as %s", host, port, self._client_id)
                     self._counters.inc("mqtt.connections", "up")
                     backoff.reset()
+                    self.sessions += 1
                     self._paho = paho
                     self.connected.set()
                     if self._on_health is not None:

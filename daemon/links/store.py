@@ -584,6 +584,11 @@ class StoreWriter:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     @property
+    def failing(self) -> bool:
+        """The last commit failed (it is being retried)."""
+        return self._failing
+
+    @property
     def idle(self) -> bool:
         """Nothing staged or being committed."""
         return self._idle.is_set()

@@ -37,10 +37,14 @@ class BedHistory:
     suggestions: Sequence[Line]
     journal: Sequence[Line]
     older: int | None  # the ``before`` of the next page, if there are older lines
+    dose_events: Sequence[Line] = ()  # interruptions and boluses, for the dose chart
 
 
-def read_history(store: Store, bed: str, before_seq: int | None) -> BedHistory:
-    """One bed's history (run on the store's thread: ``StoreWriter.call``)."""
+def read_history(
+    store: Store, bed: str, before_seq: int | None, dose_conditions: tuple[str, ...] = (), dose_lines: int = 0
+) -> BedHistory:
+    """One bed's history (run on the store's thread: ``StoreWriter.call``); with
+    ``dose_conditions``, also the newest ``dose_lines`` transitions of those conditions."""
     timeline = store.journal_lines(bed, limit=TIMELINE_LINES)
     suggestions = store.journal_lines(bed, limit=SUGGESTION_LINES, conditions=SUGGESTIONS)
     if before_seq is None:
@@ -53,6 +57,9 @@ def read_history(store: Store, bed: str, before_seq: int | None) -> BedHistory:
         suggestions=[line for line in suggestions if isinstance(line[1].get("alert"), Mapping)],
         journal=page[:JOURNAL_PAGE],
         older=older,
+        dose_events=store.journal_lines(bed, limit=dose_lines, conditions=dose_conditions)
+        if dose_conditions
+        else (),
     )
 
 

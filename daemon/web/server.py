@@ -12,8 +12,10 @@ Routes: ``GET /`` the ward (or a redirect to ``/login``), ``GET|POST /login``,
 then ``ward`` updates, ``alert`` transitions and a ``ping`` every ``PING_S``),
 ``GET /api/ward`` (the same snapshot as JSON), ``POST /api/alerts/<id>/ack``,
 ``GET /bed/<bed id>`` (one bed: its tile, alert timeline, CRS/ICANS suggestions and
-audit journal, ``?before=<seq>`` for older journal lines; 404 for a bed that is not
-configured) and ``/static/`` (the package's own files, nothing else).
+audit journal, ``?before=<seq>`` for older journal lines, ``?span=`` for the vital-sign
+charts; 404 for a bed that is not configured), ``GET /bed/<bed id>/charts`` (its charts
+alone, which the page draws again every minute) and ``/static/`` (the package's own
+files, nothing else).
 
 Every POST needs the session's CSRF token (a form field, or the ``X-CSRF-Token``
 header), the login form a token bound to its own cookie. Refusals answer 401 (no
@@ -30,9 +32,11 @@ import functools
 import html
 import json
 import logging
+import math
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +44,30 @@ from aiohttp import web
 
 from daemon import ids
 from daemon.alerts import AckVia, Alert, AlertService, AlertState, Transition, UnknownAlertError
+from daemon.clinical.dose import bed_state, delivered_rate_ug_per_day
 from daemon.clock import Clock
-from daemon.config import Config, WebConfig, WebUserConfig
+from daemon.config import BedConfig, Config, WebConfig, WebUserConfig
 from daemon.errors import InputError
-from daemon.events import Event
+from daemon.events import Event, Metric, PumpReading, VitalSample
 from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.rules import RuleEngine
 from daemon.timefmt import iso, iso_or_none
 from daemon.wardview import BedView, LatestVitals, bed_view, by_urgency, ward_view
-from daemon.web import bedpage, i18n
+from daemon.web import bedcharts, bedpage, i18n
+from daemon.web.history import (
+    DELIVERED,
+    RECENT_S,
+    TREND_S,
+    HistoryUnavailableError,
+    InfluxHistory,
+    RecentHistory,
+    influxql,
+    trend,
+)
 from daemon.web.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from daemon.web.sessions import Session, Sessions, new_token, same
+from daemon.web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +137,12 @@ def alert_json(alert: Alert, language: str) -> dict[str, Any]:
     }
 
 
-def bed_json(view: BedView, language: str) -> dict[str, Any]:
-    """One bed's tile as data."""
+TREND_METRICS = tuple(str(metric) for metric in Metric if metric is not Metric.DBP_MMHG)
+"""The vital signs a tile shows, each with its trend."""
+
+
+def bed_json(view: BedView, language: str, recent: RecentHistory | None = None) -> dict[str, Any]:
+    """One bed's tile as data; with ``recent``, the trend of each vital sign it shows."""
     bed = view.bed
     urgency = view.urgency
     waiting = [a for a in view.alerts if a.state is not AlertState.ACKNOWLEDGED]
@@ -145,6 +165,10 @@ def bed_json(view: BedView, language: str) -> dict[str, Any]:
         "level": None if level is None else str(level),
         "urgency": list(urgency.key()),
         "alerts": [alert_json(alert, language) for alert in view.alerts],
+        "trend": {}
+        if recent is None
+        else {metric: trend(recent, bed.id, metric, view.now) for metric in TREND_METRICS},
+        "trend_s": TREND_S,
     }
 
 
@@ -209,15 +233,32 @@ class WardPage:
             hash_password(new_token(), log2_n=10)
         )
         self._checks = asyncio.Semaphore(CONCURRENT_PASSWORD_CHECKS)
+        self._throttle = LoginThrottle(
+            clock,
+            failures=settings.login_failures,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_window_s,
+            lockout_s=settings.login_lockout_s,
+        )
         self.sessions = Sessions(settings.session_ttl_s, clock)
         saved = writer.store.meta(SESSIONS_KEY)
         if isinstance(saved, Mapping):
             self.sessions.load(saved, self._users)
         self.latest = LatestVitals()
+        self.recent = RecentHistory()
+        """Each bed's last hours of vital signs and delivered dose: the tiles' trends, and the
+        charts' data when InfluxDB is not configured or does not answer."""
+        self._influx = (
+            InfluxHistory(config.influx, config.influx.password.resolve())
+            if config.influx.api == "v1"
+            else None
+        )
         self._clients: set[_Client] = set()
         self._wake = asyncio.Event()  # an alert transition is committed: push at once
         self._dirty = False  # new vital signs or readings since the last push
         self.started = asyncio.Event()
+        self.seeded = asyncio.Event()
+        """Set once the memory has been filled from InfluxDB at start (or that was not possible)."""
         self.url = ""
         """``http://host:port/`` once ``started`` is set."""
         self._login_page = _template("login.html")
@@ -233,8 +274,25 @@ class WardPage:
     def observe(self, event: Event) -> None:
         """A pipeline observer: keeps the latest vital signs, marks the ward as changed."""
         self.latest.observe(event)
+        if isinstance(event, VitalSample):
+            for metric, value in event.values.items():
+                self.recent.add(event.bed, str(metric), event.time, value)
+        elif isinstance(event, PumpReading):
+            self._remember_dose(event)
         if getattr(event, "bed", None) is not None:
             self._dirty = True
+
+    def _remember_dose(self, reading: PumpReading) -> None:
+        # The rate the dose point gives at the reading's time: the dose rule has just taken it.
+        try:
+            bed = self._config.bed(reading.bed)
+            state = bed_state(self._engine, bed)
+        except (KeyError, TypeError):  # a bed not configured, or an engine without dose rules
+            return
+        stale_s = self._config.thresholds_for(bed.id).dose.reading_stale_s
+        delivered = delivered_rate_ug_per_day(state, reading.time, stale_s)
+        if delivered is not None:
+            self.recent.add(bed.id, DELIVERED, reading.time, delivered)
 
     def _on_transition(self, transition: Transition) -> None:
         # Shown once the store has it: the page never shows what a crash would undo.
@@ -269,6 +327,7 @@ class WardPage:
         app.router.add_get("/events", self._events)
         app.router.add_get("/api/ward", self._api_ward)
         app.router.add_get("/bed/{bed_id}", self._bed)
+        app.router.add_get("/bed/{bed_id}/charts", self._bed_charts)
         app.router.add_post("/api/alerts/{alert_id}/ack", self._ack)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         app.on_response_prepare.append(self._headers)
@@ -285,10 +344,49 @@ class WardPage:
             self.url = f"http://{host}:{port}/"
             log.info("ward page on %s (%d user(s))", self.url, len(self._users))
             self.started.set()
-            await self._push()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._seed(), name="web.seed")
+                await self._push()
         finally:
             self.close_streams()
             await runner.cleanup()
+            await self.close_history()
+
+    async def _seed(self) -> None:
+        """Fill the empty memory of a fresh start with the last hours InfluxDB holds, bed by bed."""
+        try:
+            if self._influx is None:
+                return
+            end = self._clock.now().timestamp()
+            begin = end - RECENT_S
+            step = int(self.recent.bucket_s)
+            metrics = [str(metric) for metric in Metric]
+            for bed in self._config.beds:
+                try:
+                    vitals, dose = await self._influx.read(
+                        [
+                            influxql("vitals", metrics, bed.ward, bed.id, begin, end, step),
+                            influxql("dose", [DELIVERED], bed.ward, bed.id, begin, end, step),
+                        ]
+                    )
+                except HistoryUnavailableError as exc:
+                    # The memory fills from live data instead; the charts say so while it is short.
+                    self._counters.inc("web.history", f"seed_{exc.reason}")
+                    log.warning("ward page: no history from InfluxDB at start (%s)", exc.detail)
+                    return
+                kept = sum(
+                    self.recent.seed(bed.id, name, samples)
+                    for name, samples in (*vitals.items(), *dose.items())
+                )
+                self._counters.inc("web.history", "seeded", kept)
+            self._dirty = True
+        finally:
+            self.seeded.set()
+
+    async def close_history(self) -> None:
+        """Close the connection that reads the charts' history (``run`` does it on its way out)."""
+        if self._influx is not None:
+            await self._influx.close()
 
     def close_streams(self) -> None:
         """End every open event stream (the browsers then show the lost connection)."""
@@ -328,7 +426,7 @@ class WardPage:
         """The whole ward, most urgent bed first, with alert messages in ``language``."""
         now = self._clock.now()
         views = by_urgency(ward_view(self._config, self._engine, self._alerts.book, self.latest, now))
-        return {"now": iso(now), "beds": [bed_json(view, language) for view in views]}
+        return {"now": iso(now), "beds": [bed_json(view, language, self.recent) for view in views]}
 
     # -- requests
 
@@ -401,21 +499,80 @@ class WardPage:
         text = self._not_found_page.substitute(words, lang=language, not_found_text=words[notice])
         return web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
 
+    def _bed_asked(self, request: web.Request, language: str) -> BedConfig | web.Response:
+        """The configured bed of the path, or the refusal (counted) to answer."""
+        bed_id = request.match_info["bed_id"]
+        # Validated before anything reads the store: an id is plain data, or it is refused.
+        if not ids.is_config_id(bed_id):
+            self._counters.inc("web.refused", "bad_bed")
+            return self._not_found(language)
+        try:
+            return self._config.bed(bed_id)
+        except KeyError:
+            self._counters.inc("web.refused", "unknown_bed")
+            return self._not_found(language)
+
+    def _span_asked(self, request: web.Request, language: str) -> str | web.Response:
+        span = request.query.get("span", bedcharts.DEFAULT_SPAN)
+        if span not in bedcharts.SPANS:
+            self._counters.inc("web.refused", "bad_span")
+            return self._not_found(language, "bad_span", status=400)
+        return span
+
+    async def _charts_html(
+        self, bed: BedConfig, span: str, language: str, dose_events: Sequence[bedpage.Line], now: datetime
+    ) -> str:
+        begin, end, _ = bedcharts.course(self._engine, self._config, bed, now)
+        series = await bedcharts.read_series(
+            bed=bed,
+            api=self._config.influx.api,
+            influx=self._influx,
+            recent=self.recent,
+            counters=self._counters,
+            vitals_window=bedcharts.vitals_window(span, now, begin),
+            dose_window=(begin.timestamp(), end.timestamp()),
+        )
+        return bedcharts.charts_html(
+            config=self._config,
+            engine=self._engine,
+            bed=bed,
+            series=series,
+            journal=dose_events,
+            now=now,
+            span=span,
+            language=language,
+        )
+
+    async def _bed_charts(self, request: web.Request) -> web.Response:
+        """The bed view's charts alone: the page's script draws them again every minute."""
+        found = self._session(request)
+        if found is None:
+            return self._refuse(request, 401, "no_session")
+        user = found[1]
+        bed = self._bed_asked(request, user.language)
+        if isinstance(bed, web.Response):
+            return bed
+        span = self._span_asked(request, user.language)
+        if isinstance(span, web.Response):
+            return span
+        read = functools.partial(
+            self._writer.store.journal_lines,
+            bed.id,
+            limit=bedcharts.DOSE_EVENT_LINES,
+            conditions=bedcharts.DOSE_EVENTS,
+        )
+        dose_events: list[bedpage.Line] = await self._writer.call(read)
+        text = await self._charts_html(bed, span, user.language, dose_events, self._clock.now())
+        return web.Response(text=text, content_type="text/html", charset="utf-8")
+
     async def _bed(self, request: web.Request) -> web.StreamResponse:
         found = self._session(request)
         if found is None:
             raise web.HTTPSeeOther("/login")
         session, user = found
-        bed_id = request.match_info["bed_id"]
-        # Validated before anything reads the store: an id is plain data, or it is refused.
-        if not ids.is_config_id(bed_id):
-            self._counters.inc("web.refused", "bad_bed")
-            return self._not_found(user.language)
-        try:
-            bed = self._config.bed(bed_id)
-        except KeyError:
-            self._counters.inc("web.refused", "unknown_bed")
-            return self._not_found(user.language)
+        bed = self._bed_asked(request, user.language)
+        if isinstance(bed, web.Response):
+            return bed
         before: int | None = None
         if "before" in request.query:
             raw = request.query["before"]
@@ -424,11 +581,20 @@ class WardPage:
                 self._counters.inc("web.refused", "bad_page")
                 return self._not_found(user.language, "bad_page", status=400)
             before = int(raw)
+        span = self._span_asked(request, user.language)
+        if isinstance(span, web.Response):
+            return span
         # On the store's thread, serialised with its commits: never on the event loop.
         history: bedpage.BedHistory = await self._writer.call(
-            bedpage.read_history, self._writer.store, bed.id, before
+            bedpage.read_history,
+            self._writer.store,
+            bed.id,
+            before,
+            bedcharts.DOSE_EVENTS,
+            bedcharts.DOSE_EVENT_LINES,
         )
         now = self._clock.now()
+        charts_section = await self._charts_html(bed, span, user.language, history.dose_events, now)
         view = bed_view(
             self._config,
             bed,
@@ -441,18 +607,21 @@ class WardPage:
         escaped = _escaped_texts(user.language)
         bed_label = html.escape(f"{bed.ward}/{bed.id}")
         pager = []
+        # The journal's pages keep the charts' span (a known name: nothing to escape).
+        keep = "" if span == bedcharts.DEFAULT_SPAN else f"span={span}"
         if before is not None:
-            pager.append(f'<a href="/bed/{bed.id}" id="newest">{html.escape(words["newest"])}</a>')
+            newest = f"/bed/{bed.id}" + (f"?{keep}" if keep else "")
+            pager.append(f'<a href="{newest}" id="newest">{html.escape(words["newest"])}</a>')
         if history.older is not None:
-            pager.append(
-                f'<a href="/bed/{bed.id}?before={history.older}" id="older">{html.escape(words["older"])}</a>'
-            )
+            older = f"/bed/{bed.id}?before={history.older}" + (f"&amp;{keep}" if keep else "")
+            pager.append(f'<a href="{older}" id="older">{html.escape(words["older"])}</a>')
         heading = f'<a href="/" id="back" class="back">{escaped["back_to_ward"]}</a> · {escaped["bed_title"]} {bed_label}'
         text = self._bed_page.substitute(
             escaped,
             lang=user.language,
             bed_label=bed_label,
             header=self._header_html(session, user, heading=heading),
+            charts=charts_section,
             timeline_items=bedpage.timeline_html(history.timeline, words),
             suggestion_rows=bedpage.suggestions_html(history.suggestions, words),
             journal_rows=bedpage.journal_html(history.journal, words),
@@ -460,13 +629,16 @@ class WardPage:
             page_data=self._page_data(
                 session,
                 user,
-                bed={"ward": bed.ward, "bed": bed.id, "tile": bed_json(view, user.language)},
+                bed={"ward": bed.ward, "bed": bed.id, "tile": bed_json(view, user.language, self.recent)},
                 now=iso(now),
             ),
         )
         return web.Response(text=text, content_type="text/html", charset="utf-8")
 
-    def _login_response(self, request: web.Request, notice: str | None, status: int = 200) -> web.Response:
+    def _login_response(
+        self, request: web.Request, notice: str | None, status: int = 200, **values: str
+    ) -> web.Response:
+        """The login form, with ``notice`` (a text key; ``values`` fill its ``{names}``)."""
         language = i18n.from_accept_language(request.headers.get("Accept-Language"))
         words = _escaped_texts(language)
         token = new_token()
@@ -474,7 +646,7 @@ class WardPage:
             words,
             lang=language,
             csrf=token,
-            notice=words[notice] if notice else "",
+            notice=words[notice].format(**{k: html.escape(v) for k, v in values.items()}) if notice else "",
             notice_hidden="" if notice else " hidden",
         )
         response = web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
@@ -495,13 +667,25 @@ class WardPage:
         name, password = form.get("user"), form.get("password")
         if not isinstance(name, str) or not isinstance(password, str):
             return self._login_response(request, "login_failed", status=401)
+        address = request.remote or ""
+        wait_s = self._throttle.wait_s(name, address)
+        if wait_s > 0:
+            # Refused before the check: a guesser gets a few tries a minute, and no scrypt runs.
+            self._counters.inc("web.refused", "login_throttled")
+            log.warning("ward page: login throttled for user %s from %s", ids.shown(name), address)
+            seconds = str(math.ceil(wait_s))
+            response = self._login_response(request, "login_throttled", status=429, seconds=seconds)
+            response.headers["Retry-After"] = seconds
+            return response
         user = self._users.get(name)
         async with self._checks:
             ok = await asyncio.to_thread(verify_password, password, self._hashes.get(name, self._decoy))
         if user is None or not ok:
+            self._throttle.failed(name, address)
             self._counters.inc("web.logins", "refused")
             log.warning("ward page: login refused for user %s", ids.shown(name))
             return self._login_response(request, "login_failed", status=401)
+        self._throttle.succeeded(name)
         token, _ = self.sessions.create(user.name)
         self._save_sessions()
         self._counters.inc("web.logins", "accepted")

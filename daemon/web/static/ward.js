@@ -241,6 +241,8 @@
     shown.forEach(function (m) {
       const item = el("span", "v-" + m);
       item.append(document.createTextNode(S[m] + " "), el("b", null, number(bed.vitals[m], DECIMALS[m] || 0)));
+      const line = bed.trend && bed.trend[m] ? sparkline(bed.trend[m], bed.trend_s) : null;
+      if (line) item.append(line);
       vitals.append(item);
     });
     if (bed.news2) {
@@ -256,6 +258,46 @@
     bed.alerts.forEach(function (alert) { list.append(renderAlert(alert)); });
     tile.append(list);
     return tile;
+  }
+
+  // A tile's trend: the means the daemon sends (oldest first, null where nothing came), as
+  // a small line scaled to its own range; a gap stays a gap.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const SPARK_W = 48;
+  const SPARK_H = 14;
+  function sparkline(values, spanS) {
+    const known = values.filter(function (v) { return v !== null; });
+    if (known.length < 2) return null;
+    const low = Math.min.apply(null, known);
+    const high = Math.max.apply(null, known);
+    const range = high - low || 1;
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("viewBox", "0 0 " + SPARK_W + " " + SPARK_H);
+    svg.setAttribute("role", "img");
+    const hours = Math.round(spanS / 3600);
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = S.trend + " " + hours + " " + S.unit_h + S.colon + number(low, 1) + " – " + number(high, 1);
+    svg.append(title);
+    svg.setAttribute("aria-label", title.textContent);
+    let run = [];
+    const step = SPARK_W / Math.max(values.length - 1, 1);
+    function flush() {
+      if (run.length > 1) {
+        const poly = document.createElementNS(SVG_NS, "polyline");
+        poly.setAttribute("points", run.join(" "));
+        svg.append(poly);
+      }
+      run = [];
+    }
+    values.forEach(function (v, i) {
+      if (v === null) { flush(); return; }
+      const y = 1 + (SPARK_H - 2) * (high - v) / range;
+      run.push((i * step).toFixed(1) + "," + y.toFixed(1));
+    });
+    flush();
+    svg.dataset.points = String(known.length);
+    return svg;
   }
 
   function renderAlert(alert) {
@@ -301,7 +343,54 @@
       const at = Date.parse(node.getAttribute("datetime"));
       if (!Number.isNaN(at)) node.textContent = new Date(at).toLocaleString(page.lang);
     });
+    // The charts' clock ticks come in UTC (daemon/web/charts.py): shown in the browser's zone,
+    // and the axis says which zone that is.
+    document.querySelectorAll("svg text[data-at]").forEach(function (node) {
+      const at = Date.parse(node.getAttribute("data-at"));
+      if (Number.isNaN(at)) return;
+      const withDay = node.textContent.indexOf("/") >= 0;
+      // 24-hour clock times: short enough for an axis whatever the language.
+      const options = withDay
+        ? { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }
+        : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+      node.textContent = new Date(at).toLocaleString(page.lang, options);
+    });
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone) document.querySelectorAll("svg text[data-tz]").forEach(function (node) { node.textContent = zone; });
   }
+
+  // The bed page's charts are drawn by the daemon; while the page is live they are fetched
+  // again every minute, so that a bed view left open never shows hours-old curves.
+  // window.wardCharts tells tests how often that happened.
+  const CHARTS_EVERY_MS = 60000;
+  const wardCharts = { refreshed: 0, refresh: refreshCharts };
+  window.wardCharts = wardCharts;
+  function refreshCharts() {
+    const box = document.getElementById("charts");
+    if (!only || !box || !connected) return Promise.resolve();
+    const url = "/bed/" + encodeURIComponent(only.bed) + "/charts" + window.location.search;
+    return fetch(url, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.assign("/login?expired=1");
+          return null;
+        }
+        if (!response.ok) throw new Error(String(response.status));
+        return response.text();
+      })
+      .then(function (text) {
+        if (text === null) return;
+        const holder = document.createElement("template");
+        holder.innerHTML = text;
+        const fresh = holder.content.querySelector("#charts");
+        if (!fresh) return;
+        document.getElementById("charts").replaceWith(fresh);
+        localTimes();
+        wardCharts.refreshed += 1;
+      })
+      .catch(function () { /* kept as they were; the "as of" time says how old they are */ });
+  }
+  if (only) setInterval(refreshCharts, CHARTS_EVERY_MS);
 
   // One line of the bed's timeline, as the server writes them (daemon/web/bedpage.py).
   function timelineLine(data) {

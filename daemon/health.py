@@ -1,0 +1,299 @@
+"""The daemon's own health, for the people and machines that must know when it is down.
+
+- **Status topic** (``topics.daemon_status``, retained): ``online`` with the time of the
+  last heartbeat, renewed every ``health.heartbeat_s``; ``offline`` with the reason
+  ``stopped`` at a clean stop; and ``offline`` with ``connection lost`` from the broker
+  itself, the MQTT last will, when the connection drops without a goodbye (a crash,
+  ``kill -9``, a power cut, or an event loop that stopped turning and so stopped
+  answering the broker's keep-alive). A station that sees the heartbeat grow old knows
+  the daemon is stuck even while its connection holds.
+- **HTTP probes** (``health.port``): ``/healthz`` (alive: the event loop answers and no
+  input has been in processing for ``stall_after_s``), ``/readyz`` (recovered, broker
+  connected, store writable), ``/metrics`` (Prometheus text format, prometheus-client).
+- **systemd** (``Type=notify``): ``READY=1`` once recovered and serving, ``WATCHDOG=1``
+  every half ``WatchdogSec`` while not stalled, ``STOPPING=1`` at shutdown, through
+  ``$NOTIFY_SOCKET`` (the protocol is one datagram per message: sd_notify(3)).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from daemon import __version__
+from daemon.clock import Clock
+from daemon.config import HealthConfig
+from daemon.links.mqtt import MqttLink, Outgoing
+from daemon.metrics import Counters
+from daemon.timefmt import iso
+
+log = logging.getLogger(__name__)
+
+OFFLINE_LOST = "connection lost"
+OFFLINE_STOPPED = "stopped"
+HEARTBEAT_POLL_S = 1.0  # how soon a new connection gets its "online", in real seconds
+
+
+def status_payload(
+    state: str, instance: str, *, at: datetime | None = None, heartbeat_s: float, reason: str = ""
+) -> bytes:
+    """The retained status of one instance: ``online`` (with ``at``) or ``offline`` (with ``reason``)."""
+    body: dict[str, Any] = {"state": state, "instance": instance, "version": __version__}
+    if at is not None:
+        body["at"] = iso(at)
+        body["heartbeat_s"] = heartbeat_s
+    if reason:
+        body["reason"] = reason
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def sd_notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Send ``message`` to systemd (``$NOTIFY_SOCKET``); ``False`` when not run by systemd.
+
+    A failure to send is logged, never raised: the daemon's work matters more than
+    telling systemd about it (a missed watchdog ping makes systemd act anyway).
+    """
+    address = environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("systemd notification %r not sent to %s: %s", message, address, exc)
+        return False
+    return True
+
+
+def watchdog_interval_s(environ: Mapping[str, str] = os.environ) -> float | None:
+    """Half systemd's ``WatchdogSec`` (``$WATCHDOG_USEC``), when it asks this process for pings."""
+    usec = environ.get("WATCHDOG_USEC", "")
+    pid = environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What ``/readyz`` checks."""
+
+    recovered: bool
+    broker_connected: bool
+    store_writable: bool
+
+    @property
+    def ready(self) -> bool:
+        """Every check passes."""
+        return self.recovered and self.broker_connected and self.store_writable
+
+
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """One metric family read at scrape time: ``samples`` maps label values to a value."""
+
+    name: str
+    help: str
+    samples: Mapping[tuple[str, ...], float]
+    labels: tuple[str, ...] = ()
+    counter: bool = False  # a total that only grows (exposed with ``_total``)
+
+
+class Probes(Protocol):
+    """What the health parts read from the pipeline (``daemon.app.Pipeline`` implements it)."""
+
+    def readiness(self) -> Readiness:
+        """The checks of ``/readyz``."""
+        ...
+
+    def stalled_s(self) -> float:
+        """How long the input in processing has been (0 when none is)."""
+        ...
+
+    def gauges(self) -> Sequence[Gauge]:
+        """The pipeline's own metrics, beside the counters."""
+        ...
+
+
+_NOT_METRIC = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def metric_name(counter: str) -> str:
+    """A ``Counters`` name as a Prometheus metric name: ``mqtt.rejected`` → ``wardd_mqtt_rejected``."""
+    return "wardd_" + _NOT_METRIC.sub("_", counter)
+
+
+@dataclass(eq=False)  # the registry keys collectors by identity
+class _Collector(Collector):
+    counters: Counters
+    gauges: Sequence[Gauge]
+
+    def collect(self) -> Iterator[Metric]:
+        for name, reasons in self.counters.snapshot().items():
+            family = CounterMetricFamily(
+                metric_name(name), f"Counter {name} of the daemon, by reason", labels=["reason"]
+            )
+            for reason, count in reasons.items():
+                family.add_metric([reason or "-"], count)
+            yield family
+        for gauge in self.gauges:
+            metric: CounterMetricFamily | GaugeMetricFamily
+            if gauge.counter:
+                metric = CounterMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
+            else:
+                metric = GaugeMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
+            for labels, value in gauge.samples.items():
+                metric.add_metric(list(labels), value)
+            yield metric
+
+
+def metrics_text(counters: Counters, gauges: Sequence[Gauge]) -> bytes:
+    """Every counter and gauge in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(counters, gauges))
+    return generate_latest(registry)
+
+
+def last_will(settings: HealthConfig, topic: str, instance: str) -> Outgoing:
+    """What the broker publishes for us when our connection drops without a goodbye."""
+    payload = status_payload("offline", instance, heartbeat_s=settings.heartbeat_s, reason=OFFLINE_LOST)
+    return Outgoing(topic, payload, qos=1, retain=True)
+
+
+class HealthServer:
+    """``/healthz``, ``/readyz`` and ``/metrics`` over plain HTTP (a pipeline service)."""
+
+    name = "health.http"
+
+    def __init__(self, settings: HealthConfig, probes: Probes, counters: Counters) -> None:
+        self._settings = settings
+        self._probes = probes
+        self._counters = counters
+        self.port: int | None = None  # the bound port, once serving
+        self.serving = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._app = app
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        runner = web.AppRunner(self._app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._settings.host, self._settings.port or 0)
+            await site.start()
+            server = site._server  # aiohttp exposes the bound port only here
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
+            log.info("health probes on http://%s:%s/healthz", self._settings.host, self.port)
+            self.serving.set()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        stalled_s = self._probes.stalled_s()
+        live = stalled_s < self._settings.stall_after_s
+        body = {"live": live, "stalled_s": round(stalled_s, 3), "stall_after_s": self._settings.stall_after_s}
+        return web.json_response(body, status=200 if live else 503)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        checks = self._probes.readiness()
+        body = {
+            "ready": checks.ready,
+            "recovered": checks.recovered,
+            "broker_connected": checks.broker_connected,
+            "store_writable": checks.store_writable,
+        }
+        return web.json_response(body, status=200 if checks.ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        text = metrics_text(self._counters, self._probes.gauges())
+        # prometheus-client's own content type, version parameter included.
+        return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+class Heartbeat:
+    """The retained ``online`` status, renewed every ``heartbeat_s``; ``offline`` at the end."""
+
+    name = "health.heartbeat"
+
+    def __init__(
+        self, settings: HealthConfig, link: MqttLink, topic: str, instance: str, clock: Clock
+    ) -> None:
+        self._settings = settings
+        self._link = link
+        self._topic = topic
+        self._instance = instance
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Beat until cancelled; then say ``offline`` (queued: the shutdown drains the link)."""
+        loop = asyncio.get_running_loop()
+        last_session, last_beat = -1, float("-inf")
+        try:
+            while True:
+                # Real time: an accelerated scenario clock must not flood the broker.
+                await asyncio.sleep(HEARTBEAT_POLL_S)
+                if not self._link.connected.is_set():
+                    continue  # a heartbeat queued while down would arrive stale
+                due = loop.time() - last_beat >= self._settings.heartbeat_s
+                if self._link.sessions != last_session or due:
+                    last_session, last_beat = self._link.sessions, loop.time()
+                    payload = status_payload(
+                        "online", self._instance, at=self._clock.now(), heartbeat_s=self._settings.heartbeat_s
+                    )
+                    self._link.enqueue(Outgoing(self._topic, payload, qos=1, retain=True))
+        finally:
+            payload = status_payload(
+                "offline", self._instance, heartbeat_s=self._settings.heartbeat_s, reason=OFFLINE_STOPPED
+            )
+            self._link.enqueue(Outgoing(self._topic, payload, qos=1, retain=True))
+
+
+class Watchdog:
+    """Feeds systemd's watchdog while the pipeline is not stalled (``WatchdogSec``)."""
+
+    name = "systemd.watchdog"
+
+    def __init__(self, interval_s: float, probes: Probes, stall_after_s: float, counters: Counters) -> None:
+        self._interval_s = interval_s
+        self._probes = probes
+        self._stall_after_s = stall_after_s
+        self._counters = counters
+
+    async def run(self) -> None:
+        """Ping until cancelled (real time: systemd's clock)."""
+        stalled = False
+        while True:
+            if self._probes.stalled_s() < self._stall_after_s:
+                if stalled:
+                    log.info("pipeline moving again: systemd watchdog fed again")
+                stalled = False
+                sd_notify("WATCHDOG=1")
+            elif not stalled:
+                stalled = True
+                self._counters.inc("health.stalled")
+                log.error(
+                    "an input has been in processing for %.0f s: systemd watchdog no longer fed",
+                    self._probes.stalled_s(),
+                )
+            await asyncio.sleep(self._interval_s)

@@ -1,0 +1,265 @@
+"""The daemon's own health: retained status with a last will, probes, metrics, systemd notify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daemon import __version__
+from daemon.config import HealthConfig
+from daemon.health import (
+    Gauge,
+    last_will,
+    metric_name,
+    metrics_text,
+    sd_notify,
+    status_payload,
+    watchdog_interval_s,
+)
+from daemon.metrics import Counters
+from tests.mqtt_watch import until, watch
+from tests.servers import Mosquitto, free_port
+from tests.ward_load import WarddProcess
+
+# --------------------------------------------------------------------------- pure
+
+
+def test_the_status_says_online_with_its_heartbeat_time_or_offline_with_why() -> None:
+    at = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    assert json.loads(status_payload("online", "wardd", at=at, heartbeat_s=10.0)) == {
+        "state": "online",
+        "instance": "wardd",
+        "version": __version__,
+        "at": "2026-03-02T08:00:00Z",
+        "heartbeat_s": 10.0,
+    }
+    will = last_will(HealthConfig(), "ward/_wardd/wardd/status", "wardd")
+    assert (will.topic, will.qos, will.retain) == ("ward/_wardd/wardd/status", 1, True)
+    assert json.loads(will.payload) == {
+        "state": "offline",
+        "instance": "wardd",
+        "version": __version__,
+        "reason": "connection lost",
+    }
+
+
+def test_counter_names_become_prometheus_names() -> None:
+    assert metric_name("mqtt.rejected") == "wardd_mqtt_rejected"
+    assert metric_name("web.logins/refused") == "wardd_web_logins_refused"
+
+
+def test_metrics_are_in_the_prometheus_text_format() -> None:
+    counters = Counters()
+    counters.inc("mqtt.rejected", "invalid_json", 3)
+    counters.inc("mqtt.accepted", "")
+    gauges = [
+        Gauge("wardd_work_queue_items", "Inputs waiting", {(): 4}),
+        Gauge("wardd_alerts_open", "Open alerts", {("high", "active"): 2}, ("priority", "state")),
+        Gauge("wardd_rule_seconds", "Time in rules", {(): 1.5}, counter=True),
+    ]
+    text = metrics_text(counters, gauges).decode()
+    lines = set(text.splitlines())
+    assert 'wardd_mqtt_rejected_total{reason="invalid_json"} 3.0' in lines
+    assert 'wardd_mqtt_accepted_total{reason="-"} 1.0' in lines
+    assert "wardd_work_queue_items 4.0" in lines
+    assert 'wardd_alerts_open{priority="high",state="active"} 2.0' in lines
+    assert "wardd_rule_seconds_total 1.5" in lines
+    assert "# TYPE wardd_rule_seconds_total counter" in lines
+    assert "# TYPE wardd_work_queue_items gauge" in lines
+
+
+@pytest.mark.parametrize(
+    ("environ", "interval_s"),
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+        ({"WATCHDOG_USEC": "abc"}, None),
+    ],
+    ids=["not-asked", "zero", "asked", "another-pid", "not-a-number"],
+)
+def test_the_watchdog_is_fed_twice_per_period_only_when_systemd_asks_this_process(
+    environ: dict[str, str], interval_s: float | None
+) -> None:
+    assert watchdog_interval_s(environ) == interval_s
+
+
+def test_without_a_notify_socket_nothing_is_sent() -> None:
+    assert sd_notify("READY=1", {}) is False
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """A datagram socket where a fake systemd receives sd_notify messages."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        sock.settimeout(0.2)
+        yield sock
+
+
+@pytest.mark.integration  # binds a socket
+def test_a_notification_reaches_the_notify_socket(tmp_path: Path, notify_socket: socket.socket) -> None:
+    assert sd_notify("READY=1\nSTATUS=x", {"NOTIFY_SOCKET": str(tmp_path / "notify")}) is True
+    assert notify_socket.recv(4096) == b"READY=1\nSTATUS=x"
+    # A socket that is gone: logged, not raised.
+    assert sd_notify("WATCHDOG=1", {"NOTIFY_SOCKET": str(tmp_path / "gone")}) is False
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def _config(path: Path, broker: Mosquitto, health_port: int) -> Path:
+    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{path.parent / "state"}"
+shutdown_timeout_s = 10
+
+[mqtt]
+url = "{broker.url}"
+client_id = "wardd-health"
+topic_prefix = "hw"
+keepalive_s = 5
+reconnect_min_s = 0.1
+reconnect_max_s = 0.5
+
+[influx]
+api = "none"
+
+[health]
+heartbeat_s = 1.0
+port = {health_port}
+
+[[beds]]
+ward = "w1"
+id = "b1"
+patient = "P-1"
+weight_kg = 63
+height_cm = 165
+protocol = "ssc-14d"
+protocol_start = "{start}"
+"""
+    )
+    return path
+
+
+def _messages(sock: socket.socket) -> list[str]:
+    out: list[str] = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return out
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as reply:
+        return reply.status, await reply.text()
+
+
+@pytest.mark.integration
+async def test_status_probes_metrics_and_systemd_follow_the_daemon(
+    tmp_path: Path, mosquitto: Mosquitto, notify_socket: socket.socket
+) -> None:
+    """Online with a heartbeat; ready while the broker is up, not while it is down; READY,
+    WATCHDOG and STOPPING to systemd; offline "stopped" at SIGTERM, and "connection lost"
+    from the broker (the last will) at kill -9."""
+    port = free_port()
+    config = _config(tmp_path / "ward.toml", mosquitto, port)
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
+    daemon = WarddProcess(config, tmp_path / "wardd.log", env=env)
+    async with watch(mosquitto.url, "hw/_wardd/+/status") as status:
+        daemon.start()
+        try:
+            daemon.wait_connected()
+            await until(lambda: any(s.get("state") == "online" for s in status), 10, "the online status")
+            first = next(s for s in status if s["state"] == "online")
+            assert first["instance"] == "wardd-health"
+            await until(
+                lambda: len({s.get("at") for s in status if s["state"] == "online"}) >= 2, 10, "a heartbeat"
+            )
+            messages = _messages(notify_socket)
+            assert any(m.startswith("READY=1") for m in messages), messages
+            assert "WATCHDOG=1" in messages
+
+            assert (await _get(port, "/healthz"))[0] == 200
+            code, body = await _get(port, "/readyz")
+            assert (code, json.loads(body)["ready"]) == (200, True)
+            code, text = await _get(port, "/metrics")
+            assert code == 200
+            assert "wardd_up 1.0" in text.splitlines()
+            assert "wardd_mqtt_connected 1.0" in text.splitlines()
+            assert 'wardd_mqtt_connections_total{reason="up"} 1.0' in text.splitlines()
+            assert daemon.terminate() == 0
+            await until(lambda: status[-1]["state"] == "offline", 10, "the offline status")
+        finally:
+            daemon.close()
+    assert any(m.startswith("STOPPING=1") for m in _messages(notify_socket))
+    assert status[-1]["reason"] == "stopped"
+
+    # The broker away: not ready, still alive; back: ready again.
+    daemon.start()
+    try:
+        daemon.wait_connected()
+        await until(lambda: daemon.output().count("health probes on") >= 2, 10, "the probes")
+        mosquitto.stop()
+        code, body = await _get(port, "/readyz")
+        for _ in range(50):
+            if code == 503:
+                break
+            code, body = await _get(port, "/readyz")
+        assert (code, json.loads(body)) == (
+            503,
+            {"ready": False, "recovered": True, "broker_connected": False, "store_writable": True},
+        )
+        assert (await _get(port, "/healthz"))[0] == 200
+        mosquitto.start()
+        daemon.wait_connected()
+        async with watch(mosquitto.url, "hw/_wardd/+/status") as status:
+            await until(lambda: any(s.get("state") == "online" for s in status), 10, "online again")
+            assert (await _get(port, "/readyz"))[0] == 200
+            daemon.kill()
+            await until(lambda: status[-1].get("state") == "offline", 10, "the last will")
+        assert status[-1]["reason"] == "connection lost"
+    finally:
+        daemon.close()
+
+
+@pytest.mark.integration
+def test_the_shipped_unit_file_is_valid_for_systemd(tmp_path: Path) -> None:
+    """config/wardd.service, with ExecStart pointed at this environment's wardd, passes
+    ``systemd-analyze verify`` (which also checks every directive's spelling), and asks for
+    what the daemon implements: notify, a watchdog, restarts, a dedicated user."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    shipped = (Path(__file__).parent.parent / "config" / "wardd.service").read_text()
+    wardd_bin = Path(sys.executable).parent / "wardd"
+    assert wardd_bin.exists()
+    unit = tmp_path / "wardd.service"
+    unit.write_text(shipped.replace("/opt/wardd/bin/wardd", str(wardd_bin)))
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    directives = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in shipped.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert directives["Type"] == "notify"
+    assert directives["WatchdogSec"] == "30"
+    assert directives["Restart"] == "on-failure"
+    assert directives["User"] == "wardd"
+    assert directives["StateDirectory"] == "wardd"
