@@ -22,6 +22,7 @@ log = logging.getLogger("wardd")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+STATUS_JOURNAL_LINES = 2000  # per bed: where `wardd status` looks for what was sent to whom
 
 
 def _load(path: str) -> config_module.Config:
@@ -281,11 +282,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon.app import build_rules  # noqa: PLC0415
     from daemon.clinical.dose import status_lines  # noqa: PLC0415
     from daemon.clock import SystemClock  # noqa: PLC0415
+    from daemon.delivery.service import told_lines  # noqa: PLC0415
     from daemon.links.store import Store  # noqa: PLC0415
     from daemon.partition import store_paths  # noqa: PLC0415
 
     engine = build_rules(config)
     alerts = []
+    journals: dict[str, list[dict[str, Any]]] = {}
     paths = store_paths(config)
     for path in paths:
         if not path.exists():
@@ -295,6 +298,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             engine.restore(store.rule_states(), store.rule_windows())
             alerts += load_book(store).open_alerts()
+            if config.routes:
+                for bed in config.beds:
+                    # The newest lines of the bed are enough for its open alerts' notices.
+                    journals.setdefault(bed.id, []).extend(
+                        store.journal(bed=bed.id, limit=STATUS_JOURNAL_LINES)
+                    )
         finally:
             store.close()
     if not any(path.exists() for path in paths):
@@ -312,6 +321,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"    {alert.priority.upper():6} {alert.condition} [{alert.state}] id {alert.id} "
                 f"since {alert.since.isoformat()}: {alert.message.get(language)}"
             )
+            for line in told_lines(journals.get(bed.id, []), alert.id):
+                print(f"      told {line}")
     return EXIT_OK
 
 

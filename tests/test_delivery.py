@@ -13,6 +13,7 @@ import email
 import email.policy
 import functools
 import itertools
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from daemon.alerts import AlertState
 from daemon.app import Pipeline, build
 from daemon.clock import ManualClock
 from daemon.config import Config, parse
-from daemon.delivery.service import DELIVERY_FAILED, DeliveryService
+from daemon.delivery.service import DELIVERY_FAILED, DeliveryService, told_lines
 from daemon.events import AlertCandidate, Kind, Priority
 from daemon.metrics import Counters
 from tests.helpers import running
@@ -204,6 +205,11 @@ async def test_deliveries_queued_while_the_receiver_is_down_survive_a_restart(
         await _until(lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE])
         await pipeline.writer.flush()
         assert len(pipeline.store.deliveries_pending()) == 4  # fever, tachycardia, closing, DELIVERY_FAILED
+        journal = await pipeline.writer.call(pipeline.store.journal)
+        tachycardia = next(a.id for a in pipeline.alerts.book.open_alerts() if a.condition == "TACHYCARDIA")
+        [told] = told_lines(journal, tachycardia)  # what `wardd status` prints under the alert
+        # Behind the fever's notice, which the receiver has not taken: not attempted yet.
+        assert re.fullmatch(r"nurse: alert at \S+, waiting \(0 attempts\)", told), told
     await nurse.start()
     try:
         async with running(build(config)) as again:

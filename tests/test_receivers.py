@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from daemon.config import WebhookReceiverConfig
 from daemon.delivery.receivers import DELIVERY_HEADER, SIGNATURE_HEADER, Outcome, WebhookReceiver, signature
-from daemon.delivery.service import retry_delay_s
+from daemon.delivery.service import retry_delay_s, told_lines
 from tests.servers import free_port
 
 
@@ -93,3 +94,55 @@ async def test_no_answer_is_a_retry() -> None:
         await receiver.close()
     assert attempt.outcome is Outcome.RETRY
     assert "Connect" in attempt.detail
+
+
+def test_status_says_what_was_sent_to_whom_from_the_journal() -> None:
+    entries: list[dict[str, Any]] = [
+        {"what": "start", "id": "12-FEVER-1"},
+        {
+            "what": "notice",
+            "at": "t1",
+            "receiver": "nurse",
+            "notice": "alert",
+            "delivery": 1,
+            "alerts": ["12-FEVER-1"],
+        },
+        {
+            "what": "notice",
+            "at": "t1",
+            "receiver": "nurse",
+            "notice": "alert",
+            "delivery": 2,
+            "alerts": ["12-HYPOXIA-2"],
+        },
+        {"what": "delivery", "delivery": 1, "attempt": 1, "outcome": "delivered", "detail": "HTTP 200"},
+        {
+            "what": "notice",
+            "at": "t2",
+            "receiver": "charge",
+            "notice": "escalation",
+            "delivery": 3,
+            "alerts": ["12-FEVER-1"],
+        },
+        {"what": "delivery", "delivery": 3, "attempt": 1, "outcome": "retry", "detail": "HTTP 503"},
+        {"what": "delivery", "delivery": 3, "attempt": 2, "outcome": "retry", "detail": "HTTP 502"},
+        {
+            "what": "notice",
+            "at": "t3",
+            "receiver": "doctor",
+            "notice": "escalation",
+            "delivery": 4,
+            "alerts": ["12-FEVER-1"],
+        },
+        {"what": "delivery", "delivery": 4, "attempt": 1, "outcome": "refused", "detail": "HTTP 401"},
+    ]
+    assert told_lines(entries, "12-FEVER-1") == [
+        "nurse: alert at t1, delivered (1 attempt)",
+        "charge: escalation at t2, waiting (2 attempts, last: HTTP 502)",
+        "doctor: escalation at t3, refused (1 attempt, last: HTTP 401)",
+    ]
+    assert told_lines(entries, "12-FEVER-1", limit=1) == [
+        "doctor: escalation at t3, refused (1 attempt, last: HTTP 401)"
+    ]
+    assert told_lines(entries, "12-HYPOXIA-2") == ["nurse: alert at t1, waiting (0 attempts)"]
+    assert told_lines(entries, "12-OTHER-9") == []

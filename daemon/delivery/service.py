@@ -215,7 +215,13 @@ class DeliveryService:
                 # Found while the alert engine's lock was held: raised here.
                 beds, self._raise_soon = self._raise_soon, set()
                 await self._alerts.handle(self._candidates(beds, now))
-            self.tick(now)
+            try:
+                self.tick(now)
+            except Exception:
+                # As for a transition: a routing bug must not stop the daemon; the alerts
+                # still reach the station and the page.
+                self._counters.inc("routing.errors", "tick")
+                log.exception("routing failed on the clock's tick")
 
     async def _worker(self, name: str) -> None:
         queue, wake, receiver = self._queues[name], self._wakes[name], self.receivers[name]
@@ -349,3 +355,24 @@ class DeliveryService:
     def pending(self) -> int:
         """Notices waiting for a receiver (in memory: committed ones)."""
         return sum(len(q) for q in self._queues.values())
+
+
+def told_lines(entries: Sequence[Mapping[str, Any]], alert_id: str, *, limit: int = 5) -> list[str]:
+    """What ``wardd status`` says of an alert's notices, from the journal (oldest first):
+    one line per delivery, its receiver, kind, time and where it stands; the last ``limit``."""
+    deliveries: dict[int, dict[str, Any]] = {}
+    for entry in entries:
+        if entry.get("what") == "notice" and alert_id in entry.get("alerts", ()):
+            deliveries[int(entry["delivery"])] = {**entry, "state": "waiting", "attempts": 0}
+        elif entry.get("what") == "delivery" and int(entry.get("delivery", -1)) in deliveries:
+            row = deliveries[int(entry["delivery"])]
+            outcome = str(entry.get("outcome"))
+            row["state"] = {"delivered": "delivered", "refused": "refused"}.get(outcome, "waiting")
+            row["attempts"] = int(entry.get("attempt", 0))
+            row["detail"] = entry.get("detail", "")
+    lines = []
+    for row in list(deliveries.values())[-limit:]:
+        state = f"{row['state']} ({row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}"
+        state += f", last: {row['detail']})" if row["state"] != "delivered" and row.get("detail") else ")"
+        lines.append(f"{row['receiver']}: {row['notice']} at {row['at']}, {state}")
+    return lines
