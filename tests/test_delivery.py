@@ -335,3 +335,33 @@ async def test_delivery_counts_as_failed_at_exactly_failed_after_attempts(
             assert states == ([AlertState.LATCHED] if failed else [])
     finally:
         await nurse.stop()
+
+
+async def test_receiver_secrets_reach_neither_the_store_nor_the_log(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The HMAC key and an Apprise URL's credentials: a failing receiver's log lines and
+    everything the store keeps (notices, journal, routing state) are searched for them."""
+    nurse = WebhookServer(KEY.encode())  # never started: connections refused
+    token = "tk-Zq81vXw3Pp"  # a test credential
+    receivers = [
+        _hook("nurse", nurse),
+        {
+            "name": "phone",
+            "type": "apprise",
+            "url": {"value": f"ntfy://wardd:{token}@127.0.0.1:{nurse.port}/ward-12"},
+            "min_gap_s": 0,
+            **RETRY,
+        },
+    ]
+    config = _config(tmp_path, mosquitto, prefix, receivers)
+    async with running(build(config)) as pipeline:
+        await pipeline.alerts.handle([_candidate("HYPOXIA", Priority.HIGH)])
+        await _until(lambda: pipeline.counters.get("delivery.failed", "phone") == 1)
+        await pipeline.writer.flush()
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "state").glob("*.sqlite*"))
+    assert b"12-HYPOXIA" in stored, "the bait: the notices are in the store"
+    for secret in (KEY, token):
+        assert secret.encode() not in stored
+        assert secret not in caplog.text
+    assert "to phone: retry (attempt 1)" in caplog.text
