@@ -478,7 +478,9 @@ def _add_demo(sub: Any) -> None:
 def _add_routes(sub: Any) -> None:
     routes = sub.add_parser("routes", help="print who would be told of a sample alert, and when")
     routes.add_argument("--config", required=True, help="TOML configuration file")
-    routes.add_argument("--condition", default="FEVER", help="the alert's condition (default FEVER)")
+    routes.add_argument(
+        "--condition", default="HYPOTENSION", help="the alert's condition (default HYPOTENSION)"
+    )
     routes.add_argument("--priority", choices=["low", "medium", "high"], default="high")
     routes.add_argument("--kind", choices=["physiological", "technical"], default="physiological")
     routes.add_argument("--bed", help="bed id (default: the first configured bed)")

@@ -7,7 +7,7 @@ seconds after the start, and ``expected``, one line per notice::
 
     <second> <kind> L<level> -> <receivers>: <CONDITION>@<bed>[/<state>],...
 
-Steps: ``raise`` (condition, bed, priority, kind, grade), ``clear`` (condition, bed),
+Steps: ``raise`` (condition, bed, ward, priority, kind, grade, details), ``clear`` (condition, bed),
 ``ack`` (condition, bed, by), ``fail`` (condition, bed, level, receiver). The clock runs
 in steps of one second until ``until``: each second the steps, then the alert engine's
 escalation check, then the router's ``tick``. Adding a case needs no code.
@@ -91,7 +91,7 @@ def _step(book: AlertBook, router: Router, step: dict[str, Any], now: datetime) 
             present="raise" in step,
             kind=Kind(spec.get("kind", "physiological")),
             priority=Priority(spec.get("priority", "medium")),
-            details={"grade": spec["grade"]} if "grade" in spec else {},
+            details={**({"grade": spec["grade"]} if "grade" in spec else {}), **spec.get("details", {})},
         )
         transitions = book.apply(candidate, now)
     elif "ack" in step:
