@@ -8,14 +8,12 @@ next level is told at once, and a restart in between loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import functools
 import itertools
 import re
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from daemon.delivery.service import DELIVERY_FAILED, DeliveryService, told_lines
 from daemon.events import AlertCandidate, Kind, Priority
 from daemon.metrics import Counters
 from tests.helpers import running
+from tests.mqtt_watch import until
 from tests.servers import Mosquitto, SmtpServer, WebhookServer
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
@@ -80,13 +79,6 @@ def _candidate(condition: str, priority: Priority, *, present: bool = True) -> A
 
 def _delivery(pipeline: Pipeline) -> DeliveryService:
     return next(s for s in pipeline.services if isinstance(s, DeliveryService))
-
-
-async def _until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    """Wait for a state of the daemon that no event of the test announces (the store)."""
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 def _attempted(counters: Counters, n: int) -> bool:
@@ -162,8 +154,12 @@ async def test_webhook_down_then_back_loses_nothing_keeps_order_and_raises_then_
                 ("alert", DELIVERY_FAILED),
             ]
             # Cleared once the nurse's receiver takes deliveries again (high: latched until acknowledged).
-            await _until(lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.LATCHED])
-            await _until(lambda: pipeline.store.deliveries_pending() == [])
+            await until(
+                lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.LATCHED],
+                20,
+                "DELIVERY_FAILED cleared (latched)",
+            )
+            await until(lambda: _delivery(pipeline).pending() == 0, 20, "every notice delivered")
 
             attempts = _journal(pipeline, "delivery")
             failing = [
@@ -202,7 +198,9 @@ async def test_deliveries_queued_while_the_receiver_is_down_survive_a_restart(
         await pipeline.alerts.handle([_candidate("FEVER", Priority.MEDIUM)])
         await pipeline.alerts.handle([_candidate("TACHYCARDIA", Priority.MEDIUM)])
         await pipeline.alerts.handle([_candidate("FEVER", Priority.MEDIUM, present=False)])
-        await _until(lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE])
+        await until(
+            lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE], 20, "DELIVERY_FAILED raised"
+        )
         await pipeline.writer.flush()
         assert len(pipeline.store.deliveries_pending()) == 4  # fever, tachycardia, closing, DELIVERY_FAILED
         journal = await pipeline.writer.call(pipeline.store.journal)
@@ -220,8 +218,12 @@ async def test_deliveries_queued_while_the_receiver_is_down_survive_a_restart(
                 ("closing", "FEVER"),
                 ("alert", DELIVERY_FAILED),
             ]
-            await _until(lambda: _open(again, DELIVERY_FAILED) == [AlertState.LATCHED])
-            await _until(lambda: again.store.deliveries_pending() == [])
+            await until(
+                lambda: _open(again, DELIVERY_FAILED) == [AlertState.LATCHED],
+                20,
+                "DELIVERY_FAILED cleared (latched)",
+            )
+            await until(lambda: _delivery(again).pending() == 0, 20, "every notice delivered")
     finally:
         await nurse.stop()
 
@@ -275,16 +277,18 @@ async def test_email_through_apprise_down_then_back(
         async with running(build(config)) as pipeline:
             made = time.monotonic()
             await pipeline.alerts.handle([_candidate("FEVER", Priority.MEDIUM)])
-            await _until(lambda: len(relay.messages) == 1)
+            await until(lambda: len(relay.messages) == 1, 20, "the first e-mail")
             latency_s = relay.messages[0][0] - made
             assert relay.messages[0][1] == ["charge@ward.test"]
             assert subjects() == ["MEDIUM FEVER, lit 12 (haem)"]
             relay.stop()
             await pipeline.alerts.handle([_candidate("FEVER", Priority.MEDIUM, present=False)])
             await pipeline.alerts.handle([_candidate("HYPOXIA", Priority.HIGH)])
-            await _until(lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE])
+            await until(
+                lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE], 20, "DELIVERY_FAILED raised"
+            )
             relay.start()
-            await _until(lambda: len(relay.messages) >= 4)
+            await until(lambda: len(relay.messages) >= 4, 20, "the e-mails held while the relay was away")
             assert subjects() == [
                 "MEDIUM FEVER, lit 12 (haem)",
                 "Close : MEDIUM FEVER, lit 12 (haem)",
@@ -294,8 +298,12 @@ async def test_email_through_apprise_down_then_back(
             body = mails[1].get_body(preferencelist=("plain",))
             assert body is not None
             assert "Terminée." in body.get_content()
-            await _until(lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.LATCHED])
-            await _until(lambda: pipeline.store.deliveries_pending() == [])
+            await until(
+                lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.LATCHED],
+                20,
+                "DELIVERY_FAILED cleared (latched)",
+            )
+            await until(lambda: _delivery(pipeline).pending() == 0, 20, "every notice delivered")
     finally:
         relay.stop()
     print(f"e-mail: first message at the relay {latency_s * 1000:.1f} ms after the alert")
@@ -316,20 +324,28 @@ async def test_delivery_counts_as_failed_at_exactly_failed_after_attempts(
     try:
         async with running(pipeline):
             await pipeline.alerts.handle([_candidate("HYPOXIA", Priority.HIGH)])
-            await _until(lambda: counters.total("delivery.attempts") >= 1)
+            await until(lambda: counters.total("delivery.attempts") >= 1, 20, "the first attempt")
             for attempt, wait_s in ((2, 0.2), (3, 0.4), (4, 0.4)):
                 if attempt == back_before_attempt:
                     await nurse.start()
                 await clock.advance(wait_s)
-                await _until(functools.partial(_attempted, counters, attempt))
+                await until(functools.partial(_attempted, counters, attempt), 20, "the next attempt")
                 if attempt == back_before_attempt:
                     break
             # Failed: the DELIVERY_FAILED alert's own notice waited behind, and follows.
-            await _until(lambda: counters.get("delivery.delivered", "nurse") == 1 + int(failed))
+            await until(
+                lambda: counters.get("delivery.delivered", "nurse") == 1 + int(failed),
+                20,
+                "the deliveries once the receiver is back",
+            )
             assert counters.get("delivery.attempts", "retry") == back_before_attempt - 1
             assert counters.get("delivery.failed", "nurse") == int(failed)
             if failed:
-                await _until(lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.LATCHED])
+                await until(
+                    lambda: _open(pipeline, DELIVERY_FAILED) == [AlertState.LATCHED],
+                    20,
+                    "DELIVERY_FAILED cleared (latched)",
+                )
             states = _open(pipeline, DELIVERY_FAILED)
             # Raised at the third failure, then cleared by the delivery (latched: high).
             assert states == ([AlertState.LATCHED] if failed else [])
@@ -357,7 +373,9 @@ async def test_receiver_secrets_reach_neither_the_store_nor_the_log(
     config = _config(tmp_path, mosquitto, prefix, receivers)
     async with running(build(config)) as pipeline:
         await pipeline.alerts.handle([_candidate("HYPOXIA", Priority.HIGH)])
-        await _until(lambda: pipeline.counters.get("delivery.failed", "phone") == 1)
+        await until(
+            lambda: pipeline.counters.get("delivery.failed", "phone") == 1, 20, "the phone's delivery failed"
+        )
         await pipeline.writer.flush()
     stored = b"".join(p.read_bytes() for p in (tmp_path / "state").glob("*.sqlite*"))
     assert b"12-HYPOXIA" in stored, "the bait: the notices are in the store"
