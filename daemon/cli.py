@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from daemon import config as config_module
+from daemon import logs
 from daemon.errors import ConfigError, WarddError
+from daemon.logs import LogFormat
 
 log = logging.getLogger("wardd")
 
@@ -29,12 +31,8 @@ def _load(path: str) -> config_module.Config:
     return config_module.load(Path(path))
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_format: LogFormat = "text") -> None:
+    logs.configure(level, log_format)
 
 
 def _redact_secrets(config: config_module.Config) -> None:
@@ -67,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"daemon": config.daemon.model_copy(update={"capture": Path(args.capture)})}
         )
-    _setup_logging(args.log_level or config.daemon.log_level)
+    _setup_logging(args.log_level or config.daemon.log_level, config.daemon.log_format)
     _redact_secrets(config)
     from daemon.partition import Partition, for_partition, foreign_stores  # noqa: PLC0415
 

@@ -95,6 +95,7 @@ class DaemonConfig(Model):
     tick_interval_s: PositiveSeconds = 1.0
     shutdown_timeout_s: PositiveSeconds = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for a log collector
     capture: Path | None = None  # JSON-lines capture of every input event, for `wardd replay`
     # The durable store (SQLite, WAL): inbound log, rule states, alerts, journal, outboxes.
     store: Path | None = None  # default: <state_dir>/wardd.sqlite
@@ -787,6 +788,15 @@ class HealthConfig(Model):
     stall_after_s: PositiveSeconds = 30.0
 
 
+class Hl7Config(Model):
+    """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways over MLLP (README, "HL7 v2 in")."""
+
+    # Plain TCP: keep it on loopback or the monitors' network.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None  # off while unset; 0: any free port
+    max_message_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 262_144
+
+
 class Config(Model):
     """A whole ward configuration."""
 
@@ -804,6 +814,7 @@ class Config(Model):
     receivers: list[ReceiverConfig] = []
     routes: list[RouteConfig] = []
     health: HealthConfig = HealthConfig()
+    hl7: Hl7Config = Hl7Config()
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
     _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))
