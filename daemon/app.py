@@ -79,6 +79,7 @@ from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
 
 if TYPE_CHECKING:
+    from daemon.delivery.service import DeliveryService
     from daemon.web.server import WardPage
 
 log = logging.getLogger(__name__)
@@ -687,6 +688,30 @@ def add_web(pipeline: Pipeline, settings: WebConfig) -> WardPage:
     return page
 
 
+def add_delivery(pipeline: Pipeline) -> DeliveryService:
+    """Route the alerts to people and deliver the notices (README, "Routing and delivery")."""
+    # Imported only when routes are configured (Apprise is a large library).
+    from daemon.delivery.service import DeliveryService  # noqa: PLC0415
+
+    service = DeliveryService(
+        pipeline.config,
+        alerts=pipeline.alerts,
+        writer=pipeline.writer,
+        clock=pipeline.clock,
+        counters=pipeline.counters,
+    )
+    pipeline.services.append(service)
+    return service
+
+
+def _add_staff_services(pipeline: Pipeline) -> None:
+    """What the config asks for staff: the ward page, the routing of alerts to people."""
+    if pipeline.config.web.enabled:
+        add_web(pipeline, pipeline.config.web)
+    if pipeline.config.routes:
+        add_delivery(pipeline)
+
+
 def build(
     config: Config,
     *,
@@ -800,8 +825,7 @@ def build(
         seen=RecentDigests(max(DEDUP_CAPACITY, 4 * config.daemon.max_inflight_messages)),
     )
     holder["pipeline"] = pipeline
-    if config.web.enabled:
-        add_web(pipeline, config.web)
+    _add_staff_services(pipeline)
     pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
     if config.health.port is not None:
         pipeline.services.append(HealthServer(config.health, pipeline, counters))
