@@ -782,7 +782,7 @@ class AlertService:
                     qos=self._qos,
                     retain=False,
                 )
-            self._sink.put(_point(alert, now, self._language))
+            self._sink.put(alert_point(alert, now, self._language))
             for listener in self.listeners:
                 listener(transition)
 
@@ -883,7 +883,8 @@ def _overdue_notice(alert: Alert, escalate_after_s: float) -> Text:
     )
 
 
-def _point(alert: Alert, now: datetime, language: str) -> Point:
+def alert_point(alert: Alert, now: datetime, language: str) -> Point:
+    """An alert transition as an ``alerts`` point (README, "Storage")."""
     fields: dict[str, FieldValue] = {
         "id": alert.id,
         "escalation_level": alert.escalation_level,

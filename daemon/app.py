@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import capture, topics
+from daemon import capture, hl7in, topics
 from daemon.alerts import AlertService, ack_filters, is_ack_topic
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
@@ -66,9 +66,10 @@ from daemon.health import (
     watchdog_interval_s,
 )
 from daemon.links.influx import InfluxSink, make_writer
+from daemon.links.mllp import MllpListener, Reply
 from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
 from daemon.links.store import Changes, InboundRow, Store, StoreWriter, WindowWrite, json_text
-from daemon.metrics import Counters
+from daemon.metrics import Counters, reject
 from daemon.points import Point
 from daemon.pump import PumpSource, reading_point
 from daemon.pump_rules import pump_rules
@@ -78,6 +79,7 @@ from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
 
 if TYPE_CHECKING:
+    from daemon.delivery.service import DeliveryService
     from daemon.web.server import WardPage
 
 log = logging.getLogger(__name__)
@@ -85,10 +87,11 @@ log = logging.getLogger(__name__)
 COUNTERS_INTERVAL_S = 60.0
 TICK_SLICE_BEDS = 100
 """Beds per slice of a tick: about 10 ms of rules on this project's 2-core machine."""
-CHECKPOINT_SLICE_STATES = 200
+CHECKPOINT_SLICE_STATES = 50
 """Rule states per slice of a periodic checkpoint. At 1,000 beds sending every second a
-whole checkpoint (about 3,000 states and 40,000 window rows) was one transaction of 0.3
-to 0.9 s, and every input arriving meanwhile waited for it."""
+whole checkpoint (about 3,000 states and 40,000 window rows) was one transaction of 0.7
+to 1.2 s, and every input arriving meanwhile waited for it; slices of 50 hold the store
+about 15 ms each (``python -m bench.checkpoint``)."""
 DEDUP_CAPACITY = 8192  # recent message digests kept; redeliveries come within the in-flight window
 SEEN_KEY = "inbound.seen"  # the digests, in the store's meta
 LATE_DROPPED = "vitals.late_dropped"
@@ -248,6 +251,7 @@ class Pipeline:
         self._live: set[int] = set()  # logged inputs that hold an in-flight place
         self._tick_done = asyncio.Event()  # set when a tick (or a slice of one) is processed
         self._busy_since: float | None = None  # monotonic time the item in processing was taken
+        self._beds = {(bed.ward, bed.id): bed for bed in self.config.beds}
         self._rule_s = 0.0  # time in the rules, for /metrics
         self._rule_events = 0
 
@@ -271,6 +275,52 @@ class Pipeline:
         """
         await self._inflight.acquire()
         self._live.add(self._log("mqtt", topic, payload, ack=ack))
+
+    async def on_hl7(self, raw: bytes, where: str, reply: Reply) -> None:
+        """One HL7 v2 message (``daemon.links.mllp``): refused at once with AE or AR when
+        nothing in it can be filed; else logged in the store, and AA once that is durable."""
+        try:
+            message = hl7in.parse(raw, where)
+            hl7in.decode(
+                raw,
+                where=where,
+                now=self.clock.now(),
+                bed_of=self._hl7_bed,
+                max_future_skew_s=self.config.mqtt.max_future_skew_s,
+            )
+        except hl7in.Hl7Error as exc:
+            reject(self.counters, hl7in.REJECTED, exc.reason, exc.detail, where=exc.where, payload=raw)
+            readable = None if exc.reason == "not_hl7" else hl7in.parse(raw, where)
+            reply(hl7in.acknowledgement(readable, exc.code, exc))
+            return
+        await self._inflight.acquire()
+        self._live.add(self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message))))
+
+    def _hl7_bed(self, ward: str, bed_id: str) -> hl7in.Bed | None:
+        bed = self._beds.get((ward, bed_id))
+        return None if bed is None else hl7in.Bed(bed.ward, bed.id, bed.patient)
+
+    async def _process_hl7(self, topic: str, raw: bytes) -> None:
+        if not self.seen.add(topic.split(" ", 1)[0], raw):
+            # A sender that got no acknowledgement in time sends the message again.
+            self.counters.inc("hl7.duplicates")
+            return
+        try:
+            decoded = hl7in.decode(
+                raw,
+                where=topic,
+                now=self.clock.now(),
+                bed_of=self._hl7_bed,
+                max_future_skew_s=self.config.mqtt.max_future_skew_s,
+            )
+        except hl7in.Hl7Error as exc:  # the config changed under a replayed message
+            reject(self.counters, hl7in.REJECTED, exc.reason, exc.detail, where=exc.where, payload=raw)
+            return
+        self.counters.inc("hl7.accepted", "oru_r01")
+        for error in decoded.rejected:
+            reject(self.counters, hl7in.REJECTED, error.reason, error.detail, where=error.where, payload=raw)
+        for event in decoded.events:
+            await self.process(event)
 
     def _log(self, source: str, topic: str, payload: bytes, *, ack: Ack | None) -> int:
         row = InboundRow(self.store.next_id("inbound"), iso(self.clock.now()), source, topic, payload)
@@ -384,6 +434,7 @@ class Pipeline:
         link_task.cancel()
         sink_task.cancel()
         await asyncio.gather(link_task, sink_task, return_exceptions=True)
+        self.counters.rejections.flush(everything=True)
         for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
             self.sink.put(point)
         await self.sink.close()
@@ -417,6 +468,8 @@ class Pipeline:
         try:
             if row.source == "mqtt":
                 await self._process_message(row.topic, row.payload)
+            elif row.source == "hl7":
+                await self._process_hl7(row.topic, row.payload)
             else:
                 try:
                     event = capture.from_dict(json.loads(row.payload), where=f"inbound {row.seq}")
@@ -611,6 +664,7 @@ class Pipeline:
 
     async def _counters(self) -> None:
         async for _ in every(self.clock, COUNTERS_INTERVAL_S):
+            self.counters.rejections.flush()
             for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
                 self.sink.put(point)
 
@@ -632,6 +686,30 @@ def add_web(pipeline: Pipeline, settings: WebConfig) -> WardPage:
     pipeline.observers.append(page.observe)
     pipeline.services.append(page)
     return page
+
+
+def add_delivery(pipeline: Pipeline) -> DeliveryService:
+    """Route the alerts to people and deliver the notices (README, "Routing and delivery")."""
+    # Imported only when routes are configured (Apprise is a large library).
+    from daemon.delivery.service import DeliveryService  # noqa: PLC0415
+
+    service = DeliveryService(
+        pipeline.config,
+        alerts=pipeline.alerts,
+        writer=pipeline.writer,
+        clock=pipeline.clock,
+        counters=pipeline.counters,
+    )
+    pipeline.services.append(service)
+    return service
+
+
+def _add_staff_services(pipeline: Pipeline) -> None:
+    """What the config asks for staff: the ward page, the routing of alerts to people."""
+    if pipeline.config.web.enabled:
+        add_web(pipeline, pipeline.config.web)
+    if pipeline.config.routes:
+        add_delivery(pipeline)
 
 
 def build(
@@ -747,11 +825,12 @@ def build(
         seen=RecentDigests(max(DEDUP_CAPACITY, 4 * config.daemon.max_inflight_messages)),
     )
     holder["pipeline"] = pipeline
-    if config.web.enabled:
-        add_web(pipeline, config.web)
+    _add_staff_services(pipeline)
     pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
     if config.health.port is not None:
         pipeline.services.append(HealthServer(config.health, pipeline, counters))
+    if config.hl7.port is not None:
+        pipeline.services.append(MllpListener(config.hl7, pipeline.on_hl7, counters))
     interval_s = watchdog_interval_s()
     if interval_s is not None:
         pipeline.services.append(Watchdog(interval_s, pipeline, config.health.stall_after_s, counters))

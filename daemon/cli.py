@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon import config as config_module
+from daemon import logs
 from daemon.errors import ConfigError, InputError, WarddError
+from daemon.logs import LogFormat
 
 log = logging.getLogger("wardd")
 
@@ -33,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_USAGE = 2
+STATUS_JOURNAL_LINES = 2000  # per bed: where `wardd status` looks for what was sent to whom
 
 
 class CliError(WarddError):
@@ -159,22 +162,20 @@ def _check_state_folders(config: config_module.Config, source: str) -> None:
             )
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_format: LogFormat = "text") -> None:
+    logs.configure(level, log_format)
 
 
 def _redact_secrets(config: config_module.Config) -> None:
     """Keep the configured passwords and tokens out of every log line, whoever writes it."""
+    from daemon.delivery.receivers import secrets_of  # noqa: PLC0415
     from daemon.metrics import RedactingFilter  # noqa: PLC0415
 
     secrets = (
         config.mqtt.password.resolve() or "",
         config.influx.password.resolve() or "",
         config.influx.token.resolve() or "",
+        *secrets_of(config.receivers),
     )
     redacting = RedactingFilter(secrets)
     for handler in logging.getLogger().handlers:
@@ -218,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"daemon": config.daemon.model_copy(update={"capture": Path(args.capture)})}
         )
     _check_state_folders(config, str(args.config))
-    _setup_logging(args.log_level or config.daemon.log_level)
+    _setup_logging(args.log_level or config.daemon.log_level, config.daemon.log_format)
     _redact_secrets(config)
     from daemon.plausible import review  # noqa: PLC0415
 
@@ -514,11 +515,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon.app import build_rules  # noqa: PLC0415
     from daemon.clinical.dose import status_lines  # noqa: PLC0415
     from daemon.clock import SystemClock  # noqa: PLC0415
+    from daemon.delivery.service import told_lines  # noqa: PLC0415
     from daemon.links.store import Store  # noqa: PLC0415
     from daemon.partition import store_paths  # noqa: PLC0415
 
     engine = build_rules(config)
     alerts = []
+    journals: dict[str, list[dict[str, Any]]] = {}
     paths = store_paths(config)
     for path in paths:
         if not path.exists():
@@ -528,6 +531,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             engine.restore(store.rule_states(), store.rule_windows())
             alerts += load_book(store).open_alerts()
+            if config.routes:
+                for bed in config.beds:
+                    # The newest lines of the bed are enough for its open alerts' notices.
+                    journals.setdefault(bed.id, []).extend(
+                        store.journal(bed=bed.id, limit=STATUS_JOURNAL_LINES)
+                    )
         finally:
             store.close()
     if not any(path.exists() for path in paths):
@@ -545,6 +554,35 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"    {alert.priority.upper():6} {alert.condition} [{alert.state}] id {alert.id} "
                 f"since {alert.since.isoformat()}: {alert.message.get(language)}"
             )
+            for line in told_lines(journals.get(bed.id, []), alert.id):
+                print(f"      told {line}")
+    return EXIT_OK
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    """Print who would be told of a sample alert, and when, if nobody acknowledged it."""
+    config = _load(args.config)
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from daemon.delivery.preview import Sample, preview  # noqa: PLC0415
+    from daemon.events import Kind, Priority  # noqa: PLC0415
+
+    if args.condition not in config_module.KNOWN_CONDITIONS:
+        print(f"wardd routes: unknown condition {args.condition!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    bed = config.beds[0] if config.beds and args.bed is None else None
+    bed_id = args.bed or (bed.id if bed is not None else "1")
+    ward = args.ward or next((b.ward for b in config.beds if b.id == bed_id), None) or "ward"
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        print(f"wardd routes: --at {args.at!r} is not an ISO 8601 time", file=sys.stderr)
+        return EXIT_CONFIG
+    if at.tzinfo is None:
+        print("wardd routes: --at needs a time zone offset, e.g. 2026-03-02T23:00:00+01:00", file=sys.stderr)
+        return EXIT_CONFIG
+    sample = Sample(args.condition, Priority(args.priority), Kind(args.kind), ward, bed_id, at)
+    print("\n".join(preview(config, sample, horizon_s=args.horizon_s)))
     return EXIT_OK
 
 
@@ -760,6 +798,26 @@ def _add_scenario(sub: Any) -> None:
     scen.set_defaults(func=cmd_scenario)
 
 
+def _add_routes(sub: Any) -> None:
+    routes = sub.add_parser("routes", help="print who would be told of a sample alert, and when")
+    routes.add_argument("--config", required=True, help="TOML configuration file")
+    routes.add_argument(
+        "--condition", default="HYPOTENSION", help="the alert's condition (default HYPOTENSION)"
+    )
+    routes.add_argument("--priority", choices=["low", "medium", "high"], default="high")
+    routes.add_argument("--kind", choices=["physiological", "technical"], default="physiological")
+    routes.add_argument("--bed", help="bed id (default: the first configured bed)")
+    routes.add_argument("--ward", help="ward (default: the bed's)")
+    routes.add_argument("--at", help="when it starts, ISO 8601 with an offset (default: now)")
+    routes.add_argument(
+        "--horizon-s",
+        type=_number_in(1, 7 * 86_400, float),
+        default=3600.0,
+        help="how far ahead to look, in seconds (default 3600)",
+    )
+    routes.set_defaults(func=cmd_routes)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (every sub-command)."""
     top = Parser(prog="wardd", description="Ward daemon for patients on a continuous blinatumomab infusion.")
@@ -791,6 +849,8 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print each bed's protocol day, dose and open alerts")
     status.add_argument("--config", required=True, help="TOML configuration file")
     status.set_defaults(func=cmd_status)
+
+    _add_routes(sub)
 
     ack = sub.add_parser("ack", help="acknowledge an open alert by its id")
     ack.add_argument("--config", required=True, help="TOML configuration file (for the broker)")

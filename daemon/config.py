@@ -13,6 +13,7 @@ import itertools
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping, Sequence, Set
 from datetime import datetime
 from pathlib import Path
@@ -96,6 +97,7 @@ class DaemonConfig(Model):
     tick_interval_s: PositiveSeconds = 1.0
     shutdown_timeout_s: PositiveSeconds = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for a log collector
     capture: Path | None = None  # JSON-lines capture of every input event, for `wardd replay`
     # The durable store (SQLite, WAL): inbound log, rule states, alerts, journal, outboxes.
     store: Path | None = None  # default: <state_dir>/wardd.sqlite
@@ -596,6 +598,188 @@ class WebConfig(Model):
     users: list[WebUserConfig] = []
 
 
+# Alert conditions a route or an inhibition may name (README, "Alerts"): a misspelt
+# condition would match nothing and silently send nothing, so names are checked.
+KNOWN_CONDITIONS = frozenset(
+    {
+        "FEVER", "HYPOTENSION", "HYPOXIA", "TACHYCARDIA", "TACHYPNOEA", "NEWS2_HIGH",
+        "CRS_SUSPECTED", "ICANS_SUSPECTED", "NEURO_CHECK_DUE", "PROBE_OFF", "TELEMETRY_STALE",
+        "DOSE_RATE_HIGH", "DOSE_RATE_LOW", "STEP_UP_DUE", "STEP_UP_LATE", "STEP_UP_EARLY",
+        "INFUSION_INTERRUPTED", "BOLUS_SUSPECTED", "CUMULATIVE_DOSE_DEVIATION", "BAG_LOW",
+        "INFUSION_AFTER_PROTOCOL_END", "RESTART_REASON_NEEDED", "DISCONTINUATION_RULE",
+        "PUMP_COMM_LOST", "PUMP_STALL", "PUMP_RESET", "PUMP_SAFE_MODE_TIMEOUT",
+        "PUMP_PROGRAM_ERROR", "PUMP_PHASE_OUT_OF_RANGE", "PUMP_ALARM", "STORAGE_UNAVAILABLE",
+        "BROKER_UNAVAILABLE", "RULE_FAILED", "DELIVERY_FAILED",
+    }
+)  # fmt: skip
+
+
+def _condition(value: str) -> str:
+    if value not in KNOWN_CONDITIONS:
+        raise ValueError(f"unknown alert condition {value!r} (known: {', '.join(sorted(KNOWN_CONDITIONS))})")
+    return value
+
+
+Condition = Annotated[str, AfterValidator(_condition)]
+
+
+def _clock_time(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError("must be a local time HH:MM, 00:00 to 23:59")
+    return value
+
+
+ClockTime = Annotated[str, AfterValidator(_clock_time)]
+
+
+class InhibitConfig(Model):
+    """While an alert of ``source`` is open at a bed, ``targets`` of that bed send no
+    notification of their own (they stay on the station and the page). Never a target
+    of higher priority than the open source: that one still goes out."""
+
+    source: Condition
+    targets: list[Condition] = Field(min_length=1)
+
+
+# CRS_SUSPECTED already tells of its fever and hypotension (domain.md section 2: ASTCT
+# grades CRS on them). The dose conditions below are judged from the pump's readings,
+# which a lost link stops (the pump rule's PUMP_COMM_LOST says why they may be wrong).
+DEFAULT_INHIBIT = (
+    InhibitConfig(source="CRS_SUSPECTED", targets=["FEVER", "HYPOTENSION"]),
+    InhibitConfig(
+        source="PUMP_COMM_LOST",
+        targets=[
+            "DOSE_RATE_HIGH",
+            "DOSE_RATE_LOW",
+            "STEP_UP_LATE",
+            "STEP_UP_EARLY",
+            "INFUSION_INTERRUPTED",
+            "CUMULATIVE_DOSE_DEVIATION",
+            "BAG_LOW",
+            "INFUSION_AFTER_PROTOCOL_END",
+        ],
+    ),
+)
+
+
+class QuietConfig(Model):
+    """A quiet period (local time, ``routing.timezone``): notifications of ``priorities``
+    starting in it are held and sent as one digest when it ends. High priority always
+    goes out, so it cannot be listed."""
+
+    start: ClockTime
+    end: ClockTime  # before ``start``: the period runs over midnight
+    priorities: list[Literal["low", "medium"]] = ["low"]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietConfig:
+        if self.start == self.end:
+            raise ValueError("start and end are the same time: the period would be empty")
+        return self
+
+
+class RoutingConfig(Model):
+    """Who is told of an alert, and when (README, "Routing and delivery")."""
+
+    # Alerts of one bed that start within this window go out as one notification; the
+    # first waits this long for the others. 0: each alert at once. Site choice.
+    group_window_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    # How often groups, repeats and digests are checked (daemon clock).
+    check_interval_s: PositiveSeconds = 1.0
+    # The zone of the quiet periods' local times (IANA name).
+    timezone: str = "UTC"
+    inhibit: list[InhibitConfig] = list(DEFAULT_INHIBIT)
+    quiet: list[QuietConfig] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from exc
+        return value
+
+
+class ReceiverBase(Model):
+    """What every receiver has: a name that routes use, retries and a language."""
+
+    name: Ident
+    # Messages in this language; unset: daemon.language.
+    language: Literal["en", "fr"] | None = None
+    # One attempt's time limit.
+    timeout_s: PositiveSeconds = 10.0
+    # Retries wait retry_min_s, then twice as long each time, at most retry_max_s; they go
+    # on until the receiver takes the notification (nothing is dropped).
+    retry_min_s: PositiveSeconds = 1.0
+    retry_max_s: PositiveSeconds = 60.0
+    # After this many failed attempts the delivery counts as failed: DELIVERY_FAILED is
+    # raised and the alert's next escalation level is told at once. Site choice.
+    failed_after_attempts: Annotated[int, Field(ge=1, le=100)] = 4
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> ReceiverBase:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError("retry_max_s must not be below retry_min_s")
+        return self
+
+
+class WebhookReceiverConfig(ReceiverBase):
+    """An HTTP POST of the notification's JSON, signed with HMAC-SHA256 of the body
+    (header ``X-Wardd-Signature: sha256=<hex>``); any 2xx answer is a delivery."""
+
+    type: Literal["webhook"]
+    url: str
+    # The HMAC key, shared with the receiving service.
+    secret: Secret = Secret()
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must look like https://host/path")
+        return value
+
+
+class AppriseReceiverConfig(ReceiverBase):
+    """Phones, chat and e-mail through Apprise: one URL (``ntfys://...``, ``pover://...``,
+    ``mailtos://...``), kept like a password since it usually carries a token."""
+
+    type: Literal["apprise"]
+    url: Secret
+    # Apprise waits this long between two notifications to one service (its default,
+    # 5.5 s for most, respects public services' rate limits); unset: Apprise's default.
+    min_gap_s: Annotated[float, Field(ge=0, le=60)] | None = None
+
+
+ReceiverConfig = Annotated[WebhookReceiverConfig | AppriseReceiverConfig, Field(discriminator="type")]
+
+
+class RouteConfig(Model):
+    """Which alerts a route takes (every list left empty matches anything) and who is
+    told at each escalation level. The first route that matches an alert takes it."""
+
+    name: Ident
+    wards: list[Ident] = []
+    beds: list[Ident] = []
+    conditions: list[Condition] = []
+    kinds: list[Literal["physiological", "technical"]] = []
+    priorities: list[Literal["low", "medium", "high"]] = []
+    # levels[0]: told first; levels[1]: once the alert escalates (alerts.escalate_after_s,
+    # or at once when a delivery fails); beyond the last, the last level again.
+    levels: list[list[Ident]] = Field(min_length=1, max_length=10)
+    # Told again this often while nobody has acknowledged the alert; 0: never. Site choice.
+    repeat_after_s: Annotated[float, Field(ge=0)] = 600.0
+
+    @field_validator("levels")
+    @classmethod
+    def _someone(cls, value: list[list[str]]) -> list[list[str]]:
+        for i, level in enumerate(value):
+            if not level:
+                raise ValueError(f"level {i} names no receiver")
+        return value
+
+
 class HealthConfig(Model):
     """The daemon's own health: status topic, probes, metrics (README, "Running it as a service")."""
 
@@ -611,6 +795,26 @@ class HealthConfig(Model):
     stall_after_s: PositiveSeconds = 30.0
 
 
+class ServerTlsConfig(Model):
+    """TLS for a listener of the daemon: its own certificate, and optionally the CA whose
+    client certificates it requires (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path | None = None  # when the key is not in cert_file
+    client_ca_file: Path | None = None  # set: every client must present a certificate it signed
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
+class Hl7Config(Model):
+    """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways over MLLP (README, "HL7 v2 in")."""
+
+    # Without [hl7.tls], plain TCP: keep it on loopback or the monitors' network.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None  # off while unset; 0: any free port
+    max_message_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 262_144
+    tls: ServerTlsConfig | None = None
+
+
 class Config(Model):
     """A whole ward configuration."""
 
@@ -624,7 +828,11 @@ class Config(Model):
     bags: list[BagConfig] = []
     alerts: AlertsConfig = AlertsConfig()
     web: WebConfig = WebConfig()
+    routing: RoutingConfig = RoutingConfig()
+    receivers: list[ReceiverConfig] = []
+    routes: list[RouteConfig] = []
     health: HealthConfig = HealthConfig()
+    hl7: Hl7Config = Hl7Config()
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
     _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))
@@ -820,7 +1028,9 @@ def _cross_checks(
             issues.append(ConfigIssue(f"{name}.env", f"environment variable {secret.env} is not set"))
         if secret.file is not None and not secret.file.is_file():
             issues.append(ConfigIssue(f"{name}.file", f"{secret.file} is not a readable file"))
-    return issues + _tls_files(config) + _web_checks(config.web, config.daemon.workers)
+    return (
+        issues + _tls_files(config) + _web_checks(config.web, config.daemon.workers) + _routing_checks(config)
+    )
 
 
 def _tls_files(config: Config) -> list[ConfigIssue]:
@@ -834,6 +1044,54 @@ def _tls_files(config: Config) -> list[ConfigIssue]:
             path = getattr(tls, key)
             if used and path is not None and not path.is_file():
                 issues.append(ConfigIssue(f"{name}.{key}", f"{path} is not a readable file"))
+    return issues
+
+
+def _routing_checks(config: Config) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    receivers: dict[str, int] = {}
+    for i, receiver in enumerate(config.receivers):
+        if receiver.name in receivers:
+            issues.append(
+                ConfigIssue(
+                    f"receivers[{i}].name",
+                    f"'{receiver.name}' is already used by receivers[{receivers[receiver.name]}]",
+                )
+            )
+        receivers.setdefault(receiver.name, i)
+        secret = receiver.secret if isinstance(receiver, WebhookReceiverConfig) else receiver.url
+        key = "secret" if isinstance(receiver, WebhookReceiverConfig) else "url"
+        if secret.env is not None and secret.env not in os.environ:
+            issues.append(
+                ConfigIssue(f"receivers[{i}].{key}.env", f"environment variable {secret.env} is not set")
+            )
+        elif secret.file is not None and not secret.file.is_file():
+            issues.append(ConfigIssue(f"receivers[{i}].{key}.file", f"{secret.file} is not a readable file"))
+        elif secret.value is None and secret.env is None and secret.file is None:
+            what = (
+                "an HMAC key (secret.env, secret.file or secret.value)"
+                if key == "secret"
+                else "an Apprise URL"
+            )
+            issues.append(ConfigIssue(f"receivers[{i}].{key}", f"{what} is required"))
+    routes: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        if route.name in routes:
+            issues.append(
+                ConfigIssue(
+                    f"routes[{i}].name", f"'{route.name}' is already used by routes[{routes[route.name]}]"
+                )
+            )
+        routes.setdefault(route.name, i)
+        for n, level in enumerate(route.levels):
+            for name in level:
+                if name not in receivers:
+                    known = ", ".join(receivers) or "none configured"
+                    issues.append(
+                        ConfigIssue(
+                            f"routes[{i}].levels[{n}]", f"no receiver named '{name}' (known: {known})"
+                        )
+                    )
     return issues
 
 

@@ -66,6 +66,20 @@ UNITS: Mapping[Metric, Mapping[str, Callable[[float], float]]] = {
     Metric.RR_PER_MIN: {"/min": _identity, "{breaths}/min": _identity},
 }
 
+# MDC units (OBX-6 of an HL7 PCD-01 message) as the UCUM units above (domain.md section 5).
+MDC_UNITS: Mapping[str, str] = {
+    "268192": "Cel",
+    "MDC_DIM_DEGC": "Cel",
+    "266016": "mm[Hg]",
+    "MDC_DIM_MMHG": "mm[Hg]",
+    "264864": "/min",
+    "MDC_DIM_BEAT_PER_MIN": "/min",
+    "262688": "%",
+    "MDC_DIM_PERCENT": "%",
+    "264928": "/min",
+    "MDC_DIM_RESP_PER_MIN": "/min",
+}
+
 # MIMIC-III vitals_first_day accepted ranges, exclusive unless noted (domain.md section 3).
 # Values outside are artifacts, never physiology.
 PLAUSIBLE: Mapping[Metric, tuple[float, float, bool]] = {

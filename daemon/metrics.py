@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from daemon.points import Point
@@ -11,6 +14,71 @@ from daemon.points import Point
 log = logging.getLogger(__name__)
 
 MAX_LOGGED_BYTES = 200
+REJECTION_LOG_PERIOD_S = 60.0
+"""After a rejection is logged in full, others of the same counter and reason within this
+period are only counted, and summarised in one line when it ends."""
+
+
+@dataclass
+class _Quiet:
+    since: float
+    more: int = 0
+    last_where: str = ""
+    last_detail: str = ""
+
+
+class RejectionLog:
+    """Rejections logged without flooding the log: one line in full per counter and reason
+    and period, then one summary line for the rest (a burst of 100,000 bad messages made
+    100,000 warning lines). Every rejection is counted whatever is logged."""
+
+    def __init__(
+        self, period_s: float = REJECTION_LOG_PERIOD_S, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._period_s = period_s
+        self._monotonic = monotonic
+        self._quiet: dict[tuple[str, str], _Quiet] = {}
+
+    def log(self, name: str, reason: str, detail: str, *, where: str, payload: bytes | str) -> None:
+        """Log one rejection in full, or count it towards its period's summary."""
+        now = self._monotonic()
+        key = (name, reason)
+        quiet = self._quiet.get(key)
+        if quiet is not None and now - quiet.since < self._period_s:
+            quiet.more += 1
+            quiet.last_where, quiet.last_detail = where, detail
+            return
+        if quiet is not None:
+            self._summarise(key, quiet)
+        self._quiet[key] = _Quiet(now)
+        log.warning(
+            "rejected %s at %s: %s: %s; payload: %s",
+            name,
+            sanitize(where),
+            sanitize(reason),
+            sanitize(detail),
+            preview(payload),
+        )
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Summarise the periods that have ended (all of them at shutdown: ``everything``)."""
+        now = self._monotonic()
+        for key, quiet in list(self._quiet.items()):
+            if everything or now - quiet.since >= self._period_s:
+                self._summarise(key, quiet)
+                del self._quiet[key]
+
+    def _summarise(self, key: tuple[str, str], quiet: _Quiet) -> None:
+        if quiet.more:
+            log.warning(
+                "rejected %s: %d more %s in %.0f s, the last at %s: %s",
+                key[0],
+                quiet.more,
+                sanitize(key[1]),
+                self._period_s,
+                sanitize(quiet.last_where),
+                sanitize(quiet.last_detail),
+            )
 
 
 class Counters:
@@ -18,6 +86,7 @@ class Counters:
 
     def __init__(self) -> None:
         self._counts: Counter[tuple[str, str]] = Counter()
+        self.rejections = RejectionLog()
 
     def inc(self, name: str, reason: str = "", n: int = 1) -> None:
         """Add ``n`` to one counter."""
@@ -112,13 +181,7 @@ class RedactingFilter(logging.Filter):
 def reject(
     counters: Counters, name: str, reason: str, detail: str, *, where: str, payload: bytes | str
 ) -> None:
-    """Count one rejected input and log what and where, with a truncated payload."""
+    """Count one rejected input and log what and where, with a truncated payload (the
+    first of its counter and reason in a period; the others in a summary, ``RejectionLog``)."""
     counters.inc(name, reason)
-    log.warning(
-        "rejected %s at %s: %s: %s; payload: %s",
-        name,
-        sanitize(where),
-        sanitize(reason),
-        sanitize(detail),
-        preview(payload),
-    )
+    counters.rejections.log(name, reason, detail, where=where, payload=payload)

@@ -160,8 +160,8 @@ def decode_vitals(
     for i, item in enumerate(obs):
         at = f"{where} obs[{i}]"
         try:
-            metric, value = _observation(item, at)
-        except _ProbeOff as off:
+            metric, value = check_observation(item, at)
+        except ProbeOff as off:
             probe_off.append(off.metric)
             rejected.append(InputError("sentinel", f"{off.metric} sent the 11073 '{off.name}' value", at))
             continue
@@ -217,13 +217,17 @@ def _well_formed(payload: bytes) -> dict[str, Any] | None:
     return {"ts": wire.ts, "device": wire.device, "obs": obs}
 
 
-class _ProbeOff(Exception):  # noqa: N818 -- control flow, not an error to report
+class ProbeOff(Exception):  # noqa: N818 -- control flow, not an error to report
+    """An observation carried an 11073 "no value" sentinel: the probe is off, not a value."""
+
     def __init__(self, metric: Metric, name: str) -> None:
         self.metric = metric
         self.name = name
 
 
-def _observation(item: object, at: str) -> tuple[Metric, float]:
+def check_observation(item: object, at: str) -> tuple[Metric, float]:
+    """One ``{code, value, unit}`` observation as a metric and its value in the metric's
+    unit; ``InputError`` with the reason, or ``ProbeOff`` (the HL7 path shares it)."""
     if not isinstance(item, dict):
         raise InputError("bad_obs", f"each observation must be an object, got {ids.shown(item)}", at)
     unknown = sorted(set(item) - {"code", "value", "unit"})
@@ -240,7 +244,7 @@ def _observation(item: object, at: str) -> tuple[Metric, float]:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError("not_a_number", f"{term.ref_id} value {ids.shown(value)} is not a number", at)
     if isinstance(value, int) and value in mdc.SENTINELS:
-        raise _ProbeOff(metric, mdc.SENTINELS[value])
+        raise ProbeOff(metric, mdc.SENTINELS[value])
     unit = item["unit"]
     convert = mdc.UNITS[metric].get(unit) if isinstance(unit, str) else None
     if convert is None:

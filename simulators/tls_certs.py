@@ -55,13 +55,15 @@ def server_cert(
     ips: tuple[str, ...] = ("127.0.0.1",),
     name: str = "server",
     days: int = 2,
+    usage: str = "serverAuth",
 ) -> ServerCert:
-    """A server certificate for ``names`` and ``ips``, signed by ``ca``."""
+    """A certificate for ``names`` and ``ips``, signed by ``ca``: a server's, or a client's
+    with ``usage="clientAuth"`` (a gateway that proves itself to a listener)."""
     folder.mkdir(parents=True, exist_ok=True)
     key, csr, cert = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem"
     alt = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{ip}" for ip in ips)])
     extensions = folder / f"{name}.ext"
-    extensions.write_text(f"subjectAltName={alt}\nextendedKeyUsage=serverAuth\n")
+    extensions.write_text(f"subjectAltName={alt}\nextendedKeyUsage={usage}\n")
     _openssl(
         "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
         "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={(names or ips)[0]}",

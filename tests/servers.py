@@ -1,4 +1,5 @@
-"""Private server processes for tests: mosquitto, influxd (1.x) and victoria-metrics.
+"""Private server processes for tests: mosquitto, influxd (1.x) and victoria-metrics;
+and in-process receivers of notifications: a webhook (aiohttp) and a mail relay (aiosmtpd).
 
 Each runs on a free loopback port in its own temporary folder, so tests can stop,
 restart and break it without touching the machine's own services.
@@ -6,7 +7,10 @@ restart and break it without touching the machine's own services.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -16,10 +20,12 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from simulators.secure import (
     PLAIN_LISTENER,
@@ -341,3 +347,100 @@ def victoria_metrics(workdir: Path, *, tls: tuple[Path, Path] | None = None) -> 
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class Received:
+    """One request a ``WebhookServer`` took: when, where, what, and whether its signature held."""
+
+    at: float  # time.monotonic()
+    path: str
+    delivery: str
+    body: dict[str, Any]
+    signed: bool
+
+
+class WebhookServer:
+    """An aiohttp server that takes signed notifications on any path (a pager gateway).
+
+    ``stop`` closes its port (connections are refused) and ``start`` opens the same port
+    again, so a test can take the receiver away and bring it back. A request whose
+    ``X-Wardd-Signature`` does not match its body is answered 401 and recorded unsigned.
+    """
+
+    def __init__(self, key: bytes, port: int | None = None) -> None:
+        self.key = key
+        self.port = port or free_port()
+        self.received: list[Received] = []
+        self.arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL; receivers add a path."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _take(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        expected = "sha256=" + hmac.new(self.key, body, hashlib.sha256).hexdigest()
+        signed = hmac.compare_digest(request.headers.get("X-Wardd-Signature", ""), expected)
+        self.received.append(
+            Received(
+                time.monotonic(),
+                request.path,
+                request.headers.get("X-Wardd-Delivery", ""),
+                json.loads(body),
+                signed,
+            )
+        )
+        self.arrived.set()
+        return web.Response(status=200 if signed else 401, text="ok" if signed else "bad signature")
+
+    async def start(self) -> None:
+        """Listen (again) on the port."""
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._take)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        """Close the port: connections are refused until ``start``."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def wait_for(self, check: Callable[[list[Received]], bool], timeout_s: float = 20.0) -> None:
+        """Wait until ``check(received)`` holds (woken by each request, never by a sleep)."""
+        async with asyncio.timeout(timeout_s):
+            while not check(self.received):
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+class SmtpServer:
+    """aiosmtpd on a fixed port, in its own thread: the ward's mail relay for Apprise's
+    ``mailto://``. ``stop`` and ``start`` take it away and bring it back."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.messages: list[tuple[float, list[str], bytes]] = []
+        self._controller: Any = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 -- aiosmtpd's hook name
+        """Keep the message."""
+        self.messages.append((time.monotonic(), list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 OK"
+
+    def start(self) -> None:
+        """Listen (again) on the port."""
+        from aiosmtpd.controller import Controller  # noqa: PLC0415
+
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        """Close the port."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None

@@ -10,7 +10,17 @@ import pytest
 from pydantic import BaseModel
 
 from daemon import cli
-from daemon.config import BedConfig, Config, PumpConfig, WebUserConfig, load, parse
+from daemon.config import (
+    AppriseReceiverConfig,
+    BedConfig,
+    Config,
+    PumpConfig,
+    RouteConfig,
+    WebhookReceiverConfig,
+    WebUserConfig,
+    load,
+    parse,
+)
 from daemon.errors import ConfigError
 from tests.helpers import wardd
 
@@ -41,7 +51,9 @@ def test_example_config_loads() -> None:
     _paths(Config)
     + [f"beds.{p}" for p in _paths(BedConfig)]
     + [f"pumps.{p}" for p in _paths(PumpConfig)]
-    + [f"web.users.{p}" for p in _paths(WebUserConfig)],
+    + [f"web.users.{p}" for p in _paths(WebUserConfig)]
+    + sorted({f"receivers.{p}" for p in _paths(WebhookReceiverConfig) + _paths(AppriseReceiverConfig)})
+    + [f"routes.{p}" for p in _paths(RouteConfig)],
 )
 def test_example_config_documents_every_option(path: str) -> None:
     """Every option appears in the example in its own section, set or commented with its default."""

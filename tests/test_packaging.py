@@ -43,12 +43,17 @@ def test_the_package_list_names_every_package_of_the_checkout() -> None:
 def test_every_shipped_example_and_schema_is_in_the_package_data() -> None:
     data = SETUPTOOLS["package-data"]
     for package, folder in SETUPTOOLS["package-dir"].items():
-        files = [p for p in (ROOT / folder).iterdir() if p.is_file()]
+        files = [p.relative_to(ROOT / folder) for p in (ROOT / folder).rglob("*") if p.is_file()]
         assert files
         for path in files:
-            assert any(path.match(glob) for glob in data[package]), f"{path} is left out of the wheel"
+            assert any(_matches(path, glob) for glob in data[package]), f"{path} is left out of the wheel"
     for path in BUILTIN_DIR.iterdir():
         assert any(path.match(f"scenarios/{glob.split('/')[-1]}") for glob in data["simulators"]), path
+
+
+def _matches(path: Path, glob: str) -> bool:
+    """Whether setuptools' package-data ``glob`` takes ``path`` (relative to its package)."""
+    return len(path.parts) == len(Path(glob).parts) and path.match(glob)
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -81,7 +86,11 @@ def test_the_wheel_installs_in_a_fresh_environment_and_its_commands_work(tmp_pat
         requires = (
             email.parser.Parser().parsestr(archive.read(metadata).decode()).get_all("Requires-Dist") or []
         )
-    expected = {f"daemon/examples/{p.name}" for p in (ROOT / "config").iterdir() if p.is_file()}
+    expected = {
+        f"daemon/examples/{p.relative_to(ROOT / 'config')}"
+        for p in (ROOT / "config").rglob("*")
+        if p.is_file()
+    }
     expected |= {"daemon/schemas/vitals.schema.json", "daemon/web/static/ward.js"}
     expected |= {f"simulators/scenarios/{n}.toml" for n in builtin_names()}
     expected |= {f"simulators/scenarios/{n}.expected.jsonl" for n in builtin_names()}

@@ -19,6 +19,8 @@ table               what
 ``dead_letters``    points the database refused for good, with its reason
 ``mqtt_outbox``     outgoing MQTT messages (alerts, retained states) until the broker
                     confirms them
+``delivery_outbox`` notifications to receivers (webhook, Apprise) until one takes them
+``route_state``     what the router has told whom, per alert (``daemon.delivery``)
 ==================  ==============================================================
 
 Writes go through ``Changes``, a unit of work committed in one transaction: what a
@@ -118,6 +120,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rule_state ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: alert notifications to people (daemon.delivery): each waits in delivery_outbox,
+    # in order per receiver, until delivered; route_state is the router's memory.
+    """
+    CREATE TABLE delivery_outbox (
+        id INTEGER PRIMARY KEY,
+        receiver TEXT NOT NULL,
+        notice TEXT NOT NULL,          -- the notification as JSON (the webhook's body)
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,         -- daemon time of the next attempt
+        failed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX delivery_outbox_receiver ON delivery_outbox (receiver, id);
+    CREATE TABLE route_state (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -146,6 +162,18 @@ class OutgoingRow:
     payload: bytes
     qos: int
     retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One queued notification for one receiver."""
+
+    id: int
+    receiver: str
+    notice: str
+    attempts: int
+    next_at: str
+    failed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +221,11 @@ class Changes:
     dead_letters: list[tuple[int, str, str, str]] = field(default_factory=list)
     mqtt_out: list[tuple[int, str, bytes, int, bool]] = field(default_factory=list)
     mqtt_done: list[int] = field(default_factory=list)
+    deliveries: list[DeliveryRow] = field(default_factory=list)
+    """New rows, and rows whose attempts changed (replaced whole)."""
+    deliveries_done: list[int] = field(default_factory=list)
+    route_state: dict[str, str | None] = field(default_factory=dict)
+    """The router's rows by key (``None``: delete)."""
 
     def __bool__(self) -> bool:
         return bool(
@@ -208,6 +241,9 @@ class Changes:
             or self.dead_letters
             or self.mqtt_out
             or self.mqtt_done
+            or self.deliveries
+            or self.deliveries_done
+            or self.route_state
         )
 
     def absorb(self, later: Changes) -> None:
@@ -226,6 +262,9 @@ class Changes:
         self.dead_letters += later.dead_letters
         self.mqtt_out += later.mqtt_out
         self.mqtt_done += later.mqtt_done
+        self.deliveries += later.deliveries
+        self.deliveries_done += later.deliveries_done
+        self.route_state.update(later.route_state)
 
 
 class Store:
@@ -250,6 +289,7 @@ class Store:
             "inbound": max(self._max("inbound", "seq"), self.processed_seq()) + 1,
             "point_outbox": max(self._max("point_outbox", "id"), self._max("dead_letters", "id")) + 1,
             "mqtt_outbox": self._max("mqtt_outbox", "id") + 1,
+            "delivery_outbox": self._max("delivery_outbox", "id") + 1,
         }
 
     def _migrate(self) -> None:
@@ -267,7 +307,7 @@ class Store:
         row = self._db.execute(f"SELECT MAX({column}) FROM {table}").fetchone()  # noqa: S608 -- fixed names
         return int(row[0] or 0)
 
-    def next_id(self, table: Literal["inbound", "point_outbox", "mqtt_outbox"]) -> int:
+    def next_id(self, table: Literal["inbound", "point_outbox", "mqtt_outbox", "delivery_outbox"]) -> int:
         """A fresh id for a row of ``table`` (ids are assigned here, so staging needs no round trip)."""
         value = self._next_ids[table]
         self._next_ids[table] = value + 1
@@ -401,6 +441,17 @@ class Store:
         rows = self._db.execute("SELECT id, topic, payload, qos, retain FROM mqtt_outbox ORDER BY id")
         return [OutgoingRow(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in rows]
 
+    def deliveries_pending(self) -> list[DeliveryRow]:
+        """Notifications no receiver has taken yet, in the order they were queued."""
+        rows = self._db.execute(
+            "SELECT id, receiver, notice, attempts, next_at, failed FROM delivery_outbox ORDER BY id"
+        )
+        return [DeliveryRow(i, r, n, int(a), t, bool(f)) for i, r, n, a, t, f in rows]
+
+    def route_states(self) -> dict[str, str]:
+        """The router's rows, by key."""
+        return dict(self._db.execute("SELECT key, data FROM route_state"))
+
     # --- the one write -------------------------------------------------------------------
 
     def apply(self, changes: Changes) -> None:
@@ -465,6 +516,23 @@ class Store:
                 )
             if changes.mqtt_done:
                 db.executemany("DELETE FROM mqtt_outbox WHERE id = ?", [(i,) for i in changes.mqtt_done])
+            if changes.deliveries:
+                db.executemany(
+                    "INSERT OR REPLACE INTO delivery_outbox VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.id, r.receiver, r.notice, r.attempts, r.next_at, int(r.failed))
+                        for r in changes.deliveries
+                    ],
+                )
+            if changes.deliveries_done:
+                db.executemany(
+                    "DELETE FROM delivery_outbox WHERE id = ?", [(i,) for i in changes.deliveries_done]
+                )
+            if changes.route_state:
+                gone = [(k,) for k, v in changes.route_state.items() if v is None]
+                kept = [(k, v) for k, v in changes.route_state.items() if v is not None]
+                db.executemany("DELETE FROM route_state WHERE key = ?", gone)
+                db.executemany("INSERT OR REPLACE INTO route_state VALUES (?, ?)", kept)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 
-from daemon.config import TlsConfig
+from daemon.config import ServerTlsConfig, TlsConfig
 from daemon.errors import ConfigError, ConfigIssue
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -43,6 +43,27 @@ def client_context(tls: TlsConfig, section: str) -> ssl.SSLContext:
             context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
         except (OSError, ssl.SSLError) as exc:
             raise _unusable(section, "cert_file", tls.cert_file, exc) from exc
+    return context
+
+
+def server_context(tls: ServerTlsConfig, section: str) -> ssl.SSLContext:
+    """A server context for a listener; ``ConfigError`` (at ``section``) if a file is unusable.
+
+    With ``client_ca_file``, a client without a certificate signed by that CA is refused
+    during the handshake.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _VERSIONS[tls.min_version]
+    try:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise _unusable(section, "cert_file", tls.cert_file, exc) from exc
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(tls.client_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise _unusable(section, "client_ca_file", tls.client_ca_file, exc) from exc
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 

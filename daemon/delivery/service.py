@@ -1,0 +1,378 @@
+"""The delivery queue: the router's notices, durable, to each receiver in order.
+
+::
+
+    AlertService transition ──► Router ──► notices ──► store.delivery_outbox ──► worker per receiver
+    (listener, same commit)    (pure)        (one row per receiver)               ──► webhook / Apprise
+    clock (tick) ─────────────────┘                                                  │
+    failed past retries ◄────────────────────────────────────────────────────────────┘
+        ──► DELIVERY_FAILED (technical, high) at the alert's bed, and Router.failed: the next level
+
+- Durable: a notice's rows are staged with the alert transition that caused it (one
+  store transaction) and leave the store only once the receiver took them; after a
+  restart every row not taken is sent again (a receiver may see a repeat, with the same
+  ``X-Wardd-Delivery`` number).
+- Ordered: each receiver takes its rows one at a time, oldest first; a later notice
+  about an alert never overtakes an earlier one.
+- Retries: ``retry_min_s``, doubled each time up to ``retry_max_s``, until taken. No
+  jitter: one daemon, one client per receiver, no crowd of clients to spread out.
+- No black hole: after ``failed_after_attempts`` failed attempts (or a refusal) the
+  delivery counts as failed: ``DELIVERY_FAILED`` is raised at the bed of each alert it
+  was about, and the router tells the next level at once. The alert ends once every
+  receiver that failed for that bed has delivered something again (high priority:
+  latched until acknowledged, as every high alert).
+- Every attempt is a journal line (``what: "delivery"``: receiver, delivery number,
+  attempt, outcome, what the receiver said, the attempt's duration and the notice's age)
+  and is counted (``delivery.attempts`` by outcome; ``delivery.delivered``,
+  ``delivery.failed``, ``delivery.latency_ms`` by receiver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace as dc_replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from daemon.alerts import SYSTEM_ACTOR, AlertService, Transition
+from daemon.clock import Clock, every
+from daemon.config import Config, ReceiverConfig
+from daemon.delivery.receivers import Attempt, Outcome, Receiver, make_receiver
+from daemon.delivery.routing import Notice, NoticeKind, Router
+from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.links.store import DeliveryRow, StoreWriter, json_text
+from daemon.metrics import Counters
+from daemon.timefmt import iso, parse_iso
+
+log = logging.getLogger(__name__)
+
+DELIVERY_FAILED = "DELIVERY_FAILED"
+FAILING_KEY = "delivery.failing"  # in the store's meta: {receiver: [[ward, bed], ...]}
+
+
+def retry_delay_s(config: ReceiverConfig, attempts: int) -> float:
+    """The wait after the ``attempts``-th failed attempt (1-based)."""
+    return float(min(config.retry_max_s, config.retry_min_s * 2 ** (attempts - 1)))
+
+
+class DeliveryService:
+    """Routes the alert engine's transitions and delivers the notices (an ``app.Service``).
+
+    Guarantees: the rows of a notice are committed with the transition that caused it;
+    a row is deleted only after its receiver took it or refused it for good; rows of one
+    receiver are attempted one at a time in the order they were queued; the router is
+    only ever called from the event loop's thread, one call at a time.
+    """
+
+    name = "delivery"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        alerts: AlertService,
+        writer: StoreWriter,
+        clock: Clock,
+        counters: Counters,
+        receivers: Mapping[str, Receiver] | None = None,
+    ) -> None:
+        self._config = config
+        self._alerts = alerts
+        self._writer = writer
+        self._clock = clock
+        self._counters = counters
+        self._settings = {r.name: r for r in config.receivers}
+        self.receivers: dict[str, Receiver] = (
+            dict(receivers) if receivers is not None else {r.name: make_receiver(r) for r in config.receivers}
+        )
+        self.router = Router(config.routing, config.routes)
+        store = writer.store
+        for problem in self.router.restore(store.route_states()):
+            counters.inc("routing.state_errors", "unreadable")
+            log.error("routing state row unreadable, skipped: %s", problem)
+        self._queues: dict[str, collections.deque[DeliveryRow]] = {
+            name: collections.deque() for name in self._settings
+        }
+        self._wakes = {name: asyncio.Event() for name in self._settings}
+        for row in store.deliveries_pending():
+            if row.receiver in self._queues:
+                self._queues[row.receiver].append(row)
+            else:
+                # The receiver was removed from the config: nobody can take it.
+                counters.inc("delivery.orphaned", row.receiver)
+                log.error("delivery %d for receiver %r, no longer configured: dropped", row.id, row.receiver)
+                writer.stage().deliveries_done.append(row.id)
+        saved = store.meta(FAILING_KEY, {}) or {}
+        self._failing: dict[str, set[tuple[str, str]]] = {
+            name: {(str(w), str(b)) for w, b in beds}
+            for name, beds in saved.items()
+            if name in self._settings
+        }
+        self._raise_soon: set[tuple[str, str]] = set()  # beds whose DELIVERY_FAILED must be raised
+        alerts.listeners.append(self._on_transition)
+
+    # --- from the alert engine and the clock --------------------------------------------
+
+    def _on_transition(self, transition: Transition) -> None:
+        # Runs under the alert engine's lock, right after the transition was staged: the
+        # notices' rows join the same commit.
+        now = self._clock.now()
+        try:
+            notices = self.router.transition(transition, now)
+        except Exception:
+            # A routing bug must not stop the alert engine: the alert still reaches the
+            # station and the page; the failure is counted and logged with its traceback.
+            self._counters.inc("routing.errors", "transition")
+            log.exception("routing failed for alert %s (%s)", transition.alert.id, transition.phase)
+            return
+        self._queue(notices, now)
+
+    def tick(self, now: datetime) -> None:
+        """Grouping windows, quiet periods and repeats due at ``now``."""
+        self._queue(self.router.tick(now), now)
+
+    def _queue(self, notices: Sequence[Notice], now: datetime) -> None:
+        changes = self._writer.stage()
+        for decision in self.router.decisions:
+            self._counters.inc(
+                f"routing.{decision.what}", decision.detail if decision.what == "unrouted" else ""
+            )
+            log.info("routing: alert %s %s (%s)", decision.alert_id, decision.what, decision.detail)
+        self.router.decisions.clear()
+        behind_a_failure: list[tuple[Notice, str]] = []
+        for notice in notices:
+            self._counters.inc("routing.notices", str(notice.kind))
+            for receiver in notice.receivers:
+                settings = self._settings.get(receiver)
+                if settings is None:
+                    continue  # validated away; a restored track may name an old receiver
+                row_id = self._writer.store.next_id("delivery_outbox")
+                language = settings.language or self._config.daemon.language
+                body = {"delivery": row_id, **notice.body(language)}
+                row = DeliveryRow(row_id, receiver, json_text(body), 0, iso(now), False)
+                changes.deliveries.append(row)
+                failing = receiver in self._failing
+                self._journal(
+                    now,
+                    "notice",
+                    notice.alerts[0].id,
+                    notice.bed or None,
+                    {
+                        "notice": str(notice.kind),
+                        "receiver": receiver,
+                        "delivery": row_id,
+                        "level": notice.level,
+                        "route": notice.route,
+                        "alerts": [a.id for a in notice.alerts],
+                        "receiver_failing": failing,
+                    },
+                )
+                self._writer.after_commit(self._enqueuer(row))
+                if failing and notice.kind is not NoticeKind.CLOSING:
+                    behind_a_failure.append((notice, receiver))
+        changes.route_state.update(self.router.take_changed())
+        for notice, receiver in behind_a_failure:
+            # This receiver's earlier delivery failed past its retries: this one waits
+            # behind it (order per receiver), so the next level is told at once.
+            beds = {(a.ward, a.bed) for a in notice.alerts}
+            new = beds - self._failing[receiver]
+            if new:
+                self._failing[receiver] |= new
+                self._save_failing()
+                self._raise_soon |= new
+            ids = [a.id for a in notice.alerts]
+            self._queue(self.router.failed(ids, notice.level, receiver, now), now)
+
+    def _enqueuer(self, row: DeliveryRow) -> Callable[[], None]:
+        def enqueue() -> None:
+            self._queues[row.receiver].append(row)
+            self._wakes[row.receiver].set()
+
+        return enqueue
+
+    # --- running --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """One worker per receiver and the router's clock, until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name in self.receivers:
+                    group.create_task(self._worker(name), name=f"delivery[{name}]")
+                group.create_task(self._ticks(), name="delivery.tick")
+        finally:
+            for receiver in self.receivers.values():
+                await receiver.close()
+
+    async def _ticks(self) -> None:
+        async for _ in every(self._clock, self._config.routing.check_interval_s):
+            now = self._clock.now()
+            if self._raise_soon:
+                # Found while the alert engine's lock was held: raised here.
+                beds, self._raise_soon = self._raise_soon, set()
+                await self._alerts.handle(self._candidates(beds, now))
+            try:
+                self.tick(now)
+            except Exception:
+                # As for a transition: a routing bug must not stop the daemon; the alerts
+                # still reach the station and the page.
+                self._counters.inc("routing.errors", "tick")
+                log.exception("routing failed on the clock's tick")
+
+    async def _worker(self, name: str) -> None:
+        queue, wake, receiver = self._queues[name], self._wakes[name], self.receivers[name]
+        while True:
+            if not queue:
+                wake.clear()
+                await wake.wait()
+                continue
+            row = queue[0]
+            wait_s = (parse_iso(row.next_at) - self._clock.now()).total_seconds()
+            if wait_s > 0:
+                await self._clock.sleep(wait_s)
+            notice = json.loads(row.notice)
+            started = time.perf_counter()
+            attempt = await receiver.send(row.id, row.notice.encode("utf-8"), notice["title"], notice["text"])
+            await self._record(name, row, notice, attempt, time.perf_counter() - started)
+
+    async def _record(
+        self, name: str, row: DeliveryRow, notice: dict[str, Any], attempt: Attempt, took_s: float
+    ) -> None:
+        now = self._clock.now()
+        settings = self._settings[name]
+        number = row.attempts + 1
+        age_s = max(0.0, (now - parse_iso(notice["at"])).total_seconds())
+        self._counters.inc("delivery.attempts", str(attempt.outcome))
+        entry: dict[str, Any] = {
+            "receiver": name,
+            "delivery": row.id,
+            "notice": notice["notice"],
+            "alerts": [a["id"] for a in notice["alerts"]],
+            "attempt": number,
+            "outcome": str(attempt.outcome),
+            "detail": attempt.detail,
+            "attempt_ms": round(took_s * 1000, 1),
+            "age_s": round(age_s, 3),
+        }
+        changes = self._writer.stage()
+        queue = self._queues[name]
+        failed_now = False
+        if attempt.outcome is Outcome.RETRY:
+            failed_now = number == settings.failed_after_attempts
+            next_at = now + timedelta(seconds=retry_delay_s(settings, number))
+            entry["next_at"] = iso(next_at)
+            queue[0] = dc_replace(row, attempts=number, next_at=iso(next_at), failed=row.failed or failed_now)
+            changes.deliveries.append(queue[0])
+        else:
+            queue.popleft()
+            changes.deliveries_done.append(row.id)
+            failed_now = attempt.outcome is Outcome.REFUSED
+        self._journal(now, "delivery", entry["alerts"][0], notice["bed"] or None, entry)
+        if attempt.outcome is Outcome.DELIVERED:
+            self._counters.inc("delivery.delivered", name)
+            self._counters.inc("delivery.latency_ms", name, round(age_s * 1000))
+            log.info(
+                "delivery %d to %s: delivered (attempt %d, %.3f s after the notice)",
+                row.id,
+                name,
+                number,
+                age_s,
+            )
+            if name in self._failing:
+                await self._recovered(name, now)
+            return
+        log.warning(
+            "delivery %d to %s: %s (attempt %d): %s", row.id, name, attempt.outcome, number, attempt.detail
+        )
+        if failed_now:
+            self._counters.inc("delivery.failed", name)
+            await self._failed(name, notice, now)
+
+    async def _failed(self, name: str, notice: dict[str, Any], now: datetime) -> None:
+        beds = {(str(a["ward"]), str(a["bed"])) for a in notice["alerts"]}
+        self._failing.setdefault(name, set()).update(beds)
+        self._save_failing()
+        if notice["notice"] != str(NoticeKind.CLOSING):
+            # The alert itself first: its next level matters more than news of the failure.
+            ids = [str(a["id"]) for a in notice["alerts"]]
+            self._queue(self.router.failed(ids, int(notice["level"]), name, now), now)
+        await self._alerts.handle(self._candidates(beds, now))
+
+    async def _recovered(self, name: str, now: datetime) -> None:
+        beds = self._failing.pop(name, set())
+        self._save_failing()
+        await self._alerts.handle(self._candidates(beds, now))
+
+    def _candidates(self, beds: set[tuple[str, str]], now: datetime) -> list[AlertCandidate]:
+        out: list[AlertCandidate] = []
+        for ward, bed in sorted(beds):
+            failing = sorted(name for name, where in self._failing.items() if (ward, bed) in where)
+            message = (
+                Text(
+                    f"Alert notifications for bed {bed} could not be delivered to: {', '.join(failing)}. "
+                    "Watch the station; the notifications are retried.",
+                    f"Les notifications d'alerte du lit {bed} n'ont pas pu être remises à : "
+                    f"{', '.join(failing)}. Surveiller le poste ; les envois sont retentés.",
+                )
+                if failing
+                else Text(
+                    f"Alert notifications for bed {bed} are delivered again.",
+                    f"Les notifications d'alerte du lit {bed} sont de nouveau remises.",
+                )
+            )
+            out.append(
+                AlertCandidate(
+                    DELIVERY_FAILED,
+                    ward,
+                    bed,
+                    now,
+                    present=bool(failing),
+                    kind=Kind.TECHNICAL,
+                    # A person who should have been told was not: the alarm reaches nobody
+                    # but the station, as when no one answers (domain.md section 4, ACM).
+                    priority=Priority.HIGH,
+                    message=message,
+                    details={"receivers": failing} if failing else {},
+                )
+            )
+        return out
+
+    def _save_failing(self) -> None:
+        self._writer.stage().meta[FAILING_KEY] = {
+            name: sorted([w, b] for w, b in beds) for name, beds in self._failing.items() if beds
+        }
+
+    def _journal(
+        self, now: datetime, what: str, alert_id: str, bed: str | None, entry: dict[str, Any]
+    ) -> None:
+        line = {"at": iso(now), "who": SYSTEM_ACTOR, "what": what, "id": alert_id, **entry}
+        self._writer.stage().journal.append((line["at"], SYSTEM_ACTOR, what, alert_id, bed, json_text(line)))
+
+    def pending(self) -> int:
+        """Notices waiting for a receiver (in memory: committed ones)."""
+        return sum(len(q) for q in self._queues.values())
+
+
+def told_lines(entries: Sequence[Mapping[str, Any]], alert_id: str, *, limit: int = 5) -> list[str]:
+    """What ``wardd status`` says of an alert's notices, from the journal (oldest first):
+    one line per delivery, its receiver, kind, time and where it stands; the last ``limit``."""
+    deliveries: dict[int, dict[str, Any]] = {}
+    for entry in entries:
+        if entry.get("what") == "notice" and alert_id in entry.get("alerts", ()):
+            deliveries[int(entry["delivery"])] = {**entry, "state": "waiting", "attempts": 0}
+        elif entry.get("what") == "delivery" and int(entry.get("delivery", -1)) in deliveries:
+            row = deliveries[int(entry["delivery"])]
+            outcome = str(entry.get("outcome"))
+            row["state"] = {"delivered": "delivered", "refused": "refused"}.get(outcome, "waiting")
+            row["attempts"] = int(entry.get("attempt", 0))
+            row["detail"] = entry.get("detail", "")
+    lines = []
+    for row in list(deliveries.values())[-limit:]:
+        state = f"{row['state']} ({row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}"
+        state += f", last: {row['detail']})" if row["state"] != "delivered" and row.get("detail") else ")"
+        lines.append(f"{row['receiver']}: {row['notice']} at {row['at']}, {state}")
+    return lines
