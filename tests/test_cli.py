@@ -353,6 +353,18 @@ WRONG = [
         2,
         lambda t: f"wardd status: {t}/none.toml: cannot read: No such file or directory",
     ),
+    Wrong(
+        "routes at a time that is not one",
+        lambda t: ["routes", "--config", str(_config(t)), "--at", "yesterday"],
+        2,
+        lambda t: "wardd routes: --at 'yesterday' is not an ISO 8601 time",
+    ),
+    Wrong(
+        "routes of an unknown condition",
+        lambda t: ["routes", "--config", str(_config(t)), "--condition", "NOPE"],
+        2,
+        lambda t: "wardd routes: unknown condition 'NOPE'",
+    ),
     # demo, ack, init, schema, the top level
     Wrong(
         "demo beds zero",
