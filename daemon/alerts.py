@@ -97,6 +97,11 @@ _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 
 
+def is_alert_id(text: str) -> bool:
+    """Whether ``text`` can be an alert id (one safe MQTT topic level)."""
+    return bool(_TOPIC_LEVEL.match(text))
+
+
 class AlertState(StrEnum):
     """Where an alert is in its lifecycle (BICEPS signal presence On / Ack / Latch, then off)."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon import config as config_module
-from daemon import logs
+from daemon import ids, logs
 from daemon.errors import ConfigError, InputError, WarddError
 from daemon.logs import LogFormat
 
@@ -129,6 +129,32 @@ def _influx_target(text: str) -> str:
     if "://" in text:
         raise argparse.ArgumentTypeError(f"not an InfluxDB URL or a folder: {text!r} (http:// or https://)")
     return str(_output_folder(text))
+
+
+def _alert_id(text: str) -> str:
+    """An argparse type: an alert id as the alerts and `wardd status` show it."""
+    from daemon.alerts import is_alert_id  # noqa: PLC0415
+
+    if not is_alert_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an alert id (such as 12-FEVER-3, from `wardd status`)"
+        )
+    return text
+
+
+def _user(text: str) -> str:
+    """An argparse type: a broker user name that may acknowledge."""
+    if not ids.is_user_id(text):
+        raise argparse.ArgumentTypeError(f"{ids.shown(text)} is not a user name ({ids.USER_ID_RULE})")
+    return text
+
+
+def _display_name(text: str) -> str:
+    """An argparse type: a person's name as the journal shows it."""
+    problem = ids.name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"the name {problem}")
+    return text
 
 
 def _load(path: str | Path) -> config_module.Config:
@@ -854,12 +880,20 @@ def parser() -> argparse.ArgumentParser:
 
     ack = sub.add_parser("ack", help="acknowledge an open alert by its id")
     ack.add_argument("--config", required=True, help="TOML configuration file (for the broker)")
-    ack.add_argument("id", help="the alert id (as shown in the alert and by `wardd status`)")
     ack.add_argument(
-        "--by", help="the display name of the person who acknowledges (the author is the broker's user)"
+        "id",
+        metavar="ALERT_ID",
+        type=_alert_id,
+        help="the alert id (as shown in the alert and by `wardd status`)",
+    )
+    ack.add_argument(
+        "--by",
+        type=_display_name,
+        help="the display name of the person who acknowledges (the author is the broker's user)",
     )
     ack.add_argument(
         "--user",
+        type=_user,
         help="the user who acknowledges, on a broker without logins (otherwise the config's mqtt.username)",
     )
     ack.set_defaults(func=cmd_ack)

@@ -410,6 +410,18 @@ WRONG = [
         lambda t: "wardd ack: who acknowledges?",
     ),
     Wrong(
+        "ack of something that is not an alert id",
+        lambda t: ["ack", "--config", str(_config(t)), "b1/FEVER/#", "--user", "nurse"],
+        2,
+        lambda t: "wardd ack: argument ALERT_ID: 'b1/FEVER/#' is not an alert id",
+    ),
+    Wrong(
+        "ack as a user name that cannot be one",
+        lambda t: ["ack", "--config", str(_config(t)), "b1-FEVER-1", "--user", "nurse 2"],
+        2,
+        lambda t: "wardd ack: argument --user: 'nurse 2' is not a user name",
+    ),
+    Wrong(
         "init without a place",
         lambda t: ["init"],
         2,
