@@ -9,6 +9,7 @@ down, before anything connects), so they take a second each.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -23,10 +24,11 @@ import pytest
 
 from daemon import cli
 from daemon.capture import config_beside, config_fingerprint, write_config
-from daemon.config import Config, DaemonConfig, load, parse
+from daemon.config import Config, DaemonConfig, MqttConfig, load, parse
 from daemon.plausible import review
 from daemon.replay import survey
 from daemon.resources import EXAMPLE_CONFIG, EXAMPLES_DIR
+from simulators.broker import broker_for
 from tests.helpers import wardd
 from tests.servers import free_port
 
@@ -736,3 +738,15 @@ def test_check_config_shows_the_warnings_of_the_valid_part_with_the_errors(
     ]
     [warning] = lines[3:]
     assert warning.startswith(f"{config}: warning: bags[1].concentration_ug_per_ml: 37.5 µg/mL is 19.3 times")
+
+
+@pytest.mark.integration
+async def test_the_embedded_broker_is_announced_with_the_command_and_both_ports(tmp_path: Path) -> None:
+    down = _down(tmp_path)
+    out = io.StringIO()
+    async with broker_for(Config(mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{down}")), out, "scenario") as used:
+        port = int(used.mqtt.url.rsplit(":", 1)[1])
+    assert port != down
+    assert out.getvalue() == (
+        f"scenario: no broker at 127.0.0.1:{down}; started an embedded one on 127.0.0.1:{port}\n"
+    )
