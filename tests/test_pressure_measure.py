@@ -384,3 +384,44 @@ def test_the_crs_suggestion_quotes_the_low_mean_beside_a_normal_systolic(late: b
     assert "hypotension (mean arterial pressure 60 mmHg) without vasopressor" in text_en
     assert "hypotension (pression artérielle moyenne 60 mmHg) sans vasopresseur" in text_fr
     assert {"domain": "hypotension", "value": 60.0, "measure": "map_mmhg", "source": "monitor"} in basis
+
+
+def test_a_late_fever_quotes_the_temperature_of_its_change_not_the_newest_fever() -> None:
+    """Fever 38.4 °C at 120 s and 39.1 °C at 180 s (a run of 60 s: no fever yet); a late 38.5 °C
+    at 0 s completes the run: fever from 120 s (2 samples over 120 s), grade 1 at 120 s. The
+    suggestion quotes the 38.4 of its own time, not the 39.1 measured later."""
+    arrivals: list[tuple[Event, datetime]] = [
+        (sample(T0 + 120 * S, {Metric.TEMP_C: 38.4}), T0 + 120 * S),
+        (sample(T0 + 180 * S, {Metric.TEMP_C: 39.1}), T0 + 180 * S),
+        (sample(T0, {Metric.TEMP_C: 38.5}), T0 + 190 * S),
+    ]
+    _, out = steps(crs_rule(), arrivals)
+    alert = _graded(out, 1)
+    assert alert.time == T0 + 120 * S
+    text_en, text_fr, basis = _crs_text(alert)
+    assert "fever 38.4 °C" in text_en
+    assert "fièvre 38,4 °C" in text_fr
+    assert basis[0] == {"domain": "fever", "value": 38.4, "source": "monitor"}
+
+
+def test_a_track_saved_before_its_latest_abnormal_value_was_kept_keeps_its_pressure_name() -> None:
+    """A CRS state written by an earlier version: its hypotension track has a value and a measure
+    (mean pressure) but no latest abnormal value. Graded again, the suggestion names the mean
+    pressure, not the systolic that is assumed only when no measure was kept at all."""
+    rule = crs_rule()
+    state, _ = steps(
+        rule,
+        [
+            (sample(T0, {Metric.TEMP_C: 38.4, Metric.MAP_MMHG: 60.0}), T0),
+            (sample(T0 + 120 * S, {Metric.TEMP_C: 38.4, Metric.MAP_MMHG: 60.0}), T0 + 120 * S),
+        ],
+    )
+    assert state.grade == 2
+    saved = dict(rule.dump(state))
+    for name in ("fever", "hypotension"):
+        saved[name] = {k: v for k, v in saved[name].items() if not k.startswith("abnormal_")}
+    old = rule.load(saved)
+    assert old.hypotension.abnormal_value is None
+    assert old.hypotension.measure is Metric.MAP_MMHG
+    basis = rule.basis(old, T0 + 121 * S)
+    assert {"domain": "hypotension", "value": 60.0, "measure": "map_mmhg", "source": "monitor"} in basis

@@ -363,10 +363,10 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
     - Older (late: a monitor or gateway delivered it after newer samples): it takes its
       place in time order, after the entries of its own time, and the window is judged
       again as for a late sample (``judge``), so only the runs before it are broken. When
-      that undoes the last transition, the opposite one is returned at the sentinel's time:
-      an undone onset (cleared) with the value of the latest sample before it; an undone
-      clearing (raised again: the sentinel broke the normal run) with the latest value
-      beyond the limit before it, the value the alert stands on, not a normal one.
+      that undoes the last transition, the opposite one is returned at the sentinel's time
+      with the latest value beyond the limit before it: for an undone onset, the last
+      sample of the run it broke; for an undone clearing (raised again: the sentinel broke
+      the normal run), the value the alert stands on, not a normal one.
     - Older than anything the window holds: nothing (the samples it would break have been
       judged for good).
 
@@ -382,14 +382,14 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
     recent = (*track.recent[:at], Judged(time, None, 0.0), *track.recent[at:])
-    # An undone clearing (the track is cleared now) quotes the latest abnormal value.
-    wanted = (Verdict.ABNORMAL,) if not track.active else tuple(Verdict)
-    last = next((item for item in reversed(track.recent[:at]) if item.verdict in wanted), None)
+    # The latest value beyond the limit before the sentinel: an undone onset's run is all
+    # abnormal up to it, and an undone clearing leaves the alert standing on that value.
+    last = next((item for item in reversed(track.recent[:at]) if item.verdict is Verdict.ABNORMAL), None)
     if last is not None:
         value, measure = last.value, last.measure
-    elif not track.active and base.abnormal_value is not None:
+    elif base.abnormal_value is not None:
         value, measure = base.abnormal_value, base.abnormal_measure
-    else:
+    else:  # a base saved before the latest abnormal value was kept
         value, measure = base.value or 0.0, base.measure
     return _rejudge(
         track, base, recent, Change(Transition.CLEARED, time, value, measure=measure), noise, now=now
