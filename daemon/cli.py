@@ -486,6 +486,7 @@ def _expected_alerts(name: str) -> Path:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Feed a capture file back through the rules and the alert engine."""
     config = _load(args.config)
+    from daemon import __version__  # noqa: PLC0415
     from daemon.capture import config_beside, config_fingerprint  # noqa: PLC0415
     from daemon.metrics import Counters  # noqa: PLC0415
     from daemon.replay import read_events, replay, survey  # noqa: PLC0415
@@ -500,9 +501,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if others and not args.force:
         beside = config_beside(args.file)
         use = f"replay it with --config {beside}" if beside.is_file() else "replay it with its own config"
+        # Defaults a later version added change the fingerprint of the same file too.
+        older = sorted(found.versions - {__version__})
+        made_by = f", made by wardd {', '.join(older)}" if older else ""
         raise CliError(
             f"{args.file} was captured under another config than {args.config} (fingerprint "
-            f"{others[0][:12]}, this one {mine[:12]}): {use}, or add --force"
+            f"{others[0][:12]}{made_by}, this one {mine[:12]}): {use}, or add --force"
         )
     configured = {bed.id for bed in config.beds}
     if found.beds and not found.beds & configured and not args.force:

@@ -129,6 +129,7 @@ class Survey:
     events: int = 0  # ticks included
     fingerprints: set[str] = field(default_factory=set)
     beds: set[str] = field(default_factory=set)
+    versions: set[str] = field(default_factory=set)  # of the wardd that wrote each header
     # Why the file is not a capture at all (its first line is not a capture line).
     problem: str | None = None
 
@@ -155,6 +156,8 @@ def survey(path: Path) -> Survey:
                 sha = data.get("config_sha256")
                 if isinstance(sha, str):
                     found.fingerprints.add(sha)
+                if isinstance(data.get("wardd"), str):
+                    found.versions.add(data["wardd"])
                 continue
             found.events += 1
             bed = data.get("bed")

@@ -263,7 +263,8 @@ WRONG = [
         lambda t: ["replay", str(_capture(t, "0" * 64)), "--config", str(_config(t))],
         2,
         lambda t: (
-            f"wardd replay: {t}/run.jsonl was captured under another config than {t}/ward.toml (fingerprint 000000000000"
+            f"wardd replay: {t}/run.jsonl was captured under another config than {t}/ward.toml "
+            "(fingerprint 000000000000, made by wardd 0, this one "
         ),
     ),
     Wrong(
