@@ -388,10 +388,13 @@ class PumpConfig(Model):
 
     id: Ident
     bed: Ident
-    driver: Literal["ne1000"] = "ne1000"
+    # The pump's protocol: "ne1000" (New Era NE-500/NE-1000) or "alaris-asena" (BD Alaris
+    # Asena GH/CC, docs/pump-protocols.md).
+    driver: Literal["ne1000", "alaris-asena"] = "ne1000"
     url: str  # pyserial URL: /dev/ttyUSB0, a pseudo-terminal, socket://host:port
-    address: Annotated[int, Field(ge=0, le=99)] = 0
-    baudrate: Literal[300, 1200, 2400, 9600, 19200] = 19200
+    address: Annotated[int, Field(ge=0, le=99)] = 0  # NE-1000 only
+    # Default per driver: 19200 for the NE-1000, 38400 for the Alaris.
+    baudrate: Literal[300, 1200, 2400, 9600, 19200, 38400] = 19200
     poll_interval_s: PositiveSeconds = 2.0
     comm_lost_after_s: PositiveSeconds = 30.0
     # Line framing; the NE-1000 is 8N1 (domain.md section 6). A serial-to-LAN bridge
@@ -411,9 +414,28 @@ class PumpConfig(Model):
     # Reopening a lost port: jittered exponential backoff between these bounds, in seconds.
     reconnect_min_s: PositiveSeconds = 0.5
     reconnect_max_s: PositiveSeconds = 30.0
+    # Alaris only: the remote-enable keep-alive is re-sent this often. infupy 2022.1.11
+    # sends it every second; how long the pump waits for it is not known.
+    keepalive_interval_s: PositiveSeconds = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _driver_defaults(cls, data: Any) -> Any:
+        # The Alaris speaks at 38,400 baud (infupy 2022.1.11); the NE-1000 defaults to 19,200.
+        if isinstance(data, dict) and data.get("driver") == "alaris-asena" and "baudrate" not in data:
+            return {**data, "baudrate": 38400}
+        return data
 
     @model_validator(mode="after")
     def _pump_timing(self) -> PumpConfig:
+        if self.driver == "alaris-asena":
+            given = self.model_fields_set
+            if "address" in given or "safe_mode_timeout_s" in given:
+                raise ValueError("address and safe_mode_timeout_s are NE-1000 settings, not Alaris ones")
+        elif "keepalive_interval_s" in self.model_fields_set:
+            raise ValueError("keepalive_interval_s is an Alaris setting, not an NE-1000 one")
+        elif self.baudrate > 19200:
+            raise ValueError("the NE-1000 speaks at 300 to 19200 baud")
         if self.comm_lost_after_s <= self.poll_interval_s:
             raise ValueError("comm_lost_after_s must be longer than poll_interval_s")
         if self.safe_mode_timeout_s and self.safe_mode_timeout_s <= self.poll_interval_s:
