@@ -249,7 +249,7 @@ class FrameDecoder:
 
     def _frame(self) -> Decoded | None:
         # The first of CR, ESC or a new "!" after the start decides the frame's fate.
-        ends = [i for i in (self._buffer.find(b) for b in (END, ESC, START)) if i > 0]
+        ends = [i for i in (self._buffer.find(b, 1) for b in (END, ESC, START)) if i > 0]
         if not ends:
             if len(self._buffer) >= MAX_FRAME_BYTES:
                 return self._error("bad_length", "no CR within the longest frame", len(self._buffer))
