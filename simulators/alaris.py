@@ -68,10 +68,11 @@ class AlarisFault(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RemoteRequest:
-    """A remote-enable request the pump heard, and whether it accepted it."""
+    """A remote-access request the pump heard (enable with a code, or disable), and its outcome."""
 
     command: Command
-    code: str
+    enable: bool
+    code: str  # "" for a disable
     accepted: bool
 
 
@@ -277,6 +278,7 @@ class SimulatedAlaris:
     def _remote(self, command: Command, arguments: tuple[str, ...]) -> None:
         if arguments == (DISABLED,):
             self._remote_at_s.pop(command, None)
+            self.remote_requests.append(RemoteRequest(command, enable=False, code="", accepted=True))
             self._reply(command.value, DISABLED)
             return
         if len(arguments) != 2 or arguments[0] != ENABLED:
@@ -284,7 +286,7 @@ class SimulatedAlaris:
         if self.deaf_to_keepalives:
             return  # as if the keep-alive never reached the pump
         accepted = arguments[1] == security_code(self.serial_number)
-        self.remote_requests.append(RemoteRequest(command, arguments[1], accepted))
+        self.remote_requests.append(RemoteRequest(command, enable=True, code=arguments[1], accepted=accepted))
         if accepted:
             self._remote_at_s[command] = self.clock.monotonic()
             self._reply(command.value, ENABLED)
