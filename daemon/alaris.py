@@ -446,8 +446,9 @@ class AlarisDriver:
     """The Alaris protocol over pyserial-asyncio-fast: reads rate and volume infused.
 
     ``open`` asks the serial number (for the security code) and enables remote
-    access; a task then re-sends the remote enable every ``keepalive_interval_s``,
-    as infupy does, while polls ask ``INF_RATE`` and ``INF_VI``. One exchange at a
+    access; it is re-sent every ``keepalive_interval_s``, as infupy does: before a
+    poll when the last one is that old, and from a task of its own when polls come
+    less often than that. Polls ask ``INF_RATE`` and ``INF_VI``. One exchange at a
     time: the keep-alive and the poll take turns on the line. ``close`` disables
     remote access (best effort) and releases the port.
     """
@@ -476,7 +477,9 @@ class AlarisDriver:
         with contextlib.suppress(NoReplyError):
             async with self._turn:
                 await self._enable()
-        self._keepalive = asyncio.create_task(self._keep_alive(), name=f"pump[{self._pump.id}].keepalive")
+        if self._pump.keepalive_interval_s < self._pump.poll_interval_s:
+            # Otherwise every poll re-enables first, and a task would only add traffic.
+            self._keepalive = asyncio.create_task(self._keep_alive(), name=f"pump[{self._pump.id}].keepalive")
 
     async def close(self) -> None:
         """Stop the keep-alive, disable remote access if the line is up, close the port."""

@@ -192,6 +192,11 @@ class SimulatedPump:
         return rate_to_ml_per_h(self.rate_value, self.rate_unit)
 
     @property
+    def running(self) -> bool:
+        """Whether the pump moves its plunger now (infusing or withdrawing)."""
+        return self.status in (Status.INFUSING, Status.WITHDRAWING)
+
+    @property
     def status(self) -> Status:
         """The status character the pump would answer now."""
         self._advance()
