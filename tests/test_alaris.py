@@ -3,6 +3,7 @@ guard, the stream decoder and the infusing-or-stopped judgement. Pure: no port."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from daemon.alaris import (
     parse_volume_infused,
     security_code,
 )
-from daemon.config import PumpConfig
+from daemon.config import PumpConfig, load
 from daemon.errors import FrameError
 from daemon.events import PumpState
 
@@ -308,3 +309,23 @@ def test_config_selects_the_alaris_with_its_baud_rate() -> None:
 def test_config_refuses_settings_of_the_other_protocol(values: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         _pump(**values)
+
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "ward.example.toml"
+
+
+def test_the_example_config_alaris_block_loads_once_uncommented(tmp_path: Path) -> None:
+    """The commented Alaris [[pumps]] block of the example is a working configuration."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# [[pumps]]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# "):
+            break
+        block.append(line.removeprefix("# "))
+    assert 'driver = "alaris-asena"' in block
+    path = tmp_path / "ward.toml"
+    path.write_text(EXAMPLE.read_text() + "\n" + "\n".join(block) + "\n")
+    alaris = [p for p in load(path).pumps if p.driver == "alaris-asena"]
+    assert len(alaris) == 1
+    assert (alaris[0].bed, alaris[0].baudrate, alaris[0].keepalive_interval_s) == ("14", 38400, 1.0)

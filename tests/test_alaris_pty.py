@@ -257,3 +257,34 @@ async def test_the_cable_pulled_and_put_back(running: Running) -> None:
     await running.events.health(Health.CONNECTED)
     reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
     assert reading.rate_ml_per_h == RATE_ML_PER_H
+
+
+async def test_keepalives_go_on_between_polls_that_come_less_often(tmp_path: Path) -> None:
+    """Polls every 0.5 s, keep-alive every 0.1 s: the driver's own task keeps remote access up."""
+    clock = SystemClock()
+    link = tmp_path / "alaris"
+    events = Events()
+    async with SimulatedAlaris(
+        clock=clock,
+        link=link,
+        serial_number=SERIAL,
+        rate_ml_per_h=RATE_ML_PER_H,
+        running=True,
+        remote_timeout_s=0.25,
+    ) as sim:
+        config = _config(link, poll_interval_s=0.5, comm_lost_after_s=2.0)
+        source = PumpSource(config, "w1", clock, Counters())
+        task = asyncio.create_task(source.run(events.emit))
+        try:
+            await events.reading(lambda r: r.state is PumpState.INFUSING)
+            before = len(sim.remote_requests)
+            await events.reading()
+            await events.reading()
+            # Two polls apart (about 1 s): polls alone would send 2 pairs of enables.
+            enables = [r for r in sim.remote_requests[before:] if r.enable]
+            assert len(enables) >= 8
+            assert all(r.accepted for r in enables)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
