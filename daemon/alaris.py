@@ -34,10 +34,10 @@ from typing import Protocol, TypeVar
 from daemon.clock import Clock
 from daemon.config import PumpConfig
 from daemon.errors import FrameError
-from daemon.events import PumpState
 from daemon.pumplink import (
     Closed,
     FaultHandler,
+    InfusionTracker,
     LinkClosedError,
     NoReplyError,
     PumpStatus,
@@ -383,50 +383,6 @@ def parse_command(frame: Frame, where: str = "") -> tuple[Command, tuple[str, ..
     return command, frame.values
 
 
-# ---------------------------------------------------------------- infusing or not
-
-
-class InfusionTracker:
-    """Tells whether the pump infuses from its volume infused, which the protocol gives.
-
-    The commands known (``docs/pump-protocols.md``) report the programmed rate and the
-    volume infused, not whether the pump runs. So: the volume grew since the last
-    sample, the pump infuses; it stayed put over a time in which the reported rate
-    would have moved it by at least ``STEPS_FOR_STOPPED`` steps of the reply's
-    resolution, it has stopped; in between nothing can be told and the last answer
-    stands (``None`` before the first).
-    """
-
-    STEPS_FOR_STOPPED = 2.0  # one step may hide in the pump's rounding
-
-    def __init__(self) -> None:
-        """No sample yet."""
-        self._base_s: float | None = None
-        self._base_ml = 0.0
-        self.state: PumpState | None = None
-
-    def observe(self, t_s: float, volume: VolumeInfused, rate_ml_per_h: float) -> PumpState | None:
-        """A new sample at monotonic ``t_s``; the state it shows, or ``None`` if not yet known."""
-        volume_ml = volume.ml
-        if self._base_s is None or volume_ml < self._base_ml:
-            # First sample, or the counter was cleared (a new bag): a new baseline.
-            self._base_s, self._base_ml = t_s, volume_ml
-            if rate_ml_per_h <= 0:
-                self.state = PumpState.STOPPED
-            return self.state
-        if volume_ml > self._base_ml:
-            self._base_s, self._base_ml = t_s, volume_ml
-            self.state = PumpState.INFUSING
-        elif rate_ml_per_h <= 0:
-            # Nothing can flow at a rate of zero, whatever the pump's state.
-            self._base_s = t_s
-            self.state = PumpState.STOPPED
-        elif rate_ml_per_h * (t_s - self._base_s) / 3600.0 >= self.STEPS_FOR_STOPPED * volume.resolution_ml:
-            self._base_s = t_s
-            self.state = PumpState.STOPPED
-        return self.state
-
-
 # ---------------------------------------------------------------- driver
 
 T = TypeVar("T")
@@ -504,14 +460,14 @@ class AlarisDriver:
                 await self._enable()
             rate = self._value(await self._answer(Command.RATE), parse_rate)
             volume = self._value(await self._answer(Command.VOLUME_INFUSED), parse_volume_infused)
-        rate_ml_per_h = rate.ml_per_h if rate is not None else None
-        if volume is None or rate_ml_per_h is None:
-            state = self._tracker.state
-        else:
-            state = self._tracker.observe(self._clock.monotonic(), volume, rate_ml_per_h)
+        if rate is None or volume is None:
+            # The state comes from both values: without them this poll shows nothing (the
+            # faults are counted already).
+            raise NoReplyError(f"{self._where}: no usable rate and volume in this poll")
+        state = self._tracker.observe(self._clock.monotonic(), volume.ml, volume.resolution_ml, rate.ml_per_h)
         if state is None:
             raise ReadingPendingError(f"{self._where}: volume infused not yet seen to move or stay put")
-        return PumpStatus(state, rate_ml_per_h, volume.ml if volume is not None else None)
+        return PumpStatus(state, rate.ml_per_h, volume.ml)
 
     async def _keep_alive(self) -> None:
         interval_s = self._pump.keepalive_interval_s

@@ -388,12 +388,12 @@ class PumpConfig(Model):
 
     id: Ident
     bed: Ident
-    # The pump's protocol: "ne1000" (New Era NE-500/NE-1000) or "alaris-asena" (BD Alaris
-    # Asena GH/CC, docs/pump-protocols.md).
-    driver: Literal["ne1000", "alaris-asena"] = "ne1000"
+    # The pump's protocol: "ne1000" (New Era NE-500/NE-1000), "alaris-asena" (BD Alaris
+    # Asena GH/CC) or "fresenius-base-a" (Fresenius Kabi Base A), docs/pump-protocols.md.
+    driver: Literal["ne1000", "alaris-asena", "fresenius-base-a"] = "ne1000"
     url: str  # pyserial URL: /dev/ttyUSB0, a pseudo-terminal, socket://host:port
     address: Annotated[int, Field(ge=0, le=99)] = 0  # NE-1000 only
-    # Default per driver: 19200 for the NE-1000, 38400 for the Alaris.
+    # Default per driver: 19200 for the NE-1000 and the Fresenius base, 38400 for the Alaris.
     baudrate: Literal[300, 1200, 2400, 9600, 19200, 38400] = 19200
     poll_interval_s: PositiveSeconds = 2.0
     comm_lost_after_s: PositiveSeconds = 30.0
@@ -417,6 +417,8 @@ class PumpConfig(Model):
     # Alaris only: the remote-enable keep-alive is re-sent this often. infupy 2022.1.11
     # sends it every second; how long the pump waits for it is not known.
     keepalive_interval_s: PositiveSeconds = 1.0
+    # Fresenius only: the pump's module index on the base (1-9); unset for a pump on its own.
+    module: Annotated[int, Field(ge=1, le=9)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -424,18 +426,22 @@ class PumpConfig(Model):
         # The Alaris speaks at 38,400 baud (infupy 2022.1.11); the NE-1000 defaults to 19,200.
         if isinstance(data, dict) and data.get("driver") == "alaris-asena" and "baudrate" not in data:
             return {**data, "baudrate": 38400}
+        if isinstance(data, dict) and data.get("driver") == "fresenius-base-a":
+            # 7 data bits, even parity (infupy 2022.1.11), unless the site says otherwise.
+            return {"bytesize": 7, "parity": "E", **data}
         return data
 
     @model_validator(mode="after")
     def _pump_timing(self) -> PumpConfig:
-        if self.driver == "alaris-asena":
-            given = self.model_fields_set
-            if "address" in given or "safe_mode_timeout_s" in given:
-                raise ValueError("address and safe_mode_timeout_s are NE-1000 settings, not Alaris ones")
-        elif "keepalive_interval_s" in self.model_fields_set:
-            raise ValueError("keepalive_interval_s is an Alaris setting, not an NE-1000 one")
-        elif self.baudrate > 19200:
-            raise ValueError("the NE-1000 speaks at 300 to 19200 baud")
+        given = self.model_fields_set
+        if self.driver != "ne1000" and ("address" in given or "safe_mode_timeout_s" in given):
+            raise ValueError(f"address and safe_mode_timeout_s are NE-1000 settings, not {self.driver} ones")
+        if self.driver != "alaris-asena" and "keepalive_interval_s" in given:
+            raise ValueError(f"keepalive_interval_s is an Alaris setting, not a {self.driver} one")
+        if self.driver != "fresenius-base-a" and self.module is not None:
+            raise ValueError(f"module is a Fresenius setting, not a {self.driver} one")
+        if self.driver != "alaris-asena" and self.baudrate > 19200:
+            raise ValueError(f"the {self.driver} speaks at 300 to 19200 baud")
         if self.comm_lost_after_s <= self.poll_interval_s:
             raise ValueError("comm_lost_after_s must be longer than poll_interval_s")
         if self.safe_mode_timeout_s and self.safe_mode_timeout_s <= self.poll_interval_s:
@@ -707,6 +713,15 @@ def _flat_dose_under_45_kg(config: Config, bed: BedConfig, i: int) -> ConfigIssu
     )
 
 
+def _shared_line(pump: PumpConfig, i: int, other: int) -> ConfigIssue:
+    if pump.driver != "ne1000":
+        # Each pump source opens its own port: one Alaris or Fresenius pump per line.
+        return ConfigIssue(f"pumps[{i}].url", f"pumps[{other}] already reads {pump.url}: one pump per line")
+    return ConfigIssue(
+        f"pumps[{i}].address", f"pumps[{other}] already uses address {pump.address} on {pump.url}"
+    )
+
+
 def _cross_checks(
     config: Config, positions: Mapping[str, Sequence[int]] | None = None, bed_ids: Set[str] = frozenset()
 ) -> list[ConfigIssue]:
@@ -778,12 +793,7 @@ def _cross_checks(
             issues.append(ConfigIssue(f"pumps[{i}].bed", f"no bed with id '{pump.bed}'"))
         key = (pump.url, pump.address)
         if key in ports:
-            issues.append(
-                ConfigIssue(
-                    f"pumps[{i}].address",
-                    f"pumps[{ports[key]}] already uses address {pump.address} on {pump.url}",
-                )
-            )
+            issues.append(_shared_line(pump, i, ports[key]))
         ports.setdefault(key, i)
     for n, bag in enumerate(config.bags):
         i = index("bags", n)

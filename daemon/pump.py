@@ -35,6 +35,7 @@ from daemon.clock import Clock, every
 from daemon.config import PumpConfig
 from daemon.errors import FrameError
 from daemon.events import Emit, Health, PumpReading, PumpState, SourceHealth
+from daemon.fresenius import fresenius_driver
 from daemon.metrics import Counters
 from daemon.ne1000 import (
     CommandError,
@@ -200,7 +201,11 @@ def ne1000_driver(pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> Pum
     return NE1000Driver(pump, clock, on_fault)
 
 
-DRIVERS: dict[str, DriverFactory] = {"ne1000": ne1000_driver, "alaris-asena": alaris_driver}
+DRIVERS: dict[str, DriverFactory] = {
+    "ne1000": ne1000_driver,
+    "alaris-asena": alaris_driver,
+    "fresenius-base-a": fresenius_driver,
+}
 
 
 class PumpSource:

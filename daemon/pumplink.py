@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -107,15 +108,25 @@ class SerialLine(Generic[Item]):
     """One open port: a reader task feeding a vendor decoder into a queue of items.
 
     A driver sends a frame, then awaits items until its deadline; whatever arrived
-    before it sent (``take_stale``) is not the answer. Once the reader sees the port
-    close, every later call raises ``LinkClosedError``.
+    before it sent (``take_stale``) is not the answer. ``answer``, when given, is asked
+    about every item as it arrives and what it returns is written at once, before the
+    item is queued: a protocol's link-level acknowledgements and keep-alive answers
+    cannot wait for the next poll. Once the reader sees the port close, every later
+    call raises ``LinkClosedError``.
     """
 
-    def __init__(self, pump: PumpConfig, decoder: StreamDecoder[Item], where: str) -> None:
+    def __init__(
+        self,
+        pump: PumpConfig,
+        decoder: StreamDecoder[Item],
+        where: str,
+        answer: Callable[[Item], bytes] | None = None,
+    ) -> None:
         """The line of ``pump`` (URL and settings), decoded by ``decoder``."""
         self._pump = pump
         self._decoder = decoder
         self._where = where
+        self._answer = answer
         self._items: asyncio.Queue[Item | Closed] = asyncio.Queue()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -131,8 +142,10 @@ class SerialLine(Generic[Item]):
                 parity=self._pump.parity,
                 stopbits=self._pump.stopbits,
             )
-        except (OSError, ValueError) as exc:
-            # pyserial's SerialException is an OSError; ValueError is a bad setting.
+        except (OSError, ValueError, termios.error) as exc:
+            # pyserial's SerialException is an OSError; ValueError is a bad setting; a
+            # termios error is a setting the device refuses (a pseudo-terminal cannot
+            # carry 7 data bits with parity, for one).
             raise LinkClosedError(f"{self._where}: cannot open: {exc}") from exc
         self._writer = writer
         self._reader_task = asyncio.create_task(self._read_loop(reader), name=f"pump[{self._pump.id}].read")
@@ -154,6 +167,10 @@ class SerialLine(Generic[Item]):
                 self._items.put_nowait(Closed("port closed (end of file)"))
                 return
             for item in self._decoder.feed(data):
+                if self._answer is not None and self._writer is not None:
+                    reply = self._answer(item)
+                    if reply:
+                        self._writer.write(reply)
                 self._items.put_nowait(item)
 
     async def close(self) -> None:
@@ -212,3 +229,43 @@ class SerialLine(Generic[Item]):
                 self.closed = item
             return item
         return None
+
+
+class InfusionTracker:
+    """Tells whether a pump infuses from its volume infused, for protocols that do not say.
+
+    The volume grew since the last sample: the pump infuses. It stayed put over a
+    time in which the reported rate would have moved it by at least
+    ``STEPS_FOR_STOPPED`` steps of the reply's resolution: it has stopped. In between
+    nothing can be told and the last answer stands (``None`` before the first).
+    """
+
+    STEPS_FOR_STOPPED = 2.0  # one step may hide in the pump's rounding
+
+    def __init__(self) -> None:
+        """No sample yet."""
+        self._base_s: float | None = None
+        self._base_ml = 0.0
+        self.state: PumpState | None = None
+
+    def observe(
+        self, t_s: float, volume_ml: float, resolution_ml: float, rate_ml_per_h: float
+    ) -> PumpState | None:
+        """A new sample at monotonic ``t_s``; the state it shows, or ``None`` if not yet known."""
+        if self._base_s is None or volume_ml < self._base_ml:
+            # First sample, or the counter was cleared (a new bag): a new baseline.
+            self._base_s, self._base_ml = t_s, volume_ml
+            if rate_ml_per_h <= 0:
+                self.state = PumpState.STOPPED
+            return self.state
+        if volume_ml > self._base_ml:
+            self._base_s, self._base_ml = t_s, volume_ml
+            self.state = PumpState.INFUSING
+        elif rate_ml_per_h <= 0:
+            # Nothing can flow at a rate of zero, whatever the pump's state.
+            self._base_s = t_s
+            self.state = PumpState.STOPPED
+        elif rate_ml_per_h * (t_s - self._base_s) / 3600.0 >= self.STEPS_FOR_STOPPED * resolution_ml:
+            self._base_s = t_s
+            self.state = PumpState.STOPPED
+        return self.state

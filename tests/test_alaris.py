@@ -16,7 +16,6 @@ from daemon.alaris import (
     ForbiddenCommandError,
     Frame,
     FrameDecoder,
-    InfusionTracker,
     VolumeInfused,
     checksum,
     crc16_ccitt_false,
@@ -32,6 +31,7 @@ from daemon.alaris import (
 from daemon.config import PumpConfig, load
 from daemon.errors import FrameError
 from daemon.events import PumpState
+from daemon.pumplink import InfusionTracker
 
 
 def test_crc_is_ccitt_false() -> None:
@@ -250,36 +250,37 @@ def test_decoder_bounds_its_buffer() -> None:
 # ---------------------------------------------------------------- infusing or stopped
 
 
-def _vi(ml: float, decimals: int = 3) -> VolumeInfused:
-    return VolumeInfused(round(ml, decimals), "ml", decimals)
+def _observe(tracker: InfusionTracker, t_s: float, ml: float, rate_ml_per_h: float) -> PumpState | None:
+    volume = VolumeInfused(round(ml, 3), "ml", 3)
+    return tracker.observe(t_s, volume.ml, volume.resolution_ml, rate_ml_per_h)
 
 
 def test_tracker_needs_a_second_sample_then_follows_the_volume() -> None:
     tracker = InfusionTracker()
-    assert tracker.observe(0.0, _vi(1.0), 10.0) is None
-    assert tracker.observe(2.0, _vi(1.0056), 10.0) is PumpState.INFUSING
+    assert _observe(tracker, 0.0, 1.0, 10.0) is None
+    assert _observe(tracker, 2.0, 1.0056, 10.0) is PumpState.INFUSING
     # Unchanged, but 10 mL/h for 0.5 s is 1.4 µL, under two 1 µL steps: still infusing.
-    assert tracker.observe(2.5, _vi(1.0056), 10.0) is PumpState.INFUSING
+    assert _observe(tracker, 2.5, 1.0056, 10.0) is PumpState.INFUSING
     # Unchanged for 1 s at 10 mL/h (2.8 µL): stopped.
-    assert tracker.observe(3.0, _vi(1.0056), 10.0) is PumpState.STOPPED
-    assert tracker.observe(4.0, _vi(1.0084), 10.0) is PumpState.INFUSING
+    assert _observe(tracker, 3.0, 1.0056, 10.0) is PumpState.STOPPED
+    assert _observe(tracker, 4.0, 1.0084, 10.0) is PumpState.INFUSING
 
 
 def test_tracker_at_low_rates_waits_for_enough_volume() -> None:
     tracker = InfusionTracker()
-    assert tracker.observe(0.0, _vi(5.0), 0.1) is None
+    assert _observe(tracker, 0.0, 5.0, 0.1) is None
     # 0.1 mL/h moves two 1 µL steps in 72 s: no judgement before.
-    assert tracker.observe(60.0, _vi(5.0), 0.1) is None
-    assert tracker.observe(80.0, _vi(5.0), 0.1) is PumpState.STOPPED
+    assert _observe(tracker, 60.0, 5.0, 0.1) is None
+    assert _observe(tracker, 80.0, 5.0, 0.1) is PumpState.STOPPED
 
 
 def test_tracker_rate_zero_is_stopped_and_a_cleared_counter_is_a_new_baseline() -> None:
     tracker = InfusionTracker()
-    assert tracker.observe(0.0, _vi(2.0), 0.0) is PumpState.STOPPED
-    assert tracker.observe(1.0, _vi(2.1), 10.0) is PumpState.INFUSING
+    assert _observe(tracker, 0.0, 2.0, 0.0) is PumpState.STOPPED
+    assert _observe(tracker, 1.0, 2.1, 10.0) is PumpState.INFUSING
     # A new bag: the counter starts again from 0; the last answer stands meanwhile.
-    assert tracker.observe(2.0, _vi(0.0), 10.0) is PumpState.INFUSING
-    assert tracker.observe(3.0, _vi(0.003), 10.0) is PumpState.INFUSING
+    assert _observe(tracker, 2.0, 0.0, 10.0) is PumpState.INFUSING
+    assert _observe(tracker, 3.0, 0.003, 10.0) is PumpState.INFUSING
 
 
 # ---------------------------------------------------------------- configuration

@@ -53,6 +53,7 @@ async def test_infupy_unmodified_reads_rate_and_volume_from_the_simulator(tmp_pa
             sys.executable,
             "-m",
             "tests.infupy_host",
+            "alaris",
             sim.device_path,
             str(HOST_READS),
             cwd=ROOT,
