@@ -5,7 +5,8 @@ The pump's readings become `infusion` and `dose` points; a vanished pump raises
 PUMP_COMM_LOST and its return resolves it; a stall raises PUMP_STALL until the pump
 runs again (NE-1000, basic and safe mode both). The Alaris, whose known commands
 report no alarm, loses the link the same way when its cable is pulled or its
-remote-access keep-alives stop getting through.
+remote-access keep-alives stop getting through; so does a pump docked in a Fresenius
+base when its cable is pulled or it is taken off the base.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from daemon.clock import SystemClock
 from daemon.config import parse
 from daemon.ne1000 import Alarm
 from simulators.alaris import SimulatedAlaris
+from simulators.fresenius import SimulatedBase
 from simulators.pump import SimulatedPump
 from tests.helpers import running
 from tests.mqtt_watch import until, watch
@@ -164,6 +166,62 @@ async def test_alaris_readings_dose_and_line_faults(
             )
             assert [a for a in alerts if a["condition"] != "PUMP_COMM_LOST"] == []
             assert all(a["kind"] == "technical" for a in alerts)
+
+    rows = influx1.query("wardd", "SELECT rate_ml_per_h, volume_infused_ml, state FROM infusion")
+    assert len(rows) >= 10
+    assert {r["state"] for r in rows} == {"infusing"}
+    assert {r["rate_ml_per_h"] for r in rows} == {10.0}
+    volumes = [r["volume_infused_ml"] for r in rows]
+    assert volumes == sorted(volumes)
+    assert volumes[-1] > volumes[0]
+    dose = influx1.query("wardd", "SELECT expected_ug_per_day, delivered_ug_per_day FROM dose")
+    assert {r["expected_ug_per_day"] for r in dose} == {9.0}
+    delivered = [r["delivered_ug_per_day"] for r in dose if r["delivered_ug_per_day"] is not None]
+    assert delivered
+    assert delivered == pytest.approx([9.0] * len(delivered))
+
+
+async def test_fresenius_module_readings_dose_and_line_faults(
+    tmp_path: Path, mosquitto: Mosquitto, influx1: Influxd, prefix: str
+) -> None:
+    influx1.create_database("wardd")
+    link = tmp_path / "base0"
+    async with SimulatedBase(
+        clock=SystemClock(), link=link, modules=3, rate_ml_per_h=10.0, running=True, enq_interval_s=0.2
+    ) as base:
+        # A pseudo-terminal cannot carry the base's 7E1: 8N1 carries the same characters.
+        fresenius = {"driver": "fresenius-base-a", "module": 3, "bytesize": 8, "parity": "N"}
+        config = _config(tmp_path, mosquitto, influx1, prefix, link, fresenius)
+        async with (
+            watch(mosquitto.url, f"{prefix}/{WARD}/bed/{BED}/alerts") as alerts,
+            running(build(config)) as pipeline,
+        ):
+            await until(lambda: pipeline.counters.get("influx.accepted") >= 20, 15, "pump readings")
+
+            await base.disconnect()
+            await until(lambda: _phases(alerts, "PUMP_COMM_LOST") == ["start"], 15, "PUMP_COMM_LOST")
+            await base.reconnect()
+            await until(lambda: _phases(alerts, "PUMP_COMM_LOST") == ["start", "end"], 15, "link back")
+
+            # The pump is taken off the base: the base answers "module impossible".
+            module = base.modules.pop(3)
+            await until(
+                lambda: _phases(alerts, "PUMP_COMM_LOST") == ["start", "end", "start"], 15, "module off"
+            )
+            base.modules[3] = module
+            await until(
+                lambda: _phases(alerts, "PUMP_COMM_LOST") == ["start", "end", "start", "end"],
+                15,
+                "module back",
+            )
+            accepted = pipeline.counters.get("influx.accepted")
+            await until(
+                lambda: pipeline.counters.get("influx.accepted") >= accepted + 10, 15, "readings again"
+            )
+            assert [a for a in alerts if a["condition"] != "PUMP_COMM_LOST"] == []
+            assert pipeline.counters.get("pump.p12", "error_reply") >= 1
+            # The daemon answered the base's keep-alive (one may go unheard while the cable is out).
+            assert base.keepalives_answered >= 1
 
     rows = influx1.query("wardd", "SELECT rate_ml_per_h, volume_infused_ml, state FROM infusion")
     assert len(rows) >= 10
