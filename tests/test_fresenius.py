@@ -11,8 +11,8 @@ import pytest
 from infupy.backends import fresenius as infupy
 from pydantic import ValidationError
 
-from daemon.config import PumpConfig, load
-from daemon.errors import FrameError
+from daemon.config import PumpConfig, load, parse
+from daemon.errors import ConfigError, FrameError
 from daemon.fresenius import (
     ACK,
     COMMAND_ERRORS,
@@ -225,3 +225,23 @@ def test_the_example_config_fresenius_block_loads_once_uncommented(tmp_path: Pat
     path.write_text(EXAMPLE.read_text() + "\n" + "\n".join(block) + "\n")
     (base,) = [p for p in load(path).pumps if p.driver == "fresenius-base-a"]
     assert (base.bed, base.module, base.bytesize, base.parity) == ("14", 1, 7, "E")
+
+
+def test_one_configured_pump_per_base_line() -> None:
+    beds = [
+        {
+            "ward": "w",
+            "id": bed,
+            "patient": f"P{bed}",
+            "weight_kg": 63,
+            "height_cm": 165,
+            "protocol_start": "2026-03-02T08:00:00Z",
+        }
+        for bed in ("12", "14")
+    ]
+    pump = {"driver": "fresenius-base-a", "url": "/dev/ttyUSB2"}
+    pumps = [{"id": "a", "bed": "12", "module": 1, **pump}, {"id": "b", "bed": "14", "module": 2, **pump}]
+    with pytest.raises(ConfigError, match="one pump per line"):
+        parse({"beds": beds, "pumps": pumps})
+    pumps[1]["url"] = "/dev/ttyUSB3"
+    assert len(parse({"beds": beds, "pumps": pumps}).pumps) == 2
