@@ -713,13 +713,33 @@ def _flat_dose_under_45_kg(config: Config, bed: BedConfig, i: int) -> ConfigIssu
     )
 
 
-def _shared_line(pump: PumpConfig, i: int, other: int) -> ConfigIssue:
-    if pump.driver != "ne1000":
-        # Each pump source opens its own port: one Alaris or Fresenius pump per line.
-        return ConfigIssue(f"pumps[{i}].url", f"pumps[{other}] already reads {pump.url}: one pump per line")
-    return ConfigIssue(
-        f"pumps[{i}].address", f"pumps[{other}] already uses address {pump.address} on {pump.url}"
-    )
+def _line_key(pump: PumpConfig) -> tuple[str, int]:
+    """What must differ between two pumps on one URL: the NE-1000 address, the Fresenius module."""
+    if pump.driver == "fresenius-base-a":
+        return pump.url, pump.module or 0
+    return pump.url, pump.address
+
+
+def _shared_line(pump: PumpConfig, i: int, other: PumpConfig, j: int) -> ConfigIssue | None:
+    """Why ``pump`` (``pumps[i]``) cannot share its URL with ``other`` (``pumps[j]``), if it cannot."""
+    if pump.driver == "alaris-asena" or other.driver == "alaris-asena":
+        return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] already reads {pump.url}: one Alaris per line")
+    if pump.driver != other.driver:
+        return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] reads {pump.url} with another driver")
+    settings = ("baudrate", "bytesize", "parity", "stopbits")
+    if any(getattr(pump, name) != getattr(other, name) for name in settings):
+        return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] reads {pump.url} with other line settings")
+    if pump.driver == "fresenius-base-a" and (pump.module is None or other.module is None):
+        return ConfigIssue(
+            f"pumps[{i}].module", f"pumps[{j}] reads {pump.url}: pumps sharing a base name their module"
+        )
+    if _line_key(pump) != _line_key(other):
+        return None
+    if pump.driver == "fresenius-base-a":
+        return ConfigIssue(
+            f"pumps[{i}].module", f"pumps[{j}] already reads module {pump.module} on {pump.url}"
+        )
+    return ConfigIssue(f"pumps[{i}].address", f"pumps[{j}] already uses address {pump.address} on {pump.url}")
 
 
 def _cross_checks(
@@ -772,7 +792,6 @@ def _cross_checks(
             )
     seen_pumps: dict[str, int] = {}
     pump_of_bed: dict[str, int] = {}
-    ports: dict[tuple[str, int], int] = {}
     for n, pump in enumerate(config.pumps):
         i = index("pumps", n)
         if pump.id in seen_pumps:
@@ -791,10 +810,11 @@ def _cross_checks(
         pump_of_bed.setdefault(pump.bed, i)
         if pump.bed not in seen_beds and pump.bed not in bed_ids:
             issues.append(ConfigIssue(f"pumps[{i}].bed", f"no bed with id '{pump.bed}'"))
-        key = (pump.url, pump.address)
-        if key in ports:
-            issues.append(_shared_line(pump, i, ports[key]))
-        ports.setdefault(key, i)
+        for j in [m for m, other in enumerate(config.pumps[:n]) if other.url == pump.url]:
+            issue = _shared_line(pump, i, config.pumps[j], index("pumps", j))
+            if issue is not None:
+                issues.append(issue)
+                break
     for n, bag in enumerate(config.bags):
         i = index("bags", n)
         if bag.bed not in seen_beds and bag.bed not in bed_ids:

@@ -451,15 +451,64 @@ def link_answer(item: Decoded) -> bytes:
 _RETRY_NOW = frozenset({"bad_crc", "truncated", "bad_length", "nak"})
 
 
+class BaseLine:
+    """One base's port, shared by the drivers of the modules configured on it.
+
+    The first driver to open it opens the port; the last to close it closes it. One
+    exchange at a time (``turn``); the base's own session is opened once for all.
+    A line whose port has died is not handed out again: the next driver to open gets
+    a new one, while the holders of the old one find it closed and let it go.
+    """
+
+    def __init__(self, pump: PumpConfig) -> None:
+        """The line of ``pump.url``, with ``pump``'s line settings."""
+        where = f"base {pump.url}"
+        self.line: SerialLine[Decoded] = SerialLine(pump, FrameDecoder(where), where, link_answer)
+        self.turn = asyncio.Lock()
+        self.opening = asyncio.Lock()
+        self.opened = False
+        self.base_session = False
+        self.users = 0
+
+    @property
+    def dead(self) -> bool:
+        """Whether the port was opened and has gone since."""
+        return self.opened and not self.line.is_open
+
+
+# Open base lines by event loop and URL: the pump sources of one pipeline share them.
+_LINES: dict[tuple[int, str], BaseLine] = {}
+
+
+def _acquire(pump: PumpConfig) -> BaseLine:
+    key = (id(asyncio.get_running_loop()), pump.url)
+    shared = _LINES.get(key)
+    if shared is None or shared.dead:
+        shared = _LINES[key] = BaseLine(pump)
+    shared.users += 1
+    return shared
+
+
+async def _release(pump: PumpConfig, shared: BaseLine) -> None:
+    shared.users -= 1
+    if shared.users > 0:
+        return
+    key = (id(asyncio.get_running_loop()), pump.url)
+    if _LINES.get(key) is shared:
+        del _LINES[key]
+    await shared.line.close()
+
+
 class FreseniusDriver:
     """The Base A protocol over pyserial-asyncio-fast: reads one module's rate and volume infused.
 
-    ``open`` opens the communication sessions (the base's, then the module's, as
+    The modules of one base configured on one line share its port (``BaseLine``).
+    ``open`` opens the communication sessions (the base's once, then the module's, as
     infupy does); a poll reads ``d`` (rate) and ``r`` (volume infused). Link control
     happens as bytes arrive (``link_answer``): ACK or NAK to every frame, DC4 to the
     base's ENQ, the acknowledgement of a spontaneous message. A reply saying a session
     is not open (``0D``, ``1E``) makes the next poll open it again. ``close`` closes
-    the module's session (best effort) and releases the port.
+    the module's session (best effort) and lets the port go.
     """
 
     def __init__(self, pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> None:
@@ -469,36 +518,59 @@ class FreseniusDriver:
         self._on_fault = on_fault
         self._where = f"pump[{pump.id}] {pump.url}"
         self._module = pump.module
-        self._line: SerialLine[Decoded] = SerialLine(
-            pump, FrameDecoder(self._where), self._where, link_answer
-        )
+        self._shared: BaseLine | None = None
         self._session = False
         self._tracker = InfusionTracker()
 
+    @property
+    def _base(self) -> BaseLine:
+        if self._shared is None:
+            raise LinkClosedError(f"{self._where}: not open")
+        return self._shared
+
+    @property
+    def _line(self) -> SerialLine[Decoded]:
+        return self._base.line
+
     async def open(self) -> None:
-        """Open the port and the sessions (retried at the next poll if unanswered)."""
-        await self._line.open()
+        """Open (or share) the port and open the sessions (retried at the next poll if unanswered)."""
+        shared = self._shared = _acquire(self._pump)
+        try:
+            async with shared.opening:
+                if not shared.opened:
+                    await shared.line.open()
+                    shared.opened = True
+        except LinkClosedError:
+            self._shared = None
+            await _release(self._pump, shared)
+            raise
         with contextlib.suppress(NoReplyError):
-            await self._connect()
+            async with shared.turn:
+                await self._connect()
 
     async def close(self) -> None:
-        """Close the module's session if the line is up, then the port."""
-        if self._line.is_open and self._session:
-            with contextlib.suppress(NoReplyError, LinkClosedError, TimeoutError):
-                async with asyncio.timeout(2 * self._pump.reply_timeout_s):
-                    await self._exchange(self._module, Command.DISCONNECT, attempts=1)
-        await self._line.close()
+        """Close the module's session if the line is up, then let the port go (idempotent)."""
+        shared = self._shared
+        if shared is None:
+            return
+        try:
+            if shared.line.is_open and self._session:
+                with contextlib.suppress(NoReplyError, LinkClosedError, TimeoutError):
+                    async with asyncio.timeout(2 * self._pump.reply_timeout_s), shared.turn:
+                        await self._exchange(self._module, Command.DISCONNECT, attempts=1)
+        finally:
+            self._shared = None
+            await _release(self._pump, shared)
 
     async def read(self) -> PumpStatus:
         """Rate (``LE;d``) and volume infused (``LE;r``), and the state they show."""
-        if not self._session:
-            await self._connect()
-        rate = self._variable(
-            await self._exchange(self._module, Command.READ_VARIABLES, Variable.RATE), rate_ml_per_h
-        )
-        volume = self._variable(
-            await self._exchange(self._module, Command.READ_VARIABLES, Variable.VOLUME), volume_infused_ml
-        )
+        async with self._base.turn:
+            if not self._session:
+                await self._connect()
+            rate_reply = await self._exchange(self._module, Command.READ_VARIABLES, Variable.RATE)
+            volume_reply = await self._exchange(self._module, Command.READ_VARIABLES, Variable.VOLUME)
+        rate = self._variable(rate_reply, rate_ml_per_h)
+        volume = self._variable(volume_reply, volume_infused_ml)
         if rate is None or volume is None:
             # The state comes from both values: without them this poll shows nothing (the
             # faults are counted already).
@@ -509,15 +581,18 @@ class FreseniusDriver:
         return PumpStatus(state, rate, volume)
 
     async def _connect(self) -> None:
-        addresses = [self._module] if self._module is None else [BASE, self._module]
-        for address in addresses:
-            reply = await self._exchange(address, Command.CONNECT)
-            failure = error_of(reply)
-            # "Mode already active"-like answers still leave the session open (inferred).
-            if failure is not None and failure[0] not in ("06",):
-                self._error_reply(failure)
-                raise NoReplyError(f"{self._where}: session with {address} refused: {failure[1]}")
+        base = self._base
+        if self._module is not None and not base.base_session:
+            self._opened(await self._exchange(BASE, Command.CONNECT), BASE)
+            base.base_session = True
+        self._opened(await self._exchange(self._module, Command.CONNECT), self._module)
         self._session = True
+
+    def _opened(self, reply: Reply, address: int | None) -> None:
+        failure = error_of(reply)
+        if failure is not None:
+            self._error_reply(failure)
+            raise NoReplyError(f"{self._where}: session with {address} refused: {failure[1]}")
 
     def _variable(self, reply: Reply, extract: _Extract) -> float | None:
         failure = error_of(reply)
@@ -525,6 +600,8 @@ class FreseniusDriver:
             self._error_reply(failure)
             if failure[0] in SESSION_ERRORS:
                 self._session = False
+                if failure[0] == "0D" and self._shared is not None:
+                    self._shared.base_session = False
             return None
         try:
             return extract(parse_variables(reply, self._where), self._where)

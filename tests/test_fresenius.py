@@ -227,21 +227,38 @@ def test_the_example_config_fresenius_block_loads_once_uncommented(tmp_path: Pat
     assert (base.bed, base.module, base.bytesize, base.parity) == ("14", 1, 7, "E")
 
 
-def test_one_configured_pump_per_base_line() -> None:
-    beds = [
-        {
-            "ward": "w",
-            "id": bed,
-            "patient": f"P{bed}",
-            "weight_kg": 63,
-            "height_cm": 165,
-            "protocol_start": "2026-03-02T08:00:00Z",
-        }
-        for bed in ("12", "14")
-    ]
+_BEDS = [
+    {
+        "ward": "w",
+        "id": bed,
+        "patient": f"P{bed}",
+        "weight_kg": 63,
+        "height_cm": 165,
+        "protocol_start": "2026-03-02T08:00:00Z",
+    }
+    for bed in ("12", "14")
+]
+
+
+def test_the_modules_of_one_base_share_its_line() -> None:
     pump = {"driver": "fresenius-base-a", "url": "/dev/ttyUSB2"}
     pumps = [{"id": "a", "bed": "12", "module": 1, **pump}, {"id": "b", "bed": "14", "module": 2, **pump}]
-    with pytest.raises(ConfigError, match="one pump per line"):
-        parse({"beds": beds, "pumps": pumps})
-    pumps[1]["url"] = "/dev/ttyUSB3"
-    assert len(parse({"beds": beds, "pumps": pumps}).pumps) == 2
+    assert [p.module for p in parse({"beds": _BEDS, "pumps": pumps}).pumps] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ({"module": 1}, "already reads module 1"),
+        ({"module": None}, "name their module"),
+        ({"module": 2, "parity": "N"}, "other line settings"),
+        ({"driver": "ne1000", "module": None}, "another driver"),
+        ({"driver": "alaris-asena", "module": None, "baudrate": 19200}, "one Alaris per line"),
+    ],
+)
+def test_pumps_that_cannot_share_a_line_are_refused(second: dict[str, Any], message: str) -> None:
+    first = {"id": "a", "bed": "12", "driver": "fresenius-base-a", "url": "/dev/ttyUSB2", "module": 1}
+    other = {**first, "id": "b", "bed": "14", **second}
+    other = {k: v for k, v in other.items() if v is not None}
+    with pytest.raises(ConfigError, match=message):
+        parse({"beds": _BEDS, "pumps": [first, other]})

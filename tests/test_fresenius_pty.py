@@ -71,7 +71,7 @@ async def test_infupy_unmodified_reads_every_module_of_the_simulated_base(tmp_pa
     assert base.keepalives_missed == 0
 
 
-def _config(link: Path, **extra: float) -> PumpConfig:
+def _config(link: Path, **extra: object) -> PumpConfig:
     values: dict[str, object] = {
         "id": "p1",
         "bed": "b1",
@@ -228,3 +228,45 @@ async def test_closing_ends_the_module_session(tmp_path: Path) -> None:
             await task
         assert base.commands_seen[-1] == "FC"
         assert not base.modules[2].session
+
+
+async def test_two_modules_of_one_base_share_its_line(tmp_path: Path) -> None:
+    """Two beds, two pumps on one base, one cable: one port, two sources, each its own readings."""
+    clock = SystemClock()
+    link = tmp_path / "base"
+    counters = Counters()
+    first, third = Events(), Events()
+    async with SimulatedBase(
+        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+    ) as base:
+        base.set_rate(3, 360.0)
+        sources = [
+            PumpSource(_config(link, id="p1", bed="b1", module=1), "w1", clock, counters),
+            PumpSource(_config(link, id="p3", bed="b3", module=3), "w1", clock, counters),
+        ]
+        tasks = [asyncio.create_task(s.run(e.emit)) for s, e in zip(sources, (first, third), strict=True)]
+        try:
+            one = await first.reading(lambda r: r.state is PumpState.INFUSING)
+            three = await third.reading(lambda r: r.state is PumpState.INFUSING)
+            assert (one.pump, one.rate_ml_per_h) == ("p1", RATE_ML_PER_H)
+            assert (three.pump, three.rate_ml_per_h) == ("p3", 360.0)
+            assert [i for i, m in base.modules.items() if m.session] == [1, 3]
+            assert base.keepalives_missed == 0, "one port answers the base's ENQ for both"
+
+            await base.disconnect()
+            await first.health(Health.LOST)
+            await third.health(Health.LOST)
+            await base.reconnect()
+            await first.health(Health.CONNECTED)
+            await third.health(Health.CONNECTED)
+            await first.reading(lambda r: r.state is PumpState.INFUSING)
+            await third.reading(lambda r: r.state is PumpState.INFUSING)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        assert not base.modules[1].session
+        assert not base.modules[3].session
+        assert set(base.commands_seen) <= READ_ONLY
