@@ -2,8 +2,8 @@
 
 Bed ``i`` plays the ``i``-th bed of the built-in scenarios (``simulators/scenarios/``, in
 the order of their bed ids, wrapping round) through the scenario runner: simulated
-pumps on pseudo-terminals (NE-1000, and an Alaris on every other bed whose story has
-no pump alarm, which the Alaris cannot report), simulated monitors and nurses over MQTT, and the
+pumps on pseudo-terminals (NE-1000, Alaris and Fresenius in turn, the last two only on
+beds whose story has no pump alarm, which they cannot report), simulated monitors and nurses over MQTT, and the
 real daemon pipeline, on one clock ``speed`` times faster than real time. Each bed
 joins its story shortly before the story's first medium or high alert, so that the
 ward is busy from the first minute. A live console view redraws the ward (without a
@@ -268,11 +268,15 @@ def _demo_bed(i: int, story: Story, played: int) -> BedScenario:
     )
 
 
+_VENDORS = (PumpModel.NE1000, PumpModel.ALARIS_ASENA, PumpModel.FRESENIUS_BASE_A)
+
+
 def _model(i: int, bed: BedScenario) -> PumpModel:
-    """The ward mixes vendors: every other bed has an Alaris, unless its story raises a pump
-    alarm (the commands the Alaris is read with report none, so the story would change)."""
+    """The ward mixes vendors in turn, but a story that raises a pump alarm keeps its
+    NE-1000 (what the Alaris and the Fresenius base are read with reports no alarm, so
+    the story would change)."""
     alarms = bed.pump is not None and any(step.do is PumpAction.ALARM for step in bed.pump.steps)
-    return PumpModel.ALARIS_ASENA if i % 2 == 1 and not alarms else PumpModel.NE1000
+    return PumpModel.NE1000 if alarms else _VENDORS[i % len(_VENDORS)]
 
 
 def page_lines(url: str, passwords: Mapping[str, str]) -> list[str]:

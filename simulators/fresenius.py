@@ -345,3 +345,86 @@ class SimulatedBase:
             self._reply(address, Status.INCORRECT, "0A")  # identifier not used
             return
         self._reply(address, Status.CORRECT, ";".join(f"{v}{values[v]:0{HEX_DIGITS}X}" for v in wanted))
+
+
+class DockedPump:
+    """One pump docked in its own base, driven like the other simulated pumps (scenarios, demo).
+
+    A scenario's pump program speaks to "the pump": here that is module 1 of ``base``.
+    The base asks no keep-alive (its ENQ would wake a stepped clock every interval).
+    """
+
+    MODULE = 1
+
+    def __init__(self, *, clock: Clock, link: Path | None = None, rate_ml_per_h: float = 10.0) -> None:
+        """A base holding one stopped pump at ``rate_ml_per_h``."""
+        self.base = SimulatedBase(clock=clock, link=link, modules=1, rate_ml_per_h=rate_ml_per_h)
+
+    async def __aenter__(self) -> DockedPump:
+        await self.base.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.base.close()
+
+    @property
+    def _pump(self) -> Module:
+        return self.base.modules[self.MODULE]
+
+    @property
+    def connected(self) -> bool:
+        """Whether the pty exists."""
+        return self.base.connected
+
+    async def disconnect(self) -> None:
+        """The cable is pulled."""
+        await self.base.disconnect()
+
+    async def reconnect(self) -> str:
+        """The cable is back."""
+        return await self.base.reconnect()
+
+    def drop_replies(self, count: int = -1) -> None:
+        """Answer nothing to the next ``count`` frames (-1: until ``drop_replies(0)``)."""
+        self.base.drop_replies(count)
+
+    @property
+    def rate_ml_per_h(self) -> float:
+        """The pump's programmed rate."""
+        return self._pump.rate_ml_per_h
+
+    @property
+    def running(self) -> bool:
+        """Whether the pump infuses now."""
+        return self._pump.running
+
+    @property
+    def infused_ml(self) -> float:
+        """The pump's volume infused now."""
+        return self.base.infused_ml(self.MODULE)
+
+    @infused_ml.setter
+    def infused_ml(self, value: float) -> None:
+        self.base.infused_ml(self.MODULE)  # count what was infused up to now first
+        self._pump.infused_ml = value
+
+    def set_rate(self, rate_ml_per_h: float) -> None:
+        """Program the pump's rate."""
+        self.base.set_rate(self.MODULE, rate_ml_per_h)
+
+    def start(self) -> None:
+        """The pump starts infusing."""
+        self.base.start(self.MODULE)
+
+    def stop(self) -> None:
+        """The pump stops infusing."""
+        self.base.stop(self.MODULE)
+
+    def pause(self) -> None:
+        """A pause: for the line, the same as a stop (no variable known tells them apart)."""
+        self.stop()
+
+    def raise_alarm(self, alarm: str) -> None:
+        """An alarm at the pump: it stops (no variable whose encoding is known reports it)."""
+        self.stop()
+        self._pump.alarm = alarm

@@ -69,6 +69,7 @@ from daemon.pump import DRIVERS, DriverFactory, FaultHandler, PumpDriver, PumpSo
 from daemon.timefmt import iso
 from simulators.alaris import SimulatedAlaris
 from simulators.broker import broker_for
+from simulators.fresenius import DockedPump
 from simulators.monitor import BASELINE, NOISE_SD, Excursion, Profile, vitals_payload
 from simulators.pump import SimulatedPump
 from simulators.secure import DAEMON, DEVICES, STATION, SecureBroker
@@ -242,6 +243,7 @@ class PumpModel(StrEnum):
 
     NE1000 = "ne1000"
     ALARIS_ASENA = "alaris-asena"
+    FRESENIUS_BASE_A = "fresenius-base-a"  # one pump docked in its own base
 
 
 class PumpProgram(Model):
@@ -547,6 +549,9 @@ def _driver_settings(pump: PumpProgram) -> dict[str, Any]:
         # The keep-alive goes with each poll: every exchange is a tracked poll, so the
         # stepped clock never moves while a keep-alive reply is on its way.
         return {"driver": pump.model.value, "keepalive_interval_s": pump.poll_interval.total_seconds()}
+    if pump.model is PumpModel.FRESENIUS_BASE_A:
+        # Module 1 of its own base; a pseudo-terminal cannot carry 7E1, 8N1 carries the same.
+        return {"driver": pump.model.value, "module": DockedPump.MODULE, "bytesize": 8, "parity": "N"}
     return {"driver": pump.model.value, "address": pump.address}
 
 
@@ -829,7 +834,7 @@ class ScenarioRun:
         self.counters = Counters()
         self.alerts: list[dict[str, Any]] = []
         self.activity = PollActivity()
-        self.pumps: dict[str, SimulatedPump | SimulatedAlaris] = {}
+        self.pumps: dict[str, SimulatedPump | SimulatedAlaris | DockedPump] = {}
         self.line_dead: set[str] = set()
         self.received_by_daemon = 0
         self.open_ids: dict[tuple[str, str], str] = {}
@@ -1041,7 +1046,9 @@ class ScenarioRun:
 
         return run
 
-    def _simulator(self, pump: PumpProgram, bed: str) -> SimulatedPump | SimulatedAlaris:
+    def _simulator(self, pump: PumpProgram, bed: str) -> SimulatedPump | SimulatedAlaris | DockedPump:
+        if pump.model is PumpModel.FRESENIUS_BASE_A:
+            return DockedPump(clock=self.clock, link=self.links[bed], rate_ml_per_h=pump.rate_ml_per_h)
         if pump.model is PumpModel.ALARIS_ASENA:
             return SimulatedAlaris(
                 clock=self.clock,

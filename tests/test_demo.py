@@ -88,10 +88,10 @@ def test_default_ward_mixes_the_builtin_scenarios_with_a_pump_and_bag_per_bed() 
         first = bed.pump.steps[0]
         assert (first.do, first.at) == (PumpAction.HANG_BAG, timedelta(0))
     models = {bed.pump.model for bed in scenario.beds if bed.pump is not None}
-    assert models == {PumpModel.NE1000, PumpModel.ALARIS_ASENA}, "the ward mixes vendors"
+    assert models == set(PumpModel), "the ward mixes vendors"
     for bed in scenario.beds:
         assert bed.pump is not None
-        if bed.pump.model is PumpModel.ALARIS_ASENA:
+        if bed.pump.model is not PumpModel.NE1000:
             assert all(step.do is not PumpAction.ALARM for step in bed.pump.steps)
 
 

@@ -151,12 +151,22 @@ def _on_model(scenario: Scenario, model: PumpModel) -> Scenario:
     return scenario.model_copy(update={"beds": beds})
 
 
-# The dose stories, whose pumps only run, stop and change bags: an Alaris must give the
-# alerts expected of the NE-1000. Its known commands do not say whether it runs, so a
-# stop shows when the volume has not moved since the last poll: one poll later at most.
-@pytest.mark.parametrize("name", ["interruption-4h", "wrong-strength-bag"])
-async def test_builtin_scenario_on_alaris_pumps_gives_the_same_alerts(name: str, tmp_path: Path) -> None:
-    scenario = _on_model(load_scenario(name), PumpModel.ALARIS_ASENA)
+# The dose stories, whose pumps only run, stop and change bags: an Alaris or a pump in a
+# Fresenius base must give the alerts expected of the NE-1000. What they are read with
+# does not say whether they run, so a stop shows when the volume has not moved since
+# the last poll: one poll later at most.
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("interruption-4h", PumpModel.ALARIS_ASENA),
+        ("wrong-strength-bag", PumpModel.ALARIS_ASENA),
+        ("interruption-4h", PumpModel.FRESENIUS_BASE_A),
+    ],
+)
+async def test_builtin_scenario_on_other_pumps_gives_the_same_alerts(
+    name: str, model: PumpModel, tmp_path: Path
+) -> None:
+    scenario = _on_model(load_scenario(name), model)
     result = await run_scenario(scenario, mqtt_url=NO_BROKER, progress=False, workdir=tmp_path)
     path = builtin_path(name)
     assert path is not None
