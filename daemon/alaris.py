@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from daemon.clock import Clock
+from daemon.clock import Clock, every
 from daemon.config import PumpConfig
 from daemon.errors import FrameError
 from daemon.pumplink import (
@@ -471,8 +471,8 @@ class AlarisDriver:
 
     async def _keep_alive(self) -> None:
         interval_s = self._pump.keepalive_interval_s
-        while True:
-            await self._clock.sleep(interval_s)
+        # A drift-free schedule; its first round, at once, finds open() has just enabled.
+        async for _ in every(self._clock, interval_s):
             async with self._turn:
                 if (
                     self._enabled_at_s is not None
