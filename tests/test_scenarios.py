@@ -202,10 +202,11 @@ async def test_published_case_first_day(model: PumpModel, tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(
-    not os.environ.get("WARDD_FULL_SCENARIOS"), reason="about 2 minutes: set WARDD_FULL_SCENARIOS=1"
+    not os.environ.get("WARDD_FULL_SCENARIOS"), reason="about 2 minutes each: set WARDD_FULL_SCENARIOS=1"
 )
-async def test_published_case_full_14_days(tmp_path: Path) -> None:
-    scenario = load_scenario("published-case")
+@pytest.mark.parametrize("model", list(PumpModel))
+async def test_published_case_full_14_days(model: PumpModel, tmp_path: Path) -> None:
+    scenario = _on_model(load_scenario("published-case"), model)
     result = await run_scenario(scenario, mqtt_url=NO_BROKER, progress=False, workdir=tmp_path)
     path = builtin_path("published-case")
     assert path is not None
