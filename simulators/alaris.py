@@ -210,6 +210,10 @@ class SimulatedAlaris:
         """Spoil the next ``count`` replies with ``fault``."""
         self._faults.extend([fault] * count)
 
+    def mend(self) -> None:
+        """The line is clean again: no more spoiled replies."""
+        self._faults.clear()
+
     # ------------------------------------------------------------ time
 
     def _advance(self) -> None:

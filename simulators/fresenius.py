@@ -217,6 +217,10 @@ class SimulatedBase:
         """Spoil the next ``count`` replies with ``fault``."""
         self._faults.extend([fault] * count)
 
+    def mend(self) -> None:
+        """The line is clean again: no more spoiled replies."""
+        self._faults.clear()
+
     # ------------------------------------------------------------ keep-alive
 
     def _end_sessions(self) -> None:

@@ -6,7 +6,8 @@ PUMP_COMM_LOST and its return resolves it; a stall raises PUMP_STALL until the p
 runs again (NE-1000, basic and safe mode both). The Alaris, whose known commands
 report no alarm, loses the link the same way when its cable is pulled or its
 remote-access keep-alives stop getting through; so does a pump docked in a Fresenius
-base when its cable is pulled or it is taken off the base.
+base when its cable is pulled or it is taken off the base. Both lose the link too
+while every reply comes with a bad checksum, and find it again on a clean line.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from daemon.app import build
 from daemon.clock import SystemClock
 from daemon.config import parse
 from daemon.ne1000 import Alarm
-from simulators.alaris import SimulatedAlaris
-from simulators.fresenius import SimulatedBase
+from simulators.alaris import AlarisFault, SimulatedAlaris
+from simulators.fresenius import BaseFault, SimulatedBase
 from simulators.pump import SimulatedPump
 from tests.helpers import running
 from tests.mqtt_watch import until, watch
@@ -160,6 +161,13 @@ async def test_alaris_readings_dose_and_line_faults(
                 15,
                 "keep-alive back",
             )
+
+            # A line that corrupts every reply: bad checksums only, then clean again.
+            pump.spoil(AlarisFault.BAD_CRC, 100_000)
+            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-1:] == ["start"], 15, "bad checksums")
+            assert pipeline.counters.get("pump.p12", "bad_crc") >= 1
+            pump.mend()
+            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-2:] == ["start", "end"], 15, "clean line")
             accepted = pipeline.counters.get("influx.accepted")
             await until(
                 lambda: pipeline.counters.get("influx.accepted") >= accepted + 10, 15, "readings again"
@@ -214,6 +222,13 @@ async def test_fresenius_module_readings_dose_and_line_faults(
                 15,
                 "module back",
             )
+
+            # A line that corrupts every reply: bad checksums only, then clean again.
+            base.spoil(BaseFault.BAD_CRC, 100_000)
+            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-1:] == ["start"], 15, "bad checksums")
+            assert pipeline.counters.get("pump.p12", "bad_crc") >= 1
+            base.mend()
+            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-2:] == ["start", "end"], 15, "clean line")
             accepted = pipeline.counters.get("influx.accepted")
             await until(
                 lambda: pipeline.counters.get("influx.accepted") >= accepted + 10, 15, "readings again"
