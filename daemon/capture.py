@@ -169,7 +169,7 @@ def read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 # What the rules and the alert engine read from a config: a replay under a config that
 # differs here can give other alerts. The links (broker, database, ward page, probes),
-# the paths and the pumps' line settings change none, so a capture still replays under
+# the paths and the pumps' line settings change none (a pump's driver may: its alarms), so a capture still replays under
 # a copy of its config with another state folder, broker or serial port.
 _REPLAY_PARTS: dict[str, Any] = {
     "daemon": {"language", "tick_interval_s"},
@@ -179,7 +179,15 @@ _REPLAY_PARTS: dict[str, Any] = {
     "bags": True,
     "alerts": True,
     "pumps": {
-        "__all__": {"id", "bed", "address", "poll_interval_s", "comm_lost_after_s", "safe_mode_timeout_s"}
+        "__all__": {
+            "id",
+            "bed",
+            "driver",
+            "address",
+            "poll_interval_s",
+            "comm_lost_after_s",
+            "safe_mode_timeout_s",
+        }
     },
 }
 

@@ -397,10 +397,13 @@ class PumpConfig(Model):
 
     id: Ident
     bed: Ident
-    driver: Literal["ne1000"] = "ne1000"
+    # The pump's protocol: "ne1000" (New Era NE-500/NE-1000), "alaris-asena" (BD Alaris
+    # Asena GH/CC) or "fresenius-base-a" (Fresenius Kabi Base A), docs/pump-protocols.md.
+    driver: Literal["ne1000", "alaris-asena", "fresenius-base-a"] = "ne1000"
     url: str  # pyserial URL: /dev/ttyUSB0, a pseudo-terminal, socket://host:port
-    address: Annotated[int, Field(ge=0, le=99)] = 0
-    baudrate: Literal[300, 1200, 2400, 9600, 19200] = 19200
+    address: Annotated[int, Field(ge=0, le=99)] = 0  # NE-1000 only
+    # Default per driver: 19200 for the NE-1000 and the Fresenius base, 38400 for the Alaris.
+    baudrate: Literal[300, 1200, 2400, 9600, 19200, 38400] = 19200
     poll_interval_s: PositiveSeconds = 2.0
     comm_lost_after_s: PositiveSeconds = 30.0
     # Line framing; the NE-1000 is 8N1 (domain.md section 6). A serial-to-LAN bridge
@@ -420,9 +423,34 @@ class PumpConfig(Model):
     # Reopening a lost port: jittered exponential backoff between these bounds, in seconds.
     reconnect_min_s: PositiveSeconds = 0.5
     reconnect_max_s: PositiveSeconds = 30.0
+    # Alaris only: the remote-enable keep-alive is re-sent this often. infupy 2022.1.11
+    # sends it every second; how long the pump waits for it is not known.
+    keepalive_interval_s: PositiveSeconds = 1.0
+    # Fresenius only: the pump's module index on the base (1-9); unset for a pump on its own.
+    module: Annotated[int, Field(ge=1, le=9)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _driver_defaults(cls, data: Any) -> Any:
+        # The Alaris speaks at 38,400 baud (infupy 2022.1.11); the NE-1000 defaults to 19,200.
+        if isinstance(data, dict) and data.get("driver") == "alaris-asena" and "baudrate" not in data:
+            return {**data, "baudrate": 38400}
+        if isinstance(data, dict) and data.get("driver") == "fresenius-base-a":
+            # 7 data bits, even parity (infupy 2022.1.11), unless the site says otherwise.
+            return {"bytesize": 7, "parity": "E", **data}
+        return data
 
     @model_validator(mode="after")
     def _pump_timing(self) -> PumpConfig:
+        given = self.model_fields_set
+        if self.driver != "ne1000" and ("address" in given or "safe_mode_timeout_s" in given):
+            raise ValueError(f"address and safe_mode_timeout_s are NE-1000 settings, not {self.driver} ones")
+        if self.driver != "alaris-asena" and "keepalive_interval_s" in given:
+            raise ValueError(f"keepalive_interval_s is an Alaris setting, not a {self.driver} one")
+        if self.driver != "fresenius-base-a" and self.module is not None:
+            raise ValueError(f"module is a Fresenius setting, not a {self.driver} one")
+        if self.driver != "alaris-asena" and self.baudrate > 19200:
+            raise ValueError(f"the {self.driver} speaks at 300 to 19200 baud")
         if self.comm_lost_after_s <= self.poll_interval_s:
             raise ValueError("comm_lost_after_s must be longer than poll_interval_s")
         if self.safe_mode_timeout_s and self.safe_mode_timeout_s <= self.poll_interval_s:
@@ -926,6 +954,35 @@ def _flat_dose_under_45_kg(config: Config, bed: BedConfig, i: int) -> ConfigIssu
     )
 
 
+def _line_key(pump: PumpConfig) -> tuple[str, int]:
+    """What must differ between two pumps on one URL: the NE-1000 address, the Fresenius module."""
+    if pump.driver == "fresenius-base-a":
+        return pump.url, pump.module or 0
+    return pump.url, pump.address
+
+
+def _shared_line(pump: PumpConfig, i: int, other: PumpConfig, j: int) -> ConfigIssue | None:
+    """Why ``pump`` (``pumps[i]``) cannot share its URL with ``other`` (``pumps[j]``), if it cannot."""
+    if pump.driver == "alaris-asena" or other.driver == "alaris-asena":
+        return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] already reads {pump.url}: one Alaris per line")
+    if pump.driver != other.driver:
+        return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] reads {pump.url} with another driver")
+    settings = ("baudrate", "bytesize", "parity", "stopbits")
+    if any(getattr(pump, name) != getattr(other, name) for name in settings):
+        return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] reads {pump.url} with other line settings")
+    if pump.driver == "fresenius-base-a" and (pump.module is None or other.module is None):
+        return ConfigIssue(
+            f"pumps[{i}].module", f"pumps[{j}] reads {pump.url}: pumps sharing a base name their module"
+        )
+    if _line_key(pump) != _line_key(other):
+        return None
+    if pump.driver == "fresenius-base-a":
+        return ConfigIssue(
+            f"pumps[{i}].module", f"pumps[{j}] already reads module {pump.module} on {pump.url}"
+        )
+    return ConfigIssue(f"pumps[{i}].address", f"pumps[{j}] already uses address {pump.address} on {pump.url}")
+
+
 def _cross_checks(
     config: Config, positions: Mapping[str, Sequence[int]] | None = None, bed_ids: Set[str] = frozenset()
 ) -> list[ConfigIssue]:
@@ -976,7 +1033,6 @@ def _cross_checks(
             )
     seen_pumps: dict[str, int] = {}
     pump_of_bed: dict[str, int] = {}
-    ports: dict[tuple[str, int], int] = {}
     for n, pump in enumerate(config.pumps):
         i = index("pumps", n)
         if pump.id in seen_pumps:
@@ -995,15 +1051,11 @@ def _cross_checks(
         pump_of_bed.setdefault(pump.bed, i)
         if pump.bed not in seen_beds and pump.bed not in bed_ids:
             issues.append(ConfigIssue(f"pumps[{i}].bed", f"no bed with id '{pump.bed}'"))
-        key = (pump.url, pump.address)
-        if key in ports:
-            issues.append(
-                ConfigIssue(
-                    f"pumps[{i}].address",
-                    f"pumps[{ports[key]}] already uses address {pump.address} on {pump.url}",
-                )
-            )
-        ports.setdefault(key, i)
+        for j in [m for m, other in enumerate(config.pumps[:n]) if other.url == pump.url]:
+            issue = _shared_line(pump, i, config.pumps[j], index("pumps", j))
+            if issue is not None:
+                issues.append(issue)
+                break
     for n, bag in enumerate(config.bags):
         i = index("bags", n)
         if bag.bed not in seen_beds and bag.bed not in bed_ids:

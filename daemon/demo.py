@@ -2,7 +2,8 @@
 
 Bed ``i`` plays the ``i``-th bed of the built-in scenarios (``simulators/scenarios/``, in
 the order of their bed ids, wrapping round) through the scenario runner: simulated
-NE-1000 pumps on pseudo-terminals, simulated monitors and nurses over MQTT, and the
+pumps on pseudo-terminals (NE-1000, Alaris and Fresenius in turn, the last two only on
+beds whose story has no pump alarm, which they cannot report), simulated monitors and nurses over MQTT, and the
 real daemon pipeline, on one clock ``speed`` times faster than real time. Each bed
 joins its story shortly before the story's first medium or high alert, so that the
 ward is busy from the first minute. A live console view redraws the ward (without a
@@ -55,6 +56,8 @@ from daemon.web.server import WardPage
 from simulators.broker import answers, broker_for
 from simulators.scenario import (
     BedScenario,
+    PumpAction,
+    PumpModel,
     Scenario,
     ScenarioRun,
     builtin_names,
@@ -258,9 +261,22 @@ def _demo_bed(i: int, story: Story, played: int) -> BedScenario:
             "thresholds": {
                 g: {**ward.get(g, {}), **bed.thresholds.get(g, {})} for g in {*ward, *bed.thresholds}
             },
-            "pump": None if bed.pump is None else bed.pump.model_copy(update={"address": i}),
+            "pump": None
+            if bed.pump is None
+            else bed.pump.model_copy(update={"address": i, "model": _model(i, bed)}),
         }
     )
+
+
+_VENDORS = (PumpModel.NE1000, PumpModel.ALARIS_ASENA, PumpModel.FRESENIUS_BASE_A)
+
+
+def _model(i: int, bed: BedScenario) -> PumpModel:
+    """The ward mixes vendors in turn, but a story that raises a pump alarm keeps its
+    NE-1000 (what the Alaris and the Fresenius base are read with reports no alarm, so
+    the story would change)."""
+    alarms = bed.pump is not None and any(step.do is PumpAction.ALARM for step in bed.pump.steps)
+    return PumpModel.NE1000 if alarms else _VENDORS[i % len(_VENDORS)]
 
 
 def page_lines(url: str, passwords: Mapping[str, str]) -> list[str]:
@@ -446,6 +462,7 @@ def _print_ward(scenario: Scenario, chosen: Sequence[Story], out: TextIO, speed:
     for bed, story in zip(scenario.beds, chosen, strict=True):
         print(
             f"  {scenario.ward}/{bed.id} {bed.patient} on {bed.protocol}: {story.scenario.name} "
-            f"from {format_offset(story.join)} ({story.scenario.description})",
+            f"from {format_offset(story.join)} ({story.scenario.description})"
+            + (f", {bed.pump.model.value} pump" if bed.pump is not None else ""),
             file=out,
         )

@@ -1,4 +1,7 @@
-"""Infusion pumps over a serial line: the driver contract, the NE-1000 driver, the source.
+"""Infusion pumps over a serial line: the NE-1000 driver, the driver registry, the source.
+
+The driver contract and the serial line every driver uses are in ``daemon.pumplink``;
+each other vendor's codec and driver in its own module (``daemon.alaris``).
 
 ::
 
@@ -6,7 +9,7 @@
                                                              \\-----> SourceHealth
 
 The daemon only reads a pump. It never starts, stops or reprograms one. The only
-commands it sends are queries (status, ``RAT``, ``DIS``) and, when the site
+NE-1000 commands it sends are queries (status, ``RAT``, ``DIS``) and, when the site
 configures safe mode, ``SAF<n>``. A query also acknowledges a pending NE-1000 alarm,
 because the pump takes any valid command as acknowledgement. That changes nothing
 about the infusion.
@@ -26,15 +29,13 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-import serial_asyncio_fast
-
+from daemon.alaris import alaris_driver
 from daemon.clock import Clock, every
 from daemon.config import PumpConfig
-from daemon.errors import DeviceError, FrameError
+from daemon.errors import FrameError
 from daemon.events import Emit, Health, PumpReading, PumpState, SourceHealth
+from daemon.fresenius import fresenius_driver
 from daemon.metrics import Counters
 from daemon.ne1000 import (
     CommandError,
@@ -47,60 +48,21 @@ from daemon.ne1000 import (
     parse_rate,
 )
 from daemon.points import FieldValue, Point
+from daemon.pumplink import (
+    Closed,
+    DriverFactory,
+    FaultHandler,
+    LinkClosedError,
+    NoReplyError,
+    PumpDriver,
+    PumpStatus,
+    ReadingPendingError,
+    SerialLine,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_LOGGED_BYTES = 64
-READ_CHUNK_BYTES = 256
-
-
-@dataclass(frozen=True, slots=True)
-class PumpStatus:
-    """What one poll learned from a pump. ``None`` means the pump did not say."""
-
-    state: PumpState
-    rate_ml_per_h: float | None
-    volume_infused_ml: float | None
-    alarm: str | None = None  # vendor alarm code
-
-
-class LinkClosedError(DeviceError):
-    """The port could not be opened or went away; the source reopens it."""
-
-
-class NoReplyError(DeviceError):
-    """No valid reply after every retry; the port stays open."""
-
-
-FaultHandler = Callable[[FrameError, bytes], None]
-"""Told about every bad or missing reply, with the bytes concerned (may be empty)."""
-
-
-class PumpDriver(Protocol):
-    """A vendor protocol. One instance serves one open of one port.
-
-    Guarantees a driver gives: ``read`` is only called after ``open`` returned;
-    ``read`` raises ``LinkClosedError`` when the port is gone (the caller makes a
-    new driver) and ``NoReplyError`` when the pump did not answer validly; every
-    bad reply is reported to the fault handler before ``read`` returns or raises;
-    ``close`` is idempotent and never raises; nothing a driver sends changes the
-    infusion.
-    """
-
-    async def open(self) -> None:
-        """Open the port and prepare the link; ``LinkClosedError`` if impossible."""
-        ...
-
-    async def read(self) -> PumpStatus:
-        """Poll the pump once."""
-        ...
-
-    async def close(self) -> None:
-        """Release the port."""
-        ...
-
-
-DriverFactory = Callable[[PumpConfig, Clock, FaultHandler], PumpDriver]
 
 _STATES = {
     Status.INFUSING: PumpState.INFUSING,
@@ -120,13 +82,6 @@ _RETRY_NOW = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Closed:
-    """The reader saw the port close."""
-
-    reason: str
-
-
 class NE1000Driver:
     """The New Era NE-500/NE-1000 protocol (``daemon.ne1000``) over pyserial-asyncio-fast."""
 
@@ -138,27 +93,13 @@ class NE1000Driver:
         self._where = f"pump[{pump.id}] {pump.url}"
         self._safe = pump.safe_mode_timeout_s > 0
         self._safe_confirmed = False
-        self._decoder = ReplyDecoder(address=pump.address, where=self._where)
-        self._items: asyncio.Queue[Decoded | _Closed] = asyncio.Queue()
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._closed: _Closed | None = None
+        self._line: SerialLine[Decoded] = SerialLine(
+            pump, ReplyDecoder(address=pump.address, where=self._where), self._where
+        )
 
     async def open(self) -> None:
         """Open the port; in safe mode, send ``SAF<n>`` (retried on later polls if unanswered)."""
-        try:
-            reader, writer = await serial_asyncio_fast.open_serial_connection(
-                url=self._pump.url,
-                baudrate=self._pump.baudrate,
-                bytesize=self._pump.bytesize,
-                parity=self._pump.parity,
-                stopbits=self._pump.stopbits,
-            )
-        except (OSError, ValueError) as exc:
-            # pyserial's SerialException is an OSError; ValueError is a bad setting.
-            raise LinkClosedError(f"{self._where}: cannot open: {exc}") from exc
-        self._writer = writer
-        self._reader_task = asyncio.create_task(self._read_loop(reader), name=f"pump[{self._pump.id}].read")
+        await self._line.open()
         if self._safe:
             with contextlib.suppress(NoReplyError):
                 await self._enable_safe_mode()
@@ -168,31 +109,9 @@ class NE1000Driver:
         await self._exchange(f"SAF{self._pump.safe_mode_timeout_s}")
         self._safe_confirmed = True
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                data = await reader.read(READ_CHUNK_BYTES)
-            except OSError as exc:
-                # A USB adapter unplugged or a pty master closed: EIO.
-                self._items.put_nowait(_Closed(f"read failed: {exc}"))
-                return
-            if not data:
-                self._items.put_nowait(_Closed("port closed (end of file)"))
-                return
-            for item in self._decoder.feed(data):
-                self._items.put_nowait(item)
-
     async def close(self) -> None:
         """Stop reading and close the port."""
-        task, self._reader_task = self._reader_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.close()
+        await self._line.close()
 
     async def read(self) -> PumpStatus:
         """Status, rate (``RAT``) and volume infused (``DIS``) in one poll."""
@@ -225,37 +144,13 @@ class NE1000Driver:
     def _take_stale(self) -> None:
         # Whatever arrived unasked (a pushed safe-mode alarm, a late reply to an
         # earlier attempt) must not be taken for the answer to the next command.
-        while not self._items.empty():
-            item = self._items.get_nowait()
-            if isinstance(item, _Closed):
-                self._closed = item
-            elif item.error is not None:
+        for item in self._line.take_stale():
+            if item.error is not None:
                 self._fault(item.error, item.raw)
             else:
                 self._fault(
                     FrameError("unsolicited", "reply nobody asked for (ignored)", self._where), item.raw
                 )
-
-    def _send(self, data: bytes) -> None:
-        writer = self._writer
-        if writer is None or writer.transport.is_closing():
-            raise LinkClosedError(f"{self._where}: port is closed")
-        writer.write(data)
-
-    async def _next_item(self, deadline: float) -> Decoded | _Closed | None:
-        remaining = deadline - self._clock.monotonic()
-        if remaining <= 0:
-            return None
-        getter = asyncio.ensure_future(self._items.get())
-        timer = asyncio.ensure_future(self._clock.sleep(remaining))
-        try:
-            await asyncio.wait({getter, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            getter.cancel()
-            timer.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        return None
 
     async def _exchange(self, command: str) -> Reply:
         safe = self._safe or command.startswith("SAF")
@@ -263,20 +158,17 @@ class NE1000Driver:
         shown = command or "status"
         for _ in range(self._pump.retries + 1):
             self._take_stale()
-            if self._closed is not None:
-                raise LinkClosedError(f"{self._where}: {self._closed.reason}")
-            self._send(frame)
+            self._line.send(frame)
             deadline = self._clock.monotonic() + self._pump.reply_timeout_s
             while True:
-                item = await self._next_item(deadline)
+                item = await self._line.next_item(self._clock, deadline)
                 if item is None:
-                    for leftover in self._decoder.flush():
+                    for leftover in self._line.flush():
                         if leftover.error is not None:
                             self._fault(leftover.error, leftover.raw)
                     self._fault(FrameError("timeout", f"no reply to {shown}", self._where), b"")
                     break
-                if isinstance(item, _Closed):
-                    self._closed = item
+                if isinstance(item, Closed):
                     raise LinkClosedError(f"{self._where}: {item.reason}")
                 if item.error is not None:
                     self._fault(item.error, item.raw)
@@ -309,7 +201,11 @@ def ne1000_driver(pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> Pum
     return NE1000Driver(pump, clock, on_fault)
 
 
-DRIVERS: dict[str, DriverFactory] = {"ne1000": ne1000_driver}
+DRIVERS: dict[str, DriverFactory] = {
+    "ne1000": ne1000_driver,
+    "alaris-asena": alaris_driver,
+    "fresenius-base-a": fresenius_driver,
+}
 
 
 class PumpSource:
@@ -376,6 +272,11 @@ class PumpSource:
                     except NoReplyError as exc:
                         log.debug("%s", exc)
                         continue
+                    except ReadingPendingError as exc:
+                        log.debug("%s", exc)
+                        failures = 0
+                        await self._answers(emit)
+                        continue
                     failures = 0
                     await self._valid(emit, status)
             except LinkClosedError as exc:
@@ -386,15 +287,24 @@ class PumpSource:
             failures += 1
             await self._clock.sleep(delay)
 
+    async def _answers(self, emit: Emit) -> None:
+        """The pump answered validly (with or without a reading): the link is alive."""
+        self._last_valid_s = self._clock.monotonic()
+        async with self._emit_lock:
+            await self._connected(emit)
+
+    async def _connected(self, emit: Emit) -> None:
+        if self._health is not Health.CONNECTED:
+            self._health = Health.CONNECTED
+            self._logged.clear()
+            log.info("%s: pump answers", self.name)
+            await emit(SourceHealth(self.ward, self.pump.bed, self.name, self._clock.now(), Health.CONNECTED))
+
     async def _valid(self, emit: Emit, status: PumpStatus) -> None:
         self._last_valid_s = self._clock.monotonic()
         now = self._clock.now()
         async with self._emit_lock:
-            if self._health is not Health.CONNECTED:
-                self._health = Health.CONNECTED
-                self._logged.clear()
-                log.info("%s: pump answers", self.name)
-                await emit(SourceHealth(self.ward, self.pump.bed, self.name, now, Health.CONNECTED))
+            await self._connected(emit)
             await emit(
                 PumpReading(
                     ward=self.ward,
@@ -463,5 +373,6 @@ __all__ = [
     "PumpDriver",
     "PumpSource",
     "PumpStatus",
+    "ReadingPendingError",
     "reading_point",
 ]

@@ -19,12 +19,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import signal
 import sys
-import termios
-import tty
 from collections import deque
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +46,7 @@ from daemon.ne1000 import (
     rate_to_ml_per_h,
     volume_to_ml,
 )
+from simulators.ptyport import PtyPort
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +60,8 @@ MAX_SAFE_TIMEOUT_S = 255
 # Length byte + at least one data byte + CRC + ETX.
 MIN_HOST_PACKET = 5
 
-_BAUD = {
-    300: termios.B300,
-    1200: termios.B1200,
-    2400: termios.B2400,
-    9600: termios.B9600,
-    19200: termios.B19200,
-}
+# The NE-1000's serial speeds (domain.md section 6).
+BAUD_RATES = (300, 1200, 2400, 9600, 19200)
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _SET_RATE = re.compile(rf"(?P<value>{_NUMBER})(?P<unit>UM|MM|UH|MH)?")
 _SET_NUMBER = re.compile(_NUMBER)
@@ -103,11 +96,10 @@ class SimulatedPump:
         diameter_mm: float = DEFAULT_DIAMETER_MM,
     ) -> None:
         """A stopped pump at ``rate_ml_per_h`` (infusing if ``running``); ``open`` makes its pty."""
-        if baudrate not in _BAUD:
-            raise ValueError(f"baud rate must be one of {sorted(_BAUD)}, got {baudrate}")
+        if baudrate not in BAUD_RATES:
+            raise ValueError(f"baud rate must be one of {list(BAUD_RATES)}, got {baudrate}")
         self.clock = clock
         self.address = address
-        self.link = link
         self.baudrate = baudrate
         self.diameter_mm = diameter_mm
         self.rate_value = rate_ml_per_h
@@ -127,14 +119,11 @@ class SimulatedPump:
         self._rx_basic = bytearray()
         self._rx_safe = bytearray()
         self._last_byte_s = clock.monotonic()
-        self._drop = 0  # replies still to drop; -1 = all
-        self._delay_s = 0.0
         self._faults: deque[ReplyFault] = deque()
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
-        self._master: int | None = None
-        self._slave: int | None = None
-        self.device_path = ""
-        self._tasks: list[asyncio.Task[None]] = []
+        self.port = PtyPort(
+            clock=clock, baudrate=baudrate, link=link, on_bytes=self._on_bytes, name=f"sim-pump[{address}]"
+        )
+        self._watchdog: asyncio.Task[None] | None = None
         self._mode_changed = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -148,71 +137,47 @@ class SimulatedPump:
 
     async def open(self) -> str:
         """Create the pty (and the link), start serving; return the device path."""
-        self._open_pty()
-        self._tasks = [
-            asyncio.create_task(self._write_loop(), name=f"sim-pump[{self.address}].write"),
-            asyncio.create_task(self._safe_watchdog(), name=f"sim-pump[{self.address}].safe"),
-        ]
-        return self.device_path
+        path = await self.port.start()
+        self._watchdog = asyncio.create_task(self._safe_watchdog(), name=f"sim-pump[{self.address}].safe")
+        return path
 
     async def close(self) -> None:
         """Stop serving and remove the pty and the link."""
-        for task in self._tasks:
+        task, self._watchdog = self._watchdog, None
+        if task is not None:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
-        self._close_pty()
+        await self.port.stop()
+        self._clear_input()
+
+    @property
+    def link(self) -> Path | None:
+        """The symbolic link to the pty, if any."""
+        return self.port.link
+
+    @property
+    def device_path(self) -> str:
+        """The pty a host opens."""
+        return self.port.device_path
 
     @property
     def connected(self) -> bool:
         """Whether the pty exists (``disconnect`` removes it)."""
-        return self._master is not None
+        return self.port.connected
 
-    def _open_pty(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        attrs = termios.tcgetattr(slave)
-        attrs[4] = attrs[5] = _BAUD[self.baudrate]
-        termios.tcsetattr(slave, termios.TCSANOW, attrs)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self.device_path = os.ttyname(slave)
-        # The slave stays open here too: otherwise the master reads EIO whenever no host has it open.
-        asyncio.get_running_loop().add_reader(master, self._on_readable)
-        if self.link is not None:
-            tmp = self.link.with_name(self.link.name + ".tmp")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self.device_path)
-            tmp.replace(self.link)  # atomic: a host never sees the link missing mid-switch
-
-    def _close_pty(self) -> None:
-        master, slave = self._master, self._slave
-        self._master = self._slave = None
-        if master is not None:
-            asyncio.get_running_loop().remove_reader(master)
-            os.close(master)
-        if slave is not None:
-            os.close(slave)
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
+    def _clear_input(self) -> None:
         self._rx_basic.clear()
         self._rx_safe.clear()
 
     async def disconnect(self) -> None:
         """The cable is pulled: the pty (and the link) vanish; the host read fails."""
-        self._close_pty()
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
+        self.port.disconnect()
+        self._clear_input()
 
     async def reconnect(self) -> str:
         """The cable is back: a new pty, the link re-pointed to it. Returns the new path."""
-        if self._master is None:
-            self._open_pty()
-        return self.device_path
+        return self.port.reconnect()
 
     # ------------------------------------------------------------ scenario API
 
@@ -225,6 +190,11 @@ class SimulatedPump:
     def rate_ml_per_h(self) -> float:
         """The programmed rate in mL/h."""
         return rate_to_ml_per_h(self.rate_value, self.rate_unit)
+
+    @property
+    def running(self) -> bool:
+        """Whether the pump moves its plunger now (infusing or withdrawing)."""
+        return self.status in (Status.INFUSING, Status.WITHDRAWING)
 
     @property
     def status(self) -> Status:
@@ -263,11 +233,11 @@ class SimulatedPump:
 
     def drop_replies(self, count: int = -1) -> None:
         """Answer nothing to the next ``count`` commands (-1: until ``drop_replies(0)``)."""
-        self._drop = count
+        self.port.drop_replies(count)
 
     def delay_replies(self, seconds: float) -> None:
         """Send each reply ``seconds`` (clock time) late; 0 to stop."""
-        self._delay_s = seconds
+        self.port.delay_s = seconds
 
     def spoil(self, fault: ReplyFault, count: int = 1) -> None:
         """Spoil the next ``count`` replies with ``fault``."""
@@ -311,15 +281,7 @@ class SimulatedPump:
 
     # ------------------------------------------------------------ line
 
-    def _on_readable(self) -> None:
-        if self._master is None:
-            return
-        try:
-            data = os.read(self._master, 1024)
-        except BlockingIOError:
-            return
-        except OSError:
-            return  # no host side yet
+    def _on_bytes(self, data: bytes) -> None:
         now_s = self.clock.monotonic()
         if now_s - self._last_byte_s > INTER_BYTE_GAP_S:
             self._rx_safe.clear()
@@ -377,14 +339,13 @@ class SimulatedPump:
 
     def _send(self, frame: bytes, *, spoilable: bool) -> None:
         if spoilable:
-            if self._drop != 0:
-                self._drop -= 1 if self._drop > 0 else 0
+            if self.port.should_drop():
                 return
             if self._faults:
                 frame = self._spoiled(frame, self._faults.popleft())
                 if not frame:
                     return
-        self._outbox.put_nowait(frame)
+        self.port.send(frame)
 
     def _spoiled(self, frame: bytes, fault: ReplyFault) -> bytes:
         safe = frame[1] < 0x30
@@ -400,25 +361,10 @@ class SimulatedPump:
             return frame[: len(frame) // 2]
         if fault is ReplyFault.SPLIT:
             half = len(frame) // 2
-            self._outbox.put_nowait(frame[:half])
-            self._outbox.put_nowait(b"")  # marks a pause
+            self.port.send(frame[:half])
+            self.port.send(b"")  # marks a pause
             return frame[half:]
         return b"\x7f\xff garbage \x00" + frame
-
-    async def _write_loop(self) -> None:
-        while True:
-            frame = await self._outbox.get()
-            if self._delay_s > 0:
-                await self.clock.sleep(self._delay_s)
-            if not frame:
-                await self.clock.sleep(0.05)
-                continue
-            if self._master is None:
-                continue  # disconnected: the bytes go nowhere
-            try:
-                os.write(self._master, frame)
-            except OSError as exc:
-                log.debug("simulated pump %d: write failed: %s", self.address, exc)
 
     # ------------------------------------------------------------ commands
 
@@ -617,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", type=int, default=0, choices=range(100), metavar="N", help="0-99")
     parser.add_argument("--rate-ml-per-h", type=float, default=10.0)
     parser.add_argument("--running", action="store_true", help="start infusing")
-    parser.add_argument("--baud", type=int, default=19200, choices=sorted(_BAUD))
+    parser.add_argument("--baud", type=int, default=19200, choices=BAUD_RATES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve(args))

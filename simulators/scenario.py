@@ -66,9 +66,11 @@ from daemon.events import Metric
 from daemon.links.mqtt import Ack, MqttLink
 from daemon.metrics import Counters
 from daemon.ne1000 import Alarm
-from daemon.pump import DriverFactory, FaultHandler, PumpDriver, PumpSource, PumpStatus, ne1000_driver
+from daemon.pump import DRIVERS, DriverFactory, FaultHandler, PumpDriver, PumpSource, PumpStatus
 from daemon.timefmt import iso
+from simulators.alaris import SimulatedAlaris
 from simulators.broker import broker_for
+from simulators.fresenius import DockedPump
 from simulators.monitor import BASELINE, NOISE_SD, Excursion, Profile, vitals_payload
 from simulators.pump import SimulatedPump
 from simulators.secure import DAEMON, DEVICES, STATION, SecureBroker
@@ -237,10 +239,19 @@ class PumpStep(Repeat):
         return self
 
 
-class PumpProgram(Model):
-    """The bed's NE-1000 pump: how the daemon polls it and what happens to it over time."""
+class PumpModel(StrEnum):
+    """The pump a bed's program runs on: its simulator, and the daemon's driver for it."""
 
-    address: Annotated[int, Field(ge=0, le=99)] = 0
+    NE1000 = "ne1000"
+    ALARIS_ASENA = "alaris-asena"
+    FRESENIUS_BASE_A = "fresenius-base-a"  # one pump docked in its own base
+
+
+class PumpProgram(Model):
+    """The bed's pump: its model, how the daemon polls it and what happens to it over time."""
+
+    model: PumpModel = PumpModel.NE1000
+    address: Annotated[int, Field(ge=0, le=99)] = 0  # NE-1000 only
     rate_ml_per_h: Annotated[float, Field(ge=0, le=999)] = 10.0  # programmed before the first step
     poll_interval: Duration = timedelta(seconds=30)
     comm_lost_after: Duration = timedelta(seconds=120)
@@ -378,7 +389,11 @@ class Scenario(Model):
         doubled = sorted({i for i in ids if ids.count(i) > 1})
         if doubled:
             raise ValueError(f"bed id(s) used twice: {', '.join(doubled)}")
-        addresses = [bed.pump.address for bed in self.beds if bed.pump is not None]
+        addresses = [
+            bed.pump.address
+            for bed in self.beds
+            if bed.pump is not None and bed.pump.model is PumpModel.NE1000
+        ]
         if len(set(addresses)) != len(addresses):
             raise ValueError("each bed's pump needs its own address")
         if self.duration <= timedelta(0):
@@ -517,17 +532,28 @@ def to_config(
                 "id": pump_id(bed.id),
                 "bed": bed.id,
                 "url": str(pump_links[bed.id]),
-                "address": bed.pump.address,
                 "poll_interval_s": bed.pump.poll_interval.total_seconds(),
                 "comm_lost_after_s": bed.pump.comm_lost_after.total_seconds(),
                 # The daemon reopens a vanished port within a couple of polls.
                 "reconnect_max_s": max(0.5, bed.pump.poll_interval.total_seconds()),
+                **_driver_settings(bed.pump),
             }
             for bed in scenario.beds
             if bed.pump is not None
         ],
     }
     return config_module.parse(data, f"scenario {scenario.name}")
+
+
+def _driver_settings(pump: PumpProgram) -> dict[str, Any]:
+    if pump.model is PumpModel.ALARIS_ASENA:
+        # The keep-alive goes with each poll: every exchange is a tracked poll, so the
+        # stepped clock never moves while a keep-alive reply is on its way.
+        return {"driver": pump.model.value, "keepalive_interval_s": pump.poll_interval.total_seconds()}
+    if pump.model is PumpModel.FRESENIUS_BASE_A:
+        # Module 1 of its own base; a pseudo-terminal cannot carry 7E1, 8N1 carries the same.
+        return {"driver": pump.model.value, "module": DockedPump.MODULE, "bytesize": 8, "parity": "N"}
+    return {"driver": pump.model.value, "address": pump.address}
 
 
 # --------------------------------------------------------------------------- clock
@@ -618,10 +644,10 @@ class TrackedDriver:
 
 
 def tracked_factory(activity: PollActivity) -> DriverFactory:
-    """The NE-1000 driver factory, with every driver tracked in ``activity``."""
+    """The factory of the pump's own driver, with every driver tracked in ``activity``."""
 
     def factory(pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> PumpDriver:
-        return TrackedDriver(ne1000_driver(pump, clock, on_fault), activity)
+        return TrackedDriver(DRIVERS[pump.driver](pump, clock, on_fault), activity)
 
     return factory
 
@@ -821,7 +847,7 @@ class ScenarioRun:
         self.counters = Counters()
         self.alerts: list[dict[str, Any]] = []
         self.activity = PollActivity()
-        self.pumps: dict[str, SimulatedPump] = {}
+        self.pumps: dict[str, SimulatedPump | SimulatedAlaris | DockedPump] = {}
         self.line_dead: set[str] = set()
         self.received_by_daemon = 0
         self.open_ids: dict[tuple[str, str], str] = {}
@@ -985,7 +1011,7 @@ class ScenarioRun:
                 assert step.bag_id is not None
                 assert step.concentration_ug_per_ml is not None
                 # A bag change clears the pump's volume counter for the new bag.
-                running = sim.status.value in ("I", "W")
+                running = sim.running
                 sim.stop()
                 sim.infused_ml = 0.0
                 if running:
@@ -1014,7 +1040,10 @@ class ScenarioRun:
                 sim.start()
             elif step.do is PumpAction.ALARM:
                 assert step.alarm is not None
-                sim.raise_alarm(step.alarm.code)
+                if isinstance(sim, SimulatedPump):
+                    sim.raise_alarm(step.alarm.code)
+                else:
+                    sim.raise_alarm(step.alarm.value)
             elif step.do is PumpAction.DISCONNECT:
                 await sim.disconnect()
                 if self.fast:
@@ -1029,6 +1058,21 @@ class ScenarioRun:
                 sim.drop_replies(0)
 
         return run
+
+    def _simulator(self, pump: PumpProgram, bed: str) -> SimulatedPump | SimulatedAlaris | DockedPump:
+        if pump.model is PumpModel.FRESENIUS_BASE_A:
+            return DockedPump(clock=self.clock, link=self.links[bed], rate_ml_per_h=pump.rate_ml_per_h)
+        if pump.model is PumpModel.ALARIS_ASENA:
+            return SimulatedAlaris(
+                clock=self.clock,
+                link=self.links[bed],
+                rate_ml_per_h=pump.rate_ml_per_h,
+                # Remote access outlasts the keep-alive that each poll sends.
+                remote_timeout_s=pump.comm_lost_after.total_seconds(),
+            )
+        return SimulatedPump(
+            clock=self.clock, address=pump.address, link=self.links[bed], rate_ml_per_h=pump.rate_ml_per_h
+        )
 
     # -- quiet detection (fast mode)
 
@@ -1072,13 +1116,7 @@ class ScenarioRun:
         async with contextlib.AsyncExitStack() as stack:
             for bed in self.scenario.beds:
                 if bed.pump is not None:
-                    sim = SimulatedPump(
-                        clock=self.clock,
-                        address=bed.pump.address,
-                        link=self.links[bed.id],
-                        rate_ml_per_h=bed.pump.rate_ml_per_h,
-                    )
-                    self.pumps[bed.id] = await stack.enter_async_context(sim)
+                    self.pumps[bed.id] = await stack.enter_async_context(self._simulator(bed.pump, bed.id))
             async with asyncio.TaskGroup() as group:
                 helpers = [
                     group.create_task(sims.link.run(), name="scenario.sims.link"),

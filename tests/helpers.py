@@ -6,18 +6,20 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.app import Pipeline
 from daemon.config import Config, parse
-from daemon.events import AlertCandidate, Event, VitalSample
+from daemon.events import AlertCandidate, Event, Health, PumpReading, SourceHealth, VitalSample
 from daemon.links.store import Changes, Store, StoreWriter
 from daemon.rules import Rule
 
 S = TypeVar("S")
+
+WAIT_S = 10.0  # safety net only: every wait ends on an event long before this
 
 
 def one_bed_config(
@@ -118,3 +120,32 @@ class Counting:
 
     def load(self, data: Mapping[str, Any]) -> int:
         return int(data["n"])
+
+
+class Events:
+    """Collects what a pump source emits; ``until`` awaits the first matching event."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.seen: list[Event] = []
+
+    async def emit(self, event: Event) -> None:
+        self.seen.append(event)
+        self.queue.put_nowait(event)
+
+    async def until(self, predicate: Callable[[Event], bool]) -> Event:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                event = await self.queue.get()
+                if predicate(event):
+                    return event
+
+    async def reading(self, predicate: Callable[[PumpReading], bool] = lambda r: True) -> PumpReading:
+        event = await self.until(lambda e: isinstance(e, PumpReading) and predicate(e))
+        assert isinstance(event, PumpReading)
+        return event
+
+    async def health(self, health: Health) -> SourceHealth:
+        event = await self.until(lambda e: isinstance(e, SourceHealth) and e.health is health)
+        assert isinstance(event, SourceHealth)
+        return event

@@ -22,6 +22,7 @@ from daemon.demo import demo_mix, demo_scenario, join_offset, joined, run_demo
 from simulators.broker import broker_for
 from simulators.scenario import (
     PumpAction,
+    PumpModel,
     ScenarioRun,
     builtin_names,
     builtin_path,
@@ -86,6 +87,12 @@ def test_default_ward_mixes_the_builtin_scenarios_with_a_pump_and_bag_per_bed() 
         assert bed.pump is not None
         first = bed.pump.steps[0]
         assert (first.do, first.at) == (PumpAction.HANG_BAG, timedelta(0))
+    models = {bed.pump.model for bed in scenario.beds if bed.pump is not None}
+    assert models == set(PumpModel), "the ward mixes vendors"
+    for bed in scenario.beds:
+        assert bed.pump is not None
+        if bed.pump.model is not PumpModel.NE1000:
+            assert all(step.do is not PumpAction.ALARM for step in bed.pump.steps)
 
 
 def test_more_beds_than_stories_wrap_round_with_their_own_ids() -> None:

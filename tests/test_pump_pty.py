@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import serial_asyncio_fast
 
 from daemon.clock import Clock, ManualClock, SystemClock
 from daemon.config import PumpConfig
-from daemon.events import Event, Health, PumpReading, PumpState, SourceHealth
+from daemon.events import Health, PumpState, SourceHealth
 from daemon.metrics import Counters
 from daemon.ne1000 import Alarm, RateUnit, ReplyDecoder, encode_command
 from daemon.pump import (
@@ -32,11 +32,11 @@ from daemon.pump import (
 )
 from daemon.pump_rules import PumpRule
 from simulators.pump import ReplyFault, SimulatedPump
+from tests.helpers import WAIT_S, Events
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-WAIT_S = 10.0  # safety net only: every wait ends on an event long before this
 
 
 def _config(link: Path, *, safe_s: int = 0, **extra: float) -> PumpConfig:
@@ -55,35 +55,6 @@ def _config(link: Path, *, safe_s: int = 0, **extra: float) -> PumpConfig:
     }
     values.update(extra)
     return PumpConfig.model_validate(values)
-
-
-class Events:
-    """Collects what a source emits; ``until`` awaits the first matching event."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.seen: list[Event] = []
-
-    async def emit(self, event: Event) -> None:
-        self.seen.append(event)
-        self.queue.put_nowait(event)
-
-    async def until(self, predicate: Callable[[Event], bool]) -> Event:
-        async with asyncio.timeout(WAIT_S):
-            while True:
-                event = await self.queue.get()
-                if predicate(event):
-                    return event
-
-    async def reading(self, predicate: Callable[[PumpReading], bool] = lambda r: True) -> PumpReading:
-        event = await self.until(lambda e: isinstance(e, PumpReading) and predicate(e))
-        assert isinstance(event, PumpReading)
-        return event
-
-    async def health(self, health: Health) -> SourceHealth:
-        event = await self.until(lambda e: isinstance(e, SourceHealth) and e.health is health)
-        assert isinstance(event, SourceHealth)
-        return event
 
 
 class Running:

@@ -1,0 +1,272 @@
+"""The Fresenius Base A simulator and driver over real pseudo-terminals.
+
+First an independent host, infupy 2022.1.11 unmodified in its own process, reads our
+simulated base; then our driver and source read one of its modules and live through
+a bad line: garbage, bad checksums, split and half-sent replies, spontaneous
+messages, the base's keep-alive, sessions that end, the cable pulled and put back.
+Short real intervals (50 ms polls); tests await events, never sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from daemon.clock import SystemClock
+from daemon.config import PumpConfig
+from daemon.events import Health, PumpState
+from daemon.metrics import Counters
+from daemon.pump import PumpSource
+from simulators.fresenius import BaseFault, SimulatedBase
+from tests.helpers import WAIT_S, Events
+
+pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE_ML_PER_H = 720.0  # the volume moves several 1 µL steps between 50 ms polls
+HOST_READS = 3
+READ_ONLY = {"DC", "FC", "LE"}
+
+
+async def test_infupy_unmodified_reads_every_module_of_the_simulated_base(tmp_path: Path) -> None:
+    """An independent host implementation accepts our base: sessions, module map, rate, volume, ENQ."""
+    clock = SystemClock()
+    async with SimulatedBase(clock=clock, link=tmp_path / "base", modules=3, enq_interval_s=0.3) as base:
+        base.set_rate(1, 12.5)
+        base.set_rate(2, 0.4)
+        base.set_rate(3, 250.0)
+        base.start(1)
+        base.start(3)
+        host = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.infupy_host",
+            "fresenius",
+            base.device_path,
+            str(HOST_READS),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(host.communicate(), 60)
+        after_ml = {i: base.infused_ml(i) for i in (1, 2, 3)}
+    assert host.returncode == 0, err.decode()
+    result = json.loads(out.decode().splitlines()[-1])
+    assert result["modules"] == [1, 2, 3]
+    assert result["rates"] == {"1": [12.5] * HOST_READS, "2": [0.4] * HOST_READS, "3": [250.0] * HOST_READS}
+    volumes = result["volumes"]
+    assert volumes["2"] == [0.0] * HOST_READS, "a stopped module infuses nothing"
+    for index in ("1", "3"):
+        assert volumes[index] == sorted(volumes[index])
+        assert 0 < volumes[index][-1] <= after_ml[int(index)] + 0.001
+    # infupy acknowledged our replies and answered the base's keep-alive with DC4.
+    assert base.acks_received >= 4 + 2 * 3 * HOST_READS
+    assert base.naks_received == 0
+    assert base.keepalives_answered >= 1
+    assert base.keepalives_missed == 0
+
+
+def _config(link: Path, **extra: object) -> PumpConfig:
+    values: dict[str, object] = {
+        "id": "p1",
+        "bed": "b1",
+        "driver": "fresenius-base-a",
+        "module": 2,
+        "url": str(link),
+        "poll_interval_s": 0.05,
+        "comm_lost_after_s": 0.6,
+        "reply_timeout_s": 0.15,
+        "retries": 1,
+        "reconnect_min_s": 0.02,
+        "reconnect_max_s": 0.1,
+        # A pseudo-terminal cannot carry the base's 7E1 (Linux refuses the setting): 8N1
+        # carries the same 7-bit characters.
+        "bytesize": 8,
+        "parity": "N",
+    }
+    values.update(extra)
+    return PumpConfig.model_validate(values)
+
+
+class Running:
+    """A PumpSource with the Fresenius driver running against module 2 of a simulated base."""
+
+    def __init__(self, base: SimulatedBase, counters: Counters, events: Events) -> None:
+        self.base = base
+        self.counters = counters
+        self.events = events
+
+    def faults(self, reason: str) -> int:
+        return self.counters.get("pump.p1", reason)
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    clock = SystemClock()
+    link = tmp_path / "base"
+    counters = Counters()
+    events = Events()
+    async with SimulatedBase(
+        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+    ) as base:
+        source = PumpSource(_config(link), "w1", clock, counters)
+        task = asyncio.create_task(source.run(events.emit))
+        try:
+            await events.health(Health.CONNECTED)
+            yield Running(base, counters, events)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert set(base.commands_seen) <= READ_ONLY, "the driver only reads"
+
+
+async def test_reads_rate_volume_and_whether_it_infuses(running: Running) -> None:
+    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert reading.rate_ml_per_h == RATE_ML_PER_H
+    assert reading.volume_infused_ml is not None
+    assert reading.volume_infused_ml > 0
+    running.base.stop(2)
+    stopped = await running.events.reading(lambda r: r.state is PumpState.STOPPED)
+    running.base.set_rate(2, 30.0)
+    running.base.start(2)
+    again = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert again.rate_ml_per_h == 30.0
+    assert stopped.volume_infused_ml is not None
+    assert again.volume_infused_ml is not None
+    assert again.volume_infused_ml > stopped.volume_infused_ml
+    # The driver answered the base's keep-alive in time, and acknowledged every reply.
+    assert running.base.keepalives_answered >= 1
+    assert running.base.keepalives_missed == 0
+    assert running.base.acks_received >= 4
+    assert running.base.modules[2].session
+    assert not running.base.modules[1].session, "only its own module's session"
+
+
+@pytest.mark.parametrize(
+    ("fault", "reasons"),
+    [
+        (BaseFault.BAD_CRC, {"bad_crc"}),
+        (BaseFault.GARBAGE_BEFORE, {"garbage"}),
+        (BaseFault.PARTIAL, {"timeout", "truncated"}),
+    ],
+)
+async def test_a_spoiled_reply_is_counted_and_polling_goes_on(
+    running: Running, fault: BaseFault, reasons: set[str]
+) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.base.spoil(fault, 3)
+    async with asyncio.timeout(WAIT_S):
+        while not all(running.faults(reason) >= 1 for reason in reasons):
+            await running.events.reading()
+    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert reading.rate_ml_per_h == RATE_ML_PER_H
+    assert not any(getattr(e, "health", None) is Health.LOST for e in running.events.seen)
+    if fault is BaseFault.BAD_CRC:
+        # The driver told the base its frame was spoiled (NAK, code 2).
+        assert running.base.naks_received >= 1
+
+
+async def test_split_replies_and_spontaneous_messages(running: Running) -> None:
+    running.base.spoil(BaseFault.SPLIT, 4)
+    running.base.push_spontaneous(2, "a0000")
+    running.base.inject_garbage(b"\x7fzz")
+    await running.events.reading(lambda r: r.rate_ml_per_h == RATE_ML_PER_H)
+    async with asyncio.timeout(WAIT_S):
+        while running.base.modules[2].spontaneous_acks != ["2E"]:
+            await running.events.reading()
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+
+
+async def test_a_missed_keepalive_ends_the_sessions_and_the_driver_opens_them_again(running: Running) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.base.sessions_ended.clear()
+    running.base.deaf_to_keepalives = True
+    await asyncio.wait_for(running.base.sessions_ended.wait(), WAIT_S)
+    running.base.deaf_to_keepalives = False
+    assert running.base.keepalives_missed >= 1
+    # The base answers "session not open"; the driver opens the sessions again and reads on.
+    async with asyncio.timeout(WAIT_S):
+        while not (running.base.modules[2].session and running.faults("error_reply") >= 1):
+            await running.events.reading()
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+
+
+async def test_the_cable_pulled_and_put_back(running: Running) -> None:
+    await running.base.disconnect()
+    await running.events.health(Health.LOST)
+    assert running.faults("link_closed") >= 1
+    await running.base.reconnect()
+    await running.events.health(Health.CONNECTED)
+    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert reading.rate_ml_per_h == RATE_ML_PER_H
+
+
+async def test_a_module_taken_off_the_base_is_lost(running: Running) -> None:
+    del running.base.modules[2]
+    lost = await running.events.health(Health.LOST)
+    assert lost.detail is not None
+    assert running.faults("error_reply") >= 1
+
+
+async def test_closing_ends_the_module_session(tmp_path: Path) -> None:
+    clock = SystemClock()
+    link = tmp_path / "base"
+    events = Events()
+    async with SimulatedBase(clock=clock, link=link, modules=2, running=True) as base:
+        source = PumpSource(_config(link), "w1", clock, Counters())
+        task = asyncio.create_task(source.run(events.emit))
+        await events.health(Health.CONNECTED)
+        assert base.modules[2].session
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert base.commands_seen[-1] == "FC"
+        assert not base.modules[2].session
+
+
+async def test_two_modules_of_one_base_share_its_line(tmp_path: Path) -> None:
+    """Two beds, two pumps on one base, one cable: one port, two sources, each its own readings."""
+    clock = SystemClock()
+    link = tmp_path / "base"
+    counters = Counters()
+    first, third = Events(), Events()
+    async with SimulatedBase(
+        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+    ) as base:
+        base.set_rate(3, 360.0)
+        sources = [
+            PumpSource(_config(link, id="p1", bed="b1", module=1), "w1", clock, counters),
+            PumpSource(_config(link, id="p3", bed="b3", module=3), "w1", clock, counters),
+        ]
+        tasks = [asyncio.create_task(s.run(e.emit)) for s, e in zip(sources, (first, third), strict=True)]
+        try:
+            one = await first.reading(lambda r: r.state is PumpState.INFUSING)
+            three = await third.reading(lambda r: r.state is PumpState.INFUSING)
+            assert (one.pump, one.rate_ml_per_h) == ("p1", RATE_ML_PER_H)
+            assert (three.pump, three.rate_ml_per_h) == ("p3", 360.0)
+            assert [i for i, m in base.modules.items() if m.session] == [1, 3]
+            assert base.keepalives_missed == 0, "one port answers the base's ENQ for both"
+
+            await base.disconnect()
+            await first.health(Health.LOST)
+            await third.health(Health.LOST)
+            await base.reconnect()
+            await first.health(Health.CONNECTED)
+            await third.health(Health.CONNECTED)
+            await first.reading(lambda r: r.state is PumpState.INFUSING)
+            await third.reading(lambda r: r.state is PumpState.INFUSING)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        assert not base.modules[1].session
+        assert not base.modules[3].session
+        assert set(base.commands_seen) <= READ_ONLY
