@@ -168,9 +168,10 @@ def read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 # What the rules and the alert engine read from a config: a replay under a config that
-# differs here can give other alerts. The links (broker, database, ward page, probes),
-# the paths and the pumps' line settings change none (a pump's driver may: its alarms), so a capture still replays under
-# a copy of its config with another state folder, broker or serial port.
+# differs here can give other alerts (a pump's driver too: its alarms). The links
+# (broker, database, ward page, probes), the paths and the pumps' line settings change
+# none, so a capture still replays under a copy of its config with another state
+# folder, broker or serial port.
 _REPLAY_PARTS: dict[str, Any] = {
     "daemon": {"language", "tick_interval_s"},
     "thresholds": True,
