@@ -212,9 +212,12 @@ def write_config(config: Config, path: Path, note: str) -> None:
     """
     import tomli_w  # noqa: PLC0415 -- only scenarios with a capture write a config
 
-    data = config.model_dump(mode="json", exclude_none=True)
+    # What was set, not every default: some options are refused when set for a part they
+    # do not apply to (an Alaris keep-alive on an NE-1000 pump), and the defaults come back
+    # the same on loading.
+    data = config.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
-        data[section][key].pop("value", None)
+        data.get(section, {}).get(key, {}).pop("value", None)
     comment = "".join(f"# {line}\n" for line in note.splitlines())
     path.write_text(comment + tomli_w.dumps(data), encoding="utf-8")
 

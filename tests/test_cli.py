@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from daemon import cli
 from daemon.capture import config_beside, config_fingerprint, write_config
@@ -519,7 +520,9 @@ def test_a_scenario_capture_replays_under_the_config_written_beside_it(tmp_path:
     assert ("PUMP_STALL", "start") in [k[1:] for k in key(live)]
 
     # The same capture under another config is refused, and replayed when told to.
-    other = _file_in(tmp_path, "other.toml", written.read_text().replace("fever_c = 38.0", "fever_c = 38.5"))
+    warmer = tomllib.loads(written.read_text())
+    warmer.setdefault("thresholds", {}).setdefault("vitals", {})["fever_c"] = 38.5
+    other = _file_in(tmp_path, "other.toml", tomli_w.dumps(warmer))
     refused = wardd("replay", str(capture), "--config", other)
     assert refused.returncode == 2
     assert f"use --config {written}" not in refused.stderr
