@@ -38,6 +38,7 @@ from daemon.clinical.dose import (
     dose_rules,
     dump_state,
     load_state,
+    next_step,
     parse_bag,
     status_lines,
 )
@@ -478,6 +479,18 @@ def test_the_views_follow_the_declared_plan_of_a_site_protocol_read_from_the_eng
         "gap_s": pytest.approx(97200.0),
         "delivered_ug_per_day": pytest.approx(12.0),
     }
+
+
+def test_the_next_step_follows_the_declared_plan_of_a_site_protocol() -> None:
+    # The ward page's "next step": the declared new cycle (site-b, 5 days at 12 µg/day
+    # from the restart) is in force, so its end comes next, and it brings 0 µg/day.
+    config, engine = _site_course()
+    b1 = config.beds[0]
+    restart = START + DAY + 2 * HOUR
+    assert next_step(engine, b1, START + DAY + 3 * HOUR, config=config) == (restart + 5 * DAY, 0.0)
+    assert next_step(engine, b1, restart + 5 * DAY, config=config) is None
+    # Before the declaration the calendar of site-a is in force: 20 µg/day from day 4.
+    assert next_step(engine, b1, START + HOUR, config=config) == (START + 3 * DAY, 20.0)
 
 
 def test_the_views_use_the_beds_reading_stale_s() -> None:

@@ -273,6 +273,21 @@ def test_a_restart_without_declaration_after_a_grade_3_prompts() -> None:
     assert bed.expected(restart + 2 * HOUR) == 9.0
 
 
+def test_a_restart_declared_with_the_reactions_own_time_answers_the_prompt() -> None:
+    # A declaration answers a reaction declared at or before it: one charted with the
+    # reaction's own time (both entered at once, sent after the pump restarted) does.
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(stop, REACTION_CRS3)
+    bed.pump(restart, 10)
+    assert bed.present(RESTART_REASON_NEEDED)
+    late = Observation("w1", "b1", stop, by="Dr A", dose_declaration=RESTART_CRS3)
+    bed.state, _ = bed.rule.step(bed.state, late, restart + HOUR)
+    assert bed.state.plans[-1].declared_at == stop
+    assert not bed.present(RESTART_REASON_NEEDED)
+
+
 # --------------------------------------------------------------------------- breaks and new cycles
 
 
