@@ -23,10 +23,12 @@ from daemon.clinical.dose import (
 from daemon.clinical.dose_label import (
     DeclaredReaction,
     Plan,
+    Trigger,
     dump_plan,
     dump_reaction,
     load_plan,
     load_reaction,
+    triggers,
 )
 from daemon.clinical.observations import parse_observation
 from daemon.clinical.protocols import bsa_m2
@@ -39,9 +41,11 @@ from daemon.events import (
     DoseDeclaration,
     Event,
     Observation,
+    Priority,
     PumpReading,
     PumpState,
     Reaction,
+    Text,
 )
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -395,6 +399,123 @@ def test_the_reminder_clears_when_the_pump_stops() -> None:
     assert bed.present(DISCONTINUATION_RULE)
     bed.pump(START + DAY + 3 * HOUR, 0)
     assert not bed.present(DISCONTINUATION_RULE)
+
+
+def _reaction(day: int, reaction: str, grade: int | None, at_first_step: bool = False) -> DeclaredReaction:
+    return DeclaredReaction(START + day * DAY, reaction, grade, "Dr A", at_first_step)
+
+
+def _resolved(day: int, reaction: Reaction, took: timedelta) -> Plan:
+    return Plan(
+        f"restart_after_{reaction.value}_g3",
+        START + day * DAY,
+        START + day * DAY + HOUR,
+        "Dr A",
+        "all-cycle1",
+        reaction=reaction.value,
+        resolution_s=took.total_seconds(),
+    )
+
+
+def test_each_reason_to_discontinue_names_its_rule_time_priority_and_text_in_time_order() -> None:
+    # The French texts write the days with a decimal comma, as every French message does.
+    # domain.md section 1: discontinue after more than one seizure, a CRS or neurotoxicity
+    # of grade 4, a neurotoxicity of grade 3 at the first step or one that took more than
+    # 7 days to resolve, another reaction of grade 3 that took more than 14; consider it
+    # after another reaction of grade 4.
+    reactions = (
+        _reaction(1, "seizure", None),
+        _reaction(2, "crs", 4),
+        _reaction(3, "seizure", None),
+        _reaction(4, "neurotoxicity", 4),
+        _reaction(5, "neurotoxicity", 3, at_first_step=True),
+        _reaction(6, "neurotoxicity", 3),  # not at the first step: a restart, no reason
+        _reaction(7, "other", 4),
+        _reaction(8, "crs", 3),
+        _reaction(8, "other", 3),  # a restart, no reason
+        _reaction(9, "seizure", None),
+    )
+    plans = (
+        Plan("new_cycle", START + 9 * DAY, START + 9 * DAY, "Dr A", "all-cycle2"),  # no reaction to resolve
+        _resolved(10, Reaction.NEUROTOXICITY, 8 * DAY + 72 * 60 * SECOND + SECOND),  # 8.05 days and 1 s
+        _resolved(11, Reaction.OTHER, 15 * DAY),
+        _resolved(12, Reaction.CRS, 30 * DAY),  # no limit for CRS
+        _resolved(13, Reaction.NEUROTOXICITY, 7 * DAY),  # not more than 7 days
+    )
+    assert triggers(reactions, plans) == [
+        Trigger(
+            "crs_g4",
+            START + 2 * DAY,
+            Priority.HIGH,
+            Text(
+                "CRS grade 4 declared: the label discontinues permanently",
+                "SRC de grade 4 déclaré : le RCP arrête définitivement le traitement",
+            ),
+        ),
+        Trigger(
+            "more_than_one_seizure",
+            START + 3 * DAY,  # the second seizure
+            Priority.HIGH,
+            Text(
+                "3 seizures declared: the label discontinues after more than one",
+                "3 crises convulsives déclarées : le RCP arrête le traitement au-delà d'une",
+            ),
+        ),
+        Trigger(
+            "neurotoxicity_g4",
+            START + 4 * DAY,
+            Priority.HIGH,
+            Text(
+                "neurotoxicity grade 4 declared: the label discontinues permanently",
+                "neurotoxicité de grade 4 déclarée : le RCP arrête définitivement le traitement",
+            ),
+        ),
+        Trigger(
+            "neurotoxicity_g3_at_first_step",
+            START + 5 * DAY,
+            Priority.HIGH,
+            Text(
+                "neurotoxicity grade 3 declared while the first step's dose (9 µg/day) was due: "
+                "the label discontinues",
+                "neurotoxicité de grade 3 déclarée pendant le premier palier (9 µg/jour) : le RCP arrête "
+                "le traitement",
+            ),
+        ),
+        Trigger(
+            "other_g4_consider",
+            START + 7 * DAY,
+            Priority.MEDIUM,
+            Text(
+                "another adverse reaction of grade 4 declared: the label says consider discontinuing",
+                "autre effet indésirable de grade 4 déclaré : le RCP dit d'envisager l'arrêt",
+            ),
+        ),
+        Trigger(
+            "neurotoxicity_g3_resolved_after_7_days",
+            START + 10 * DAY + HOUR,  # when the restart was declared
+            Priority.HIGH,
+            Text(
+                "neurotoxicity grade 3 took 8.1 days to resolve: the label discontinues after more than 7",
+                "la neurotoxicité de grade 3 a mis 8,1 jours à se résoudre : le RCP arrête le traitement "
+                "au-delà de 7",
+            ),
+        ),
+        Trigger(
+            "other_g3_resolved_after_14_days",
+            START + 11 * DAY + HOUR,
+            Priority.HIGH,
+            Text(
+                "the grade 3 reaction took 15.0 days to resolve: the label discontinues after more than 14",
+                "l'effet indésirable de grade 3 a mis 15,0 jours à se résoudre : le RCP arrête le traitement "
+                "au-delà de 14",
+            ),
+        ),
+    ]
+
+
+def test_one_seizure_and_a_new_cycle_are_no_reason_to_discontinue() -> None:
+    plan = Plan("new_cycle", START + 2 * DAY, START + 2 * DAY, "Dr A", "all-cycle2")
+    assert triggers((_reaction(1, "seizure", None),), (plan,)) == []
 
 
 # --------------------------------------------------------------------------- late bags

@@ -8,6 +8,7 @@ edges of each check are in ``tests/test_dose_edges.py``; here each message once.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -392,12 +393,27 @@ def test_a_reason_to_discontinue_says_what_the_label_says_and_who_decides(
 # --------------------------------------------------------------------------- clearing
 
 
-def test_a_clearing_names_the_bed_its_time_and_the_priority_it_had() -> None:
+def test_a_raised_and_a_cleared_candidate_name_the_ward_the_bed_and_the_time() -> None:
     bed = Bed()
     bed.bag(T, C9)
     bed.pump(T, 25, 0)
-    bed.tick(T + 5 * MIN)
+    raised = one(bed.tick(T + 5 * MIN), DOSE_RATE_HIGH)
+    assert (raised.ward, raised.bed, raised.time) == ("w1", "b1", T + 5 * MIN)
     (cleared,) = bed.pump(T + 10 * MIN, 10, 2.1)
     assert cleared == AlertCandidate(
         DOSE_RATE_HIGH, "w1", "b1", T + 10 * MIN, present=False, priority=Priority.HIGH
     )
+
+
+def test_message_times_are_utc_whatever_the_hosts_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "EST+05")  # a POSIX zone five hours behind UTC, no zone database needed
+    time.tzset()
+    try:
+        bed = Bed()
+        bed.bag(STEP - 3 * HOUR, C9)
+        bed.pump(STEP - 3 * HOUR, 10, 0)
+        c = one(bed.tick(STEP - 2 * HOUR), STEP_UP_DUE)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert said(c)[0].startswith("Step-up to 28.0 µg/day due at 2026-03-09 08:00 UTC:")
