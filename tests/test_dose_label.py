@@ -13,8 +13,10 @@ from daemon import capture
 from daemon.clinical.dose import (
     DISCONTINUATION_RULE,
     RESTART_REASON_NEEDED,
+    Bag,
     DoseRule,
     DoseState,
+    Increment,
     Timeline,
     dose_rules,
     dump_state,
@@ -52,6 +54,7 @@ START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
 C9 = 0.0375
 C28 = 0.116667
 WHERE = "ward/w1/bed/b1/observations"
@@ -560,6 +563,56 @@ def test_a_bag_announced_later_than_the_window_keeps_the_older_volume() -> None:
     bed.feed(BagHung("w1", "b1", START + 2 * HOUR, "bag-2", C28))
     # Only the readings of the last hour (at +5 h, +5.5 h and +6 h: 15 mL) move to bag-2.
     assert bed.state.delivered_ug == pytest.approx(45 * C9 + 15 * C28)
+
+
+def test_three_bags_announced_out_of_order_each_keep_the_volume_read_while_on_the_line() -> None:
+    # Bag a hung at 08:00, b announced for 10:00, then the 10:00 reading (at b's own
+    # time: still a's), then c announced late for 09:30, between a and b: the volume read
+    # from 09:30 to 10:00 moves from a to c; b keeps what ran after 10:00.
+    a, b, c = 0.0375, 0.05, 0.025
+    t = START + 2 * DAY
+    bed = Bed("ssc-14d")
+
+    def read(hours: float, volume_ml: float) -> None:
+        bed.feed(PumpReading("w1", "b1", "p1", t + hours * HOUR, PumpState.INFUSING, 10.0, volume_ml))
+
+    bed.feed(BagHung("w1", "b1", t, "bag-a", a, 270))
+    read(0, 0)
+    read(1, 10)
+    bed.feed(BagHung("w1", "b1", t + 2 * HOUR, "bag-b", b, 270))
+    read(2, 20)
+    assert bed.state.previous_bag == Bag("bag-a", a, 270, t, 20.0)
+    assert (bed.state.bag, bed.state.delivered_ug) == (Bag("bag-b", b, 270, t + 2 * HOUR, 0.0), 20 * a)
+    read(3, 30)
+    bed.feed(BagHung("w1", "b1", t + 90 * MINUTE, "bag-c", c, 270))
+    state = bed.state
+    assert state.delivered_ug == pytest.approx(10 * a + 10 * b + 10 * c)
+    assert (state.delivered_ml, state.unattributed_ml) == (30.0, 0.0)
+    assert state.bag == Bag("bag-b", b, 270, t + 2 * HOUR, 10.0)
+    assert state.previous_bag == Bag("bag-c", c, 270, t + 90 * MINUTE, 10.0)
+    assert state.bag_changed_at == t + 2 * HOUR
+    assert state.increments == (
+        Increment(t + HOUR, 10, a, t),
+        Increment(t + 2 * HOUR, 10, c, t + 90 * MINUTE),
+        Increment(t + 3 * HOUR, 10, b, t + 2 * HOUR),
+    )
+
+
+def test_a_late_first_bag_takes_over_every_small_volume_read_without_a_bag() -> None:
+    # A 7-day bag at 0.6 mL/h: half a millilitre between two readings is a real volume.
+    t = START + 2 * DAY
+    bed = Bed("ssc-14d")
+    for i, volume_ml in enumerate((0.0, 0.5, 0.5, 1.0)):  # the third reading adds nothing
+        bed.feed(PumpReading("w1", "b1", "p1", t + i * 50 * MINUTE, PumpState.INFUSING, 0.6, volume_ml))
+    assert bed.state.unattributed_ml == 1.0
+    assert [i.ml for i in bed.state.increments] == [0.5, 0.5]
+    bed.feed(BagHung("w1", "b1", t, "bag-7d", 0.625, None))
+    assert (bed.state.delivered_ml, bed.state.unattributed_ml) == (1.0, 0.0)
+    assert bed.state.delivered_ug == pytest.approx(0.625)
+    assert bed.state.increments == (
+        Increment(t + 50 * MINUTE, 0.5, 0.625, t),
+        Increment(t + 150 * MINUTE, 0.5, 0.625, t),
+    )
 
 
 # --------------------------------------------------------------------------- < 45 kg
