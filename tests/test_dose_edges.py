@@ -37,6 +37,7 @@ from daemon.clinical.dose import (
     dose_point,
     dose_rules,
     dump_state,
+    expected_over_ledger_ug,
     load_state,
     next_step,
     parse_bag,
@@ -491,6 +492,18 @@ def test_the_next_step_follows_the_declared_plan_of_a_site_protocol() -> None:
     assert next_step(engine, b1, restart + 5 * DAY, config=config) is None
     # Before the declaration the calendar of site-a is in force: 20 µg/day from day 4.
     assert next_step(engine, b1, START + HOUR, config=config) == (START + 3 * DAY, 20.0)
+
+
+def test_the_plan_over_the_ledger_counts_only_the_span_the_daemon_saw() -> None:
+    # A daemon started on day 3 (domain.md section 0: 9 µg/day on days 1-7) compares the
+    # 12 hours it saw with the 4.5 µg planned over them, not with the course's total.
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + 12 * HOUR, 10, 120)
+    assert expected_over_ledger_ug(bed.state, bed.rule.timeline) == pytest.approx(4.5)
+    assert expected_over_ledger_ug(bed.state, bed.rule.schedule) == pytest.approx(4.5)  # a bare schedule
+    assert expected_over_ledger_ug(DoseState(), bed.rule.schedule) == 0.0  # no reading yet
 
 
 def test_the_views_use_the_beds_reading_stale_s() -> None:

@@ -598,6 +598,17 @@ def test_three_bags_announced_out_of_order_each_keep_the_volume_read_while_on_th
     )
 
 
+def test_of_two_bags_announced_for_the_same_time_the_later_announcement_is_on_the_line() -> None:
+    t = START + 2 * DAY
+    bed = Bed("ssc-14d")
+    bed.feed(BagHung("w1", "b1", t, "bag-1", C9, 270))
+    bed.feed(BagHung("w1", "b1", t, "bag-2", C28, 270))
+    assert (bed.state.bag, bed.state.previous_bag) == (
+        Bag("bag-2", C28, 270, t, 0.0),
+        Bag("bag-1", C9, 270, t, 0.0),
+    )
+
+
 def test_a_late_first_bag_takes_over_every_small_volume_read_without_a_bag() -> None:
     # A 7-day bag at 0.6 mL/h: half a millilitre between two readings is a real volume.
     t = START + 2 * DAY

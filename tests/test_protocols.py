@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from daemon.clinical.protocols import (
     BUILTIN,
     BsaFormula,
+    Schedule,
+    Step,
     bsa_m2,
     cycle_schedule,
     protocol_config,
@@ -210,3 +212,11 @@ def test_a_restart_uses_the_protocols_or_else_the_beds_bsa_formula() -> None:
     )
     restart = restart_schedule(beds.beds[0], beds, "ssc-14d-bsa", start=START, stop=START + 20 * DAY)
     assert restart.bsa_m2 == pytest.approx(bsa_m2(30, 135, "dubois"))
+
+
+def test_a_schedule_stopped_early_plans_no_dose_after_its_stop() -> None:
+    # A restart plan ends where the interrupted cycle would have (dose_label.Plan.stop),
+    # before its last step does: the total counts 7 days at 9 and 3 at 28 µg/day.
+    schedule = Schedule("restart", START, (Step(1, 7, 9.0), Step(8, 366, 28.0)), stop=START + 10 * DAY)
+    assert schedule.expected_total_ug(START + 20 * DAY) == pytest.approx(7 * 9.0 + 3 * 28.0)
+    assert schedule.expected_total_ug(START + 10 * DAY) == pytest.approx(7 * 9.0 + 3 * 28.0)
