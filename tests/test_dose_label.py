@@ -4,6 +4,7 @@ late bag announcements and the < 45 kg refusal (``daemon.clinical.dose_label``, 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -293,6 +294,144 @@ def test_a_restart_declared_with_the_reactions_own_time_answers_the_prompt() -> 
     bed.state, _ = bed.rule.step(bed.state, late, restart + HOUR)
     assert bed.state.plans[-1].declared_at == stop
     assert not bed.present(RESTART_REASON_NEEDED)
+
+
+def test_a_restart_declaration_records_who_when_the_break_and_how_long_the_reaction_took() -> None:
+    # Without an onset, the reaction a restart follows is the latest declared reaction of
+    # the same kind and of grade 3 or more, at or before the declaration.
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    crs2 = DoseDeclaration(DeclarationKind.REACTION, Reaction.CRS, 2)
+    other3 = DoseDeclaration(DeclarationKind.REACTION, Reaction.OTHER, 3)
+    for when, declaration, by in (
+        (stop - 3 * HOUR, REACTION_CRS3, "Dr A"),
+        (stop - HOUR, REACTION_CRS3, "Dr B"),  # the onset
+        (stop - 50 * MINUTE, other3, "Dr A"),  # another kind
+        (stop - 40 * MINUTE, crs2, "Dr A"),  # below grade 3
+        (stop + 3 * HOUR, REACTION_CRS3, "Dr A"),  # stamped after the restart declaration
+    ):
+        bed.declare(when, declaration, by=by)
+    resolved = DoseDeclaration(
+        DeclarationKind.RESTART_AFTER_REACTION, Reaction.CRS, 3, resolved_at=stop + 30 * MINUTE
+    )
+    bed.declare(stop + 2 * HOUR, resolved, by="Dr C")
+    assert bed.state.reactions == (
+        DeclaredReaction(stop - 3 * HOUR, "crs", 3, "Dr A", False),
+        DeclaredReaction(stop - HOUR, "crs", 3, "Dr B", False),
+        DeclaredReaction(stop - 50 * MINUTE, "other", 3, "Dr A", False),
+        DeclaredReaction(stop - 40 * MINUTE, "crs", 2, "Dr A", False),
+        DeclaredReaction(stop + 3 * HOUR, "crs", 3, "Dr A", False),
+    )
+    # Pending (the pump is still stopped): the break since ``stop``, declared by Dr C.
+    assert bed.state.plans == (
+        Plan(
+            "restart_after_crs_g3",
+            stop,
+            stop + 2 * HOUR,
+            "Dr C",
+            "all-cycle1",
+            reaction="crs",
+            resolution_s=5400.0,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("onset", "resolved", "took_s"),
+    [
+        (timedelta(hours=-6), timedelta(hours=-5), 3600.0),  # the declared onset, not the reaction's time
+        (timedelta(hours=-5), timedelta(hours=-5), 0.0),
+        (timedelta(hours=-5), timedelta(hours=-6), 0.0),  # resolved before its onset: never negative
+    ],
+)
+def test_a_declared_onset_dates_the_reaction(onset: timedelta, resolved: timedelta, took_s: float) -> None:
+    bed = Bed()
+    stop = START + 8 * DAY
+    _stopped_course(bed, stop, stop + DAY)
+    bed.declare(stop - HOUR, REACTION_CRS3)
+    declaration = DoseDeclaration(
+        DeclarationKind.RESTART_AFTER_REACTION,
+        Reaction.CRS,
+        3,
+        onset=stop + onset,
+        resolved_at=stop + resolved,
+    )
+    bed.declare(stop + HOUR, declaration)
+    assert bed.state.plans[-1].resolution_s == took_s
+
+
+def test_a_reaction_declared_with_the_restarts_own_time_is_its_onset() -> None:
+    bed = Bed()
+    stop = START + 8 * DAY
+    _stopped_course(bed, stop, stop + DAY)
+    bed.declare(stop + HOUR, REACTION_CRS3)
+    resolved = DoseDeclaration(
+        DeclarationKind.RESTART_AFTER_REACTION, Reaction.CRS, 3, resolved_at=stop + 2 * HOUR
+    )
+    bed.declare(stop + HOUR, resolved)
+    assert bed.state.plans[-1].resolution_s == 3600.0  # not from the break's start (7200 s)
+
+
+def test_only_a_neurotoxicity_grade_3_is_marked_at_the_first_step() -> None:
+    # domain.md section 1: a neurotoxicity of grade 3 at 9 µg/day discontinues; the
+    # same grade of CRS or of another reaction does not.
+    bed = Bed("ssc-14d")
+    t = START + DAY  # day 2: the first step, 9 µg/day
+    for reaction in (Reaction.CRS, Reaction.NEUROTOXICITY, Reaction.OTHER):
+        bed.declare(t, DoseDeclaration(DeclarationKind.REACTION, reaction, 3))
+    assert [r.at_first_step for r in bed.state.reactions] == [False, True, False]
+
+
+def test_a_declaration_at_the_breaks_first_second_waits_for_the_restart() -> None:
+    bed = Bed()
+    stop = START + 8 * DAY
+    _stopped_course(bed, stop, stop + DAY)
+    bed.declare(stop, NEW_CYCLE, by="Dr D")
+    assert bed.state.plans == (Plan("new_cycle", stop, stop, "Dr D", "all-cycle2"),)
+
+
+def test_a_recurrence_at_the_restarts_first_second_holds_the_first_step_of_that_plan_only() -> None:
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(stop + HOUR, NEW_CYCLE)
+    bed.declare(stop + 2 * HOUR, RESTART_CRS3)
+    bed.pump(restart, 10)
+    first, second = bed.state.plans
+    bed.declare(restart, REACTION_CRS3)
+    assert bed.state.plans == (first, replace(second, step_up=False))
+
+
+def test_a_grade_3_declared_at_the_second_the_pump_restarts_prompts() -> None:
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(restart, REACTION_CRS3)
+    bed.pump(restart, 10)
+    assert bed.state.prompt is not None
+    assert bed.state.prompt["reaction_at"] == "2026-03-11T08:00:00Z"
+
+
+def test_a_restart_declared_with_the_reactions_time_before_the_pump_restarts_answers_it() -> None:
+    bed = Bed()
+    stop, restart = START + 8 * DAY, START + 9 * DAY
+    _stopped_course(bed, stop, restart)
+    bed.declare(stop + HOUR, REACTION_CRS3)
+    bed.declare(stop + HOUR, RESTART_CRS3)
+    bed.pump(restart, 10)
+    assert bed.state.prompt is None
+    assert not bed.present(RESTART_REASON_NEEDED)
+
+
+def test_a_restart_declared_during_a_break_of_more_than_7_days_does_not_answer_the_new_cycle() -> None:
+    bed = Bed()
+    stop = START + 2 * DAY
+    _stopped_course(bed, stop, stop + HOUR)
+    bed.declare(stop + 3 * DAY, RESTART_CRS3)
+    bed.pump(stop + 8 * DAY, 10)
+    assert bed.state.prompt is not None
+    assert bed.state.prompt["reason"] == "break_over_7_days"
 
 
 # --------------------------------------------------------------------------- breaks and new cycles
