@@ -31,6 +31,7 @@ from daemon.clinical.dose_label import (
     dump_reaction,
     load_plan,
     load_reaction,
+    rule_text,
     triggers,
 )
 from daemon.clinical.observations import parse_observation
@@ -432,6 +433,41 @@ def test_a_restart_declared_during_a_break_of_more_than_7_days_does_not_answer_t
     bed.pump(stop + 8 * DAY, 10)
     assert bed.state.prompt is not None
     assert bed.state.prompt["reason"] == "break_over_7_days"
+
+
+@pytest.mark.parametrize(
+    ("rule", "en", "fr"),
+    [
+        ("protocol_calendar", "protocol ssc-14d calendar", "calendrier du protocole ssc-14d"),
+        (
+            "new_cycle",
+            "new cycle of ssc-14d from its day 1 (label: a break of more than 7 days)",
+            "nouveau cycle de ssc-14d depuis son jour 1 (RCP : interruption de plus de 7 jours)",
+        ),
+        (
+            "restart_after_crs_g3",
+            "restart after CRS grade 3 (label: first step, the higher dose after 7 days without recurrence)",
+            "reprise après SRC de grade 3 (RCP : premier palier, la dose supérieure après 7 jours sans récidive)",
+        ),
+        (
+            "restart_after_neurotoxicity_g3",
+            "restart after neurotoxicity grade 3 (label: first step, the higher dose after 7 days without "
+            "recurrence)",
+            "reprise après neurotoxicité de grade 3 (RCP : premier palier, la dose supérieure après 7 jours "
+            "sans récidive)",
+        ),
+        (
+            "restart_after_other_g3",
+            "restart after another adverse reaction grade 3 (label: first step, the higher dose after 7 days "
+            "without recurrence)",
+            "reprise après un autre effet indésirable de grade 3 (RCP : premier palier, la dose supérieure "
+            "après 7 jours sans récidive)",
+        ),
+        ("site_rule", "site_rule", "site_rule"),  # a rule this version does not know: its name
+    ],
+)
+def test_each_dose_rule_is_named_in_both_languages(rule: str, en: str, fr: str) -> None:
+    assert rule_text(rule, "ssc-14d") == Text(en, fr)
 
 
 # --------------------------------------------------------------------------- breaks and new cycles
