@@ -784,6 +784,18 @@ def test_of_two_bags_announced_for_the_same_time_the_later_announcement_is_on_th
     )
 
 
+def test_a_bag_announced_older_than_both_bags_known_replaces_neither() -> None:
+    t = START + 2 * DAY
+    bed = Bed("ssc-14d")
+    bed.feed(BagHung("w1", "b1", t, "bag-1", C9, 270))
+    bed.feed(BagHung("w1", "b1", t + 2 * HOUR, "bag-2", C28, 270))
+    bed.feed(BagHung("w1", "b1", t - HOUR, "bag-0", C9, 270))
+    assert (bed.state.bag, bed.state.previous_bag) == (
+        Bag("bag-2", C28, 270, t + 2 * HOUR, 0.0),
+        Bag("bag-1", C9, 270, t, 0.0),
+    )
+
+
 def test_a_late_first_bag_takes_over_every_small_volume_read_without_a_bag() -> None:
     # A 7-day bag at 0.6 mL/h: half a millilitre between two readings is a real volume.
     t = START + 2 * DAY
