@@ -128,6 +128,11 @@ def test_the_step_up_reminder_names_the_dose_and_its_time() -> None:
     bed.pump(STEP - 3 * HOUR, 10, 0)
     c = one(bed.tick(STEP - 2 * HOUR), STEP_UP_DUE)
     assert (c.priority, c.value, c.unit) == (Priority.LOW, None, None)
+    assert c.details == {
+        "step_time": "2026-03-09T08:00:00Z",
+        "dose_ug_per_day": 28.0,
+        "rule": "protocol_calendar",
+    }
     assert said(c) == (
         "Step-up to 28.0 µg/day due at 2026-03-09 08:00 UTC: prepare the bag and the premedication."
         + CALENDAR_EN,
@@ -143,6 +148,12 @@ def test_a_late_step_up_says_the_dose_still_running_and_how_long_ago_it_was_due(
     bed.pump(STEP + HOUR, 10, 40)
     c = one(bed.tick(STEP + 2 * HOUR), STEP_UP_LATE)
     assert (c.priority, c.value, c.unit) == (Priority.MEDIUM, 7200.0, "s")
+    assert c.details == {
+        "step_time": "2026-03-09T08:00:00Z",
+        "lower_ug_per_day": 9.0,
+        "higher_ug_per_day": 28.0,
+        "rule": "protocol_calendar",
+    }
     assert said(c) == (
         "Step-up late: still 9.0 µg/day; 28.0 µg/day was due at 2026-03-09 08:00 UTC (over 2.0 h ago)."
         + CALENDAR_EN,
@@ -156,6 +167,12 @@ def test_an_early_step_up_says_the_dose_running_and_when_the_step_is_due() -> No
     bed.bag(STEP - 5 * HOUR, C28)
     bed.pump(STEP - 5 * HOUR, 10, 0)
     c = one(bed.tick(STEP - 5 * HOUR + 5 * MIN), STEP_UP_EARLY)
+    assert c.details == {
+        "step_time": "2026-03-09T08:00:00Z",
+        "lower_ug_per_day": 9.0,
+        "higher_ug_per_day": 28.0,
+        "rule": "protocol_calendar",
+    }
     assert (c.priority, c.unit) == (Priority.MEDIUM, "ug/d")
     assert c.value == pytest.approx(28.008)
     assert said(c) == (
@@ -178,6 +195,11 @@ def test_an_interruption_says_since_when_and_what_each_stage_requires() -> None:
     bed.pump(T + HOUR, 0, 10, "stopped")
     first = one(bed.tick(T + HOUR + 15 * MIN), INFUSION_INTERRUPTED)
     assert (first.priority, first.value, first.unit) == (Priority.MEDIUM, 900.0, "s")
+    assert first.details == {
+        "stage": "interrupted",
+        "since": "2026-03-04T09:00:00Z",
+        "rule": "protocol_calendar",
+    }
     assert said(first) == (
         "Infusion interrupted since 2026-03-04 09:00 UTC (pump stopped); the protocol calls for "
         "9.0 µg/day." + CALENDAR_EN,
@@ -186,6 +208,11 @@ def test_an_interruption_says_since_when_and_what_each_stage_requires() -> None:
     )
     supervised = one(bed.tick(T + 5 * HOUR), INFUSION_INTERRUPTED)
     assert (supervised.priority, supervised.value) == (Priority.HIGH, 14400.0)
+    assert supervised.details == {
+        "stage": "supervised_restart",
+        "since": "2026-03-04T09:00:00Z",
+        "rule": "protocol_calendar",
+    }
     assert said(supervised) == (
         "Infusion interrupted since 2026-03-04 09:00 UTC, 4.0 h or more: the restart needs "
         "premedication and supervision (label)." + CALENDAR_EN,
@@ -194,6 +221,11 @@ def test_an_interruption_says_since_when_and_what_each_stage_requires() -> None:
     )
     new_cycle = one(bed.tick(T + HOUR + 7 * DAY + MIN), INFUSION_INTERRUPTED)
     assert (new_cycle.priority, new_cycle.value) == (Priority.HIGH, 7 * 86_400.0 + 60)
+    assert new_cycle.details == {
+        "stage": "new_cycle",
+        "since": "2026-03-04T09:00:00Z",
+        "rule": "protocol_calendar",
+    }
     assert said(new_cycle) == (
         "Infusion interrupted since 2026-03-04 09:00 UTC, more than 7.0 days: the label starts a new "
         "cycle. Review the protocol before any restart." + CALENDAR_EN,
@@ -236,6 +268,7 @@ def test_a_cumulative_deviation_says_both_totals_and_the_gap(
         t += 30 * MIN
         volume += 5
     (c,) = bed.raised(CUMULATIVE_DOSE_DEVIATION)
+    assert c.details == {"direction": "over" if value > 0 else "under", "rule": "protocol_calendar"}
     assert (c.priority, c.unit) == (Priority.MEDIUM, "%")
     assert c.value == pytest.approx(value)
     assert said(c) == (en + CALENDAR_EN, fr + CALENDAR_FR)
@@ -250,6 +283,7 @@ def test_a_low_bag_says_what_is_left_at_the_steady_rate() -> None:
     bed.pump(START, 10, 0)
     bed.pump(START + 22 * HOUR, 10, 220)
     c = one(bed.pump(START + 23 * HOUR + MIN, 10, 230.2), BAG_LOW)
+    assert c.details == {"bag_id": "bag"}
     assert (c.priority, c.unit) == (Priority.LOW, "mL")
     assert c.value == pytest.approx(9.8)
     assert said(c) == (
@@ -265,6 +299,7 @@ def test_a_volume_bolus_at_a_bag_change_says_how_much_and_asks_about_a_flush() -
     bed.pump(T + HOUR, 10, 10)
     bed.bag(T + HOUR + MIN, C9, "bag-2")
     c = one(bed.pump(T + HOUR + 11 * MIN, 10, 5), BOLUS_SUSPECTED)
+    assert c.details == {"cause": "volume", "excess_ml": 3.17, "excess_ug": 0.119, "near_bag_change": True}
     assert (c.priority, c.unit) == (Priority.HIGH, "mL")
     assert c.value == pytest.approx(3.17)
     assert said(c) == (
@@ -281,6 +316,7 @@ def test_a_rate_spike_away_from_a_bag_change_names_the_rate() -> None:
     bed.pump(T, 10, 0)
     bed.pump(T + 40 * MIN, 10, 6.67)
     c = one(bed.pump(T + 41 * MIN, 100, 6.9), BOLUS_SUSPECTED)
+    assert c.details == {"cause": "rate_spike", "rate_ml_per_h": 100, "near_bag_change": False}
     assert (c.priority, c.value, c.unit) == (Priority.HIGH, None, None)
     assert said(c) == (
         "Bolus suspected at 2026-03-04 08:41 UTC: rate spike to 100.0 mL/h. Never flush the line (label).",
@@ -293,6 +329,7 @@ def test_a_purge_says_the_pump_purged() -> None:
     bed.bag(T, C9)
     bed.pump(T, 10, 0)
     c = one(bed.pump(T + MIN, 10, 0.2, "purging"), BOLUS_SUSPECTED)
+    assert c.details == {"cause": "purge", "near_bag_change": True}
     assert said(c) == (
         "Bolus suspected at 2026-03-04 08:01 UTC: pump purging at a bag change: was the line flushed? "
         "Never flush the line (label).",
@@ -308,6 +345,7 @@ def test_an_infusion_after_the_end_says_when_the_protocol_ended() -> None:
     bed.pump(end - HOUR, 10, 0)
     bed.pump(end, 10, 10)
     c = one(bed.tick(end + 5 * MIN), INFUSION_AFTER_PROTOCOL_END)
+    assert c.details == {"protocol_end": "2026-03-16T08:00:00Z", "rule": "protocol_calendar"}
     assert (c.priority, c.unit) == (Priority.MEDIUM, "ug/d")
     assert c.value == pytest.approx(28.008)
     assert said(c) == (
@@ -325,6 +363,11 @@ def test_a_restart_after_more_than_7_days_asks_for_the_new_cycle() -> None:
     stop = START + 2 * DAY
     _stopped_course(bed, stop, stop + HOUR)
     c = one(bed.pump(stop + 8 * DAY, 10), RESTART_REASON_NEEDED)
+    assert c.details == {
+        "reason": "break_over_7_days",
+        "since": "2026-03-04T08:00:00Z",
+        "rule": "label_interruptions",
+    }
     assert (c.priority, c.kind, c.value, c.unit) == (Priority.MEDIUM, Kind.TECHNICAL, None, None)
     assert said(c) == (
         "Infusion restarted at 2026-03-12 08:00 UTC after a break of 8.0 days: the label starts a new "
@@ -384,6 +427,8 @@ def test_a_reason_to_discontinue_says_what_the_label_says_and_who_decides(
     bed.run(START, START + 3 * HOUR, 10)
     bed.declare(START + 3 * HOUR + MIN, DoseDeclaration(DeclarationKind.REACTION, reaction, 4))
     c = one(bed.pump(START + 4 * HOUR, 10), DISCONTINUATION_RULE)
+    rule = "crs_g4" if reaction is Reaction.CRS else "other_g4_consider"
+    assert c.details == {"rule": rule, "rules": [rule], "since": "2026-03-02T11:01:00Z"}
     assert (c.priority, c.value, c.unit) == (priority, None, None)
     assert said(c) == (
         f"Infusion still running although the label says {en} The daemon stops nothing: the physician decides.",
