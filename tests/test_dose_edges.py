@@ -41,6 +41,7 @@ from daemon.clinical.dose import (
     load_state,
     next_step,
     parse_bag,
+    programmed_dose_ug_per_day,
     status_lines,
 )
 from daemon.clinical.dose_label import DeclaredReaction, Plan
@@ -98,6 +99,67 @@ def test_the_rate_band_is_ten_percent_either_side(rate_ml_per_h: float, conditio
     bed.pump(T, rate_ml_per_h, 0)
     bed.tick(T + 5 * MIN)
     assert {c.condition for c in bed.out if c.present} == ({condition} if condition else set())
+
+
+@pytest.mark.parametrize(("rate_ml_per_h", "alarm"), [(4.5, False), (4.51, True)])
+def test_a_dose_exactly_at_the_bands_edge_is_inside_it(rate_ml_per_h: float, alarm: bool) -> None:
+    # 0.125 µg/mL at 4.5 mL/h is 13.5 µg/day, exactly 9 + 50 %: inside a band of ±50 %.
+    bed = Bed(rate_tolerance_pct=50)
+    bed.bag(T, 0.125)
+    bed.pump(T, rate_ml_per_h, 0)
+    bed.tick(T + 5 * MIN)
+    assert present(bed, DOSE_RATE_HIGH) is alarm
+
+
+def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other() -> None:
+    config = parse(
+        {
+            "protocols": {"micro": {"steps": [{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}]}},
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": 60,
+                    "height_cm": 165,
+                    "protocol": "micro",
+                    "protocol_start": START.isoformat(),
+                }
+            ],
+        }
+    )
+    (rule,) = dose_rules(config, config.beds[0])
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for event in (
+        BagHung("w1", "b1", T, "bag-micro", 0.0125, None),  # 0.5 µg/day at 5/3 mL/h
+        PumpReading("w1", "b1", "p1", T, PumpState.INFUSING, 5 / 3, 0),
+        PumpReading("w1", "b1", "p1", T + 10 * MIN, PumpState.INFUSING, 5 / 3, 5 / 18),
+    ):
+        state, candidates = rule.step(state, event, event.time)
+        out.extend(candidates)
+    assert [c.condition for c in out if c.present] == []
+
+
+def test_the_programmed_dose_is_the_rate_times_the_bags_strength_per_day() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 0, 0, "stopped")
+    assert programmed_dose_ug_per_day(bed.state, T, 300) == 0.0
+    bed.pump(T + MIN, 10, 0, "stopped")  # programmed, not running
+    assert programmed_dose_ug_per_day(bed.state, T + MIN, 300) == pytest.approx(9.0)
+
+
+def test_a_7_day_bag_at_0_6_ml_per_h_runs_low_at_its_own_rate() -> None:
+    bed = Bed()
+    bed.bag(T, 0.625, "bag-7d", volume=10)  # 9 µg/day at 0.6 mL/h
+    bed.pump(T, 0.6, 0)
+    out = bed.pump(T + 15 * HOUR + 50 * MIN, 0.6, 9.5)
+    low = [c for c in out if c.condition == BAG_LOW]
+    assert low[0].message is not None
+    assert (
+        low[0].message.en == "Bag bag-7d low: 0.5 mL left at 0.60 mL/h, about 50 min. Prepare the next bag."
+    )
 
 
 @pytest.mark.parametrize(("rate_ml_per_h", "priority"), [(19.99, Priority.MEDIUM), (20.01, Priority.HIGH)])

@@ -473,6 +473,27 @@ def test_each_dose_rule_is_named_in_both_languages(rule: str, en: str, fr: str) 
 # --------------------------------------------------------------------------- breaks and new cycles
 
 
+def test_a_break_starts_when_a_pump_that_infused_stops_and_ends_when_it_infuses_again() -> None:
+    # A 7-day bag at 0.6 mL/h is infusing; a stopped pump that reports no rate has
+    # stopped, and so has one that reports infusing at 0 mL/h.
+    t = START + DAY
+    bed = Bed("ssc-14d")
+    breaks = []
+    for minutes, state, rate in (
+        (0, PumpState.STOPPED, 0.0),
+        (1, PumpState.STOPPED, 0.0),  # it never infused: no break
+        (2, PumpState.INFUSING, 0.6),
+        (60, PumpState.INFUSING, 0.6),
+        (120, PumpState.STOPPED, None),  # the break starts
+        (180, PumpState.INFUSING, 0.6),  # and ends
+        (240, PumpState.INFUSING, 0.0),  # a second break
+    ):
+        bed.feed(PumpReading("w1", "b1", "p1", t + minutes * MINUTE, state, rate, None))
+        breaks.append((bed.state.break_start, bed.state.break_end))
+    at = [t + m * MINUTE for m in (120, 180, 240)]
+    assert breaks == [(None, None)] * 4 + [(at[0], None), (at[0], at[1]), (at[2], None)]
+
+
 @pytest.mark.parametrize(("extra", "prompted"), [(timedelta(0), False), (SECOND, True)])
 def test_a_break_of_more_than_7_days_prompts_for_a_new_cycle(extra: timedelta, prompted: bool) -> None:
     bed = Bed()
