@@ -240,6 +240,21 @@ def test_the_higher_dose_just_before_the_step_window_is_early() -> None:
     assert changes(out, STEP_UP_EARLY) == [(True, Priority.MEDIUM)]
 
 
+def test_the_higher_dose_at_exactly_the_step_windows_start_is_on_time() -> None:
+    # Early until 2 h before the step, on time from then: at that very second the higher
+    # dose was neither, and with no confirmation delay it raised a high DOSE_RATE_HIGH
+    # for one second (28 µg/day is more than twice the 9 of the day).
+    bed = Bed(rate_delay_s=0)
+    bed.bag(STEP - 3 * HOUR, C9)
+    bed.pump(STEP - 3 * HOUR, 10, 0)
+    bed.bag(STEP - 2 * HOUR - 6 * MIN, C28, "bag-28")
+    bed.pump(STEP - 2 * HOUR - 6 * MIN, 10, 0)
+    assert changes(bed.tick(STEP - 2 * HOUR - SEC), STEP_UP_EARLY) == []  # raised at the reading
+    assert present(bed, STEP_UP_EARLY)
+    out = bed.tick(STEP - 2 * HOUR)
+    assert [(c.condition, c.present) for c in out] == [(STEP_UP_EARLY, False)]
+
+
 @pytest.mark.parametrize(
     ("before", "condition"), [(24 * HOUR, STEP_UP_EARLY), (24 * HOUR + SEC, DOSE_RATE_HIGH)]
 )
