@@ -111,6 +111,15 @@ def test_a_dose_exactly_at_the_bands_edge_is_inside_it(rate_ml_per_h: float, ala
     assert present(bed, DOSE_RATE_HIGH) is alarm
 
 
+def test_a_rate_delivering_less_than_1_ug_per_day_is_a_low_dose_not_a_stop() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 0.5, 0)  # 0.45 µg/day
+    bed.tick(T + 5 * MIN)
+    assert present(bed, DOSE_RATE_LOW)
+    assert not present(bed, INFUSION_INTERRUPTED)
+
+
 def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other() -> None:
     config = parse(
         {
@@ -849,6 +858,12 @@ def test_step_up_details_give_a_childs_doses_to_the_hundredth() -> None:
         "step_time": "2026-03-09T08:00:00Z",
         "lower_ug_per_day": 5.86,
         "higher_ug_per_day": 17.59,
+        "rule": "protocol_calendar",
+    }
+    due = [c for c in bed.out if c.condition == STEP_UP_DUE and c.present]
+    assert due[0].details == {
+        "step_time": "2026-03-09T08:00:00Z",
+        "dose_ug_per_day": 17.59,
         "rule": "protocol_calendar",
     }
 
