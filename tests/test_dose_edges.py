@@ -120,10 +120,10 @@ def test_a_rate_delivering_less_than_1_ug_per_day_is_a_low_dose_not_a_stop() -> 
     assert not present(bed, INFUSION_INTERRUPTED)
 
 
-def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other() -> None:
+def _site_bed(steps: list[dict[str, Any]]) -> tuple[DoseRule, Config]:
     config = parse(
         {
-            "protocols": {"micro": {"steps": [{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}]}},
+            "protocols": {"site": {"steps": steps}},
             "beds": [
                 {
                     "ward": "w1",
@@ -131,23 +131,80 @@ def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other() -> None:
                     "patient": "p-1",
                     "weight_kg": 60,
                     "height_cm": 165,
-                    "protocol": "micro",
+                    "protocol": "site",
                     "protocol_start": START.isoformat(),
                 }
             ],
         }
     )
     (rule,) = dose_rules(config, config.beds[0])
+    assert isinstance(rule, DoseRule)
+    return rule, config
+
+
+def _run_rate(rule: DoseRule, when: datetime, conc: float, rate_ml_per_h: float) -> list[AlertCandidate]:
     state = rule.initial()
     out: list[AlertCandidate] = []
     for event in (
-        BagHung("w1", "b1", T, "bag-micro", 0.0125, None),  # 0.5 µg/day at 5/3 mL/h
-        PumpReading("w1", "b1", "p1", T, PumpState.INFUSING, 5 / 3, 0),
-        PumpReading("w1", "b1", "p1", T + 10 * MIN, PumpState.INFUSING, 5 / 3, 5 / 18),
+        BagHung("w1", "b1", when, "bag", conc, None),
+        PumpReading("w1", "b1", "p1", when, PumpState.INFUSING, rate_ml_per_h, 0),
+        PumpReading("w1", "b1", "p1", when + 10 * MIN, PumpState.INFUSING, rate_ml_per_h, rate_ml_per_h / 6),
     ):
         state, candidates = rule.step(state, event, event.time)
         out.extend(candidates)
-    assert [c.condition for c in out if c.present] == []
+    return [c for c in out if c.present]
+
+
+@pytest.mark.parametrize(
+    ("rate_ml_per_h", "raised"),
+    [
+        (5 / 3, []),  # 0.5 µg/day: on plan
+        (8 / 3, [(DOSE_RATE_HIGH, Priority.MEDIUM)]),  # 0.8 µg/day: 1.6 times the plan
+    ],
+)
+def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other(
+    rate_ml_per_h: float, raised: list[tuple[str, Priority]]
+) -> None:
+    rule, _ = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    out = _run_rate(rule, T, 0.0125, rate_ml_per_h)
+    assert [(c.condition, c.priority) for c in out] == raised
+
+
+@pytest.mark.parametrize("rate_ml_per_h", [10, 0.5])
+def test_any_dose_on_a_day_the_protocol_leaves_out_is_a_high_dose_rate(rate_ml_per_h: float) -> None:
+    # Days 1-3 at 9 µg/day, day 4 without infusion, days 5-10 at 28: on day 4 any dose
+    # is a dose the protocol does not plan (even 0.45 µg/day).
+    rule, _ = _site_bed(
+        [
+            {"day_from": 1, "day_to": 3, "dose_ug_per_day": 9.0},
+            {"day_from": 5, "day_to": 10, "dose_ug_per_day": 28.0},
+        ]
+    )
+    (high,) = _run_rate(rule, START + 3 * DAY + HOUR, C9, rate_ml_per_h)
+    assert (high.condition, high.priority, high.details) == (
+        DOSE_RATE_HIGH,
+        Priority.HIGH,
+        {"expected_ug_per_day": 0.0, "rule": "protocol_calendar"},
+    )
+
+
+def test_exactly_twice_the_protocols_dose_is_high() -> None:
+    bed = Bed()
+    bed.bag(T, 0.125)
+    bed.pump(T, 6, 0)  # 18.0 µg/day, exactly 2 x 9
+    (cand,) = bed.tick(T + 5 * MIN)
+    assert (cand.condition, cand.priority) == (DOSE_RATE_HIGH, Priority.HIGH)
+
+
+@pytest.mark.parametrize(("rate_ml_per_h", "condition"), [(5, DOSE_RATE_LOW), (15, DOSE_RATE_HIGH)])
+def test_a_childs_wrong_dose_rate_gives_the_expected_dose_to_the_hundredth(
+    rate_ml_per_h: float, condition: str
+) -> None:
+    bed = LabelBed("ssc-14d-bsa", weight_kg=30)  # 5 µg/m²/day: 5.86 µg/day
+    bed.feed(BagHung("w1", "b1", T, "bag-child", 5 * bsa_m2(30, 165, "mosteller") / 240, None))
+    bed.run(T, T + HOUR, rate_ml_per_h, step=10 * MIN)
+    (wrong,) = [c for c in bed.out if c.condition == condition and c.present]
+    assert wrong.details == {"expected_ug_per_day": 5.86, "rule": "protocol_calendar"}
 
 
 def test_the_programmed_dose_is_the_rate_times_the_bags_strength_per_day() -> None:
