@@ -120,10 +120,11 @@ def test_a_rate_delivering_less_than_1_ug_per_day_is_a_low_dose_not_a_stop() -> 
     assert not present(bed, INFUSION_INTERRUPTED)
 
 
-def _site_bed(steps: list[dict[str, Any]]) -> tuple[DoseRule, Config]:
+def _site_bed(steps: list[dict[str, Any]], **dose: Any) -> DoseRule:
     config = parse(
         {
             "protocols": {"site": {"steps": steps}},
+            "thresholds": {"dose": dose},
             "beds": [
                 {
                     "ward": "w1",
@@ -139,7 +140,7 @@ def _site_bed(steps: list[dict[str, Any]]) -> tuple[DoseRule, Config]:
     )
     (rule,) = dose_rules(config, config.beds[0])
     assert isinstance(rule, DoseRule)
-    return rule, config
+    return rule
 
 
 def _run_rate(rule: DoseRule, when: datetime, conc: float, rate_ml_per_h: float) -> list[AlertCandidate]:
@@ -165,7 +166,7 @@ def _run_rate(rule: DoseRule, when: datetime, conc: float, rate_ml_per_h: float)
 def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other(
     rate_ml_per_h: float, raised: list[tuple[str, Priority]]
 ) -> None:
-    rule, _ = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
     out = _run_rate(rule, T, 0.0125, rate_ml_per_h)
     assert [(c.condition, c.priority) for c in out] == raised
 
@@ -174,7 +175,7 @@ def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other(
 def test_any_dose_on_a_day_the_protocol_leaves_out_is_a_high_dose_rate(rate_ml_per_h: float) -> None:
     # Days 1-3 at 9 µg/day, day 4 without infusion, days 5-10 at 28: on day 4 any dose
     # is a dose the protocol does not plan (even 0.45 µg/day).
-    rule, _ = _site_bed(
+    rule = _site_bed(
         [
             {"day_from": 1, "day_to": 3, "dose_ug_per_day": 9.0},
             {"day_from": 5, "day_to": 10, "dose_ug_per_day": 28.0},
@@ -186,6 +187,21 @@ def test_any_dose_on_a_day_the_protocol_leaves_out_is_a_high_dose_rate(rate_ml_p
         Priority.HIGH,
         {"expected_ug_per_day": 0.0, "rule": "protocol_calendar"},
     )
+
+
+def test_a_step_window_wider_than_a_day_accepts_the_doses_around_every_step_up_in_it() -> None:
+    # Daily step-ups 5 -> 10 -> 20 µg/day and a 24 h window: at noon on day 2 both step-ups
+    # are within it, and the dose before the first (5 µg/day) is still on time.
+    steps = [
+        {"day_from": 1, "day_to": 1, "dose_ug_per_day": 5.0},
+        {"day_from": 2, "day_to": 2, "dose_ug_per_day": 10.0},
+        {"day_from": 3, "day_to": 10, "dose_ug_per_day": 20.0},
+    ]
+    noon = START + DAY + 4 * HOUR
+    wide = _run_rate(_site_bed(steps, step_window_s=86_400), noon, 0.0125, 50 / 3)  # 5 µg/day
+    assert [c.condition for c in wide] == [STEP_UP_DUE]  # the reminder of the step it is late for
+    (late,) = _run_rate(_site_bed(steps), noon, 0.0125, 50 / 3)  # the default 2 h window
+    assert late.condition == STEP_UP_LATE
 
 
 def test_exactly_twice_the_protocols_dose_is_high() -> None:
