@@ -251,9 +251,10 @@ def test_duplicate_and_out_of_order_readings_are_ignored() -> None:
     bed.pump(START, 10, 0)
     bed.pump(START + 30 * MIN, 10, 5)
     before = bed.state
-    bed.pump(START + 30 * MIN, 10, 5)
+    bed.pump(START + 30 * MIN, 12, 6)  # the same time again, other values
     bed.pump(START + 10 * MIN, 10, 1)
     assert bed.state.delivered_ug == before.delivered_ug
+    assert bed.state == before  # the latest reading is still the one of START + 30 min
 
 
 def test_readings_of_other_beds_are_ignored() -> None:

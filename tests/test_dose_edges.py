@@ -59,6 +59,7 @@ from daemon.events import (
     PumpReading,
     PumpState,
     Reaction,
+    Tick,
 )
 from daemon.rules import RuleEngine
 from tests.test_dose import C9, C28, MIN, START, Bed
@@ -388,6 +389,59 @@ def test_an_interruption_alarms_after_exactly_15_minutes() -> None:
         Priority.MEDIUM,
         "interrupted",
     )
+
+
+@pytest.mark.parametrize(
+    ("state", "rate_ml_per_h", "interrupted"),
+    [
+        ("stopped", None, True),  # stopped, whatever the rate it does not report
+        ("infusing", 0.0, True),  # infusing at 0 mL/h delivers nothing
+        ("infusing", None, False),  # infusing at a rate it does not report: unknown, not a stop
+        ("infusing", 0.6, False),  # a 7-day bag's rate is slow, not a stop
+    ],
+)
+def test_what_counts_as_a_stop(state: str, rate_ml_per_h: float | None, interrupted: bool) -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, rate_ml_per_h, 10, state)
+    bed.tick(T + 2 * HOUR)
+    assert present(bed, INFUSION_INTERRUPTED) is interrupted
+
+
+def test_each_interruption_is_dated_from_its_own_stop() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, 0, 10, "stopped")
+    bed.pump(T + 2 * HOUR, 0, 10, "stopped")  # still stopped: the same interruption
+    bed.tick(T + 3 * HOUR)
+    bed.pump(T + 4 * HOUR, 10, 10)
+    bed.pump(T + 5 * HOUR, 0, 20, "stopped")
+    bed.tick(T + 6 * HOUR)
+    raised = [c.details["since"] for c in bed.out if c.condition == INFUSION_INTERRUPTED and c.present]
+    assert raised == ["2026-03-04T09:00:00Z", "2026-03-04T13:00:00Z"]
+
+
+def test_a_stop_on_a_day_the_protocol_leaves_out_is_no_interruption() -> None:
+    rule = _site_bed(
+        [
+            {"day_from": 1, "day_to": 3, "dose_ug_per_day": 9.0},
+            {"day_from": 5, "day_to": 10, "dose_ug_per_day": 28.0},
+        ]
+    )
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    day4 = START + 3 * DAY
+    for event in (
+        BagHung("w1", "b1", day4 - HOUR, "bag", C9, None),
+        PumpReading("w1", "b1", "p1", day4 - HOUR, PumpState.INFUSING, 10, 0),
+        PumpReading("w1", "b1", "p1", day4, PumpState.STOPPED, 0, 10),
+        Tick(day4 + 2 * HOUR),
+    ):
+        state, candidates = rule.step(state, event, event.time)
+        out.extend(candidates)
+    assert INFUSION_INTERRUPTED not in state.active
 
 
 def test_an_interruption_of_exactly_4_hours_needs_a_supervised_restart() -> None:
