@@ -23,6 +23,7 @@ from daemon.clinical.dose import (
     INFUSION_INTERRUPTED,
     DoseRule,
     DoseState,
+    Reading,
     dose_point,
     dose_rules,
     dump_state,
@@ -255,6 +256,7 @@ def test_duplicate_and_out_of_order_readings_are_ignored() -> None:
     bed.pump(START + 10 * MIN, 10, 1)
     assert bed.state.delivered_ug == before.delivered_ug
     assert bed.state == before  # the latest reading is still the one of START + 30 min
+    assert bed.state.last == Reading("p1", START + 30 * MIN, PumpState.INFUSING, 10, 5)
 
 
 def test_readings_of_other_beds_are_ignored() -> None:
