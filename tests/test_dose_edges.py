@@ -518,6 +518,46 @@ def test_a_bolus_clears_exactly_bolus_hold_s_after_the_evidence() -> None:
     assert changes(bed.tick(T + MIN + 900 * SEC), BOLUS_SUSPECTED) == [(False, Priority.HIGH)]
 
 
+@pytest.mark.parametrize(
+    ("tolerance_pct", "rate_ml_per_h", "direction"),
+    [
+        (50, 4.5, None),  # 13.5 µg/day against 9: exactly 50 % over, inside a band of 50 %
+        (50, 4.6, "over"),
+        (0.5, 3.02, "over"),  # 0.67 % over, outside a band of 0.5 %
+    ],
+)
+def test_the_cumulative_band_edge_and_direction(
+    tolerance_pct: float, rate_ml_per_h: float, direction: str | None
+) -> None:
+    bed = Bed(cumulative_tolerance_pct=tolerance_pct)
+    bed.bag(START, 0.125)
+    for half_hours in range(49):  # up to exactly the 24 h grace
+        bed.pump(START + half_hours * 30 * MIN, rate_ml_per_h, rate_ml_per_h * half_hours / 2)
+    raised = bed.raised(CUMULATIVE_DOSE_DEVIATION)
+    assert [c.details["direction"] for c in raised] == ([direction] if direction else [])
+
+
+def test_a_ledger_that_starts_after_the_protocol_deviates_from_no_plan() -> None:
+    bed = Bed()
+    end = START + 14 * DAY
+    bed.bag(end, C28)
+    for hours in range(27):
+        bed.pump(end + hours * HOUR, 10, 10 * hours)
+    assert bed.raised(CUMULATIVE_DOSE_DEVIATION) == []  # nothing was planned: no percentage
+
+
+def test_a_plan_below_1_ug_a_day_has_a_cumulative_check_too() -> None:
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    state = rule.initial()
+    state, _ = rule.step(state, BagHung("w1", "b1", START, "bag", 0.025, None), START)
+    for hours in range(26):  # 1 µg/day: twice the plan
+        when = START + hours * HOUR
+        state, _ = rule.step(
+            state, PumpReading("w1", "b1", "p1", when, PumpState.INFUSING, 5 / 3, 5 * hours / 3), when
+        )
+    assert CUMULATIVE_DOSE_DEVIATION in state.active
+
+
 # --------------------------------------------------------------------------- bag low
 
 
@@ -529,6 +569,23 @@ def test_bag_low_at_exactly_one_hour_left(infused_ml: float, low: bool) -> None:
     bed.pump(T, 10, 0)
     bed.pump(T + 26 * HOUR, 10, infused_ml)
     assert bool(bed.raised(BAG_LOW)) is low
+
+
+def test_bag_low_lasts_while_the_reading_is_fresh_and_the_pump_runs() -> None:
+    bed = Bed(reading_stale_s=300)
+    bed.bag(T, C9, volume=270)
+    bed.pump(T, 10, 0)
+    last = T + 26 * HOUR
+    bed.pump(last, 10, 261)
+    assert present(bed, BAG_LOW)
+    bed.tick(last + 300 * SEC)  # reading_stale_s: still fresh
+    assert present(bed, BAG_LOW)
+    bed.tick(last + 301 * SEC)
+    assert not present(bed, BAG_LOW)
+    bed.pump(last + 302 * SEC, 10, 261.8)
+    assert present(bed, BAG_LOW)
+    bed.pump(last + 303 * SEC, 0, 261.8, "stopped")  # a stopped pump empties no bag
+    assert not present(bed, BAG_LOW)
 
 
 def test_a_flush_at_a_bag_change_does_not_make_the_new_bag_low() -> None:

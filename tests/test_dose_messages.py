@@ -292,6 +292,17 @@ def test_a_low_bag_says_what_is_left_at_the_steady_rate() -> None:
     )
 
 
+def test_a_bag_low_hours_ahead_says_the_hours_in_each_languages_decimals() -> None:
+    bed = Bed(bag_low_s=3 * 3600)
+    bed.bag(START, C9, volume=270)
+    bed.pump(START, 10, 0)
+    c = one(bed.pump(START + 24 * HOUR + 30 * MIN, 10, 245), BAG_LOW)
+    assert said(c) == (
+        "Bag bag low: 25.0 mL left at 10.00 mL/h, about 2.5 h. Prepare the next bag.",
+        "Poche bag bientôt vide : 25,0 mL restants à 10,00 mL/h, environ 2,5 h. Préparer la poche suivante.",
+    )
+
+
 def test_a_volume_bolus_at_a_bag_change_says_how_much_and_asks_about_a_flush() -> None:
     bed = Bed()
     bed.bag(T, C9)
