@@ -423,6 +423,19 @@ def test_each_interruption_is_dated_from_its_own_stop() -> None:
     assert raised == ["2026-03-04T09:00:00Z", "2026-03-04T13:00:00Z"]
 
 
+def test_a_stop_on_a_plan_below_1_ug_a_day_is_an_interruption() -> None:
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    state = rule.initial()
+    for event in (
+        BagHung("w1", "b1", T, "bag", 0.0125, None),
+        PumpReading("w1", "b1", "p1", T, PumpState.INFUSING, 5 / 3, 0),
+        PumpReading("w1", "b1", "p1", T + HOUR, PumpState.STOPPED, 0, 5 / 3),
+        Tick(T + 2 * HOUR),
+    ):
+        state, _ = rule.step(state, event, event.time)
+    assert INFUSION_INTERRUPTED in state.active
+
+
 def test_a_stop_on_a_day_the_protocol_leaves_out_is_no_interruption() -> None:
     rule = _site_bed(
         [
