@@ -509,6 +509,104 @@ def test_a_rate_spike_needs_more_than_twice_the_steady_rate(rate_ml_per_h: float
     assert bool(bed.raised(BOLUS_SUSPECTED)) is bolus
 
 
+@pytest.mark.parametrize(
+    ("conc", "steady_ml_per_h", "rate_ml_per_h", "spike"),
+    [
+        (0.125, 4, 8, False),  # exactly twice the steady rate (24 µg/day)
+        (0.125, 4, 8.125, True),
+        (0.125, 2.5, 5.9, False),  # more than twice the steady rate, but 17.7 µg/day: under twice the day's 9
+        (0.125, 2.5, 6, False),  # 18 µg/day: exactly twice the day's dose
+        (0.1, 10, 10, False),  # a steady rate, even of a wrong strength (24 µg/day), is no spike
+        (0.625, 0.6, 5, True),  # from a 7-day bag's 0.6 mL/h
+    ],
+)
+def test_a_rate_spike_is_more_than_twice_the_steady_rate_and_twice_the_days_dose(
+    conc: float, steady_ml_per_h: float, rate_ml_per_h: float, spike: bool
+) -> None:
+    bed = Bed()
+    bed.bag(T - HOUR, conc)
+    bed.pump(T, steady_ml_per_h, 0)
+    bed.pump(T + MIN, rate_ml_per_h, steady_ml_per_h / 60)
+    bolus = bed.raised(BOLUS_SUSPECTED)
+    assert [c.details for c in bolus] == (
+        [{"cause": "rate_spike", "rate_ml_per_h": round(rate_ml_per_h, 2), "near_bag_change": False}]
+        if spike
+        else []
+    )
+
+
+def test_a_spike_names_its_rate_to_the_hundredth() -> None:
+    bed = Bed()
+    bed.bag(T - HOUR, 0.125)
+    bed.pump(T, 4, 0)
+    bed.pump(T + MIN, 8.125, 4 / 60)
+    (bolus,) = bed.raised(BOLUS_SUSPECTED)
+    assert bolus.details["rate_ml_per_h"] == 8.12
+
+
+def test_a_restart_at_the_same_rate_after_a_stop_is_no_spike() -> None:
+    bed = Bed()
+    bed.bag(T - HOUR, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, 0, 10, "stopped")
+    bed.pump(T + HOUR + 5 * MIN, 10, 10)
+    assert bed.raised(BOLUS_SUSPECTED) == []
+
+
+def test_no_spike_is_judged_on_a_day_the_protocol_leaves_out() -> None:
+    # Any dose that day is already a high dose rate (see above); a spike needs a day's dose.
+    rule = _site_bed(
+        [
+            {"day_from": 1, "day_to": 3, "dose_ug_per_day": 9.0},
+            {"day_from": 5, "day_to": 10, "dose_ug_per_day": 28.0},
+        ]
+    )
+    state = rule.initial()
+    day4 = START + 3 * DAY + HOUR
+    for event in (
+        BagHung("w1", "b1", day4 - HOUR, "bag", C9, None),
+        PumpReading("w1", "b1", "p1", day4, PumpState.INFUSING, 10, 0),
+        PumpReading("w1", "b1", "p1", day4 + MIN, PumpState.INFUSING, 30, 1 / 6),
+    ):
+        state, _ = rule.step(state, event, event.time)
+    assert state.bolus_at is None
+
+
+@pytest.mark.parametrize(
+    ("volume_ml", "counted_ml"),
+    [
+        (10.0, 0.0),  # unchanged
+        (9.999, 0.0),  # 0.001 mL lower: the counter's rounding, not a reset
+        (9.0, 9.0),  # lower: a reset, 9 mL since
+        (-1.0, 0.0),  # a volume no pump reports: ignored
+        (float("inf"), 0.0),
+    ],
+)
+def test_what_a_volume_reading_adds_to_the_ledger(volume_ml: float, counted_ml: float) -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, 10, 10.0)
+    bed.pump(T + 2 * HOUR, 10, volume_ml)
+    assert bed.state.delivered_ml == 10.0 + counted_ml
+
+
+def test_the_ledger_starts_and_ends_at_the_first_volume_reading() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    assert (bed.state.ledger_start, bed.state.ledger_time) == (T, T)
+
+
+@pytest.mark.parametrize(("interval_s", "gap_s"), [(3600, 0.0), (3601, 3601.0)])
+def test_a_gap_is_an_interval_longer_than_reading_stale_s(interval_s: int, gap_s: float) -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + interval_s * SEC, 10, 10)
+    assert bed.state.gap_s == gap_s
+
+
 @pytest.mark.parametrize(("after", "near"), [(30 * MIN, True), (30 * MIN + SEC, False)])
 def test_a_bolus_within_30_minutes_of_a_bag_change_is_a_suspected_flush(after: timedelta, near: bool) -> None:
     bed = Bed()
