@@ -34,6 +34,7 @@ from daemon.clinical.dose import (
     Increment,
     Reading,
     VolumeMark,
+    delivered_rate_ug_per_day,
     dose_point,
     dose_rules,
     dump_state,
@@ -222,6 +223,26 @@ def test_a_childs_wrong_dose_rate_gives_the_expected_dose_to_the_hundredth(
     bed.run(T, T + HOUR, rate_ml_per_h, step=10 * MIN)
     (wrong,) = [c for c in bed.out if c.condition == condition and c.present]
     assert wrong.details == {"expected_ug_per_day": 5.86, "rule": "protocol_calendar"}
+
+
+def test_a_pump_infusing_at_0_ml_per_h_delivers_0_even_without_a_bag() -> None:
+    bed = Bed()
+    bed.pump(T, 0, 0)  # infusing, at 0 mL/h, no bag announced
+    assert delivered_rate_ug_per_day(bed.state, T, 300) == 0.0
+    bed.pump(T + MIN, 10, 0)
+    assert delivered_rate_ug_per_day(bed.state, T + MIN, 300) is None  # running, strength unknown
+
+
+def test_a_spike_on_a_plan_below_1_ug_a_day_is_a_bolus() -> None:
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    state = rule.initial()
+    for event in (
+        BagHung("w1", "b1", T - HOUR, "bag", 0.0125, None),
+        PumpReading("w1", "b1", "p1", T, PumpState.INFUSING, 5 / 3, 0),
+        PumpReading("w1", "b1", "p1", T + MIN, PumpState.INFUSING, 10, 5 / 180),  # 3 µg/day
+    ):
+        state, _ = rule.step(state, event, event.time)
+    assert state.bolus_details == {"cause": "rate_spike", "rate_ml_per_h": 10, "near_bag_change": False}
 
 
 def test_the_programmed_dose_is_the_rate_times_the_bags_strength_per_day() -> None:

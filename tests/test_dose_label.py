@@ -965,6 +965,23 @@ def test_a_pending_restart_ends_where_the_interrupted_cycle_would_moved_by_the_w
     assert schedule.end == START + 28 * DAY + 5 * HOUR
 
 
+def test_the_plan_in_force_is_the_last_one_declared_since_before_the_time_asked() -> None:
+    bed = Bed()
+    stop = START + 8 * DAY
+    _stopped_course(bed, stop, stop + 2 * DAY)
+    first = Plan("new_cycle", stop, stop, "Dr A", "all-cycle2", start=stop + DAY)
+    second = Plan("new_cycle", stop + 3 * DAY, stop + 3 * DAY, "Dr A", "all-cycle2", start=stop + 3 * DAY)
+    third = Plan("new_cycle", stop + 5 * DAY, stop + 5 * DAY, "Dr A", "all-cycle2", start=stop + 5 * DAY)
+    plans = (first, second, third)
+    timeline = bed.rule.timeline
+    assert [timeline.at(plans, stop + d * DAY)[0].start for d in (1, 4, 6)] == [
+        stop + DAY,
+        stop + 3 * DAY,
+        stop + 5 * DAY,
+    ]
+    assert timeline.at(plans, stop - DAY)[1] == "protocol_calendar"
+
+
 def test_a_timeline_without_the_bed_refuses_declared_plans() -> None:
     bed = Bed()
     bed.declare(START + DAY, NEW_CYCLE)

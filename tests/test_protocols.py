@@ -220,3 +220,12 @@ def test_a_schedule_stopped_early_plans_no_dose_after_its_stop() -> None:
     schedule = Schedule("restart", START, (Step(1, 7, 9.0), Step(8, 366, 28.0)), stop=START + 10 * DAY)
     assert schedule.expected_total_ug(START + 20 * DAY) == pytest.approx(7 * 9.0 + 3 * 28.0)
     assert schedule.expected_total_ug(START + 10 * DAY) == pytest.approx(7 * 9.0 + 3 * 28.0)
+
+
+def test_only_a_higher_dose_on_the_next_day_is_a_step_up_and_only_before_the_end() -> None:
+    steps = (Step(1, 2, 9.0), Step(3, 4, 9.0), Step(5, 6, 28.0))
+    plain = Schedule("site", START, steps)
+    assert [(u.time, u.lower_ug_per_day, u.higher_ug_per_day) for u in plain.step_ups()] == [
+        (START + 4 * DAY, 9.0, 28.0)  # the same dose again (day 3) is no step-up
+    ]
+    assert Schedule("site", START, steps, stop=START + 4 * DAY).step_ups() == ()  # stopped as it would start
