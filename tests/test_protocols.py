@@ -25,6 +25,7 @@ from daemon.config import BUILTIN_PROTOCOLS, BedConfig, Config, ProtocolConfig, 
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
 
 
 def _bed(**overrides: Any) -> BedConfig:
@@ -229,3 +230,13 @@ def test_only_a_higher_dose_on_the_next_day_is_a_step_up_and_only_before_the_end
         (START + 4 * DAY, 9.0, 28.0)  # the same dose again (day 3) is no step-up
     ]
     assert Schedule("site", START, steps, stop=START + 4 * DAY).step_ups() == ()  # stopped as it would start
+
+
+def test_a_schedule_runs_from_its_start_included_to_its_end_excluded() -> None:
+    schedule = Schedule("site", START, (Step(1, 2, 9.0),))
+    assert [schedule.in_protocol(START + d) for d in (-SECOND, 0 * DAY, 2 * DAY - SECOND, 2 * DAY)] == [
+        False,
+        True,
+        True,
+        False,
+    ]
