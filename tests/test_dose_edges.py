@@ -24,6 +24,7 @@ from daemon.clinical.dose import (
     DISCONTINUATION_RULE,
     DOSE_RATE_HIGH,
     DOSE_RATE_LOW,
+    INFUSION_AFTER_PROTOCOL_END,
     INFUSION_INTERRUPTED,
     STEP_UP_DUE,
     STEP_UP_EARLY,
@@ -243,6 +244,16 @@ def test_a_spike_on_a_plan_below_1_ug_a_day_is_a_bolus() -> None:
     ):
         state, _ = rule.step(state, event, event.time)
     assert state.bolus_details == {"cause": "rate_spike", "rate_ml_per_h": 10, "near_bag_change": False}
+
+
+def test_any_dose_after_the_protocols_end_is_reported() -> None:
+    bed = Bed()
+    end = START + 14 * DAY
+    bed.bag(end - HOUR, C9)
+    bed.pump(end - HOUR, 0.5, 0)  # 0.45 µg/day
+    bed.pump(end, 0.5, 0.5)
+    bed.tick(end + 5 * MIN)
+    assert present(bed, INFUSION_AFTER_PROTOCOL_END)
 
 
 def test_the_programmed_dose_is_the_rate_times_the_bags_strength_per_day() -> None:

@@ -178,6 +178,20 @@ def test_bad_site_protocols_are_rejected(steps: list[dict[str, Any]], message: s
 def test_unknown_protocol_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="ssc-14d"):
         protocol_config("nope", Config())
+    builtin = ", ".join(sorted(BUILTIN))
+    with pytest.raises(KeyError) as without_config:
+        protocol_config("nope")
+    assert without_config.value.args == (f"unknown protocol 'nope' (known: {builtin})",)
+    site = parse(
+        {"protocols": {"aaa-site": {"steps": [{"day_from": 1, "day_to": 2, "dose_ug_per_day": 5.0}]}}}
+    )
+    with pytest.raises(KeyError) as with_site:
+        protocol_config("nope", site)
+    assert with_site.value.args == (f"unknown protocol 'nope' (known: aaa-site, {builtin})",)
+
+
+def test_a_flat_schedule_has_no_body_surface() -> None:
+    assert schedule_for(_bed(protocol="ssc-14d")).bsa_m2 is None
 
 
 def test_site_protocol_wins_over_builtin_name() -> None:
