@@ -576,6 +576,18 @@ def test_a_spike_names_its_rate_to_the_hundredth() -> None:
     assert bolus.details["rate_ml_per_h"] == 8.12
 
 
+def test_a_restart_at_the_old_rate_with_a_stronger_bag_is_a_wrong_dose_not_a_spike() -> None:
+    # A quarter-strength bag ran at 40 mL/h (9 µg/day); after the stop the full-strength
+    # bag runs at the same 40 mL/h: 36 µg/day is a dose rate error, the rate did not jump.
+    bed = Bed()
+    bed.bag(T - HOUR, C9 / 4, "bag-weak")
+    bed.pump(T, 40, 0)
+    bed.pump(T + HOUR, 0, 40, "stopped")
+    bed.bag(T + HOUR + MIN, C9, "bag-full")
+    bed.pump(T + 2 * HOUR, 40, 0)
+    assert bed.state.bolus_at is None
+
+
 def test_a_restart_at_the_same_rate_after_a_stop_is_no_spike() -> None:
     bed = Bed()
     bed.bag(T - HOUR, C9)

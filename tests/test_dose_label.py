@@ -50,6 +50,7 @@ from daemon.events import (
     PumpState,
     Reaction,
     Text,
+    Tick,
 )
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -591,6 +592,45 @@ def test_a_grade_3_too_slow_to_resolve(
     bed.declare(restart - HOUR, declaration)
     bed.run(restart, restart + HOUR, 10)
     assert bed.present(DISCONTINUATION_RULE) is reminded
+
+
+def test_the_reminder_names_every_reason_and_takes_the_highest_priority() -> None:
+    bed = _discontinuation_after(
+        [
+            (SECOND, DoseDeclaration(DeclarationKind.REACTION, Reaction.OTHER, 4)),
+            (2 * SECOND, DoseDeclaration(DeclarationKind.REACTION, Reaction.CRS, 4)),
+        ]
+    )
+    (reminder,) = [c for c in bed.out if c.condition == DISCONTINUATION_RULE and c.present]
+    assert (reminder.priority, reminder.details) == (
+        Priority.HIGH,
+        {"rule": "crs_g4", "rules": ["other_g4_consider", "crs_g4"], "since": "2026-03-03T08:00:01Z"},
+    )
+    assert reminder.message == Text(
+        "Infusion still running although the label says discontinue: another adverse reaction of grade 4 "
+        "declared: the label says consider discontinuing; CRS grade 4 declared: the label discontinues "
+        "permanently. The daemon stops nothing: the physician decides.",
+        "Perfusion toujours en cours alors que le RCP indique : arrêt ; autre effet indésirable de grade 4 "
+        "déclaré : le RCP dit d'envisager l'arrêt ; SRC de grade 4 déclaré : le RCP arrête définitivement "
+        "le traitement. Le démon n'arrête rien : le médecin décide.",
+    )
+
+
+def test_the_reminder_needs_a_fresh_reading_infusing_after_the_reason() -> None:
+    # A 7-day bag at 0.6 mL/h is infusing; a reading at the reason's own second is not after it.
+    bed = Bed(reading_stale_s=600)
+    t = START + DAY
+    bed.feed(BagHung("w1", "b1", START, "bag-7d", 0.625))
+    bed.feed(PumpReading("w1", "b1", "p1", t - HOUR, PumpState.INFUSING, 0.6, 0))
+    bed.declare(t, DoseDeclaration(DeclarationKind.REACTION, Reaction.CRS, 4))
+    bed.feed(PumpReading("w1", "b1", "p1", t, PumpState.INFUSING, 0.6, 0.6))
+    assert not bed.present(DISCONTINUATION_RULE)
+    bed.feed(PumpReading("w1", "b1", "p1", t + SECOND, PumpState.INFUSING, 0.6, 0.6))
+    assert bed.present(DISCONTINUATION_RULE)
+    bed.feed(Tick(t + SECOND + 600 * SECOND))  # reading_stale_s: still fresh
+    assert bed.present(DISCONTINUATION_RULE)
+    bed.feed(Tick(t + SECOND + 601 * SECOND))
+    assert not bed.present(DISCONTINUATION_RULE)
 
 
 def test_the_reminder_clears_when_the_pump_stops() -> None:

@@ -43,6 +43,7 @@ from tests.test_dose_label import Bed as LabelBed
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
 T = START + 2 * DAY  # 2026-03-04 08:00, a day of the 9 µg/day week of ssc-14d
 STEP = START + 7 * DAY  # the step to 28 µg/day, 2026-03-09 08:00 (domain.md section 0)
 CALENDAR_EN = " Rule: protocol ssc-14d calendar."
@@ -388,6 +389,16 @@ def test_a_restart_after_more_than_7_days_asks_for_the_new_cycle() -> None:
         "un nouveau cycle. Déclarer le nouveau cycle (dose_declaration new_cycle) ; d'ici là l'ancien "
         "calendrier est contrôlé.",
     )
+
+
+def test_the_break_before_a_restart_is_said_in_days_to_the_tenth() -> None:
+    bed = LabelBed()
+    stop = START + 2 * DAY
+    _stopped_course(bed, stop, stop + HOUR)
+    c = one(
+        bed.pump(stop + 8 * DAY + 72 * 60 * SECOND + SECOND, 10), RESTART_REASON_NEEDED
+    )  # 8.05 days and 1 s
+    assert said(c)[0].startswith("Infusion restarted at 2026-03-12 09:12 UTC after a break of 8.1 days:")
 
 
 def test_a_restart_after_a_declared_grade_3_asks_for_the_restart() -> None:
