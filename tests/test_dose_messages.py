@@ -2,8 +2,10 @@
 
 A nurse reads the message, not the details: the numbers in it (the dose running, the
 dose planned, the step's time, how long a break lasted) must be the ones the check
-used, in the language's decimal style (domain.md section 4: what an alert says). The
-edges of each check are in ``tests/test_dose_edges.py``; here each message once.
+used, in the language's decimal style, and the label's instructions it repeats (never
+flush, a supervised restart from 4 h, a new cycle after more than 7 days, discontinue)
+are those of domain.md section 1; the priorities are section 4's. The edges of each
+check are in ``tests/test_dose_edges.py``; here each message once.
 """
 
 from __future__ import annotations
