@@ -23,6 +23,8 @@ from daemon.clinical.dose import (
     INFUSION_INTERRUPTED,
     DoseRule,
     DoseState,
+    Reading,
+    configured_bag,
     dose_point,
     dose_rules,
     dump_state,
@@ -251,9 +253,11 @@ def test_duplicate_and_out_of_order_readings_are_ignored() -> None:
     bed.pump(START, 10, 0)
     bed.pump(START + 30 * MIN, 10, 5)
     before = bed.state
-    bed.pump(START + 30 * MIN, 10, 5)
+    bed.pump(START + 30 * MIN, 12, 6)  # the same time again, other values
     bed.pump(START + 10 * MIN, 10, 1)
     assert bed.state.delivered_ug == before.delivered_ug
+    assert bed.state == before  # the latest reading is still the one of START + 30 min
+    assert bed.state.last == Reading("p1", START + 30 * MIN, PumpState.INFUSING, 10, 5)
 
 
 def test_readings_of_other_beds_are_ignored() -> None:
@@ -302,6 +306,19 @@ def test_configured_bag_is_on_the_line_at_start() -> None:
     assert isinstance(state, DoseState)
     assert state.bag is not None
     assert state.bag.bag_id == "cfg-1"
+
+
+def test_the_configured_bag_is_the_beds_most_recent_one_in_full() -> None:
+    newest = {
+        "bed": "b1",
+        "bag_id": "cfg-2",
+        "concentration_ug_per_ml": C28,
+        "volume_ml": 250,
+        "hung_at": (START + MIN).isoformat(),
+    }
+    older = {"bed": "b1", "bag_id": "cfg-1", "concentration_ug_per_ml": C9, "hung_at": START.isoformat()}
+    config = parse({"beds": [_config().beds[0].model_dump(mode="json")], "bags": [older, newest]})
+    assert configured_bag(config, config.beds[0]) == BagHung("w1", "b1", START + MIN, "cfg-2", C28, 250)
 
 
 def test_thresholds_have_issue_defaults() -> None:

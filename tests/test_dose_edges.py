@@ -24,6 +24,7 @@ from daemon.clinical.dose import (
     DISCONTINUATION_RULE,
     DOSE_RATE_HIGH,
     DOSE_RATE_LOW,
+    INFUSION_AFTER_PROTOCOL_END,
     INFUSION_INTERRUPTED,
     STEP_UP_DUE,
     STEP_UP_EARLY,
@@ -34,11 +35,15 @@ from daemon.clinical.dose import (
     Increment,
     Reading,
     VolumeMark,
+    delivered_rate_ug_per_day,
     dose_point,
     dose_rules,
     dump_state,
+    expected_over_ledger_ug,
     load_state,
+    next_step,
     parse_bag,
+    programmed_dose_ug_per_day,
     status_lines,
 )
 from daemon.clinical.dose_label import DeclaredReaction, Plan
@@ -56,6 +61,7 @@ from daemon.events import (
     PumpReading,
     PumpState,
     Reaction,
+    Tick,
 )
 from daemon.rules import RuleEngine
 from tests.test_dose import C9, C28, MIN, START, Bed
@@ -96,6 +102,179 @@ def test_the_rate_band_is_ten_percent_either_side(rate_ml_per_h: float, conditio
     bed.pump(T, rate_ml_per_h, 0)
     bed.tick(T + 5 * MIN)
     assert {c.condition for c in bed.out if c.present} == ({condition} if condition else set())
+
+
+@pytest.mark.parametrize(("rate_ml_per_h", "alarm"), [(4.5, False), (4.51, True)])
+def test_a_dose_exactly_at_the_bands_edge_is_inside_it(rate_ml_per_h: float, alarm: bool) -> None:
+    # 0.125 µg/mL at 4.5 mL/h is 13.5 µg/day, exactly 9 + 50 %: inside a band of ±50 %.
+    bed = Bed(rate_tolerance_pct=50)
+    bed.bag(T, 0.125)
+    bed.pump(T, rate_ml_per_h, 0)
+    bed.tick(T + 5 * MIN)
+    assert present(bed, DOSE_RATE_HIGH) is alarm
+
+
+def test_a_rate_delivering_less_than_1_ug_per_day_is_a_low_dose_not_a_stop() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 0.5, 0)  # 0.45 µg/day
+    bed.tick(T + 5 * MIN)
+    assert present(bed, DOSE_RATE_LOW)
+    assert not present(bed, INFUSION_INTERRUPTED)
+
+
+def _site_bed(steps: list[dict[str, Any]], **dose: Any) -> DoseRule:
+    config = parse(
+        {
+            "protocols": {"site": {"steps": steps}},
+            "thresholds": {"dose": dose},
+            "beds": [
+                {
+                    "ward": "w1",
+                    "id": "b1",
+                    "patient": "p-1",
+                    "weight_kg": 60,
+                    "height_cm": 165,
+                    "protocol": "site",
+                    "protocol_start": START.isoformat(),
+                }
+            ],
+        }
+    )
+    (rule,) = dose_rules(config, config.beds[0])
+    assert isinstance(rule, DoseRule)
+    return rule
+
+
+def _run_rate(rule: DoseRule, when: datetime, conc: float, rate_ml_per_h: float) -> list[AlertCandidate]:
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    for event in (
+        BagHung("w1", "b1", when, "bag", conc, None),
+        PumpReading("w1", "b1", "p1", when, PumpState.INFUSING, rate_ml_per_h, 0),
+        PumpReading("w1", "b1", "p1", when + 10 * MIN, PumpState.INFUSING, rate_ml_per_h, rate_ml_per_h / 6),
+    ):
+        state, candidates = rule.step(state, event, event.time)
+        out.extend(candidates)
+    return [c for c in out if c.present]
+
+
+@pytest.mark.parametrize(
+    ("rate_ml_per_h", "raised"),
+    [
+        (5 / 3, []),  # 0.5 µg/day: on plan
+        (8 / 3, [(DOSE_RATE_HIGH, Priority.MEDIUM)]),  # 0.8 µg/day: 1.6 times the plan
+    ],
+)
+def test_a_dose_below_1_ug_per_day_has_its_band_like_any_other(
+    rate_ml_per_h: float, raised: list[tuple[str, Priority]]
+) -> None:
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    out = _run_rate(rule, T, 0.0125, rate_ml_per_h)
+    assert [(c.condition, c.priority) for c in out] == raised
+
+
+@pytest.mark.parametrize("rate_ml_per_h", [10, 0.5])
+def test_any_dose_on_a_day_the_protocol_leaves_out_is_a_high_dose_rate(rate_ml_per_h: float) -> None:
+    # Days 1-3 at 9 µg/day, day 4 without infusion, days 5-10 at 28: on day 4 any dose
+    # is a dose the protocol does not plan (even 0.45 µg/day).
+    rule = _site_bed(
+        [
+            {"day_from": 1, "day_to": 3, "dose_ug_per_day": 9.0},
+            {"day_from": 5, "day_to": 10, "dose_ug_per_day": 28.0},
+        ]
+    )
+    (high,) = _run_rate(rule, START + 3 * DAY + HOUR, C9, rate_ml_per_h)
+    assert (high.condition, high.priority, high.details) == (
+        DOSE_RATE_HIGH,
+        Priority.HIGH,
+        {"expected_ug_per_day": 0.0, "rule": "protocol_calendar"},
+    )
+
+
+def test_a_step_window_wider_than_a_day_accepts_the_doses_around_every_step_up_in_it() -> None:
+    # Daily step-ups 5 -> 10 -> 20 µg/day and a 24 h window: at noon on day 2 both step-ups
+    # are within it, and the dose before the first (5 µg/day) is still on time.
+    steps = [
+        {"day_from": 1, "day_to": 1, "dose_ug_per_day": 5.0},
+        {"day_from": 2, "day_to": 2, "dose_ug_per_day": 10.0},
+        {"day_from": 3, "day_to": 10, "dose_ug_per_day": 20.0},
+    ]
+    noon = START + DAY + 4 * HOUR
+    wide = _run_rate(_site_bed(steps, step_window_s=86_400), noon, 0.0125, 50 / 3)  # 5 µg/day
+    assert [c.condition for c in wide] == [STEP_UP_DUE]  # the reminder of the step it is late for
+    (late,) = _run_rate(_site_bed(steps), noon, 0.0125, 50 / 3)  # the default 2 h window
+    assert late.condition == STEP_UP_LATE
+
+
+def test_exactly_twice_the_protocols_dose_is_high() -> None:
+    bed = Bed()
+    bed.bag(T, 0.125)
+    bed.pump(T, 6, 0)  # 18.0 µg/day, exactly 2 x 9
+    (cand,) = bed.tick(T + 5 * MIN)
+    assert (cand.condition, cand.priority) == (DOSE_RATE_HIGH, Priority.HIGH)
+
+
+@pytest.mark.parametrize(("rate_ml_per_h", "condition"), [(5, DOSE_RATE_LOW), (15, DOSE_RATE_HIGH)])
+def test_a_childs_wrong_dose_rate_gives_the_expected_dose_to_the_hundredth(
+    rate_ml_per_h: float, condition: str
+) -> None:
+    bed = LabelBed("ssc-14d-bsa", weight_kg=30)  # 5 µg/m²/day: 5.86 µg/day
+    bed.feed(BagHung("w1", "b1", T, "bag-child", 5 * bsa_m2(30, 165, "mosteller") / 240, None))
+    bed.run(T, T + HOUR, rate_ml_per_h, step=10 * MIN)
+    (wrong,) = [c for c in bed.out if c.condition == condition and c.present]
+    assert wrong.details == {"expected_ug_per_day": 5.86, "rule": "protocol_calendar"}
+
+
+def test_a_pump_infusing_at_0_ml_per_h_delivers_0_even_without_a_bag() -> None:
+    bed = Bed()
+    bed.pump(T, 0, 0)  # infusing, at 0 mL/h, no bag announced
+    assert delivered_rate_ug_per_day(bed.state, T, 300) == 0.0
+    bed.pump(T + MIN, 10, 0)
+    assert delivered_rate_ug_per_day(bed.state, T + MIN, 300) is None  # running, strength unknown
+
+
+def test_a_spike_on_a_plan_below_1_ug_a_day_is_a_bolus() -> None:
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    state = rule.initial()
+    for event in (
+        BagHung("w1", "b1", T - HOUR, "bag", 0.0125, None),
+        PumpReading("w1", "b1", "p1", T, PumpState.INFUSING, 5 / 3, 0),
+        PumpReading("w1", "b1", "p1", T + MIN, PumpState.INFUSING, 10, 5 / 180),  # 3 µg/day
+    ):
+        state, _ = rule.step(state, event, event.time)
+    assert state.bolus_details == {"cause": "rate_spike", "rate_ml_per_h": 10, "near_bag_change": False}
+
+
+def test_any_dose_after_the_protocols_end_is_reported() -> None:
+    bed = Bed()
+    end = START + 14 * DAY
+    bed.bag(end - HOUR, C9)
+    bed.pump(end - HOUR, 0.5, 0)  # 0.45 µg/day
+    bed.pump(end, 0.5, 0.5)
+    bed.tick(end + 5 * MIN)
+    assert present(bed, INFUSION_AFTER_PROTOCOL_END)
+
+
+def test_the_programmed_dose_is_the_rate_times_the_bags_strength_per_day() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 0, 0, "stopped")
+    assert programmed_dose_ug_per_day(bed.state, T, 300) == 0.0
+    bed.pump(T + MIN, 10, 0, "stopped")  # programmed, not running
+    assert programmed_dose_ug_per_day(bed.state, T + MIN, 300) == pytest.approx(9.0)
+
+
+def test_a_7_day_bag_at_0_6_ml_per_h_runs_low_at_its_own_rate() -> None:
+    bed = Bed()
+    bed.bag(T, 0.625, "bag-7d", volume=10)  # 9 µg/day at 0.6 mL/h
+    bed.pump(T, 0.6, 0)
+    out = bed.pump(T + 15 * HOUR + 50 * MIN, 0.6, 9.5)
+    low = [c for c in out if c.condition == BAG_LOW]
+    assert low[0].message is not None
+    assert (
+        low[0].message.en == "Bag bag-7d low: 0.5 mL left at 0.60 mL/h, about 50 min. Prepare the next bag."
+    )
 
 
 @pytest.mark.parametrize(("rate_ml_per_h", "priority"), [(19.99, Priority.MEDIUM), (20.01, Priority.HIGH)])
@@ -176,6 +355,21 @@ def test_the_higher_dose_just_before_the_step_window_is_early() -> None:
     assert changes(out, STEP_UP_EARLY) == [(True, Priority.MEDIUM)]
 
 
+def test_the_higher_dose_at_exactly_the_step_windows_start_is_on_time() -> None:
+    # Early until 2 h before the step, on time from then: at that very second the higher
+    # dose was neither, and with no confirmation delay it raised a high DOSE_RATE_HIGH
+    # for one second (28 µg/day is more than twice the 9 of the day).
+    bed = Bed(rate_delay_s=0)
+    bed.bag(STEP - 3 * HOUR, C9)
+    bed.pump(STEP - 3 * HOUR, 10, 0)
+    bed.bag(STEP - 2 * HOUR - 6 * MIN, C28, "bag-28")
+    bed.pump(STEP - 2 * HOUR - 6 * MIN, 10, 0)
+    assert changes(bed.tick(STEP - 2 * HOUR - SEC), STEP_UP_EARLY) == []  # raised at the reading
+    assert present(bed, STEP_UP_EARLY)
+    out = bed.tick(STEP - 2 * HOUR)
+    assert [(c.condition, c.present) for c in out] == [(STEP_UP_EARLY, False)]
+
+
 @pytest.mark.parametrize(
     ("before", "condition"), [(24 * HOUR, STEP_UP_EARLY), (24 * HOUR + SEC, DOSE_RATE_HIGH)]
 )
@@ -227,6 +421,72 @@ def test_an_interruption_alarms_after_exactly_15_minutes() -> None:
         Priority.MEDIUM,
         "interrupted",
     )
+
+
+@pytest.mark.parametrize(
+    ("state", "rate_ml_per_h", "interrupted"),
+    [
+        ("stopped", None, True),  # stopped, whatever the rate it does not report
+        ("infusing", 0.0, True),  # infusing at 0 mL/h delivers nothing
+        ("infusing", None, False),  # infusing at a rate it does not report: unknown, not a stop
+        ("infusing", 0.6, False),  # a 7-day bag's rate is slow, not a stop
+    ],
+)
+def test_what_counts_as_a_stop(state: str, rate_ml_per_h: float | None, interrupted: bool) -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, rate_ml_per_h, 10, state)
+    bed.tick(T + 2 * HOUR)
+    assert present(bed, INFUSION_INTERRUPTED) is interrupted
+
+
+def test_each_interruption_is_dated_from_its_own_stop() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, 0, 10, "stopped")
+    bed.pump(T + 2 * HOUR, 0, 10, "stopped")  # still stopped: the same interruption
+    bed.tick(T + 3 * HOUR)
+    bed.pump(T + 4 * HOUR, 10, 10)
+    bed.pump(T + 5 * HOUR, 0, 20, "stopped")
+    bed.tick(T + 6 * HOUR)
+    raised = [c.details["since"] for c in bed.out if c.condition == INFUSION_INTERRUPTED and c.present]
+    assert raised == ["2026-03-04T09:00:00Z", "2026-03-04T13:00:00Z"]
+
+
+def test_a_stop_on_a_plan_below_1_ug_a_day_is_an_interruption() -> None:
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    state = rule.initial()
+    for event in (
+        BagHung("w1", "b1", T, "bag", 0.0125, None),
+        PumpReading("w1", "b1", "p1", T, PumpState.INFUSING, 5 / 3, 0),
+        PumpReading("w1", "b1", "p1", T + HOUR, PumpState.STOPPED, 0, 5 / 3),
+        Tick(T + 2 * HOUR),
+    ):
+        state, _ = rule.step(state, event, event.time)
+    assert INFUSION_INTERRUPTED in state.active
+
+
+def test_a_stop_on_a_day_the_protocol_leaves_out_is_no_interruption() -> None:
+    rule = _site_bed(
+        [
+            {"day_from": 1, "day_to": 3, "dose_ug_per_day": 9.0},
+            {"day_from": 5, "day_to": 10, "dose_ug_per_day": 28.0},
+        ]
+    )
+    state = rule.initial()
+    out: list[AlertCandidate] = []
+    day4 = START + 3 * DAY
+    for event in (
+        BagHung("w1", "b1", day4 - HOUR, "bag", C9, None),
+        PumpReading("w1", "b1", "p1", day4 - HOUR, PumpState.INFUSING, 10, 0),
+        PumpReading("w1", "b1", "p1", day4, PumpState.STOPPED, 0, 10),
+        Tick(day4 + 2 * HOUR),
+    ):
+        state, candidates = rule.step(state, event, event.time)
+        out.extend(candidates)
+    assert INFUSION_INTERRUPTED not in state.active
 
 
 def test_an_interruption_of_exactly_4_hours_needs_a_supervised_restart() -> None:
@@ -281,6 +541,116 @@ def test_a_rate_spike_needs_more_than_twice_the_steady_rate(rate_ml_per_h: float
     assert bool(bed.raised(BOLUS_SUSPECTED)) is bolus
 
 
+@pytest.mark.parametrize(
+    ("conc", "steady_ml_per_h", "rate_ml_per_h", "spike"),
+    [
+        (0.125, 4, 8, False),  # exactly twice the steady rate (24 µg/day)
+        (0.125, 4, 8.125, True),
+        (0.125, 2.5, 5.9, False),  # more than twice the steady rate, but 17.7 µg/day: under twice the day's 9
+        (0.125, 2.5, 6, False),  # 18 µg/day: exactly twice the day's dose
+        (0.1, 10, 10, False),  # a steady rate, even of a wrong strength (24 µg/day), is no spike
+        (0.625, 0.6, 5, True),  # from a 7-day bag's 0.6 mL/h
+    ],
+)
+def test_a_rate_spike_is_more_than_twice_the_steady_rate_and_twice_the_days_dose(
+    conc: float, steady_ml_per_h: float, rate_ml_per_h: float, spike: bool
+) -> None:
+    bed = Bed()
+    bed.bag(T - HOUR, conc)
+    bed.pump(T, steady_ml_per_h, 0)
+    bed.pump(T + MIN, rate_ml_per_h, steady_ml_per_h / 60)
+    bolus = bed.raised(BOLUS_SUSPECTED)
+    assert [c.details for c in bolus] == (
+        [{"cause": "rate_spike", "rate_ml_per_h": round(rate_ml_per_h, 2), "near_bag_change": False}]
+        if spike
+        else []
+    )
+
+
+def test_a_spike_names_its_rate_to_the_hundredth() -> None:
+    bed = Bed()
+    bed.bag(T - HOUR, 0.125)
+    bed.pump(T, 4, 0)
+    bed.pump(T + MIN, 8.125, 4 / 60)
+    (bolus,) = bed.raised(BOLUS_SUSPECTED)
+    assert bolus.details["rate_ml_per_h"] == 8.12
+
+
+def test_a_restart_at_the_old_rate_with_a_stronger_bag_is_a_wrong_dose_not_a_spike() -> None:
+    # A quarter-strength bag ran at 40 mL/h (9 µg/day); after the stop the full-strength
+    # bag runs at the same 40 mL/h: 36 µg/day is a dose rate error, the rate did not jump.
+    bed = Bed()
+    bed.bag(T - HOUR, C9 / 4, "bag-weak")
+    bed.pump(T, 40, 0)
+    bed.pump(T + HOUR, 0, 40, "stopped")
+    bed.bag(T + HOUR + MIN, C9, "bag-full")
+    bed.pump(T + 2 * HOUR, 40, 0)
+    assert bed.state.bolus_at is None
+
+
+def test_a_restart_at_the_same_rate_after_a_stop_is_no_spike() -> None:
+    bed = Bed()
+    bed.bag(T - HOUR, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, 0, 10, "stopped")
+    bed.pump(T + HOUR + 5 * MIN, 10, 10)
+    assert bed.raised(BOLUS_SUSPECTED) == []
+
+
+def test_no_spike_is_judged_on_a_day_the_protocol_leaves_out() -> None:
+    # Any dose that day is already a high dose rate (see above); a spike needs a day's dose.
+    rule = _site_bed(
+        [
+            {"day_from": 1, "day_to": 3, "dose_ug_per_day": 9.0},
+            {"day_from": 5, "day_to": 10, "dose_ug_per_day": 28.0},
+        ]
+    )
+    state = rule.initial()
+    day4 = START + 3 * DAY + HOUR
+    for event in (
+        BagHung("w1", "b1", day4 - HOUR, "bag", C9, None),
+        PumpReading("w1", "b1", "p1", day4, PumpState.INFUSING, 10, 0),
+        PumpReading("w1", "b1", "p1", day4 + MIN, PumpState.INFUSING, 30, 1 / 6),
+    ):
+        state, _ = rule.step(state, event, event.time)
+    assert state.bolus_at is None
+
+
+@pytest.mark.parametrize(
+    ("volume_ml", "counted_ml"),
+    [
+        (10.0, 0.0),  # unchanged
+        (9.999, 0.0),  # 0.001 mL lower: the counter's rounding, not a reset
+        (9.0, 9.0),  # lower: a reset, 9 mL since
+        (-1.0, 0.0),  # a volume no pump reports: ignored
+        (float("inf"), 0.0),
+    ],
+)
+def test_what_a_volume_reading_adds_to_the_ledger(volume_ml: float, counted_ml: float) -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + HOUR, 10, 10.0)
+    bed.pump(T + 2 * HOUR, 10, volume_ml)
+    assert bed.state.delivered_ml == 10.0 + counted_ml
+
+
+def test_the_ledger_starts_and_ends_at_the_first_volume_reading() -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    assert (bed.state.ledger_start, bed.state.ledger_time) == (T, T)
+
+
+@pytest.mark.parametrize(("interval_s", "gap_s"), [(3600, 0.0), (3601, 3601.0)])
+def test_a_gap_is_an_interval_longer_than_reading_stale_s(interval_s: int, gap_s: float) -> None:
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + interval_s * SEC, 10, 10)
+    assert bed.state.gap_s == gap_s
+
+
 @pytest.mark.parametrize(("after", "near"), [(30 * MIN, True), (30 * MIN + SEC, False)])
 def test_a_bolus_within_30_minutes_of_a_bag_change_is_a_suspected_flush(after: timedelta, near: bool) -> None:
     bed = Bed()
@@ -303,6 +673,46 @@ def test_a_bolus_clears_exactly_bolus_hold_s_after_the_evidence() -> None:
     assert changes(bed.tick(T + MIN + 900 * SEC), BOLUS_SUSPECTED) == [(False, Priority.HIGH)]
 
 
+@pytest.mark.parametrize(
+    ("tolerance_pct", "rate_ml_per_h", "direction"),
+    [
+        (50, 4.5, None),  # 13.5 µg/day against 9: exactly 50 % over, inside a band of 50 %
+        (50, 4.6, "over"),
+        (0.5, 3.02, "over"),  # 0.67 % over, outside a band of 0.5 %
+    ],
+)
+def test_the_cumulative_band_edge_and_direction(
+    tolerance_pct: float, rate_ml_per_h: float, direction: str | None
+) -> None:
+    bed = Bed(cumulative_tolerance_pct=tolerance_pct)
+    bed.bag(START, 0.125)
+    for half_hours in range(49):  # up to exactly the 24 h grace
+        bed.pump(START + half_hours * 30 * MIN, rate_ml_per_h, rate_ml_per_h * half_hours / 2)
+    raised = bed.raised(CUMULATIVE_DOSE_DEVIATION)
+    assert [c.details["direction"] for c in raised] == ([direction] if direction else [])
+
+
+def test_a_ledger_that_starts_after_the_protocol_deviates_from_no_plan() -> None:
+    bed = Bed()
+    end = START + 14 * DAY
+    bed.bag(end, C28)
+    for hours in range(27):
+        bed.pump(end + hours * HOUR, 10, 10 * hours)
+    assert bed.raised(CUMULATIVE_DOSE_DEVIATION) == []  # nothing was planned: no percentage
+
+
+def test_a_plan_below_1_ug_a_day_has_a_cumulative_check_too() -> None:
+    rule = _site_bed([{"day_from": 1, "day_to": 28, "dose_ug_per_day": 0.5}])
+    state = rule.initial()
+    state, _ = rule.step(state, BagHung("w1", "b1", START, "bag", 0.025, None), START)
+    for hours in range(26):  # 1 µg/day: twice the plan
+        when = START + hours * HOUR
+        state, _ = rule.step(
+            state, PumpReading("w1", "b1", "p1", when, PumpState.INFUSING, 5 / 3, 5 * hours / 3), when
+        )
+    assert CUMULATIVE_DOSE_DEVIATION in state.active
+
+
 # --------------------------------------------------------------------------- bag low
 
 
@@ -314,6 +724,23 @@ def test_bag_low_at_exactly_one_hour_left(infused_ml: float, low: bool) -> None:
     bed.pump(T, 10, 0)
     bed.pump(T + 26 * HOUR, 10, infused_ml)
     assert bool(bed.raised(BAG_LOW)) is low
+
+
+def test_bag_low_lasts_while_the_reading_is_fresh_and_the_pump_runs() -> None:
+    bed = Bed(reading_stale_s=300)
+    bed.bag(T, C9, volume=270)
+    bed.pump(T, 10, 0)
+    last = T + 26 * HOUR
+    bed.pump(last, 10, 261)
+    assert present(bed, BAG_LOW)
+    bed.tick(last + 300 * SEC)  # reading_stale_s: still fresh
+    assert present(bed, BAG_LOW)
+    bed.tick(last + 301 * SEC)
+    assert not present(bed, BAG_LOW)
+    bed.pump(last + 302 * SEC, 10, 261.8)
+    assert present(bed, BAG_LOW)
+    bed.pump(last + 303 * SEC, 0, 261.8, "stopped")  # a stopped pump empties no bag
+    assert not present(bed, BAG_LOW)
 
 
 def test_a_flush_at_a_bag_change_does_not_make_the_new_bag_low() -> None:
@@ -478,6 +905,30 @@ def test_the_views_follow_the_declared_plan_of_a_site_protocol_read_from_the_eng
         "gap_s": pytest.approx(97200.0),
         "delivered_ug_per_day": pytest.approx(12.0),
     }
+
+
+def test_the_next_step_follows_the_declared_plan_of_a_site_protocol() -> None:
+    # The ward page's "next step": the declared new cycle (site-b, 5 days at 12 µg/day
+    # from the restart) is in force, so its end comes next, and it brings 0 µg/day.
+    config, engine = _site_course()
+    b1 = config.beds[0]
+    restart = START + DAY + 2 * HOUR
+    assert next_step(engine, b1, START + DAY + 3 * HOUR, config=config) == (restart + 5 * DAY, 0.0)
+    assert next_step(engine, b1, restart + 5 * DAY, config=config) is None
+    # Before the declaration the calendar of site-a is in force: 20 µg/day from day 4.
+    assert next_step(engine, b1, START + HOUR, config=config) == (START + 3 * DAY, 20.0)
+
+
+def test_the_plan_over_the_ledger_counts_only_the_span_the_daemon_saw() -> None:
+    # A daemon started on day 3 (domain.md section 0: 9 µg/day on days 1-7) compares the
+    # 12 hours it saw with the 4.5 µg planned over them, not with the course's total.
+    bed = Bed()
+    bed.bag(T, C9)
+    bed.pump(T, 10, 0)
+    bed.pump(T + 12 * HOUR, 10, 120)
+    assert expected_over_ledger_ug(bed.state, bed.rule.timeline) == pytest.approx(4.5)
+    assert expected_over_ledger_ug(bed.state, bed.rule.schedule) == pytest.approx(4.5)  # a bare schedule
+    assert expected_over_ledger_ug(DoseState(), bed.rule.schedule) == 0.0  # no reading yet
 
 
 def test_the_views_use_the_beds_reading_stale_s() -> None:
@@ -746,6 +1197,12 @@ def test_step_up_details_give_a_childs_doses_to_the_hundredth() -> None:
         "step_time": "2026-03-09T08:00:00Z",
         "lower_ug_per_day": 5.86,
         "higher_ug_per_day": 17.59,
+        "rule": "protocol_calendar",
+    }
+    due = [c for c in bed.out if c.condition == STEP_UP_DUE and c.present]
+    assert due[0].details == {
+        "step_time": "2026-03-09T08:00:00Z",
+        "dose_ug_per_day": 17.59,
         "rule": "protocol_calendar",
     }
 

@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from daemon.clinical.protocols import (
     BUILTIN,
     BsaFormula,
+    Schedule,
+    Step,
     bsa_m2,
     cycle_schedule,
     protocol_config,
@@ -23,6 +25,7 @@ from daemon.config import BUILTIN_PROTOCOLS, BedConfig, Config, ProtocolConfig, 
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
 
 
 def _bed(**overrides: Any) -> BedConfig:
@@ -175,6 +178,20 @@ def test_bad_site_protocols_are_rejected(steps: list[dict[str, Any]], message: s
 def test_unknown_protocol_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="ssc-14d"):
         protocol_config("nope", Config())
+    builtin = ", ".join(sorted(BUILTIN))
+    with pytest.raises(KeyError) as without_config:
+        protocol_config("nope")
+    assert without_config.value.args == (f"unknown protocol 'nope' (known: {builtin})",)
+    site = parse(
+        {"protocols": {"aaa-site": {"steps": [{"day_from": 1, "day_to": 2, "dose_ug_per_day": 5.0}]}}}
+    )
+    with pytest.raises(KeyError) as with_site:
+        protocol_config("nope", site)
+    assert with_site.value.args == (f"unknown protocol 'nope' (known: aaa-site, {builtin})",)
+
+
+def test_a_flat_schedule_has_no_body_surface() -> None:
+    assert schedule_for(_bed(protocol="ssc-14d")).bsa_m2 is None
 
 
 def test_site_protocol_wins_over_builtin_name() -> None:
@@ -210,3 +227,30 @@ def test_a_restart_uses_the_protocols_or_else_the_beds_bsa_formula() -> None:
     )
     restart = restart_schedule(beds.beds[0], beds, "ssc-14d-bsa", start=START, stop=START + 20 * DAY)
     assert restart.bsa_m2 == pytest.approx(bsa_m2(30, 135, "dubois"))
+
+
+def test_a_schedule_stopped_early_plans_no_dose_after_its_stop() -> None:
+    # A restart plan ends where the interrupted cycle would have (dose_label.Plan.stop),
+    # before its last step does: the total counts 7 days at 9 and 3 at 28 µg/day.
+    schedule = Schedule("restart", START, (Step(1, 7, 9.0), Step(8, 366, 28.0)), stop=START + 10 * DAY)
+    assert schedule.expected_total_ug(START + 20 * DAY) == pytest.approx(7 * 9.0 + 3 * 28.0)
+    assert schedule.expected_total_ug(START + 10 * DAY) == pytest.approx(7 * 9.0 + 3 * 28.0)
+
+
+def test_only_a_higher_dose_on_the_next_day_is_a_step_up_and_only_before_the_end() -> None:
+    steps = (Step(1, 2, 9.0), Step(3, 4, 9.0), Step(5, 6, 28.0))
+    plain = Schedule("site", START, steps)
+    assert [(u.time, u.lower_ug_per_day, u.higher_ug_per_day) for u in plain.step_ups()] == [
+        (START + 4 * DAY, 9.0, 28.0)  # the same dose again (day 3) is no step-up
+    ]
+    assert Schedule("site", START, steps, stop=START + 4 * DAY).step_ups() == ()  # stopped as it would start
+
+
+def test_a_schedule_runs_from_its_start_included_to_its_end_excluded() -> None:
+    schedule = Schedule("site", START, (Step(1, 2, 9.0),))
+    assert [schedule.in_protocol(START + d) for d in (-SECOND, 0 * DAY, 2 * DAY - SECOND, 2 * DAY)] == [
+        False,
+        True,
+        True,
+        False,
+    ]

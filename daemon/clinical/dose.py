@@ -528,7 +528,9 @@ def _rate_findings(
     assert delivered is not None
     acceptable = [expected] if expected > 0 else []
     for up in schedule.step_ups():
-        if abs(now - up.time) < window:
+        # The window is closed at both ends: an early step-up ends where it begins, and
+        # from its end on the lower dose is late (so the lower dose never lands here).
+        if abs(now - up.time) <= window:
             acceptable += [up.lower_ug_per_day, up.higher_ug_per_day]
         early_from = up.time - timedelta(seconds=th.step_early_horizon_s)
         if early_from <= now < up.time - window and _within(delivered, up.higher_ug_per_day, tol):

@@ -47,6 +47,7 @@ from typing import Any
 from daemon import ids
 from daemon.errors import InputError
 from daemon.events import DeclarationKind, DoseDeclaration, Priority, Reaction, Text
+from daemon.numfmt import fmt
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 CALENDAR = "protocol_calendar"
@@ -313,9 +314,9 @@ def triggers(reactions: tuple[DeclaredReaction, ...], plans: tuple[Plan, ...]) -
                     plan.declared_at,
                     Priority.HIGH,
                     Text(
-                        f"neurotoxicity grade 3 took {days:.1f} days to resolve: the label discontinues "
+                        f"neurotoxicity grade 3 took {fmt(days, 1, 'en')} days to resolve: the label discontinues "
                         "after more than 7",
-                        f"la neurotoxicité de grade 3 a mis {days:.1f} jours à se résoudre : le RCP arrête "
+                        f"la neurotoxicité de grade 3 a mis {fmt(days, 1, 'fr')} jours à se résoudre : le RCP arrête "
                         "le traitement au-delà de 7",
                     ),
                 )
@@ -327,9 +328,9 @@ def triggers(reactions: tuple[DeclaredReaction, ...], plans: tuple[Plan, ...]) -
                     plan.declared_at,
                     Priority.HIGH,
                     Text(
-                        f"the grade 3 reaction took {days:.1f} days to resolve: the label discontinues "
+                        f"the grade 3 reaction took {fmt(days, 1, 'en')} days to resolve: the label discontinues "
                         "after more than 14",
-                        f"l'effet indésirable de grade 3 a mis {days:.1f} jours à se résoudre : le RCP "
+                        f"l'effet indésirable de grade 3 a mis {fmt(days, 1, 'fr')} jours à se résoudre : le RCP "
                         "arrête le traitement au-delà de 14",
                     ),
                 )
