@@ -279,22 +279,25 @@ class Pipeline:
     async def on_hl7(self, raw: bytes, where: str, reply: Reply) -> None:
         """One HL7 v2 message (``daemon.links.mllp``): refused at once with AE or AR when
         nothing in it can be filed; else logged in the store, and AA once that is durable."""
+        message = None
         try:
             message = hl7in.parse(raw, where)
-            hl7in.decode(
-                raw,
-                where=where,
-                now=self.clock.now(),
-                bed_of=self._hl7_bed,
-                max_future_skew_s=self.config.mqtt.max_future_skew_s,
-            )
+            self._decode_hl7(message, where)
         except hl7in.Hl7Error as exc:
             reject(self.counters, hl7in.REJECTED, exc.reason, exc.detail, where=exc.where, payload=raw)
-            readable = None if exc.reason == "not_hl7" else hl7in.parse(raw, where)
-            reply(hl7in.acknowledgement(readable, exc.code, exc))
+            reply(hl7in.acknowledgement(message, exc.code, exc))  # None: not HL7 at all
             return
         await self._inflight.acquire()
         self._live.add(self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message))))
+
+    def _decode_hl7(self, message: hl7in.Message, where: str) -> hl7in.Decoded:
+        return hl7in.decode(
+            message,
+            where=where,
+            now=self.clock.now(),
+            bed_of=self._hl7_bed,
+            max_future_skew_s=self.config.mqtt.max_future_skew_s,
+        )
 
     def _hl7_bed(self, ward: str, bed_id: str) -> hl7in.Bed | None:
         bed = self._beds.get((ward, bed_id))
@@ -306,13 +309,7 @@ class Pipeline:
             self.counters.inc("hl7.duplicates")
             return
         try:
-            decoded = hl7in.decode(
-                raw,
-                where=topic,
-                now=self.clock.now(),
-                bed_of=self._hl7_bed,
-                max_future_skew_s=self.config.mqtt.max_future_skew_s,
-            )
+            decoded = self._decode_hl7(hl7in.parse(raw, topic), topic)
         except hl7in.Hl7Error as exc:  # the config changed under a replayed message
             reject(self.counters, hl7in.REJECTED, exc.reason, exc.detail, where=exc.where, payload=raw)
             return

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
 
 import hl7
 from hl7.util import escape as hl7_escape
@@ -30,6 +31,9 @@ from daemon import ids, mdc
 from daemon.errors import InputError
 from daemon.events import Event, Health, Metric, SourceHealth, VitalSample
 from daemon.telemetry import MAX_AGE_S, ProbeOff, check_observation
+
+Message: TypeAlias = hl7.Message
+"""A parsed HL7 v2 message (python-hl7's)."""
 
 REJECTED = "hl7.rejected"
 """Counter of refused messages and observations, by reason (as ``mqtt.rejected``)."""
@@ -137,21 +141,21 @@ def _unit(obx: hl7.Segment) -> str | None:
 
 
 def decode(
-    raw: bytes,
+    message: hl7.Message,
     *,
     where: str,
     now: datetime,
     bed_of: Callable[[str, str], Bed | None],
     max_future_skew_s: float = 300.0,
 ) -> Decoded:
-    """One PCD-01 ``ORU^R01``: its vital-sign events; ``Hl7Error`` when refused whole.
+    """One PCD-01 ``ORU^R01`` (as ``parse`` gave it): its vital-sign events; ``Hl7Error``
+    when refused whole.
 
-    Whole-message reasons: ``not_hl7``, ``unsupported_message`` (AR); ``missing_segment``,
+    Whole-message reasons: ``unsupported_message`` (AR; ``parse`` refuses ``not_hl7``); ``missing_segment``,
     ``unknown_bed``, ``patient_mismatch``, ``no_observation`` (AE). Per observation (in
     ``rejected``): the MQTT reasons of ``check_observation``, ``bad_timestamp``,
     ``future_timestamp``, ``too_old``, ``bad_device``, ``duplicate_metric``, ``sentinel``.
     """
-    message = parse(raw, where)
     msh = message.segment("MSH")
     kind = (_component(msh, 9, 1), _component(msh, 9, 2))
     if kind != SUPPORTED:

@@ -76,7 +76,7 @@ MMHG = "266016^MDC_DIM_MMHG^MDC"
 
 
 def decode(raw: bytes) -> hl7in.Decoded:
-    return hl7in.decode(raw, where="mllp", now=NOW, bed_of=BEDS)
+    return hl7in.decode(hl7in.parse(raw, "mllp"), where="mllp", now=NOW, bed_of=BEDS)
 
 
 # --------------------------------------------------------------------------- pure
