@@ -34,6 +34,7 @@ from typing import Protocol, TypeVar
 from daemon.clock import Clock, every
 from daemon.config import PumpConfig
 from daemon.errors import FrameError
+from daemon.framing import StreamBuffer
 from daemon.pumplink import (
     Closed,
     FaultHandler,
@@ -205,27 +206,12 @@ class Decoded:
     error: FrameError | None = None
 
 
-class FrameDecoder:
+class FrameDecoder(StreamBuffer):
     """Splits a byte stream into frames and errors, resynchronising on ``!``.
 
     ``feed`` never raises for any input; each byte ends up in exactly one item, or
     stays buffered as the start of a frame not yet complete (``flush`` ends it).
     """
-
-    def __init__(self, where: str = "") -> None:
-        """``where`` names the port in error messages."""
-        self._where = where
-        self._buffer = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes held as the start of an incomplete frame."""
-        return len(self._buffer)
-
-    def _take(self, n: int) -> bytes:
-        raw = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return raw
 
     def _error(self, reason: str, detail: str, n: int) -> Decoded:
         return Decoded(self._take(n), error=FrameError(reason, detail, self._where))

@@ -40,6 +40,7 @@ from typing import Protocol
 from daemon.clock import Clock
 from daemon.config import PumpConfig
 from daemon.errors import FrameError
+from daemon.framing import StreamBuffer
 from daemon.pumplink import (
     Closed,
     FaultHandler,
@@ -351,27 +352,12 @@ class Decoded:
     text: str | None = None  # a frame whose checksum holds, even if it is no reply
 
 
-class FrameDecoder:
+class FrameDecoder(StreamBuffer):
     """Splits a byte stream into frames, link controls and errors, resynchronising on STX.
 
     ``feed`` never raises; each byte ends up in exactly one item, or stays buffered as
     the start of a frame (or a NAK waiting for its code) not yet complete.
     """
-
-    def __init__(self, where: str = "") -> None:
-        """``where`` names the port in error messages."""
-        self._where = where
-        self._buffer = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes held as the start of an incomplete item."""
-        return len(self._buffer)
-
-    def _take(self, n: int) -> bytes:
-        raw = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return raw
 
     def _error(self, reason: str, detail: str, n: int) -> Decoded:
         return Decoded(self._take(n), error=FrameError(reason, detail, self._where))

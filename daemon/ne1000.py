@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from daemon.errors import FrameError
+from daemon.framing import StreamBuffer
 
 STX = 0x02
 ETX = 0x03
@@ -382,7 +383,7 @@ class Decoded:
     error: FrameError | None = None
 
 
-class ReplyDecoder:
+class ReplyDecoder(StreamBuffer):
     """Splits a byte stream into replies and errors, resynchronising on STX.
 
     ``feed`` never raises for any input; each byte ends up in exactly one item, or
@@ -391,22 +392,11 @@ class ReplyDecoder:
 
     def __init__(self, *, address: int | None = None, where: str = "") -> None:
         """``address``: replies from any other address become ``wrong_address`` errors."""
+        super().__init__(where)
         self._address = address
-        self._where = where
-        self._buffer = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes held as the start of an incomplete frame."""
-        return len(self._buffer)
 
     def _error(self, reason: str, detail: str, raw: bytes) -> Decoded:
         return Decoded(raw, error=FrameError(reason, detail, self._where))
-
-    def _take(self, n: int) -> bytes:
-        raw = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return raw
 
     def feed(self, data: bytes) -> list[Decoded]:
         """Add bytes from the line; return every item now complete."""
