@@ -75,7 +75,7 @@ from daemon import ids, topics
 from daemon.clock import Clock, every
 from daemon.config import Config
 from daemon.errors import InputError, WarddError
-from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.events import AlertCandidate, Kind, Priority, Text, place
 from daemon.frozen import replace
 from daemon.links.store import Store, StoreWriter, json_text
 from daemon.metrics import Counters, reject
@@ -95,6 +95,11 @@ NEXT_SEQ_KEY = "alerts.next_seq"  # in the store's meta: alert numbers are never
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+def _id_part(ward: str, bed: str) -> str:
+    """What names the bed in an alert id: the bed id, or ``ward.<ward>`` for a ward's own alerts."""
+    return _UNSAFE_ID_CHARS.sub("_", f"ward.{ward}" if ids.is_ward_subject(bed) else bed)
 
 
 def is_alert_id(text: str) -> bool:
@@ -391,7 +396,7 @@ class AlertBook:
         seq = self._next_seq
         self._next_seq += 1
         alert = Alert(
-            id=f"{_UNSAFE_ID_CHARS.sub('_', candidate.bed)}-{_UNSAFE_ID_CHARS.sub('_', candidate.condition)}-{seq}",
+            id=f"{_id_part(candidate.ward, candidate.bed)}-{_UNSAFE_ID_CHARS.sub('_', candidate.condition)}-{seq}",
             condition=candidate.condition,
             kind=candidate.kind,
             priority=candidate.priority,
@@ -477,10 +482,8 @@ class AlertBook:
 
 
 def _default_message(candidate: AlertCandidate) -> Text:
-    return Text(
-        en=f"{candidate.condition} at bed {candidate.bed}",
-        fr=f"{candidate.condition} au lit {candidate.bed}",
-    )
+    where = place(candidate.ward, candidate.bed, at=True)
+    return Text(en=f"{candidate.condition} {where.en}", fr=f"{candidate.condition} {where.fr}")
 
 
 def _plain(details: Mapping[str, Any]) -> dict[str, Any]:

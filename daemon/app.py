@@ -46,12 +46,14 @@ from daemon.config import BedConfig, Config, VitalThresholds, WebConfig
 from daemon.dedup import RecentDigests
 from daemon.errors import InputError
 from daemon.events import (
+    AlertCandidate,
     BagHung,
     Event,
     Health,
     Observation,
     PumpReading,
     SourceHealth,
+    Text,
     Tick,
     VitalSample,
 )
@@ -65,6 +67,7 @@ from daemon.health import (
     sd_notify,
     watchdog_interval_s,
 )
+from daemon.ids import is_ward_subject, ward_subject
 from daemon.links.influx import InfluxSink, make_writer
 from daemon.links.mllp import MllpListener, Reply
 from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
@@ -74,7 +77,7 @@ from daemon.points import Point
 from daemon.pump import PumpSource, reading_point
 from daemon.pump_rules import pump_rules
 from daemon.rules import Rule, RuleEngine, StateChanges, epoch_us
-from daemon.tech_rules import tech_rules
+from daemon.tech_rules import WARD_CONDITIONS, tech_rules
 from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
 
@@ -100,12 +103,13 @@ that rule's ``<rule>_late_s`` window (label: the rule, ``fever`` ... ``news2``).
 
 
 RULE_FAMILIES: dict[str, Callable[[Config, BedConfig], list[Rule[Any]]]] = {
-    "tech": tech_rules,
     "pump": pump_rules,
     "dose": dose_rules,
     "vitals": vital_rules,
 }
-"""Rule families in evaluation order: technical, pump, dose, vital signs."""
+"""A bed's rule families in evaluation order: pump, dose, vital signs."""
+WARD_RULE_FAMILIES: dict[str, Callable[[Config, str], list[Rule[Any]]]] = {"tech": tech_rules}
+"""A ward's own rule families, run at its ``ward_subject``: the daemon's links."""
 
 
 GC_GEN0_THRESHOLD = 100_000
@@ -179,13 +183,18 @@ def _encoder(dump: Callable[[], Mapping[str, Any]]) -> Callable[[], str]:
 def build_rules(
     config: Config, families: Sequence[str] | None = None, *, counters: Counters | None = None
 ) -> RuleEngine:
-    """Every bed's rules (all families, or only those named); failures counted in ``counters``."""
+    """Every bed's and ward's rules (all families, or only those named); failures counted in ``counters``."""
     chosen = [RULE_FAMILIES[name] for name in RULE_FAMILIES if families is None or name in families]
-    return RuleEngine(
-        {bed.id: [rule for family in chosen for rule in family(config, bed)] for bed in config.beds},
-        counters=counters,
-        wards={bed.id: bed.ward for bed in config.beds},
-    )
+    per_ward = [
+        WARD_RULE_FAMILIES[name] for name in WARD_RULE_FAMILIES if families is None or name in families
+    ]
+    rules = {bed.id: [rule for family in chosen for rule in family(config, bed)] for bed in config.beds}
+    wards = {bed.id: bed.ward for bed in config.beds}
+    if per_ward:
+        for ward in config.own_wards():
+            rules[ward_subject(ward)] = [rule for family in per_ward for rule in family(config, ward)]
+            wards[ward_subject(ward)] = ward
+    return RuleEngine(rules, counters=counters, wards=wards)
 
 
 def vitals_point(sample: VitalSample) -> Point:
@@ -332,10 +341,10 @@ class Pipeline:
         return row.seq
 
     async def link_health(self, source: str, health: Health, detail: str) -> None:
-        """A link (``storage``, ``mqtt``) lost or back: a technical signal for every bed (each is served by it)."""
+        """A link (``storage``, ``mqtt``) lost or back: a technical signal for every ward (it serves each)."""
         now = self.clock.now()
-        for bed in self.config.beds:
-            self.work.put_nowait(SourceHealth(bed.ward, bed.id, source, now, health, detail))
+        for ward in self.config.own_wards():
+            self.work.put_nowait(SourceHealth(ward, ward_subject(ward), source, now, health, detail))
 
     async def run(self) -> None:
         """Run until ``stop`` is set, then shut down in order. Exceptions propagate."""
@@ -388,7 +397,39 @@ class Pipeline:
             await self.process_row(row, replay=True)
         self.engine.replaying(None)
         self.counters.inc("store.replayed", "", len(rows))
+        await self._end_bed_link_alerts()
         self.checkpoint()
+
+    async def _end_bed_link_alerts(self) -> None:
+        """End what versions before ward alerts raised at every bed for a link (the
+        database, the broker): no rule of a bed clears them now; the ward's own alert,
+        raised again if the link is still lost, takes their place."""
+        stale = [
+            a
+            for a in self.alerts.book.open_alerts()
+            if a.condition in WARD_CONDITIONS and not is_ward_subject(a.bed)
+        ]
+        if not stale:
+            return
+        now = self.clock.now()
+        moved = Text(
+            en="Now raised once for the whole ward, not at each bed.",
+            fr="Désormais signalée une fois pour tout le service, non à chaque lit.",
+        )
+        await self.alerts.handle(
+            AlertCandidate(
+                a.condition,
+                a.ward,
+                a.bed,
+                now,
+                present=False,
+                kind=a.kind,
+                priority=a.priority,
+                message=moved,
+            )
+            for a in stale
+        )
+        log.info("ended %d link alert(s) raised at beds by an earlier version", len(stale))
 
     async def _shutdown(
         self,
@@ -642,7 +683,7 @@ class Pipeline:
             self.counters.inc(LATE_DROPPED, rule)
 
     async def _ticks(self) -> None:
-        beds = [bed.id for bed in self.config.beds]
+        beds = [*(bed.id for bed in self.config.beds), *map(ward_subject, self.config.own_wards())]
         interval_s = self.config.daemon.tick_interval_s
         if len(beds) <= TICK_SLICE_BEDS:
             async for _ in every(self.clock, interval_s):
@@ -776,6 +817,11 @@ def build(
         subscriptions = [
             *router.topics,
             *(topic for bed in config.beds for topic in ack_filters(prefix, bed.ward, bed.id)),
+            *(
+                topic
+                for ward in config.own_wards()
+                for topic in ack_filters(prefix, ward, ward_subject(ward))
+            ),
         ]
     else:
         # Five wildcard subscriptions, whatever the number of beds. Messages for a bed

@@ -548,6 +548,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon.delivery.service import told_lines  # noqa: PLC0415
     from daemon.links.store import Store  # noqa: PLC0415
     from daemon.partition import store_paths  # noqa: PLC0415
+    from daemon.wardview import ward_alerts  # noqa: PLC0415
 
     engine = build_rules(config)
     alerts = []
@@ -586,6 +587,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             for line in told_lines(journals.get(bed.id, []), alert.id):
                 print(f"      told {line}")
+    for ward, own in ward_alerts(config, alerts).items():
+        # The ward's links: one alert for every bed of the ward (daemon.tech_rules).
+        print(f"ward {ward}: open alerts of the ward itself: {len(own)}")
+        for alert in own:
+            print(
+                f"    {alert.priority.upper():6} {alert.condition} [{alert.state}] id {alert.id} "
+                f"since {alert.since.isoformat()}: {alert.message.get(language)}"
+            )
     return EXIT_OK
 
 

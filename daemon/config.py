@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -864,6 +864,21 @@ class Config(Model):
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
     _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))
+    # The wards whose own alerts (``daemon.tech_rules``) this process raises, when a
+    # partition's config says (``daemon.partition.for_partition``); else every bed's ward.
+    _own_wards: tuple[str, ...] | None = PrivateAttr(default=None)
+
+    def own_wards(self) -> tuple[str, ...]:
+        """The wards whose own alerts this config's daemon raises, in the beds' order."""
+        if self._own_wards is not None:
+            return self._own_wards
+        return tuple(dict.fromkeys(bed.ward for bed in self.beds))
+
+    def owning(self, wards: Iterable[str]) -> Config:
+        """This config, raising the own alerts of ``wards`` (and no other ward's)."""
+        copy = self.model_copy()
+        copy._own_wards = tuple(wards)
+        return copy
 
     def bed(self, bed_id: str) -> BedConfig:
         """The bed with this id (ids are unique once validated); ``KeyError`` if none has it."""

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TextIO
 
+from daemon.alerts import Alert
 from daemon.app import Pipeline
 from daemon.events import Metric, Priority
-from daemon.wardview import LatestVitals, ward_view
+from daemon.wardview import LatestVitals, ward_alerts, ward_view
 
 CLEAR = "\x1b[H\x1b[2J"
 SHOWN: tuple[tuple[Metric, str, str], ...] = (
@@ -78,16 +79,21 @@ class WardConsole:
                 f"dose {dose} / {view.expected_ug_per_day:4.1f} µg/day"
             )
             lines.append(f"      {vitals}")
-            for alert in view.alerts:
-                colour, reset = (COLOURS[alert.priority], RESET) if self._colour else ("", "")
-                lines.append(
-                    f"      {colour}{alert.priority.upper():6} {alert.condition}{reset} [{alert.state}]"
-                    f" since {alert.since:%d %H:%M}"
-                )
+            lines.extend(self._alert_line(alert) for alert in view.alerts)
+        for ward, own in ward_alerts(pipeline.config, pipeline.alerts.book.open_alerts()).items():
+            lines.append(f"ward {ward} (every bed):")
+            lines.extend(self._alert_line(alert) for alert in own)
         if self.recent:
             lines.append("recent alert transitions:")
             lines.extend(f"  {line}" for line in self.recent)
         return "\n".join(lines)
+
+    def _alert_line(self, alert: Alert) -> str:
+        colour, reset = (COLOURS[alert.priority], RESET) if self._colour else ("", "")
+        return (
+            f"      {colour}{alert.priority.upper():6} {alert.condition}{reset} [{alert.state}]"
+            f" since {alert.since:%d %H:%M}"
+        )
 
     async def run(self, interval_s: float = 1.0) -> None:
         """Redraw every ``interval_s`` real seconds until cancelled (a plain block per redraw

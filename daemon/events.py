@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from daemon.ids import is_ward_subject
+
 
 class Metric(StrEnum):
     """Vital-sign metrics, named with their unit (the InfluxDB field names)."""
@@ -269,6 +271,18 @@ class Text:
     def get(self, language: str) -> str:
         """The message in ``language``, English when that language is missing."""
         return self.fr if language == "fr" else self.en
+
+
+def place(ward: str, bed: str, *, at: bool = False) -> Text:
+    """Where, in words: ``bed 3`` (``at``: ``at bed 3``), or for a ward's own alert
+    (``daemon.ids.ward_subject``) or no bed, ``ward haem`` (``in ward haem``)."""
+    if not bed or is_ward_subject(bed):
+        return (
+            Text(f"in ward {ward}", f"dans le service {ward}")
+            if at
+            else Text(f"ward {ward}", f"service {ward}")
+        )
+    return Text(f"at bed {bed}", f"au lit {bed}") if at else Text(f"bed {bed}", f"lit {bed}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,26 @@ USER_ID_RULE = "1-64 letters, digits, '_', '.', ':', '@' or '-', starting with a
 NAME_RULE = f"1-{MAX_NAME_CHARS} printable characters (no control characters)"
 
 
+WARD_SUBJECT_PREFIX = "_"
+"""What starts the bed level of a ward's own alerts (``ward_subject``): no config id does."""
+
+
+def ward_subject(ward: str) -> str:
+    """Where a ward's own alerts live, in the place of a bed id: ``_<ward>``.
+
+    The daemon's links (the database, the broker) serve every bed of a ward at once, so
+    their loss is one alert for the ward, not one per bed. It stands where a bed id
+    stands (rule states, alert topics ``<prefix>/<ward>/bed/_<ward>/alerts/...``, the
+    ``bed`` tag of points) and cannot be a bed's: config ids start with a letter or digit.
+    """
+    return WARD_SUBJECT_PREFIX + ward
+
+
+def is_ward_subject(bed: str) -> bool:
+    """Whether ``bed`` is a ward's own subject (``ward_subject``) rather than a bed id."""
+    return bed.startswith(WARD_SUBJECT_PREFIX)
+
+
 def is_config_id(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a valid ward, bed or pump id."""
     # fullmatch, not match with "$": "$" also matches before a trailing newline.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from daemon.config import Config
 from daemon.errors import ConfigError, ConfigIssue
+from daemon.ids import ward_subject
 
 MAX_WORKERS = 64
 
@@ -80,6 +81,10 @@ def for_partition(config: Config, part: Partition) -> Config:
     ids = {b.id for b in beds}
     daemon = config.daemon.model_copy(update={"store": store_path(config.daemon.store_path, part)})
     mqtt = config.mqtt.model_copy(update={"client_id": f"{config.mqtt.client_id}-{part.suffix()}"})
+    # A ward's own alerts (its links lost: daemon.tech_rules) are raised by one
+    # partition, chosen like a bed's, whether or not it has beds of that ward: one alert
+    # per ward and outage, and alert ids that no other partition can also give.
+    wards = [w for w in config.own_wards() if partition_of(w, ward_subject(w), part.count) == part.index]
     return config.model_copy(
         update={
             "daemon": daemon,
@@ -88,7 +93,7 @@ def for_partition(config: Config, part: Partition) -> Config:
             "pumps": [p for p in config.pumps if p.bed in ids],
             "bags": [b for b in config.bags if b.bed in ids],
         }
-    )
+    ).owning(wards)
 
 
 def foreign_stores(config: Config) -> list[Path]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from daemon.events import AlertCandidate, Event, Kind, Priority, Text, Tick
+from daemon.events import AlertCandidate, Event, Kind, Priority, Text, Tick, place
 from daemon.metrics import Counters
 
 log = logging.getLogger(__name__)
@@ -294,17 +294,19 @@ class RuleEngine:
             exc_info=exc if first else None,
         )
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+        ward = self._ward(bed, event)
+        where = place(ward, bed, at=True)
         return AlertCandidate(
             condition=RULE_FAILED,
-            ward=self._ward(bed, event),
+            ward=ward,
             bed=bed,
             time=now,
             present=True,
             kind=Kind.TECHNICAL,
             priority=Priority.HIGH,
             message=Text(
-                en=f"Rule {rule} failed at bed {bed}; its checks are not being made ({error})",
-                fr=f"La règle {rule} a échoué au lit {bed} ; ses contrôles ne sont plus faits ({error})",
+                en=f"Rule {rule} failed {where.en}; its checks are not being made ({error})",
+                fr=f"La règle {rule} a échoué {where.fr} ; ses contrôles ne sont plus faits ({error})",
             ),
             details={"rule": rule, "error": error},
         )

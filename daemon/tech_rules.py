@@ -1,4 +1,10 @@
-"""Technical conditions that concern the daemon itself rather than a device at the bed."""
+"""Technical conditions that concern the daemon itself rather than a device at the bed.
+
+They are a ward's, not a bed's: the database and the broker serve every bed of the
+ward at once, so one outage is one alert for the ward (at its ``ward_subject``, see
+``daemon.ids``), not one per bed; a thousand beds would otherwise page staff a
+thousand times for one outage.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.config import BedConfig, Config
+from daemon.config import Config
 from daemon.events import AlertCandidate, Event, Health, Kind, Priority, SourceHealth, Text, Tick
 from daemon.frozen import replace
+from daemon.ids import ward_subject
 from daemon.rules import Rule
 from daemon.timefmt import iso, parse_iso
 
@@ -18,7 +25,7 @@ STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
 
 @dataclass(frozen=True, slots=True)
 class StorageState:
-    """Whether the bed's data is being spooled instead of stored."""
+    """Whether the ward's data is being spooled instead of stored."""
 
     down: bool = False
 
@@ -35,8 +42,8 @@ class StorageRule:
 
     name = "storage"
 
-    def __init__(self, bed: BedConfig) -> None:
-        self._bed = bed
+    def __init__(self, ward: str) -> None:
+        self._ward = ward
 
     def initial(self) -> StorageState:
         """Storage assumed up."""
@@ -64,8 +71,8 @@ class StorageRule:
         )
         candidate = AlertCandidate(
             STORAGE_UNAVAILABLE,
-            self._bed.ward,
-            self._bed.id,
+            self._ward,
+            ward_subject(self._ward),
             event.time,
             present=down,
             kind=Kind.TECHNICAL,
@@ -111,8 +118,8 @@ class BrokerRule:
 
     name = "broker"
 
-    def __init__(self, bed: BedConfig, alert_after_s: float) -> None:
-        self._bed = bed
+    def __init__(self, ward: str, alert_after_s: float) -> None:
+        self._ward = ward
         self._alert_after = timedelta(seconds=alert_after_s)
 
     def initial(self) -> BrokerState:
@@ -145,8 +152,8 @@ class BrokerRule:
     def _candidate(self, time: datetime, *, present: bool, message: Text) -> AlertCandidate:
         return AlertCandidate(
             BROKER_UNAVAILABLE,
-            self._bed.ward,
-            self._bed.id,
+            self._ward,
+            ward_subject(self._ward),
             time,
             present=present,
             kind=Kind.TECHNICAL,
@@ -172,6 +179,10 @@ class BrokerRule:
         )
 
 
-def tech_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
-    """The daemon's own technical rules for one bed."""
-    return [StorageRule(bed), BrokerRule(bed, config.mqtt.alert_after_s)]
+WARD_CONDITIONS = frozenset({STORAGE_UNAVAILABLE, BROKER_UNAVAILABLE})
+"""The conditions raised once per ward; before, they were raised at every bed."""
+
+
+def tech_rules(config: Config, ward: str) -> list[Rule[Any]]:
+    """The daemon's own technical rules for one ward (run at its ``ward_subject``)."""
+    return [StorageRule(ward), BrokerRule(ward, config.mqtt.alert_after_s)]

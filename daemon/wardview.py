@@ -17,6 +17,7 @@ from daemon.clinical.dose import dose_point, next_step
 from daemon.clinical.news2 import News2Rule, News2State
 from daemon.config import BedConfig, Config
 from daemon.events import Event, Metric, VitalSample
+from daemon.ids import is_ward_subject
 from daemon.rules import RuleEngine
 
 NEWS2_RULE = "news2"
@@ -139,6 +140,14 @@ def ward_view(
     return [
         bed_view(config, bed, engine=engine, alerts=alerts, latest=latest, now=now) for bed in config.beds
     ]
+
+
+def ward_alerts(config: Config, alerts: Iterable[Alert]) -> dict[str, list[Alert]]:
+    """The open alerts of the wards themselves (their links lost: ``daemon.tech_rules``),
+    by ward in the beds' order, for the wards that have any."""
+    wards = dict.fromkeys(bed.ward for bed in config.beds)
+    own = alert_order(a for a in alerts if is_ward_subject(a.bed) and a.ward in wards)
+    return {ward: found for ward in wards if (found := [a for a in own if a.ward == ward])}
 
 
 def by_urgency(views: Iterable[BedView]) -> list[BedView]:

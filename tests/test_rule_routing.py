@@ -56,8 +56,9 @@ def _one_of_each(at: datetime) -> list[Event]:
             "w1", "b1", at, by="nurse-a", acvpu=Acvpu.VOICE, handwriting=Handwriting.CHANGED, ice_score=6
         ),
         SourceHealth("w1", "b1", "monitor.spo2_pct", at, Health.LOST, "probe-off"),
-        SourceHealth("w1", "b1", "storage", at, Health.LOST, "down"),
-        SourceHealth("w1", "b1", "mqtt", at, Health.LOST, "connection refused"),
+        # The links' health goes to the ward's own subject (daemon.ids.ward_subject).
+        SourceHealth("w1", "_w1", "storage", at, Health.LOST, "down"),
+        SourceHealth("w1", "_w1", "mqtt", at, Health.LOST, "connection refused"),
         SourceHealth("w1", "b1", "pump[p1]", at, Health.LOST, "timeout"),
         PumpReading("w1", "b1", "p1", at, PumpState.INFUSING, 10.0, 12.0, alarm="S"),
         BagHung("w1", "b1", at, "B-1", 0.0375, 270.0),
@@ -68,7 +69,7 @@ def _one_of_each(at: datetime) -> list[Event]:
 def _all_rules(config: Config) -> list[Rule[Any]]:
     bed = config.bed("b1")
     return [
-        *tech_rules(config, bed),
+        *tech_rules(config, bed.ward),
         *pump_rules(config, bed),
         *dose_rules(config, bed),
         *vital_rules(config, bed),
@@ -162,9 +163,10 @@ def test_the_engine_routes_by_declared_type() -> None:
     samples = _Recorder("samples", (VitalSample,))
     ticks = _Recorder("ticks", (Tick, Observation))
     engine = RuleEngine({"b1": [everything, samples, ticks]}, wards={"b1": "w1"})
-    for event in _one_of_each(START):
+    events = [e for e in _one_of_each(START) if getattr(e, "bed", "b1") == "b1"]
+    for event in events:
         engine.handle(event, START)
-    assert everything.seen == [type(e).__name__ for e in _one_of_each(START)]
+    assert everything.seen == [type(e).__name__ for e in events]
     assert samples.seen == ["VitalSample"]
     assert ticks.seen == ["Observation", "Tick"]
 
@@ -173,7 +175,11 @@ def test_the_published_rule_set_is_unchanged_by_routing() -> None:
     """The same events through routed and unrouted engines give the same candidates and states."""
     config = _config()
     routed = build_rules(config)
-    plain = RuleEngine({"b1": [_Unrouted(rule) for rule in _all_rules(config)]}, wards={"b1": "w1"})
+    bed_rules, ward_rules = _all_rules(config)[2:], _all_rules(config)[:2]
+    plain = RuleEngine(
+        {"b1": [_Unrouted(rule) for rule in bed_rules], "_w1": [_Unrouted(rule) for rule in ward_rules]},
+        wards={"b1": "w1", "_w1": "w1"},
+    )
     for minute in range(0, 120, 3):
         at = START + timedelta(minutes=minute)
         for event in _one_of_each(at):
@@ -249,9 +255,10 @@ async def test_a_large_wards_tick_comes_in_slices_with_inputs_between(tmp_path: 
     # It waited for one slice, not for the whole ward.
     assert seen[1] is sample
     slices = [e for e in seen if isinstance(e, Tick)]
-    assert [len(t.beds or ()) for t in slices] == [TICK_SLICE_BEDS, TICK_SLICE_BEDS, 1] * 2
+    # The last slice: the last bed and the ward's own subject (its broker rule waits on ticks).
+    assert [len(t.beds or ()) for t in slices] == [TICK_SLICE_BEDS, TICK_SLICE_BEDS, 2] * 2
     covered = [bed for t in slices[:3] for bed in t.beds or ()]
-    assert covered == [bed.id for bed in config.beds]
+    assert covered == [*(bed.id for bed in config.beds), "_w1"]
     assert {t.time for t in slices[:3]} == {START}
 
 

@@ -21,7 +21,7 @@ T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 
 def _rule() -> StorageRule:
     config = one_bed_config(T0)
-    [rule, _] = tech_rules(config, config.beds[0])
+    [rule, _] = tech_rules(config, "w1")
     assert isinstance(rule, StorageRule)
     return rule
 
@@ -32,7 +32,7 @@ def _broker_rule(alert_after_s: float | None = None) -> BrokerRule:
         config = config.model_copy(
             update={"mqtt": config.mqtt.model_copy(update={"alert_after_s": alert_after_s})}
         )
-    [_, rule] = tech_rules(config, config.beds[0])
+    [_, rule] = tech_rules(config, "w1")
     assert isinstance(rule, BrokerRule)
     return rule
 
@@ -42,7 +42,7 @@ def _at(seconds: float) -> datetime:
 
 
 def _health(health: Health, source: str = "storage", at_s: float = 0) -> SourceHealth:
-    return SourceHealth("w1", "b1", source, T0 + timedelta(seconds=at_s), health, "HTTP 503")
+    return SourceHealth("w1", "_w1", source, T0 + timedelta(seconds=at_s), health, "HTTP 503")
 
 
 def test_storage_down_raises_a_low_priority_technical_alert_at_the_event_time() -> None:
@@ -50,7 +50,7 @@ def test_storage_down_raises_a_low_priority_technical_alert_at_the_event_time() 
     state, [candidate] = rule.step(rule.initial(), _health(Health.LOST, at_s=5), T0 + timedelta(seconds=9))
     assert state == StorageState(down=True)
     assert candidate.condition == STORAGE_UNAVAILABLE
-    assert (candidate.ward, candidate.bed) == ("w1", "b1")
+    assert (candidate.ward, candidate.bed) == ("w1", "_w1")
     assert candidate.present is True
     assert candidate.time == T0 + timedelta(seconds=5)
     assert (candidate.kind, candidate.priority) == (Kind.TECHNICAL, Priority.LOW)
@@ -98,7 +98,7 @@ def _link(
     health: Health, at_s: float = 0, detail: str = "TLS: the server's certificate has expired"
 ) -> SourceHealth:
     return SourceHealth(
-        "w1", "b1", "mqtt", _at(at_s), health, detail if health is not Health.CONNECTED else ""
+        "w1", "_w1", "mqtt", _at(at_s), health, detail if health is not Health.CONNECTED else ""
     )
 
 
@@ -112,7 +112,7 @@ def test_a_broker_loss_is_announced_once_it_has_lasted_the_configured_time() -> 
     state, [candidate] = rule.step(state, Tick(_at(30)), _at(30))
     assert state.raised
     assert (candidate.condition, candidate.present, candidate.time) == (BROKER_UNAVAILABLE, True, _at(30))
-    assert (candidate.ward, candidate.bed) == ("w1", "b1")
+    assert (candidate.ward, candidate.bed) == ("w1", "_w1")
     assert (candidate.kind, candidate.priority) == (Kind.TECHNICAL, Priority.MEDIUM)
     assert candidate.message is not None
     assert candidate.message.en.startswith("MQTT broker unreachable")
@@ -145,7 +145,7 @@ def test_a_short_loss_stays_silent_and_a_long_one_is_cleared_when_the_broker_is_
     state, [down] = rule.step(state, Tick(_at(110)), _at(110))
     state, [up] = rule.step(state, _link(Health.CONNECTED, at_s=120), _at(120))
     assert (down.present, up.present, up.time) == (True, False, _at(120))
-    assert (up.condition, up.ward, up.bed, up.kind) == (BROKER_UNAVAILABLE, "w1", "b1", Kind.TECHNICAL)
+    assert (up.condition, up.ward, up.bed, up.kind) == (BROKER_UNAVAILABLE, "w1", "_w1", Kind.TECHNICAL)
     assert up.message is not None
     assert up.message.en == "MQTT broker reachable again."
     assert up.message.fr == "Broker MQTT de nouveau joignable."

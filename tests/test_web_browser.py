@@ -58,8 +58,11 @@ class Ward:
     retained: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _config(tmp_path: Path, broker: Mosquitto, prefix: str, port: int, web_tables: str = "") -> Path:
-    """The daemon's config; ``web_tables`` adds tables under ``[web]`` (e.g. ``[web.sound]``)."""
+def _config(
+    tmp_path: Path, broker: Mosquitto, prefix: str, port: int, web_tables: str = "", mqtt_lines: str = ""
+) -> Path:
+    """The daemon's config; ``web_tables`` adds tables under ``[web]`` (e.g. ``[web.sound]``),
+    ``mqtt_lines`` settings under ``[mqtt]``."""
     start = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     users = "".join(
         f"""
@@ -93,6 +96,7 @@ state_dir = "{tmp_path / "state"}"
 url = "{broker.url}"
 client_id = "{prefix}-wardd"
 topic_prefix = "{prefix}"
+{mqtt_lines}
 [influx]
 api = "none"
 [web]
@@ -129,10 +133,12 @@ def _record(ward: Ward) -> paho.Client:
 
 
 @contextmanager
-def running_ward(tmp_path: Path, mosquitto: Mosquitto, prefix: str, web_tables: str = "") -> Iterator[Ward]:
+def running_ward(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str, web_tables: str = "", mqtt_lines: str = ""
+) -> Iterator[Ward]:
     """``wardd run`` with its page, and a station recording its alert transitions."""
     port = free_port()
-    config = _config(tmp_path, mosquitto, prefix, port, web_tables)
+    config = _config(tmp_path, mosquitto, prefix, port, web_tables, mqtt_lines)
     daemon = WarddProcess(config, tmp_path / "wardd.log")
     daemon.start()
     found = Ward(daemon, mosquitto, prefix, f"http://127.0.0.1:{port}/", tmp_path / "state" / "wardd.sqlite")
@@ -374,6 +380,34 @@ def test_a_stopped_daemon_shows_at_once_and_the_page_recovers(ward: Ward, browse
     print(f"page live again {(time.monotonic() - back) * 1000:.0f} ms after the daemon reconnected")
     assert browser.current_url == ward.url, "the login outlives the restart"
     assert sorted(_tiles(browser)) == ["12", "14"]
+
+
+def test_a_lost_broker_is_one_alert_above_the_beds_that_a_nurse_acknowledges(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str, browser: WebDriver
+) -> None:
+    """The broker serves every bed: its loss is the ward's own alert, shown once above the
+    tiles (not on each), acknowledged there, and gone when the broker is back."""
+    lines = "alert_after_s = 1.0\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5"
+    with running_ward(tmp_path, mosquitto, prefix, mqtt_lines=lines) as ward:
+        _login(browser, ward, "a.martin")
+        poll_until(lambda: len(_tiles(browser)) == 2, 10, "the tiles")
+        own = browser.find_element(By.ID, "ward-own")
+        assert not own.is_displayed()
+        mosquitto.stop()
+        poll_until(own.is_displayed, 30, "the ward's own alert")
+        assert f"Every bed of ward {WARD}" in own.text
+        assert "BROKER_UNAVAILABLE" in own.text
+        assert "MQTT broker unreachable" in own.text
+        tiles = browser.find_elements(By.CSS_SELECTOR, "article.tile")
+        assert all("BROKER_UNAVAILABLE" not in tile.text for tile in tiles), "not repeated on each bed"
+        recent = browser.find_element(By.ID, "recent")
+        poll_until(lambda: f"{WARD} " in recent.text and "BROKER_UNAVAILABLE" in recent.text, 10, "the line")
+        assert f"_{WARD}" not in recent.text
+        own.find_element(By.CSS_SELECTOR, "button.ack").click()
+        poll_until(lambda: not own.find_elements(By.CSS_SELECTOR, "button.ack"), 10, "the acknowledgement")
+        assert "Anne Martin" in own.text
+        mosquitto.start()
+        poll_until(lambda: not own.is_displayed(), 30, "the alert ended with the broker back")
 
 
 # Records, in the bed page, when each timeline line first appears (browser wall clock, ms).

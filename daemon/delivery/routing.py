@@ -48,8 +48,9 @@ from typing import Any
 
 from daemon.alerts import Alert, AlertState, Phase, Transition
 from daemon.config import QuietConfig, RouteConfig, RoutingConfig
-from daemon.events import AlertCandidate, Priority, Text
+from daemon.events import AlertCandidate, Priority, Text, place
 from daemon.frozen import replace
+from daemon.ids import is_ward_subject
 from daemon.links.store import json_text
 from daemon.timefmt import iso, parse_iso, parse_iso_or_none
 
@@ -73,6 +74,15 @@ class Held(StrEnum):
     INHIBITED = "inhibited"  # an open alert of an inhibition's source covers it
 
 
+def _where(ward: str, bed: str, *, with_ward: bool) -> Text:
+    """Where in words: a bed (``with_ward``: and its ward), or the ward itself for a digest
+    of several beds ("") or a ward's own alert (``daemon.ids.ward_subject``)."""
+    words = place(ward, bed)
+    if with_ward and bed and not is_ward_subject(bed):
+        return Text(f"{words.en} ({ward})", f"{words.fr} ({ward})")
+    return words
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     """One notification to send: the same message to each of ``receivers``."""
@@ -90,15 +100,14 @@ class Notice:
     def title(self) -> Text:
         """One line: what happened, where."""
         first = self.alerts[0]
-        where_en = f"bed {self.bed} ({self.ward})" if self.bed else f"ward {self.ward}"
-        where_fr = f"lit {self.bed} ({self.ward})" if self.bed else f"service {self.ward}"
+        where = _where(self.ward, self.bed, with_ward=True)
         what = (
             Text(f"{first.priority.upper()} {first.condition}", f"{first.priority.upper()} {first.condition}")
             if len(self.alerts) == 1
             else Text(f"{len(self.alerts)} alerts", f"{len(self.alerts)} alertes")
         )
         lead = _LEADS[self.kind]
-        return Text(f"{lead.en}{what.en}, {where_en}", f"{lead.fr}{what.fr}, {where_fr}")
+        return Text(f"{lead.en}{what.en}, {where.en}", f"{lead.fr}{what.fr}, {where.fr}")
 
     def text(self) -> Text:
         """The body: the reason, then one line per alert with its message and state."""
@@ -109,11 +118,12 @@ class Notice:
             who = alert.acked_name or alert.acked_by
             by_en = f" by {who}" if who and alert.acked_by else ""
             by_fr = f" par {who}" if who and alert.acked_by else ""
+            where = _where(alert.ward, alert.bed, with_ward=False)
             lines_en.append(
-                f"[{alert.priority}] {alert.condition} bed {alert.bed}: {alert.message.en} ({state_en}{by_en}; id {alert.id})"
+                f"[{alert.priority}] {alert.condition} {where.en}: {alert.message.en} ({state_en}{by_en}; id {alert.id})"
             )
             lines_fr.append(
-                f"[{alert.priority}] {alert.condition} lit {alert.bed} : {alert.message.fr} ({state_fr}{by_fr} ; id {alert.id})"
+                f"[{alert.priority}] {alert.condition} {where.fr} : {alert.message.fr} ({state_fr}{by_fr} ; id {alert.id})"
             )
         return Text("\n".join(lines_en), "\n".join(lines_fr))
 

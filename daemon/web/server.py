@@ -53,7 +53,7 @@ from daemon.links.store import StoreWriter
 from daemon.metrics import Counters
 from daemon.rules import RuleEngine
 from daemon.timefmt import iso, iso_or_none
-from daemon.wardview import BedView, LatestVitals, bed_view, by_urgency, ward_view
+from daemon.wardview import BedView, LatestVitals, bed_view, by_urgency, ward_alerts, ward_view
 from daemon.web import bedcharts, bedpage, i18n
 from daemon.web.history import (
     DELIVERED,
@@ -430,7 +430,15 @@ class WardPage:
         """The whole ward, most urgent bed first, with alert messages in ``language``."""
         now = self._clock.now()
         views = by_urgency(ward_view(self._config, self._engine, self._alerts.book, self.latest, now))
-        return {"now": iso(now), "beds": [bed_json(view, language, self.recent) for view in views]}
+        own = ward_alerts(self._config, self._alerts.book.open_alerts())
+        return {
+            "now": iso(now),
+            "beds": [bed_json(view, language, self.recent) for view in views],
+            "wards": [
+                {"ward": ward, "alerts": [alert_json(alert, language) for alert in alerts]}
+                for ward, alerts in own.items()
+            ],
+        }
 
     # -- requests
 

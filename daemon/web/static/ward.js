@@ -11,6 +11,7 @@
   const page = JSON.parse(document.getElementById("page-data").textContent);
   const S = page.strings;
   const ward = document.getElementById("ward");
+  const wardOwn = document.getElementById("ward-own");
   const banner = document.getElementById("banner");
   const bannerAge = document.getElementById("banner-age");
   const statusEl = document.getElementById("status");
@@ -163,9 +164,22 @@
     return only !== null && item.ward === only.ward && item.bed === only.bed;
   }
 
+  function renderWardOwn(wards) {
+    // The wards' own alerts (the database or broker lost): one for every bed of the ward.
+    const shown = (wards || []).filter(function (w) { return !only || w.ward === only.ward; });
+    wardOwn.hidden = !shown.length;
+    wardOwn.replaceChildren();
+    shown.forEach(function (w) {
+      const list = el("ul", "alerts");
+      w.alerts.forEach(function (alert) { list.append(renderAlert(alert)); });
+      wardOwn.append(el("h2", null, S.ward_own + " " + w.ward), list);
+    });
+  }
+
   function render(data) {
     lastData = Date.now();
     hear(data.beds);
+    if (wardOwn) renderWardOwn(data.wards);
     const seen = new Set();
     const beds = only ? data.beds.filter(isOnly) : data.beds;
     if (!beds.length) {
@@ -426,7 +440,9 @@
     if (!recent) return;
     const line = el("li", "p-" + data.priority);
     const at = new Date(data.at).toLocaleTimeString(page.lang);
-    line.textContent = at + " " + data.ward + "/" + data.bed + " " + S["priority_" + data.priority] + " " +
+    // A ward's own alert stands at "_<ward>" (daemon/ids.py): shown as the ward alone.
+    const where = data.bed.charAt(0) === "_" ? data.ward : data.ward + "/" + data.bed;
+    line.textContent = at + " " + where + " " + S["priority_" + data.priority] + " " +
       data.condition + " " + (S["phase_" + data.phase] || data.phase) + " — " + data.message;
     recent.prepend(line);
     while (recent.children.length > 8) recent.lastElementChild.remove();
