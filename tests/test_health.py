@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +23,8 @@ from daemon import __version__
 from daemon.config import HealthConfig
 from daemon.health import (
     Gauge,
+    Readiness,
+    Watchdog,
     last_will,
     metric_name,
     metrics_text,
@@ -28,7 +35,7 @@ from daemon.health import (
 from daemon.metrics import Counters
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
-from tests.ward_load import WarddProcess
+from tests.ward_load import WarddProcess, connect, vitals_payload
 
 # --------------------------------------------------------------------------- pure
 
@@ -113,6 +120,51 @@ def test_a_notification_reaches_the_notify_socket(tmp_path: Path, notify_socket:
     assert notify_socket.recv(4096) == b"READY=1\nSTATUS=x"
     # A socket that is gone: logged, not raised.
     assert sd_notify("WATCHDOG=1", {"NOTIFY_SOCKET": str(tmp_path / "gone")}) is False
+
+
+class _Stuck:
+    """Probes of a pipeline whose input in processing has been there ``stalled`` seconds."""
+
+    def __init__(self) -> None:
+        self.stalled = 0.0
+
+    def readiness(self) -> Readiness:
+        raise AssertionError("the watchdog reads only stalled_s")
+
+    def stalled_s(self) -> float:
+        return self.stalled
+
+    def gauges(self) -> list[Gauge]:
+        return []
+
+
+@pytest.mark.integration  # binds a socket
+async def test_the_watchdog_starves_while_an_input_is_stuck_and_is_fed_again_after(
+    tmp_path: Path, notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop that turns while one input never finishes is a hang too: systemd must restart it."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    probes, counters = _Stuck(), Counters()
+    task = asyncio.create_task(Watchdog(0.01, probes, 30.0, counters).run(), name="test.watchdog")
+    try:
+        await asyncio.sleep(0.1)
+        assert "WATCHDOG=1" in _messages(notify_socket)
+        probes.stalled = 29.999
+        await asyncio.sleep(0.05)
+        assert "WATCHDOG=1" in _messages(notify_socket), "just under stall_after_s: still fed"
+        probes.stalled = 30.0
+        await asyncio.sleep(0.05)
+        _messages(notify_socket)  # what was sent before the stall was seen
+        await asyncio.sleep(0.1)
+        assert _messages(notify_socket) == [], "stalled: no ping, so systemd's WatchdogSec runs out"
+        assert counters.get("health.stalled", "") == 1, "counted once per stall, not per period"
+        probes.stalled = 0.0
+        await asyncio.sleep(0.1)
+        assert "WATCHDOG=1" in _messages(notify_socket)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -232,6 +284,129 @@ async def test_status_probes_metrics_and_systemd_follow_the_daemon(
             daemon.kill()
             await until(lambda: status[-1].get("state") == "offline", 10, "the last will")
         assert status[-1]["reason"] == "connection lost"
+    finally:
+        daemon.close()
+
+
+@pytest.mark.integration
+async def test_a_hung_daemon_is_seen_as_down_within_seconds_and_back_when_it_runs_again(
+    tmp_path: Path, mosquitto: Mosquitto, notify_socket: socket.socket
+) -> None:
+    """An event loop that stops turning (SIGSTOP: nothing of the process runs) sends no
+    heartbeat and no watchdog ping, so systemd restarts it; the broker publishes its last
+    will after 1.5 keep-alive periods (``keepalive_s = 5``: 7.5 s), so stations say
+    "monitoring down" without the daemon's help. Running again, it says online again."""
+    config = _config(tmp_path / "ward.toml", mosquitto, free_port())
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
+    daemon = WarddProcess(config, tmp_path / "wardd.log", env=env)
+    async with watch(mosquitto.url, "hw/_wardd/+/status") as status:
+        daemon.start()
+        try:
+            daemon.wait_connected()
+            await until(lambda: any(s.get("state") == "online" for s in status), 10, "the online status")
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            await asyncio.sleep(0.5)
+            _messages(notify_socket)  # anything sent just before the stop
+            beats = len(status)
+            await until(lambda: status[-1].get("state") == "offline", 15, "the last will")
+            print(f"\nhung daemon announced offline {time.monotonic() - stopped:.1f} s after SIGSTOP")
+            assert status[-1]["reason"] == "connection lost"
+            assert len(status) == beats + 1, "no heartbeat while hung, only the will"
+            assert "WATCHDOG=1" not in _messages(notify_socket)
+            daemon.proc.send_signal(signal.SIGCONT)
+            await until(lambda: status[-1].get("state") == "online", 30, "online again")
+            assert "WATCHDOG=1" in _messages(notify_socket)
+        finally:
+            if daemon.proc is not None:
+                daemon.proc.send_signal(signal.SIGCONT)
+            daemon.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of its own, to fill: a disk that runs out under the daemon's store."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; the file that did it."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.integration
+async def test_a_full_disk_makes_the_daemon_unready_loses_nothing_and_it_recovers(
+    tmp_path: Path, mosquitto: Mosquitto, small_disk: Path
+) -> None:
+    """The store's disk full: commits fail and are retried, ``/readyz`` says the store is not
+    writable and ``/metrics`` shows it, the message is not acknowledged to the broker (so not
+    lost); space again: ready, and the message's alert comes."""
+    port = free_port()
+    config = _config(tmp_path / "ward.toml", mosquitto, port)
+    fever_at_once = "\n[thresholds.vitals]\nconfirm_samples = 1\nfever_delay_s = 0.0\n"
+    config.write_text(
+        config.read_text().replace(
+            f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{small_disk / "state"}"'
+        )
+        + fever_at_once
+    )
+    daemon = WarddProcess(config, tmp_path / "wardd.log")
+    daemon.start()
+    try:
+        daemon.wait_connected()
+        await until(lambda: daemon.output().count("health probes on") >= 1, 10, "the probes")
+        assert (await _get(port, "/readyz"))[0] == 200
+        filler = _fill(small_disk)
+        async with watch(mosquitto.url, "hw/w1/bed/b1/alerts") as alerts:
+            publisher = connect(mosquitto.url)
+            try:
+                now = datetime.now(UTC)
+                for k in range(3):
+                    payload = vitals_payload("b1", now + timedelta(seconds=k), k, febrile=True)
+                    publisher.publish("hw/w1/bed/b1/vitals", payload, qos=1).wait_for_publish(10)
+            finally:
+                publisher.loop_stop()
+                publisher.disconnect()
+            code, body = await _get(port, "/readyz")
+            for _ in range(100):
+                if code == 503:
+                    break
+                await asyncio.sleep(0.1)
+                code, body = await _get(port, "/readyz")
+            assert (code, json.loads(body)["store_writable"]) == (503, False)
+            assert "wardd_store_writable 0.0" in (await _get(port, "/metrics"))[1].splitlines()
+            assert (await _get(port, "/healthz"))[0] == 200, "alive: restarting would not free the disk"
+            assert not any(a.get("condition") == "FEVER" for a in alerts), (
+                "nothing judged before it is durable"
+            )
+            filler.unlink()
+            await until(lambda: any(a.get("condition") == "FEVER" for a in alerts), 30, "the fever alert")
+        assert (await _get(port, "/readyz"))[0] == 200
+        assert "state store writable again" in daemon.output()
+        assert daemon.alive
     finally:
         daemon.close()
 
