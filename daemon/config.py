@@ -910,7 +910,7 @@ class Hl7PumpCodes(Model):
 
 
 class Hl7Config(Model):
-    """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways over MLLP (README, "HL7 v2 in")."""
+    """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways and pump servers over MLLP (README, "HL7 v2 in")."""
 
     # Without [hl7.tls], plain TCP: keep it on loopback or the monitors' network.
     host: str = "127.0.0.1"
