@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon import hl7in, hl7pump
 from daemon.clinical.dose import DOSE_RATE_HIGH, INFUSION_INTERRUPTED, dose_rules
@@ -298,6 +300,69 @@ def test_a_site_can_name_its_pump_servers_codes() -> None:
     assert (got.rate_ml_per_h, got.volume_infused_ml) == (10.0, 3.0)
     # The default programmed-rate code stays: the site named only two lists.
     assert pumps.codes[PROGRAMMED.split("^")[0]] is hl7pump.Quantity.PROGRAMMED_RATE
+
+
+_PIECES = st.sampled_from(
+    [
+        "MSH",
+        "|",
+        "^",
+        "~",
+        "\\",
+        "&",
+        "\r",
+        "PID",
+        "PV1",
+        "OBR",
+        "OBX",
+        "NM",
+        "X",
+        "1.0.0.0",
+        "1.1.1.1",
+        ".",
+        DEVICE,
+        "EUI-64",
+        "158014",
+        "MDC_FLOW_FLUID_PUMP_CURRENT",
+        "157993",
+        "265266",
+        "263762",
+        "UCUM",
+        "mL/h",
+        "10",
+        "-1e309",
+        "8388607",
+        "20260302120000+0000",
+        "\x00",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_PIECES, max_size=60).map("".join))
+def test_any_pump_message_is_decoded_or_refused_with_a_reason_and_always_answered(text: str) -> None:
+    """Hostile or broken pump messages: readings or a refusal with its reason, never
+    another exception, and an acknowledgement an independent library can read."""
+    base = pump_server.pump_message(*rows(programmed=10, current=10, volume=5))
+    for raw in (text, base + "\r" + text, base.replace("\rOBX|4", "\r" + text + "OBX|4")):
+        try:
+            message = hl7in.parse(raw.encode("utf-8", "surrogatepass"), "m")
+        except hl7in.Hl7Error:
+            continue  # not HL7 at all: the vitals' tests cover it
+        refusal: hl7in.Hl7Error | None = None
+        try:
+            hl7pump.takes(message, PUMPS)
+            decoded = hl7pump.decode(message, where="m", now=NOW, pumps=PUMPS)
+        except hl7in.Hl7Error as exc:
+            refusal = exc
+        if refusal is not None:
+            assert refusal.code in {"AE", "AR"}
+            ack = hl7in.acknowledgement(message, refusal.code, refusal)
+        else:
+            assert all(isinstance(e, PumpReading) for e in decoded.events)
+            ack = hl7in.acknowledgement(message)
+        assert pump_server.answer(ack).code in {"AA", "AE", "AR"}
 
 
 # --------------------------------------------------------------------------- the dose ledger
