@@ -27,8 +27,9 @@ A pump's reading is filed whole or not at all: a refused row of a configured pum
 unit, an unknown unit, another unit, a value that is not a number, negative or an 11073 sentinel, an
 unusable time, the same quantity twice) refuses the message with ``AE`` and the reason,
 since half a reading would hide the fault from the sender. Rows of devices that are not
-configured pumps (a pump server serves the whole ward), and codes that are not pump
-quantities, are refused one by one and counted (``unknown_device``, ``unknown_code``).
+configured pumps (a pump server serves the whole ward), and numeric codes that are not
+pump quantities, are refused one by one and counted (``unknown_device``,
+``unknown_code``); text rows that are not pump quantities are skipped, as for the vitals.
 """
 
 from __future__ import annotations
@@ -198,6 +199,9 @@ def _pump_rows(
     for obx in segments:
         if _field(obx, 11) == "X":
             continue  # a structure row (MDS, VMD, channel): nothing to file
+        quantity = pumps.quantity(obx)
+        if quantity is None and _field(obx, 2) != "NM":
+            continue  # a text value (a drug's name): nothing to file, as for the vitals
         at = f"{where} OBX {_field(obx, 1)}"
         own = _equipment(obx)
         equipment = own if any(own) else mds_device.get(_mds(obx), ("", ""))
@@ -209,7 +213,6 @@ def _pump_rows(
                 InputError("unknown_device", f"OBX-18 {ids.shown(name)} is not a configured hl7 pump", at)
             )
             continue
-        quantity = pumps.quantity(obx)
         if quantity is None:
             code = _component(obx, 3, 1) or _component(obx, 3, 2)
             rejected.append(InputError("unknown_code", f"OBX-3 {ids.shown(code)} is not a pump quantity", at))

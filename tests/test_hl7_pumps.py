@@ -208,7 +208,11 @@ def test_other_pumps_and_other_quantities_of_a_pump_server_are_counted_not_filed
     """A pump server serves the whole ward: the configured pump's reading is filed, the
     rows of another pump (MDS 2) and a quantity that is not a rate or volume are refused
     one by one."""
-    ours = pump_server.pump_message(*rows(current=10), Row(TO_BE_INFUSED, "100", ML))
+    ours = pump_server.pump_message(
+        *rows(current=10),
+        Row(TO_BE_INFUSED, "100", ML),
+        Row("DRUG^drug name^99LOCAL", "blinatumomab", "", value_type="ST"),
+    )
     theirs = pump_server.pump_message(*rows(current=50), device="FFFF000000000000", mds=2)
     obx = [line for line in theirs.split("\r") if line.startswith("OBX")]
     decoded = decode("\r".join([ours, *obx]))
@@ -216,7 +220,7 @@ def test_other_pumps_and_other_quantities_of_a_pump_server_are_counted_not_filed
     assert [(r.reason, r.where) for r in decoded.rejected] == [
         ("unknown_code", "mllp OBX 5"),
         ("unknown_device", "mllp OBX 4"),
-    ]
+    ]  # the drug's name (a text row) is skipped, as the vitals skip text
 
 
 @pytest.mark.parametrize(
