@@ -622,8 +622,10 @@ class _Server:
         self.last = datetime.now(UTC) - timedelta(seconds=1)
 
     async def reading(self, rate_ml_per_h: float) -> pump_server.Answer:
-        at = datetime.now(UTC).replace(microsecond=0)
-        at = max(at, self.last + timedelta(seconds=1))  # HL7 times here are to the second
+        """The next reading, a second after the last (the server's period: HL7 times here
+        are to the second), sent when its time comes."""
+        at = max(datetime.now(UTC).replace(microsecond=0), self.last + timedelta(seconds=1))
+        await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
         self.volume_ml += rate_ml_per_h * (at - self.last).total_seconds() / 3600.0
         self.last = at
         text = pump_server.pump_message(
@@ -682,7 +684,7 @@ async def test_a_pump_server_feeds_the_dose_ledger_of_a_running_daemon(
                 ("AR" if reason == "unsupported_message" else "AE", reason) for reason in bad
             ]
 
-            # The right rate for 2.5 s (rate_delay_s is 1 s): no dose-rate alert.
+            # The right rate for 3 s (rate_delay_s is 1 s): no dose-rate alert.
             while server.sent[-1][0] - server.sent[0][0] < timedelta(seconds=3):
                 assert (await server.reading(10.0)).code == "AA"
             await until(
@@ -697,8 +699,9 @@ async def test_a_pump_server_feeds_the_dose_ledger_of_a_running_daemon(
             assert _alerts(alerts, DOSE_RATE_HIGH)[0]["value"] == pytest.approx(18.0)
 
             # Silence: PUMP_COMM_LOST after comm_lost_after_s; a reading resolves it.
+            before = len(_alerts(alerts, "PUMP_COMM_LOST"))
             await until(
-                lambda: any(a["state"] == "active" for a in _alerts(alerts, "PUMP_COMM_LOST")),
+                lambda: any(a["state"] == "active" for a in _alerts(alerts, "PUMP_COMM_LOST")[before:]),
                 15,
                 "PUMP_COMM_LOST",
             )
