@@ -122,15 +122,21 @@ def _mds(obx: hl7.Segment) -> str:
 
 
 def takes(message: hl7.Message, pumps: Hl7Pumps) -> bool:
-    """Whether ``message`` is a pump server's: an ORU^R01 with a pump code in some OBX-3,
-    or a configured pump's device in some OBX-18."""
+    """Whether ``message`` is a pump server's: an ORU^R01 with a configured pump's device in
+    some OBX-18, or with pump codes in OBX-3 and no vital sign (a monitor that also
+    relays a pump's rate stays a monitor: its vital signs are not refused with it)."""
     msh = message.segment("MSH")
     if (_component(msh, 9, 1), _component(msh, 9, 2)) != SUPPORTED:
         return False
-    return any(
-        pumps.quantity(obx) is not None or pumps.pump(_equipment(obx)) is not None
-        for obx in message.segments("OBX")
-    )
+    segments = message.segments("OBX")
+    if any(pumps.pump(_equipment(obx)) is not None for obx in segments):
+        return True
+    pump_codes = vital_codes = False
+    for obx in segments:
+        pump_codes = pump_codes or pumps.quantity(obx) is not None
+        code = _component(obx, 3, 1) or _component(obx, 3, 2)
+        vital_codes = vital_codes or mdc.lookup(code) is not None
+    return pump_codes and not vital_codes
 
 
 @dataclass

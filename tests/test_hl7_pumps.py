@@ -289,6 +289,21 @@ def test_a_monitor_message_goes_to_the_vitals_and_a_pump_message_to_the_pumps() 
     # A configured pump's device alone is enough: the message is refused as a pump's.
     only_device = pump_server.pump_message(Row(TO_BE_INFUSED, "100", ML))
     assert hl7pump.takes(hl7in.parse(only_device.encode(), "m"), PUMPS)
+    # A monitor that relays an unconfigured pump's rate beside its vital signs stays a
+    # monitor (its SpO2 is filed, the rate refused as unknown_code by the vitals path);
+    # without the vital sign, the message is a pump server's (and refused: unknown_device).
+    relayed = (
+        monitor
+        + "\r"
+        + pump_server.pump_message(*rows(current=10), device="FFFF000000000000").split("\r", 4)[4]
+    )
+    assert not hl7pump.takes(hl7in.parse(relayed.encode(), "m"), PUMPS)
+    beds = hl7in.beds_lookup({("w1", "b1"): hl7in.Bed("w1", "b1", "P-1")})
+    vitals = hl7in.decode(hl7in.parse(relayed.encode(), "m"), where="m", now=NOW, bed_of=beds)
+    assert [type(e).__name__ for e in vitals.events] == ["VitalSample"]
+    assert [r.reason for r in vitals.rejected] == ["unknown_code"]
+    pump_only = pump_server.pump_message(*rows(current=10), device="FFFF000000000000")
+    assert hl7pump.takes(hl7in.parse(pump_only.encode(), "m"), PUMPS)
 
 
 def test_a_site_can_name_its_pump_servers_codes() -> None:
