@@ -24,9 +24,9 @@ stopped; a reading without a current rate is refused (``no_current_rate``). The 
 current rate; its time is the latest time of its rows (OBX-14, else OBR-7).
 
 A pump's reading is filed whole or not at all: a refused row of a configured pump (no
-unit, an unknown unit, another unit, a value that is not a number, negative or an 11073 sentinel, an
-unusable time, the same quantity twice) refuses the message with ``AE`` and the reason,
-since half a reading would hide the fault from the sender. Rows of devices that are not
+unit, an unknown unit, another unit, a value that is not a number, negative or an 11073
+sentinel, an unusable time, the same quantity twice) refuses the message with ``AE`` and
+the reason, since half a reading would hide the fault from the sender. Rows of devices that are not
 configured pumps (a pump server serves the whole ward), and numeric codes that are not
 pump quantities, are refused one by one and counted (``unknown_device``,
 ``unknown_code``); text rows that are not pump quantities are skipped, as for the vitals.
@@ -156,8 +156,9 @@ def decode(
 
     Whole-message reasons (AE): ``unknown_device``, ``no_observation``, ``bed_mismatch``,
     ``patient_mismatch``, ``no_current_rate``, and any refused row of a configured pump:
-    ``missing_unit``, ``unknown_unit``, ``wrong_unit``, ``not_a_number``, ``huge_number``, ``negative``,
-    ``sentinel``, ``bad_timestamp``, ``future_timestamp``, ``too_old``, ``duplicate_metric``.
+    ``missing_unit``, ``unknown_unit``, ``wrong_unit``, ``not_a_number``, ``huge_number``,
+    ``negative``, ``sentinel``, ``bad_timestamp``, ``future_timestamp``, ``too_old``,
+    ``duplicate_metric``.
     Per row (in ``rejected``): ``unknown_device``, ``unknown_code``. An ADT or other
     message is ``unsupported_message`` (AR), as for the vitals.
     """
