@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import capture, hl7in, topics
+from daemon import capture, hl7in, hl7pump, topics
 from daemon.alerts import AlertService, ack_filters, is_ack_topic
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
@@ -251,6 +251,8 @@ class Pipeline:
     """The last logged input whose effects are staged in the store."""
     checkpoint_round: CheckpointRound | None = None
     """The periodic checkpoint under way, if any."""
+    pump_silence: hl7pump.PumpSilence | None = None
+    """The link health of the pumps a pump server reports over HL7 (told of each reading)."""
 
     def __post_init__(self) -> None:
         self._vital_thresholds: dict[str, VitalThresholds] = {
@@ -261,6 +263,7 @@ class Pipeline:
         self._tick_done = asyncio.Event()  # set when a tick (or a slice of one) is processed
         self._busy_since: float | None = None  # monotonic time the item in processing was taken
         self._beds = {(bed.ward, bed.id): bed for bed in self.config.beds}
+        self._hl7_pumps = hl7pump.Hl7Pumps.from_config(self.config)
         self._rule_s = 0.0  # time in the rules, for /metrics
         self._rule_events = 0
 
@@ -300,6 +303,14 @@ class Pipeline:
         self._live.add(self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message))))
 
     def _decode_hl7(self, message: hl7in.Message, where: str) -> hl7in.Decoded:
+        if hl7pump.takes(message, self._hl7_pumps):
+            return hl7pump.decode(
+                message,
+                where=where,
+                now=self.clock.now(),
+                pumps=self._hl7_pumps,
+                max_future_skew_s=self.config.mqtt.max_future_skew_s,
+            )
         return hl7in.decode(
             message,
             where=where,
@@ -597,6 +608,8 @@ class Pipeline:
                 self.sink.put(point)
         if candidates:
             await self.alerts.handle(candidates)
+        if isinstance(event, PumpReading) and self.pump_silence is not None:
+            await self.pump_silence.heard(event)
         for observer in self.observers:
             observer(event)
         if isinstance(event, Tick):
@@ -750,6 +763,14 @@ def _add_staff_services(pipeline: Pipeline) -> None:
         add_delivery(pipeline)
 
 
+def _add_hl7_pumps(pipeline: Pipeline) -> None:
+    """Watch the link health of the pumps a pump server reports (``driver = "hl7"``)."""
+    pumps = hl7pump.Hl7Pumps.from_config(pipeline.config)
+    if pumps.by_device:
+        pipeline.pump_silence = hl7pump.PumpSilence(pumps, pipeline.clock, pipeline.emit)
+        pipeline.services.append(pipeline.pump_silence)
+
+
 def build(
     config: Config,
     *,
@@ -850,7 +871,9 @@ def build(
     alerts = AlertService.from_config(
         config, publisher=publisher, sink=sink, clock=clock, counters=counters, writer=writer
     )
-    pumps = [PumpSource(pump, config.bed(pump.bed).ward, clock, counters) for pump in config.pumps]
+    pumps = [
+        PumpSource(pump, config.bed(pump.bed).ward, clock, counters) for pump in config.pumps if pump.serial
+    ]
     capture_writer = CaptureWriter(config.daemon.capture, config) if config.daemon.capture else None
     pipeline = Pipeline(
         config=config,
@@ -874,6 +897,7 @@ def build(
         pipeline.services.append(HealthServer(config.health, pipeline, counters))
     if config.hl7.port is not None:
         pipeline.services.append(MllpListener(config.hl7, pipeline.on_hl7, counters))
+        _add_hl7_pumps(pipeline)
     interval_s = watchdog_interval_s()
     if interval_s is not None:
         pipeline.services.append(Watchdog(interval_s, pipeline, config.health.stall_after_s, counters))

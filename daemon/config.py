@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon import ids
+from daemon import ids, mdc
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.web.passwords import checked_hash
 
@@ -48,6 +48,8 @@ Ident = Annotated[str, AfterValidator(ids.config_id)]
 BagId = Annotated[str, AfterValidator(ids.bag_id_value)]
 # A broker user name that may acknowledge: a topic level, and the journal's actor.
 UserId = Annotated[str, AfterValidator(ids.user_id)]
+# A device as a message names it (an HL7 pump's OBX-18): the rule of bag ids.
+DeviceId = Annotated[str, AfterValidator(ids.bag_id_value)]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 
@@ -398,9 +400,14 @@ class PumpConfig(Model):
     id: Ident
     bed: Ident
     # The pump's protocol: "ne1000" (New Era NE-500/NE-1000), "alaris-asena" (BD Alaris
-    # Asena GH/CC) or "fresenius-base-a" (Fresenius Kabi Base A), docs/pump-protocols.md.
-    driver: Literal["ne1000", "alaris-asena", "fresenius-base-a"] = "ne1000"
-    url: str  # pyserial URL: /dev/ttyUSB0, a pseudo-terminal, socket://host:port
+    # Asena GH/CC) or "fresenius-base-a" (Fresenius Kabi Base A), docs/pump-protocols.md;
+    # "hl7": readings sent by a pump server as PCD-01 ORU^R01 (README, "HL7 v2 in").
+    driver: Literal["ne1000", "alaris-asena", "fresenius-base-a", "hl7"] = "ne1000"
+    # pyserial URL: /dev/ttyUSB0, a pseudo-terminal, socket://host:port (serial drivers only).
+    url: str | None = None
+    # "hl7" only: the pump as OBX-18 names it, its entity identifier (component 1) or its
+    # universal id (component 3, e.g. the EUI-64).
+    device: DeviceId | None = None
     address: Annotated[int, Field(ge=0, le=99)] = 0  # NE-1000 only
     # Default per driver: 19200 for the NE-1000 and the Fresenius base, 38400 for the Alaris.
     baudrate: Literal[300, 1200, 2400, 9600, 19200, 38400] = 19200
@@ -443,6 +450,12 @@ class PumpConfig(Model):
     @model_validator(mode="after")
     def _pump_timing(self) -> PumpConfig:
         given = self.model_fields_set
+        if self.driver == "hl7":
+            return self._hl7_pump(given)
+        if self.url is None:
+            raise ValueError(f"the {self.driver} driver reads a serial line: set url")
+        if self.device is not None:
+            raise ValueError(f"device is an hl7 setting, not a {self.driver} one")
         if self.driver != "ne1000" and ("address" in given or "safe_mode_timeout_s" in given):
             raise ValueError(f"address and safe_mode_timeout_s are NE-1000 settings, not {self.driver} ones")
         if self.driver != "alaris-asena" and "keepalive_interval_s" in given:
@@ -459,6 +472,30 @@ class PumpConfig(Model):
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must not be below reconnect_min_s")
         return self
+
+    def _hl7_pump(self, given: Set[str]) -> PumpConfig:
+        """A pump whose readings a pump server sends: its device, and no serial setting."""
+        if self.device is None:
+            raise ValueError("an hl7 pump needs its device: OBX-18 as the pump server sends it")
+        serial = sorted(given - {"id", "bed", "driver", "device", "comm_lost_after_s"})
+        if serial:
+            raise ValueError(
+                f"{', '.join(serial)}: serial-line settings; an hl7 pump takes id, bed, device "
+                "and comm_lost_after_s"
+            )
+        return self
+
+    @property
+    def serial(self) -> bool:
+        """Whether the daemon polls this pump on a serial line (not an hl7 one)."""
+        return self.driver != "hl7"
+
+    @property
+    def line(self) -> str:
+        """The serial URL of a serial driver's pump (validation makes sure it is set)."""
+        if self.url is None:
+            raise ValueError(f"pump {self.id} ({self.driver}) has no serial line")
+        return self.url
 
 
 class BagConfig(Model):
@@ -833,14 +870,54 @@ class ServerTlsConfig(Model):
     min_version: Literal["1.2", "1.3"] = "1.2"
 
 
+MDC_CODE = re.compile(r"[0-9]{1,10}|MDC_[A-Z0-9_]{1,60}")
+"""An OBX-3 code as the config names it: the numeric code or the reference id."""
+
+
+def _mdc_codes(codes: tuple[str, ...]) -> tuple[str, ...]:
+    if not codes:
+        raise ValueError("needs at least one code")
+    for code in codes:
+        if MDC_CODE.fullmatch(code) is None:
+            raise ValueError(f"{code!r} is neither a numeric MDC code nor an MDC_ reference id")
+    return codes
+
+
+MdcCodes = Annotated[tuple[str, ...], AfterValidator(_mdc_codes)]
+
+
+class Hl7PumpCodes(Model):
+    """Which OBX-3 codes of a pump server's PCD-01 message are which pump quantity: any of
+    a list, by numeric code or reference id. Defaults: the pump rows of domain.md section 5,
+    which it marks as confirmed by one vendor's capture only: a site checks them against
+    its pump server (README, "HL7 v2 in")."""
+
+    programmed_rate: MdcCodes = mdc.PUMP_PROGRAMMED_RATE  # mL/h
+    current_rate: MdcCodes = mdc.PUMP_CURRENT_RATE  # mL/h: > 0 infusing, 0 stopped
+    volume_infused: MdcCodes = mdc.PUMP_VOLUME_INFUSED  # mL
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Hl7PumpCodes:
+        seen: dict[str, str] = {}
+        for name in ("programmed_rate", "current_rate", "volume_infused"):
+            for code in getattr(self, name):
+                if code in seen:
+                    raise ValueError(f"{code} is both {seen[code]} and {name}")
+                if mdc.lookup(code) is not None:
+                    raise ValueError(f"{code} ({name}) is a vital-sign code")
+                seen[code] = name
+        return self
+
+
 class Hl7Config(Model):
-    """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways over MLLP (README, "HL7 v2 in")."""
+    """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways and pump servers over MLLP (README, "HL7 v2 in")."""
 
     # Without [hl7.tls], plain TCP: keep it on loopback or the monitors' network.
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] | None = None  # off while unset; 0: any free port
     max_message_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 262_144
     tls: ServerTlsConfig | None = None
+    pump_codes: Hl7PumpCodes = Hl7PumpCodes()  # pumps with driver = "hl7"
 
 
 class Config(Model):
@@ -969,7 +1046,7 @@ def _flat_dose_under_45_kg(config: Config, bed: BedConfig, i: int) -> ConfigIssu
     )
 
 
-def _line_key(pump: PumpConfig) -> tuple[str, int]:
+def _line_key(pump: PumpConfig) -> tuple[str | None, int]:
     """What must differ between two pumps on one URL: the NE-1000 address, the Fresenius module."""
     if pump.driver == "fresenius-base-a":
         return pump.url, pump.module or 0
@@ -996,6 +1073,34 @@ def _shared_line(pump: PumpConfig, i: int, other: PumpConfig, j: int) -> ConfigI
             f"pumps[{i}].module", f"pumps[{j}] already reads module {pump.module} on {pump.url}"
         )
     return ConfigIssue(f"pumps[{i}].address", f"pumps[{j}] already uses address {pump.address} on {pump.url}")
+
+
+def _line_issues(pumps: Sequence[PumpConfig], n: int, at: Sequence[int]) -> list[ConfigIssue]:
+    """Why ``pumps[n]`` cannot share its serial line with an earlier pump, if it cannot
+    (``at``: the pumps' indexes in the file)."""
+    pump = pumps[n]
+    for j, other in enumerate(pumps[:n]):
+        if other.serial and other.url == pump.url:
+            issue = _shared_line(pump, at[n], other, at[j])
+            if issue is not None:
+                return [issue]
+    return []
+
+
+def _hl7_pump_issues(config: Config, pump: PumpConfig, i: int, seen: dict[str, int]) -> list[ConfigIssue]:
+    """An hl7 pump (``pumps[i]``) needs the listener on, and a device no earlier pump has
+    (``seen``: device -> the index of the pump that has it; updated)."""
+    issues: list[ConfigIssue] = []
+    if config.hl7.port is None:
+        issues.append(ConfigIssue(f"pumps[{i}].driver", "an hl7 pump needs the HL7 listener: set [hl7] port"))
+    device = pump.device or ""
+    if device in seen:
+        # Two pumps under one device: a reading could not say whose it is.
+        issues.append(
+            ConfigIssue(f"pumps[{i}].device", f"'{device}' is already the device of pumps[{seen[device]}]")
+        )
+    seen.setdefault(device, i)
+    return issues
 
 
 def _cross_checks(
@@ -1048,6 +1153,7 @@ def _cross_checks(
             )
     seen_pumps: dict[str, int] = {}
     pump_of_bed: dict[str, int] = {}
+    seen_devices: dict[str, int] = {}
     for n, pump in enumerate(config.pumps):
         i = index("pumps", n)
         if pump.id in seen_pumps:
@@ -1066,11 +1172,11 @@ def _cross_checks(
         pump_of_bed.setdefault(pump.bed, i)
         if pump.bed not in seen_beds and pump.bed not in bed_ids:
             issues.append(ConfigIssue(f"pumps[{i}].bed", f"no bed with id '{pump.bed}'"))
-        for j in [m for m, other in enumerate(config.pumps[:n]) if other.url == pump.url]:
-            issue = _shared_line(pump, i, config.pumps[j], index("pumps", j))
-            if issue is not None:
-                issues.append(issue)
-                break
+        issues.extend(
+            _line_issues(config.pumps, n, [index("pumps", m) for m in range(n + 1)])
+            if pump.serial
+            else _hl7_pump_issues(config, pump, i, seen_devices)
+        )
     for n, bag in enumerate(config.bags):
         i = index("bags", n)
         if bag.bed not in seen_beds and bag.bed not in bed_ids:

@@ -467,7 +467,7 @@ _LINES: dict[tuple[int, str], BaseLine] = {}
 
 
 def _acquire(pump: PumpConfig) -> BaseLine:
-    key = (id(asyncio.get_running_loop()), pump.url)
+    key = (id(asyncio.get_running_loop()), pump.line)
     shared = _LINES.get(key)
     if shared is None or shared.dead:
         shared = _LINES[key] = BaseLine(pump)
@@ -479,7 +479,7 @@ async def _release(pump: PumpConfig, shared: BaseLine) -> None:
     shared.users -= 1
     if shared.users > 0:
         return
-    key = (id(asyncio.get_running_loop()), pump.url)
+    key = (id(asyncio.get_running_loop()), pump.line)
     if _LINES.get(key) is shared:
         del _LINES[key]
     await shared.line.close()

@@ -78,7 +78,24 @@ MDC_UNITS: Mapping[str, str] = {
     "MDC_DIM_PERCENT": "%",
     "264928": "/min",
     "MDC_DIM_RESP_PER_MIN": "/min",
+    # Infusion pumps (``daemon.hl7pump``): rate and volume.
+    "265266": "mL/h",
+    "MDC_DIM_MILLI_L_PER_HR": "mL/h",
+    "263762": "mL",
+    "MDC_DIM_MILLI_L": "mL",
 }
+
+# UCUM units accepted for a pump's rate and volume (``daemon.hl7pump``), as they are: UCUM
+# takes "l" and "L" alike for the litre. Any other unit is refused, never converted.
+PUMP_RATE_UNITS = frozenset({"mL/h", "ml/h"})
+PUMP_VOLUME_UNITS = frozenset({"mL", "ml"})
+
+# The pump rows of domain.md section 5 (OBX-3 of a pump server's PCD-01 message): the
+# defaults of ``[hl7.pump_codes]``, which a site may replace, since domain.md marks these
+# rows as confirmed by one vendor's capture only.
+PUMP_PROGRAMMED_RATE = ("157784", "MDC_FLOW_FLUID_PUMP")
+PUMP_CURRENT_RATE = ("158014", "MDC_FLOW_FLUID_PUMP_CURRENT")
+PUMP_VOLUME_INFUSED = ("157993", "MDC_VOL_FLUID_DELIV_TOTAL")
 
 # MIMIC-III vitals_first_day accepted ranges, exclusive unless noted (domain.md section 3).
 # Values outside are artifacts, never physiology.

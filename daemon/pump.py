@@ -280,7 +280,7 @@ class PumpSource:
                     failures = 0
                     await self._valid(emit, status)
             except LinkClosedError as exc:
-                self._fault(FrameError("link_closed", str(exc), self.pump.url), b"")
+                self._fault(FrameError("link_closed", str(exc), self.pump.line), b"")
             finally:
                 await driver.close()
             delay = self.backoff_s(failures)
