@@ -555,7 +555,7 @@ class AcmListener:
             parent=obr.obr_29.to_er7().split("^")[1].split("&")[0] if obr.obr_29.to_er7() else "",
             facets=facets,
             codes=codes,
-            flags=first.obx_8.to_er7() if first.obx_8 else "",
+            flags="~".join(f.to_er7() for f in first.children.get("OBX_8")),
             answer="",
         )
 
