@@ -780,8 +780,14 @@ class AppriseReceiverConfig(ReceiverBase):
     min_gap_s: Annotated[float, Field(ge=0, le=60)] | None = None
 
 
+def _event_code(value: str) -> str:
+    if not re.fullmatch(r"[0-9]{1,10}\^MDC_[A-Z0-9_]{1,60}", value):
+        raise ValueError(f"{value!r} is not '<code>^<MDC reference id>' (for example '196648^MDC_EVT_HI')")
+    return value
+
+
 # An OBX-3 event code as "<code>^<MDC reference id>" (IEEE 11073-10101, partition 3).
-EventCode = Annotated[str, Field(pattern=r"^[0-9]{1,10}\^MDC_[A-Z0-9_]{1,60}$")]
+EventCode = Annotated[str, AfterValidator(_event_code)]
 
 
 class Hl7ReceiverConfig(ReceiverBase):

@@ -498,7 +498,9 @@ class AcmListener:
         """Listen (again) on the port."""
         import hl7.mllp  # noqa: PLC0415
 
-        self._server = await hl7.mllp.start_hl7_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await hl7.mllp.start_hl7_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True
+        )
 
     async def stop(self) -> None:
         """Close the port and the open connections."""

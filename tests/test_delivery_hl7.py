@@ -81,7 +81,9 @@ def running_pipeline(config: Config) -> AbstractAsyncContextManager[Pipeline]:
 
 
 def _candidate(condition: str, priority: Priority, *, present: bool = True, **extra: Any) -> AlertCandidate:
-    return AlertCandidate(condition, WARD, BED, datetime.now(UTC), present=present, priority=priority, **extra)
+    return AlertCandidate(
+        condition, WARD, BED, datetime.now(UTC), present=present, priority=priority, **extra
+    )
 
 
 def _delivery(pipeline: Pipeline) -> DeliveryService:
