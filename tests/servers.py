@@ -481,8 +481,9 @@ class AcmListener:
     ORU_R40 structure) and answered with an hl7apy ``ACK``: ``answer(message)`` says AA,
     AE or AR (AA by default), or ``None`` for no answer at all (a hung peer).
 
-    One connection carries many messages. ``stop`` closes the port and every connection
-    (refused until ``start``), as ``WebhookServer`` does.
+    One connection carries many messages, unless ``close_after_answer`` (as hl7apy's own
+    ``MLLPServer`` does: one message per connection). ``stop`` closes the port and every
+    connection (refused until ``start``), as ``WebhookServer`` does.
     """
 
     def __init__(self, port: int | None = None) -> None:
@@ -490,6 +491,7 @@ class AcmListener:
         self.received: list[AcmMessage] = []
         self.answer: Callable[[AcmMessage], str | None] = lambda _message: "AA"
         self.connections = 0
+        self.close_after_answer = False
         self.arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._writers: set[Any] = set()
@@ -529,6 +531,8 @@ class AcmListener:
                 self.arrived.set()
                 writer.writeblock(self._ack(message.control_id, code).encode("utf-8"))
                 await writer.drain()
+                if self.close_after_answer:
+                    return
         finally:
             self._writers.discard(writer)
             writer.close()

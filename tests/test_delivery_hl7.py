@@ -10,6 +10,7 @@ next level is told at once. AE and a missing answer are retried, AR is refused a
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
@@ -21,7 +22,8 @@ import pytest
 
 from daemon.alerts import AlertState
 from daemon.app import Pipeline, build
-from daemon.config import Config, parse
+from daemon.config import Config, Hl7ReceiverConfig, parse
+from daemon.delivery.receivers import Hl7Receiver, Outcome
 from daemon.delivery.service import DELIVERY_FAILED, DeliveryService
 from daemon.events import AlertCandidate, Priority
 from tests.helpers import running
@@ -235,3 +237,73 @@ async def test_a_rejection_counts_as_failed_at_once_and_the_next_level_is_told(
     finally:
         await am.stop()
         await backup.stop()
+
+
+def _receiver(listener: AcmListener) -> Hl7Receiver:
+    config = Hl7ReceiverConfig.model_validate(
+        {"name": "am", "type": "hl7", "host": "127.0.0.1", "port": listener.port, **RETRY}
+    )
+    return Hl7Receiver(config, {(WARD, BED): PATIENT})
+
+
+def _body(delivery: int, *conditions: str) -> bytes:
+    at = datetime.now(UTC).isoformat()
+    alerts: list[dict[str, Any]] = [
+        {
+            "id": f"{BED}-{condition}-1",
+            "ward": WARD,
+            "bed": BED,
+            "condition": condition,
+            "priority": "medium",
+            "kind": "physiological",
+            "state": "active",
+            "phase": "start",
+            "value": None,
+            "unit": None,
+            "since": at,
+            "updated": at,
+            "message": condition.lower(),
+            "details": {},
+        }
+        for condition in conditions
+    ]
+    return json.dumps({"delivery": delivery, "notice": "alert", "at": at, "alerts": alerts}).encode()
+
+
+async def test_a_retried_group_does_not_send_again_what_was_accepted() -> None:
+    am = AcmListener()
+    given = _answers("AA", "AE")
+    am.answer = lambda message: next(given)
+    await am.start()
+    receiver = _receiver(am)
+    try:
+        first = await receiver.send(5, _body(5, "FEVER", "TACHYCARDIA"), "", "")
+        assert (first.outcome, first.detail) == (Outcome.RETRY, "AE W5-1: the test alert manager says AE")
+        again = await receiver.send(5, _body(5, "FEVER", "TACHYCARDIA"), "", "")
+        assert again.outcome is Outcome.DELIVERED
+        assert [(m.control_id, m.answer) for m in am.received] == [
+            ("W5-0", "AA"),
+            ("W5-1", "AE"),
+            ("W5-1", "AA"),
+        ]
+        assert am.connections == 1  # one connection, kept open between messages
+    finally:
+        await receiver.close()
+        await am.stop()
+
+
+async def test_a_manager_that_closes_each_connection_after_answering_costs_no_retry() -> None:
+    """As hl7apy's MLLPServer: one message per connection. The next message goes on a new one."""
+    am = AcmListener()
+    am.close_after_answer = True
+    await am.start()
+    receiver = _receiver(am)
+    try:
+        for delivery in range(1, 6):
+            attempt = await receiver.send(delivery, _body(delivery, "FEVER"), "", "")
+            assert attempt.outcome is Outcome.DELIVERED, attempt.detail
+        assert [m.control_id for m in am.received] == [f"W{n}-0" for n in range(1, 6)]
+        assert am.connections == 5
+    finally:
+        await receiver.close()
+        await am.stop()

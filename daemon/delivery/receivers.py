@@ -210,10 +210,7 @@ class Hl7Receiver:
     async def _one(self, report: acm.Report) -> Attempt:
         try:
             async with asyncio.timeout(self._config.timeout_s):
-                reader, writer = await self._connect()
-                writer.writeblock(report.encode())
-                await writer.drain()
-                raw = await reader.readblock()
+                raw = await self._exchange(report)
         except (
             TimeoutError,
             OSError,
@@ -244,6 +241,26 @@ class Hl7Receiver:
         if answer.code in ("AR", "CR"):
             return Attempt(Outcome.REFUSED, detail[:300])
         return Attempt(Outcome.RETRY, detail[:300])
+
+    async def _exchange(self, report: acm.Report) -> bytes:
+        """Send ``report`` and read one answer. On a connection kept from an earlier
+        message that turns out closed by the manager meanwhile (many close after each
+        answer; the close may arrive just after our write), once more on a new one: the
+        same control id, which a manager that did take it drops as a repeat."""
+        reused = self._connection is not None
+        reader, writer = await self._connect()
+        try:
+            writer.writeblock(report.encode())
+            await writer.drain()
+            return bytes(await reader.readblock())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+        self._drop()
+        reader, writer = await self._connect()
+        writer.writeblock(report.encode())
+        await writer.drain()
+        return bytes(await reader.readblock())
 
     async def _connect(self) -> tuple[hl7.mllp.HL7StreamReader, hl7.mllp.HL7StreamWriter]:
         if self._connection is not None:
