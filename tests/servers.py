@@ -486,8 +486,9 @@ class AcmListener:
     connection (refused until ``start``), as ``WebhookServer`` does.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, tls: Any = None) -> None:
         self.port = port or free_port()
+        self.tls = tls  # an ssl.SSLContext for MLLP over TLS
         self.received: list[AcmMessage] = []
         self.answer: Callable[[AcmMessage], str | None] = lambda _message: "AA"
         self.connections = 0
@@ -501,7 +502,7 @@ class AcmListener:
         import hl7.mllp  # noqa: PLC0415
 
         self._server = await hl7.mllp.start_hl7_server(
-            self._serve, "127.0.0.1", self.port, reuse_address=True
+            self._serve, "127.0.0.1", self.port, reuse_address=True, ssl=self.tls
         )
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
@@ -26,6 +27,7 @@ from daemon.config import Config, Hl7ReceiverConfig, parse
 from daemon.delivery.receivers import Hl7Receiver, Outcome
 from daemon.delivery.service import DELIVERY_FAILED, DeliveryService
 from daemon.events import AlertCandidate, Priority
+from simulators import tls_certs
 from tests.helpers import running
 from tests.mqtt_watch import until
 from tests.servers import AcmListener, AcmMessage, Mosquitto
@@ -306,4 +308,43 @@ async def test_a_manager_that_closes_each_connection_after_answering_costs_no_re
         assert am.connections == 5
     finally:
         await receiver.close()
+        await am.stop()
+
+
+async def test_over_tls_the_managers_certificate_is_checked(tmp_path: Path) -> None:
+    """A manager whose certificate the hospital's CA signed takes the message; one signed by
+    another CA is never sent anything (the handshake fails, retried, said in plain words)."""
+    ca, stranger = (
+        tls_certs.authority(tmp_path / "ca"),
+        tls_certs.authority(tmp_path / "other", "stranger-ca"),
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    good = tls_certs.server_cert(tmp_path / "good", ca)
+    context.load_cert_chain(str(good.cert), str(good.key))
+    am = AcmListener(tls=context)
+    await am.start()
+    config = Hl7ReceiverConfig.model_validate(
+        {
+            "name": "am",
+            "type": "hl7",
+            "host": "127.0.0.1",
+            "port": am.port,
+            "tls": {"ca_file": str(ca.cert)},
+            **RETRY,
+        }
+    )
+    wrong = Hl7ReceiverConfig.model_validate(
+        {**config.model_dump(mode="json"), "tls": {"ca_file": str(stranger.cert)}}
+    )
+    receiver, doubtful = Hl7Receiver(config, {}), Hl7Receiver(wrong, {})
+    try:
+        attempt = await receiver.send(1, _body(1, "FEVER"), "", "")
+        assert attempt.outcome is Outcome.DELIVERED, attempt.detail
+        refused = await doubtful.send(2, _body(2, "FEVER"), "", "")
+        assert refused.outcome is Outcome.RETRY
+        assert "TLS" in refused.detail
+        assert [m.control_id for m in am.received] == ["W1-0"]
+    finally:
+        await receiver.close()
+        await doubtful.close()
         await am.stop()
