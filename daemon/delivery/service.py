@@ -89,7 +89,9 @@ class DeliveryService:
         self._settings = {r.name: r for r in config.receivers}
         patients = {(b.ward, b.id): b.patient for b in config.beds}
         self.receivers: dict[str, Receiver] = (
-            dict(receivers) if receivers is not None else {r.name: make_receiver(r, patients) for r in config.receivers}
+            dict(receivers)
+            if receivers is not None
+            else {r.name: make_receiver(r, patients) for r in config.receivers}
         )
         self.router = Router(config.routing, config.routes)
         store = writer.store
