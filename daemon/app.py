@@ -242,6 +242,8 @@ class Pipeline:
     """The last logged input whose effects are staged in the store."""
     checkpoint_round: CheckpointRound | None = None
     """The periodic checkpoint under way, if any."""
+    more_gauges: list[Callable[[], Sequence[Gauge]]] = field(default_factory=list)
+    """Services' own metrics for /metrics (delivery: attempts by receiver, backlogs)."""
 
     def __post_init__(self) -> None:
         self._vital_thresholds: dict[str, VitalThresholds] = {
@@ -632,6 +634,7 @@ class Pipeline:
             ),
             Gauge("wardd_rule_events", "Events the rules were run on", {(): self._rule_events}, counter=True),
             Gauge("wardd_rule_seconds", "Time in the rules", {(): self._rule_s}, counter=True),
+            *(gauge for source in self.more_gauges for gauge in source()),
         ]
 
     def _count_late(self, event: VitalSample | Observation, now: datetime) -> None:
@@ -698,6 +701,7 @@ def add_delivery(pipeline: Pipeline) -> DeliveryService:
         counters=pipeline.counters,
     )
     pipeline.services.append(service)
+    pipeline.more_gauges.append(service.gauges)
     return service
 
 

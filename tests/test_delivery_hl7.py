@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.alerts import AlertState
 from daemon.app import Pipeline, build
@@ -27,6 +28,7 @@ from daemon.config import Config, Hl7ReceiverConfig, parse
 from daemon.delivery.receivers import Hl7Receiver, Outcome
 from daemon.delivery.service import DELIVERY_FAILED, DeliveryService
 from daemon.events import AlertCandidate, Priority
+from daemon.health import metrics_text
 from simulators import tls_certs
 from tests.helpers import running
 from tests.mqtt_watch import until
@@ -98,6 +100,16 @@ def _open(pipeline: Pipeline, condition: str) -> list[AlertState]:
     return [a.state for a in pipeline.alerts.book.open_alerts() if a.condition == condition]
 
 
+def _metrics(pipeline: Pipeline) -> dict[str, float]:
+    """/metrics as the health server would serve it, by sample name and labels (sorted)."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text(pipeline.counters, pipeline.gauges()).decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
 def _seen(listener: AcmListener) -> list[tuple[str, str]]:
     """(condition, phase) of each message taken, in arrival order."""
     return [(m.condition, m.phase) for m in listener.received]
@@ -140,6 +152,12 @@ async def test_alert_manager_down_then_back_loses_nothing_keeps_order_and_raises
             await backup.wait_for(lambda got: ("HYPOXIA", "update") in _seen(backup))
             escalated_s = time.monotonic() - down_at
             assert _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE]
+            metrics = _metrics(pipeline)
+            assert metrics['wardd_delivery_failing{receiver="am"}'] == 1
+            assert metrics['wardd_delivery_failing{receiver="backup"}'] == 0
+            assert metrics['wardd_delivery_outbox_notices{receiver="am"}'] >= 2
+            assert metrics['wardd_delivery_oldest_waiting_seconds{receiver="am"}'] > 0
+            assert metrics['wardd_delivery_attempts_by_receiver_total{outcome="retry",receiver="am"}'] >= 3
 
             # Back: what it missed arrives in the order it was queued.
             await am.start()
@@ -171,6 +189,14 @@ async def test_alert_manager_down_then_back_loses_nothing_keeps_order_and_raises
             counters = pipeline.counters
             assert counters.get("delivery.failed", "am") == 1
             assert counters.get("delivery.delivered", "am") == 4
+            metrics = _metrics(pipeline)
+            assert (
+                metrics['wardd_delivery_attempts_by_receiver_total{outcome="delivered",receiver="am"}'] == 4
+            )
+            assert metrics['wardd_delivery_attempts_by_receiver_total{outcome="refused",receiver="am"}'] == 0
+            assert metrics['wardd_delivery_outbox_notices{receiver="am"}'] == 0
+            assert metrics['wardd_delivery_failing{receiver="am"}'] == 0
+            assert 'wardd_delivery_oldest_waiting_seconds{receiver="am"}' not in metrics
     finally:
         await am.stop()
         await backup.stop()

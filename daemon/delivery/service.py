@@ -45,6 +45,7 @@ from daemon.config import Config, ReceiverConfig
 from daemon.delivery.receivers import Attempt, Outcome, Receiver, make_receiver
 from daemon.delivery.routing import Notice, NoticeKind, Router
 from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.health import Gauge
 from daemon.links.store import DeliveryRow, StoreWriter, json_text
 from daemon.metrics import Counters
 from daemon.timefmt import iso, parse_iso
@@ -117,6 +118,8 @@ class DeliveryService:
             if name in self._settings
         }
         self._raise_soon: set[tuple[str, str]] = set()  # beds whose DELIVERY_FAILED must be raised
+        # Attempts by (receiver, outcome) since the start, for /metrics.
+        self._outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         alerts.listeners.append(self._on_transition)
 
     # --- from the alert engine and the clock --------------------------------------------
@@ -250,6 +253,7 @@ class DeliveryService:
         number = row.attempts + 1
         age_s = max(0.0, (now - parse_iso(notice["at"])).total_seconds())
         self._counters.inc("delivery.attempts", str(attempt.outcome))
+        self._outcomes[(name, str(attempt.outcome))] += 1
         entry: dict[str, Any] = {
             "receiver": name,
             "delivery": row.id,
@@ -358,6 +362,46 @@ class DeliveryService:
     def pending(self) -> int:
         """Notices waiting for a receiver (in memory: committed ones)."""
         return sum(len(q) for q in self._queues.values())
+
+    def gauges(self) -> list[Gauge]:
+        """Attempts by receiver and outcome, each receiver's backlog and whether it is
+        failing, and the oldest waiting notice's age, for /metrics."""
+        outcomes: dict[tuple[str, ...], float] = {
+            (name, str(o)): float(self._outcomes[(name, str(o))]) for name in self._settings for o in Outcome
+        }
+        now = self._clock.now()
+        oldest: dict[tuple[str, ...], float] = {
+            (name,): max(0.0, (now - parse_iso(json.loads(queue[0].notice)["at"])).total_seconds())
+            for name, queue in self._queues.items()
+            if queue
+        }
+        return [
+            Gauge(
+                "wardd_delivery_attempts_by_receiver",
+                "Delivery attempts by receiver and outcome (delivered, retry, refused)",
+                outcomes,
+                ("receiver", "outcome"),
+                counter=True,
+            ),
+            Gauge(
+                "wardd_delivery_outbox_notices",
+                "Notices waiting for their receiver (committed, not yet taken)",
+                {(name,): float(len(queue)) for name, queue in self._queues.items()},
+                ("receiver",),
+            ),
+            Gauge(
+                "wardd_delivery_oldest_waiting_seconds",
+                "Age of the oldest notice waiting for its receiver (daemon clock)",
+                oldest,
+                ("receiver",),
+            ),
+            Gauge(
+                "wardd_delivery_failing",
+                "1 while deliveries to this receiver count as failed (DELIVERY_FAILED raised)",
+                {(name,): float(bool(self._failing.get(name))) for name in self._settings},
+                ("receiver",),
+            ),
+        ]
 
 
 def told_lines(entries: Sequence[Mapping[str, Any]], alert_id: str, *, limit: int = 5) -> list[str]:
