@@ -7,6 +7,7 @@ not waited for.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -22,10 +23,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from daemon.app import Pipeline, build
 from daemon.clock import ManualClock
 from daemon.config import parse
+from daemon.delivery.service import DeliveryService
 from daemon.events import AlertCandidate, Priority
 from daemon.web.passwords import hash_password
 from daemon.web.server import STATIC_DIR, WardPage
 from tests.helpers import committing
+from tests.mqtt_watch import until
+from tests.servers import WebhookServer
 
 pytestmark = pytest.mark.integration  # a real HTTP server on a loopback port
 
@@ -34,7 +38,13 @@ TTL_S = 3600.0
 PASSWORDS = {"nurse1": "nurse password", "viewer1": "viewer password", "admin1": "admin password"}
 
 
-def _config(tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | None = None) -> Any:
+def _config(
+    tmp_path: Path,
+    *,
+    second_bed: bool = False,
+    web: dict[str, Any] | None = None,
+    more: dict[str, Any] | None = None,
+) -> Any:
     beds = [
         {
             "ward": "w1",
@@ -67,6 +77,7 @@ def _config(tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | N
                 ],
             },
             "beds": beds,
+            **(more or {}),
         }
     )
 
@@ -126,10 +137,14 @@ async def ward_of_two(tmp_path: Path) -> AsyncIterator[Rig]:
 
 @contextlib.asynccontextmanager
 async def _rig(
-    tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | None = None
+    tmp_path: Path,
+    *,
+    second_bed: bool = False,
+    web: dict[str, Any] | None = None,
+    more: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     clock = ManualClock(T0)
-    pipeline = build(_config(tmp_path, second_bed=second_bed, web=web), clock=clock)
+    pipeline = build(_config(tmp_path, second_bed=second_bed, web=web, more=more), clock=clock)
     page = pipeline.services[0]
     assert isinstance(page, WardPage)
     async with committing(pipeline.writer), TestClient(TestServer(page.app())) as client:
@@ -486,3 +501,48 @@ async def test_many_failures_from_one_address_hold_back_every_login_from_it(tmp_
         assert rig.pipeline.counters.get("web.refused", "login_throttled") == 1
         await rig.clock.advance(60)
         await rig.login("admin1")
+
+
+async def test_the_bed_page_shows_what_was_sent_to_whom(tmp_path: Path) -> None:
+    """With routes: each notice about the bed's alerts, its receiver, and where it stands;
+    waiting while the receiver is away, delivered (with its answer) once it took it."""
+    hook = WebhookServer(b"k")
+    more = {
+        "routing": {"group_window_s": 0},
+        "receivers": [
+            {"name": "nurse", "type": "webhook", "url": f"{hook.url}/n", "secret": {"value": "k"}},
+        ],
+        "routes": [{"name": "all", "levels": [["nurse"]], "repeat_after_s": 0}],
+    }
+    async with _rig(tmp_path, more=more) as rig:
+        await rig.login("nurse1")
+        alert_id = await rig.open_alert("b1", "HYPOTENSION")
+        await rig.pipeline.writer.flush()
+        page = await (await rig.client.get("/bed/b1")).text()
+        [row] = re.findall(r"<tr data-delivery=.*?</tr>", _section(page, "sent"), re.DOTALL)
+        shown = unescape(re.sub(r"<[^>]+>", " ", row))
+        assert "nurse" in shown
+        assert "alert · level 0" in shown
+        assert alert_id in shown
+        assert "waiting · attempts: 0" in shown
+
+        delivery = next(s for s in rig.pipeline.services if isinstance(s, DeliveryService))
+        await hook.start()
+        task = asyncio.create_task(delivery.run(), name="test.delivery")
+        try:
+            await until(lambda: delivery.pending() == 0, 20, "the notice delivered")
+            await rig.pipeline.writer.flush()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await hook.stop()
+        page = await (await rig.client.get("/bed/b1")).text()
+        shown = unescape(re.sub(r"<[^>]+>", " ", _section(page, "sent")))
+        assert "delivered · attempts: 1 · last answer: HTTP 200: ok" in shown
+
+
+async def test_without_routes_the_bed_page_has_no_sent_section(rig: Rig) -> None:
+    await rig.login("nurse1")
+    page = await (await rig.client.get("/bed/b1")).text()
+    assert 'id="sent"' not in page

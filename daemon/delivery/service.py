@@ -44,6 +44,7 @@ from daemon.clock import Clock, every
 from daemon.config import Config, ReceiverConfig
 from daemon.delivery.receivers import Attempt, Outcome, Receiver, make_receiver
 from daemon.delivery.routing import Notice, NoticeKind, Router
+from daemon.delivery.told import told_lines
 from daemon.events import AlertCandidate, Kind, Priority, Text
 from daemon.health import Gauge
 from daemon.links.store import DeliveryRow, StoreWriter, json_text
@@ -53,6 +54,7 @@ from daemon.timefmt import iso, parse_iso
 log = logging.getLogger(__name__)
 
 DELIVERY_FAILED = "DELIVERY_FAILED"
+__all__ = ["DELIVERY_FAILED", "DeliveryService", "retry_delay_s", "told_lines"]
 FAILING_KEY = "delivery.failing"  # in the store's meta: {receiver: [[ward, bed], ...]}
 
 
@@ -402,24 +404,3 @@ class DeliveryService:
                 ("receiver",),
             ),
         ]
-
-
-def told_lines(entries: Sequence[Mapping[str, Any]], alert_id: str, *, limit: int = 5) -> list[str]:
-    """What ``wardd status`` says of an alert's notices, from the journal (oldest first):
-    one line per delivery, its receiver, kind, time and where it stands; the last ``limit``."""
-    deliveries: dict[int, dict[str, Any]] = {}
-    for entry in entries:
-        if entry.get("what") == "notice" and alert_id in entry.get("alerts", ()):
-            deliveries[int(entry["delivery"])] = {**entry, "state": "waiting", "attempts": 0}
-        elif entry.get("what") == "delivery" and int(entry.get("delivery", -1)) in deliveries:
-            row = deliveries[int(entry["delivery"])]
-            outcome = str(entry.get("outcome"))
-            row["state"] = {"delivered": "delivered", "refused": "refused"}.get(outcome, "waiting")
-            row["attempts"] = int(entry.get("attempt", 0))
-            row["detail"] = entry.get("detail", "")
-    lines = []
-    for row in list(deliveries.values())[-limit:]:
-        state = f"{row['state']} ({row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}"
-        state += f", last: {row['detail']})" if row["state"] != "delivered" and row.get("detail") else ")"
-        lines.append(f"{row['receiver']}: {row['notice']} at {row['at']}, {state}")
-    return lines

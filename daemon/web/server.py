@@ -47,6 +47,7 @@ from daemon.alerts import AckVia, Alert, AlertService, AlertState, Transition, U
 from daemon.clinical.dose import bed_state, delivered_rate_ug_per_day
 from daemon.clock import Clock
 from daemon.config import BedConfig, Config, WebConfig, WebUserConfig
+from daemon.delivery.told import Told
 from daemon.errors import InputError, ListenError
 from daemon.events import Event, Metric, PumpReading, VitalSample
 from daemon.links.store import StoreWriter
@@ -113,6 +114,16 @@ def _template(name: str) -> string.Template:
 def _escaped_texts(language: str) -> Mapping[str, str]:
     """The page's texts in ``language``, escaped for HTML: the same for every page and request."""
     return {key: html.escape(value) for key, value in i18n.texts(language).items()}
+
+
+def _sent_section(rows: Sequence[Told], words: Mapping[str, str], escaped: Mapping[str, str]) -> str:
+    """The bed page's "sent to whom" table (with routes configured)."""
+    head = "".join(f"<th>{escaped[key]}</th>" for key in ("when", "receiver", "notice", "alerts", "outcome"))
+    return (
+        f'<section class="history">\n<h2>{escaped["sent"]}</h2>\n<table id="sent" class="journal">\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{bedpage.sent_html(rows, words)}\n</tbody>\n</table>\n"
+        "</section>"
+    )
 
 
 def _json_for_html(data: Any) -> str:
@@ -590,7 +601,7 @@ class WardPage:
             return span
         # On the store's thread, serialised with its commits: never on the event loop.
         history: bedpage.BedHistory = await self._writer.call(
-            bedpage.read_history,
+            functools.partial(bedpage.read_history, sent=bool(self._config.routes)),
             self._writer.store,
             bed.id,
             before,
@@ -629,6 +640,7 @@ class WardPage:
             timeline_items=bedpage.timeline_html(history.timeline, words),
             suggestion_rows=bedpage.suggestions_html(history.suggestions, words),
             journal_rows=bedpage.journal_html(history.journal, words),
+            sent_section=_sent_section(history.sent, words, escaped) if self._config.routes else "",
             pager=" · ".join(pager),
             page_data=self._page_data(
                 session,
