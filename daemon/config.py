@@ -831,6 +831,10 @@ class RouteConfig(Model):
     levels: list[list[Ident]] = Field(min_length=1, max_length=10)
     # Told again this often while nobody has acknowledged the alert; 0: never. Site choice.
     repeat_after_s: Annotated[float, Field(ge=0)] = 600.0
+    # A medium-priority alert nobody acknowledges goes to level 1 after this long, level 2
+    # after twice that, and so on (high ones escalate by alerts.escalate_after_s; low ones
+    # never do); 0: never, only repeats. Site choice.
+    escalate_medium_after_s: Annotated[float, Field(ge=0)] = 0.0
 
     @field_validator("levels")
     @classmethod

@@ -201,3 +201,35 @@ def test_wardd_routes_refuses_a_bad_sample(
 def test_an_hl7_receivers_tls_files_are_checked_at_load(tmp_path: Path) -> None:
     errors = _errors({"receivers": [_am(tls={"ca_file": str(tmp_path / "missing.pem")})]})
     assert errors == {"receivers[0].tls.ca_file": f"{tmp_path / 'missing.pem'} is not a readable file"}
+
+
+def test_wardd_routes_shows_a_routes_medium_escalation() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from daemon.delivery.preview import Sample, preview  # noqa: PLC0415
+    from daemon.events import Kind, Priority  # noqa: PLC0415
+
+    config = parse(
+        {
+            "routing": {"group_window_s": 0},
+            "receivers": [_hook("n0"), _am(name="acm")],
+            "routes": [
+                {
+                    "name": "r",
+                    "levels": [["n0"], ["acm"]],
+                    "repeat_after_s": 0,
+                    "escalate_medium_after_s": 120,
+                }
+            ],
+        }
+    )
+    at = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    lines = preview(config, Sample("FEVER", Priority.MEDIUM, Kind.PHYSIOLOGICAL, "w", "1", at), horizon_s=200)
+    told = [line.split()[0:3] for line in lines if "level" in line and "->" in line]
+    assert (
+        [line for line in lines if "->" in line][1]
+        .strip()
+        .startswith("+2 min (12:02:00)  escalation level 1")
+    )
+    assert "acm (hl7 mllp://127.0.0.1:2575)" in lines[-2]
+    assert len(told) == 2

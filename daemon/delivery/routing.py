@@ -31,14 +31,19 @@ values, each for one or more receivers::
   starts in one is held; when the period ends, its alerts go out as one ``digest`` per
   route, those closed meanwhile included with their last state. No repeat is sent for a
   quiet priority during a quiet period.
-- Levels: the level of an alert is the highest of the alert engine's escalation level
-  and the level that failed deliveries moved it to; a level beyond the route's last
+- Medium alerts: a route's ``escalate_medium_after_s`` (0, the default: never) raises
+  the level of an unacknowledged medium alert after that long, then after twice that,
+  and so on (the alert engine escalates high alerts only), not during a quiet period
+  for medium nor while inhibited.
+- Levels: the level of an alert is the highest of the alert engine's escalation level,
+  the medium escalation's and the level that failed deliveries moved it to; a level beyond the route's last
   names the last level's receivers (they are told again).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -259,7 +264,8 @@ class Router:
         out = self._flush_groups(now)
         out += self._digests(now)
         for track in list(self.tracks.values()):
-            out += self._repeat(track, now)
+            # An escalation is told at the new level: no repeat at the old one as well.
+            out += self._escalate_medium(track, now) or self._repeat(track, now)
         return out
 
     def failed(self, alert_ids: Iterable[str], level: int, receiver: str, now: datetime) -> list[Notice]:
@@ -450,6 +456,28 @@ class Router:
         ):
             return []
         return self._send(track, NoticeKind.REPEAT, now)
+
+    def _escalate_medium(self, track: Track, now: datetime) -> list[Notice]:
+        """A medium alert unacknowledged for ``escalate_medium_after_s`` (times the level):
+        the next level (the alert engine escalates only high alerts)."""
+        route = self._routes.get(track.route or "")
+        alert = track.alert
+        if (
+            route is None
+            or route.escalate_medium_after_s <= 0
+            or alert.priority is not Priority.MEDIUM
+            or alert.state is not AlertState.ACTIVE
+            or track.held is not None
+            or not track.told
+            or self._quiet(alert.priority, now)
+            or self._inhibitor(alert) is not None
+        ):
+            return []
+        waited_s = (now - alert.active_since).total_seconds()
+        level = math.floor(waited_s / route.escalate_medium_after_s) if waited_s > 0 else 0
+        if level <= track.level:
+            return []
+        return self._send(replace(track, level=level), NoticeKind.ESCALATION, now)
 
     def _flush_groups(self, now: datetime) -> list[Notice]:
         out: list[Notice] = []
