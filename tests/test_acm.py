@@ -3,10 +3,13 @@ read back with python-hl7 as an alert manager would."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import hl7
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from daemon.delivery import acm
 
@@ -199,3 +202,16 @@ def test_an_acknowledgement_is_read_and_anything_else_refused() -> None:
     for raw in ("", "hello", "MSH|^~\\&|AM|||||ACK|1|P|2.6\rPID|1"):
         with pytest.raises(ValueError, match="not an HL7 acknowledgement"):
             acm.read_ack(raw)
+
+
+@given(
+    st.text(alphabet="MSHAE|^~\\&\r\nabc0123", max_size=60).map(lambda tail: "MSH|^~\\&|" + tail)
+    | st.text(max_size=60)
+)
+@example("\rMSH1&\r2~\ne\r")  # python-hl7 alone fails an assertion on it
+@settings(max_examples=300, deadline=None)
+def test_whatever_comes_back_is_an_acknowledgement_or_a_value_error(raw: str) -> None:
+    """An alert manager's bytes never stop the delivery worker with another exception."""
+    with contextlib.suppress(ValueError):
+        answer = acm.read_ack(raw)
+        assert isinstance(answer.code, str)

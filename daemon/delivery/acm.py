@@ -33,6 +33,8 @@ from typing import Any
 
 import hl7
 
+from daemon import hl7in
+from daemon.errors import InputError
 from daemon.timefmt import parse_iso
 
 CHARSET = "UNICODE UTF-8"  # MSH-18, HL7 table 0211
@@ -313,20 +315,30 @@ def read_ack(raw: str) -> Answer:
     """MSA-1, MSA-2 and the error text (MSA-3, ERR-8) of an acknowledgement;
     ``ValueError`` when it is not one."""
     try:
-        message = hl7.parse(raw)
+        # The inbound side's checks first (an MSH with five distinct delimiters): python-hl7
+        # trips over others with an assertion.
+        message = hl7in.parse(raw.encode("utf-8"), "acknowledgement")
         msa = message.segment("MSA")
-    except (KeyError, IndexError, ValueError, hl7.ParseException) as exc:
+    except (InputError, KeyError, IndexError, ValueError, AssertionError, hl7.ParseException) as exc:
         raise ValueError(f"not an HL7 acknowledgement: {exc}") from exc
 
     def field(segment: hl7.Segment, index: int) -> str:
         try:
-            return str(message.unescape(str(segment.extract_field(field_num=index))))
+            return str(segment.extract_field(field_num=index))
         except IndexError:
             return ""
 
-    texts = [field(msa, 3)]
+    def text(segment: hl7.Segment, index: int) -> str:
+        # A person's words: the escape sequences undone where python-hl7 can.
+        value = field(segment, index)
+        try:
+            return str(message.unescape(value))
+        except (ValueError, IndexError, KeyError):
+            return value
+
+    texts = [text(msa, 3)]
     for err in message.segments("ERR") if _has(message, "ERR") else ():
-        texts.append(field(err, 8) or field(err, 3))
+        texts.append(text(err, 8) or field(err, 3))
     return Answer(field(msa, 1).upper(), field(msa, 2), "; ".join(t for t in texts if t)[:300])
 
 
