@@ -706,11 +706,13 @@ def add_delivery(pipeline: Pipeline) -> DeliveryService:
 
 
 def _add_staff_services(pipeline: Pipeline) -> None:
-    """What the config asks for staff: the ward page, the routing of alerts to people."""
-    if pipeline.config.web.enabled:
-        add_web(pipeline, pipeline.config.web)
+    """What the config asks for staff: the ward page, the routing of alerts to people (and
+    the page's receipts endpoint for the receivers' gateways)."""
+    page = add_web(pipeline, pipeline.config.web) if pipeline.config.web.enabled else None
     if pipeline.config.routes:
-        add_delivery(pipeline)
+        delivery = add_delivery(pipeline)
+        if page is not None:
+            page.receipts = delivery.receipt
 
 
 def build(

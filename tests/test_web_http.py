@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from daemon.app import Pipeline, build
 from daemon.clock import ManualClock
 from daemon.config import parse
+from daemon.delivery.receivers import signature
 from daemon.delivery.service import DeliveryService
 from daemon.events import AlertCandidate, Priority
 from daemon.web.passwords import hash_password
@@ -546,3 +547,101 @@ async def test_without_routes_the_bed_page_has_no_sent_section(rig: Rig) -> None
     await rig.login("nurse1")
     page = await (await rig.client.get("/bed/b1")).text()
     assert 'id="sent"' not in page
+
+
+def _receipt(key: bytes, **fields: Any) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(fields).encode()
+    return body, {"X-Wardd-Signature": signature(key, body), "Content-Type": "application/json"}
+
+
+async def test_a_receipt_that_a_person_accepted_acknowledges_the_alert_and_is_shown(tmp_path: Path) -> None:
+    """A webhook gateway's signed receipt: ``read`` is journaled, ``accepted`` acknowledges
+    the delivery's alerts via ``receipt``; forgeries and strangers are refused, counted."""
+    more = {
+        "routing": {"group_window_s": 0},
+        "receivers": [
+            {"name": "nurse", "type": "webhook", "url": "http://127.0.0.1:9/n", "secret": {"value": "k"}},
+            {"name": "phone", "type": "webhook", "url": "http://127.0.0.1:9/p", "secret": {"value": "p"}},
+        ],
+        "routes": [{"name": "all", "levels": [["nurse", "phone"]], "repeat_after_s": 0}],
+    }
+    async with _rig(tmp_path, more=more) as rig:
+        await rig.login("nurse1")
+        alert_id = await rig.open_alert("b1", "HYPOTENSION")
+        await rig.pipeline.writer.flush()
+        notices = [e for e in rig.pipeline.store.journal() if e.get("what") == "notice"]
+        delivery = next(e["delivery"] for e in notices if e["receiver"] == "nurse")
+        other = next(e["delivery"] for e in notices if e["receiver"] == "phone")
+
+        async def post(receiver: str, key: bytes, **fields: Any) -> tuple[int, dict[str, Any]]:
+            body, headers = _receipt(key, **fields)
+            response = await rig.client.post(f"/api/receipts/{receiver}", data=body, headers=headers)
+            return response.status, await response.json()
+
+        refusals = [
+            (
+                await post("nurse", b"wrong", delivery=delivery, status="accepted", by="nurse-a"),
+                401,
+                "bad_signature",
+            ),
+            (
+                await post("pager", b"k", delivery=delivery, status="accepted", by="nurse-a"),
+                404,
+                "unknown_receiver",
+            ),
+            (
+                await post("nurse", b"k", delivery=other, status="accepted", by="nurse-a"),
+                404,
+                "unknown_delivery",
+            ),
+            (
+                await post("nurse", b"k", delivery=delivery, status="declined", by="nurse-a"),
+                400,
+                "bad_receipt",
+            ),
+            (await post("nurse", b"k", delivery=delivery, status="read", by="a b"), 400, "bad_receipt"),
+            (
+                await post("nurse", b"k", delivery=str(delivery), status="read", by="nurse-a"),
+                400,
+                "bad_receipt",
+            ),
+        ]
+        for (status, answer), expected_status, reason in refusals:
+            assert (status, answer["reason"]) == (expected_status, reason), answer
+        counters = rig.pipeline.counters
+        assert counters.total("delivery.receipts_refused") == len(refusals)
+        assert [a.state.value for a in rig.pipeline.alerts.book.open_alerts()] == ["active"]
+
+        assert await post("nurse", b"k", delivery=delivery, status="read", by="nurse-a") == (
+            200,
+            {"ok": True, "delivery": delivery, "status": "read", "acknowledged": []},
+        )
+        assert [a.state.value for a in rig.pipeline.alerts.book.open_alerts()] == ["active"]
+        status, answer = await post(
+            "nurse", b"k", delivery=delivery, status="accepted", by="nurse-a", name="A. Nurse"
+        )
+        assert (status, answer["acknowledged"]) == (200, [alert_id])
+        [alert] = rig.pipeline.alerts.book.open_alerts()
+        assert (alert.state.value, alert.acked_by, alert.acked_name) == (
+            "acknowledged",
+            "nurse-a",
+            "A. Nurse",
+        )
+        journal = rig.pipeline.store.journal()
+        assert [e["status"] for e in journal if e.get("what") == "receipt"] == ["read", "accepted"]
+        ack = next(e for e in journal if e.get("via") == "receipt")
+        assert ack["who"] == "nurse-a"
+        # Accepted again (a repeat of the gateway's): nothing more to acknowledge.
+        status, answer = await post("nurse", b"k", delivery=delivery, status="accepted", by="nurse-a")
+        assert (status, answer["acknowledged"]) == (200, [])
+
+        page = await (await rig.client.get("/bed/b1")).text()
+        shown = unescape(re.sub(r"<[^>]+>", " ", _section(page, "sent")))
+        assert "waiting · attempts: 0 · accepted by nurse-a" in shown  # the last receipt, the repeat
+
+
+async def test_without_routes_receipts_are_refused(rig: Rig) -> None:
+    body, headers = _receipt(b"k", delivery=1, status="accepted", by="nurse-a")
+    response = await rig.client.post("/api/receipts/nurse", data=body, headers=headers)
+    assert response.status == 404
+    assert rig.pipeline.counters.get("web.refused", "no_receipts") == 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import json
 import logging
 import time
@@ -39,10 +40,11 @@ from dataclasses import replace as dc_replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.alerts import SYSTEM_ACTOR, AlertService, Transition
+from daemon import ids
+from daemon.alerts import SYSTEM_ACTOR, AckVia, AlertService, Transition, UnknownAlertError
 from daemon.clock import Clock, every
-from daemon.config import Config, ReceiverConfig
-from daemon.delivery.receivers import Attempt, Outcome, Receiver, make_receiver
+from daemon.config import Config, ReceiverConfig, WebhookReceiverConfig
+from daemon.delivery.receivers import Attempt, Outcome, Receiver, make_receiver, signature
 from daemon.delivery.routing import Notice, NoticeKind, Router
 from daemon.delivery.told import told_lines
 from daemon.events import AlertCandidate, Kind, Priority, Text
@@ -56,6 +58,10 @@ log = logging.getLogger(__name__)
 DELIVERY_FAILED = "DELIVERY_FAILED"
 __all__ = ["DELIVERY_FAILED", "DeliveryService", "retry_delay_s", "told_lines"]
 FAILING_KEY = "delivery.failing"  # in the store's meta: {receiver: [[ward, bed], ...]}
+RECEIPT_STATUSES = ("read", "accepted")
+"""What a receiver's receipt may say a person did; ``accepted`` acknowledges the alerts."""
+RECENT_DELIVERIES = 10_000
+"""Deliveries kept in memory for their receipts (a receipt names its delivery's number)."""
 
 
 def retry_delay_s(config: ReceiverConfig, attempts: int) -> float:
@@ -122,6 +128,10 @@ class DeliveryService:
         self._raise_soon: set[tuple[str, str]] = set()  # beds whose DELIVERY_FAILED must be raised
         # Attempts by (receiver, outcome) since the start, for /metrics.
         self._outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Delivery number -> (receiver, alert ids, bed) of the newest deliveries, for receipts.
+        self._recent: collections.OrderedDict[int, tuple[str, tuple[str, ...], str]] = (
+            collections.OrderedDict()
+        )
         alerts.listeners.append(self._on_transition)
 
     # --- from the alert engine and the clock --------------------------------------------
@@ -181,6 +191,9 @@ class DeliveryService:
                     },
                 )
                 self._writer.after_commit(self._enqueuer(row))
+                self._recent[row_id] = (receiver, tuple(a.id for a in notice.alerts), notice.bed)
+                while len(self._recent) > RECENT_DELIVERIES:
+                    self._recent.popitem(last=False)
                 if failing and notice.kind is not NoticeKind.CLOSING:
                     behind_a_failure.append((notice, receiver))
         changes.route_state.update(self.router.take_changed())
@@ -360,6 +373,74 @@ class DeliveryService:
     ) -> None:
         line = {"at": iso(now), "who": SYSTEM_ACTOR, "what": what, "id": alert_id, **entry}
         self._writer.stage().journal.append((line["at"], SYSTEM_ACTOR, what, alert_id, bed, json_text(line)))
+
+    async def receipt(self, receiver: str, body: bytes, signed: str) -> tuple[int, dict[str, Any]]:
+        """A webhook receiver's receipt for one of its deliveries: ``{"delivery": n,
+        "status": "read" | "accepted", "by": "<user id>", "name": "<display name>"}``,
+        signed as the notifications are (``X-Wardd-Signature`` of the body with the
+        receiver's key). Journaled; ``accepted`` acknowledges each alert of the delivery
+        still open, by ``by``, ``via: receipt``. The HTTP status and JSON answer."""
+        settings = self._settings.get(receiver)
+        if not isinstance(settings, WebhookReceiverConfig):
+            return self._refused("unknown_receiver", 404, f"no webhook receiver named {ids.shown(receiver)}")
+        key = (settings.secret.resolve() or "").encode("utf-8")
+        if not key or not hmac.compare_digest(signed.encode("utf-8"), signature(key, body).encode("utf-8")):
+            return self._refused("bad_signature", 401, "X-Wardd-Signature does not match the body")
+        try:
+            data = json.loads(body)
+            delivery, status, by = data["delivery"], data["status"], data["by"]
+            name = data.get("name")
+        except (ValueError, TypeError, KeyError) as exc:
+            return self._refused("bad_receipt", 400, f"not a receipt: {exc}")
+        problem = (
+            "delivery must be a number"
+            if not isinstance(delivery, int) or isinstance(delivery, bool)
+            else f"status must be one of {', '.join(RECEIPT_STATUSES)}"
+            if status not in RECEIPT_STATUSES
+            else f"by must be {ids.USER_ID_RULE}"
+            if not isinstance(by, str) or not ids.is_user_id(by)
+            else f"name {ids.name_problem(name)}"
+            if name is not None and ids.name_problem(name) is not None
+            else None
+        )
+        if problem is not None:
+            return self._refused("bad_receipt", 400, problem)
+        known = self._recent.get(delivery)
+        if known is None or known[0] != receiver:
+            return self._refused("unknown_delivery", 404, f"no recent delivery {delivery} to {receiver}")
+        _, alert_ids, bed = known
+        now = self._clock.now()
+        entry = {
+            "receiver": receiver,
+            "delivery": delivery,
+            "status": status,
+            "by": by,
+            "alerts": list(alert_ids),
+        }
+        if name is not None:
+            entry["name"] = name.strip()
+        self._journal(now, "receipt", alert_ids[0], bed or None, entry)
+        self._counters.inc("delivery.receipts", status)
+        acknowledged: list[str] = []
+        if status == "accepted":
+            for alert_id in alert_ids:
+                try:
+                    done = await self._alerts.acknowledge(
+                        alert_id, by, name=entry.get("name"), via=AckVia.RECEIPT
+                    )
+                except UnknownAlertError:
+                    continue  # closed meanwhile: nothing left to acknowledge
+                if done:
+                    acknowledged.append(alert_id)
+        # Answered once the journal line is on disk, as the page's acknowledgement is.
+        await self._writer.flush()
+        log.info("receipt from %s: delivery %d %s by %s", receiver, delivery, status, by)
+        return 200, {"ok": True, "delivery": delivery, "status": status, "acknowledged": acknowledged}
+
+    def _refused(self, reason: str, status: int, detail: str) -> tuple[int, dict[str, Any]]:
+        self._counters.inc("delivery.receipts_refused", reason)
+        log.warning("receipt refused (%s): %s", reason, detail)
+        return status, {"ok": False, "reason": reason, "error": detail}
 
     def pending(self) -> int:
         """Notices waiting for a receiver (in memory: committed ones)."""

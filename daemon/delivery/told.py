@@ -22,6 +22,8 @@ class Told:
     state: str  # delivered, waiting, refused
     attempts: int
     detail: str  # what the receiver said last ("" before any attempt)
+    receipt: str = ""  # what its receipt said a person did: "read", "accepted" ("" without one)
+    receipt_by: str = ""  # who, as the receipt named them
 
 
 def told(entries: Sequence[Mapping[str, Any]], alert_id: str | None = None) -> list[Told]:
@@ -39,6 +41,10 @@ def told(entries: Sequence[Mapping[str, Any]], alert_id: str | None = None) -> l
             row["state"] = {"delivered": "delivered", "refused": "refused"}.get(outcome, "waiting")
             row["attempts"] = int(entry.get("attempt", 0))
             row["detail"] = str(entry.get("detail", ""))
+        elif what == "receipt" and int(entry.get("delivery", -1)) in rows:
+            row = rows[int(entry["delivery"])]
+            row["receipt"] = str(entry.get("status", ""))
+            row["receipt_by"] = str(entry.get("name") or entry.get("by") or "")
     return [
         Told(
             delivery=number,
@@ -50,6 +56,8 @@ def told(entries: Sequence[Mapping[str, Any]], alert_id: str | None = None) -> l
             state=row["state"],
             attempts=row["attempts"],
             detail=row["detail"],
+            receipt=str(row.get("receipt", "")),
+            receipt_by=str(row.get("receipt_by", "")),
         )
         for number, row in rows.items()
     ]
@@ -62,5 +70,6 @@ def told_lines(entries: Sequence[Mapping[str, Any]], alert_id: str, *, limit: in
     for row in told(entries, alert_id)[-limit:]:
         state = f"{row.state} ({row.attempts} attempt{'s' if row.attempts != 1 else ''}"
         state += f", last: {row.detail})" if row.state != "delivered" and row.detail else ")"
+        state += f", {row.receipt} by {row.receipt_by}" if row.receipt else ""
         lines.append(f"{row.receiver}: {row.notice} at {row.at}, {state}")
     return lines
