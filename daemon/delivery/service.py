@@ -64,6 +64,19 @@ RECENT_DELIVERIES = 10_000
 """Deliveries kept in memory for their receipts (a receipt names its delivery's number)."""
 
 
+def _receipt_problem(delivery: object, status: object, by: object, name: object) -> str | None:
+    """What is wrong with a receipt's fields, or ``None``."""
+    if not isinstance(delivery, int) or isinstance(delivery, bool):
+        return "delivery must be a number"
+    if status not in RECEIPT_STATUSES:
+        return f"status must be one of {', '.join(RECEIPT_STATUSES)}"
+    if not ids.is_user_id(by):
+        return f"by must be {ids.USER_ID_RULE}"
+    if name is not None and ids.name_problem(name) is not None:
+        return f"name {ids.name_problem(name)}"
+    return None
+
+
 def retry_delay_s(config: ReceiverConfig, attempts: int) -> float:
     """The wait after the ``attempts``-th failed attempt (1-based)."""
     return float(min(config.retry_max_s, config.retry_min_s * 2 ** (attempts - 1)))
@@ -392,17 +405,7 @@ class DeliveryService:
             name = data.get("name")
         except (ValueError, TypeError, KeyError) as exc:
             return self._refused("bad_receipt", 400, f"not a receipt: {exc}")
-        problem = (
-            "delivery must be a number"
-            if not isinstance(delivery, int) or isinstance(delivery, bool)
-            else f"status must be one of {', '.join(RECEIPT_STATUSES)}"
-            if status not in RECEIPT_STATUSES
-            else f"by must be {ids.USER_ID_RULE}"
-            if not isinstance(by, str) or not ids.is_user_id(by)
-            else f"name {ids.name_problem(name)}"
-            if name is not None and ids.name_problem(name) is not None
-            else None
-        )
+        problem = _receipt_problem(delivery, status, by, name)
         if problem is not None:
             return self._refused("bad_receipt", 400, problem)
         known = self._recent.get(delivery)
