@@ -28,6 +28,7 @@ from daemon.config import AppriseReceiverConfig, Hl7ReceiverConfig, ReceiverConf
 from daemon.delivery import acm
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.links.tls import client_context, describe
+from daemon.metrics import sanitize
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +229,15 @@ class Hl7Receiver:
             answer = acm.read_ack(raw.decode("utf-8", "replace"))
         except ValueError as exc:
             self._drop()
-            return Attempt(Outcome.RETRY, f"{report.control_id}: {exc}"[:300])
+            return Attempt(Outcome.RETRY, sanitize(f"{report.control_id}: {exc}")[:300])
         if answer.control_id != report.control_id:
             self._drop()
             return Attempt(
                 Outcome.RETRY,
-                f"{report.control_id}: the acknowledgement names {answer.control_id!r}"[:300],
+                sanitize(f"{report.control_id}: the acknowledgement names {answer.control_id!r}")[:300],
             )
-        detail = f"{answer.code} {report.control_id}" + (f": {answer.text}" if answer.text else "")
+        # The manager's words go to the journal and the log: control characters escaped.
+        detail = sanitize(f"{answer.code} {report.control_id}" + (f": {answer.text}" if answer.text else ""))
         if answer.code in ("AA", "CA"):
             return Attempt(Outcome.DELIVERED, detail)
         if answer.code in ("AR", "CR"):

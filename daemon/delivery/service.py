@@ -24,7 +24,11 @@
 - Every attempt is a journal line (``what: "delivery"``: receiver, delivery number,
   attempt, outcome, what the receiver said, the attempt's duration and the notice's age)
   and is counted (``delivery.attempts`` by outcome; ``delivery.delivered``,
-  ``delivery.failed``, ``delivery.latency_ms`` by receiver).
+  ``delivery.failed``, ``delivery.latency_ms`` by receiver); ``gauges`` gives /metrics
+  the attempts by receiver and outcome and each receiver's backlog.
+- Receipts (``receipt``, the ward page's ``POST /api/receipts/<receiver>``): a webhook
+  gateway's signed word that a person read or accepted a notification; journaled, and
+  ``accepted`` acknowledges the delivery's alerts.
 """
 
 from __future__ import annotations
