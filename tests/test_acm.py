@@ -90,7 +90,7 @@ def test_the_header_is_the_acm_profiles() -> None:
     msh = _read(report).segment("MSH")
     assert str(msh(9)) == "ORU^R40^ORU_R40"
     assert (str(msh(3)), str(msh(4)), str(msh(5)), str(msh(6))) == ("WARDD", "HAEM", "AM", "HOSP")
-    assert (str(msh(10)), str(msh(11)), str(msh(12))) == ("W7-0", "P", "2.6")
+    assert (str(msh(10)), str(msh(11)), str(msh(12))) == (f"{_alert()['id']}.7", "P", "2.6")
     assert (str(msh(15)), str(msh(16)), str(msh(18))) == ("AL", "NE", "UNICODE UTF-8")
     assert str(msh(21)) == "IHE_PCD_ACM_001^IHE PCD^1.3.6.1.4.1.19376.1.6.4.4^ISO"
     message = _read(report)
@@ -112,8 +112,8 @@ def test_the_start_has_counter_0_and_later_messages_the_delivery_and_link_to_it(
 def test_a_group_makes_one_message_per_alert_in_order() -> None:
     reports = _reports(_notice("alert", _alert("FEVER"), _alert("TACHYCARDIA", value=131, unit="/min")))
     assert [(r.control_id, r.alert_id.split("-")[1]) for r in reports] == [
-        ("W7-0", "FEVER"),
-        ("W7-1", "TACHYCARDIA"),
+        ("12-FEVER-20261129T105900Z.7", "FEVER"),
+        ("12-TACHYCARDIA-20261129T105900Z.7", "TACHYCARDIA"),
     ]
     heart = _facet(_read(reports[1]), 2)
     assert heart is not None

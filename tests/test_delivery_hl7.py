@@ -240,7 +240,7 @@ async def test_an_error_or_no_answer_is_retried_until_accepted(
             assert [e["outcome"] for e in attempts] == ["retry"] * retries + ["delivered"]
             said = "AE" if answers[0] == "AE" else "no acknowledgement within the timeout"
             assert said in attempts[0]["detail"]
-            assert attempts[-1]["detail"].startswith("AA W")
+            assert attempts[-1]["detail"].startswith(f"AA {BED}-TACHYCARDIA-")
             # Every retry is the same message: the same control id, for the manager to drop repeats.
             assert {m.control_id for m in am.received} == {attempts[0]["detail"].split(":")[0].split()[-1]}
     finally:
@@ -306,13 +306,16 @@ async def test_a_retried_group_does_not_send_again_what_was_accepted() -> None:
     receiver = _receiver(am)
     try:
         first = await receiver.send(5, _body(5, "FEVER", "TACHYCARDIA"), "", "")
-        assert (first.outcome, first.detail) == (Outcome.RETRY, "AE W5-1: the test alert manager says AE")
+        assert (first.outcome, first.detail) == (
+            Outcome.RETRY,
+            f"AE {BED}-TACHYCARDIA-1.5: the test alert manager says AE",
+        )
         again = await receiver.send(5, _body(5, "FEVER", "TACHYCARDIA"), "", "")
         assert again.outcome is Outcome.DELIVERED
         assert [(m.control_id, m.answer) for m in am.received] == [
-            ("W5-0", "AA"),
-            ("W5-1", "AE"),
-            ("W5-1", "AA"),
+            (f"{BED}-FEVER-1.5", "AA"),
+            (f"{BED}-TACHYCARDIA-1.5", "AE"),
+            (f"{BED}-TACHYCARDIA-1.5", "AA"),
         ]
         assert am.connections == 1  # one connection, kept open between messages
     finally:
@@ -330,7 +333,7 @@ async def test_a_manager_that_closes_each_connection_after_answering_costs_no_re
         for delivery in range(1, 6):
             attempt = await receiver.send(delivery, _body(delivery, "FEVER"), "", "")
             assert attempt.outcome is Outcome.DELIVERED, attempt.detail
-        assert [m.control_id for m in am.received] == [f"W{n}-0" for n in range(1, 6)]
+        assert [m.control_id for m in am.received] == [f"{BED}-FEVER-1.{n}" for n in range(1, 6)]
         assert am.connections == 5
     finally:
         await receiver.close()
@@ -369,7 +372,7 @@ async def test_over_tls_the_managers_certificate_is_checked(tmp_path: Path) -> N
         refused = await doubtful.send(2, _body(2, "FEVER"), "", "")
         assert refused.outcome is Outcome.RETRY
         assert "TLS" in refused.detail
-        assert [m.control_id for m in am.received] == ["W1-0"]
+        assert [m.control_id for m in am.received] == [f"{BED}-FEVER-1.1"]
     finally:
         await receiver.close()
         await doubtful.close()

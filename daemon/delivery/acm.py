@@ -140,11 +140,13 @@ def reports(
     out: list[Report] = []
     delivery = int(notice["delivery"])
     at = parse_iso(notice["at"])
-    for index, alert in enumerate(notice["alerts"]):
+    for alert in notice["alerts"]:
         phase = phase_of(str(notice["notice"]), alert)
         if phase is None:
             continue
-        control_id = f"W{delivery}-{index}"
+        # Unique across the workers of a partitioned daemon too: each keeps its own
+        # delivery numbers, but an alert id names its bed, which one worker owns.
+        control_id = f"{alert['id']}.{delivery}"
         ids = _Ids(control_id, str(alert["id"]), phase, 0 if phase == "start" else delivery)
         patient = patients.get((str(alert["ward"]), str(alert["bed"])), "")
         message = _message(alert, ids, at, patient, header=header, event_codes=event_codes)
