@@ -215,3 +215,25 @@ def test_whatever_comes_back_is_an_acknowledgement_or_a_value_error(raw: str) ->
     with contextlib.suppress(ValueError):
         answer = acm.read_ack(raw)
         assert isinstance(answer.code, str)
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "phase"),
+    [
+        ("escalation", {"phase": "overdue"}, "start"),
+        ("repeat", {}, "start"),
+        ("worse", {"phase": "escalate"}, "start"),
+        ("closing", {"state": "resolved"}, "end"),
+        ("digest", {"state": "resolved"}, None),
+    ],
+)
+def test_a_receiver_told_for_the_first_time_gets_a_start(
+    kind: str, extra: dict[str, Any], phase: str | None
+) -> None:
+    """A later level's manager hears of an alert first from an escalation: it starts there."""
+    notice = {**_notice(kind, _alert(**extra), delivery=12), "first": True}
+    reports = _reports(notice)
+    assert [r.phase for r in reports] == ([] if phase is None else [phase])
+    if phase == "start":
+        obr = _read(reports[0]).segment("OBR")
+        assert str(obr(3)).endswith("-0^WARDD")

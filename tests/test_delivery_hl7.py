@@ -149,9 +149,12 @@ async def test_alert_manager_down_then_back_loses_nothing_keeps_order_and_raises
             await alerts.handle([_candidate("HYPOXIA", Priority.HIGH)])
             await alerts.handle([_candidate("FEVER", Priority.MEDIUM, present=False)])
             # Three failed attempts (0, +0.2 s, +0.4 s): the next level is told at once.
-            await backup.wait_for(lambda got: ("HYPOXIA", "update") in _seen(backup))
+            await backup.wait_for(lambda got: ("HYPOXIA", "start") in _seen(backup))
             escalated_s = time.monotonic() - down_at
             assert _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE]
+            # The next level's manager hears of HYPOXIA first from the escalation: a start.
+            told_backup = next(m for m in backup.received if m.condition == "HYPOXIA")
+            assert (told_backup.phase, told_backup.parent) == ("start", "")
             metrics = _metrics(pipeline)
             assert metrics['wardd_delivery_failing{receiver="am"}'] == 1
             assert metrics['wardd_delivery_failing{receiver="backup"}'] == 0
@@ -258,7 +261,7 @@ async def test_a_rejection_counts_as_failed_at_once_and_the_next_level_is_told(
     try:
         async with running_pipeline(config) as pipeline:
             await pipeline.alerts.handle([_candidate("HYPOTENSION", Priority.HIGH)])
-            await backup.wait_for(lambda got: ("HYPOTENSION", "update") in _seen(backup))
+            await backup.wait_for(lambda got: ("HYPOTENSION", "start") in _seen(backup))
             assert [m.condition for m in am.received].count("HYPOTENSION") == 1  # not retried
             assert _open(pipeline, DELIVERY_FAILED) == [AlertState.ACTIVE]
             assert pipeline.counters.get("delivery.attempts", "refused") >= 1

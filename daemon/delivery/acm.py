@@ -16,7 +16,8 @@ Choices where domain.md is silent (README, "Routing and delivery"):
   (so the alert manager can drop a repeat, as it can by MSH-10).
 - Phases per notice: ``alert`` and ``digest`` start; ``worse`` escalates when the
   priority rose, else updates (a latched condition back); ``escalation`` and ``repeat``
-  update (the alert manager escalates among people itself); ``closing`` ends. A digest
+  update (the alert manager escalates among people itself), or start when the manager
+  hears of the alert for the first time (a later level's); ``closing`` ends. A digest
   leaves out the alerts closed meanwhile (nothing left to disseminate).
 - Facet 5 (inactivation state) is not sent: its list of values is not confirmed.
 - The attribute codes come with reference ids of the daemon's naming where domain.md
@@ -115,10 +116,11 @@ class Report:
         return str(self.message).encode("utf-8")
 
 
-def phase_of(notice: str, alert: Mapping[str, Any]) -> str | None:
+def phase_of(notice: str, alert: Mapping[str, Any], *, first: bool = False) -> str | None:
     """The ACM event phase a notice of kind ``notice`` reports for ``alert``; ``None``:
-    nothing to report (a digest's alert closed meanwhile)."""
-    if notice == "alert":
+    nothing to report (a digest's alert closed meanwhile). ``first``: the receiver hears
+    of the alert for the first time (a later level): an open alert then starts."""
+    if notice == "alert" or (first and notice in ("escalation", "repeat", "worse")):
         return "start"
     if notice == "digest":
         return None if alert["state"] in ("resolved", "acknowledged") else "start"
@@ -141,7 +143,7 @@ def reports(
     delivery = int(notice["delivery"])
     at = parse_iso(notice["at"])
     for alert in notice["alerts"]:
-        phase = phase_of(str(notice["notice"]), alert)
+        phase = phase_of(str(notice["notice"]), alert, first=bool(notice.get("first", False)))
         if phase is None:
             continue
         # Unique across the workers of a partitioned daemon too: each keeps its own

@@ -91,6 +91,7 @@ class Notice:
     alerts: tuple[Alert, ...]
     at: datetime
     reason: Text | None = None  # what the receiver should know beyond the alerts (escalation)
+    first_for: tuple[str, ...] = ()  # the receivers told of these alerts for the first time
 
     def title(self) -> Text:
         """One line: what happened, where."""
@@ -400,10 +401,11 @@ class Router:
         self, track: Track, kind: NoticeKind, now: datetime, *, reason: Text | None = None
     ) -> list[Notice]:
         receivers = self._receivers(track)
+        first = tuple(r for r in receivers if r not in track.told)
         told = tuple(dict.fromkeys((*track.told, *receivers)))
         track = replace(track, told=told, last_at=now, held=None)
         self._put(track)
-        return [self._notice(track, kind, receivers, now, reason=reason)]
+        return [self._notice(track, kind, receivers, now, reason=reason, first_for=first)]
 
     def _notice(
         self,
@@ -413,6 +415,7 @@ class Router:
         now: datetime,
         *,
         reason: Text | None = None,
+        first_for: tuple[str, ...] = (),
     ) -> Notice:
         alert = track.alert
         if reason is None and kind is NoticeKind.ESCALATION:
@@ -438,6 +441,7 @@ class Router:
             (alert,),
             now,
             reason,
+            first_for,
         )
 
     def _repeat(self, track: Track, now: datetime) -> list[Notice]:
@@ -510,7 +514,17 @@ class Router:
                 self._put(replace(track, told=told, last_at=now))
             alerts = tuple(t.alert for t in members)
             out.append(
-                Notice(NoticeKind.ALERT, group.route, 0, receivers, group.ward, group.bed, alerts, now)
+                Notice(
+                    NoticeKind.ALERT,
+                    group.route,
+                    0,
+                    receivers,
+                    group.ward,
+                    group.bed,
+                    alerts,
+                    now,
+                    first_for=receivers,  # a group's alerts were never told
+                )
             )
         return out
 
@@ -536,7 +550,20 @@ class Router:
                 beds = {t.alert.bed for t in tracks}
                 bed = beds.pop() if len(beds) == 1 else ""
                 alerts = tuple(t.alert for t in tracks)
-                out.append(Notice(NoticeKind.DIGEST, route_name, 0, receivers, ward, bed, alerts, now))
+                out.append(
+                    # A quiet period's alerts were never told.
+                    Notice(
+                        NoticeKind.DIGEST,
+                        route_name,
+                        0,
+                        receivers,
+                        ward,
+                        bed,
+                        alerts,
+                        now,
+                        first_for=receivers,
+                    )
+                )
         return out
 
     def _release_inhibited(self, ward: str, bed: str, now: datetime) -> list[Notice]:

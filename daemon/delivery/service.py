@@ -188,7 +188,9 @@ class DeliveryService:
                     continue  # validated away; a restored track may name an old receiver
                 row_id = self._writer.store.next_id("delivery_outbox")
                 language = settings.language or self._config.daemon.language
-                body = {"delivery": row_id, **notice.body(language)}
+                # "first": this receiver hears of the alerts for the first time (an alert
+                # manager then gets a start, even from an escalation).
+                body = {"delivery": row_id, **notice.body(language), "first": receiver in notice.first_for}
                 row = DeliveryRow(row_id, receiver, json_text(body), 0, iso(now), False)
                 changes.deliveries.append(row)
                 failing = receiver in self._failing
