@@ -274,6 +274,13 @@ class Hl7Receiver:
             self._config.host, self._config.port, limit=MAX_ACK_BYTES, ssl=self._tls
         )
         self._connection = (reader, writer)
+        log.info(
+            "receiver %s: connected to the alert manager at %s:%d%s",
+            self.name,
+            self._config.host,
+            self._config.port,
+            " over TLS" if self._tls is not None else "",
+        )
         return self._connection
 
     def _drop(self) -> None:
