@@ -195,7 +195,9 @@ def sent_html(rows: Sequence[Told], words: Mapping[str, str]) -> str:
         if row.detail:
             standing += f" · {words['last_answer']}: {row.detail}"
         if row.receipt:
-            standing += f" · {words.get(f'receipt_{row.receipt}', row.receipt)} {words['by']} {row.receipt_by}"
+            standing += (
+                f" · {words.get(f'receipt_{row.receipt}', row.receipt)} {words['by']} {row.receipt_by}"
+            )
         alerts = ", ".join(f"<code>{_e(a)}</code>" for a in row.alerts)
         out.append(
             f'<tr data-delivery="{row.delivery}" class="sent-{_e(row.state)}"><td>{_time(row.at)}</td>'
