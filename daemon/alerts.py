@@ -135,6 +135,7 @@ class AckVia(StrEnum):
 
     MQTT = "mqtt"  # a station or `wardd ack`, as the broker's authenticated user
     WEB = "web"  # the ward page, as a logged-in user
+    RECEIPT = "receipt"  # a receiver's signed receipt: a person accepted the notification
 
 
 class UnknownAlertError(WarddError):

@@ -253,6 +253,8 @@ class Pipeline:
     """The periodic checkpoint under way, if any."""
     pump_silence: hl7pump.PumpSilence | None = None
     """The link health of the pumps a pump server reports over HL7 (told of each reading)."""
+    more_gauges: list[Callable[[], Sequence[Gauge]]] = field(default_factory=list)
+    """Services' own metrics for /metrics (delivery: attempts by receiver, backlogs)."""
 
     def __post_init__(self) -> None:
         self._vital_thresholds: dict[str, VitalThresholds] = {
@@ -686,6 +688,7 @@ class Pipeline:
             ),
             Gauge("wardd_rule_events", "Events the rules were run on", {(): self._rule_events}, counter=True),
             Gauge("wardd_rule_seconds", "Time in the rules", {(): self._rule_s}, counter=True),
+            *(gauge for source in self.more_gauges for gauge in source()),
         ]
 
     def _count_late(self, event: VitalSample | Observation, now: datetime) -> None:
@@ -752,15 +755,18 @@ def add_delivery(pipeline: Pipeline) -> DeliveryService:
         counters=pipeline.counters,
     )
     pipeline.services.append(service)
+    pipeline.more_gauges.append(service.gauges)
     return service
 
 
 def _add_staff_services(pipeline: Pipeline) -> None:
-    """What the config asks for staff: the ward page, the routing of alerts to people."""
-    if pipeline.config.web.enabled:
-        add_web(pipeline, pipeline.config.web)
+    """What the config asks for staff: the ward page, the routing of alerts to people (and
+    the page's receipts endpoint for the receivers' gateways)."""
+    page = add_web(pipeline, pipeline.config.web) if pipeline.config.web.enabled else None
     if pipeline.config.routes:
-        add_delivery(pipeline)
+        delivery = add_delivery(pipeline)
+        if page is not None:
+            page.receipts = delivery.receipt
 
 
 def _add_hl7_pumps(pipeline: Pipeline) -> None:

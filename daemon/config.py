@@ -817,7 +817,40 @@ class AppriseReceiverConfig(ReceiverBase):
     min_gap_s: Annotated[float, Field(ge=0, le=60)] | None = None
 
 
-ReceiverConfig = Annotated[WebhookReceiverConfig | AppriseReceiverConfig, Field(discriminator="type")]
+def _event_code(value: str) -> str:
+    if not re.fullmatch(r"[0-9]{1,10}\^MDC_[A-Z0-9_]{1,60}", value):
+        raise ValueError(f"{value!r} is not '<code>^<MDC reference id>' (for example '196648^MDC_EVT_HI')")
+    return value
+
+
+# An OBX-3 event code as "<code>^<MDC reference id>" (IEEE 11073-10101, partition 3).
+EventCode = Annotated[str, AfterValidator(_event_code)]
+
+
+class Hl7ReceiverConfig(ReceiverBase):
+    """An alert manager (IHE PCD ACM) that takes HL7 v2 ORU^R40 over MLLP (PCD-04, Report
+    Alarm): one message per alert and notice; its accept acknowledgement decides (AA
+    delivered, AE retried, AR refused)."""
+
+    type: Literal["hl7"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    # Set: MLLP over TLS, the alert manager's certificate checked (ca_file: the hospital's CA).
+    tls: TlsConfig | None = None
+    # MSH-4, MSH-5, MSH-6: what the alert manager expects (site choice).
+    sending_facility: str = Field(default="", max_length=180)
+    receiving_application: str = Field(default="", max_length=180)
+    receiving_facility: str = Field(default="", max_length=180)
+    # Event codes (OBX-3 of facet 1) for conditions beyond the built-in ones (FEVER,
+    # TACHYCARDIA, TACHYPNOEA: 196648^MDC_EVT_HI); a condition without one is sent under
+    # its own name in the local coding system 99WARDD. Site choice: domain.md confirms
+    # no other code.
+    event_codes: dict[Condition, EventCode] = {}
+
+
+ReceiverConfig = Annotated[
+    WebhookReceiverConfig | AppriseReceiverConfig | Hl7ReceiverConfig, Field(discriminator="type")
+]
 
 
 class RouteConfig(Model):
@@ -835,6 +868,10 @@ class RouteConfig(Model):
     levels: list[list[Ident]] = Field(min_length=1, max_length=10)
     # Told again this often while nobody has acknowledged the alert; 0: never. Site choice.
     repeat_after_s: Annotated[float, Field(ge=0)] = 600.0
+    # A medium-priority alert nobody acknowledges goes to level 1 after this long, level 2
+    # after twice that, and so on (high ones escalate by alerts.escalate_after_s; low ones
+    # never do); 0: never, only repeats. Site choice.
+    escalate_medium_after_s: Annotated[float, Field(ge=0)] = 0.0
 
     @field_validator("levels")
     @classmethod
@@ -1220,6 +1257,17 @@ def _tls_files(config: Config) -> list[ConfigIssue]:
     return issues
 
 
+def _hl7_receiver_checks(receiver: Hl7ReceiverConfig, i: int) -> list[ConfigIssue]:
+    """The TLS files an HL7 receiver will read: found now, not at its first delivery."""
+    issues: list[ConfigIssue] = []
+    if receiver.tls is not None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(receiver.tls, key)
+            if path is not None and not path.is_file():
+                issues.append(ConfigIssue(f"receivers[{i}].tls.{key}", f"{path} is not a readable file"))
+    return issues
+
+
 def _routing_checks(config: Config) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     receivers: dict[str, int] = {}
@@ -1232,6 +1280,9 @@ def _routing_checks(config: Config) -> list[ConfigIssue]:
                 )
             )
         receivers.setdefault(receiver.name, i)
+        if isinstance(receiver, Hl7ReceiverConfig):
+            issues += _hl7_receiver_checks(receiver, i)
+            continue
         secret = receiver.secret if isinstance(receiver, WebhookReceiverConfig) else receiver.url
         key = "secret" if isinstance(receiver, WebhookReceiverConfig) else "url"
         if secret.env is not None and secret.env not in os.environ:

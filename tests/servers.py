@@ -444,3 +444,149 @@ class SmtpServer:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+
+@dataclass
+class AcmMessage:
+    """One ORU^R40 an ``AcmListener`` took, as hl7apy parsed it, and what it answered."""
+
+    at: float  # time.monotonic()
+    control_id: str  # MSH-10
+    message_type: str  # MSH-9
+    profile: str  # MSH-21.1
+    patient: str  # PID-3
+    ward: str  # PV1-3.1
+    bed: str  # PV1-3.3
+    alert: str  # OBR-3.1: the alert's id and update counter
+    parent: str  # OBR-29.2.1: the start message's OBR-3.1 ("" on the start)
+    facets: dict[str, str]  # OBX-4 -> OBX-5
+    codes: dict[str, str]  # OBX-4 -> OBX-3.1
+    flags: str  # OBX-8 of facet 1: abnormality~priority~source
+    answer: str  # AA, AE or AR
+
+    @property
+    def phase(self) -> str:
+        """The event phase (facet 3)."""
+        return self.facets.get("1.0.0.0.3", "")
+
+    @property
+    def condition(self) -> str:
+        """The condition (facet 1's value)."""
+        return self.facets.get("1.0.0.0.1", "")
+
+
+class AcmListener:
+    """An alert manager (IHE PCD ACM) on a fixed port: MLLP frames (python-hl7's streams),
+    each message parsed segment by segment with hl7apy (v2.6 datatypes; hl7apy knows no
+    ORU_R40 structure) and answered with an hl7apy ``ACK``: ``answer(message)`` says AA,
+    AE or AR (AA by default), or ``None`` for no answer at all (a hung peer).
+
+    One connection carries many messages, unless ``close_after_answer`` (as hl7apy's own
+    ``MLLPServer`` does: one message per connection). ``stop`` closes the port and every
+    connection (refused until ``start``), as ``WebhookServer`` does.
+    """
+
+    def __init__(self, port: int | None = None, *, tls: Any = None) -> None:
+        self.port = port or free_port()
+        self.tls = tls  # an ssl.SSLContext for MLLP over TLS
+        self.received: list[AcmMessage] = []
+        self.answer: Callable[[AcmMessage], str | None] = lambda _message: "AA"
+        self.connections = 0
+        self.close_after_answer = False
+        self.arrived = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: set[Any] = set()
+
+    async def start(self) -> None:
+        """Listen (again) on the port."""
+        import hl7.mllp  # noqa: PLC0415
+
+        self._server = await hl7.mllp.start_hl7_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True, ssl=self.tls
+        )
+
+    async def stop(self) -> None:
+        """Close the port and the open connections."""
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    raw = await reader.readblock()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                message = self._parse(raw.decode("utf-8"))
+                code = self.answer(message)
+                if code is None:
+                    continue  # no answer: the sender times out
+                message.answer = code
+                self.received.append(message)
+                self.arrived.set()
+                writer.writeblock(self._ack(message.control_id, code).encode("utf-8"))
+                await writer.drain()
+                if self.close_after_answer:
+                    return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    @staticmethod
+    def _parse(text: str) -> AcmMessage:
+        from hl7apy.parser import parse_segments  # noqa: PLC0415
+
+        segments = parse_segments(text, version="2.6")
+        by_name: dict[str, list[Any]] = {}
+        for segment in segments:
+            by_name.setdefault(segment.name, []).append(segment)
+        msh, pid, pv1, obr = by_name["MSH"][0], by_name["PID"][0], by_name["PV1"][0], by_name["OBR"][0]
+        facets = {o.obx_4.to_er7(): o.obx_5.to_er7() for o in by_name["OBX"]}
+        codes = {o.obx_4.to_er7(): o.obx_3.obx_3_1.to_er7() for o in by_name["OBX"]}
+        first = next(o for o in by_name["OBX"] if o.obx_4.to_er7().endswith(".1"))
+        return AcmMessage(
+            at=time.monotonic(),
+            control_id=msh.msh_10.to_er7(),
+            message_type=msh.msh_9.to_er7(),
+            profile=msh.msh_21.to_er7().split("^")[0],
+            patient=pid.pid_3.to_er7(),
+            ward=pv1.pv1_3.pv1_3_1.to_er7(),
+            bed=pv1.pv1_3.pv1_3_3.to_er7(),
+            alert=obr.obr_3.obr_3_1.to_er7(),
+            parent=obr.obr_29.to_er7().split("^")[1].split("&")[0] if obr.obr_29.to_er7() else "",
+            facets=facets,
+            codes=codes,
+            flags="~".join(f.to_er7() for f in first.children.get("OBX_8")),
+            answer="",
+        )
+
+    @staticmethod
+    def _ack(control_id: str, code: str) -> str:
+        from hl7apy.core import Message  # noqa: PLC0415
+
+        ack = Message("ACK", version="2.6")
+        ack.msh.msh_3 = "AM"
+        ack.msh.msh_9 = "ACK^R40^ACK"
+        ack.msh.msh_10 = f"A-{control_id}"
+        ack.msh.msh_11 = "P"
+        ack.msa.msa_1 = code
+        ack.msa.msa_2 = control_id
+        if code != "AA":
+            ack.add_segment("ERR")
+            ack.err.err_3 = "207^Application internal error^HL70357"
+            ack.err.err_4 = "E"
+            ack.err.err_8 = f"the test alert manager says {code}"
+        return str(ack.to_er7())
+
+    async def wait_for(self, check: Callable[[list[AcmMessage]], bool], timeout_s: float = 20.0) -> None:
+        """Wait until ``check(received)`` holds (woken by each message, never by a sleep)."""
+        async with asyncio.timeout(timeout_s):
+            while not check(self.received):
+                self.arrived.clear()
+                await self.arrived.wait()

@@ -14,6 +14,7 @@ from daemon.config import (
     AppriseReceiverConfig,
     BedConfig,
     Config,
+    Hl7ReceiverConfig,
     PumpConfig,
     RouteConfig,
     WebhookReceiverConfig,
@@ -52,7 +53,12 @@ def test_example_config_loads() -> None:
     + [f"beds.{p}" for p in _paths(BedConfig)]
     + [f"pumps.{p}" for p in _paths(PumpConfig)]
     + [f"web.users.{p}" for p in _paths(WebUserConfig)]
-    + sorted({f"receivers.{p}" for p in _paths(WebhookReceiverConfig) + _paths(AppriseReceiverConfig)})
+    + sorted(
+        {
+            f"receivers.{p}"
+            for p in _paths(WebhookReceiverConfig) + _paths(AppriseReceiverConfig) + _paths(Hl7ReceiverConfig)
+        }
+    )
     + [f"routes.{p}" for p in _paths(RouteConfig)],
 )
 def test_example_config_documents_every_option(path: str) -> None:

@@ -146,3 +146,24 @@ def test_status_says_what_was_sent_to_whom_from_the_journal() -> None:
     ]
     assert told_lines(entries, "12-HYPOXIA-2") == ["nurse: alert at t1, waiting (0 attempts)"]
     assert told_lines(entries, "12-OTHER-9") == []
+
+
+def test_status_says_what_a_receipt_said_a_person_did() -> None:
+    entries: list[dict[str, Any]] = [
+        {
+            "what": "notice",
+            "at": "t1",
+            "receiver": "nurse",
+            "notice": "alert",
+            "delivery": 1,
+            "alerts": ["a"],
+        },
+        {"what": "delivery", "delivery": 1, "attempt": 1, "outcome": "delivered", "detail": "HTTP 200"},
+        {"what": "receipt", "delivery": 1, "status": "read", "by": "nurse-a"},
+        {"what": "receipt", "delivery": 9, "status": "accepted", "by": "nurse-b"},  # not a known delivery
+    ]
+    assert told_lines(entries, "a") == ["nurse: alert at t1, delivered (1 attempt), read by nurse-a"]
+    entries.append(
+        {"what": "receipt", "delivery": 1, "status": "accepted", "by": "nurse-a", "name": "A. Nurse"}
+    )
+    assert told_lines(entries, "a") == ["nurse: alert at t1, delivered (1 attempt), accepted by A. Nurse"]

@@ -142,3 +142,40 @@ def test_an_unreadable_stored_row_is_reported_not_fatal() -> None:
 
 def test_there_are_cases() -> None:
     assert len(_cases()) >= 10
+
+
+def test_a_notice_names_the_receivers_told_of_its_alert_for_the_first_time() -> None:
+    """Level 0 first hears of the alert from its alert notice, level 1 from the escalation;
+    later escalations and the closing notice are nobody's first."""
+    config = parse(
+        {
+            **BASE,
+            "routing": {"group_window_s": 0},
+            "alerts": {"escalate_after_s": 60},
+            "routes": [{"name": "all", "levels": [["n0"], ["n0", "c1"]], "repeat_after_s": 0}],
+        }
+    )
+    book = AlertBook(escalate_after_s=60)
+    router = Router(config.routing, config.routes)
+    candidate = AlertCandidate("HYPOXIA", "w1", "12", START, present=True, priority=Priority.HIGH)
+    seen: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+    for second in range(241):
+        now = START + timedelta(seconds=second)
+        notices = (
+            [n for t in book.apply(candidate, now) for n in router.transition(t, now)] if second == 0 else []
+        )
+        if second == 230:
+            [alert] = book.open_alerts()
+            notices += [
+                n for t in book.acknowledge(alert.id, "nurse-a", now) for n in router.transition(t, now)
+            ]
+        notices += [n for t in book.tick(now) for n in router.transition(t, now)]
+        notices += router.tick(now)
+        seen += [(str(n.kind), n.receivers, n.first_for) for n in notices]
+    assert seen == [
+        ("alert", ("n0",), ("n0",)),
+        ("escalation", ("n0", "c1"), ("c1",)),
+        ("escalation", ("n0", "c1"), ()),
+        ("escalation", ("n0", "c1"), ()),
+        ("closing", ("n0", "c1"), ()),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ def _errors(data: dict[str, Any]) -> dict[str, str]:
 
 def test_the_example_routes_and_receivers_load() -> None:
     config = load(EXAMPLE)
-    assert [r.name for r in config.receivers] == ["nurse-12", "charge"]
+    assert [r.name for r in config.receivers] == ["nurse-12", "charge", "alert-manager"]
     assert config.routes[0].levels == [["nurse-12"], ["charge"]]
     assert config.routing.quiet[0].priorities == ["low"]
     assert [rule.source for rule in config.routing.inhibit] == ["CRS_SUSPECTED", "PUMP_COMM_LOST"]
@@ -63,10 +64,34 @@ def test_every_routing_error_is_reported_with_its_place() -> None:
     assert "unknown option" in errors["routes[4].colour"]
 
 
-def test_a_receiver_type_is_webhook_or_apprise() -> None:
+def test_a_receiver_type_is_webhook_apprise_or_hl7() -> None:
     errors = _errors({"receivers": [{"name": "w3", "type": "pager", "url": "x"}]})
     assert list(errors) == ["receivers[0]"]
-    assert "'webhook', 'apprise'" in errors["receivers[0]"]
+    assert "'webhook', 'apprise', 'hl7'" in errors["receivers[0]"]
+
+
+def _am(**extra: Any) -> dict[str, Any]:
+    return {"name": "am", "type": "hl7", "host": "127.0.0.1", "port": 2575, **extra}
+
+
+def test_an_hl7_receiver_needs_an_address_and_checks_its_event_codes() -> None:
+    assert (
+        parse({"receivers": [_am(event_codes={"HYPOXIA": "196652^MDC_EVT_LO"})]}).receivers[0].type == "hl7"
+    )
+    errors = _errors(
+        {
+            "receivers": [
+                {"name": "a0", "type": "hl7"},
+                _am(name="a1", port=0),
+                _am(name="a2", event_codes={"HYPOXIA": "MDC_EVT_LO"}),
+                _am(name="a3", event_codes={"HYPOXEMIA": "1^MDC_X"}),
+            ]
+        }
+    )
+    assert errors["receivers[0].hl7.host"] == errors["receivers[0].hl7.port"] == "required option is missing"
+    assert "receivers[1].hl7.port" in errors
+    assert "is not '<code>^<MDC reference id>'" in errors["receivers[2].hl7.event_codes.HYPOXIA"]
+    assert "unknown alert condition 'HYPOXEMIA'" in errors["receivers[3].hl7.event_codes.HYPOXEMIA.[key]"]
 
 
 def test_a_route_may_name_only_configured_receivers() -> None:
@@ -171,3 +196,40 @@ def test_wardd_routes_refuses_a_bad_sample(
 ) -> None:
     assert cli.main(["routes", "--config", str(EXAMPLE), *args]) == 2
     assert error in capsys.readouterr().err
+
+
+def test_an_hl7_receivers_tls_files_are_checked_at_load(tmp_path: Path) -> None:
+    errors = _errors({"receivers": [_am(tls={"ca_file": str(tmp_path / "missing.pem")})]})
+    assert errors == {"receivers[0].tls.ca_file": f"{tmp_path / 'missing.pem'} is not a readable file"}
+
+
+def test_wardd_routes_shows_a_routes_medium_escalation() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from daemon.delivery.preview import Sample, preview  # noqa: PLC0415
+    from daemon.events import Kind, Priority  # noqa: PLC0415
+
+    config = parse(
+        {
+            "routing": {"group_window_s": 0},
+            "receivers": [_hook("n0"), _am(name="acm")],
+            "routes": [
+                {
+                    "name": "r",
+                    "levels": [["n0"], ["acm"]],
+                    "repeat_after_s": 0,
+                    "escalate_medium_after_s": 120,
+                }
+            ],
+        }
+    )
+    at = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    lines = preview(config, Sample("FEVER", Priority.MEDIUM, Kind.PHYSIOLOGICAL, "w", "1", at), horizon_s=200)
+    told = [line.split()[0:3] for line in lines if "level" in line and "->" in line]
+    assert (
+        [line for line in lines if "->" in line][1]
+        .strip()
+        .startswith("+2 min (12:02:00)  escalation level 1")
+    )
+    assert "acm (hl7 mllp://127.0.0.1:2575)" in lines[-2]
+    assert len(told) == 2

@@ -7,6 +7,7 @@ not waited for.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -22,10 +23,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from daemon.app import Pipeline, build
 from daemon.clock import ManualClock
 from daemon.config import parse
+from daemon.delivery.receivers import signature
+from daemon.delivery.service import DeliveryService
 from daemon.events import AlertCandidate, Priority
 from daemon.web.passwords import hash_password
 from daemon.web.server import STATIC_DIR, WardPage
 from tests.helpers import committing
+from tests.mqtt_watch import until
+from tests.servers import WebhookServer
 
 pytestmark = pytest.mark.integration  # a real HTTP server on a loopback port
 
@@ -34,7 +39,13 @@ TTL_S = 3600.0
 PASSWORDS = {"nurse1": "nurse password", "viewer1": "viewer password", "admin1": "admin password"}
 
 
-def _config(tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | None = None) -> Any:
+def _config(
+    tmp_path: Path,
+    *,
+    second_bed: bool = False,
+    web: dict[str, Any] | None = None,
+    more: dict[str, Any] | None = None,
+) -> Any:
     beds = [
         {
             "ward": "w1",
@@ -67,6 +78,7 @@ def _config(tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | N
                 ],
             },
             "beds": beds,
+            **(more or {}),
         }
     )
 
@@ -126,10 +138,14 @@ async def ward_of_two(tmp_path: Path) -> AsyncIterator[Rig]:
 
 @contextlib.asynccontextmanager
 async def _rig(
-    tmp_path: Path, *, second_bed: bool = False, web: dict[str, Any] | None = None
+    tmp_path: Path,
+    *,
+    second_bed: bool = False,
+    web: dict[str, Any] | None = None,
+    more: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     clock = ManualClock(T0)
-    pipeline = build(_config(tmp_path, second_bed=second_bed, web=web), clock=clock)
+    pipeline = build(_config(tmp_path, second_bed=second_bed, web=web, more=more), clock=clock)
     page = pipeline.services[0]
     assert isinstance(page, WardPage)
     async with committing(pipeline.writer), TestClient(TestServer(page.app())) as client:
@@ -486,3 +502,146 @@ async def test_many_failures_from_one_address_hold_back_every_login_from_it(tmp_
         assert rig.pipeline.counters.get("web.refused", "login_throttled") == 1
         await rig.clock.advance(60)
         await rig.login("admin1")
+
+
+async def test_the_bed_page_shows_what_was_sent_to_whom(tmp_path: Path) -> None:
+    """With routes: each notice about the bed's alerts, its receiver, and where it stands;
+    waiting while the receiver is away, delivered (with its answer) once it took it."""
+    hook = WebhookServer(b"k")
+    more = {
+        "routing": {"group_window_s": 0},
+        "receivers": [
+            {"name": "nurse", "type": "webhook", "url": f"{hook.url}/n", "secret": {"value": "k"}},
+        ],
+        "routes": [{"name": "all", "levels": [["nurse"]], "repeat_after_s": 0}],
+    }
+    async with _rig(tmp_path, more=more) as rig:
+        await rig.login("nurse1")
+        alert_id = await rig.open_alert("b1", "HYPOTENSION")
+        await rig.pipeline.writer.flush()
+        page = await (await rig.client.get("/bed/b1")).text()
+        [row] = re.findall(r"<tr data-delivery=.*?</tr>", _section(page, "sent"), re.DOTALL)
+        shown = unescape(re.sub(r"<[^>]+>", " ", row))
+        assert "nurse" in shown
+        assert "alert · level 0" in shown
+        assert alert_id in shown
+        assert "waiting · attempts: 0" in shown
+
+        delivery = next(s for s in rig.pipeline.services if isinstance(s, DeliveryService))
+        await hook.start()
+        task = asyncio.create_task(delivery.run(), name="test.delivery")
+        try:
+            await until(lambda: delivery.pending() == 0, 20, "the notice delivered")
+            await rig.pipeline.writer.flush()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await hook.stop()
+        page = await (await rig.client.get("/bed/b1")).text()
+        shown = unescape(re.sub(r"<[^>]+>", " ", _section(page, "sent")))
+        assert "delivered · attempts: 1 · last answer: HTTP 200: ok" in shown
+
+
+async def test_without_routes_the_bed_page_has_no_sent_section(rig: Rig) -> None:
+    await rig.login("nurse1")
+    page = await (await rig.client.get("/bed/b1")).text()
+    assert 'id="sent"' not in page
+
+
+def _receipt(key: bytes, **fields: Any) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(fields).encode()
+    return body, {"X-Wardd-Signature": signature(key, body), "Content-Type": "application/json"}
+
+
+async def test_a_receipt_that_a_person_accepted_acknowledges_the_alert_and_is_shown(tmp_path: Path) -> None:
+    """A webhook gateway's signed receipt: ``read`` is journaled, ``accepted`` acknowledges
+    the delivery's alerts via ``receipt``; forgeries and strangers are refused, counted."""
+    more = {
+        "routing": {"group_window_s": 0},
+        "receivers": [
+            {"name": "nurse", "type": "webhook", "url": "http://127.0.0.1:9/n", "secret": {"value": "k"}},
+            {"name": "phone", "type": "webhook", "url": "http://127.0.0.1:9/p", "secret": {"value": "p"}},
+        ],
+        "routes": [{"name": "all", "levels": [["nurse", "phone"]], "repeat_after_s": 0}],
+    }
+    async with _rig(tmp_path, more=more) as rig:
+        await rig.login("nurse1")
+        alert_id = await rig.open_alert("b1", "HYPOTENSION")
+        await rig.pipeline.writer.flush()
+        notices = [e for e in rig.pipeline.store.journal() if e.get("what") == "notice"]
+        delivery = next(e["delivery"] for e in notices if e["receiver"] == "nurse")
+        other = next(e["delivery"] for e in notices if e["receiver"] == "phone")
+
+        async def post(receiver: str, key: bytes, **fields: Any) -> tuple[int, dict[str, Any]]:
+            body, headers = _receipt(key, **fields)
+            response = await rig.client.post(f"/api/receipts/{receiver}", data=body, headers=headers)
+            return response.status, await response.json()
+
+        refusals = [
+            (
+                await post("nurse", b"wrong", delivery=delivery, status="accepted", by="nurse-a"),
+                401,
+                "bad_signature",
+            ),
+            (
+                await post("pager", b"k", delivery=delivery, status="accepted", by="nurse-a"),
+                404,
+                "unknown_receiver",
+            ),
+            (
+                await post("nurse", b"k", delivery=other, status="accepted", by="nurse-a"),
+                404,
+                "unknown_delivery",
+            ),
+            (
+                await post("nurse", b"k", delivery=delivery, status="declined", by="nurse-a"),
+                400,
+                "bad_receipt",
+            ),
+            (await post("nurse", b"k", delivery=delivery, status="read", by="a b"), 400, "bad_receipt"),
+            (
+                await post("nurse", b"k", delivery=str(delivery), status="read", by="nurse-a"),
+                400,
+                "bad_receipt",
+            ),
+        ]
+        for (status, answer), expected_status, reason in refusals:
+            assert (status, answer["reason"]) == (expected_status, reason), answer
+        counters = rig.pipeline.counters
+        assert counters.total("delivery.receipts_refused") == len(refusals)
+        assert [a.state.value for a in rig.pipeline.alerts.book.open_alerts()] == ["active"]
+
+        assert await post("nurse", b"k", delivery=delivery, status="read", by="nurse-a") == (
+            200,
+            {"ok": True, "delivery": delivery, "status": "read", "acknowledged": []},
+        )
+        assert [a.state.value for a in rig.pipeline.alerts.book.open_alerts()] == ["active"]
+        status, answer = await post(
+            "nurse", b"k", delivery=delivery, status="accepted", by="nurse-a", name="A. Nurse"
+        )
+        assert (status, answer["acknowledged"]) == (200, [alert_id])
+        [alert] = rig.pipeline.alerts.book.open_alerts()
+        assert (alert.state.value, alert.acked_by, alert.acked_name) == (
+            "acknowledged",
+            "nurse-a",
+            "A. Nurse",
+        )
+        journal = rig.pipeline.store.journal()
+        assert [e["status"] for e in journal if e.get("what") == "receipt"] == ["read", "accepted"]
+        ack = next(e for e in journal if e.get("via") == "receipt")
+        assert ack["who"] == "nurse-a"
+        # Accepted again (a repeat of the gateway's): nothing more to acknowledge.
+        status, answer = await post("nurse", b"k", delivery=delivery, status="accepted", by="nurse-a")
+        assert (status, answer["acknowledged"]) == (200, [])
+
+        page = await (await rig.client.get("/bed/b1")).text()
+        shown = unescape(re.sub(r"<[^>]+>", " ", _section(page, "sent")))
+        assert "waiting · attempts: 0 · accepted by nurse-a" in shown  # the last receipt, the repeat
+
+
+async def test_without_routes_receipts_are_refused(rig: Rig) -> None:
+    body, headers = _receipt(b"k", delivery=1, status="accepted", by="nurse-a")
+    response = await rig.client.post("/api/receipts/nurse", data=body, headers=headers)
+    assert response.status == 404
+    assert rig.pipeline.counters.get("web.refused", "no_receipts") == 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from daemon.alerts import AlertBook
-from daemon.config import Config, WebhookReceiverConfig
+from daemon.config import Config, Hl7ReceiverConfig, WebhookReceiverConfig
 from daemon.delivery.routing import Held, Notice, Router
 from daemon.events import AlertCandidate, Kind, Priority, Text
 
@@ -90,6 +90,13 @@ def preview(config: Config, sample: Sample, *, horizon_s: float) -> list[str]:
             break
     kinds = {r.name: r.type for r in config.receivers}
     urls = {r.name: r.url for r in config.receivers if isinstance(r, WebhookReceiverConfig)}
+    urls.update(
+        {
+            r.name: f"mllp{'s' if r.tls else ''}://{r.host}:{r.port}"
+            for r in config.receivers
+            if isinstance(r, Hl7ReceiverConfig)
+        }
+    )
     for offset, notice in notices:
         when = (sample.at + timedelta(seconds=offset)).astimezone(zone)
         to = ", ".join(

@@ -1,28 +1,34 @@
-"""Receivers: how one notification reaches one destination (a webhook, Apprise).
+"""Receivers: how one notification reaches one destination (a webhook, Apprise, an
+alert manager over HL7 v2 and MLLP).
 
 Each ``send`` is one attempt and says what came of it; retrying, ordering and
-journaling are the delivery queue's business (``daemon.delivery.service``). An HL7 v2
-ORU^R40 sender to an alert manager (IHE PCD ACM) is a third ``Receiver``: a config
-model with ``type = "hl7"`` in ``daemon.config.ReceiverConfig`` and a case in
-``make_receiver``; its accept acknowledgements map to the same outcomes (AA delivered,
-AE retry, AR refused).
+journaling are the delivery queue's business (``daemon.delivery.service``). A new kind
+of receiver is a config model in ``daemon.config.ReceiverConfig`` and a case in
+``make_receiver``; its answers map onto the three outcomes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 import aiohttp
+import hl7.mllp
 
-from daemon.config import AppriseReceiverConfig, ReceiverConfig, WebhookReceiverConfig
+from daemon.config import AppriseReceiverConfig, Hl7ReceiverConfig, ReceiverConfig, WebhookReceiverConfig
+from daemon.delivery import acm
 from daemon.errors import ConfigError, ConfigIssue
+from daemon.links.tls import client_context, describe
+from daemon.metrics import sanitize
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +41,9 @@ DELIVERY_HEADER = "X-Wardd-Delivery"
 class Outcome(StrEnum):
     """What one attempt came to."""
 
-    DELIVERED = "delivered"  # the receiver took it (2xx, Apprise's success)
-    RETRY = "retry"  # not taken, worth trying again (no answer, 5xx, 408, 429, timeout)
-    REFUSED = "refused"  # the receiver refuses it for good (4xx): the same again would fail too
+    DELIVERED = "delivered"  # the receiver took it (2xx, Apprise's success, HL7 AA)
+    RETRY = "retry"  # not taken, worth trying again (no answer, 5xx, 408, 429, timeout, HL7 AE)
+    REFUSED = "refused"  # refused for good (4xx, HL7 AR): the same again would fail too
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +159,152 @@ class AppriseReceiver:
         """Nothing to close: Apprise opens a connection per notification."""
 
 
-def make_receiver(config: ReceiverConfig) -> Receiver:
-    """The receiver a config entry describes (its secret resolved)."""
+MAX_ACK_BYTES = 65_536  # an acknowledgement is a few hundred bytes; more is not one
+
+
+class Hl7Receiver:
+    """An alert manager (IHE PCD ACM) over MLLP: each alert of a notice as one ORU^R40,
+    sent once the previous one is acknowledged, on one connection kept open between
+    deliveries and opened again when it drops.
+
+    The accept acknowledgement decides: AA (or CA) delivered, AE (CE) retried, AR (CR)
+    refused; no answer within ``timeout_s``, a dropped connection, or an answer naming
+    another message is retried, on a new connection (a late answer must not be taken for
+    the next message's). The messages of a notice already accepted are not sent again
+    when a later one of it is retried."""
+
+    def __init__(self, config: Hl7ReceiverConfig, patients: Mapping[tuple[str, str], str]) -> None:
+        self.name = config.name
+        self._config = config
+        self._patients = patients
+        self._header = acm.Header(
+            config.sending_facility, config.receiving_application, config.receiving_facility
+        )
+        # Built now: an unusable certificate file stops the start, with its place.
+        self._tls = None if config.tls is None else client_context(config.tls, f"receivers.{config.name}")
+        self._connection: tuple[hl7.mllp.HL7StreamReader, hl7.mllp.HL7StreamWriter] | None = None
+        self._accepted: dict[int, set[str]] = {}  # delivery -> control ids acknowledged AA
+
+    async def send(self, delivery_id: int, body: bytes, title: str, text: str) -> Attempt:
+        """Each alert's message in turn, each waiting for its acknowledgement."""
+        notice = json.loads(body)
+        reports = acm.reports(
+            notice, patients=self._patients, header=self._header, event_codes=self._config.event_codes
+        )
+        done = self._accepted.setdefault(delivery_id, set())
+        answers: list[str] = []
+        for report in reports:
+            if report.control_id in done:
+                continue
+            attempt = await self._one(report)
+            if attempt.outcome is Outcome.REFUSED:
+                self._accepted.pop(delivery_id, None)  # the queue drops the delivery
+            if attempt.outcome is not Outcome.DELIVERED:
+                return attempt
+            done.add(report.control_id)
+            answers.append(attempt.detail)
+        self._accepted.pop(delivery_id, None)
+        if not reports:
+            return Attempt(Outcome.DELIVERED, "nothing to report (every alert of the digest was closed)")
+        return Attempt(Outcome.DELIVERED, "; ".join(answers)[:300] or "AA")
+
+    async def _one(self, report: acm.Report) -> Attempt:
+        try:
+            async with asyncio.timeout(self._config.timeout_s):
+                raw = await self._exchange(report)
+        except (
+            TimeoutError,
+            OSError,
+            asyncio.IncompleteReadError,
+            hl7.mllp.InvalidBlockError,
+            ValueError,
+        ) as exc:
+            self._drop()
+            what = "no acknowledgement within the timeout" if isinstance(exc, TimeoutError) else None
+            if isinstance(exc, asyncio.IncompleteReadError):
+                what = "the alert manager closed the connection without an acknowledgement"
+            detail = what or describe(exc) or f"{type(exc).__name__}: {exc}"
+            return Attempt(Outcome.RETRY, f"{report.control_id}: {detail}"[:300])
+        try:
+            answer = acm.read_ack(raw.decode("utf-8", "replace"))
+        except ValueError as exc:
+            self._drop()
+            return Attempt(Outcome.RETRY, sanitize(f"{report.control_id}: {exc}")[:300])
+        if answer.control_id != report.control_id:
+            self._drop()
+            return Attempt(
+                Outcome.RETRY,
+                sanitize(f"{report.control_id}: the acknowledgement names {answer.control_id!r}")[:300],
+            )
+        # The manager's words go to the journal and the log: control characters escaped.
+        detail = sanitize(f"{answer.code} {report.control_id}" + (f": {answer.text}" if answer.text else ""))
+        if answer.code in ("AA", "CA"):
+            return Attempt(Outcome.DELIVERED, detail)
+        if answer.code in ("AR", "CR"):
+            return Attempt(Outcome.REFUSED, detail[:300])
+        return Attempt(Outcome.RETRY, detail[:300])
+
+    async def _exchange(self, report: acm.Report) -> bytes:
+        """Send ``report`` and read one answer. On a connection kept from an earlier
+        message that turns out closed by the manager meanwhile (many close after each
+        answer; the close may arrive just after our write), once more on a new one: the
+        same control id, which a manager that did take it drops as a repeat."""
+        reused = self._connection is not None
+        reader, writer = await self._connect()
+        try:
+            writer.writeblock(report.encode())
+            await writer.drain()
+            return bytes(await reader.readblock())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+        self._drop()
+        reader, writer = await self._connect()
+        writer.writeblock(report.encode())
+        await writer.drain()
+        return bytes(await reader.readblock())
+
+    async def _connect(self) -> tuple[hl7.mllp.HL7StreamReader, hl7.mllp.HL7StreamWriter]:
+        if self._connection is not None:
+            reader, writer = self._connection
+            if not reader.at_eof() and not writer.is_closing():
+                return self._connection
+            self._drop()  # the alert manager closed it since: a new one
+        reader, writer = await hl7.mllp.open_hl7_connection(
+            self._config.host, self._config.port, limit=MAX_ACK_BYTES, ssl=self._tls
+        )
+        self._connection = (reader, writer)
+        log.info(
+            "receiver %s: connected to the alert manager at %s:%d%s",
+            self.name,
+            self._config.host,
+            self._config.port,
+            " over TLS" if self._tls is not None else "",
+        )
+        return self._connection
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection[1].close()
+            self._connection = None
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._connection is not None:
+            writer = self._connection[1]
+            self._connection = None
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+
+def make_receiver(config: ReceiverConfig, patients: Mapping[tuple[str, str], str] | None = None) -> Receiver:
+    """The receiver a config entry describes (its secret resolved); ``patients``: the
+    pseudonym of each (ward, bed), for the receivers that name the patient (HL7)."""
     if isinstance(config, WebhookReceiverConfig):
         return WebhookReceiver(config, (config.secret.resolve() or "").encode("utf-8"))
+    if isinstance(config, Hl7ReceiverConfig):
+        return Hl7Receiver(config, patients or {})
     return AppriseReceiver(config, config.url.resolve() or "")
 
 
@@ -164,6 +312,8 @@ def secrets_of(configs: list[ReceiverConfig]) -> tuple[str, ...]:
     """The HMAC keys and Apprise URLs, for the log filter that keeps secrets out."""
     out: list[str] = []
     for config in configs:
+        if isinstance(config, Hl7ReceiverConfig):
+            continue  # no secret: an address, and TLS files by path
         secret = config.secret if isinstance(config, WebhookReceiverConfig) else config.url
         value = secret.resolve()
         if value:

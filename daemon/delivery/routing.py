@@ -31,14 +31,19 @@ values, each for one or more receivers::
   starts in one is held; when the period ends, its alerts go out as one ``digest`` per
   route, those closed meanwhile included with their last state. No repeat is sent for a
   quiet priority during a quiet period.
-- Levels: the level of an alert is the highest of the alert engine's escalation level
-  and the level that failed deliveries moved it to; a level beyond the route's last
+- Medium alerts: a route's ``escalate_medium_after_s`` (0, the default: never) raises
+  the level of an unacknowledged medium alert after that long, then after twice that,
+  and so on (the alert engine escalates high alerts only), not during a quiet period
+  for medium nor while inhibited.
+- Levels: the level of an alert is the highest of the alert engine's escalation level,
+  the medium escalation's and the level that failed deliveries moved it to; a level beyond the route's last
   names the last level's receivers (they are told again).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +101,7 @@ class Notice:
     alerts: tuple[Alert, ...]
     at: datetime
     reason: Text | None = None  # what the receiver should know beyond the alerts (escalation)
+    first_for: tuple[str, ...] = ()  # the receivers told of these alerts for the first time
 
     def title(self) -> Text:
         """One line: what happened, where."""
@@ -269,7 +275,8 @@ class Router:
         out = self._flush_groups(now)
         out += self._digests(now)
         for track in list(self.tracks.values()):
-            out += self._repeat(track, now)
+            # An escalation is told at the new level: no repeat at the old one as well.
+            out += self._escalate_medium(track, now) or self._repeat(track, now)
         return out
 
     def failed(self, alert_ids: Iterable[str], level: int, receiver: str, now: datetime) -> list[Notice]:
@@ -404,10 +411,11 @@ class Router:
         self, track: Track, kind: NoticeKind, now: datetime, *, reason: Text | None = None
     ) -> list[Notice]:
         receivers = self._receivers(track)
+        first = tuple(r for r in receivers if r not in track.told)
         told = tuple(dict.fromkeys((*track.told, *receivers)))
         track = replace(track, told=told, last_at=now, held=None)
         self._put(track)
-        return [self._notice(track, kind, receivers, now, reason=reason)]
+        return [self._notice(track, kind, receivers, now, reason=reason, first_for=first)]
 
     def _notice(
         self,
@@ -417,6 +425,7 @@ class Router:
         now: datetime,
         *,
         reason: Text | None = None,
+        first_for: tuple[str, ...] = (),
     ) -> Notice:
         alert = track.alert
         if reason is None and kind is NoticeKind.ESCALATION:
@@ -442,6 +451,7 @@ class Router:
             (alert,),
             now,
             reason,
+            first_for,
         )
 
     def _repeat(self, track: Track, now: datetime) -> list[Notice]:
@@ -460,6 +470,28 @@ class Router:
         ):
             return []
         return self._send(track, NoticeKind.REPEAT, now)
+
+    def _escalate_medium(self, track: Track, now: datetime) -> list[Notice]:
+        """A medium alert unacknowledged for ``escalate_medium_after_s`` (times the level):
+        the next level (the alert engine escalates only high alerts)."""
+        route = self._routes.get(track.route or "")
+        alert = track.alert
+        if (
+            route is None
+            or route.escalate_medium_after_s <= 0
+            or alert.priority is not Priority.MEDIUM
+            or alert.state is not AlertState.ACTIVE
+            or track.held is not None
+            or not track.told
+            or self._quiet(alert.priority, now)
+            or self._inhibitor(alert) is not None
+        ):
+            return []
+        waited_s = (now - alert.active_since).total_seconds()
+        level = math.floor(waited_s / route.escalate_medium_after_s) if waited_s > 0 else 0
+        if level <= track.level:
+            return []
+        return self._send(replace(track, level=level), NoticeKind.ESCALATION, now)
 
     def _flush_groups(self, now: datetime) -> list[Notice]:
         out: list[Notice] = []
@@ -492,7 +524,17 @@ class Router:
                 self._put(replace(track, told=told, last_at=now))
             alerts = tuple(t.alert for t in members)
             out.append(
-                Notice(NoticeKind.ALERT, group.route, 0, receivers, group.ward, group.bed, alerts, now)
+                Notice(
+                    NoticeKind.ALERT,
+                    group.route,
+                    0,
+                    receivers,
+                    group.ward,
+                    group.bed,
+                    alerts,
+                    now,
+                    first_for=receivers,  # a group's alerts were never told
+                )
             )
         return out
 
@@ -518,7 +560,20 @@ class Router:
                 beds = {t.alert.bed for t in tracks}
                 bed = beds.pop() if len(beds) == 1 else ""
                 alerts = tuple(t.alert for t in tracks)
-                out.append(Notice(NoticeKind.DIGEST, route_name, 0, receivers, ward, bed, alerts, now))
+                out.append(
+                    # A quiet period's alerts were never told.
+                    Notice(
+                        NoticeKind.DIGEST,
+                        route_name,
+                        0,
+                        receivers,
+                        ward,
+                        bed,
+                        alerts,
+                        now,
+                        first_for=receivers,
+                    )
+                )
         return out
 
     def _release_inhibited(self, ward: str, bed: str, now: datetime) -> list[Notice]:

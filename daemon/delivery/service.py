@@ -24,13 +24,18 @@
 - Every attempt is a journal line (``what: "delivery"``: receiver, delivery number,
   attempt, outcome, what the receiver said, the attempt's duration and the notice's age)
   and is counted (``delivery.attempts`` by outcome; ``delivery.delivered``,
-  ``delivery.failed``, ``delivery.latency_ms`` by receiver).
+  ``delivery.failed``, ``delivery.latency_ms`` by receiver); ``gauges`` gives /metrics
+  the attempts by receiver and outcome and each receiver's backlog.
+- Receipts (``receipt``, the ward page's ``POST /api/receipts/<receiver>``): a webhook
+  gateway's signed word that a person read or accepted a notification; journaled, and
+  ``accepted`` acknowledges the delivery's alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import json
 import logging
 import time
@@ -39,12 +44,15 @@ from dataclasses import replace as dc_replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.alerts import SYSTEM_ACTOR, AlertService, Transition
+from daemon import ids
+from daemon.alerts import SYSTEM_ACTOR, AckVia, AlertService, Transition, UnknownAlertError
 from daemon.clock import Clock, every
-from daemon.config import Config, ReceiverConfig
-from daemon.delivery.receivers import Attempt, Outcome, Receiver, make_receiver
+from daemon.config import Config, ReceiverConfig, WebhookReceiverConfig
+from daemon.delivery.receivers import Attempt, Outcome, Receiver, make_receiver, signature
 from daemon.delivery.routing import Notice, NoticeKind, Router
+from daemon.delivery.told import told_lines
 from daemon.events import AlertCandidate, Kind, Priority, Text
+from daemon.health import Gauge
 from daemon.links.store import DeliveryRow, StoreWriter, json_text
 from daemon.metrics import Counters
 from daemon.timefmt import iso, parse_iso
@@ -52,7 +60,25 @@ from daemon.timefmt import iso, parse_iso
 log = logging.getLogger(__name__)
 
 DELIVERY_FAILED = "DELIVERY_FAILED"
+__all__ = ["DELIVERY_FAILED", "DeliveryService", "retry_delay_s", "told_lines"]
 FAILING_KEY = "delivery.failing"  # in the store's meta: {receiver: [[ward, bed], ...]}
+RECEIPT_STATUSES = ("read", "accepted")
+"""What a receiver's receipt may say a person did; ``accepted`` acknowledges the alerts."""
+RECENT_DELIVERIES = 10_000
+"""Deliveries kept in memory for their receipts (a receipt names its delivery's number)."""
+
+
+def _receipt_problem(delivery: object, status: object, by: object, name: object) -> str | None:
+    """What is wrong with a receipt's fields, or ``None``."""
+    if not isinstance(delivery, int) or isinstance(delivery, bool):
+        return "delivery must be a number"
+    if status not in RECEIPT_STATUSES:
+        return f"status must be one of {', '.join(RECEIPT_STATUSES)}"
+    if not ids.is_user_id(by):
+        return f"by must be {ids.USER_ID_RULE}"
+    if name is not None and ids.name_problem(name) is not None:
+        return f"name {ids.name_problem(name)}"
+    return None
 
 
 def retry_delay_s(config: ReceiverConfig, attempts: int) -> float:
@@ -87,8 +113,11 @@ class DeliveryService:
         self._clock = clock
         self._counters = counters
         self._settings = {r.name: r for r in config.receivers}
+        patients = {(b.ward, b.id): b.patient for b in config.beds}
         self.receivers: dict[str, Receiver] = (
-            dict(receivers) if receivers is not None else {r.name: make_receiver(r) for r in config.receivers}
+            dict(receivers)
+            if receivers is not None
+            else {r.name: make_receiver(r, patients) for r in config.receivers}
         )
         self.router = Router(config.routing, config.routes)
         store = writer.store
@@ -114,6 +143,12 @@ class DeliveryService:
             if name in self._settings
         }
         self._raise_soon: set[tuple[str, str]] = set()  # beds whose DELIVERY_FAILED must be raised
+        # Attempts by (receiver, outcome) since the start, for /metrics.
+        self._outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Delivery number -> (receiver, alert ids, bed) of the newest deliveries, for receipts.
+        self._recent: collections.OrderedDict[int, tuple[str, tuple[str, ...], str]] = (
+            collections.OrderedDict()
+        )
         alerts.listeners.append(self._on_transition)
 
     # --- from the alert engine and the clock --------------------------------------------
@@ -153,7 +188,9 @@ class DeliveryService:
                     continue  # validated away; a restored track may name an old receiver
                 row_id = self._writer.store.next_id("delivery_outbox")
                 language = settings.language or self._config.daemon.language
-                body = {"delivery": row_id, **notice.body(language)}
+                # "first": this receiver hears of the alerts for the first time (an alert
+                # manager then gets a start, even from an escalation).
+                body = {"delivery": row_id, **notice.body(language), "first": receiver in notice.first_for}
                 row = DeliveryRow(row_id, receiver, json_text(body), 0, iso(now), False)
                 changes.deliveries.append(row)
                 failing = receiver in self._failing
@@ -173,6 +210,9 @@ class DeliveryService:
                     },
                 )
                 self._writer.after_commit(self._enqueuer(row))
+                self._recent[row_id] = (receiver, tuple(a.id for a in notice.alerts), notice.bed)
+                while len(self._recent) > RECENT_DELIVERIES:
+                    self._recent.popitem(last=False)
                 if failing and notice.kind is not NoticeKind.CLOSING:
                     behind_a_failure.append((notice, receiver))
         changes.route_state.update(self.router.take_changed())
@@ -247,6 +287,7 @@ class DeliveryService:
         number = row.attempts + 1
         age_s = max(0.0, (now - parse_iso(notice["at"])).total_seconds())
         self._counters.inc("delivery.attempts", str(attempt.outcome))
+        self._outcomes[(name, str(attempt.outcome))] += 1
         entry: dict[str, Any] = {
             "receiver": name,
             "delivery": row.id,
@@ -352,27 +393,104 @@ class DeliveryService:
         line = {"at": iso(now), "who": SYSTEM_ACTOR, "what": what, "id": alert_id, **entry}
         self._writer.stage().journal.append((line["at"], SYSTEM_ACTOR, what, alert_id, bed, json_text(line)))
 
+    async def receipt(self, receiver: str, body: bytes, signed: str) -> tuple[int, dict[str, Any]]:
+        """A webhook receiver's receipt for one of its deliveries: ``{"delivery": n,
+        "status": "read" | "accepted", "by": "<user id>", "name": "<display name>"}``,
+        signed as the notifications are (``X-Wardd-Signature`` of the body with the
+        receiver's key). Journaled; ``accepted`` acknowledges each alert of the delivery
+        still open, by ``by``, ``via: receipt``. The HTTP status and JSON answer."""
+        settings = self._settings.get(receiver)
+        if not isinstance(settings, WebhookReceiverConfig):
+            return self._refused("unknown_receiver", 404, f"no webhook receiver named {ids.shown(receiver)}")
+        key = (settings.secret.resolve() or "").encode("utf-8")
+        if not key or not hmac.compare_digest(signed.encode("utf-8"), signature(key, body).encode("utf-8")):
+            return self._refused("bad_signature", 401, "X-Wardd-Signature does not match the body")
+        try:
+            data = json.loads(body)
+            delivery, status, by = data["delivery"], data["status"], data["by"]
+            name = data.get("name")
+        except (ValueError, TypeError, KeyError) as exc:
+            return self._refused("bad_receipt", 400, f"not a receipt: {exc}")
+        problem = _receipt_problem(delivery, status, by, name)
+        if problem is not None:
+            return self._refused("bad_receipt", 400, problem)
+        known = self._recent.get(delivery)
+        if known is None or known[0] != receiver:
+            return self._refused("unknown_delivery", 404, f"no recent delivery {delivery} to {receiver}")
+        _, alert_ids, bed = known
+        now = self._clock.now()
+        entry = {
+            "receiver": receiver,
+            "delivery": delivery,
+            "status": status,
+            "by": by,
+            "alerts": list(alert_ids),
+        }
+        if name is not None:
+            entry["name"] = name.strip()
+        self._journal(now, "receipt", alert_ids[0], bed or None, entry)
+        self._counters.inc("delivery.receipts", status)
+        acknowledged: list[str] = []
+        if status == "accepted":
+            for alert_id in alert_ids:
+                try:
+                    done = await self._alerts.acknowledge(
+                        alert_id, by, name=entry.get("name"), via=AckVia.RECEIPT
+                    )
+                except UnknownAlertError:
+                    continue  # closed meanwhile: nothing left to acknowledge
+                if done:
+                    acknowledged.append(alert_id)
+        # Answered once the journal line is on disk, as the page's acknowledgement is.
+        await self._writer.flush()
+        log.info("receipt from %s: delivery %d %s by %s", receiver, delivery, status, by)
+        return 200, {"ok": True, "delivery": delivery, "status": status, "acknowledged": acknowledged}
+
+    def _refused(self, reason: str, status: int, detail: str) -> tuple[int, dict[str, Any]]:
+        self._counters.inc("delivery.receipts_refused", reason)
+        log.warning("receipt refused (%s): %s", reason, detail)
+        return status, {"ok": False, "reason": reason, "error": detail}
+
     def pending(self) -> int:
         """Notices waiting for a receiver (in memory: committed ones)."""
         return sum(len(q) for q in self._queues.values())
 
-
-def told_lines(entries: Sequence[Mapping[str, Any]], alert_id: str, *, limit: int = 5) -> list[str]:
-    """What ``wardd status`` says of an alert's notices, from the journal (oldest first):
-    one line per delivery, its receiver, kind, time and where it stands; the last ``limit``."""
-    deliveries: dict[int, dict[str, Any]] = {}
-    for entry in entries:
-        if entry.get("what") == "notice" and alert_id in entry.get("alerts", ()):
-            deliveries[int(entry["delivery"])] = {**entry, "state": "waiting", "attempts": 0}
-        elif entry.get("what") == "delivery" and int(entry.get("delivery", -1)) in deliveries:
-            row = deliveries[int(entry["delivery"])]
-            outcome = str(entry.get("outcome"))
-            row["state"] = {"delivered": "delivered", "refused": "refused"}.get(outcome, "waiting")
-            row["attempts"] = int(entry.get("attempt", 0))
-            row["detail"] = entry.get("detail", "")
-    lines = []
-    for row in list(deliveries.values())[-limit:]:
-        state = f"{row['state']} ({row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}"
-        state += f", last: {row['detail']})" if row["state"] != "delivered" and row.get("detail") else ")"
-        lines.append(f"{row['receiver']}: {row['notice']} at {row['at']}, {state}")
-    return lines
+    def gauges(self) -> list[Gauge]:
+        """Attempts by receiver and outcome, each receiver's backlog and whether it is
+        failing, and the oldest waiting notice's age, for /metrics."""
+        outcomes: dict[tuple[str, ...], float] = {
+            (name, str(o)): float(self._outcomes[(name, str(o))]) for name in self._settings for o in Outcome
+        }
+        now = self._clock.now()
+        oldest: dict[tuple[str, ...], float] = {
+            (name,): max(0.0, (now - parse_iso(json.loads(queue[0].notice)["at"])).total_seconds())
+            for name, queue in self._queues.items()
+            if queue
+        }
+        return [
+            Gauge(
+                "wardd_delivery_attempts_by_receiver",
+                "Delivery attempts by receiver and outcome (delivered, retry, refused)",
+                outcomes,
+                ("receiver", "outcome"),
+                counter=True,
+            ),
+            Gauge(
+                "wardd_delivery_outbox_notices",
+                "Notices waiting for their receiver (committed, not yet taken)",
+                {(name,): float(len(queue)) for name, queue in self._queues.items()},
+                ("receiver",),
+            ),
+            Gauge(
+                "wardd_delivery_oldest_waiting_seconds",
+                "Age of the oldest notice waiting for its receiver (daemon clock)",
+                oldest,
+                ("receiver",),
+            ),
+            Gauge(
+                "wardd_delivery_failing",
+                "1 while deliveries to this receiver count as failed (DELIVERY_FAILED raised)",
+                {(name,): float(bool(self._failing.get(name))) for name in self._settings},
+                ("receiver",),
+            ),
+        ]

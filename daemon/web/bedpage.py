@@ -16,6 +16,7 @@ from typing import Any
 
 from daemon.alerts import SYSTEM_ACTOR
 from daemon.clinical.crs import CRS_SUSPECTED, ICANS_SUSPECTED
+from daemon.delivery.told import Told, told
 from daemon.links.store import Store
 
 TIMELINE_LINES = 200
@@ -25,6 +26,10 @@ JOURNAL_PAGE = 200
 SUGGESTION_LINES = 100
 """The newest CRS/ICANS transitions the suggestion history shows."""
 SUGGESTIONS = (CRS_SUSPECTED, ICANS_SUSPECTED)
+SENT_JOURNAL_LINES = 2000
+"""The bed's newest journal lines searched for what was sent to whom (as `wardd status`)."""
+SENT_ROWS = 50
+"""The newest deliveries the bed page lists."""
 
 Line = tuple[int, Mapping[str, Any]]
 
@@ -38,13 +43,21 @@ class BedHistory:
     journal: Sequence[Line]
     older: int | None  # the ``before`` of the next page, if there are older lines
     dose_events: Sequence[Line] = ()  # interruptions and boluses, for the dose chart
+    sent: Sequence[Told] = ()  # what was sent to whom, newest first (with routes only)
 
 
 def read_history(
-    store: Store, bed: str, before_seq: int | None, dose_conditions: tuple[str, ...] = (), dose_lines: int = 0
+    store: Store,
+    bed: str,
+    before_seq: int | None,
+    dose_conditions: tuple[str, ...] = (),
+    dose_lines: int = 0,
+    *,
+    sent: bool = False,
 ) -> BedHistory:
     """One bed's history (run on the store's thread: ``StoreWriter.call``); with
-    ``dose_conditions``, also the newest ``dose_lines`` transitions of those conditions."""
+    ``dose_conditions``, also the newest ``dose_lines`` transitions of those conditions;
+    with ``sent``, the newest deliveries of notices about the bed's alerts."""
     timeline = store.journal_lines(bed, limit=TIMELINE_LINES)
     suggestions = store.journal_lines(bed, limit=SUGGESTION_LINES, conditions=SUGGESTIONS)
     if before_seq is None:
@@ -60,6 +73,7 @@ def read_history(
         dose_events=store.journal_lines(bed, limit=dose_lines, conditions=dose_conditions)
         if dose_conditions
         else (),
+        sent=told(store.journal(bed=bed, limit=SENT_JOURNAL_LINES))[-SENT_ROWS:][::-1] if sent else (),
     )
 
 
@@ -167,3 +181,27 @@ def journal_html(lines: Sequence[Line], words: Mapping[str, str]) -> str:
             f"<td>{_e(change)}</td></tr>"
         )
     return "\n".join(rows)
+
+
+def sent_html(rows: Sequence[Told], words: Mapping[str, str]) -> str:
+    """What was sent to whom: one row per notice and receiver, newest first, with where
+    it stands (delivered, waiting, refused), its attempts and the receiver's last answer."""
+    if not rows:
+        return f'<tr><td colspan="5" class="empty">{_e(words["no_sent"])}</td></tr>'
+    out = []
+    for row in rows:
+        state = words.get(f"sent_{row.state}", row.state)
+        standing = f"{state} · {words['attempts']}: {row.attempts}"
+        if row.detail:
+            standing += f" · {words['last_answer']}: {row.detail}"
+        if row.receipt:
+            standing += (
+                f" · {words.get(f'receipt_{row.receipt}', row.receipt)} {words['by']} {row.receipt_by}"
+            )
+        alerts = ", ".join(f"<code>{_e(a)}</code>" for a in row.alerts)
+        out.append(
+            f'<tr data-delivery="{row.delivery}" class="sent-{_e(row.state)}"><td>{_time(row.at)}</td>'
+            f"<td>{_e(row.receiver)}</td><td>{_e(row.notice)} · {_e(words['level'])} {row.level}</td>"
+            f"<td>{alerts}</td><td>{_e(standing)}</td></tr>"
+        )
+    return "\n".join(out)

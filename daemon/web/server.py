@@ -34,7 +34,7 @@ import json
 import logging
 import math
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +47,8 @@ from daemon.alerts import AckVia, Alert, AlertService, AlertState, Transition, U
 from daemon.clinical.dose import bed_state, delivered_rate_ug_per_day
 from daemon.clock import Clock
 from daemon.config import BedConfig, Config, WebConfig, WebUserConfig
+from daemon.delivery.receivers import SIGNATURE_HEADER
+from daemon.delivery.told import Told
 from daemon.errors import InputError, ListenError
 from daemon.events import Event, Metric, PumpReading, VitalSample
 from daemon.links.store import StoreWriter
@@ -89,6 +91,9 @@ IDLE_REFRESH_S = 10.0
 CLIENT_QUEUE = 64
 """Messages waiting for one browser; beyond that it gets a fresh snapshot instead of the backlog."""
 MAX_FORM_BYTES = 8192
+MAX_RECEIPT_BYTES = 4096  # a receipt is a small JSON object
+Receipts = Callable[[str, bytes, str], Awaitable[tuple[int, dict[str, Any]]]]
+"""``(receiver, body, X-Wardd-Signature)`` -> HTTP status and JSON answer (the delivery service's)."""
 CONCURRENT_PASSWORD_CHECKS = 1
 """scrypt takes 128 MiB per check at the default cost: one at a time, so that a burst of
 logins cannot exhaust the memory of the machine that watches the patients."""
@@ -113,6 +118,16 @@ def _template(name: str) -> string.Template:
 def _escaped_texts(language: str) -> Mapping[str, str]:
     """The page's texts in ``language``, escaped for HTML: the same for every page and request."""
     return {key: html.escape(value) for key, value in i18n.texts(language).items()}
+
+
+def _sent_section(rows: Sequence[Told], words: Mapping[str, str], escaped: Mapping[str, str]) -> str:
+    """The bed page's "sent to whom" table (with routes configured)."""
+    head = "".join(f"<th>{escaped[key]}</th>" for key in ("when", "receiver", "notice", "alerts", "outcome"))
+    return (
+        f'<section class="history">\n<h2>{escaped["sent"]}</h2>\n<table id="sent" class="journal">\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{bedpage.sent_html(rows, words)}\n</tbody>\n</table>\n"
+        "</section>"
+    )
 
 
 def _json_for_html(data: Any) -> str:
@@ -217,6 +232,7 @@ class WardPage:
         writer: StoreWriter,
     ) -> None:
         self.settings = settings
+        self.receipts: Receipts | None = None  # set when routes are configured (app.build)
         self._config = config
         self._engine = engine
         self._alerts = alerts
@@ -329,6 +345,7 @@ class WardPage:
         app.router.add_get("/bed/{bed_id}", self._bed)
         app.router.add_get("/bed/{bed_id}/charts", self._bed_charts)
         app.router.add_post("/api/alerts/{alert_id}/ack", self._ack)
+        app.router.add_post("/api/receipts/{receiver}", self._receipt)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         app.on_response_prepare.append(self._headers)
         return app
@@ -598,7 +615,7 @@ class WardPage:
             return span
         # On the store's thread, serialised with its commits: never on the event loop.
         history: bedpage.BedHistory = await self._writer.call(
-            bedpage.read_history,
+            functools.partial(bedpage.read_history, sent=bool(self._config.routes)),
             self._writer.store,
             bed.id,
             before,
@@ -637,6 +654,7 @@ class WardPage:
             timeline_items=bedpage.timeline_html(history.timeline, words),
             suggestion_rows=bedpage.suggestions_html(history.suggestions, words),
             journal_rows=bedpage.journal_html(history.journal, words),
+            sent_section=_sent_section(history.sent, words, escaped) if self._config.routes else "",
             pager=" · ".join(pager),
             page_data=self._page_data(
                 session,
@@ -749,6 +767,25 @@ class WardPage:
         log.info("ward page: %s acknowledged %s", user.name, alert_id)
         state = str(transitions[-1].alert.state) if transitions else "acknowledged"
         return web.json_response({"ok": True, "id": alert_id, "state": state})
+
+    async def _receipt(self, request: web.Request) -> web.Response:
+        # No session: a receiver's gateway proves itself with the receiver's key (the
+        # signature over the body), checked by the delivery service that holds the keys.
+        if self.receipts is None:
+            return self._refuse(request, 404, "no_receipts", error="no routes: nothing takes receipts")
+        if (request.content_length or 0) > MAX_RECEIPT_BYTES:
+            return self._refuse(
+                request, 413, "too_large", error=f"a receipt is at most {MAX_RECEIPT_BYTES} bytes"
+            )
+        body = await request.content.read(MAX_RECEIPT_BYTES + 1)
+        if len(body) > MAX_RECEIPT_BYTES:
+            return self._refuse(
+                request, 413, "too_large", error=f"a receipt is at most {MAX_RECEIPT_BYTES} bytes"
+            )
+        status, answer = await self.receipts(
+            request.match_info["receiver"], body, request.headers.get(SIGNATURE_HEADER, "")
+        )
+        return web.json_response(answer, status=status)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         found = self._session(request)
