@@ -271,6 +271,10 @@ class WardPage:
 
     # -- hooks into the pipeline
 
+    def use_config(self, config: Config) -> None:
+        """Show the beds of ``config`` from now on (admissions changed them at run time)."""
+        self._config = config
+
     def observe(self, event: Event) -> None:
         """A pipeline observer: keeps the latest vital signs, marks the ward as changed."""
         self.latest.observe(event)
