@@ -27,7 +27,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiomqtt
 import hl7
@@ -42,18 +42,18 @@ from daemon.admissions import (
     parse_command,
     row_data,
 )
+from daemon.alerts import AlertService
+from daemon.clock import Clock
 from daemon.config import BedConfig, Config
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, Kind, Priority, Text
 from daemon.hl7in import Hl7Error
-from daemon.links.store import json_text
-from daemon.metrics import reject
+from daemon.links.store import StoreWriter, json_text
+from daemon.metrics import Counters, reject
 from daemon.payloads import load_json_object
-from daemon.rules import Rule
+from daemon.publish import Publisher
+from daemon.rules import Rule, RuleEngine
 from daemon.timefmt import iso
-
-if TYPE_CHECKING:
-    from daemon.app import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,56 @@ def is_admin_topic(topic: str) -> bool:
     return len(parts) == 5 and parts[1:4] == ["_admin", "admissions", "by"]
 
 
+class Host(Protocol):
+    """What the desk works on: the pipeline (``daemon.app.Pipeline``)."""
+
+    @property
+    def config(self) -> Config:
+        """The config in force (the watched beds)."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The daemon's clock."""
+        ...
+
+    @property
+    def counters(self) -> Counters:
+        """The daemon's counters."""
+        ...
+
+    @property
+    def writer(self) -> StoreWriter:
+        """The store's writer."""
+        ...
+
+    @property
+    def publisher(self) -> Publisher:
+        """The durable MQTT publisher."""
+        ...
+
+    @property
+    def engine(self) -> RuleEngine:
+        """The rules of every watched bed."""
+        ...
+
+    @property
+    def alerts(self) -> AlertService:
+        """The alert engine."""
+        ...
+
+    def reconfigure(self, config: Config) -> None:
+        """Run on ``config`` from now on."""
+        ...
+
+
 class AdmissionDesk:
     """Applies admission changes to a pipeline (made by ``daemon.app.build`` when
     ``daemon.workers`` is 1)."""
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Host,
         ward: Ward,
         *,
         rules_for: Callable[[Config, BedConfig], Sequence[Rule[Any]]],
