@@ -71,7 +71,11 @@ def _measure(
 ) -> tuple[float | None, float | None]:
     weight_kg: float | None = None
     height_cm: float | None = None
-    for obx in message.segments("OBX"):
+    try:
+        rows = message.segments("OBX")
+    except KeyError:
+        return None, None  # python-hl7 raises when a message has none: nothing sent
+    for obx in rows:
         code = _get(obx, 3, 1)
         table = (
             _WEIGHT_KG
