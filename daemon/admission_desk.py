@@ -133,8 +133,9 @@ class AdmissionDesk:
         self._rules_for = rules_for
         self._route = route
         self._unroute = unroute
-        self.applied = False
-        """Set when a change was applied: the pipeline checkpoints after the input."""
+        self.checkpoint_due = False
+        """Set when a change was applied or refused: the pipeline checkpoints after the
+        input, so that a crash neither replays it nor journals it twice."""
 
     # --- ADT over MLLP ------------------------------------------------------------------------
 
@@ -169,18 +170,38 @@ class AdmissionDesk:
         user = topic.rsplit("/", maxsplit=1)[-1]
         request = ""
         try:
+            unreadable: InputError | None = None
+            data: dict[str, Any] = {}
+            try:
+                data = load_json_object(payload, topic, max_bytes=MAX_COMMAND_BYTES)
+            except InputError as exc:
+                unreadable = exc
+            # The request id is echoed whatever the outcome: the sender matches its answer by it.
+            raw_request = data.get("request")
+            request = raw_request if isinstance(raw_request, str) and len(raw_request) <= 64 else ""
             if not ids.is_user_id(user):
                 raise AdmissionError("bad_user", f"user {ids.shown(user)} in the topic is not a user name")
             if user not in self._pipeline.config.admissions.admin_users:
                 raise AdmissionError(
                     "not_allowed", f"user {user!r} may not change admissions ([admissions] admin_users)"
                 )
-            data = load_json_object(payload, topic, max_bytes=MAX_COMMAND_BYTES)
-            raw_request = data.get("request")
-            request = raw_request if isinstance(raw_request, str) and len(raw_request) <= 64 else ""
+            if unreadable is not None:
+                raise unreadable
             request, change = parse_command(data, user)
         except InputError as exc:
             reject(self._pipeline.counters, REJECTED, exc.reason, exc.detail, where=topic, payload=payload)
+            # Journaled too: an attempt by someone who may not, or a malformed command.
+            self._journal(
+                {
+                    "at": iso(self._pipeline.clock.now()),
+                    "who": user if ids.is_user_id(user) else "?",
+                    "what": "admission_refused",
+                    "via": "admin",
+                    "reason": exc.reason,
+                    "detail": exc.detail,
+                }
+            )
+            self.checkpoint_due = True
             await self._reply(
                 topic, {"ok": False, "request": request, "reason": exc.reason, "error": exc.detail}
             )
@@ -225,6 +246,7 @@ class AdmissionDesk:
             "bed": change.bed or change.from_bed,
         }
         self._journal(entry)
+        self.checkpoint_due = True
 
     def _journal(self, entry: Mapping[str, Any]) -> None:
         self._pipeline.writer.stage().journal.append(
@@ -288,7 +310,7 @@ class AdmissionDesk:
             await self._end_notice(bed.ward, bed_id)
         pipeline.counters.inc("admissions.applied", f"{change.action}.{change.via}")
         log.info("admission by %s (%s): %s", change.who, change.via, outcome.detail)
-        self.applied = True
+        self.checkpoint_due = True
         return outcome
 
     # --- data for a bed that nobody watches -------------------------------------------------------

@@ -529,10 +529,10 @@ class Pipeline:
             if row.seq in self._live:
                 self._live.discard(row.seq)
                 self._inflight.release()
-            if self.desk is not None and self.desk.applied:
+            if self.desk is not None and self.desk.checkpoint_due:
                 # An admission is stored with every rule state as it left them, and the log
                 # position after it: the stored ward and the states agree, and it is not replayed.
-                self.desk.applied = False
+                self.desk.checkpoint_due = False
                 self.checkpoint()
         if replay:
             self.counters.inc("store.replayed_inputs", row.source)
