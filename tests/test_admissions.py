@@ -4,6 +4,7 @@ of a watch that started partway."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,10 +21,13 @@ from daemon.admissions import (
     parse_command,
     row_data,
 )
+from daemon.alerts import AlertBook, AlertState, Phase
 from daemon.clinical.dose import DoseState, Timeline, _cumulative, status_lines
 from daemon.clinical.protocols import schedule_for
 from daemon.config import AdmissionsConfig, DoseThresholds
+from daemon.events import AlertCandidate, Kind, Priority, Tick
 from daemon.hl7in import Hl7Error
+from daemon.rules import RuleEngine
 from tests.helpers import one_bed_config
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -356,3 +360,75 @@ def test_the_cumulative_check_of_a_partway_watch_says_what_came_before() -> None
 def test_a_stored_row_round_trips() -> None:
     row = Occupant(ward="w1", id="b2", patient="p-2", weight_kg=70, protocol="ssc-14d", protocol_start=NOW)
     assert Occupant.model_validate(row_data(row)) == row
+
+
+# --------------------------------------------------------------------------- the engine and the book
+
+
+class _Count:
+    """A rule that counts the events of its bed (its state is the count)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def initial(self) -> int:
+        return 0
+
+    def step(self, state: int, event: object, now: datetime) -> tuple[int, list[AlertCandidate]]:
+        return state + 1, []
+
+    def dump(self, state: int) -> dict[str, int]:
+        return {"n": state}
+
+    def load(self, data: Mapping[str, int]) -> int:
+        return data["n"]
+
+
+def test_the_engine_moves_a_beds_states_to_another_and_drops_a_bed() -> None:
+    engine = RuleEngine(
+        {"b1": [_Count("a"), _Count("b")], "b2": [_Count("a")]}, wards={"b1": "w1", "b2": "w1"}
+    )
+    engine.handle(Tick(NOW), NOW)
+    engine.handle(Tick(NOW), NOW)
+    engine.take_changed()
+    engine.move_bed("b1", "b7", "w1", [_Count("a"), _Count("b")])
+    assert engine.beds == ["b2", "b7"]
+    assert (engine.state("b7", "a"), engine.state("b7", "b")) == (2, 2)
+    assert engine.dirty() == [("b7", "a"), ("b7", "b")]  # written whole under the new bed
+    engine.handle(Tick(NOW), NOW)
+    assert engine.state("b7", "a") == 3
+    engine.drop_bed("b2")
+    assert engine.beds == ["b7"]
+    engine.set_bed("b2", "w1", [_Count("a")], keep_states=False)
+    assert engine.state("b2", "a") == 0  # a new patient starts afresh
+    engine.set_bed("b7", "w1", [_Count("a")], keep_states=True)
+    assert engine.state("b7", "a") == 3  # new settings, same patient: the state goes on
+
+
+def _open(book: AlertBook, bed: str, condition: str, priority: Priority) -> None:
+    candidate = AlertCandidate(
+        condition=condition,
+        ward="w1",
+        bed=bed,
+        time=NOW,
+        present=True,
+        kind=Kind.PHYSIOLOGICAL,
+        priority=priority,
+    )
+    book.apply(candidate, NOW)
+
+
+def test_the_book_moves_a_beds_alerts_and_closes_them_with_a_reason() -> None:
+    book = AlertBook()
+    _open(book, "b1", "FEVER", Priority.MEDIUM)
+    _open(book, "b1", "HYPOTENSION", Priority.HIGH)
+    _open(book, "b2", "FEVER", Priority.MEDIUM)
+    ids_before = {a.id for a in book.open_alerts() if a.bed == "b1"}
+    moved = book.move_bed("w1", "b1", "w1", "b7", NOW)
+    assert {t.alert.id for t in moved} == ids_before
+    assert all(t.alert.phase is Phase.UPDATE and t.alert.details["moved_from"] == "w1/b1" for t in moved)
+    assert sorted(a.bed for a in book.open_alerts()) == ["b2", "b7", "b7"]
+    closed = book.close_bed("w1", "b7", NOW, "ADT A03")
+    assert {t.alert.state for t in closed} == {AlertState.RESOLVED}  # the high one is not left latched
+    assert all(t.alert.details["closed_because"] == "ADT A03" for t in closed)
+    assert [a.bed for a in book.open_alerts()] == ["b2"]
