@@ -264,13 +264,17 @@ class Ward:
 
     def apply(self, change: Change, now: datetime) -> Outcome:
         """Check ``change`` at time ``now`` and say what it does; ``AdmissionError`` when refused."""
-        if change.action is Action.ADMIT:
-            return self._admit(change, now)
-        if change.action is Action.UPDATE:
-            return self._update(change)
-        if change.action is Action.TRANSFER:
-            return self._transfer(change)
-        return self._discharge(change)
+        try:
+            if change.action is Action.ADMIT:
+                return self._admit(change, now)
+            if change.action is Action.UPDATE:
+                return self._update(change)
+            if change.action is Action.TRANSFER:
+                return self._transfer(change)
+            return self._discharge(change)
+        except ValidationError as exc:
+            # Whatever field a sender got wrong, a refusal that says which, never a crash.
+            raise AdmissionError("invalid", "; ".join(_reason(e) for e in exc.errors())) from exc
 
     def _place(self, change: Change) -> tuple[str, str]:
         if change.ward is None or change.bed is None:

@@ -112,6 +112,10 @@ def decode(message: hl7.Message, *, where: str, settings: AdmissionsConfig) -> C
     """One ADT message (as ``hl7in.parse`` gave it) as a change; ``Hl7Error`` when refused:
     ``unsupported_message`` (AR: another ADT event), ``missing_segment``, ``missing_patient``,
     ``missing_bed``, ``bad_unit``, ``not_a_number`` (AE)."""
+    esc = message.esc
+    if esc * 2 in str(message):
+        # An empty escape sequence is not HL7; python-hl7 would log it and read on.
+        raise Hl7Error("AE", "bad_escape", "an empty escape sequence (two escape characters in a row)", where)
     msh = message.segment("MSH")
     event = _get(msh, 9, 2)
     action = EVENTS.get(event)

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon import adt, hl7in
 from daemon.admissions import (
@@ -432,3 +434,33 @@ def test_the_book_moves_a_beds_alerts_and_closes_them_with_a_reason() -> None:
     assert {t.alert.state for t in closed} == {AlertState.RESOLVED}  # the high one is not left latched
     assert all(t.alert.details["closed_because"] == "ADT A03" for t in closed)
     assert [a.bed for a in book.open_alerts()] == ["b2"]
+
+
+_FIELD = st.text(alphabet=st.sampled_from(list("abw12-_.^&~\\é P0")), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=st.sampled_from(["A01", "A02", "A03", "A08", "A04", ""]),
+    pid=_FIELD,
+    pv1=_FIELD,
+    prior=_FIELD,
+    obx_code=st.sampled_from(["29463-7", "8302-2", "3141-9", "x"]),
+    obx_value=st.sampled_from(["70", "-1", "1e309", "nan", "", "abc", "0", "399.9", "400"]),
+    obx_unit=st.sampled_from(["kg", "g", "cm", "m", "", "[lb_av]"]),
+)
+def test_any_adt_message_is_a_change_or_a_refusal_with_a_reason(
+    event: str, pid: str, pv1: str, prior: str, obx_code: str, obx_value: str, obx_unit: str
+) -> None:
+    text = adt_message(
+        event, f"OBX|1|NM|{obx_code}||{obx_value}|{obx_unit}", pid=pid, pv1=f"PV1||I|{pv1}|||{prior}"
+    )
+    refused: Hl7Error | AdmissionError | None = None
+    try:
+        change = adt.decode(hl7in.parse(text.encode(), "fuzz"), where="fuzz", settings=AdmissionsConfig())
+        _ward().apply(change, NOW)
+    except (Hl7Error, AdmissionError) as exc:
+        refused = exc
+    if refused is not None:
+        assert refused.reason
+        assert refused.detail
