@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import hl7.mllp
 import pytest
 from hl7apy.core import Message
@@ -205,6 +206,14 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
             assert await send(port, fever("P-2", "b2", now, "V2")) == ("AE", "unknown_bed")
             await until(lambda: bool(of(alerts, "b2", "UNWATCHED_BED_DATA")), 10, "the unwatched-bed notice")
             assert "w1/b2: patient P-2 admitted, no protocol watch" in status(config)
+            # The same over MQTT: a monitor of b3 publishes, b3 gets its one notice.
+            host, mqtt_port = mosquitto.url.removeprefix("mqtt://").split(":")
+            async with aiomqtt.Client(host, int(mqtt_port)) as client:
+                await client.publish("h7/w1/bed/b3/vitals", b"{}", qos=1)
+            await until(lambda: bool(of(alerts, "b3", "UNWATCHED_BED_DATA")), 10, "the notice of b3")
+            assert (
+                "admitted there with no protocol set" in of(alerts, "b3", "UNWATCHED_BED_DATA")[0]["message"]
+            )
             # Only the users of [admissions] admin_users may change admissions.
             result = await asyncio.to_thread(
                 wardd, "admit", "--config", str(config), "--user", "intruder", "--ward", "w1", "--bed", "b2",
@@ -274,6 +283,11 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
                 start_future,
             )
             assert code == 0, out
+            await until(
+                lambda: [a["phase"] for a in of(alerts, "b3", "UNWATCHED_BED_DATA")] == ["start", "end"],
+                10,
+                "the notice of b3 ending",
+            )
 
             # The watch at b2 judges its vitals: fever.
             now = datetime.now(UTC).replace(microsecond=0)
