@@ -322,7 +322,7 @@ class AdmissionDesk:
         pipeline.counters.inc("admissions.unwatched_data", source)
         if not ids.is_config_id(ward) or not ids.is_config_id(bed) or bed in pipeline.engine.beds:
             return
-        wards = {b.ward for b in pipeline.config.beds} | {o.ward for o in self.ward.occupants().values()}
+        wards = {b.ward for b in self.ward.config.beds} | {row.ward for row in self.ward.rows.values()}
         if ward not in wards:
             return  # no station of this ward would hear it: counted only
         book = pipeline.alerts.book

@@ -609,9 +609,16 @@ class Pipeline:
         self._rule_s += time.perf_counter() - started
         self._rule_events += 1
         if isinstance(event, PumpReading | BagHung):
-            point = dose_point(self.engine, self.config.bed(event.bed), now, config=self.config)
-            if point is not None:
-                self.sink.put(point)
+            bed = self._beds.get((event.ward, event.bed))
+            if bed is None:
+                # A pump of a bed whose patient left (or has no protocol yet): kept in
+                # storage, judged by nothing, and said so.
+                if self.desk is not None:
+                    await self.desk.unwatched(event.ward, event.bed, "pump")
+            else:
+                point = dose_point(self.engine, bed, now, config=self.config)
+                if point is not None:
+                    self.sink.put(point)
         if candidates:
             await self.alerts.handle(candidates)
         for observer in self.observers:
@@ -831,6 +838,8 @@ def build(
         on_error=lambda detail: counters.inc("store.errors", "commit") if detail else None,
     )
     # Admissions at run time (one worker): the file's beds overlaid with those admitted since.
+    # Pumps stay with the bed the file gives them, whoever lies there.
+    pump_wards = {bed.id: bed.ward for bed in config.beds}
     config, ward = admitted(config, writer.store, writer) if config.daemon.workers == 1 else (config, None)
     influx = config.influx
     secret = influx.token.resolve() if influx.api == "v2" else influx.password.resolve()
@@ -905,7 +914,7 @@ def build(
     alerts = AlertService.from_config(
         config, publisher=publisher, sink=sink, clock=clock, counters=counters, writer=writer
     )
-    pumps = [PumpSource(pump, config.bed(pump.bed).ward, clock, counters) for pump in config.pumps]
+    pumps = [PumpSource(pump, pump_wards[pump.bed], clock, counters) for pump in config.pumps]
     capture_writer = CaptureWriter(config.daemon.capture, config) if config.daemon.capture else None
     pipeline = Pipeline(
         config=config,
@@ -923,8 +932,11 @@ def build(
         seen=RecentDigests(max(DEDUP_CAPACITY, 4 * config.daemon.max_inflight_messages)),
     )
     holder["pipeline"] = pipeline
-    if ward is not None:
-        pipeline.desk = AdmissionDesk(pipeline, ward, rules_for=bed_rules, route=route, unroute=unroute)
+    pipeline.desk = (
+        None
+        if ward is None
+        else AdmissionDesk(pipeline, ward, rules_for=bed_rules, route=route, unroute=unroute)
+    )
     _add_staff_services(pipeline)
     pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
     if config.health.port is not None:

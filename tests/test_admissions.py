@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -24,13 +25,14 @@ from daemon.admissions import (
     row_data,
 )
 from daemon.alerts import AlertBook, AlertState, Phase
+from daemon.app import build
 from daemon.clinical.dose import DoseState, Timeline, _cumulative, status_lines
 from daemon.clinical.protocols import schedule_for
-from daemon.config import AdmissionsConfig, DoseThresholds
-from daemon.events import AlertCandidate, Kind, Priority, Tick
+from daemon.config import AdmissionsConfig, DoseThresholds, parse
+from daemon.events import AlertCandidate, Kind, Priority, PumpReading, PumpState, Tick
 from daemon.hl7in import Hl7Error
 from daemon.rules import RuleEngine
-from tests.helpers import one_bed_config
+from tests.helpers import commit_staged, one_bed_config
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 START = NOW - timedelta(days=3)
@@ -464,3 +466,40 @@ def test_any_adt_message_is_a_change_or_a_refusal_with_a_reason(
     if refused is not None:
         assert refused.reason
         assert refused.detail
+
+
+# --------------------------------------------------------------------------- in the pipeline
+
+
+async def test_a_pump_left_at_a_discharged_bed_is_counted_and_noticed_and_the_daemon_restarts(
+    tmp_path: Path,
+) -> None:
+    """A pump stays with the bed the file gives it: after its patient is discharged its
+    readings reach no rule, are counted and raise the bed's notice, and a new start (the
+    file still lists the bed and its pump) builds without it."""
+    data = {
+        "daemon": {"state_dir": str(tmp_path)},
+        "influx": {"api": "none"},
+        "beds": [
+            {"ward": "w1", "id": "b1", "patient": "p-1", "weight_kg": 63, "height_cm": 165,
+             "protocol_start": START.isoformat()}
+        ],
+        "pumps": [{"id": "p1", "bed": "b1", "url": "/dev/null"}],
+    }  # fmt: skip
+    pipeline = build(parse(data))
+    desk = pipeline.desk
+    assert desk is not None
+    await desk.apply(Change(Action.DISCHARGE, Via.ADMIN, "nurse-admin", bed="b1", reason="home"))
+    assert pipeline.engine.beds == []
+    reading = PumpReading("w1", "b1", "p1", NOW, PumpState.INFUSING, 10.0, 1.0)
+    await pipeline.process(reading)
+    await pipeline.process(reading)
+    assert pipeline.counters.get("admissions.unwatched_data", "pump") == 2
+    notices = [a for a in pipeline.alerts.book.open_alerts() if a.condition == "UNWATCHED_BED_DATA"]
+    assert [(a.bed, a.details["source"]) for a in notices] == [("b1", "pump")]
+    commit_staged(pipeline.writer)
+    pipeline.writer.store.close()
+    again = build(parse(data))
+    assert again.config.beds == []
+    assert [pump.name for pump in again.pumps] == [pipeline.pumps[0].name]
+    again.writer.store.close()
