@@ -1132,8 +1132,21 @@ def _cross_checks(
         if secret.file is not None and not secret.file.is_file():
             issues.append(ConfigIssue(f"{name}.file", f"{secret.file} is not a readable file"))
     return (
-        issues + _tls_files(config) + _web_checks(config.web, config.daemon.workers) + _routing_checks(config)
+        issues
+        + _tls_files(config)
+        + _web_checks(config.web, config.daemon.workers)
+        + _routing_checks(config)
+        + _admissions_checks(config)
     )
+
+
+def _admissions_checks(config: Config) -> list[ConfigIssue]:
+    if config.admissions.admin_users and config.daemon.workers > 1:
+        # Each worker holds only its share of the beds: nobody could apply a change whole.
+        return [
+            ConfigIssue("admissions.admin_users", "admissions at run time need daemon.workers = 1 (for now)")
+        ]
+    return []
 
 
 def _tls_files(config: Config) -> list[ConfigIssue]:

@@ -29,6 +29,7 @@ from daemon.app import build
 from daemon.clinical.dose import DoseState, Timeline, _cumulative, status_lines
 from daemon.clinical.protocols import schedule_for
 from daemon.config import AdmissionsConfig, DoseThresholds, parse
+from daemon.errors import ConfigError
 from daemon.events import AlertCandidate, Kind, Priority, PumpReading, PumpState, Tick
 from daemon.hl7in import Hl7Error
 from daemon.rules import RuleEngine
@@ -503,3 +504,15 @@ async def test_a_pump_left_at_a_discharged_bed_is_counted_and_noticed_and_the_da
     assert again.config.beds == []
     assert [pump.name for pump in again.pumps] == [pipeline.pumps[0].name]
     again.writer.store.close()
+
+
+@pytest.mark.parametrize(("workers", "refused"), [(1, False), (2, True)])
+def test_admin_users_need_one_worker(workers: int, refused: bool) -> None:
+    data = {"daemon": {"workers": workers}, "admissions": {"admin_users": ["nurse-admin"]}}
+    if not refused:
+        assert parse(data).admissions.admin_users == ["nurse-admin"]
+        return
+    with pytest.raises(
+        ConfigError, match=r"admissions\.admin_users: admissions at run time need daemon\.workers = 1"
+    ):
+        parse(data)
