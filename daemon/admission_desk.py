@@ -38,6 +38,7 @@ from daemon.admissions import (
     AdmissionError,
     Change,
     Outcome,
+    Via,
     Ward,
     parse_command,
     row_data,
@@ -133,6 +134,8 @@ class AdmissionDesk:
         self._rules_for = rules_for
         self._route = route
         self._unroute = unroute
+        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        """Answers awaited by the ward page, by the logged input of their command."""
         self.checkpoint_due = False
         """Set when a change was applied or refused: the pipeline checkpoints after the
         input, so that a crash neither replays it nor journals it twice."""
@@ -163,62 +166,74 @@ class AdmissionDesk:
         except AdmissionError as exc:
             self._refused(change, exc, where)
 
-    # --- admin commands over MQTT ---------------------------------------------------------------
+    # --- admin commands (MQTT, the ward page) --------------------------------------------------
 
     async def handle_command(self, topic: str, payload: bytes) -> None:
-        """One admin command: carried out or refused, and answered on its reply topic."""
+        """One admin command from MQTT: carried out or refused, and answered on its reply topic."""
         user = topic.rsplit("/", maxsplit=1)[-1]
+        allowed = user in self._pipeline.config.admissions.admin_users
+        await self._reply(topic, await self._command(user, payload, topic, Via.ADMIN, allowed=allowed))
+
+    async def handle_web(self, seq: int, topic: str, payload: bytes) -> None:
+        """One admin command from the ward page (a user of role admin, ``web/<user>``),
+        logged as input ``seq``: its answer goes to whoever waits for it (``waiting``)."""
+        user = topic.removeprefix("web/")
+        body = await self._command(user, payload, topic, Via.WEB, allowed=True)
+        future = self.waiting.pop(seq, None)
+        if future is not None and not future.done():
+            future.set_result(body)
+
+    async def _command(
+        self, user: str, payload: bytes, where: str, via: Via, *, allowed: bool
+    ) -> dict[str, Any]:
+        """Carry out or refuse one admin command of ``user``; the answer's body."""
         request = ""
         try:
             unreadable: InputError | None = None
             data: dict[str, Any] = {}
             try:
-                data = load_json_object(payload, topic, max_bytes=MAX_COMMAND_BYTES)
+                data = load_json_object(payload, where, max_bytes=MAX_COMMAND_BYTES)
             except InputError as exc:
                 unreadable = exc
             # The request id is echoed whatever the outcome: the sender matches its answer by it.
             raw_request = data.get("request")
             request = raw_request if isinstance(raw_request, str) and len(raw_request) <= 64 else ""
             if not ids.is_user_id(user):
-                raise AdmissionError("bad_user", f"user {ids.shown(user)} in the topic is not a user name")
-            if user not in self._pipeline.config.admissions.admin_users:
+                raise AdmissionError("bad_user", f"user {ids.shown(user)} is not a user name")
+            if not allowed:
                 raise AdmissionError(
                     "not_allowed", f"user {user!r} may not change admissions ([admissions] admin_users)"
                 )
             if unreadable is not None:
                 raise unreadable
-            request, change = parse_command(data, user)
+            request, change = parse_command(data, user, via)
         except InputError as exc:
-            reject(self._pipeline.counters, REJECTED, exc.reason, exc.detail, where=topic, payload=payload)
+            reject(self._pipeline.counters, REJECTED, exc.reason, exc.detail, where=where, payload=payload)
             # Journaled too: an attempt by someone who may not, or a malformed command.
             self._journal(
                 {
                     "at": iso(self._pipeline.clock.now()),
                     "who": user if ids.is_user_id(user) else "?",
                     "what": "admission_refused",
-                    "via": "admin",
+                    "via": str(via),
                     "reason": exc.reason,
                     "detail": exc.detail,
                 }
             )
             self.checkpoint_due = True
-            await self._reply(
-                topic, {"ok": False, "request": request, "reason": exc.reason, "error": exc.detail}
-            )
-            return
+            return {"ok": False, "request": request, "reason": exc.reason, "error": exc.detail}
         try:
             outcome = await self.apply(change)
         except AdmissionError as exc:
-            self._refused(change, exc, topic)
-            await self._reply(
-                topic, {"ok": False, "request": request, "reason": exc.reason, "error": exc.detail}
-            )
-            return
-        await self._reply(
-            topic,
-            {"ok": True, "request": request, "action": str(outcome.action), "changed": not outcome.noop,
-             "detail": outcome.detail},
-        )  # fmt: skip
+            self._refused(change, exc, where)
+            return {"ok": False, "request": request, "reason": exc.reason, "error": exc.detail}
+        return {
+            "ok": True,
+            "request": request,
+            "action": str(outcome.action),
+            "changed": not outcome.noop,
+            "detail": outcome.detail,
+        }
 
     async def _reply(self, topic: str, body: Mapping[str, Any]) -> None:
         await self._pipeline.publisher.publish(

@@ -40,6 +40,7 @@ class Via(StrEnum):
 
     ADT = "adt"  # an HL7 ADT message over MLLP
     ADMIN = "admin"  # `wardd admit` ..., as the broker's authenticated user
+    WEB = "web"  # the ward page, as a logged-in user of role admin
     CONFIG = "config"  # the config file, edited and the daemon restarted
 
 
@@ -551,7 +552,7 @@ _COMMAND_KEYS = frozenset(
 )
 
 
-def parse_command(data: Mapping[str, Any], who: str) -> tuple[str, Change]:
+def parse_command(data: Mapping[str, Any], who: str, via: Via = Via.ADMIN) -> tuple[str, Change]:
     """An admin command's JSON object as ``(request id, Change)``; ``AdmissionError`` when malformed.
 
     ``delivered_before_ug`` is a number of µg, or the string ``"unknown"``.
@@ -601,7 +602,7 @@ def parse_command(data: Mapping[str, Any], who: str) -> tuple[str, Change]:
         raise AdmissionError("bad_command", "news2_spo2_scale: 1 or 2")
     change = Change(
         action=action,
-        via=Via.ADMIN,
+        via=via,
         who=who,
         ward=text("ward"),
         bed=text("bed"),

@@ -380,6 +380,23 @@ class Pipeline:
         self.writer.after_commit(committed)
         return row.seq
 
+    async def admin_command(self, user: str, payload: bytes) -> dict[str, Any]:
+        """An admin command from the ward page (a user of role admin): logged as an input,
+        carried out in order with the others, and answered (the reply's body) once done."""
+        desk = self.desk
+        if desk is None:
+            return {
+                "ok": False,
+                "reason": "unavailable",
+                "error": "admissions at run time need daemon.workers = 1",
+            }
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        await self._inflight.acquire()
+        seq = self._log("admin", f"web/{user}", payload, ack=None)
+        self._live.add(seq)
+        desk.waiting[seq] = future
+        return await future
+
     async def link_health(self, source: str, health: Health, detail: str) -> None:
         """A link (``storage``, ``mqtt``) lost or back: a technical signal for every bed (each is served by it)."""
         now = self.clock.now()
@@ -516,6 +533,9 @@ class Pipeline:
                 await self._process_message(row.topic, row.payload)
             elif row.source == "hl7":
                 await self._process_hl7(row.topic, row.payload)
+            elif row.source == "admin":
+                if self.desk is not None:
+                    await self.desk.handle_web(row.seq, row.topic, row.payload)
             else:
                 try:
                     event = capture.from_dict(json.loads(row.payload), where=f"inbound {row.seq}")
@@ -747,6 +767,8 @@ def add_web(pipeline: Pipeline, settings: WebConfig) -> WardPage:
     )
     pipeline.observers.append(page.observe)
     pipeline.config_listeners.append(page.use_config)
+    if pipeline.desk is not None:
+        page.admin_command = pipeline.admin_command
     pipeline.services.append(page)
     return page
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,9 +17,14 @@ from typing import Any
 import aiomqtt
 import hl7.mllp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
+from daemon.app import build
+from daemon.config import Config, parse
+from daemon.web.passwords import hash_password
+from daemon.web.server import WardPage
 from tests.helpers import wardd
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
@@ -364,3 +370,84 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
         ("discharge", "nurse-admin", "admin", "b1"),
         ("admission_refused", "nurse-admin", "admin", "b1"),
     ]
+
+
+# --------------------------------------------------------------------------- the ward page's admin role
+
+WEB_PASSWORDS = {"admin1": "admin password", "nurse1": "nurse password"}
+
+
+def _web_config(tmp_path: Path, broker: Mosquitto) -> Config:
+    return parse(
+        {
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "mqtt": {"url": broker.url, "client_id": "wardd-web-adm", "topic_prefix": "wa"},
+            "influx": {"api": "none"},
+            "web": {
+                "enabled": True,
+                "port": 0,
+                "users": [
+                    {
+                        "name": name,
+                        "role": name.removesuffix("1"),
+                        "display_name": f"{name.title()} Person",
+                        "password_hash": hash_password(password, log2_n=10),
+                    }
+                    for name, password in WEB_PASSWORDS.items()
+                ],
+            },
+        }
+    )
+
+
+async def _login(client: TestClient[Any, Any], user: str) -> str:
+    """Log in through the form; the session's CSRF token."""
+    form = await client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+    assert token is not None
+    response = await client.post(
+        "/login",
+        data={"csrf": token[1], "user": user, "password": WEB_PASSWORDS[user]},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    page = re.search(r'name="csrf" value="([^"]+)"', await (await client.get("/")).text())
+    assert page is not None
+    return page[1]
+
+
+async def test_a_user_of_role_admin_admits_from_the_ward_page_through_the_logged_inputs(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    pipeline = build(_web_config(tmp_path, mosquitto))
+    page = pipeline.services[0]
+    assert isinstance(page, WardPage)
+    running = asyncio.create_task(pipeline.run(), name="test.pipeline")
+    try:
+        await asyncio.wait_for(pipeline.ready.wait(), 20)
+        future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        command = {"action": "admit", "ward": "w1", "bed": "b2", "patient": "p-2", "weight_kg": 70,
+                   "height_cm": 170, "protocol": "ssc-14d", "protocol_start": future}  # fmt: skip
+        async with TestClient(TestServer(page.app())) as client:
+            csrf = await _login(client, "nurse1")
+            refused = await client.post("/api/admissions", json=command, headers={"X-CSRF-Token": csrf})
+            assert refused.status == 403  # a nurse acknowledges, but does not admit
+            await client.post("/logout", data={"csrf": csrf})
+            csrf = await _login(client, "admin1")
+            assert (await client.post("/api/admissions", json=command)).status == 403  # no CSRF token
+            light = await client.post(
+                "/api/admissions", json={**command, "weight_kg": 40}, headers={"X-CSRF-Token": csrf}
+            )
+            assert light.status == 422
+            assert (await light.json())["reason"] == "refused"
+            done = await client.post("/api/admissions", json=command, headers={"X-CSRF-Token": csrf})
+            assert done.status == 200, await done.text()
+            assert (await done.json())["detail"].startswith("p-2 admitted to w1/b2 on ssc-14d")
+        assert [bed.id for bed in pipeline.config.beds] == ["b2"]
+        assert pipeline.engine.beds == ["b2"]
+        await pipeline.writer.flush()
+        last = pipeline.store.journal()[-1]
+        assert (last["what"], last["who"], last["via"]) == ("admit", "admin1", "web")
+    finally:
+        pipeline.stop.set()
+        await asyncio.wait_for(running, 30)

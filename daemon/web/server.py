@@ -34,7 +34,7 @@ import json
 import logging
 import math
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +103,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Referrer-Policy": "no-referrer",
 }
 ROLES_THAT_ACK = frozenset({"nurse", "admin"})
+MAX_ADMISSION_BYTES = 4096  # an admin command's JSON (daemon.admissions.MAX_COMMAND_BYTES)
 
 
 def _template(name: str) -> string.Template:
@@ -218,6 +219,9 @@ class WardPage:
     ) -> None:
         self.settings = settings
         self._config = config
+        self.admin_command: Callable[[str, bytes], Awaitable[dict[str, Any]]] | None = None
+        """Carries out an admin command of a user of role admin (``Pipeline.admin_command``);
+        unset: admissions are not taken here (several workers)."""
         self._engine = engine
         self._alerts = alerts
         self._clock = clock
@@ -333,6 +337,7 @@ class WardPage:
         app.router.add_get("/bed/{bed_id}", self._bed)
         app.router.add_get("/bed/{bed_id}/charts", self._bed_charts)
         app.router.add_post("/api/alerts/{alert_id}/ack", self._ack)
+        app.router.add_post("/api/admissions", self._admission)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         app.on_response_prepare.append(self._headers)
         return app
@@ -745,6 +750,26 @@ class WardPage:
         log.info("ward page: %s acknowledged %s", user.name, alert_id)
         state = str(transitions[-1].alert.state) if transitions else "acknowledged"
         return web.json_response({"ok": True, "id": alert_id, "state": state})
+
+    async def _admission(self, request: web.Request) -> web.Response:
+        """An admin command (README, "Admissions") from a user of role admin, as JSON: the
+        same fields as ``wardd admit`` sends; answered once carried out or refused."""
+        found = self._session(request)
+        if found is None:
+            return self._refuse(request, 401, "no_session")
+        session, user = found
+        if not self._csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            return self._refuse(request, 403, "csrf")
+        if user.role != "admin":
+            return self._refuse(request, 403, "role", error=f"{user.role} may not change admissions")
+        if self.admin_command is None:
+            return self._refuse(request, 503, "unavailable", error="admissions need daemon.workers = 1")
+        body = await request.content.read(MAX_ADMISSION_BYTES + 1)
+        if len(body) > MAX_ADMISSION_BYTES:
+            return self._refuse(request, 413, "too_large")
+        answer = await self.admin_command(user.name, body)
+        self._counters.inc("web.admissions", "accepted" if answer.get("ok") else "refused")
+        return web.json_response(answer, status=200 if answer.get("ok") else 422)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         found = self._session(request)
