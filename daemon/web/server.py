@@ -278,6 +278,7 @@ class WardPage:
     def use_config(self, config: Config) -> None:
         """Show the beds of ``config`` from now on (admissions changed them at run time)."""
         self._config = config
+        self._dirty = True  # the ward shows other beds: send it again
 
     def observe(self, event: Event) -> None:
         """A pipeline observer: keeps the latest vital signs, marks the ward as changed."""
