@@ -115,6 +115,10 @@ class Host(Protocol):
         """Run on ``config`` from now on."""
         ...
 
+    def checkpoint(self) -> None:
+        """Stage every changed rule state with the input position it stands for."""
+        ...
+
 
 class AdmissionDesk:
     """Applies admission changes to a pipeline (made by ``daemon.app.build`` when
@@ -282,13 +286,44 @@ class AdmissionDesk:
         before = pipeline.config
         self.ward = self.ward.updated(outcome)
         after = self.ward.effective()
+        # Everything up to the first await is one step: the writer cannot commit in between,
+        # so the rows, the journal line and the dropped beds go into one unit, before the
+        # checkpoint that writes the states as this change leaves them.
         changes = pipeline.writer.stage()
         for bed_id, row in outcome.rows.items():
             changes.admissions[bed_id] = None if row is None else (row.ward, json_text(row_data(row)))
-        entry = outcome.journal(change, now)
-        self._journal(entry)
+        self._journal(outcome.journal(change, now))
+        dropped = self._rewire(outcome, before, after)
+        if dropped:
+            gone = set(dropped)
+            changes.dropped_beds += dropped
+            # States staged before the change belong to the beds as they were.
+            changes.rule_states = {k: v for k, v in changes.rule_states.items() if k[0] not in gone}
+            changes.windows = [w for w in changes.windows if w.bed not in gone]
+        pipeline.reconfigure(after)
+        # The states as the change leaves them, in the same unit as its rows: a crash after
+        # it replays the input (a no-op now), never a ward whose states are elsewhere. The
+        # alerts' rows follow without a pause (the publisher only stages, never waits), and
+        # the pipeline checkpoints again past the input once it is done.
+        pipeline.checkpoint()
+        self.checkpoint_due = True
+        if outcome.moved is not None:
+            old, new = outcome.moved
+            await pipeline.alerts.move_bed(before.bed(old).ward, old, after.bed(new).ward, new)
+        for bed_id in outcome.ended:
+            reason = change.reason or f"{change.action} ({change.via})"
+            await pipeline.alerts.close_bed(before.bed(bed_id).ward, bed_id, reason)
+        for bed_id in (*outcome.started, *((outcome.moved[1],) if outcome.moved else ())):
+            await self._end_notice(after.bed(bed_id).ward, bed_id)
+        pipeline.counters.inc("admissions.applied", f"{change.action}.{change.via}")
+        log.info("admission by %s (%s): %s", change.who, change.via, outcome.detail)
+        return outcome
+
+    def _rewire(self, outcome: Outcome, before: Config, after: Config) -> list[str]:
+        """Set up, move and drop the rules and topics of the beds ``outcome`` touches; the
+        beds whose stored states are to be deleted."""
         dropped: list[str] = []
-        engine = pipeline.engine
+        engine = self._pipeline.engine
         if outcome.moved is not None:
             old, new = outcome.moved
             old_bed, new_bed = before.bed(old), after.bed(new)
@@ -296,15 +331,10 @@ class AdmissionDesk:
             self._unroute(old_bed)
             self._route(new_bed)
             dropped += [old, new]
-            await pipeline.alerts.move_bed(old_bed.ward, old, new_bed.ward, new)
         for bed_id in outcome.ended:
-            bed = before.bed(bed_id)
             engine.drop_bed(bed_id)
-            self._unroute(bed)
+            self._unroute(before.bed(bed_id))
             dropped.append(bed_id)
-            await pipeline.alerts.close_bed(
-                bed.ward, bed_id, change.reason or f"{change.action} ({change.via})"
-            )
         for bed_id in outcome.started:
             bed = after.bed(bed_id)
             engine.set_bed(bed_id, bed.ward, self._rules_for(after, bed), keep_states=False)
@@ -313,20 +343,7 @@ class AdmissionDesk:
         for bed_id in outcome.changed:
             bed = after.bed(bed_id)
             engine.set_bed(bed_id, bed.ward, self._rules_for(after, bed), keep_states=True)
-        if dropped:
-            gone = set(dropped)
-            changes.dropped_beds += dropped
-            # States staged before the change belong to the beds as they were.
-            changes.rule_states = {k: v for k, v in changes.rule_states.items() if k[0] not in gone}
-            changes.windows = [w for w in changes.windows if w.bed not in gone]
-        pipeline.reconfigure(after)
-        for bed_id in (*outcome.started, *((outcome.moved[1],) if outcome.moved else ())):
-            bed = after.bed(bed_id)
-            await self._end_notice(bed.ward, bed_id)
-        pipeline.counters.inc("admissions.applied", f"{change.action}.{change.via}")
-        log.info("admission by %s (%s): %s", change.who, change.via, outcome.detail)
-        self.checkpoint_due = True
-        return outcome
+        return dropped
 
     # --- data for a bed that nobody watches -------------------------------------------------------
 
