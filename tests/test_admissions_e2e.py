@@ -311,6 +311,9 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
 
             # A02: P-2 moves to b4 with their watch and the open fever alert.
             assert await send(port, adt("A02", "P-2", "b4", prior="b2", control_id="A6")) == ("AA", "")
+            # Killed as soon as the AA is in: the transfer is logged, and carried out by this
+            # run or, replayed, by the next.
+            await restart(kill=True)
             await until(lambda: bool(of(alerts, "b4", "FEVER")), 20, "the FEVER alert at b4")
             moved = of(alerts, "b4", "FEVER")[0]
             assert moved["id"] == fever_id
