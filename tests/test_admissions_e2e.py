@@ -347,12 +347,19 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
             )
             assert code == 1
             assert "not_admitted" in out
+            # And moves P-3 to b5.
+            code, out = await asyncio.to_thread(
+                command, config, "transfer", "--patient", "P-3", "--ward", "w1", "--bed", "b5"
+            )
+            assert code == 0, out
+            assert "P-3 moved from w1/b3 to w1/b5" in out
 
             await restart(kill=True)
             shown = status(config)
             assert "w1/b1" not in shown
             assert "w1/b4" not in shown
-            assert "w1/b3: protocol ssc-14d" in shown
+            assert "w1/b3" not in shown
+            assert "w1/b5: protocol ssc-14d" in shown
         finally:
             daemon.close()
 
@@ -372,6 +379,7 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
         ("discharge", "adt:HIS", "adt", "b4"),
         ("discharge", "nurse-admin", "admin", "b1"),
         ("admission_refused", "nurse-admin", "admin", "b1"),
+        ("transfer", "nurse-admin", "admin", "b5"),
     ]
 
 
