@@ -354,6 +354,48 @@ class AlertBook:
                 out.append(self._put(alert, replace(alert, phase=Phase.OVERDUE, escalation_level=level), now))
         return out
 
+    def close_bed(self, ward: str, bed: str, now: datetime, reason: str) -> list[Transition]:
+        """Close every open alert of a bed whose watch ends (a discharge), with ``reason``:
+        a latched alert too, since nobody is left to act on it at that bed."""
+        out: list[Transition] = []
+        for alert in self.open_alerts():
+            if (alert.ward, alert.bed) != (ward, bed):
+                continue
+            closed = replace(
+                alert,
+                state=AlertState.RESOLVED,
+                phase=Phase.END,
+                details={**alert.details, "closed_because": reason},
+            )
+            out.append(self._put(alert, closed, now))
+        return out
+
+    def move_bed(self, ward: str, bed: str, to_ward: str, to_bed: str, now: datetime) -> list[Transition]:
+        """Move the open alerts of a bed with its patient (a transfer): same ids and states,
+        the new place, ``moved_from`` in their details; returned as ``update`` transitions."""
+        out: list[Transition] = []
+        for alert in self.open_alerts():
+            if (alert.ward, alert.bed) != (ward, bed):
+                continue
+            key = (alert.ward, alert.bed, alert.condition)
+            del self._open[key]
+            moved = replace(
+                alert,
+                ward=to_ward,
+                bed=to_bed,
+                phase=Phase.UPDATE,
+                updated=now,
+                details={**alert.details, "moved_from": f"{ward}/{bed}"},
+            )
+            new_key = (to_ward, to_bed, alert.condition)
+            previous = self._open.get(new_key)
+            if previous is not None:  # the new bed cannot hold one of its own: a bed is moved to empty
+                self._by_id.pop(previous.id, None)
+            self._open[new_key] = moved
+            self._by_id[moved.id] = new_key
+            out.append(Transition(moved, alert.state))
+        return out
+
     def dump(self) -> dict[str, Any]:
         """The book as JSON-compatible data."""
         return {
@@ -672,6 +714,27 @@ class AlertService:
             now = self._clock.now()
             transitions = self.book.acknowledge(alert_id, by, now, name=name)
             await self._deliver(transitions, now, via=via)
+            return transitions
+
+    async def close_bed(self, ward: str, bed: str, reason: str) -> list[Transition]:
+        """Close a bed's open alerts with ``reason`` (its watch ended) and deliver that."""
+        async with self._lock:
+            now = self._clock.now()
+            transitions = self.book.close_bed(ward, bed, now, reason)
+            await self._deliver(transitions, now)
+            return transitions
+
+    async def move_bed(self, ward: str, bed: str, to_ward: str, to_bed: str) -> list[Transition]:
+        """Move a bed's open alerts to another (a transfer): the old retained states are
+        cleared, the alerts published at their new place."""
+        async with self._lock:
+            now = self._clock.now()
+            for alert in self.book.open_alerts():
+                if (alert.ward, alert.bed) == (ward, bed):
+                    topic = topics.alert_state(self._prefix, ward, bed, alert.id)
+                    await self._publisher.publish(topic, b"", qos=self._qos, retain=True)
+            transitions = self.book.move_bed(ward, bed, to_ward, to_bed, now)
+            await self._deliver(transitions, now)
             return transitions
 
     async def handle_ack_message(self, topic: str, payload: bytes) -> None:

@@ -29,12 +29,13 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import capture, hl7in, hl7pump, topics
+from daemon import admissions, adt, capture, hl7in, hl7pump, topics
+from daemon.admission_desk import AdmissionDesk, is_admin_topic
 from daemon.alerts import AlertService, ack_filters, is_ack_topic
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
@@ -67,7 +68,7 @@ from daemon.health import (
     sd_notify,
     watchdog_interval_s,
 )
-from daemon.ids import is_ward_subject, ward_subject
+from daemon.ids import is_ward_subject, subject_ward, ward_subject
 from daemon.links.influx import InfluxSink, make_writer
 from daemon.links.mllp import MllpListener, Reply
 from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
@@ -78,7 +79,7 @@ from daemon.pump import PumpSource, reading_point
 from daemon.pump_rules import pump_rules
 from daemon.rules import Rule, RuleEngine, StateChanges, epoch_us
 from daemon.tech_rules import WARD_CONDITIONS, tech_rules
-from daemon.telemetry import Route, TelemetryRouter, vitals_decoder
+from daemon.telemetry import Decoder, Route, TelemetryRouter, vitals_decoder
 from daemon.timefmt import iso
 
 if TYPE_CHECKING:
@@ -180,6 +181,30 @@ def _encoder(dump: Callable[[], Mapping[str, Any]]) -> Callable[[], str]:
     return lambda: json_text(dump())
 
 
+def bed_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
+    """One bed's rules, every family in evaluation order (a bed admitted at run time)."""
+    return [rule for family in RULE_FAMILIES.values() for rule in family(config, bed)]
+
+
+def admitted(
+    config: Config, store: Store, writer: StoreWriter | None = None
+) -> tuple[Config, admissions.Ward]:
+    """``config`` with the beds admitted, moved and discharged at run time (the store's rows
+    over the file's beds). Rows the file has overridden since are deleted and journaled
+    when ``writer`` is given (``wardd run``); ``wardd status`` only reads."""
+    ward, dropped = admissions.load(config, store.admissions())
+    if writer is not None and dropped:
+        changes = writer.stage()
+        now = iso(datetime.now(UTC))
+        for bed_id, why in dropped:
+            log.warning("admission row of bed %s dropped: %s", bed_id, why)
+            changes.admissions[bed_id] = None
+            entry = {"at": now, "who": "config", "what": "admission_dropped", "via": "config", "bed": bed_id,
+                     "detail": why}  # fmt: skip
+            changes.journal.append((now, "config", "admission_dropped", None, bed_id, json_text(entry)))
+    return ward.effective(), ward
+
+
 def build_rules(
     config: Config, families: Sequence[str] | None = None, *, counters: Counters | None = None
 ) -> RuleEngine:
@@ -255,6 +280,10 @@ class Pipeline:
     """The link health of the pumps a pump server reports over HL7 (told of each reading)."""
     more_gauges: list[Callable[[], Sequence[Gauge]]] = field(default_factory=list)
     """Services' own metrics for /metrics (delivery: attempts by receiver, backlogs)."""
+    desk: AdmissionDesk | None = None
+    """Admissions at run time (README, "Admissions"); ``None`` with several workers."""
+    config_listeners: list[Callable[[Config], None]] = field(default_factory=list)
+    """Called with the new config when admissions change the beds (the ward page)."""
 
     def __post_init__(self) -> None:
         self._vital_thresholds: dict[str, VitalThresholds] = {
@@ -268,6 +297,19 @@ class Pipeline:
         self._hl7_pumps = hl7pump.Hl7Pumps.from_config(self.config)
         self._rule_s = 0.0  # time in the rules, for /metrics
         self._rule_events = 0
+
+    def reconfigure(self, config: Config) -> None:
+        """Run on ``config`` from now on: its beds changed (``daemon.admission_desk``)."""
+        self.config = config
+        self._beds = {(bed.ward, bed.id): bed for bed in config.beds}
+        self._vital_thresholds = {bed.id: config.thresholds_for(bed.id).vitals for bed in config.beds}
+        watched = set(self.engine.beds)
+        for ward in config.own_wards():
+            # A bed admitted in a ward new to the daemon: that ward's links are watched too.
+            if ward_subject(ward) not in watched:
+                self.engine.set_bed(ward_subject(ward), ward, tech_rules(config, ward), keep_states=True)
+        for listener in self.config_listeners:
+            listener(config)
 
     @property
     def store(self) -> Store:
@@ -296,9 +338,15 @@ class Pipeline:
         message = None
         try:
             message = hl7in.parse(raw, where)
-            self._decode_hl7(message, where)
+            if self.desk is not None and adt.is_adt(message):
+                self.desk.check_adt(message, where)
+            else:
+                self._decode_hl7(message, where)
         except hl7in.Hl7Error as exc:
             reject(self.counters, hl7in.REJECTED, exc.reason, exc.detail, where=exc.where, payload=raw)
+            if exc.reason == "unknown_bed" and self.desk is not None and message is not None:
+                ward, bed = adt.location(message)
+                await self.desk.unwatched(ward, bed, "hl7")
             reply(hl7in.acknowledgement(message, exc.code, exc))  # None: not HL7 at all
             return
         await self._inflight.acquire()
@@ -330,6 +378,12 @@ class Pipeline:
             # A sender that got no acknowledgement in time sends the message again.
             self.counters.inc("hl7.duplicates")
             return
+        if self.desk is not None:
+            message = hl7in.parse(raw, topic)
+            if adt.is_adt(message):
+                self.counters.inc("hl7.accepted", "adt")
+                await self.desk.apply_adt(message, topic)
+                return
         try:
             decoded = self._decode_hl7(hl7in.parse(raw, topic), topic)
         except hl7in.Hl7Error as exc:  # the config changed under a replayed message
@@ -353,11 +407,30 @@ class Pipeline:
         self.writer.after_commit(committed)
         return row.seq
 
+    async def admin_command(self, user: str, payload: bytes) -> dict[str, Any]:
+        """An admin command from the ward page (a user of role admin): logged as an input,
+        carried out in order with the others, and answered (the reply's body) once done."""
+        desk = self.desk
+        if desk is None:
+            return {
+                "ok": False,
+                "reason": "unavailable",
+                "error": "admissions at run time need daemon.workers = 1",
+            }
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        await self._inflight.acquire()
+        seq = self._log("admin", f"web/{user}", payload, ack=None)
+        self._live.add(seq)
+        desk.waiting[seq] = future
+        return await future
+
     async def link_health(self, source: str, health: Health, detail: str) -> None:
         """A link (``storage``, ``mqtt``) lost or back: a technical signal for every ward (it serves each)."""
         now = self.clock.now()
-        for ward in self.config.own_wards():
-            self.work.put_nowait(SourceHealth(ward, ward_subject(ward), source, now, health, detail))
+        # Every ward watched since the start, even one whose last patient has left: an
+        # alert raised there must still end when the link is back.
+        for subject in [bed for bed in self.engine.beds if is_ward_subject(bed)]:
+            self.work.put_nowait(SourceHealth(subject_ward(subject), subject, source, now, health, detail))
 
     async def run(self) -> None:
         """Run until ``stop`` is set, then shut down in order. Exceptions propagate."""
@@ -521,6 +594,9 @@ class Pipeline:
                 await self._process_message(row.topic, row.payload)
             elif row.source == "hl7":
                 await self._process_hl7(row.topic, row.payload)
+            elif row.source == "admin":
+                if self.desk is not None:
+                    await self.desk.handle_web(row.seq, row.topic, row.payload)
             else:
                 try:
                     event = capture.from_dict(json.loads(row.payload), where=f"inbound {row.seq}")
@@ -534,6 +610,11 @@ class Pipeline:
             if row.seq in self._live:
                 self._live.discard(row.seq)
                 self._inflight.release()
+            if self.desk is not None and self.desk.checkpoint_due:
+                # An admission is stored with every rule state as it left them, and the log
+                # position after it: the stored ward and the states agree, and it is not replayed.
+                self.desk.checkpoint_due = False
+                self.checkpoint()
         if replay:
             self.counters.inc("store.replayed_inputs", row.source)
 
@@ -541,6 +622,10 @@ class Pipeline:
         if is_ack_topic(topic):
             # Not deduplicated: a person may well send the same acknowledgement twice.
             await self.alerts.handle_ack_message(topic, payload)
+            return
+        if is_admin_topic(topic):
+            if self.desk is not None:
+                await self.desk.handle_command(topic, payload)
             return
         if not self.seen.add(topic, payload):
             self.counters.inc("mqtt.duplicates", topic.rsplit("/", 1)[-1])
@@ -605,9 +690,16 @@ class Pipeline:
         self._rule_s += time.perf_counter() - started
         self._rule_events += 1
         if isinstance(event, PumpReading | BagHung):
-            point = dose_point(self.engine, self.config.bed(event.bed), now, config=self.config)
-            if point is not None:
-                self.sink.put(point)
+            bed = self._beds.get((event.ward, event.bed))
+            if bed is None:
+                # A pump of a bed whose patient left (or has no protocol yet): kept in
+                # storage, judged by nothing, and said so.
+                if self.desk is not None:
+                    await self.desk.unwatched(event.ward, event.bed, "pump")
+            else:
+                point = dose_point(self.engine, bed, now, config=self.config)
+                if point is not None:
+                    self.sink.put(point)
         if candidates:
             await self.alerts.handle(candidates)
         if isinstance(event, PumpReading) and self.pump_silence is not None:
@@ -699,17 +791,17 @@ class Pipeline:
             self.counters.inc(LATE_DROPPED, rule)
 
     async def _ticks(self) -> None:
-        beds = [*(bed.id for bed in self.config.beds), *map(ward_subject, self.config.own_wards())]
         interval_s = self.config.daemon.tick_interval_s
-        if len(beds) <= TICK_SLICE_BEDS:
-            async for _ in every(self.clock, interval_s):
+        async for _ in every(self.clock, interval_s):
+            # The beds as they are now: admissions add and remove beds at run time.
+            beds = self.engine.beds
+            if len(beds) <= TICK_SLICE_BEDS:
                 await self.emit(Tick(self.clock.now()))
-        else:
-            # A large ward's tick, in slices: each slice is processed before the next is
-            # queued, so inputs that arrive meanwhile wait for one slice, not for the whole
-            # ward (at 5,000 beds a whole tick held the loop for about half a second).
-            slices = [tuple(beds[i : i + TICK_SLICE_BEDS]) for i in range(0, len(beds), TICK_SLICE_BEDS)]
-            async for _ in every(self.clock, interval_s):
+            else:
+                # A large ward's tick, in slices: each slice is processed before the next is
+                # queued, so inputs that arrive meanwhile wait for one slice, not for the whole
+                # ward (at 5,000 beds a whole tick held the loop for about half a second).
+                slices = [tuple(beds[i : i + TICK_SLICE_BEDS]) for i in range(0, len(beds), TICK_SLICE_BEDS)]
                 now = self.clock.now()
                 for part in slices:
                     self._tick_done.clear()
@@ -738,6 +830,9 @@ def add_web(pipeline: Pipeline, settings: WebConfig) -> WardPage:
         writer=pipeline.writer,
     )
     pipeline.observers.append(page.observe)
+    pipeline.config_listeners.append(page.use_config)
+    if pipeline.desk is not None:
+        page.admin_command = pipeline.admin_command
     pipeline.services.append(page)
     return page
 
@@ -777,6 +872,74 @@ def _add_hl7_pumps(pipeline: Pipeline) -> None:
         pipeline.services.append(pipeline.pump_silence)
 
 
+def _unknown_bed(holder: Mapping[str, Pipeline]) -> Callable[[str], Awaitable[None]]:
+    """What hears a message for a bed nobody watches: the admission desk's notice."""
+
+    async def on_unknown_bed(topic: str) -> None:
+        desk = holder["pipeline"].desk
+        parts = topic.split("/")  # <prefix>/<ward>/bed/<bed>/<kind...>
+        if desk is not None and len(parts) >= 5 and parts[2] == "bed":
+            await desk.unwatched(parts[1], parts[3], "mqtt")
+
+    return on_unknown_bed
+
+
+def _bed_routes(
+    router: TelemetryRouter,
+    prefix: str,
+    decoders: tuple[Decoder, Decoder, Decoder],
+    beds: Sequence[BedConfig],
+) -> tuple[Callable[[BedConfig], None], Callable[[BedConfig], None]]:
+    """Route the topics of ``beds`` (vitals, observations, bag); and the functions that
+    route another bed's and stop routing one's."""
+
+    def bed_topics(bed: BedConfig) -> list[tuple[str, Route]]:
+        names = (topics.vitals, topics.observations, topics.bag)
+        return [
+            (name(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decoder))
+            for name, decoder in zip(names, decoders, strict=True)
+        ]
+
+    def route(bed: BedConfig) -> None:
+        for topic, bed_route in bed_topics(bed):
+            router.add(topic, bed_route)
+
+    def unroute(bed: BedConfig) -> None:
+        for topic, _ in bed_topics(bed):
+            router.remove(topic)
+
+    for bed in beds:
+        route(bed)
+    return route, unroute
+
+
+def _subscriptions(config: Config, router: TelemetryRouter) -> list[str]:
+    """What the daemon subscribes to: wildcards for one process, a worker's own topics."""
+    prefix = config.mqtt.topic_prefix
+    if config.daemon.workers > 1:
+        # One partition's worker (daemon/partition.py): its beds' topics only; the other
+        # workers take theirs. Sent in a few SUBSCRIBE packets, not one per topic.
+        return [
+            *router.topics,
+            *(topic for bed in config.beds for topic in ack_filters(prefix, bed.ward, bed.id)),
+            *(
+                topic
+                for ward in config.own_wards()
+                for topic in ack_filters(prefix, ward, ward_subject(ward))
+            ),
+        ]
+    # Five wildcard subscriptions, whatever the number of beds. Messages for a bed
+    # that is not configured are refused and counted (``unknown_bed``).
+    return [
+        topics.vitals(prefix, "+", "+"),
+        topics.observations(prefix, "+", "+"),
+        topics.bag(prefix, "+", "+"),
+        *ack_filters(prefix, "+", "+"),
+        # Admin commands (README, "Admissions"): with one worker only.
+        topics.admissions_by(prefix, "+"),
+    ]
+
+
 def build(
     config: Config,
     *,
@@ -798,6 +961,10 @@ def build(
         # The log line says what failed; the counter makes a failing disk visible in metrics.
         on_error=lambda detail: counters.inc("store.errors", "commit") if detail else None,
     )
+    # Admissions at run time (one worker): the file's beds overlaid with those admitted since.
+    # Pumps stay with the bed the file gives them, whoever lies there.
+    pump_wards = {bed.id: bed.ward for bed in config.beds}
+    config, ward = admitted(config, writer.store, writer) if config.daemon.workers == 1 else (config, None)
     influx = config.influx
     secret = influx.token.resolve() if influx.api == "v2" else influx.password.resolve()
     holder: dict[str, Pipeline] = {}
@@ -824,7 +991,7 @@ def build(
     )
     prefix = config.mqtt.topic_prefix
     # Decoded events go straight to processing: their message is already in the store.
-    router = TelemetryRouter({}, process, counters, clock.now)
+    router = TelemetryRouter({}, process, counters, clock.now, on_unknown=_unknown_bed(holder))
     max_bytes = config.mqtt.max_payload_bytes
     decode_vitals = vitals_decoder(counters, max_bytes, config.mqtt.max_future_skew_s)
 
@@ -834,31 +1001,8 @@ def build(
     def decode_bag(payload: bytes, ward: str, bed: str, where: str, now: datetime) -> list[Event]:
         return [parse_bag(payload, ward, bed, where, max_bytes=max_bytes)]
 
-    for bed in config.beds:
-        router.add(topics.vitals(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_vitals))
-        router.add(topics.observations(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_observation))
-        router.add(topics.bag(prefix, bed.ward, bed.id), Route(bed.ward, bed.id, decode_bag))
-    if config.daemon.workers > 1:
-        # One partition's worker (daemon/partition.py): its beds' topics only; the other
-        # workers take theirs. Sent in a few SUBSCRIBE packets, not one per topic.
-        subscriptions = [
-            *router.topics,
-            *(topic for bed in config.beds for topic in ack_filters(prefix, bed.ward, bed.id)),
-            *(
-                topic
-                for ward in config.own_wards()
-                for topic in ack_filters(prefix, ward, ward_subject(ward))
-            ),
-        ]
-    else:
-        # Five wildcard subscriptions, whatever the number of beds. Messages for a bed
-        # that is not configured are refused and counted (``unknown_bed``).
-        subscriptions = [
-            topics.vitals(prefix, "+", "+"),
-            topics.observations(prefix, "+", "+"),
-            topics.bag(prefix, "+", "+"),
-            *ack_filters(prefix, "+", "+"),
-        ]
+    route, unroute = _bed_routes(router, prefix, (decode_vitals, decode_observation, decode_bag), config.beds)
+    subscriptions = _subscriptions(config, router)
     status_topic = topics.daemon_status(prefix, config.mqtt.client_id)
     link = MqttLink(
         config.mqtt,
@@ -869,7 +1013,7 @@ def build(
         clock=clock,
         clean_session=clean_session,
         on_health=on_broker_health,
-        command=is_ack_topic,
+        command=lambda topic: is_ack_topic(topic) or is_admin_topic(topic),
         will=last_will(config.health, status_topic, config.mqtt.client_id),
     )
     publisher = DurablePublisher(writer, link)
@@ -877,9 +1021,7 @@ def build(
     alerts = AlertService.from_config(
         config, publisher=publisher, sink=sink, clock=clock, counters=counters, writer=writer
     )
-    pumps = [
-        PumpSource(pump, config.bed(pump.bed).ward, clock, counters) for pump in config.pumps if pump.serial
-    ]
+    pumps = [PumpSource(pump, pump_wards[pump.bed], clock, counters) for pump in config.pumps if pump.serial]
     capture_writer = CaptureWriter(config.daemon.capture, config) if config.daemon.capture else None
     pipeline = Pipeline(
         config=config,
@@ -897,6 +1039,11 @@ def build(
         seen=RecentDigests(max(DEDUP_CAPACITY, 4 * config.daemon.max_inflight_messages)),
     )
     holder["pipeline"] = pipeline
+    pipeline.desk = (
+        None
+        if ward is None
+        else AdmissionDesk(pipeline, ward, rules_for=bed_rules, route=route, unroute=unroute)
+    )
     _add_staff_services(pipeline)
     pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
     if config.health.port is not None:

@@ -22,12 +22,15 @@ import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from daemon import config as config_module
 from daemon import ids, logs
 from daemon.errors import ConfigError, InputError, WarddError
 from daemon.logs import LogFormat
+
+if TYPE_CHECKING:
+    from daemon.alerts import Alert
 
 log = logging.getLogger("wardd")
 
@@ -542,7 +545,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print each bed's protocol, dose and open alerts from the daemon's persisted state."""
     config = _load(args.config)
     from daemon.alerts import load_book  # noqa: PLC0415
-    from daemon.app import build_rules  # noqa: PLC0415
+    from daemon.app import admitted, build_rules  # noqa: PLC0415
     from daemon.clinical.dose import status_lines  # noqa: PLC0415
     from daemon.clock import SystemClock  # noqa: PLC0415
     from daemon.delivery.service import told_lines  # noqa: PLC0415
@@ -550,10 +553,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon.partition import store_paths  # noqa: PLC0415
     from daemon.wardview import ward_alerts  # noqa: PLC0415
 
+    paths = store_paths(config)
+    unwatched = []
+    if config.daemon.workers == 1 and paths[0].exists():
+        # The beds as admissions left them (README, "Admissions").
+        store = Store(paths[0])
+        try:
+            config, ward = admitted(config, store)
+        finally:
+            store.close()
+        unwatched = [o for o in ward.occupants().values() if not o.watched]
     engine = build_rules(config)
     alerts = []
     journals: dict[str, list[dict[str, Any]]] = {}
-    paths = store_paths(config)
     for path in paths:
         if not path.exists():
             continue
@@ -581,21 +593,28 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print(f"  open alerts: {len(open_alerts) or 'none'}")
         for alert in open_alerts:
-            print(
-                f"    {alert.priority.upper():6} {alert.condition} [{alert.state}] id {alert.id} "
-                f"since {alert.since.isoformat()}: {alert.message.get(language)}"
-            )
+            print(_status_line(alert, language))
             for line in told_lines(journals.get(bed.id, []), alert.id):
                 print(f"      told {line}")
-    for ward, own in ward_alerts(config, alerts).items():
+    for ward_id, own in ward_alerts(config, alerts).items():
         # The ward's links: one alert for every bed of the ward (daemon.tech_rules).
-        print(f"ward {ward}: open alerts of the ward itself: {len(own)}")
+        print(f"ward {ward_id}: open alerts of the ward itself: {len(own)}")
         for alert in own:
-            print(
-                f"    {alert.priority.upper():6} {alert.condition} [{alert.state}] id {alert.id} "
-                f"since {alert.since.isoformat()}: {alert.message.get(language)}"
-            )
+            print(_status_line(alert, language))
+    for occupant in unwatched:
+        print(
+            f"{occupant.ward}/{occupant.id}: patient {occupant.patient} admitted, no protocol watch "
+            "(set one with `wardd admit --protocol ... --start ...`)"
+        )
     return EXIT_OK
+
+
+def _status_line(alert: Alert, language: str) -> str:
+    """One open alert in ``wardd status``."""
+    return (
+        f"    {alert.priority.upper():6} {alert.condition} [{alert.state}] id {alert.id} "
+        f"since {alert.since.isoformat()}: {alert.message.get(language)}"
+    )
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
@@ -681,6 +700,179 @@ def cmd_ack(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _broker_user(command: str, config: config_module.Config, given: str | None) -> str | None:
+    """The broker user a command acts as (the config's login; ``given`` only without one),
+    or ``None`` after saying why on standard error."""
+    login = config.mqtt.username
+    if login is not None and given is not None and given != login:
+        print(
+            f"wardd {command}: --user {given!r} is not the broker login of this config ({login!r}): "
+            "the command's author is the user the broker authenticates",
+            file=sys.stderr,
+        )
+        return None
+    user = login or given
+    if user is None:
+        print(
+            f"wardd {command}: who is acting? Set mqtt.username (and its password) in the config; "
+            "on a broker without logins, give --user",
+            file=sys.stderr,
+        )
+    return user
+
+
+def _admission(args: argparse.Namespace, command: str, body: dict[str, Any]) -> int:
+    """Send one admin command to the running daemon through the broker and print its answer."""
+    config = _load(args.config)
+    import aiomqtt  # noqa: PLC0415
+
+    from daemon.admission_desk import send_admission  # noqa: PLC0415
+    from daemon.links.mqtt import broker_address  # noqa: PLC0415
+    from daemon.links.tls import client_context  # noqa: PLC0415
+    from daemon.links.tls import describe as tls_reason  # noqa: PLC0415
+
+    user = _broker_user(command, config, args.user)
+    if user is None:
+        return EXIT_CONFIG
+    host, port, tls = broker_address(config.mqtt.url)
+    context = client_context(config.mqtt.tls, "mqtt") if tls else None
+
+    async def send() -> bool:
+        async with aiomqtt.Client(
+            host,
+            port,
+            username=config.mqtt.username,
+            password=config.mqtt.password.resolve(),
+            tls_context=context,
+        ) as client:
+            reply = await send_admission(client, prefix=config.mqtt.topic_prefix, user=user, command=body)
+        if reply.ok:
+            print(reply.detail if reply.changed else f"nothing to change: {reply.detail}")
+        else:
+            print(f"wardd {command}: refused ({reply.reason}): {reply.error}", file=sys.stderr)
+        return reply.ok
+
+    try:
+        ok = asyncio.run(send())
+    except aiomqtt.MqttError as exc:
+        print(
+            f"wardd {command}: cannot reach the broker at {host}:{port}: {tls_reason(exc) or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def cmd_admit(args: argparse.Namespace) -> int:
+    """Admit a patient to a bed, or set their protocol and its start (staff only)."""
+    body: dict[str, Any] = {"action": "admit", "ward": args.ward, "bed": args.bed}
+    for key, value in (
+        ("patient", args.patient),
+        ("weight_kg", args.weight_kg),
+        ("height_cm", args.height_cm),
+        ("protocol", args.protocol),
+        ("protocol_start", args.start),
+        ("delivered_before_ug", args.delivered_before),
+        ("news2_spo2_scale", args.news2_spo2_scale),
+    ):
+        if value is not None:
+            body[key] = value
+    return _admission(args, "admit", body)
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """Move a patient, with their watch, measurements and open alerts, to another bed."""
+    body: dict[str, Any] = {"action": "transfer", "ward": args.ward, "bed": args.bed}
+    if args.patient is not None:
+        body["patient"] = args.patient
+    if args.from_bed is not None:
+        body["from_bed"] = args.from_bed
+    return _admission(args, "transfer", body)
+
+
+def cmd_discharge(args: argparse.Namespace) -> int:
+    """Discharge a patient: the watch ends and the bed's open alerts close with the reason."""
+    body: dict[str, Any] = {"action": "discharge", "reason": args.reason}
+    if args.patient is not None:
+        body["patient"] = args.patient
+    if args.bed is not None:
+        body["bed"] = args.bed
+    return _admission(args, "discharge", body)
+
+
+def _aware_time(text: str) -> str:
+    """An argparse type: an ISO 8601 time with its offset."""
+    from datetime import datetime  # noqa: PLC0415
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone offset, e.g. 2026-03-02T08:00:00+01:00")
+    return when.isoformat()
+
+
+def _delivered_before(text: str) -> float | str:
+    """An argparse type: µg delivered before the watch, or ``unknown``."""
+    if text == "unknown":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the µg delivered before the watch, or unknown"
+        ) from None
+    if not 0 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: between 0 and 100000 µg")
+    return value
+
+
+def _ident(text: str) -> str:
+    """An argparse type: a ward or bed id."""
+    if not ids.is_config_id(text):
+        raise argparse.ArgumentTypeError(f"{ids.shown(text)} is not a ward or bed id")
+    return text
+
+
+def _add_admissions(sub: Any) -> None:
+    """``wardd admit``, ``transfer``, ``discharge`` (README, "Admissions")."""
+    admit = sub.add_parser("admit", help="admit a patient to a bed, with their protocol and its start")
+    transfer = sub.add_parser("transfer", help="move a patient and their watch to another bed")
+    discharge = sub.add_parser("discharge", help="discharge a patient: the watch ends, its alerts close")
+    for parser_ in (admit, transfer, discharge):
+        parser_.add_argument("--config", required=True, help="TOML configuration file (for the broker)")
+        parser_.add_argument(
+            "--user", type=_user, help="who acts, on a broker without logins (otherwise mqtt.username)"
+        )
+    admit.add_argument("--ward", required=True, type=_ident)
+    admit.add_argument("--bed", required=True, type=_ident)
+    admit.add_argument("--patient", help="the patient's pseudonym (default: the one already in the bed)")
+    admit.add_argument("--weight-kg", type=_number_in(0, 400, float))
+    admit.add_argument("--height-cm", type=_number_in(30, 260, float))
+    admit.add_argument("--protocol", help="the protocol (ssc-14d, all-cycle1, ... or one of [protocols])")
+    admit.add_argument("--start", type=_aware_time, help="the protocol's start, ISO 8601 with its offset")
+    admit.add_argument(
+        "--delivered-before",
+        type=_delivered_before,
+        metavar="UG|unknown",
+        help="µg delivered before the watch, for a protocol that started earlier (or: unknown)",
+    )
+    admit.add_argument("--news2-spo2-scale", type=int, choices=[1, 2])
+    admit.set_defaults(func=cmd_admit)
+    transfer.add_argument("--ward", required=True, type=_ident, help="the ward of the new bed")
+    transfer.add_argument("--bed", required=True, type=_ident, help="the new bed")
+    transfer.add_argument("--patient", help="the patient's pseudonym")
+    transfer.add_argument("--from-bed", type=_ident, help="the bed the patient leaves")
+    transfer.set_defaults(func=cmd_transfer)
+    discharge.add_argument("--bed", type=_ident)
+    discharge.add_argument("--patient")
+    discharge.add_argument(
+        "--reason", required=True, help="why the watch ends (journaled, on the closed alerts)"
+    )
+    discharge.set_defaults(func=cmd_discharge)
 
 
 MIN_PASSWORD_CHARS = 8  # NIST SP 800-63B's minimum for a chosen password
@@ -910,6 +1102,7 @@ def parser() -> argparse.ArgumentParser:
         help="the user who acknowledges, on a broker without logins (otherwise the config's mqtt.username)",
     )
     ack.set_defaults(func=cmd_ack)
+    _add_admissions(sub)
 
     _add_demo(sub)
     _add_scenario(sub)

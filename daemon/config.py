@@ -392,6 +392,24 @@ class BedConfig(Model):
     # clinician's decision; 1 otherwise (RCP 2017, domain.md section 3).
     news2_spo2_scale: Literal[1, 2] = 1
     thresholds: dict[str, dict[str, Any]] = {}  # partial overrides of [thresholds]
+    # A watch that starts partway through the protocol (README, "Admissions"): when the
+    # watch began (unset: at protocol_start), and the µg the patient had received by then,
+    # as staff give it (unset: unknown). The dose checks judge only the watched span.
+    watch_from: AwareDatetime | None = None
+    delivered_before_watch_ug: Annotated[float, Field(ge=0, le=100_000)] | None = None
+
+    @model_validator(mode="after")
+    def _watch_span(self) -> BedConfig:
+        if self.watch_from is not None and self.watch_from < self.protocol_start:
+            raise ValueError("watch_from is before protocol_start")
+        if self.delivered_before_watch_ug is not None and self.watch_from is None:
+            raise ValueError("delivered_before_watch_ug needs watch_from (the watch began at protocol_start)")
+        return self
+
+    @property
+    def starts_partway(self) -> bool:
+        """Whether the watch began after the protocol did (what came before is declared or unknown)."""
+        return self.watch_from is not None and self.watch_from > self.protocol_start
 
 
 class PumpConfig(Model):
@@ -674,7 +692,7 @@ KNOWN_CONDITIONS = frozenset(
         "INFUSION_AFTER_PROTOCOL_END", "RESTART_REASON_NEEDED", "DISCONTINUATION_RULE",
         "PUMP_COMM_LOST", "PUMP_STALL", "PUMP_RESET", "PUMP_SAFE_MODE_TIMEOUT",
         "PUMP_PROGRAM_ERROR", "PUMP_PHASE_OUT_OF_RANGE", "PUMP_ALARM", "STORAGE_UNAVAILABLE",
-        "BROKER_UNAVAILABLE", "RULE_FAILED", "DELIVERY_FAILED",
+        "BROKER_UNAVAILABLE", "RULE_FAILED", "DELIVERY_FAILED", "UNWATCHED_BED_DATA",
     }
 )  # fmt: skip
 
@@ -946,6 +964,25 @@ class Hl7PumpCodes(Model):
         return self
 
 
+class AdmissionsConfig(Model):
+    """Beds and patients changed at run time (README, "Admissions")."""
+
+    # MQTT user names that may admit, transfer and discharge with `wardd admit` ... (the
+    # broker proves the name, as for acknowledgements). Empty: nobody may.
+    admin_users: list[UserId] = []
+    # Which PID-3 identifier of an ADT message is the patient's pseudonym: the repetition
+    # whose identifier type code (CX-5) and assigning authority (CX-4) match those set
+    # here. Both unset: the first identifier. Site choice: a real record number must not
+    # become the pseudonym.
+    pseudonym_type: str | None = Field(default=None, min_length=1, max_length=20)
+    pseudonym_authority: str | None = Field(default=None, min_length=1, max_length=40)
+    # OBX-3 codes (first component) of an ADT message that carry weight and height.
+    # Defaults: LOINC body weight / body height, measured or stated (site choice: check
+    # them against the feed).
+    weight_codes: list[str] = ["29463-7", "3141-9"]
+    height_codes: list[str] = ["8302-2", "3137-7"]
+
+
 class Hl7Config(Model):
     """HL7 v2 in: IHE PCD-01 ORU^R01 from monitor gateways and pump servers over MLLP (README, "HL7 v2 in")."""
 
@@ -975,6 +1012,7 @@ class Config(Model):
     routes: list[RouteConfig] = []
     health: HealthConfig = HealthConfig()
     hl7: Hl7Config = Hl7Config()
+    admissions: AdmissionsConfig = AdmissionsConfig()
     # ``bed`` looks beds up by id: a linear search made start-up quadratic in beds.
     _bed_index: tuple[list[BedConfig] | None, dict[str, BedConfig]] = PrivateAttr(default=(None, {}))
     _merged_thresholds: tuple[list[BedConfig] | None, dict[str, Thresholds]] = PrivateAttr(default=(None, {}))
@@ -1081,6 +1119,19 @@ def _flat_dose_under_45_kg(config: Config, bed: BedConfig, i: int) -> ConfigIssu
         "surface (µg/m²/day); choose a per-m² protocol"
         + (f" such as '{flat[0]}-bsa'" if flat[0] in BUILTIN_FLAT_PROTOCOLS else ""),
     )
+
+
+def bed_problems(config: Config, bed: BedConfig) -> list[str]:
+    """What the config's checks refuse in one bed added at run time (an admission): an
+    unknown protocol, a flat dose under 45 kg, bad threshold overrides. Empty: acceptable."""
+    others = [b for b in config.beds if b.id != bed.id]
+    trial = config.model_copy(update={"beds": [*others, bed]})
+    at = f"beds[{len(others)}]"
+    return [
+        f"{issue.location.removeprefix(at).lstrip('.') or 'bed'}: {issue.reason}"
+        for issue in _cross_checks(trial)
+        if issue.location.startswith(at)
+    ]
 
 
 def _line_key(pump: PumpConfig) -> tuple[str | None, int]:
@@ -1239,8 +1290,21 @@ def _cross_checks(
         if secret.file is not None and not secret.file.is_file():
             issues.append(ConfigIssue(f"{name}.file", f"{secret.file} is not a readable file"))
     return (
-        issues + _tls_files(config) + _web_checks(config.web, config.daemon.workers) + _routing_checks(config)
+        issues
+        + _tls_files(config)
+        + _web_checks(config.web, config.daemon.workers)
+        + _routing_checks(config)
+        + _admissions_checks(config)
     )
+
+
+def _admissions_checks(config: Config) -> list[ConfigIssue]:
+    if config.admissions.admin_users and config.daemon.workers > 1:
+        # Each worker holds only its share of the beds: nobody could apply a change whole.
+        return [
+            ConfigIssue("admissions.admin_users", "admissions at run time need daemon.workers = 1 (for now)")
+        ]
+    return []
 
 
 def _tls_files(config: Config) -> list[ConfigIssue]:

@@ -55,6 +55,11 @@ def ward_subject(ward: str) -> str:
     return WARD_SUBJECT_PREFIX + ward
 
 
+def subject_ward(subject: str) -> str:
+    """The ward of a ward's own subject (``ward_subject``'s inverse)."""
+    return subject.removeprefix(WARD_SUBJECT_PREFIX)
+
+
 def is_ward_subject(bed: str) -> bool:
     """Whether ``bed`` is a ward's own subject (``ward_subject``) rather than a bed id."""
     return bed.startswith(WARD_SUBJECT_PREFIX)

@@ -383,6 +383,51 @@ class RuleEngine:
         if seq is None:
             self._positions.clear()
 
+    # --- beds changed at run time (daemon.admissions) ------------------------------------
+
+    @property
+    def beds(self) -> list[str]:
+        """The beds watched, in the order they were added."""
+        return list(self._rules)
+
+    def set_bed(self, bed: str, ward: str, rules: Sequence[Rule[Any]], *, keep_states: bool) -> None:
+        """Watch ``bed`` with ``rules`` from now on (a new bed, or new settings of one).
+
+        ``keep_states``: the states of rules of the same name go on (a new weight, a
+        protocol set for the same patient); otherwise the bed starts afresh.
+        """
+        if not keep_states:
+            self.drop_bed(bed)
+        self._rules[bed] = tuple(rules)
+        for key in [key for key in self._rule if key[0] == bed]:
+            del self._rule[key]
+        self._rule.update({(bed, rule.name): rule for rule in rules})
+        self._routes = {key: value for key, value in self._routes.items() if key[0] != bed}
+        self._wards[bed] = ward
+
+    def drop_bed(self, bed: str) -> None:
+        """Stop watching ``bed`` and forget its states (the store deletes their rows apart)."""
+        self._rules.pop(bed, None)
+        self._failing.pop(bed, None)
+        self._wards.pop(bed, None)
+        for table in (self._rule, self._states, self._stored_windows, self._positions):
+            for key in [key for key in table if key[0] == bed]:
+                del table[key]
+        self._routes = {key: value for key, value in self._routes.items() if key[0] != bed}
+        self._changed = {key for key in self._changed if key[0] != bed}
+
+    def move_bed(self, old: str, new: str, ward: str, rules: Sequence[Rule[Any]]) -> None:
+        """The patient of ``old`` moves to ``new``: every state goes with them, under the
+        new bed's ``rules`` (of the same names), and is marked changed so that a
+        checkpoint writes it whole under the new bed."""
+        states = {name: state for (bed, name), state in self._states.items() if bed == old}
+        self.drop_bed(old)
+        self.set_bed(new, ward, rules, keep_states=False)
+        for name, state in states.items():
+            if (new, name) in self._rule:
+                self._states[(new, name)] = state
+                self._changed.add((new, name))
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every state as JSON-compatible data: ``{bed: {rule: data}}``."""
         out: dict[str, dict[str, Any]] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -279,12 +279,21 @@ class TelemetryRouter:
     """Routes incoming MQTT messages by topic to decoders, and their events to the pipeline."""
 
     def __init__(
-        self, routes: Mapping[str, Route], emit: Emit, counters: Counters, now: Callable[[], datetime]
+        self,
+        routes: Mapping[str, Route],
+        emit: Emit,
+        counters: Counters,
+        now: Callable[[], datetime],
+        *,
+        on_unknown: Callable[[str], Awaitable[None]] | None = None,
     ):
+        """``on_unknown`` hears the topic of each message for a bed with no route (after it
+        is counted): data for a bed with no patient on protocol (``daemon.admission_desk``)."""
         self._routes = dict(routes)
         self._emit = emit
         self._counters = counters
         self._now = now
+        self._on_unknown = on_unknown
 
     @property
     def topics(self) -> list[str]:
@@ -294,6 +303,10 @@ class TelemetryRouter:
     def add(self, topic: str, route: Route) -> None:
         """Route one more topic."""
         self._routes[topic] = route
+
+    def remove(self, topic: str) -> None:
+        """Stop routing a topic (its bed's watch ended)."""
+        self._routes.pop(topic, None)
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """Decode one message; a bad one is counted and logged, never raised.
@@ -314,6 +327,8 @@ class TelemetryRouter:
                 where=topic,
                 payload=payload,
             )
+            if self._on_unknown is not None:
+                await self._on_unknown(topic)
             return
         try:
             events = route.decoder(payload, route.ward, route.bed, topic, self._now())

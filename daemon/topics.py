@@ -72,3 +72,14 @@ def daemon_status(prefix: str, client_id: str) -> str:
     ``offline``: the last will). ``_wardd`` cannot be a ward: ward ids start with a letter
     or digit."""
     return f"{prefix}/_wardd/{client_id}/status"
+
+
+def admissions_by(prefix: str, user: str) -> str:
+    """Admin commands in (admit, transfer, discharge, update), by the broker's authenticated
+    ``user`` (``pattern write <prefix>/_admin/admissions/by/%u``). ``_admin`` cannot be a ward."""
+    return f"{prefix}/_admin/admissions/by/{user}"
+
+
+def admissions_by_reply(prefix: str, user: str) -> str:
+    """Replies to ``user``'s admin commands, readable by that user only."""
+    return f"{admissions_by(prefix, user)}/reply"

@@ -444,7 +444,10 @@ def test_status_lines_and_point_in_full() -> None:
     assert status_lines(DoseState(), b1, before, config=bed.config, language="fr")[0] == (
         "w1/b1 : protocole ssc-14d, débute le 2026-03-02 08:00 UTC"
     )
-    assert status_lines(DoseState(), b1, START, config=bed.config)[4] == "  delivered total: 0.0 µg"
+    assert (
+        status_lines(DoseState(), b1, START, config=bed.config)[4]
+        == "  delivered total: no pump volume read yet"
+    )
     point = dose_point(bed.state, b1, now, config=bed.config)
     assert point is not None
     assert (point.measurement, point.tags, point.time) == (

@@ -286,7 +286,7 @@ async def test_vitals_over_mllp_raise_the_fever_alert_and_survive_a_kill_after_t
             daemon.wait_connected()
             await until(listening, 10, "the MLLP listener")
             assert await _send(port, oru(nm(2, TEMP, "37.0", DEGC), location="w1^^b9")) == "AE"
-            assert await _send(port, oru(nm(2, TEMP, "37.0", DEGC), kind="ADT^A01^ADT_A01")) == "AR"
+            assert await _send(port, oru(nm(2, TEMP, "37.0", DEGC), kind="ADT^A04^ADT_A01")) == "AR"
             assert await _send(port, _fever(1, now - timedelta(seconds=4))) == "AA"
             assert await _send(port, _fever(2, now - timedelta(seconds=1))) == "AA"
             daemon.kill()

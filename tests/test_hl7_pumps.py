@@ -692,7 +692,7 @@ async def test_a_pump_server_feeds_the_dose_ledger_of_a_running_daemon(
                 "not_a_number": pump_server.pump_message(Row(CURRENT, "fast", ML_PER_H), observed=now),
                 "no_current_rate": pump_server.pump_message(*rows(programmed=10), observed=now),
                 "patient_mismatch": pump_server.pump_message(*rows(current=10), patient="P-9", observed=now),
-                "unsupported_message": pump_server.pump_message(*rows(current=10), kind="ADT^A01^ADT_A01"),
+                "unsupported_message": pump_server.pump_message(*rows(current=10), kind="ADT^A04^ADT_A01"),
             }
             answers = await pump_server.send(port, *bad.values())
             assert [(a.code, a.reason) for a in answers] == [

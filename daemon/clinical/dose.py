@@ -751,17 +751,30 @@ def _cumulative(state: DoseState, timeline: Timeline, th: DoseThresholds) -> _Fi
     if abs(deviation_pct) <= th.cumulative_tolerance_pct:
         return None
     over = deviation_pct > 0
+    bed = timeline.bed
+    before: dict[str, Any] = {}
+    note = Text("", "")
+    if bed is not None and bed.starts_partway:
+        # A watch started partway: the totals cover the watched span only.
+        known = bed.delivered_before_watch_ug
+        before = {"before_watch_ug": "unknown" if known is None else known}
+        shown_en = "unknown" if known is None else f"{fmt(known, 1, 'en')} µg declared"
+        shown_fr = "inconnu" if known is None else f"{fmt(known, 1, 'fr')} µg déclarés"
+        note = Text(
+            f" Watched span only; before the watch: {shown_en}.",
+            f" Période surveillée seulement ; avant la surveillance : {shown_fr}.",
+        )
     return _Finding(
         Priority.MEDIUM,
         Text(
             f"Cumulative dose {'above' if over else 'below'} plan: "
             f"{fmt(state.delivered_ug, 1, 'en')} µg delivered, {fmt(expected, 1, 'en')} µg "
-            f"expected by {_when(at)} ({fmt(deviation_pct, 0, 'en')} %).",
+            f"expected by {_when(at)} ({fmt(deviation_pct, 0, 'en')} %).{note.en}",
             f"Dose cumulée {'au-dessus' if over else 'en dessous'} du plan : "
             f"{fmt(state.delivered_ug, 1, 'fr')} µg délivrés, {fmt(expected, 1, 'fr')} µg "
-            f"attendus au {_when(at)} ({fmt(deviation_pct, 0, 'fr')} %).",
+            f"attendus au {_when(at)} ({fmt(deviation_pct, 0, 'fr')} %).{note.fr}",
         ),
-        {"direction": "over" if over else "under"},
+        {"direction": "over" if over else "under", **before},
         deviation_pct,
         "%",
     )
@@ -1392,6 +1405,8 @@ def dose_point(
         "unattributed_ml": state.unattributed_ml,
         "gap_s": state.gap_s,
     }
+    if bed.delivered_before_watch_ug is not None:
+        fields["delivered_before_watch_ug"] = bed.delivered_before_watch_ug
     delivered = delivered_rate_ug_per_day(state, now, th.reading_stale_s)
     if delivered is not None:
         fields["delivered_ug_per_day"] = delivered
@@ -1452,17 +1467,19 @@ def status_lines(
         ("  total attendu : " if fr else "  expected total: ")
         + f"{fmt(timeline.expected_between(state.plans, timeline.base.start, now), 1, lang)} µg",
         ("  total délivré : " if fr else "  delivered total: ")
-        + f"{fmt(state.delivered_ug, 1, lang)} µg"
         + (
             (
+                f"{fmt(state.delivered_ug, 1, lang)} µg"
                 f" ({'du' if fr else 'from'} {_when(state.ledger_start)} "
                 f"{'au' if fr else 'to'} {_when(state.ledger_time)}; "
                 f"{'prévu sur cette période' if fr else 'planned over that span'} "
                 f"{fmt(expected_over_ledger_ug(state, timeline), 1, lang)} µg)"
             )
             if state.ledger_time is not None and state.ledger_start is not None
-            else ""
+            # No pump volume yet: nothing measured, which is not 0 µg delivered.
+            else ("pas encore de volume lu sur la pompe" if fr else "no pump volume read yet")
         ),
+        *_before_watch(bed, lang),
         ("  prochain palier : " if fr else "  next step: ") + (_when(nxt) if nxt is not None else "-"),
         ("  règle : " if fr else "  dose rule: ") + rule_text(rule, schedule.name).get(lang),
     ]
@@ -1477,6 +1494,28 @@ def status_lines(
             + ("perfusés sans poche connue" if fr else "infused with no bag known")
         )
     return lines
+
+
+def _before_watch(bed: BedConfig, lang: str) -> list[str]:
+    """What a watch started partway says of the doses before it (README, "Admissions")."""
+    if not bed.starts_partway or bed.watch_from is None:
+        return []
+    fr = lang == "fr"
+    began = _when(bed.watch_from)
+    if bed.delivered_before_watch_ug is None:
+        known = "inconnu" if fr else "unknown"
+    else:
+        known = f"{fmt(bed.delivered_before_watch_ug, 1, lang)} µg " + (
+            "déclarés par l'équipe" if fr else "declared by staff"
+        )
+    span = (
+        "les contrôles de dose ne jugent que la période surveillée"
+        if fr
+        else "the dose checks judge only the watched span"
+    )
+    if fr:
+        return [f"  avant la surveillance (début {began}) : {known} ; {span}"]
+    return [f"  before the watch (began {began}): {known}; {span}"]
 
 
 # --------------------------------------------------------------------------- bag input

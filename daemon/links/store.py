@@ -134,6 +134,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX delivery_outbox_receiver ON delivery_outbox (receiver, id);
     CREATE TABLE route_state (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
     """,
+    # 5: beds and patients changed at run time (daemon.admissions): one row per bed that
+    # differs from the config file, written with the change's journal line.
+    """
+    CREATE TABLE admissions (
+        bed TEXT PRIMARY KEY,
+        ward TEXT NOT NULL,
+        data TEXT NOT NULL             -- daemon.admissions.Occupant as JSON
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -226,6 +235,11 @@ class Changes:
     deliveries_done: list[int] = field(default_factory=list)
     route_state: dict[str, str | None] = field(default_factory=dict)
     """The router's rows by key (``None``: delete)."""
+    admissions: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    """Admission rows by bed: ``(ward, data)``, or ``None`` to delete."""
+    dropped_beds: list[str] = field(default_factory=list)
+    """Beds whose rule states and windows are deleted (a discharge, a transfer's old bed),
+    before this unit's ``rule_states`` are written."""
 
     def __bool__(self) -> bool:
         return bool(
@@ -244,11 +258,18 @@ class Changes:
             or self.deliveries
             or self.deliveries_done
             or self.route_state
+            or self.admissions
+            or self.dropped_beds
         )
 
     def absorb(self, later: Changes) -> None:
         """Fold ``later`` into this unit (after a failed commit: nothing of either is lost)."""
         self.inbound += later.inbound
+        if later.dropped_beds:
+            # A bed dropped later loses the states staged for it earlier.
+            gone = set(later.dropped_beds)
+            self.rule_states = {k: v for k, v in self.rule_states.items() if k[0] not in gone}
+            self.windows = [w for w in self.windows if w.bed not in gone]
         if later.processed_seq is not None:
             self.processed_seq = later.processed_seq
         self.rule_states.update(later.rule_states)
@@ -265,6 +286,8 @@ class Changes:
         self.deliveries += later.deliveries
         self.deliveries_done += later.deliveries_done
         self.route_state.update(later.route_state)
+        self.admissions.update(later.admissions)
+        self.dropped_beds += later.dropped_beds
 
 
 class Store:
@@ -452,6 +475,10 @@ class Store:
         """The router's rows, by key."""
         return dict(self._db.execute("SELECT key, data FROM route_state"))
 
+    def admissions(self) -> list[dict[str, Any]]:
+        """The admission rows (``daemon.admissions.Occupant`` data), by bed."""
+        return [json.loads(data) for (data,) in self._db.execute("SELECT data FROM admissions ORDER BY bed")]
+
     # --- the one write -------------------------------------------------------------------
 
     def apply(self, changes: Changes) -> None:
@@ -461,6 +488,9 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             if changes.inbound:
                 db.executemany("INSERT INTO inbound VALUES (?, ?, ?, ?, ?)", changes.inbound)
+            # Before the rule states: a bed dropped here may get states anew in this unit.
+            _drop_beds(db, changes.dropped_beds)
+            _write_admissions(db, changes.admissions)
             if changes.rule_states:
                 seqs, default_seq = changes.state_seqs, changes.processed_seq or 0
                 db.executemany(
@@ -470,19 +500,7 @@ class Store:
                         for key, data in changes.rule_states.items()
                     ],
                 )
-            for write in changes.windows:
-                key = (write.bed, write.rule, write.window)
-                if write.clear:
-                    db.execute("DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ?", key)
-                elif write.keep_from_us is not None:
-                    db.execute(
-                        "DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ? AND time_us < ?",
-                        (*key, write.keep_from_us),
-                    )
-                db.executemany(
-                    "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
-                    [(*key, time_us, json_text(entry)) for time_us, entry in write.rows()],
-                )
+            _write_windows(db, changes.windows)
             meta = dict(changes.meta)
             if changes.processed_seq is not None:
                 meta["processed_seq"] = changes.processed_seq
@@ -538,6 +556,38 @@ class Store:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(f"state store {self.path}: {exc}") from exc
+
+
+def _write_windows(db: sqlite3.Connection, windows: list[WindowWrite]) -> None:
+    for write in windows:
+        key = (write.bed, write.rule, write.window)
+        if write.clear:
+            db.execute("DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ?", key)
+        elif write.keep_from_us is not None:
+            db.execute(
+                "DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ? AND time_us < ?",
+                (*key, write.keep_from_us),
+            )
+        db.executemany(
+            "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
+            [(*key, time_us, json_text(entry)) for time_us, entry in write.rows()],
+        )
+
+
+def _drop_beds(db: sqlite3.Connection, beds: list[str]) -> None:
+    for bed in beds:
+        db.execute("DELETE FROM rule_state WHERE bed = ?", (bed,))
+        db.execute("DELETE FROM rule_window WHERE bed = ?", (bed,))
+
+
+def _write_admissions(db: sqlite3.Connection, rows: Mapping[str, tuple[str, str] | None]) -> None:
+    db.executemany(
+        "DELETE FROM admissions WHERE bed = ?", [(bed,) for bed, row in rows.items() if row is None]
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO admissions VALUES (?, ?, ?)",
+        [(bed, *row) for bed, row in rows.items() if row is not None],
+    )
 
 
 AfterCommit = Callable[[], None]

@@ -108,6 +108,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Referrer-Policy": "no-referrer",
 }
 ROLES_THAT_ACK = frozenset({"nurse", "admin"})
+MAX_ADMISSION_BYTES = 4096  # an admin command's JSON (daemon.admissions.MAX_COMMAND_BYTES)
 
 
 def _template(name: str) -> string.Template:
@@ -234,6 +235,9 @@ class WardPage:
         self.settings = settings
         self.receipts: Receipts | None = None  # set when routes are configured (app.build)
         self._config = config
+        self.admin_command: Callable[[str, bytes], Awaitable[dict[str, Any]]] | None = None
+        """Carries out an admin command of a user of role admin (``Pipeline.admin_command``);
+        unset: admissions are not taken here (several workers)."""
         self._engine = engine
         self._alerts = alerts
         self._clock = clock
@@ -286,6 +290,11 @@ class WardPage:
         alerts.listeners.append(self._on_transition)
 
     # -- hooks into the pipeline
+
+    def use_config(self, config: Config) -> None:
+        """Show the beds of ``config`` from now on (admissions changed them at run time)."""
+        self._config = config
+        self._dirty = True  # the ward shows other beds: send it again
 
     def observe(self, event: Event) -> None:
         """A pipeline observer: keeps the latest vital signs, marks the ward as changed."""
@@ -346,6 +355,7 @@ class WardPage:
         app.router.add_get("/bed/{bed_id}/charts", self._bed_charts)
         app.router.add_post("/api/alerts/{alert_id}/ack", self._ack)
         app.router.add_post("/api/receipts/{receiver}", self._receipt)
+        app.router.add_post("/api/admissions", self._admission)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         app.on_response_prepare.append(self._headers)
         return app
@@ -786,6 +796,26 @@ class WardPage:
             request.match_info["receiver"], body, request.headers.get(SIGNATURE_HEADER, "")
         )
         return web.json_response(answer, status=status)
+
+    async def _admission(self, request: web.Request) -> web.Response:
+        """An admin command (README, "Admissions") from a user of role admin, as JSON: the
+        same fields as ``wardd admit`` sends; answered once carried out or refused."""
+        found = self._session(request)
+        if found is None:
+            return self._refuse(request, 401, "no_session")
+        session, user = found
+        if not self._csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            return self._refuse(request, 403, "csrf")
+        if user.role != "admin":
+            return self._refuse(request, 403, "role", error=f"{user.role} may not change admissions")
+        if self.admin_command is None:
+            return self._refuse(request, 503, "unavailable", error="admissions need daemon.workers = 1")
+        body = await request.content.read(MAX_ADMISSION_BYTES + 1)
+        if len(body) > MAX_ADMISSION_BYTES:
+            return self._refuse(request, 413, "too_large")
+        answer = await self.admin_command(user.name, body)
+        self._counters.inc("web.admissions", "accepted" if answer.get("ok") else "refused")
+        return web.json_response(answer, status=200 if answer.get("ok") else 422)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         found = self._session(request)
