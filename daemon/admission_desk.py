@@ -44,6 +44,7 @@ from daemon.admissions import (
     row_data,
 )
 from daemon.alerts import AlertService
+from daemon.capture import CaptureWriter
 from daemon.clock import Clock
 from daemon.config import BedConfig, Config
 from daemon.errors import InputError
@@ -109,6 +110,11 @@ class Host(Protocol):
     @property
     def alerts(self) -> AlertService:
         """The alert engine."""
+        ...
+
+    @property
+    def capture(self) -> CaptureWriter | None:
+        """Where input events are captured for ``wardd replay``, if anywhere."""
         ...
 
     def reconfigure(self, config: Config) -> None:
@@ -315,6 +321,9 @@ class AdmissionDesk:
             await pipeline.alerts.close_bed(before.bed(bed_id).ward, bed_id, reason)
         for bed_id in (*outcome.started, *((outcome.moved[1],) if outcome.moved else ())):
             await self._end_notice(after.bed(bed_id).ward, bed_id)
+        if pipeline.capture is not None:
+            # A replay runs on its config's beds: the capture says they changed here.
+            pipeline.capture.admission(now, str(change.action), str(change.via), outcome.detail)
         pipeline.counters.inc("admissions.applied", f"{change.action}.{change.via}")
         log.info("admission by %s (%s): %s", change.who, change.via, outcome.detail)
         return outcome

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     from daemon.config import Config
 
 HEADER_TYPE = "capture"
+ADMISSION_TYPE = "admission"
+"""A line that says beds changed at run time (README, "Admissions"): a replay does not
+apply it, and ``wardd replay`` refuses such a capture unless forced."""
 """The ``type`` of a capture's header line (not an event)."""
 
 TYPES: Mapping[str, type[Any]] = {
@@ -239,6 +242,12 @@ class CaptureWriter:
     def write(self, event: Event) -> None:
         """Append one event."""
         self._out.write(dumps(event) + "\n")
+        self._out.flush()
+
+    def admission(self, time: datetime, action: str, via: str, detail: str) -> None:
+        """Append that beds changed at run time (``ADMISSION_TYPE``)."""
+        line = {"type": ADMISSION_TYPE, "time": iso(time), "action": action, "via": via, "detail": detail}
+        self._out.write(json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n")
         self._out.flush()
 
     def close(self) -> None:

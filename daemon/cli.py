@@ -518,6 +518,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"none of the beds in {args.file} ({shown}) is in {args.config}: every event would be "
             "ignored; add --force to replay anyway"
         )
+    if found.admissions and not args.force:
+        raise CliError(
+            f"{args.file} holds {len(found.admissions)} admission change(s) (beds changed at run "
+            f"time; {found.admissions[0]}), which a replay does not apply: its alerts would not be "
+            "the run's; add --force to replay on the config's beds anyway"
+        )
     if not found.fingerprints:
         print(
             f"wardd replay: note: {args.file} records no config fingerprint (written by hand or by "

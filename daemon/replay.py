@@ -110,7 +110,7 @@ def read_events(path: Path, counters: Counters, out: TextIO | None = None) -> It
             if isinstance(data, InputError):
                 _refuse(counters, data, out)
                 continue
-            if data.get("type") == capture.HEADER_TYPE:
+            if data.get("type") in {capture.HEADER_TYPE, capture.ADMISSION_TYPE}:
                 continue
             try:
                 event = capture.from_dict(data, where)
@@ -130,6 +130,7 @@ class Survey:
     fingerprints: set[str] = field(default_factory=set)
     beds: set[str] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)  # of the wardd that wrote each header
+    admissions: list[str] = field(default_factory=list)  # beds changed at run time: what, where
     # Why the file is not a capture at all (its first line is not a capture line).
     problem: str | None = None
 
@@ -143,6 +144,9 @@ def survey(path: Path) -> Survey:
     found = Survey()
     try:
         for number, data in _lines(path):
+            if not isinstance(data, InputError) and data.get("type") == capture.ADMISSION_TYPE:
+                found.admissions.append(f"line {number}: {data.get('action')} ({data.get('detail')})")
+                continue
             if isinstance(data, InputError) or data.get("type") not in {*capture.TYPES, capture.HEADER_TYPE}:
                 if not found.events and not found.fingerprints:
                     found.problem = (

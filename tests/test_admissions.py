@@ -4,6 +4,7 @@ of a watch that started partway."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import adt, hl7in
+from daemon import adt, cli, hl7in
 from daemon.admissions import (
     Action,
     AdmissionError,
@@ -28,7 +29,9 @@ from daemon.alerts import AlertBook, AlertState, Phase
 from daemon.app import build
 from daemon.clinical.dose import DoseState, Timeline, _cumulative, status_lines
 from daemon.clinical.protocols import schedule_for
+from daemon.clock import ManualClock
 from daemon.config import AdmissionsConfig, DoseThresholds, parse
+from daemon.config import load as load_config
 from daemon.errors import ConfigError
 from daemon.events import AlertCandidate, Kind, Priority, PumpReading, PumpState, Tick
 from daemon.hl7in import Hl7Error
@@ -517,3 +520,38 @@ def test_admin_users_need_one_worker(workers: int, refused: bool) -> None:
         ConfigError, match=r"admissions\.admin_users: admissions at run time need daemon\.workers = 1"
     ):
         parse(data)
+
+
+async def test_a_capture_says_beds_changed_and_replay_refuses_it_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replay runs on its config's beds, not on those admissions made at run time: a
+    capture that saw an admission would replay to other alerts, so ``wardd replay`` says
+    so (exit 2) instead of lying, and ``--force`` replays the rest."""
+    captured = tmp_path / "run.jsonl"
+    path = tmp_path / "ward.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncapture = "{captured}"\n[influx]\napi = "none"\n'
+        '[[beds]]\nward = "w1"\nid = "b1"\npatient = "p-1"\nweight_kg = 63\nheight_cm = 165\n'
+        f'protocol_start = "{START.isoformat()}"\n',
+        encoding="utf-8",
+    )
+    pipeline = build(load_config(path), clock=ManualClock(NOW))
+    desk = pipeline.desk
+    assert desk is not None
+    await pipeline.process(Tick(NOW))
+    await desk.apply(admit(protocol="ssc-14d", protocol_start=NOW + timedelta(hours=1)))
+    commit_staged(pipeline.writer)
+    assert pipeline.capture is not None
+    pipeline.capture.close()
+    pipeline.writer.close()
+    lines = [json.loads(line) for line in captured.read_text(encoding="utf-8").splitlines()]
+    [admission] = [line for line in lines if line["type"] == "admission"]
+    assert (admission["action"], admission["via"]) == ("admit", "admin")
+    assert "b2" in admission["detail"]
+
+    assert cli.main(["replay", str(captured), "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds 1 admission change(s) (beds changed at run time; line 3: admit" in err
+    assert "add --force" in err
+    assert cli.main(["replay", str(captured), "--config", str(path), "--force"]) == 0
