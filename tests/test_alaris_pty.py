@@ -40,6 +40,7 @@ ALLOWED = {
     Command.REMOTE_CONFIG,
     Command.RATE,
     Command.VOLUME_INFUSED,
+    Command.ALARM,
 }
 
 
