@@ -78,7 +78,7 @@ NE1000: Mapping[str, AlarmMeaning] = {
 }
 
 # The Alaris codes OpenICE lists whose meaning its name gives clearly enough. The other
-# listed codes (AL_CALLB, AL_COMTO, AL_LDSCN, AL_DRDIS, AL_FAULT, AL_LBTAC, AL_PRDSC,
+# listed codes (AL_CALLB, AL_COMTO, AL_LDSCN, "AL DRDIS" (so spelt), AL_FAULT, AL_LBTAC, AL_PRDSC,
 # AL_RHIGH, AL_SYRCO, AL_TCITG, AL_TITCA, AL_TITNC, AL_VTBIC, AL_VTBIK, AL_VTBIS) and any
 # other code raise PUMP_ALARM with the code: their meaning is not known.
 ALARIS: Mapping[str, AlarmMeaning] = {

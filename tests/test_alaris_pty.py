@@ -21,7 +21,7 @@ from infupy.backends.alaris import genCheckSum
 from daemon.alaris import Command, security_code
 from daemon.clock import SystemClock
 from daemon.config import PumpConfig
-from daemon.events import Health, PumpState
+from daemon.events import Health, PumpReading, PumpState
 from daemon.metrics import Counters
 from daemon.pump import PumpSource
 from simulators.alaris import AlarisFault, RemoteRequest, SimulatedAlaris
@@ -290,3 +290,43 @@ async def test_keepalives_go_on_between_polls_that_come_less_often(tmp_path: Pat
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_an_alarm_is_read_while_it_lasts(running: Running) -> None:
+    """The ALARM query each poll: an occlusion stops the pump and is read until it goes."""
+    clear = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert clear.alarm is None
+    running.sim.raise_alarm("AL_OCCLU")
+    alarmed = await running.events.reading(lambda r: r.alarm == "AL_OCCLU")
+    stopped = await running.events.reading(lambda r: r.state is PumpState.STOPPED)
+    assert stopped.alarm == "AL_OCCLU", "still reported while the pump is stopped"
+    assert alarmed.rate_ml_per_h == RATE_ML_PER_H
+    running.sim.clear_alarm()
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.STOPPED)
+    running.sim.start()
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+
+
+async def test_an_alarm_that_leaves_the_pump_running(running: Running) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.raise_alarm("AL_LWBAT")
+    low = await running.events.reading(lambda r: r.alarm == "AL_LWBAT")
+    assert low.state is PumpState.INFUSING
+    running.sim.clear_alarm()
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+
+
+async def test_an_unreadable_alarm_reply_is_no_reading(running: Running) -> None:
+    """A spoiled ALARM reply must not read as "no alarm": the poll gives nothing."""
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.raise_alarm("AL_OCCLU")
+    await running.events.reading(lambda r: r.alarm == "AL_OCCLU")
+    running.sim.alarm = "al_occlu"  # not a code: the reply is refused
+    seen = len(running.events.seen)
+    lost = await running.events.health(Health.LOST)
+    assert lost.detail is not None
+    assert "last fault: bad_data: ALARM reply without an alarm code" in lost.detail
+    assert not [e for e in running.events.seen[seen:] if isinstance(e, PumpReading)]
+    running.sim.alarm = "AL_OCCLU"
+    await running.events.health(Health.CONNECTED)
+    await running.events.reading(lambda r: r.alarm == "AL_OCCLU")

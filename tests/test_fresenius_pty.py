@@ -19,9 +19,10 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.config import PumpConfig
-from daemon.events import Health, PumpState
+from daemon.events import Health, PumpReading, PumpState
 from daemon.metrics import Counters
 from daemon.pump import PumpSource
+from daemon.pump_rules import PumpRule
 from simulators.fresenius import BaseFault, SimulatedBase
 from tests.helpers import WAIT_S, Events
 
@@ -211,6 +212,10 @@ async def test_a_module_taken_off_the_base_is_lost(running: Running) -> None:
     del running.base.modules[2]
     lost = await running.events.health(Health.LOST)
     assert lost.detail is not None
+    # The lost link's alert says why: the base's own error code and its meaning.
+    assert "last fault: error_reply: pump answered error 0E: communication with the module impossible" in (
+        lost.detail
+    )
     assert running.faults("error_reply") >= 1
 
 
@@ -270,3 +275,83 @@ async def test_two_modules_of_one_base_share_its_line(tmp_path: Path) -> None:
         assert not base.modules[1].session
         assert not base.modules[3].session
         assert set(base.commands_seen) <= READ_ONLY
+
+
+async def test_an_alarm_at_the_module_is_a_reading_in_alarm_until_it_goes(running: Running) -> None:
+    """The base answers reads with 12 (presence of an alarm): the link is alive, the pump in alarm."""
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.base.raise_alarm(2, "occlusion")
+    alarmed = await running.events.reading(lambda r: r.alarm is not None)
+    assert (alarmed.state, alarmed.alarm) == (PumpState.ALARM, "12")
+    assert (alarmed.rate_ml_per_h, alarmed.volume_infused_ml) == (None, None), "the base gives no values"
+    assert not running.base.modules[2].running
+    await running.events.reading(lambda r: r.alarm == "12")
+    running.base.clear_alarm(2)
+    cleared = await running.events.reading(lambda r: r.alarm is None)
+    assert cleared.state is PumpState.STOPPED
+    running.base.start(2)
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert not any(getattr(e, "health", None) is Health.LOST for e in running.events.seen)
+    assert running.faults("error_reply") == 0, "an alarm is a reading, not a fault"
+
+
+async def test_an_alarm_that_leaves_the_module_running(running: Running) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.base.raise_alarm(2, "battery_low", stops=False)
+    await running.events.reading(lambda r: r.alarm == "12")
+    assert running.base.modules[2].running
+    running.base.clear_alarm(2)
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+
+
+async def test_three_modules_two_beds_one_line_and_an_alarm_on_one_module(tmp_path: Path) -> None:
+    """Bed b1 has two pumps (modules 1 and 2), bed b2 one (module 3), all on one base and one
+    pseudo-terminal. An alarm at module 2 reaches its pump's readings only, and a pump rule
+    per pump raises and ends it for bed b1 alone."""
+    clock = SystemClock()
+    link = tmp_path / "base"
+    counters = Counters()
+    pumps = {
+        "p1": _config(link, id="p1", bed="b1", module=1),
+        "p2": _config(link, id="p2", bed="b1", module=2),
+        "p3": _config(link, id="p3", bed="b2", module=3),
+    }
+    events = {pump_id: Events() for pump_id in pumps}
+    rules = {pump_id: PumpRule(pump, "w1") for pump_id, pump in pumps.items()}
+    async with SimulatedBase(
+        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+    ) as base:
+        tasks = [
+            asyncio.create_task(PumpSource(pump, "w1", clock, counters).run(events[pump_id].emit))
+            for pump_id, pump in pumps.items()
+        ]
+        try:
+            for pump_id in pumps:
+                await events[pump_id].reading(lambda r: r.state is PumpState.INFUSING)
+            base.raise_alarm(2, "occlusion")
+            await events["p2"].reading(lambda r: r.alarm == "12")
+            base.clear_alarm(2)
+            base.start(2)
+            await events["p2"].reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+            for pump_id in ("p1", "p3"):
+                await events[pump_id].reading(lambda r: r.state is PumpState.INFUSING)
+            assert [i for i, m in base.modules.items() if m.session] == [1, 2, 3]
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+    raised: dict[str, list[tuple[str, str, bool]]] = {}
+    for pump_id, rule in rules.items():
+        state = rule.initial()
+        raised[pump_id] = []
+        for event in events[pump_id].seen:
+            state, out = rule.step(state, event, event.time)
+            raised[pump_id] += [(c.bed, c.condition, c.present) for c in out if c.condition == "PUMP_ALARM"]
+    assert raised == {"p1": [], "p2": [("b1", "PUMP_ALARM", True), ("b1", "PUMP_ALARM", False)], "p3": []}
+    assert all(
+        isinstance(e, PumpReading) and e.alarm is None
+        for e in events["p1"].seen + events["p3"].seen
+        if isinstance(e, PumpReading)
+    )
