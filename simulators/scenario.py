@@ -291,7 +291,7 @@ class PumpProgram(Model):
         for step in self.steps:
             if step.alarm is not None and not can_raise(self.model, step.alarm):
                 raise ValueError(
-                    f"a {self.model.value} pump has no alarm code for {step.alarm.value!r} "
+                    f"the {self.model.value} pump has no alarm code for {step.alarm.value!r} "
                     f"(it can raise: {', '.join(a.value for a in PumpAlarm if can_raise(self.model, a))})"
                 )
         return self
