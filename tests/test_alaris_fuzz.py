@@ -26,6 +26,7 @@ from daemon.alaris import (
     Frame,
     FrameDecoder,
     encode_frame,
+    parse_alarm,
     parse_command,
     parse_frame,
     parse_rate,
@@ -40,7 +41,10 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
 SMALL = settings(max_examples=500, deadline=None)
 
 _VALUES = st.sampled_from(
-    ["10.00", "0.10", "1.234", "0", "9999.99", "-1", "1e3", "nan", "", "8002-51740", "ENABLED", "DISABLED"]
+    [
+        *["10.00", "0.10", "1.234", "0", "9999.99", "-1", "1e3", "nan", "", "8002-51740", "ENABLED"],
+        *["DISABLED", "AL_NOALM", "AL_OCCLU", "AL DRDIS", " ", "al_occlu"],
+    ]
 )
 _UNITS = st.sampled_from(["ml/h", "ml", "ml/min", "ML/H", "ul", ""])
 _COMMANDS = st.sampled_from([c.value for c in Command] + ["INF", "X"])
@@ -69,6 +73,10 @@ _STOCK = [
         ["REMOTE_CTRL", "ENABLED"],
         ["REMOTE_CFG", "DISABLED"],
         ["REMOTE_CTRL", "MAYBE", "x"],
+        ["ALARM", "AL_NOALM", " ", " "],
+        ["ALARM", "AL_OCCLU", "OCCLUSION", ""],
+        ["ALARM", "AL DRDIS"],
+        ["ALARM"],
         ["INF_START"],
         ["X"],
     ]
@@ -99,7 +107,7 @@ def _edited(stream: bytes, edits: list[tuple[str, int, int]]) -> bytes:
 
 def _parse_every_way(frame: Frame) -> None:
     """Every reply parser on one frame: a value or a FrameError."""
-    parsers = [parse_rate, parse_volume_infused, parse_serial_number, parse_command]
+    parsers = [parse_rate, parse_volume_infused, parse_serial_number, parse_alarm, parse_command]
     for parser in parsers:
         with contextlib.suppress(FrameError):
             parser(frame)
