@@ -563,7 +563,10 @@ class FreseniusDriver:
             error_of(reply) == (FRESENIUS_ALARM_ERROR, ALARM_MEANING) for reply in (rate_reply, volume_reply)
         ):
             # "Presence of an alarm": the pump answers, so the link is alive, but it says
-            # neither which alarm nor its rate and volume while the alarm lasts.
+            # neither which alarm nor its rate and volume while the alarm lasts. The volume
+            # seen before the alarm says nothing of what came after (the pump infused up to
+            # the alarm, then stopped): after it, infusing or stopped is judged afresh.
+            self._tracker = InfusionTracker()
             return PumpStatus(PumpState.ALARM, None, None, FRESENIUS_ALARM_ERROR)
         rate = self._variable(rate_reply, rate_ml_per_h)
         volume = self._variable(volume_reply, volume_infused_ml)
