@@ -24,6 +24,7 @@ from daemon.metrics import Counters
 from daemon.pump import PumpSource
 from daemon.pump_rules import PumpRule
 from simulators.fresenius import BaseFault, SimulatedBase
+from tests import pump_pty
 from tests.helpers import WAIT_S, Events
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
@@ -79,12 +80,7 @@ def _config(link: Path, **extra: object) -> PumpConfig:
         "driver": "fresenius-base-a",
         "module": 2,
         "url": str(link),
-        "poll_interval_s": 0.05,
-        "comm_lost_after_s": 0.6,
-        "reply_timeout_s": 0.15,
-        "retries": 1,
-        "reconnect_min_s": 0.02,
-        "reconnect_max_s": 0.1,
+        **pump_pty.FAST_LINE,
         # A pseudo-terminal cannot carry the base's 7E1 (Linux refuses the setting): 8N1
         # carries the same 7-bit characters.
         "bytesize": 8,
@@ -94,36 +90,21 @@ def _config(link: Path, **extra: object) -> PumpConfig:
     return PumpConfig.model_validate(values)
 
 
-class Running:
-    """A PumpSource with the Fresenius driver running against module 2 of a simulated base."""
-
-    def __init__(self, base: SimulatedBase, counters: Counters, events: Events) -> None:
-        self.base = base
-        self.counters = counters
-        self.events = events
-
-    def faults(self, reason: str) -> int:
-        return self.counters.get("pump.p1", reason)
+Running = pump_pty.Running[SimulatedBase]
 
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    """A PumpSource with the Fresenius driver polling module 2 of a simulated base of three."""
     clock = SystemClock()
     link = tmp_path / "base"
-    counters = Counters()
-    events = Events()
-    async with SimulatedBase(
-        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
-    ) as base:
-        source = PumpSource(_config(link), "w1", clock, counters)
-        task = asyncio.create_task(source.run(events.emit))
-        try:
-            await events.health(Health.CONNECTED)
-            yield Running(base, counters, events)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+    async with (
+        SimulatedBase(
+            clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+        ) as base,
+        pump_pty.polling(base, _config(link), clock) as running,
+    ):
+        yield running
     assert set(base.commands_seen) <= READ_ONLY, "the driver only reads"
 
 
@@ -132,21 +113,21 @@ async def test_reads_rate_volume_and_whether_it_infuses(running: Running) -> Non
     assert reading.rate_ml_per_h == RATE_ML_PER_H
     assert reading.volume_infused_ml is not None
     assert reading.volume_infused_ml > 0
-    running.base.stop(2)
+    running.sim.stop(2)
     stopped = await running.events.reading(lambda r: r.state is PumpState.STOPPED)
-    running.base.set_rate(2, 30.0)
-    running.base.start(2)
+    running.sim.set_rate(2, 30.0)
+    running.sim.start(2)
     again = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
     assert again.rate_ml_per_h == 30.0
     assert stopped.volume_infused_ml is not None
     assert again.volume_infused_ml is not None
     assert again.volume_infused_ml > stopped.volume_infused_ml
     # The driver answered the base's keep-alive in time, and acknowledged every reply.
-    assert running.base.keepalives_answered >= 1
-    assert running.base.keepalives_missed == 0
-    assert running.base.acks_received >= 4
-    assert running.base.modules[2].session
-    assert not running.base.modules[1].session, "only its own module's session"
+    assert running.sim.keepalives_answered >= 1
+    assert running.sim.keepalives_missed == 0
+    assert running.sim.acks_received >= 4
+    assert running.sim.modules[2].session
+    assert not running.sim.modules[1].session, "only its own module's session"
 
 
 @pytest.mark.parametrize(
@@ -160,56 +141,47 @@ async def test_reads_rate_volume_and_whether_it_infuses(running: Running) -> Non
 async def test_a_spoiled_reply_is_counted_and_polling_goes_on(
     running: Running, fault: BaseFault, reasons: set[str]
 ) -> None:
-    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    running.base.spoil(fault, 3)
-    async with asyncio.timeout(WAIT_S):
-        while not all(running.faults(reason) >= 1 for reason in reasons):
-            await running.events.reading()
-    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    assert reading.rate_ml_per_h == RATE_ML_PER_H
-    assert not any(getattr(e, "health", None) is Health.LOST for e in running.events.seen)
+    await pump_pty.spoiled_replies_are_counted(
+        running, lambda: running.sim.spoil(fault, 3), reasons, RATE_ML_PER_H
+    )
     if fault is BaseFault.BAD_CRC:
         # The driver told the base its frame was spoiled (NAK, code 2).
-        assert running.base.naks_received >= 1
+        assert running.sim.naks_received >= 1
 
 
 async def test_split_replies_and_spontaneous_messages(running: Running) -> None:
-    running.base.spoil(BaseFault.SPLIT, 4)
-    running.base.push_spontaneous(2, "a0000")
-    running.base.inject_garbage(b"\x7fzz")
+    running.sim.spoil(BaseFault.SPLIT, 4)
+    running.sim.push_spontaneous(2, "a0000")
+    running.sim.inject_garbage(b"\x7fzz")
     await running.events.reading(lambda r: r.rate_ml_per_h == RATE_ML_PER_H)
     async with asyncio.timeout(WAIT_S):
-        while running.base.modules[2].spontaneous_acks != ["2E"]:
+        while running.sim.modules[2].spontaneous_acks != ["2E"]:
             await running.events.reading()
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
 
 
 async def test_a_missed_keepalive_ends_the_sessions_and_the_driver_opens_them_again(running: Running) -> None:
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    running.base.sessions_ended.clear()
-    running.base.deaf_to_keepalives = True
-    await asyncio.wait_for(running.base.sessions_ended.wait(), WAIT_S)
-    running.base.deaf_to_keepalives = False
-    assert running.base.keepalives_missed >= 1
+    running.sim.sessions_ended.clear()
+    running.sim.deaf_to_keepalives = True
+    await asyncio.wait_for(running.sim.sessions_ended.wait(), WAIT_S)
+    running.sim.deaf_to_keepalives = False
+    assert running.sim.keepalives_missed >= 1
     # The base answers "session not open"; the driver opens the sessions again and reads on.
     async with asyncio.timeout(WAIT_S):
-        while not (running.base.modules[2].session and running.faults("error_reply") >= 1):
+        while not (running.sim.modules[2].session and running.faults("error_reply") >= 1):
             await running.events.reading()
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
 
 
 async def test_the_cable_pulled_and_put_back(running: Running) -> None:
-    await running.base.disconnect()
-    await running.events.health(Health.LOST)
-    assert running.faults("link_closed") >= 1
-    await running.base.reconnect()
-    await running.events.health(Health.CONNECTED)
-    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    assert reading.rate_ml_per_h == RATE_ML_PER_H
+    await pump_pty.cable_pulled_and_put_back(
+        running, running.sim.disconnect, running.sim.reconnect, RATE_ML_PER_H
+    )
 
 
 async def test_a_module_taken_off_the_base_is_lost(running: Running) -> None:
-    del running.base.modules[2]
+    del running.sim.modules[2]
     lost = await running.events.health(Health.LOST)
     assert lost.detail is not None
     # The lost link's alert says why: the base's own error code and its meaning.
@@ -280,16 +252,16 @@ async def test_two_modules_of_one_base_share_its_line(tmp_path: Path) -> None:
 async def test_an_alarm_at_the_module_is_a_reading_in_alarm_until_it_goes(running: Running) -> None:
     """The base answers reads with 12 (presence of an alarm): the link is alive, the pump in alarm."""
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    running.base.raise_alarm(2, "occlusion")
+    running.sim.raise_alarm(2, "occlusion")
     alarmed = await running.events.reading(lambda r: r.alarm is not None)
     assert (alarmed.state, alarmed.alarm) == (PumpState.ALARM, "12")
     assert (alarmed.rate_ml_per_h, alarmed.volume_infused_ml) == (None, None), "the base gives no values"
-    assert not running.base.modules[2].running
+    assert not running.sim.modules[2].running
     await running.events.reading(lambda r: r.alarm == "12")
-    running.base.clear_alarm(2)
+    running.sim.clear_alarm(2)
     cleared = await running.events.reading(lambda r: r.alarm is None)
     assert cleared.state is PumpState.STOPPED
-    running.base.start(2)
+    running.sim.start(2)
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
     assert not any(getattr(e, "health", None) is Health.LOST for e in running.events.seen)
     assert running.faults("error_reply") == 0, "an alarm is a reading, not a fault"
@@ -297,10 +269,10 @@ async def test_an_alarm_at_the_module_is_a_reading_in_alarm_until_it_goes(runnin
 
 async def test_an_alarm_that_leaves_the_module_running(running: Running) -> None:
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    running.base.raise_alarm(2, "battery_low", stops=False)
+    running.sim.raise_alarm(2, "battery_low", stops=False)
     await running.events.reading(lambda r: r.alarm == "12")
-    assert running.base.modules[2].running
-    running.base.clear_alarm(2)
+    assert running.sim.modules[2].running
+    running.sim.clear_alarm(2)
     await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
 
 
