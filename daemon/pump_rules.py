@@ -146,26 +146,34 @@ class PumpRule:
             if known.condition == state.alarm_condition:
                 return replace(state, alarm_stops=known.stops), ()
             if state.alarm_condition is not None:
-                out.append(self._cleared(state.alarm_condition, event.time, state.alarm_stops))
+                out.append(self._cleared(state.alarm_condition, event.time, self._replaced()))
             out.append(self._candidate(known.condition, event.time, True, known.message, alarm=code))
             return replace(state, alarm_condition=known.condition, alarm_stops=known.stops), out
         # A stopping alarm ends when the pump runs again; one that did not stop the pump
         # ends at the first reading without it.
         if state.alarm_condition is not None and (event.state in _RUNNING or not state.alarm_stops):
-            out.append(self._cleared(state.alarm_condition, event.time, state.alarm_stops))
+            ended = self._running_again() if state.alarm_stops else self._gone()
+            out.append(self._cleared(state.alarm_condition, event.time, ended))
             return replace(state, alarm_condition=None, alarm_stops=True), out
         return state, ()
 
-    def _cleared(self, condition: str, time: datetime, stopped: bool = True) -> AlertCandidate:
-        message = (
-            Text(f"pump {self.pump_id} is running again", f"la pompe {self.pump_id} fonctionne de nouveau")
-            if stopped
-            else Text(
-                f"pump {self.pump_id} no longer reports the alarm",
-                f"la pompe {self.pump_id} ne signale plus l'alarme",
-            )
-        )
+    def _cleared(self, condition: str, time: datetime, message: Text) -> AlertCandidate:
         return self._candidate(condition, time, False, message)
+
+    def _running_again(self) -> Text:
+        return Text(f"pump {self.pump_id} is running again", f"la pompe {self.pump_id} fonctionne de nouveau")
+
+    def _gone(self) -> Text:
+        return Text(
+            f"pump {self.pump_id} no longer reports the alarm",
+            f"la pompe {self.pump_id} ne signale plus l'alarme",
+        )
+
+    def _replaced(self) -> Text:
+        return Text(
+            f"pump {self.pump_id} reports another alarm instead",
+            f"la pompe {self.pump_id} signale une autre alarme à la place",
+        )
 
     def dump(self, state: PumpRuleState) -> Mapping[str, Any]:
         """The state as JSON-compatible data."""

@@ -265,6 +265,33 @@ def test_a_fresenius_alarm_is_a_generic_alarm_that_ends_when_the_pump_runs() -> 
     assert [(c.condition, c.present) for c in out] == [(GENERIC, False)]
 
 
+def test_an_alarm_replaced_says_so_whatever_the_old_one_was() -> None:
+    rule = _rule()
+    replaced = Text(
+        "pump p1 reports another alarm instead", "la pompe p1 signale une autre alarme à la place"
+    )
+    for first in ("AL_OCCLU", "AL_LWBAT"):
+        state, _ = rule.step(rule.initial(), _reading(PumpState.STOPPED, first), T0)
+        _, out = rule.step(state, _reading(PumpState.STOPPED, "AL_EMBAT", 30), T0)
+        assert [(c.condition, c.present, c.message) for c in out[:1]] == [
+            (meaning("alaris-asena", first).condition, False, replaced)
+        ]
+
+
+def test_a_stopping_alarm_ended_says_the_pump_runs_again() -> None:
+    rule = _rule()
+    state, _ = rule.step(rule.initial(), _reading(PumpState.STOPPED, "AL_OCCLU"), T0)
+    _, out = rule.step(state, _reading(PumpState.INFUSING, None, 30), T0)
+    (ended,) = out
+    assert ended.message == Text("pump p1 is running again", "la pompe p1 fonctionne de nouveau")
+
+
+def test_a_driver_without_a_table_still_raises_every_alarm() -> None:
+    known = meaning("some-future-driver", "X1")
+    assert (known.condition, known.stops) == (GENERIC, True)
+    assert "X1" in known.message.en
+
+
 def test_the_state_with_a_running_alarm_round_trips() -> None:
     rule = _rule()
     state = PumpRuleState(alarm_condition="PUMP_BATTERY_LOW", alarm_stops=False)
