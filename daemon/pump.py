@@ -63,6 +63,7 @@ from daemon.pumplink import (
 log = logging.getLogger(__name__)
 
 MAX_LOGGED_BYTES = 64
+MAX_FAULT_CHARS = 160  # the last fault as a lost link's alert says it
 
 _STATES = {
     Status.INFUSING: PumpState.INFUSING,
@@ -350,7 +351,9 @@ class PumpSource:
 
     def _fault(self, error: FrameError, raw: bytes) -> None:
         self._counters.inc(self._counter, error.reason)
-        self._last_fault = f"{error.reason}: {error.detail}"
+        fault = f"{error.reason}: {error.detail}"
+        # It reaches an alert's details: bounded, whatever a pump sent.
+        self._last_fault = fault if len(fault) <= MAX_FAULT_CHARS else fault[: MAX_FAULT_CHARS - 3] + "..."
         shown = raw[:MAX_LOGGED_BYTES].hex(" ") + ("..." if len(raw) > MAX_LOGGED_BYTES else "")
         level = logging.DEBUG if error.reason in self._logged else logging.WARNING
         self._logged.add(error.reason)
