@@ -110,6 +110,7 @@ class SimulatedBase:
         self.keepalives_missed = 0
         self.acks_received = 0
         self.naks_received = 0
+        self.refuse_with: str | None = None  # a NAK code: every frame refused with it
         self.commands_seen: list[str] = []
         self.sessions_ended = asyncio.Event()  # set whenever every session ends (tests clear it)
         self._dc4 = asyncio.Event()
@@ -285,6 +286,10 @@ class SimulatedBase:
             self.modules.get(int(text[0]), Module()).spontaneous_acks.append(text)
             return
         if self.port.should_drop():
+            return
+        if self.refuse_with is not None:
+            # A base that refuses every frame at the link layer (NAK and a code): nothing answered.
+            self.port.send(bytes([NAK]) + self.refuse_with.encode("ascii"))
             return
         self.port.send(bytes([ACK]))
         try:

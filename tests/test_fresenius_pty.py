@@ -323,3 +323,18 @@ async def test_three_modules_two_beds_one_line_and_an_alarm_on_one_module(tmp_pa
             raised[pump_id] += [(c.bed, c.condition, c.present) for c in out if c.condition == "PUMP_ALARM"]
     assert raised == {"p1": [], "p3": [("b2", "PUMP_ALARM", True), ("b2", "PUMP_ALARM", False)]}
     assert all(e.alarm is None for e in events["p1"].seen if isinstance(e, PumpReading))
+
+
+@pytest.mark.parametrize(("code", "meaning"), [("6", "receiver not ready"), ("9", "unknown link error")])
+async def test_a_base_that_refuses_every_frame_is_lost_with_the_naks_meaning(
+    running: Running, code: str, meaning: str
+) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.refuse_with = code
+    lost = await running.events.health(Health.LOST)
+    assert lost.detail is not None
+    assert f"last fault: nak: pump refused our frame: {code} {meaning}" in lost.detail
+    assert running.faults("nak") >= 2, "each frame sent again after its NAK"
+    running.sim.refuse_with = None
+    await running.events.health(Health.CONNECTED)
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
