@@ -9,7 +9,8 @@ Facts and their status (confirmed by infupy 2022.1.11's code, or inferred) are i
   the command. An ESC byte abandons a frame being received.
 - Host commands: ``INST_SERIALNO``; ``REMOTE_CTRL`` and ``REMOTE_CFG`` with
   ``ENABLED^<security code>`` (re-sent as a keep-alive) or ``DISABLED``; ``INF_RATE``
-  and ``INF_VI`` (rate and volume infused). The security code is the same checksum,
+  and ``INF_VI`` (rate and volume infused); ``ALARM`` (the alarm present, a code such
+  as ``AL_OCCLU``, or ``AL_NOALM``: from OpenICE's Alaris code, not infupy's). The security code is the same checksum,
   computed over the serial number the pump reports.
 - A reply repeats the command as its first field, then the values (inferred).
 
@@ -35,6 +36,7 @@ from daemon.clock import Clock, every
 from daemon.config import PumpConfig
 from daemon.errors import FrameError
 from daemon.framing import StreamBuffer
+from daemon.pump_alarms import ALARIS_NO_ALARM
 from daemon.pumplink import (
     Closed,
     FaultHandler,
@@ -63,13 +65,14 @@ _BODY_FORBIDDEN = frozenset({START, CHECKSUM_SEPARATOR, END, ESC})
 
 
 class Command(StrEnum):
-    """The commands infupy 2022.1.11 sends."""
+    """The commands infupy 2022.1.11 sends, and the alarm query OpenICE's Alaris code sends."""
 
     SERIAL_NUMBER = "INST_SERIALNO"
     REMOTE_CONTROL = "REMOTE_CTRL"
     REMOTE_CONFIG = "REMOTE_CFG"
     RATE = "INF_RATE"
     VOLUME_INFUSED = "INF_VI"
+    ALARM = "ALARM"  # not in infupy: the alarm query of OpenICE's Alaris code
     START = "INF_START"
     STOP = "INF_STOP"
 
@@ -152,12 +155,12 @@ def encode_frame(fields: Sequence[str]) -> bytes:
 def encode_command(command: Command, *arguments: str) -> bytes:
     """A host command frame; refuses every command that would change the infusion.
 
-    Allowed: ``INST_SERIALNO``, ``INF_RATE`` and ``INF_VI`` without arguments (queries),
+    Allowed: ``INST_SERIALNO``, ``INF_RATE``, ``INF_VI`` and ``ALARM`` without arguments (queries),
     and ``REMOTE_CTRL`` / ``REMOTE_CFG`` with ``ENABLED, <code>`` or ``DISABLED``.
     """
     if command in (Command.START, Command.STOP):
         raise ForbiddenCommandError(f"{command} would start or stop the infusion; wardd only reads")
-    if command in (Command.SERIAL_NUMBER, Command.RATE, Command.VOLUME_INFUSED):
+    if command in (Command.SERIAL_NUMBER, Command.RATE, Command.VOLUME_INFUSED, Command.ALARM):
         if arguments:
             raise ForbiddenCommandError(f"{command} with arguments sets the pump; wardd only reads")
     elif command in REMOTE_COMMANDS:
@@ -357,6 +360,23 @@ def parse_remote(frame: Frame, command: Command, where: str = "") -> bool:
     return frame.values[0] == ENABLED
 
 
+_ALARM_CODE = re.compile(r"[A-Z][A-Z0-9_ ]{0,15}")
+
+
+def parse_alarm(frame: Frame, where: str = "") -> str | None:
+    """An ``ALARM`` reply such as ``ALARM^AL_OCCLU^OCCLUSION^``: the alarm code, ``None`` for ``AL_NOALM``.
+
+    The second field is the code; what follows (a text, or a blank) is not needed. A code
+    this module does not know is returned as it is: ``daemon.pump_alarms`` says what it means.
+    """
+    if frame.command != Command.ALARM.value:
+        raise FrameError("unexpected_reply", f"expected a reply to ALARM, got {frame.command}", where)
+    if not frame.values or not _ALARM_CODE.fullmatch(frame.values[0]):
+        raise FrameError("bad_data", f"ALARM reply without an alarm code: {frame.values}", where)
+    code = frame.values[0]
+    return None if code == ALARIS_NO_ALARM else code
+
+
 # ---------------------------------------------------------------- host commands, parsed (simulator side)
 
 
@@ -390,7 +410,7 @@ class AlarisDriver:
     ``open`` asks the serial number (for the security code) and enables remote
     access; it is re-sent every ``keepalive_interval_s``, as infupy does: before a
     poll when the last one is that old, and from a task of its own when polls come
-    less often than that. Polls ask ``INF_RATE`` and ``INF_VI``. One exchange at a
+    less often than that. Polls ask ``INF_RATE``, ``INF_VI`` and ``ALARM``. One exchange at a
     time: the keep-alive and the poll take turns on the line. ``close`` disables
     remote access (best effort) and releases the port.
     """
@@ -446,14 +466,24 @@ class AlarisDriver:
                 await self._enable()
             rate = self._value(await self._answer(Command.RATE), parse_rate)
             volume = self._value(await self._answer(Command.VOLUME_INFUSED), parse_volume_infused)
-        if rate is None or volume is None:
-            # The state comes from both values: without them this poll shows nothing (the
-            # faults are counted already).
-            raise NoReplyError(f"{self._where}: no usable rate and volume in this poll")
+            alarm_frame = await self._answer(Command.ALARM)
+        alarm_valid, alarm = self._alarm(alarm_frame)
+        if rate is None or volume is None or not alarm_valid:
+            # The state comes from both values, and an unread alarm must not read as
+            # "none" (that would end an alarm still there): without all three this poll
+            # shows nothing (the faults are counted already).
+            raise NoReplyError(f"{self._where}: no usable rate, volume and alarm in this poll")
         state = self._tracker.observe(self._clock.monotonic(), volume.ml, volume.resolution_ml, rate.ml_per_h)
         if state is None:
             raise ReadingPendingError(f"{self._where}: volume infused not yet seen to move or stay put")
-        return PumpStatus(state, rate.ml_per_h, volume.ml)
+        return PumpStatus(state, rate.ml_per_h, volume.ml, alarm)
+
+    def _alarm(self, frame: Frame) -> tuple[bool, str | None]:
+        try:
+            return True, parse_alarm(frame, self._where)
+        except FrameError as exc:
+            self._fault(exc, "^".join(frame.fields).encode("ascii", "backslashreplace"))
+            return False, None
 
     async def _keep_alive(self) -> None:
         interval_s = self._pump.keepalive_interval_s

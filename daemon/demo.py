@@ -2,8 +2,9 @@
 
 Bed ``i`` plays the ``i``-th bed of the built-in scenarios (``simulators/scenarios/``, in
 the order of their bed ids, wrapping round) through the scenario runner: simulated
-pumps on pseudo-terminals (NE-1000, Alaris and Fresenius in turn, the last two only on
-beds whose story has no pump alarm, which they cannot report), simulated monitors and nurses over MQTT, and the
+pumps on pseudo-terminals (NE-1000, Alaris and Fresenius in turn, each raising its own
+alarm codes; a story's alarm that a vendor has no code for keeps the story's pump),
+simulated monitors and nurses over MQTT, and the
 real daemon pipeline, on one clock ``speed`` times faster than real time. Each bed
 joins its story shortly before the story's first medium or high alert, so that the
 ward is busy from the first minute. A live console view redraws the ward (without a
@@ -56,12 +57,12 @@ from daemon.web.server import WardPage
 from simulators.broker import answers, broker_for
 from simulators.scenario import (
     BedScenario,
-    PumpAction,
     PumpModel,
     Scenario,
     ScenarioRun,
     builtin_names,
     builtin_path,
+    can_raise,
     expected_path,
     format_offset,
     load_expected,
@@ -272,11 +273,13 @@ _VENDORS = (PumpModel.NE1000, PumpModel.ALARIS_ASENA, PumpModel.FRESENIUS_BASE_A
 
 
 def _model(i: int, bed: BedScenario) -> PumpModel:
-    """The ward mixes vendors in turn, but a story that raises a pump alarm keeps its
-    NE-1000 (what the Alaris and the Fresenius base are read with reports no alarm, so
-    the story would change)."""
-    alarms = bed.pump is not None and any(step.do is PumpAction.ALARM for step in bed.pump.steps)
-    return PumpModel.NE1000 if alarms else _VENDORS[i % len(_VENDORS)]
+    """The ward mixes vendors in turn. A story whose pump raises an alarm that the turn's
+    vendor has no code for (an NE-1000 reset on an Alaris) keeps the story's own model."""
+    model = _VENDORS[i % len(_VENDORS)]
+    if bed.pump is None:
+        return model
+    alarms = {step.alarm for step in bed.pump.steps if step.alarm is not None}
+    return model if all(can_raise(model, alarm) for alarm in alarms) else bed.pump.model
 
 
 def page_lines(url: str, passwords: Mapping[str, str]) -> list[str]:

@@ -40,7 +40,9 @@ from typing import Protocol
 from daemon.clock import Clock
 from daemon.config import PumpConfig
 from daemon.errors import FrameError
+from daemon.events import PumpState
 from daemon.framing import StreamBuffer
+from daemon.pump_alarms import FRESENIUS_ALARM_ERROR
 from daemon.pumplink import (
     Closed,
     FaultHandler,
@@ -165,6 +167,7 @@ COMMAND_ERRORS: Mapping[str, str] = {
     "24": "connection mode incorrect",
     "25": "drug number incorrect",
 }
+ALARM_MEANING = COMMAND_ERRORS[FRESENIUS_ALARM_ERROR]
 # After these the session must be opened again (DC) before anything is read.
 SESSION_ERRORS = frozenset({"0D", "1E"})
 
@@ -493,7 +496,8 @@ class FreseniusDriver:
     infupy does); a poll reads ``d`` (rate) and ``r`` (volume infused). Link control
     happens as bytes arrive (``link_answer``): ACK or NAK to every frame, DC4 to the
     base's ENQ, the acknowledgement of a spontaneous message. A reply saying a session
-    is not open (``0D``, ``1E``) makes the next poll open it again. ``close`` closes
+    is not open (``0D``, ``1E``) makes the next poll open it again. A reply saying an
+    alarm is present (``12``) is a reading in alarm, code ``12``, without values. ``close`` closes
     the module's session (best effort) and lets the port go.
     """
 
@@ -555,6 +559,15 @@ class FreseniusDriver:
                 await self._connect()
             rate_reply = await self._exchange(self._module, Command.READ_VARIABLES, Variable.RATE)
             volume_reply = await self._exchange(self._module, Command.READ_VARIABLES, Variable.VOLUME)
+        if any(
+            error_of(reply) == (FRESENIUS_ALARM_ERROR, ALARM_MEANING) for reply in (rate_reply, volume_reply)
+        ):
+            # "Presence of an alarm": the pump answers, so the link is alive, but it says
+            # neither which alarm nor its rate and volume while the alarm lasts. The volume
+            # seen before the alarm says nothing of what came after (the pump infused up to
+            # the alarm, then stopped): after it, infusing or stopped is judged afresh.
+            self._tracker = InfusionTracker()
+            return PumpStatus(PumpState.ALARM, None, None, FRESENIUS_ALARM_ERROR)
         rate = self._variable(rate_reply, rate_ml_per_h)
         volume = self._variable(volume_reply, volume_infused_ml)
         if rate is None or volume is None:

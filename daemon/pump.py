@@ -63,6 +63,7 @@ from daemon.pumplink import (
 log = logging.getLogger(__name__)
 
 MAX_LOGGED_BYTES = 64
+MAX_FAULT_CHARS = 160  # the last fault as a lost link's alert says it
 
 _STATES = {
     Status.INFUSING: PumpState.INFUSING,
@@ -240,6 +241,7 @@ class PumpSource:
         self._health: Health | None = None
         self._last_valid_s = 0.0
         self._logged: set[str] = set()
+        self._last_fault: str | None = None  # since the last valid reply: said when the link is lost
         self._emit_lock = asyncio.Lock()
 
     @property
@@ -290,6 +292,7 @@ class PumpSource:
     async def _answers(self, emit: Emit) -> None:
         """The pump answered validly (with or without a reading): the link is alive."""
         self._last_valid_s = self._clock.monotonic()
+        self._last_fault = None
         async with self._emit_lock:
             await self._connected(emit)
 
@@ -302,6 +305,7 @@ class PumpSource:
 
     async def _valid(self, emit: Emit, status: PumpStatus) -> None:
         self._last_valid_s = self._clock.monotonic()
+        self._last_fault = None
         now = self._clock.now()
         async with self._emit_lock:
             await self._connected(emit)
@@ -333,6 +337,10 @@ class PumpSource:
                 ):
                     self._health = Health.LOST
                     detail = f"no valid reply for {lost_after_s:g} s"
+                    if self._last_fault is not None:
+                        # What the pump or the line said last: a vendor error code's
+                        # meaning (a module off its base, a refused frame) reaches the alert.
+                        detail += f"; last fault: {self._last_fault}"
                     log.warning("%s: %s", self.name, detail)
                     await emit(
                         SourceHealth(
@@ -343,6 +351,9 @@ class PumpSource:
 
     def _fault(self, error: FrameError, raw: bytes) -> None:
         self._counters.inc(self._counter, error.reason)
+        fault = f"{error.reason}: {error.detail}"
+        # It reaches an alert's details: bounded, whatever a pump sent.
+        self._last_fault = fault if len(fault) <= MAX_FAULT_CHARS else fault[: MAX_FAULT_CHARS - 3] + "..."
         shown = raw[:MAX_LOGGED_BYTES].hex(" ") + ("..." if len(raw) > MAX_LOGGED_BYTES else "")
         level = logging.DEBUG if error.reason in self._logged else logging.WARNING
         self._logged.add(error.reason)

@@ -6,18 +6,27 @@ reversible injury"), and why:
 - ``PUMP_COMM_LOST``: the pump keeps infusing and keeps its own bedside alarms, so
   nothing stops at once; but while the link is down the daemon cannot see a stop,
   a wrong rate or a dose error, so a person must look promptly.
-- Pump alarms (stall/occlusion, power loss, safe-mode timeout, program error,
-  phase out of range): each one means the pump has STOPPED infusing. Blinatumomab's
-  half-life is about 2.1 h and a break of 4 h or more needs premedication and a
-  supervised restart (domain.md section 1): harm grows with time but is
-  reversible if someone acts promptly, which is MEDIUM, not HIGH.
+- Pump alarms that stop the pump (NE-1000 stall, power loss, safe-mode timeout,
+  program error, phase out of range; an Alaris occlusion, end of infusion or empty
+  battery; any code whose meaning is unknown): the infusion has stopped.
+  Blinatumomab's half-life is about 2.1 h and a break of 4 h or more needs
+  premedication and a supervised restart (domain.md section 1): harm grows with time
+  but is reversible if someone acts promptly, which is MEDIUM, not HIGH.
+- Pump alarms that do not stop it yet (Alaris low battery, mains power lost, syringe
+  nearly empty, end of infusion keeping the vein open): each one, left alone, ends in
+  a stop or an underdose, the same harm later. domain.md gives no priority for these
+  device advisories, so they keep the pump alarms' MEDIUM rather than an invented one.
 
-A pump alarm stays present until the pump is running again. Any valid command
+What each vendor code means is in ``daemon.pump_alarms`` (looked up by the pump's
+``driver``): no vendor code is read here.
+
+A stopping alarm stays present until the pump is running again. Any valid command
 acknowledges an NE-1000 alarm, and the daemon's own poll is one, so the pump's
 next answer is merely "stopped". Clearing on that would make the alert flash for
 a single poll while the infusion stays interrupted. A pump deliberately left
 stopped after an alarm keeps the condition until staff acknowledge it in the
-alert engine.
+alert engine. An alarm that did not stop the pump ends at the first reading that
+no longer reports it.
 """
 
 from __future__ import annotations
@@ -40,45 +49,16 @@ from daemon.events import (
     Text,
 )
 from daemon.frozen import replace
+from daemon.pump_alarms import GENERIC, NE1000, meaning
 from daemon.rules import Rule
 
 COMM_LOST = "PUMP_COMM_LOST"
-GENERIC_ALARM = "PUMP_ALARM"
+GENERIC_ALARM = GENERIC
 
-# NE-1000 alarm codes (domain.md section 6) -> condition and message.
+# NE-1000 alarm codes (domain.md section 6) -> condition and message, as before the
+# vendor tables moved to ``daemon.pump_alarms``.
 ALARM_CONDITIONS: Mapping[str, tuple[str, Text]] = {
-    "S": (
-        "PUMP_STALL",
-        Text(
-            "pump stalled (occlusion or empty syringe): infusion stopped",
-            "pompe bloquée (occlusion ou seringue vide) : perfusion arrêtée",
-        ),
-    ),
-    "R": (
-        "PUMP_RESET",
-        Text(
-            "pump lost power and restarted: infusion stopped",
-            "la pompe a perdu son alimentation et a redémarré : perfusion arrêtée",
-        ),
-    ),
-    "T": (
-        "PUMP_SAFE_MODE_TIMEOUT",
-        Text(
-            "pump stopped: no message from the daemon within its safe-mode timeout",
-            "pompe arrêtée : aucun message du démon dans le délai du mode sécurisé",
-        ),
-    ),
-    "E": (
-        "PUMP_PROGRAM_ERROR",
-        Text("pump program error: infusion stopped", "erreur de programme de la pompe : perfusion arrêtée"),
-    ),
-    "O": (
-        "PUMP_PHASE_OUT_OF_RANGE",
-        Text(
-            "pump program phase out of range: infusion stopped",
-            "phase du programme de la pompe hors limites : perfusion arrêtée",
-        ),
-    ),
+    code: (known.condition, known.message) for code, known in NE1000.items()
 }
 
 _RUNNING = frozenset({PumpState.INFUSING, PumpState.WITHDRAWING, PumpState.PURGING, PumpState.WAITING})
@@ -90,6 +70,7 @@ class PumpRuleState:
 
     comm_lost: bool = False
     alarm_condition: str | None = None  # the pump-alarm condition currently present
+    alarm_stops: bool = True  # whether it means the pump stopped (``daemon.pump_alarms``)
 
 
 class PumpRule:
@@ -101,6 +82,7 @@ class PumpRule:
     def __init__(self, pump: PumpConfig, ward: str) -> None:
         """Watch ``pump`` (its events carry source ``pump[<id>]`` and pump ``<id>``)."""
         self.pump_id = pump.id
+        self.driver = pump.driver
         self.ward = ward
         self.bed = pump.bed
         self.source = f"pump[{pump.id}]"
@@ -160,37 +142,46 @@ class PumpRule:
         out: list[AlertCandidate] = []
         if event.alarm is not None or event.state is PumpState.ALARM:
             code = event.alarm or ""
-            condition, message = ALARM_CONDITIONS.get(
-                code,
-                (
-                    GENERIC_ALARM,
-                    Text(
-                        f"pump alarm {code or '?'}: infusion stopped",
-                        f"alarme pompe {code or '?'} : perfusion arrêtée",
-                    ),
-                ),
-            )
-            if condition == state.alarm_condition:
-                return state, ()
+            known = meaning(self.driver, code)
+            if known.condition == state.alarm_condition:
+                return replace(state, alarm_stops=known.stops), ()
             if state.alarm_condition is not None:
-                out.append(self._cleared(state.alarm_condition, event.time))
-            out.append(self._candidate(condition, event.time, True, message, alarm=code))
-            return replace(state, alarm_condition=condition), out
-        if state.alarm_condition is not None and event.state in _RUNNING:
-            out.append(self._cleared(state.alarm_condition, event.time))
-            return replace(state, alarm_condition=None), out
+                out.append(self._cleared(state.alarm_condition, event.time, self._replaced()))
+            out.append(self._candidate(known.condition, event.time, True, known.message, alarm=code))
+            return replace(state, alarm_condition=known.condition, alarm_stops=known.stops), out
+        # A stopping alarm ends when the pump runs again; one that did not stop the pump
+        # ends at the first reading without it.
+        if state.alarm_condition is not None and (event.state in _RUNNING or not state.alarm_stops):
+            ended = self._running_again() if state.alarm_stops else self._gone()
+            out.append(self._cleared(state.alarm_condition, event.time, ended))
+            return replace(state, alarm_condition=None, alarm_stops=True), out
         return state, ()
 
-    def _cleared(self, condition: str, time: datetime) -> AlertCandidate:
-        message = Text(
-            f"pump {self.pump_id} is running again",
-            f"la pompe {self.pump_id} fonctionne de nouveau",
-        )
+    def _cleared(self, condition: str, time: datetime, message: Text) -> AlertCandidate:
         return self._candidate(condition, time, False, message)
+
+    def _running_again(self) -> Text:
+        return Text(f"pump {self.pump_id} is running again", f"la pompe {self.pump_id} fonctionne de nouveau")
+
+    def _gone(self) -> Text:
+        return Text(
+            f"pump {self.pump_id} no longer reports the alarm",
+            f"la pompe {self.pump_id} ne signale plus l'alarme",
+        )
+
+    def _replaced(self) -> Text:
+        return Text(
+            f"pump {self.pump_id} reports another alarm instead",
+            f"la pompe {self.pump_id} signale une autre alarme à la place",
+        )
 
     def dump(self, state: PumpRuleState) -> Mapping[str, Any]:
         """The state as JSON-compatible data."""
-        return {"comm_lost": state.comm_lost, "alarm_condition": state.alarm_condition}
+        return {
+            "comm_lost": state.comm_lost,
+            "alarm_condition": state.alarm_condition,
+            "alarm_stops": state.alarm_stops,
+        }
 
     def load(self, data: Mapping[str, Any]) -> PumpRuleState:
         """A state from ``dump``'s output."""
@@ -198,6 +189,7 @@ class PumpRule:
         return PumpRuleState(
             comm_lost=bool(data.get("comm_lost", False)),
             alarm_condition=str(condition) if condition is not None else None,
+            alarm_stops=bool(data.get("alarm_stops", True)),
         )
 
 

@@ -2,7 +2,7 @@
 
 It speaks the protocol of ``docs/pump-protocols.md`` (codec in ``daemon.alaris``):
 ``INST_SERIALNO``, ``REMOTE_CTRL`` / ``REMOTE_CFG`` with the security code derived
-from its serial number (a wrong code is refused), ``INF_RATE`` and ``INF_VI``; its
+from its serial number (a wrong code is refused), ``INF_RATE``, ``INF_VI`` and ``ALARM``; its
 volume infused advances with an injected clock while it infuses. Remote access
 lapses when no keep-alive comes within ``remote_timeout_s``, and queries are then
 left unanswered (``queries_need_remote``). What a real pump answers where the
@@ -42,6 +42,7 @@ from daemon.alaris import (
 )
 from daemon.clock import Clock, SystemClock
 from daemon.errors import FrameError
+from daemon.pump_alarms import ALARIS_NO_ALARM, meaning
 from simulators.ptyport import PtyPort
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class SimulatedAlaris:
         self.remote_timeout_s = remote_timeout_s
         self.queries_need_remote = queries_need_remote
         self.infused_ml = 0.0
-        self.alarm: str | None = None  # the last alarm raised (not reported: see the docs)
+        self.alarm: str | None = None  # the alarm code ``ALARM`` reports (None: AL_NOALM)
         self.remote_requests: list[RemoteRequest] = []
         self.commands_seen: list[Command] = []
         self.deaf_to_keepalives = False
@@ -184,10 +185,19 @@ class SimulatedAlaris:
         """Pause: for the line, the same as a stop (no command known tells them apart)."""
         self.stop()
 
-    def raise_alarm(self, alarm: str) -> None:
-        """An alarm at the pump: it stops infusing (no known command reports the alarm itself)."""
-        self.stop()
-        self.alarm = alarm
+    def raise_alarm(self, code: str) -> None:
+        """An alarm at the pump (an Alaris code such as ``AL_OCCLU``), reported by ``ALARM``.
+
+        It stops infusing unless the code is one that leaves the pump running
+        (``daemon.pump_alarms``: a low battery, the syringe nearly empty ...).
+        """
+        if meaning("alaris-asena", code).stops:
+            self.stop()
+        self.alarm = code
+
+    def clear_alarm(self) -> None:
+        """The alarm is gone (cleared at the keypad, the battery charged ...); the pump does not restart."""
+        self.alarm = None
 
     def remote_enabled(self, command: Command = Command.REMOTE_CONTROL) -> bool:
         """Whether ``command``'s remote access is on (enabled, and kept alive in time)."""
@@ -276,6 +286,9 @@ class SimulatedAlaris:
             self._reply(command.value, f"{self.rate_ml_per_h:.{RATE_DECIMALS}f}", "ml/h")
         elif command is Command.VOLUME_INFUSED and not arguments:
             self._reply(command.value, f"{self.infused_ml:.{VOLUME_DECIMALS}f}", "ml")
+        elif command is Command.ALARM and not arguments:
+            # The shape of the reply in OpenICE's sample, "ALARM^AL_NOALM^ ^ " (its checksum holds).
+            self._reply(command.value, self.alarm or ALARIS_NO_ALARM, " ", " ")
         # Anything else (a rate setting, INF_START, INF_STOP) is outside what this
         # simulator implements: no reply, and nothing changes.
 

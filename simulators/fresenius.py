@@ -8,8 +8,9 @@ the module map (``b``, ``i``) and of each module's rate (``d``) and volume infus
 session) and spontaneous messages that a host must acknowledge. Where the sources
 are silent the behaviour is the simulator's choice, marked as such in the docs.
 
-Each module follows a pump program (rate, start, stop, pause, alarm, cable pulled)
-and the line can be broken on demand: garbage, dropped, delayed, split or corrupted
+Each module follows a pump program (rate, start, stop, pause, alarm, cable pulled);
+while a module's alarm lasts it answers reads with ``12`` ("presence of an alarm",
+the simulator's choice). The line can be broken on demand: garbage, dropped, delayed, split or corrupted
 replies, keep-alives that go unheard.
 """
 
@@ -38,6 +39,7 @@ from daemon.fresenius import (
     encode_frame,
     parse_host_command,
 )
+from daemon.pump_alarms import FRESENIUS_ALARM_ERROR
 from simulators.ptyport import PtyPort
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ class SimulatedBase:
         self.keepalives_missed = 0
         self.acks_received = 0
         self.naks_received = 0
+        self.refuse_with: str | None = None  # a NAK code: every frame refused with it
         self.commands_seen: list[str] = []
         self.sessions_ended = asyncio.Event()  # set whenever every session ends (tests clear it)
         self._dc4 = asyncio.Event()
@@ -188,6 +191,19 @@ class SimulatedBase:
         module = self.modules[index]
         self._advance(module)
         module.running, module.alarm = True, None
+
+    def raise_alarm(self, index: int, alarm: str, *, stops: bool = True) -> None:
+        """An alarm at a module (``alarm`` names it for the test; the base never says which).
+
+        The module stops, unless ``stops`` is false (a low battery leaves a pump running).
+        """
+        if stops:
+            self.stop(index)
+        self.modules[index].alarm = alarm
+
+    def clear_alarm(self, index: int) -> None:
+        """A module's alarm is gone (cleared at the keypad); it does not restart."""
+        self.modules[index].alarm = None
 
     def stop(self, index: int) -> None:
         """A module stops infusing."""
@@ -271,6 +287,10 @@ class SimulatedBase:
             return
         if self.port.should_drop():
             return
+        if self.refuse_with is not None:
+            # A base that refuses every frame at the link layer (NAK and a code): nothing answered.
+            self.port.send(bytes([NAK]) + self.refuse_with.encode("ascii"))
+            return
         self.port.send(bytes([ACK]))
         try:
             command = parse_host_command(text)
@@ -336,6 +356,11 @@ class SimulatedBase:
             return
         if module is not None and not module.session:
             self._reply(address, Status.INCORRECT, MODULE_SESSION_NOT_OPEN)
+            return
+        if module is not None and module.alarm is not None:
+            # "Presence of an alarm": the simulator's choice of answer to a read while an
+            # alarm lasts (whether a real base answers a read so is not known).
+            self._reply(address, Status.INCORRECT, FRESENIUS_ALARM_ERROR)
             return
         values: dict[str, int] = {}
         if module is None:
@@ -428,7 +453,10 @@ class DockedPump:
         """A pause: for the line, the same as a stop (no variable known tells them apart)."""
         self.stop()
 
-    def raise_alarm(self, alarm: str) -> None:
-        """An alarm at the pump: it stops (no variable whose encoding is known reports it)."""
-        self.stop()
-        self._pump.alarm = alarm
+    def raise_alarm(self, alarm: str, *, stops: bool = True) -> None:
+        """An alarm at the pump: it answers reads with ``12`` (presence of an alarm), and stops if ``stops``."""
+        self.base.raise_alarm(self.MODULE, alarm, stops=stops)
+
+    def clear_alarm(self) -> None:
+        """The pump's alarm is gone; it does not restart."""
+        self.base.clear_alarm(self.MODULE)

@@ -217,6 +217,10 @@ class SimulatedPump:
         self._advance()
         self._status = Status.PAUSED
 
+    def clear_alarm(self) -> None:
+        """The alarm is cleared at the keypad; the pump stays stopped (a host's command clears it too)."""
+        self.alarm = None
+
     def raise_alarm(self, alarm: Alarm) -> None:
         """An alarm: pumping stops; in safe mode the alarm packet is pushed at once."""
         self._advance()

@@ -171,7 +171,8 @@ class PumpAction(StrEnum):
     STOP = "stop"
     PAUSE = "pause"
     FLUSH = "flush"  # a flush of the line: flush_ml pushed at flush_rate_ml_per_h
-    ALARM = "alarm"  # the pump raises an alarm and stops
+    ALARM = "alarm"  # the pump raises an alarm (and stops, unless the alarm leaves it running)
+    CLEAR_ALARM = "clear_alarm"  # the alarm is gone (cleared at the keypad); the pump does not restart
     DISCONNECT = "disconnect"  # the serial cable is pulled (the port vanishes)
     RECONNECT = "reconnect"  # the cable is back
     LINE_DEAD = "line_dead"  # the port stays, the pump answers nothing
@@ -179,24 +180,48 @@ class PumpAction(StrEnum):
 
 
 class PumpAlarm(StrEnum):
-    """Pump alarms a scenario can raise (NE-1000 alarm codes, domain.md section 6)."""
+    """Pump alarms a scenario can raise; each pump model raises its own code for it (``vendor_code``)."""
 
     OCCLUSION = "occlusion"  # the NE-1000 reports an occlusion as a motor stall (S)
     STALL = "stall"
     RESET = "reset"
     PROGRAM_ERROR = "program_error"
     PHASE_OUT_OF_RANGE = "phase_out_of_range"
+    END_OF_INFUSION = "end_of_infusion"  # syringe or volume done, the pump stops
+    NEAR_END_OF_INFUSION = "near_end_of_infusion"  # the pump keeps infusing
+    BATTERY_LOW = "battery_low"  # the pump keeps infusing
+    BATTERY_EMPTY = "battery_empty"
+    ON_BATTERY = "on_battery"  # mains power lost; the pump keeps infusing
 
     @property
     def code(self) -> Alarm:
-        """The NE-1000 alarm this scenario alarm raises."""
-        return {
-            PumpAlarm.OCCLUSION: Alarm.STALL,
-            PumpAlarm.STALL: Alarm.STALL,
-            PumpAlarm.RESET: Alarm.RESET,
-            PumpAlarm.PROGRAM_ERROR: Alarm.PROGRAM_ERROR,
-            PumpAlarm.PHASE_OUT_OF_RANGE: Alarm.PHASE_OUT_OF_RANGE,
-        }[self]
+        """The NE-1000 alarm this scenario alarm raises (``KeyError`` for one it has no code for)."""
+        return _NE1000_ALARMS[self]
+
+    @property
+    def stops(self) -> bool:
+        """Whether the pump stops when it raises this alarm."""
+        return self not in _RUNNING_ALARMS
+
+
+_NE1000_ALARMS: Mapping[PumpAlarm, Alarm] = {
+    PumpAlarm.OCCLUSION: Alarm.STALL,
+    PumpAlarm.STALL: Alarm.STALL,
+    PumpAlarm.RESET: Alarm.RESET,
+    PumpAlarm.PROGRAM_ERROR: Alarm.PROGRAM_ERROR,
+    PumpAlarm.PHASE_OUT_OF_RANGE: Alarm.PHASE_OUT_OF_RANGE,
+}
+# The Alaris codes of docs/pump-protocols.md whose meaning fits; the NE-1000's own
+# alarms (stall, reset, program error, phase) have no Alaris code known.
+_ALARIS_ALARMS: Mapping[PumpAlarm, str] = {
+    PumpAlarm.OCCLUSION: "AL_OCCLU",
+    PumpAlarm.END_OF_INFUSION: "AL_EOIST",
+    PumpAlarm.NEAR_END_OF_INFUSION: "AL_NEOIN",
+    PumpAlarm.BATTERY_LOW: "AL_LWBAT",
+    PumpAlarm.BATTERY_EMPTY: "AL_EMBAT",
+    PumpAlarm.ON_BATTERY: "AL_ACDIS",
+}
+_RUNNING_ALARMS = frozenset({PumpAlarm.NEAR_END_OF_INFUSION, PumpAlarm.BATTERY_LOW, PumpAlarm.ON_BATTERY})
 
 
 _ACTION_FIELDS: Mapping[PumpAction, tuple[frozenset[str], frozenset[str]]] = {
@@ -263,7 +288,22 @@ class PumpProgram(Model):
             raise ValueError("poll_interval must be positive")
         if self.comm_lost_after <= self.poll_interval:
             raise ValueError("comm_lost_after must be longer than poll_interval")
+        for step in self.steps:
+            if step.alarm is not None and not can_raise(self.model, step.alarm):
+                raise ValueError(
+                    f"the {self.model.value} pump has no alarm code for {step.alarm.value!r} "
+                    f"(it can raise: {', '.join(a.value for a in PumpAlarm if can_raise(self.model, a))})"
+                )
         return self
+
+
+def can_raise(model: PumpModel, alarm: PumpAlarm) -> bool:
+    """Whether a pump of ``model`` has an alarm code for ``alarm`` (a Fresenius base has one for all)."""
+    if model is PumpModel.NE1000:
+        return alarm in _NE1000_ALARMS
+    if model is PumpModel.ALARIS_ASENA:
+        return alarm in _ALARIS_ALARMS
+    return True
 
 
 class ExcursionSpec(Model):
@@ -1042,8 +1082,12 @@ class ScenarioRun:
                 assert step.alarm is not None
                 if isinstance(sim, SimulatedPump):
                     sim.raise_alarm(step.alarm.code)
+                elif isinstance(sim, SimulatedAlaris):
+                    sim.raise_alarm(_ALARIS_ALARMS[step.alarm])
                 else:
-                    sim.raise_alarm(step.alarm.value)
+                    sim.raise_alarm(step.alarm.value, stops=step.alarm.stops)
+            elif step.do is PumpAction.CLEAR_ALARM:
+                sim.clear_alarm()
             elif step.do is PumpAction.DISCONNECT:
                 await sim.disconnect()
                 if self.fast:

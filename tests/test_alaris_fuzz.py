@@ -11,10 +11,9 @@ check alone on any bytes, and generated valid replies round trip.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.alaris import (
@@ -26,6 +25,7 @@ from daemon.alaris import (
     Frame,
     FrameDecoder,
     encode_frame,
+    parse_alarm,
     parse_command,
     parse_frame,
     parse_rate,
@@ -34,13 +34,15 @@ from daemon.alaris import (
     parse_volume_infused,
 )
 from daemon.errors import FrameError
+from tests.codec_fuzz import SMALL, decode_in_reads, fuzz_settings, streams
 
-EXAMPLES = int(os.environ.get("WARDD_ALARIS_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SMALL = settings(max_examples=500, deadline=None)
+FUZZ = fuzz_settings("WARDD_ALARIS_FUZZ_EXAMPLES")
 
 _VALUES = st.sampled_from(
-    ["10.00", "0.10", "1.234", "0", "9999.99", "-1", "1e3", "nan", "", "8002-51740", "ENABLED", "DISABLED"]
+    [
+        *["10.00", "0.10", "1.234", "0", "9999.99", "-1", "1e3", "nan", "", "8002-51740", "ENABLED"],
+        *["DISABLED", "AL_NOALM", "AL_OCCLU", "AL DRDIS", " ", "al_occlu"],
+    ]
 )
 _UNITS = st.sampled_from(["ml/h", "ml", "ml/min", "ML/H", "ul", ""])
 _COMMANDS = st.sampled_from([c.value for c in Command] + ["INF", "X"])
@@ -69,37 +71,20 @@ _STOCK = [
         ["REMOTE_CTRL", "ENABLED"],
         ["REMOTE_CFG", "DISABLED"],
         ["REMOTE_CTRL", "MAYBE", "x"],
+        ["ALARM", "AL_NOALM", " ", " "],
+        ["ALARM", "AL_OCCLU", "OCCLUSION", ""],
+        ["ALARM", "AL DRDIS"],
+        ["ALARM"],
         ["INF_START"],
         ["X"],
     ]
 ]
 _FRAMING = [START, END, ESC, ord("|"), ord("^")]
-_EDIT = st.tuples(
-    st.sampled_from(["flip", "insert", "delete"]),
-    st.integers(0, 400),
-    st.one_of(st.sampled_from(_FRAMING), st.integers(0, 255)),
-)
-
-
-def _edited(stream: bytes, edits: list[tuple[str, int, int]]) -> bytes:
-    out = bytearray(stream)
-    for op, position, byte in edits:
-        if not out:
-            out.append(byte)
-            continue
-        index = position % len(out)
-        if op == "flip":
-            out[index] ^= byte or 1
-        elif op == "insert":
-            out.insert(index, byte)
-        else:
-            del out[index]
-    return bytes(out)
 
 
 def _parse_every_way(frame: Frame) -> None:
     """Every reply parser on one frame: a value or a FrameError."""
-    parsers = [parse_rate, parse_volume_infused, parse_serial_number, parse_command]
+    parsers = [parse_rate, parse_volume_infused, parse_serial_number, parse_alarm, parse_command]
     for parser in parsers:
         with contextlib.suppress(FrameError):
             parser(frame)
@@ -110,25 +95,9 @@ def _parse_every_way(frame: Frame) -> None:
 
 @pytest.mark.slow
 @FUZZ
-@given(
-    pieces=st.lists(st.one_of(st.sampled_from(_STOCK), st.binary(max_size=24)), max_size=5),
-    edits=st.lists(_EDIT, max_size=4),
-    cuts=st.lists(st.integers(1, 48), max_size=6),
-)
-def test_receive_path_never_crashes(
-    pieces: list[bytes], edits: list[tuple[str, int, int]], cuts: list[int]
-) -> None:
-    stream = _edited(b"".join(pieces), edits)
-    decoder = FrameDecoder()
-    items = []
-    rest = stream
-    for cut in cuts:
-        items += decoder.feed(rest[:cut])
-        rest = rest[cut:]
-    items += decoder.feed(rest)
-    items += decoder.flush()
-    assert b"".join(item.raw for item in items) == stream, "every byte lands in exactly one item"
-    assert decoder.pending == 0
+@given(case=streams(_STOCK, _FRAMING))
+def test_receive_path_never_crashes(case: tuple[bytes, list[int]]) -> None:
+    items = decode_in_reads(FrameDecoder(), *case)
     for item in items:
         assert (item.frame is None) != (item.error is None)
         if item.frame is not None:

@@ -21,10 +21,11 @@ from infupy.backends.alaris import genCheckSum
 from daemon.alaris import Command, security_code
 from daemon.clock import SystemClock
 from daemon.config import PumpConfig
-from daemon.events import Health, PumpState
+from daemon.events import Health, PumpReading, PumpState
 from daemon.metrics import Counters
 from daemon.pump import PumpSource
 from simulators.alaris import AlarisFault, RemoteRequest, SimulatedAlaris
+from tests import pump_pty
 from tests.helpers import WAIT_S, Events
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
@@ -40,6 +41,7 @@ ALLOWED = {
     Command.REMOTE_CONFIG,
     Command.RATE,
     Command.VOLUME_INFUSED,
+    Command.ALARM,
 }
 
 
@@ -99,53 +101,32 @@ def _config(link: Path, **extra: float) -> PumpConfig:
         "bed": "b1",
         "driver": "alaris-asena",
         "url": str(link),
-        "poll_interval_s": 0.05,
-        "comm_lost_after_s": 0.6,
-        "reply_timeout_s": 0.15,
-        "retries": 1,
-        "reconnect_min_s": 0.02,
-        "reconnect_max_s": 0.1,
+        **pump_pty.FAST_LINE,
         "keepalive_interval_s": 0.1,
     }
     values.update(extra)
     return PumpConfig.model_validate(values)
 
 
-class Running:
-    """A PumpSource with the Alaris driver running against a simulator."""
-
-    def __init__(self, sim: SimulatedAlaris, counters: Counters, events: Events) -> None:
-        self.sim = sim
-        self.counters = counters
-        self.events = events
-
-    def faults(self, reason: str) -> int:
-        return self.counters.get("pump.p1", reason)
+Running = pump_pty.Running[SimulatedAlaris]
 
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
     clock = SystemClock()
     link = tmp_path / "alaris"
-    counters = Counters()
-    events = Events()
-    async with SimulatedAlaris(
-        clock=clock,
-        link=link,
-        serial_number=SERIAL,
-        rate_ml_per_h=RATE_ML_PER_H,
-        running=True,
-        remote_timeout_s=0.3,
-    ) as sim:
-        source = PumpSource(_config(link), "w1", clock, counters)
-        task = asyncio.create_task(source.run(events.emit))
-        try:
-            await events.health(Health.CONNECTED)
-            yield Running(sim, counters, events)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+    async with (
+        SimulatedAlaris(
+            clock=clock,
+            link=link,
+            serial_number=SERIAL,
+            rate_ml_per_h=RATE_ML_PER_H,
+            running=True,
+            remote_timeout_s=0.3,
+        ) as sim,
+        pump_pty.polling(sim, _config(link), clock) as running,
+    ):
+        yield running
     assert set(sim.commands_seen) <= ALLOWED, "the driver only reads"
 
 
@@ -201,15 +182,9 @@ async def test_closing_hands_remote_access_back(tmp_path: Path) -> None:
 async def test_a_spoiled_reply_is_counted_and_polling_goes_on(
     running: Running, fault: AlarisFault, reasons: set[str]
 ) -> None:
-    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    running.sim.spoil(fault, 3)
-    async with asyncio.timeout(WAIT_S):
-        while not all(running.faults(reason) >= 1 for reason in reasons):
-            await running.events.reading()
-    # Readings continue with the right values; the link was never judged lost.
-    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    assert reading.rate_ml_per_h == RATE_ML_PER_H
-    assert not any(getattr(e, "health", None) is Health.LOST for e in running.events.seen)
+    await pump_pty.spoiled_replies_are_counted(
+        running, lambda: running.sim.spoil(fault, 3), reasons, RATE_ML_PER_H
+    )
 
 
 async def test_split_replies_and_noise_between_frames_are_read(running: Running) -> None:
@@ -251,13 +226,9 @@ async def test_another_pump_on_the_cable_is_found_by_its_serial_number(running: 
 
 
 async def test_the_cable_pulled_and_put_back(running: Running) -> None:
-    await running.sim.disconnect()
-    await running.events.health(Health.LOST)
-    assert running.faults("link_closed") >= 1
-    await running.sim.reconnect()
-    await running.events.health(Health.CONNECTED)
-    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    assert reading.rate_ml_per_h == RATE_ML_PER_H
+    await pump_pty.cable_pulled_and_put_back(
+        running, running.sim.disconnect, running.sim.reconnect, RATE_ML_PER_H
+    )
 
 
 async def test_keepalives_go_on_between_polls_that_come_less_often(tmp_path: Path) -> None:
@@ -289,3 +260,43 @@ async def test_keepalives_go_on_between_polls_that_come_less_often(tmp_path: Pat
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_an_alarm_is_read_while_it_lasts(running: Running) -> None:
+    """The ALARM query each poll: an occlusion stops the pump and is read until it goes."""
+    clear = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert clear.alarm is None
+    running.sim.raise_alarm("AL_OCCLU")
+    alarmed = await running.events.reading(lambda r: r.alarm == "AL_OCCLU")
+    stopped = await running.events.reading(lambda r: r.state is PumpState.STOPPED)
+    assert stopped.alarm == "AL_OCCLU", "still reported while the pump is stopped"
+    assert alarmed.rate_ml_per_h == RATE_ML_PER_H
+    running.sim.clear_alarm()
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.STOPPED)
+    running.sim.start()
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+
+
+async def test_an_alarm_that_leaves_the_pump_running(running: Running) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.raise_alarm("AL_LWBAT")
+    low = await running.events.reading(lambda r: r.alarm == "AL_LWBAT")
+    assert low.state is PumpState.INFUSING
+    running.sim.clear_alarm()
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+
+
+async def test_an_unreadable_alarm_reply_is_no_reading(running: Running) -> None:
+    """A spoiled ALARM reply must not read as "no alarm": the poll gives nothing."""
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.raise_alarm("AL_OCCLU")
+    await running.events.reading(lambda r: r.alarm == "AL_OCCLU")
+    running.sim.alarm = "al_occlu"  # not a code: the reply is refused
+    seen = len(running.events.seen)
+    lost = await running.events.health(Health.LOST)
+    assert lost.detail is not None
+    assert "last fault: bad_data: ALARM reply without an alarm code" in lost.detail
+    assert not [e for e in running.events.seen[seen:] if isinstance(e, PumpReading)]
+    running.sim.alarm = "AL_OCCLU"
+    await running.events.health(Health.CONNECTED)
+    await running.events.reading(lambda r: r.alarm == "AL_OCCLU")

@@ -18,14 +18,17 @@ import pytest
 
 from daemon.app import Pipeline
 from daemon.config import Config, InfluxConfig, MqttConfig
-from daemon.demo import demo_mix, demo_scenario, join_offset, joined, run_demo
+from daemon.demo import _model, demo_mix, demo_scenario, join_offset, joined, run_demo
 from simulators.broker import broker_for
 from simulators.scenario import (
     PumpAction,
+    PumpAlarm,
     PumpModel,
+    PumpStep,
     ScenarioRun,
     builtin_names,
     builtin_path,
+    can_raise,
     check_expected,
     expected_path,
     load_expected,
@@ -89,10 +92,34 @@ def test_default_ward_mixes_the_builtin_scenarios_with_a_pump_and_bag_per_bed() 
         assert (first.do, first.at) == (PumpAction.HANG_BAG, timedelta(0))
     models = {bed.pump.model for bed in scenario.beds if bed.pump is not None}
     assert models == set(PumpModel), "the ward mixes vendors"
+    # Each pump raises its own vendor's code for the story's alarms: an alarm story plays
+    # on an Alaris or a Fresenius base too, and keeps its model only where the turn's
+    # vendor has no code for its alarm.
+    alarmed = [bed for bed in scenario.beds if bed.pump is not None and _alarms(bed.pump.steps)]
+    assert alarmed, "the default ward has a pump alarm story"
+    assert {bed.pump.model for bed in alarmed if bed.pump is not None} != {PumpModel.NE1000}
     for bed in scenario.beds:
         assert bed.pump is not None
-        if bed.pump.model is not PumpModel.NE1000:
-            assert all(step.do is not PumpAction.ALARM for step in bed.pump.steps)
+        assert all(can_raise(bed.pump.model, alarm) for alarm in _alarms(bed.pump.steps))
+
+
+def _alarms(steps: list[PumpStep]) -> set[PumpAlarm]:
+    return {step.alarm for step in steps if step.do is PumpAction.ALARM and step.alarm is not None}
+
+
+def test_a_vendor_without_the_storys_alarm_code_leaves_the_story_its_pump() -> None:
+    reset = load_scenario("pump-occlusion-comm-loss")
+    bed = reset.beds[0]
+    assert bed.pump is not None
+    steps = [
+        s.model_copy(update={"alarm": PumpAlarm.RESET}) if s.do is PumpAction.ALARM else s
+        for s in bed.pump.steps
+    ]
+    pump = bed.pump.model_copy(update={"steps": steps})
+    # Bed index 1 is the Alaris's turn: it has no code for an NE-1000 reset.
+    assert _model(1, bed.model_copy(update={"pump": pump})) is PumpModel.NE1000
+    assert _model(1, bed) is PumpModel.ALARIS_ASENA
+    assert _model(2, bed.model_copy(update={"pump": pump})) is PumpModel.FRESENIUS_BASE_A
 
 
 def test_more_beds_than_stories_wrap_round_with_their_own_ids() -> None:

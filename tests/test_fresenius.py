@@ -246,6 +246,15 @@ def test_the_modules_of_one_base_share_its_line() -> None:
     assert [p.module for p in parse({"beds": _BEDS, "pumps": pumps}).pumps] == [1, 2]
 
 
+def test_one_bed_has_one_pump_even_on_one_base() -> None:
+    """A second module for the same bed is refused, as a second pump on its own line is:
+    the dose rules read one blinatumomab pump per bed."""
+    pump = {"driver": "fresenius-base-a", "url": "/dev/ttyUSB2"}
+    pumps = [{"id": "a", "bed": "12", "module": 1, **pump}, {"id": "b", "bed": "12", "module": 2, **pump}]
+    with pytest.raises(ConfigError, match="one blinatumomab pump per bed"):
+        parse({"beds": _BEDS, "pumps": pumps})
+
+
 @pytest.mark.parametrize(
     ("second", "message"),
     [

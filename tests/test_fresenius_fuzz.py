@@ -10,10 +10,9 @@ reads, 10,000 examples (``WARDD_FRESENIUS_FUZZ_EXAMPLES``), marked ``slow``.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.errors import FrameError
@@ -36,10 +35,9 @@ from daemon.fresenius import (
     rate_ml_per_h,
     volume_infused_ml,
 )
+from tests.codec_fuzz import SMALL, decode_in_reads, fuzz_settings, streams
 
-EXAMPLES = int(os.environ.get("WARDD_FRESENIUS_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SMALL = settings(max_examples=500, deadline=None)
+FUZZ = fuzz_settings("WARDD_FRESENIUS_FUZZ_EXAMPLES")
 
 _STOCK = [
     encode_frame(None, text)
@@ -59,27 +57,6 @@ _STOCK = [
     ]
 ] + [bytes([ACK]), bytes([ENQ]), bytes([DC4]), bytes([NAK]) + b"2", bytes([NAK])]
 _FRAMING = [STX, ETX, ACK, ENQ, DC4, NAK, ord(";")]
-_EDIT = st.tuples(
-    st.sampled_from(["flip", "insert", "delete"]),
-    st.integers(0, 400),
-    st.one_of(st.sampled_from(_FRAMING), st.integers(0, 255)),
-)
-
-
-def _edited(stream: bytes, edits: list[tuple[str, int, int]]) -> bytes:
-    out = bytearray(stream)
-    for op, position, byte in edits:
-        if not out:
-            out.append(byte)
-            continue
-        index = position % len(out)
-        if op == "flip":
-            out[index] ^= byte or 1
-        elif op == "insert":
-            out.insert(index, byte)
-        else:
-            del out[index]
-    return bytes(out)
 
 
 def _parse_every_way(reply: Reply, text: str) -> None:
@@ -97,25 +74,9 @@ def _parse_every_way(reply: Reply, text: str) -> None:
 
 @pytest.mark.slow
 @FUZZ
-@given(
-    pieces=st.lists(st.one_of(st.sampled_from(_STOCK), st.binary(max_size=24)), max_size=5),
-    edits=st.lists(_EDIT, max_size=4),
-    cuts=st.lists(st.integers(1, 48), max_size=6),
-)
-def test_receive_path_never_crashes(
-    pieces: list[bytes], edits: list[tuple[str, int, int]], cuts: list[int]
-) -> None:
-    stream = _edited(b"".join(pieces), edits)
-    decoder = FrameDecoder()
-    items = []
-    rest = stream
-    for cut in cuts:
-        items += decoder.feed(rest[:cut])
-        rest = rest[cut:]
-    items += decoder.feed(rest)
-    items += decoder.flush()
-    assert b"".join(item.raw for item in items) == stream, "every byte lands in exactly one item"
-    assert decoder.pending == 0
+@given(case=streams(_STOCK, _FRAMING))
+def test_receive_path_never_crashes(case: tuple[bytes, list[int]]) -> None:
+    items = decode_in_reads(FrameDecoder(), *case)
     for item in items:
         kinds = [item.reply is not None, item.control is not None, item.error is not None]
         assert sum(kinds) == 1

@@ -19,10 +19,12 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.config import PumpConfig
-from daemon.events import Health, PumpState
+from daemon.events import Health, PumpReading, PumpState
 from daemon.metrics import Counters
 from daemon.pump import PumpSource
+from daemon.pump_rules import PumpRule
 from simulators.fresenius import BaseFault, SimulatedBase
+from tests import pump_pty
 from tests.helpers import WAIT_S, Events
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
@@ -78,12 +80,7 @@ def _config(link: Path, **extra: object) -> PumpConfig:
         "driver": "fresenius-base-a",
         "module": 2,
         "url": str(link),
-        "poll_interval_s": 0.05,
-        "comm_lost_after_s": 0.6,
-        "reply_timeout_s": 0.15,
-        "retries": 1,
-        "reconnect_min_s": 0.02,
-        "reconnect_max_s": 0.1,
+        **pump_pty.FAST_LINE,
         # A pseudo-terminal cannot carry the base's 7E1 (Linux refuses the setting): 8N1
         # carries the same 7-bit characters.
         "bytesize": 8,
@@ -93,36 +90,21 @@ def _config(link: Path, **extra: object) -> PumpConfig:
     return PumpConfig.model_validate(values)
 
 
-class Running:
-    """A PumpSource with the Fresenius driver running against module 2 of a simulated base."""
-
-    def __init__(self, base: SimulatedBase, counters: Counters, events: Events) -> None:
-        self.base = base
-        self.counters = counters
-        self.events = events
-
-    def faults(self, reason: str) -> int:
-        return self.counters.get("pump.p1", reason)
+Running = pump_pty.Running[SimulatedBase]
 
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    """A PumpSource with the Fresenius driver polling module 2 of a simulated base of three."""
     clock = SystemClock()
     link = tmp_path / "base"
-    counters = Counters()
-    events = Events()
-    async with SimulatedBase(
-        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
-    ) as base:
-        source = PumpSource(_config(link), "w1", clock, counters)
-        task = asyncio.create_task(source.run(events.emit))
-        try:
-            await events.health(Health.CONNECTED)
-            yield Running(base, counters, events)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+    async with (
+        SimulatedBase(
+            clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+        ) as base,
+        pump_pty.polling(base, _config(link), clock) as running,
+    ):
+        yield running
     assert set(base.commands_seen) <= READ_ONLY, "the driver only reads"
 
 
@@ -131,21 +113,21 @@ async def test_reads_rate_volume_and_whether_it_infuses(running: Running) -> Non
     assert reading.rate_ml_per_h == RATE_ML_PER_H
     assert reading.volume_infused_ml is not None
     assert reading.volume_infused_ml > 0
-    running.base.stop(2)
+    running.sim.stop(2)
     stopped = await running.events.reading(lambda r: r.state is PumpState.STOPPED)
-    running.base.set_rate(2, 30.0)
-    running.base.start(2)
+    running.sim.set_rate(2, 30.0)
+    running.sim.start(2)
     again = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
     assert again.rate_ml_per_h == 30.0
     assert stopped.volume_infused_ml is not None
     assert again.volume_infused_ml is not None
     assert again.volume_infused_ml > stopped.volume_infused_ml
     # The driver answered the base's keep-alive in time, and acknowledged every reply.
-    assert running.base.keepalives_answered >= 1
-    assert running.base.keepalives_missed == 0
-    assert running.base.acks_received >= 4
-    assert running.base.modules[2].session
-    assert not running.base.modules[1].session, "only its own module's session"
+    assert running.sim.keepalives_answered >= 1
+    assert running.sim.keepalives_missed == 0
+    assert running.sim.acks_received >= 4
+    assert running.sim.modules[2].session
+    assert not running.sim.modules[1].session, "only its own module's session"
 
 
 @pytest.mark.parametrize(
@@ -159,58 +141,53 @@ async def test_reads_rate_volume_and_whether_it_infuses(running: Running) -> Non
 async def test_a_spoiled_reply_is_counted_and_polling_goes_on(
     running: Running, fault: BaseFault, reasons: set[str]
 ) -> None:
-    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    running.base.spoil(fault, 3)
-    async with asyncio.timeout(WAIT_S):
-        while not all(running.faults(reason) >= 1 for reason in reasons):
-            await running.events.reading()
-    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    assert reading.rate_ml_per_h == RATE_ML_PER_H
-    assert not any(getattr(e, "health", None) is Health.LOST for e in running.events.seen)
+    await pump_pty.spoiled_replies_are_counted(
+        running, lambda: running.sim.spoil(fault, 3), reasons, RATE_ML_PER_H
+    )
     if fault is BaseFault.BAD_CRC:
         # The driver told the base its frame was spoiled (NAK, code 2).
-        assert running.base.naks_received >= 1
+        assert running.sim.naks_received >= 1
 
 
 async def test_split_replies_and_spontaneous_messages(running: Running) -> None:
-    running.base.spoil(BaseFault.SPLIT, 4)
-    running.base.push_spontaneous(2, "a0000")
-    running.base.inject_garbage(b"\x7fzz")
+    running.sim.spoil(BaseFault.SPLIT, 4)
+    running.sim.push_spontaneous(2, "a0000")
+    running.sim.inject_garbage(b"\x7fzz")
     await running.events.reading(lambda r: r.rate_ml_per_h == RATE_ML_PER_H)
     async with asyncio.timeout(WAIT_S):
-        while running.base.modules[2].spontaneous_acks != ["2E"]:
+        while running.sim.modules[2].spontaneous_acks != ["2E"]:
             await running.events.reading()
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
 
 
 async def test_a_missed_keepalive_ends_the_sessions_and_the_driver_opens_them_again(running: Running) -> None:
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    running.base.sessions_ended.clear()
-    running.base.deaf_to_keepalives = True
-    await asyncio.wait_for(running.base.sessions_ended.wait(), WAIT_S)
-    running.base.deaf_to_keepalives = False
-    assert running.base.keepalives_missed >= 1
+    running.sim.sessions_ended.clear()
+    running.sim.deaf_to_keepalives = True
+    await asyncio.wait_for(running.sim.sessions_ended.wait(), WAIT_S)
+    running.sim.deaf_to_keepalives = False
+    assert running.sim.keepalives_missed >= 1
     # The base answers "session not open"; the driver opens the sessions again and reads on.
     async with asyncio.timeout(WAIT_S):
-        while not (running.base.modules[2].session and running.faults("error_reply") >= 1):
+        while not (running.sim.modules[2].session and running.faults("error_reply") >= 1):
             await running.events.reading()
     await running.events.reading(lambda r: r.state is PumpState.INFUSING)
 
 
 async def test_the_cable_pulled_and_put_back(running: Running) -> None:
-    await running.base.disconnect()
-    await running.events.health(Health.LOST)
-    assert running.faults("link_closed") >= 1
-    await running.base.reconnect()
-    await running.events.health(Health.CONNECTED)
-    reading = await running.events.reading(lambda r: r.state is PumpState.INFUSING)
-    assert reading.rate_ml_per_h == RATE_ML_PER_H
+    await pump_pty.cable_pulled_and_put_back(
+        running, running.sim.disconnect, running.sim.reconnect, RATE_ML_PER_H
+    )
 
 
 async def test_a_module_taken_off_the_base_is_lost(running: Running) -> None:
-    del running.base.modules[2]
+    del running.sim.modules[2]
     lost = await running.events.health(Health.LOST)
     assert lost.detail is not None
+    # The lost link's alert says why: the base's own error code and its meaning.
+    assert "last fault: error_reply: pump answered error 0E: communication with the module impossible" in (
+        lost.detail
+    )
     assert running.faults("error_reply") >= 1
 
 
@@ -270,3 +247,94 @@ async def test_two_modules_of_one_base_share_its_line(tmp_path: Path) -> None:
         assert not base.modules[1].session
         assert not base.modules[3].session
         assert set(base.commands_seen) <= READ_ONLY
+
+
+async def test_an_alarm_at_the_module_is_a_reading_in_alarm_until_it_goes(running: Running) -> None:
+    """The base answers reads with 12 (presence of an alarm): the link is alive, the pump in alarm."""
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.raise_alarm(2, "occlusion")
+    alarmed = await running.events.reading(lambda r: r.alarm is not None)
+    assert (alarmed.state, alarmed.alarm) == (PumpState.ALARM, "12")
+    assert (alarmed.rate_ml_per_h, alarmed.volume_infused_ml) == (None, None), "the base gives no values"
+    assert not running.sim.modules[2].running
+    await running.events.reading(lambda r: r.alarm == "12")
+    running.sim.clear_alarm(2)
+    cleared = await running.events.reading(lambda r: r.alarm is None)
+    assert cleared.state is PumpState.STOPPED
+    running.sim.start(2)
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    assert not any(getattr(e, "health", None) is Health.LOST for e in running.events.seen)
+    assert running.faults("error_reply") == 0, "an alarm is a reading, not a fault"
+
+
+async def test_an_alarm_that_leaves_the_module_running(running: Running) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.raise_alarm(2, "battery_low", stops=False)
+    await running.events.reading(lambda r: r.alarm == "12")
+    assert running.sim.modules[2].running
+    running.sim.clear_alarm(2)
+    await running.events.reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+
+
+async def test_three_modules_two_beds_one_line_and_an_alarm_on_one_module(tmp_path: Path) -> None:
+    """A base of three modules on one pseudo-terminal: module 1 for bed b1, module 3 for bed
+    b2, module 2 docked but not read (another drug). An alarm at module 3 reaches its pump's
+    readings only, and the pump rules raise and end it for bed b2 alone; an alarm at module
+    2 reaches nobody."""
+    clock = SystemClock()
+    link = tmp_path / "base"
+    counters = Counters()
+    pumps = {
+        "p1": _config(link, id="p1", bed="b1", module=1),
+        "p3": _config(link, id="p3", bed="b2", module=3),
+    }
+    events = {pump_id: Events() for pump_id in pumps}
+    rules = {pump_id: PumpRule(pump, "w1") for pump_id, pump in pumps.items()}
+    async with SimulatedBase(
+        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+    ) as base:
+        tasks = [
+            asyncio.create_task(PumpSource(pump, "w1", clock, counters).run(events[pump_id].emit))
+            for pump_id, pump in pumps.items()
+        ]
+        try:
+            for pump_id in pumps:
+                await events[pump_id].reading(lambda r: r.state is PumpState.INFUSING)
+            base.raise_alarm(2, "occlusion")
+            base.raise_alarm(3, "occlusion")
+            await events["p3"].reading(lambda r: r.alarm == "12")
+            base.clear_alarm(3)
+            base.start(3)
+            await events["p3"].reading(lambda r: r.alarm is None and r.state is PumpState.INFUSING)
+            await events["p1"].reading(lambda r: r.state is PumpState.INFUSING)
+            assert [i for i, m in base.modules.items() if m.session] == [1, 3]
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+    raised: dict[str, list[tuple[str, str, bool]]] = {}
+    for pump_id, rule in rules.items():
+        state = rule.initial()
+        raised[pump_id] = []
+        for event in events[pump_id].seen:
+            state, out = rule.step(state, event, event.time)
+            raised[pump_id] += [(c.bed, c.condition, c.present) for c in out if c.condition == "PUMP_ALARM"]
+    assert raised == {"p1": [], "p3": [("b2", "PUMP_ALARM", True), ("b2", "PUMP_ALARM", False)]}
+    assert all(e.alarm is None for e in events["p1"].seen if isinstance(e, PumpReading))
+
+
+@pytest.mark.parametrize(("code", "meaning"), [("6", "receiver not ready"), ("9", "unknown link error")])
+async def test_a_base_that_refuses_every_frame_is_lost_with_the_naks_meaning(
+    running: Running, code: str, meaning: str
+) -> None:
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)
+    running.sim.refuse_with = code
+    lost = await running.events.health(Health.LOST)
+    assert lost.detail is not None
+    assert f"last fault: nak: pump refused our frame: {code} {meaning}" in lost.detail
+    assert running.faults("nak") >= 2, "each frame sent again after its NAK"
+    running.sim.refuse_with = None
+    await running.events.health(Health.CONNECTED)
+    await running.events.reading(lambda r: r.state is PumpState.INFUSING)

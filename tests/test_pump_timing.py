@@ -14,9 +14,10 @@ import pytest
 
 from daemon.clock import Clock, ManualClock
 from daemon.config import PumpConfig
+from daemon.errors import FrameError
 from daemon.events import Event, Health, PumpReading, PumpState, SourceHealth
 from daemon.metrics import Counters
-from daemon.pump import FaultHandler, NoReplyError, PumpDriver, PumpSource, PumpStatus
+from daemon.pump import MAX_FAULT_CHARS, FaultHandler, NoReplyError, PumpDriver, PumpSource, PumpStatus
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -73,3 +74,78 @@ async def test_the_link_is_lost_exactly_comm_lost_after_s_after_the_last_reply()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+class FaultyDriver:
+    """Answers while ``fault`` is None; else gives no reply, reporting ``fault`` unless it is SILENT."""
+
+    fault: FrameError | None = None
+
+    def __init__(self, pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> None:
+        self._on_fault = on_fault
+
+    async def open(self) -> None:
+        pass
+
+    async def read(self) -> PumpStatus:
+        if FaultyDriver.fault is None:
+            return PumpStatus(PumpState.INFUSING, 10.0, 1.0)
+        if FaultyDriver.fault is not SILENT:
+            self._on_fault(FaultyDriver.fault, b"")
+        raise NoReplyError("no reply")
+
+    async def close(self) -> None:
+        pass
+
+
+SILENT = FrameError("silent", "not reported")
+
+
+def _faulty(pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> PumpDriver:
+    return FaultyDriver(pump, clock, on_fault)
+
+
+async def _lost_detail(*phases: FrameError | None) -> str | None:
+    """The detail of the one LOST after ``phases`` of 4 s each, the last one 40 s long."""
+    clock = ManualClock(T0)
+    seen: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        seen.append(event)
+
+    pump = PumpConfig(id="p1", bed="b1", url="/fake", poll_interval_s=2, comm_lost_after_s=30)
+    FaultyDriver.fault = None
+    source = PumpSource(pump, "w1", clock, Counters(), driver_factory=_faulty)
+    task = asyncio.create_task(source.run(emit))
+    await asyncio.sleep(0)
+    for phase in phases[:-1]:
+        FaultyDriver.fault = phase
+        await clock.advance(4)
+    FaultyDriver.fault = phases[-1]
+    await clock.advance(40)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (lost,) = [e for e in seen if isinstance(e, SourceHealth) and e.health is Health.LOST]
+    return lost.detail
+
+
+_ROOM = MAX_FAULT_CHARS - len("error_reply: ")
+
+
+@pytest.mark.parametrize(
+    ("detail", "shown"),
+    [("x" * _ROOM, "x" * _ROOM), ("x" * (_ROOM + 1), "x" * (_ROOM - 3) + "...")],
+)
+async def test_a_lost_link_says_its_last_fault_within_bounds(detail: str, shown: str) -> None:
+    said = await _lost_detail(None, FrameError("error_reply", detail))
+    assert said == f"no valid reply for 30 s; last fault: error_reply: {shown}"
+
+
+async def test_a_fault_before_the_last_valid_reply_is_not_the_reason_of_a_later_loss() -> None:
+    old = FrameError("error_reply", "pump answered error 0E: communication with the module impossible")
+    assert await _lost_detail(None, old, None, SILENT) == "no valid reply for 30 s"
+    assert await _lost_detail(None, old, SILENT) == (
+        "no valid reply for 30 s; last fault: error_reply: pump answered error 0E: "
+        "communication with the module impossible"
+    )

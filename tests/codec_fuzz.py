@@ -1,0 +1,97 @@
+"""What the Alaris and Fresenius codec fuzz tests share: settings, byte edits, and the
+stream fed to a decoder in arbitrary reads.
+
+Each test file keeps what is its protocol's: its stock of frames, its framing bytes, the
+parsers it tries on every frame.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+SMALL = settings(max_examples=500, deadline=None)
+
+
+def fuzz_settings(examples_variable: str, default: int = 10_000) -> settings:
+    """The receive-path property's settings: ``default`` examples, or the number in ``examples_variable``."""
+    examples = int(os.environ.get(examples_variable, str(default)))
+    return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+Edit = tuple[str, int, int]
+
+
+def edits(framing: Sequence[int]) -> st.SearchStrategy[Edit]:
+    """One edit anywhere in a stream: flip, insert or delete a byte, a protocol's framing byte often."""
+    return st.tuples(
+        st.sampled_from(["flip", "insert", "delete"]),
+        st.integers(0, 400),
+        st.one_of(st.sampled_from(list(framing)), st.integers(0, 255)),
+    )
+
+
+def edited(stream: bytes, changes: Sequence[Edit]) -> bytes:
+    """``stream`` with ``changes`` applied in turn (positions wrap round)."""
+    out = bytearray(stream)
+    for op, position, byte in changes:
+        if not out:
+            out.append(byte)
+            continue
+        index = position % len(out)
+        if op == "flip":
+            out[index] ^= byte or 1
+        elif op == "insert":
+            out.insert(index, byte)
+        else:
+            del out[index]
+    return bytes(out)
+
+
+@st.composite
+def streams(draw: st.DrawFn, stock: Sequence[bytes], framing: Sequence[int]) -> tuple[bytes, list[int]]:
+    """A line's stream and the sizes of the reads it arrives in: pieces of the ``stock`` of
+    valid frames and noise, edited anywhere (``framing`` bytes often)."""
+    pieces = draw(st.lists(st.one_of(st.sampled_from(list(stock)), st.binary(max_size=24)), max_size=5))
+    changes = draw(st.lists(edits(framing), max_size=4))
+    cuts = draw(st.lists(st.integers(1, 48), max_size=6))
+    return edited(b"".join(pieces), changes), cuts
+
+
+class _Raw(Protocol):
+    @property
+    def raw(self) -> bytes: ...
+
+
+Item = TypeVar("Item", bound=_Raw)
+
+
+class _Decoder(Protocol[Item]):
+    def feed(self, data: bytes) -> list[Item]: ...
+
+    def flush(self) -> list[Item]: ...
+
+    @property
+    def pending(self) -> int: ...
+
+
+def decode_in_reads(decoder: _Decoder[Item], stream: bytes, cuts: Sequence[int]) -> list[Item]:
+    """Feed ``stream`` in reads of the ``cuts`` sizes (the rest at once), then flush.
+
+    Asserts what every stream decoder guarantees: each byte lands in exactly one item,
+    and nothing stays buffered after the flush.
+    """
+    items: list[Item] = []
+    rest = stream
+    for cut in cuts:
+        items += decoder.feed(rest[:cut])
+        rest = rest[cut:]
+    items += decoder.feed(rest)
+    items += decoder.flush()
+    assert b"".join(item.raw for item in items) == stream, "every byte lands in exactly one item"
+    assert decoder.pending == 0
+    return items
