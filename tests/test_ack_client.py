@@ -196,9 +196,22 @@ def test_a_null_state_is_no_state() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"{oops", b"", b"[1, 2]", b'"ok"', b"true", b"\xff\xfe{}", b"[" * 100_000, "not json", 42, None],
+    [
+        b"{oops",
+        b"",
+        b"[1, 2]",
+        b'"ok"',
+        b"true",
+        b"\xff\xfe{}",
+        b'{"ok": "\xff"}',
+        b"[" * 100_000,
+        "not json",
+        42,
+        None,
+    ],
 )
 def test_a_reply_that_is_not_a_json_object_is_unreadable(payload: object) -> None:
+    """Not JSON, not an object, not UTF-8, nested too deep: ``wardd ack`` says so and does not raise."""
     assert read_ack_reply(AID, "w1", "b1", payload) == AckReply(
         False, AID, "unreadable reply from the daemon", "bad_reply", ward="w1", bed="b1"
     )
