@@ -48,6 +48,7 @@ from typing import Any
 
 from daemon.alerts import Alert, AlertState, Phase, Transition
 from daemon.config import QuietConfig, RouteConfig, RoutingConfig
+from daemon.errors import InputError
 from daemon.events import AlertCandidate, Priority, Text
 from daemon.frozen import replace
 from daemon.links.store import json_text
@@ -304,12 +305,12 @@ class Router:
                     for group in (_load_group(item) for item in data):
                         self.groups[(group.ward, group.bed, group.route)] = group
                 else:
-                    track = Track.load(data)
+                    track = _load_track(data)
                     if track.route is not None and track.route not in self._routes:
                         # The route was removed from the config: the alert goes where it now would.
                         track = replace(track, route=self.match_route(track.alert))
                     self.tracks[track.alert.id] = track
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, InputError) as exc:
                 bad.append(f"{key}: {exc}")
         return bad
 
@@ -600,6 +601,12 @@ def in_period(quiet: QuietConfig, local: time) -> bool:
     if start < end:
         return start <= local < end
     return local >= start or local < end  # over midnight
+
+
+def _load_track(data: object) -> Track:
+    if not isinstance(data, dict):
+        raise TypeError(f"a track is a JSON object, not {type(data).__name__}")
+    return Track.load(data)
 
 
 def _dump_group(group: Group) -> dict[str, Any]:

@@ -1,0 +1,492 @@
+"""The router's parts one at a time, on alerts made by hand: the notices' wording and
+body, the stored rows, routes, levels, failures, repeats, groups, digests, inhibition and
+quiet periods at their edges. The golden cases (``tests/test_routing.py``) check who is
+told of what and when; these check what the cases' one-line summary does not show.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from daemon.alerts import Alert, AlertState, Phase, Transition
+from daemon.config import parse
+from daemon.delivery.routing import (
+    ALERT_KEY_PREFIX,
+    GROUPS_KEY,
+    Decision,
+    Group,
+    Held,
+    Notice,
+    NoticeKind,
+    Router,
+    Track,
+)
+from daemon.events import Kind, Priority, Text
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+RECEIVERS = ("n0", "c1", "d2")
+
+
+def alert(
+    condition: str = "FEVER",
+    bed: str = "b1",
+    *,
+    ward: str = "w1",
+    priority: Priority = Priority.MEDIUM,
+    state: AlertState = AlertState.ACTIVE,
+    phase: Phase = Phase.START,
+    kind: Kind = Kind.PHYSIOLOGICAL,
+    at: datetime = T0,
+    seq: int = 1,
+    **extra: Any,
+) -> Alert:
+    """An alert as the alert engine would make it."""
+    fields: dict[str, Any] = {
+        "id": f"{bed}-{condition}-{seq}",
+        "condition": condition,
+        "kind": kind,
+        "priority": priority,
+        "state": state,
+        "phase": phase,
+        "ward": ward,
+        "bed": bed,
+        "value": 38.4,
+        "unit": "°C",
+        "since": at,
+        "updated": at,
+        "active_since": at,
+        "message": Text(f"{condition} en", f"{condition} fr"),
+        **extra,
+    }
+    return Alert(**fields)
+
+
+def router(*, routes: list[dict[str, Any]] | None = None, **routing: Any) -> Router:
+    """A router over receivers n0, c1, d2; by default one route ``all`` with a level each,
+    no grouping window and no repeats."""
+    config = parse(
+        {
+            "receivers": [
+                {"name": n, "type": "webhook", "url": f"http://127.0.0.1:9/{n}", "secret": {"value": "k"}}
+                for n in RECEIVERS
+            ],
+            "routes": routes or [{"name": "all", "levels": [["n0"], ["c1"], ["d2"]], "repeat_after_s": 0}],
+            "routing": {"group_window_s": 0, **routing},
+        }
+    )
+    return Router(config.routing, config.routes)
+
+
+def start(r: Router, a: Alert, now: datetime = T0) -> list[Notice]:
+    return r.transition(Transition(a, None if a.phase is Phase.START else AlertState.ACTIVE), now)
+
+
+def then(r: Router, a: Alert, now: datetime) -> list[Notice]:
+    return r.transition(Transition(a, None if a.phase is Phase.START else AlertState.ACTIVE), now)
+
+
+# --- the notice's words ---------------------------------------------------------------------
+
+
+def notice(kind: NoticeKind, *alerts: Alert, bed: str = "b1", reason: Text | None = None) -> Notice:
+    return Notice(kind, "all", 1, ("n0",), "w1", bed, alerts, T0, reason)
+
+
+@pytest.mark.parametrize(
+    ("kind", "en", "fr"),
+    [
+        (NoticeKind.ALERT, "MEDIUM FEVER, bed b1 (w1)", "MEDIUM FEVER, lit b1 (w1)"),
+        (NoticeKind.WORSE, "Worse: MEDIUM FEVER, bed b1 (w1)", "Aggravation : MEDIUM FEVER, lit b1 (w1)"),
+        (
+            NoticeKind.ESCALATION,
+            "Escalated: MEDIUM FEVER, bed b1 (w1)",
+            "Escalade : MEDIUM FEVER, lit b1 (w1)",
+        ),
+        (NoticeKind.REPEAT, "Reminder: MEDIUM FEVER, bed b1 (w1)", "Rappel : MEDIUM FEVER, lit b1 (w1)"),
+        (NoticeKind.CLOSING, "Closed: MEDIUM FEVER, bed b1 (w1)", "Close : MEDIUM FEVER, lit b1 (w1)"),
+        (
+            NoticeKind.DIGEST,
+            "Quiet-period digest: MEDIUM FEVER, bed b1 (w1)",
+            "Résumé de la période calme : MEDIUM FEVER, lit b1 (w1)",
+        ),
+    ],
+)
+def test_the_title_says_why_what_and_where_in_both_languages(kind: NoticeKind, en: str, fr: str) -> None:
+    assert notice(kind, alert()).title() == Text(en, fr)
+
+
+def test_the_title_of_several_alerts_counts_them() -> None:
+    two = notice(NoticeKind.ALERT, alert(), alert("TACHYCARDIA", priority=Priority.HIGH))
+    assert two.title() == Text("2 alerts, bed b1 (w1)", "2 alertes, lit b1 (w1)")
+
+
+def test_the_title_of_a_digest_of_several_beds_names_the_ward() -> None:
+    digest = notice(NoticeKind.DIGEST, alert(), alert(bed="b2"), bed="")
+    assert digest.title() == Text(
+        "Quiet-period digest: 2 alerts, ward w1", "Résumé de la période calme : 2 alertes, service w1"
+    )
+
+
+def test_the_title_names_the_first_alerts_priority_in_capitals() -> None:
+    assert notice(NoticeKind.ALERT, alert(priority=Priority.HIGH)).title().en == "HIGH FEVER, bed b1 (w1)"
+
+
+def test_the_text_has_one_line_per_alert_with_its_state_and_id() -> None:
+    text = notice(
+        NoticeKind.ALERT, alert(), alert("HYPOXIA", priority=Priority.HIGH, state=AlertState.LATCHED)
+    ).text()
+    assert text == Text(
+        "[medium] FEVER bed b1: FEVER en (active, not acknowledged; id b1-FEVER-1)\n"
+        "[high] HYPOXIA bed b1: HYPOXIA en (condition ended, not acknowledged; id b1-HYPOXIA-1)",
+        "[medium] FEVER lit b1 : FEVER fr (active, non acquittée ; id b1-FEVER-1)\n"
+        "[high] HYPOXIA lit b1 : HYPOXIA fr (condition terminée, non acquittée ; id b1-HYPOXIA-1)",
+    )
+
+
+def test_the_text_starts_with_the_reason() -> None:
+    text = notice(NoticeKind.ESCALATION, alert(), reason=Text("Why.", "Pourquoi.")).text()
+    assert text.en.split("\n") == [
+        "Why.",
+        "[medium] FEVER bed b1: FEVER en (active, not acknowledged; id b1-FEVER-1)",
+    ]
+    assert text.fr.split("\n")[0] == "Pourquoi."
+
+
+@pytest.mark.parametrize(
+    ("acked_by", "acked_name", "en", "fr"),
+    [
+        ("nurse-1", "Anne Martin", "acknowledged by Anne Martin;", "acquittée par Anne Martin ;"),
+        ("nurse-1", None, "acknowledged by nurse-1;", "acquittée par nurse-1 ;"),
+        (None, None, "acknowledged;", "acquittée ;"),
+        # A display name without an authenticated user is not an author.
+        (None, "Anne Martin", "acknowledged;", "acquittée ;"),
+    ],
+)
+def test_the_text_names_who_acknowledged(
+    acked_by: str | None, acked_name: str | None, en: str, fr: str
+) -> None:
+    acked = alert(state=AlertState.ACKNOWLEDGED, acked_by=acked_by, acked_name=acked_name)
+    text = notice(NoticeKind.CLOSING, acked).text()
+    assert f"({en} id b1-FEVER-1)" in text.en
+    assert f"({fr} id b1-FEVER-1)" in text.fr
+
+
+def test_the_text_of_a_resolved_alert() -> None:
+    text = notice(NoticeKind.DIGEST, alert(state=AlertState.RESOLVED)).text()
+    assert text == Text(
+        "[medium] FEVER bed b1: FEVER en (resolved; id b1-FEVER-1)",
+        "[medium] FEVER lit b1 : FEVER fr (terminée ; id b1-FEVER-1)",
+    )
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_the_body_is_the_webhooks_json(language: str) -> None:
+    a, b = alert(), alert("TACHYCARDIA", bed="b1", seq=2)
+    n = Notice(NoticeKind.REPEAT, "haem", 2, ("c1",), "w1", "b1", (a, b), T0 + timedelta(seconds=1.5))
+    body = n.body(language)
+    assert body == {
+        "notice": "repeat",
+        "route": "haem",
+        "level": 2,
+        "ward": "w1",
+        "bed": "b1",
+        "at": "2026-03-02T12:00:01.500000Z",
+        "title": n.title().get(language),
+        "text": n.text().get(language),
+        "alerts": [a.to_payload(language), b.to_payload(language)],
+    }
+    assert body["alerts"][0]["message"] == f"FEVER {language}"
+    json.dumps(body)  # plain JSON
+
+
+# --- what is stored ---------------------------------------------------------------------------
+
+
+def test_a_track_round_trips_through_its_row() -> None:
+    track = Track(
+        alert(state=AlertState.LATCHED, phase=Phase.LATCH),
+        "all",
+        level=2,
+        told=("n0", "c1"),
+        last_at=T0 + timedelta(seconds=7),
+        held=Held.QUIET,
+        closing_sent=True,
+    )
+    data = track.dump()
+    assert data == {
+        "alert": track.alert.dump(),
+        "route": "all",
+        "level": 2,
+        "told": ["n0", "c1"],
+        "last_at": "2026-03-02T12:00:07Z",
+        "held": "quiet",
+        "closing_sent": True,
+    }
+    assert Track.load(json.loads(json.dumps(data))) == track
+
+
+def test_a_fresh_track_round_trips_with_its_defaults() -> None:
+    track = Track(alert(), None)
+    data = track.dump()
+    assert (
+        data["route"],
+        data["level"],
+        data["told"],
+        data["last_at"],
+        data["held"],
+        data["closing_sent"],
+    ) == (
+        None,
+        0,
+        [],
+        None,
+        None,
+        False,
+    )
+    assert Track.load(data) == track
+
+
+def test_a_row_without_its_optional_keys_loads_with_the_defaults() -> None:
+    track = Track.load({"alert": alert().dump()})
+    assert track == Track(alert(), None, level=0, told=(), last_at=None, held=None, closing_sent=False)
+
+
+def test_a_row_with_a_bad_held_value_is_malformed() -> None:
+    with pytest.raises(ValueError, match="waiting"):
+        Track.load({"alert": alert().dump(), "held": "waiting"})
+
+
+def test_take_changed_gives_each_changed_row_once_and_deletions_as_none() -> None:
+    r = router(group_window_s=10)
+    a = alert()
+    start(r, a)
+    rows = r.take_changed()
+    assert set(rows) == {GROUPS_KEY, ALERT_KEY_PREFIX + a.id}
+    assert json.loads(rows[GROUPS_KEY] or "") == [
+        {"ward": "w1", "bed": "b1", "route": "all", "opened": "2026-03-02T12:00:00Z", "ids": [a.id]}
+    ]
+    assert json.loads(rows[ALERT_KEY_PREFIX + a.id] or "") == r.tracks[a.id].dump()
+    assert r.take_changed() == {}
+    then(r, alert(state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=1))
+    rows = r.take_changed()
+    assert rows[ALERT_KEY_PREFIX + a.id] is None
+    assert json.loads(rows[GROUPS_KEY] or "") == []
+
+
+def test_restore_puts_back_tracks_and_groups() -> None:
+    r = router(group_window_s=10)
+    a, b = alert(), alert("HYPOXIA", bed="b2")
+    start(r, a)
+    start(r, b, T0 + timedelta(seconds=3))
+    rows = {k: v for k, v in r.take_changed().items() if v is not None}
+    again = router(group_window_s=10)
+    assert again.restore(rows) == []
+    assert again.tracks == r.tracks
+    assert again.groups == r.groups
+    assert again.groups[("w1", "b2", "all")] == Group("w1", "b2", "all", T0 + timedelta(seconds=3), (b.id,))
+
+
+def test_restore_sends_an_alert_of_a_removed_route_where_it_now_goes() -> None:
+    old = router(routes=[{"name": "gone", "levels": [["n0"]]}, {"name": "all", "levels": [["c1"]]}])
+    a = alert()
+    start(old, a)
+    rows = {k: v for k, v in old.take_changed().items() if v is not None}
+    assert old.tracks[a.id].route == "gone"
+    new = router(
+        routes=[
+            {"name": "kept", "conditions": ["HYPOXIA"], "levels": [["d2"]]},
+            {"name": "all", "levels": [["c1"]]},
+        ]
+    )
+    assert new.restore(rows) == []
+    assert new.tracks[a.id].route == "all"
+    assert new.tracks[a.id].told == ("n0",)  # who was told stays told
+
+
+def test_restore_keeps_an_unrouted_alert_unrouted_and_a_kept_route() -> None:
+    r = router(routes=[{"name": "hyp", "conditions": ["HYPOXIA"], "levels": [["n0"]]}])
+    a, b = alert(), alert("HYPOXIA")
+    start(r, a)
+    start(r, b)
+    rows = {k: v for k, v in r.take_changed().items() if v is not None}
+    again = router(routes=[{"name": "hyp", "levels": [["c1"]]}])
+    assert again.restore(rows) == []
+    assert (again.tracks[a.id].route, again.tracks[b.id].route) == (None, "hyp")
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "error"),
+    [
+        ("alert:x", "{}", "alert:x: 'alert'"),
+        ("alert:x", '{"alert": {}}', "alert:x: bad_alert: KeyError: 'value'"),
+        ("alert:x", "[]", "alert:x: a track is a JSON object, not list"),
+        ("alert:x", "5", "alert:x: a track is a JSON object, not int"),
+        ("groups", '[{"ward": "w1"}]', "groups: 'bed'"),
+        ("groups", "{not json", "groups: Expecting property name"),
+        ("groups", '[{"ward": "w1", "bed": "b1", "route": "all", "opened": "then", "ids": []}]', "groups: "),
+        ("groups", "[1]", "groups: "),
+    ],
+)
+def test_each_unreadable_row_is_named_and_the_others_are_restored(key: str, text: str, error: str) -> None:
+    r = router()
+    good = Track(alert(), "all", told=("n0",))
+    bad = r.restore({key: text, ALERT_KEY_PREFIX + good.alert.id: json.dumps(good.dump())})
+    assert len(bad) == 1
+    assert bad[0].startswith(error)
+    assert r.tracks == {good.alert.id: good}
+
+
+# --- routes and levels ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "match", "miss"),
+    [
+        ("wards", {"ward": "w1"}, {"ward": "w2"}),
+        ("beds", {"bed": "b1"}, {"bed": "b2"}),
+        ("conditions", {"condition": "FEVER"}, {"condition": "HYPOXIA"}),
+        ("kinds", {"kind": Kind.TECHNICAL}, {"kind": Kind.PHYSIOLOGICAL}),
+        ("priorities", {"priority": Priority.HIGH}, {"priority": Priority.LOW}),
+    ],
+)
+def test_each_list_of_a_route_must_match(field: str, match: dict[str, Any], miss: dict[str, Any]) -> None:
+    values = {
+        "wards": ["w1"],
+        "beds": ["b1"],
+        "conditions": ["FEVER"],
+        "kinds": ["technical"],
+        "priorities": ["high"],
+    }
+    r = router(
+        routes=[
+            {"name": "picky", field: values[field], "levels": [["n0"]]},
+            {"name": "rest", "levels": [["c1"]]},
+        ]
+    )
+    base = {
+        "ward": "w1",
+        "bed": "b1",
+        "condition": "FEVER",
+        "kind": Kind.TECHNICAL,
+        "priority": Priority.HIGH,
+    }
+    hit, other = {**base, **match}, {**base, **miss}
+    assert r.match_route(alert(hit.pop("condition"), hit.pop("bed"), **hit)) == "picky"
+    assert r.match_route(alert(other.pop("condition"), other.pop("bed"), **other)) == "rest"
+
+
+def test_a_route_with_every_list_set_takes_only_what_matches_them_all() -> None:
+    r = router(
+        routes=[
+            {
+                "name": "picky",
+                "wards": ["w1"],
+                "beds": ["b1"],
+                "conditions": ["FEVER"],
+                "kinds": ["physiological"],
+                "priorities": ["medium"],
+                "levels": [["n0"]],
+            }
+        ]
+    )
+    assert r.match_route(alert()) == "picky"
+    assert r.match_route(alert(ward="w2")) is None
+    assert r.match_route(alert(bed="b2")) is None
+    assert r.match_route(alert("HYPOXIA")) is None
+    assert r.match_route(alert(kind=Kind.TECHNICAL)) is None
+    assert r.match_route(alert(priority=Priority.LOW)) is None
+
+
+def test_the_first_matching_route_takes_the_alert() -> None:
+    r = router(routes=[{"name": "one", "levels": [["n0"]]}, {"name": "two", "levels": [["c1"]]}])
+    assert r.match_route(alert()) == "one"
+    [n] = start(r, alert())
+    assert (n.route, n.receivers) == ("one", ("n0",))
+
+
+def test_an_unrouted_alert_is_a_decision_and_tells_nobody() -> None:
+    r = router(routes=[{"name": "hyp", "conditions": ["HYPOXIA"], "levels": [["n0"]]}])
+    a = alert()
+    assert start(r, a) == []
+    assert r.decisions == [Decision("unrouted", a.id, "FEVER")]
+    assert r.tracks[a.id].route is None
+    assert ALERT_KEY_PREFIX + a.id in r.changed
+
+
+def test_the_first_notice_is_an_alert_to_level_0() -> None:
+    r = router()
+    a = alert()
+    [n] = start(r, a, T0 + timedelta(seconds=5))
+    assert n == Notice(NoticeKind.ALERT, "all", 0, ("n0",), "w1", "b1", (a,), T0 + timedelta(seconds=5), None)
+    assert r.tracks[a.id] == Track(a, "all", 0, ("n0",), T0 + timedelta(seconds=5), None, False)
+
+
+@pytest.mark.parametrize("state", [AlertState.ACKNOWLEDGED, AlertState.RESOLVED])
+def test_an_alert_that_starts_closed_or_acknowledged_tells_nobody(state: AlertState) -> None:
+    r = router()
+    assert start(r, alert(state=state)) == []
+
+
+def test_a_latched_alert_at_start_is_told() -> None:
+    r = router()
+    assert len(start(r, alert(state=AlertState.LATCHED))) == 1
+
+
+def test_beyond_the_last_level_the_last_level_is_told_again() -> None:
+    r = router(routes=[{"name": "all", "levels": [["n0"], ["c1", "d2"]], "repeat_after_s": 0}])
+    a = alert(priority=Priority.HIGH)
+    start(r, a)
+    levels = []
+    for level in (1, 2, 3):
+        overdue = alert(priority=Priority.HIGH, phase=Phase.OVERDUE, escalation_level=level)
+        [n] = then(r, overdue, T0 + timedelta(minutes=5 * level))
+        levels.append((n.kind, n.level, n.receivers))
+    assert levels == [
+        (NoticeKind.ESCALATION, 1, ("c1", "d2")),
+        (NoticeKind.ESCALATION, 2, ("c1", "d2")),
+        (NoticeKind.ESCALATION, 3, ("c1", "d2")),
+    ]
+    assert r.tracks[a.id].told == ("n0", "c1", "d2")
+
+
+def test_an_escalation_says_how_long_and_which_level() -> None:
+    r = router()
+    start(r, alert(priority=Priority.HIGH))
+    overdue = alert(priority=Priority.HIGH, phase=Phase.OVERDUE, escalation_level=1)
+    [n] = then(r, overdue, T0 + timedelta(seconds=329))
+    assert n.reason == Text(
+        "Not acknowledged for 5 min: escalation level 1.", "Non acquittée depuis 5 min : niveau d'escalade 1."
+    )
+    [n2] = then(r, replace_alert(overdue, escalation_level=2), T0 + timedelta(seconds=631))
+    assert n2.reason is not None
+    assert n2.reason.en == "Not acknowledged for 11 min: escalation level 2."
+
+
+def replace_alert(a: Alert, **changes: Any) -> Alert:
+    from daemon.frozen import replace  # noqa: PLC0415
+
+    return replace(a, **changes)
+
+
+def test_an_overdue_level_not_above_the_told_one_sends_nothing() -> None:
+    r = router()
+    a = alert(priority=Priority.HIGH)
+    start(r, a)
+    r.failed([a.id], 0, "n0", T0 + timedelta(seconds=1))  # now at level 1
+    assert then(r, replace_alert(a, phase=Phase.OVERDUE, escalation_level=1), T0 + timedelta(minutes=5)) == []
+    assert r.tracks[a.id].level == 1
+    [n] = then(r, replace_alert(a, phase=Phase.OVERDUE, escalation_level=2), T0 + timedelta(minutes=10))
+    assert (n.kind, n.level) == (NoticeKind.ESCALATION, 2)
+
+
+def test_an_overdue_alert_never_told_keeps_its_level_for_later() -> None:
+    r = router(quiet=[{"start": "11:00", "end": "13:00", "priorities": ["low", "medium"]}])
+    a = alert()
+    assert start(r, a) == []
+    assert then(r, replace_alert(a, phase=Phase.OVERDUE, escalation_level=1), T0 + timedelta(minutes=5)) == []
+    assert r.tracks[a.id].level == 1
+    assert r.tracks[a.id].held is Held.QUIET
