@@ -490,3 +490,304 @@ def test_an_overdue_alert_never_told_keeps_its_level_for_later() -> None:
     assert then(r, replace_alert(a, phase=Phase.OVERDUE, escalation_level=1), T0 + timedelta(minutes=5)) == []
     assert r.tracks[a.id].level == 1
     assert r.tracks[a.id].held is Held.QUIET
+
+
+# --- failed deliveries ------------------------------------------------------------------------
+
+
+def test_a_failed_delivery_tells_the_next_level_at_once_and_says_why() -> None:
+    r = router()
+    a = alert()
+    start(r, a)
+    [n] = r.failed([a.id], 0, "n0", T0 + timedelta(seconds=30))
+    assert (n.kind, n.level, n.receivers, n.at) == (
+        NoticeKind.ESCALATION,
+        1,
+        ("c1",),
+        T0 + timedelta(seconds=30),
+    )
+    assert n.reason == Text(
+        "Delivery to n0 failed; told to the next level.",
+        "Échec de l'envoi à n0 ; transmis au niveau suivant.",
+    )
+    assert r.tracks[a.id].level == 1
+    assert r.tracks[a.id].told == ("n0", "c1")
+
+
+def test_a_failure_at_a_level_the_alert_has_left_changes_nothing() -> None:
+    r = router()
+    a = alert()
+    start(r, a)
+    r.failed([a.id], 0, "n0", T0)
+    assert r.failed([a.id], 0, "n0", T0) == []  # already at level 1
+    [n] = r.failed([a.id], 1, "c1", T0)
+    assert (n.level, n.receivers) == (2, ("d2",))
+
+
+def test_a_failure_at_the_last_level_tells_nobody_more() -> None:
+    r = router(routes=[{"name": "all", "levels": [["n0"], ["c1"]], "repeat_after_s": 0}])
+    a = alert()
+    start(r, a)
+    [n] = r.failed([a.id], 0, "n0", T0)
+    assert n.level == 1
+    assert r.failed([a.id], 1, "c1", T0) == []
+    assert r.tracks[a.id].level == 1
+
+
+def test_a_failure_of_a_closed_unknown_or_unrouted_alert_tells_nobody() -> None:
+    r = router(routes=[{"name": "hyp", "conditions": ["HYPOXIA"], "levels": [["n0"], ["c1"]]}])
+    unrouted = alert()
+    start(r, unrouted)
+    assert r.failed([unrouted.id, "b9-NOPE-1"], 0, "n0", T0) == []
+    closed = alert("HYPOXIA", state=AlertState.RESOLVED)
+    r.tracks[closed.id] = Track(closed, "hyp", told=("n0",))
+    assert r.failed([closed.id], 0, "n0", T0) == []
+
+
+def test_a_failure_whose_route_is_gone_tells_nobody() -> None:
+    r = router()
+    a = alert()
+    r.tracks[a.id] = Track(a, "gone", told=("n0",))
+    assert r.failed([a.id], 0, "n0", T0) == []
+
+
+def test_a_failure_about_several_alerts_tells_each_ones_next_level() -> None:
+    r = router()
+    a, b = alert(), alert("TACHYCARDIA")
+    start(r, a)
+    start(r, b)
+    notices = r.failed([a.id, b.id], 0, "n0", T0)
+    assert [(n.alerts[0].id, n.level) for n in notices] == [(a.id, 1), (b.id, 1)]
+
+
+# --- later transitions ---------------------------------------------------------------------
+
+
+def test_a_rise_is_told_as_worse_at_the_current_level() -> None:
+    r = router()
+    a = alert()
+    start(r, a)
+    r.failed([a.id], 0, "n0", T0)
+    worse = alert(priority=Priority.HIGH, phase=Phase.ESCALATE)
+    [n] = then(r, worse, T0 + timedelta(seconds=9))
+    assert (n.kind, n.level, n.receivers, n.alerts, n.reason) == (
+        NoticeKind.WORSE,
+        1,
+        ("c1",),
+        (worse,),
+        None,
+    )
+    assert r.tracks[a.id].last_at == T0 + timedelta(seconds=9)
+
+
+def test_a_reactivation_after_a_closing_notice_can_be_closed_again() -> None:
+    r = router()
+    a = alert(priority=Priority.HIGH)
+    start(r, a)
+    acked = alert(priority=Priority.HIGH, state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="nurse-1")
+    [closing] = then(r, acked, T0 + timedelta(seconds=1))
+    assert closing.kind is NoticeKind.CLOSING
+    assert r.tracks[a.id].closing_sent
+    back = alert(priority=Priority.HIGH, phase=Phase.REACTIVATE)
+    [worse] = then(r, back, T0 + timedelta(seconds=2))
+    assert worse.kind is NoticeKind.WORSE
+    assert not r.tracks[a.id].closing_sent
+    [again] = then(
+        r,
+        alert(priority=Priority.HIGH, state=AlertState.RESOLVED, phase=Phase.ACK),
+        T0 + timedelta(seconds=3),
+    )
+    assert again.kind is NoticeKind.CLOSING
+
+
+def test_a_rise_of_an_alert_held_in_a_quiet_period_is_decided_again() -> None:
+    r = router(quiet=[{"start": "11:00", "end": "13:00"}])
+    low = alert(priority=Priority.LOW)
+    assert start(r, low) == []
+    assert r.tracks[low.id].held is Held.QUIET
+    [n] = then(r, alert(priority=Priority.HIGH, phase=Phase.ESCALATE), T0 + timedelta(seconds=5))
+    assert (n.kind, n.level, n.receivers) == (NoticeKind.ALERT, 0, ("n0",))
+    assert r.tracks[low.id].held is None
+
+
+def test_a_rise_of_an_unrouted_alert_is_routed_again() -> None:
+    r = router(routes=[{"name": "high", "priorities": ["high"], "levels": [["n0"]]}])
+    a = alert()
+    assert start(r, a) == []
+    [n] = then(r, alert(priority=Priority.HIGH, phase=Phase.ESCALATE), T0 + timedelta(seconds=5))
+    assert (n.kind, n.route) == (NoticeKind.ALERT, "high")
+
+
+def test_a_change_while_grouped_waits_for_the_group_in_its_latest_form() -> None:
+    r = router(group_window_s=10)
+    start(r, alert())
+    worse = alert(priority=Priority.HIGH, phase=Phase.ESCALATE)
+    assert then(r, worse, T0 + timedelta(seconds=2)) == []
+    [n] = r.tick(T0 + timedelta(seconds=10))
+    assert n.alerts == (worse,)
+
+
+@pytest.mark.parametrize("phase", [Phase.UPDATE, Phase.DEESCALATE, Phase.LATCH])
+def test_an_update_deescalation_or_latch_pages_nobody(phase: Phase) -> None:
+    r = router()
+    start(r, alert(priority=Priority.HIGH))
+    changed = alert(priority=Priority.HIGH, phase=phase)
+    assert then(r, changed, T0 + timedelta(seconds=1)) == []
+    assert r.tracks[changed.id].alert == changed
+
+
+# --- closing ------------------------------------------------------------------------------------
+
+
+def test_the_closing_notice_goes_to_everyone_told_and_names_who_acknowledged() -> None:
+    r = router()
+    a = alert()
+    start(r, a)
+    r.failed([a.id], 0, "n0", T0)
+    acked = alert(
+        state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="nurse-1", acked_name="Anne Martin"
+    )
+    [n] = then(r, acked, T0 + timedelta(seconds=4))
+    assert (n.kind, n.level, n.receivers) == (NoticeKind.CLOSING, 1, ("n0", "c1"))
+    assert n.reason == Text("Acknowledged by Anne Martin.", "Acquittée par Anne Martin.")
+    assert r.tracks[a.id].last_at == T0 + timedelta(seconds=4)
+    assert then(r, alert(state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=5)) == []
+    assert a.id not in r.tracks
+
+
+def test_an_acknowledgement_without_a_display_name_names_the_user() -> None:
+    r = router()
+    start(r, alert())
+    [n] = then(r, alert(state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="nurse-1"), T0)
+    assert n.reason == Text("Acknowledged by nurse-1.", "Acquittée par nurse-1.")
+
+
+def test_a_resolved_alert_closes_as_resolved() -> None:
+    r = router()
+    start(r, alert())
+    [n] = then(r, alert(state=AlertState.RESOLVED, phase=Phase.END, acked_by="nurse-1"), T0)
+    assert n.reason == Text("Resolved.", "Terminée.")
+
+
+def test_an_acknowledgement_without_an_author_closes_as_resolved() -> None:
+    r = router()
+    start(r, alert())
+    [n] = then(r, alert(state=AlertState.ACKNOWLEDGED, phase=Phase.ACK), T0)
+    assert n.reason == Text("Resolved.", "Terminée.")
+
+
+def test_an_alert_closed_while_grouped_is_dropped_from_its_group() -> None:
+    r = router(group_window_s=10)
+    a, b = alert(), alert("TACHYCARDIA")
+    start(r, a)
+    start(r, b, T0 + timedelta(seconds=1))
+    assert (
+        then(
+            r, alert(state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="n"), T0 + timedelta(seconds=2)
+        )
+        == []
+    )
+    assert Decision("dropped", a.id, "group") in r.decisions
+    assert r.groups[("w1", "b1", "all")].ids == (b.id,)
+    assert r.tracks[a.id].held is None
+    [n] = r.tick(T0 + timedelta(seconds=10))
+    assert n.alerts == (b,)
+
+
+def test_the_last_alert_of_a_group_closed_removes_the_group() -> None:
+    r = router(group_window_s=10)
+    a = alert()
+    start(r, a)
+    r.take_changed()
+    assert then(r, alert(state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=2)) == []
+    assert r.groups == {}
+    assert GROUPS_KEY in r.take_changed()
+    assert r.tick(T0 + timedelta(seconds=10)) == []
+
+
+def test_a_quiet_alert_closed_meanwhile_waits_for_the_digest() -> None:
+    r = router(quiet=[{"start": "11:00", "end": "13:00"}])
+    low = alert(priority=Priority.LOW)
+    start(r, low)
+    closed = alert(priority=Priority.LOW, state=AlertState.RESOLVED, phase=Phase.END)
+    assert then(r, closed, T0 + timedelta(seconds=1)) == []
+    assert r.tracks[low.id] == Track(closed, "all", held=Held.QUIET)
+
+
+# --- repeats --------------------------------------------------------------------------------------
+
+
+def repeating(**routing: Any) -> Router:
+    return router(routes=[{"name": "all", "levels": [["n0"], ["c1"]], "repeat_after_s": 600}], **routing)
+
+
+def test_a_repeat_comes_repeat_after_s_after_the_last_notice_not_a_second_before() -> None:
+    r = repeating()
+    a = alert()
+    start(r, a)
+    assert r.tick(T0 + timedelta(seconds=599.999)) == []
+    [n] = r.tick(T0 + timedelta(seconds=600))
+    assert (n.kind, n.level, n.receivers, n.alerts) == (NoticeKind.REPEAT, 0, ("n0",), (a,))
+    assert r.tick(T0 + timedelta(seconds=1199)) == []
+    assert len(r.tick(T0 + timedelta(seconds=1200))) == 1
+
+
+def test_a_repeat_goes_to_the_current_level() -> None:
+    r = repeating()
+    a = alert()
+    start(r, a)
+    r.failed([a.id], 0, "n0", T0 + timedelta(seconds=100))
+    assert r.tick(T0 + timedelta(seconds=600)) == []  # the escalation was the last notice
+    [n] = r.tick(T0 + timedelta(seconds=700))
+    assert (n.level, n.receivers) == (1, ("c1",))
+
+
+def test_a_latched_alert_is_repeated() -> None:
+    r = repeating()
+    start(r, alert(priority=Priority.HIGH))
+    then(r, alert(priority=Priority.HIGH, state=AlertState.LATCHED, phase=Phase.LATCH), T0)
+    assert len(r.tick(T0 + timedelta(seconds=600))) == 1
+
+
+def test_an_acknowledged_alert_is_not_repeated() -> None:
+    r = repeating()
+    start(r, alert())
+    then(r, alert(state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="n"), T0)
+    assert r.tick(T0 + timedelta(hours=1)) == []
+
+
+def test_no_repeat_with_repeat_after_s_0_or_without_a_route() -> None:
+    r = router()
+    start(r, alert())
+    assert r.tick(T0 + timedelta(days=1)) == []
+    u = repeating()
+    a = alert()
+    u.tracks[a.id] = Track(a, "gone", told=("n0",), last_at=T0)
+    assert u.tick(T0 + timedelta(days=1)) == []
+
+
+def test_no_repeat_of_a_held_or_never_told_alert() -> None:
+    r = repeating()
+    a = alert()
+    r.tracks[a.id] = Track(a, "all", told=("n0",), last_at=T0, held=Held.INHIBITED)
+    b = alert("TACHYCARDIA")
+    r.tracks[b.id] = Track(b, "all", told=(), last_at=T0)
+    c = alert("HYPOXIA")
+    r.tracks[c.id] = Track(c, "all", told=("n0",), last_at=None)
+    assert r.tick(T0 + timedelta(days=1)) == []
+
+
+def test_no_repeat_of_a_quiet_priority_in_a_quiet_period() -> None:
+    r = repeating(quiet=[{"start": "12:05", "end": "13:00"}])
+    start(r, alert(priority=Priority.LOW))
+    assert r.tick(T0 + timedelta(seconds=600)) == []  # 12:10, quiet
+    assert len(r.tick(T0 + timedelta(hours=1))) == 1  # 13:00, over
+
+
+def test_no_repeat_while_inhibited() -> None:
+    r = repeating(inhibit=[{"source": "CRS_SUSPECTED", "targets": ["FEVER"]}])
+    start(r, alert())
+    start(r, alert("CRS_SUSPECTED"), T0 + timedelta(seconds=1))
+    notices = r.tick(T0 + timedelta(seconds=600))
+    assert [n.alerts[0].condition for n in notices] == []
+    assert [n.alerts[0].condition for n in r.tick(T0 + timedelta(seconds=601))] == ["CRS_SUSPECTED"]
