@@ -7,13 +7,13 @@ told of what and when; these check what the cases' one-line summary does not sho
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
 
 from daemon.alerts import Alert, AlertState, Phase, Transition
-from daemon.config import parse
+from daemon.config import QuietConfig, parse
 from daemon.delivery.routing import (
     ALERT_KEY_PREFIX,
     GROUPS_KEY,
@@ -24,6 +24,7 @@ from daemon.delivery.routing import (
     NoticeKind,
     Router,
     Track,
+    in_period,
 )
 from daemon.events import Kind, Priority, Text
 
@@ -791,3 +792,364 @@ def test_no_repeat_while_inhibited() -> None:
     notices = r.tick(T0 + timedelta(seconds=600))
     assert [n.alerts[0].condition for n in notices] == []
     assert [n.alerts[0].condition for n in r.tick(T0 + timedelta(seconds=601))] == ["CRS_SUSPECTED"]
+
+
+# --- groups ---------------------------------------------------------------------------------------
+
+
+def test_a_group_goes_out_when_its_window_ends_not_a_moment_before() -> None:
+    r = router(group_window_s=10)
+    a = alert()
+    assert start(r, a) == []
+    assert r.decisions == [Decision("grouped", a.id, "all")]
+    assert r.tracks[a.id].held is Held.GROUP
+    assert r.tick(T0 + timedelta(seconds=9.999)) == []
+    [n] = r.tick(T0 + timedelta(seconds=10))
+    assert n == Notice(NoticeKind.ALERT, "all", 0, ("n0",), "w1", "b1", (a,), T0 + timedelta(seconds=10))
+    assert r.tracks[a.id] == Track(a, "all", 0, ("n0",), T0 + timedelta(seconds=10), None, False)
+    assert r.groups == {}
+
+
+def test_groups_go_out_oldest_first_then_by_ward_bed_and_route() -> None:
+    r = router(group_window_s=10)
+    start(r, alert(bed="b2"), T0 + timedelta(seconds=1))
+    start(r, alert(bed="b3"), T0)
+    start(r, alert(bed="b1"), T0 + timedelta(seconds=1))
+    start(r, alert(ward="w0", bed="b9"), T0 + timedelta(seconds=1))
+    notices = r.tick(T0 + timedelta(seconds=20))
+    assert [(n.ward, n.bed) for n in notices] == [("w1", "b3"), ("w0", "b9"), ("w1", "b1"), ("w1", "b2")]
+
+
+def test_a_transition_flushes_the_groups_that_are_due_first() -> None:
+    r = router(group_window_s=10)
+    a = alert()
+    start(r, a)
+    notices = start(r, alert(bed="b2"), T0 + timedelta(seconds=10))
+    assert [(n.kind, n.bed) for n in notices] == [(NoticeKind.ALERT, "b1")]
+
+
+def test_an_alert_whose_inhibitor_opened_during_the_window_stays_out_of_the_group() -> None:
+    r = router(group_window_s=10, inhibit=[{"source": "CRS_SUSPECTED", "targets": ["FEVER"]}])
+    fever, tachy = alert(), alert("TACHYCARDIA")
+    start(r, fever)
+    start(r, tachy)
+    crs = alert("CRS_SUSPECTED")
+    start(r, crs, T0 + timedelta(seconds=5))
+    r.decisions.clear()
+    notices = r.tick(T0 + timedelta(seconds=10))
+    assert [n.alerts for n in notices] == [(tachy, crs)]  # the source is in the group too
+    assert r.decisions == [Decision("inhibited", fever.id, crs.id)]
+    assert r.tracks[fever.id].held is Held.INHIBITED
+    assert r.tracks[fever.id].told == ()
+
+
+def test_a_group_whose_members_all_left_sends_nothing() -> None:
+    r = router(group_window_s=10, inhibit=[{"source": "CRS_SUSPECTED", "targets": ["FEVER"]}])
+    start(r, alert())
+    start(r, alert("CRS_SUSPECTED", bed="b1"), T0 + timedelta(seconds=1))
+    notices = r.tick(T0 + timedelta(seconds=11))
+    assert [n.alerts[0].condition for n in notices] == ["CRS_SUSPECTED"]
+
+
+def test_a_group_of_a_removed_route_sends_nothing() -> None:
+    r = router(group_window_s=10)
+    a = alert()
+    r.tracks[a.id] = Track(a, "gone", held=Held.GROUP)
+    r.groups[("w1", "b1", "gone")] = Group("w1", "b1", "gone", T0, (a.id,))
+    assert r.tick(T0 + timedelta(seconds=10)) == []
+    assert r.groups == {}
+
+
+def test_a_member_no_longer_waiting_is_not_sent_with_the_group() -> None:
+    r = router(group_window_s=10)
+    a, b = alert(), alert("TACHYCARDIA")
+    r.tracks[a.id] = Track(a, "all", held=Held.GROUP)
+    r.tracks[b.id] = Track(b, "all", held=None, told=("n0",))
+    r.groups[("w1", "b1", "all")] = Group("w1", "b1", "all", T0, (a.id, b.id, "b1-GONE-1"))
+    [n] = r.tick(T0 + timedelta(seconds=10))
+    assert n.alerts == (a,)
+
+
+def test_told_keeps_each_receiver_once_in_order() -> None:
+    r = router(group_window_s=10, routes=[{"name": "all", "levels": [["n0", "c1"]], "repeat_after_s": 0}])
+    a = alert()
+    r.tracks[a.id] = Track(a, "all", told=("c1", "d2"), held=Held.GROUP)
+    r.groups[("w1", "b1", "all")] = Group("w1", "b1", "all", T0, (a.id,))
+    r.tick(T0 + timedelta(seconds=10))
+    assert r.tracks[a.id].told == ("c1", "d2", "n0")
+
+
+# --- digests ----------------------------------------------------------------------------------------
+
+
+def quiet_router(**routing: Any) -> Router:
+    return router(quiet=[{"start": "11:00", "end": "13:00", "priorities": ["low", "medium"]}], **routing)
+
+
+def test_a_digest_goes_out_when_the_quiet_period_ends() -> None:
+    r = quiet_router()
+    a = alert(priority=Priority.LOW)
+    start(r, a)
+    assert r.decisions == [Decision("quiet", a.id, "FEVER")]
+    assert r.tick(T0 + timedelta(minutes=59, seconds=59)) == []
+    end = T0 + timedelta(hours=1)
+    [n] = r.tick(end)
+    assert n == Notice(NoticeKind.DIGEST, "all", 0, ("n0",), "w1", "b1", (a,), end)
+    assert r.tracks[a.id] == Track(a, "all", 0, ("n0",), end, None, False)
+    assert r.tick(end + timedelta(seconds=1)) == []
+
+
+def test_a_digest_is_per_route_and_ward_in_time_order_and_names_no_bed_for_several() -> None:
+    r = quiet_router(
+        routes=[
+            {"name": "a", "wards": ["w1"], "levels": [["n0"]], "repeat_after_s": 0},
+            {"name": "b", "levels": [["c1"]], "repeat_after_s": 0},
+        ]
+    )
+    first = alert(bed="b2", priority=Priority.LOW, at=T0 + timedelta(seconds=5))
+    second = alert(bed="b1", priority=Priority.LOW, at=T0 + timedelta(seconds=9))
+    third = alert("BAG_LOW", bed="b3", priority=Priority.LOW, at=T0 + timedelta(seconds=9))
+    other = alert(ward="w2", bed="b1", priority=Priority.LOW)
+    for a in (third, second, first, other):
+        start(r, a)
+    notices = r.tick(T0 + timedelta(hours=1))
+    assert [(n.route, n.ward, n.bed, n.receivers, n.alerts) for n in notices] == [
+        ("a", "w1", "", ("n0",), (first, second, third)),  # by onset, then id
+        ("b", "w2", "b1", ("c1",), (other,)),
+    ]
+
+
+def test_a_digest_reports_alerts_closed_meanwhile_and_forgets_them() -> None:
+    r = quiet_router()
+    a, b = alert(priority=Priority.LOW), alert("BAG_LOW", priority=Priority.LOW, seq=2)
+    start(r, a)
+    start(r, b)
+    closed = alert(priority=Priority.LOW, state=AlertState.RESOLVED, phase=Phase.END)
+    then(r, closed, T0 + timedelta(minutes=1))
+    [n] = r.tick(T0 + timedelta(hours=1))
+    assert n.alerts == (b, closed)  # the same onset: by id
+    assert a.id not in r.tracks
+    assert b.id in r.tracks
+
+
+def test_an_alert_acknowledged_meanwhile_gets_no_closing_notice_later() -> None:
+    r = quiet_router()
+    a = alert(priority=Priority.LOW)
+    start(r, a)
+    acked = alert(priority=Priority.LOW, state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="n")
+    then(r, acked, T0 + timedelta(minutes=1))
+    [n] = r.tick(T0 + timedelta(hours=1))
+    assert n.alerts == (acked,)
+    assert r.tracks[a.id].closing_sent
+    done = alert(priority=Priority.LOW, state=AlertState.RESOLVED, phase=Phase.END)
+    assert then(r, done, T0 + timedelta(hours=2)) == []
+
+
+def test_an_active_alert_of_the_digest_gets_its_closing_notice() -> None:
+    r = quiet_router()
+    start(r, alert(priority=Priority.LOW))
+    r.tick(T0 + timedelta(hours=1))
+    [n] = then(
+        r, alert(priority=Priority.LOW, state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(hours=2)
+    )
+    assert (n.kind, n.receivers) == (NoticeKind.CLOSING, ("n0",))
+
+
+def test_a_digest_of_a_removed_route_tells_nobody_but_frees_its_alerts() -> None:
+    r = quiet_router()
+    a = alert(priority=Priority.LOW)
+    r.tracks[a.id] = Track(a, "gone", held=Held.QUIET)
+    assert r.tick(T0 + timedelta(hours=1)) == []
+    assert r.tracks[a.id].held is None
+
+
+def test_a_digest_goes_out_for_each_priority_when_its_own_period_ends() -> None:
+    r = router(
+        quiet=[
+            {"start": "11:00", "end": "12:30", "priorities": ["medium"]},
+            {"start": "11:00", "end": "13:00", "priorities": ["low"]},
+        ]
+    )
+    low, medium = alert("BAG_LOW", priority=Priority.LOW), alert(priority=Priority.MEDIUM)
+    start(r, low)
+    start(r, medium)
+    assert [n.alerts for n in r.tick(T0 + timedelta(minutes=30))] == [(medium,)]
+    assert [n.alerts for n in r.tick(T0 + timedelta(minutes=60))] == [(low,)]
+
+
+# --- inhibition ----------------------------------------------------------------------------------
+
+
+def inhibiting(**routing: Any) -> Router:
+    return router(inhibit=[{"source": "CRS_SUSPECTED", "targets": ["FEVER", "HYPOTENSION"]}], **routing)
+
+
+def test_an_open_source_holds_its_targets_of_the_same_bed() -> None:
+    r = inhibiting()
+    crs = alert("CRS_SUSPECTED")
+    start(r, crs)
+    fever = alert()
+    assert start(r, fever) == []
+    assert r.decisions == [Decision("inhibited", fever.id, crs.id)]
+    assert r.tracks[fever.id].held is Held.INHIBITED
+
+
+@pytest.mark.parametrize(
+    ("target", "told"),
+    [
+        (alert(bed="b2"), True),  # another bed
+        (alert(ward="w2"), True),  # another ward
+        (alert("TACHYCARDIA"), True),  # not a target
+        (alert(priority=Priority.HIGH), True),  # above the source
+        (alert(priority=Priority.LOW), False),  # below it
+        (alert(), False),  # the same priority
+    ],
+)
+def test_only_a_target_at_the_same_bed_not_above_the_source_is_held(target: Alert, told: bool) -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED"))
+    assert bool(start(r, target)) is told
+
+
+def test_a_closed_source_holds_nothing() -> None:
+    r = inhibiting()
+    crs = alert("CRS_SUSPECTED", state=AlertState.RESOLVED)
+    r.tracks[crs.id] = Track(crs, "all")
+    assert len(start(r, alert())) == 1
+
+
+def test_an_acknowledged_source_still_holds_its_targets() -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED"))
+    then(r, alert("CRS_SUSPECTED", state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="n"), T0)
+    assert start(r, alert()) == []
+
+
+def test_an_alert_is_not_its_own_inhibitor() -> None:
+    r = router(inhibit=[{"source": "FEVER", "targets": ["FEVER"]}])
+    assert len(start(r, alert())) == 1
+
+
+def test_the_second_rule_is_looked_at_when_the_first_does_not_name_the_target() -> None:
+    r = router(
+        inhibit=[
+            {"source": "PUMP_COMM_LOST", "targets": ["BAG_LOW"]},
+            {"source": "CRS_SUSPECTED", "targets": ["FEVER"]},
+        ]
+    )
+    start(r, alert("CRS_SUSPECTED"))
+    assert start(r, alert()) == []
+
+
+def test_when_the_source_closes_its_targets_go_out() -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED"))
+    fever, hypo = alert(), alert("HYPOTENSION")
+    start(r, fever)
+    start(r, hypo)
+    notices = then(
+        r, alert("CRS_SUSPECTED", state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=5)
+    )
+    assert [(n.kind, n.alerts[0].condition) for n in notices] == [
+        (NoticeKind.CLOSING, "CRS_SUSPECTED"),
+        (NoticeKind.ALERT, "FEVER"),
+        (NoticeKind.ALERT, "HYPOTENSION"),
+    ]
+    assert r.tracks[fever.id].held is None
+
+
+def test_a_deescalated_source_frees_a_target_now_above_it() -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED", priority=Priority.HIGH))
+    fever = alert(priority=Priority.MEDIUM)
+    assert start(r, fever) == []
+    lower = alert("CRS_SUSPECTED", priority=Priority.LOW, phase=Phase.DEESCALATE)
+    [n] = then(r, lower, T0 + timedelta(seconds=5))
+    assert n.alerts == (fever,)
+
+
+def test_a_freed_target_no_longer_active_is_not_told() -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED"))
+    start(r, alert())
+    then(r, alert(state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="n"), T0)
+    r.tracks[alert().id] = Track(alert(state=AlertState.ACKNOWLEDGED), "all", held=Held.INHIBITED)
+    notices = then(r, alert("CRS_SUSPECTED", state=AlertState.RESOLVED, phase=Phase.END), T0)
+    assert [n.kind for n in notices] == [NoticeKind.CLOSING]
+    assert r.tracks[alert().id].held is None
+
+
+def test_a_target_of_another_bed_stays_held_when_a_source_closes() -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED", bed="b1"))
+    start(r, alert("CRS_SUSPECTED", bed="b2"))
+    start(r, alert(bed="b2"))
+    notices = then(r, alert("CRS_SUSPECTED", bed="b1", state=AlertState.RESOLVED, phase=Phase.END), T0)
+    assert [n.kind for n in notices] == [NoticeKind.CLOSING]
+    assert r.tracks[alert(bed="b2").id].held is Held.INHIBITED
+
+
+def test_a_target_still_covered_by_another_source_stays_held() -> None:
+    r = router(
+        inhibit=[
+            {"source": "CRS_SUSPECTED", "targets": ["FEVER"]},
+            {"source": "ICANS_SUSPECTED", "targets": ["FEVER"]},
+        ]
+    )
+    start(r, alert("CRS_SUSPECTED"))
+    start(r, alert("ICANS_SUSPECTED"))
+    start(r, alert())
+    notices = then(r, alert("CRS_SUSPECTED", state=AlertState.RESOLVED, phase=Phase.END), T0)
+    assert [n.kind for n in notices] == [NoticeKind.CLOSING]
+    assert r.tracks[alert().id].held is Held.INHIBITED
+
+
+# --- quiet periods ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start_", "end", "local", "inside"),
+    [
+        ("22:00", "07:00", "22:00", True),  # start included
+        ("22:00", "07:00", "21:59:59.999999", False),
+        ("22:00", "07:00", "00:00", True),
+        ("22:00", "07:00", "06:59:59.999999", True),
+        ("22:00", "07:00", "07:00", False),  # end excluded
+        ("22:00", "07:00", "12:00", False),
+        ("13:00", "14:00", "13:00", True),
+        ("13:00", "14:00", "12:59:59.999999", False),
+        ("13:00", "14:00", "13:59:59.999999", True),
+        ("13:00", "14:00", "14:00", False),
+        ("13:00", "14:00", "23:00", False),
+        ("13:00", "14:00", "01:00", False),
+    ],
+)
+def test_a_quiet_period_includes_its_start_and_not_its_end(
+    start_: str, end: str, local: str, inside: bool
+) -> None:
+    quiet = QuietConfig(start=start_, end=end)
+    assert in_period(quiet, time.fromisoformat(local)) is inside
+
+
+def test_quiet_periods_are_in_the_routings_local_time() -> None:
+    r = router(timezone="Europe/Paris", quiet=[{"start": "13:00", "end": "14:00"}])
+    assert str(r.zone) == "Europe/Paris"
+    low = alert(priority=Priority.LOW)
+    assert start(r, low, T0 + timedelta(seconds=-1)) != []  # 12:59:59 in Paris
+    assert start(r, alert("BAG_LOW", priority=Priority.LOW), T0) == []  # 13:00 in Paris
+
+
+def test_high_priority_is_never_quiet_and_unlisted_priorities_are_not_held() -> None:
+    r = router(quiet=[{"start": "11:00", "end": "13:00", "priorities": ["medium"]}])
+    assert len(start(r, alert(priority=Priority.HIGH))) == 1
+    assert len(start(r, alert("BAG_LOW", priority=Priority.LOW))) == 1
+    assert start(r, alert("TACHYCARDIA", priority=Priority.MEDIUM)) == []
+
+
+def test_any_listed_period_makes_it_quiet() -> None:
+    r = router(quiet=[{"start": "01:00", "end": "02:00"}, {"start": "11:00", "end": "13:00"}])
+    assert start(r, alert(priority=Priority.LOW)) == []
+
+
+def test_without_quiet_periods_nothing_is_held() -> None:
+    assert len(start(router(), alert(priority=Priority.LOW))) == 1
