@@ -909,7 +909,7 @@ def test_a_digest_is_per_route_and_ward_in_time_order_and_names_no_bed_for_sever
     first = alert(bed="b2", priority=Priority.LOW, at=T0 + timedelta(seconds=5))
     second = alert(bed="b1", priority=Priority.LOW, at=T0 + timedelta(seconds=9))
     third = alert("BAG_LOW", bed="b3", priority=Priority.LOW, at=T0 + timedelta(seconds=9))
-    other = alert(ward="w2", bed="b1", priority=Priority.LOW)
+    other = alert(ward="w2", bed="b1", priority=Priority.LOW, seq=2)
     for a in (third, second, first, other):
         start(r, a)
     notices = r.tick(T0 + timedelta(hours=1))
