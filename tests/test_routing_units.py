@@ -1153,3 +1153,93 @@ def test_any_listed_period_makes_it_quiet() -> None:
 
 def test_without_quiet_periods_nothing_is_held() -> None:
     assert len(start(router(), alert(priority=Priority.LOW))) == 1
+
+
+# --- found by mutation testing ------------------------------------------------------------------------
+
+
+def test_a_failure_report_skips_an_alert_it_cannot_move_and_goes_on_with_the_next() -> None:
+    r = router(
+        routes=[
+            {"name": "short", "conditions": ["HYPOXIA"], "levels": [["n0"], ["c1"]], "repeat_after_s": 0},
+            {"name": "all", "levels": [["n0"], ["c1"], ["d2"]], "repeat_after_s": 0},
+        ]
+    )
+    hypoxia, fever = alert("HYPOXIA"), alert()
+    start(r, hypoxia)
+    start(r, fever)
+    assert [(n.alerts[0].id, n.level) for n in r.failed([hypoxia.id, fever.id], 0, "n0", T0)] == [
+        (hypoxia.id, 1),
+        (fever.id, 1),
+    ]
+    # HYPOXIA is at its route's last level, the second id is unknown: both skipped.
+    notices = r.failed([hypoxia.id, "b9-NOPE-1", fever.id], 1, "c1", T0)
+    assert [(n.alerts[0].id, n.level, n.receivers) for n in notices] == [(fever.id, 2, ("d2",))]
+
+
+def replace_alert_track(track: Track, **changes: Any) -> Track:
+    from daemon.frozen import replace  # noqa: PLC0415
+
+    return replace(track, **changes)
+
+
+def test_the_closing_notice_is_dated_now() -> None:
+    r = router()
+    start(r, alert())
+    [n] = then(r, alert(state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=42))
+    assert n.at == T0 + timedelta(seconds=42)
+
+
+def test_a_target_freed_by_its_source_closing_is_told_now() -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED"))
+    start(r, alert())
+    _, freed = then(
+        r, alert("CRS_SUSPECTED", state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=7)
+    )
+    assert (freed.kind, freed.at) == (NoticeKind.ALERT, T0 + timedelta(seconds=7))
+    assert r.tracks[alert().id].last_at == T0 + timedelta(seconds=7)
+
+
+def test_a_target_still_covered_does_not_stop_the_release_of_the_next() -> None:
+    r = router(
+        inhibit=[
+            {"source": "CRS_SUSPECTED", "targets": ["FEVER"]},
+            {"source": "ICANS_SUSPECTED", "targets": ["TACHYCARDIA"]},
+        ]
+    )
+    start(r, alert("CRS_SUSPECTED"))
+    start(r, alert("ICANS_SUSPECTED"))
+    start(r, alert())  # held by CRS, and first in the router's table
+    tachy = alert("TACHYCARDIA")
+    start(r, tachy)  # held by ICANS
+    notices = then(r, alert("ICANS_SUSPECTED", state=AlertState.RESOLVED, phase=Phase.END), T0)
+    assert [(n.kind, n.alerts[0].condition) for n in notices] == [
+        (NoticeKind.CLOSING, "ICANS_SUSPECTED"),
+        (NoticeKind.ALERT, "TACHYCARDIA"),
+    ]
+
+
+def test_a_rise_decided_again_leaves_a_track_with_no_closing_sent() -> None:
+    r = inhibiting()
+    start(r, alert("CRS_SUSPECTED", priority=Priority.HIGH))
+    fever = alert()
+    start(r, fever)
+    # A track stored with closing_sent set (a digest of an acknowledged alert) and never told.
+    r.tracks[fever.id] = replace_alert_track(r.tracks[fever.id], closing_sent=True)
+    assert then(r, alert(priority=Priority.HIGH, phase=Phase.ESCALATE), T0) == []  # still covered
+    assert r.tracks[fever.id].closing_sent is False
+    assert r.tracks[fever.id].dump()["closing_sent"] is False
+
+
+def test_closing_a_held_alert_that_is_in_no_group_rewrites_no_group() -> None:
+    r = router(group_window_s=10, inhibit=[{"source": "CRS_SUSPECTED", "targets": ["FEVER"]}])
+    r.tick(T0)
+    crs = alert("CRS_SUSPECTED")
+    r.tracks[crs.id] = Track(crs, "all", told=("n0",), last_at=T0)
+    fever = alert()
+    start(r, fever)  # inhibited, not grouped
+    start(r, alert("TACHYCARDIA"))  # grouped: the bed has a group
+    r.take_changed()
+    then(r, alert(state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=1))
+    assert set(r.take_changed()) == {ALERT_KEY_PREFIX + fever.id}
