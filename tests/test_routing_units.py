@@ -592,7 +592,8 @@ def test_a_reactivation_after_a_closing_notice_can_be_closed_again() -> None:
     back = alert(priority=Priority.HIGH, phase=Phase.REACTIVATE)
     [worse] = then(r, back, T0 + timedelta(seconds=2))
     assert worse.kind is NoticeKind.WORSE
-    assert not r.tracks[a.id].closing_sent
+    assert r.tracks[a.id].closing_sent is False
+    assert r.tracks[a.id].dump()["closing_sent"] is False
     [again] = then(
         r,
         alert(priority=Priority.HIGH, state=AlertState.RESOLVED, phase=Phase.ACK),
@@ -1243,3 +1244,80 @@ def test_closing_a_held_alert_that_is_in_no_group_rewrites_no_group() -> None:
     r.take_changed()
     then(r, alert(state=AlertState.RESOLVED, phase=Phase.END), T0 + timedelta(seconds=1))
     assert set(r.take_changed()) == {ALERT_KEY_PREFIX + fever.id}
+
+
+def test_after_a_restart_without_the_inhibition_an_acknowledgement_at_the_bed_frees_its_targets() -> None:
+    before = inhibiting()
+    start(before, alert("CRS_SUSPECTED"))
+    fever = alert()
+    start(before, fever)
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    after = router(inhibit=[])  # the site dropped the rule
+    assert after.restore(rows) == []
+    assert after.tracks[fever.id].held is Held.INHIBITED
+    acked = alert("CRS_SUSPECTED", state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="n")
+    notices = then(after, acked, T0 + timedelta(seconds=3))
+    assert [(n.kind, n.alerts[0].condition) for n in notices] == [
+        (NoticeKind.CLOSING, "CRS_SUSPECTED"),
+        (NoticeKind.ALERT, "FEVER"),
+    ]
+
+
+def test_a_later_transition_of_an_alert_the_router_never_saw_is_taken_as_new() -> None:
+    r = router()  # e.g. its stored row was unreadable at the restart
+    worse = alert(priority=Priority.HIGH, phase=Phase.ESCALATE)
+    [n] = then(r, worse, T0)
+    assert (n.kind, n.level, n.alerts) == (NoticeKind.ALERT, 0, (worse,))
+
+
+def test_a_later_transition_comes_after_the_groups_it_flushed() -> None:
+    r = router(group_window_s=10)
+    b = alert("HYPOXIA", bed="b2")
+    start(r, b, T0 - timedelta(seconds=20))
+    r.tick(T0 - timedelta(seconds=10))  # b2's group goes out
+    start(r, alert(), T0)  # b1's group opens
+    worse = alert("HYPOXIA", bed="b2", priority=Priority.HIGH, phase=Phase.ESCALATE)
+    notices = then(r, worse, T0 + timedelta(seconds=10))
+    assert [(n.kind, n.bed) for n in notices] == [(NoticeKind.ALERT, "b1"), (NoticeKind.WORSE, "b2")]
+
+
+def test_a_repeat_after_one_second_is_a_repeat() -> None:
+    r = router(routes=[{"name": "all", "levels": [["n0"]], "repeat_after_s": 1}])
+    start(r, alert())
+    assert r.tick(T0 + timedelta(seconds=0.999)) == []
+    assert [n.kind for n in r.tick(T0 + timedelta(seconds=1))] == [NoticeKind.REPEAT]
+
+
+def test_an_alert_acknowledged_in_a_digest_whose_route_went_away_is_closed_once_told_again() -> None:
+    """Held for a quiet period, acknowledged, its route removed at a restart: the digest
+    tells nobody. When its priority rises and a route takes it, the receivers told then
+    get its closing notice too."""
+    quiet = [{"start": "11:00", "end": "13:00", "priorities": ["low", "medium"]}]
+    before = router(quiet=quiet, routes=[{"name": "fever", "conditions": ["FEVER"], "levels": [["n0"]]}])
+    start(before, alert(priority=Priority.LOW))
+    acked = alert(priority=Priority.LOW, state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, acked_by="n")
+    assert then(before, acked, T0 + timedelta(minutes=1)) == []
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    after = router(quiet=quiet, routes=[{"name": "high", "priorities": ["high"], "levels": [["c1"]]}])
+    assert after.restore(rows) == []
+    assert after.tick(T0 + timedelta(hours=1)) == []  # the digest: nobody to tell
+    worse = alert(priority=Priority.HIGH, phase=Phase.ESCALATE)
+    [told] = then(after, worse, T0 + timedelta(hours=2))
+    assert (told.kind, told.route, told.receivers) == (NoticeKind.ALERT, "high", ("c1",))
+    done = alert(priority=Priority.HIGH, state=AlertState.RESOLVED, phase=Phase.END)
+    [closing] = then(after, done, T0 + timedelta(hours=3))
+    assert (closing.kind, closing.receivers) == (NoticeKind.CLOSING, ("c1",))
+
+
+def test_a_told_alert_whose_route_went_away_is_not_repeated() -> None:
+    before = router(
+        routes=[{"name": "fever", "conditions": ["FEVER"], "levels": [["n0"]], "repeat_after_s": 60}]
+    )
+    start(before, alert())
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    after = router(
+        routes=[{"name": "hyp", "conditions": ["HYPOXIA"], "levels": [["c1"]], "repeat_after_s": 60}]
+    )
+    assert after.restore(rows) == []
+    assert after.tracks[alert().id].route is None
+    assert after.tick(T0 + timedelta(hours=1)) == []

@@ -436,7 +436,7 @@ class Router:
         )
 
     def _repeat(self, track: Track, now: datetime) -> list[Notice]:
-        route = self._routes.get(track.route or "")
+        route = None if track.route is None else self._routes.get(track.route)
         alert = track.alert
         if (
             route is None
@@ -488,13 +488,17 @@ class Router:
         return out
 
     def _digests(self, now: datetime) -> list[Notice]:
-        due: dict[tuple[str, str], list[Track]] = {}
+        due: dict[tuple[str | None, str], list[Track]] = {}
         for track in self.tracks.values():
             if track.held is Held.QUIET and not self._quiet(track.alert.priority, now):
-                due.setdefault((track.route or "", track.alert.ward), []).append(track)
+                due.setdefault((track.route, track.alert.ward), []).append(track)
         out: list[Notice] = []
-        for (route_name, ward), tracks in sorted(due.items()):
-            route = self._routes.get(route_name)
+        # Held alerts without a route (theirs was removed at a restart and none takes them
+        # now) are let go with nobody told; where they come in the order changes nothing.
+        for (route_name, ward), tracks in sorted(
+            due.items(), key=lambda item: (item[0][0] or "", item[0][1])
+        ):
+            route = None if route_name is None else self._routes.get(route_name)
             receivers = tuple(route.levels[0]) if route is not None else ()
             tracks.sort(key=lambda t: (t.alert.since, t.alert.id))
             for track in tracks:
@@ -505,11 +509,11 @@ class Router:
                     # Acknowledged meanwhile: told, and nothing more to close.
                     closing = track.alert.state is AlertState.ACKNOWLEDGED
                     self._put(replace(track, held=None, told=told, last_at=now, closing_sent=closing))
-            if receivers:
+            if route is not None:
                 beds = {t.alert.bed for t in tracks}
                 bed = beds.pop() if len(beds) == 1 else ""
                 alerts = tuple(t.alert for t in tracks)
-                out.append(Notice(NoticeKind.DIGEST, route_name, 0, receivers, ward, bed, alerts, now))
+                out.append(Notice(NoticeKind.DIGEST, route.name, 0, receivers, ward, bed, alerts, now))
         return out
 
     def _release_inhibited(self, ward: str, bed: str, now: datetime) -> list[Notice]:
