@@ -852,13 +852,81 @@ def test_a_group_whose_members_all_left_sends_nothing() -> None:
     assert [n.alerts[0].condition for n in notices] == ["CRS_SUSPECTED"]
 
 
-def test_a_group_of_a_removed_route_sends_nothing() -> None:
-    r = router(group_window_s=10)
-    a = alert()
-    r.tracks[a.id] = Track(a, "gone", held=Held.GROUP)
-    r.groups[("w1", "b1", "gone")] = Group("w1", "b1", "gone", T0, (a.id,))
-    assert r.tick(T0 + timedelta(seconds=10)) == []
+def grouped_then_restarted(after_routes: list[dict[str, Any]], **after: Any) -> tuple[Router, Alert]:
+    """A FEVER waiting in its group on route ``fever``; then a restart where that route is gone."""
+    before = router(
+        group_window_s=10, routes=[{"name": "fever", "conditions": ["FEVER"], "levels": [["n0"]]}]
+    )
+    fever = alert()
+    start(before, fever)
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    restarted = router(routes=after_routes, **after)
+    assert restarted.restore(rows) == []
+    return restarted, fever
+
+
+def test_a_group_whose_route_went_away_at_a_restart_is_decided_again() -> None:
+    r, fever = grouped_then_restarted([{"name": "all", "levels": [["c1"]]}], group_window_s=0)
+    assert (r.tracks[fever.id].route, r.tracks[fever.id].held) == ("all", Held.GROUP)
+    [n] = r.tick(T0 + timedelta(seconds=1))
+    assert (n.kind, n.route, n.receivers, n.alerts) == (NoticeKind.ALERT, "all", ("c1",), (fever,))
     assert r.groups == {}
+
+
+def test_a_group_whose_route_went_away_waits_in_a_group_of_the_new_route() -> None:
+    r, fever = grouped_then_restarted([{"name": "all", "levels": [["c1"]]}], group_window_s=10)
+    assert r.tick(T0 + timedelta(seconds=10)) == []
+    assert r.groups == {
+        ("w1", "b1", "all"): Group("w1", "b1", "all", T0 + timedelta(seconds=10), (fever.id,))
+    }
+    [n] = r.tick(T0 + timedelta(seconds=20))
+    assert (n.route, n.alerts) == ("all", (fever,))
+
+
+def test_a_group_whose_alerts_no_route_takes_now_tells_nobody_and_holds_nothing() -> None:
+    r, fever = grouped_then_restarted([{"name": "hyp", "conditions": ["HYPOXIA"], "levels": [["c1"]]}])
+    assert r.tick(T0 + timedelta(seconds=10)) == []
+    assert r.tracks[fever.id] == Track(fever, None)
+    assert r.groups == {}
+
+
+def test_a_member_whose_row_was_unreadable_is_left_out_of_its_group() -> None:
+    before = router(group_window_s=10)
+    a, b = alert(), alert("TACHYCARDIA")
+    start(before, a)
+    start(before, b)
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    rows[ALERT_KEY_PREFIX + a.id] = "{broken"
+    after = router(group_window_s=10)
+    assert len(after.restore(rows)) == 1
+    [n] = after.tick(T0 + timedelta(seconds=10))
+    assert n.alerts == (b,)
+
+
+def test_an_empty_group_does_not_stop_the_next_due_group() -> None:
+    r = router(
+        group_window_s=10,
+        inhibit=[{"source": "CRS_SUSPECTED", "targets": ["FEVER"]}],
+        routes=[
+            {"name": "crs", "conditions": ["CRS_SUSPECTED"], "levels": [["d2"]], "repeat_after_s": 0},
+            {"name": "all", "levels": [["n0"]], "repeat_after_s": 0},
+        ],
+    )
+    start(r, alert())  # b1's group on "all"
+    start(r, alert(bed="b2"), T0 + timedelta(seconds=1))  # b2's group
+    start(r, alert("CRS_SUSPECTED"), T0 + timedelta(seconds=2))  # b1's group on "crs"; covers b1's FEVER
+    notices = r.tick(T0 + timedelta(seconds=12))
+    assert [(n.route, n.bed, n.alerts[0].condition) for n in notices] == [
+        ("all", "b2", "FEVER"),
+        ("crs", "b1", "CRS_SUSPECTED"),
+    ]
+
+
+def test_a_group_of_a_removed_route_does_not_stop_the_next_due_group() -> None:
+    r, _ = grouped_then_restarted([{"name": "all", "levels": [["c1"]]}], group_window_s=10)
+    start(r, alert(bed="b2"), T0 + timedelta(seconds=1))
+    notices = r.tick(T0 + timedelta(seconds=11))
+    assert [(n.route, n.bed) for n in notices] == [("all", "b2")]
 
 
 def test_a_member_no_longer_waiting_is_not_sent_with_the_group() -> None:
@@ -866,7 +934,7 @@ def test_a_member_no_longer_waiting_is_not_sent_with_the_group() -> None:
     a, b = alert(), alert("TACHYCARDIA")
     r.tracks[a.id] = Track(a, "all", held=Held.GROUP)
     r.tracks[b.id] = Track(b, "all", held=None, told=("n0",))
-    r.groups[("w1", "b1", "all")] = Group("w1", "b1", "all", T0, (a.id, b.id, "b1-GONE-1"))
+    r.groups[("w1", "b1", "all")] = Group("w1", "b1", "all", T0, ("b1-GONE-1", b.id, a.id))
     [n] = r.tick(T0 + timedelta(seconds=10))
     assert n.alerts == (a,)
 

@@ -476,6 +476,11 @@ class Router:
                 continue
             route = self._routes.get(group.route)
             if route is None:
+                # The group's route was removed at a restart (its alerts were given the
+                # route that takes them now, if any): each is decided again.
+                for track in members:
+                    self._put(track)
+                    out += self._first(track, now)
                 continue
             receivers = tuple(route.levels[0])
             for track in members:
