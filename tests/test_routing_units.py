@@ -1389,3 +1389,25 @@ def test_a_told_alert_whose_route_went_away_is_not_repeated() -> None:
     assert after.restore(rows) == []
     assert after.tracks[alert().id].route is None
     assert after.tick(T0 + timedelta(hours=1)) == []
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        alert(priority=Priority.HIGH, phase=Phase.ESCALATE),
+        alert(phase=Phase.OVERDUE, escalation_level=1),
+        alert(phase=Phase.UPDATE, details={"grade": 2}),
+    ],
+    ids=["escalate", "overdue", "update"],
+)
+def test_a_told_alert_that_no_route_takes_after_a_restart_is_kept_not_sent(later: Alert) -> None:
+    """Found by mutation testing: a worse or overdue alert whose route was removed looked
+    its receivers up under no route and raised."""
+    before = router(routes=[{"name": "fever", "conditions": ["FEVER"], "levels": [["n0"]]}])
+    start(before, alert())
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    after = router(routes=[{"name": "hyp", "conditions": ["HYPOXIA"], "levels": [["c1"]]}])
+    assert after.restore(rows) == []
+    assert then(after, later, T0 + timedelta(minutes=5)) == []
+    assert after.tracks[later.id] == Track(later, None, told=("n0",), last_at=T0)
+    assert ALERT_KEY_PREFIX + later.id in after.take_changed()

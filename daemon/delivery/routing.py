@@ -352,6 +352,10 @@ class Router:
             return self._close(track, now)
         if track.route is None:
             track = replace(track, route=self.match_route(alert))
+            if track.route is None:
+                # No route takes it (or no longer: its route was removed at a restart).
+                self._put(track)
+                return []
         if track.held is Held.GROUP:
             self._put(track)  # goes out with its group, in its latest form
             return []
