@@ -1411,3 +1411,51 @@ def test_a_told_alert_that_no_route_takes_after_a_restart_is_kept_not_sent(later
     assert then(after, later, T0 + timedelta(minutes=5)) == []
     assert after.tracks[later.id] == Track(later, None, told=("n0",), last_at=T0)
     assert ALERT_KEY_PREFIX + later.id in after.take_changed()
+
+
+def test_digests_of_one_ward_go_out_in_the_order_of_their_routes() -> None:
+    r = quiet_router(
+        routes=[
+            {"name": "b-route", "conditions": ["BAG_LOW"], "levels": [["c1"]], "repeat_after_s": 0},
+            {"name": "a-route", "levels": [["n0"]], "repeat_after_s": 0},
+        ]
+    )
+    start(r, alert("BAG_LOW", priority=Priority.LOW))  # b-route, first in the router's table
+    start(r, alert(priority=Priority.LOW))  # a-route
+    assert [n.route for n in r.tick(T0 + timedelta(hours=1))] == ["a-route", "b-route"]
+
+
+def test_a_digest_beside_held_alerts_that_no_route_takes_any_more() -> None:
+    quiet = [{"start": "11:00", "end": "13:00", "priorities": ["low", "medium"]}]
+    before = router(
+        quiet=quiet,
+        routes=[
+            {"name": "bags", "conditions": ["BAG_LOW"], "levels": [["c1"]]},
+            {"name": "all", "levels": [["n0"]]},
+        ],
+    )
+    bag, fever = alert("BAG_LOW", priority=Priority.LOW), alert(priority=Priority.LOW)
+    start(before, bag)
+    start(before, fever)
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    after = router(quiet=quiet, routes=[{"name": "all", "conditions": ["FEVER"], "levels": [["n0"]]}])
+    assert after.restore(rows) == []
+    assert (after.tracks[bag.id].route, after.tracks[bag.id].held) == (None, Held.QUIET)
+    [n] = after.tick(T0 + timedelta(hours=1))
+    assert (n.kind, n.route, n.alerts) == (NoticeKind.DIGEST, "all", (fever,))
+    assert after.tracks[bag.id] == Track(bag, None, last_at=T0 + timedelta(hours=1))
+
+
+def test_every_alert_of_a_group_whose_route_went_away_is_decided_again() -> None:
+    before = router(
+        group_window_s=10,
+        routes=[{"name": "old", "conditions": ["FEVER", "TACHYCARDIA"], "levels": [["n0"]]}],
+    )
+    fever, tachy = alert(), alert("TACHYCARDIA")
+    start(before, fever)
+    start(before, tachy)
+    rows = {k: v for k, v in before.take_changed().items() if v is not None}
+    after = router(group_window_s=0, routes=[{"name": "all", "levels": [["c1"]]}])
+    assert after.restore(rows) == []
+    notices = after.tick(T0 + timedelta(seconds=1))
+    assert [n.alerts for n in notices] == [(fever,), (tachy,)]
