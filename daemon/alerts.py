@@ -1017,6 +1017,41 @@ async def send_ack(
     exactly while the alert is open). A message sent to ourselves (on the user's own
     ``cli_scratch`` topics) after subscribing marks the end of the retained messages,
     so a missing alert is reported at once, not after a timeout.
+
+    Only the MQTT exchange is here; what is checked, sent and understood is in the pure
+    functions it calls (``ack_refusal``, ``ack_lookup_topics``, ``alert_place``,
+    ``ack_command``, ``read_ack_reply``), which the unit tests cover.
+    """
+    if (refusal := ack_refusal(alert_id, user, name)) is not None:
+        return refusal
+    reply_filter, state_filter, barrier = ack_lookup_topics(prefix, alert_id, user, uuid.uuid4().hex)
+    try:
+        async with asyncio.timeout(timeout_s):
+            # The reply filter first: no reply can arrive before its subscription.
+            for topic in (reply_filter, state_filter, barrier):
+                await client.subscribe(topic, qos=1)
+            await client.publish(barrier, b"1", qos=1)
+            place: tuple[str, str] | None = None
+            messages = aiter(client.messages)
+            while (message := await anext(messages)).topic.value != barrier:
+                place = alert_place(message.topic.value, message.payload, alert_id) or place
+            if place is None:
+                return unknown_alert_reply(alert_id)
+            ward, bed = place
+            command_topic, body = ack_command(prefix, ward, bed, alert_id, user, name=name)
+            await client.publish(command_topic, body, qos=1)
+            reply_topic = topics.alert_ack_by_reply(prefix, ward, bed, alert_id, user)
+            while (message := await anext(messages)).topic.value != reply_topic:
+                pass
+            return read_ack_reply(alert_id, ward, bed, message.payload)
+    except TimeoutError:
+        return ack_timeout_reply(alert_id, user, timeout_s)
+
+
+def ack_refusal(alert_id: str, user: str, name: str | None) -> AckReply | None:
+    """Why ``wardd ack`` must not send this acknowledgement at all, or ``None``.
+
+    The daemon would refuse each of these too; saying so here needs no broker.
     """
     if not ids.is_user_id(user):
         return AckReply(
@@ -1024,57 +1059,52 @@ async def send_ack(
         )
     if name is not None and (problem := ids.name_problem(name)) is not None:
         return AckReply(False, alert_id, f"the name {problem}", "bad_by")
-    if not _TOPIC_LEVEL.match(alert_id):
+    if not is_alert_id(alert_id):
         return AckReply(False, alert_id, f"{alert_id!r} is not an alert id", "bad_id")
-    state_filter = topics.alert_state(prefix, "+", "+", alert_id)
-    reply_filter = topics.alert_ack_by_reply(prefix, "+", "+", alert_id, user)
-    barrier = f"{topics.cli_scratch(prefix, user)}/{uuid.uuid4().hex}"
-    try:
-        async with asyncio.timeout(timeout_s):
-            await client.subscribe(reply_filter, qos=1)
-            await client.subscribe(state_filter, qos=1)
-            await client.subscribe(barrier, qos=1)
-            await client.publish(barrier, b"1", qos=1)
-            place: tuple[str, str] | None = None
-            messages = aiter(client.messages)
-            while True:
-                message = await anext(messages)
-                topic = str(message.topic)
-                if topic == barrier:
-                    break
-                parts = topic.split("/")  # <prefix>/<ward>/bed/<bed>/alerts/<id>
-                if len(parts) == 6 and parts[-1] == alert_id and message.payload:
-                    place = (parts[1], parts[3])
-            if place is None:
-                return AckReply(False, alert_id, f"no open alert with id {alert_id!r}", "unknown_id")
-            ward, bed = place
-            body = {} if name is None else {"by": name.strip()}
-            await client.publish(
-                topics.alert_ack_by(prefix, ward, bed, alert_id, user), json.dumps(body).encode(), qos=1
-            )
-            reply_topic = topics.alert_ack_by_reply(prefix, ward, bed, alert_id, user)
-            while True:
-                message = await anext(messages)
-                if str(message.topic) == reply_topic:
-                    return _read_reply(alert_id, ward, bed, message.payload)
-    except TimeoutError:
-        # On a locked-down broker a user who may not acknowledge sees no error, only
-        # silence: the broker drops a publish its ACL forbids.
-        return AckReply(
-            False,
-            alert_id,
-            f"no answer from the daemon within {timeout_s:g} s (is the daemon running, and may "
-            f"user {user!r} publish acknowledgements on this broker?)",
-            "timeout",
-        )
+    return None
 
 
-def _read_reply(alert_id: str, ward: str, bed: str, payload: Any) -> AckReply:
+def ack_lookup_topics(prefix: str, alert_id: str, user: str, token: str) -> tuple[str, str, str]:
+    """The three subscriptions of ``send_ack``, in order: the daemon's reply to ``user``
+    about ``alert_id`` at any bed, the alert's retained state at any bed, and the barrier,
+    a topic of ``user``'s own (``cli_scratch``) made unique by ``token``."""
+    return (
+        topics.alert_ack_by_reply(prefix, "+", "+", alert_id, user),
+        topics.alert_state(prefix, "+", "+", alert_id),
+        f"{topics.cli_scratch(prefix, user)}/{token}",
+    )
+
+
+def alert_place(topic: str, payload: object, alert_id: str) -> tuple[str, str] | None:
+    """The ward and bed of open alert ``alert_id`` if ``topic`` and ``payload`` are its
+    retained state (``<prefix>/<ward>/bed/<bed>/alerts/<id>``, not empty: an empty one
+    is a closed alert's cleared state); ``None`` for any other message."""
+    parts = topic.split("/")
+    if len(parts) == 6 and parts[2] == "bed" and parts[4] == "alerts" and parts[5] == alert_id and payload:
+        return parts[1], parts[3]
+    return None
+
+
+def ack_command(
+    prefix: str, ward: str, bed: str, alert_id: str, user: str, *, name: str | None
+) -> tuple[str, bytes]:
+    """The acknowledgement to publish: ``user``'s own topic of the alert, and its body
+    (``{"by": name}`` without surrounding spaces, or ``{}`` without a name)."""
+    body = {} if name is None else {"by": name.strip()}
+    return topics.alert_ack_by(prefix, ward, bed, alert_id, user), _encode(body)
+
+
+def read_ack_reply(alert_id: str, ward: str, bed: str, payload: object) -> AckReply:
+    """The daemon's reply (``{"ok": ..., "state": ...}`` or ``{"ok": false, "reason": ...,
+    "error": ...}``) as an ``AckReply``; one that is not a JSON object is ``bad_reply``.
+
+    Only ``true`` is a success: a reply that says anything else did not acknowledge.
+    """
     raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
     try:
         body = json.loads(raw)
-    except json.JSONDecodeError:
-        return AckReply(False, alert_id, "unreadable reply from the daemon", "bad_reply", ward=ward, bed=bed)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8 (a ValueError too), or too deep
+        body = None
     if not isinstance(body, dict):
         return AckReply(False, alert_id, "unreadable reply from the daemon", "bad_reply", ward=ward, bed=bed)
     return AckReply(
@@ -1085,4 +1115,22 @@ def _read_reply(alert_id: str, ward: str, bed: str, payload: Any) -> AckReply:
         state=None if body.get("state") is None else str(body["state"]),
         ward=ward,
         bed=bed,
+    )
+
+
+def unknown_alert_reply(alert_id: str) -> AckReply:
+    """No retained state of ``alert_id`` at any bed: no such alert is open."""
+    return AckReply(False, alert_id, f"no open alert with id {alert_id!r}", "unknown_id")
+
+
+def ack_timeout_reply(alert_id: str, user: str, timeout_s: float) -> AckReply:
+    """Nothing came back within ``timeout_s``."""
+    # On a locked-down broker a user who may not acknowledge sees no error, only
+    # silence: the broker drops a publish its ACL forbids.
+    return AckReply(
+        False,
+        alert_id,
+        f"no answer from the daemon within {timeout_s:g} s (is the daemon running, and may "
+        f"user {user!r} publish acknowledgements on this broker?)",
+        "timeout",
     )

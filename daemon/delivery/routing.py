@@ -53,6 +53,7 @@ from typing import Any
 
 from daemon.alerts import Alert, AlertState, Phase, Transition
 from daemon.config import QuietConfig, RouteConfig, RoutingConfig
+from daemon.errors import InputError
 from daemon.events import AlertCandidate, Priority, Text, place
 from daemon.frozen import replace
 from daemon.ids import is_ward_subject
@@ -321,12 +322,12 @@ class Router:
                     for group in (_load_group(item) for item in data):
                         self.groups[(group.ward, group.bed, group.route)] = group
                 else:
-                    track = Track.load(data)
+                    track = _load_track(data)
                     if track.route is not None and track.route not in self._routes:
                         # The route was removed from the config: the alert goes where it now would.
                         track = replace(track, route=self.match_route(track.alert))
                     self.tracks[track.alert.id] = track
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, InputError) as exc:
                 bad.append(f"{key}: {exc}")
         return bad
 
@@ -368,6 +369,10 @@ class Router:
             return self._close(track, now)
         if track.route is None:
             track = replace(track, route=self.match_route(alert))
+            if track.route is None:
+                # No route takes it (or no longer: its route was removed at a restart).
+                self._put(track)
+                return []
         if track.held is Held.GROUP:
             self._put(track)  # goes out with its group, in its latest form
             return []
@@ -455,7 +460,7 @@ class Router:
         )
 
     def _repeat(self, track: Track, now: datetime) -> list[Notice]:
-        route = self._routes.get(track.route or "")
+        route = None if track.route is None else self._routes.get(track.route)
         alert = track.alert
         if (
             route is None
@@ -517,6 +522,11 @@ class Router:
                 continue
             route = self._routes.get(group.route)
             if route is None:
+                # The group's route was removed at a restart (its alerts were given the
+                # route that takes them now, if any): each is decided again.
+                for track in members:
+                    self._put(track)
+                    out += self._first(track, now)
                 continue
             receivers = tuple(route.levels[0])
             for track in members:
@@ -539,13 +549,17 @@ class Router:
         return out
 
     def _digests(self, now: datetime) -> list[Notice]:
-        due: dict[tuple[str, str], list[Track]] = {}
+        due: dict[tuple[str | None, str], list[Track]] = {}
         for track in self.tracks.values():
             if track.held is Held.QUIET and not self._quiet(track.alert.priority, now):
-                due.setdefault((track.route or "", track.alert.ward), []).append(track)
+                due.setdefault((track.route, track.alert.ward), []).append(track)
         out: list[Notice] = []
-        for (route_name, ward), tracks in sorted(due.items()):
-            route = self._routes.get(route_name)
+        # Held alerts without a route (theirs was removed at a restart and none takes them
+        # now) are let go with nobody told; where they come in the order changes nothing.
+        for (route_name, ward), tracks in sorted(
+            due.items(), key=lambda item: (item[0][0] or "", item[0][1])
+        ):
+            route = None if route_name is None else self._routes.get(route_name)
             receivers = tuple(route.levels[0]) if route is not None else ()
             tracks.sort(key=lambda t: (t.alert.since, t.alert.id))
             for track in tracks:
@@ -556,23 +570,13 @@ class Router:
                     # Acknowledged meanwhile: told, and nothing more to close.
                     closing = track.alert.state is AlertState.ACKNOWLEDGED
                     self._put(replace(track, held=None, told=told, last_at=now, closing_sent=closing))
-            if receivers:
+            if route is not None:
                 beds = {t.alert.bed for t in tracks}
                 bed = beds.pop() if len(beds) == 1 else ""
                 alerts = tuple(t.alert for t in tracks)
                 out.append(
                     # A quiet period's alerts were never told.
-                    Notice(
-                        NoticeKind.DIGEST,
-                        route_name,
-                        0,
-                        receivers,
-                        ward,
-                        bed,
-                        alerts,
-                        now,
-                        first_for=receivers,
-                    )
+                    Notice(NoticeKind.DIGEST, route.name, 0, receivers, ward, bed, alerts, now, first_for=receivers)
                 )
         return out
 
@@ -665,6 +669,12 @@ def in_period(quiet: QuietConfig, local: time) -> bool:
     if start < end:
         return start <= local < end
     return local >= start or local < end  # over midnight
+
+
+def _load_track(data: object) -> Track:
+    if not isinstance(data, dict):
+        raise TypeError(f"a track is a JSON object, not {type(data).__name__}")
+    return Track.load(data)
 
 
 def _dump_group(group: Group) -> dict[str, Any]:
