@@ -1136,33 +1136,31 @@ def bed_problems(config: Config, bed: BedConfig) -> list[str]:
     ]
 
 
-def _line_key(pump: PumpConfig) -> tuple[str | None, int]:
-    """What must differ between two pumps on one URL: the NE-1000 address, the Fresenius module."""
-    if pump.driver == "fresenius-base-a":
-        return pump.url, pump.module or 0
-    return pump.url, pump.address
-
-
 def _shared_line(pump: PumpConfig, i: int, other: PumpConfig, j: int) -> ConfigIssue | None:
     """Why ``pump`` (``pumps[i]``) cannot share its URL with ``other`` (``pumps[j]``), if it cannot."""
     if pump.driver == "alaris-asena" or other.driver == "alaris-asena":
         return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] already reads {pump.url}: one Alaris per line")
     if pump.driver != other.driver:
         return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] reads {pump.url} with another driver")
+    if pump.driver == "ne1000":
+        # The protocol addresses pumps on one line (0-99), but each driver opens the port
+        # for itself: two would split each other's replies. Refused until the line is shared.
+        return ConfigIssue(
+            f"pumps[{i}].url",
+            f"pumps[{j}] already reads {pump.url}: one NE-1000 per line (several by address on one "
+            "line are not supported yet)",
+        )
     settings = ("baudrate", "bytesize", "parity", "stopbits")
     if any(getattr(pump, name) != getattr(other, name) for name in settings):
         return ConfigIssue(f"pumps[{i}].url", f"pumps[{j}] reads {pump.url} with other line settings")
-    if pump.driver == "fresenius-base-a" and (pump.module is None or other.module is None):
+    # Fresenius base modules: one line, one base, a module each.
+    if pump.module is None or other.module is None:
         return ConfigIssue(
             f"pumps[{i}].module", f"pumps[{j}] reads {pump.url}: pumps sharing a base name their module"
         )
-    if _line_key(pump) != _line_key(other):
+    if pump.module != other.module:
         return None
-    if pump.driver == "fresenius-base-a":
-        return ConfigIssue(
-            f"pumps[{i}].module", f"pumps[{j}] already reads module {pump.module} on {pump.url}"
-        )
-    return ConfigIssue(f"pumps[{i}].address", f"pumps[{j}] already uses address {pump.address} on {pump.url}")
+    return ConfigIssue(f"pumps[{i}].module", f"pumps[{j}] already reads module {pump.module} on {pump.url}")
 
 
 def _line_issues(pumps: Sequence[PumpConfig], n: int, at: Sequence[int]) -> list[ConfigIssue]:

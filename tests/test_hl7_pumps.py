@@ -511,7 +511,10 @@ def test_the_pump_codes_are_validated(codes: dict[str, Any], says: str) -> None:
 def test_serial_pumps_sharing_a_line_are_still_checked_beside_an_hl7_pump() -> None:
     serial = {"id": "s1", "bed": "b2", "url": "/dev/ttyUSB0"}
     issues = _issues([HL7_PUMP, serial, {**serial, "id": "s2", "bed": "b2"}])
-    assert "pumps[2].address: pumps[1] already uses address 0 on /dev/ttyUSB0" in issues
+    assert any(
+        issue.startswith("pumps[2].url: pumps[1] already reads /dev/ttyUSB0: one NE-1000 per line")
+        for issue in issues
+    )
 
 
 # --------------------------------------------------------------------------- link health

@@ -576,7 +576,17 @@ class Router:
                 alerts = tuple(t.alert for t in tracks)
                 out.append(
                     # A quiet period's alerts were never told.
-                    Notice(NoticeKind.DIGEST, route.name, 0, receivers, ward, bed, alerts, now, first_for=receivers)
+                    Notice(
+                        NoticeKind.DIGEST,
+                        route.name,
+                        0,
+                        receivers,
+                        ward,
+                        bed,
+                        alerts,
+                        now,
+                        first_for=receivers,
+                    )
                 )
         return out
 
