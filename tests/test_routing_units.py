@@ -822,6 +822,7 @@ def test_a_group_goes_out_when_its_window_ends_not_a_moment_before() -> None:
         T0 + timedelta(seconds=10),
         None,
     )
+    assert n.first_for == ("n0",), "a group's alerts were never told: an alert manager hears a start"
     assert r.tracks[a.id] == Track(a, "all", 0, ("n0",), T0 + timedelta(seconds=10), None, False)
     assert r.groups == {}
 
@@ -979,6 +980,7 @@ def test_a_digest_goes_out_when_the_quiet_period_ends() -> None:
     end = T0 + timedelta(hours=1)
     [n] = r.tick(end)
     assert told(n) == (NoticeKind.DIGEST, "all", 0, ("n0",), "w1", "b1", (a,), end, None)
+    assert n.first_for == ("n0",), "a digest's alerts were never told: an alert manager hears a start"
     assert r.tracks[a.id] == Track(a, "all", 0, ("n0",), end, None, False)
     assert r.tick(end + timedelta(seconds=1)) == []
 

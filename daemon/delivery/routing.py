@@ -80,11 +80,11 @@ class Held(StrEnum):
     INHIBITED = "inhibited"  # an open alert of an inhibition's source covers it
 
 
-def _where(ward: str, bed: str, *, with_ward: bool) -> Text:
-    """Where in words: a bed (``with_ward``: and its ward), or the ward itself for a digest
-    of several beds ("") or a ward's own alert (``daemon.ids.ward_subject``)."""
+def _where(ward: str, bed: str) -> Text:
+    """Where in words, for a title: a bed and its ward, or the ward itself for a digest of
+    several beds ("") or a ward's own alert (``daemon.ids.ward_subject``)."""
     words = place(ward, bed)
-    if with_ward and bed and not is_ward_subject(bed):
+    if bed and not is_ward_subject(bed):
         return Text(f"{words.en} ({ward})", f"{words.fr} ({ward})")
     return words
 
@@ -107,7 +107,7 @@ class Notice:
     def title(self) -> Text:
         """One line: what happened, where."""
         first = self.alerts[0]
-        where = _where(self.ward, self.bed, with_ward=True)
+        where = _where(self.ward, self.bed)
         what = (
             Text(f"{first.priority.upper()} {first.condition}", f"{first.priority.upper()} {first.condition}")
             if len(self.alerts) == 1
@@ -125,7 +125,7 @@ class Notice:
             who = alert.acked_name or alert.acked_by
             by_en = f" by {who}" if who and alert.acked_by else ""
             by_fr = f" par {who}" if who and alert.acked_by else ""
-            where = _where(alert.ward, alert.bed, with_ward=False)
+            where = place(alert.ward, alert.bed)
             lines_en.append(
                 f"[{alert.priority}] {alert.condition} {where.en}: {alert.message.en} ({state_en}{by_en}; id {alert.id})"
             )
@@ -493,7 +493,8 @@ class Router:
         ):
             return []
         waited_s = (now - alert.active_since).total_seconds()
-        level = math.floor(waited_s / route.escalate_medium_after_s) if waited_s > 0 else 0
+        # A wait of 0 s or less (a clock set back) makes level 0 or less: nothing is due.
+        level = math.floor(waited_s / route.escalate_medium_after_s)
         if level <= track.level:
             return []
         return self._send(replace(track, level=level), NoticeKind.ESCALATION, now)
