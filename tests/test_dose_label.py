@@ -845,6 +845,37 @@ def test_of_two_bags_announced_for_the_same_time_the_later_announcement_is_on_th
     )
 
 
+def test_of_two_bags_announced_for_the_same_time_the_earlier_keeps_the_volume_it_counted() -> None:
+    """Ties between two bags' hanging times (README, "[[bags]]"): the later announcement goes
+    on the line, but the volume already counted for the earlier one since that time stays
+    with it, at its concentration: a tie is not taken for a correction, which nothing in
+    the announcement says it is, and a delivered amount is not recomputed on a guess."""
+    t = START + 2 * DAY
+    bed = Bed("ssc-14d")
+    bed.feed(BagHung("w1", "b1", t, "bag-1", C9, 270))
+    bed.feed(PumpReading("w1", "b1", "p1", t + MINUTE, PumpState.INFUSING, 10.0, 0.0))
+    bed.feed(PumpReading("w1", "b1", "p1", t + 31 * MINUTE, PumpState.INFUSING, 10.0, 5.0))
+    counted = bed.state.delivered_ug
+    assert counted == pytest.approx(5 * C9)
+    bed.feed(BagHung("w1", "b1", t, "bag-2", C28, 270))
+    assert bed.state.bag == Bag("bag-2", C28, 270, t, 0.0), "nothing moved to the later announcement"
+    assert bed.state.delivered_ug == pytest.approx(counted)
+    assert [(i.concentration_ug_per_ml, i.hung_at) for i in bed.state.increments] == [(C9, t)]
+
+
+def test_a_bag_announced_for_the_same_time_as_the_previous_one_does_not_replace_it() -> None:
+    """The same tie behind the bag on the line: the previous bag stays the one announced first."""
+    t = START + 2 * DAY
+    bed = Bed("ssc-14d")
+    bed.feed(BagHung("w1", "b1", t, "bag-1", C9, 270))
+    bed.feed(BagHung("w1", "b1", t + 2 * HOUR, "bag-3", C28, 270))
+    bed.feed(BagHung("w1", "b1", t, "bag-2", C9, 270))
+    assert (bed.state.bag, bed.state.previous_bag) == (
+        Bag("bag-3", C28, 270, t + 2 * HOUR, 0.0),
+        Bag("bag-1", C9, 270, t, 0.0),
+    )
+
+
 def test_a_bag_announced_older_than_both_bags_known_replaces_neither() -> None:
     t = START + 2 * DAY
     bed = Bed("ssc-14d")
