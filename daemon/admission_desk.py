@@ -361,7 +361,7 @@ class AdmissionDesk:
         notice per bed of a known ward (at most ``MAX_NOTICES`` open)."""
         pipeline = self._pipeline
         pipeline.counters.inc("admissions.unwatched_data", source)
-        if not ids.is_config_id(ward) or not ids.is_config_id(bed) or bed in pipeline.engine.beds:
+        if not ids.is_config_id(ward) or not ids.is_config_id(bed) or pipeline.engine.watches(bed):
             return
         wards = {b.ward for b in self.ward.config.beds} | {row.ward for row in self.ward.rows.values()}
         if ward not in wards:

@@ -303,10 +303,9 @@ class Pipeline:
         self.config = config
         self._beds = {(bed.ward, bed.id): bed for bed in config.beds}
         self._vital_thresholds = {bed.id: config.thresholds_for(bed.id).vitals for bed in config.beds}
-        watched = set(self.engine.beds)
         for ward in config.own_wards():
             # A bed admitted in a ward new to the daemon: that ward's links are watched too.
-            if ward_subject(ward) not in watched:
+            if not self.engine.watches(ward_subject(ward)):
                 self.engine.set_bed(ward_subject(ward), ward, tech_rules(config, ward), keep_states=True)
         for listener in self.config_listeners:
             listener(config)

@@ -390,6 +390,10 @@ class RuleEngine:
         """The beds watched, in the order they were added."""
         return list(self._rules)
 
+    def watches(self, bed: str) -> bool:
+        """Whether ``bed`` (or a ward's own subject) has rules, without copying the list."""
+        return bed in self._rules
+
     def set_bed(self, bed: str, ward: str, rules: Sequence[Rule[Any]], *, keep_states: bool) -> None:
         """Watch ``bed`` with ``rules`` from now on (a new bed, or new settings of one).
 
