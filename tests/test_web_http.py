@@ -27,7 +27,7 @@ from daemon.delivery.receivers import signature
 from daemon.delivery.service import DeliveryService
 from daemon.events import AlertCandidate, Priority
 from daemon.web.passwords import hash_password
-from daemon.web.server import STATIC_DIR, WardPage
+from daemon.web.server import MAX_RECEIPT_BYTES, STATIC_DIR, WardPage
 from tests.helpers import committing
 from tests.mqtt_watch import until
 from tests.servers import WebhookServer
@@ -645,3 +645,30 @@ async def test_without_routes_receipts_are_refused(rig: Rig) -> None:
     response = await rig.client.post("/api/receipts/nurse", data=body, headers=headers)
     assert response.status == 404
     assert rig.pipeline.counters.get("web.refused", "no_receipts") == 1
+
+
+async def test_a_receipt_over_the_size_limit_is_refused_whether_declared_or_streamed(tmp_path: Path) -> None:
+    """A receipt of 4,096 bytes is read; one byte more is refused with 413 and the limit,
+    before any signature check: by its declared length, or, sent in chunks without one,
+    once one byte past the limit has been read."""
+    more = {
+        "receivers": [
+            {"name": "nurse", "type": "webhook", "url": "http://127.0.0.1:9/n", "secret": {"value": "k"}}
+        ],
+        "routes": [{"name": "all", "levels": [["nurse"]], "repeat_after_s": 0}],
+    }
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    async with _rig(tmp_path, more=more) as rig:
+        at_limit = b" " * (MAX_RECEIPT_BYTES - 2) + b"{}"
+        answer = await rig.client.post("/api/receipts/nurse", data=at_limit)
+        assert answer.status != 413, "at the limit: read, and refused for what it says"
+        for body in (at_limit + b" ", b" " * 10 * MAX_RECEIPT_BYTES):
+            for data in (body, chunks(body)):
+                response = await rig.client.post("/api/receipts/nurse", data=data)
+                assert response.status == 413
+                assert (await response.json())["error"] == f"a receipt is at most {MAX_RECEIPT_BYTES} bytes"
+        assert rig.pipeline.counters.get("web.refused", "too_large") == 4

@@ -136,6 +136,15 @@ def _json_for_html(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
+async def _body_within(request: web.Request, limit_bytes: int) -> bytes | None:
+    """The request's body, or ``None`` when it is longer than ``limit_bytes`` (a declared
+    length over it is refused before anything is read; a chunked body read to one byte past)."""
+    if (request.content_length or 0) > limit_bytes:
+        return None
+    body = await request.content.read(limit_bytes + 1)
+    return None if len(body) > limit_bytes else body
+
+
 def alert_json(alert: Alert, language: str) -> dict[str, Any]:
     """One open alert as the page shows it."""
     return {
@@ -783,12 +792,8 @@ class WardPage:
         # signature over the body), checked by the delivery service that holds the keys.
         if self.receipts is None:
             return self._refuse(request, 404, "no_receipts", error="no routes: nothing takes receipts")
-        if (request.content_length or 0) > MAX_RECEIPT_BYTES:
-            return self._refuse(
-                request, 413, "too_large", error=f"a receipt is at most {MAX_RECEIPT_BYTES} bytes"
-            )
-        body = await request.content.read(MAX_RECEIPT_BYTES + 1)
-        if len(body) > MAX_RECEIPT_BYTES:
+        body = await _body_within(request, MAX_RECEIPT_BYTES)
+        if body is None:
             return self._refuse(
                 request, 413, "too_large", error=f"a receipt is at most {MAX_RECEIPT_BYTES} bytes"
             )
@@ -810,8 +815,8 @@ class WardPage:
             return self._refuse(request, 403, "role", error=f"{user.role} may not change admissions")
         if self.admin_command is None:
             return self._refuse(request, 503, "unavailable", error="admissions need daemon.workers = 1")
-        body = await request.content.read(MAX_ADMISSION_BYTES + 1)
-        if len(body) > MAX_ADMISSION_BYTES:
+        body = await _body_within(request, MAX_ADMISSION_BYTES)
+        if body is None:
             return self._refuse(request, 413, "too_large")
         answer = await self.admin_command(user.name, body)
         self._counters.inc("web.admissions", "accepted" if answer.get("ok") else "refused")
