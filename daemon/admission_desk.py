@@ -1,7 +1,7 @@
 """The admission desk: carries out admission changes in a running daemon (README, "Admissions").
 
 A change (``daemon.admissions.Change``) comes from an HL7 ADT message over the MLLP
-listener (``daemon.adt``) or from an admin command over MQTT, published by the broker's
+listener (``daemon.hl7.adt``) or from an admin command over MQTT, published by the broker's
 authenticated user on ``<prefix>/_admin/admissions/by/<user>`` (``wardd admit``,
 ``transfer``, ``discharge``): the same proof of author as an acknowledgement, and the
 same ACL pattern. Both arrive as logged inputs, in order with the data, so a change is
@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import aiomqtt
 import hl7
 
-from daemon import adt, ids, topics
+from daemon import ids, topics
 from daemon.admissions import (
     MAX_COMMAND_BYTES,
     AdmissionError,
@@ -49,7 +49,8 @@ from daemon.clock import Clock
 from daemon.config import BedConfig, Config
 from daemon.errors import InputError
 from daemon.events import AlertCandidate, Kind, Priority, Text
-from daemon.hl7in import Hl7Error
+from daemon.hl7 import adt
+from daemon.hl7.hl7in import Hl7Error
 from daemon.links.store import StoreWriter, json_text
 from daemon.metrics import Counters, reject
 from daemon.payloads import load_json_object

@@ -1,7 +1,7 @@
 """Admissions: beds, patients and protocol starts changed while the daemon runs (pure).
 
 Three sources change who lies where (README, "Admissions"): the config file (the beds
-it lists, as at start), an HL7 ADT feed (``daemon.adt``: admit, transfer, discharge,
+it lists, as at start), an HL7 ADT feed (``daemon.hl7.adt``: admit, transfer, discharge,
 update) and staff with an authenticated admin command (``wardd admit``, ``transfer``,
 ``discharge``). Each change is one ``Change``; ``apply`` checks it against the ward as it
 is (the file's beds overlaid with the stored rows) with the config's own checks, and

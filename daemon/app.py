@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import admissions, adt, capture, hl7in, hl7pump, topics
+from daemon import admissions, capture, topics
 from daemon.admission_desk import AdmissionDesk, is_admin_topic
 from daemon.alerts import AlertService, ack_filters, is_ack_topic
 from daemon.capture import CaptureWriter
@@ -68,6 +68,7 @@ from daemon.health import (
     sd_notify,
     watchdog_interval_s,
 )
+from daemon.hl7 import adt, hl7in, hl7pump
 from daemon.ids import is_ward_subject, subject_ward, ward_subject
 from daemon.links.influx import InfluxSink, make_writer
 from daemon.links.mllp import MllpListener, Reply

@@ -78,14 +78,14 @@ MDC_UNITS: Mapping[str, str] = {
     "MDC_DIM_PERCENT": "%",
     "264928": "/min",
     "MDC_DIM_RESP_PER_MIN": "/min",
-    # Infusion pumps (``daemon.hl7pump``): rate and volume.
+    # Infusion pumps (``daemon.hl7.hl7pump``): rate and volume.
     "265266": "mL/h",
     "MDC_DIM_MILLI_L_PER_HR": "mL/h",
     "263762": "mL",
     "MDC_DIM_MILLI_L": "mL",
 }
 
-# UCUM units accepted for a pump's rate and volume (``daemon.hl7pump``), as they are: UCUM
+# UCUM units accepted for a pump's rate and volume (``daemon.hl7.hl7pump``), as they are: UCUM
 # takes "l" and "L" alike for the litre. Any other unit is refused, never converted.
 PUMP_RATE_UNITS = frozenset({"mL/h", "ml/h"})
 PUMP_VOLUME_UNITS = frozenset({"mL", "ml"})

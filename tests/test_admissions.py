@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import adt, cli, hl7in
+from daemon import cli
 from daemon.admissions import (
     Action,
     AdmissionError,
@@ -34,7 +34,8 @@ from daemon.config import AdmissionsConfig, DoseThresholds, parse
 from daemon.config import load as load_config
 from daemon.errors import ConfigError
 from daemon.events import AlertCandidate, Kind, Priority, PumpReading, PumpState, Tick
-from daemon.hl7in import Hl7Error
+from daemon.hl7 import adt, hl7in
+from daemon.hl7.hl7in import Hl7Error
 from daemon.rules import RuleEngine
 from tests.helpers import commit_staged, one_bed_config
 

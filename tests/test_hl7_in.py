@@ -18,10 +18,10 @@ from hl7apy.parser import parse_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import hl7in
 from daemon.config import Hl7Config, ServerTlsConfig
 from daemon.errors import ConfigError, InputError
 from daemon.events import Health, Metric, SourceHealth, VitalSample
+from daemon.hl7 import hl7in
 from daemon.links.mllp import MllpListener
 from daemon.metrics import Counters
 from simulators import tls_certs

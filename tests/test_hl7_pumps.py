@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import hl7in, hl7pump
 from daemon.clinical.dose import DOSE_RATE_HIGH, INFUSION_INTERRUPTED, dose_rules
 from daemon.clock import ManualClock
 from daemon.config import Config, parse
 from daemon.errors import ConfigError
 from daemon.events import Event, Health, PumpReading, PumpState, SourceHealth, Tick
+from daemon.hl7 import hl7in, hl7pump
 from tests import pump_server
 from tests.helpers import run
 from tests.mqtt_watch import until, watch

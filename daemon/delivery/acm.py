@@ -34,8 +34,8 @@ from typing import Any
 
 import hl7
 
-from daemon import hl7in
 from daemon.errors import InputError
+from daemon.hl7 import hl7in
 from daemon.ids import is_ward_subject
 from daemon.timefmt import parse_iso
 

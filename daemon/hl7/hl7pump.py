@@ -48,7 +48,7 @@ from daemon.clock import Clock
 from daemon.config import Config
 from daemon.errors import InputError
 from daemon.events import Emit, Event, Health, PumpReading, PumpState, SourceHealth
-from daemon.hl7in import SUPPORTED, Decoded, Hl7Error, _component, _field, _time, _unit, control_id
+from daemon.hl7.hl7in import SUPPORTED, Decoded, Hl7Error, _component, _field, _time, _unit, control_id
 
 log = logging.getLogger(__name__)
 

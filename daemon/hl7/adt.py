@@ -3,7 +3,7 @@ decoded into ``daemon.admissions.Change`` (python-hl7, never hand-split strings)
 
 Where each fact comes from (HL7 v2.5 ADT): the bed from PV1-3, a person location whose
 point of care (component 1) is the ward and bed (component 3) the bed, as for PCD-01
-(``daemon.hl7in``); the bed a transfer leaves from PV1-6 (prior patient location); the
+(``daemon.hl7.hl7in``); the bed a transfer leaves from PV1-6 (prior patient location); the
 patient's pseudonym from the PID-3 identifier the site names (``[admissions]
 pseudonym_type`` / ``pseudonym_authority``, matched on CX-5 and CX-4; the first
 identifier when neither is set); weight and height from OBX rows whose OBX-3 code is
@@ -20,7 +20,7 @@ import hl7
 from daemon import ids
 from daemon.admissions import Action, Change, Via
 from daemon.config import AdmissionsConfig
-from daemon.hl7in import Hl7Error
+from daemon.hl7.hl7in import Hl7Error
 
 EVENTS = {"A01": Action.ADMIT, "A02": Action.TRANSFER, "A03": Action.DISCHARGE, "A08": Action.UPDATE}
 """The ADT trigger events taken, and what each does."""
