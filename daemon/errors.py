@@ -63,6 +63,10 @@ class DeviceError(WarddError):
     """A device link failed (port closed, timeout); the source retries."""
 
 
+class LinkDownError(WarddError):
+    """The broker refused the connection, or it broke or went silent; the link backs off and connects again."""
+
+
 class SinkErrorKind(StrEnum):
     """Why a sink could not write: a stable counter label, one per way of failing."""
 

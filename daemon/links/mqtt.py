@@ -5,12 +5,18 @@ subscriptions are QoS 1, so the broker keeps what is published for us while the
 daemon restarts. The link reconnects with capped, jittered exponential backoff
 that resets after a successful connection.
 
-At least once, end to end: incoming QoS 1 messages are acknowledged manually
-(paho-mqtt's ``manual_ack``), when the handler calls the ``ack`` it was given, which
-the daemon does once the message is durable in its store. The broker holds what is
-not yet acknowledged (up to its in-flight window: back-pressure) and sends it again
-after a reconnect, so a lost link or a crash loses nothing. Outgoing messages that
-come from the store carry its row id and are reported back once the broker has them.
+At least once, end to end: an incoming QoS 1 message is acknowledged (PUBACK) only
+when the handler calls the ``ack`` it was given, which the daemon does once the
+message is durable in its store. The broker holds what is not yet acknowledged (up
+to its in-flight window: back-pressure) and sends it again after a reconnect, so a
+lost link or a crash loses nothing. Outgoing messages that come from the store carry
+its row id and are reported back once the broker has them.
+
+The client is gmqtt, asyncio-native: the receive path is the daemon's hot path, and
+gmqtt drains a queue several times faster than aiomqtt over paho-mqtt (README,
+"Scale"). Its one way to acknowledge late is its own: with
+``optimistic_acknowledgement=False`` it sends the PUBACK when the ``on_message``
+coroutine returns, so each message's coroutine waits until the daemon calls ``ack``.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiomqtt
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv311
+from gmqtt.storage import PersistentStorage
 
 from daemon.clock import Clock
 from daemon.config import MqttConfig
+from daemon.errors import LinkDownError
 from daemon.events import Health, OnHealth
 from daemon.links.store import StoreWriter
 from daemon.links.tls import client_context
@@ -41,6 +50,11 @@ READ_BATCH = 100
 
 SUBSCRIBE_BATCH = 500
 """Topics per SUBSCRIBE packet (about 20 kB: well under any broker's packet limit)."""
+
+ANSWER_TIMEOUT_S = 10.0
+"""The broker's CONNACK, each SUBACK and each PUBACK within this, or the link is made again."""
+
+PUBACK_SUCCESS = 0  # the reason code gmqtt is given with the PUBACK (MQTT 3.1.1 sends none)
 
 Ack = Callable[[], None]
 OnMessage = Callable[[str, bytes, Ack], Awaitable[None]]
@@ -86,12 +100,178 @@ def broker_address(url: str) -> tuple[str, int, bool]:
     return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
 
 
+class _Client(gmqtt.Client):  # type: ignore[misc]  # gmqtt has no type hints
+    """gmqtt's client, without its own reconnection.
+
+    gmqtt reconnects on its own, with a fixed delay, and gives the caller no say; the
+    link does it instead (``MqttLink.run``), with its backoff, a new client and a
+    report of each loss. ``reconnect`` is what gmqtt calls when a connection ends.
+    """
+
+    async def reconnect(self, delay: bool = False) -> None:
+        """Do nothing: the link connects again itself."""
+
+
+class _Confirmations(PersistentStorage):  # type: ignore[misc]  # gmqtt has no type hints
+    """Where gmqtt keeps each outgoing QoS 1 or 2 message until the broker confirms it.
+
+    gmqtt's ``publish`` returns nothing; this store, which its client takes as
+    ``persistent_storage``, is where it files the message under its packet id and
+    removes it on the PUBACK (PUBCOMP): the one place that tells which message the
+    broker has. ``tests/test_mqtt_link.py`` fails if gmqtt stops using it so.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_mid: int | None = None
+        self.waiting: dict[int, asyncio.Future[None]] = {}
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        """gmqtt files a message it sent (or, for QoS 2, its PUBREL)."""
+        super().push_message(mid, raw_package)
+        self.last_mid = mid
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        """gmqtt drops a message the broker has confirmed."""
+        super().remove_message_by_mid(mid)
+        confirmed = self.waiting.pop(mid, None)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)
+
+
+def _quiet_gmqtt() -> None:
+    """gmqtt's own log lines repeat what the link says (and list every topic of a
+    SUBSCRIBE, or a payload at debug level): only its errors are kept, less the one that
+    says it will not reconnect, which is true of gmqtt alone (the link reconnects)."""
+    logger = logging.getLogger("gmqtt")
+    if logger.level < logging.ERROR:
+        logger.setLevel(logging.ERROR)
+    handler_log = logging.getLogger("gmqtt.mqtt.handler")
+    if not any(isinstance(f, _NotReconnecting) for f in handler_log.filters):
+        handler_log.addFilter(_NotReconnecting())
+
+
+class _NotReconnecting(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not reconnecting" not in str(record.msg)
+
+
+class _Session:
+    """One connection: its gmqtt client, and what it received and has not acknowledged.
+
+    Each incoming QoS 1 or 2 message is one gmqtt coroutine (``receive``) that waits
+    on its ``decision`` future; gmqtt sends the PUBACK when that coroutine returns.
+    ``inbox`` keeps the arrival order for the link's one reader.
+    """
+
+    def __init__(self, link: MqttLink) -> None:
+        config = link.config
+        self.confirmations = _Confirmations()
+        self.client = _Client(
+            link.client_id,
+            clean_session=link.clean_session,
+            # The PUBACK leaves when ``receive`` returns, that is once ``ack`` is called.
+            optimistic_acknowledgement=False,
+            will_message=None
+            if link.will is None
+            else gmqtt.Message(
+                link.will.topic, link.will.payload, qos=link.will.qos, retain=link.will.retain
+            ),
+            persistent_storage=self.confirmations,
+        )
+        if config.username is not None:
+            self.client.set_auth_credentials(config.username, link.password)
+        self.client.on_message = self.receive
+        self.client.on_subscribe = self._subscribed
+        self.client.on_disconnect = self._disconnected
+        self.inbox: collections.deque[tuple[str, bytes, bool, asyncio.Future[int] | None]] = (
+            collections.deque()
+        )
+        self.arrived = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.unacknowledged: set[asyncio.Future[int]] = set()
+        self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
+
+    async def receive(
+        self, _client: Any, topic: str | bytes, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        """gmqtt's handler for one message; the PUBACK leaves when it returns."""
+        if isinstance(topic, bytes):  # gmqtt passes a topic that is not UTF-8 as it came
+            topic = topic.decode(errors="replace")
+        retain = bool(properties.get("retain"))
+        if qos == 0:
+            self.inbox.append((topic, payload, retain, None))
+            self.arrived.set()
+            return PUBACK_SUCCESS
+        decision: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.unacknowledged.add(decision)
+        self.inbox.append((topic, payload, retain, decision))
+        self.arrived.set()
+        try:
+            return await decision
+        finally:
+            self.unacknowledged.discard(decision)
+
+    def close(self) -> None:
+        """End every waiting ``receive``: call only once the connection is closed, so
+        that what gmqtt then writes (their PUBACKs) reaches no broker."""
+        for decision in self.unacknowledged:
+            if not decision.done():
+                decision.set_result(PUBACK_SUCCESS)
+        self.unacknowledged.clear()
+
+    async def subscribe(self, topics: Sequence[str], qos: int) -> tuple[int, ...]:
+        """One SUBSCRIBE packet; the QoS the broker granted each topic (128: refused)."""
+        mid = self.client.subscribe([gmqtt.Subscription(topic, qos=qos) for topic in topics])
+        granted: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+        self._subacks[mid] = granted
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                return await granted
+        except TimeoutError as exc:
+            raise LinkDownError(f"no SUBACK within {ANSWER_TIMEOUT_S:.0f} s") from exc
+        finally:
+            del self._subacks[mid]
+
+    def _subscribed(self, _client: Any, mid: int, granted: Sequence[int], _properties: Any) -> None:
+        waiting = self._subacks.get(mid)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(tuple(granted))
+
+    def _disconnected(self, _client: Any, _packet: Any, _exc: Any = None) -> None:
+        self.lost.set()
+        for waiting in self._subacks.values():
+            if not waiting.done():
+                waiting.set_exception(LinkDownError("the connection was lost"))
+
+    async def send(self, message: Outgoing) -> None:
+        """Publish one message; return once the broker has it (QoS 0: once written)."""
+        self.confirmations.last_mid = None
+        self.client.publish(
+            gmqtt.Message(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        )
+        if message.qos == 0:
+            return
+        mid = self.confirmations.last_mid
+        if mid is None:
+            # Sent, and no way left to learn when the broker has it: not a guess to make.
+            raise RuntimeError("gmqtt no longer files its messages in persistent_storage; see _Confirmations")
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.confirmations.waiting[mid] = confirmed
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                await confirmed
+        except TimeoutError as exc:
+            raise LinkDownError(f"no PUBACK within {ANSWER_TIMEOUT_S:.0f} s") from exc
+
+
 class MqttLink:
     """Implements ``daemon.publish.Publisher`` and feeds subscribed messages to a handler.
 
     Guarantees: ``publish`` never drops; messages leave in the order they were queued,
     each one at least once (a message whose publish was interrupted is sent again).
-    ``connected`` is set while a session is up.
+    Messages reach the handler in the order they arrived, one at a time. ``connected``
+    is set while a session is up.
     """
 
     def __init__(
@@ -110,29 +290,29 @@ class MqttLink:
         command: Callable[[str], bool] | None = None,
         will: Outgoing | None = None,
     ) -> None:
-        self._config = config
-        self._password = password
+        self.config = config
+        self.password = password
         self._subscriptions = tuple(subscriptions)
         self._on_message = on_message
         self._counters = counters
         self._clock = clock
-        self._client_id = client_id or config.client_id
-        self._clean_session = clean_session
+        self.client_id = client_id or config.client_id
+        self.clean_session = clean_session
         self.on_delivered = on_delivered
         self._on_health = on_health
         self._command = command
-        self._will = will
+        self.will = will
         self.sessions = 0  # connections made so far: a new one needs its status again
         self._reading = True
         _, _, tls = broker_address(config.url)
         # Built once, here: an unusable ca_file or certificate stops the start, with its place.
         self._tls_context = client_context(config.tls, "mqtt") if tls else None
-        self._paho: Any = None  # the connected client's paho-mqtt core, for manual acks
         self._outbox: collections.deque[Outgoing] = collections.deque()
         self._wakeup = asyncio.Event()
         self.connected = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
+        _quiet_gmqtt()
 
     @property
     def pending(self) -> int:
@@ -159,51 +339,12 @@ class MqttLink:
 
     async def run(self) -> None:
         """Connect, subscribe, read and write until cancelled, reconnecting as needed."""
-        host, port, _ = broker_address(self._config.url)
-        backoff = Backoff(self._config.reconnect_min_s, self._config.reconnect_max_s)
+        host, port, _ = broker_address(self.config.url)
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         while True:
-            client = aiomqtt.Client(
-                host,
-                port,
-                identifier=self._client_id,
-                clean_session=self._clean_session,
-                username=self._config.username,
-                password=self._password,
-                keepalive=self._config.keepalive_s,
-                tls_context=self._tls_context,
-                timeout=10,
-                will=None
-                if self._will is None
-                else aiomqtt.Will(self._will.topic, self._will.payload, self._will.qos, self._will.retain),
-            )
-            # Before connecting: a resumed session delivers at once. paho-mqtt's client is
-            # aiomqtt's private attribute; manual acknowledgement is its public API.
-            paho = client._client
-            paho.manual_ack_set(True)
             try:
-                async with client:
-                    # Many topics per SUBSCRIBE packet: one round trip per topic made a
-                    # worker with thousands of bed topics take seconds to start.
-                    for start in range(0, len(self._subscriptions), SUBSCRIBE_BATCH):
-                        batch = self._subscriptions[start : start + SUBSCRIBE_BATCH]
-                        qos: int = self._config.qos
-                        await client.subscribe([(topic, qos) for topic in batch])
-                    log.info("MQTT connected to %s:%d as %s", host, port, self._client_id)
-                    self._counters.inc("mqtt.connections", "up")
-                    backoff.reset()
-                    self.sessions += 1
-                    self._paho = paho
-                    self.connected.set()
-                    if self._on_health is not None:
-                        await self._on_health(Health.CONNECTED, "")
-                    try:
-                        async with asyncio.TaskGroup() as group:
-                            group.create_task(self._read(client), name="mqtt.read")
-                            group.create_task(self._write(client), name="mqtt.write")
-                    finally:
-                        self.connected.clear()
-                        self._paho = None
-            except* aiomqtt.MqttError as errors:
+                await self._session(host, port, backoff)
+            except* LinkDownError as errors:
                 delay_s = backoff.next_delay_s()
                 reason = tls_reason(errors.exceptions[0])
                 self._counters.inc("mqtt.connections", "lost" if reason is None else "tls_failed")
@@ -219,32 +360,74 @@ class MqttLink:
                     await self._on_health(Health.LOST, reason or str(errors.exceptions[0]))
                 await self._clock.sleep(delay_s)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        paho = self._paho
-        # aiomqtt's iterator starts a task and an asyncio.wait for every message, a third
-        # of the receive path's time in a burst. Messages already queued are taken
-        # straight from its queue (aiomqtt's private attribute, like ``_client``); the
-        # iterator is used only to wait, so that a lost connection still ends the loop.
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
-        waiting = aiter(client.messages)
+    async def _session(self, host: str, port: int, backoff: Backoff) -> None:
+        session = _Session(self)
+        try:
+            try:
+                async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                    await session.client.connect(
+                        host,
+                        port,
+                        ssl=self._tls_context or False,
+                        keepalive=self.config.keepalive_s,
+                        # 3.1.1, as before: a session kept by clean_session=False alone
+                        # (MQTT 5 would end it at the disconnect unless given an expiry).
+                        version=MQTTv311,
+                    )
+            except TimeoutError as exc:
+                raise LinkDownError(f"no CONNACK within {ANSWER_TIMEOUT_S:.0f} s") from exc
+            except (OSError, gmqtt.MQTTConnectError) as exc:
+                raise LinkDownError(str(exc) or type(exc).__name__) from exc
+            await self._subscribe(session)
+            log.info("MQTT connected to %s:%d as %s", host, port, self.client_id)
+            self._counters.inc("mqtt.connections", "up")
+            backoff.reset()
+            self.sessions += 1
+            self.connected.set()
+            if self._on_health is not None:
+                await self._on_health(Health.CONNECTED, "")
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._read(session), name="mqtt.read")
+                    group.create_task(self._write(session), name="mqtt.write")
+                    group.create_task(_until_lost(session), name="mqtt.watch")
+            finally:
+                self.connected.clear()
+        finally:
+            try:
+                await session.client.disconnect()
+            except OSError as exc:
+                log.debug("MQTT connection closed with %s", exc)
+            finally:
+                session.close()
+
+    async def _subscribe(self, session: _Session) -> None:
+        # Many topics per SUBSCRIBE packet: one round trip per topic made a worker with
+        # thousands of bed topics take seconds to start.
+        for start in range(0, len(self._subscriptions), SUBSCRIBE_BATCH):
+            batch = self._subscriptions[start : start + SUBSCRIBE_BATCH]
+            granted = await session.subscribe(batch, self.config.qos)
+            refused = [topic for topic, qos in zip(batch, granted, strict=False) if qos >= 0x80]
+            if refused:
+                self._counters.inc("mqtt.subscribe_refused", "", len(refused))
+                log.warning("the broker refused %d subscription(s): %s", len(refused), ", ".join(refused[:5]))
+
+    async def _read(self, session: _Session) -> None:
         taken = 0
         while True:
-            if queue.empty() or taken >= READ_BATCH:
+            if not session.inbox:
+                session.arrived.clear()
+                await session.arrived.wait()
                 taken = 0
-                message = await anext(waiting)  # also lets the rest of the loop run
-            else:
-                taken += 1
-                message = queue.get_nowait()
+            elif taken >= READ_BATCH:
+                taken = 0
+                await asyncio.sleep(0)  # lets the rest of the event loop run
+            topic, payload, retain, decision = session.inbox.popleft()
+            taken += 1
             if not self._reading:
                 continue  # not acknowledged: the broker keeps it for the next run
-            payload = message.payload
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
-            topic = str(message.topic)
-            acker = self._acker(paho, message.mid, message.qos)
-            if message.retain and self._command is not None and self._command(topic):
+            acker = self._acker(decision)
+            if retain and self._command is not None and self._command(topic):
                 # The broker hands a retained command to every new subscription, ours
                 # after each restart included: it was given once, when it was live.
                 reject(
@@ -253,31 +436,30 @@ class MqttLink:
                     "retained_command",
                     "a command (acknowledgement) sent with the retain flag is not carried out again",
                     where=topic,
-                    payload=bytes(payload),
+                    payload=payload,
                 )
                 acker()
                 continue
-            await self._on_message(topic, bytes(payload), acker)
+            await self._on_message(topic, payload, acker)
 
-    def _acker(self, paho: Any, mid: int, qos: int) -> Ack:
+    def _acker(self, decision: asyncio.Future[int] | None) -> Ack:
         def ack() -> None:
-            if qos == 0:
-                return
-            if paho is not self._paho:
+            if decision is None:
+                return  # QoS 0: nothing to acknowledge
+            if decision.done():
                 # That connection is gone; the broker sends the message again on the
                 # new one, and the daemon drops the duplicate (``daemon.dedup``).
                 self._counters.inc("mqtt.ack_skipped", "reconnected")
                 return
-            paho.ack(mid, qos)
+            decision.set_result(PUBACK_SUCCESS)
 
         return ack
 
-    async def _write(self, client: aiomqtt.Client) -> None:
+    async def _write(self, session: _Session) -> None:
         while True:
             while self._outbox:
                 message = self._outbox[0]
-                await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
-                _raise_if_cancelling()
+                await session.send(message)
                 # Removed only once the broker has it: a lost link re-sends it.
                 self._outbox.popleft()
                 self._counters.inc("mqtt.published", "")
@@ -288,16 +470,9 @@ class MqttLink:
             await self._wakeup.wait()
 
 
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that an awaited call returned through.
-
-    Python 3.11's ``asyncio.wait_for`` (which aiomqtt's publish uses) returns the
-    result when the awaited future completes in the same loop step as a cancellation,
-    and the cancellation is lost: the task would then wait forever for its next message.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+async def _until_lost(session: _Session) -> None:
+    await session.lost.wait()
+    raise LinkDownError("the connection was lost")
 
 
 class DurablePublisher:

@@ -1,0 +1,159 @@
+"""The MQTT link against a private broker: a PUBACK only when the handler says so, an
+outgoing message reported only once the broker has it, and gmqtt kept from reconnecting
+on its own (the link does it, with its backoff)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomqtt
+import pytest
+from gmqtt.mqtt.constants import MQTTv311
+
+from daemon.clock import SystemClock
+from daemon.config import MqttConfig
+from daemon.links import mqtt
+from daemon.links.mqtt import Ack, MqttLink, Outgoing
+from daemon.metrics import Counters
+from tests.mqtt_watch import until
+from tests.servers import Mosquitto
+
+pytestmark = pytest.mark.integration  # a private mosquitto
+
+
+class Inbox:
+    """A handler that keeps each message with its ``ack`` and acknowledges nothing itself."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, Ack]] = []
+
+    async def __call__(self, topic: str, payload: bytes, ack: Ack) -> None:
+        self.messages.append((topic, payload, ack))
+
+    def payloads(self) -> list[bytes]:
+        return [payload for _, payload, _ in self.messages]
+
+
+@asynccontextmanager
+async def running(link: MqttLink) -> AsyncIterator[MqttLink]:
+    task = asyncio.create_task(link.run(), name="test.link")
+    try:
+        await asyncio.wait_for(link.connected.wait(), 10)
+        yield link
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def _link(
+    server: Mosquitto, client_id: str, topics: list[str], on_message: Any, counters: Counters
+) -> MqttLink:
+    config = MqttConfig(url=server.url, client_id=client_id, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    return MqttLink(
+        config,
+        password=None,
+        subscriptions=topics,
+        on_message=on_message,
+        counters=counters,
+        clock=SystemClock(),
+    )
+
+
+async def _publish(server: Mosquitto, topic: str, *payloads: bytes) -> None:
+    async with aiomqtt.Client(server.host, server.port) as client:
+        for payload in payloads:
+            await client.publish(topic, payload, qos=1)
+
+
+async def test_a_message_is_acknowledged_when_its_ack_is_called_late_or_never(
+    mosquitto: Mosquitto, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker sends again what was not acknowledged, and only that: ``ack`` called
+    after the handler returned sends the PUBACK then; never called, none is sent."""
+    topic = f"{prefix}/in"
+    counters = Counters()
+    first = Inbox()
+    async with running(_link(mosquitto, f"{prefix}-d", [topic], first, counters)):
+        await _publish(mosquitto, topic, b"late", b"never")
+        await until(lambda: len(first.messages) == 2, 10, "both messages")
+        assert first.payloads() == [b"late", b"never"]
+        first.messages[0][2]()  # its handler returned long ago
+    stale_ack = first.messages[1][2]
+    stale_ack()  # that session is gone: nothing is sent, and it is counted
+    assert counters.get("mqtt.ack_skipped", "reconnected") == 1
+
+    second = Inbox()
+    async with running(_link(mosquitto, f"{prefix}-d", [topic], second, counters)):
+        await _publish(mosquitto, topic, b"after")
+        await until(lambda: b"after" in second.payloads(), 10, "the message after the restart")
+        assert second.payloads() == [b"never", b"after"]
+        for _, _, ack in second.messages:
+            ack()
+    # gmqtt's own lines are kept below errors (they repeat the link's, and list topics).
+    assert not [r for r in caplog.records if r.name.startswith("gmqtt") and r.levelno >= logging.WARNING]
+
+
+async def test_an_outgoing_message_is_reported_once_the_broker_has_it(
+    mosquitto: Mosquitto, prefix: str
+) -> None:
+    delivered: list[int] = []
+    link = _link(mosquitto, f"{prefix}-d", [], Inbox(), Counters())
+    link.on_delivered = delivered.append
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
+        await watcher.subscribe(f"{prefix}/out/#", qos=1)
+        link.enqueue(Outgoing(f"{prefix}/out/1", b"one", qos=1, retain=False, store_id=7))
+        link.enqueue(Outgoing(f"{prefix}/out/2", b"two", qos=0, retain=False, store_id=8))
+        link.enqueue(Outgoing(f"{prefix}/out/3", b"three", qos=2, retain=True, store_id=9))
+        assert delivered == []  # no session yet: queued, not sent
+        async with running(link):
+            await asyncio.wait_for(link.drained(), 10)
+            assert delivered == [7, 8, 9]
+            assert link.pending == 0
+            received = []
+            async with asyncio.timeout(10):
+                async for message in watcher.messages:
+                    received.append((str(message.topic), message.payload))
+                    if len(received) == 3:
+                        break
+    assert received == [
+        (f"{prefix}/out/1", b"one"),
+        (f"{prefix}/out/2", b"two"),
+        (f"{prefix}/out/3", b"three"),
+    ]
+
+
+async def test_gmqtt_hands_a_lost_connection_to_reconnect_which_the_link_keeps_to_itself(
+    mosquitto: Mosquitto, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gmqtt would connect again by itself, with its fixed delay, beside the link's new
+    client (the same client id: each would throw the other off). The link's client
+    replaces ``reconnect``, which must stay the way gmqtt reconnects, with a no-op."""
+    asked = asyncio.Event()
+
+    class Watched(mqtt._Client):
+        async def reconnect(self, delay: bool = False) -> None:
+            asked.set()
+            await super().reconnect(delay)
+
+    monkeypatch.setattr(mqtt, "_Client", Watched)
+    counters = Counters()
+    async with running(_link(mosquitto, f"{prefix}-d", [f"{prefix}/in"], Inbox(), counters)) as link:
+        mosquitto.stop()
+        await asyncio.wait_for(asked.wait(), 10)
+        await until(lambda: not link.connected.is_set(), 10, "the link to notice")
+        mosquitto.start()
+        await asyncio.wait_for(link.connected.wait(), 10)
+        assert counters.get("mqtt.connections", "up") == 2
+
+    client = mqtt._Client(f"{prefix}-alone")
+    await client.connect(mosquitto.host, mosquitto.port, version=MQTTv311)
+    try:
+        await client.reconnect()
+        assert client.is_connected, "the no-op reconnect left the connection as it was"
+    finally:
+        await client.disconnect()
