@@ -8,11 +8,13 @@ the PUBACK leaves only after an asynchronous handler has returned (the daemon's
 handler returns once the message is durable in its store). Rounds alternate the
 clients; the table gives each one's median and its ratio to aiomqtt.
 
-- ``aiomqtt``: aiomqtt over paho-mqtt, paho's ``manual_ack`` (the daemon today);
+- ``aiomqtt``: aiomqtt over paho-mqtt, paho's ``manual_ack`` (the daemon's client before gmqtt);
 - ``paho-thread``: paho-mqtt's own network thread, acknowledging in its callback
   (no asyncio: the ceiling of paho itself);
 - ``gmqtt``: gmqtt with ``optimistic_acknowledgement=False`` (the PUBACK is sent when the
-  handler's coroutine finishes).
+  handler's coroutine finishes);
+- ``link``: the daemon's own ``MqttLink`` (whichever client it is built on), its handler
+  calling ``ack`` after an await, as the daemon does after its commit.
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.broker import broker
+from daemon.clock import SystemClock
+from daemon.config import MqttConfig
+from daemon.links.mqtt import Ack, MqttLink
+from daemon.metrics import Counters
 from tests.servers import Mosquitto
 from tests.ward_load import vitals_payload
 
 TOPIC = "bench/w/bed/{bed}/vitals"
-CLIENTS = ("aiomqtt", "paho-thread", "gmqtt")
+CLIENTS = ("aiomqtt", "paho-thread", "gmqtt", "link")
 
 
 def _address(server: Mosquitto) -> tuple[str, int]:
@@ -94,7 +100,7 @@ def _decode(payload: bytes | bytearray) -> None:
 async def _aiomqtt(server: Mosquitto, client_id: str, messages: int) -> float:
     host, port = _address(server)
     client = aiomqtt.Client(host, port, identifier=client_id, clean_session=False)
-    core = client._client  # paho's client, for manual acknowledgement (as daemon/links/mqtt.py)
+    core = client._client  # paho's client, for manual acknowledgement (the daemon's way before gmqtt)
     core.manual_ack_set(True)
     received = 0
     async with client:
@@ -138,7 +144,7 @@ def _paho_thread(server: Mosquitto, client_id: str, messages: int) -> float:
 
 
 async def _gmqtt(server: Mosquitto, client_id: str, messages: int) -> float:
-    import gmqtt  # noqa: PLC0415 -- a bench-only dependency
+    import gmqtt  # noqa: PLC0415 -- imported only by the runner that measures it
 
     host, port = _address(server)
     done = asyncio.Event()
@@ -163,10 +169,41 @@ async def _gmqtt(server: Mosquitto, client_id: str, messages: int) -> float:
     return elapsed
 
 
+async def _link(server: Mosquitto, client_id: str, messages: int) -> float:
+    done = asyncio.Event()
+    count = 0
+
+    async def on_message(_topic: str, payload: bytes, ack: Ack) -> None:
+        nonlocal count
+        _decode(payload)
+        await asyncio.sleep(0)  # the handler's await (the daemon acknowledges after its commit)
+        ack()
+        count += 1
+        if count == messages:
+            done.set()
+
+    link = MqttLink(
+        MqttConfig(url=server.url, client_id=client_id),
+        password=None,
+        subscriptions=[TOPIC.format(bed="+")],
+        on_message=on_message,
+        counters=Counters(),
+        clock=SystemClock(),
+    )
+    start = time.perf_counter()
+    task = asyncio.create_task(link.run(), name="bench.link")
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return elapsed
+
+
 RUNNERS: dict[str, Callable[[Mosquitto, str, int], float]] = {
     "aiomqtt": lambda s, c, n: asyncio.run(_aiomqtt(s, c, n)),
     "paho-thread": _paho_thread,
     "gmqtt": lambda s, c, n: asyncio.run(_gmqtt(s, c, n)),
+    "link": lambda s, c, n: asyncio.run(_link(s, c, n)),
 }
 
 
@@ -186,21 +223,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--beds", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--clients", default=",".join(CLIENTS), help="comma-separated, of: " + ", ".join(CLIENTS)
+    )
     args = parser.parse_args(argv)
-    rates: dict[str, list[float]] = {name: [] for name in CLIENTS}
+    clients = tuple(name for name in CLIENTS if name in args.clients.split(","))
+    rates: dict[str, list[float]] = {name: [] for name in clients}
     with tempfile.TemporaryDirectory(prefix="wardd-clients-") as tmp:
         for round_ in range(args.rounds):
-            order = CLIENTS[round_ % len(CLIENTS) :] + CLIENTS[: round_ % len(CLIENTS)]
+            order = clients[round_ % len(clients) :] + clients[: round_ % len(clients)]
             for name in order:
                 rates[name].append(measure(name, args.messages, args.beds, Path(tmp) / f"{round_}-{name}"))
-    base = statistics.median(rates["aiomqtt"])
+    base = statistics.median(rates[clients[0]])
     print(
         f"{args.messages:,} queued QoS 1 vitals messages, PUBACK after an async handler; median of {args.rounds}"
     )
-    for name in CLIENTS:
+    for name in clients:
         median = statistics.median(rates[name])
         print(
-            f"  {name:12} {median:9,.0f} msg/s   {median / base:4.1f}x aiomqtt   rounds: "
+            f"  {name:12} {median:9,.0f} msg/s   {median / base:4.1f}x {clients[0]}   rounds: "
             + ", ".join(f"{r:,.0f}" for r in rates[name])
         )
 

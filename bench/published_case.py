@@ -33,6 +33,7 @@ AREAS = (
     ("/simulators/scenario.py", "scenario runner"),
     ("/simulators/", "simulators"),
     ("amqtt", "broker (amqtt)"),
+    ("gmqtt", "MQTT clients"),
     ("aiomqtt", "MQTT clients"),
     ("paho", "MQTT clients"),
     ("serial", "serial"),

@@ -25,6 +25,7 @@ from bench.systems import Process
 
 STAGES = (
     ("daemon/links/mqtt.py", "MQTT client"),
+    ("gmqtt", "MQTT client"),
     ("aiomqtt", "MQTT client"),
     ("paho", "MQTT client"),
     ("daemon/telemetry.py", "decoding"),
