@@ -13,6 +13,7 @@ a fever sample whose alert says everything before it has been processed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -97,6 +98,22 @@ def _status_mb(pid: int | None, field_name: str) -> float:
     return 0.0
 
 
+def cpu_s(pid: int | None) -> float:
+    """CPU time (user and system) a process has used so far, in seconds (0 when it is gone).
+
+    On a machine shared with other work this is the steadier figure: it counts the
+    system's own work, not the time it waited for a core.
+    """
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def rss_mb(pid: int | None) -> float:
     """Resident memory of a process now, in MiB."""
     return _status_mb(pid, "VmRSS")
@@ -158,6 +175,7 @@ def offline_burst(
         prober = Prober(ward)
         system.start()
         ready_s = prober.wait_ready(publisher, observer, READY_TIMEOUT_S) - system.started_at
+        ready_cpu_s = cpu_s(system.pid)
         system.stop()
         burst = make_burst(ward, per_bed)
         publish_s = publisher.publish_all(burst.messages)
@@ -168,6 +186,7 @@ def offline_burst(
         else:
             end = _wait_done(system, observer, burst, 60 + burst.normal / 50)
         total_s = end - system.started_at
+        drain_cpu_s = cpu_s(system.pid) - ready_cpu_s
         first = observer.by_key.get((burst.bed, burst.first_key))
         drain_s = max(total_s - ready_s, 1e-3)
         measured = {
@@ -177,6 +196,9 @@ def offline_burst(
             "ready_s": ready_s,
             "first_to_last_alert_s": end - first if first else float("nan"),
             "publish_s": publish_s,
+            # Less the first start's CPU up to ready, as the drain time is less its time;
+            # with several workers, the supervisor's only.
+            "cpu_us_per_msg": drain_cpu_s / burst.normal * 1e6,
             "peak_rss_mb": peak_rss_mb(system.pid),
         }
         return measured, system, burst, end
@@ -397,6 +419,7 @@ def figures(sizes: Sizes) -> list[Figure]:
             measure_burst,
             (
                 ("msg_per_s", "msg/s", True),
+                ("cpu_us_per_msg", "µs", False),
                 ("total_s", "s", False),
                 ("ready_s", "s", False),
                 ("peak_rss_mb", "MiB", False),
@@ -433,7 +456,12 @@ def figures(sizes: Sizes) -> list[Figure]:
             systems.SYSTEMS,
             base,
             measure_catchup,
-            (("drain_s", "s", False), ("total_s", "s", False), ("msg_per_s", "msg/s", True)),
+            (
+                ("drain_s", "s", False),
+                ("total_s", "s", False),
+                ("msg_per_s", "msg/s", True),
+                ("cpu_us_per_msg", "µs", False),
+            ),
         ),
         Figure(
             "storage",
