@@ -28,6 +28,7 @@ from daemon import config as config_module
 from daemon import ids, logs
 from daemon.errors import ConfigError, InputError, WarddError
 from daemon.logs import LogFormat
+from daemon.partition import MAX_WORKERS
 
 if TYPE_CHECKING:
     from daemon.alerts import Alert
@@ -254,8 +255,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for warning in review(config):
         log.warning("%s: %s", args.config, warning)
-    from daemon.partition import Partition, for_partition, foreign_stores  # noqa: PLC0415
+    from daemon.partition import LayoutBusyError, layout_lock  # noqa: PLC0415
 
+    try:
+        # Held while the daemon runs: `wardd repartition` must not move the stores under it.
+        with layout_lock(config, exclusive=False):
+            return _run_locked(args, config)
+    except LayoutBusyError as exc:
+        raise CliError(f"{exc}; nothing was started", EXIT_FAILURE) from None
+
+
+def _run_locked(args: argparse.Namespace, config: config_module.Config) -> int:
+    """``wardd run`` once the layout's lock is held."""
+    from daemon.partition import (  # noqa: PLC0415
+        Partition,
+        for_partition,
+        foreign_stores,
+        repartition_plan,
+    )
+
+    plan = repartition_plan(config)
+    if plan.exists():
+        raise CliError(
+            f"a repartition of the stores was interrupted ({plan} is there); run "
+            f"`wardd repartition --config {args.config}` to finish it",
+            EXIT_FAILURE,
+        )
     if args.partition is None:
         foreign = foreign_stores(config)
         if foreign:
@@ -263,7 +288,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(
                 f"the state folder holds stores of another number of workers ({shown}); "
                 f"daemon.workers is {config.daemon.workers}. Their beds' states would not be "
-                "found: set workers back, or move the states (README, Performance).",
+                f"found: set workers back, or move the states with `wardd repartition --config "
+                f"{args.config}` (README, Scale).",
                 EXIT_FAILURE,
             )
         if config.daemon.workers > 1:
@@ -612,6 +638,42 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{occupant.ward}/{occupant.id}: patient {occupant.patient} admitted, no protocol watch "
             "(set one with `wardd admit --protocol ... --start ...`)"
         )
+    return EXIT_OK
+
+
+def cmd_repartition(args: argparse.Namespace) -> int:
+    """Move the stores' rows to the layout of another number of workers (README, "Scale")."""
+    config = _load(args.config)
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from daemon.partition import LayoutBusyError, Partition  # noqa: PLC0415
+    from daemon.repartition import repartition  # noqa: PLC0415
+
+    to = config.daemon.workers if args.to is None else args.to
+    try:
+        report = repartition(config, to, now=datetime.now(UTC), say=print)
+    except LayoutBusyError as exc:
+        raise CliError(f"{exc}; stop it first (nothing was changed)", EXIT_FAILURE) from None
+    if report.resumed:
+        print(f"finished: {', '.join(str(p) for p in report.target.paths)} in place")
+    else:
+        print("\n".join(report.lines()))
+        client_id = config.mqtt.client_id
+        old_ids = (
+            [client_id]
+            if report.source.count == 1
+            else [
+                f"{client_id}-{Partition(i, report.source.count).suffix()}"
+                for i in range(report.source.count)
+            ]
+        )
+        print(
+            f"the broker keeps the sessions of the old client ids ({', '.join(old_ids)}): "
+            "what they queued while the daemon was stopped is not moved (README, Scale)"
+        )
+    print(f"old stores kept in {report.archive}")
+    if to != config.daemon.workers:
+        print(f"set daemon.workers = {to} in {args.config} before `wardd run`")
     return EXIT_OK
 
 
@@ -1086,6 +1148,18 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print each bed's protocol day, dose and open alerts")
     status.add_argument("--config", required=True, help="TOML configuration file")
     status.set_defaults(func=cmd_status)
+
+    repart = sub.add_parser(
+        "repartition",
+        help="move the stores' states, alerts and journal to the layout of another number of workers",
+    )
+    repart.add_argument("--config", required=True, help="TOML configuration file")
+    repart.add_argument(
+        "--to",
+        type=_number_in(0, MAX_WORKERS, int),
+        help="the number of workers to move to (default: the config's daemon.workers)",
+    )
+    repart.set_defaults(func=cmd_repartition)
 
     _add_routes(sub)
 

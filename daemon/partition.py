@@ -14,12 +14,16 @@ elsewhere with the same config and partition (see README, "Performance").
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.errors import ConfigError, ConfigIssue
+from daemon.errors import ConfigError, ConfigIssue, WarddError
 from daemon.ids import ward_subject
 
 MAX_WORKERS = 64
@@ -106,3 +110,44 @@ def foreign_stores(config: Config) -> list[Path]:
     base = config.daemon.store_path
     candidates = [base, *base.parent.glob(f"{base.stem}.p*of*{base.suffix}")]
     return sorted(p for p in candidates if p.exists() and p not in mine)
+
+
+class LayoutBusyError(WarddError):
+    """The store layout is in use: a daemon runs over it, or a repartition moves it."""
+
+
+def lock_path(config: Config) -> Path:
+    """The lock beside the stores (``wardd.sqlite`` → ``wardd.lock``): every worker holds it
+    shared while it runs, ``wardd repartition`` exclusively while it moves the states."""
+    return config.daemon.store_path.with_suffix(".lock")
+
+
+@contextlib.contextmanager
+def layout_lock(config: Config, *, exclusive: bool) -> Iterator[None]:
+    """Hold the layout's lock for the block; ``LayoutBusyError`` at once if the other side has it.
+
+    An ``flock`` on a file of its own, never on a store: closing any descriptor of a
+    SQLite file drops the locks SQLite holds on it. The kernel releases it when the
+    process ends, however it ends, so a crash leaves no stale lock.
+    """
+    path = lock_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = (
+                "a daemon runs over the stores" if exclusive else "`wardd repartition` is moving the stores"
+            )
+            raise LayoutBusyError(f"{path} is held: {holder}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def repartition_plan(config: Config) -> Path:
+    """Where ``wardd repartition`` writes the renames it is about to make: while it exists,
+    the state folder may hold parts of two layouts and no daemon may start."""
+    base = config.daemon.store_path
+    return base.with_name(f"{base.stem}.repartition-plan.json")

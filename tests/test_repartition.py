@@ -1,0 +1,477 @@
+"""`wardd repartition`: each bed's rows moved to the store of its partition under a new count.
+
+Pure tests of where a row goes; then real store files filled through ``Store.apply``
+moved 1 → 3 → 1 (every row where its bed's hash puts it, and the round trip gives the
+same rows back); the refusals; a crash while writing and while renaming.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.config import Config, parse
+from daemon.links.store import Changes, DeliveryRow, Store, WindowWrite
+from daemon.partition import LayoutBusyError, layout_lock, partition_of, repartition_plan, store_path
+from daemon.partition import Partition as Part
+from daemon.repartition import (
+    TABLES,
+    Placement,
+    RepartitionError,
+    delivery_numbers,
+    merge_digests,
+    notice_place,
+    point_place,
+    repartition,
+    split_failing,
+    split_groups,
+    time_key,
+    topic_place,
+)
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+BEDS = {"haem": [str(i) for i in range(1, 9)], "onc": ["o1", "o2"]}
+
+
+def _config(state_dir: Path, *, workers: int = 1) -> Config:
+    return parse(
+        {
+            "daemon": {"state_dir": str(state_dir), "workers": workers},
+            "mqtt": {"topic_prefix": "w"},
+            "beds": [
+                {
+                    "ward": ward,
+                    "id": bed,
+                    "patient": f"p-{bed}",
+                    "weight_kg": 63,
+                    "height_cm": 165,
+                    "protocol_start": "2026-03-01T08:00:00+00:00",
+                }
+                for ward, beds in BEDS.items()
+                for bed in beds
+            ],
+        }
+    )
+
+
+# --- pure: where a row goes ----------------------------------------------------------------------
+
+
+def test_a_bed_goes_where_its_ward_and_id_hash_under_the_new_count() -> None:
+    placement = Placement(3, {"1": "haem", "o1": "onc"})
+    assert placement.of("1") == partition_of("haem", "1", 3)
+    # The config's ward wins over the one a row names: the daemon runs the bed under it.
+    assert placement.of("1", "elsewhere") == partition_of("haem", "1", 3)
+    assert placement.of("gone", "onc") == partition_of("onc", "gone", 3)
+    # A ward's own subject is placed as `for_partition` places it.
+    assert placement.of("_onc") == partition_of("onc", "_onc", 3)
+    assert placement.of(None, "onc") == partition_of("onc", "_onc", 3)
+    assert placement.of(None) == 0
+    assert placement.unplaced == {}
+    assert placement.of("ghost") == 0
+    assert placement.of("ghost") == 0
+    assert placement.unplaced == {"ghost": 2}
+
+
+def test_points_topics_and_notices_name_their_bed() -> None:
+    assert point_place("vitals,ward=haem,bed=3,device=m-1 temp_c=38.6 1") == ("haem", "3")
+    assert point_place("wardd_counters,instance=w,name=x count=1i 1") == (None, None)
+    assert point_place("garbage") == (None, None)
+    assert topic_place("w/haem/bed/3/alerts/haem.3-FEVER-1", "w") == ("haem", "3")
+    assert topic_place("w/haem/bed/_haem/alerts/ward.haem-X-2", "w") == ("haem", "_haem")
+    assert topic_place("w/haem/escalations", "w") == ("haem", None)
+    assert topic_place("w/_wardd/wardd-p0of2/status", "w") == (None, None)
+    assert topic_place("other/haem/bed/3/alerts/x", "w") == (None, None)
+    assert notice_place({"ward": "haem", "bed": "3", "alerts": []}) == ("haem", "3")
+    digest = {"ward": "haem", "bed": "", "alerts": [{"ward": "onc", "bed": "o1"}]}
+    assert notice_place(digest) == ("onc", "o1")
+    assert notice_place({"bed": "", "alerts": []}) == (None, None)
+
+
+def test_delivery_numbers_are_kept_unless_two_stores_used_them() -> None:
+    assert delivery_numbers([[3, 5], [7]]) == [[3, 5], [7]]
+    # The second store's 5 is taken: all its numbers move above, in their order.
+    assert delivery_numbers([[3, 5], [5, 6]]) == [[3, 5], [10, 11]]
+    assert delivery_numbers([[], [1]]) == [[], [1]]
+
+
+def test_groups_failing_beds_and_digests_are_split_or_shared() -> None:
+    placement = Placement(2, {"1": "haem", "2": "haem"})
+    groups: list[dict[str, Any]] = [
+        {"ward": "haem", "bed": b, "route": "r", "opened": "x", "ids": []} for b in ("1", "2")
+    ]
+    split = split_groups(groups, placement)
+    assert sorted(g["bed"] for gs in split.values() for g in gs) == ["1", "2"]
+    assert all(placement.of(g["bed"]) == part for part, gs in split.items() for g in gs)
+    failing = split_failing({"pager": [["haem", "1"], ["haem", "2"]]}, placement)
+    assert {part: beds["pager"] for part, beds in failing.items()} == {
+        placement.of("1"): [["haem", "1"]]
+        + ([["haem", "2"]] if placement.of("2") == placement.of("1") else []),
+        **({placement.of("2"): [["haem", "2"]]} if placement.of("2") != placement.of("1") else {}),
+    }
+    a, b = base64.b64encode(b"A" * 16).decode(), base64.b64encode(b"B" * 32).decode()
+    assert base64.b64decode(merge_digests([a, b])) == b"A" * 16 + b"B" * 32
+
+
+def test_journal_times_sort_as_times() -> None:
+    # iso() leaves out a zero fraction: "…:00Z" must still sort before "…:00.5Z".
+    assert time_key("2026-03-02T10:00:00Z") < time_key("2026-03-02T10:00:00.500000Z")
+    assert time_key("2026-03-02T10:00:00.500000Z") < time_key("2026-03-02T10:00:01Z")
+
+
+def test_every_table_of_the_store_has_a_rule(tmp_path: Path) -> None:
+    Store(tmp_path / "s.sqlite").close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert tables == set(TABLES)
+
+
+# --- real store files ----------------------------------------------------------------------------
+
+
+def _fill(path: Path, beds: dict[str, list[str]], *, first_alert: int = 1) -> None:
+    """Rows of every kind for ``beds`` (and each ward's own subject), as the daemon writes them."""
+    store = Store(path)
+    changes = Changes(processed_seq=0)
+    n = first_alert
+    groups: list[dict[str, Any]] = []
+    for ward, ids in beds.items():
+        for bed in [*ids, f"_{ward}"]:
+            changes.rule_states[(bed, "vitals")] = json.dumps({"bed": bed})
+            changes.rule_states[(bed, "dose")] = json.dumps({"ml": len(bed)})
+            # A tie at time 2: kept in the order stored.
+            entries: list[tuple[int, Any]] = [(1, {"i": 0}), (2, {"i": 1}), (2, {"i": 2})]
+            changes.windows.append(WindowWrite(bed, "vitals", "FEVER", False, None, entries.copy))
+            for state in ("open", "closed"):
+                alert_id = f"{ward}.{bed}-FEVER-{n}"
+                n += 1
+                data = {"id": alert_id, "ward": ward, "bed": bed, "state": state}
+                changes.alerts[alert_id] = (
+                    ward,
+                    bed,
+                    state == "open",
+                    f"2026-03-02T10:00:0{n % 10}Z",
+                    json.dumps(data),
+                )
+                at = f"2026-03-02T10:{n % 60:02d}:00Z"
+                changes.journal.append((at, "wardd", "start", alert_id, bed, json.dumps({"id": alert_id})))
+                # A line naming its alert but no bed goes with the alert's bed.
+                changes.journal.append((at, "wardd", "notice", alert_id, None, json.dumps({"of": alert_id})))
+                changes.route_state[f"alert:{alert_id}"] = json.dumps({"alert": data, "route": "r"})
+                number = store.next_id("delivery_outbox")
+                body = {"delivery": number, "ward": ward, "bed": bed, "alerts": [data]}
+                changes.deliveries.append(DeliveryRow(number, "pager", json.dumps(body), 0, at, False))
+                topic = f"w/{ward}/bed/{bed}/alerts/{alert_id}"
+                changes.mqtt_out.append((store.next_id("mqtt_outbox"), topic, b"{}", 1, True))
+            groups.append(
+                {"ward": ward, "bed": bed, "route": "r", "opened": "2026-03-02T10:00:00Z", "ids": []}
+            )
+            line = f"vitals,ward={ward},bed={bed},device=m temp_c=38.6 1"
+            changes.points.append((store.next_id("point_outbox"), line))
+    changes.route_state["groups"] = json.dumps(groups)
+    changes.points.append((store.next_id("point_outbox"), "wardd_counters,instance=w,name=a count=1i 1"))
+    changes.dead_letters.append(
+        (store.next_id("point_outbox"), "2026-03-02T10:00:00Z", "bad,ward=haem,bed=1 x=1 1", "no")
+    )
+    changes.journal.append(("2026-03-02T09:00:00Z", "wardd", "started", None, None, "{}"))
+    changes.rule_states[(f"ghost-{path.stem}", "vitals")] = "{}"  # a bed no config or alert places
+    changes.meta["alerts.next_seq"] = n
+    changes.meta["inbound.seen"] = base64.b64encode(path.name.encode().ljust(16, b"."))
+    changes.meta["inbound.seen"] = changes.meta["inbound.seen"].decode()
+    changes.meta["delivery.failing"] = {"pager": [[w, b] for w, ids in beds.items() for b in ids[:1]]}
+    store.apply(changes)
+    store.close()
+
+
+def _rows(db: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """A store's rows, ids that a move renumbers left out, each table in stored order."""
+    out = {
+        "rule_state": sorted(db.execute("SELECT bed, rule, data FROM rule_state")),
+        "rule_window": list(
+            db.execute("SELECT bed, rule, window, time_us, entry FROM rule_window ORDER BY rowid")
+        ),
+        "alerts": sorted(db.execute("SELECT * FROM alerts")),
+        "journal": list(
+            db.execute(
+                "SELECT at, who, what, alert_id, bed, entry FROM journal WHERE what != 'repartition' ORDER BY seq"
+            )
+        ),
+        "point_outbox": list(db.execute("SELECT line FROM point_outbox ORDER BY id")),
+        "dead_letters": list(db.execute("SELECT at, line, reason FROM dead_letters ORDER BY id")),
+        "mqtt_outbox": list(db.execute("SELECT topic, payload, qos, retain FROM mqtt_outbox ORDER BY id")),
+        "delivery_outbox": list(db.execute("SELECT * FROM delivery_outbox ORDER BY id")),
+        "route_state": sorted(db.execute("SELECT key, data FROM route_state WHERE key != 'groups'")),
+        "groups": sorted(
+            json.dumps(g)
+            for (data,) in db.execute("SELECT data FROM route_state WHERE key = 'groups'")
+            for g in json.loads(data)
+        ),
+        "meta": sorted(db.execute("SELECT key, value FROM meta")),
+    }
+    return {k: [tuple(r) if not isinstance(r, str) else (r,) for r in v] for k, v in out.items()}
+
+
+def _read(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    db = sqlite3.connect(path)
+    try:
+        return _rows(db)
+    finally:
+        db.close()
+
+
+def _bed_of(table: str, row: tuple[Any, ...]) -> tuple[str | None, str | None]:
+    """(ward, bed) of a row as ``_rows`` gives it."""
+    if table in ("rule_state", "rule_window"):
+        return None, row[0]
+    if table == "alerts":
+        return row[1], row[2]
+    if table == "journal":
+        return None, row[4] if row[4] else (row[3].split(".", 1)[1].rsplit("-", 2)[0] if row[3] else None)
+    if table in ("point_outbox", "dead_letters"):
+        return point_place(row[-2] if table == "dead_letters" else row[0])
+    if table == "mqtt_outbox":
+        return topic_place(row[0], "w")
+    if table == "delivery_outbox":
+        return notice_place(json.loads(row[2]))
+    if table == "route_state":
+        alert = json.loads(row[1])["alert"]
+        return alert["ward"], alert["bed"]
+    if table == "groups":
+        group = json.loads(row[0])
+        return group["ward"], group["bed"]
+    raise AssertionError(table)
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Config:
+    config = _config(tmp_path / "state")
+    _fill(config.daemon.store_path, BEDS)
+    return config
+
+
+def test_one_store_is_dealt_over_three_and_gathered_back_whole(filled: Config) -> None:
+    base = filled.daemon.store_path
+    before = _read(base)
+    said: list[str] = []
+    report = repartition(filled, 3, now=NOW, say=said.append)
+    paths = [store_path(base, Part(i, 3)) for i in range(3)]
+    assert [p.exists() for p in paths] == [True, True, True]
+    assert not base.exists()
+    assert report.archive is not None
+    assert (report.archive / "wardd.sqlite").exists(), "the old store is kept"
+    assert not repartition_plan(filled).exists()
+    assert not list(base.parent.glob("*.repartition-tmp*"))
+
+    placement = Placement(3, {b.id: b.ward for b in filled.beds})
+    parts = [_read(p) for p in paths]
+    for index, rows in enumerate(parts):
+        for table, table_rows in rows.items():
+            if table == "meta":
+                continue
+            for row in table_rows:
+                ward, bed = _bed_of(table, row)
+                expected = placement.of(bed, ward) if bed or ward else 0
+                assert expected == index, f"{table} row of bed {bed} in partition {index}: {row}"
+    # Every partition got some beds, and nothing was lost or doubled.
+    assert all(rows["rule_state"] for rows in parts)
+    for table in before:
+        if table in ("meta", "journal", "delivery_outbox"):
+            continue
+        assert sorted(r for rows in parts for r in rows[table]) == sorted(before[table]), table
+    assert sorted(r[:6] for rows in parts for r in rows["delivery_outbox"]) == sorted(
+        before["delivery_outbox"]
+    )
+    # Each bed's journal keeps its order; the new store's position starts afresh.
+    for rows in parts:
+        bed_lines = [r for r in rows["journal"] if r[4] == "3"]
+        assert bed_lines == [r for r in before["journal"] if r[4] == "3"] or not bed_lines
+        meta = dict(rows["meta"])
+        assert json.loads(meta["processed_seq"]) == 0
+        assert meta["alerts.next_seq"] == dict(before["meta"])["alerts.next_seq"]
+        assert meta["inbound.seen"] == dict(before["meta"])["inbound.seen"]
+    db = sqlite3.connect(paths[0])
+    assert {seq for (seq,) in db.execute("SELECT seq FROM rule_state")} == {0}
+    [line] = [json.loads(e) for (e,) in db.execute("SELECT entry FROM journal WHERE what = 'repartition'")]
+    assert (line["from_workers"], line["to_workers"], line["partition"]) == (1, 3, "0/3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    text = "\n".join(report.lines())
+    assert "rule_window" in text
+    assert "wardd.p2of3.sqlite" in text
+    assert "ghost" in text, "a bed of no known ward is named"
+
+    # The daemon's own reading of a new store: states, windows, alerts of its beds.
+    store = Store(paths[1])
+    mine = {bed for bed in store.rule_states() if not bed.startswith("_") and bed != "ghost"}
+    assert mine == {b.id for b in filled.beds if placement.of(b.id) == 1}
+    assert [e["i"] for e in store.rule_windows()[(sorted(mine)[0], "vitals")]["FEVER"]] == [0, 1, 2]
+    assert {a.bed for a in store.alerts()} <= mine | {"_haem", "_onc"}
+    store.close()
+
+    # And back to one: the same rows as at the start.
+    config3 = filled.model_copy(update={"daemon": filled.daemon.model_copy(update={"workers": 3})})
+    repartition(config3, 1, now=NOW.replace(minute=1), say=said.append)
+    after = _read(base)
+    for table in before:
+        if table == "meta":
+            continue
+        assert sorted(after[table]) == sorted(before[table]), table
+    for bed in ("1", "_haem", "o2"):
+        # A bed's lines (those naming only its alert too) come from one store: their order holds.
+        assert [r for r in after["journal"] if _bed_of("journal", r)[1] == bed] == [
+            r for r in before["journal"] if _bed_of("journal", r)[1] == bed
+        ]
+    assert [p.exists() for p in paths] == [False, False, False]
+    assert len(list(base.parent.glob("wardd.before-repartition-*"))) == 2
+
+
+def test_refusals_change_nothing(filled: Config, tmp_path: Path) -> None:
+    base = filled.daemon.store_path
+    before = _read(base)
+
+    def refused(to: int, match: str, config: Config = filled) -> None:
+        with pytest.raises(RepartitionError, match=match):
+            repartition(config, to, now=NOW, say=print)
+        assert not list(base.parent.glob("*.repartition-tmp*"))
+        assert not list(base.parent.glob("*before-repartition*"))
+
+    refused(1, "already those of 1 worker")
+    refused(0, "1 to 64")
+    store_path(base, Part(0, 2)).touch()
+    refused(2, r"target stores already exist \(wardd.p0of2.sqlite\)")
+    refused(3, "several layouts")
+    store_path(base, Part(0, 2)).unlink()
+
+    store = Store(base)
+    store.apply(
+        Changes(
+            inbound=[(store.next_id("inbound"), "2026-03-02T10:00:00Z", "mqtt", "w/haem/bed/1/vitals", b"{}")]
+        )
+    )
+    store.close()
+    refused(2, "1 logged input.* not yet processed: start the daemon with daemon.workers = 1 and stop it")
+    db = sqlite3.connect(base)
+    db.execute("DELETE FROM inbound")
+    db.execute("INSERT INTO admissions VALUES ('1', 'haem', '{}')")
+    db.commit()
+    db.close()
+    refused(2, "1 admission row")
+
+    with layout_lock(filled, exclusive=False), pytest.raises(LayoutBusyError, match="a daemon runs"):
+        repartition(filled, 2, now=NOW, say=print)
+    empty = _config(tmp_path / "empty")
+    refused(2, "no store to move", empty)
+    three = _config(tmp_path / "three")
+    _fill(store_path(three.daemon.store_path, Part(0, 3)), {"haem": ["1"]})
+    refused(1, "stores of 3 workers are incomplete: wardd.p1of3.sqlite, wardd.p2of3.sqlite missing", three)
+    db = sqlite3.connect(base)
+    db.execute("DELETE FROM admissions")
+    db.commit()
+    db.close()
+    assert dict(_read(base).items()) == before
+
+
+def test_a_bed_or_an_alert_in_two_stores_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path / "state")
+    for i in range(2):
+        _fill(store_path(config.daemon.store_path, Part(i, 2)), {"haem": ["1"]}, first_alert=1 + 10 * i)
+    with pytest.raises(
+        RepartitionError, match=r"bed 1 has rule states in both wardd.p0of2.sqlite and wardd.p1of2.sqlite"
+    ):
+        repartition(config, 1, now=NOW, say=print)
+    db = sqlite3.connect(store_path(config.daemon.store_path, Part(1, 2)))
+    db.execute("DELETE FROM rule_state")
+    db.execute("UPDATE alerts SET id = 'haem.1-FEVER-1' WHERE id = 'haem.1-FEVER-11'")
+    db.commit()
+    db.close()
+    with pytest.raises(
+        RepartitionError, match=r"alert haem.1-FEVER-1 is in both wardd.p0of2.sqlite and wardd.p1of2.sqlite"
+    ):
+        repartition(config, 1, now=NOW, say=print)
+
+
+def test_two_stores_are_gathered_into_one_with_every_alert_number_above_both(tmp_path: Path) -> None:
+    config = _config(tmp_path / "state", workers=2)
+    base = config.daemon.store_path
+    # Delivery numbers of two stores collide (the daemon numbers each store from 1).
+    _fill(store_path(base, Part(0, 2)), {"haem": ["1", "2"]}, first_alert=1)
+    _fill(store_path(base, Part(1, 2)), {"onc": ["o1"]}, first_alert=100)
+    report = repartition(config, 1, now=NOW, say=print)
+    assert report.archive is not None
+    archive = report.archive
+    store = Store(base)
+    assert store.meta("alerts.next_seq") == max(
+        json.loads(dict(_read(archive / p.name)["meta"])["alerts.next_seq"]) for p in report.source.paths
+    )
+    pending = store.deliveries_pending()
+    numbers = [row.id for row in pending]
+    assert len(set(numbers)) == len(numbers) == 10
+    # The second store's numbers moved above the first's, in their own order.
+    assert numbers == list(range(1, 7)) + list(range(7, 11))
+    assert all(json.loads(row.notice)["delivery"] == row.id for row in pending)
+    assert any("took a new delivery number" in note for note in report.notes)
+    failing = store.meta("delivery.failing")
+    assert sorted(map(tuple, failing["pager"])) == [("haem", "1"), ("onc", "o1")]
+    store.close()
+
+
+def test_a_crash_while_writing_leaves_the_old_layout_and_the_next_run_starts_over(
+    filled: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import daemon.repartition as module  # noqa: PLC0415
+
+    base = filled.daemon.store_path
+    before = _read(base)
+
+    def crash(*args: Any) -> None:
+        raise KeyboardInterrupt  # as abrupt as a kill for what is on disk at that moment
+
+    monkeypatch.setattr(module, "_copy_journal", crash)
+    with pytest.raises(KeyboardInterrupt):
+        repartition(filled, 2, now=NOW, say=print)
+    monkeypatch.undo()
+    assert _read(base) == before
+    assert list(base.parent.glob("*.repartition-tmp")), "the half-written files are there"
+    said: list[str] = []
+    repartition(filled, 2, now=NOW, say=said.append)
+    assert any("left by an interrupted repartition" in line for line in said)
+    assert store_path(base, Part(1, 2)).exists()
+    assert not base.exists()
+
+
+def test_a_crash_between_the_renames_is_finished_by_the_next_run(
+    filled: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = filled.daemon.store_path
+    renames = 0
+    real = Path.rename
+
+    def rename(self: Path, target: Any) -> Path:
+        nonlocal renames
+        renames += 1
+        if renames == 3:  # the plan written, the first new file in place, the second not yet
+            raise KeyboardInterrupt
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        repartition(filled, 2, now=NOW, say=print)
+    monkeypatch.undo()
+    assert repartition_plan(filled).exists()
+    assert base.exists()
+    assert store_path(base, Part(0, 2)).exists()
+    said: list[str] = []
+    report = repartition(filled, 2, now=NOW, say=said.append)
+    assert report.resumed
+    assert not repartition_plan(filled).exists()
+    assert not base.exists()
+    assert [store_path(base, Part(i, 2)).exists() for i in range(2)] == [True, True]
+    assert report.archive is not None
+    assert (report.archive / "wardd.sqlite").exists()
