@@ -10,15 +10,24 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from datetime import UTC, datetime
+import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from daemon.config import Config, parse
 from daemon.links.store import Changes, DeliveryRow, Store, WindowWrite
-from daemon.partition import LayoutBusyError, layout_lock, partition_of, repartition_plan, store_path
+from daemon.partition import (
+    LayoutBusyError,
+    for_partition,
+    layout_lock,
+    partition_of,
+    repartition_plan,
+    store_path,
+)
 from daemon.partition import Partition as Part
 from daemon.repartition import (
     TABLES,
@@ -34,30 +43,46 @@ from daemon.repartition import (
     time_key,
     topic_place,
 )
+from tests.helpers import wardd
+from tests.mqtt_watch import until, watch
+from tests.servers import Mosquitto
+from tests.test_partition import WARD, _config_text, _vitals
+from tests.ward_load import WarddProcess
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 BEDS = {"haem": [str(i) for i in range(1, 9)], "onc": ["o1", "o2"]}
 
 
-def _config(state_dir: Path, *, workers: int = 1) -> Config:
-    return parse(
-        {
-            "daemon": {"state_dir": str(state_dir), "workers": workers},
-            "mqtt": {"topic_prefix": "w"},
-            "beds": [
-                {
-                    "ward": ward,
-                    "id": bed,
-                    "patient": f"p-{bed}",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol_start": "2026-03-01T08:00:00+00:00",
-                }
-                for ward, beds in BEDS.items()
-                for bed in beds
-            ],
-        }
+def _config_toml(state_dir: Path, *, workers: int = 1) -> str:
+    beds = "".join(
+        f"""
+[[beds]]
+ward = "{ward}"
+id = "{bed}"
+patient = "p-{bed}"
+weight_kg = 63
+height_cm = 165
+protocol_start = "2026-03-01T08:00:00+00:00"
+"""
+        for ward, ids in BEDS.items()
+        for bed in ids
     )
+    return f"""
+[daemon]
+state_dir = "{state_dir}"
+workers = {workers}
+
+[mqtt]
+url = "mqtt://127.0.0.1:1"
+topic_prefix = "w"
+
+[influx]
+api = "none"
+{beds}"""
+
+
+def _config(state_dir: Path, *, workers: int = 1) -> Config:
+    return parse(tomllib.loads(_config_toml(state_dir, workers=workers)))
 
 
 # --- pure: where a row goes ----------------------------------------------------------------------
@@ -123,6 +148,18 @@ def test_journal_times_sort_as_times() -> None:
     # iso() leaves out a zero fraction: "…:00Z" must still sort before "…:00.5Z".
     assert time_key("2026-03-02T10:00:00Z") < time_key("2026-03-02T10:00:00.500000Z")
     assert time_key("2026-03-02T10:00:00.500000Z") < time_key("2026-03-02T10:00:01Z")
+
+
+def test_the_meta_keys_are_their_owners() -> None:
+    from daemon import alerts, app, repartition  # noqa: PLC0415
+    from daemon.delivery import service  # noqa: PLC0415
+    from daemon.web import server  # noqa: PLC0415
+
+    assert repartition.NEXT_SEQ_KEY == alerts.NEXT_SEQ_KEY
+    assert repartition.SYSTEM_ACTOR == alerts.SYSTEM_ACTOR
+    assert repartition.SEEN_KEY == app.SEEN_KEY
+    assert repartition.FAILING_KEY == service.FAILING_KEY
+    assert repartition.SESSIONS_KEY == server.SESSIONS_KEY
 
 
 def test_every_table_of_the_store_has_a_rule(tmp_path: Path) -> None:
@@ -307,16 +344,18 @@ def test_one_store_is_dealt_over_three_and_gathered_back_whole(filled: Config) -
     assert "wardd.p2of3.sqlite" in text
     assert "ghost" in text, "a bed of no known ward is named"
 
-    # The daemon's own reading of a new store: states, windows, alerts of its beds.
+    # The daemon's own reading of a new store: the states, windows and alerts of the beds
+    # (and ward subjects) that the worker of that partition runs, and no other.
+    config3 = filled.model_copy(update={"daemon": filled.daemon.model_copy(update={"workers": 3})})
+    worker = for_partition(config3, Part(1, 3))
     store = Store(paths[1])
-    mine = {bed for bed in store.rule_states() if not bed.startswith("_") and bed != "ghost"}
-    assert mine == {b.id for b in filled.beds if placement.of(b.id) == 1}
+    mine = set(store.rule_states())
+    assert mine == {b.id for b in worker.beds} | {f"_{w}" for w in worker.own_wards()}
     assert [e["i"] for e in store.rule_windows()[(sorted(mine)[0], "vitals")]["FEVER"]] == [0, 1, 2]
-    assert {a.bed for a in store.alerts()} <= mine | {"_haem", "_onc"}
+    assert {a.bed for a in store.alerts()} == mine
     store.close()
 
     # And back to one: the same rows as at the start.
-    config3 = filled.model_copy(update={"daemon": filled.daemon.model_copy(update={"workers": 3})})
     repartition(config3, 1, now=NOW.replace(minute=1), say=said.append)
     after = _read(base)
     for table in before:
@@ -475,3 +514,181 @@ def test_a_crash_between_the_renames_is_finished_by_the_next_run(
     assert [store_path(base, Part(i, 2)).exists() for i in range(2)] == [True, True]
     assert report.archive is not None
     assert (report.archive / "wardd.sqlite").exists()
+
+
+# --- a real daemon before and after ---------------------------------------------------------------
+
+
+def _open_alerts(status: str) -> dict[str, set[str]]:
+    """``{bed: {alert id, ...}}`` from `wardd status`."""
+    out: dict[str, set[str]] = {}
+    bed = ""
+    for line in status.splitlines():
+        if line.startswith(f"{WARD}/"):
+            bed = line.split(":", 1)[0].split("/", 1)[1]
+        elif " id " in line:
+            out.setdefault(bed, set()).add(line.split(" id ", 1)[1].split()[0])
+    return out
+
+
+def _bed_rows(paths: list[Path]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each bed's rule states and window entries, across the stores."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for path in paths:
+        db = sqlite3.connect(path)
+        for bed, *rest in db.execute("SELECT bed, rule, data FROM rule_state"):
+            out.setdefault(bed, []).append(("state", *rest))
+        for bed, *rest in db.execute(
+            "SELECT bed, rule, window, time_us, entry FROM rule_window ORDER BY rowid"
+        ):
+            out.setdefault(bed, []).append(("window", *rest))
+        db.close()
+    return {bed: sorted(rows) for bed, rows in out.items()}
+
+
+@pytest.mark.integration
+async def test_a_daemon_goes_on_after_its_stores_are_moved_to_two_workers_and_back(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str
+) -> None:
+    # Four beds with an alert, two whose alert a late sample will complete from the
+    # moved window; each set in both new partitions.
+    beds = ["1", "2", "4", "6", "3", "5"]
+    owners = {bed: partition_of(WARD, bed, 2) for bed in beds}
+    assert {owners[b] for b in beds[:4]} == {0, 1}
+    assert {owners[b] for b in beds[4:]} == {0, 1}
+    state = tmp_path / "state"
+    config_path = tmp_path / "ward.toml"
+
+    def configure(workers: int) -> None:
+        config_path.write_text(
+            _config_text(state, beds=len(beds), workers=workers, mqtt_url=mosquitto.url, prefix=prefix)
+        )
+
+    configure(1)
+    daemon = WarddProcess(config_path, tmp_path / "wardd.log")
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    async def send(bed_ids: list[str], samples: list[tuple[float, float]]) -> None:
+        """``(seconds before now, temperature)`` to each bed."""
+        async with aiomqtt.Client(host, int(port)) as client:
+            for bed in bed_ids:
+                for ago_s, temp_c in samples:
+                    payload = _vitals(now - timedelta(seconds=ago_s), temp_c)
+                    await client.publish(f"{prefix}/{WARD}/bed/{bed}/vitals", payload, qos=1)
+
+    try:
+        daemon.start()
+        daemon.wait_connected()
+        async with watch(mosquitto.url, f"{prefix}/{WARD}/bed/+/alerts/+") as alerts:
+            # Two abnormal samples raise FEVER (confirm_samples = 2); one only starts the count.
+            await send(beds[:4], [(10, 38.6), (9, 38.6)])
+            # An abnormal sample, then a normal one: no run of two yet.
+            await send(beds[4:], [(10, 38.6), (8, 37.0)])
+            await until(
+                lambda: {a["bed"] for a in alerts if a["condition"] == "FEVER"} == set(beds[:4]),
+                30,
+                "4 FEVER",
+            )
+        assert daemon.terminate() == 0
+        before = _open_alerts(wardd("status", "--config", str(config_path), check=True).stdout)
+        assert set(before) == set(beds[:4])
+        rows_before = _bed_rows([state / "wardd.sqlite"])
+        assert all(any(r[0] == "window" for r in rows_before[b]) for b in beds), "every bed has window rows"
+
+        configure(2)
+        moved = wardd("repartition", "--config", str(config_path))
+        assert moved.returncode == 0, moved.stderr
+        assert "wardd.p1of2.sqlite" in moved.stdout
+        two = [state / "wardd.p0of2.sqlite", state / "wardd.p1of2.sqlite"]
+        assert _bed_rows(two) == rows_before
+
+        daemon.start()
+        await until(lambda: daemon.output().count("MQTT connected") == 3, 30, "both workers' connections")
+        async with watch(mosquitto.url, f"{prefix}/{WARD}/bed/+/alerts/+") as alerts:
+            # A late abnormal sample between them completes a run of two, but only with the
+            # first one still in the window the move carried (README, "Late data").
+            await send(beds[4:], [(9, 38.6)])
+            await until(
+                lambda: {a["bed"] for a in alerts if a["condition"] == "FEVER"} >= set(beds), 30, "6 FEVER"
+            )
+            # The moved alerts are the ones the workers republished, under the same ids.
+            republished = {a["id"] for a in alerts if a["bed"] in beds[:4]}
+        assert republished == set().union(*before.values())
+        # The daemon refuses to be moved under its feet.
+        busy = wardd("repartition", "--config", str(config_path), "--to", "3")
+        assert busy.returncode == 1
+        assert busy.stderr.count("\n") == 1
+        assert "a daemon runs over the stores; stop it first" in busy.stderr
+        assert daemon.terminate() == 0
+        after = _open_alerts(wardd("status", "--config", str(config_path), check=True).stdout)
+        assert {bed: after[bed] for bed in beds[:4]} == before
+        assert set(after) == set(beds)
+
+        # 2 → 3 → 1, and one worker starts on the gathered store.
+        assert wardd("repartition", "--config", str(config_path), "--to", "3").returncode == 0
+        configure(1)
+        assert wardd("repartition", "--config", str(config_path)).returncode == 0
+        assert sorted(p.name for p in state.glob("*.sqlite")) == ["wardd.sqlite"]
+        daemon.start()
+        await until(lambda: daemon.output().count("MQTT connected") == 4, 30, "the one worker's connection")
+        assert daemon.terminate() == 0
+        assert _open_alerts(wardd("status", "--config", str(config_path), check=True).stdout) == after
+    finally:
+        daemon.close()
+    assert "unknown_bed" not in daemon.output()
+    assert daemon.output().count("recovered from") >= 3
+
+
+@pytest.mark.integration
+def test_the_command_says_each_refusal_in_one_line_and_finishes_an_interrupted_move(
+    filled: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = filled.daemon.store_path
+    config_path = tmp_path / "ward.toml"
+    config_path.write_text(_config_toml(base.parent, workers=2))
+    store = Store(base)
+    store.apply(
+        Changes(
+            inbound=[(store.next_id("inbound"), "2026-03-02T10:00:00Z", "mqtt", "w/haem/bed/1/vitals", b"{}")]
+        )
+    )
+    store.close()
+    refused = wardd("repartition", "--config", str(config_path))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        "wardd repartition: wardd.sqlite holds 1 logged input(s) not yet processed"
+    )
+    assert refused.stderr.count("\n") == 1
+    assert refused.stdout == ""
+    db = sqlite3.connect(base)
+    db.execute("DELETE FROM inbound")
+    db.commit()
+    db.close()
+
+    # A crash after the first rename of the plan: a daemon must not start on the mix.
+    renames = 0
+    real = Path.rename
+
+    def rename(self: Path, target: Any) -> Path:
+        nonlocal renames
+        renames += 1
+        if renames == 3:
+            raise KeyboardInterrupt
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        repartition(filled, 2, now=NOW, say=print)
+    monkeypatch.undo()
+    run = wardd("run", "--config", str(config_path))
+    assert run.returncode == 1
+    assert "a repartition of the stores was interrupted" in run.stderr
+    assert f"run `wardd repartition --config {config_path}` to finish it" in run.stderr
+    finished = wardd("repartition", "--config", str(config_path))
+    assert finished.returncode == 0, finished.stderr
+    assert "finished: " in finished.stdout
+    assert sorted(p.name for p in base.parent.glob("*.sqlite")) == [
+        "wardd.p0of2.sqlite",
+        "wardd.p1of2.sqlite",
+    ]
