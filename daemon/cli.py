@@ -646,31 +646,21 @@ def cmd_repartition(args: argparse.Namespace) -> int:
     config = _load(args.config)
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from daemon.partition import LayoutBusyError, Partition  # noqa: PLC0415
-    from daemon.repartition import repartition  # noqa: PLC0415
+    from daemon.partition import LayoutBusyError  # noqa: PLC0415
+    from daemon.repartition import BrokerSessions, repartition  # noqa: PLC0415
 
     to = config.daemon.workers if args.to is None else args.to
+    sessions = None if args.without_broker else BrokerSessions(config.mqtt)
     try:
-        report = repartition(config, to, now=datetime.now(UTC), say=print)
+        report = repartition(config, to, now=datetime.now(UTC), say=print, sessions=sessions)
     except LayoutBusyError as exc:
         raise CliError(f"{exc}; stop it first (nothing was changed)", EXIT_FAILURE) from None
     if report.resumed:
         print(f"finished: {', '.join(str(p) for p in report.target.paths)} in place")
+        for note in report.notes:
+            print(f"  note: {note}")
     else:
         print("\n".join(report.lines()))
-        client_id = config.mqtt.client_id
-        old_ids = (
-            [client_id]
-            if report.source.count == 1
-            else [
-                f"{client_id}-{Partition(i, report.source.count).suffix()}"
-                for i in range(report.source.count)
-            ]
-        )
-        print(
-            f"the broker keeps the sessions of the old client ids ({', '.join(old_ids)}): "
-            "what they queued while the daemon was stopped is not moved (README, Scale)"
-        )
     print(f"old stores kept in {report.archive}")
     if to != config.daemon.workers:
         print(f"set daemon.workers = {to} in {args.config} before `wardd run`")
@@ -1158,6 +1148,12 @@ def parser() -> argparse.ArgumentParser:
         "--to",
         type=_number_in(0, MAX_WORKERS, int),
         help="the number of workers to move to (default: the config's daemon.workers)",
+    )
+    repart.add_argument(
+        "--without-broker",
+        action="store_true",
+        help="leave the broker alone: no sessions kept for the new workers' client ids before "
+        "they first connect (what is published until then is not read), the old ones not ended",
     )
     repart.set_defaults(func=cmd_repartition)
 

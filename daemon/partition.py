@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon import topics
 from daemon.config import Config
 from daemon.errors import ConfigError, ConfigIssue, WarddError
 from daemon.ids import ward_subject
@@ -84,7 +85,7 @@ def for_partition(config: Config, part: Partition) -> Config:
     beds = [b for b in config.beds if partition_of(b.ward, b.id, part.count) == part.index]
     ids = {b.id for b in beds}
     daemon = config.daemon.model_copy(update={"store": store_path(config.daemon.store_path, part)})
-    mqtt = config.mqtt.model_copy(update={"client_id": f"{config.mqtt.client_id}-{part.suffix()}"})
+    mqtt = config.mqtt.model_copy(update={"client_id": client_id(config, part)})
     # A ward's own alerts (its links lost: daemon.tech_rules) are raised by one
     # partition, chosen like a bed's, whether or not it has beds of that ward: one alert
     # per ward and outage, and alert ids that no other partition can also give.
@@ -98,6 +99,44 @@ def for_partition(config: Config, part: Partition) -> Config:
             "bags": [b for b in config.bags if b.bed in ids],
         }
     ).owning(wards)
+
+
+def subscriptions(config: Config) -> list[str]:
+    """What a daemon of ``config`` subscribes to: wildcards for one process, a worker's own
+    topics (``config`` as ``for_partition`` gives it). The broker keeps them in the
+    worker's session, under its client id."""
+    prefix = config.mqtt.topic_prefix
+    if config.daemon.workers > 1:
+        # Its beds' topics only; the other workers take theirs. Sent in a few SUBSCRIBE
+        # packets, not one per topic (daemon.links.mqtt).
+        names = (topics.vitals, topics.observations, topics.bag)
+        return [
+            *sorted(name(prefix, bed.ward, bed.id) for bed in config.beds for name in names),
+            *(topic for bed in config.beds for topic in topics.ack_filters(prefix, bed.ward, bed.id)),
+            *(
+                topic
+                for ward in config.own_wards()
+                for topic in topics.ack_filters(prefix, ward, ward_subject(ward))
+            ),
+        ]
+    # Five wildcard subscriptions, whatever the number of beds. Messages for a bed that
+    # is not configured are refused and counted (``unknown_bed``).
+    return [
+        topics.vitals(prefix, "+", "+"),
+        topics.observations(prefix, "+", "+"),
+        topics.bag(prefix, "+", "+"),
+        *topics.ack_filters(prefix, "+", "+"),
+        # Admin commands (README, "Admissions"): with one worker only.
+        topics.admissions_by(prefix, "+"),
+    ]
+
+
+def client_id(config: Config, part: Partition | None) -> str:
+    """The MQTT client id of a worker (``for_partition``), or of the process of one worker
+    (``None``: ``wardd run`` without ``--partition``)."""
+    if part is None:
+        return config.mqtt.client_id
+    return f"{config.mqtt.client_id}-{part.suffix()}"
 
 
 def foreign_stores(config: Config) -> list[Path]:

@@ -42,6 +42,7 @@ lock exclusively, so it never runs beside a daemon (which holds it shared).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import heapq
 import itertools
@@ -49,17 +50,27 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from daemon.config import Config
+from daemon.config import Config, MqttConfig
 from daemon.errors import WarddError
 from daemon.ids import is_ward_subject, subject_ward, ward_subject
 from daemon.links.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
-from daemon.partition import MAX_WORKERS, Partition, layout_lock, partition_of, repartition_plan, store_path
+from daemon.partition import (
+    MAX_WORKERS,
+    Partition,
+    client_id,
+    for_partition,
+    layout_lock,
+    partition_of,
+    repartition_plan,
+    store_path,
+    subscriptions,
+)
 from daemon.timefmt import iso
 
 # Meta keys with a rule of their own, and the journal's actor for the daemon. Their owners
@@ -322,8 +333,81 @@ def _workers(count: int) -> str:
     return f"{count} worker" + ("s" if count > 1 else "")
 
 
-def repartition(config: Config, to: int, *, now: datetime, say: Callable[[str], None]) -> Report:
-    """Move the state folder's stores to ``to`` workers (see the module's docstring).
+class Sessions(Protocol):
+    """The broker's side of a move (``BrokerSessions``; ``None`` leaves the broker alone)."""
+
+    def keep(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
+        """Make the broker keep a session per client id with its subscriptions;
+        ``RepartitionError`` when it cannot."""
+
+    def end(self, client_ids: Sequence[str]) -> None:
+        """Make the broker drop the sessions of ``client_ids``; ``RepartitionError`` when it cannot."""
+
+
+class BrokerSessions:
+    """``Sessions`` on the config's broker, as the daemon logs in (``daemon.links.mqtt``)."""
+
+    def __init__(self, config: MqttConfig) -> None:
+        self._config = config
+
+    def keep(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
+        """See ``Sessions.keep``."""
+        from daemon.links import mqtt  # noqa: PLC0415 -- the broker's client only when it is used
+
+        password = self._config.password.resolve()
+        self._run(
+            mqtt.keep_session(self._config, password, name, topics) for name, topics in subscriptions.items()
+        )
+
+    def end(self, client_ids: Sequence[str]) -> None:
+        """See ``Sessions.end``."""
+        from daemon.links import mqtt  # noqa: PLC0415
+
+        password = self._config.password.resolve()
+        self._run(mqtt.end_session(self._config, password, name) for name in client_ids)
+
+    def _run(self, calls: Iterable[Coroutine[Any, Any, None]]) -> None:
+        import aiomqtt  # noqa: PLC0415
+
+        from daemon.links.mqtt import broker_address  # noqa: PLC0415
+        from daemon.links.tls import describe  # noqa: PLC0415
+
+        async def run_all() -> None:
+            async with asyncio.TaskGroup() as group:
+                for number, call in enumerate(calls):
+                    group.create_task(call, name=f"repartition.session[{number}]")
+
+        try:
+            asyncio.run(run_all())
+        except* aiomqtt.MqttError as errors:
+            host, port, _ = broker_address(self._config.url)
+            reason = describe(errors.exceptions[0]) or errors.exceptions[0]
+            raise RepartitionError(
+                f"the broker at {host}:{port} (mqtt.url) did not answer: {reason}"
+            ) from None
+
+
+def layout_sessions(config: Config, count: int) -> dict[str, list[str]]:
+    """The client id and subscriptions of each worker of ``count`` (one: the plain id)."""
+    config = config.model_copy(update={"daemon": config.daemon.model_copy(update={"workers": count})})
+    if count == 1:
+        return {client_id(config, None): subscriptions(config)}
+    parts = [Partition(i, count) for i in range(count)]
+    return {client_id(config, part): subscriptions(for_partition(config, part)) for part in parts}
+
+
+def repartition(
+    config: Config,
+    to: int,
+    *,
+    now: datetime,
+    say: Callable[[str], None],
+    sessions: Sessions | None = None,
+) -> Report:
+    """Move the state folder's stores to ``to`` workers (see the module's docstring), and
+    with ``sessions`` the broker's sessions: those of the new workers kept from before
+    the copy, so that nothing published meanwhile is lost to them, and the old ones
+    ended once the new stores are in place.
 
     ``RepartitionError`` (nothing changed) when refused; ``LayoutBusyError`` while a daemon runs.
     """
@@ -333,7 +417,7 @@ def repartition(config: Config, to: int, *, now: datetime, say: Callable[[str], 
     with layout_lock(config, exclusive=True):
         plan = repartition_plan(config)
         if plan.exists():
-            return _finish(plan, say)
+            return _finish(plan, say, sessions)
         source = find_layout(base, to)
         target = Layout(to, layout_paths(base, to))
         for tmp in (_tmp(p) for p in target.paths):
@@ -342,19 +426,66 @@ def repartition(config: Config, to: int, *, now: datetime, say: Callable[[str], 
                 say(f"removing {leftover}, left by an interrupted repartition")
                 leftover.unlink()
         report = Report(source, target)
+        new_sessions = layout_sessions(config, to)
+        old_ids = list(layout_sessions(config, source.count))
+        kept = False
+
+        def keep_sessions() -> None:
+            nonlocal kept
+            if sessions is None:
+                return
+            try:
+                sessions.keep(new_sessions)
+            except RepartitionError as exc:
+                raise RepartitionError(
+                    f"{exc}; the new workers' sessions could not be kept, so nothing was moved: "
+                    "start the broker, or move without it (--without-broker)"
+                ) from None
+            kept = True
+
         try:
-            _move(config, source, target, report, now)
-        except sqlite3.Error as exc:
-            raise RepartitionError(
-                f"while writing the new stores: {exc}; the old stores are unchanged"
-            ) from exc
+            _move(config, source, target, report, now=now, before_copy=keep_sessions)
+        except Exception as exc:
+            if kept and sessions is not None:
+                # Nobody will connect under them: they would gather what is published.
+                _end_sessions(sessions, list(new_sessions), report)
+                say(report.notes[-1])
+            if isinstance(exc, sqlite3.Error):
+                raise RepartitionError(
+                    f"while writing the new stores: {exc}; the old stores are unchanged"
+                ) from exc
+            raise
         archive = base.with_name(f"{base.stem}.before-repartition-{now.strftime('%Y%m%dT%H%M%SZ')}")
         renames = [(_tmp(p), p) for p in target.paths]
         renames += [(old, archive / old.name) for p in source.paths for old in _with_sidecars(p)]
-        _write_plan(plan, renames, archive)
+        _write_plan(plan, renames, archive, old_ids if sessions is not None else [])
         _rename(plan, renames, archive)
         report.archive = archive
+        if sessions is None:
+            report.notes.append(
+                f"the broker was left alone: the old client ids' sessions ({', '.join(old_ids)}) keep "
+                "what is published for them, and the new workers read only what comes after they "
+                "first connect"
+            )
+        else:
+            report.notes.append(
+                f"the broker has kept for the new client ids ({', '.join(new_sessions)}) what was "
+                "published since the move began"
+            )
+            _end_sessions(sessions, old_ids, report)
         return report
+
+
+def _end_sessions(sessions: Sessions, client_ids: Sequence[str], report: Report) -> None:
+    """End sessions nobody will use (a failure is a note: they expire at the broker)."""
+    try:
+        sessions.end(client_ids)
+        report.notes.append(f"the sessions of {', '.join(client_ids)} at the broker were ended")
+    except RepartitionError as exc:
+        report.notes.append(
+            f"the sessions of {', '.join(client_ids)} could not be ended ({exc}); they stay at the "
+            "broker until it expires them"
+        )
 
 
 def _tmp(path: Path) -> Path:
@@ -366,7 +497,15 @@ def _with_sidecars(path: Path) -> list[Path]:
     return [p for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
 
 
-def _move(config: Config, source: Layout, target: Layout, report: Report, now: datetime) -> None:
+def _move(
+    config: Config,
+    source: Layout,
+    target: Layout,
+    report: Report,
+    *,
+    now: datetime,
+    before_copy: Callable[[], None],
+) -> None:
     for path in source.paths:
         try:
             # Brings an older store to this wardd's schema, as `wardd run` would at start.
@@ -377,6 +516,7 @@ def _move(config: Config, source: Layout, target: Layout, report: Report, now: d
     news: list[sqlite3.Connection] = []
     try:
         _refusals(source, olds, target)
+        before_copy()
         placement = Placement(target.count, _wards(config, olds))
         created = [_create(_tmp(p)) for p in target.paths]
         news = [db for db, _ in created]
@@ -759,12 +899,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_plan(plan: Path, renames: Sequence[tuple[Path, Path]], archive: Path) -> None:
+def _write_plan(
+    plan: Path, renames: Sequence[tuple[Path, Path]], archive: Path, old_ids: Sequence[str]
+) -> None:
     archive.mkdir()
     tmp = plan.with_name(plan.name + ".tmp")
-    tmp.write_text(
-        json.dumps({"archive": str(archive), "renames": [[str(a), str(b)] for a, b in renames]}, indent=1)
-    )
+    data = {
+        "archive": str(archive),
+        "renames": [[str(a), str(b)] for a, b in renames],
+        "end_sessions": old_ids,
+    }
+    tmp.write_text(json.dumps(data, indent=1))
     _fsync(tmp)
     tmp.rename(plan)
     _fsync(plan.parent)
@@ -788,12 +933,14 @@ def _rename(plan: Path, renames: Sequence[tuple[Path, Path]], archive: Path) -> 
     _fsync(plan.parent)
 
 
-def _finish(plan: Path, say: Callable[[str], None]) -> Report:
-    """Finish the renames of a repartition a crash interrupted."""
+def _finish(plan: Path, say: Callable[[str], None], sessions: Sessions | None) -> Report:
+    """Finish the renames of a repartition a crash interrupted, and end the old sessions
+    it was to end."""
     try:
         data = json.loads(plan.read_text())
         renames = [(Path(a), Path(b)) for a, b in data["renames"]]
         archive = Path(data["archive"])
+        old_ids = [str(name) for name in data.get("end_sessions", [])]
     except (ValueError, KeyError, TypeError) as exc:
         raise RepartitionError(f"{plan} is unreadable ({exc}); sort the state folder by hand") from None
     say(f"finishing the repartition that {plan} describes")
@@ -806,4 +953,8 @@ def _finish(plan: Path, say: Callable[[str], None]) -> Report:
     ]
     report = Report(Layout(len(old), tuple(old)), Layout(len(new), tuple(new)), resumed=True)
     report.archive = archive
+    if old_ids and sessions is not None:
+        _end_sessions(sessions, old_ids, report)
+    elif old_ids:
+        report.notes.append(f"the sessions of {', '.join(old_ids)} were left at the broker")
     return report

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon.config import Config, parse
 from daemon.links.store import Changes, DeliveryRow, Store, WindowWrite
@@ -27,6 +29,7 @@ from daemon.partition import (
     partition_of,
     repartition_plan,
     store_path,
+    subscriptions,
 )
 from daemon.partition import Partition as Part
 from daemon.repartition import (
@@ -34,6 +37,7 @@ from daemon.repartition import (
     Placement,
     RepartitionError,
     delivery_numbers,
+    layout_sessions,
     merge_digests,
     notice_place,
     point_place,
@@ -141,6 +145,21 @@ def test_groups_failing_beds_and_digests_are_split_or_shared() -> None:
     }
     a, b = base64.b64encode(b"A" * 16).decode(), base64.b64encode(b"B" * 32).decode()
     assert base64.b64decode(merge_digests([a, b])) == b"A" * 16 + b"B" * 32
+
+
+def test_the_sessions_kept_are_those_the_new_workers_subscribe_with(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    three = config.model_copy(update={"daemon": config.daemon.model_copy(update={"workers": 3})})
+    sessions = layout_sessions(config, 3)
+    assert list(sessions) == [f"wardd-p{i}of3" for i in range(3)]
+    for i, topics in enumerate(sessions.values()):
+        worker = for_partition(three, Part(i, 3))
+        assert topics == subscriptions(worker)
+        beds = {topic.split("/")[3] for topic in topics if topic.endswith("/vitals")}
+        assert beds == {bed.id for bed in worker.beds}, "its own beds' topics, and no other's"
+    # One process: the plain client id and the wildcards.
+    assert layout_sessions(three, 1) == {"wardd": subscriptions(config)}
+    assert "w/+/bed/+/vitals" in subscriptions(config)
 
 
 def test_journal_times_sort_as_times() -> None:
@@ -530,6 +549,22 @@ def _open_alerts(status: str) -> dict[str, set[str]]:
     return out
 
 
+def _session_present(url: str, client_id: str) -> bool:
+    """Whether the broker holds a session for ``client_id`` (ended again after the look)."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    present: list[bool] = []
+    for clean in (False, True):  # look, then end the session the look made
+        connected: list[bool] = []
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        client.on_connect = lambda _c, _u, flags, _rc, _p, seen=connected: seen.append(flags.session_present)
+        client.connect(host, int(port))
+        while not connected:
+            client.loop(timeout=1.0)
+        client.disconnect()
+        present += connected[:1]
+    return present[0]
+
+
 def _bed_rows(paths: list[Path]) -> dict[str, list[tuple[Any, ...]]]:
     """Each bed's rule states and window entries, across the stores."""
     out: dict[str, list[tuple[Any, ...]]] = {}
@@ -601,13 +636,16 @@ async def test_a_daemon_goes_on_after_its_stores_are_moved_to_two_workers_and_ba
         assert "wardd.p1of2.sqlite" in moved.stdout
         two = [state / "wardd.p0of2.sqlite", state / "wardd.p1of2.sqlite"]
         assert _bed_rows(two) == rows_before
+        # The one worker's session is gone; the new workers' wait for them.
+        assert not _session_present(mosquitto.url, f"wardd-{prefix}")
 
-        daemon.start()
-        await until(lambda: daemon.output().count("MQTT connected") == 3, 30, "both workers' connections")
+        # A late abnormal sample between the two first ones completes a run of two, but only
+        # with the first still in the window the move carried (README, "Late data"). Sent
+        # before the new workers start: the broker kept their sessions since the move.
+        await send(beds[4:], [(9, 38.6)])
         async with watch(mosquitto.url, f"{prefix}/{WARD}/bed/+/alerts/+") as alerts:
-            # A late abnormal sample between them completes a run of two, but only with the
-            # first one still in the window the move carried (README, "Late data").
-            await send(beds[4:], [(9, 38.6)])
+            daemon.start()
+            await until(lambda: daemon.output().count("MQTT connected") == 3, 30, "both workers' connections")
             await until(
                 lambda: {a["bed"] for a in alerts if a["condition"] == "FEVER"} >= set(beds), 30, "6 FEVER"
             )
@@ -691,3 +729,18 @@ def test_the_command_says_each_refusal_in_one_line_and_finishes_an_interrupted_m
         "wardd.p0of2.sqlite",
         "wardd.p1of2.sqlite",
     ]
+
+    # No broker answers at the config's URL: the move would lose what is published before
+    # the new workers first connect, so it needs to be told to go without.
+    unreachable = wardd("repartition", "--config", str(config_path), "--to", "1")
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith(
+        "wardd repartition: the broker at 127.0.0.1:1 (mqtt.url) did not answer"
+    )
+    assert unreachable.stderr.rstrip().endswith("or move without it (--without-broker)")
+    assert unreachable.stderr.count("\n") == 1
+    assert not list(base.parent.glob("*.repartition-tmp"))
+    alone = wardd("repartition", "--config", str(config_path), "--to", "1", "--without-broker")
+    assert alone.returncode == 0, alone.stderr
+    assert "the broker was left alone" in alone.stdout
+    assert "set daemon.workers = 1" in alone.stdout
