@@ -650,6 +650,8 @@ def cmd_repartition(args: argparse.Namespace) -> int:
     from daemon.repartition import BrokerSessions, repartition  # noqa: PLC0415
 
     to = config.daemon.workers if args.to is None else args.to
+    if args.prepare:
+        return _prepare_sessions(config, to)
     sessions = None if args.without_broker else BrokerSessions(config.mqtt)
     try:
         report = repartition(config, to, now=datetime.now(UTC), say=print, sessions=sessions)
@@ -664,6 +666,21 @@ def cmd_repartition(args: argparse.Namespace) -> int:
     print(f"old stores kept in {report.archive}")
     if to != config.daemon.workers:
         print(f"set daemon.workers = {to} in {args.config} before `wardd run`")
+    return EXIT_OK
+
+
+def _prepare_sessions(config: config_module.Config, to: int) -> int:
+    """``wardd repartition --prepare``: the new workers' sessions only, beside a running daemon."""
+    from daemon.repartition import BrokerSessions, find_layout, layout_sessions  # noqa: PLC0415
+
+    source = find_layout(config.daemon.store_path, to)
+    sessions = layout_sessions(config, to)
+    BrokerSessions(config.mqtt).keep(sessions)
+    print(
+        f"the broker keeps from now on, for the {to} worker(s) of the new layout "
+        f"({', '.join(sessions)}), what is published to their topics; stop the daemon "
+        f"({source.count} worker(s) now), then run `wardd repartition` again without --prepare"
+    )
     return EXIT_OK
 
 
@@ -1149,7 +1166,14 @@ def parser() -> argparse.ArgumentParser:
         type=_number_in(0, MAX_WORKERS, int),
         help="the number of workers to move to (default: the config's daemon.workers)",
     )
-    repart.add_argument(
+    broker = repart.add_mutually_exclusive_group()
+    broker.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only make the broker keep sessions for the new workers from now on, beside the "
+        "running daemon, so that nothing published while it is stopped and moved is lost",
+    )
+    broker.add_argument(
         "--without-broker",
         action="store_true",
         help="leave the broker alone: no sessions kept for the new workers' client ids before "

@@ -624,7 +624,14 @@ async def test_a_daemon_goes_on_after_its_stores_are_moved_to_two_workers_and_ba
                 30,
                 "4 FEVER",
             )
+        # Sessions for the two new workers, made beside the running daemon.
+        prepared = wardd("repartition", "--config", str(config_path), "--to", "2", "--prepare")
+        assert prepared.returncode == 0, prepared.stderr
         assert daemon.terminate() == 0
+        # A late abnormal sample between the two first ones completes a run of two, but only
+        # with the first still in the window the move carries (README, "Late data"). Sent
+        # while no daemon runs and before the move: only the new sessions keep it for later.
+        await send(beds[4:], [(9, 38.6)])
         before = _open_alerts(wardd("status", "--config", str(config_path), check=True).stdout)
         assert set(before) == set(beds[:4])
         rows_before = _bed_rows([state / "wardd.sqlite"])
@@ -639,10 +646,6 @@ async def test_a_daemon_goes_on_after_its_stores_are_moved_to_two_workers_and_ba
         # The one worker's session is gone; the new workers' wait for them.
         assert not _session_present(mosquitto.url, f"wardd-{prefix}")
 
-        # A late abnormal sample between the two first ones completes a run of two, but only
-        # with the first still in the window the move carried (README, "Late data"). Sent
-        # before the new workers start: the broker kept their sessions since the move.
-        await send(beds[4:], [(9, 38.6)])
         async with watch(mosquitto.url, f"{prefix}/{WARD}/bed/+/alerts/+") as alerts:
             daemon.start()
             await until(lambda: daemon.output().count("MQTT connected") == 3, 30, "both workers' connections")
