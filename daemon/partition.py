@@ -9,7 +9,8 @@ shared between workers but the broker and the database; no bed's state is ever s
 
 The same unit spreads a hospital over several machines on a clustered broker: a
 partition is moved by stopping its worker, moving its store file, and starting it
-elsewhere with the same config and partition (see README, "Performance").
+elsewhere with the same config and partition (see README, "Scale"); a change of the
+number of partitions moves the states with ``wardd repartition`` (``daemon.repartition``).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def foreign_stores(config: Config) -> list[Path]:
     """Store files in the state folder that belong to another number of workers.
 
     Their beds' states would not be found by this layout: the daemon refuses to start
-    over them rather than start those beds afresh (README, "Performance").
+    over them rather than start those beds afresh; ``wardd repartition`` moves them
+    (README, "Scale").
     """
     mine = set(store_paths(config))
     base = config.daemon.store_path
