@@ -721,6 +721,12 @@ def test_the_command_says_each_refusal_in_one_line_and_finishes_an_interrupted_m
     with pytest.raises(KeyboardInterrupt):
         repartition(filled, 2, now=NOW, say=print)
     monkeypatch.undo()
+    with layout_lock(filled, exclusive=True):
+        # A move under way: the daemon waits for nothing, it refuses.
+        run = wardd("run", "--config", str(config_path))
+    assert run.returncode == 1
+    assert run.stderr.startswith("wardd run: ")
+    assert "wardd.lock is held: `wardd repartition` is moving the stores; nothing was started" in run.stderr
     run = wardd("run", "--config", str(config_path))
     assert run.returncode == 1
     assert "a repartition of the stores was interrupted" in run.stderr
