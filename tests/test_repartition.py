@@ -304,6 +304,25 @@ def _bed_of(table: str, row: tuple[Any, ...]) -> tuple[str | None, str | None]:
     raise AssertionError(table)
 
 
+def _crash_between_renames(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A move to 2 workers cut short when the plan is written and the first new file is in
+    place, the second not yet (as abrupt as a kill for what is on disk then)."""
+    renames = 0
+    real = Path.rename
+
+    def rename(self: Path, target: Any) -> Path:
+        nonlocal renames
+        renames += 1
+        if renames == 3:
+            raise KeyboardInterrupt
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        repartition(config, 2, now=NOW, say=print)
+    monkeypatch.undo()
+
+
 @pytest.fixture
 def filled(tmp_path: Path) -> Config:
     config = _config(tmp_path / "state")
@@ -507,20 +526,7 @@ def test_a_crash_between_the_renames_is_finished_by_the_next_run(
     filled: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = filled.daemon.store_path
-    renames = 0
-    real = Path.rename
-
-    def rename(self: Path, target: Any) -> Path:
-        nonlocal renames
-        renames += 1
-        if renames == 3:  # the plan written, the first new file in place, the second not yet
-            raise KeyboardInterrupt
-        return real(self, target)
-
-    monkeypatch.setattr(Path, "rename", rename)
-    with pytest.raises(KeyboardInterrupt):
-        repartition(filled, 2, now=NOW, say=print)
-    monkeypatch.undo()
+    _crash_between_renames(filled, monkeypatch)
     assert repartition_plan(filled).exists()
     assert base.exists()
     assert store_path(base, Part(0, 2)).exists()
@@ -707,20 +713,7 @@ def test_the_command_says_each_refusal_in_one_line_and_finishes_an_interrupted_m
     db.close()
 
     # A crash after the first rename of the plan: a daemon must not start on the mix.
-    renames = 0
-    real = Path.rename
-
-    def rename(self: Path, target: Any) -> Path:
-        nonlocal renames
-        renames += 1
-        if renames == 3:
-            raise KeyboardInterrupt
-        return real(self, target)
-
-    monkeypatch.setattr(Path, "rename", rename)
-    with pytest.raises(KeyboardInterrupt):
-        repartition(filled, 2, now=NOW, say=print)
-    monkeypatch.undo()
+    _crash_between_renames(filled, monkeypatch)
     with layout_lock(filled, exclusive=True):
         # A move under way: the daemon waits for nothing, it refuses.
         run = wardd("run", "--config", str(config_path))
