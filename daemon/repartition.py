@@ -38,6 +38,13 @@ after that are the old files moved into an archive folder (never deleted). A cra
 during the renames leaves the plan, which the next ``wardd repartition`` finishes and
 which ``wardd run`` refuses to start beside. While it works it holds the layout's
 lock exclusively, so it never runs beside a daemon (which holds it shared).
+
+The broker (``Sessions``): each layout has its own client ids, so its own persistent
+sessions. Before copying, the move makes the broker keep a session for each new worker
+with its subscriptions, so what is published before the workers first connect waits
+for them (``wardd repartition --prepare`` does only this, beside the running daemon, to
+cover the time it is stopped); once the new stores are in place it ends the old ids'
+sessions, which would gather messages until the broker expires them.
 """
 
 from __future__ import annotations
