@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import admissions, capture, topics
+from daemon import admissions, capture, partition, topics
 from daemon.admission_desk import AdmissionDesk, is_admin_topic
-from daemon.alerts import AlertService, ack_filters, is_ack_topic
+from daemon.alerts import AlertService, is_ack_topic
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
 from daemon.clinical.observations import parse_observation
@@ -913,33 +913,6 @@ def _bed_routes(
     return route, unroute
 
 
-def _subscriptions(config: Config, router: TelemetryRouter) -> list[str]:
-    """What the daemon subscribes to: wildcards for one process, a worker's own topics."""
-    prefix = config.mqtt.topic_prefix
-    if config.daemon.workers > 1:
-        # One partition's worker (daemon/partition.py): its beds' topics only; the other
-        # workers take theirs. Sent in a few SUBSCRIBE packets, not one per topic.
-        return [
-            *router.topics,
-            *(topic for bed in config.beds for topic in ack_filters(prefix, bed.ward, bed.id)),
-            *(
-                topic
-                for ward in config.own_wards()
-                for topic in ack_filters(prefix, ward, ward_subject(ward))
-            ),
-        ]
-    # Five wildcard subscriptions, whatever the number of beds. Messages for a bed
-    # that is not configured are refused and counted (``unknown_bed``).
-    return [
-        topics.vitals(prefix, "+", "+"),
-        topics.observations(prefix, "+", "+"),
-        topics.bag(prefix, "+", "+"),
-        *ack_filters(prefix, "+", "+"),
-        # Admin commands (README, "Admissions"): with one worker only.
-        topics.admissions_by(prefix, "+"),
-    ]
-
-
 def build(
     config: Config,
     *,
@@ -1002,7 +975,7 @@ def build(
         return [parse_bag(payload, ward, bed, where, max_bytes=max_bytes)]
 
     route, unroute = _bed_routes(router, prefix, (decode_vitals, decode_observation, decode_bag), config.beds)
-    subscriptions = _subscriptions(config, router)
+    subscriptions = partition.subscriptions(config)
     status_topic = topics.daemon_status(prefix, config.mqtt.client_id)
     link = MqttLink(
         config.mqtt,
