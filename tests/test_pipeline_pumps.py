@@ -21,7 +21,7 @@ import pytest
 from daemon.app import build
 from daemon.clock import SystemClock
 from daemon.config import parse
-from daemon.ne1000 import Alarm
+from daemon.devices.ne1000 import Alarm
 from simulators.alaris import AlarisFault, SimulatedAlaris
 from simulators.fresenius import BaseFault, SimulatedBase
 from simulators.pump import SimulatedPump
