@@ -25,7 +25,7 @@ from daemon.app import build
 from daemon.config import Config, parse
 from daemon.web.passwords import hash_password
 from daemon.web.server import WardPage
-from tests.helpers import wardd
+from tests.helpers import QUICK_FEVER, wardd, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess
@@ -37,46 +37,19 @@ DEGC = "268192^MDC_DIM_DEGC^MDC"
 
 
 def _config(path: Path, broker: Mosquitto, hl7_port: int) -> Path:
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{broker.url}"
-client_id = "wardd-adm"
-topic_prefix = "h7"
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-
-[influx]
-api = "none"
-
+    return write_ward_config(
+        path,
+        mqtt_url=broker.url,
+        prefix="h7",
+        tables=f"""
 [hl7]
 port = {hl7_port}
 
 [admissions]
 admin_users = ["nurse-admin"]
 pseudonym_type = "PN"
-
-[thresholds.vitals]
-confirm_samples = 2
-fever_delay_s = 2.0
-telemetry_stale_s = 86400.0
-
-[[beds]]
-ward = "w1"
-id = "b1"
-patient = "P-1"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
+{QUICK_FEVER}""",
     )
-    return path
 
 
 def _hl7_time(when: datetime) -> str:

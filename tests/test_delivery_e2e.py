@@ -34,7 +34,6 @@ async def test_wardd_run_tells_a_webhook_of_the_fever_across_a_crash(
         tmp_path / "ward.toml",
         mqtt_url=mosquitto.url,
         prefix=prefix,
-        influx='[influx]\napi = "none"',
         start=hour12 - timedelta(hours=12),
     )
     with config.open("a") as out:

@@ -33,7 +33,6 @@ async def test_wardd_run_reports_the_fever_to_an_alert_manager_across_a_crash(
         tmp_path / "ward.toml",
         mqtt_url=mosquitto.url,
         prefix=prefix,
-        influx='[influx]\napi = "none"',
         start=hour12 - timedelta(hours=12),
     )
     with config.open("a") as out:

@@ -23,7 +23,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from tests.helpers import wardd
+from tests.helpers import wardd, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Influxd, Mosquitto, VictoriaMetrics
 
@@ -72,33 +72,22 @@ def _bad_inputs(now: datetime) -> dict[str, bytes]:
     return bad
 
 
-def write_config(path: Path, *, mqtt_url: str, prefix: str, influx: str, start: datetime) -> Path:
-    """A real config file for one bed on the SSc protocol."""
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-tick_interval_s = 0.5
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{mqtt_url}"
-client_id = "wardd-{prefix}"
-topic_prefix = "{prefix}"
-
-{influx}
-
-[[beds]]
-ward = "{WARD}"
-id = "{BED}"
-patient = "SSC-001"
-weight_kg = 60
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start.isoformat()}"
-"""
+def write_config(
+    path: Path, *, mqtt_url: str, prefix: str, start: datetime, influx: str = 'api = "none"'
+) -> Path:
+    """A real config file for the case report's patient (60 kg) on the SSc protocol."""
+    return write_ward_config(
+        path,
+        mqtt_url=mqtt_url,
+        prefix=prefix,
+        ward=WARD,
+        beds={BED: "SSC-001"},
+        start=start,
+        weight_kg=60,
+        daemon="tick_interval_s = 0.5",
+        mqtt="",
+        influx=influx,
     )
-    return path
 
 
 @pytest.fixture
@@ -177,10 +166,10 @@ async def test_published_case_reaches_storage_and_raises_fever(
         influx: Influxd | VictoriaMetrics = request.getfixturevalue("influx1")
         assert isinstance(influx, Influxd)
         influx.create_database("wardd")
-        section = f'[influx]\napi = "v1"\nurl = "{influx.url}"\ndatabase = "wardd"\nflush_interval_s = 0.2'
+        section = f'api = "v1"\nurl = "{influx.url}"\ndatabase = "wardd"\nflush_interval_s = 0.2'
     else:
         influx = request.getfixturevalue("victoria")
-        section = f'[influx]\napi = "v2"\nurl = "{influx.url}"\norg = "ward"\nbucket = "wardd"\nflush_interval_s = 0.2'
+        section = f'api = "v2"\nurl = "{influx.url}"\norg = "ward"\nbucket = "wardd"\nflush_interval_s = 0.2'
     config = write_config(
         tmp_path / "ward.toml", mqtt_url=mosquitto.url, prefix=prefix, influx=section, start=start
     )
