@@ -126,6 +126,12 @@ def command(config: Path, *args: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+async def admit_on_ssc(config: Path, bed: str, start: str, *more: str) -> tuple[int, str]:
+    """``wardd admit`` of ``bed`` of w1 on the SSc protocol from ``start``, as the admin nurse."""
+    args = ("admit", "--ward", "w1", "--bed", bed, "--protocol", "ssc-14d", "--start", start, *more)
+    return await asyncio.to_thread(command, config, *args)
+
+
 def status(config: Path) -> str:
     result = wardd("status", "--config", str(config))
     assert result.returncode == 0, result.stderr
@@ -202,41 +208,14 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
             assert "not_allowed" in result.stderr
 
             # Staff set the protocols: under 45 kg on a flat dose is refused with the reason.
-            code, out = await asyncio.to_thread(
-                command,
-                config,
-                "admit",
-                "--ward",
-                "w1",
-                "--bed",
-                "b3",
-                "--protocol",
-                "ssc-14d",
-                "--start",
-                start_future,
-            )
+            code, out = await admit_on_ssc(config, "b3", start_future)
             assert code == 1
             assert "45 kg" in out
             assert "ssc-14d-bsa" in out
-            code, out = await asyncio.to_thread(
-                command,
-                config,
-                "admit",
-                "--ward",
-                "w1",
-                "--bed",
-                "b2",
-                "--protocol",
-                "ssc-14d",
-                "--start",
-                start_past,
-            )
+            code, out = await admit_on_ssc(config, "b2", start_past)
             assert code == 1
             assert "delivered_before_missing" in out
-            code, out = await asyncio.to_thread(
-                command, config, "admit", "--ward", "w1", "--bed", "b2", "--protocol", "ssc-14d",
-                "--start", start_past, "--delivered-before", "unknown",
-            )  # fmt: skip
+            code, out = await admit_on_ssc(config, "b2", start_past, "--delivered-before", "unknown")
             assert code == 0, out
             assert "P-2 admitted to w1/b2 on ssc-14d" in out
             await until(
@@ -248,19 +227,7 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
             assert [a["phase"] for a in notices] == ["start", "end"]  # once, for two refused messages
             # A08: P-3 now weighs 50 kg, and the flat-dose protocol is accepted.
             assert await send(port, adt("A08", "P-3", "b3", weight_kg=50, control_id="A5")) == ("AA", "")
-            code, out = await asyncio.to_thread(
-                command,
-                config,
-                "admit",
-                "--ward",
-                "w1",
-                "--bed",
-                "b3",
-                "--protocol",
-                "ssc-14d",
-                "--start",
-                start_future,
-            )
+            code, out = await admit_on_ssc(config, "b3", start_future)
             assert code == 0, out
             await until(
                 lambda: [a["phase"] for a in of(alerts, "b3", "UNWATCHED_BED_DATA")] == ["start", "end"],

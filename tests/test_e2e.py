@@ -26,6 +26,7 @@ import pytest
 from tests.helpers import wardd, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Influxd, Mosquitto, VictoriaMetrics
+from tests.ward_load import WarddProcess
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
 
@@ -73,9 +74,10 @@ def _bad_inputs(now: datetime) -> dict[str, bytes]:
 
 
 def write_config(
-    path: Path, *, mqtt_url: str, prefix: str, start: datetime, influx: str = 'api = "none"'
+    path: Path, *, mqtt_url: str, prefix: str, start: datetime, influx: str = 'api = "none"', tables: str = ""
 ) -> Path:
-    """A real config file for the case report's patient (60 kg) on the SSc protocol."""
+    """A real config file for the case report's patient (60 kg) on the SSc protocol;
+    ``tables``, more tables."""
     return write_ward_config(
         path,
         mqtt_url=mqtt_url,
@@ -87,7 +89,40 @@ def write_config(
         daemon="tick_interval_s = 0.5",
         mqtt="",
         influx=influx,
+        tables=tables,
     )
+
+
+def route_to(receiver: str, table: str) -> str:
+    """The ``[[receivers]]`` ``table`` of ``receiver`` and a route that tells it of every
+    alert of the bed at once."""
+    return f"""
+[routing]
+group_window_s = 0
+{table}
+[[routes]]
+name = "bed-{BED}"
+beds = ["{BED}"]
+levels = [["{receiver}"]]
+"""
+
+
+async def fever_queued_then_kill(
+    daemon: WarddProcess, broker_url: str, prefix: str, hour12: datetime, retried: str
+) -> None:
+    """Start ``daemon``, publish the published case's hour 12 (ten normal minutes, then ten
+    at 38.2 °C), wait until its log says ``retried`` (the receiver is down), then kill it
+    (SIGKILL): what it has to tell is in its store only."""
+    daemon.start()
+    await until(lambda: "MQTT connected" in daemon.output(), 30, "the daemon's MQTT connection")
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port)) as client:
+        for minute in range(-10, 11):
+            temp_c = 36.8 if minute < 0 else 38.2
+            payload = _normal(hour12 + timedelta(minutes=minute), temp_c)
+            await client.publish(f"{prefix}/{WARD}/bed/{BED}/vitals", payload, qos=1)
+    await until(lambda: retried in daemon.output(), 30, "the receiver retried")
+    daemon.kill()
 
 
 @pytest.fixture
