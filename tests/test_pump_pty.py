@@ -18,9 +18,9 @@ import serial_asyncio_fast
 
 from daemon.clock import Clock, ManualClock, SystemClock
 from daemon.config import PumpConfig
+from daemon.devices.ne1000 import Alarm, RateUnit, ReplyDecoder, encode_command
 from daemon.events import Health, PumpState, SourceHealth
 from daemon.metrics import Counters
-from daemon.ne1000 import Alarm, RateUnit, ReplyDecoder, encode_command
 from daemon.pump import (
     FaultHandler,
     LinkClosedError,
