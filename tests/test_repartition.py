@@ -50,7 +50,7 @@ from daemon.repartition import (
 from tests.helpers import wardd
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto
-from tests.test_partition import WARD, _config_text, _vitals
+from tests.test_partition import WARD, _vitals, _write_config
 from tests.ward_load import WarddProcess
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -600,9 +600,7 @@ async def test_a_daemon_goes_on_after_its_stores_are_moved_to_two_workers_and_ba
     config_path = tmp_path / "ward.toml"
 
     def configure(workers: int) -> None:
-        config_path.write_text(
-            _config_text(state, beds=len(beds), workers=workers, mqtt_url=mosquitto.url, prefix=prefix)
-        )
+        _write_config(config_path, beds=len(beds), workers=workers, mqtt_url=mosquitto.url, prefix=prefix)
 
     configure(1)
     daemon = WarddProcess(config_path, tmp_path / "wardd.log")
