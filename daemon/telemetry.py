@@ -40,6 +40,7 @@ DECODER_ERROR = "decoder_error"
 MAX_AGE_S = 7 * 86_400.0
 """Vitals stamped further back than this are refused (``too_old``): a monitor does not
 buffer a week, and times near year 1 would overflow the rules' date arithmetic."""
+_MAX_AGE = timedelta(seconds=MAX_AGE_S)
 
 VITALS_SCHEMA: Mapping[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -123,8 +124,10 @@ def decode_vitals(
     ``unknown_field``, ``missing_field``, ``unknown_code``, ``not_a_number``,
     ``huge_number``, ``wrong_unit``, ``implausible``, ``sentinel``, ``duplicate_metric``.
     """
-    data = _well_formed(payload) if len(payload) <= max_bytes else None
-    if data is None:
+    wire = _well_formed(payload) if len(payload) <= max_bytes else None
+    if wire is not None:
+        ts, device_field, obs = wire.ts, wire.device, wire.obs
+    else:
         # Anything but the plain well-formed shape takes the checked path, which
         # says precisely what is wrong.
         data = load_json_object(payload, where, max_bytes=max_bytes)
@@ -134,21 +137,19 @@ def decode_vitals(
         for name in ("ts", "device", "obs"):
             if name not in data:
                 raise InputError("missing_field", f"'{name}' is required", where)
-    time = parse_time(data["ts"], "ts", where)
+        ts, device_field, obs = data["ts"], data["device"], data["obs"]
+    time = parse_time(ts, "ts", where)
     if time - now > timedelta(seconds=max_future_skew_s):
         raise InputError(
             "future_timestamp",
-            f"'ts' {data['ts']} is {(time - now).total_seconds():.0f} s ahead of the daemon's clock "
+            f"'ts' {ts} is {(time - now).total_seconds():.0f} s ahead of the daemon's clock "
             f"(limit {max_future_skew_s:.0f} s)",
             where,
         )
-    if now - time > timedelta(seconds=MAX_AGE_S):
-        raise InputError(
-            "too_old", f"'ts' {data['ts']} is more than {MAX_AGE_S / 86_400:.0f} days old", where
-        )
+    if now - time > _MAX_AGE:
+        raise InputError("too_old", f"'ts' {ts} is more than {MAX_AGE_S / 86_400:.0f} days old", where)
     # The device becomes an InfluxDB tag: only characters that are data there.
-    device = ids.device_id(data["device"], "device", where)
-    obs = data["obs"]
+    device = ids.device_id(device_field, "device", where)
     if not isinstance(obs, list) or not obs:
         raise InputError("bad_obs", f"'obs' must be a non-empty list, got {ids.shown(obs)}", where)
     if len(obs) > 64:
@@ -158,18 +159,22 @@ def decode_vitals(
     rejected: list[InputError] = []
     probe_off: list[Metric] = []
     for i, item in enumerate(obs):
-        at = f"{where} obs[{i}]"
-        try:
-            metric, value = check_observation(item, at)
-        except ProbeOff as off:
-            probe_off.append(off.metric)
-            rejected.append(InputError("sentinel", f"{off.metric} sent the 11073 '{off.name}' value", at))
-            continue
-        except InputError as exc:
-            rejected.append(exc)
-            continue
+        plain = _plain_observation(item) if isinstance(item, _WireObservation) else None
+        if plain is not None:
+            metric, value = plain
+        else:
+            at = f"{where} obs[{i}]"
+            try:
+                metric, value = check_observation(_as_dict(item), at)
+            except ProbeOff as off:
+                probe_off.append(off.metric)
+                rejected.append(InputError("sentinel", f"{off.metric} sent the 11073 '{off.name}' value", at))
+                continue
+            except InputError as exc:
+                rejected.append(exc)
+                continue
         if metric in values:
-            rejected.append(InputError("duplicate_metric", f"{metric} appears twice", at))
+            rejected.append(InputError("duplicate_metric", f"{metric} appears twice", f"{where} obs[{i}]"))
             continue
         values[metric] = value
     sample = VitalSample(ward, bed, device, time, values) if values else None
@@ -192,29 +197,63 @@ _WIRE = msgspec.json.Decoder(_WireVitals)
 _INT_LIMIT = 10**MAX_INT_DIGITS
 
 
-def _well_formed(payload: bytes) -> dict[str, Any] | None:
-    """The message as ``load_json_object`` reads it, when it has exactly the expected shape.
+def _well_formed(payload: bytes) -> _WireVitals | None:
+    """The message, when it has exactly the expected shape and reads as on the checked path.
 
     msgspec decodes and checks the shape in one pass, several times faster than
     ``json.loads`` followed by the checks of ``load_json_object``; the values are then
-    judged by the same code as on the checked path. ``None`` for anything else, and
-    for what msgspec takes but the checked path refuses (integers beyond
-    ``MAX_INT_DIGITS`` digits, numbers beyond the float range): the checked path then
-    decides. ``tests/test_decoder_fuzz.py`` holds the two paths to the same answers.
+    judged by the same code as on the checked path (``_plain_observation`` takes the
+    common case). ``None`` for anything else, and for what msgspec takes but the checked
+    path refuses (integers beyond ``MAX_INT_DIGITS`` digits, numbers beyond the float
+    range): the checked path then decides. ``tests/test_decoder_fuzz.py`` holds the two
+    paths to the same answers.
     """
     try:
         wire = _WIRE.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    obs: list[dict[str, Any]] = []
     for item in wire.obs:
         for number in (item.code, item.value):
             if isinstance(number, int) and not -_INT_LIMIT < number < _INT_LIMIT:
                 return None
         if isinstance(item.value, float) and not math.isfinite(item.value):
             return None
-        obs.append({"code": item.code, "value": item.value, "unit": item.unit})
-    return {"ts": wire.ts, "device": wire.device, "obs": obs}
+    return wire
+
+
+def _as_dict(item: object) -> object:
+    """An observation as ``check_observation`` takes it (a wire struct as the dict it was)."""
+    if isinstance(item, _WireObservation):
+        return {"code": item.code, "value": item.value, "unit": item.unit}
+    return item
+
+
+_PLAIN_TERMS: Mapping[tuple[str | int, str], tuple[Metric, Callable[[float], float]]] = {
+    (code, unit): (term.metric, convert)
+    for term in mdc.TERMS
+    for code in (term.ref_id, term.code)
+    for unit, convert in mdc.UNITS[term.metric].items()
+}
+"""Each code and unit as a monitor sends them (the reference id or the numeric code, a
+UCUM unit of the metric): the metric and the conversion ``check_observation`` finds."""
+
+
+def _plain_observation(item: _WireObservation) -> tuple[Metric, float] | None:
+    """What ``check_observation`` makes of an observation it accepts as it stands (a known
+    code in a unit of its metric, a plausible number, no sentinel), without the checks
+    msgspec and ``_well_formed`` have made; ``None``: anything else, for it to judge."""
+    known = _PLAIN_TERMS.get((item.code, item.unit))
+    if known is None:
+        return None
+    metric, convert = known
+    value = item.value
+    if isinstance(value, int) and value in mdc.SENTINELS:
+        return None
+    # Finite, and an integer below 10**18: float() is exact enough and cannot overflow.
+    converted = convert(float(value))
+    if not math.isfinite(converted) or not mdc.plausible(metric, converted):
+        return None
+    return metric, converted
 
 
 class ProbeOff(Exception):  # noqa: N818 -- control flow, not an error to report

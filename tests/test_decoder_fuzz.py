@@ -15,9 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon import mdc
 from daemon.alerts import _parse_ack
 from daemon.clinical.dose import parse_bag
 from daemon.clinical.observations import parse_observation
@@ -25,7 +27,15 @@ from daemon.errors import InputError
 from daemon.events import BagHung, Health, Observation, SourceHealth, VitalSample
 from daemon.metrics import Counters
 from daemon.payloads import load_json_object
-from daemon.telemetry import _well_formed, decode_vitals, vitals_decoder
+from daemon.telemetry import (
+    ProbeOff,
+    _plain_observation,
+    _well_formed,
+    _WireObservation,
+    check_observation,
+    decode_vitals,
+    vitals_decoder,
+)
 
 EXAMPLES = int(os.environ.get("WARDD_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -266,8 +276,14 @@ def _checked(payload: bytes) -> dict[str, Any] | None:
     return data
 
 
+def _fast(payload: bytes) -> dict[str, Any] | None:
+    """What the fast path reads, as the checked path's plain data."""
+    wire = _well_formed(payload)
+    return None if wire is None else dict(msgspec.to_builtins(wire))
+
+
 def _same_reading(payload: bytes) -> None:
-    fast = _well_formed(payload)
+    fast = _fast(payload)
     if fast is None:
         return  # the checked path decides alone
     checked = _checked(payload)
@@ -301,16 +317,64 @@ def test_vitals_fast_path_leaves_the_edges_to_the_checked_path() -> None:
         json.dumps({k: v for k, v in VITALS.items() if k != "device"}).encode(),
     ]
     for payload in edges:
-        assert _well_formed(payload) is None, payload
+        assert _fast(payload) is None, payload
     # The largest integer the checked path takes is taken by both.
     plain = json.dumps({**VITALS, "obs": [{"code": 150364, "value": 10**18 - 1, "unit": "Cel"}]})
-    assert _well_formed(plain.encode()) is not None
+    assert _fast(plain.encode()) is not None
     _same_reading(plain.encode())
 
 
 def test_vitals_fast_path_takes_a_plain_message() -> None:
     payload = json.dumps(VITALS).encode()
-    assert _well_formed(payload) == load_json_object(payload)
+    assert _fast(payload) == load_json_object(payload)
     # Duplicate fields: the last one counts on both paths.
     twice = b'{"ts": "2026-03-01T00:00:00Z", ' + json.dumps(VITALS).encode()[1:]
-    assert _well_formed(twice) == load_json_object(twice)
+    assert _fast(twice) == load_json_object(twice)
+
+
+_KNOWN = [
+    (code, unit)
+    for term in mdc.TERMS
+    for code in (term.ref_id, term.code, str(term.code))
+    for unit in mdc.UNITS[term.metric]
+]
+_UNITS = sorted({unit for units in mdc.UNITS.values() for unit in units})
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.sampled_from(_KNOWN),  # mostly a code in a unit of its metric, as monitors send them
+        st.sampled_from(_KNOWN),
+        st.tuples(
+            st.one_of(st.text(max_size=12), st.integers(-(10**17), 10**17)),
+            st.one_of(st.sampled_from(_UNITS), st.text(max_size=12)),
+        ),
+    ),
+    st.one_of(
+        st.sampled_from(sorted(mdc.SENTINELS)),
+        st.integers(-(10**17), 10**17),
+        st.integers(-20, 400),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(-50.0, 500.0),
+    ),
+)
+def test_plain_observation_reads_as_check_observation(code_unit: tuple[str | int, str], value: float) -> None:
+    """The decoder's shortcut for the common observation: where it answers, it answers as
+    ``check_observation`` does; it leaves everything that is refused to it."""
+    code, unit = code_unit
+    plain = _plain_observation(_WireObservation(code, value, unit))
+    try:
+        checked: object = check_observation({"code": code, "value": value, "unit": unit}, WHERE)
+    except (InputError, ProbeOff):
+        assert plain is None
+        return
+    if plain is not None:
+        assert plain == checked
+        assert type(plain[1]) is float
+
+
+def test_plain_observation_takes_the_monitor_forms() -> None:
+    for code in ("MDC_TEMP_BODY", 150364):
+        assert _plain_observation(_WireObservation(code, 38.2, "Cel")) == ("temp_c", 38.2)
+    assert _plain_observation(_WireObservation(150456, 97, "%")) == ("spo2_pct", 97.0)
