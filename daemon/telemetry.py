@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -155,35 +156,39 @@ def decode_vitals(
     if len(obs) > 64:
         raise InputError("bad_obs", f"'obs' has {len(obs)} items (limit 64)", where)
 
-    values: dict[Metric, float] = {}
     rejected: list[InputError] = []
     probe_off: list[Metric] = []
-    for i, item in enumerate(obs):
-        plain = _plain_observation(item) if isinstance(item, _WireObservation) else None
-        if plain is not None:
-            metric, value = plain
-        else:
-            at = f"{where} obs[{i}]"
-            try:
-                metric, value = check_observation(_as_dict(item), at)
-            except ProbeOff as off:
-                probe_off.append(off.metric)
-                rejected.append(InputError("sentinel", f"{off.metric} sent the 11073 '{off.name}' value", at))
-                continue
-            except InputError as exc:
-                rejected.append(exc)
-                continue
+    plain = _plain_values(obs) if wire is not None else None
+    values: dict[Metric, float] = {} if plain is None else plain
+    for i, item in enumerate(obs if plain is None else ()):
+        at = f"{where} obs[{i}]"
+        try:
+            metric, value = check_observation(_as_dict(item), at)
+        except ProbeOff as off:
+            probe_off.append(off.metric)
+            rejected.append(InputError("sentinel", f"{off.metric} sent the 11073 '{off.name}' value", at))
+            continue
+        except InputError as exc:
+            rejected.append(exc)
+            continue
         if metric in values:
-            rejected.append(InputError("duplicate_metric", f"{metric} appears twice", f"{where} obs[{i}]"))
+            rejected.append(InputError("duplicate_metric", f"{metric} appears twice", at))
             continue
         values[metric] = value
     sample = VitalSample(ward, bed, device, time, values) if values else None
     return DecodedVitals(time, sample, tuple(rejected), tuple(probe_off))
 
 
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_Int = Annotated[int, msgspec.Meta(gt=-_INT_LIMIT, lt=_INT_LIMIT)]
+"""An integer the checked path takes (longer ones are ``huge_number`` there)."""
+_Float = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+"""A finite float (msgspec already refuses numbers beyond the float range: said anyway)."""
+
+
 class _WireObservation(msgspec.Struct, forbid_unknown_fields=True):
-    code: str | int
-    value: int | float
+    code: str | _Int
+    value: _Int | _Float
     unit: str
 
 
@@ -194,7 +199,6 @@ class _WireVitals(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _WIRE = msgspec.json.Decoder(_WireVitals)
-_INT_LIMIT = 10**MAX_INT_DIGITS
 
 
 def _well_formed(payload: bytes) -> _WireVitals | None:
@@ -202,23 +206,16 @@ def _well_formed(payload: bytes) -> _WireVitals | None:
 
     msgspec decodes and checks the shape in one pass, several times faster than
     ``json.loads`` followed by the checks of ``load_json_object``; the values are then
-    judged by the same code as on the checked path (``_plain_observation`` takes the
+    judged by the same code as on the checked path (``_plain_values`` takes the
     common case). ``None`` for anything else, and for what msgspec takes but the checked
     path refuses (integers beyond ``MAX_INT_DIGITS`` digits, numbers beyond the float
     range): the checked path then decides. ``tests/test_decoder_fuzz.py`` holds the two
     paths to the same answers.
     """
     try:
-        wire = _WIRE.decode(payload)
+        return _WIRE.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    for item in wire.obs:
-        for number in (item.code, item.value):
-            if isinstance(number, int) and not -_INT_LIMIT < number < _INT_LIMIT:
-                return None
-        if isinstance(item.value, float) and not math.isfinite(item.value):
-            return None
-    return wire
 
 
 def _as_dict(item: object) -> object:
@@ -238,22 +235,26 @@ _PLAIN_TERMS: Mapping[tuple[str | int, str], tuple[Metric, Callable[[float], flo
 UCUM unit of the metric): the metric and the conversion ``check_observation`` finds."""
 
 
-def _plain_observation(item: _WireObservation) -> tuple[Metric, float] | None:
-    """What ``check_observation`` makes of an observation it accepts as it stands (a known
-    code in a unit of its metric, a plausible number, no sentinel), without the checks
-    msgspec and ``_well_formed`` have made; ``None``: anything else, for it to judge."""
-    known = _PLAIN_TERMS.get((item.code, item.unit))
-    if known is None:
-        return None
-    metric, convert = known
-    value = item.value
-    if isinstance(value, int) and value in mdc.SENTINELS:
-        return None
-    # Finite, and an integer below 10**18: float() is exact enough and cannot overflow.
-    converted = convert(float(value))
-    if not math.isfinite(converted) or not mdc.plausible(metric, converted):
-        return None
-    return metric, converted
+def _plain_values(obs: list[_WireObservation]) -> dict[Metric, float] | None:
+    """The values ``check_observation`` makes of a message's observations when it accepts
+    every one as it stands (a known code in a unit of its metric, a plausible number, no
+    sentinel, no metric twice): what monitors send, without the checks msgspec and
+    ``_well_formed`` have made. ``None``: anything else, for it to judge one by one."""
+    values: dict[Metric, float] = {}
+    for item in obs:
+        known = _PLAIN_TERMS.get((item.code, item.unit))
+        if known is None:
+            return None
+        metric, convert = known
+        value = item.value
+        if isinstance(value, int) and value in mdc.SENTINELS:
+            return None
+        # Finite, and an integer below 10**18: float() is exact enough and cannot overflow.
+        converted = convert(float(value))
+        if not math.isfinite(converted) or not mdc.plausible(metric, converted) or metric in values:
+            return None
+        values[metric] = converted
+    return values
 
 
 class ProbeOff(Exception):  # noqa: N818 -- control flow, not an error to report

@@ -29,7 +29,7 @@ from daemon.metrics import Counters
 from daemon.payloads import load_json_object
 from daemon.telemetry import (
     ProbeOff,
-    _plain_observation,
+    _plain_values,
     _well_formed,
     _WireObservation,
     check_observation,
@@ -341,8 +341,7 @@ _KNOWN = [
 _UNITS = sorted({unit for units in mdc.UNITS.values() for unit in units})
 
 
-@FUZZ
-@given(
+_OBSERVATION = st.tuples(
     st.one_of(
         st.sampled_from(_KNOWN),  # mostly a code in a unit of its metric, as monitors send them
         st.sampled_from(_KNOWN),
@@ -359,22 +358,44 @@ _UNITS = sorted({unit for units in mdc.UNITS.values() for unit in units})
         st.floats(-50.0, 500.0),
     ),
 )
-def test_plain_observation_reads_as_check_observation(code_unit: tuple[str | int, str], value: float) -> None:
-    """The decoder's shortcut for the common observation: where it answers, it answers as
-    ``check_observation`` does; it leaves everything that is refused to it."""
-    code, unit = code_unit
-    plain = _plain_observation(_WireObservation(code, value, unit))
-    try:
-        checked: object = check_observation({"code": code, "value": value, "unit": unit}, WHERE)
-    except (InputError, ProbeOff):
+
+
+def _checked_values(obs: list[tuple[tuple[str | int, str], float]]) -> dict[str, float] | None:
+    """What ``check_observation`` makes of each observation, when it takes all of them
+    and no metric twice; else None."""
+    values: dict[str, float] = {}
+    for (code, unit), value in obs:
+        try:
+            metric, converted = check_observation({"code": code, "value": value, "unit": unit}, WHERE)
+        except (InputError, ProbeOff):
+            return None
+        if metric in values:
+            return None
+        values[metric] = converted
+    return values
+
+
+@FUZZ
+@given(st.lists(_OBSERVATION, min_size=1, max_size=4))
+def test_plain_values_read_as_check_observation(obs: list[tuple[tuple[str | int, str], float]]) -> None:
+    """The decoder's shortcut for the common message: where it answers, it answers as
+    ``check_observation`` does for each observation; it leaves anything refused to it."""
+    plain = _plain_values([_WireObservation(code, value, unit) for (code, unit), value in obs])
+    checked = _checked_values(obs)
+    if checked is None:
         assert plain is None
-        return
-    if plain is not None:
+    elif plain is not None:
         assert plain == checked
-        assert type(plain[1]) is float
+        assert all(type(v) is float for v in plain.values())
 
 
-def test_plain_observation_takes_the_monitor_forms() -> None:
-    for code in ("MDC_TEMP_BODY", 150364):
-        assert _plain_observation(_WireObservation(code, 38.2, "Cel")) == ("temp_c", 38.2)
-    assert _plain_observation(_WireObservation(150456, 97, "%")) == ("spo2_pct", 97.0)
+def test_plain_values_take_the_monitor_forms() -> None:
+    assert _plain_values(
+        [
+            _WireObservation("MDC_TEMP_BODY", 38.2, "Cel"),
+            _WireObservation(150456, 97, "%"),
+            _WireObservation(147842, 80, "/min"),
+        ]
+    ) == {"temp_c": 38.2, "spo2_pct": 97.0, "hr_per_min": 80.0}
+    twice = [_WireObservation("MDC_TEMP_BODY", 38.2, "Cel"), _WireObservation(150364, 38.3, "Cel")]
+    assert _plain_values(twice) is None, "a metric twice is judged one by one"
