@@ -81,7 +81,7 @@ from daemon.pump_rules import pump_rules
 from daemon.rules import Rule, RuleEngine, StateChanges, epoch_us
 from daemon.tech_rules import WARD_CONDITIONS, tech_rules
 from daemon.telemetry import Decoder, Route, TelemetryRouter, vitals_decoder
-from daemon.timefmt import iso
+from daemon.timefmt import iso, iso_once
 
 if TYPE_CHECKING:
     from daemon.delivery.service import DeliveryService
@@ -396,7 +396,7 @@ class Pipeline:
             await self.process(event)
 
     def _log(self, source: str, topic: str, payload: bytes, *, ack: Ack | None) -> int:
-        row = InboundRow(self.store.next_id("inbound"), iso(self.clock.now()), source, topic, payload)
+        row = InboundRow(self.store.next_id("inbound"), iso_once(self.clock.now()), source, topic, payload)
         self.writer.stage().inbound.append((row.seq, row.received_at, source, topic, payload))
 
         def committed() -> None:

@@ -21,13 +21,19 @@ def iso(when: datetime) -> str:
     return _iso(when)
 
 
-@functools.lru_cache(maxsize=ISO_CACHE_SIZE)
-def _iso(when: datetime) -> str:
-    # Equal aware times are the same instant, whatever their zone: the same text.
+def iso_once(when: datetime) -> str:
+    """``iso(when)`` for a time written once (the moment an input is logged), which the
+    remembered times would only crowd out."""
     if when.tzinfo is not UTC:
         when = when.astimezone(UTC)
     # An aware UTC time's isoformat ends in "+00:00".
     return when.isoformat()[:-6] + "Z"
+
+
+@functools.lru_cache(maxsize=ISO_CACHE_SIZE)
+def _iso(when: datetime) -> str:
+    # Equal aware times are the same instant, whatever their zone: the same text.
+    return iso_once(when)
 
 
 def iso_or_none(when: datetime | None) -> str | None:
