@@ -71,6 +71,8 @@ REJECTED = "admissions.rejected"
 
 def is_admin_topic(topic: str) -> bool:
     """Whether an inbound topic is an admin command."""
+    if "/_admin/" not in topic:
+        return False  # every data message: decided without splitting the topic
     parts = topic.split("/")
     return len(parts) == 5 and parts[1:4] == ["_admin", "admissions", "by"]
 

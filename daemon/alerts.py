@@ -693,7 +693,7 @@ class AlertService:
 
     def ack_subscriptions(self) -> list[str]:
         """The topic filters the MQTT link must subscribe to and route to ``handle_ack_message``."""
-        return ack_filters(self._prefix, "+", "+")
+        return topics.ack_filters(self._prefix, "+", "+")
 
     async def handle(self, candidates: Iterable[AlertCandidate]) -> list[Transition]:
         """Apply the rules' candidates and deliver what changed."""
@@ -915,17 +915,6 @@ class AlertService:
 def is_ack_topic(topic: str) -> bool:
     """Whether an inbound topic is an acknowledgement command (either form)."""
     return topic.endswith("/ack") or "/ack/by/" in topic
-
-
-def ack_filters(prefix: str, ward: str, bed: str) -> list[str]:
-    """What the daemon subscribes to for acknowledgements: the proven path and the refused one.
-
-    Not ``.../ack/#``: that would bring the daemon's own replies back to it.
-    """
-    return [
-        topics.alert_ack_by(prefix, ward, bed, "+", "+"),
-        topics.alert_ack(prefix, ward, bed, "+"),
-    ]
 
 
 def _parse_ack(payload: bytes) -> str | None:

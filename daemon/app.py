@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import admissions, capture, topics
+from daemon import admissions, capture, partition, topics
 from daemon.admission_desk import AdmissionDesk, is_admin_topic
-from daemon.alerts import AlertService, ack_filters, is_ack_topic
+from daemon.alerts import AlertService, is_ack_topic
 from daemon.capture import CaptureWriter
 from daemon.clinical.dose import dose_point, dose_rules, parse_bag
 from daemon.clinical.observations import parse_observation
@@ -81,7 +81,7 @@ from daemon.pump_rules import pump_rules
 from daemon.rules import Rule, RuleEngine, StateChanges, epoch_us
 from daemon.tech_rules import WARD_CONDITIONS, tech_rules
 from daemon.telemetry import Decoder, Route, TelemetryRouter, vitals_decoder
-from daemon.timefmt import iso
+from daemon.timefmt import iso, iso_once
 
 if TYPE_CHECKING:
     from daemon.delivery.service import DeliveryService
@@ -133,6 +133,31 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+class InflightPlaces:
+    """At most ``limit`` inputs received and not yet processed: ``take`` waits for a place.
+
+    ``asyncio.Semaphore`` does the same, but in Python 3.11 its ``acquire`` builds a
+    generator on every call, a percent of the event loop's time in a burst; a place taken
+    here costs a comparison when one is free.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self._freed = asyncio.Event()
+
+    async def take(self) -> None:
+        """Take a place, waiting while none is free (back-pressure: the sender waits)."""
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+        self.free -= 1
+
+    def give_back(self) -> None:
+        """Free a place (its input is processed)."""
+        self.free += 1
+        self._freed.set()
 
 
 class _NextSlice:
@@ -290,7 +315,7 @@ class Pipeline:
         self._vital_thresholds: dict[str, VitalThresholds] = {
             bed.id: self.config.thresholds_for(bed.id).vitals for bed in self.config.beds
         }
-        self._inflight = asyncio.Semaphore(self.config.daemon.max_inflight_messages)
+        self._inflight = InflightPlaces(self.config.daemon.max_inflight_messages)
         self._live: set[int] = set()  # logged inputs that hold an in-flight place
         self._tick_done = asyncio.Event()  # set when a tick (or a slice of one) is processed
         self._busy_since: float | None = None  # monotonic time the item in processing was taken
@@ -329,7 +354,7 @@ class Pipeline:
         Waits while ``max_inflight_messages`` inputs are received but not processed: the
         broker then holds the rest (back-pressure, never a drop).
         """
-        await self._inflight.acquire()
+        await self._inflight.take()
         self._live.add(self._log("mqtt", topic, payload, ack=ack))
 
     async def on_hl7(self, raw: bytes, where: str, reply: Reply) -> None:
@@ -349,7 +374,7 @@ class Pipeline:
                 await self.desk.unwatched(ward, bed, "hl7")
             reply(hl7in.acknowledgement(message, exc.code, exc))  # None: not HL7 at all
             return
-        await self._inflight.acquire()
+        await self._inflight.take()
         self._live.add(self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message))))
 
     def _decode_hl7(self, message: hl7in.Message, where: str) -> hl7in.Decoded:
@@ -396,7 +421,7 @@ class Pipeline:
             await self.process(event)
 
     def _log(self, source: str, topic: str, payload: bytes, *, ack: Ack | None) -> int:
-        row = InboundRow(self.store.next_id("inbound"), iso(self.clock.now()), source, topic, payload)
+        row = InboundRow(self.store.next_id("inbound"), iso_once(self.clock.now()), source, topic, payload)
         self.writer.stage().inbound.append((row.seq, row.received_at, source, topic, payload))
 
         def committed() -> None:
@@ -418,7 +443,7 @@ class Pipeline:
                 "error": "admissions at run time need daemon.workers = 1",
             }
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        await self._inflight.acquire()
+        await self._inflight.take()
         seq = self._log("admin", f"web/{user}", payload, ack=None)
         self._live.add(seq)
         desk.waiting[seq] = future
@@ -609,7 +634,7 @@ class Pipeline:
             self.processed_seq = max(self.processed_seq, row.seq)
             if row.seq in self._live:
                 self._live.discard(row.seq)
-                self._inflight.release()
+                self._inflight.give_back()
             if self.desk is not None and self.desk.checkpoint_due:
                 # An admission is stored with every rule state as it left them, and the log
                 # position after it: the stored ward and the states agree, and it is not replayed.
@@ -913,33 +938,6 @@ def _bed_routes(
     return route, unroute
 
 
-def _subscriptions(config: Config, router: TelemetryRouter) -> list[str]:
-    """What the daemon subscribes to: wildcards for one process, a worker's own topics."""
-    prefix = config.mqtt.topic_prefix
-    if config.daemon.workers > 1:
-        # One partition's worker (daemon/partition.py): its beds' topics only; the other
-        # workers take theirs. Sent in a few SUBSCRIBE packets, not one per topic.
-        return [
-            *router.topics,
-            *(topic for bed in config.beds for topic in ack_filters(prefix, bed.ward, bed.id)),
-            *(
-                topic
-                for ward in config.own_wards()
-                for topic in ack_filters(prefix, ward, ward_subject(ward))
-            ),
-        ]
-    # Five wildcard subscriptions, whatever the number of beds. Messages for a bed
-    # that is not configured are refused and counted (``unknown_bed``).
-    return [
-        topics.vitals(prefix, "+", "+"),
-        topics.observations(prefix, "+", "+"),
-        topics.bag(prefix, "+", "+"),
-        *ack_filters(prefix, "+", "+"),
-        # Admin commands (README, "Admissions"): with one worker only.
-        topics.admissions_by(prefix, "+"),
-    ]
-
-
 def build(
     config: Config,
     *,
@@ -1002,7 +1000,7 @@ def build(
         return [parse_bag(payload, ward, bed, where, max_bytes=max_bytes)]
 
     route, unroute = _bed_routes(router, prefix, (decode_vitals, decode_observation, decode_bag), config.beds)
-    subscriptions = _subscriptions(config, router)
+    subscriptions = partition.subscriptions(config)
     status_topic = topics.daemon_status(prefix, config.mqtt.client_id)
     link = MqttLink(
         config.mqtt,

@@ -28,6 +28,7 @@ from daemon import config as config_module
 from daemon import ids, logs
 from daemon.errors import ConfigError, InputError, WarddError
 from daemon.logs import LogFormat
+from daemon.partition import MAX_WORKERS
 
 if TYPE_CHECKING:
     from daemon.alerts import Alert
@@ -254,8 +255,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for warning in review(config):
         log.warning("%s: %s", args.config, warning)
-    from daemon.partition import Partition, for_partition, foreign_stores  # noqa: PLC0415
+    from daemon.partition import LayoutBusyError, layout_lock  # noqa: PLC0415
 
+    try:
+        # Held while the daemon runs: `wardd repartition` must not move the stores under it.
+        with layout_lock(config, exclusive=False):
+            return _run_locked(args, config)
+    except LayoutBusyError as exc:
+        raise CliError(f"{exc}; nothing was started", EXIT_FAILURE) from None
+
+
+def _run_locked(args: argparse.Namespace, config: config_module.Config) -> int:
+    """``wardd run`` once the layout's lock is held."""
+    from daemon.partition import (  # noqa: PLC0415
+        Partition,
+        for_partition,
+        foreign_stores,
+        repartition_plan,
+    )
+
+    plan = repartition_plan(config)
+    if plan.exists():
+        raise CliError(
+            f"a repartition of the stores was interrupted ({plan} is there); run "
+            f"`wardd repartition --config {args.config}` to finish it",
+            EXIT_FAILURE,
+        )
     if args.partition is None:
         foreign = foreign_stores(config)
         if foreign:
@@ -263,7 +288,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(
                 f"the state folder holds stores of another number of workers ({shown}); "
                 f"daemon.workers is {config.daemon.workers}. Their beds' states would not be "
-                "found: set workers back, or move the states (README, Performance).",
+                f"found: set workers back, or move the states with `wardd repartition --config "
+                f"{args.config}` (README, Scale).",
                 EXIT_FAILURE,
             )
         if config.daemon.workers > 1:
@@ -612,6 +638,49 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{occupant.ward}/{occupant.id}: patient {occupant.patient} admitted, no protocol watch "
             "(set one with `wardd admit --protocol ... --start ...`)"
         )
+    return EXIT_OK
+
+
+def cmd_repartition(args: argparse.Namespace) -> int:
+    """Move the stores' rows to the layout of another number of workers (README, "Scale")."""
+    config = _load(args.config)
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from daemon.partition import LayoutBusyError  # noqa: PLC0415
+    from daemon.repartition import BrokerSessions, repartition  # noqa: PLC0415
+
+    to = config.daemon.workers if args.to is None else args.to
+    if args.prepare:
+        return _prepare_sessions(config, to)
+    sessions = None if args.without_broker else BrokerSessions(config.mqtt)
+    try:
+        report = repartition(config, to, now=datetime.now(UTC), say=print, sessions=sessions)
+    except LayoutBusyError as exc:
+        raise CliError(f"{exc}; stop it first (nothing was changed)", EXIT_FAILURE) from None
+    if report.resumed:
+        print(f"finished: {', '.join(str(p) for p in report.target.paths)} in place")
+        for note in report.notes:
+            print(f"  note: {note}")
+    else:
+        print("\n".join(report.lines()))
+    print(f"old stores kept in {report.archive}")
+    if to != config.daemon.workers:
+        print(f"set daemon.workers = {to} in {args.config} before `wardd run`")
+    return EXIT_OK
+
+
+def _prepare_sessions(config: config_module.Config, to: int) -> int:
+    """``wardd repartition --prepare``: the new workers' sessions only, beside a running daemon."""
+    from daemon.repartition import BrokerSessions, find_layout, layout_sessions  # noqa: PLC0415
+
+    source = find_layout(config.daemon.store_path, to)
+    sessions = layout_sessions(config, to)
+    BrokerSessions(config.mqtt).keep(sessions)
+    print(
+        f"the broker keeps from now on, for the {to} worker(s) of the new layout "
+        f"({', '.join(sessions)}), what is published to their topics; stop the daemon "
+        f"({source.count} worker(s) now), then run `wardd repartition` again without --prepare"
+    )
     return EXIT_OK
 
 
@@ -1086,6 +1155,31 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print each bed's protocol day, dose and open alerts")
     status.add_argument("--config", required=True, help="TOML configuration file")
     status.set_defaults(func=cmd_status)
+
+    repart = sub.add_parser(
+        "repartition",
+        help="move the stores' states, alerts and journal to the layout of another number of workers",
+    )
+    repart.add_argument("--config", required=True, help="TOML configuration file")
+    repart.add_argument(
+        "--to",
+        type=_number_in(0, MAX_WORKERS, int),
+        help="the number of workers to move to (default: the config's daemon.workers)",
+    )
+    broker = repart.add_mutually_exclusive_group()
+    broker.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only make the broker keep sessions for the new workers from now on, beside the "
+        "running daemon, so that nothing published while it is stopped and moved is lost",
+    )
+    broker.add_argument(
+        "--without-broker",
+        action="store_true",
+        help="leave the broker alone: no sessions kept for the new workers' client ids before "
+        "they first connect (what is published until then is not read), the old ones not ended",
+    )
+    repart.set_defaults(func=cmd_repartition)
 
     _add_routes(sub)
 

@@ -36,7 +36,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 FieldValue = float | int | str | bool
@@ -68,7 +68,9 @@ class Point:
         Tags and fields come out sorted by key. Raises ``ValueError`` for a point
         the databases cannot store as sent (see the module docstring).
         """
-        series = (self.measurement, tuple(sorted(self.tags.items())))
+        # Keyed by the tags as given: the same tags in another order are one more entry,
+        # never a wrong prefix, and sorting them for the key cost more than the lookup.
+        series = (self.measurement, tuple(self.tags.items()))
         prefix = _SERIES.get(series)
         if prefix is None:
             prefix = _series_prefix(self.measurement, self.tags)
@@ -77,17 +79,25 @@ class Point:
             _SERIES[series] = prefix
         if not self.fields:
             raise ValueError(f"{self.measurement}: no fields")
-        for key, value in self.fields.items():  # checked in the order given, as before
-            if key not in _FIELD_KEYS:
+        # Checked in the order given, as before; written sorted by key.
+        parts: list[tuple[str, str]] = []
+        for key, value in self.fields.items():
+            escaped = _FIELD_KEYS.get(key)
+            if escaped is None:
                 _check_name("field key", key)
                 if len(_FIELD_KEYS) >= _MAX_SERIES:
                     _FIELD_KEYS.clear()
-                _FIELD_KEYS[key] = key.translate(_ESCAPE_KEY)
-            _check_field(key, value)
-        fields = ",".join(
-            f"{_FIELD_KEYS[key]}={_field_text(self.fields[key])}" for key in sorted(self.fields)
-        )
-        return f"{prefix} {fields} {time_ns(self.time)}"
+                escaped = _FIELD_KEYS[key] = key.translate(_ESCAPE_KEY)
+            if type(value) is float and math.isfinite(value):
+                # The common field (every vital sign), written as ``_field_text`` does.
+                text = str(value)
+                text = text[:-2] if text.endswith(".0") else text
+            else:
+                _check_field(key, value)
+                text = _field_text(value)
+            parts.append((key, f"{escaped}={text}"))
+        parts.sort()  # by key: keys are distinct, the second item is never compared
+        return f"{prefix} {','.join([part for _, part in parts])} {time_ns(self.time)}"
 
     def library_line(self) -> str:
         """The same line, as influxdb-client encodes it (the reference ``to_line`` is held to)."""
@@ -167,9 +177,11 @@ def time_ns(when: datetime) -> int:
     """Nanoseconds since the epoch, exactly (no float rounding)."""
     if when.tzinfo is None:
         raise ValueError("naive datetime")
-    # timestamp() goes through a float; whole seconds are exact, microseconds added apart.
-    whole_s = int(when.replace(microsecond=0).timestamp())
-    return whole_s * 1_000_000_000 + when.microsecond * 1000
+    return (when - _EPOCH) // _MICROSECOND * 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _check_name(what: str, text: str) -> None:

@@ -1,7 +1,8 @@
 """Infusion pumps over a serial line: the NE-1000 driver, the driver registry, the source.
 
-The driver contract and the serial line every driver uses are in ``daemon.pumplink``;
-each other vendor's codec and driver in its own module (``daemon.alaris``).
+The driver contract and the serial line every driver uses are in
+``daemon.devices.pumplink``; each other vendor's codec and driver in its own module
+(``daemon.devices.alaris``).
 
 ::
 
@@ -30,14 +31,11 @@ import logging
 import random
 from collections.abc import Callable
 
-from daemon.alaris import alaris_driver
 from daemon.clock import Clock, every
 from daemon.config import PumpConfig
-from daemon.errors import FrameError
-from daemon.events import Emit, Health, PumpReading, PumpState, SourceHealth
-from daemon.fresenius import fresenius_driver
-from daemon.metrics import Counters
-from daemon.ne1000 import (
+from daemon.devices.alaris import alaris_driver
+from daemon.devices.fresenius import fresenius_driver
+from daemon.devices.ne1000 import (
     CommandError,
     Decoded,
     Reply,
@@ -47,8 +45,7 @@ from daemon.ne1000 import (
     parse_dispensed,
     parse_rate,
 )
-from daemon.points import FieldValue, Point
-from daemon.pumplink import (
+from daemon.devices.pumplink import (
     Closed,
     DriverFactory,
     FaultHandler,
@@ -59,6 +56,10 @@ from daemon.pumplink import (
     ReadingPendingError,
     SerialLine,
 )
+from daemon.errors import FrameError
+from daemon.events import Emit, Health, PumpReading, PumpState, SourceHealth
+from daemon.metrics import Counters
+from daemon.points import FieldValue, Point
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ _RETRY_NOW = frozenset(
 
 
 class NE1000Driver:
-    """The New Era NE-500/NE-1000 protocol (``daemon.ne1000``) over pyserial-asyncio-fast."""
+    """The New Era NE-500/NE-1000 protocol (``daemon.devices.ne1000``) over pyserial-asyncio-fast."""
 
     def __init__(self, pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> None:
         """One driver for one open of ``pump.url``; faults go to ``on_fault``."""

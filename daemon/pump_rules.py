@@ -17,7 +17,7 @@ reversible injury"), and why:
   a stop or an underdose, the same harm later. domain.md gives no priority for these
   device advisories, so they keep the pump alarms' MEDIUM rather than an invented one.
 
-What each vendor code means is in ``daemon.pump_alarms`` (looked up by the pump's
+What each vendor code means is in ``daemon.devices.pump_alarms`` (looked up by the pump's
 ``driver``): no vendor code is read here.
 
 A stopping alarm stays present until the pump is running again. Any valid command
@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon.config import BedConfig, Config, PumpConfig
+from daemon.devices.pump_alarms import GENERIC, NE1000, meaning
 from daemon.events import (
     AlertCandidate,
     Event,
@@ -49,14 +50,13 @@ from daemon.events import (
     Text,
 )
 from daemon.frozen import replace
-from daemon.pump_alarms import GENERIC, NE1000, meaning
 from daemon.rules import Rule
 
 COMM_LOST = "PUMP_COMM_LOST"
 GENERIC_ALARM = GENERIC
 
 # NE-1000 alarm codes (domain.md section 6) -> condition and message, as before the
-# vendor tables moved to ``daemon.pump_alarms``.
+# vendor tables moved to ``daemon.devices.pump_alarms``.
 ALARM_CONDITIONS: Mapping[str, tuple[str, Text]] = {
     code: (known.condition, known.message) for code, known in NE1000.items()
 }
@@ -70,7 +70,7 @@ class PumpRuleState:
 
     comm_lost: bool = False
     alarm_condition: str | None = None  # the pump-alarm condition currently present
-    alarm_stops: bool = True  # whether it means the pump stopped (``daemon.pump_alarms``)
+    alarm_stops: bool = True  # whether it means the pump stopped (``daemon.devices.pump_alarms``)
 
 
 class PumpRule:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -40,6 +41,7 @@ DECODER_ERROR = "decoder_error"
 MAX_AGE_S = 7 * 86_400.0
 """Vitals stamped further back than this are refused (``too_old``): a monitor does not
 buffer a week, and times near year 1 would overflow the rules' date arithmetic."""
+_MAX_AGE = timedelta(seconds=MAX_AGE_S)
 
 VITALS_SCHEMA: Mapping[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -123,8 +125,10 @@ def decode_vitals(
     ``unknown_field``, ``missing_field``, ``unknown_code``, ``not_a_number``,
     ``huge_number``, ``wrong_unit``, ``implausible``, ``sentinel``, ``duplicate_metric``.
     """
-    data = _well_formed(payload) if len(payload) <= max_bytes else None
-    if data is None:
+    wire = _well_formed(payload) if len(payload) <= max_bytes else None
+    if wire is not None:
+        ts, device_field, obs = wire.ts, wire.device, wire.obs
+    else:
         # Anything but the plain well-formed shape takes the checked path, which
         # says precisely what is wrong.
         data = load_json_object(payload, where, max_bytes=max_bytes)
@@ -134,33 +138,32 @@ def decode_vitals(
         for name in ("ts", "device", "obs"):
             if name not in data:
                 raise InputError("missing_field", f"'{name}' is required", where)
-    time = parse_time(data["ts"], "ts", where)
+        ts, device_field, obs = data["ts"], data["device"], data["obs"]
+    time = parse_time(ts, "ts", where)
     if time - now > timedelta(seconds=max_future_skew_s):
         raise InputError(
             "future_timestamp",
-            f"'ts' {data['ts']} is {(time - now).total_seconds():.0f} s ahead of the daemon's clock "
+            f"'ts' {ts} is {(time - now).total_seconds():.0f} s ahead of the daemon's clock "
             f"(limit {max_future_skew_s:.0f} s)",
             where,
         )
-    if now - time > timedelta(seconds=MAX_AGE_S):
-        raise InputError(
-            "too_old", f"'ts' {data['ts']} is more than {MAX_AGE_S / 86_400:.0f} days old", where
-        )
+    if now - time > _MAX_AGE:
+        raise InputError("too_old", f"'ts' {ts} is more than {MAX_AGE_S / 86_400:.0f} days old", where)
     # The device becomes an InfluxDB tag: only characters that are data there.
-    device = ids.device_id(data["device"], "device", where)
-    obs = data["obs"]
+    device = ids.device_id(device_field, "device", where)
     if not isinstance(obs, list) or not obs:
         raise InputError("bad_obs", f"'obs' must be a non-empty list, got {ids.shown(obs)}", where)
     if len(obs) > 64:
         raise InputError("bad_obs", f"'obs' has {len(obs)} items (limit 64)", where)
 
-    values: dict[Metric, float] = {}
     rejected: list[InputError] = []
     probe_off: list[Metric] = []
-    for i, item in enumerate(obs):
+    plain = _plain_values(obs) if wire is not None else None
+    values: dict[Metric, float] = {} if plain is None else plain
+    for i, item in enumerate(obs if plain is None else ()):
         at = f"{where} obs[{i}]"
         try:
-            metric, value = check_observation(item, at)
+            metric, value = check_observation(_as_dict(item), at)
         except ProbeOff as off:
             probe_off.append(off.metric)
             rejected.append(InputError("sentinel", f"{off.metric} sent the 11073 '{off.name}' value", at))
@@ -176,9 +179,16 @@ def decode_vitals(
     return DecodedVitals(time, sample, tuple(rejected), tuple(probe_off))
 
 
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_Int = Annotated[int, msgspec.Meta(gt=-_INT_LIMIT, lt=_INT_LIMIT)]
+"""An integer the checked path takes (longer ones are ``huge_number`` there)."""
+_Float = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+"""A finite float (msgspec already refuses numbers beyond the float range: said anyway)."""
+
+
 class _WireObservation(msgspec.Struct, forbid_unknown_fields=True):
-    code: str | int
-    value: int | float
+    code: str | _Int
+    value: _Int | _Float
     unit: str
 
 
@@ -189,32 +199,62 @@ class _WireVitals(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _WIRE = msgspec.json.Decoder(_WireVitals)
-_INT_LIMIT = 10**MAX_INT_DIGITS
 
 
-def _well_formed(payload: bytes) -> dict[str, Any] | None:
-    """The message as ``load_json_object`` reads it, when it has exactly the expected shape.
+def _well_formed(payload: bytes) -> _WireVitals | None:
+    """The message, when it has exactly the expected shape and reads as on the checked path.
 
     msgspec decodes and checks the shape in one pass, several times faster than
     ``json.loads`` followed by the checks of ``load_json_object``; the values are then
-    judged by the same code as on the checked path. ``None`` for anything else, and
-    for what msgspec takes but the checked path refuses (integers beyond
-    ``MAX_INT_DIGITS`` digits, numbers beyond the float range): the checked path then
-    decides. ``tests/test_decoder_fuzz.py`` holds the two paths to the same answers.
+    judged by the same code as on the checked path (``_plain_values`` takes the
+    common case). ``None`` for anything else, and for what msgspec takes but the checked
+    path refuses (integers beyond ``MAX_INT_DIGITS`` digits, numbers beyond the float
+    range): the checked path then decides. ``tests/test_decoder_fuzz.py`` holds the two
+    paths to the same answers.
     """
     try:
-        wire = _WIRE.decode(payload)
+        return _WIRE.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    obs: list[dict[str, Any]] = []
-    for item in wire.obs:
-        for number in (item.code, item.value):
-            if isinstance(number, int) and not -_INT_LIMIT < number < _INT_LIMIT:
-                return None
-        if isinstance(item.value, float) and not math.isfinite(item.value):
+
+
+def _as_dict(item: object) -> object:
+    """An observation as ``check_observation`` takes it (a wire struct as the dict it was)."""
+    if isinstance(item, _WireObservation):
+        return {"code": item.code, "value": item.value, "unit": item.unit}
+    return item
+
+
+_PLAIN_TERMS: Mapping[tuple[str | int, str], tuple[Metric, Callable[[float], float]]] = {
+    (code, unit): (term.metric, convert)
+    for term in mdc.TERMS
+    for code in (term.ref_id, term.code)
+    for unit, convert in mdc.UNITS[term.metric].items()
+}
+"""Each code and unit as a monitor sends them (the reference id or the numeric code, a
+UCUM unit of the metric): the metric and the conversion ``check_observation`` finds."""
+
+
+def _plain_values(obs: list[_WireObservation]) -> dict[Metric, float] | None:
+    """The values ``check_observation`` makes of a message's observations when it accepts
+    every one as it stands (a known code in a unit of its metric, a plausible number, no
+    sentinel, no metric twice): what monitors send, without the checks msgspec and
+    ``_well_formed`` have made. ``None``: anything else, for it to judge one by one."""
+    values: dict[Metric, float] = {}
+    for item in obs:
+        known = _PLAIN_TERMS.get((item.code, item.unit))
+        if known is None:
             return None
-        obs.append({"code": item.code, "value": item.value, "unit": item.unit})
-    return {"ts": wire.ts, "device": wire.device, "obs": obs}
+        metric, convert = known
+        value = item.value
+        if isinstance(value, int) and value in mdc.SENTINELS:
+            return None
+        # Finite, and an integer below 10**18: float() is exact enough and cannot overflow.
+        converted = convert(float(value))
+        if not math.isfinite(converted) or not mdc.plausible(metric, converted) or metric in values:
+            return None
+        values[metric] = converted
+    return values
 
 
 class ProbeOff(Exception):  # noqa: N818 -- control flow, not an error to report

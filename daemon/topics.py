@@ -57,6 +57,14 @@ def alert_ack_by_reply(prefix: str, ward: str, bed_id: str, alert_id: str, user:
     return f"{alert_ack_by(prefix, ward, bed_id, alert_id, user)}/reply"
 
 
+def ack_filters(prefix: str, ward: str, bed: str) -> list[str]:
+    """What the daemon subscribes to for acknowledgements: the proven path and the refused one.
+
+    Not ``.../ack/#``: that would bring the daemon's own replies back to it.
+    """
+    return [alert_ack_by(prefix, ward, bed, "+", "+"), alert_ack(prefix, ward, bed, "+")]
+
+
 def cli_scratch(prefix: str, user: str) -> str:
     """A user's private topics (``pattern readwrite <prefix>/cli/%u/#``), for ``wardd ack``."""
     return f"{prefix}/cli/{user}"

@@ -1,6 +1,6 @@
 """A BD Alaris (Asena GH/CC) syringe pump on a pseudo-terminal, for tests, scenarios and the demo.
 
-It speaks the protocol of ``docs/pump-protocols.md`` (codec in ``daemon.alaris``):
+It speaks the protocol of ``docs/pump-protocols.md`` (codec in ``daemon.devices.alaris``):
 ``INST_SERIALNO``, ``REMOTE_CTRL`` / ``REMOTE_CFG`` with the security code derived
 from its serial number (a wrong code is refused), ``INF_RATE``, ``INF_VI`` and ``ALARM``; its
 volume infused advances with an injected clock while it infuses. Remote access
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from daemon.alaris import (
+from daemon.clock import Clock, SystemClock
+from daemon.devices.alaris import (
     DISABLED,
     ENABLED,
     ESC,
@@ -40,9 +41,8 @@ from daemon.alaris import (
     parse_command,
     security_code,
 )
-from daemon.clock import Clock, SystemClock
+from daemon.devices.pump_alarms import ALARIS_NO_ALARM, meaning
 from daemon.errors import FrameError
-from daemon.pump_alarms import ALARIS_NO_ALARM, meaning
 from simulators.ptyport import PtyPort
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class SimulatedAlaris:
         """An alarm at the pump (an Alaris code such as ``AL_OCCLU``), reported by ``ALARM``.
 
         It stops infusing unless the code is one that leaves the pump running
-        (``daemon.pump_alarms``: a low battery, the syringe nearly empty ...).
+        (``daemon.devices.pump_alarms``: a low battery, the syringe nearly empty ...).
         """
         if meaning("alaris-asena", code).stops:
             self.stop()

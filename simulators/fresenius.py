@@ -1,6 +1,6 @@
 """A Fresenius Kabi Base A with 1 to 6 docked syringe pumps on a pseudo-terminal.
 
-It speaks the protocol of ``docs/pump-protocols.md`` (codec in ``daemon.fresenius``):
+It speaks the protocol of ``docs/pump-protocols.md`` (codec in ``daemon.devices.fresenius``):
 ACK or NAK to every frame, ``DC`` / ``FC`` sessions (the base's first), ``LE`` reads of
 the module map (``b``, ``i``) and of each module's rate (``d``) and volume infused
 (``r``), error replies with the protocol's codes, its ENQ keep-alive (when
@@ -25,8 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from daemon.clock import Clock
-from daemon.errors import FrameError
-from daemon.fresenius import (
+from daemon.devices.fresenius import (
     ACK,
     BASE,
     DC4,
@@ -39,7 +38,8 @@ from daemon.fresenius import (
     encode_frame,
     parse_host_command,
 )
-from daemon.pump_alarms import FRESENIUS_ALARM_ERROR
+from daemon.devices.pump_alarms import FRESENIUS_ALARM_ERROR
+from daemon.errors import FrameError
 from simulators.ptyport import PtyPort
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 BAUD_RATE = 19200
 MAX_MODULES = 6  # the Base A holds up to six pumps (the issue's range)
 HEX_DIGITS = 4  # "0064": the simulator's choice; infupy reads any number of hex digits
-# Error codes the simulator answers with (their meanings are in daemon.fresenius).
+# Error codes the simulator answers with (their meanings are in daemon.devices.fresenius).
 UNKNOWN_COMMAND = "01"
 SYNTAX_ERROR = "04"
 BASE_SESSION_NOT_OPEN = "0D"

@@ -1,7 +1,7 @@
 """An NE-1000 syringe pump on a pseudo-terminal, for tests, scenarios and the demo.
 
 It speaks the published protocol (``shared/domain.md`` section 6, codec in
-``daemon.ne1000``): basic and safe mode, every documented command, alarms that
+``daemon.devices.ne1000``): basic and safe mode, every documented command, alarms that
 a valid command acknowledges, a safe-mode timeout, and a volume infused that
 advances with an injected clock while infusing. A Python API lets tests break
 the line: garbage, dropped, delayed, split or corrupted replies, another
@@ -27,8 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from daemon.clock import Clock, SystemClock
-from daemon.errors import FrameError
-from daemon.ne1000 import (
+from daemon.devices.ne1000 import (
     CR,
     MAX_FRAME_BYTES,
     MAX_SAFE_LENGTH,
@@ -46,6 +45,7 @@ from daemon.ne1000 import (
     rate_to_ml_per_h,
     volume_to_ml,
 )
+from daemon.errors import FrameError
 from simulators.ptyport import PtyPort
 
 log = logging.getLogger(__name__)

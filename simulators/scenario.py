@@ -61,11 +61,11 @@ from daemon.app import Pipeline, build
 from daemon.capture import config_beside, write_config
 from daemon.clock import Clock, ManualClock, ScaledClock, every
 from daemon.config import AwareDatetime, Config, InfluxConfig, MqttConfig, PumpConfig
+from daemon.devices.ne1000 import Alarm
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.events import Metric
 from daemon.links.mqtt import Ack, MqttLink
 from daemon.metrics import Counters
-from daemon.ne1000 import Alarm
 from daemon.pump import DRIVERS, DriverFactory, FaultHandler, PumpDriver, PumpSource, PumpStatus
 from daemon.timefmt import iso
 from simulators.alaris import SimulatedAlaris

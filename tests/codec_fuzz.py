@@ -1,8 +1,9 @@
-"""What the Alaris and Fresenius codec fuzz tests share: settings, byte edits, and the
-stream fed to a decoder in arbitrary reads.
+"""What the codec fuzz tests share: for the Alaris and Fresenius codecs, settings, byte
+edits, and the stream fed to a decoder in arbitrary reads; for HL7 v2, the pieces that
+messages are made of.
 
 Each test file keeps what is its protocol's: its stock of frames, its framing bytes, the
-parsers it tries on every frame.
+parsers it tries on every frame, its HL7 messages' own codes and values.
 """
 
 from __future__ import annotations
@@ -95,3 +96,16 @@ def decode_in_reads(decoder: _Decoder[Item], stream: bytes, cuts: Sequence[int])
     assert b"".join(item.raw for item in items) == stream, "every byte lands in exactly one item"
     assert decoder.pending == 0
     return items
+
+
+def hl7_pieces(*own: str) -> st.SearchStrategy[str]:
+    """One piece of an HL7 v2 message, for messages joined from them that are nearly right:
+    segment names, delimiters and value types, a message's ``own`` codes and values, a time,
+    and values no field should take (an overflowing number, a NUL, a letter beyond ASCII)."""
+    return st.sampled_from(
+        [
+            *("MSH", "|", "^", "~", "\\", "&", "\r", "PID", "PV1", "OBR", "OBX", "NM", "X"),
+            *own,
+            *("-1e309", "20260302120000+0000", "\x00", "é"),
+        ]
+    )

@@ -1,4 +1,5 @@
-"""Builders the rule tests share: a one-bed ward config and a loop that feeds a rule."""
+"""Builders the tests share: a one-bed ward config, a ward's config file for ``wardd run``,
+and a loop that feeds a rule."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +47,85 @@ def one_bed_config(
             ],
         }
     )
+
+
+FAST_RECONNECT = "reconnect_min_s = 0.1\nreconnect_max_s = 0.5"
+"""Under ``[mqtt]``: a broker back after a restart is found within half a second."""
+
+QUICK_FEVER = """
+[thresholds.vitals]
+confirm_samples = 2
+fever_delay_s = 2.0
+telemetry_stale_s = 86400.0
+"""
+"""FEVER opens 2 s and 2 samples into a fever, so within seconds; telemetry never goes stale
+during a test, so the end of its publishing opens no alert while it compares alert views."""
+
+
+def bed_tables(
+    ward: str, beds: Sequence[str] | Mapping[str, str], *, start: datetime, weight_kg: float = 63
+) -> str:
+    """``[[beds]]`` of ``ward`` (165 cm, ``weight_kg``) on the SSc protocol since ``start``.
+
+    ``beds``: bed ids (the patient of bed ``1`` is ``P-1``), or bed id -> patient.
+    """
+    patients = beds if isinstance(beds, Mapping) else {bed: f"P-{bed}" for bed in beds}
+    return "".join(
+        f"""
+[[beds]]
+ward = "{ward}"
+id = "{bed}"
+patient = "{patient}"
+weight_kg = {weight_kg}
+height_cm = 165
+protocol = "ssc-14d"
+protocol_start = "{start.isoformat()}"
+"""
+        for bed, patient in patients.items()
+    )
+
+
+def write_ward_config(
+    path: Path,
+    *,
+    mqtt_url: str,
+    prefix: str | None = None,
+    ward: str = "w1",
+    beds: Sequence[str] | Mapping[str, str] | None = None,
+    start: datetime | None = None,
+    weight_kg: float = 63,
+    daemon: str = "",
+    mqtt: str = FAST_RECONNECT,
+    influx: str = 'api = "none"',
+    tables: str = "",
+) -> Path:
+    """A config file for ``wardd run``, its state in ``state/`` beside it; ``path``.
+
+    ``beds`` of ``ward`` as ``bed_tables`` takes them (default bed ``b1``, patient ``P-1``),
+    on the SSc protocol since ``start`` (default 12 h ago). ``prefix`` is the topic prefix
+    and names the client ``wardd-<prefix>`` (``None``: the daemon's defaults). ``daemon``,
+    ``mqtt`` and ``influx`` are more lines under those tables (``influx`` by default keeps
+    points in a file); ``tables``, more tables, written before the beds.
+    """
+    start = start if start is not None else datetime.now(UTC) - timedelta(hours=12)
+    names = f'client_id = "wardd-{prefix}"\ntopic_prefix = "{prefix}"' if prefix is not None else ""
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{path.parent / "state"}"
+{daemon}
+
+[mqtt]
+url = "{mqtt_url}"
+{names}
+{mqtt}
+
+[influx]
+{influx}
+{tables}
+{bed_tables(ward, {"b1": "P-1"} if beds is None else beds, start=start, weight_kg=weight_kg)}"""
+    )
+    return path
 
 
 def run(rule: Rule[S], events: Iterable[Event], state: S | None = None) -> tuple[S, list[AlertCandidate]]:

@@ -25,7 +25,7 @@ from daemon.app import build
 from daemon.config import Config, parse
 from daemon.web.passwords import hash_password
 from daemon.web.server import WardPage
-from tests.helpers import wardd
+from tests.helpers import QUICK_FEVER, wardd, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess
@@ -37,46 +37,19 @@ DEGC = "268192^MDC_DIM_DEGC^MDC"
 
 
 def _config(path: Path, broker: Mosquitto, hl7_port: int) -> Path:
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{broker.url}"
-client_id = "wardd-adm"
-topic_prefix = "h7"
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-
-[influx]
-api = "none"
-
+    return write_ward_config(
+        path,
+        mqtt_url=broker.url,
+        prefix="h7",
+        tables=f"""
 [hl7]
 port = {hl7_port}
 
 [admissions]
 admin_users = ["nurse-admin"]
 pseudonym_type = "PN"
-
-[thresholds.vitals]
-confirm_samples = 2
-fever_delay_s = 2.0
-telemetry_stale_s = 86400.0
-
-[[beds]]
-ward = "w1"
-id = "b1"
-patient = "P-1"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
+{QUICK_FEVER}""",
     )
-    return path
 
 
 def _hl7_time(when: datetime) -> str:
@@ -151,6 +124,12 @@ async def send(port: int, raw: bytes) -> tuple[str, str]:
 def command(config: Path, *args: str) -> tuple[int, str]:
     result = wardd(*args, "--config", str(config), "--user", "nurse-admin")
     return result.returncode, result.stdout + result.stderr
+
+
+async def admit_on_ssc(config: Path, bed: str, start: str, *more: str) -> tuple[int, str]:
+    """``wardd admit`` of ``bed`` of w1 on the SSc protocol from ``start``, as the admin nurse."""
+    args = ("admit", "--ward", "w1", "--bed", bed, "--protocol", "ssc-14d", "--start", start, *more)
+    return await asyncio.to_thread(command, config, *args)
 
 
 def status(config: Path) -> str:
@@ -229,41 +208,14 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
             assert "not_allowed" in result.stderr
 
             # Staff set the protocols: under 45 kg on a flat dose is refused with the reason.
-            code, out = await asyncio.to_thread(
-                command,
-                config,
-                "admit",
-                "--ward",
-                "w1",
-                "--bed",
-                "b3",
-                "--protocol",
-                "ssc-14d",
-                "--start",
-                start_future,
-            )
+            code, out = await admit_on_ssc(config, "b3", start_future)
             assert code == 1
             assert "45 kg" in out
             assert "ssc-14d-bsa" in out
-            code, out = await asyncio.to_thread(
-                command,
-                config,
-                "admit",
-                "--ward",
-                "w1",
-                "--bed",
-                "b2",
-                "--protocol",
-                "ssc-14d",
-                "--start",
-                start_past,
-            )
+            code, out = await admit_on_ssc(config, "b2", start_past)
             assert code == 1
             assert "delivered_before_missing" in out
-            code, out = await asyncio.to_thread(
-                command, config, "admit", "--ward", "w1", "--bed", "b2", "--protocol", "ssc-14d",
-                "--start", start_past, "--delivered-before", "unknown",
-            )  # fmt: skip
+            code, out = await admit_on_ssc(config, "b2", start_past, "--delivered-before", "unknown")
             assert code == 0, out
             assert "P-2 admitted to w1/b2 on ssc-14d" in out
             await until(
@@ -275,19 +227,7 @@ async def test_admit_transfer_discharge_over_adt_and_the_admin_command_survive_r
             assert [a["phase"] for a in notices] == ["start", "end"]  # once, for two refused messages
             # A08: P-3 now weighs 50 kg, and the flat-dose protocol is accepted.
             assert await send(port, adt("A08", "P-3", "b3", weight_kg=50, control_id="A5")) == ("AA", "")
-            code, out = await asyncio.to_thread(
-                command,
-                config,
-                "admit",
-                "--ward",
-                "w1",
-                "--bed",
-                "b3",
-                "--protocol",
-                "ssc-14d",
-                "--start",
-                start_future,
-            )
+            code, out = await admit_on_ssc(config, "b3", start_future)
             assert code == 0, out
             await until(
                 lambda: [a["phase"] for a in of(alerts, "b3", "UNWATCHED_BED_DATA")] == ["start", "end"],

@@ -10,7 +10,8 @@ import pytest
 from infupy.backends.alaris import genCheckSum, genFrame, parseReply
 from pydantic import ValidationError
 
-from daemon.alaris import (
+from daemon.config import PumpConfig, load
+from daemon.devices.alaris import (
     ESC,
     Command,
     ForbiddenCommandError,
@@ -28,10 +29,9 @@ from daemon.alaris import (
     parse_volume_infused,
     security_code,
 )
-from daemon.config import PumpConfig, load
+from daemon.devices.pumplink import InfusionTracker
 from daemon.errors import FrameError
 from daemon.events import PumpState
-from daemon.pumplink import InfusionTracker
 
 
 def test_crc_is_ccitt_false() -> None:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.alaris import (
+from daemon.devices.alaris import (
     END,
     ESC,
     REMOTE_COMMANDS,

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from infupy.backends.alaris import genCheckSum
 
-from daemon.alaris import Command, security_code
 from daemon.clock import SystemClock
 from daemon.config import PumpConfig
+from daemon.devices.alaris import Command, security_code
 from daemon.events import Health, PumpReading, PumpState
 from daemon.metrics import Counters
 from daemon.pump import PumpSource

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon import mdc
 from daemon.alerts import _parse_ack
 from daemon.clinical.dose import parse_bag
 from daemon.clinical.observations import parse_observation
@@ -25,7 +27,15 @@ from daemon.errors import InputError
 from daemon.events import BagHung, Health, Observation, SourceHealth, VitalSample
 from daemon.metrics import Counters
 from daemon.payloads import load_json_object
-from daemon.telemetry import _well_formed, decode_vitals, vitals_decoder
+from daemon.telemetry import (
+    ProbeOff,
+    _plain_values,
+    _well_formed,
+    _WireObservation,
+    check_observation,
+    decode_vitals,
+    vitals_decoder,
+)
 
 EXAMPLES = int(os.environ.get("WARDD_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -266,8 +276,14 @@ def _checked(payload: bytes) -> dict[str, Any] | None:
     return data
 
 
+def _fast(payload: bytes) -> dict[str, Any] | None:
+    """What the fast path reads, as the checked path's plain data."""
+    wire = _well_formed(payload)
+    return None if wire is None else dict(msgspec.to_builtins(wire))
+
+
 def _same_reading(payload: bytes) -> None:
-    fast = _well_formed(payload)
+    fast = _fast(payload)
     if fast is None:
         return  # the checked path decides alone
     checked = _checked(payload)
@@ -301,16 +317,85 @@ def test_vitals_fast_path_leaves_the_edges_to_the_checked_path() -> None:
         json.dumps({k: v for k, v in VITALS.items() if k != "device"}).encode(),
     ]
     for payload in edges:
-        assert _well_formed(payload) is None, payload
+        assert _fast(payload) is None, payload
     # The largest integer the checked path takes is taken by both.
     plain = json.dumps({**VITALS, "obs": [{"code": 150364, "value": 10**18 - 1, "unit": "Cel"}]})
-    assert _well_formed(plain.encode()) is not None
+    assert _fast(plain.encode()) is not None
     _same_reading(plain.encode())
 
 
 def test_vitals_fast_path_takes_a_plain_message() -> None:
     payload = json.dumps(VITALS).encode()
-    assert _well_formed(payload) == load_json_object(payload)
+    assert _fast(payload) == load_json_object(payload)
     # Duplicate fields: the last one counts on both paths.
     twice = b'{"ts": "2026-03-01T00:00:00Z", ' + json.dumps(VITALS).encode()[1:]
-    assert _well_formed(twice) == load_json_object(twice)
+    assert _fast(twice) == load_json_object(twice)
+
+
+_KNOWN = [
+    (code, unit)
+    for term in mdc.TERMS
+    for code in (term.ref_id, term.code, str(term.code))
+    for unit in mdc.UNITS[term.metric]
+]
+_UNITS = sorted({unit for units in mdc.UNITS.values() for unit in units})
+
+
+_OBSERVATION = st.tuples(
+    st.one_of(
+        st.sampled_from(_KNOWN),  # mostly a code in a unit of its metric, as monitors send them
+        st.sampled_from(_KNOWN),
+        st.tuples(
+            st.one_of(st.text(max_size=12), st.integers(-(10**17), 10**17)),
+            st.one_of(st.sampled_from(_UNITS), st.text(max_size=12)),
+        ),
+    ),
+    st.one_of(
+        st.sampled_from(sorted(mdc.SENTINELS)),
+        st.integers(-(10**17), 10**17),
+        st.integers(-20, 400),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(-50.0, 500.0),
+    ),
+)
+
+
+def _checked_values(obs: list[tuple[tuple[str | int, str], float]]) -> dict[str, float] | None:
+    """What ``check_observation`` makes of each observation, when it takes all of them
+    and no metric twice; else None."""
+    values: dict[str, float] = {}
+    for (code, unit), value in obs:
+        try:
+            metric, converted = check_observation({"code": code, "value": value, "unit": unit}, WHERE)
+        except (InputError, ProbeOff):
+            return None
+        if metric in values:
+            return None
+        values[metric] = converted
+    return values
+
+
+@FUZZ
+@given(st.lists(_OBSERVATION, min_size=1, max_size=4))
+def test_plain_values_read_as_check_observation(obs: list[tuple[tuple[str | int, str], float]]) -> None:
+    """The decoder's shortcut for the common message: where it answers, it answers as
+    ``check_observation`` does for each observation; it leaves anything refused to it."""
+    plain = _plain_values([_WireObservation(code, value, unit) for (code, unit), value in obs])
+    checked = _checked_values(obs)
+    if checked is None:
+        assert plain is None
+    elif plain is not None:
+        assert plain == checked
+        assert all(type(v) is float for v in plain.values())
+
+
+def test_plain_values_take_the_monitor_forms() -> None:
+    assert _plain_values(
+        [
+            _WireObservation("MDC_TEMP_BODY", 38.2, "Cel"),
+            _WireObservation(150456, 97, "%"),
+            _WireObservation(147842, 80, "/min"),
+        ]
+    ) == {"temp_c": 38.2, "spo2_pct": 97.0, "hr_per_min": 80.0}
+    twice = [_WireObservation("MDC_TEMP_BODY", 38.2, "Cel"), _WireObservation(150364, 38.3, "Cel")]
+    assert _plain_values(twice) is None, "a metric twice is judged one by one"

@@ -11,12 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
-from tests.mqtt_watch import until
 from tests.servers import Mosquitto, WebhookServer
-from tests.test_e2e import BED, WARD, _normal, write_config
+from tests.test_e2e import BED, WARD, fever_queued_then_kill, route_to, write_config
 from tests.ward_load import WarddProcess
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
@@ -34,15 +32,10 @@ async def test_wardd_run_tells_a_webhook_of_the_fever_across_a_crash(
         tmp_path / "ward.toml",
         mqtt_url=mosquitto.url,
         prefix=prefix,
-        influx='[influx]\napi = "none"',
         start=hour12 - timedelta(hours=12),
-    )
-    with config.open("a") as out:
-        out.write(
+        tables=route_to(
+            "nurse-12",
             f"""
-[routing]
-group_window_s = 0
-
 [[receivers]]
 name = "nurse-12"
 type = "webhook"
@@ -50,25 +43,12 @@ url = "{hook.url}/wardd"
 secret.env = "WARDD_TEST_WEBHOOK_KEY"
 retry_min_s = 0.2
 retry_max_s = 0.5
-
-[[routes]]
-name = "bed-12"
-beds = ["{BED}"]
-levels = [["nurse-12"]]
-"""
-        )
+""",
+        ),
+    )
     daemon = WarddProcess(config, tmp_path / "wardd.log", env={"WARDD_TEST_WEBHOOK_KEY": KEY})
     try:
-        daemon.start()
-        await until(lambda: "MQTT connected" in daemon.output(), 30, "the daemon's MQTT connection")
-        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
-        async with aiomqtt.Client(host, int(port)) as client:
-            for minute in range(-10, 11):
-                temp_c = 36.8 if minute < 0 else 38.2
-                payload = _normal(hour12 + timedelta(minutes=minute), temp_c)
-                await client.publish(f"{prefix}/{WARD}/bed/{BED}/vitals", payload, qos=1)
-        await until(lambda: "to nurse-12: retry (attempt 2)" in daemon.output(), 30, "the webhook refused")
-        daemon.kill()  # the notice is in the store only
+        await fever_queued_then_kill(daemon, mosquitto.url, prefix, hour12, "to nurse-12: retry (attempt 2)")
         await hook.start()
         daemon.start()
         await hook.wait_for(lambda got: any(r.body["alerts"][0]["condition"] == "FEVER" for r in got), 30)

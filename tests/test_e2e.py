@@ -23,9 +23,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from tests.helpers import wardd
+from tests.helpers import wardd, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Influxd, Mosquitto, VictoriaMetrics
+from tests.ward_load import WarddProcess
 
 pytestmark = pytest.mark.integration  # real servers, processes or pseudo-terminals
 
@@ -72,33 +73,56 @@ def _bad_inputs(now: datetime) -> dict[str, bytes]:
     return bad
 
 
-def write_config(path: Path, *, mqtt_url: str, prefix: str, influx: str, start: datetime) -> Path:
-    """A real config file for one bed on the SSc protocol."""
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-tick_interval_s = 0.5
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{mqtt_url}"
-client_id = "wardd-{prefix}"
-topic_prefix = "{prefix}"
-
-{influx}
-
-[[beds]]
-ward = "{WARD}"
-id = "{BED}"
-patient = "SSC-001"
-weight_kg = 60
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start.isoformat()}"
-"""
+def write_config(
+    path: Path, *, mqtt_url: str, prefix: str, start: datetime, influx: str = 'api = "none"', tables: str = ""
+) -> Path:
+    """A real config file for the case report's patient (60 kg) on the SSc protocol;
+    ``tables``, more tables."""
+    return write_ward_config(
+        path,
+        mqtt_url=mqtt_url,
+        prefix=prefix,
+        ward=WARD,
+        beds={BED: "SSC-001"},
+        start=start,
+        weight_kg=60,
+        daemon="tick_interval_s = 0.5",
+        mqtt="",
+        influx=influx,
+        tables=tables,
     )
-    return path
+
+
+def route_to(receiver: str, table: str) -> str:
+    """The ``[[receivers]]`` ``table`` of ``receiver`` and a route that tells it of every
+    alert of the bed at once."""
+    return f"""
+[routing]
+group_window_s = 0
+{table}
+[[routes]]
+name = "bed-{BED}"
+beds = ["{BED}"]
+levels = [["{receiver}"]]
+"""
+
+
+async def fever_queued_then_kill(
+    daemon: WarddProcess, broker_url: str, prefix: str, hour12: datetime, retried: str
+) -> None:
+    """Start ``daemon``, publish the published case's hour 12 (ten normal minutes, then ten
+    at 38.2 °C), wait until its log says ``retried`` (the receiver is down), then kill it
+    (SIGKILL): what it has to tell is in its store only."""
+    daemon.start()
+    await until(lambda: "MQTT connected" in daemon.output(), 30, "the daemon's MQTT connection")
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port)) as client:
+        for minute in range(-10, 11):
+            temp_c = 36.8 if minute < 0 else 38.2
+            payload = _normal(hour12 + timedelta(minutes=minute), temp_c)
+            await client.publish(f"{prefix}/{WARD}/bed/{BED}/vitals", payload, qos=1)
+    await until(lambda: retried in daemon.output(), 30, "the receiver retried")
+    daemon.kill()
 
 
 @pytest.fixture
@@ -177,10 +201,10 @@ async def test_published_case_reaches_storage_and_raises_fever(
         influx: Influxd | VictoriaMetrics = request.getfixturevalue("influx1")
         assert isinstance(influx, Influxd)
         influx.create_database("wardd")
-        section = f'[influx]\napi = "v1"\nurl = "{influx.url}"\ndatabase = "wardd"\nflush_interval_s = 0.2'
+        section = f'api = "v1"\nurl = "{influx.url}"\ndatabase = "wardd"\nflush_interval_s = 0.2'
     else:
         influx = request.getfixturevalue("victoria")
-        section = f'[influx]\napi = "v2"\nurl = "{influx.url}"\norg = "ward"\nbucket = "wardd"\nflush_interval_s = 0.2'
+        section = f'api = "v2"\nurl = "{influx.url}"\norg = "ward"\nbucket = "wardd"\nflush_interval_s = 0.2'
     config = write_config(
         tmp_path / "ward.toml", mqtt_url=mosquitto.url, prefix=prefix, influx=section, start=start
     )

@@ -12,8 +12,7 @@ from infupy.backends import fresenius as infupy
 from pydantic import ValidationError
 
 from daemon.config import PumpConfig, load, parse
-from daemon.errors import ConfigError, FrameError
-from daemon.fresenius import (
+from daemon.devices.fresenius import (
     ACK,
     COMMAND_ERRORS,
     DC4,
@@ -38,6 +37,7 @@ from daemon.fresenius import (
     rate_ml_per_h,
     volume_infused_ml,
 )
+from daemon.errors import ConfigError, FrameError
 
 
 @pytest.mark.parametrize("body", [b"0DC", b"1LE;d", b"1C;d0064", b"", b"2I;1E", b"~}|"])

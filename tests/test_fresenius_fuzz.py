@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.errors import FrameError
-from daemon.fresenius import (
+from daemon.devices.fresenius import (
     ACK,
     DC4,
     ENQ,
@@ -35,6 +34,7 @@ from daemon.fresenius import (
     rate_ml_per_h,
     volume_infused_ml,
 )
+from daemon.errors import FrameError
 from tests.codec_fuzz import SMALL, decode_in_reads, fuzz_settings, streams
 
 FUZZ = fuzz_settings("WARDD_FRESENIUS_FUZZ_EXAMPLES")

@@ -33,6 +33,7 @@ from daemon.health import (
     watchdog_interval_s,
 )
 from daemon.metrics import Counters
+from tests.helpers import FAST_RECONNECT, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess, connect, vitals_payload
@@ -171,39 +172,17 @@ async def test_the_watchdog_starves_while_an_input_is_stuck_and_is_fed_again_aft
 
 
 def _config(path: Path, broker: Mosquitto, health_port: int) -> Path:
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{broker.url}"
-client_id = "wardd-health"
-topic_prefix = "hw"
-keepalive_s = 5
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-
-[influx]
-api = "none"
-
+    return write_ward_config(
+        path,
+        mqtt_url=broker.url,
+        prefix="hw",
+        mqtt=f"keepalive_s = 5\n{FAST_RECONNECT}",
+        tables=f"""
 [health]
 heartbeat_s = 1.0
 port = {health_port}
-
-[[beds]]
-ward = "w1"
-id = "b1"
-patient = "P-1"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
+""",
     )
-    return path
 
 
 def _messages(sock: socket.socket) -> list[str]:
@@ -237,7 +216,7 @@ async def test_status_probes_metrics_and_systemd_follow_the_daemon(
             daemon.wait_connected()
             await until(lambda: any(s.get("state") == "online" for s in status), 10, "the online status")
             first = next(s for s in status if s["state"] == "online")
-            assert first["instance"] == "wardd-health"
+            assert first["instance"] == "wardd-hw"  # the client id
             await until(
                 lambda: len({s.get("at") for s in status if s["state"] == "online"}) >= 2, 10, "a heartbeat"
             )

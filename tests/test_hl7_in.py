@@ -25,6 +25,8 @@ from daemon.hl7 import hl7in
 from daemon.links.mllp import MllpListener
 from daemon.metrics import Counters
 from simulators import tls_certs
+from tests.codec_fuzz import hl7_pieces
+from tests.helpers import QUICK_FEVER, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess
@@ -214,42 +216,9 @@ def test_acknowledgements_read_back_by_an_independent_library() -> None:
 
 
 def _config(path: Path, broker: Mosquitto, hl7_port: int) -> Path:
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{broker.url}"
-client_id = "wardd-hl7"
-topic_prefix = "h7"
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-
-[influx]
-api = "none"
-
-[hl7]
-port = {hl7_port}
-
-[thresholds.vitals]
-confirm_samples = 2
-fever_delay_s = 2.0
-telemetry_stale_s = 86400.0
-
-[[beds]]
-ward = "w1"
-id = "b1"
-patient = "P-1"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
+    return write_ward_config(
+        path, mqtt_url=broker.url, prefix="h7", tables=f"[hl7]\nport = {hl7_port}\n{QUICK_FEVER}"
     )
-    return path
 
 
 async def _send(port: int, raw: bytes) -> str:
@@ -300,36 +269,7 @@ async def test_vitals_over_mllp_raise_the_fever_alert_and_survive_a_kill_after_t
     assert json.dumps(fever)  # a plain JSON transition, as for MQTT vitals
 
 
-_PIECES = st.sampled_from(
-    [
-        "MSH",
-        "|",
-        "^",
-        "~",
-        "\\",
-        "&",
-        "\r",
-        "PID",
-        "PV1",
-        "OBR",
-        "OBX",
-        "NM",
-        "X",
-        "w1",
-        "b1",
-        "P-1",
-        "ORU",
-        "R01",
-        "150456",
-        "MDC_DIM_PERCENT",
-        "262688",
-        "97",
-        "-1e309",
-        "20260302120000+0000",
-        "\x00",
-        "é",
-    ]
-)
+_PIECES = hl7_pieces("w1", "b1", "P-1", "ORU", "R01", "150456", "MDC_DIM_PERCENT", "262688", "97")
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.errors import FrameError
-from daemon.ne1000 import (
+from daemon.devices.ne1000 import (
     Alarm,
     CommandError,
     RateUnit,
@@ -26,6 +25,7 @@ from daemon.ne1000 import (
     parse_volume,
     rate_to_ml_per_h,
 )
+from daemon.errors import FrameError
 
 
 def test_crc_matches_the_manual_example() -> None:

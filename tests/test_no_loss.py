@@ -60,7 +60,7 @@ from tests.ward_load import (
     stored_vitals,
     tally,
     vitals_payload,
-    write_ward_config,
+    write_load_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -120,7 +120,7 @@ def start_daemon(
     daemons: list[WarddProcess],
 ) -> WarddProcess:
     """Write the ward config, start `wardd run` and wait for its subscriptions."""
-    config = write_ward_config(
+    config = write_load_config(
         tmp_path / "ward.toml", mqtt_url=broker.url, prefix=prefix, influx_url=influx.url, beds=beds
     )
     daemon = WarddProcess(config, tmp_path / "wardd.log")

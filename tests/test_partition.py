@@ -12,61 +12,34 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from daemon.config import Config, parse
+from daemon.config import Config, load
 from daemon.errors import ConfigError
 from daemon.partition import Partition, for_partition, foreign_stores, partition_of, store_path, store_paths
-from tests.helpers import wardd
+from tests.helpers import wardd, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto
-from tests.ward_load import WarddProcess
+from tests.ward_load import WarddProcess, bed_ids
 
 WARD = "haem"
 
 
-def _config_text(
-    state_dir: Path, *, beds: int, workers: int, mqtt_url: str = "mqtt://127.0.0.1:1", prefix: str = "w"
-) -> str:
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
-    bed_tables = "".join(
-        f"""
-[[beds]]
-ward = "{WARD}"
-id = "{i}"
-patient = "P-{i}"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
-        for i in range(1, beds + 1)
+def _write_config(
+    path: Path, *, beds: int, workers: int, mqtt_url: str = "mqtt://127.0.0.1:1", prefix: str = "w"
+) -> Path:
+    return write_ward_config(
+        path,
+        mqtt_url=mqtt_url,
+        prefix=prefix,
+        ward=WARD,
+        beds=bed_ids(beds),
+        daemon=f"workers = {workers}\ntick_interval_s = 0.5",
+        mqtt="reconnect_min_s = 0.1\nreconnect_max_s = 1.0",
+        tables="[thresholds.vitals]\nconfirm_samples = 2\nfever_delay_s = 0",
     )
-    return f"""
-[daemon]
-state_dir = "{state_dir}"
-workers = {workers}
-tick_interval_s = 0.5
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{mqtt_url}"
-client_id = "wardd-{prefix}"
-topic_prefix = "{prefix}"
-reconnect_min_s = 0.1
-reconnect_max_s = 1.0
-
-[influx]
-api = "none"
-
-[thresholds.vitals]
-confirm_samples = 2
-fever_delay_s = 0
-{bed_tables}"""
 
 
 def _config(tmp_path: Path, *, beds: int = 10, workers: int = 2) -> Config:
-    import tomllib  # noqa: PLC0415
-
-    return parse(tomllib.loads(_config_text(tmp_path / "state", beds=beds, workers=workers)))
+    return load(_write_config(tmp_path / "ward.toml", beds=beds, workers=workers))
 
 
 # --- pure ----------------------------------------------------------------------------------------
@@ -139,9 +112,8 @@ async def test_two_workers_share_the_beds_and_stop_together(
     tmp_path: Path, mosquitto: Mosquitto, prefix: str
 ) -> None:
     beds = 6
-    config_path = tmp_path / "ward.toml"
-    config_path.write_text(
-        _config_text(tmp_path / "state", beds=beds, workers=2, mqtt_url=mosquitto.url, prefix=prefix)
+    config_path = _write_config(
+        tmp_path / "ward.toml", beds=beds, workers=2, mqtt_url=mosquitto.url, prefix=prefix
     )
     owners = {str(i): partition_of(WARD, str(i), 2) for i in range(1, beds + 1)}
     assert set(owners.values()) == {0, 1}, "the test needs beds in both partitions"
@@ -179,9 +151,8 @@ async def test_two_workers_share_the_beds_and_stop_together(
 
 @pytest.mark.integration
 async def test_a_worker_that_dies_stops_the_daemon(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> None:
-    config_path = tmp_path / "ward.toml"
-    config_path.write_text(
-        _config_text(tmp_path / "state", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix)
+    config_path = _write_config(
+        tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix
     )
     daemon = WarddProcess(config_path, tmp_path / "wardd.log")
     daemon.start()
@@ -205,8 +176,7 @@ def test_the_daemon_refuses_stores_of_another_number_of_workers(tmp_path: Path) 
     state = tmp_path / "state"
     state.mkdir()
     (state / "wardd.p0of2.sqlite").touch()
-    config_path = tmp_path / "ward.toml"
-    config_path.write_text(_config_text(state, beds=2, workers=1))
+    config_path = _write_config(tmp_path / "ward.toml", beds=2, workers=1)
     result = wardd("run", "--config", str(config_path))
     assert result.returncode == 1
     assert "another number of workers" in result.stderr

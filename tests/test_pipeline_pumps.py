@@ -12,16 +12,17 @@ while every reply comes with a bad checksum, and find it again on a clean line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon.app import build
+from daemon.app import Pipeline, build
 from daemon.clock import SystemClock
 from daemon.config import parse
-from daemon.ne1000 import Alarm
+from daemon.devices.ne1000 import Alarm
 from simulators.alaris import AlarisFault, SimulatedAlaris
 from simulators.fresenius import BaseFault, SimulatedBase
 from simulators.pump import SimulatedPump
@@ -83,6 +84,37 @@ def _config(
 
 def _phases(alerts: list[dict[str, Any]], condition: str) -> list[str]:
     return [a["phase"] for a in alerts if a["condition"] == condition]
+
+
+async def _bad_checksums_then_clean(
+    pipeline: Pipeline, alerts: list[dict[str, Any]], spoil: Callable[[], None], mend: Callable[[], None]
+) -> None:
+    """A line that corrupts every reply (``spoil``): bad checksums only, the link lost; then
+    clean again (``mend``): the link back and readings stored again."""
+    spoil()
+    await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-1:] == ["start"], 15, "bad checksums")
+    assert pipeline.counters.get("pump.p12", "bad_crc") >= 1
+    mend()
+    await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-2:] == ["start", "end"], 15, "clean line")
+    accepted = pipeline.counters.get("influx.accepted")
+    await until(lambda: pipeline.counters.get("influx.accepted") >= accepted + 10, 15, "readings again")
+
+
+def _assert_steady_infusion_stored(influx: Influxd) -> None:
+    """The readings of a pump infusing at 10 mL/h throughout, its volume counting up, and
+    the dose delivered all along the 9 µg/day expected."""
+    rows = influx.query("wardd", "SELECT rate_ml_per_h, volume_infused_ml, state FROM infusion")
+    assert len(rows) >= 10
+    assert {r["state"] for r in rows} == {"infusing"}
+    assert {r["rate_ml_per_h"] for r in rows} == {10.0}
+    volumes = [r["volume_infused_ml"] for r in rows]
+    assert volumes == sorted(volumes)
+    assert volumes[-1] > volumes[0]
+    dose = influx.query("wardd", "SELECT expected_ug_per_day, delivered_ug_per_day FROM dose")
+    assert {r["expected_ug_per_day"] for r in dose} == {9.0}
+    delivered = [r["delivered_ug_per_day"] for r in dose if r["delivered_ug_per_day"] is not None]
+    assert delivered
+    assert delivered == pytest.approx([9.0] * len(delivered))
 
 
 @pytest.mark.parametrize("safe_s", [0, 2], ids=["basic", "safe"])
@@ -162,31 +194,13 @@ async def test_alaris_readings_dose_and_line_faults(
                 "keep-alive back",
             )
 
-            # A line that corrupts every reply: bad checksums only, then clean again.
-            pump.spoil(AlarisFault.BAD_CRC, 100_000)
-            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-1:] == ["start"], 15, "bad checksums")
-            assert pipeline.counters.get("pump.p12", "bad_crc") >= 1
-            pump.mend()
-            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-2:] == ["start", "end"], 15, "clean line")
-            accepted = pipeline.counters.get("influx.accepted")
-            await until(
-                lambda: pipeline.counters.get("influx.accepted") >= accepted + 10, 15, "readings again"
+            await _bad_checksums_then_clean(
+                pipeline, alerts, lambda: pump.spoil(AlarisFault.BAD_CRC, 100_000), pump.mend
             )
             assert [a for a in alerts if a["condition"] != "PUMP_COMM_LOST"] == []
             assert all(a["kind"] == "technical" for a in alerts)
 
-    rows = influx1.query("wardd", "SELECT rate_ml_per_h, volume_infused_ml, state FROM infusion")
-    assert len(rows) >= 10
-    assert {r["state"] for r in rows} == {"infusing"}
-    assert {r["rate_ml_per_h"] for r in rows} == {10.0}
-    volumes = [r["volume_infused_ml"] for r in rows]
-    assert volumes == sorted(volumes)
-    assert volumes[-1] > volumes[0]
-    dose = influx1.query("wardd", "SELECT expected_ug_per_day, delivered_ug_per_day FROM dose")
-    assert {r["expected_ug_per_day"] for r in dose} == {9.0}
-    delivered = [r["delivered_ug_per_day"] for r in dose if r["delivered_ug_per_day"] is not None]
-    assert delivered
-    assert delivered == pytest.approx([9.0] * len(delivered))
+    _assert_steady_infusion_stored(influx1)
 
 
 async def test_fresenius_module_readings_dose_and_line_faults(
@@ -223,30 +237,12 @@ async def test_fresenius_module_readings_dose_and_line_faults(
                 "module back",
             )
 
-            # A line that corrupts every reply: bad checksums only, then clean again.
-            base.spoil(BaseFault.BAD_CRC, 100_000)
-            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-1:] == ["start"], 15, "bad checksums")
-            assert pipeline.counters.get("pump.p12", "bad_crc") >= 1
-            base.mend()
-            await until(lambda: _phases(alerts, "PUMP_COMM_LOST")[-2:] == ["start", "end"], 15, "clean line")
-            accepted = pipeline.counters.get("influx.accepted")
-            await until(
-                lambda: pipeline.counters.get("influx.accepted") >= accepted + 10, 15, "readings again"
+            await _bad_checksums_then_clean(
+                pipeline, alerts, lambda: base.spoil(BaseFault.BAD_CRC, 100_000), base.mend
             )
             assert [a for a in alerts if a["condition"] != "PUMP_COMM_LOST"] == []
             assert pipeline.counters.get("pump.p12", "error_reply") >= 1
             # The daemon answered the base's keep-alive (one may go unheard while the cable is out).
             assert base.keepalives_answered >= 1
 
-    rows = influx1.query("wardd", "SELECT rate_ml_per_h, volume_infused_ml, state FROM infusion")
-    assert len(rows) >= 10
-    assert {r["state"] for r in rows} == {"infusing"}
-    assert {r["rate_ml_per_h"] for r in rows} == {10.0}
-    volumes = [r["volume_infused_ml"] for r in rows]
-    assert volumes == sorted(volumes)
-    assert volumes[-1] > volumes[0]
-    dose = influx1.query("wardd", "SELECT expected_ug_per_day, delivered_ug_per_day FROM dose")
-    assert {r["expected_ug_per_day"] for r in dose} == {9.0}
-    delivered = [r["delivered_ug_per_day"] for r in dose if r["delivered_ug_per_day"] is not None]
-    assert delivered
-    assert delivered == pytest.approx([9.0] * len(delivered))
+    _assert_steady_infusion_stored(influx1)

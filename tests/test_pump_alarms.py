@@ -1,4 +1,4 @@
-"""Vendor alarm codes: what each means (daemon/pump_alarms.py), how the Alaris and Fresenius
+"""Vendor alarm codes: what each means (daemon/devices/pump_alarms.py), how the Alaris and Fresenius
 codecs read them, and how the pump rule raises and ends their conditions. Pure: no port."""
 
 from __future__ import annotations
@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from infupy.backends import fresenius as infupy_fresenius
 
-from daemon.alaris import Command, Frame, encode_command, parse_alarm, parse_frame
 from daemon.config import KNOWN_CONDITIONS, Config, parse
-from daemon.errors import FrameError
-from daemon.events import Health, PumpReading, PumpState, SourceHealth, Text
-from daemon.fresenius import ALARM_MEANING, COMMAND_ERRORS
-from daemon.pump_alarms import (
+from daemon.devices.alaris import Command, Frame, encode_command, parse_alarm, parse_frame
+from daemon.devices.fresenius import ALARM_MEANING, COMMAND_ERRORS
+from daemon.devices.pump_alarms import (
     ALARIS,
     ALARIS_NO_ALARM,
     BY_DRIVER,
@@ -23,6 +21,8 @@ from daemon.pump_alarms import (
     NE1000,
     meaning,
 )
+from daemon.errors import FrameError
+from daemon.events import Health, PumpReading, PumpState, SourceHealth, Text
 from daemon.pump_rules import PumpRule, PumpRuleState, pump_rules
 from simulators.scenario import PumpAlarm, PumpModel, can_raise
 

@@ -8,8 +8,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.errors import FrameError
-from daemon.ne1000 import (
+from daemon.devices.ne1000 import (
     ETX,
     STX,
     Alarm,
@@ -22,6 +21,7 @@ from daemon.ne1000 import (
     parse_reply,
     parse_safe_command,
 )
+from daemon.errors import FrameError
 
 FUZZ = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Batches: each example checks many frames made from its own random source, so the

@@ -60,6 +60,26 @@ async def test_an_input_is_acknowledged_only_after_its_commit(tmp_path: Path) ->
     pipeline.writer.close()
 
 
+async def test_beyond_max_inflight_messages_the_sender_waits_for_a_processed_input(tmp_path: Path) -> None:
+    base = _config(tmp_path)
+    config = base.model_copy(update={"daemon": base.daemon.model_copy(update={"max_inflight_messages": 2})})
+    pipeline = build(config)
+    acked: list[int] = []
+    async with committing(pipeline.writer):
+        await _receive(pipeline, [_vitals(0), _vitals(1)], acked)
+        third = asyncio.create_task(pipeline.on_message(TOPIC, _vitals(2), lambda: acked.append(2)))
+        await pipeline.writer.flush()
+        assert acked == [0, 1]
+        assert not third.done(), "two inputs in flight: the third waits (the broker keeps it)"
+        row = pipeline.work.get_nowait()
+        assert isinstance(row, InboundRow)
+        await pipeline.process_row(row)
+        await third
+        await pipeline.writer.flush()
+    assert acked == [0, 1, 2]
+    pipeline.writer.close()
+
+
 async def test_what_was_logged_but_not_processed_is_replayed_after_a_crash(tmp_path: Path) -> None:
     config = _config(tmp_path)
     crashed = build(config)

@@ -7,7 +7,6 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from daemon.metrics import REDACTED, RedactingFilter
 from simulators.secure import find_binary
-from tests.helpers import wardd
+from tests.helpers import FAST_RECONNECT, wardd, write_ward_config
 from tests.mqtt_watch import until
 from tests.servers import Mosquitto, free_port, mosquitto, readable_copies
 from tests.ward_load import WarddProcess
@@ -64,40 +63,16 @@ def _echoing_database(port: int, seen: list[str]) -> web.Application:
 
 
 def _config(path: Path, *, mqtt_port: int, influx_port: int) -> Path:
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-tick_interval_s = 0.5
-log_level = "DEBUG"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-username = "wardd"
-password.env = "WARDD_TEST_MQTT_PASSWORD"
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-
-[influx]
-api = "v2"
-url = "http://127.0.0.1:{influx_port}"
-token.value = "{INFLUX_TOKEN}"
-flush_interval_s = 0.2
-
-[alerts]
-ack_users = ["station-haem"]
-
-[[beds]]
-ward = "haem"
-id = "1"
-patient = "P-1"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{datetime.now(UTC).isoformat()}"
-"""
+    return write_ward_config(
+        path,
+        mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
+        ward="haem",
+        beds=["1"],
+        daemon='tick_interval_s = 0.5\nlog_level = "DEBUG"',
+        mqtt=f'username = "wardd"\npassword.env = "WARDD_TEST_MQTT_PASSWORD"\n{FAST_RECONNECT}',
+        influx=f'api = "v2"\nurl = "http://127.0.0.1:{influx_port}"\ntoken.value = "{INFLUX_TOKEN}"\nflush_interval_s = 0.2',
+        tables='[alerts]\nack_users = ["station-haem"]',
     )
-    return path
 
 
 @pytest.mark.integration

@@ -41,7 +41,7 @@ from daemon.config import TlsConfig
 from daemon.links.tls import client_context, describe
 from simulators import tls_certs
 from simulators.secure import SHIPPED_ACL, SHIPPED_MOSQUITTO_CONF, SHIPPED_SECURE_CONF
-from tests.helpers import wardd
+from tests.helpers import wardd, write_ward_config
 from tests.servers import Mosquitto, secure_mosquitto
 from tests.ward_load import WarddProcess, poll_until
 
@@ -578,38 +578,18 @@ def _ward_config(folder: Path, broker: Mosquitto, ca: Path) -> Path:
     """wardd as user ``wardd`` over TLS, ward icu beds b1 and b2, points to a local file."""
     password = folder / "wardd-password"
     password.write_text(PASSWORDS["wardd"] + "\n")
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
-    beds = "".join(
-        f"""
-[[beds]]
-ward = "icu"
-id = "{bed}"
-patient = "P-{bed}"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
-        for bed in ("b1", "b2")
-    )
-    path = folder / "ward.toml"
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{folder / "state"}"
-tick_interval_s = 0.5
-
-[mqtt]
-url = "mqtts://{broker.host}:{broker.port}"
-username = "wardd"
+    return write_ward_config(
+        folder / "ward.toml",
+        mqtt_url=f"mqtts://{broker.host}:{broker.port}",
+        ward="icu",
+        beds=["b1", "b2"],
+        daemon="tick_interval_s = 0.5",
+        mqtt=f"""username = "wardd"
 password.file = "{password}"
 tls.ca_file = "{ca}"
 reconnect_min_s = 0.1
-reconnect_max_s = 1.0
-
-[influx]
-api = "none"
-
+reconnect_max_s = 1.0""",
+        tables="""
 [alerts]
 ack_users = ["station-icu"]
 
@@ -617,9 +597,8 @@ ack_users = ["station-icu"]
 confirm_samples = 2
 fever_delay_s = 1.0
 telemetry_stale_s = 86400.0
-{beds}"""
+""",
     )
-    return path
 
 
 def _station_config(folder: Path, broker: Mosquitto, ca: Path) -> Path:

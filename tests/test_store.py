@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from daemon.links.store import MIGRATIONS, SCHEMA_VERSION, Changes, Store, StoreError, StoreWriter
+from daemon.links.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Changes,
+    Store,
+    StoreError,
+    StoreWriter,
+    WindowWrite,
+    entry_json,
+    id_runs,
+    json_text,
+)
 from tests.helpers import committing
 
 
@@ -153,3 +166,86 @@ def test_a_state_without_its_own_position_stands_at_the_units_checkpoint(tmp_pat
     db = sqlite3.connect(tmp_path / "s.sqlite")
     assert db.execute("SELECT seq FROM rule_state").fetchall() == [(4,)]
     db.close()
+
+
+def _write(window: str, *, clear: bool, keep_from_us: int | None, rows: list[tuple[int, Any]]) -> WindowWrite:
+    return WindowWrite("b1", "vitals", window, clear, keep_from_us, lambda: rows)
+
+
+def test_window_writes_of_one_unit_keep_their_order_for_the_same_window(tmp_path: Path) -> None:
+    """A retried unit absorbs the next one, so a window may be written twice in it: the
+    later delete must see the earlier rows."""
+    store = Store(tmp_path / "s.sqlite")
+    changes = Changes()
+    changes.windows.append(_write("FEVER", clear=True, keep_from_us=None, rows=[(1, ["a"]), (2, ["b"])]))
+    changes.windows.append(_write("HYPOXIA", clear=True, keep_from_us=None, rows=[(1, ["x"])]))
+    changes.windows.append(_write("FEVER", clear=False, keep_from_us=2, rows=[(3, ["c"])]))
+    store.apply(changes)
+    rows = store._db.execute("SELECT window, time_us, entry FROM rule_window ORDER BY window, time_us")
+    assert rows.fetchall() == [("FEVER", 2, '["b"]'), ("FEVER", 3, '["c"]'), ("HYPOXIA", 1, '["x"]')]
+    store.close()
+
+
+def test_windows_of_one_unit_are_each_cleared_pruned_and_appended(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    first = Changes()
+    for window in ("A", "B", "C"):
+        first.windows.append(_write(window, clear=True, keep_from_us=None, rows=[(1, [1]), (2, [2])]))
+    store.apply(first)
+    second = Changes()
+    second.windows.append(_write("A", clear=True, keep_from_us=None, rows=[(5, [5])]))
+    second.windows.append(_write("B", clear=False, keep_from_us=2, rows=[(3, [3])]))
+    second.windows.append(_write("C", clear=False, keep_from_us=None, rows=[(2, [22]), (4, [4])]))
+    store.apply(second)
+    assert store.rule_windows() == {
+        ("b1", "vitals"): {"A": [[5]], "B": [[2], [3]], "C": [[1], [2], [22], [4]]}
+    }
+    store.close()
+
+
+def test_sent_points_are_forgotten_by_runs_of_ids(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    changes = Changes()
+    changes.points += [(store.next_id("point_outbox"), f"m v={i} {i}") for i in range(1, 11)]
+    store.apply(changes)
+    done = Changes()
+    done.points_done += [8, 1, 2, 3, 5, 7, 3]
+    done.dead_letters.append((10, "2026-03-02T20:00:00Z", "m v=10 10", "refused: bad"))
+    store.apply(done)
+    assert [i for i, _ in store.outbox(0, 20)] == [4, 6, 9]
+    assert [line for _, line, _ in store.dead_letters()] == ["m v=10 10"]
+    store.close()
+
+
+def test_id_runs() -> None:
+    assert id_runs([]) == []
+    assert id_runs([7]) == [(7, 7)]
+    assert id_runs([5, 3, 4, 9, 10, 1, 1]) == [(1, 1), (3, 5), (9, 10)]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["2026-03-02T20:00:00.123000Z", "abnormal", 39.1, "temp_c"],
+        ["2026-03-02T20:00:00Z", None, 0.0],
+        {"time": "2026-03-02T20:00:00Z", "values": {"spo2_pct": 97.0, "hr_per_min": 1e16}, "scored": False},
+        {"note": 'fièvre\u2028 "quoted" \\ \x00', "n": -(2**63), "f": 5e-324, "t": True},
+        [float("nan"), float("inf"), -float("inf")],
+        [1.0000000000000002, 0.1, 100.0, 123456789012345678],
+    ],
+)
+def test_window_entries_read_back_as_the_store_wrote_them_before(entry: Any) -> None:
+    fast, before = (
+        json.loads(entry_json(entry), parse_constant=str),
+        json.loads(json_text(entry), parse_constant=str),
+    )
+    assert fast == before
+    assert [type(x) for x in _leaves(fast)] == [type(x) for x in _leaves(before)]
+
+
+def _leaves(data: Any) -> list[Any]:
+    if isinstance(data, dict):
+        return [leaf for key in sorted(data) for leaf in _leaves(data[key])]
+    if isinstance(data, list):
+        return [leaf for item in data for leaf in _leaves(item)]
+    return [data]

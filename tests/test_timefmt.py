@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
+from daemon.timefmt import ISO_CACHE_SIZE, iso, iso_once, iso_or_none, parse_iso, parse_iso_or_none
 
 T = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -38,3 +38,14 @@ def test_parse_iso_refuses_naive_garbage_and_non_strings() -> None:
     with pytest.raises(ValueError, match="is not RFC 3339") as info:
         parse_iso("x" * 500)
     assert len(str(info.value)) < 80
+
+
+def test_remembered_times_are_written_as_fresh_ones() -> None:
+    """``iso`` remembers recent times; the text is that of ``iso_once``, zone and all."""
+    base = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    for k in range(3 * ISO_CACHE_SIZE):
+        when = base + timedelta(microseconds=k % 1000, seconds=k // 1000)
+        assert iso(when) == iso_once(when)
+    paris = base.astimezone(timezone(timedelta(hours=1)))
+    assert iso(paris) == iso(base) == "2026-03-02T08:00:00Z"
+    assert iso(base + timedelta(microseconds=5)) == "2026-03-02T08:00:00.000005Z"

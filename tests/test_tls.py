@@ -20,7 +20,7 @@ from daemon.links.influx import V2Writer
 from daemon.links.tls import client_context, describe
 from daemon.points import Point
 from simulators import tls_certs
-from tests.helpers import wardd
+from tests.helpers import wardd, write_ward_config
 from tests.servers import Mosquitto, tls_mosquitto, victoria_metrics
 from tests.ward_load import WarddProcess, poll_until
 
@@ -106,31 +106,13 @@ def broker(
 
 
 def _config(path: Path, *, port: int, host: str = "127.0.0.1", tls: str = "") -> Path:
-    start = datetime.now(UTC).isoformat()
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-
-[mqtt]
-url = "mqtts://{host}:{port}"
-client_id = "wardd-tls"
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-{tls}
-
-[influx]
-api = "none"
-
-[[beds]]
-ward = "{WARD}"
-id = "1"
-patient = "P-1"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
+    write_ward_config(
+        path,
+        mqtt_url=f"mqtts://{host}:{port}",
+        prefix="tls",
+        ward=WARD,
+        beds=["1"],
+        mqtt=f"reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n{tls}",
     )
     parse(tomllib.loads(path.read_text()))  # a valid config, or the test is wrong
     return path

@@ -24,7 +24,7 @@ from daemon.ids import is_config_id, is_ward_subject, ward_subject
 from daemon.partition import Partition, for_partition
 from daemon.tech_rules import BROKER_UNAVAILABLE, STORAGE_UNAVAILABLE
 from daemon.wardview import ward_alerts
-from tests.helpers import committing, one_bed_config, wardd
+from tests.helpers import bed_tables, committing, one_bed_config, wardd
 from tests.servers import Influxd, Mosquitto, influxd, mosquitto
 from tests.ward_load import (
     DATABASE,
@@ -33,7 +33,7 @@ from tests.ward_load import (
     connect,
     poll_until,
     vitals_payload,
-    write_ward_config,
+    write_load_config,
 )
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -169,19 +169,15 @@ def database(tmp_path: Path) -> Iterator[Influxd]:
 def test_a_database_outage_is_one_alert_per_ward_raised_and_ended(
     tmp_path: Path, broker: Mosquitto, database: Influxd
 ) -> None:
-    config = write_ward_config(
+    config = write_load_config(
         tmp_path / "ward.toml",
         mqtt_url=broker.url,
         prefix="wa",
         influx_url=database.url,
         beds=["1", "2", "3"],
     )
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
     with config.open("a") as out:
-        out.write(
-            f'\n[[beds]]\nward = "onco"\nid = "4"\npatient = "P-4"\nweight_kg = 63\nheight_cm = 165\n'
-            f'protocol_start = "{start}"\n'
-        )
+        out.write(bed_tables("onco", ["4"], start=datetime.now(UTC) - timedelta(hours=12)))
     beds = [(WARD, "1"), (WARD, "2"), (WARD, "3"), ("onco", "4")]
     daemon = WarddProcess(config, tmp_path / "wardd.log")
     daemon.start()

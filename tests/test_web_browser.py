@@ -28,6 +28,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from daemon.web.passwords import hash_password
+from tests.helpers import write_ward_config
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess, poll_until
 
@@ -63,7 +64,6 @@ def _config(
 ) -> Path:
     """The daemon's config; ``web_tables`` adds tables under ``[web]`` (e.g. ``[web.sound]``),
     ``mqtt_lines`` settings under ``[mqtt]``."""
-    start = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     users = "".join(
         f"""
 [[web.users]]
@@ -75,37 +75,21 @@ password_hash = "{hash_password(password, log2_n=10)}"
 """
         for name, (role, display, language, password) in USERS.items()
     )
-    beds = "".join(
-        f"""
-[[beds]]
-ward = "{WARD}"
-id = "{bed}"
-patient = "P-{bed}"
-weight_kg = 63
-height_cm = 165
-protocol_start = "{start}"
-"""
-        for bed in ("12", "14")
-    )
-    path = tmp_path / "ward.toml"
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-[mqtt]
-url = "{broker.url}"
-client_id = "{prefix}-wardd"
-topic_prefix = "{prefix}"
-{mqtt_lines}
-[influx]
-api = "none"
+    return write_ward_config(
+        tmp_path / "ward.toml",
+        mqtt_url=broker.url,
+        prefix=prefix,
+        ward=WARD,
+        beds=["12", "14"],
+        start=(datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0),
+        mqtt=mqtt_lines,
+        tables=f"""
 [web]
 enabled = true
 port = {port}
 {web_tables}
-{users}{beds}"""
+{users}""",
     )
-    return path
 
 
 def _record(ward: Ward) -> paho.Client:

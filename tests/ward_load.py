@@ -1,6 +1,6 @@
 """Load and fault helpers for the no-loss tests.
 
-- ``write_ward_config``: a real config file for a ward of N beds, stored in influxd (v1);
+- ``write_load_config``: a real config file for a ward of N beds, stored in influxd (v1);
 - ``WarddProcess``: ``wardd run`` as a real subprocess that a test starts, SIGKILLs,
   SIGTERMs and restarts;
 - ``VitalsPublisher``: N beds × R Hz (or as fast as possible) of realistic vitals
@@ -36,6 +36,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.helpers import QUICK_FEVER, write_ward_config
 from tests.servers import Influxd
 
 WARD = "haem"
@@ -59,63 +60,26 @@ def bed_ids(count: int) -> list[str]:
     return [str(i) for i in range(1, count + 1)]
 
 
-def write_ward_config(
-    path: Path,
-    *,
-    mqtt_url: str,
-    prefix: str,
-    influx_url: str,
-    beds: Sequence[str],
-    fever_delay_s: float = 2.0,
+def write_load_config(
+    path: Path, *, mqtt_url: str, prefix: str, influx_url: str, beds: Sequence[str]
 ) -> Path:
-    """A config file for ward ``WARD`` with ``beds``, storing in influxd ``DATABASE`` (v1).
+    """The config file of ward ``WARD`` with ``beds``, storing in influxd ``DATABASE`` (v1).
 
-    Small onset delays (FEVER after ``fever_delay_s`` and 2 samples) so that febrile
-    beds open alerts within seconds; telemetry staleness far away, so that the end of
-    a test's publishing does not open alerts while the test compares alert views.
+    FEVER opens within seconds (``QUICK_FEVER``), so that febrile beds open alerts while
+    the test runs; telemetry never goes stale, so that the end of a test's publishing does
+    not open alerts while the test compares alert views.
     """
-    start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
-    bed_tables = "".join(
-        f"""
-[[beds]]
-ward = "{WARD}"
-id = "{bed}"
-patient = "P-{bed}"
-weight_kg = 63
-height_cm = 165
-protocol = "ssc-14d"
-protocol_start = "{start}"
-"""
-        for bed in beds
+    return write_ward_config(
+        path,
+        mqtt_url=mqtt_url,
+        prefix=prefix,
+        ward=WARD,
+        beds=beds,
+        daemon="tick_interval_s = 0.5",
+        mqtt="reconnect_min_s = 0.1\nreconnect_max_s = 1.0",
+        influx=f'api = "v1"\nurl = "{influx_url}"\ndatabase = "{DATABASE}"\nflush_interval_s = 0.2\ntimeout_s = 2.0',
+        tables=QUICK_FEVER,
     )
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{path.parent / "state"}"
-tick_interval_s = 0.5
-shutdown_timeout_s = 10
-
-[mqtt]
-url = "{mqtt_url}"
-client_id = "wardd-{prefix}"
-topic_prefix = "{prefix}"
-reconnect_min_s = 0.1
-reconnect_max_s = 1.0
-
-[influx]
-api = "v1"
-url = "{influx_url}"
-database = "{DATABASE}"
-flush_interval_s = 0.2
-timeout_s = 2.0
-
-[thresholds.vitals]
-confirm_samples = 2
-fever_delay_s = {fever_delay_s}
-telemetry_stale_s = 86400.0
-{bed_tables}"""
-    )
-    return path
 
 
 class WarddProcess:

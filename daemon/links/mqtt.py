@@ -504,3 +504,42 @@ class DurablePublisher:
         for row in pending:
             self._link.enqueue(Outgoing(row.topic, row.payload, row.qos, row.retain, row.id))
         return len(pending)
+
+
+def _session_client(
+    config: MqttConfig, password: str | None, client_id: str, *, clean: bool
+) -> aiomqtt.Client:
+    host, port, tls = broker_address(config.url)
+    client = aiomqtt.Client(
+        host,
+        port,
+        identifier=client_id,
+        clean_session=clean,
+        username=config.username,
+        password=password,
+        keepalive=config.keepalive_s,
+        tls_context=client_context(config.tls, "mqtt") if tls else None,
+        timeout=10,
+    )
+    # A session that already holds messages delivers them on connecting: none is
+    # acknowledged here, so the broker keeps each for the daemon.
+    client._client.manual_ack_set(True)
+    return client
+
+
+async def keep_session(
+    config: MqttConfig, password: str | None, client_id: str, subscriptions: Sequence[str]
+) -> None:
+    """Make the broker keep a session under ``client_id`` with ``subscriptions`` (QoS as the
+    daemon's): what is published to them from now on waits there for the daemon that
+    connects under that id (a worker of a new layout, before it first starts)."""
+    async with _session_client(config, password, client_id, clean=False) as client:
+        for start in range(0, len(subscriptions), SUBSCRIBE_BATCH):
+            qos: int = config.qos
+            await client.subscribe([(topic, qos) for topic in subscriptions[start : start + SUBSCRIBE_BATCH]])
+
+
+async def end_session(config: MqttConfig, password: str | None, client_id: str) -> None:
+    """Make the broker drop the session of ``client_id``, with what waits in it."""
+    async with _session_client(config, password, client_id, clean=True):
+        pass

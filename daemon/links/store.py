@@ -42,10 +42,12 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+import msgspec
 
 from daemon.errors import WarddError
 
@@ -443,7 +445,8 @@ class Store:
         rows = self._db.execute(
             "SELECT id, line FROM point_outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
-        return [(int(i), str(line)) for i, line in rows]
+        # id is the rowid and line is TEXT (NOT NULL): SQLite gives int and str already.
+        return cast(list[tuple[int, str]], rows.fetchall())
 
     def outbox_stats(self) -> tuple[int, int]:
         """``(points, bytes)`` waiting in the point outbox."""
@@ -524,7 +527,8 @@ class Store:
                 db.executemany("INSERT INTO point_outbox VALUES (?, ?)", changes.points)
             done = changes.points_done + [row[0] for row in changes.dead_letters]
             if done:
-                db.executemany("DELETE FROM point_outbox WHERE id = ?", [(i,) for i in done])
+                # A sent batch is a run of consecutive ids: one range delete instead of one per point.
+                db.executemany("DELETE FROM point_outbox WHERE id BETWEEN ? AND ?", id_runs(done))
             if changes.dead_letters:
                 db.executemany("INSERT INTO dead_letters VALUES (?, ?, ?, ?)", changes.dead_letters)
             if changes.mqtt_out:
@@ -559,19 +563,40 @@ class Store:
 
 
 def _write_windows(db: sqlite3.Connection, windows: list[WindowWrite]) -> None:
-    for write in windows:
-        key = (write.bed, write.rule, write.window)
-        if write.clear:
-            db.execute("DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ?", key)
-        elif write.keep_from_us is not None:
-            db.execute(
-                "DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ? AND time_us < ?",
-                (*key, write.keep_from_us),
-            )
+    keys = [(w.bed, w.rule, w.window) for w in windows]
+    if len(set(keys)) < len(keys):
+        # A window twice in one unit (a retried unit absorbed the next one, a full
+        # checkpoint followed a slice): written one after the other, in order.
+        for write in windows:
+            _write_windows_batched(db, [write])
+        return
+    _write_windows_batched(db, windows)
+
+
+def _write_windows_batched(db: sqlite3.Connection, windows: list[WindowWrite]) -> None:
+    """Windows that are all different: every delete, then every insert, one statement
+    each (a checkpoint writes about eight windows per bed, and one ``executemany`` per
+    window cost more than its rows)."""
+    cleared = [(w.bed, w.rule, w.window) for w in windows if w.clear]
+    pruned = [
+        (w.bed, w.rule, w.window, w.keep_from_us)
+        for w in windows
+        if not w.clear and w.keep_from_us is not None
+    ]
+    if cleared:
+        db.executemany("DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ?", cleared)
+    if pruned:
         db.executemany(
-            "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
-            [(*key, time_us, json_text(entry)) for time_us, entry in write.rows()],
+            "DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ? AND time_us < ?", pruned
         )
+    db.executemany(
+        "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
+        [
+            (w.bed, w.rule, w.window, time_us, entry_json(entry))
+            for w in windows
+            for time_us, entry in w.rows()
+        ],
+    )
 
 
 def _drop_beds(db: sqlite3.Connection, beds: list[str]) -> None:
@@ -692,6 +717,43 @@ class StoreWriter:
         self.store.close()
 
 
+# json.dumps with options builds a new encoder at every call: a third of its time on a row.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_ENTRY_JSON = msgspec.json.Encoder()
+
+
 def json_text(data: Any) -> str:
     """Compact JSON, as the store keeps it."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _JSON.encode(data)
+
+
+def entry_json(data: Any) -> str:
+    """``json_text(data)`` as it reads back (the same value from ``json.loads``), ten times
+    faster: msgspec, for the window entries (eight rows per vitals sample).
+
+    msgspec writes NaN and infinities as ``null`` where ``json_text`` writes ``NaN``, and
+    refuses types that ``json_text`` turns into strings: output holding ``null``, and data
+    msgspec refuses, take ``json_text``. Numbers may be spelt differently (``1e16`` for
+    ``1e+16``), never valued differently.
+    """
+    try:
+        out = _ENTRY_JSON.encode(data)
+    except TypeError:
+        return json_text(data)
+    return json_text(data) if b"null" in out else out.decode()
+
+
+def id_runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """``(first, last)`` of each run of consecutive ids, in order (duplicates merged)."""
+    runs: list[tuple[int, int]] = []
+    ordered = sorted(set(ids))
+    if not ordered:
+        return runs
+    first = last = ordered[0]
+    for i in ordered[1:]:
+        if i != last + 1:
+            runs.append((first, last))
+            first = i
+        last = i
+    runs.append((first, last))
+    return runs

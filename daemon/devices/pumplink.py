@@ -1,8 +1,8 @@
 """What every pump driver shares: the driver contract and the serial line under it.
 
 ``daemon.pump`` holds the polling source and the NE-1000 driver; each other vendor's
-module (``daemon.alaris``, ``daemon.fresenius``) holds its codec and driver. Both sides
-import this module, never each other. Here too: the judgement of infusing or stopped
+module (``daemon.devices.alaris``, ``daemon.devices.fresenius``) holds its codec and
+driver. Both sides import this module, never each other. Here too: the judgement of infusing or stopped
 from the volume infused, for protocols that do not report it.
 """
 

@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from daemon.devices.framing import StreamBuffer
 from daemon.errors import FrameError
-from daemon.framing import StreamBuffer
 
 STX = 0x02
 ETX = 0x03

@@ -34,10 +34,9 @@ from typing import Protocol, TypeVar
 
 from daemon.clock import Clock, every
 from daemon.config import PumpConfig
-from daemon.errors import FrameError
-from daemon.framing import StreamBuffer
-from daemon.pump_alarms import ALARIS_NO_ALARM
-from daemon.pumplink import (
+from daemon.devices.framing import StreamBuffer
+from daemon.devices.pump_alarms import ALARIS_NO_ALARM
+from daemon.devices.pumplink import (
     Closed,
     FaultHandler,
     InfusionTracker,
@@ -47,6 +46,7 @@ from daemon.pumplink import (
     ReadingPendingError,
     SerialLine,
 )
+from daemon.errors import FrameError
 
 START = 0x21  # "!"
 CHECKSUM_SEPARATOR = 0x7C  # "|"
@@ -367,7 +367,8 @@ def parse_alarm(frame: Frame, where: str = "") -> str | None:
     """An ``ALARM`` reply such as ``ALARM^AL_OCCLU^OCCLUSION^``: the alarm code, ``None`` for ``AL_NOALM``.
 
     The second field is the code; what follows (a text, or a blank) is not needed. A code
-    this module does not know is returned as it is: ``daemon.pump_alarms`` says what it means.
+    this module does not know is returned as it is: ``daemon.devices.pump_alarms`` says
+    what it means.
     """
     if frame.command != Command.ALARM.value:
         raise FrameError("unexpected_reply", f"expected a reply to ALARM, got {frame.command}", where)

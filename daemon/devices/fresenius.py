@@ -39,11 +39,9 @@ from typing import Protocol
 
 from daemon.clock import Clock
 from daemon.config import PumpConfig
-from daemon.errors import FrameError
-from daemon.events import PumpState
-from daemon.framing import StreamBuffer
-from daemon.pump_alarms import FRESENIUS_ALARM_ERROR
-from daemon.pumplink import (
+from daemon.devices.framing import StreamBuffer
+from daemon.devices.pump_alarms import FRESENIUS_ALARM_ERROR
+from daemon.devices.pumplink import (
     Closed,
     FaultHandler,
     InfusionTracker,
@@ -53,6 +51,8 @@ from daemon.pumplink import (
     ReadingPendingError,
     SerialLine,
 )
+from daemon.errors import FrameError
+from daemon.events import PumpState
 
 STX = 0x02
 ETX = 0x03
