@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.config import Config, MqttConfig
-from daemon.errors import WarddError
+from daemon.errors import LinkDownError, WarddError
 from daemon.ids import is_ward_subject, subject_ward, ward_subject
 from daemon.links.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 from daemon.partition import (
@@ -374,8 +374,6 @@ class BrokerSessions:
         self._run(mqtt.end_session(self._config, password, name) for name in client_ids)
 
     def _run(self, calls: Iterable[Coroutine[Any, Any, None]]) -> None:
-        import aiomqtt  # noqa: PLC0415
-
         from daemon.links.mqtt import broker_address  # noqa: PLC0415
         from daemon.links.tls import describe  # noqa: PLC0415
 
@@ -386,7 +384,7 @@ class BrokerSessions:
 
         try:
             asyncio.run(run_all())
-        except* aiomqtt.MqttError as errors:
+        except* LinkDownError as errors:
             host, port, _ = broker_address(self._config.url)
             reason = describe(errors.exceptions[0]) or errors.exceptions[0]
             raise RepartitionError(

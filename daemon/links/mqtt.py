@@ -25,6 +25,7 @@ import asyncio
 import collections
 import logging
 import random
+import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -164,23 +165,31 @@ class _Session:
     ``inbox`` keeps the arrival order for the link's one reader.
     """
 
-    def __init__(self, link: MqttLink) -> None:
-        config = link.config
+    def __init__(
+        self,
+        config: MqttConfig,
+        password: str | None,
+        client_id: str,
+        *,
+        clean_session: bool,
+        tls_context: ssl.SSLContext | None,
+        will: Outgoing | None = None,
+    ) -> None:
+        self.config = config
+        self.tls_context = tls_context
         self.confirmations = _Confirmations()
         self.client = _Client(
-            link.client_id,
-            clean_session=link.clean_session,
+            client_id,
+            clean_session=clean_session,
             # The PUBACK leaves when ``receive`` returns, that is once ``ack`` is called.
             optimistic_acknowledgement=False,
             will_message=None
-            if link.will is None
-            else gmqtt.Message(
-                link.will.topic, link.will.payload, qos=link.will.qos, retain=link.will.retain
-            ),
+            if will is None
+            else gmqtt.Message(will.topic, will.payload, qos=will.qos, retain=will.retain),
             persistent_storage=self.confirmations,
         )
         if config.username is not None:
-            self.client.set_auth_credentials(config.username, link.password)
+            self.client.set_auth_credentials(config.username, password)
         self.client.on_message = self.receive
         self.client.on_subscribe = self._subscribed
         self.client.on_disconnect = self._disconnected
@@ -219,6 +228,47 @@ class _Session:
             if not decision.done():
                 decision.set_result(PUBACK_SUCCESS)
         self.unacknowledged.clear()
+
+    async def connect(self) -> None:
+        """Connect and log in; ``LinkDownError`` if the broker is away, refuses or does not answer."""
+        host, port, _ = broker_address(self.config.url)
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                await self.client.connect(
+                    host,
+                    port,
+                    ssl=self.tls_context or False,
+                    keepalive=self.config.keepalive_s,
+                    # 3.1.1, as before: a session kept by clean_session=False alone
+                    # (MQTT 5 would end it at the disconnect unless given an expiry).
+                    version=MQTTv311,
+                )
+        except TimeoutError as exc:
+            raise LinkDownError(f"no CONNACK within {ANSWER_TIMEOUT_S:.0f} s") from exc
+        except (OSError, gmqtt.MQTTConnectError) as exc:
+            raise LinkDownError(str(exc) or type(exc).__name__) from exc
+
+    async def end(self) -> None:
+        """Disconnect (if connected), then end every waiting ``receive``: no PUBACK leaves."""
+        try:
+            await self.client.disconnect()
+        except OSError as exc:
+            log.debug("MQTT connection closed with %s", exc)
+        finally:
+            self.close()
+
+    async def subscribe_all(self, topics: Sequence[str], counters: Counters | None = None) -> None:
+        """Subscribe to ``topics`` at the config's QoS, many to a SUBSCRIBE packet (one
+        round trip per topic made a worker with thousands of bed topics take seconds to
+        start); a topic the broker refuses is logged and counted."""
+        for start in range(0, len(topics), SUBSCRIBE_BATCH):
+            batch = topics[start : start + SUBSCRIBE_BATCH]
+            granted = await self.subscribe(batch, self.config.qos)
+            refused = [topic for topic, qos in zip(batch, granted, strict=False) if qos >= 0x80]
+            if refused:
+                if counters is not None:
+                    counters.inc("mqtt.subscribe_refused", "", len(refused))
+                log.warning("the broker refused %d subscription(s): %s", len(refused), ", ".join(refused[:5]))
 
     async def subscribe(self, topics: Sequence[str], qos: int) -> tuple[int, ...]:
         """One SUBSCRIBE packet; the QoS the broker granted each topic (128: refused)."""
@@ -290,18 +340,18 @@ class MqttLink:
         command: Callable[[str], bool] | None = None,
         will: Outgoing | None = None,
     ) -> None:
-        self.config = config
-        self.password = password
+        self._config = config
+        self._password = password
         self._subscriptions = tuple(subscriptions)
         self._on_message = on_message
         self._counters = counters
         self._clock = clock
-        self.client_id = client_id or config.client_id
-        self.clean_session = clean_session
+        self._client_id = client_id or config.client_id
+        self._clean_session = clean_session
         self.on_delivered = on_delivered
         self._on_health = on_health
         self._command = command
-        self.will = will
+        self._will = will
         self.sessions = 0  # connections made so far: a new one needs its status again
         self._reading = True
         _, _, tls = broker_address(config.url)
@@ -339,8 +389,8 @@ class MqttLink:
 
     async def run(self) -> None:
         """Connect, subscribe, read and write until cancelled, reconnecting as needed."""
-        host, port, _ = broker_address(self.config.url)
-        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        host, port, _ = broker_address(self._config.url)
+        backoff = Backoff(self._config.reconnect_min_s, self._config.reconnect_max_s)
         while True:
             try:
                 await self._session(host, port, backoff)
@@ -361,25 +411,18 @@ class MqttLink:
                 await self._clock.sleep(delay_s)
 
     async def _session(self, host: str, port: int, backoff: Backoff) -> None:
-        session = _Session(self)
+        session = _Session(
+            self._config,
+            self._password,
+            self._client_id,
+            clean_session=self._clean_session,
+            tls_context=self._tls_context,
+            will=self._will,
+        )
         try:
-            try:
-                async with asyncio.timeout(ANSWER_TIMEOUT_S):
-                    await session.client.connect(
-                        host,
-                        port,
-                        ssl=self._tls_context or False,
-                        keepalive=self.config.keepalive_s,
-                        # 3.1.1, as before: a session kept by clean_session=False alone
-                        # (MQTT 5 would end it at the disconnect unless given an expiry).
-                        version=MQTTv311,
-                    )
-            except TimeoutError as exc:
-                raise LinkDownError(f"no CONNACK within {ANSWER_TIMEOUT_S:.0f} s") from exc
-            except (OSError, gmqtt.MQTTConnectError) as exc:
-                raise LinkDownError(str(exc) or type(exc).__name__) from exc
-            await self._subscribe(session)
-            log.info("MQTT connected to %s:%d as %s", host, port, self.client_id)
+            await session.connect()
+            await session.subscribe_all(self._subscriptions, self._counters)
+            log.info("MQTT connected to %s:%d as %s", host, port, self._client_id)
             self._counters.inc("mqtt.connections", "up")
             backoff.reset()
             self.sessions += 1
@@ -394,23 +437,7 @@ class MqttLink:
             finally:
                 self.connected.clear()
         finally:
-            try:
-                await session.client.disconnect()
-            except OSError as exc:
-                log.debug("MQTT connection closed with %s", exc)
-            finally:
-                session.close()
-
-    async def _subscribe(self, session: _Session) -> None:
-        # Many topics per SUBSCRIBE packet: one round trip per topic made a worker with
-        # thousands of bed topics take seconds to start.
-        for start in range(0, len(self._subscriptions), SUBSCRIBE_BATCH):
-            batch = self._subscriptions[start : start + SUBSCRIBE_BATCH]
-            granted = await session.subscribe(batch, self.config.qos)
-            refused = [topic for topic, qos in zip(batch, granted, strict=False) if qos >= 0x80]
-            if refused:
-                self._counters.inc("mqtt.subscribe_refused", "", len(refused))
-                log.warning("the broker refused %d subscription(s): %s", len(refused), ", ".join(refused[:5]))
+            await session.end()
 
     async def _read(self, session: _Session) -> None:
         taken = 0
@@ -506,40 +533,33 @@ class DurablePublisher:
         return len(pending)
 
 
-def _session_client(
-    config: MqttConfig, password: str | None, client_id: str, *, clean: bool
-) -> aiomqtt.Client:
-    host, port, tls = broker_address(config.url)
-    client = aiomqtt.Client(
-        host,
-        port,
-        identifier=client_id,
-        clean_session=clean,
-        username=config.username,
-        password=password,
-        keepalive=config.keepalive_s,
-        tls_context=client_context(config.tls, "mqtt") if tls else None,
-        timeout=10,
-    )
-    # A session that already holds messages delivers them on connecting: none is
-    # acknowledged here, so the broker keeps each for the daemon.
-    client._client.manual_ack_set(True)
-    return client
-
-
 async def keep_session(
     config: MqttConfig, password: str | None, client_id: str, subscriptions: Sequence[str]
 ) -> None:
     """Make the broker keep a session under ``client_id`` with ``subscriptions`` (QoS as the
     daemon's): what is published to them from now on waits there for the daemon that
-    connects under that id (a worker of a new layout, before it first starts)."""
-    async with _session_client(config, password, client_id, clean=False) as client:
-        for start in range(0, len(subscriptions), SUBSCRIBE_BATCH):
-            qos: int = config.qos
-            await client.subscribe([(topic, qos) for topic in subscriptions[start : start + SUBSCRIBE_BATCH]])
+    connects under that id (a worker of a new layout, before it first starts).
+    ``LinkDownError`` if the broker cannot be reached or refuses the login."""
+    session = _lone_session(config, password, client_id, clean=False)
+    try:
+        await session.connect()
+        # A session that already holds messages delivers them on connecting: none is
+        # acknowledged here, so the broker keeps each for the daemon.
+        await session.subscribe_all(subscriptions)
+    finally:
+        await session.end()
 
 
 async def end_session(config: MqttConfig, password: str | None, client_id: str) -> None:
     """Make the broker drop the session of ``client_id``, with what waits in it."""
-    async with _session_client(config, password, client_id, clean=True):
-        pass
+    session = _lone_session(config, password, client_id, clean=True)
+    try:
+        await session.connect()
+    finally:
+        await session.end()
+
+
+def _lone_session(config: MqttConfig, password: str | None, client_id: str, *, clean: bool) -> _Session:
+    _, _, tls = broker_address(config.url)
+    context = client_context(config.tls, "mqtt") if tls else None
+    return _Session(config, password, client_id, clean_session=clean, tls_context=context)
