@@ -460,7 +460,9 @@ def repartition(
                     f"while writing the new stores: {exc}; the old stores are unchanged"
                 ) from exc
             raise
-        archive = base.with_name(f"{base.stem}.before-repartition-{now.strftime('%Y%m%dT%H%M%SZ')}")
+        archive = _free_name(
+            base.with_name(f"{base.stem}.before-repartition-{now.strftime('%Y%m%dT%H%M%SZ')}")
+        )
         renames = [(_tmp(p), p) for p in target.paths]
         renames += [(old, archive / old.name) for p in source.paths for old in _with_sidecars(p)]
         _write_plan(plan, renames, archive, old_ids if sessions is not None else [])
@@ -491,6 +493,16 @@ def _end_sessions(sessions: Sessions, client_ids: Sequence[str], report: Report)
             f"the sessions of {', '.join(client_ids)} could not be ended ({exc}); they stay at the "
             "broker until it expires them"
         )
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` ... when it exists: two moves within one second
+    (3 workers to 1 right after 1 to 3) must not archive into the same folder."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def _tmp(path: Path) -> Path:

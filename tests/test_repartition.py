@@ -670,9 +670,11 @@ async def test_a_daemon_goes_on_after_its_stores_are_moved_to_two_workers_and_ba
         assert set(after) == set(beds)
 
         # 2 → 3 → 1, and one worker starts on the gathered store.
-        assert wardd("repartition", "--config", str(config_path), "--to", "3").returncode == 0
+        to_three = wardd("repartition", "--config", str(config_path), "--to", "3")
+        assert to_three.returncode == 0, to_three.stderr
         configure(1)
-        assert wardd("repartition", "--config", str(config_path)).returncode == 0
+        to_one = wardd("repartition", "--config", str(config_path))
+        assert to_one.returncode == 0, to_one.stderr
         assert sorted(p.name for p in state.glob("*.sqlite")) == ["wardd.sqlite"]
         daemon.start()
         await until(lambda: daemon.output().count("MQTT connected") == 4, 30, "the one worker's connection")
