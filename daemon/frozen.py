@@ -1,6 +1,6 @@
-"""``replace`` for the rules' frozen dataclasses, at a fraction of ``dataclasses.replace``'s cost.
+"""Immutable values for the rules' states at a fraction of the usual cost: ``replace`` and ``Window``.
 
-The rules return a new state on nearly every step (about 20 replacements per vitals
+``replace``: the rules return a new state on nearly every step (about 20 replacements per vitals
 message), and ``dataclasses.replace`` looks up and filters the class's fields and
 runs ``__init__`` on every call: it was the largest single cost of a message. This
 ``replace`` copies the fields into a new instance with a function generated once
@@ -8,13 +8,18 @@ per class, as ``dataclasses`` itself generates ``__init__``. It accepts the same
 changes (``__init__`` fields only) and is meant for classes without ``__post_init__``
 (checked when the class is first seen): nothing is validated that the constructor
 would have validated.
+
+``Window``: the late-data windows hold up to an hour of entries (3,600 at 1 Hz), and a
+step appends one entry and drops the oldest. As a tuple, every step copied the whole
+window; a ``Window`` shares one list among its versions, so both cost O(1) (see its
+docstring).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -53,3 +58,116 @@ def replace(obj: T, /, **changes: Any) -> T:
     function = _REPLACERS.get(cls) or _replacer(cls)
     new: T = function(obj, **changes)
     return new
+
+
+# A dropped prefix longer than this and than an eighth of the entries kept is copied away
+# (``Window.__getitem__``): its entries would otherwise stay alive in the shared list.
+_COMPACT_MIN = 16
+_COMPACT_RATIO = 8
+
+
+class Window(Sequence[T]):
+    """An immutable sequence that versions of a late-data window share: appending an entry
+    and dropping a prefix cost O(1), not a copy of the window.
+
+    A window is a view ``[start, stop)`` of a list that only ever grows at its end. Its
+    entries never change: ``appended`` adds to the list in place only when the view ends
+    at the list's end (no other view sees past its own ``stop``), and copies otherwise;
+    a slice is another view of the same list, except that a prefix dropped beyond
+    ``_COMPACT_MIN`` entries and an eighth of the rest is copied away, so that the
+    entries no window holds can be freed. Another thread may read a window while the
+    list grows: a view never reads past its ``stop``.
+
+    It compares equal to the tuple of its entries, and hashes as it, so that a state
+    holding one compares as a state holding the tuple did.
+    """
+
+    __slots__ = ("_items", "_start", "_stop")
+
+    _items: list[T]
+    _start: int
+    _stop: int
+
+    def __init__(self, entries: Iterable[T] = ()) -> None:
+        """A window of ``entries``, in order (copied)."""
+        self._items = list(entries)
+        self._start = 0
+        self._stop = len(self._items)
+
+    @classmethod
+    def _view(cls, items: list[T], start: int, stop: int) -> Window[T]:
+        new: Window[T] = object.__new__(cls)
+        new._items = items
+        new._start = start
+        new._stop = stop
+        return new
+
+    def appended(self, entry: T) -> Window[T]:
+        """This window with ``entry`` after its last entry."""
+        items, start, stop = self._items, self._start, self._stop
+        if stop == len(items) and stop > start:
+            items.append(entry)
+            return Window._view(items, start, stop + 1)
+        copy = items[start:stop]
+        copy.append(entry)
+        return Window._view(copy, 0, len(copy))
+
+    def inserted(self, at: int, entry: T) -> Window[T]:
+        """This window with ``entry`` inserted before its entry at index ``at`` (a copy)."""
+        copy = self._items[self._start : self._stop]
+        copy.insert(at, entry)
+        return Window._view(copy, 0, len(copy))
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Window[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | Window[T]:
+        if isinstance(index, slice):
+            first, last, step = index.indices(self._stop - self._start)
+            if step != 1:
+                return Window(self._items[self._start : self._stop][index])
+            lo = self._start + first
+            hi = max(lo, self._start + last)
+            if lo > _COMPACT_MIN and lo > (hi - lo) // _COMPACT_RATIO:
+                return Window(self._items[lo:hi])
+            return Window._view(self._items, lo, hi)
+        size = self._stop - self._start
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("window index out of range")
+        return self._items[self._start + index]
+
+    def __iter__(self) -> Iterator[T]:
+        return map(self._items.__getitem__, range(self._start, self._stop))
+
+    def __reversed__(self) -> Iterator[T]:
+        return map(self._items.__getitem__, range(self._stop - 1, self._start - 1, -1))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Window | tuple):
+            return len(self) == len(other) and tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Window({tuple(self)!r})"
+
+
+EMPTY_WINDOW: Window[Any] = Window()
+"""The empty window (shared: appending to it starts a list of its own)."""
+
+
+def as_window(entries: Sequence[T]) -> Window[T]:
+    """``entries`` as a ``Window``: itself when it is one, else a copy."""
+    if type(entries) is Window:
+        return entries
+    return Window(entries) if entries else EMPTY_WINDOW

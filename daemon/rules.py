@@ -87,17 +87,18 @@ class Rule(Protocol[S]):
 class Windowed(Protocol[S]):
     """A rule whose state holds late-data windows, persisted entry by entry.
 
-    A window is a tuple of immutable entries in time order (each has a ``time``), to
+    A window is a sequence of immutable entries in time order (each has a ``time``), to
     which a step appends, inserts a late entry, or drops a prefix that left the
-    window; it never changes an entry. ``dump`` still writes the whole state; the
+    window; it never changes an entry, nor a window once made (a tuple, or a
+    ``daemon.frozen.Window``, which appends without copying). ``dump`` still writes the whole state; the
     engine persists ``dump(with_windows(state, empty))`` plus the windows' rows.
     """
 
-    def windows(self, state: S) -> Mapping[str, tuple[Any, ...]]:
+    def windows(self, state: S) -> Mapping[str, Sequence[Any]]:
         """The state's windows by a stable name."""
         ...
 
-    def with_windows(self, state: S, windows: Mapping[str, tuple[Any, ...]]) -> S:
+    def with_windows(self, state: S, windows: Mapping[str, Sequence[Any]]) -> S:
         """``state`` with the named windows replaced (names not given are kept)."""
         ...
 
@@ -129,10 +130,10 @@ class WindowDelta:
 
     clear: bool
     keep_from: datetime | None
-    added: tuple[Any, ...]
+    added: Sequence[Any]
 
 
-def window_delta(stored: tuple[Any, ...], current: tuple[Any, ...]) -> WindowDelta | None:
+def window_delta(stored: Sequence[Any], current: Sequence[Any]) -> WindowDelta | None:
     """The change from ``stored`` to ``current`` (``None``: nothing to write).
 
     The common step, a prefix dropped and entries appended, costs a binary search and
@@ -211,7 +212,7 @@ class RuleEngine:
         # States replaced since the last ``take_changed``: the store writes only these.
         self._changed: set[tuple[str, str]] = set()
         # The windows as last handed to the store, per (bed, rule) of a ``Windowed`` rule.
-        self._stored_windows: dict[tuple[str, str], Mapping[str, tuple[Any, ...]]] = {}
+        self._stored_windows: dict[tuple[str, str], Mapping[str, Sequence[Any]]] = {}
         self._counters = counters if counters is not None else Counters()
         self._wards = dict(wards or {})
         # Rules failing now, per bed: RULE_FAILED clears once none is left at the bed.

@@ -117,7 +117,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import replace
+from daemon.frozen import as_window, replace
 from daemon.numfmt import fmt
 from daemon.timefmt import iso_or_none, parse_iso_or_none
 
@@ -641,14 +641,15 @@ class CrsRule:
             "grade": state.grade,
         }
 
-    def windows(self, state: CrsState) -> Mapping[str, tuple[Judged, ...]]:
+    def windows(self, state: CrsState) -> Mapping[str, Sequence[Judged]]:
         """The late-data windows of the fever and hypotension tracks (``daemon.rules.Windowed``)."""
         return {"fever": state.fever.recent, "hypotension": state.hypotension.recent}
 
-    def with_windows(self, state: CrsState, windows: Mapping[str, tuple[Any, ...]]) -> CrsState:
+    def with_windows(self, state: CrsState, windows: Mapping[str, Sequence[Any]]) -> CrsState:
         """``state`` with these tracks' windows replaced."""
         changes = {
-            name: replace(getattr(state, name), recent=tuple(entries)) for name, entries in windows.items()
+            name: replace(getattr(state, name), recent=as_window(entries))
+            for name, entries in windows.items()
         }
         return replace(state, **changes)
 

@@ -73,7 +73,7 @@ from daemon.events import (
     Text,
     VitalSample,
 )
-from daemon.frozen import replace
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace
 from daemon.timefmt import iso, parse_iso_or_none
 
 CONDITION = "NEWS2_HIGH"
@@ -288,7 +288,7 @@ class News2State:
     acvpu: tuple[Acvpu, datetime] | None = None
     track: Track = field(default_factory=Track)
     trigger: Trigger | None = None  # the trigger last announced while active
-    recent: tuple[Input, ...] = ()
+    recent: Sequence[Input] = EMPTY_WINDOW  # a ``Window`` (a tuple is taken too)
     base: News2State | None = None
 
 
@@ -347,7 +347,7 @@ class News2Rule:
         newest = state.recent[-1].time if state.recent else None
         if (last is None or item.time >= last) and (newest is None or item.time >= newest):
             after, out = self._apply(state, item)
-            return self._keep(state, after, (*state.recent, item), now), out
+            return self._keep(state, after, as_window(state.recent).appended(item), now), out
         return self._late(state, item, now)
 
     def _late(self, state: News2State, item: Input, now: datetime) -> tuple[News2State, list[AlertCandidate]]:
@@ -362,14 +362,14 @@ class News2Rule:
             return state, []  # nothing scored yet
         old = base.track.last_time is not None and item.time < base.track.last_time
         if not item.scored and old:
-            at, recent, upto_base = 0, state.recent, self._apply(base, item)[0]
+            at, recent, upto_base = 0, as_window(state.recent), self._apply(base, item)[0]
         elif old or (item.scored and item.time == base.track.last_time):
             return state, []  # older than anything the window still holds
         else:
             at = next(
                 (i for i, known in enumerate(state.recent) if known.time > item.time), len(state.recent)
             )
-            recent, upto_base = (*state.recent[:at], item, *state.recent[at:]), base
+            recent, upto_base = as_window(state.recent).inserted(at, item), base
         _, before = self._fold(base, state.recent)
         folded, after = self._fold(upto_base, recent)
         before = [c for c in before if c.time >= item.time]
@@ -387,7 +387,7 @@ class News2Rule:
         return self._keep(replace(state, base=upto_base), folded, recent, now), out
 
     def _fold(self, base: News2State, items: Sequence[Input]) -> tuple[News2State, list[AlertCandidate]]:
-        state = replace(base, recent=(), base=None)
+        state = replace(base, recent=EMPTY_WINDOW, base=None)
         out: list[AlertCandidate] = []
         for item in items:
             state, candidates = self._apply(state, item)
@@ -395,11 +395,11 @@ class News2Rule:
         return state, out
 
     def _keep(
-        self, before: News2State, after: News2State, recent: tuple[Input, ...], now: datetime
+        self, before: News2State, after: News2State, recent: Window[Input], now: datetime
     ) -> News2State:
         """``after`` keeping the window's inputs; older ones are folded into the base
         (``before``, the state the inputs were applied to, is the first base)."""
-        base = before.base if before.base is not None else replace(before, recent=(), base=None)
+        base = before.base if before.base is not None else replace(before, recent=EMPTY_WINDOW, base=None)
         horizon = now - timedelta(seconds=self.th.news2_late_s)
         old = 0
         while old < len(recent) and recent[old].time < horizon:
@@ -498,13 +498,13 @@ class News2Rule:
             "base": None if state.base is None else self.dump(state.base),
         }
 
-    def windows(self, state: News2State) -> Mapping[str, tuple[Input, ...]]:
+    def windows(self, state: News2State) -> Mapping[str, Sequence[Input]]:
         """The late-data window of inputs (``daemon.rules.Windowed``)."""
         return {"inputs": state.recent}
 
-    def with_windows(self, state: News2State, windows: Mapping[str, tuple[Any, ...]]) -> News2State:
+    def with_windows(self, state: News2State, windows: Mapping[str, Sequence[Any]]) -> News2State:
         """``state`` with its window of inputs replaced."""
-        return replace(state, recent=tuple(windows["inputs"])) if "inputs" in windows else state
+        return replace(state, recent=as_window(windows["inputs"])) if "inputs" in windows else state
 
     def dump_entry(self, window: str, entry: Input) -> Any:
         """One input of the window."""
@@ -536,7 +536,7 @@ class News2Rule:
             acvpu=(Acvpu(acvpu[0]), acvpu_at) if acvpu and acvpu_at else None,
             track=load_track(data["track"]) if "track" in data else Track(),
             trigger=None if trigger is None else Trigger(trigger),
-            recent=tuple(item for item in map(_load_input, data.get("recent", ())) if item is not None),
+            recent=as_window([item for item in map(_load_input, data.get("recent", ())) if item is not None]),
             base=None if base is None else self.load(base),
         )
 

@@ -70,7 +70,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import replace
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace
 from daemon.numfmt import fmt
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
@@ -181,7 +181,7 @@ class Track:
     # quotes when the latest value is a normal one (see ``interrupt``).
     abnormal_value: float | None = None
     abnormal_measure: Metric | None = None
-    recent: tuple[Judged, ...] = ()
+    recent: Sequence[Judged] = EMPTY_WINDOW  # a ``Window`` (a tuple is taken too)
     base: Track | None = None
 
     def broken(self) -> Track:
@@ -268,7 +268,7 @@ class Change:
 
 
 def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, list[Change]]:
-    track = replace(base, recent=(), base=None)
+    track = replace(base, recent=EMPTY_WINDOW, base=None)
     changes: list[Change] = []
     for item in recent:
         if item.verdict is None:
@@ -313,8 +313,8 @@ def judge(
         not track.recent or time >= track.recent[-1].time
     ):
         new, transition = advance(track, verdict, time, value, noise, measure=measure)
-        recent = (*track.recent, Judged(time, verdict, value, measure))
-        first = track.base if track.base is not None else replace(track, recent=(), base=None)
+        recent = as_window(track.recent).appended(Judged(time, verdict, value, measure))
+        first = track.base if track.base is not None else replace(track, recent=EMPTY_WINDOW, base=None)
         new = _prune(new, first, recent, now, noise)
         return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
     base = track.base
@@ -323,14 +323,14 @@ def judge(
     if any(item.time == time and item.verdict is not None for item in track.recent):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = (*track.recent[:at], Judged(time, verdict, value, measure), *track.recent[at:])
+    recent = as_window(track.recent).inserted(at, Judged(time, verdict, value, measure))
     return _rejudge(
         track, base, recent, Change(Transition.RAISED, time, value, measure=measure), noise, now=now
     )
 
 
 def _rejudge(
-    track: Track, base: Track, recent: tuple[Judged, ...], late: Change, noise: Noise, *, now: datetime
+    track: Track, base: Track, recent: Window[Judged], late: Change, noise: Noise, *, now: datetime
 ) -> tuple[Track, list[Change]]:
     """``track`` with its window replaced by ``recent`` (one late entry inserted at ``late.time``),
     judged again from ``base``; the changes that differ, marked late.
@@ -376,12 +376,12 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
     if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest):
         if track.base is None:
             return track.broken(), []
-        return replace(track.broken(), recent=(*track.recent, Judged(time, None, 0.0))), []
+        return replace(track.broken(), recent=as_window(track.recent).appended(Judged(time, None, 0.0))), []
     base = track.base
     if base is None or (base.last_time is not None and time < base.last_time):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = (*track.recent[:at], Judged(time, None, 0.0), *track.recent[at:])
+    recent = as_window(track.recent).inserted(at, Judged(time, None, 0.0))
     # The latest value beyond the limit before the sentinel: an undone onset's run is all
     # abnormal up to it, and an undone clearing leaves the alert standing on that value.
     last = next((item for item in reversed(track.recent[:at]) if item.verdict is Verdict.ABNORMAL), None)
@@ -396,7 +396,7 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
     )
 
 
-def _prune(track: Track, base: Track, recent: tuple[Judged, ...], now: datetime, noise: Noise) -> Track:
+def _prune(track: Track, base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> Track:
     """``track`` keeping the window's verdicts; older ones are folded into the base."""
     horizon = now - timedelta(seconds=min(noise.late_s, _MAX_WINDOW_S))
     old = 0
@@ -723,7 +723,7 @@ def load_track(data: Mapping[str, Any]) -> Track:
         measure=None if measure is None else Metric(measure),
         abnormal_value=None if abnormal_value is None else float(abnormal_value),
         abnormal_measure=None if abnormal_measure is None else Metric(abnormal_measure),
-        recent=tuple(recent),
+        recent=as_window(recent),
         base=None if base is None else load_track(base),
     )
 
@@ -964,16 +964,16 @@ class VitalsRule:
             "seen_at": {m.value: iso(t) for m, t in state.seen_at.items()},
         }
 
-    def windows(self, state: VitalsState) -> Mapping[str, tuple[Judged, ...]]:
+    def windows(self, state: VitalsState) -> Mapping[str, Sequence[Judged]]:
         """Each condition's late-data window (``daemon.rules.Windowed``)."""
         return {c.value: state.tracks[c].recent for c in PHYSIOLOGICAL}
 
-    def with_windows(self, state: VitalsState, windows: Mapping[str, tuple[Any, ...]]) -> VitalsState:
+    def with_windows(self, state: VitalsState, windows: Mapping[str, Sequence[Any]]) -> VitalsState:
         """``state`` with these conditions' windows replaced."""
         tracks = dict(state.tracks)
         for name, entries in windows.items():
             condition = Condition(name)
-            tracks[condition] = replace(tracks[condition], recent=tuple(entries))
+            tracks[condition] = replace(tracks[condition], recent=as_window(entries))
         return replace(state, tracks=tracks)
 
     def dump_entry(self, window: str, entry: Judged) -> Any:
