@@ -1,6 +1,6 @@
 """Immutable values for the rules' states at a fraction of the usual cost: ``replace`` and ``Window``.
 
-``replace``: the rules return a new state on nearly every step (about 20 replacements per vitals
+``replace``: the rules return a new state on nearly every step (about 30 replacements per vitals
 message), and ``dataclasses.replace`` looks up and filters the class's fields and
 runs ``__init__`` on every call: it was the largest single cost of a message. This
 ``replace`` copies the fields into a new instance with a function generated once
@@ -18,6 +18,7 @@ docstring).
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
@@ -34,22 +35,36 @@ def _replacer(cls: type) -> Callable[..., Any]:
     init = [f.name for f in fields if f.init]
     params = ", ".join(f"{name}=_MISSING" for name in init)
     lines = [f"def replace(obj, /, {params}):", "    new = _new(_cls)"]
-    for f in fields:
-        if f.init:
-            lines.append(f"    _set(new, {f.name!r}, obj.{f.name} if {f.name} is _MISSING else {f.name})")
-        else:
-            lines.append(f"    _set(new, {f.name!r}, obj.{f.name})")
-    lines.append("    return new")
     namespace: dict[str, Any] = {
         "_MISSING": _MISSING,
         "_new": object.__new__,
         "_set": object.__setattr__,
         "_cls": cls,
     }
+    for f in fields:
+        value = f"obj.{f.name} if {f.name} is _MISSING else {f.name}" if f.init else f"obj.{f.name}"
+        slot = _slot(cls, f.name)
+        if slot is None:
+            lines.append(f"    _set(new, {f.name!r}, {value})")
+        else:
+            # The slot's own setter: what object.__setattr__ ends up calling, without
+            # finding it by name first (2.6 times faster per field).
+            namespace[f"_set_{f.name}"] = slot.__set__
+            lines.append(f"    _set_{f.name}(new, {value})")
+    lines.append("    return new")
     exec("\n".join(lines), namespace)  # noqa: S102 -- source built from the class's own field names
     function: Callable[..., Any] = namespace["replace"]
     _REPLACERS[cls] = function
     return function
+
+
+def _slot(cls: type, name: str) -> types.MemberDescriptorType | None:
+    """The slot that holds attribute ``name`` of ``cls``'s instances, if a slot does."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            found = vars(klass)[name]
+            return found if isinstance(found, types.MemberDescriptorType) else None
+    return None
 
 
 def replace(obj: T, /, **changes: Any) -> T:
