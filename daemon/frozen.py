@@ -20,9 +20,18 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, overload
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, overload
 
 T = TypeVar("T")
+
+
+class _HasTime(Protocol):
+    @property
+    def time(self) -> datetime: ...
+
+
+Timed = TypeVar("Timed", bound=_HasTime)
 
 _MISSING = object()
 _REPLACERS: dict[type, Callable[..., Any]] = {}
@@ -132,6 +141,13 @@ class Window(Sequence[T]):
         copy = self._items[self._start : self._stop]
         copy.insert(at, entry)
         return Window._view(copy, 0, len(copy))
+
+    def leading_before(self: Window[Timed], time: datetime) -> int:
+        """How many entries, from the first, have a ``time`` before ``time``."""
+        items, at, stop = self._items, self._start, self._stop
+        while at < stop and items[at].time < time:
+            at += 1
+        return at - self._start
 
     def __len__(self) -> int:
         return self._stop - self._start

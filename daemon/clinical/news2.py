@@ -307,6 +307,7 @@ class News2Rule:
         self.bed = bed
         self.spo2_scale = bed.news2_spo2_scale
         self._noise = Noise(thresholds.news2_delay_s, thresholds.news2_clear_s, thresholds.confirm_samples)
+        self._kept = timedelta(seconds=thresholds.news2_late_s)
 
     def initial(self) -> News2State:
         """Nothing known."""
@@ -387,7 +388,9 @@ class News2Rule:
         return self._keep(replace(state, base=upto_base), folded, recent, now), out
 
     def _fold(self, base: News2State, items: Sequence[Input]) -> tuple[News2State, list[AlertCandidate]]:
-        state = replace(base, recent=EMPTY_WINDOW, base=None)
+        """``base`` after ``items``, and the candidates they make; a base holds no window
+        of its own (``recent`` empty, ``base`` None: ``_keep`` makes it so)."""
+        state = base
         out: list[AlertCandidate] = []
         for item in items:
             state, candidates = self._apply(state, item)
@@ -400,10 +403,7 @@ class News2Rule:
         """``after`` keeping the window's inputs; older ones are folded into the base
         (``before``, the state the inputs were applied to, is the first base)."""
         base = before.base if before.base is not None else replace(before, recent=EMPTY_WINDOW, base=None)
-        horizon = now - timedelta(seconds=self.th.news2_late_s)
-        old = 0
-        while old < len(recent) and recent[old].time < horizon:
-            old += 1
+        old = recent.leading_before(now - self._kept)
         if old:
             base, _ = self._fold(base, recent[:old])
             recent = recent[old:]

@@ -49,6 +49,7 @@ The nurses' entries that the CRS and NEWS2 rules read are validated in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -268,7 +269,12 @@ class Change:
 
 
 def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, list[Change]]:
-    track = replace(base, recent=EMPTY_WINDOW, base=None)
+    """``base`` after the entries of ``recent``, and the transitions they make.
+
+    A base holds no window of its own (``recent`` empty, ``base`` None): it is made from
+    a track without them (``judge``), and folding keeps them so.
+    """
+    track = base
     changes: list[Change] = []
     for item in recent:
         if item.verdict is None:
@@ -398,14 +404,17 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
 
 def _prune(track: Track, base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> Track:
     """``track`` keeping the window's verdicts; older ones are folded into the base."""
-    horizon = now - timedelta(seconds=min(noise.late_s, _MAX_WINDOW_S))
-    old = 0
-    while old < len(recent) and recent[old].time < horizon:
-        old += 1
+    old = recent.leading_before(now - _kept(noise.late_s))
     if old:
         base, _ = _fold(base, recent[:old], noise)
         recent = recent[old:]
     return replace(track, recent=recent, base=base)
+
+
+@functools.cache
+def _kept(late_s: float) -> timedelta:
+    """How long a window keeps its entries."""
+    return timedelta(seconds=min(late_s, _MAX_WINDOW_S))
 
 
 def noise_for(condition: Condition, th: VitalThresholds) -> Noise:
