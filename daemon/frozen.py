@@ -142,6 +142,14 @@ class Window(Sequence[T]):
         copy.insert(at, entry)
         return Window._view(copy, 0, len(copy))
 
+    def since(self, older: Window[T]) -> tuple[int, Window[T]] | None:
+        """When this window is ``older`` with a prefix dropped and entries appended, both
+        views of one list: how many entries it dropped, and the entries appended. ``None``
+        when it cannot tell so (other lists: a copy or a late insert came between)."""
+        if self._items is not older._items or not (older._start <= self._start <= older._stop <= self._stop):
+            return None
+        return self._start - older._start, Window._view(self._items, older._stop, self._stop)
+
     def leading_before(self: Window[Timed], time: datetime) -> int:
         """How many entries, from the first, have a ``time`` before ``time``."""
         items, at, stop = self._items, self._start, self._stop

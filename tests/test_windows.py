@@ -149,6 +149,34 @@ def test_a_window_compares_as_the_tuple_of_its_entries() -> None:
             window[bad]
 
 
+def test_the_delta_between_versions_of_one_window_is_the_searched_delta() -> None:
+    """``window_delta`` of two ``Window`` versions sharing a list skips the search: it must
+    give what the search gives for the same entries as tuples, whatever came between
+    (appends, entries of the same time, dropped prefixes, late inserts, compactions)."""
+    rng = random.Random(5)
+    for _ in range(200):
+        window: Window[Entry] = EMPTY_WINDOW
+        versions = [window]
+        minute = 0
+        for n in range(rng.randrange(1, 60)):
+            op = rng.random()
+            if op < 0.6 or not window:
+                minute += rng.choice([0, 1, 1, 2])
+                window = window.appended(Entry(START + timedelta(minutes=minute), f"e{n}"))
+            elif op < 0.9:
+                window = window[rng.randrange(min(len(window), 20) + 1) :]
+            else:
+                at = rng.randrange(len(window) + 1)
+                before = window[at - 1].time if at else START
+                window = window.inserted(at, Entry(before, f"late{n}"))
+            versions.append(window)
+        for _ in range(20):
+            old, new = sorted(rng.sample(range(len(versions)), 2))
+            stored, current = versions[old], versions[new]
+            searched = window_delta(tuple(stored), tuple(current)) if current is not stored else None
+            assert window_delta(stored, current) == searched, (stored, current)
+
+
 @dataclass(frozen=True)
 class _Freed:
     time: int
