@@ -83,7 +83,7 @@ from daemon.clinical.vitals import (
     Track,
     Transition,
     classify,
-    deciding_metric,
+    classify_measured,
     dump_judged,
     dump_track,
     interrupt,
@@ -422,7 +422,7 @@ class CrsRule:
             track, changes = judge(state.fever, fever[0], event.time, fever[1], self._fever_noise, now=now)
             state = replace(state, fever=track)
             late.extend((Condition.FEVER, c) for c in changes if c.late_s is not None)
-        low = classify(Condition.HYPOTENSION, event.values, self.th)
+        low = classify_measured(Condition.HYPOTENSION, event.values, self.th)
         if low is not None:
             track, changes = judge(
                 state.hypotension,
@@ -431,7 +431,7 @@ class CrsRule:
                 low[1],
                 self._hypotension_noise,
                 now=now,
-                measure=deciding_metric(Condition.HYPOTENSION, event.values, self.th),
+                measure=low[2],
             )
             state = replace(state, hypotension=track)
             late.extend((Condition.HYPOTENSION, c) for c in changes if c.late_s is not None)

@@ -504,6 +504,16 @@ def deciding_metric(condition: Condition, values: Mapping[Metric, float], th: Vi
     return _DECIDING[condition]
 
 
+def classify_measured(
+    condition: Condition, values: Mapping[Metric, float], th: VitalThresholds
+) -> tuple[Verdict, float, Metric] | None:
+    """``classify`` and ``deciding_metric`` in one pass (the pressures are read once)."""
+    if condition is Condition.HYPOTENSION:
+        return _hypotension(values, th)
+    judged = classify(condition, values, th)
+    return None if judged is None else (judged[0], judged[1], _DECIDING[condition])
+
+
 def _high(value: float, limit: float, hysteresis: float) -> Verdict:
     if value >= limit:
         return Verdict.ABNORMAL
@@ -803,10 +813,10 @@ class VitalsRule:
         out: list[AlertCandidate] = []
         tracks = dict(state.tracks)
         for condition in PHYSIOLOGICAL:
-            judged = classify(condition, event.values, self.th)
+            judged = classify_measured(condition, event.values, self.th)
             if judged is None:
                 continue
-            verdict, value = judged
+            verdict, value, measure = judged
             tracks[condition], changes = judge(
                 tracks[condition],
                 verdict,
@@ -814,11 +824,14 @@ class VitalsRule:
                 value,
                 self._noise[condition],
                 now=now,
-                measure=deciding_metric(condition, event.values, self.th),
+                measure=measure,
             )
-            out.extend(self._changed(condition, change, event) for change in changes)
+            if changes:
+                out.extend(self._changed(condition, change, event) for change in changes)
         # A real value for a metric means its probe is back, unless the probe went off after it.
-        blind = {m: t for m, t in state.probe_off_since.items() if m not in event.values or event.time < t}
+        blind = state.probe_off_since
+        if blind:
+            blind = {m: t for m, t in blind.items() if m not in event.values or event.time < t}
         seen = dict(state.seen_at)
         for metric in event.values:
             known = seen.get(metric)
@@ -895,6 +908,8 @@ class VitalsRule:
     def _probe_candidates(
         self, state: VitalsState, time: datetime
     ) -> tuple[VitalsState, list[AlertCandidate]]:
+        if not state.probe_off_since and not state.probe_off_alerted:
+            return state, []  # no probe off, none named: nearly every sample
         due = tuple(
             sorted(
                 m
