@@ -205,6 +205,24 @@ def advance(
     """
     if track.last_time is not None and time <= track.last_time:
         return track, None  # repeated sample (``judge`` inserts late ones in order)
+    return _advanced(
+        track, verdict, time, value, noise, measure=measure, recent=track.recent, base=track.base
+    )
+
+
+def _advanced(
+    track: Track,
+    verdict: Verdict,
+    time: datetime,
+    value: float,
+    noise: Noise,
+    *,
+    measure: Metric | None,
+    recent: Sequence[Judged],
+    base: Track | None,
+) -> tuple[Track, Transition | None]:
+    """``advance`` for a sample newer than the track's last, the new track holding the
+    window ``recent`` and ``base`` (one copy of the track, not one for each)."""
     if verdict is Verdict.ABNORMAL:
         start = track.run_start or time
         new = replace(
@@ -217,6 +235,8 @@ def advance(
             measure=measure,
             abnormal_value=value,
             abnormal_measure=measure,
+            recent=recent,
+            base=base,
         )
         if (
             not track.active
@@ -234,6 +254,8 @@ def advance(
             last_time=time,
             value=value,
             measure=measure,
+            recent=recent,
+            base=base,
         ), None
     since = track.normal_since or time
     new = replace(
@@ -244,6 +266,8 @@ def advance(
         last_time=time,
         value=value,
         measure=measure,
+        recent=recent,
+        base=base,
     )
     if track.active and (time - since).total_seconds() >= noise.clear_s:
         return replace(new, active=False, normal_since=None), Transition.CLEARED
@@ -318,10 +342,12 @@ def judge(
     if (track.last_time is None or time > track.last_time) and (
         not track.recent or time >= track.recent[-1].time
     ):
-        new, transition = advance(track, verdict, time, value, noise, measure=measure)
         recent = as_window(track.recent).appended(Judged(time, verdict, value, measure))
         first = track.base if track.base is not None else replace(track, recent=EMPTY_WINDOW, base=None)
-        new = _prune(new, first, recent, now, noise)
+        kept_base, recent = _pruned(first, recent, now, noise)
+        new, transition = _advanced(
+            track, verdict, time, value, noise, measure=measure, recent=recent, base=kept_base
+        )
         return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
     base = track.base
     if base is None or (base.last_time is not None and time <= base.last_time):
@@ -404,11 +430,17 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
 
 def _prune(track: Track, base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> Track:
     """``track`` keeping the window's verdicts; older ones are folded into the base."""
+    base, recent = _pruned(base, recent, now, noise)
+    return replace(track, recent=recent, base=base)
+
+
+def _pruned(base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> tuple[Track, Window[Judged]]:
+    """The base and the window once the verdicts older than the window are folded into the base."""
     old = recent.leading_before(now - _kept(noise.late_s))
     if old:
         base, _ = _fold(base, recent[:old], noise)
         recent = recent[old:]
-    return replace(track, recent=recent, base=base)
+    return base, recent
 
 
 @functools.cache
