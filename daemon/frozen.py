@@ -85,7 +85,7 @@ def replace(obj: T, /, **changes: Any) -> T:
 
 
 # A dropped prefix longer than this and than an eighth of the entries kept is copied away
-# (``Window.__getitem__``): its entries would otherwise stay alive in the shared list.
+# (``Window._slice``): its entries would otherwise stay alive in the shared list.
 _COMPACT_MIN = 16
 _COMPACT_RATIO = 8
 
@@ -150,12 +150,21 @@ class Window(Sequence[T]):
             return None
         return self._start - older._start, Window._view(self._items, older._stop, self._stop)
 
-    def leading_before(self: Window[Timed], time: datetime) -> int:
-        """How many entries, from the first, have a ``time`` before ``time``."""
-        items, at, stop = self._items, self._start, self._stop
+    def split_before(self: Window[Timed], time: datetime) -> tuple[list[Timed], Window[Timed]]:
+        """The leading entries whose ``time`` is before ``time``, and the window without them."""
+        items, start, stop = self._items, self._start, self._stop
+        at = start
         while at < stop and items[at].time < time:
             at += 1
-        return at - self._start
+        if at == start:
+            return [], self
+        return items[start:at], self._slice(at, stop)
+
+    def _slice(self, lo: int, hi: int) -> Window[T]:
+        """Entries ``[lo, hi)`` of the list (``lo <= hi``), copied away from a long dead prefix."""
+        if lo > _COMPACT_MIN and lo > (hi - lo) // _COMPACT_RATIO:
+            return Window(self._items[lo:hi])
+        return Window._view(self._items, lo, hi)
 
     def __len__(self) -> int:
         return self._stop - self._start
@@ -172,10 +181,7 @@ class Window(Sequence[T]):
             if step != 1:
                 return Window(self._items[self._start : self._stop][index])
             lo = self._start + first
-            hi = max(lo, self._start + last)
-            if lo > _COMPACT_MIN and lo > (hi - lo) // _COMPACT_RATIO:
-                return Window(self._items[lo:hi])
-            return Window._view(self._items, lo, hi)
+            return self._slice(lo, max(lo, self._start + last))
         size = self._stop - self._start
         if index < 0:
             index += size

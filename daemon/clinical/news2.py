@@ -403,10 +403,9 @@ class News2Rule:
         """``after`` keeping the window's inputs; older ones are folded into the base
         (``before``, the state the inputs were applied to, is the first base)."""
         base = before.base if before.base is not None else replace(before, recent=EMPTY_WINDOW, base=None)
-        old = recent.leading_before(now - self._kept)
+        old, recent = recent.split_before(now - self._kept)
         if old:
-            base, _ = self._fold(base, recent[:old])
-            recent = recent[old:]
+            base, _ = self._fold(base, old)
         return replace(after, recent=recent, base=base)
 
     def _apply(self, state: News2State, item: Input) -> tuple[News2State, list[AlertCandidate]]:

@@ -436,10 +436,9 @@ def _prune(track: Track, base: Track, recent: Window[Judged], now: datetime, noi
 
 def _pruned(base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> tuple[Track, Window[Judged]]:
     """The base and the window once the verdicts older than the window are folded into the base."""
-    old = recent.leading_before(now - _kept(noise.late_s))
+    old, recent = recent.split_before(now - _kept(noise.late_s))
     if old:
-        base, _ = _fold(base, recent[:old], noise)
-        recent = recent[old:]
+        base, _ = _fold(base, old, noise)
     return base, recent
 
 
