@@ -84,6 +84,14 @@ def replace(obj: T, /, **changes: Any) -> T:
     return new
 
 
+def replacer(cls: type[T]) -> Callable[..., T]:
+    """``replace`` for instances of exactly ``cls``, called directly: for the copies made on
+    every message, without ``replace``'s look-up and its second pass over the changes
+    (a third of a small copy's cost)."""
+    function: Callable[..., T] = _REPLACERS.get(cls) or _replacer(cls)
+    return function
+
+
 # A dropped prefix longer than this and than an eighth of the entries kept is copied away
 # (``Window._slice``): its entries would otherwise stay alive in the shared list.
 _COMPACT_MIN = 16

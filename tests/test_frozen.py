@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon.frozen import replace
+from daemon.frozen import replace, replacer
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class _Deeper(_Slotted):
 )
 def test_replace_is_dataclasses_replace(obj: _Plain, changes: dict[str, object]) -> None:
     new = replace(obj, **changes)
+    assert replacer(type(obj))(obj, **changes) == new
     assert type(new) is type(obj)
     assert new == dataclasses.replace(obj, **changes)  # type: ignore[arg-type]
     assert new is not obj

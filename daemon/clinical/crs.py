@@ -417,25 +417,22 @@ class CrsRule:
     ) -> tuple[CrsState, list[tuple[Condition, Change]]]:
         """The tracks after ``event``, and the changes late data made to them."""
         late: list[tuple[Condition, Change]] = []
+        fever_track, low_track = state.fever, state.hypotension
         fever = classify(Condition.FEVER, event.values, self.th)
         if fever is not None:
-            track, changes = judge(state.fever, fever[0], event.time, fever[1], self._fever_noise, now=now)
-            state = replace(state, fever=track)
+            fever_track, changes = judge(
+                fever_track, fever[0], event.time, fever[1], self._fever_noise, now=now
+            )
             late.extend((Condition.FEVER, c) for c in changes if c.late_s is not None)
         low = classify_measured(Condition.HYPOTENSION, event.values, self.th)
         if low is not None:
-            track, changes = judge(
-                state.hypotension,
-                low[0],
-                event.time,
-                low[1],
-                self._hypotension_noise,
-                now=now,
-                measure=low[2],
+            low_track, changes = judge(
+                low_track, low[0], event.time, low[1], self._hypotension_noise, now=now, measure=low[2]
             )
-            state = replace(state, hypotension=track)
             late.extend((Condition.HYPOTENSION, c) for c in changes if c.late_s is not None)
-        return state, late
+        if fever is None and low is None:
+            return state, late  # nothing this rule reads: the same state
+        return replace(state, fever=fever_track, hypotension=low_track), late
 
     def _late(
         self, before: CrsState, after: CrsState, late: list[tuple[Condition, Change]]

@@ -73,7 +73,7 @@ from daemon.events import (
     Text,
     VitalSample,
 )
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace, replacer
 from daemon.timefmt import iso, parse_iso_or_none
 
 CONDITION = "NEWS2_HIGH"
@@ -292,6 +292,9 @@ class News2State:
     base: News2State | None = None
 
 
+_copy_state = replacer(News2State)  # ``replace`` for the state: several copies a message
+
+
 class News2Rule:
     """``NEWS2_HIGH`` at the standard triggers."""
 
@@ -402,28 +405,28 @@ class News2Rule:
     ) -> News2State:
         """``after`` keeping the window's inputs; older ones are folded into the base
         (``before``, the state the inputs were applied to, is the first base)."""
-        base = before.base if before.base is not None else replace(before, recent=EMPTY_WINDOW, base=None)
+        base = before.base if before.base is not None else _copy_state(before, recent=EMPTY_WINDOW, base=None)
         old, recent = recent.split_before(now - self._kept)
         if old:
             base, _ = self._fold(base, old)
-        return replace(after, recent=recent, base=base)
+        return _copy_state(after, recent=recent, base=base)
 
     def _apply(self, state: News2State, item: Input) -> tuple[News2State, list[AlertCandidate]]:
         if item.blind is not None:
             # Only the values before it (a value of its own time arrived before it).
             values = {m: v for m, v in state.values.items() if m != item.blind or v[1] > item.time}
-            return replace(state, values=values), []
+            return _copy_state(state, values=values), []
         if item.values:
             values = dict(state.values)
             for metric, value in item.values.items():
                 known = values.get(metric)
                 if known is None or known[1] <= item.time:
                     values[metric] = (value, item.time)
-            state = replace(state, values=values)
+            state = _copy_state(state, values=values)
         if item.on_oxygen is not None and (state.on_oxygen is None or state.on_oxygen[1] <= item.time):
-            state = replace(state, on_oxygen=(item.on_oxygen, item.time))
+            state = _copy_state(state, on_oxygen=(item.on_oxygen, item.time))
         if item.acvpu is not None and (state.acvpu is None or state.acvpu[1] <= item.time):
-            state = replace(state, acvpu=(item.acvpu, item.time))
+            state = _copy_state(state, acvpu=(item.acvpu, item.time))
         return self._evaluate(state, item.time)
 
     def _evaluate(self, state: News2State, time: datetime) -> tuple[News2State, list[AlertCandidate]]:
@@ -431,16 +434,16 @@ class News2Rule:
         trigger = result.trigger
         verdict = Verdict.NORMAL if trigger is None else Verdict.ABNORMAL
         track, transition = advance(state.track, verdict, time, float(result.total), self._noise)
-        state = replace(state, track=track)
+        state = _copy_state(state, track=track)
         if transition is Transition.CLEARED:
-            state = replace(state, trigger=None)
+            state = _copy_state(state, trigger=None)
             return state, [self._candidate(time, result, None)]
         if (
             track.active
             and trigger is not None
             and (transition is Transition.RAISED or trigger != state.trigger)
         ):
-            state = replace(state, trigger=trigger)
+            state = _copy_state(state, trigger=trigger)
             return state, [self._candidate(time, result, trigger)]
         return state, []
 

@@ -71,7 +71,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace, replacer
 from daemon.numfmt import fmt
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
@@ -187,7 +187,10 @@ class Track:
 
     def broken(self) -> Track:
         """This track with its abnormal run ended (a sentinel interrupted the series)."""
-        return replace(self, run_start=None, run_count=0, normal_since=None)
+        return _copy_track(self, run_start=None, run_count=0, normal_since=None)
+
+
+_copy_track = replacer(Track)  # ``replace`` for tracks: several copies a message
 
 
 def advance(
@@ -225,7 +228,7 @@ def _advanced(
     window ``recent`` and ``base`` (one copy of the track, not one for each)."""
     if verdict is Verdict.ABNORMAL:
         start = track.run_start or time
-        new = replace(
+        new = _copy_track(
             track,
             run_start=start,
             run_count=track.run_count + 1,
@@ -243,10 +246,10 @@ def _advanced(
             and new.run_count >= noise.confirm_samples
             and (time - start).total_seconds() >= noise.delay_s
         ):
-            return replace(new, active=True), Transition.RAISED
+            return _copy_track(new, active=True), Transition.RAISED
         return new, None
     if verdict is Verdict.BAND:
-        return replace(
+        return _copy_track(
             track,
             run_start=None,
             run_count=0,
@@ -258,7 +261,7 @@ def _advanced(
             base=base,
         ), None
     since = track.normal_since or time
-    new = replace(
+    new = _copy_track(
         track,
         run_start=None,
         run_count=0,
@@ -270,7 +273,7 @@ def _advanced(
         base=base,
     )
     if track.active and (time - since).total_seconds() >= noise.clear_s:
-        return replace(new, active=False, normal_since=None), Transition.CLEARED
+        return _copy_track(new, active=False, normal_since=None), Transition.CLEARED
     return new, None
 
 
@@ -717,6 +720,9 @@ class VitalsState:
     seen_at: Mapping[Metric, datetime] = field(default_factory=dict)
 
 
+_copy_vitals = replacer(VitalsState)  # ``replace`` for the state: once a message
+
+
 def dump_track(track: Track) -> dict[str, Any]:
     """A track as JSON-compatible data."""
     return {
@@ -867,7 +873,7 @@ class VitalsRule:
         for metric in event.values:
             known = seen.get(metric)
             seen[metric] = event.time if known is None else max(known, event.time)
-        new = replace(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now, seen_at=seen)
+        new = _copy_vitals(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now, seen_at=seen)
         new, probe = self._probe_candidates(new, event.time)
         out.extend(probe)
         if state.stale:
