@@ -219,6 +219,13 @@ EMPTY_WINDOW: Window[Any] = Window()
 """The empty window (shared: appending to it starts a list of its own)."""
 
 
+def last_entry(entries: Sequence[T]) -> T | None:
+    """The last of ``entries`` (a window's newest), or ``None`` when there is none."""
+    if type(entries) is Window:
+        return entries._items[entries._stop - 1] if entries._stop > entries._start else None
+    return entries[-1] if entries else None
+
+
 def as_window(entries: Sequence[T]) -> Window[T]:
     """``entries`` as a ``Window``: itself when it is one, else a copy."""
     if type(entries) is Window:

@@ -20,7 +20,7 @@ from daemon.clinical.vitals import Condition
 from daemon.clinical.watch import vital_rules
 from daemon.config import Config
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
-from daemon.frozen import EMPTY_WINDOW, Window, as_window
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry
 from daemon.links.store import Changes, Store
 from daemon.rules import RuleEngine, StateChanges, Windowed, epoch_us, window_delta
 from tests.helpers import Counting, one_bed_config
@@ -144,6 +144,8 @@ def test_a_window_compares_as_the_tuple_of_its_entries() -> None:
     assert as_window(window) is window
     assert as_window(()) is EMPTY_WINDOW
     assert as_window((1, 2)) == (1, 2)
+    assert (last_entry(window), last_entry(window.appended(4)), last_entry(window[3:])) == (3, 4, None)
+    assert (last_entry((1, 2)), last_entry(())) == (2, None)
     for bad in (3, -4):
         with pytest.raises(IndexError):
             window[bad]

@@ -73,7 +73,7 @@ from daemon.events import (
     Text,
     VitalSample,
 )
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace, replacer
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry, replace, replacer
 from daemon.timefmt import iso, parse_iso_or_none
 
 CONDITION = "NEWS2_HIGH"
@@ -89,6 +89,9 @@ class Param(StrEnum):
     PULSE = "pulse"
     CONSCIOUSNESS = "consciousness"
     TEMPERATURE = "temperature"
+
+
+_PARAMS = tuple(Param)  # iterating the enum itself costs a generator of its members each time
 
 
 class Trigger(StrEnum):
@@ -249,7 +252,7 @@ def news2(
         parts[Param.SUPPLEMENTAL_O2] = score_supplemental_o2(on_oxygen)
     if acvpu is not None:
         parts[Param.CONSCIOUSNESS] = score_consciousness(acvpu)
-    missing = tuple(p for p in Param if p not in parts)
+    missing = tuple(p for p in _PARAMS if p not in parts)
     return News2(parts, missing)
 
 
@@ -348,8 +351,8 @@ class News2Rule:
         if item.scored and (now - item.time).total_seconds() > self.th.news2_late_s:
             return state, ()  # too late to be scored: stored, and counted by the pipeline
         last = state.track.last_time
-        newest = state.recent[-1].time if state.recent else None
-        if (last is None or item.time >= last) and (newest is None or item.time >= newest):
+        newest = last_entry(state.recent)
+        if (last is None or item.time >= last) and (newest is None or item.time >= newest.time):
             after, out = self._apply(state, item)
             return self._keep(state, after, as_window(state.recent).appended(item), now), out
         return self._late(state, item, now)

@@ -71,7 +71,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace, replacer
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry, replace, replacer
 from daemon.numfmt import fmt
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
@@ -342,9 +342,8 @@ def judge(
     if (now - time).total_seconds() > late_s:
         return track, []
     # Newer than every sample and every sentinel of the window: judged in order.
-    if (track.last_time is None or time > track.last_time) and (
-        not track.recent or time >= track.recent[-1].time
-    ):
+    newest = last_entry(track.recent)
+    if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest.time):
         recent = as_window(track.recent).appended(Judged(time, verdict, value, measure))
         first = track.base if track.base is not None else replace(track, recent=EMPTY_WINDOW, base=None)
         kept_base, recent = _pruned(first, recent, now, noise)
@@ -407,8 +406,8 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
 
     Before, a late sentinel broke the current run, made of samples newer than it.
     """
-    newest = track.recent[-1].time if track.recent else None
-    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest):
+    newest = last_entry(track.recent)
+    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest.time):
         if track.base is None:
             return track.broken(), []
         return replace(track.broken(), recent=as_window(track.recent).appended(Judged(time, None, 0.0))), []
