@@ -30,9 +30,10 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from daemon.events import AlertCandidate, Event, Kind, Priority, Text, Tick, place
+from daemon.frozen import Window
 from daemon.metrics import Counters
 
 log = logging.getLogger(__name__)
@@ -87,17 +88,18 @@ class Rule(Protocol[S]):
 class Windowed(Protocol[S]):
     """A rule whose state holds late-data windows, persisted entry by entry.
 
-    A window is a tuple of immutable entries in time order (each has a ``time``), to
+    A window is a sequence of immutable entries in time order (each has a ``time``), to
     which a step appends, inserts a late entry, or drops a prefix that left the
-    window; it never changes an entry. ``dump`` still writes the whole state; the
+    window; it never changes an entry, nor a window once made (a tuple, or a
+    ``daemon.frozen.Window``, which appends without copying). ``dump`` still writes the whole state; the
     engine persists ``dump(with_windows(state, empty))`` plus the windows' rows.
     """
 
-    def windows(self, state: S) -> Mapping[str, tuple[Any, ...]]:
+    def windows(self, state: S) -> Mapping[str, Sequence[Any]]:
         """The state's windows by a stable name."""
         ...
 
-    def with_windows(self, state: S, windows: Mapping[str, tuple[Any, ...]]) -> S:
+    def with_windows(self, state: S, windows: Mapping[str, Sequence[Any]]) -> S:
         """``state`` with the named windows replaced (names not given are kept)."""
         ...
 
@@ -129,10 +131,10 @@ class WindowDelta:
 
     clear: bool
     keep_from: datetime | None
-    added: tuple[Any, ...]
+    added: Sequence[Any]
 
 
-def window_delta(stored: tuple[Any, ...], current: tuple[Any, ...]) -> WindowDelta | None:
+def window_delta(stored: Sequence[Any], current: Sequence[Any]) -> WindowDelta | None:
     """The change from ``stored`` to ``current`` (``None``: nothing to write).
 
     The common step, a prefix dropped and entries appended, costs a binary search and
@@ -144,6 +146,10 @@ def window_delta(stored: tuple[Any, ...], current: tuple[Any, ...]) -> WindowDel
         return None
     if not current:
         return WindowDelta(clear=True, keep_from=None, added=()) if stored else None
+    if type(current) is Window and type(stored) is Window:
+        grown = current.since(stored)
+        if grown is not None:
+            return _grown_delta(stored, current, *grown)
     first = current[0].time
     start = bisect.bisect_left(stored, first, key=_time)
     kept = len(stored) - start
@@ -155,6 +161,21 @@ def window_delta(stored: tuple[Any, ...], current: tuple[Any, ...]) -> WindowDel
             return None
         return WindowDelta(clear=False, keep_from=first if start else None, added=added)
     return WindowDelta(clear=True, keep_from=None, added=current)
+
+
+def _grown_delta(
+    stored: Window[Any], current: Window[Any], dropped: int, added: Window[Any]
+) -> WindowDelta | None:
+    """``window_delta`` of two versions of one window's list (``Window.since``), without a search.
+
+    The same delta as the search finds: it would stop at ``stored[dropped]``
+    (``current[0]`` itself) unless a dropped entry has the same time, and then rewrite.
+    """
+    if dropped == len(stored) or (dropped and stored[dropped - 1].time == current[0].time):
+        return WindowDelta(clear=True, keep_from=None, added=current)
+    if not added and not dropped:
+        return None
+    return WindowDelta(clear=False, keep_from=current[0].time if dropped else None, added=added)
 
 
 def _time(entry: Any) -> datetime:
@@ -206,12 +227,15 @@ class RuleEngine:
         # A bed's states are made on first use: start-up does not build 8 states for each
         # of thousands of beds, and a bed that never sees an event keeps none.
         self._states: dict[tuple[str, str], Any] = {}
-        # (bed, event type) -> the rules that consume it (``Rule.consumes``), built on first use.
-        self._routes: dict[tuple[str, type[Event]], tuple[Rule[Any], ...]] = {}
+        # (bed, event type) -> the rules that consume it (``Rule.consumes``) with their state
+        # keys, built on first use.
+        self._routes: dict[tuple[str, type[Event]], tuple[tuple[Rule[Any], tuple[str, str]], ...]] = {}
+        # Whether a rule's class is ``Windowed`` (a protocol check walks the class each time).
+        self._windowed: dict[type, bool] = {}
         # States replaced since the last ``take_changed``: the store writes only these.
         self._changed: set[tuple[str, str]] = set()
         # The windows as last handed to the store, per (bed, rule) of a ``Windowed`` rule.
-        self._stored_windows: dict[tuple[str, str], Mapping[str, tuple[Any, ...]]] = {}
+        self._stored_windows: dict[tuple[str, str], Mapping[str, Sequence[Any]]] = {}
         self._counters = counters if counters is not None else Counters()
         self._wards = dict(wards or {})
         # Rules failing now, per bed: RULE_FAILED clears once none is left at the bed.
@@ -239,39 +263,50 @@ class RuleEngine:
         out: list[AlertCandidate] = []
         kind = type(event)
         replayed = self._replay_seq if self._positions else None
+        states, failing = self._states, self._failing
         for bed in beds:
-            rules = self._routes.get((bed, kind))
-            if rules is None:
-                rules = self._routes[(bed, kind)] = self._route(bed, kind)
-            for rule in rules:
-                key = (bed, rule.name)
+            route = self._routes.get((bed, kind))
+            if route is None:
+                route = self._routes[(bed, kind)] = self._route(bed, kind)
+            for rule, key in route:
                 if replayed is not None and self._positions.get(key, -1) >= replayed:
                     continue  # this state was stored with the input's effects already
-                before = self._states.get(key, _NONE)
+                before = states.get(key, _NONE)
                 if before is _NONE:
-                    before = self._states[key] = rule.initial()
+                    before = states[key] = rule.initial()
                 try:
                     after, candidates = rule.step(before, event, now)
-                    candidates = list(candidates)  # a lazy sequence may raise too
+                    if type(candidates) is not list and type(candidates) is not tuple:
+                        candidates = list(candidates)  # a lazy sequence may raise too
                 except Exception as exc:
                     # One rule's bug must not stop the others. Exception, not
                     # BaseException: cancellation and exit still propagate.
                     out.append(self._failed(bed, rule.name, event, now, exc))
                     continue
                 if after is not before:
-                    self._states[key] = after
+                    states[key] = after
                     self._changed.add(key)
-                out.extend(candidates)
-                out.extend(self._recovered(bed, rule.name, event, now))
+                if candidates:
+                    out.extend(candidates)
+                if failing:
+                    out.extend(self._recovered(bed, rule.name, event, now))
         return out
 
-    def _route(self, bed: str, kind: type[Event]) -> tuple[Rule[Any], ...]:
-        """The rules of ``bed`` that consume events of type ``kind``, in evaluation order."""
+    def _route(self, bed: str, kind: type[Event]) -> tuple[tuple[Rule[Any], tuple[str, str]], ...]:
+        """The rules of ``bed`` that consume events of type ``kind``, in evaluation order,
+        each with the key of its state."""
         return tuple(
-            rule
+            (rule, (bed, rule.name))
             for rule in self._rules.get(bed, ())
             if (consumes := getattr(rule, "consumes", None)) is None or issubclass(kind, consumes)
         )
+
+    def _is_windowed(self, rule: Rule[Any]) -> bool:
+        """Whether ``rule`` is ``Windowed``, decided once per class (its methods are)."""
+        known = self._windowed.get(type(rule))
+        if known is None:
+            known = self._windowed[type(rule)] = isinstance(rule, Windowed)
+        return known
 
     def failing(self, bed: str) -> frozenset[str]:
         """The names of the rules whose last step at ``bed`` raised."""
@@ -360,17 +395,18 @@ class RuleEngine:
         taken = sorted(self._changed) if keys is None else [key for key in keys if key in self._changed]
         for key in taken:
             rule, state = self._rule[key], self._state(key)
-            if not isinstance(rule, Windowed):
+            if not self._is_windowed(rule):
                 states[key] = functools.partial(rule.dump, state)
                 continue
-            current = rule.windows(state)
+            codec = cast("Windowed[Any]", rule)
+            current = codec.windows(state)
             stored = self._stored_windows.get(key, {})
             for name, entries in current.items():
                 delta = window_delta(stored.get(name, ()), entries)
                 if delta is not None:
-                    windows.append(WindowChange(key[0], key[1], name, delta, rule))
+                    windows.append(WindowChange(key[0], key[1], name, delta, codec))
             self._stored_windows[key] = current
-            core = rule.with_windows(state, dict.fromkeys(current, ()))
+            core = codec.with_windows(state, dict.fromkeys(current, ()))
             states[key] = functools.partial(rule.dump, core)
         self._changed.difference_update(taken)
         return StateChanges(states, windows)
@@ -462,16 +498,17 @@ class RuleEngine:
                 data = snapshot.get(bed, {}).get(rule.name)
                 if data is not None:
                     self._states[key] = rule.load(data)
-                if not isinstance(rule, Windowed):
+                if not self._is_windowed(rule):
                     continue
+                codec = cast("Windowed[Any]", rule)
                 stored = windows.get(key)
                 if stored:
                     loaded = {
-                        name: tuple(rule.load_entry(name, item) for item in items)
+                        name: tuple(codec.load_entry(name, item) for item in items)
                         for name, items in stored.items()
                     }
-                    self._states[key] = rule.with_windows(self._state(key), loaded)
-                    # The very tuples of the state: the next delta is found by identity.
-                    self._stored_windows[key] = rule.windows(self._state(key))
+                    self._states[key] = codec.with_windows(self._state(key), loaded)
+                    # The very windows of the state: the next delta is found by identity.
+                    self._stored_windows[key] = codec.windows(self._state(key))
                 else:
                     self._stored_windows.pop(key, None)

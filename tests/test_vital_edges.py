@@ -15,6 +15,7 @@ import pytest
 
 from daemon.clinical.protocols import schedule_for
 from daemon.clinical.vitals import (
+    PHYSIOLOGICAL,
     Condition,
     Noise,
     Track,
@@ -22,6 +23,7 @@ from daemon.clinical.vitals import (
     Verdict,
     VitalsRule,
     classify,
+    classify_measured,
     deciding_metric,
     interrupt,
     judge,
@@ -155,6 +157,27 @@ def test_hypotension_from_map_alone_keeps_the_map() -> None:
 )
 def test_map_estimate_needs_dbp_below_sbp(dbp: float, estimated: tuple[float | None, bool]) -> None:
     assert mean_arterial_pressure({Metric.SBP_MMHG: 90.0, Metric.DBP_MMHG: dbp}, TH) == estimated
+
+
+@pytest.mark.parametrize("condition", PHYSIOLOGICAL)
+@pytest.mark.parametrize(
+    "values",
+    [
+        {Metric.TEMP_C: 38.2, Metric.SPO2_PCT: 89.0, Metric.HR_PER_MIN: 125.0, Metric.RR_PER_MIN: 26.0},
+        {Metric.SBP_MMHG: 120.0, Metric.MAP_MMHG: 60.0},
+        {Metric.SBP_MMHG: 85.0, Metric.DBP_MMHG: 40.0},
+        {Metric.SBP_MMHG: 100.0, Metric.DBP_MMHG: 45.0},
+        {Metric.MAP_MMHG: 70.0},
+        {Metric.DBP_MMHG: 50.0},
+        {},
+    ],
+)
+def test_classify_measured_is_classify_with_the_deciding_metric(
+    condition: Condition, values: dict[Metric, float]
+) -> None:
+    judged = classify(condition, values, TH)
+    expected = None if judged is None else (*judged, deciding_metric(condition, values, TH))
+    assert classify_measured(condition, values, TH) == expected
 
 
 def test_classify_refuses_a_technical_condition() -> None:

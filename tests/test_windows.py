@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import sqlite3
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.app import stage_states
 from daemon.clinical.vitals import Condition
 from daemon.clinical.watch import vital_rules
 from daemon.config import Config
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry
 from daemon.links.store import Changes, Store
 from daemon.rules import RuleEngine, StateChanges, Windowed, epoch_us, window_delta
 from tests.helpers import Counting, one_bed_config
@@ -92,6 +97,108 @@ def test_entries_sharing_a_time_stay_in_their_order() -> None:
     delta = window_delta((a, sentinel), (a, sentinel, b))
     assert delta is not None
     assert (delta.clear, delta.added) == (False, (b,))
+
+
+# --- Window: the versions of a window share one list ----------------------------------------------
+
+
+def test_every_version_of_a_window_keeps_its_entries() -> None:
+    """Appends, late inserts and dropped prefixes on old and new versions alike, against
+    tuples: a version never changes once made, whatever is done to the others."""
+    rng = random.Random(11)
+    versions: list[tuple[Window[int], tuple[int, ...]]] = [(EMPTY_WINDOW, ())]
+    for n in range(3000):
+        window, model = versions[-1] if rng.random() < 0.8 else rng.choice(versions)
+        op = rng.random()
+        if op < 0.55:
+            window, model = window.appended(n), (*model, n)
+        elif op < 0.65:
+            at = rng.randrange(len(model) + 1)
+            window, model = window.inserted(at, n), (*model[:at], n, *model[at:])
+        elif op < 0.9:
+            drop = rng.randrange(min(len(model), 40) + 1)
+            window, model = window[drop:], model[drop:]
+        else:
+            lo, hi = sorted(rng.randrange(-len(model) - 2, len(model) + 3) for _ in range(2))
+            window, model = window[lo:hi], model[lo:hi]
+        versions.append((window, model))
+        versions = versions[-50:]
+        for old, expected in versions[-5:]:
+            assert tuple(old) == expected
+    for window, model in versions:
+        assert window == model
+        assert model == window
+        assert hash(window) == hash(model)
+        assert list(reversed(window)) == list(reversed(model))
+        assert len(window) == len(model)
+        assert [window[i] for i in range(-len(model), len(model))] == [*model, *model]
+        assert window[::2] == model[::2]
+
+
+def test_a_window_compares_as_the_tuple_of_its_entries() -> None:
+    window = Window([1, 2, 3])
+    assert window == (1, 2, 3)
+    assert window != (1, 2)
+    assert window != [1, 2, 3]
+    assert window.appended(4)[1:] == Window([2, 3, 4])
+    assert as_window(window) is window
+    assert as_window(()) is EMPTY_WINDOW
+    assert as_window((1, 2)) == (1, 2)
+    assert (last_entry(window), last_entry(window.appended(4)), last_entry(window[3:])) == (3, 4, None)
+    assert (last_entry((1, 2)), last_entry(())) == (2, None)
+    for bad in (3, -4):
+        with pytest.raises(IndexError):
+            window[bad]
+
+
+def test_the_delta_between_versions_of_one_window_is_the_searched_delta() -> None:
+    """``window_delta`` of two ``Window`` versions sharing a list skips the search: it must
+    give what the search gives for the same entries as tuples, whatever came between
+    (appends, entries of the same time, dropped prefixes, late inserts, compactions)."""
+    rng = random.Random(5)
+    for _ in range(200):
+        window: Window[Entry] = EMPTY_WINDOW
+        versions = [window]
+        minute = 0
+        for n in range(rng.randrange(1, 60)):
+            op = rng.random()
+            if op < 0.6 or not window:
+                minute += rng.choice([0, 1, 1, 2])
+                window = window.appended(Entry(START + timedelta(minutes=minute), f"e{n}"))
+            elif op < 0.9:
+                window = window[rng.randrange(min(len(window), 20) + 1) :]
+            else:
+                at = rng.randrange(len(window) + 1)
+                before = window[at - 1].time if at else START
+                window = window.inserted(at, Entry(before, f"late{n}"))
+            versions.append(window)
+        for _ in range(20):
+            old, new = sorted(rng.sample(range(len(versions)), 2))
+            stored, current = versions[old], versions[new]
+            searched = window_delta(tuple(stored), tuple(current)) if current is not stored else None
+            assert window_delta(stored, current) == searched, (stored, current)
+
+
+@dataclass(frozen=True)
+class _Freed:
+    time: int
+
+
+def test_the_entries_a_window_dropped_are_freed() -> None:
+    """The shared list is copied away from a long dropped prefix: an hour of one window at
+    1 Hz keeps about the window's entries alive, not every entry ever appended."""
+    refs: list[weakref.ref[_Freed]] = []
+    window: Window[_Freed] = EMPTY_WINDOW
+    for t in range(3600):
+        entry = _Freed(t)
+        refs.append(weakref.ref(entry))
+        window = window.appended(entry)
+        if len(window) > 900:
+            window = window[1:]
+    gc.collect()
+    alive = sum(ref() is not None for ref in refs)
+    assert len(window) == 900
+    assert alive <= 900 + 900 // 8 + 20, alive
 
 
 # --- the vital-sign family through a real store -------------------------------------------------

@@ -83,7 +83,7 @@ from daemon.clinical.vitals import (
     Track,
     Transition,
     classify,
-    deciding_metric,
+    classify_measured,
     dump_judged,
     dump_track,
     interrupt,
@@ -117,7 +117,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import replace
+from daemon.frozen import as_window, replace
 from daemon.numfmt import fmt
 from daemon.timefmt import iso_or_none, parse_iso_or_none
 
@@ -417,25 +417,22 @@ class CrsRule:
     ) -> tuple[CrsState, list[tuple[Condition, Change]]]:
         """The tracks after ``event``, and the changes late data made to them."""
         late: list[tuple[Condition, Change]] = []
+        fever_track, low_track = state.fever, state.hypotension
         fever = classify(Condition.FEVER, event.values, self.th)
         if fever is not None:
-            track, changes = judge(state.fever, fever[0], event.time, fever[1], self._fever_noise, now=now)
-            state = replace(state, fever=track)
-            late.extend((Condition.FEVER, c) for c in changes if c.late_s is not None)
-        low = classify(Condition.HYPOTENSION, event.values, self.th)
-        if low is not None:
-            track, changes = judge(
-                state.hypotension,
-                low[0],
-                event.time,
-                low[1],
-                self._hypotension_noise,
-                now=now,
-                measure=deciding_metric(Condition.HYPOTENSION, event.values, self.th),
+            fever_track, changes = judge(
+                fever_track, fever[0], event.time, fever[1], self._fever_noise, now=now
             )
-            state = replace(state, hypotension=track)
+            late.extend((Condition.FEVER, c) for c in changes if c.late_s is not None)
+        low = classify_measured(Condition.HYPOTENSION, event.values, self.th)
+        if low is not None:
+            low_track, changes = judge(
+                low_track, low[0], event.time, low[1], self._hypotension_noise, now=now, measure=low[2]
+            )
             late.extend((Condition.HYPOTENSION, c) for c in changes if c.late_s is not None)
-        return state, late
+        if fever is None and low is None:
+            return state, late  # nothing this rule reads: the same state
+        return replace(state, fever=fever_track, hypotension=low_track), late
 
     def _late(
         self, before: CrsState, after: CrsState, late: list[tuple[Condition, Change]]
@@ -641,14 +638,15 @@ class CrsRule:
             "grade": state.grade,
         }
 
-    def windows(self, state: CrsState) -> Mapping[str, tuple[Judged, ...]]:
+    def windows(self, state: CrsState) -> Mapping[str, Sequence[Judged]]:
         """The late-data windows of the fever and hypotension tracks (``daemon.rules.Windowed``)."""
         return {"fever": state.fever.recent, "hypotension": state.hypotension.recent}
 
-    def with_windows(self, state: CrsState, windows: Mapping[str, tuple[Any, ...]]) -> CrsState:
+    def with_windows(self, state: CrsState, windows: Mapping[str, Sequence[Any]]) -> CrsState:
         """``state`` with these tracks' windows replaced."""
         changes = {
-            name: replace(getattr(state, name), recent=tuple(entries)) for name, entries in windows.items()
+            name: replace(getattr(state, name), recent=as_window(entries))
+            for name, entries in windows.items()
         }
         return replace(state, **changes)
 

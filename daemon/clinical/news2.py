@@ -73,7 +73,7 @@ from daemon.events import (
     Text,
     VitalSample,
 )
-from daemon.frozen import replace
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry, replace, replacer
 from daemon.timefmt import iso, parse_iso_or_none
 
 CONDITION = "NEWS2_HIGH"
@@ -89,6 +89,9 @@ class Param(StrEnum):
     PULSE = "pulse"
     CONSCIOUSNESS = "consciousness"
     TEMPERATURE = "temperature"
+
+
+_PARAMS = tuple(Param)  # iterating the enum itself costs a generator of its members each time
 
 
 class Trigger(StrEnum):
@@ -249,7 +252,7 @@ def news2(
         parts[Param.SUPPLEMENTAL_O2] = score_supplemental_o2(on_oxygen)
     if acvpu is not None:
         parts[Param.CONSCIOUSNESS] = score_consciousness(acvpu)
-    missing = tuple(p for p in Param if p not in parts)
+    missing = tuple(p for p in _PARAMS if p not in parts)
     return News2(parts, missing)
 
 
@@ -288,8 +291,11 @@ class News2State:
     acvpu: tuple[Acvpu, datetime] | None = None
     track: Track = field(default_factory=Track)
     trigger: Trigger | None = None  # the trigger last announced while active
-    recent: tuple[Input, ...] = ()
+    recent: Sequence[Input] = EMPTY_WINDOW  # a ``Window`` (a tuple is taken too)
     base: News2State | None = None
+
+
+_copy_state = replacer(News2State)  # ``replace`` for the state: several copies a message
 
 
 class News2Rule:
@@ -307,6 +313,7 @@ class News2Rule:
         self.bed = bed
         self.spo2_scale = bed.news2_spo2_scale
         self._noise = Noise(thresholds.news2_delay_s, thresholds.news2_clear_s, thresholds.confirm_samples)
+        self._kept = timedelta(seconds=thresholds.news2_late_s)
 
     def initial(self) -> News2State:
         """Nothing known."""
@@ -344,10 +351,10 @@ class News2Rule:
         if item.scored and (now - item.time).total_seconds() > self.th.news2_late_s:
             return state, ()  # too late to be scored: stored, and counted by the pipeline
         last = state.track.last_time
-        newest = state.recent[-1].time if state.recent else None
-        if (last is None or item.time >= last) and (newest is None or item.time >= newest):
+        newest = last_entry(state.recent)
+        if (last is None or item.time >= last) and (newest is None or item.time >= newest.time):
             after, out = self._apply(state, item)
-            return self._keep(state, after, (*state.recent, item), now), out
+            return self._keep(state, after, as_window(state.recent).appended(item), now), out
         return self._late(state, item, now)
 
     def _late(self, state: News2State, item: Input, now: datetime) -> tuple[News2State, list[AlertCandidate]]:
@@ -362,14 +369,14 @@ class News2Rule:
             return state, []  # nothing scored yet
         old = base.track.last_time is not None and item.time < base.track.last_time
         if not item.scored and old:
-            at, recent, upto_base = 0, state.recent, self._apply(base, item)[0]
+            at, recent, upto_base = 0, as_window(state.recent), self._apply(base, item)[0]
         elif old or (item.scored and item.time == base.track.last_time):
             return state, []  # older than anything the window still holds
         else:
             at = next(
                 (i for i, known in enumerate(state.recent) if known.time > item.time), len(state.recent)
             )
-            recent, upto_base = (*state.recent[:at], item, *state.recent[at:]), base
+            recent, upto_base = as_window(state.recent).inserted(at, item), base
         _, before = self._fold(base, state.recent)
         folded, after = self._fold(upto_base, recent)
         before = [c for c in before if c.time >= item.time]
@@ -387,7 +394,9 @@ class News2Rule:
         return self._keep(replace(state, base=upto_base), folded, recent, now), out
 
     def _fold(self, base: News2State, items: Sequence[Input]) -> tuple[News2State, list[AlertCandidate]]:
-        state = replace(base, recent=(), base=None)
+        """``base`` after ``items``, and the candidates they make; a base holds no window
+        of its own (``recent`` empty, ``base`` None: ``_keep`` makes it so)."""
+        state = base
         out: list[AlertCandidate] = []
         for item in items:
             state, candidates = self._apply(state, item)
@@ -395,36 +404,32 @@ class News2Rule:
         return state, out
 
     def _keep(
-        self, before: News2State, after: News2State, recent: tuple[Input, ...], now: datetime
+        self, before: News2State, after: News2State, recent: Window[Input], now: datetime
     ) -> News2State:
         """``after`` keeping the window's inputs; older ones are folded into the base
         (``before``, the state the inputs were applied to, is the first base)."""
-        base = before.base if before.base is not None else replace(before, recent=(), base=None)
-        horizon = now - timedelta(seconds=self.th.news2_late_s)
-        old = 0
-        while old < len(recent) and recent[old].time < horizon:
-            old += 1
+        base = before.base if before.base is not None else _copy_state(before, recent=EMPTY_WINDOW, base=None)
+        old, recent = recent.split_before(now - self._kept)
         if old:
-            base, _ = self._fold(base, recent[:old])
-            recent = recent[old:]
-        return replace(after, recent=recent, base=base)
+            base, _ = self._fold(base, old)
+        return _copy_state(after, recent=recent, base=base)
 
     def _apply(self, state: News2State, item: Input) -> tuple[News2State, list[AlertCandidate]]:
         if item.blind is not None:
             # Only the values before it (a value of its own time arrived before it).
             values = {m: v for m, v in state.values.items() if m != item.blind or v[1] > item.time}
-            return replace(state, values=values), []
+            return _copy_state(state, values=values), []
         if item.values:
             values = dict(state.values)
             for metric, value in item.values.items():
                 known = values.get(metric)
                 if known is None or known[1] <= item.time:
                     values[metric] = (value, item.time)
-            state = replace(state, values=values)
+            state = _copy_state(state, values=values)
         if item.on_oxygen is not None and (state.on_oxygen is None or state.on_oxygen[1] <= item.time):
-            state = replace(state, on_oxygen=(item.on_oxygen, item.time))
+            state = _copy_state(state, on_oxygen=(item.on_oxygen, item.time))
         if item.acvpu is not None and (state.acvpu is None or state.acvpu[1] <= item.time):
-            state = replace(state, acvpu=(item.acvpu, item.time))
+            state = _copy_state(state, acvpu=(item.acvpu, item.time))
         return self._evaluate(state, item.time)
 
     def _evaluate(self, state: News2State, time: datetime) -> tuple[News2State, list[AlertCandidate]]:
@@ -432,16 +437,16 @@ class News2Rule:
         trigger = result.trigger
         verdict = Verdict.NORMAL if trigger is None else Verdict.ABNORMAL
         track, transition = advance(state.track, verdict, time, float(result.total), self._noise)
-        state = replace(state, track=track)
+        state = _copy_state(state, track=track)
         if transition is Transition.CLEARED:
-            state = replace(state, trigger=None)
+            state = _copy_state(state, trigger=None)
             return state, [self._candidate(time, result, None)]
         if (
             track.active
             and trigger is not None
             and (transition is Transition.RAISED or trigger != state.trigger)
         ):
-            state = replace(state, trigger=trigger)
+            state = _copy_state(state, trigger=trigger)
             return state, [self._candidate(time, result, trigger)]
         return state, []
 
@@ -498,13 +503,13 @@ class News2Rule:
             "base": None if state.base is None else self.dump(state.base),
         }
 
-    def windows(self, state: News2State) -> Mapping[str, tuple[Input, ...]]:
+    def windows(self, state: News2State) -> Mapping[str, Sequence[Input]]:
         """The late-data window of inputs (``daemon.rules.Windowed``)."""
         return {"inputs": state.recent}
 
-    def with_windows(self, state: News2State, windows: Mapping[str, tuple[Any, ...]]) -> News2State:
+    def with_windows(self, state: News2State, windows: Mapping[str, Sequence[Any]]) -> News2State:
         """``state`` with its window of inputs replaced."""
-        return replace(state, recent=tuple(windows["inputs"])) if "inputs" in windows else state
+        return replace(state, recent=as_window(windows["inputs"])) if "inputs" in windows else state
 
     def dump_entry(self, window: str, entry: Input) -> Any:
         """One input of the window."""
@@ -536,7 +541,7 @@ class News2Rule:
             acvpu=(Acvpu(acvpu[0]), acvpu_at) if acvpu and acvpu_at else None,
             track=load_track(data["track"]) if "track" in data else Track(),
             trigger=None if trigger is None else Trigger(trigger),
-            recent=tuple(item for item in map(_load_input, data.get("recent", ())) if item is not None),
+            recent=as_window([item for item in map(_load_input, data.get("recent", ())) if item is not None]),
             base=None if base is None else self.load(base),
         )
 

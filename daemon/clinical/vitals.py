@@ -49,6 +49,7 @@ The nurses' entries that the CRS and NEWS2 rules read are validated in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -70,7 +71,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import replace
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry, replace, replacer
 from daemon.numfmt import fmt
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
@@ -181,12 +182,15 @@ class Track:
     # quotes when the latest value is a normal one (see ``interrupt``).
     abnormal_value: float | None = None
     abnormal_measure: Metric | None = None
-    recent: tuple[Judged, ...] = ()
+    recent: Sequence[Judged] = EMPTY_WINDOW  # a ``Window`` (a tuple is taken too)
     base: Track | None = None
 
     def broken(self) -> Track:
         """This track with its abnormal run ended (a sentinel interrupted the series)."""
-        return replace(self, run_start=None, run_count=0, normal_since=None)
+        return _copy_track(self, run_start=None, run_count=0, normal_since=None)
+
+
+_copy_track = replacer(Track)  # ``replace`` for tracks: several copies a message
 
 
 def advance(
@@ -204,9 +208,27 @@ def advance(
     """
     if track.last_time is not None and time <= track.last_time:
         return track, None  # repeated sample (``judge`` inserts late ones in order)
+    return _advanced(
+        track, verdict, time, value, noise, measure=measure, recent=track.recent, base=track.base
+    )
+
+
+def _advanced(
+    track: Track,
+    verdict: Verdict,
+    time: datetime,
+    value: float,
+    noise: Noise,
+    *,
+    measure: Metric | None,
+    recent: Sequence[Judged],
+    base: Track | None,
+) -> tuple[Track, Transition | None]:
+    """``advance`` for a sample newer than the track's last, the new track holding the
+    window ``recent`` and ``base`` (one copy of the track, not one for each)."""
     if verdict is Verdict.ABNORMAL:
         start = track.run_start or time
-        new = replace(
+        new = _copy_track(
             track,
             run_start=start,
             run_count=track.run_count + 1,
@@ -216,16 +238,18 @@ def advance(
             measure=measure,
             abnormal_value=value,
             abnormal_measure=measure,
+            recent=recent,
+            base=base,
         )
         if (
             not track.active
             and new.run_count >= noise.confirm_samples
             and (time - start).total_seconds() >= noise.delay_s
         ):
-            return replace(new, active=True), Transition.RAISED
+            return _copy_track(new, active=True), Transition.RAISED
         return new, None
     if verdict is Verdict.BAND:
-        return replace(
+        return _copy_track(
             track,
             run_start=None,
             run_count=0,
@@ -233,9 +257,11 @@ def advance(
             last_time=time,
             value=value,
             measure=measure,
+            recent=recent,
+            base=base,
         ), None
     since = track.normal_since or time
-    new = replace(
+    new = _copy_track(
         track,
         run_start=None,
         run_count=0,
@@ -243,9 +269,11 @@ def advance(
         last_time=time,
         value=value,
         measure=measure,
+        recent=recent,
+        base=base,
     )
     if track.active and (time - since).total_seconds() >= noise.clear_s:
-        return replace(new, active=False, normal_since=None), Transition.CLEARED
+        return _copy_track(new, active=False, normal_since=None), Transition.CLEARED
     return new, None
 
 
@@ -268,7 +296,12 @@ class Change:
 
 
 def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, list[Change]]:
-    track = replace(base, recent=(), base=None)
+    """``base`` after the entries of ``recent``, and the transitions they make.
+
+    A base holds no window of its own (``recent`` empty, ``base`` None): it is made from
+    a track without them (``judge``), and folding keeps them so.
+    """
+    track = base
     changes: list[Change] = []
     for item in recent:
         if item.verdict is None:
@@ -309,13 +342,14 @@ def judge(
     if (now - time).total_seconds() > late_s:
         return track, []
     # Newer than every sample and every sentinel of the window: judged in order.
-    if (track.last_time is None or time > track.last_time) and (
-        not track.recent or time >= track.recent[-1].time
-    ):
-        new, transition = advance(track, verdict, time, value, noise, measure=measure)
-        recent = (*track.recent, Judged(time, verdict, value, measure))
-        first = track.base if track.base is not None else replace(track, recent=(), base=None)
-        new = _prune(new, first, recent, now, noise)
+    newest = last_entry(track.recent)
+    if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest.time):
+        recent = as_window(track.recent).appended(Judged(time, verdict, value, measure))
+        first = track.base if track.base is not None else replace(track, recent=EMPTY_WINDOW, base=None)
+        kept_base, recent = _pruned(first, recent, now, noise)
+        new, transition = _advanced(
+            track, verdict, time, value, noise, measure=measure, recent=recent, base=kept_base
+        )
         return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
     base = track.base
     if base is None or (base.last_time is not None and time <= base.last_time):
@@ -323,14 +357,14 @@ def judge(
     if any(item.time == time and item.verdict is not None for item in track.recent):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = (*track.recent[:at], Judged(time, verdict, value, measure), *track.recent[at:])
+    recent = as_window(track.recent).inserted(at, Judged(time, verdict, value, measure))
     return _rejudge(
         track, base, recent, Change(Transition.RAISED, time, value, measure=measure), noise, now=now
     )
 
 
 def _rejudge(
-    track: Track, base: Track, recent: tuple[Judged, ...], late: Change, noise: Noise, *, now: datetime
+    track: Track, base: Track, recent: Window[Judged], late: Change, noise: Noise, *, now: datetime
 ) -> tuple[Track, list[Change]]:
     """``track`` with its window replaced by ``recent`` (one late entry inserted at ``late.time``),
     judged again from ``base``; the changes that differ, marked late.
@@ -372,16 +406,16 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
 
     Before, a late sentinel broke the current run, made of samples newer than it.
     """
-    newest = track.recent[-1].time if track.recent else None
-    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest):
+    newest = last_entry(track.recent)
+    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest.time):
         if track.base is None:
             return track.broken(), []
-        return replace(track.broken(), recent=(*track.recent, Judged(time, None, 0.0))), []
+        return replace(track.broken(), recent=as_window(track.recent).appended(Judged(time, None, 0.0))), []
     base = track.base
     if base is None or (base.last_time is not None and time < base.last_time):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = (*track.recent[:at], Judged(time, None, 0.0), *track.recent[at:])
+    recent = as_window(track.recent).inserted(at, Judged(time, None, 0.0))
     # The latest value beyond the limit before the sentinel: an undone onset's run is all
     # abnormal up to it, and an undone clearing leaves the alert standing on that value.
     last = next((item for item in reversed(track.recent[:at]) if item.verdict is Verdict.ABNORMAL), None)
@@ -396,16 +430,24 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
     )
 
 
-def _prune(track: Track, base: Track, recent: tuple[Judged, ...], now: datetime, noise: Noise) -> Track:
+def _prune(track: Track, base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> Track:
     """``track`` keeping the window's verdicts; older ones are folded into the base."""
-    horizon = now - timedelta(seconds=min(noise.late_s, _MAX_WINDOW_S))
-    old = 0
-    while old < len(recent) and recent[old].time < horizon:
-        old += 1
-    if old:
-        base, _ = _fold(base, recent[:old], noise)
-        recent = recent[old:]
+    base, recent = _pruned(base, recent, now, noise)
     return replace(track, recent=recent, base=base)
+
+
+def _pruned(base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> tuple[Track, Window[Judged]]:
+    """The base and the window once the verdicts older than the window are folded into the base."""
+    old, recent = recent.split_before(now - _kept(noise.late_s))
+    if old:
+        base, _ = _fold(base, old, noise)
+    return base, recent
+
+
+@functools.cache
+def _kept(late_s: float) -> timedelta:
+    """How long a window keeps its entries."""
+    return timedelta(seconds=min(late_s, _MAX_WINDOW_S))
 
 
 def noise_for(condition: Condition, th: VitalThresholds) -> Noise:
@@ -493,6 +535,16 @@ def deciding_metric(condition: Condition, values: Mapping[Metric, float], th: Vi
         if picked is not None:
             return picked[2]
     return _DECIDING[condition]
+
+
+def classify_measured(
+    condition: Condition, values: Mapping[Metric, float], th: VitalThresholds
+) -> tuple[Verdict, float, Metric] | None:
+    """``classify`` and ``deciding_metric`` in one pass (the pressures are read once)."""
+    if condition is Condition.HYPOTENSION:
+        return _hypotension(values, th)
+    judged = classify(condition, values, th)
+    return None if judged is None else (judged[0], judged[1], _DECIDING[condition])
 
 
 def _high(value: float, limit: float, hysteresis: float) -> Verdict:
@@ -667,6 +719,9 @@ class VitalsState:
     seen_at: Mapping[Metric, datetime] = field(default_factory=dict)
 
 
+_copy_vitals = replacer(VitalsState)  # ``replace`` for the state: once a message
+
+
 def dump_track(track: Track) -> dict[str, Any]:
     """A track as JSON-compatible data."""
     return {
@@ -723,7 +778,7 @@ def load_track(data: Mapping[str, Any]) -> Track:
         measure=None if measure is None else Metric(measure),
         abnormal_value=None if abnormal_value is None else float(abnormal_value),
         abnormal_measure=None if abnormal_measure is None else Metric(abnormal_measure),
-        recent=tuple(recent),
+        recent=as_window(recent),
         base=None if base is None else load_track(base),
     )
 
@@ -794,10 +849,10 @@ class VitalsRule:
         out: list[AlertCandidate] = []
         tracks = dict(state.tracks)
         for condition in PHYSIOLOGICAL:
-            judged = classify(condition, event.values, self.th)
+            judged = classify_measured(condition, event.values, self.th)
             if judged is None:
                 continue
-            verdict, value = judged
+            verdict, value, measure = judged
             tracks[condition], changes = judge(
                 tracks[condition],
                 verdict,
@@ -805,16 +860,19 @@ class VitalsRule:
                 value,
                 self._noise[condition],
                 now=now,
-                measure=deciding_metric(condition, event.values, self.th),
+                measure=measure,
             )
-            out.extend(self._changed(condition, change, event) for change in changes)
+            if changes:
+                out.extend(self._changed(condition, change, event) for change in changes)
         # A real value for a metric means its probe is back, unless the probe went off after it.
-        blind = {m: t for m, t in state.probe_off_since.items() if m not in event.values or event.time < t}
+        blind = state.probe_off_since
+        if blind:
+            blind = {m: t for m, t in blind.items() if m not in event.values or event.time < t}
         seen = dict(state.seen_at)
         for metric in event.values:
             known = seen.get(metric)
             seen[metric] = event.time if known is None else max(known, event.time)
-        new = replace(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now, seen_at=seen)
+        new = _copy_vitals(state, tracks=tracks, probe_off_since=blind, last_vitals_at=now, seen_at=seen)
         new, probe = self._probe_candidates(new, event.time)
         out.extend(probe)
         if state.stale:
@@ -886,6 +944,8 @@ class VitalsRule:
     def _probe_candidates(
         self, state: VitalsState, time: datetime
     ) -> tuple[VitalsState, list[AlertCandidate]]:
+        if not state.probe_off_since and not state.probe_off_alerted:
+            return state, []  # no probe off, none named: nearly every sample
         due = tuple(
             sorted(
                 m
@@ -964,16 +1024,16 @@ class VitalsRule:
             "seen_at": {m.value: iso(t) for m, t in state.seen_at.items()},
         }
 
-    def windows(self, state: VitalsState) -> Mapping[str, tuple[Judged, ...]]:
+    def windows(self, state: VitalsState) -> Mapping[str, Sequence[Judged]]:
         """Each condition's late-data window (``daemon.rules.Windowed``)."""
         return {c.value: state.tracks[c].recent for c in PHYSIOLOGICAL}
 
-    def with_windows(self, state: VitalsState, windows: Mapping[str, tuple[Any, ...]]) -> VitalsState:
+    def with_windows(self, state: VitalsState, windows: Mapping[str, Sequence[Any]]) -> VitalsState:
         """``state`` with these conditions' windows replaced."""
         tracks = dict(state.tracks)
         for name, entries in windows.items():
             condition = Condition(name)
-            tracks[condition] = replace(tracks[condition], recent=tuple(entries))
+            tracks[condition] = replace(tracks[condition], recent=as_window(entries))
         return replace(state, tracks=tracks)
 
     def dump_entry(self, window: str, entry: Judged) -> Any:
