@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.ward import WARD, protocol_beds
 from daemon import app
 from daemon.app import Pipeline, build, stage_states
 from daemon.clock import ManualClock
@@ -39,22 +40,11 @@ VALUES = {
 
 
 def _config(folder: Path, beds: int) -> Config:
-    start = (T0 - timedelta(hours=12)).isoformat()
     return parse(
         {
             "daemon": {"state_dir": str(folder)},
             "influx": {"api": "none"},
-            "beds": [
-                {
-                    "ward": "w1",
-                    "id": f"b{i}",
-                    "patient": f"p-{i}",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol_start": start,
-                }
-                for i in range(beds)
-            ],
+            "beds": protocol_beds(beds, T0 - timedelta(hours=12)),
         }
     )
 
@@ -64,7 +54,7 @@ async def _feed(pipeline: Pipeline, clock: ManualClock, beds: int, seconds: int)
         await clock.advance(1.0)
         at = clock.now()
         for i in range(beds):
-            await pipeline.process(VitalSample("w1", f"b{i}", "m", at, VALUES))
+            await pipeline.process(VitalSample(WARD, f"b{i}", "m", at, VALUES))
 
 
 def _commit_staged(pipeline: Pipeline) -> None:

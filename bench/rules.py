@@ -33,6 +33,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bench.ward import WARD, protocol_beds
+
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 RECEIVED_AFTER = timedelta(milliseconds=50)
 CHECKPOINT_EVERY_S = 5
@@ -42,25 +44,13 @@ CHUNK_S = 2 * CHECKPOINT_EVERY_S  # the best chunk shows the cost with the least
 def _config(beds: int) -> Any:
     from daemon.config import parse  # noqa: PLC0415 -- after --tree is on sys.path
 
-    start = (T0 - timedelta(hours=12)).isoformat()
     return parse(
         {
             "influx": {"api": "none"},
             "thresholds": {
                 "vitals": {"confirm_samples": 2, "fever_delay_s": 2.0, "telemetry_stale_s": 86_400.0}
             },
-            "beds": [
-                {
-                    "ward": "w1",
-                    "id": f"b{i}",
-                    "patient": f"p-{i}",
-                    "weight_kg": 63,
-                    "height_cm": 165,
-                    "protocol": "ssc-14d",
-                    "protocol_start": start,
-                }
-                for i in range(beds)
-            ],
+            "beds": protocol_beds(beds, T0 - timedelta(hours=12)),
         }
     )
 
@@ -101,7 +91,7 @@ def _feeder(beds: int) -> Callable[[int, int], int]:
                 Metric.RR_PER_MIN: 14.0 + s % 4,
             }
             for bed in ids:
-                engine.handle(VitalSample("w1", bed, "monitor", at, values), at + RECEIVED_AFTER)
+                engine.handle(VitalSample(WARD, bed, "monitor", at, values), at + RECEIVED_AFTER)
             messages += beds
             engine.handle(Tick(at), at)
             if s % CHECKPOINT_EVERY_S == 0:
