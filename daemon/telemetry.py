@@ -95,6 +95,18 @@ class DecodedVitals:
     probe_off: tuple[Metric, ...]
 
 
+def refuse_future(when: datetime, shown: str, now: datetime, max_future_skew_s: float, where: str) -> None:
+    """Raise ``future_timestamp`` when ``when`` (named ``shown`` in the error) is more than
+    ``max_future_skew_s`` ahead of ``now``: a source's clock set wrong, whatever the protocol."""
+    if when - now > timedelta(seconds=max_future_skew_s):
+        raise InputError(
+            "future_timestamp",
+            f"{shown} is {(when - now).total_seconds():.0f} s ahead of the daemon's clock "
+            f"(limit {max_future_skew_s:.0f} s)",
+            where,
+        )
+
+
 def parse_time(text: object, field: str, where: str) -> datetime:
     """An RFC 3339 timestamp with an offset, as aware UTC."""
     if not isinstance(text, str):
@@ -140,13 +152,7 @@ def decode_vitals(
                 raise InputError("missing_field", f"'{name}' is required", where)
         ts, device_field, obs = data["ts"], data["device"], data["obs"]
     time = parse_time(ts, "ts", where)
-    if time - now > timedelta(seconds=max_future_skew_s):
-        raise InputError(
-            "future_timestamp",
-            f"'ts' {ts} is {(time - now).total_seconds():.0f} s ahead of the daemon's clock "
-            f"(limit {max_future_skew_s:.0f} s)",
-            where,
-        )
+    refuse_future(time, f"'ts' {ts}", now, max_future_skew_s, where)
     if now - time > _MAX_AGE:
         raise InputError("too_old", f"'ts' {ts} is more than {MAX_AGE_S / 86_400:.0f} days old", where)
     # The device becomes an InfluxDB tag: only characters that are data there.

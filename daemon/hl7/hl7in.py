@@ -30,7 +30,7 @@ from hl7.util import escape as hl7_escape
 from daemon import ids, mdc
 from daemon.errors import InputError
 from daemon.events import Event, Health, Metric, SourceHealth, VitalSample
-from daemon.telemetry import MAX_AGE_S, ProbeOff, check_observation
+from daemon.telemetry import MAX_AGE_S, ProbeOff, check_observation, refuse_future
 
 Message: TypeAlias = hl7.Message
 """A parsed HL7 v2 message (python-hl7's)."""
@@ -116,13 +116,7 @@ def _time(text: str, field: str, where: str, now: datetime, max_future_skew_s: f
     if when is None or when.tzinfo is None:
         raise InputError("bad_timestamp", f"{field} {ids.shown(text)} has no UTC offset", where)
     when = when.astimezone(UTC)
-    if when - now > timedelta(seconds=max_future_skew_s):
-        raise InputError(
-            "future_timestamp",
-            f"{field} {text} is {(when - now).total_seconds():.0f} s ahead of the daemon's clock "
-            f"(limit {max_future_skew_s:.0f} s)",
-            where,
-        )
+    refuse_future(when, f"{field} {text}", now, max_future_skew_s, where)
     if now - when > timedelta(seconds=MAX_AGE_S):
         raise InputError("too_old", f"{field} {text} is more than {MAX_AGE_S / 86_400:.0f} days old", where)
     return when
