@@ -1,8 +1,8 @@
 """Infusion pumps over a serial line: the NE-1000 driver, the driver registry, the source.
 
-The driver contract and the serial line every driver uses are in
-``daemon.devices.pumplink``; each other vendor's codec and driver in its own module
-(``daemon.devices.alaris``).
+The driver contract, the serial line every driver uses and the request/reply loop
+(retries, strays) are in ``daemon.devices.pumplink``; each other vendor's codec and
+driver in its own module (``daemon.devices.alaris``).
 
 ::
 
@@ -46,10 +46,11 @@ from daemon.devices.ne1000 import (
     parse_rate,
 )
 from daemon.devices.pumplink import (
-    Closed,
     DriverFactory,
+    Exchanger,
     FaultHandler,
     LinkClosedError,
+    Miss,
     NoReplyError,
     PumpDriver,
     PumpStatus,
@@ -90,13 +91,15 @@ class NE1000Driver:
     def __init__(self, pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> None:
         """One driver for one open of ``pump.url``; faults go to ``on_fault``."""
         self._pump = pump
-        self._clock = clock
         self._on_fault = on_fault
         self._where = f"pump[{pump.id}] {pump.url}"
         self._safe = pump.safe_mode_timeout_s > 0
         self._safe_confirmed = False
         self._line: SerialLine[Decoded] = SerialLine(
             pump, ReplyDecoder(address=pump.address, where=self._where), self._where
+        )
+        self._exchanger: Exchanger[Decoded] = Exchanger(
+            pump, clock, self._where, on_fault, retry_now=_RETRY_NOW, stray=self._stray
         )
 
     async def open(self) -> None:
@@ -143,59 +146,33 @@ class NE1000Driver:
     def _fault(self, error: FrameError, raw: bytes) -> None:
         self._on_fault(error, raw)
 
-    def _take_stale(self) -> None:
-        # Whatever arrived unasked (a pushed safe-mode alarm, a late reply to an
-        # earlier attempt) must not be taken for the answer to the next command.
-        for item in self._line.take_stale():
-            if item.error is not None:
-                self._fault(item.error, item.raw)
-            else:
-                self._fault(
-                    FrameError("unsolicited", "reply nobody asked for (ignored)", self._where), item.raw
-                )
+    def _stray(self, item: Decoded) -> FrameError:
+        # A frame arrived unasked: a pushed safe-mode alarm, a late reply to an earlier attempt.
+        return FrameError("unsolicited", "reply nobody asked for (ignored)", self._where)
 
     async def _exchange(self, command: str) -> Reply:
         safe = self._safe or command.startswith("SAF")
         frame = encode_command(command, self._pump.address, safe=safe)
         shown = command or "status"
-        for _ in range(self._pump.retries + 1):
-            self._take_stale()
-            self._line.send(frame)
-            deadline = self._clock.monotonic() + self._pump.reply_timeout_s
-            while True:
-                item = await self._line.next_item(self._clock, deadline)
-                if item is None:
-                    for leftover in self._line.flush():
-                        if leftover.error is not None:
-                            self._fault(leftover.error, leftover.raw)
-                    self._fault(FrameError("timeout", f"no reply to {shown}", self._where), b"")
-                    break
-                if isinstance(item, Closed):
-                    raise LinkClosedError(f"{self._where}: {item.reason}")
-                if item.error is not None:
-                    self._fault(item.error, item.raw)
-                    if item.error.reason in _RETRY_NOW:
-                        break
-                    continue
-                reply = item.reply
-                assert reply is not None  # a Decoded holds a reply or an error
-                if self._safe and not reply.safe and not command.startswith("SAF"):
-                    self._fault(
-                        FrameError("wrong_mode", "unprotected reply in safe mode", self._where), item.raw
-                    )
-                    continue
-                if reply.error is CommandError.COMMUNICATION:
-                    # The pump saw our packet corrupted: send it again.
-                    self._fault(
-                        FrameError("pump_saw_bad_packet", f"pump answered ?COM to {shown}", self._where),
-                        item.raw,
-                    )
-                    break
-                return reply
-        self._safe_confirmed = False
-        raise NoReplyError(
-            f"{self._where}: no valid reply to {shown} after {self._pump.retries + 1} attempt(s)"
-        )
+
+        def match(item: Decoded) -> Reply | Miss:
+            reply = item.reply
+            assert reply is not None  # a Decoded holds a reply or an error
+            if self._safe and not reply.safe and not command.startswith("SAF"):
+                return Miss(FrameError("wrong_mode", "unprotected reply in safe mode", self._where))
+            if reply.error is CommandError.COMMUNICATION:
+                # The pump saw our packet corrupted: send it again.
+                return Miss(
+                    FrameError("pump_saw_bad_packet", f"pump answered ?COM to {shown}", self._where),
+                    resend=True,
+                )
+            return reply
+
+        try:
+            return await self._exchanger.ask(self._line, frame, shown, match)
+        except NoReplyError:
+            self._safe_confirmed = False
+            raise
 
 
 def ne1000_driver(pump: PumpConfig, clock: Clock, on_fault: FaultHandler) -> PumpDriver:

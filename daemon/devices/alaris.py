@@ -37,10 +37,11 @@ from daemon.config import PumpConfig
 from daemon.devices.framing import StreamBuffer
 from daemon.devices.pump_alarms import ALARIS_NO_ALARM
 from daemon.devices.pumplink import (
-    Closed,
+    Exchanger,
     FaultHandler,
     InfusionTracker,
     LinkClosedError,
+    Miss,
     NoReplyError,
     PumpStatus,
     ReadingPendingError,
@@ -423,6 +424,9 @@ class AlarisDriver:
         self._on_fault = on_fault
         self._where = f"pump[{pump.id}] {pump.url}"
         self._line: SerialLine[Decoded] = SerialLine(pump, FrameDecoder(self._where), self._where)
+        self._exchanger: Exchanger[Decoded] = Exchanger(
+            pump, clock, self._where, on_fault, retry_now=_RETRY_NOW, stray=self._stray
+        )
         self._turn = asyncio.Lock()
         self._code: str | None = None
         self._enabled_at_s: float | None = None
@@ -531,49 +535,22 @@ class AlarisDriver:
         self._on_fault(error, raw)
 
     async def _answer(self, command: Command, *arguments: str, attempts: int | None = None) -> Frame:
-        frame = encode_command(command, *arguments)
-        tries = self._pump.retries + 1 if attempts is None else attempts
-        for _ in range(tries):
-            for stale in self._line.take_stale():
-                self._stray(stale)
-            self._line.send(frame)
-            deadline = self._clock.monotonic() + self._pump.reply_timeout_s
-            while True:
-                item = await self._line.next_item(self._clock, deadline)
-                if item is None:
-                    for leftover in self._line.flush():
-                        self._stray(leftover)
-                    self._fault(FrameError("timeout", f"no reply to {command}", self._where), b"")
-                    break
-                if isinstance(item, Closed):
-                    raise LinkClosedError(f"{self._where}: {item.reason}")
-                if item.error is not None:
-                    self._fault(item.error, item.raw)
-                    if item.error.reason in _RETRY_NOW:
-                        break
-                    continue
-                assert item.frame is not None  # a Decoded holds a frame or an error
-                if item.frame.command != command.value:
-                    # A late answer to an earlier attempt, or to the other remote command.
-                    self._fault(
-                        FrameError(
-                            "unexpected_reply",
-                            f"{item.frame.command} while waiting for {command}",
-                            self._where,
-                        ),
-                        item.raw,
+        def match(item: Decoded) -> Frame | Miss:
+            assert item.frame is not None  # a Decoded holds a frame or an error
+            if item.frame.command != command.value:
+                # A late answer to an earlier attempt, or to the other remote command.
+                return Miss(
+                    FrameError(
+                        "unexpected_reply", f"{item.frame.command} while waiting for {command}", self._where
                     )
-                    continue
-                return item.frame
-        raise NoReplyError(f"{self._where}: no valid reply to {command} after {tries} attempt(s)")
+                )
+            return item.frame
 
-    def _stray(self, item: Decoded | Closed) -> None:
-        if isinstance(item, Closed):
-            return  # the line keeps it; the next wait raises
-        if item.error is not None:
-            self._fault(item.error, item.raw)
-        else:
-            self._fault(FrameError("unsolicited", "frame nobody asked for (ignored)", self._where), item.raw)
+        frame = encode_command(command, *arguments)
+        return await self._exchanger.ask(self._line, frame, command.value, match, attempts)
+
+    def _stray(self, item: Decoded) -> FrameError:
+        return FrameError("unsolicited", "frame nobody asked for (ignored)", self._where)
 
 
 def _remote(command: Command) -> _Parser[bool]:

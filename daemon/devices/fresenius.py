@@ -42,10 +42,11 @@ from daemon.config import PumpConfig
 from daemon.devices.framing import StreamBuffer
 from daemon.devices.pump_alarms import FRESENIUS_ALARM_ERROR
 from daemon.devices.pumplink import (
-    Closed,
+    Exchanger,
     FaultHandler,
     InfusionTracker,
     LinkClosedError,
+    Miss,
     NoReplyError,
     PumpStatus,
     ReadingPendingError,
@@ -511,6 +512,9 @@ class FreseniusDriver:
         self._shared: BaseLine | None = None
         self._session = False
         self._tracker = InfusionTracker()
+        self._exchanger: Exchanger[Decoded] = Exchanger(
+            pump, clock, self._where, on_fault, retry_now=_RETRY_NOW, stray=self._stray
+        )
 
     @property
     def _base(self) -> BaseLine:
@@ -615,67 +619,44 @@ class FreseniusDriver:
     def _fault(self, error: FrameError, raw: bytes) -> None:
         self._on_fault(error, raw)
 
-    def _stray(self, item: Decoded) -> None:
-        if item.error is not None:
-            self._fault(item.error, item.raw)
-        elif item.reply is not None and item.reply.status is Status.CORRECT:
-            self._fault(FrameError("unsolicited", "reply nobody asked for (ignored)", self._where), item.raw)
-        elif item.control == NAK:
-            self._fault(FrameError("nak", "NAK nobody expected", self._where), item.raw)
+    def _stray(self, item: Decoded) -> FrameError | None:
+        if item.reply is not None and item.reply.status is Status.CORRECT:
+            return FrameError("unsolicited", "reply nobody asked for (ignored)", self._where)
+        if item.control == NAK:
+            return FrameError("nak", "NAK nobody expected", self._where)
+        # ACK, ENQ, a spontaneous message (acknowledged as it came), an error reply
+        # to an abandoned attempt.
+        return None
 
     async def _exchange(
         self, address: int | None, command: Command, *variables: Variable, attempts: int | None = None
     ) -> Reply:
-        frame = encode_command(address, command, *variables)
         origin = str(address) if address is not None else None
         shown = command.value + (f";{''.join(v.value for v in variables)}" if variables else "")
-        tries = self._pump.retries + 1 if attempts is None else attempts
-        for _ in range(tries):
-            for stale in self._line.take_stale():
-                self._stray(stale)
-            self._line.send(frame)
-            deadline = self._clock.monotonic() + self._pump.reply_timeout_s
-            while True:
-                item = await self._line.next_item(self._clock, deadline)
-                if item is None:
-                    for leftover in self._line.flush():
-                        self._stray(leftover)
-                    self._fault(FrameError("timeout", f"no reply to {shown}", self._where), b"")
-                    break
-                if isinstance(item, Closed):
-                    raise LinkClosedError(f"{self._where}: {item.reason}")
-                if item.control == NAK:
-                    meaning = LINK_ERRORS.get(item.link_error or "", "unknown link error")
-                    self._fault(
-                        FrameError(
-                            "nak", f"pump refused our frame: {item.link_error} {meaning}", self._where
-                        ),
-                        item.raw,
+
+        def match(item: Decoded) -> Reply | Miss:
+            if item.control == NAK:
+                meaning = LINK_ERRORS.get(item.link_error or "", "unknown link error")
+                return Miss(
+                    FrameError("nak", f"pump refused our frame: {item.link_error} {meaning}", self._where),
+                    resend=True,
+                )
+            if item.control is not None:
+                return Miss()  # ACK of our frame, or ENQ (answered as it came)
+            reply = item.reply
+            assert reply is not None  # a frame item holds a reply or an error
+            if reply.status in (Status.SPONTANEOUS, Status.SPONTANEOUS_ADJUST):
+                return Miss()  # acknowledged as it came; wardd reads by polling
+            if reply.origin != origin:
+                return Miss(
+                    FrameError(
+                        "unexpected_reply", f"reply from {reply.origin} to {shown} for {origin}", self._where
                     )
-                    break
-                if item.control is not None:
-                    continue  # ACK of our frame, or ENQ (answered as it came)
-                if item.error is not None:
-                    self._fault(item.error, item.raw)
-                    if item.error.reason in _RETRY_NOW:
-                        break
-                    continue
-                reply = item.reply
-                assert reply is not None  # a frame item holds a reply or an error
-                if reply.status in (Status.SPONTANEOUS, Status.SPONTANEOUS_ADJUST):
-                    continue  # acknowledged as it came; wardd reads by polling
-                if reply.origin != origin:
-                    self._fault(
-                        FrameError(
-                            "unexpected_reply",
-                            f"reply from {reply.origin} to {shown} for {origin}",
-                            self._where,
-                        ),
-                        item.raw,
-                    )
-                    continue
-                return reply
-        raise NoReplyError(f"{self._where}: no valid reply to {shown} after {tries} attempt(s)")
+                )
+            return reply
+
+        frame = encode_command(address, command, *variables)
+        return await self._exchanger.ask(self._line, frame, shown, match, attempts)
 
 
 class _Extract(Protocol):

@@ -1,9 +1,12 @@
-"""What every pump driver shares: the driver contract and the serial line under it.
+"""What every pump driver shares: the driver contract, the serial line under it, and
+the request/reply loop over that line (send, await the answer, retry).
 
 ``daemon.pump`` holds the polling source and the NE-1000 driver; each other vendor's
 module (``daemon.devices.alaris``, ``daemon.devices.fresenius``) holds its codec and
-driver. Both sides import this module, never each other. Here too: the judgement of infusing or stopped
-from the volume infused, for protocols that do not report it.
+driver. Both sides import this module, never each other. A driver gives the loop only
+what its protocol decides: which decoding errors call for sending again at once, what
+a frame nobody asked for means, and which item is the answer. Here too: the judgement
+of infusing or stopped from the volume infused, for protocols that do not report it.
 """
 
 from __future__ import annotations
@@ -230,6 +233,115 @@ class SerialLine(Generic[Item]):
                 self.closed = item
             return item
         return None
+
+
+class LineItem(Protocol):
+    """What every vendor decoder's item tells: the bytes it covers, and what was wrong with them."""
+
+    @property
+    def raw(self) -> bytes:
+        """The bytes of the line this item covers."""
+        ...
+
+    @property
+    def error(self) -> FrameError | None:
+        """Why these bytes are no frame (``None`` for a frame or a link control)."""
+        ...
+
+
+LineItemT = TypeVar("LineItemT", bound=LineItem)
+Answer = TypeVar("Answer")
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """An item that is not the answer awaited: the fault it shows, and what to do next."""
+
+    fault: FrameError | None = None  # counted against the item's bytes; None: nothing wrong
+    resend: bool = False  # the pump lost or refused our frame: send it again at once, else wait on
+
+
+class Exchanger(Generic[LineItemT]):
+    """The request/reply loop of one driver: send a command, await its answer, retry.
+
+    A command goes out after everything that arrived unasked is reported as a stray.
+    Then items are awaited until the reply timeout: a decoding error is counted, and
+    sends the command again at once if its reason is one of ``retry_now`` (the
+    answer was corrupted, so it will not come) or else is waited past (stray bytes, a
+    neighbour's frame: ours may still come); every other item goes to the command's
+    ``match``, which returns the answer or a ``Miss``. At the timeout what the decoder
+    still holds is reported as a stray and a ``timeout`` counted. After the last
+    attempt ``NoReplyError``; ``LinkClosedError`` as soon as the line closes.
+
+    ``stray`` says what a frame without a decoding error that nobody asked for shows
+    (``None``: nothing worth counting, such as a link control). Every fault goes to
+    ``on_fault`` with the bytes concerned, before ``ask`` returns or raises.
+    """
+
+    def __init__(
+        self,
+        pump: PumpConfig,
+        clock: Clock,
+        where: str,
+        on_fault: FaultHandler,
+        *,
+        retry_now: frozenset[str],
+        stray: Callable[[LineItemT], FrameError | None],
+    ) -> None:
+        """The loop of ``pump`` (retries, reply timeout) for the driver at ``where``."""
+        self._pump = pump
+        self._clock = clock
+        self._where = where
+        self._on_fault = on_fault
+        self._retry_now = retry_now
+        self._stray = stray
+
+    async def ask(
+        self,
+        line: SerialLine[LineItemT],
+        frame: bytes,
+        shown: str,
+        match: Callable[[LineItemT], Answer | Miss],
+        attempts: int | None = None,
+    ) -> Answer:
+        """Send ``frame`` until ``match`` accepts a reply (``shown`` names it in faults).
+
+        ``attempts`` defaults to ``pump.retries + 1``.
+        """
+        tries = self._pump.retries + 1 if attempts is None else attempts
+        for _ in range(tries):
+            # Whatever arrived unasked (a pushed alarm, a late reply to an earlier
+            # attempt) must not be taken for the answer to this one.
+            self._strays(line.take_stale())
+            line.send(frame)
+            deadline = self._clock.monotonic() + self._pump.reply_timeout_s
+            while True:
+                item = await line.next_item(self._clock, deadline)
+                if item is None:
+                    self._strays(line.flush())
+                    self._on_fault(FrameError("timeout", f"no reply to {shown}", self._where), b"")
+                    break
+                if isinstance(item, Closed):
+                    raise LinkClosedError(f"{self._where}: {item.reason}")
+                if item.error is not None:
+                    self._on_fault(item.error, item.raw)
+                    if item.error.reason in self._retry_now:
+                        break
+                    continue
+                verdict = match(item)
+                if not isinstance(verdict, Miss):
+                    return verdict
+                if verdict.fault is not None:
+                    self._on_fault(verdict.fault, item.raw)
+                if verdict.resend:
+                    break
+        raise NoReplyError(f"{self._where}: no valid reply to {shown} after {tries} attempt(s)")
+
+    def _strays(self, items: list[LineItemT]) -> None:
+        for item in items:
+            fault = item.error if item.error is not None else self._stray(item)
+            if fault is not None:
+                self._on_fault(fault, item.raw)
 
 
 class InfusionTracker:
