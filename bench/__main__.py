@@ -170,7 +170,13 @@ def run_figure(
     """One round of one figure: a fresh broker, every system in this round's order."""
     folder = workdir / f"round{index + 1}" / figure.key
     with broker(folder / "broker") as server:
-        ctx = Context(server.url, folder, sizes, profile=profiler.attach if profiler else None)
+        ctx = Context(
+            server.url,
+            folder,
+            sizes,
+            profile=profiler.attach if profiler else None,
+            broker_pid=server.proc.pid if server.proc is not None else None,
+        )
         for name in rotated(figure.systems, index):
             if only_systems and name not in only_systems:
                 continue
