@@ -163,15 +163,17 @@ def peak_rss_largest_mb(pid: int | None) -> float:
 
 
 def partition_beds(ward: Ward) -> list[str]:
-    """A bed of each partition of the wardd under test (``--workers``), the first bed first.
+    """A bed of each partition of every wardd measured (``--workers``), the first bed first.
 
     The same beds for every system, so that all get the same probes and bursts.
     """
-    count = systems.WARDD_WORKERS
-    picked = {partition_of(WARD, ward.bed_ids[0], count): ward.bed_ids[0]}
-    for bed in ward.bed_ids:
-        picked.setdefault(partition_of(WARD, bed, count), bed)
-    return list(picked.values())
+    picked = {ward.bed_ids[0]: None}
+    for count in systems.WARDD_WORKERS:
+        first = {partition_of(WARD, ward.bed_ids[0], count): ward.bed_ids[0]}
+        for bed in ward.bed_ids:
+            first.setdefault(partition_of(WARD, bed, count), bed)
+        picked.update(dict.fromkeys(first.values()))
+    return list(picked)
 
 
 @contextmanager
