@@ -197,3 +197,36 @@ async def test_qos1_messages_come_without_a_task_each_and_their_pubacks_leave_to
         await _publish(mosquitto, topic, b"after")
         await until(lambda: b"after" in second.payloads(), 10, "the message after the restart")
         assert second.payloads() == [b"m19", b"after"]
+
+
+async def test_qos2_messages_keep_gmqtts_coroutine_path(mosquitto: Mosquitto, prefix: str) -> None:
+    """Subscribed at QoS 2, a message takes gmqtt's own way (its coroutine waits for the
+    ``ack``): acknowledged, it is not sent again; not acknowledged, it is."""
+    topic = f"{prefix}/in"
+    config = MqttConfig(
+        url=mosquitto.url, client_id=f"{prefix}-d", qos=2, reconnect_min_s=0.05, reconnect_max_s=0.2
+    )
+
+    def link(inbox: Inbox) -> MqttLink:
+        return MqttLink(
+            config,
+            password=None,
+            subscriptions=[topic],
+            on_message=inbox,
+            counters=Counters(),
+            clock=SystemClock(),
+        )
+
+    first = Inbox()
+    async with running(link(first)):
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish(topic, b"acked", qos=2)
+            await client.publish(topic, b"kept", qos=2)
+        await until(lambda: len(first.messages) == 2, 10, "both messages")
+        assert not any(isinstance(ack, mqtt._PubAck) for _, _, ack in first.messages)
+        first.messages[0][2]()  # its PUBREC leaves before the DISCONNECT, on the same socket
+    second = Inbox()
+    async with running(link(second)):
+        await _publish(mosquitto, topic, b"after")
+        await until(lambda: b"after" in second.payloads(), 10, "the message after the restart")
+        assert second.payloads() == [b"kept", b"after"]

@@ -524,13 +524,12 @@ class MqttLink:
             await self._on_message(topic, payload, acker)
 
     def _acker(self, session: _Session, decision: Decision) -> Ack:
-        if type(decision) is int:
+        if decision is None:
+            return _nothing_to_acknowledge  # QoS 0
+        if isinstance(decision, int):
             return _PubAck(session, decision, self._counters)
 
         def ack() -> None:
-            if decision is None:
-                return  # QoS 0: nothing to acknowledge
-            assert not isinstance(decision, int)  # for mypy: handled above
             if decision.done():
                 # That connection is gone; the broker sends the message again on the
                 # new one, and the daemon drops the duplicate (``daemon.dedup``).
@@ -553,6 +552,10 @@ class MqttLink:
             self._drained.set()
             self._wakeup.clear()
             await self._wakeup.wait()
+
+
+def _nothing_to_acknowledge() -> None:
+    """The ``ack`` of a QoS 0 message."""
 
 
 class _PubAck:
