@@ -67,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="only the burst, wardd under py-spy, time by stage"
     )
-    parser.add_argument("--workers", type=int, default=1, help="daemon.workers of wardd (default 1)")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="comma-separated daemon.workers counts of wardd, each measured as a system of its "
+        "own (wardd, wardd-w2, ...; default 1,2)",
+    )
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="folder for the JSON results")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, configs)")
     return parser.parse_args(argv)
@@ -108,7 +113,15 @@ def rotated(names: tuple[str, ...], round_index: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the rounds, print the table, write the JSON."""
     args = parse_args(argv)
-    systems.WARDD_WORKERS = args.workers
+    try:
+        counts = tuple(dict.fromkeys(int(n) for n in args.workers.split(",") if n.strip()))
+    except ValueError:
+        raise SystemExit(f"--workers: {args.workers!r} is not a list of numbers") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--workers: {args.workers!r}: give at least one count, each 1 or more")
+    if args.profile:
+        counts = counts[:1]  # py-spy follows one process
+    systems.set_workers(counts)
     sizes = sizes_from(args)
     rounds_given = "--rounds" in (argv if argv is not None else sys.argv)
     rounds = 1 if (args.quick or args.profile) and not rounds_given else args.rounds
@@ -117,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         picked = [f for f in picked if f.key == "burst"]
     only_systems = {s.strip() for s in args.systems.split(",") if s.strip()}
     if args.profile:
-        only_systems = {"wardd"}
+        only_systems = {systems.wardd_name(counts[0])}
     results = report.Results(
         options={**vars(args), "out": str(args.out), "rounds": rounds, "sizes": dataclasses.asdict(sizes)}
     )
@@ -170,9 +183,15 @@ def run_figure(
     """One round of one figure: a fresh broker, every system in this round's order."""
     folder = workdir / f"round{index + 1}" / figure.key
     with broker(folder / "broker") as server:
-        ctx = Context(server.url, folder, sizes, profile=profiler.attach if profiler else None)
+        ctx = Context(
+            server.url,
+            folder,
+            sizes,
+            profile=profiler.attach if profiler else None,
+            broker_pid=server.proc.pid if server.proc is not None else None,
+        )
         for name in rotated(figure.systems, index):
-            if only_systems and name not in only_systems:
+            if only_systems and name not in only_systems and systems.base_name(name) not in only_systems:
                 continue
             started = time.monotonic()
             print(f"round {index + 1} {figure.key:18} {name:9} ", end="", flush=True)

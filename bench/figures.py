@@ -31,6 +31,7 @@ from typing import Any
 from bench import systems
 from bench.load import (
     FEVER_C,
+    WARD,
     Burst,
     Observer,
     Pace,
@@ -44,6 +45,7 @@ from bench.load import (
     vitals_payload,
 )
 from bench.systems import Process, Storage
+from daemon.partition import partition_of
 from tests.servers import victoria_metrics
 
 READY_TIMEOUT_S = 180.0
@@ -60,6 +62,7 @@ class Context:
     workdir: Path
     sizes: Sizes
     profile: Callable[[Process], AbstractContextManager[None]] | None = None
+    broker_pid: int | None = None  # the round's mosquitto, whose CPU the drains also cost
     runs: int = 0  # runs started on this broker so far (each gets its own prefix)
 
     def ward(self, beds: int) -> Ward:
@@ -85,6 +88,28 @@ class Sizes:
     case_hours: float | None = None  # None: the whole 14 days
 
 
+def tree(pid: int | None) -> list[int]:
+    """``pid`` and its descendants (a wardd with several workers is a supervisor and its workers)."""
+    if pid is None:
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        one = todo.pop()
+        out.append(one)
+        todo.extend(children.get(one, ()))
+    return out
+
+
 def _status_mb(pid: int | None, field_name: str) -> float:
     """A memory field of ``/proc/<pid>/status`` in MiB (0 when the process is gone)."""
     if pid is None:
@@ -98,14 +123,7 @@ def _status_mb(pid: int | None, field_name: str) -> float:
     return 0.0
 
 
-def cpu_s(pid: int | None) -> float:
-    """CPU time (user and system) a process has used so far, in seconds (0 when it is gone).
-
-    On a machine shared with other work this is the steadier figure: it counts the
-    system's own work, not the time it waited for a core.
-    """
-    if pid is None:
-        return 0.0
+def _cpu_one_s(pid: int) -> float:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -114,14 +132,48 @@ def cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def cpu_s(pid: int | None) -> float:
+    """CPU time (user and system) a process and its running descendants have used so far, in seconds.
+
+    0 when it is gone. On a machine shared with other work this is the steadier figure:
+    it counts the system's own work, not the time it waited for a core. The
+    descendants are a wardd's workers; each is counted while it runs, so this is
+    read before the system stops.
+    """
+    return sum(_cpu_one_s(one) for one in tree(pid))
+
+
 def rss_mb(pid: int | None) -> float:
-    """Resident memory of a process now, in MiB."""
-    return _status_mb(pid, "VmRSS")
+    """Resident memory of a process and its descendants now, in MiB."""
+    return sum(_status_mb(one, "VmRSS") for one in tree(pid))
 
 
 def peak_rss_mb(pid: int | None) -> float:
-    """The process's resident high-water mark (``VmHWM``) in MiB."""
-    return _status_mb(pid, "VmHWM")
+    """The resident high-water marks (``VmHWM``) of a process and its descendants, added, in MiB.
+
+    With several workers each peaks on its own, so the sum bounds their peak together
+    from above.
+    """
+    return sum(_status_mb(one, "VmHWM") for one in tree(pid))
+
+
+def peak_rss_largest_mb(pid: int | None) -> float:
+    """The largest ``VmHWM`` of a process and its descendants (one worker's peak), in MiB."""
+    return max((_status_mb(one, "VmHWM") for one in tree(pid)), default=0.0)
+
+
+def partition_beds(ward: Ward) -> list[str]:
+    """A bed of each partition of every wardd measured (``--workers``), the first bed first.
+
+    The same beds for every system, so that all get the same probes and bursts.
+    """
+    picked = {ward.bed_ids[0]: None}
+    for count in systems.WARDD_WORKERS:
+        first = {partition_of(WARD, ward.bed_ids[0], count): ward.bed_ids[0]}
+        for bed in ward.bed_ids:
+            first.setdefault(partition_of(WARD, bed, count), bed)
+        picked.update(dict.fromkeys(first.values()))
+    return list(picked)
 
 
 @contextmanager
@@ -148,13 +200,22 @@ def clients(url: str, ward: Ward) -> Iterator[tuple[Publisher, Observer]]:
 
 
 def _wait_done(system: Process, observer: Observer, burst: Burst, timeout_s: float) -> float:
+    """When the last of the burst's sentinel alerts arrived (every worker done)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        system.check_alive()
-        at = observer.wait_for(burst.bed, burst.last_key, 1.0)
-        if at is not None:
-            return at
-    raise RuntimeError(f"{system.name}: the burst's last alert did not arrive within {timeout_s:.0f} s")
+    done: list[float] = []
+    for sentinel in burst.sentinels:
+        while True:
+            system.check_alive()
+            at = observer.wait_any([sentinel], 1.0)
+            if at is not None:
+                done.append(at)
+                break
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"{system.name}: the burst's last alert on bed {sentinel[0]} did not arrive "
+                    f"within {timeout_s:.0f} s"
+                )
+    return max(done)
 
 
 def offline_burst(
@@ -172,13 +233,14 @@ def offline_burst(
         name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward, storage=storage
     )
     with clients(ctx.url, ward) as (publisher, observer), running(system):
-        prober = Prober(ward)
+        prober = Prober(ward, partition_beds(ward))
         system.start()
         ready_s = prober.wait_ready(publisher, observer, READY_TIMEOUT_S) - system.started_at
         ready_cpu_s = cpu_s(system.pid)
         system.stop()
-        burst = make_burst(ward, per_bed)
+        burst = make_burst(ward, per_bed, sentinel_beds=partition_beds(ward))
         publish_s = publisher.publish_all(burst.messages)
+        broker_cpu_s = cpu_s(ctx.broker_pid)
         system.start()
         if ctx.profile is not None and name.startswith("wardd"):
             with ctx.profile(system):
@@ -187,6 +249,7 @@ def offline_burst(
             end = _wait_done(system, observer, burst, 60 + burst.normal / 50)
         total_s = end - system.started_at
         drain_cpu_s = cpu_s(system.pid) - ready_cpu_s
+        broker_cpu_s = cpu_s(ctx.broker_pid) - broker_cpu_s
         first = observer.by_key.get((burst.bed, burst.first_key))
         drain_s = max(total_s - ready_s, 1e-3)
         measured = {
@@ -197,9 +260,13 @@ def offline_burst(
             "first_to_last_alert_s": end - first if first else float("nan"),
             "publish_s": publish_s,
             # Less the first start's CPU up to ready, as the drain time is less its time;
-            # with several workers, the supervisor's only.
+            # with several workers, the supervisor's and every worker's.
             "cpu_us_per_msg": drain_cpu_s / burst.normal * 1e6,
+            # The broker's, from the start to the last alert: on a 2-core machine it
+            # shares the cores with the system under test.
+            "broker_cpu_us_per_msg": broker_cpu_s / burst.normal * 1e6,
             "peak_rss_mb": peak_rss_mb(system.pid),
+            "peak_rss_largest_mb": peak_rss_largest_mb(system.pid),
         }
         return measured, system, burst, end
 
@@ -221,8 +288,12 @@ def measure_online(ctx: Context, name: str) -> Measured:
     system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
     with clients(ctx.url, ward) as (publisher, observer), running(system):
         system.start()
-        Prober(ward).wait_ready(publisher, observer, READY_TIMEOUT_S)
-        burst = make_burst(ward, max(1, ctx.sizes.burst_messages // ctx.sizes.burst_beds))
+        Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
+        burst = make_burst(
+            ward,
+            max(1, ctx.sizes.burst_messages // ctx.sizes.burst_beds),
+            sentinel_beds=partition_beds(ward),
+        )
         started = time.time()
         publish_s = publisher.publish_all(burst.messages)
         end = _wait_done(system, observer, burst, 60 + burst.normal / 50)
@@ -247,7 +318,7 @@ def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
     system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
     with clients(ctx.url, ward) as (publisher, observer), running(system):
         system.start()
-        Prober(ward).wait_ready(publisher, observer, READY_TIMEOUT_S)
+        Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
         before = observer.count()
         load = PacedLoad(Pace(ctx.url, ward, hz, ctx.sizes.latency_s, ctx.sizes.fever_every))
         load.start()
@@ -294,7 +365,7 @@ def measure_memory(ctx: Context, name: str) -> Measured:
         system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
         with clients(ctx.url, ward) as (publisher, observer), running(system):
             system.start()
-            Prober(ward).wait_ready(publisher, observer, READY_TIMEOUT_S)
+            Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
             time.sleep(3.0)  # a few ticks and a checkpoint
             label = f"idle_rss_mb_{beds}_beds" if name.startswith("wardd") else "idle_rss_mb_any_beds"
             out[label] = rss_mb(system.pid)
@@ -307,7 +378,9 @@ def measure_startup(ctx: Context, name: str) -> Measured:
     system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
     with clients(ctx.url, ward) as (publisher, observer), running(system):
         system.start()
-        ready = Prober(ward).wait_ready(publisher, observer, READY_TIMEOUT_S, every_s=0.05)
+        ready = Prober(ward, partition_beds(ward)).wait_ready(
+            publisher, observer, READY_TIMEOUT_S, every_s=0.05
+        )
         out = {"ready_s": ready - system.started_at, "rss_mb": rss_mb(system.pid)}
         if isinstance(system, systems.Wardd):
             connected = system.connected_at()
@@ -420,9 +493,11 @@ def figures(sizes: Sizes) -> list[Figure]:
             (
                 ("msg_per_s", "msg/s", True),
                 ("cpu_us_per_msg", "µs", False),
+                ("broker_cpu_us_per_msg", "µs", False),
                 ("total_s", "s", False),
                 ("ready_s", "s", False),
                 ("peak_rss_mb", "MiB", False),
+                ("peak_rss_largest_mb", "MiB", False),
             ),
         ),
         Figure(
@@ -461,6 +536,9 @@ def figures(sizes: Sizes) -> list[Figure]:
                 ("total_s", "s", False),
                 ("msg_per_s", "msg/s", True),
                 ("cpu_us_per_msg", "µs", False),
+                ("broker_cpu_us_per_msg", "µs", False),
+                ("peak_rss_mb", "MiB", False),
+                ("peak_rss_largest_mb", "MiB", False),
             ),
         ),
         Figure(

@@ -231,59 +231,76 @@ class Publisher:
 
 
 class Prober:
-    """Fever probes on one bed, each followed by a normal sample, with increasing measurement times.
+    """Fever probes on some beds, each followed by a normal sample, with increasing measurement times.
 
     Probe times start ``behind_s`` in the past (inside every lateness window of wardd),
-    10 ms apart, so that they stay older than any burst generated later.
+    10 ms apart, so that they stay older than any burst generated later. The system is
+    ready once a probe of every bed has its alert: one bed per worker of a wardd with
+    several (``partition_beds``), since each worker starts on its own.
     """
 
-    def __init__(self, ward: Ward, bed: str = "1", behind_s: float = 600.0) -> None:
+    def __init__(self, ward: Ward, beds: Sequence[str] = ("1",), behind_s: float = 600.0) -> None:
         self._ward = ward
-        self._bed = bed
+        self._beds = tuple(dict.fromkeys(beds))
         self._base = datetime.now(UTC) - timedelta(seconds=behind_s)
         self._n = 0
 
     def wait_ready(
         self, publisher: Publisher, observer: Observer, timeout_s: float, every_s: float = 0.2
     ) -> float:
-        """Probe every ``every_s`` until the alert of any probe arrives; its arrival time (time.time()).
+        """Probe every ``every_s`` until every bed has a probe's alert; the last bed's first arrival (time.time()).
 
         Raises after ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
-        topic = self._ward.vitals_topic(self._bed)
-        sent: list[tuple[str, int]] = []
+        sent: dict[str, list[tuple[str, int]]] = {bed: [] for bed in self._beds}
+        ready: dict[str, float] = {}
         while time.monotonic() < deadline:
             when = self._base + timedelta(milliseconds=10 * self._n)
             self._n += 2
-            publisher.publish(topic, vitals_payload(self._bed, when, self._n, FEVER_C))
-            publisher.publish(
-                topic, vitals_payload(self._bed, when + timedelta(milliseconds=10), self._n, NORMAL_C)
-            )
-            sent.append((self._bed, ms_key(iso_ms(when))))
-            arrived = observer.wait_any(sent, every_s)
-            if arrived is not None:
-                return arrived
-        raise RuntimeError(f"no probe alert within {timeout_s} s")
+            pending = [bed for bed in self._beds if bed not in ready]
+            for bed in pending:
+                topic = self._ward.vitals_topic(bed)
+                publisher.publish(topic, vitals_payload(bed, when, self._n, FEVER_C))
+                publisher.publish(
+                    topic, vitals_payload(bed, when + timedelta(milliseconds=10), self._n, NORMAL_C)
+                )
+                sent[bed].append((bed, ms_key(iso_ms(when))))
+            for i, bed in enumerate(pending):
+                arrived = observer.wait_any(sent[bed], every_s if i == 0 else 0.0)
+                if arrived is not None:
+                    ready[bed] = arrived
+            if len(ready) == len(self._beds):
+                return max(ready.values())
+        raise RuntimeError(f"no probe alert within {timeout_s} s (beds answered: {sorted(ready)})")
 
 
 @dataclass
 class Burst:
-    """A burst of vitals: a fever marker first, ``per_bed`` normal samples per bed, a fever sentinel last."""
+    """A burst of vitals: a fever marker first, ``per_bed`` normal samples per bed, fever sentinels last.
+
+    One sentinel per bed of ``sentinel_beds``: with several workers each takes its own
+    beds' messages, so the burst is processed once the sentinel of every worker has
+    raised its alert, not only the first bed's.
+    """
 
     messages: list[tuple[str, bytes]]
     bed: str
     first_key: int
     last_key: int
+    sentinels: tuple[tuple[str, int], ...]  # (bed, sample key) of every last fever
 
     @property
     def normal(self) -> int:
-        """Messages between the two markers."""
-        return len(self.messages) - 2
+        """Messages between the marker and the sentinels."""
+        return len(self.messages) - 1 - len(self.sentinels)
 
 
-def make_burst(ward: Ward, per_bed: int, spacing_s: float = 1.0) -> Burst:
-    """Samples 1 s apart per bed, in time order across beds, ending now (as a backlog after an outage)."""
+def make_burst(ward: Ward, per_bed: int, spacing_s: float = 1.0, sentinel_beds: Sequence[str] = ()) -> Burst:
+    """Samples 1 s apart per bed, in time order across beds, ending now (as a backlog after an outage).
+
+    The sentinels are on the first bed and on each of ``sentinel_beds``.
+    """
     end = datetime.now(UTC)
     base = end - timedelta(seconds=per_bed * spacing_s)
     bed = ward.bed_ids[0]
@@ -293,8 +310,10 @@ def make_burst(ward: Ward, per_bed: int, spacing_s: float = 1.0) -> Burst:
     for k in range(per_bed):
         when = base + timedelta(seconds=k * spacing_s)
         messages.extend((ward.vitals_topic(b), vitals_payload(b, when, k)) for b in ward.bed_ids)
-    messages.append((ward.vitals_topic(bed), vitals_payload(bed, last, per_bed, FEVER_C)))
-    return Burst(messages, bed, ms_key(iso_ms(first)), ms_key(iso_ms(last)))
+    last_beds = [bed, *(b for b in dict.fromkeys(sentinel_beds) if b != bed)]
+    messages.extend((ward.vitals_topic(b), vitals_payload(b, last, per_bed, FEVER_C)) for b in last_beds)
+    last_key = ms_key(iso_ms(last))
+    return Burst(messages, bed, ms_key(iso_ms(first)), last_key, tuple((b, last_key) for b in last_beds))
 
 
 @dataclass

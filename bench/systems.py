@@ -14,6 +14,7 @@ a timeout; every process started is stopped.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,8 +97,24 @@ class Process:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
 
 
-WARDD_WORKERS = 1
-"""``daemon.workers`` of every wardd the harness starts (``--workers``)."""
+WARDD_WORKERS: tuple[int, ...] = (1,)
+"""The ``daemon.workers`` counts measured (``--workers``): one system each (``wardd_name``)."""
+
+
+def wardd_name(workers: int) -> str:
+    """The system name of wardd with ``workers`` workers: ``wardd``, ``wardd-w2`` ..."""
+    return "wardd" if workers == 1 else f"wardd-w{workers}"
+
+
+def base_name(name: str) -> str:
+    """The system a name stands for: ``wardd`` for ``wardd-w2``, otherwise the name itself."""
+    return re.sub(r"-w\d+$", "", name)
+
+
+def workers_of(name: str) -> int:
+    """``daemon.workers`` of a wardd system name (1 unless it ends in ``-w<N>``)."""
+    match = re.search(r"-w(\d+)$", name)
+    return int(match.group(1)) if match else 1
 
 
 def wardd_config(
@@ -160,7 +177,7 @@ class Wardd(Process):
             client_id=f"wardd-{ward.prefix}",
             storage=storage or Storage(),
             state_dir=workdir / "state",
-            workers=WARDD_WORKERS,
+            workers=workers_of(name),
         )
 
     def start(self) -> None:
@@ -212,8 +229,16 @@ class Bare(Process):
         self.spawn(self.argv, env={"PYTHONPATH": str(REPO)})
 
 
-SYSTEMS = ("wardd", "node-red", "bare")
-"""Names of the systems, in the order of the first round."""
+SYSTEMS: tuple[str, ...] = ("wardd", "node-red", "bare")
+"""Names of the systems, in the order of the first round (``set_workers`` puts in one
+wardd per count of workers)."""
+
+
+def set_workers(counts: tuple[int, ...]) -> None:
+    """Measure wardd with each of these ``daemon.workers`` counts, as systems of their own."""
+    global WARDD_WORKERS, SYSTEMS  # noqa: PLW0603 -- the harness's one setting, made once at start
+    WARDD_WORKERS = counts
+    SYSTEMS = (*(wardd_name(n) for n in counts), "node-red", "bare")
 
 
 def make(name: str, workdir: Path, *, url: str, ward: Ward, storage: Storage | None = None) -> Process:

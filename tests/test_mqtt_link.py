@@ -1,6 +1,7 @@
 """The MQTT link against a private broker: a PUBACK only when the handler says so, an
-outgoing message reported only once the broker has it, and gmqtt kept from reconnecting
-on its own (the link does it, with its backoff)."""
+outgoing message reported only once the broker has it, gmqtt kept from reconnecting
+on its own (the link does it, with its backoff), and QoS 1 messages taken and
+acknowledged on the link's shorter path through gmqtt."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from gmqtt.mqtt.connection import MQTTConnection
 from gmqtt.mqtt.constants import MQTTv311
 
 from daemon.clock import SystemClock
@@ -157,3 +159,74 @@ async def test_gmqtt_hands_a_lost_connection_to_reconnect_which_the_link_keeps_t
         assert client.is_connected, "the no-op reconnect left the connection as it was"
     finally:
         await client.disconnect()
+
+
+async def test_qos1_messages_come_without_a_task_each_and_their_pubacks_leave_together(
+    mosquitto: Mosquitto, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gmqtt hands a QoS 1 message to the session's ``_qos1`` (no task per message); the
+    PUBACKs acknowledged in one pass of the event loop leave in one write, and only
+    those: the broker sends again the one left unacknowledged, and an ``ack`` called
+    twice sends nothing the second time (its packet id may by then be another message's)."""
+    topic = f"{prefix}/in"
+    counters = Counters()
+    writes: list[bytes] = []
+    send_package = MQTTConnection.send_package
+
+    def watched(self: Any, package: Any) -> None:
+        writes.append(bytes(package))
+        send_package(self, package)
+
+    monkeypatch.setattr(MQTTConnection, "send_package", watched)
+    first = Inbox()
+    payloads = [f"m{i}".encode() for i in range(20)]
+    async with running(_link(mosquitto, f"{prefix}-d", [topic], first, counters)):
+        await _publish(mosquitto, topic, *payloads)
+        await until(lambda: len(first.messages) == 20, 10, "the messages")
+        assert all(isinstance(ack, mqtt._PubAck) for _, _, ack in first.messages)
+        for _, _, ack in first.messages[:19]:
+            ack()
+        first.messages[0][2]()  # again
+        assert counters.get("mqtt.ack_skipped", "reconnected") == 1
+        await until(lambda: len(writes) == 1, 10, "the PUBACKs")
+        assert len(writes[0]) == 19 * 4  # one write: 19 PUBACKs of 4 bytes
+        assert writes[0][:2] == b"\x40\x02"
+
+    second = Inbox()
+    async with running(_link(mosquitto, f"{prefix}-d", [topic], second, counters)):
+        await _publish(mosquitto, topic, b"after")
+        await until(lambda: b"after" in second.payloads(), 10, "the message after the restart")
+        assert second.payloads() == [b"m19", b"after"]
+
+
+async def test_qos2_messages_keep_gmqtts_coroutine_path(mosquitto: Mosquitto, prefix: str) -> None:
+    """Subscribed at QoS 2, a message takes gmqtt's own way (its coroutine waits for the
+    ``ack``): acknowledged, it is not sent again; not acknowledged, it is."""
+    topic = f"{prefix}/in"
+    config = MqttConfig(
+        url=mosquitto.url, client_id=f"{prefix}-d", qos=2, reconnect_min_s=0.05, reconnect_max_s=0.2
+    )
+
+    def link(inbox: Inbox) -> MqttLink:
+        return MqttLink(
+            config,
+            password=None,
+            subscriptions=[topic],
+            on_message=inbox,
+            counters=Counters(),
+            clock=SystemClock(),
+        )
+
+    first = Inbox()
+    async with running(link(first)):
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish(topic, b"acked", qos=2)
+            await client.publish(topic, b"kept", qos=2)
+        await until(lambda: len(first.messages) == 2, 10, "both messages")
+        assert not any(isinstance(ack, mqtt._PubAck) for _, _, ack in first.messages)
+        first.messages[0][2]()  # its PUBREC leaves before the DISCONNECT, on the same socket
+    second = Inbox()
+    async with running(link(second)):
+        await _publish(mosquitto, topic, b"after")
+        await until(lambda: b"after" in second.payloads(), 10, "the message after the restart")
+        assert second.payloads() == [b"kept", b"after"]

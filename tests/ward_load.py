@@ -36,6 +36,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from daemon.ids import ward_subject
 from tests.helpers import QUICK_FEVER, write_ward_config
 from tests.servers import Influxd
 
@@ -525,6 +526,7 @@ def retained_alerts(url: str, prefix: str, timeout_s: float = 15.0) -> set[OpenA
 
 
 _BED_LINE = re.compile(r"^(?P<ward>[^\s/]+)/(?P<bed>\S+): protocol ")
+_WARD_LINE = re.compile(r"^ward (?P<ward>\S+): open alerts of the ward itself")
 _ALERT_LINE = re.compile(
     r"^\s+(?:LOW|MEDIUM|HIGH)\s+(?P<condition>[A-Z0-9_]+) \[(?P<state>[a-z_]+)\] id (?P<id>\S+) since "
 )
@@ -544,6 +546,8 @@ def status_open_alerts(config: Path) -> tuple[set[OpenAlert], str]:
     for line in result.stdout.splitlines():
         if header := _BED_LINE.match(line):
             bed = header["bed"]
+        elif ward := _WARD_LINE.match(line):
+            bed = ward_subject(ward["ward"])  # a ward's own alerts, under the ward's subject
         elif alert := _ALERT_LINE.match(line):
             found.add(OpenAlert(bed, alert["id"], alert["condition"], alert["state"]))
     return found, result.stdout

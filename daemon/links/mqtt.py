@@ -14,9 +14,14 @@ its row id and are reported back once the broker has them.
 
 The client is gmqtt, asyncio-native: the receive path is the daemon's hot path, and
 gmqtt drains a queue several times faster than aiomqtt over paho-mqtt (README,
-"Scale"). Its one way to acknowledge late is its own: with
+"Scale"). Its one documented way to acknowledge late is its own: with
 ``optimistic_acknowledgement=False`` it sends the PUBACK when the ``on_message``
 coroutine returns, so each message's coroutine waits until the daemon calls ``ack``.
+That costs a task, a future and a socket write per message; a QoS 1 message, the
+daemon's every input, takes a shorter path instead (``_Session``): gmqtt hands it
+over without a task, and the PUBACKs of all the messages acknowledged in one pass of
+the event loop leave in one write. ``tests/test_mqtt_link.py`` fails if gmqtt stops
+offering either.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import collections
 import logging
 import random
 import ssl
+import struct
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +62,9 @@ ANSWER_TIMEOUT_S = 10.0
 """The broker's CONNACK, each SUBACK and each PUBACK within this, or the link is made again."""
 
 PUBACK_SUCCESS = 0  # the reason code gmqtt is given with the PUBACK (MQTT 3.1.1 sends none)
+
+_PUBACK = struct.Struct("!BBH")
+"""An MQTT 3.1.1 PUBACK: packet type 4 (``0x40``), remaining length 2, the packet id."""
 
 Ack = Callable[[], None]
 OnMessage = Callable[[str, bytes, Ack], Awaitable[None]]
@@ -157,12 +166,23 @@ class _NotReconnecting(logging.Filter):
         return "not reconnecting" not in str(record.msg)
 
 
+Decision = asyncio.Future[int] | int | None
+"""How a received message is acknowledged: QoS 0 needs nothing; QoS 1 is its packet id,
+whose PUBACK the session writes (``puback``); QoS 2 (and QoS 1 if gmqtt ever stops
+calling ``_qos1``) is the future its ``receive`` coroutine waits on."""
+
+
 class _Session:
     """One connection: its gmqtt client, and what it received and has not acknowledged.
 
-    Each incoming QoS 1 or 2 message is one gmqtt coroutine (``receive``) that waits
-    on its ``decision`` future; gmqtt sends the PUBACK when that coroutine returns.
-    ``inbox`` keeps the arrival order for the link's one reader.
+    A QoS 1 message (what the daemon subscribes with) comes through ``_qos1``, which
+    gmqtt's package handler calls in place of its own method of that name: queued with
+    its packet id, no task made. Its ``ack`` queues the PUBACK, and every PUBACK queued
+    in one pass of the event loop leaves in one write, on the connection it came on
+    and only while that connection lasts. Any other QoS 1 or 2 message is one gmqtt
+    coroutine (``receive``) that waits on its ``decision`` future; gmqtt sends the
+    PUBACK (PUBREC) when that coroutine returns. ``inbox`` keeps the arrival order for
+    the link's one reader.
     """
 
     def __init__(
@@ -193,13 +213,43 @@ class _Session:
         self.client.on_message = self.receive
         self.client.on_subscribe = self._subscribed
         self.client.on_disconnect = self._disconnected
-        self.inbox: collections.deque[tuple[str, bytes, bool, asyncio.Future[int] | None]] = (
-            collections.deque()
-        )
+        handler = self.client._package_handler  # gmqtt's parser of incoming packets: see _qos1
+        if getattr(handler, "_handle_qos_1_publish_packet", None) is None:
+            raise RuntimeError("gmqtt no longer has _handle_qos_1_publish_packet; see _Session._qos1")
+        handler._handle_qos_1_publish_packet = self._qos1
+        self.inbox: collections.deque[tuple[str, bytes, bool, Decision]] = collections.deque()
         self.arrived = asyncio.Event()
         self.lost = asyncio.Event()
+        self.closed = False
         self.unacknowledged: set[asyncio.Future[int]] = set()
+        self._pubacks: list[int] = []
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
+
+    def _qos1(self, mid: int, payload: bytes, topic: str | bytes, properties: Any) -> None:
+        """gmqtt's package handler, for one QoS 1 PUBLISH that it has parsed: queued with
+        its packet id. (gmqtt's own would start ``receive`` as a task per message.)"""
+        if isinstance(topic, bytes):  # gmqtt passes a topic that is not UTF-8 as it came
+            topic = topic.decode(errors="replace")
+        self.inbox.append((topic, payload, bool(properties.get("retain")), mid))
+        self.arrived.set()
+
+    def puback(self, mid: int) -> bool:
+        """Acknowledge the QoS 1 message ``mid`` of this connection (written at the end of
+        this pass of the event loop, with the others); ``False`` once the connection is gone."""
+        if self.closed or self.lost.is_set():
+            return False
+        if not self._pubacks:
+            asyncio.get_running_loop().call_soon(self.flush_pubacks)
+        self._pubacks.append(mid)
+        return True
+
+    def flush_pubacks(self) -> None:
+        """Write the PUBACKs queued so far, in the order they were acknowledged."""
+        mids, self._pubacks = self._pubacks, []
+        if not mids or self.closed or self.lost.is_set():
+            return  # the broker sends those messages again on the next connection
+        connection = self.client._connection  # gmqtt's, of this session's one connection
+        connection.send_package(b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]))
 
     async def receive(
         self, _client: Any, topic: str | bytes, payload: bytes, qos: int, properties: Any
@@ -224,6 +274,8 @@ class _Session:
     def close(self) -> None:
         """End every waiting ``receive``: call only once the connection is closed, so
         that what gmqtt then writes (their PUBACKs) reaches no broker."""
+        self.closed = True
+        self._pubacks.clear()
         for decision in self.unacknowledged:
             if not decision.done():
                 decision.set_result(PUBACK_SUCCESS)
@@ -249,8 +301,10 @@ class _Session:
             raise LinkDownError(str(exc) or type(exc).__name__) from exc
 
     async def end(self) -> None:
-        """Disconnect (if connected), then end every waiting ``receive``: no PUBACK leaves."""
+        """Disconnect (if connected), then end every waiting ``receive``: no PUBACK leaves
+        after the PUBACKs already acknowledged, which are written first."""
         try:
+            self.flush_pubacks()
             await self.client.disconnect()
         except OSError as exc:
             log.debug("MQTT connection closed with %s", exc)
@@ -453,7 +507,7 @@ class MqttLink:
             taken += 1
             if not self._reading:
                 continue  # not acknowledged: the broker keeps it for the next run
-            acker = self._acker(decision)
+            acker = self._acker(session, decision)
             if retain and self._command is not None and self._command(topic):
                 # The broker hands a retained command to every new subscription, ours
                 # after each restart included: it was given once, when it was live.
@@ -469,10 +523,13 @@ class MqttLink:
                 continue
             await self._on_message(topic, payload, acker)
 
-    def _acker(self, decision: asyncio.Future[int] | None) -> Ack:
+    def _acker(self, session: _Session, decision: Decision) -> Ack:
+        if decision is None:
+            return _nothing_to_acknowledge  # QoS 0
+        if isinstance(decision, int):
+            return _PubAck(session, decision, self._counters)
+
         def ack() -> None:
-            if decision is None:
-                return  # QoS 0: nothing to acknowledge
             if decision.done():
                 # That connection is gone; the broker sends the message again on the
                 # new one, and the daemon drops the duplicate (``daemon.dedup``).
@@ -495,6 +552,30 @@ class MqttLink:
             self._drained.set()
             self._wakeup.clear()
             await self._wakeup.wait()
+
+
+def _nothing_to_acknowledge() -> None:
+    """The ``ack`` of a QoS 0 message."""
+
+
+class _PubAck:
+    """The ``ack`` of a QoS 1 message: its PUBACK, once, on the connection it came on."""
+
+    __slots__ = ("_counters", "_mid", "_session")
+
+    def __init__(self, session: _Session, mid: int, counters: Counters) -> None:
+        self._session: _Session | None = session
+        self._mid = mid
+        self._counters = counters
+
+    def __call__(self) -> None:
+        session, self._session = self._session, None
+        if session is None or not session.puback(self._mid):
+            # That connection is gone (or this was acknowledged already: a packet id
+            # is the broker's to use again once acknowledged). The broker sends the
+            # message again on the new connection, and the daemon drops the
+            # duplicate (``daemon.dedup``).
+            self._counters.inc("mqtt.ack_skipped", "reconnected")
 
 
 async def _until_lost(session: _Session) -> None:
