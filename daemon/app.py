@@ -13,7 +13,7 @@ Every input is logged in the store (``daemon.links.store``) and acknowledged to 
 only once that commit is durable; rule states are checkpointed with the log position
 they stand for, and a restart replays the log after it (see README, "Nothing lost").
 The periodic checkpoint is written in slices of states between inputs, so that no
-input's commit waits behind a whole ward's states (``CHECKPOINT_SLICE_STATES``).
+input's commit waits behind a whole ward's states (``stage_slice``).
 
 Start order: the store's writer, recovery (rule states, unconfirmed MQTT messages,
 replay of the log), the sinks, the MQTT link, then sources. Stop order is the reverse:
@@ -93,10 +93,16 @@ COUNTERS_INTERVAL_S = 60.0
 TICK_SLICE_BEDS = 100
 """Beds per slice of a tick: about 10 ms of rules on this project's 2-core machine."""
 CHECKPOINT_SLICE_STATES = 50
-"""Rule states per slice of a periodic checkpoint. At 1,000 beds sending every second a
-whole checkpoint (about 3,000 states and 40,000 window rows) was one transaction of 0.7
-to 1.2 s, and every input arriving meanwhile waited for it; slices of 50 hold the store
-about 15 ms each (``python -m bench.checkpoint``)."""
+"""Rule states per slice of a periodic checkpoint, at most. At 1,000 beds sending every
+second a whole checkpoint (about 4,000 states and 40,000 window rows) was one transaction
+of 0.7 to 1.2 s, and every input arriving meanwhile waited for it."""
+CHECKPOINT_SLICE_ROWS = 200
+"""Late-data window rows per slice of a periodic checkpoint: a slice ends with the state
+whose rows reach it (a window rewritten whole by a late entry is not split). A slice
+shares the group commit of the inputs staged with it, which wait for its dumps and rows:
+slices of 50 states (about 650 rows at 1,000 beds × 1 Hz) took 7 ms of the store's CPU
+each, and the commits that carried one 38 to 52 ms against 3 to 7 ms for the others in
+the daemon on a loaded machine; slices of 200 rows take 2 ms (``python -m bench.checkpoint``)."""
 DEDUP_CAPACITY = 8192  # recent message digests kept; redeliveries come within the in-flight window
 SEEN_KEY = "inbound.seen"  # the digests, in the store's meta
 LATE_DROPPED = "vitals.late_dropped"
@@ -170,7 +176,7 @@ NEXT_SLICE = _NextSlice()
 @dataclass
 class CheckpointRound:
     """A periodic checkpoint under way: the states that had changed when it started,
-    written ``CHECKPOINT_SLICE_STATES`` at a time."""
+    written a slice at a time (``stage_slice``)."""
 
     keys: list[tuple[str, str]]
     position: int
@@ -201,6 +207,24 @@ def stage_states(changes: Changes, taken: StateChanges, seq: int) -> None:
                 change.rows,
             )
         )
+
+
+def stage_slice(
+    changes: Changes, engine: RuleEngine, keys: Sequence[tuple[str, str]], start: int, seq: int
+) -> int:
+    """Stage the next slice of a periodic checkpoint: the states of ``keys`` from ``start``
+    on, as ``stage_states`` does, until ``CHECKPOINT_SLICE_STATES`` states or
+    ``CHECKPOINT_SLICE_ROWS`` window rows; returns where the next slice starts."""
+    states = rows = 0
+    end = start
+    while end < len(keys) and states < CHECKPOINT_SLICE_STATES and rows < CHECKPOINT_SLICE_ROWS:
+        taken = engine.take_changed(keys[end : end + 1])
+        end += 1
+        if taken.states:
+            stage_states(changes, taken, seq)
+            states += 1
+            rows += sum(len(change.delta.added) for change in taken.windows)
+    return end
 
 
 def _encoder(dump: Callable[[], Mapping[str, Any]]) -> Callable[[], str]:
@@ -685,10 +709,10 @@ class Pipeline:
         checkpoint = self.checkpoint_round
         if checkpoint is None:
             return  # a full checkpoint has written it all
-        part = checkpoint.keys[checkpoint.done : checkpoint.done + CHECKPOINT_SLICE_STATES]
-        checkpoint.done += len(part)
         changes = self.writer.stage()
-        stage_states(changes, self.engine.take_changed(part), self.processed_seq)
+        checkpoint.done = stage_slice(
+            changes, self.engine, checkpoint.keys, checkpoint.done, self.processed_seq
+        )
         if checkpoint.done < len(checkpoint.keys):
             self.writer.after_commit(lambda: self.work.put_nowait(NEXT_SLICE))
             return
