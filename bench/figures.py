@@ -337,9 +337,15 @@ def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
         while drained is None and time.monotonic() < deadline:
             system.check_alive()
             drained = observer.wait_for(bed, ms_key(iso_ms(last)), 1.0)
-        latencies = [
-            (observer.by_key[key] - sent) * 1000 for key, sent in expected.items() if key in observer.by_key
-        ]
+        arrived = sorted(
+            (sent, observer.by_key[key], key[0]) for key, sent in expected.items() if key in observer.by_key
+        )
+        latencies = [(at - sent) * 1000 for sent, at, _ in arrived]
+        # Every fever's publish and alert times (time.time()), to set beside a system's own
+        # log or trace (kept with --keep).
+        (system.workdir / "latencies.tsv").write_text(
+            "".join(f"{sent:.6f}\t{at:.6f}\t{bed}\n" for sent, at, bed in arrived)
+        )
         return {
             "p50_ms": percentile(latencies, 0.50),
             "p95_ms": percentile(latencies, 0.95),

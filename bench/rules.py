@@ -60,13 +60,16 @@ class _GcTimer:
 
     def __init__(self) -> None:
         self.total_s = 0.0
+        self.longest_s = 0.0  # the longest collection: the event loop stands still meanwhile
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.total_s += time.perf_counter() - self._started
+            spent = time.perf_counter() - self._started
+            self.total_s += spent
+            self.longest_s = max(self.longest_s, spent)
 
 
 def _feeder(beds: int) -> Callable[[int, int], int]:
@@ -116,6 +119,7 @@ def run(beds: int, marks_s: list[int], measure_s: int, profile: bool) -> list[di
             feed(done, mark)
             profiler = cProfile.Profile() if profile and i == len(marks_s) - 1 else None
             gc_before = timer.total_s
+            timer.longest_s = 0.0
             chunks: list[float] = []  # µs per message of each chunk
             messages = 0
             cpu_s = 0.0
@@ -137,12 +141,14 @@ def run(beds: int, marks_s: list[int], measure_s: int, profile: bool) -> list[di
                     "history_s": mark,
                     "us_per_msg": cpu_s / messages * 1e6,
                     "gc_us_per_msg": gc_s / messages * 1e6,
+                    "gc_longest_ms": timer.longest_s * 1000,
                     "best_chunk_us_per_msg": min(chunks),
                 }
             )
             print(
                 f"{beds} beds, {mark:>5} s of history: {out[-1]['us_per_msg']:7.1f} µs/msg "
-                f"(of which gc {out[-1]['gc_us_per_msg']:5.1f}; best {CHUNK_S} s: "
+                f"(of which gc {out[-1]['gc_us_per_msg']:5.1f}, longest {out[-1]['gc_longest_ms']:.0f} ms;"
+                f" best {CHUNK_S} s: "
                 f"{out[-1]['best_chunk_us_per_msg']:7.1f})",
                 flush=True,
             )

@@ -13,7 +13,7 @@ Every input is logged in the store (``daemon.links.store``) and acknowledged to 
 only once that commit is durable; rule states are checkpointed with the log position
 they stand for, and a restart replays the log after it (see README, "Nothing lost").
 The periodic checkpoint is written in slices of states between inputs, so that no
-input's commit waits behind a whole ward's states (``CHECKPOINT_SLICE_STATES``).
+input's commit waits behind a whole ward's states (``stage_slice``).
 
 Start order: the store's writer, recovery (rule states, unconfirmed MQTT messages,
 replay of the log), the sinks, the MQTT link, then sources. Stop order is the reverse:
@@ -28,6 +28,7 @@ import asyncio
 import gc
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,10 +94,16 @@ COUNTERS_INTERVAL_S = 60.0
 TICK_SLICE_BEDS = 100
 """Beds per slice of a tick: about 10 ms of rules on this project's 2-core machine."""
 CHECKPOINT_SLICE_STATES = 50
-"""Rule states per slice of a periodic checkpoint. At 1,000 beds sending every second a
-whole checkpoint (about 3,000 states and 40,000 window rows) was one transaction of 0.7
-to 1.2 s, and every input arriving meanwhile waited for it; slices of 50 hold the store
-about 15 ms each (``python -m bench.checkpoint``)."""
+"""Rule states per slice of a periodic checkpoint, at most. At 1,000 beds sending every
+second a whole checkpoint (about 4,000 states and 40,000 window rows) was one transaction
+of 0.7 to 1.2 s, and every input arriving meanwhile waited for it."""
+CHECKPOINT_SLICE_ROWS = 200
+"""Late-data window rows per slice of a periodic checkpoint: a slice ends with the state
+whose rows reach it (a window rewritten whole by a late entry is not split). A slice
+shares the group commit of the inputs staged with it, which wait for its dumps and rows:
+slices of 50 states (about 650 rows at 1,000 beds × 1 Hz) took 7 ms of the store's CPU
+each, and the commits that carried one 38 to 52 ms against 3 to 7 ms for the others in
+the daemon on a loaded machine; slices of 200 rows take 2 ms (``python -m bench.checkpoint``)."""
 DEDUP_CAPACITY = 8192  # recent message digests kept; redeliveries come within the in-flight window
 SEEN_KEY = "inbound.seen"  # the digests, in the store's meta
 LATE_DROPPED = "vitals.late_dropped"
@@ -114,25 +121,83 @@ WARD_RULE_FAMILIES: dict[str, Callable[[Config, str], list[Rule[Any]]]] = {"tech
 """A ward's own rule families, run at its ``ward_subject``: the daemon's links."""
 
 
-GC_GEN0_THRESHOLD = 100_000
-"""Allocations between two young-generation collections of the cyclic garbage collector."""
+GC_GEN0_THRESHOLD = 30_000
+"""Allocations between two young-generation collections of the cyclic garbage collector:
+each walks about as many objects (15 ms at most on a loaded machine, where 100,000 took
+30 ms); the collector's total time is the same, every object being walked once."""
+GC_THAW_GROWTH = 2.0
+"""A full collection runs (``collect_frozen``) once the memory blocks the interpreter has
+allocated have grown by this factor since the last one."""
+FULL_COLLECTIONS = "gc.full_collections"
+"""Counter of the full collections ``collect_frozen`` made."""
+
+
+class _Frozen:
+    """What ``collect_frozen`` compares with (process-wide, as the collector)."""
+
+    blocks = 0
+    """``sys.getallocatedblocks()`` after the last full collection (0: not tuned; -1: tuned,
+    taken at the first ``collect_frozen``, once the restored states are loaded). Unlike
+    ``gc.get_freeze_count``, which walks every object, it costs a walk of the memory
+    pools, about a millisecond for a heap of gigabytes."""
+
+
+def _freeze_survivors(phase: str, info: Mapping[str, int]) -> None:
+    if phase == "stop":
+        gc.freeze()
 
 
 def tune_gc() -> None:
     """Tune the cyclic garbage collector for a long-running daemon (call once, after ``build``).
 
     The rules' states are immutable trees without reference cycles, freed by reference
-    counting as soon as they are replaced. With the default threshold (700 container
-    allocations) the collector ran every few messages and, as the late-data windows
-    filled, walked a heap of millions of objects: 35 % of the CPU of a burst. It still
-    runs, about every thousand messages, for the cycles that do occur (exceptions and
-    their tracebacks). ``gc.freeze`` moves what exists at start-up (modules, config,
-    the rules) out of its sight for good.
+    counting as soon as they are replaced; their late-data windows hold millions of
+    objects at 1,000 beds. Left to itself, the collector walks them, the event loop
+    stopped meanwhile: with the default threshold (700 container allocations) every few
+    messages, 35 % of the CPU of a burst; with a young generation of 100,000, the middle
+    generation (a million objects, 0.5 s) every few minutes, and the whole heap whenever
+    it had grown by a quarter. So every collection ends with ``gc.freeze``: what survives
+    it is kept out of the collector's sight, each object is walked once, while young, and
+    no collection walks more than the young generation (the load of ``bench.rules``,
+    500 beds over ten minutes: the longest collection 15 ms against 539 ms, the total
+    the same).
+    Reference counting still frees a frozen object; only a reference cycle alive at a
+    collection and dropped later stays, until ``collect_frozen`` collects everything.
     """
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+    _Frozen.blocks = -1
+
+
+def collect_frozen(counters: Counters) -> None:
+    """Collect every object, frozen ones included, once the memory blocks allocated have
+    grown by ``GC_THAW_GROWTH`` since the last time or the first call (call now and then,
+    the first time once the daemon has recovered; does nothing without ``tune_gc``).
+
+    Cycles dropped after they were frozen are freed here, so they hold at most about as
+    much memory as everything else. The late-data windows growing over their first hour
+    bring it about a few times (a stop of the event loop in proportion to the heap, which
+    the collector made every few minutes before); a steady ward, not again.
+    """
+    if _Frozen.blocks < 0:
+        _Frozen.blocks = sys.getallocatedblocks()
+    if not _Frozen.blocks or sys.getallocatedblocks() <= GC_THAW_GROWTH * _Frozen.blocks:
+        return
+    started = time.perf_counter()
+    gc.unfreeze()
+    collected = gc.collect()
+    gc.freeze()
+    _Frozen.blocks = sys.getallocatedblocks()
+    counters.inc(FULL_COLLECTIONS)
+    log.info(
+        "full garbage collection: %d objects collected in %.0f ms",
+        collected,
+        (time.perf_counter() - started) * 1000,
+    )
 
 
 class InflightPlaces:
@@ -170,7 +235,7 @@ NEXT_SLICE = _NextSlice()
 @dataclass
 class CheckpointRound:
     """A periodic checkpoint under way: the states that had changed when it started,
-    written ``CHECKPOINT_SLICE_STATES`` at a time."""
+    written a slice at a time (``stage_slice``)."""
 
     keys: list[tuple[str, str]]
     position: int
@@ -201,6 +266,24 @@ def stage_states(changes: Changes, taken: StateChanges, seq: int) -> None:
                 change.rows,
             )
         )
+
+
+def stage_slice(
+    changes: Changes, engine: RuleEngine, keys: Sequence[tuple[str, str]], start: int, seq: int
+) -> int:
+    """Stage the next slice of a periodic checkpoint: the states of ``keys`` from ``start``
+    on, as ``stage_states`` does, until ``CHECKPOINT_SLICE_STATES`` states or
+    ``CHECKPOINT_SLICE_ROWS`` window rows; returns where the next slice starts."""
+    states = rows = 0
+    end = start
+    while end < len(keys) and states < CHECKPOINT_SLICE_STATES and rows < CHECKPOINT_SLICE_ROWS:
+        taken = engine.take_changed(keys[end : end + 1])
+        end += 1
+        if taken.states:
+            stage_states(changes, taken, seq)
+            states += 1
+            rows += sum(len(change.delta.added) for change in taken.windows)
+    return end
 
 
 def _encoder(dump: Callable[[], Mapping[str, Any]]) -> Callable[[], str]:
@@ -685,10 +768,10 @@ class Pipeline:
         checkpoint = self.checkpoint_round
         if checkpoint is None:
             return  # a full checkpoint has written it all
-        part = checkpoint.keys[checkpoint.done : checkpoint.done + CHECKPOINT_SLICE_STATES]
-        checkpoint.done += len(part)
         changes = self.writer.stage()
-        stage_states(changes, self.engine.take_changed(part), self.processed_seq)
+        checkpoint.done = stage_slice(
+            changes, self.engine, checkpoint.keys, checkpoint.done, self.processed_seq
+        )
         if checkpoint.done < len(checkpoint.keys):
             self.writer.after_commit(lambda: self.work.put_nowait(NEXT_SLICE))
             return
@@ -835,6 +918,7 @@ class Pipeline:
 
     async def _counters(self) -> None:
         async for _ in every(self.clock, COUNTERS_INTERVAL_S):
+            collect_frozen(self.counters)
             self.counters.rejections.flush()
             for point in self.counters.points(self.clock.now(), self.config.mqtt.client_id):
                 self.sink.put(point)

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from daemon.app import stage_states
+from daemon import app
+from daemon.app import stage_slice, stage_states
 from daemon.clinical.vitals import Condition
 from daemon.clinical.watch import vital_rules
 from daemon.config import Config
@@ -478,3 +479,52 @@ def test_a_replayed_input_skips_the_states_stored_with_it() -> None:
     engine.replaying(2)  # no positions left: nothing is skipped
     engine.handle(_vitals_at("b1", 5), START)
     assert engine.state("b1", "acount") == 5
+
+
+def _slices(engine: RuleEngine) -> list[list[str]]:
+    """The beds of each slice of a periodic checkpoint of every changed state."""
+    keys = engine.dirty()
+    out: list[list[str]] = []
+    done = 0
+    while done < len(keys):
+        changes = Changes()
+        done = stage_slice(changes, engine, keys, done, 0)
+        out.append([bed for bed, _ in changes.rule_states])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("states", "rows", "slices"),
+    [
+        (50, 12, [["b1", "b2"], ["b3", "b4"], ["b5"]]),  # the second state's rows reach 12
+        (50, 13, [["b1", "b2", "b3"], ["b4", "b5"]]),  # 12 rows are fewer than 13
+        (2, 1000, [["b1", "b2"], ["b3", "b4"], ["b5"]]),
+        (3, 1000, [["b1", "b2", "b3"], ["b4", "b5"]]),
+    ],
+)
+def test_a_checkpoint_slice_ends_at_its_states_or_its_window_rows(
+    monkeypatch: pytest.MonkeyPatch, states: int, rows: int, slices: list[list[str]]
+) -> None:
+    """Each state here has 6 window rows (3 events, 2 windows)."""
+    monkeypatch.setattr(app, "CHECKPOINT_SLICE_STATES", states)
+    monkeypatch.setattr(app, "CHECKPOINT_SLICE_ROWS", rows)
+    beds = [f"b{i}" for i in range(1, 6)]
+    engine = RuleEngine({bed: [_Logger()] for bed in beds}, wards=dict.fromkeys(beds, "w1"))
+    for minute in range(3):
+        engine.handle(Tick(START + timedelta(minutes=minute)), START)
+    assert _slices(engine) == slices
+    assert engine.dirty() == []
+
+
+def test_a_state_taken_since_the_round_began_is_not_counted_in_a_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app, "CHECKPOINT_SLICE_STATES", 2)
+    beds = [f"b{i}" for i in range(1, 5)]
+    engine = RuleEngine({bed: [_Logger()] for bed in beds}, wards=dict.fromkeys(beds, "w1"))
+    engine.handle(Tick(START), START)
+    keys = engine.dirty()
+    engine.take_changed([("b2", "logger")])  # a full checkpoint wrote it meanwhile
+    changes = Changes()
+    assert stage_slice(changes, engine, keys, 0, 0) == 3
+    assert list(changes.rule_states) == [("b1", "logger"), ("b3", "logger")]

@@ -1,0 +1,93 @@
+"""The cyclic garbage collector as ``wardd run`` tunes it (``daemon.app.tune_gc``): what
+survives a collection is frozen, and ``collect_frozen`` frees the cycles frozen since."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from daemon import app
+from daemon.app import FULL_COLLECTIONS, collect_frozen, tune_gc
+from daemon.metrics import Counters
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _dropped_cycles(n: int) -> list[weakref.ref[_Node]]:
+    """``n`` reference cycles, frozen by a collection while alive, then dropped: only a
+    full collection frees them."""
+    nodes = [(_Node(), _Node()) for _ in range(n)]
+    for a, b in nodes:
+        a.other, b.other = b, a
+    gc.collect(0)
+    return [weakref.ref(a) for a, _ in nodes]
+
+
+@pytest.fixture
+def tuned() -> Iterator[None]:
+    """``tune_gc`` for one test, undone after it (the collector is the process's own).
+    Automatic collections are off meanwhile: only the test collects."""
+    threshold = gc.get_threshold()
+    try:
+        tune_gc()
+        gc.disable()
+        yield
+    finally:
+        gc.enable()
+        while app._freeze_survivors in gc.callbacks:
+            gc.callbacks.remove(app._freeze_survivors)
+        gc.set_threshold(*threshold)
+        app._Frozen.blocks = 0
+        gc.unfreeze()
+        gc.collect()
+
+
+@pytest.mark.usefixtures("tuned")
+def test_what_survives_a_collection_is_frozen() -> None:
+    frozen = gc.get_freeze_count()
+    kept = [_Node() for _ in range(1000)]
+    gc.collect(0)
+    assert gc.get_freeze_count() >= frozen + len(kept)
+    assert gc.get_count()[0] == 0
+
+
+@pytest.mark.usefixtures("tuned")
+def test_frozen_cycles_are_collected_once_the_allocated_blocks_have_grown_past_the_limit() -> None:
+    counters = Counters()
+    collect_frozen(counters)  # the first call: the blocks to compare with
+    assert app._Frozen.blocks > 0
+    assert counters.get(FULL_COLLECTIONS, "") == 0
+    cycles = _dropped_cycles(10)
+    blocks = sys.getallocatedblocks()
+    app._Frozen.blocks = int(blocks / app.GC_THAW_GROWTH) + 1000  # not past the limit
+    collect_frozen(counters)
+    assert all(ref() is not None for ref in cycles)
+    assert counters.get(FULL_COLLECTIONS, "") == 0
+    app._Frozen.blocks = int(blocks / app.GC_THAW_GROWTH) - 1000
+    collect_frozen(counters)
+    assert all(ref() is None for ref in cycles)
+    assert counters.get(FULL_COLLECTIONS, "") == 1
+    assert 0 < app._Frozen.blocks <= blocks
+
+
+def test_without_tune_gc_collect_frozen_does_nothing() -> None:
+    counters = Counters()
+    gc.disable()
+    try:
+        cycles = _dropped_cycles(1)
+        gc.freeze()
+        app._Frozen.blocks = 0
+        collect_frozen(counters)
+        assert cycles[0]() is not None
+        assert counters.get(FULL_COLLECTIONS, "") == 0
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
