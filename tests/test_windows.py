@@ -478,3 +478,23 @@ def test_a_replayed_input_skips_the_states_stored_with_it() -> None:
     engine.replaying(2)  # no positions left: nothing is skipped
     engine.handle(_vitals_at("b1", 5), START)
     assert engine.state("b1", "acount") == 5
+
+
+class _Later(Counting):
+    """A second counting rule, evaluated after ``Counting`` at a bed."""
+
+    name = "bcount"
+
+
+def test_a_replayed_input_still_steps_a_beds_later_rules_not_stored_with_it() -> None:
+    """Of two rules at one bed, the first stored with input 3 and the second before it:
+    replaying 3 skips the first only, and the second still counts it."""
+    engine = RuleEngine({"b1": [Counting(), _Later()]}, wards={"b1": "w1"})
+    engine.restore(
+        {"b1": {"acount": {"n": 3}, "bcount": {"n": 2}}},
+        positions={("b1", "acount"): 3, ("b1", "bcount"): 2},
+    )
+    engine.replaying(3)
+    engine.handle(_vitals_at("b1", 3), START)
+    assert (engine.state("b1", "acount"), engine.state("b1", "bcount")) == (3, 3)
+    assert engine.dirty() == [("b1", "bcount")]
