@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import gc
 import json
 import random
@@ -22,7 +23,7 @@ from daemon.config import Config
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
 from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry
 from daemon.links.store import Changes, Store
-from daemon.rules import RuleEngine, StateChanges, Windowed, epoch_us, window_delta
+from daemon.rules import RuleEngine, StateChanges, WindowDelta, Windowed, epoch_us, window_delta
 from tests.helpers import Counting, one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -177,6 +178,39 @@ def test_the_delta_between_versions_of_one_window_is_the_searched_delta() -> Non
             stored, current = versions[old], versions[new]
             searched = window_delta(tuple(stored), tuple(current)) if current is not stored else None
             assert window_delta(stored, current) == searched, (stored, current)
+
+
+def test_a_window_and_a_tuple_of_the_same_entries_give_the_searched_delta() -> None:
+    """The store's side may be a tuple (nothing stored yet, or rows read back) and the rule's a
+    ``Window``, or the other way round: the delta is the one the two tuples give."""
+    a, b, c, d = _entries(1, 2, 3, 4)
+    for stored, current in [((a, b, c), (b, c, d)), ((a, b), (c, d)), ((a, c), (a, b, c)), ((a, b), (a, b))]:
+        searched = window_delta(stored, current)
+        assert window_delta(Window(stored), current) == searched, (stored, current)
+        assert window_delta(stored, Window(current)) == searched, (stored, current)
+
+
+def test_versions_of_one_window_are_compared_without_searching_the_stored_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The common step between two checkpoints, a prefix dropped and entries appended to the
+    same list, is read from the two versions' bounds: no search through an hour of entries."""
+    a, b, c, d, e = _entries(1, 2, 3, 4, 5)
+    stored = Window([a, b, c])
+    moved = stored.appended(d).appended(e)[1:]
+    searched = window_delta(tuple(stored), tuple(moved))
+
+    def no_search(*args: object, **kwargs: object) -> int:
+        raise AssertionError("the stored entries were searched")
+
+    monkeypatch.setattr(bisect, "bisect_left", no_search)
+    assert window_delta(stored, moved) == searched == WindowDelta(clear=False, keep_from=b.time, added=(d, e))
+    appended = Window([a, b])
+    assert window_delta(appended, appended.appended(c)) == WindowDelta(
+        clear=False, keep_from=None, added=(c,)
+    )
+    assert window_delta(stored, moved[4:]) == WindowDelta(clear=True, keep_from=None, added=())
+    assert window_delta(EMPTY_WINDOW, stored[3:]) is None
 
 
 @dataclass(frozen=True)
