@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from daemon import frozen
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, replace, replacer
+from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry, replace, replacer
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,12 @@ def test_a_window_is_a_copy_of_the_entries_it_is_made_from() -> None:
     assert repr(window) == "Window((1, 2))"
     assert repr(EMPTY_WINDOW) == "Window(())"
     assert isinstance(as_window((1, 2)), Window)
+
+
+def test_the_last_entry_of_a_window_or_a_tuple() -> None:
+    window = Window([1, 2, 3])
+    assert [last_entry(w) for w in (window, window[:1], window[1:1], EMPTY_WINDOW)] == [3, 1, None, None]
+    assert [last_entry(t) for t in ((1, 2, 3), (5,), ())] == [3, 5, None]
 
 
 def test_appending_to_the_empty_window_shares_no_list_with_it() -> None:
