@@ -532,3 +532,14 @@ def test_a_replayed_input_still_steps_a_beds_later_rules_not_stored_with_it() ->
     engine.handle(_vitals_at("b1", 3), START)
     assert (engine.state("b1", "acount"), engine.state("b1", "bcount")) == (3, 3)
     assert engine.dirty() == [("b1", "bcount")]
+
+
+def test_a_state_stored_without_a_position_replays_the_first_input_of_the_log() -> None:
+    """Log positions start at 1: a state that has none (stored before a sliced checkpoint
+    began) is stepped by every replayed input, the first one included."""
+    engine = _counting_engine()
+    engine.restore({"b1": {"acount": {"n": 1}}, "b2": {"acount": {"n": 0}}}, positions={("b1", "acount"): 1})
+    engine.replaying(1)
+    engine.handle(_vitals_at("b1", 1), START)
+    engine.handle(_vitals_at("b2", 1), START)
+    assert (engine.state("b1", "acount"), engine.state("b2", "acount")) == (1, 1)
