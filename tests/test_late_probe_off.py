@@ -392,6 +392,29 @@ def test_a_late_sentinel_undoing_a_clearing_quotes_the_latest_abnormal_value(lat
     assert track.active
 
 
+def test_a_late_sentinel_undoing_a_clearing_in_a_state_saved_before_it_quotes_the_bases_value() -> None:
+    """As above with late_s 50 s (the abnormal samples in the base), the state saved before the
+    latest abnormal value was kept: the raise again quotes the base's latest value, 96 at 40 s,
+    with its measure (what the old state knows), not a 0."""
+    noise = replace(NO_DELAY, late_s=50.0)
+    track = Track()
+    for t, verdict, value in ((10, A, 88.0), (20, A, 87.0), (30, A, 86.0), (40, N, 96.0), (60, N, 95.0)):
+        track, _ = judge(track, verdict, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.SPO2_PCT)
+    for t, value in ((80, 94.0), (100, 93.0)):
+        track, _ = judge(track, N, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.SPO2_PCT)
+    data = dump_track(track)
+    assert data["base"]["value"] == 96.0
+    for dumped in (data, data["base"]):
+        del dumped["abnormal_value"], dumped["abnormal_measure"]
+    old = load_track(data)
+    assert old.base is not None
+    assert old.base.abnormal_value is None
+    _, got = interrupt(old, T0 + 70 * S, noise, now=T0 + 105 * S)
+    assert [(c.transition, c.time, c.value, c.measure) for c in got] == [
+        (Transition.RAISED, T0 + 70 * S, 96.0, Metric.SPO2_PCT)
+    ]
+
+
 def test_the_latest_abnormal_value_survives_a_restart() -> None:
     """A track's latest value beyond the limit is kept in the saved state (rule states are stored
     as JSON); a state saved before it existed loads without it."""

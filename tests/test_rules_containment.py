@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 
@@ -237,3 +237,26 @@ def test_a_rule_that_works_again_on_a_tick_clears_at_its_beds_ward() -> None:
         ("w7", "b1", True),
         ("w7", "b1", False),
     ]
+
+
+def test_candidates_given_lazily_are_read_inside_the_containment() -> None:
+    """A rule may return any sequence or iterable of candidates: the engine reads it while
+    the rule is still contained, so one that raises while it is read fails like a step."""
+
+    class Lazy(Counting):
+        def step(self, state: int, event: Event, now: datetime) -> tuple[int, Sequence[AlertCandidate]]:
+            new, candidates = super().step(state, event, now)
+
+            def read() -> Iterator[AlertCandidate]:
+                if state % 2 == 1:
+                    raise ValueError("read")
+                yield from candidates
+
+            return new, cast("Sequence[AlertCandidate]", read())
+
+    rules = RuleEngine({"b1": [Lazy("lazy"), Counting("last")]})
+    assert [c.condition for c in rules.handle(bag("b1", 0), at(0))] == ["SEEN_lazy", "SEEN_last"]
+    out = rules.handle(bag("b1", 1), at(1))
+    assert [(c.condition, c.details.get("rule")) for c in out] == [(RULE_FAILED, "lazy"), ("SEEN_last", None)]
+    assert rules.state("b1", "lazy") == 1, "the state of a step whose candidates failed is not kept"
+    assert isinstance(out, list)

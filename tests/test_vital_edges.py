@@ -852,6 +852,23 @@ def test_a_band_sample_is_the_last_sample_judged(later: timedelta) -> None:
     assert after.run_count == (1 if later else 0)
 
 
+@pytest.mark.parametrize("verdict", [A, B, N], ids=["abnormal", "band", "normal"])
+def test_a_sample_that_moves_the_window_keeps_what_left_it_in_the_base(verdict: Verdict) -> None:
+    """late_s 30 s, confirm 3: abnormal samples at 0 and 20 s, then one at 40 s of each verdict,
+    which moves the window past the 0 s sample: that sample is folded into the base. A late
+    abnormal sample at 15 s then makes 0, 15, 20 s a run of three: raised at 20 s, late."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=3, late_s=30)
+    track = Track()
+    for t in (0, 20):
+        track, _ = judge(track, A, T0 + t * S, 85.0, noise, now=T0 + t * S)
+    track, _ = judge(track, verdict, T0 + 40 * S, 85.0 if verdict is A else 92.0, noise, now=T0 + 40 * S)
+    assert track.base is not None
+    assert (track.base.last_time, track.base.run_count) == (T0, 1)
+    assert [item.time for item in track.recent] == [T0 + 20 * S, T0 + 40 * S]
+    _, changes = judge(track, A, T0 + 15 * S, 84.0, noise, now=T0 + 41 * S)
+    assert [(c.transition, c.time, c.late_s) for c in changes] == [(Transition.RAISED, T0 + 20 * S, 21.0)]
+
+
 def test_the_track_keeps_the_measure_of_its_latest_value_whatever_its_verdict() -> None:
     """A monitor may send the mean arterial pressure without the systolic (``deciding_metric``):
     the track names the pressure its value is, whatever the verdict and after a late sample is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import gc
 import json
 import random
@@ -23,7 +24,7 @@ from daemon.config import Config
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
 from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry
 from daemon.links.store import Changes, Store
-from daemon.rules import RuleEngine, StateChanges, Windowed, epoch_us, window_delta
+from daemon.rules import RuleEngine, StateChanges, WindowDelta, Windowed, epoch_us, window_delta
 from tests.helpers import Counting, one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -178,6 +179,39 @@ def test_the_delta_between_versions_of_one_window_is_the_searched_delta() -> Non
             stored, current = versions[old], versions[new]
             searched = window_delta(tuple(stored), tuple(current)) if current is not stored else None
             assert window_delta(stored, current) == searched, (stored, current)
+
+
+def test_a_window_and_a_tuple_of_the_same_entries_give_the_searched_delta() -> None:
+    """The store's side may be a tuple (nothing stored yet, or rows read back) and the rule's a
+    ``Window``, or the other way round: the delta is the one the two tuples give."""
+    a, b, c, d = _entries(1, 2, 3, 4)
+    for stored, current in [((a, b, c), (b, c, d)), ((a, b), (c, d)), ((a, c), (a, b, c)), ((a, b), (a, b))]:
+        searched = window_delta(stored, current)
+        assert window_delta(Window(stored), current) == searched, (stored, current)
+        assert window_delta(stored, Window(current)) == searched, (stored, current)
+
+
+def test_versions_of_one_window_are_compared_without_searching_the_stored_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The common step between two checkpoints, a prefix dropped and entries appended to the
+    same list, is read from the two versions' bounds: no search through an hour of entries."""
+    a, b, c, d, e = _entries(1, 2, 3, 4, 5)
+    stored = Window([a, b, c])
+    moved = stored.appended(d).appended(e)[1:]
+    searched = window_delta(tuple(stored), tuple(moved))
+
+    def no_search(*args: object, **kwargs: object) -> int:
+        raise AssertionError("the stored entries were searched")
+
+    monkeypatch.setattr(bisect, "bisect_left", no_search)
+    assert window_delta(stored, moved) == searched == WindowDelta(clear=False, keep_from=b.time, added=(d, e))
+    appended = Window([a, b])
+    assert window_delta(appended, appended.appended(c)) == WindowDelta(
+        clear=False, keep_from=None, added=(c,)
+    )
+    assert window_delta(stored, moved[4:]) == WindowDelta(clear=True, keep_from=None, added=())
+    assert window_delta(EMPTY_WINDOW, stored[3:]) is None
 
 
 @dataclass(frozen=True)
@@ -528,3 +562,34 @@ def test_a_state_taken_since_the_round_began_is_not_counted_in_a_slice(
     changes = Changes()
     assert stage_slice(changes, engine, keys, 0, 0) == 3
     assert list(changes.rule_states) == [("b1", "logger"), ("b3", "logger")]
+
+
+class _Later(Counting):
+    """A second counting rule, evaluated after ``Counting`` at a bed."""
+
+    name = "bcount"
+
+
+def test_a_replayed_input_still_steps_a_beds_later_rules_not_stored_with_it() -> None:
+    """Of two rules at one bed, the first stored with input 3 and the second before it:
+    replaying 3 skips the first only, and the second still counts it."""
+    engine = RuleEngine({"b1": [Counting(), _Later()]}, wards={"b1": "w1"})
+    engine.restore(
+        {"b1": {"acount": {"n": 3}, "bcount": {"n": 2}}},
+        positions={("b1", "acount"): 3, ("b1", "bcount"): 2},
+    )
+    engine.replaying(3)
+    engine.handle(_vitals_at("b1", 3), START)
+    assert (engine.state("b1", "acount"), engine.state("b1", "bcount")) == (3, 3)
+    assert engine.dirty() == [("b1", "bcount")]
+
+
+def test_a_state_stored_without_a_position_replays_the_first_input_of_the_log() -> None:
+    """Log positions start at 1: a state that has none (stored before a sliced checkpoint
+    began) is stepped by every replayed input, the first one included."""
+    engine = _counting_engine()
+    engine.restore({"b1": {"acount": {"n": 1}}, "b2": {"acount": {"n": 0}}}, positions={("b1", "acount"): 1})
+    engine.replaying(1)
+    engine.handle(_vitals_at("b1", 1), START)
+    engine.handle(_vitals_at("b2", 1), START)
+    assert (engine.state("b1", "acount"), engine.state("b2", "acount")) == (1, 1)
