@@ -295,14 +295,14 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
     if type(recent) is JudgedWindow:
         # Read from the columns: no ``Judged`` made for the entry folded on every sample.
         cols, lo, hi = recent.columns()
-        times, verdicts, values, measures = cols.times, cols.verdicts, cols.values, cols.measures
+        times, verdicts, values, measures = cols.data
         for i in range(lo, hi):
             code = verdicts[i]
             if code == 0:
                 track = track.broken()
                 continue
             time, value, measure = times[i], values[i], MEASURES[measures[i]]
-            track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)  # type: ignore[arg-type]
+            track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)
             if transition is not None:
                 changes.append(Change(transition, time, value, measure=measure))
         return track, changes
