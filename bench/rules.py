@@ -17,7 +17,10 @@ the collector), for comparing two versions.
 
 ``--tree DIR`` imports the daemon from another checkout (``git archive <commit> | tar
 -x -C DIR``), so that one session can alternate before and after. ``--profile``
-adds cProfile's busiest functions over the last mark's measurement.
+adds cProfile's busiest functions over the last mark's measurement. ``--memory`` traces
+allocations (``tracemalloc``) and gives, at each mark, the memory the engine holds per
+bed beyond what it held before the first message (the CPU figures of such a run are
+inflated by the tracing).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import io
 import pstats
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,11 +105,17 @@ def _feeder(beds: int) -> Callable[[int, int], int]:
     return feed
 
 
-def run(beds: int, marks_s: list[int], measure_s: int, profile: bool) -> list[dict[str, float]]:
-    """µs per message over ``measure_s`` seconds after each mark of history."""
+def run(
+    beds: int, marks_s: list[int], measure_s: int, profile: bool, memory: bool = False
+) -> list[dict[str, float]]:
+    """µs per message over ``measure_s`` seconds after each mark of history (and, with
+    ``memory``, the KiB per bed the engine holds at the mark)."""
     from daemon.app import tune_gc  # noqa: PLC0415 -- after --tree is on sys.path
 
+    if memory:
+        tracemalloc.start()
     feed = _feeder(beds)
+    idle_bytes = tracemalloc.get_traced_memory()[0] if memory else 0
     tune_gc()
     timer = _GcTimer()
     gc.callbacks.append(timer)
@@ -114,6 +124,10 @@ def run(beds: int, marks_s: list[int], measure_s: int, profile: bool) -> list[di
     try:
         for i, mark in enumerate(sorted(marks_s)):
             feed(done, mark)
+            if memory:
+                gc.collect()
+                held_kib = (tracemalloc.get_traced_memory()[0] - idle_bytes) / beds / 1024
+                print(f"{beds} beds, {mark:>5} s of history: {held_kib:8.1f} KiB per bed", flush=True)
             profiler = cProfile.Profile() if profile and i == len(marks_s) - 1 else None
             gc_before = timer.total_s
             chunks: list[float] = []  # µs per message of each chunk
@@ -167,6 +181,9 @@ def main() -> None:
     parser.add_argument("--measure-s", type=int, default=60, help="seconds of load timed at each mark")
     parser.add_argument("--tree", help="import the daemon from this checkout instead")
     parser.add_argument("--profile", action="store_true", help="cProfile the last mark")
+    parser.add_argument(
+        "--memory", action="store_true", help="memory per bed at each mark (tracemalloc; slows the run)"
+    )
     args = parser.parse_args()
     if args.tree:
         sys.path.insert(0, args.tree)
@@ -174,7 +191,7 @@ def main() -> None:
     import daemon  # noqa: PLC0415 -- after --tree is on sys.path
 
     print(f"daemon from {daemon.__file__}", flush=True)
-    run(args.beds, marks, args.measure_s, args.profile)
+    run(args.beds, marks, args.measure_s, args.profile, args.memory)
 
 
 if __name__ == "__main__":
