@@ -91,7 +91,7 @@ class Windowed(Protocol[S]):
     A window is a sequence of immutable entries in time order (each has a ``time``), to
     which a step appends, inserts a late entry, or drops a prefix that left the
     window; it never changes an entry, nor a window once made (a tuple, or a
-    ``daemon.frozen.Window``, which appends without copying). ``dump`` still writes the whole state; the
+    ``daemon.frozen.Window`` or ``ColumnWindow``, which append without copying). ``dump`` still writes the whole state; the
     engine persists ``dump(with_windows(state, empty))`` plus the windows' rows.
     """
 

@@ -428,7 +428,7 @@ class News2Rule:
     ) -> tuple[News2State, Sequence[AlertCandidate]]:
         """Take an input and score at its own time (late inputs in time order, see module)."""
         if isinstance(event, VitalSample):
-            item = Input(event.time, values=dict(event.values))
+            item = Input(event.time, values=event.values)  # not kept: the window copies it into columns
         elif isinstance(event, Observation):
             item = Input(event.time, on_oxygen=on_supplemental_oxygen(event), acvpu=event.acvpu)
         elif isinstance(event, SourceHealth):
