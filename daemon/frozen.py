@@ -387,15 +387,16 @@ class ColumnWindow(Sequence[Entry]):
         when: datetime = cols.data[0][self._stop - 1 - cols.origin]
         return when
 
-    def split_before(self: SelfWindow, time: datetime) -> tuple[SelfWindow, SelfWindow]:
-        """The leading entries whose time is before ``time``, and the window without them."""
+    def split_before(self: SelfWindow, time: datetime) -> tuple[SelfWindow, SelfWindow] | None:
+        """The leading entries whose time is before ``time``, and the window without them;
+        ``None`` when there are none (nearly every call: nothing is made then)."""
         cols, start, stop = self._cols, self._start, self._stop
         times, origin = cols.data[0], cols.origin
         at = start
         while at < stop and times[at - origin] < time:
             at += 1
         if at == start:
-            return self._view(cols, start, start), self
+            return None
         return self._view(cols, start, at), self._slice(at, stop)
 
     def columns(self) -> tuple[Columns, int, int]:

@@ -357,6 +357,60 @@ class InputWindow(ColumnWindow[Input]):
             bool(data[_SCORED_AT][i]),
         )
 
+    def appended_scored(
+        self, entry: Input, score: tuple[int, Trigger | None] | None, scorer: int
+    ) -> InputWindow:
+        """``appended(entry)``, keeping the score ``scorer`` gave it (``_remember``),
+        without the general path's loop over the columns (once per sample)."""
+        cols, start, stop = self._cols, self._start, self._stop
+        data = cols.data
+        if not (stop == cols.origin + len(data[0]) and stop > start and not cols.sealed):
+            new = self.appended(entry)
+            if score is not None:
+                _remember(new, len(new) - 1, score, scorer)
+            return new
+        # The codes first: a value without one raises before any column has grown.
+        oxygen, acvpu, blind = (
+            _OXYGEN.index(entry.on_oxygen),
+            _ACVPU_CODE[entry.acvpu],
+            _BLIND_CODE[entry.blind],
+        )
+        values, present = entry.values, 0
+        for bit, metric in enumerate(_METRICS):
+            value = values.get(metric)
+            if value is None:
+                data[_VALUES + bit].append(0.0)
+            else:
+                data[_VALUES + bit].append(value)
+                present |= 1 << bit
+        data[0].append(entry.time)
+        data[_PRESENT].append(present)
+        data[_OXYGEN_AT].append(oxygen)
+        data[_ACVPU_AT].append(acvpu)
+        data[_BLIND_AT].append(blind)
+        data[_SCORED_AT].append(entry.scored)
+        if cols.tag is None and score is not None:
+            cols.tag = scorer  # no entry of these columns has a score yet
+        if score is not None and cols.tag == scorer:
+            data[_TOTAL_AT].append(score[0])
+            data[_TRIGGER_AT].append(_TRIGGER_CODE[score[1]])
+        else:
+            data[_TOTAL_AT].append(_UNKNOWN)
+            data[_TRIGGER_AT].append(0)
+        return self._view(cols, start, stop + 1)
+
+
+def _remember(window: InputWindow, index: int, score: tuple[int, Trigger | None], scorer: int) -> None:
+    """Keep ``score`` (given by ``scorer``) with entry ``index`` of ``window``, which no
+    other window sees yet (just appended, or in columns of its own); not when the columns
+    hold another rule's scores."""
+    cols, lo, _ = window.columns()
+    if cols.tag is None:
+        cols.tag = scorer  # no entry of these columns has a score yet
+    if cols.tag == scorer:
+        cols.data[_TOTAL_AT][lo + index] = score[0]
+        cols.data[_TRIGGER_AT][lo + index] = _TRIGGER_CODE[score[1]]
+
 
 EMPTY_INPUTS = InputWindow()
 """The empty window of inputs (shared: appending to it starts columns of their own)."""
@@ -447,23 +501,8 @@ class News2Rule:
         newest = window.last_time()
         if (last is None or item.time >= last) and (newest is None or item.time >= newest):
             after, out, score = self._applied(state, item, None)
-            recent = window.appended(item)
-            self._remember(recent, len(recent) - 1, score)
-            return self._keep(state, after, recent, now), out
+            return self._keep(state, after, window.appended_scored(item, score, self._scorer), now), out
         return self._late(state, item, now)
-
-    def _remember(self, window: InputWindow, index: int, score: tuple[int, Trigger | None] | None) -> None:
-        """Keep ``score`` with entry ``index`` of ``window``, which no other window sees yet
-        (just appended, or in columns of its own); not when the columns hold another
-        rule's scores."""
-        if score is None:
-            return
-        cols, lo, _ = window.columns()
-        if cols.tag is None:
-            cols.tag = self._scorer  # no entry of these columns has a score yet
-        if cols.tag == self._scorer:
-            cols.data[_TOTAL_AT][lo + index] = score[0]
-            cols.data[_TRIGGER_AT][lo + index] = _TRIGGER_CODE[score[1]]
 
     def _late(self, state: News2State, item: Input, now: datetime) -> tuple[News2State, list[AlertCandidate]]:
         """An input older than the newest of the window, scored in time order (module docstring).
@@ -515,9 +554,9 @@ class News2Rule:
         for index, item in enumerate(items):
             state, candidates, score = self._applied(state, item, None)
             out.extend(candidates)
-            if remember:
+            if remember and score is not None:
                 assert type(items) is InputWindow
-                self._remember(items, index, score)
+                _remember(items, index, score, self._scorer)
         return state, out
 
     def _fold_base(self, base: News2State, items: InputWindow) -> News2State:
@@ -538,8 +577,9 @@ class News2Rule:
         """``after`` keeping the window's inputs; older ones are folded into the base
         (``before``, the state the inputs were applied to, is the first base)."""
         base = before.base if before.base is not None else _copy_state(before, recent=EMPTY_INPUTS, base=None)
-        old, recent = recent.split_before(now - self._kept)
-        if old:
+        split = recent.split_before(now - self._kept)
+        if split is not None:
+            old, recent = split
             base = self._fold_base(base, old)
         return _copy_state(after, recent=recent, base=base)
 

@@ -443,9 +443,11 @@ def _prune(track: Track, base: Track, recent: JudgedWindow, now: datetime, noise
 
 def _pruned(base: Track, recent: JudgedWindow, now: datetime, noise: Noise) -> tuple[Track, JudgedWindow]:
     """The base and the window once the verdicts older than the window are folded into the base."""
-    old, recent = recent.split_before(now - _kept(noise.late_s))
-    if old:
-        base, _ = _fold(base, old, noise)
+    split = recent.split_before(now - _kept(noise.late_s))
+    if split is None:
+        return base, recent
+    old, recent = split
+    base, _ = _fold(base, old, noise)
     return base, recent
 
 
