@@ -24,6 +24,8 @@ from typing import Any
 from daemon.events import Metric
 from daemon.frozen import ColumnWindow
 
+_new = object.__new__
+
 
 class Verdict(StrEnum):
     """What one sample says about one condition."""
@@ -81,8 +83,24 @@ class JudgedWindow(ColumnWindow[Judged]):
             verdicts.append(verdict)
             values.append(value)
             measures.append(measure)
-            return self._view(cols, start, stop + 1)
+            new: JudgedWindow = _new(JudgedWindow)
+            new._cols = cols
+            new._start = start
+            new._stop = stop + 1
+            return new
         return self.appended_row((time, verdict, value, measure))
+
+    def split_rows(self, time: datetime) -> tuple[list[Any], int, int, JudgedWindow] | None:
+        """``split_before`` as the columns and the row indices ``[lo, hi)`` of the leading
+        entries, with the window without them: nothing made for the entries that leave."""
+        cols, start, stop = self._cols, self._start, self._stop
+        times, origin = cols.data[0], cols.origin
+        at = start
+        while at < stop and times[at - origin] < time:
+            at += 1
+        if at == start:
+            return None
+        return cols.data, start - origin, at - origin, self._slice(at, stop)
 
 
 EMPTY_JUDGED = JudgedWindow()

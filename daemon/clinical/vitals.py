@@ -290,22 +290,11 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
     A base holds no window of its own (``recent`` empty, ``base`` None): it is made from
     a track without them (``judge``), and folding keeps them so.
     """
+    if type(recent) is JudgedWindow:
+        cols, lo, hi = recent.columns()
+        return _fold_rows(base, cols.data, lo, hi, noise)
     track = base
     changes: list[Change] = []
-    if type(recent) is JudgedWindow:
-        # Read from the columns: no ``Judged`` made for the entry folded on every sample.
-        cols, lo, hi = recent.columns()
-        times, verdicts, values, measures = cols.data
-        for i in range(lo, hi):
-            code = verdicts[i]
-            if code == 0:
-                track = track.broken()
-                continue
-            time, value, measure = times[i], values[i], MEASURES[measures[i]]
-            track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)
-            if transition is not None:
-                changes.append(Change(transition, time, value, measure=measure))
-        return track, changes
     for item in recent:
         if item.verdict is None:
             track = track.broken()
@@ -313,6 +302,24 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
         track, transition = advance(track, item.verdict, item.time, item.value, noise, measure=item.measure)
         if transition is not None:
             changes.append(Change(transition, item.time, item.value, measure=item.measure))
+    return track, changes
+
+
+def _fold_rows(base: Track, data: list[Any], lo: int, hi: int, noise: Noise) -> tuple[Track, list[Change]]:
+    """``_fold`` of rows ``[lo, hi)`` of a ``JudgedWindow``'s columns (``data``), read from
+    the columns: no ``Judged`` made for the entry that leaves a window on every sample."""
+    track = base
+    changes: list[Change] = []
+    times, verdicts, values, measures = data
+    for i in range(lo, hi):
+        code = verdicts[i]
+        if code == 0:
+            track = track.broken()
+            continue
+        time, value, measure = times[i], values[i], MEASURES[measures[i]]
+        track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)
+        if transition is not None:
+            changes.append(Change(transition, time, value, measure=measure))
     return track, changes
 
 
@@ -345,7 +352,9 @@ def judge(
     if (now - time).total_seconds() > late_s:
         return track, []
     # Newer than every sample and every sentinel of the window: judged in order.
-    window = as_judged(track.recent)
+    window = track.recent
+    if type(window) is not JudgedWindow:
+        window = as_judged(window)
     newest = window.last_time()
     if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
         recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
@@ -443,11 +452,11 @@ def _prune(track: Track, base: Track, recent: JudgedWindow, now: datetime, noise
 
 def _pruned(base: Track, recent: JudgedWindow, now: datetime, noise: Noise) -> tuple[Track, JudgedWindow]:
     """The base and the window once the verdicts older than the window are folded into the base."""
-    split = recent.split_before(now - _kept(noise.late_s))
+    split = recent.split_rows(now - _kept(noise.late_s))
     if split is None:
         return base, recent
-    old, recent = split
-    base, _ = _fold(base, old, noise)
+    data, lo, hi, recent = split
+    base, _ = _fold_rows(base, data, lo, hi, noise)
     return base, recent
 
 
