@@ -117,8 +117,8 @@ def run(
         tracemalloc.start()
     feed = _feeder(beds)
     idle_bytes = tracemalloc.get_traced_memory()[0] if memory else 0
-    idle_tracked = len(gc.get_objects())
     tune_gc()
+    idle_tracked = len(gc.get_objects())  # what start-up left is frozen, out of the count
     timer = _GcTimer()
     gc.callbacks.append(timer)
     out: list[dict[str, float]] = []
