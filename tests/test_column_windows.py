@@ -3,6 +3,7 @@ verdicts (``JudgedWindow``) and NEWS2's inputs with the scores they keep (``Inpu
 
 from __future__ import annotations
 
+import gc
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
@@ -214,3 +215,33 @@ def test_news2_inputs_in_columns_are_the_inputs() -> None:
     assert list(window) == items
     assert window == tuple(items)
     assert window.appended(items[0])[1:] == (*items[1:], items[0])
+
+
+def _tracked(root: object) -> int:
+    """The objects the cyclic collector tracks among those reachable from ``root``, but
+    for classes (and what they reach)."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or not gc.is_tracked(obj) or isinstance(obj, type):
+            continue  # a class is shared, not the window's
+        seen.add(id(obj))
+        todo.extend(gc.get_referents(obj))
+    return len(seen)
+
+
+def test_an_hour_of_entries_is_no_object_for_the_collector() -> None:
+    """The entries are values in columns, not objects: what the collector walks (the view,
+    the columns and their containers) does not grow with the window."""
+    rng = random.Random(23)
+    verdicts: JudgedWindow = EMPTY_JUDGED
+    inputs = InputWindow()
+    counts = {}
+    for second in range(3600):
+        verdicts = verdicts.appended(_judged(rng, second))
+        inputs = inputs.appended(Input(T0 + second * S, values={Metric.SPO2_PCT: 95.0, Metric.TEMP_C: 37.0}))
+        if second in (10, 3599):
+            counts[second] = (_tracked(verdicts), _tracked(inputs))
+    assert counts[3599] == counts[10]
+    assert max(counts[10]) < 20
