@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from daemon.events import AlertCandidate, Event, Kind, Priority, Text, Tick, place
-from daemon.frozen import Window
+from daemon.frozen import ColumnWindow, Window
 from daemon.metrics import Counters
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Windowed(Protocol[S]):
     A window is a sequence of immutable entries in time order (each has a ``time``), to
     which a step appends, inserts a late entry, or drops a prefix that left the
     window; it never changes an entry, nor a window once made (a tuple, or a
-    ``daemon.frozen.Window``, which appends without copying). ``dump`` still writes the whole state; the
+    ``daemon.frozen.Window`` or ``ColumnWindow``, which append without copying). ``dump`` still writes the whole state; the
     engine persists ``dump(with_windows(state, empty))`` plus the windows' rows.
     """
 
@@ -146,8 +146,8 @@ def window_delta(stored: Sequence[Any], current: Sequence[Any]) -> WindowDelta |
         return None
     if not current:
         return WindowDelta(clear=True, keep_from=None, added=()) if stored else None
-    if type(current) is Window and type(stored) is Window:
-        grown = current.since(stored)
+    if type(current) is type(stored) and isinstance(current, Window | ColumnWindow):
+        grown = current.since(stored)  # type: ignore[arg-type]
         if grown is not None:
             return _grown_delta(stored, current, *grown)
     first = current[0].time
@@ -164,7 +164,7 @@ def window_delta(stored: Sequence[Any], current: Sequence[Any]) -> WindowDelta |
 
 
 def _grown_delta(
-    stored: Window[Any], current: Window[Any], dropped: int, added: Window[Any]
+    stored: Sequence[Any], current: Sequence[Any], dropped: int, added: Sequence[Any]
 ) -> WindowDelta | None:
     """``window_delta`` of two versions of one window's list (``Window.since``), without a search.
 

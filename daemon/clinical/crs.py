@@ -75,6 +75,7 @@ from typing import Any
 
 from daemon.clinical.chart import Chart, Entry, change_of, dump_chart, legacy_entry, load_chart, record
 from daemon.clinical.protocols import Schedule
+from daemon.clinical.verdicts import as_judged
 from daemon.clinical.vitals import (
     METRICS,
     Change,
@@ -117,7 +118,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import as_window, replace
+from daemon.frozen import replace
 from daemon.numfmt import fmt
 from daemon.timefmt import iso_or_none, parse_iso_or_none
 
@@ -645,7 +646,7 @@ class CrsRule:
     def with_windows(self, state: CrsState, windows: Mapping[str, Sequence[Any]]) -> CrsState:
         """``state`` with these tracks' windows replaced."""
         changes = {
-            name: replace(getattr(state, name), recent=as_window(entries))
+            name: replace(getattr(state, name), recent=as_judged(entries))
             for name, entries in windows.items()
         }
         return replace(state, **changes)

@@ -42,6 +42,8 @@ evaluations), so one artifact does not raise it.
 
 from __future__ import annotations
 
+import itertools
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -73,7 +75,7 @@ from daemon.events import (
     Text,
     VitalSample,
 )
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry, replace, replacer
+from daemon.frozen import ColumnWindow, replace, replacer
 from daemon.timefmt import iso, parse_iso_or_none
 
 CONDITION = "NEWS2_HIGH"
@@ -278,6 +280,149 @@ class Input:
     scored: bool = True  # False for a probe-off: it removes a value, nothing is scored
 
 
+_METRICS = tuple(Metric)
+_ACVPU: tuple[Acvpu | None, ...] = (None, *Acvpu)
+_ACVPU_CODE = {a: i for i, a in enumerate(_ACVPU)}
+_BLIND: tuple[Metric | None, ...] = (None, *Metric)
+_BLIND_CODE = {m: i for i, m in enumerate(_BLIND)}
+_OXYGEN: tuple[bool | None, ...] = (None, False, True)
+_TRIGGERS: tuple[Trigger | None, ...] = (None, *Trigger)
+_TRIGGER_CODE = {t: i for i, t in enumerate(_TRIGGERS)}
+# The columns of an ``InputWindow``: time, which metrics are present (a bit each), one
+# column per metric, oxygen, ACVPU, blind metric, scored, and the score cache.
+_PRESENT = 1
+_VALUES = 2
+_OXYGEN_AT = _VALUES + len(_METRICS)
+_ACVPU_AT, _BLIND_AT, _SCORED_AT, _TOTAL_AT, _TRIGGER_AT = range(_OXYGEN_AT + 1, _OXYGEN_AT + 6)
+_UNKNOWN = -1  # the total of an entry whose score is not kept
+_scorers = itertools.count(1)
+
+
+class InputWindow(ColumnWindow[Input]):
+    """The window of inputs in columns (``daemon.frozen.ColumnWindow``): a sample's values as
+    seven floats and a bit mask, not a dictionary.
+
+    Each entry also keeps the total and trigger it scored when it was last applied in
+    order (``_UNKNOWN`` when not known): the score the base gets when the input leaves
+    the window, since the base is then exactly the state it was applied to. The columns'
+    ``tag`` names the rule (``News2Rule._scorer``) that scored them; another rule (new
+    settings) scores again. Not part of an entry: neither compared nor stored.
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _new_data() -> list[Any]:
+        return [
+            [],
+            bytearray(),
+            *(array("d") for _ in _METRICS),
+            bytearray(),
+            bytearray(),
+            bytearray(),
+            bytearray(),
+            array("b"),
+            bytearray(),
+        ]
+
+    @staticmethod
+    def _row(entry: Input) -> tuple[Any, ...]:
+        present = 0
+        values = entry.values
+        for bit, metric in enumerate(_METRICS):
+            if metric in values:
+                present |= 1 << bit
+        return (
+            entry.time,
+            present,
+            *(values.get(metric, 0.0) for metric in _METRICS),
+            _OXYGEN.index(entry.on_oxygen),
+            _ACVPU_CODE[entry.acvpu],
+            _BLIND_CODE[entry.blind],
+            int(entry.scored),
+            _UNKNOWN,
+            0,
+        )
+
+    @staticmethod
+    def _entry(data: list[Any], i: int) -> Input:
+        present = data[_PRESENT][i]
+        values = {m: data[_VALUES + bit][i] for bit, m in enumerate(_METRICS) if present >> bit & 1}
+        return Input(
+            data[0][i],
+            values,
+            _OXYGEN[data[_OXYGEN_AT][i]],
+            _ACVPU[data[_ACVPU_AT][i]],
+            _BLIND[data[_BLIND_AT][i]],
+            bool(data[_SCORED_AT][i]),
+        )
+
+    def appended_scored(
+        self, entry: Input, score: tuple[int, Trigger | None] | None, scorer: int
+    ) -> InputWindow:
+        """``appended(entry)``, keeping the score ``scorer`` gave it (``_remember``),
+        without the general path's loop over the columns (once per sample)."""
+        cols, start, stop = self._cols, self._start, self._stop
+        data = cols.data
+        if not (stop == cols.origin + len(data[0]) and stop > start and not cols.sealed):
+            new = self.appended(entry)
+            if score is not None:
+                _remember(new, len(new) - 1, score, scorer)
+            return new
+        # The codes first: a value without one raises before any column has grown.
+        oxygen, acvpu, blind = (
+            _OXYGEN.index(entry.on_oxygen),
+            _ACVPU_CODE[entry.acvpu],
+            _BLIND_CODE[entry.blind],
+        )
+        values, present = entry.values, 0
+        for bit, metric in enumerate(_METRICS):
+            value = values.get(metric)
+            if value is None:
+                data[_VALUES + bit].append(0.0)
+            else:
+                data[_VALUES + bit].append(value)
+                present |= 1 << bit
+        data[0].append(entry.time)
+        data[_PRESENT].append(present)
+        data[_OXYGEN_AT].append(oxygen)
+        data[_ACVPU_AT].append(acvpu)
+        data[_BLIND_AT].append(blind)
+        data[_SCORED_AT].append(entry.scored)
+        if cols.tag is None and score is not None:
+            cols.tag = scorer  # no entry of these columns has a score yet
+        if score is not None and cols.tag == scorer:
+            data[_TOTAL_AT].append(score[0])
+            data[_TRIGGER_AT].append(_TRIGGER_CODE[score[1]])
+        else:
+            data[_TOTAL_AT].append(_UNKNOWN)
+            data[_TRIGGER_AT].append(0)
+        return self._view(cols, start, stop + 1)
+
+
+def _remember(window: InputWindow, index: int, score: tuple[int, Trigger | None], scorer: int) -> None:
+    """Keep ``score`` (given by ``scorer``) with entry ``index`` of ``window``, which no
+    other window sees yet (just appended, or in columns of its own); not when the columns
+    hold another rule's scores."""
+    cols, lo, _ = window.columns()
+    if cols.tag is None:
+        cols.tag = scorer  # no entry of these columns has a score yet
+    if cols.tag == scorer:
+        cols.data[_TOTAL_AT][lo + index] = score[0]
+        cols.data[_TRIGGER_AT][lo + index] = _TRIGGER_CODE[score[1]]
+
+
+EMPTY_INPUTS = InputWindow()
+"""The empty window of inputs (shared: appending to it starts columns of their own)."""
+
+
+def as_inputs(entries: Sequence[Input]) -> InputWindow:
+    """``entries`` as an ``InputWindow``: itself when it is one, else a copy."""
+    if type(entries) is InputWindow:
+        return entries
+    return InputWindow(entries) if entries else EMPTY_INPUTS
+
+
 @dataclass(frozen=True, slots=True)
 class News2State:
     """Latest inputs (with their times), the trigger's progress, and the late-data window.
@@ -291,7 +436,7 @@ class News2State:
     acvpu: tuple[Acvpu, datetime] | None = None
     track: Track = field(default_factory=Track)
     trigger: Trigger | None = None  # the trigger last announced while active
-    recent: Sequence[Input] = EMPTY_WINDOW  # a ``Window`` (a tuple is taken too)
+    recent: Sequence[Input] = EMPTY_INPUTS  # an ``InputWindow`` (a tuple is taken too)
     base: News2State | None = None
 
 
@@ -314,6 +459,7 @@ class News2Rule:
         self.spo2_scale = bed.news2_spo2_scale
         self._noise = Noise(thresholds.news2_delay_s, thresholds.news2_clear_s, thresholds.confirm_samples)
         self._kept = timedelta(seconds=thresholds.news2_late_s)
+        self._scorer = next(_scorers)  # names the scores this rule keeps in its windows
 
     def initial(self) -> News2State:
         """Nothing known."""
@@ -336,7 +482,7 @@ class News2Rule:
     ) -> tuple[News2State, Sequence[AlertCandidate]]:
         """Take an input and score at its own time (late inputs in time order, see module)."""
         if isinstance(event, VitalSample):
-            item = Input(event.time, values=dict(event.values))
+            item = Input(event.time, values=event.values)  # not kept: the window copies it into columns
         elif isinstance(event, Observation):
             item = Input(event.time, on_oxygen=on_supplemental_oxygen(event), acvpu=event.acvpu)
         elif isinstance(event, SourceHealth):
@@ -351,10 +497,11 @@ class News2Rule:
         if item.scored and (now - item.time).total_seconds() > self.th.news2_late_s:
             return state, ()  # too late to be scored: stored, and counted by the pipeline
         last = state.track.last_time
-        newest = last_entry(state.recent)
-        if (last is None or item.time >= last) and (newest is None or item.time >= newest.time):
-            after, out = self._apply(state, item)
-            return self._keep(state, after, as_window(state.recent).appended(item), now), out
+        window = as_inputs(state.recent)
+        newest = window.last_time()
+        if (last is None or item.time >= last) and (newest is None or item.time >= newest):
+            after, out, score = self._applied(state, item, None)
+            return self._keep(state, after, window.appended_scored(item, score, self._scorer), now), out
         return self._late(state, item, now)
 
     def _late(self, state: News2State, item: Input, now: datetime) -> tuple[News2State, list[AlertCandidate]]:
@@ -369,16 +516,17 @@ class News2Rule:
             return state, []  # nothing scored yet
         old = base.track.last_time is not None and item.time < base.track.last_time
         if not item.scored and old:
-            at, recent, upto_base = 0, as_window(state.recent), self._apply(base, item)[0]
+            # The same entries, scored again from another base: in columns of their own.
+            at, recent, upto_base = 0, InputWindow(state.recent), self._apply(base, item)[0]
         elif old or (item.scored and item.time == base.track.last_time):
             return state, []  # older than anything the window still holds
         else:
             at = next(
                 (i for i, known in enumerate(state.recent) if known.time > item.time), len(state.recent)
             )
-            recent, upto_base = as_window(state.recent).inserted(at, item), base
+            recent, upto_base = as_inputs(state.recent).inserted(at, item), base
         _, before = self._fold(base, state.recent)
-        folded, after = self._fold(upto_base, recent)
+        folded, after = self._fold(upto_base, recent, remember=True)
         before = [c for c in before if c.time >= item.time]
         after = [c for c in after if c.time >= item.time]
         same = 0
@@ -393,32 +541,62 @@ class News2Rule:
         out = [late_note(c, (now - c.time).total_seconds()) for c in out]
         return self._keep(replace(state, base=upto_base), folded, recent, now), out
 
-    def _fold(self, base: News2State, items: Sequence[Input]) -> tuple[News2State, list[AlertCandidate]]:
+    def _fold(
+        self, base: News2State, items: Sequence[Input], *, remember: bool = False
+    ) -> tuple[News2State, list[AlertCandidate]]:
         """``base`` after ``items``, and the candidates they make; a base holds no window
-        of its own (``recent`` empty, ``base`` None: ``_keep`` makes it so)."""
+        of its own (``recent`` empty, ``base`` None: ``_keep`` makes it so).
+
+        ``remember``: keep each input's score in ``items``, an ``InputWindow`` in columns
+        of its own (see ``_remember``)."""
         state = base
         out: list[AlertCandidate] = []
-        for item in items:
-            state, candidates = self._apply(state, item)
+        for index, item in enumerate(items):
+            state, candidates, score = self._applied(state, item, None)
             out.extend(candidates)
+            if remember and score is not None:
+                assert type(items) is InputWindow
+                _remember(items, index, score, self._scorer)
         return state, out
 
-    def _keep(
-        self, before: News2State, after: News2State, recent: Window[Input], now: datetime
-    ) -> News2State:
+    def _fold_base(self, base: News2State, items: InputWindow) -> News2State:
+        """``base`` after ``items`` that left the window, with the scores they kept: the
+        base is the state each was applied to (``InputWindow``), so it is not scored again."""
+        cols, lo, hi = items.columns()
+        data = cols.data
+        totals, triggers = data[_TOTAL_AT], data[_TRIGGER_AT]
+        kept = cols.tag == self._scorer
+        state = base
+        for i in range(lo, hi):
+            total = totals[i]
+            known = (total, _TRIGGERS[triggers[i]]) if kept and total != _UNKNOWN else None
+            state, _, _ = self._applied(state, InputWindow._entry(data, i), known)
+        return state
+
+    def _keep(self, before: News2State, after: News2State, recent: InputWindow, now: datetime) -> News2State:
         """``after`` keeping the window's inputs; older ones are folded into the base
         (``before``, the state the inputs were applied to, is the first base)."""
-        base = before.base if before.base is not None else _copy_state(before, recent=EMPTY_WINDOW, base=None)
-        old, recent = recent.split_before(now - self._kept)
-        if old:
-            base, _ = self._fold(base, old)
+        base = before.base if before.base is not None else _copy_state(before, recent=EMPTY_INPUTS, base=None)
+        split = recent.split_before(now - self._kept)
+        if split is not None:
+            old, recent = split
+            base = self._fold_base(base, old)
         return _copy_state(after, recent=recent, base=base)
 
     def _apply(self, state: News2State, item: Input) -> tuple[News2State, list[AlertCandidate]]:
+        state, out, _ = self._applied(state, item, None)
+        return state, out
+
+    def _applied(
+        self, state: News2State, item: Input, scored: tuple[int, Trigger | None] | None
+    ) -> tuple[News2State, list[AlertCandidate], tuple[int, Trigger | None] | None]:
+        """``state`` after ``item``, the candidates, and the total and trigger it scored
+        (``None`` for a probe-off: nothing scored). ``scored``: that score, kept from when
+        ``item`` was applied to this very state (not scored again)."""
         if item.blind is not None:
             # Only the values before it (a value of its own time arrived before it).
             values = {m: v for m, v in state.values.items() if m != item.blind or v[1] > item.time}
-            return _copy_state(state, values=values), []
+            return _copy_state(state, values=values), [], None
         if item.values:
             values = dict(state.values)
             for metric, value in item.values.items():
@@ -430,25 +608,36 @@ class News2Rule:
             state = _copy_state(state, on_oxygen=(item.on_oxygen, item.time))
         if item.acvpu is not None and (state.acvpu is None or state.acvpu[1] <= item.time):
             state = _copy_state(state, acvpu=(item.acvpu, item.time))
-        return self._evaluate(state, item.time)
+        return self._evaluate(state, item.time, scored)
 
-    def _evaluate(self, state: News2State, time: datetime) -> tuple[News2State, list[AlertCandidate]]:
-        result = self.current(state, time)
-        trigger = result.trigger
+    def _evaluate(
+        self, state: News2State, time: datetime, known: tuple[int, Trigger | None] | None
+    ) -> tuple[News2State, list[AlertCandidate], tuple[int, Trigger | None]]:
+        if known is None:
+            result: News2 | None = self.current(state, time)
+            assert result is not None
+            total, trigger = result.total, result.trigger
+        else:
+            result = None  # scored only if a candidate needs it
+            total, trigger = known
         verdict = Verdict.NORMAL if trigger is None else Verdict.ABNORMAL
-        track, transition = advance(state.track, verdict, time, float(result.total), self._noise)
+        track, transition = advance(state.track, verdict, time, float(total), self._noise)
         state = _copy_state(state, track=track)
         if transition is Transition.CLEARED:
             state = _copy_state(state, trigger=None)
-            return state, [self._candidate(time, result, None)]
+            return state, [self._candidate(time, result or self.current(state, time), None)], (total, trigger)
         if (
             track.active
             and trigger is not None
             and (transition is Transition.RAISED or trigger != state.trigger)
         ):
             state = _copy_state(state, trigger=trigger)
-            return state, [self._candidate(time, result, trigger)]
-        return state, []
+            return (
+                state,
+                [self._candidate(time, result or self.current(state, time), trigger)],
+                (total, trigger),
+            )
+        return state, [], (total, trigger)
 
     def _candidate(self, time: datetime, result: News2, trigger: Trigger | None) -> AlertCandidate:
         partial_en = f" (partial: no recent {', '.join(result.missing)})" if result.missing else ""
@@ -509,7 +698,7 @@ class News2Rule:
 
     def with_windows(self, state: News2State, windows: Mapping[str, Sequence[Any]]) -> News2State:
         """``state`` with its window of inputs replaced."""
-        return replace(state, recent=as_window(windows["inputs"])) if "inputs" in windows else state
+        return replace(state, recent=as_inputs(windows["inputs"])) if "inputs" in windows else state
 
     def dump_entry(self, window: str, entry: Input) -> Any:
         """One input of the window."""
@@ -541,7 +730,7 @@ class News2Rule:
             acvpu=(Acvpu(acvpu[0]), acvpu_at) if acvpu and acvpu_at else None,
             track=load_track(data["track"]) if "track" in data else Track(),
             trigger=None if trigger is None else Trigger(trigger),
-            recent=as_window([item for item in map(_load_input, data.get("recent", ())) if item is not None]),
+            recent=as_inputs([item for item in map(_load_input, data.get("recent", ())) if item is not None]),
             base=None if base is None else self.load(base),
         )
 

@@ -57,6 +57,17 @@ from enum import StrEnum
 from typing import Any
 
 from daemon.clinical.protocols import Schedule
+from daemon.clinical.verdicts import (
+    EMPTY_JUDGED,
+    MEASURE_CODE,
+    MEASURES,
+    VERDICT_CODE,
+    VERDICTS,
+    JudgedWindow,
+    as_judged,
+)
+from daemon.clinical.verdicts import Judged as Judged  # noqa: PLC0414 -- re-exported: read here
+from daemon.clinical.verdicts import Verdict as Verdict  # noqa: PLC0414 -- re-exported: read here
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import (
     AlertCandidate,
@@ -71,7 +82,7 @@ from daemon.events import (
     Tick,
     VitalSample,
 )
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry, replace, replacer
+from daemon.frozen import replace, replacer
 from daemon.numfmt import fmt
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
@@ -123,14 +134,6 @@ PROBE_SOURCE_PREFIX = "monitor."
 """``SourceHealth.source`` of a per-metric probe signal: ``monitor.<metric>``."""
 
 
-class Verdict(StrEnum):
-    """What one sample says about one condition."""
-
-    ABNORMAL = "abnormal"  # beyond the alarm limit
-    BAND = "band"  # between the alarm limit and the clearing limit (hysteresis)
-    NORMAL = "normal"  # beyond the clearing limit
-
-
 class Transition(StrEnum):
     """A change of a tracked condition."""
 
@@ -146,20 +149,6 @@ class Noise:
     clear_s: float
     confirm_samples: int
     late_s: float = float("inf")  # samples older than this on arrival are not judged
-
-
-@dataclass(frozen=True, slots=True)
-class Judged:
-    """One sample's verdict kept for re-judging; ``verdict=None`` marks a break (a sentinel).
-
-    ``measure`` is the metric ``value`` is, where a condition reads several (hypotension:
-    systolic or mean arterial pressure); ``None`` in rows saved before it was kept.
-    """
-
-    time: datetime
-    verdict: Verdict | None
-    value: float
-    measure: Metric | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +171,7 @@ class Track:
     # quotes when the latest value is a normal one (see ``interrupt``).
     abnormal_value: float | None = None
     abnormal_measure: Metric | None = None
-    recent: Sequence[Judged] = EMPTY_WINDOW  # a ``Window`` (a tuple is taken too)
+    recent: Sequence[Judged] = EMPTY_JUDGED  # a ``JudgedWindow`` (a tuple is taken too)
     base: Track | None = None
 
     def broken(self) -> Track:
@@ -301,6 +290,9 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
     A base holds no window of its own (``recent`` empty, ``base`` None): it is made from
     a track without them (``judge``), and folding keeps them so.
     """
+    if type(recent) is JudgedWindow:
+        cols, lo, hi = recent.columns()
+        return _fold_rows(base, cols.data, lo, hi, noise)
     track = base
     changes: list[Change] = []
     for item in recent:
@@ -310,6 +302,24 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
         track, transition = advance(track, item.verdict, item.time, item.value, noise, measure=item.measure)
         if transition is not None:
             changes.append(Change(transition, item.time, item.value, measure=item.measure))
+    return track, changes
+
+
+def _fold_rows(base: Track, data: list[Any], lo: int, hi: int, noise: Noise) -> tuple[Track, list[Change]]:
+    """``_fold`` of rows ``[lo, hi)`` of a ``JudgedWindow``'s columns (``data``), read from
+    the columns: no ``Judged`` made for the entry that leaves a window on every sample."""
+    track = base
+    changes: list[Change] = []
+    times, verdicts, values, measures = data
+    for i in range(lo, hi):
+        code = verdicts[i]
+        if code == 0:
+            track = track.broken()
+            continue
+        time, value, measure = times[i], values[i], MEASURES[measures[i]]
+        track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)
+        if transition is not None:
+            changes.append(Change(transition, time, value, measure=measure))
     return track, changes
 
 
@@ -342,10 +352,13 @@ def judge(
     if (now - time).total_seconds() > late_s:
         return track, []
     # Newer than every sample and every sentinel of the window: judged in order.
-    newest = last_entry(track.recent)
-    if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest.time):
-        recent = as_window(track.recent).appended(Judged(time, verdict, value, measure))
-        first = track.base if track.base is not None else replace(track, recent=EMPTY_WINDOW, base=None)
+    window = track.recent
+    if type(window) is not JudgedWindow:
+        window = as_judged(window)
+    newest = window.last_time()
+    if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
+        recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
+        first = track.base if track.base is not None else replace(track, recent=EMPTY_JUDGED, base=None)
         kept_base, recent = _pruned(first, recent, now, noise)
         new, transition = _advanced(
             track, verdict, time, value, noise, measure=measure, recent=recent, base=kept_base
@@ -357,14 +370,14 @@ def judge(
     if any(item.time == time and item.verdict is not None for item in track.recent):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = as_window(track.recent).inserted(at, Judged(time, verdict, value, measure))
+    recent = window.inserted(at, Judged(time, verdict, value, measure))
     return _rejudge(
         track, base, recent, Change(Transition.RAISED, time, value, measure=measure), noise, now=now
     )
 
 
 def _rejudge(
-    track: Track, base: Track, recent: Window[Judged], late: Change, noise: Noise, *, now: datetime
+    track: Track, base: Track, recent: JudgedWindow, late: Change, noise: Noise, *, now: datetime
 ) -> tuple[Track, list[Change]]:
     """``track`` with its window replaced by ``recent`` (one late entry inserted at ``late.time``),
     judged again from ``base``; the changes that differ, marked late.
@@ -406,16 +419,17 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
 
     Before, a late sentinel broke the current run, made of samples newer than it.
     """
-    newest = last_entry(track.recent)
-    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest.time):
+    window = as_judged(track.recent)
+    newest = window.last_time()
+    if (track.last_time is None or time >= track.last_time) and (newest is None or time >= newest):
         if track.base is None:
             return track.broken(), []
-        return replace(track.broken(), recent=as_window(track.recent).appended(Judged(time, None, 0.0))), []
+        return replace(track.broken(), recent=window.appended_codes(time, 0, 0.0, 0)), []
     base = track.base
     if base is None or (base.last_time is not None and time < base.last_time):
         return track, []
     at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = as_window(track.recent).inserted(at, Judged(time, None, 0.0))
+    recent = window.inserted(at, Judged(time, None, 0.0))
     # The latest value beyond the limit before the sentinel: an undone onset's run is all
     # abnormal up to it, and an undone clearing leaves the alert standing on that value.
     last = next((item for item in reversed(track.recent[:at]) if item.verdict is Verdict.ABNORMAL), None)
@@ -430,17 +444,19 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
     )
 
 
-def _prune(track: Track, base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> Track:
+def _prune(track: Track, base: Track, recent: JudgedWindow, now: datetime, noise: Noise) -> Track:
     """``track`` keeping the window's verdicts; older ones are folded into the base."""
     base, recent = _pruned(base, recent, now, noise)
     return replace(track, recent=recent, base=base)
 
 
-def _pruned(base: Track, recent: Window[Judged], now: datetime, noise: Noise) -> tuple[Track, Window[Judged]]:
+def _pruned(base: Track, recent: JudgedWindow, now: datetime, noise: Noise) -> tuple[Track, JudgedWindow]:
     """The base and the window once the verdicts older than the window are folded into the base."""
-    old, recent = recent.split_before(now - _kept(noise.late_s))
-    if old:
-        base, _ = _fold(base, old, noise)
+    split = recent.split_rows(now - _kept(noise.late_s))
+    if split is None:
+        return base, recent
+    data, lo, hi, recent = split
+    base, _ = _fold_rows(base, data, lo, hi, noise)
     return base, recent
 
 
@@ -778,7 +794,7 @@ def load_track(data: Mapping[str, Any]) -> Track:
         measure=None if measure is None else Metric(measure),
         abnormal_value=None if abnormal_value is None else float(abnormal_value),
         abnormal_measure=None if abnormal_measure is None else Metric(abnormal_measure),
-        recent=as_window(recent),
+        recent=as_judged(recent),
         base=None if base is None else load_track(base),
     )
 
@@ -1033,7 +1049,7 @@ class VitalsRule:
         tracks = dict(state.tracks)
         for name, entries in windows.items():
             condition = Condition(name)
-            tracks[condition] = replace(tracks[condition], recent=as_window(entries))
+            tracks[condition] = replace(tracks[condition], recent=as_judged(entries))
         return replace(state, tracks=tracks)
 
     def dump_entry(self, window: str, entry: Judged) -> Any:
