@@ -129,6 +129,42 @@ async def test_an_outgoing_message_is_reported_once_the_broker_has_it(
     ]
 
 
+async def test_outgoing_messages_await_their_pubacks_together_and_leave_in_order(
+    mosquitto: Mosquitto, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue of messages is not sent one round trip at a time: up to
+    ``OUTGOING_IN_FLIGHT`` await their PUBACK together; they arrive, and are reported
+    delivered, in the order queued."""
+    count = mqtt.OUTGOING_IN_FLIGHT * 2 + 50
+    awaiting: list[int] = []  # how many awaited their PUBACK as each next one was sent
+    push = mqtt._Confirmations.push_message
+
+    def watched(self: Any, mid: int, raw_package: bytes) -> None:
+        awaiting.append(len(self.waiting))
+        push(self, mid, raw_package)
+
+    monkeypatch.setattr(mqtt._Confirmations, "push_message", watched)
+    delivered: list[int] = []
+    link = _link(mosquitto, f"{prefix}-d", [], Inbox(), Counters())
+    link.on_delivered = delivered.append
+    for n in range(count):
+        link.enqueue(Outgoing(f"{prefix}/out", str(n).encode(), qos=1, retain=False, store_id=n))
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
+        await watcher.subscribe(f"{prefix}/out", qos=1)
+        async with running(link):
+            await asyncio.wait_for(link.drained(), 10)
+        received: list[bytes] = []
+        async with asyncio.timeout(10):
+            async for message in watcher.messages:
+                assert isinstance(message.payload, bytes)
+                received.append(message.payload)
+                if len(received) == count:
+                    break
+    assert delivered == list(range(count))
+    assert received == [str(n).encode() for n in range(count)]
+    assert max(awaiting) == mqtt.OUTGOING_IN_FLIGHT - 1
+
+
 async def test_gmqtt_hands_a_lost_connection_to_reconnect_which_the_link_keeps_to_itself(
     mosquitto: Mosquitto, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,6 +61,10 @@ SUBSCRIBE_BATCH = 500
 ANSWER_TIMEOUT_S = 10.0
 """The broker's CONNACK, each SUBACK and each PUBACK within this, or the link is made again."""
 
+OUTGOING_IN_FLIGHT = 100
+"""Outgoing QoS 1 messages sent and not yet confirmed by the broker, at most (the broker
+keeps their order; MQTT 3.1.1 asks a client for no limit)."""
+
 PUBACK_SUCCESS = 0  # the reason code gmqtt is given with the PUBACK (MQTT 3.1.1 sends none)
 
 _PUBACK = struct.Struct("!BBH")
@@ -348,25 +352,22 @@ class _Session:
             if not waiting.done():
                 waiting.set_exception(LinkDownError("the connection was lost"))
 
-    async def send(self, message: Outgoing) -> None:
-        """Publish one message; return once the broker has it (QoS 0: once written)."""
+    def start(self, message: Outgoing) -> asyncio.Future[None] | None:
+        """Publish one message without waiting: the future is done once the broker has it
+        (``None`` for QoS 0, which is done once written)."""
         self.confirmations.last_mid = None
         self.client.publish(
             gmqtt.Message(message.topic, message.payload, qos=message.qos, retain=message.retain)
         )
         if message.qos == 0:
-            return
+            return None
         mid = self.confirmations.last_mid
         if mid is None:
             # Sent, and no way left to learn when the broker has it: not a guess to make.
             raise RuntimeError("gmqtt no longer files its messages in persistent_storage; see _Confirmations")
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.confirmations.waiting[mid] = confirmed
-        try:
-            async with asyncio.timeout(ANSWER_TIMEOUT_S):
-                await confirmed
-        except TimeoutError as exc:
-            raise LinkDownError(f"no PUBACK within {ANSWER_TIMEOUT_S:.0f} s") from exc
+        return confirmed
 
 
 class MqttLink:
@@ -540,15 +541,29 @@ class MqttLink:
         return ack
 
     async def _write(self, session: _Session) -> None:
+        # Up to OUTGOING_IN_FLIGHT messages await their PUBACK at once, instead of a round
+        # trip to the broker per message (which made a queue of alerts wait behind each
+        # other's). A message leaves the outbox only once the broker has it and every one
+        # queued before it: after a lost link the next session sends again from the first
+        # one not confirmed, in the same order.
+        in_flight: collections.deque[asyncio.Future[None] | None] = collections.deque()
         while True:
             while self._outbox:
-                message = self._outbox[0]
-                await session.send(message)
-                # Removed only once the broker has it: a lost link re-sends it.
-                self._outbox.popleft()
-                self._counters.inc("mqtt.published", "")
-                if message.store_id is not None and self.on_delivered is not None:
-                    self.on_delivered(message.store_id)
+                while len(in_flight) < min(OUTGOING_IN_FLIGHT, len(self._outbox)):
+                    in_flight.append(session.start(self._outbox[len(in_flight)]))
+                first = in_flight[0]
+                if first is not None and not first.done():
+                    try:
+                        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                            await first
+                    except TimeoutError as exc:
+                        raise LinkDownError(f"no PUBACK within {ANSWER_TIMEOUT_S:.0f} s") from exc
+                while in_flight and (in_flight[0] is None or in_flight[0].done()):
+                    in_flight.popleft()
+                    message = self._outbox.popleft()
+                    self._counters.inc("mqtt.published", "")
+                    if message.store_id is not None and self.on_delivered is not None:
+                        self.on_delivered(message.store_id)
             self._drained.set()
             self._wakeup.clear()
             await self._wakeup.wait()
