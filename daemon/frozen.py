@@ -390,14 +390,18 @@ class ColumnWindow(Sequence[Entry]):
     def split_before(self: SelfWindow, time: datetime) -> tuple[SelfWindow, SelfWindow] | None:
         """The leading entries whose time is before ``time``, and the window without them;
         ``None`` when there are none (nearly every call: nothing is made then)."""
-        cols, start, stop = self._cols, self._start, self._stop
-        times, origin = cols.data[0], cols.origin
-        at = start
+        at = self._leading_end(time)
+        if at == self._start:
+            return None
+        return self._view(self._cols, self._start, at), self._slice(at, self._stop)
+
+    def _leading_end(self, time: datetime) -> int:
+        """The position in the columns after the leading entries whose time is before ``time``."""
+        times, origin, stop = self._cols.data[0], self._cols.origin, self._stop
+        at = self._start
         while at < stop and times[at - origin] < time:
             at += 1
-        if at == start:
-            return None
-        return self._view(cols, start, at), self._slice(at, stop)
+        return at
 
     def columns(self) -> tuple[Columns, int, int]:
         """The columns and the indices ``[lo, hi)`` into them of this window's entries (to

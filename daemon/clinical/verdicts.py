@@ -93,14 +93,11 @@ class JudgedWindow(ColumnWindow[Judged]):
     def split_rows(self, time: datetime) -> tuple[list[Any], int, int, JudgedWindow] | None:
         """``split_before`` as the columns and the row indices ``[lo, hi)`` of the leading
         entries, with the window without them: nothing made for the entries that leave."""
-        cols, start, stop = self._cols, self._start, self._stop
-        times, origin = cols.data[0], cols.origin
-        at = start
-        while at < stop and times[at - origin] < time:
-            at += 1
-        if at == start:
+        at = self._leading_end(time)
+        if at == self._start:
             return None
-        return cols.data, start - origin, at - origin, self._slice(at, stop)
+        origin = self._cols.origin
+        return self._cols.data, self._start - origin, at - origin, self._slice(at, self._stop)
 
 
 EMPTY_JUDGED = JudgedWindow()
