@@ -59,11 +59,31 @@ def wait_for_port(
                 f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}"
             )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
+            if _listens(proc.pid, port):
+                return
+            # Another process took the port between free_port and the server's bind: this
+            # server fails to bind and exits (above), and its tests must not talk to that one.
         time.sleep(0.05)
     raise RuntimeError(
         f"port {port} not open after {timeout_s} s:\n{log.read_text(errors='replace')[-4000:]}"
     )
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port`` (Linux /proc)."""
+    suffix = f":{port:04X}"
+    inodes = {
+        fields[9]
+        for table in ("/proc/net/tcp", "/proc/net/tcp6")
+        for line in Path(table).read_text().splitlines()[1:]
+        if (fields := line.split())[1].endswith(suffix) and fields[3] == "0A"  # 0A: LISTEN
+    }
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                    return True
+    return False
 
 
 @dataclass
