@@ -344,10 +344,17 @@ class ColumnWindow(Sequence[Entry]):
         new._stop = stop
         return new
 
+    def _grows_in_place(self) -> bool:
+        """Whether an entry appended to this window can go at its columns' end: it ends
+        there, is not empty (the shared empty window's columns stay empty), and no
+        compacting copy took the columns' lineage over."""
+        cols = self._cols
+        return self._stop == cols.origin + len(cols.data[0]) and self._stop > self._start and not cols.sealed
+
     def appended_row(self: SelfWindow, row: tuple[Any, ...]) -> SelfWindow:
         """This window with one entry, given as its row, after its last entry."""
         cols, start, stop = self._cols, self._start, self._stop
-        if stop == cols.origin + len(cols.data[0]) and stop > start and not cols.sealed:
+        if self._grows_in_place():
             for column, value in zip(cols.data, row, strict=True):
                 column.append(value)
             return self._view(cols, start, stop + 1)

@@ -362,13 +362,16 @@ class InputWindow(ColumnWindow[Input]):
     ) -> InputWindow:
         """``appended(entry)``, keeping the score ``scorer`` gave it (``_remember``),
         without the general path's loop over the columns (once per sample)."""
+        new = self._appended_in_place(entry) if self._grows_in_place() else self.appended(entry)
+        if score is not None:
+            _remember(new, len(new) - 1, score, scorer)
+        return new
+
+    def _appended_in_place(self, entry: Input) -> InputWindow:
+        """``appended(entry)`` when this window ends at its columns' end: the entry's row
+        added to them, with no score kept."""
         cols, start, stop = self._cols, self._start, self._stop
         data = cols.data
-        if not (stop == cols.origin + len(data[0]) and stop > start and not cols.sealed):
-            new = self.appended(entry)
-            if score is not None:
-                _remember(new, len(new) - 1, score, scorer)
-            return new
         # The codes first: a value without one raises before any column has grown.
         oxygen, acvpu, blind = (
             _OXYGEN.index(entry.on_oxygen),
@@ -389,14 +392,8 @@ class InputWindow(ColumnWindow[Input]):
         data[_ACVPU_AT].append(acvpu)
         data[_BLIND_AT].append(blind)
         data[_SCORED_AT].append(entry.scored)
-        if cols.tag is None and score is not None:
-            cols.tag = scorer  # no entry of these columns has a score yet
-        if score is not None and cols.tag == scorer:
-            data[_TOTAL_AT].append(score[0])
-            data[_TRIGGER_AT].append(_TRIGGER_CODE[score[1]])
-        else:
-            data[_TOTAL_AT].append(_UNKNOWN)
-            data[_TRIGGER_AT].append(0)
+        data[_TOTAL_AT].append(_UNKNOWN)
+        data[_TRIGGER_AT].append(0)
         return self._view(cols, start, stop + 1)
 
 

@@ -24,8 +24,6 @@ from typing import Any
 from daemon.events import Metric
 from daemon.frozen import ColumnWindow
 
-_new = object.__new__
-
 
 class Verdict(StrEnum):
     """What one sample says about one condition."""
@@ -76,18 +74,14 @@ class JudgedWindow(ColumnWindow[Judged]):
     def appended_codes(self, time: datetime, verdict: int, value: float, measure: int) -> JudgedWindow:
         """This window with one entry (codes: ``VERDICTS``, ``MEASURES``) after its last:
         ``appended`` without making a ``Judged`` (once per sample and track)."""
-        cols, start, stop = self._cols, self._start, self._stop
-        times, verdicts, values, measures = cols.data
-        if stop == cols.origin + len(times) and stop > start and not cols.sealed:
+        if self._grows_in_place():
+            cols, start, stop = self._cols, self._start, self._stop
+            times, verdicts, values, measures = cols.data
             times.append(time)
             verdicts.append(verdict)
             values.append(value)
             measures.append(measure)
-            new: JudgedWindow = _new(JudgedWindow)
-            new._cols = cols
-            new._start = start
-            new._stop = stop + 1
-            return new
+            return self._view(cols, start, stop + 1)
         return self.appended_row((time, verdict, value, measure))
 
     def split_rows(self, time: datetime) -> tuple[list[Any], int, int, JudgedWindow] | None:

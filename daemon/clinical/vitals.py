@@ -290,19 +290,8 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
     A base holds no window of its own (``recent`` empty, ``base`` None): it is made from
     a track without them (``judge``), and folding keeps them so.
     """
-    if type(recent) is JudgedWindow:
-        cols, lo, hi = recent.columns()
-        return _fold_rows(base, cols.data, lo, hi, noise)
-    track = base
-    changes: list[Change] = []
-    for item in recent:
-        if item.verdict is None:
-            track = track.broken()
-            continue
-        track, transition = advance(track, item.verdict, item.time, item.value, noise, measure=item.measure)
-        if transition is not None:
-            changes.append(Change(transition, item.time, item.value, measure=item.measure))
-    return track, changes
+    cols, lo, hi = as_judged(recent).columns()
+    return _fold_rows(base, cols.data, lo, hi, noise)
 
 
 def _fold_rows(base: Track, data: list[Any], lo: int, hi: int, noise: Noise) -> tuple[Track, list[Change]]:
@@ -352,9 +341,7 @@ def judge(
     if (now - time).total_seconds() > late_s:
         return track, []
     # Newer than every sample and every sentinel of the window: judged in order.
-    window = track.recent
-    if type(window) is not JudgedWindow:
-        window = as_judged(window)
+    window = as_judged(track.recent)
     newest = window.last_time()
     if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
         recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
