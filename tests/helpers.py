@@ -229,3 +229,15 @@ class Events:
         event = await self.until(lambda e: isinstance(e, SourceHealth) and e.health is health)
         assert isinstance(event, SourceHealth)
         return event
+
+
+def assert_window_is_tuple(window: Sequence[Any], model: tuple[Any, ...]) -> None:
+    """``window`` (a ``daemon.frozen.Window`` or ``ColumnWindow``) behaves as the tuple
+    ``model`` of its entries: equality both ways, hash, order, indexing and slices."""
+    assert window == model
+    assert model == window
+    assert hash(window) == hash(model)
+    assert list(reversed(window)) == list(reversed(model))
+    assert len(window) == len(model)
+    assert [window[i] for i in range(-len(model), len(model))] == [*model, *model]
+    assert window[::2] == model[::2]

@@ -14,6 +14,7 @@ from daemon.clinical.verdicts import EMPTY_JUDGED, Judged, JudgedWindow, Verdict
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import Acvpu, Event, Health, Metric, Observation, SourceHealth, VitalSample
 from daemon.rules import window_delta
+from tests.helpers import assert_window_is_tuple
 
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -87,12 +88,7 @@ def test_every_version_of_a_column_window_keeps_its_entries() -> None:
         for old_window, expected in versions[-5:]:
             assert tuple(old_window) == expected
     for window, model in versions:
-        assert window == model
-        assert model == window
-        assert hash(window) == hash(model)
-        assert list(reversed(window)) == list(reversed(model))
-        assert [window[i] for i in range(-len(model), len(model))] == [*model, *model]
-        assert window[::2] == model[::2]
+        assert_window_is_tuple(window, model)
         assert window.last_time() == (model[-1].time if model else None)
         assert as_judged(model) == window
 
