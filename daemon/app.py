@@ -91,8 +91,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COUNTERS_INTERVAL_S = 60.0
-TICK_SLICE_BEDS = 100
-"""Beds per slice of a tick: about 10 ms of rules on this project's 2-core machine."""
+TICK_SLICE_BEDS = 20
+"""Beds per slice of a tick: about half a millisecond of rules on this project's 2-core
+machine (a tick costs about 25 µs a bed, most of it the dose checks)."""
+TICK_SPREAD = 0.5
+"""The share of the tick interval over which a sliced tick's slices are spread. Slices
+run back to back kept the event loop busy for the whole tick (about 30 ms at 1,000
+beds), and the store's thread, whose commits the inputs and alerts wait for, got the
+interpreter's lock only every switch interval meanwhile: the alerts of samples that
+arrived during a tick waited 30 to 70 ms."""
 CHECKPOINT_SLICE_STATES = 50
 """Rule states per slice of a periodic checkpoint, at most. At 1,000 beds sending every
 second a whole checkpoint (about 4,000 states and 40,000 window rows) was one transaction
@@ -104,6 +111,12 @@ shares the group commit of the inputs staged with it, which wait for its dumps a
 slices of 50 states (about 650 rows at 1,000 beds × 1 Hz) took 7 ms of the store's CPU
 each, and the commits that carried one 38 to 52 ms against 3 to 7 ms for the others in
 the daemon on a loaded machine; slices of 200 rows take 2 ms (``python -m bench.checkpoint``)."""
+CHECKPOINT_SPREAD = 0.5
+"""The share of ``checkpoint_interval_s`` over which a periodic checkpoint's slices are
+spread. Each slice was staged as soon as the one before it was committed, so at 1,000
+beds × 1 Hz about a second in every five had a slice in every commit, and the alerts of
+the samples arriving then waited 15 to 40 ms. A slice that is due later waits; one that
+is late goes at once (a checkpoint is never slowed below its interval)."""
 DEDUP_CAPACITY = 8192  # recent message digests kept; redeliveries come within the in-flight window
 SEEN_KEY = "inbound.seen"  # the digests, in the store's meta
 LATE_DROPPED = "vitals.late_dropped"
@@ -244,6 +257,8 @@ class CheckpointRound:
     seen: str | None
     """The recent-message digests at the start (``None``: unchanged), written at the end
     with ``position``: a replay from ``position`` must not take later inputs for repeats."""
+    started_s: float = 0.0
+    """When the round started (``time.monotonic``): its slices are spread from then on."""
     done: int = 0
 
 
@@ -761,7 +776,9 @@ class Pipeline:
         ``RuleEngine.replaying``).
         """
         seen = self.seen.dump() if self.seen.changed else None
-        self.checkpoint_round = CheckpointRound(self.engine.dirty(), self.processed_seq, seen)
+        self.checkpoint_round = CheckpointRound(
+            self.engine.dirty(), self.processed_seq, seen, started_s=time.monotonic()
+        )
         self._checkpoint_slice()
 
     def _checkpoint_slice(self) -> None:
@@ -773,12 +790,25 @@ class Pipeline:
             changes, self.engine, checkpoint.keys, checkpoint.done, self.processed_seq
         )
         if checkpoint.done < len(checkpoint.keys):
-            self.writer.after_commit(lambda: self.work.put_nowait(NEXT_SLICE))
+            self.writer.after_commit(lambda: self._next_slice(checkpoint))
             return
         if checkpoint.seen is not None:
             changes.meta[SEEN_KEY] = checkpoint.seen
         changes.processed_seq = checkpoint.position
         self.checkpoint_round = None
+
+    def _next_slice(self, checkpoint: CheckpointRound) -> None:
+        """Queue the next slice of ``checkpoint``, whose last slice is committed, at its
+        share of ``CHECKPOINT_SPREAD`` (real time, as the checkpoints' interval is)."""
+        if self.checkpoint_round is not checkpoint:
+            return  # a full checkpoint has written the rest, and another round may be under way
+        spread_s = self.config.daemon.checkpoint_interval_s * CHECKPOINT_SPREAD
+        due_s = checkpoint.started_s + spread_s * checkpoint.done / len(checkpoint.keys)
+        wait_s = due_s - time.monotonic()
+        if wait_s <= 0:
+            self.work.put_nowait(NEXT_SLICE)
+        else:
+            asyncio.get_running_loop().call_later(wait_s, self._next_slice, checkpoint)
 
     async def process(self, event: Event) -> None:
         """One event through capture, storage and the rules, and its alerts out."""
@@ -905,16 +935,22 @@ class Pipeline:
             beds = self.engine.beds
             if len(beds) <= TICK_SLICE_BEDS:
                 await self.emit(Tick(self.clock.now()))
-            else:
-                # A large ward's tick, in slices: each slice is processed before the next is
-                # queued, so inputs that arrive meanwhile wait for one slice, not for the whole
-                # ward (at 5,000 beds a whole tick held the loop for about half a second).
-                slices = [tuple(beds[i : i + TICK_SLICE_BEDS]) for i in range(0, len(beds), TICK_SLICE_BEDS)]
-                now = self.clock.now()
-                for part in slices:
-                    self._tick_done.clear()
-                    await self.emit(Tick(now, beds=part))
-                    await self._tick_done.wait()
+                continue
+            # A large ward's tick, in slices: each slice is processed before the next is
+            # queued, so inputs that arrive meanwhile wait for one slice, not for the whole
+            # ward (at 5,000 beds a whole tick held the loop for about half a second), and
+            # the slices are spread over part of the interval (``TICK_SPREAD``). Each slice
+            # carries its own time: the inputs processed between two slices are later.
+            slices = [tuple(beds[i : i + TICK_SLICE_BEDS]) for i in range(0, len(beds), TICK_SLICE_BEDS)]
+            start = self.clock.monotonic()
+            gap_s = interval_s * TICK_SPREAD / len(slices)
+            for n, part in enumerate(slices):
+                wait_s = start + n * gap_s - self.clock.monotonic()
+                if wait_s > 0:
+                    await self.clock.sleep(wait_s)
+                self._tick_done.clear()
+                await self.emit(Tick(self.clock.now(), beds=part))
+                await self._tick_done.wait()
 
     async def _counters(self) -> None:
         async for _ in every(self.clock, COUNTERS_INTERVAL_S):

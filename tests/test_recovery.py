@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -242,3 +243,62 @@ async def test_a_whole_sliced_checkpoint_covers_the_log_up_to_its_start(tmp_path
     # The states written after the fourth message skipped its replay: all as before the crash.
     assert again.engine.snapshot() == crashed.engine.snapshot()
     again.writer.close()
+
+
+def _with_interval(config: Config, interval_s: float) -> Config:
+    return config.model_copy(
+        update={"daemon": config.daemon.model_copy(update={"checkpoint_interval_s": interval_s})}
+    )
+
+
+@pytest.mark.usefixtures("one_state_per_slice")
+async def test_a_periodic_checkpoints_slices_are_spread_over_part_of_its_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slice n of k is staged no sooner than n/k of ``CHECKPOINT_SPREAD`` of the interval
+    after the round started (real time), so that the commits carrying one are spread out."""
+    interval_s, spread = 0.4, 0.5
+    monkeypatch.setattr(app, "CHECKPOINT_SPREAD", spread)
+    pipeline = _counting_pipeline(_with_interval(_config(tmp_path), interval_s))
+    staged_at: list[float] = []
+    stage = pipeline._checkpoint_slice
+
+    def timed() -> None:
+        staged_at.append(time.monotonic())
+        stage()
+
+    monkeypatch.setattr(pipeline, "_checkpoint_slice", timed)
+    async with committing(pipeline.writer), asyncio.TaskGroup() as group:
+        await _process_logged(pipeline, [_vitals(0)])
+        dispatch = group.create_task(pipeline._dispatch(), name="dispatch")
+        pipeline.start_checkpoint()
+        checkpoint = pipeline.checkpoint_round
+        assert checkpoint is not None
+        keys = len(checkpoint.keys)
+        assert keys >= 3, "the rules that read vitals"
+        async with asyncio.timeout(10):
+            while pipeline.checkpoint_round is checkpoint:
+                await asyncio.sleep(0.01)
+        dispatch.cancel()
+    spread_s = interval_s * spread
+    assert len(staged_at) == keys
+    for n, at in enumerate(staged_at):
+        assert at - checkpoint.started_s >= spread_s * n / keys - 1e-3, f"slice {n} of {keys}"
+    assert pipeline.store.processed_seq() == 1, "the round ended: the log is covered"
+
+
+@pytest.mark.usefixtures("one_state_per_slice")
+async def test_a_full_checkpoint_stops_the_spread_slices_of_a_round(tmp_path: Path) -> None:
+    """A slice waiting for its share of the spread is not queued once a full checkpoint has
+    written the round's states (nor counted as a slice of the next round)."""
+    pipeline = _counting_pipeline(_with_interval(_config(tmp_path), 0.4))
+    async with committing(pipeline.writer):
+        await _process_logged(pipeline, [_vitals(0)])
+        pipeline.start_checkpoint()
+        await pipeline.writer.flush()  # the first slice is committed; the next one waits
+        assert pipeline.work.empty()
+        pipeline.checkpoint()
+        await asyncio.sleep(0.4 * app.CHECKPOINT_SPREAD + 0.05)
+        assert pipeline.work.empty()
+        assert pipeline.checkpoint_round is None
+    assert pipeline.engine.dirty() == []

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from daemon import capture
-from daemon.app import TICK_SLICE_BEDS, build, build_rules
+from daemon.app import TICK_SLICE_BEDS, TICK_SPREAD, build, build_rules
 from daemon.clinical.dose import dose_rules
 from daemon.clinical.watch import vital_rules
 from daemon.clock import ManualClock
@@ -243,23 +243,42 @@ async def test_a_large_wards_tick_comes_in_slices_with_inputs_between(tmp_path: 
             pipeline.work.put_nowait(sample)
 
     pipeline.observers.append(observe)
+    interval_s = config.daemon.tick_interval_s
+    gap_s = interval_s * TICK_SPREAD / 3
+
+    def ticks_seen() -> int:
+        return sum(isinstance(e, Tick) for e in seen)
+
     async with committing(pipeline.writer), asyncio.TaskGroup() as group:
         dispatch = group.create_task(pipeline._dispatch(), name="dispatch")
         ticks = group.create_task(pipeline._ticks(), name="ticks")
-        await until_true(lambda: sum(isinstance(e, Tick) for e in seen) == 3)
-        await until_true(lambda: clock.next_wake() is not None)  # the next tick is waiting
-        await clock.advance(config.daemon.tick_interval_s)
-        await until_true(lambda: sum(isinstance(e, Tick) for e in seen) == 6)
+        await until_true(lambda: ticks_seen() == 1)
+        for count in (2, 3):
+            # The next slice waits for its share of the interval, not for the last one only.
+            due_s = (count - 1) * gap_s
+            await until_true(lambda: clock.next_wake() == pytest.approx(due_s))  # noqa: B023 -- awaited in this pass
+            assert ticks_seen() == count - 1
+            await clock.advance(gap_s)
+            await until_true(lambda: ticks_seen() == count)  # noqa: B023 -- awaited in this pass
+        await until_true(lambda: clock.next_wake() == pytest.approx(interval_s))  # the next tick
+        await clock.advance(interval_s - 2 * gap_s)
+        await until_true(lambda: ticks_seen() == 4)
         ticks.cancel()
         dispatch.cancel()
     # It waited for one slice, not for the whole ward.
     assert seen[1] is sample
     slices = [e for e in seen if isinstance(e, Tick)]
     # The last slice: the last bed and the ward's own subject (its broker rule waits on ticks).
-    assert [len(t.beds or ()) for t in slices] == [TICK_SLICE_BEDS, TICK_SLICE_BEDS, 2] * 2
+    assert [len(t.beds or ()) for t in slices] == [TICK_SLICE_BEDS, TICK_SLICE_BEDS, 2, TICK_SLICE_BEDS]
     covered = [bed for t in slices[:3] for bed in t.beds or ()]
     assert covered == [*(bed.id for bed in config.beds), "_w1"]
-    assert {t.time for t in slices[:3]} == {START}
+    # Each slice carries the time it was processed at, spread over TICK_SPREAD of the interval.
+    assert [t.time for t in slices] == [
+        START,
+        START + timedelta(seconds=gap_s),
+        START + timedelta(seconds=2 * gap_s),
+        START + timedelta(seconds=interval_s),
+    ]
 
 
 async def until_true(predicate: Callable[[], bool]) -> None:
