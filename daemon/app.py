@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon import admissions, capture, partition, topics
+from daemon import admissions, capture, dedup, partition, topics
 from daemon.admission_desk import AdmissionDesk, is_admin_topic
 from daemon.alerts import AlertService, is_ack_topic
 from daemon.capture import CaptureWriter
@@ -254,9 +254,10 @@ class CheckpointRound:
     position: int
     """The last logged input processed when the round started: once every state of
     ``keys`` is written, the log up to it is covered."""
-    seen: str | None
-    """The recent-message digests at the start (``None``: unchanged), written at the end
-    with ``position``: a replay from ``position`` must not take later inputs for repeats."""
+    seen: bytes | None
+    """The recent-message digests at the start (``RecentDigests.take``; ``None``: unchanged),
+    written at the end with ``position``: a replay from ``position`` must not take later
+    inputs for repeats."""
     started_s: float = 0.0
     """When the round started (``time.monotonic``): its slices are spread from then on."""
     done: int = 0
@@ -303,6 +304,11 @@ def stage_slice(
 
 def _encoder(dump: Callable[[], Mapping[str, Any]]) -> Callable[[], str]:
     return lambda: json_text(dump())
+
+
+def _digests_text(digests: bytes) -> Callable[[], str]:
+    """The recent-message digests as the store keeps them, encoded on its thread."""
+    return lambda: dedup.text(digests)
 
 
 def bed_rules(config: Config, bed: BedConfig) -> list[Rule[Any]]:
@@ -764,7 +770,7 @@ class Pipeline:
         stage_states(changes, self.engine.take_changed(), self.processed_seq)
         if self.seen.changed or (interrupted is not None and interrupted.seen is not None):
             # Up to 4 × max_inflight_messages digests: written only when a message was added.
-            changes.meta[SEEN_KEY] = self.seen.dump()
+            changes.meta[SEEN_KEY] = _digests_text(self.seen.take())
         changes.processed_seq = self.processed_seq
 
     def start_checkpoint(self) -> None:
@@ -775,7 +781,7 @@ class Pipeline:
         its slice is written as it is then, with the later position (see
         ``RuleEngine.replaying``).
         """
-        seen = self.seen.dump() if self.seen.changed else None
+        seen = self.seen.take() if self.seen.changed else None
         self.checkpoint_round = CheckpointRound(
             self.engine.dirty(), self.processed_seq, seen, started_s=time.monotonic()
         )
@@ -793,7 +799,7 @@ class Pipeline:
             self.writer.after_commit(lambda: self._next_slice(checkpoint))
             return
         if checkpoint.seen is not None:
-            changes.meta[SEEN_KEY] = checkpoint.seen
+            changes.meta[SEEN_KEY] = _digests_text(checkpoint.seen)
         changes.processed_seq = checkpoint.position
         self.checkpoint_round = None
 

@@ -225,6 +225,8 @@ class Changes:
     """The last inbound seq each of ``rule_states`` includes (default: ``processed_seq``, or 0)."""
     windows: list[WindowWrite] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    """Values as JSON-compatible data, or a function that gives them (called on the
+    writer's thread)."""
     alerts: dict[str, tuple[str, str, bool, str, str]] = field(default_factory=dict)
     journal: list[tuple[str, str, str, str | None, str | None, str]] = field(default_factory=list)
     points: list[tuple[int, str]] = field(default_factory=list)
@@ -511,7 +513,7 @@ class Store:
             if meta:
                 db.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    [(key, json.dumps(value)) for key, value in meta.items()],
+                    [(key, json.dumps(value() if callable(value) else value)) for key, value in meta.items()],
                 )
             if changes.alerts:
                 db.executemany(
