@@ -869,6 +869,20 @@ def test_a_sample_that_moves_the_window_keeps_what_left_it_in_the_base(verdict: 
     assert [(c.transition, c.time, c.late_s) for c in changes] == [(Transition.RAISED, T0 + 20 * S, 21.0)]
 
 
+def test_the_entries_that_left_the_window_are_folded_into_the_base_once() -> None:
+    """late_s 30 s: a sentinel at 5 s leaves the window with the sample before it; the samples
+    that leave it after are folded into the base after it, and it is not applied again (it
+    would end the base's run)."""
+    noise = Noise(delay_s=0, clear_s=60, confirm_samples=3, late_s=30)
+    track, _ = judge(Track(), A, T0, 85.0, noise, now=T0)
+    track, _ = interrupt(track, T0 + 5 * S, noise, now=T0 + 5 * S)
+    for t in (10, 20, 40, 50, 60):
+        track, _ = judge(track, A, T0 + t * S, 85.0, noise, now=T0 + t * S)
+    assert track.base is not None
+    assert (track.base.last_time, track.base.run_start, track.base.run_count) == (T0 + 20 * S, T0 + 10 * S, 2)
+    assert [item.time for item in track.recent] == [T0 + 40 * S, T0 + 50 * S, T0 + 60 * S]
+
+
 def test_the_track_keeps_the_measure_of_its_latest_value_whatever_its_verdict() -> None:
     """A monitor may send the mean arterial pressure without the systolic (``deciding_metric``):
     the track names the pressure its value is, whatever the verdict and after a late sample is
