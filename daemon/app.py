@@ -260,7 +260,7 @@ class CheckpointRound:
     """The recent-message digests at the start (``RecentDigests.take``; ``None``: unchanged),
     written at the end with ``position``: a replay from ``position`` must not take later
     inputs for repeats."""
-    started_s: float = 0.0
+    started_s: float
     """When the round started (``time.monotonic``): its slices are spread from then on."""
     done: int = 0
 

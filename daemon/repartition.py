@@ -63,6 +63,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from daemon import dedup
 from daemon.config import Config, MqttConfig
 from daemon.errors import LinkDownError, WarddError
 from daemon.ids import is_ward_subject, subject_ward, ward_subject
@@ -206,7 +207,7 @@ def merge_digests(dumps: Iterable[str]) -> str:
     A digest cannot be traced to its bed, so every new partition gets them all: a
     message the broker sends again is recognised whichever partition it reaches.
     """
-    return base64.b64encode(b"".join(base64.b64decode(d) for d in dumps)).decode("ascii")
+    return dedup.text(b"".join(base64.b64decode(d) for d in dumps))
 
 
 def delivery_numbers(sources: Sequence[Sequence[int]]) -> list[list[int]]:
