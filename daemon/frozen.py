@@ -1,4 +1,4 @@
-"""Immutable values for the rules' states at a fraction of the usual cost: ``replace`` and ``Window``.
+"""Immutable values for the rules' states at a fraction of the usual cost: ``replace`` and ``ColumnWindow``.
 
 ``replace``: the rules return a new state on nearly every step (about 30 replacements per vitals
 message), and ``dataclasses.replace`` looks up and filters the class's fields and
@@ -9,15 +9,13 @@ changes (``__init__`` fields only) and is meant for classes without ``__post_ini
 (checked when the class is first seen): nothing is validated that the constructor
 would have validated.
 
-``Window``: the late-data windows hold up to an hour of entries (3,600 at 1 Hz), and a
-step appends one entry and drops the oldest. As a tuple, every step copied the whole
-window; a ``Window`` shares one list among its versions, so both cost O(1) (see its
-docstring).
-
-``ColumnWindow``: a ``Window`` whose entries are rows of columns of plain values (a
-list of times, arrays of floats and codes), for the windows of the vital-sign tracks and
-NEWS2: an hour of entries as objects made about 2.5 MiB per bed, and one object each for
-the cyclic collector to walk.
+``ColumnWindow``: the late-data windows hold up to an hour of entries (3,600 at 1 Hz), and
+a step appends one entry and drops the oldest. As a tuple, every step copied the whole
+window; the versions of a ``ColumnWindow`` share their storage, so both cost O(1) (see its
+docstring). The entries are kept as rows of columns of plain values (a list of times,
+arrays of floats and codes), for the windows of the vital-sign tracks and NEWS2: an hour
+of entries as objects made about 2.5 MiB per bed, and one object each for the cyclic
+collector to walk.
 """
 
 from __future__ import annotations
@@ -36,8 +34,6 @@ class _HasTime(Protocol):
     @property
     def time(self) -> datetime: ...
 
-
-Timed = TypeVar("Timed", bound=_HasTime)
 
 _MISSING = object()
 _REPLACERS: dict[type, Callable[..., Any]] = {}
@@ -99,144 +95,9 @@ def replacer(cls: type[T]) -> Callable[..., T]:
 
 
 # A dropped prefix longer than this and than an eighth of the entries kept is copied away
-# (``Window._slice``): its entries would otherwise stay alive in the shared list.
+# (``ColumnWindow._slice``): its rows would otherwise stay alive in the shared columns.
 _COMPACT_MIN = 16
 _COMPACT_RATIO = 8
-
-
-class Window(Sequence[T]):
-    """An immutable sequence that versions of a late-data window share: appending an entry
-    and dropping a prefix cost O(1), not a copy of the window.
-
-    A window is a view ``[start, stop)`` of a list that only ever grows at its end. Its
-    entries never change: ``appended`` adds to the list in place only when the view ends
-    at the list's end (no other view sees past its own ``stop``), and copies otherwise;
-    a slice is another view of the same list, except that a prefix dropped beyond
-    ``_COMPACT_MIN`` entries and an eighth of the rest is copied away, so that the
-    entries no window holds can be freed. Another thread may read a window while the
-    list grows: a view never reads past its ``stop``.
-
-    It compares equal to the tuple of its entries, and hashes as it, so that a state
-    holding one compares as a state holding the tuple did.
-    """
-
-    __slots__ = ("_items", "_start", "_stop")
-
-    _items: list[T]
-    _start: int
-    _stop: int
-
-    def __init__(self, entries: Iterable[T] = ()) -> None:
-        """A window of ``entries``, in order (copied)."""
-        self._items = list(entries)
-        self._start = 0
-        self._stop = len(self._items)
-
-    @classmethod
-    def _view(cls, items: list[T], start: int, stop: int) -> Window[T]:
-        new: Window[T] = object.__new__(cls)
-        new._items = items
-        new._start = start
-        new._stop = stop
-        return new
-
-    def appended(self, entry: T) -> Window[T]:
-        """This window with ``entry`` after its last entry."""
-        items, start, stop = self._items, self._start, self._stop
-        if stop == len(items) and stop > start:
-            items.append(entry)
-            return Window._view(items, start, stop + 1)
-        copy = items[start:stop]
-        copy.append(entry)
-        return Window._view(copy, 0, len(copy))
-
-    def inserted(self, at: int, entry: T) -> Window[T]:
-        """This window with ``entry`` inserted before its entry at index ``at`` (a copy)."""
-        copy = self._items[self._start : self._stop]
-        copy.insert(at, entry)
-        return Window._view(copy, 0, len(copy))
-
-    def since(self, older: Window[T]) -> tuple[int, Window[T]] | None:
-        """When this window is ``older`` with a prefix dropped and entries appended, both
-        views of one list: how many entries it dropped, and the entries appended. ``None``
-        when it cannot tell so (other lists: a copy or a late insert came between)."""
-        if self._items is not older._items or not (older._start <= self._start <= older._stop <= self._stop):
-            return None
-        return self._start - older._start, Window._view(self._items, older._stop, self._stop)
-
-    def split_before(self: Window[Timed], time: datetime) -> tuple[list[Timed], Window[Timed]]:
-        """The leading entries whose ``time`` is before ``time``, and the window without them."""
-        items, start, stop = self._items, self._start, self._stop
-        at = start
-        while at < stop and items[at].time < time:
-            at += 1
-        if at == start:
-            return [], self
-        return items[start:at], self._slice(at, stop)
-
-    def _slice(self, lo: int, hi: int) -> Window[T]:
-        """Entries ``[lo, hi)`` of the list (``lo <= hi``), copied away from a long dead prefix."""
-        if lo > _COMPACT_MIN and lo > (hi - lo) // _COMPACT_RATIO:
-            return Window(self._items[lo:hi])
-        return Window._view(self._items, lo, hi)
-
-    def __len__(self) -> int:
-        return self._stop - self._start
-
-    @overload
-    def __getitem__(self, index: int) -> T: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Window[T]: ...
-
-    def __getitem__(self, index: int | slice) -> T | Window[T]:
-        if isinstance(index, slice):
-            first, last, step = index.indices(self._stop - self._start)
-            if step != 1:
-                return Window(self._items[self._start : self._stop][index])
-            lo = self._start + first
-            return self._slice(lo, max(lo, self._start + last))
-        size = self._stop - self._start
-        if index < 0:
-            index += size
-        if not 0 <= index < size:
-            raise IndexError("window index out of range")
-        return self._items[self._start + index]
-
-    def __iter__(self) -> Iterator[T]:
-        return map(self._items.__getitem__, range(self._start, self._stop))
-
-    def __reversed__(self) -> Iterator[T]:
-        return map(self._items.__getitem__, range(self._stop - 1, self._start - 1, -1))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Window | tuple):
-            return len(self) == len(other) and tuple(self) == tuple(other)
-        return NotImplemented  # a ``ColumnWindow`` compares itself
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
-    def __repr__(self) -> str:
-        return f"Window({tuple(self)!r})"
-
-
-EMPTY_WINDOW: Window[Any] = Window()
-"""The empty window (shared: appending to it starts a list of its own)."""
-
-
-def last_entry(entries: Sequence[T]) -> T | None:
-    """The last of ``entries`` (a window's newest), or ``None`` when there is none."""
-    if type(entries) is Window:
-        return entries._items[entries._stop - 1] if entries._stop > entries._start else None
-    return entries[-1] if entries else None
-
-
-def as_window(entries: Sequence[T]) -> Window[T]:
-    """``entries`` as a ``Window``: itself when it is one, else a copy."""
-    if type(entries) is Window:
-        return entries
-    return Window(entries) if entries else EMPTY_WINDOW
 
 
 _lineages = itertools.count()
@@ -293,16 +154,20 @@ SelfWindow = TypeVar("SelfWindow", bound="ColumnWindow[Any]")
 
 
 class ColumnWindow(Sequence[Entry]):
-    """A ``Window`` whose entries are kept as rows of ``Columns`` (plain values in lists and
-    arrays) instead of objects: a fraction of the memory, and nothing for the cyclic
-    collector to walk. An entry is made only when it is read as one.
+    """An immutable sequence of timed entries that the versions of a late-data window
+    share, kept as rows of ``Columns`` (plain values in lists and arrays) instead of
+    objects: a fraction of the memory, and nothing for the cyclic collector to walk. An
+    entry is made only when it is read as one.
 
-    Versions share their columns as ``Window`` versions share their list: a window is a
-    view ``[start, stop)`` of absolute positions, appending in place only when the view
-    ends at the columns' end (else copying), a slice is another view, and a long dropped
-    prefix is copied away. Since positions are absolute and a compacting copy keeps its
-    lineage, ``since`` also tells two versions apart across that copy. It compares equal
-    to the tuple of its entries, and hashes as it.
+    A window is a view ``[start, stop)`` of absolute positions in columns that only ever
+    grow at their end. Its entries never change: appending goes in place only when the
+    view ends at the columns' end (no other view sees past its own ``stop``), and copies
+    otherwise; a slice is another view, and a long dropped prefix is copied away, so that
+    the rows no window holds can be freed. Another thread may read a window while the
+    columns grow: a view never reads past its ``stop``. Since positions are absolute and
+    a compacting copy keeps its lineage, ``since`` also tells two versions apart across
+    that copy. It compares equal to the tuple of its entries, and hashes as it, so that a
+    state holding one compares as a state holding the tuple did.
 
     A subclass says how an entry becomes a row and back (``_new_data``, ``_row``,
     ``_entry``); the first column holds the entries' times.
@@ -394,6 +259,15 @@ class ColumnWindow(Sequence[Entry]):
         when: datetime = cols.data[0][self._stop - 1 - cols.origin]
         return when
 
+    def time_at(self, index: int) -> datetime:
+        """The time of entry ``index`` (from 0; not negative), read from its column without
+        making the entry."""
+        if not 0 <= index < self._stop - self._start:
+            raise IndexError("window index out of range")
+        cols = self._cols
+        when: datetime = cols.data[0][self._start + index - cols.origin]
+        return when
+
     def split_before(self: SelfWindow, time: datetime) -> tuple[SelfWindow, SelfWindow] | None:
         """The leading entries whose time is before ``time``, and the window without them;
         ``None`` when there are none (nearly every call: nothing is made then)."""
@@ -461,7 +335,7 @@ class ColumnWindow(Sequence[Entry]):
         return (make(data, i) for i in range(self._stop - 1 - origin, self._start - 1 - origin, -1))
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, ColumnWindow | Window | tuple):
+        if isinstance(other, ColumnWindow | tuple):
             return len(self) == len(other) and tuple(self) == tuple(other)
         return NotImplemented
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from daemon.events import AlertCandidate, Event, Kind, Priority, Text, Tick, place
-from daemon.frozen import ColumnWindow, Window
+from daemon.frozen import ColumnWindow
 from daemon.metrics import Counters
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,8 @@ class Windowed(Protocol[S]):
     A window is a sequence of immutable entries in time order (each has a ``time``), to
     which a step appends, inserts a late entry, or drops a prefix that left the
     window; it never changes an entry, nor a window once made (a tuple, or a
-    ``daemon.frozen.Window`` or ``ColumnWindow``, which append without copying). ``dump`` still writes the whole state; the
-    engine persists ``dump(with_windows(state, empty))`` plus the windows' rows.
+    ``daemon.frozen.ColumnWindow``, which appends without copying). ``dump`` still writes
+    the whole state; the engine persists ``dump(with_windows(state, empty))`` plus the windows' rows.
     """
 
     def windows(self, state: S) -> Mapping[str, Sequence[Any]]:
@@ -146,10 +146,10 @@ def window_delta(stored: Sequence[Any], current: Sequence[Any]) -> WindowDelta |
         return None
     if not current:
         return WindowDelta(clear=True, keep_from=None, added=()) if stored else None
-    if type(current) is type(stored) and isinstance(current, Window | ColumnWindow):
+    if type(current) is type(stored) and isinstance(current, ColumnWindow):
         grown = current.since(stored)  # type: ignore[arg-type]
         if grown is not None:
-            return _grown_delta(stored, current, *grown)
+            return _grown_delta(stored, current, *grown)  # type: ignore[arg-type]
     first = current[0].time
     start = bisect.bisect_left(stored, first, key=_time)
     kept = len(stored) - start
@@ -164,18 +164,22 @@ def window_delta(stored: Sequence[Any], current: Sequence[Any]) -> WindowDelta |
 
 
 def _grown_delta(
-    stored: Sequence[Any], current: Sequence[Any], dropped: int, added: Sequence[Any]
+    stored: ColumnWindow[Any], current: ColumnWindow[Any], dropped: int, added: Sequence[Any]
 ) -> WindowDelta | None:
-    """``window_delta`` of two versions of one window's list (``Window.since``), without a search.
+    """``window_delta`` of two versions of one window's columns (``ColumnWindow.since``),
+    without a search, and without making an entry to read a time.
 
     The same delta as the search finds: it would stop at ``stored[dropped]``
     (``current[0]`` itself) unless a dropped entry has the same time, and then rewrite.
     """
-    if dropped == len(stored) or (dropped and stored[dropped - 1].time == current[0].time):
+    if dropped == len(stored):
         return WindowDelta(clear=True, keep_from=None, added=current)
-    if not added and not dropped:
-        return None
-    return WindowDelta(clear=False, keep_from=current[0].time if dropped else None, added=added)
+    if not dropped:
+        return WindowDelta(clear=False, keep_from=None, added=added) if added else None
+    first = current.time_at(0)
+    if stored.time_at(dropped - 1) == first:
+        return WindowDelta(clear=True, keep_from=None, added=current)
+    return WindowDelta(clear=False, keep_from=first, added=added)
 
 
 def _time(entry: Any) -> datetime:

@@ -232,7 +232,7 @@ class Events:
 
 
 def assert_window_is_tuple(window: Sequence[Any], model: tuple[Any, ...]) -> None:
-    """``window`` (a ``daemon.frozen.Window`` or ``ColumnWindow``) behaves as the tuple
+    """``window`` (a ``daemon.frozen.ColumnWindow``) behaves as the tuple
     ``model`` of its entries: equality both ways, hash, order, indexing and slices."""
     assert window == model
     assert model == window

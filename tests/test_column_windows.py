@@ -305,9 +305,13 @@ def test_an_index_past_a_column_views_end_is_out_of_range_though_the_columns_go_
     a, b, c = _entries(1, 2, 3)
     front = JudgedWindow([a, b, c])[:2]
     assert (front[0], front[1], front[-1], front[-2]) == (a, b, b, a)
+    assert (front.time_at(0), front.time_at(1), front[1:].time_at(0)) == (a.time, b.time, b.time)
     for bad in (2, -3):
         with pytest.raises(IndexError, match=r"^window index out of range$"):
             front[bad]
+    for bad in (2, -1):  # no index from the end: a time is read where the entry is known
+        with pytest.raises(IndexError, match=r"^window index out of range$"):
+            front.time_at(bad)
 
 
 def test_since_names_the_dropped_prefix_and_the_appended_entries_of_a_column_window() -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import bisect
-import gc
 import json
 import random
 import sqlite3
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,14 +16,14 @@ import pytest
 
 from daemon import app
 from daemon.app import stage_slice, stage_states
+from daemon.clinical.verdicts import EMPTY_JUDGED, Judged, JudgedWindow, Verdict
 from daemon.clinical.vitals import Condition
 from daemon.clinical.watch import vital_rules
 from daemon.config import Config
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
-from daemon.frozen import EMPTY_WINDOW, Window, as_window, last_entry
 from daemon.links.store import Changes, Store
 from daemon.rules import RuleEngine, StateChanges, WindowDelta, Windowed, epoch_us, window_delta
-from tests.helpers import Counting, assert_window_is_tuple, one_bed_config
+from tests.helpers import Counting, one_bed_config
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -101,133 +99,106 @@ def test_entries_sharing_a_time_stay_in_their_order() -> None:
     assert (delta.clear, delta.added) == (False, (b,))
 
 
-# --- Window: the versions of a window share one list ----------------------------------------------
+# --- window_delta of two versions of one column window: no search -------------------------------
 
 
-def test_every_version_of_a_window_keeps_its_entries() -> None:
-    """Appends, late inserts and dropped prefixes on old and new versions alike, against
-    tuples: a version never changes once made, whatever is done to the others."""
-    rng = random.Random(11)
-    versions: list[tuple[Window[int], tuple[int, ...]]] = [(EMPTY_WINDOW, ())]
-    for n in range(3000):
-        window, model = versions[-1] if rng.random() < 0.8 else rng.choice(versions)
-        op = rng.random()
-        if op < 0.55:
-            window, model = window.appended(n), (*model, n)
-        elif op < 0.65:
-            at = rng.randrange(len(model) + 1)
-            window, model = window.inserted(at, n), (*model[:at], n, *model[at:])
-        elif op < 0.9:
-            drop = rng.randrange(min(len(model), 40) + 1)
-            window, model = window[drop:], model[drop:]
-        else:
-            lo, hi = sorted(rng.randrange(-len(model) - 2, len(model) + 3) for _ in range(2))
-            window, model = window[lo:hi], model[lo:hi]
-        versions.append((window, model))
-        versions = versions[-50:]
-        for old, expected in versions[-5:]:
-            assert tuple(old) == expected
-    for window, model in versions:
-        assert_window_is_tuple(window, model)
+def _applied(stored: list[Any], delta: WindowDelta | None) -> list[Any]:
+    """The rows ``stored`` become once a checkpoint writes ``delta`` (``None``: nothing)."""
+    if delta is None:
+        return stored
+    kept = [] if delta.clear else [e for e in stored if delta.keep_from is None or e.time >= delta.keep_from]
+    return [*kept, *delta.added]
 
 
-def test_a_window_compares_as_the_tuple_of_its_entries() -> None:
-    window = Window([1, 2, 3])
-    assert window == (1, 2, 3)
-    assert window != (1, 2)
-    assert window != [1, 2, 3]
-    assert window.appended(4)[1:] == Window([2, 3, 4])
-    assert as_window(window) is window
-    assert as_window(()) is EMPTY_WINDOW
-    assert as_window((1, 2)) == (1, 2)
-    assert (last_entry(window), last_entry(window.appended(4)), last_entry(window[3:])) == (3, 4, None)
-    assert (last_entry((1, 2)), last_entry(())) == (2, None)
-    for bad in (3, -4):
-        with pytest.raises(IndexError):
-            window[bad]
+def _judged(second: int, name: float) -> Judged:
+    return Judged(START + timedelta(seconds=second), Verdict.NORMAL, name)
 
 
 def test_the_delta_between_versions_of_one_window_is_the_searched_delta() -> None:
-    """``window_delta`` of two ``Window`` versions sharing a list skips the search: it must
-    give what the search gives for the same entries as tuples, whatever came between
-    (appends, entries of the same time, dropped prefixes, late inserts, compactions)."""
+    """``window_delta`` of two versions of one column window skips the search: applied to the
+    older's rows it gives the newer's entries, and where the newer is the older with a
+    prefix dropped and entries appended, it is what the search gives for the same entries
+    as tuples, whatever came between (entries of the same time, compactions)."""
     rng = random.Random(5)
+    canonical: dict[Judged, Judged] = {}
+
+    def entries(window: JudgedWindow) -> tuple[Judged, ...]:
+        """The window's entries as one object each however often read (values are unique):
+        the search tells entries apart by identity."""
+        return tuple(canonical.setdefault(entry, entry) for entry in window)
+
     for _ in range(200):
-        window: Window[Entry] = EMPTY_WINDOW
+        window: JudgedWindow = EMPTY_JUDGED
         versions = [window]
-        minute = 0
+        second = 0
         for n in range(rng.randrange(1, 60)):
             op = rng.random()
             if op < 0.6 or not window:
-                minute += rng.choice([0, 1, 1, 2])
-                window = window.appended(Entry(START + timedelta(minutes=minute), f"e{n}"))
+                second += rng.choice([0, 1, 1, 2])
+                window = window.appended(_judged(second, n))
             elif op < 0.9:
                 window = window[rng.randrange(min(len(window), 20) + 1) :]
             else:
                 at = rng.randrange(len(window) + 1)
                 before = window[at - 1].time if at else START
-                window = window.inserted(at, Entry(before, f"late{n}"))
+                window = window.inserted(at, Judged(before, Verdict.BAND, -1000.0 - n))
             versions.append(window)
         for _ in range(20):
             old, new = sorted(rng.sample(range(len(versions)), 2))
             stored, current = versions[old], versions[new]
-            searched = window_delta(tuple(stored), tuple(current)) if current is not stored else None
-            assert window_delta(stored, current) == searched, (stored, current)
+            delta = window_delta(stored, current)
+            assert _applied(list(stored), delta) == list(current), (stored, current)
+            if current.since(stored) is not None:  # else a late insert came between: rewritten
+                searched = window_delta(entries(stored), entries(current)) if current is not stored else None
+                assert delta == searched, (stored, current)
 
 
-def test_a_window_and_a_tuple_of_the_same_entries_give_the_searched_delta() -> None:
+def test_a_window_and_a_tuple_give_the_delta_that_makes_the_rows_its_entries() -> None:
     """The store's side may be a tuple (nothing stored yet, or rows read back) and the rule's a
-    ``Window``, or the other way round: the delta is the one the two tuples give."""
-    a, b, c, d = _entries(1, 2, 3, 4)
+    column window, or the other way round: the delta turns the stored rows into the current
+    entries."""
+    a, b, c, d = (_judged(s, s) for s in (1, 2, 3, 4))
     for stored, current in [((a, b, c), (b, c, d)), ((a, b), (c, d)), ((a, c), (a, b, c)), ((a, b), (a, b))]:
-        searched = window_delta(stored, current)
-        assert window_delta(Window(stored), current) == searched, (stored, current)
-        assert window_delta(stored, Window(current)) == searched, (stored, current)
+        for older, newer in [(JudgedWindow(stored), current), (stored, JudgedWindow(current))]:
+            assert _applied(list(older), window_delta(older, newer)) == list(current), (older, newer)
 
 
-def test_versions_of_one_window_are_compared_without_searching_the_stored_entries(
+def test_versions_of_one_window_are_compared_without_searching_or_reading_entries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The common step between two checkpoints, a prefix dropped and entries appended to the
-    same list, is read from the two versions' bounds: no search through an hour of entries."""
-    a, b, c, d, e = _entries(1, 2, 3, 4, 5)
-    stored = Window([a, b, c])
+    same columns, is read from the two versions' bounds and the time column: no search
+    through an hour of entries, and no entry made to read a time."""
+    a, b, c, d, e = (_judged(s, s) for s in (1, 2, 3, 4, 5))
+    stored = JudgedWindow([a, b, c])
     moved = stored.appended(d).appended(e)[1:]
-    searched = window_delta(tuple(stored), tuple(moved))
+    fresh = JudgedWindow([a, b, c])
+    same_time = fresh.appended(Judged(c.time, Verdict.BAND, 9.0))[3:]
 
     def no_search(*args: object, **kwargs: object) -> int:
         raise AssertionError("the stored entries were searched")
 
+    def no_entry(*args: object, **kwargs: object) -> Judged:
+        raise AssertionError("an entry was made")
+
+    appended = JudgedWindow([a, b])
     monkeypatch.setattr(bisect, "bisect_left", no_search)
-    assert window_delta(stored, moved) == searched == WindowDelta(clear=False, keep_from=b.time, added=(d, e))
-    appended = Window([a, b])
-    assert window_delta(appended, appended.appended(c)) == WindowDelta(
-        clear=False, keep_from=None, added=(c,)
-    )
-    assert window_delta(stored, moved[4:]) == WindowDelta(clear=True, keep_from=None, added=())
-    assert window_delta(EMPTY_WINDOW, stored[3:]) is None
-
-
-@dataclass(frozen=True)
-class _Freed:
-    time: int
-
-
-def test_the_entries_a_window_dropped_are_freed() -> None:
-    """The shared list is copied away from a long dropped prefix: an hour of one window at
-    1 Hz keeps about the window's entries alive, not every entry ever appended."""
-    refs: list[weakref.ref[_Freed]] = []
-    window: Window[_Freed] = EMPTY_WINDOW
-    for t in range(3600):
-        entry = _Freed(t)
-        refs.append(weakref.ref(entry))
-        window = window.appended(entry)
-        if len(window) > 900:
-            window = window[1:]
-    gc.collect()
-    alive = sum(ref() is not None for ref in refs)
-    assert len(window) == 900
-    assert alive <= 900 + 900 // 8 + 20, alive
+    monkeypatch.setattr(JudgedWindow, "_entry", staticmethod(no_entry))
+    deltas = [
+        window_delta(stored, moved),
+        window_delta(appended, appended.appended(c)),
+        window_delta(stored, moved[4:]),
+        window_delta(fresh, same_time),  # a dropped entry of the first kept one's time
+        window_delta(EMPTY_JUDGED, stored[3:]),
+    ]
+    monkeypatch.undo()
+    assert deltas == [
+        WindowDelta(clear=False, keep_from=b.time, added=(d, e)),
+        WindowDelta(clear=False, keep_from=None, added=(c,)),
+        WindowDelta(clear=True, keep_from=None, added=()),
+        WindowDelta(clear=True, keep_from=None, added=same_time),
+        None,
+    ]
 
 
 # --- the vital-sign family through a real store -------------------------------------------------
