@@ -27,9 +27,8 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiomqtt
 import hl7
 
 from daemon import ids, topics
@@ -57,6 +56,9 @@ from daemon.payloads import load_json_object
 from daemon.publish import Publisher
 from daemon.rules import Rule, RuleEngine
 from daemon.timefmt import iso
+
+if TYPE_CHECKING:
+    import aiomqtt  # the command-line clients' type only: the daemon never loads it
 
 log = logging.getLogger(__name__)
 

@@ -67,9 +67,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
-
-import aiomqtt
+from typing import TYPE_CHECKING, Any
 
 from daemon import ids, topics
 from daemon.clock import Clock, every
@@ -83,6 +81,9 @@ from daemon.payloads import load_json_object
 from daemon.points import FieldValue, Point, PointSink
 from daemon.publish import Publisher
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
+
+if TYPE_CHECKING:
+    import aiomqtt  # the command-line clients' type only: the daemon never loads it
 
 log = logging.getLogger(__name__)
 

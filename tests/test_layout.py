@@ -1,9 +1,13 @@
-"""The package's shape: no two modules import each other, directly or in a circle."""
+"""The package's shape: no two modules import each other, directly or in a circle; what the daemon loads."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("daemon", "simulators")
@@ -86,3 +90,16 @@ def test_clinical_rules_do_not_reach_the_links() -> None:
         if name.startswith("daemon.clinical"):
             links = {m for m in _imports(path, modules) if m.startswith("daemon.links")}
             assert not links, (name, links)
+
+
+@pytest.mark.integration  # a fresh interpreter: this one has loaded whatever other tests import
+def test_the_daemon_loads_no_command_line_mqtt_client() -> None:
+    """``wardd run`` talks MQTT through ``daemon.links.mqtt`` (gmqtt); aiomqtt and paho-mqtt
+    serve the command-line clients (``wardd ack``, ``wardd admit``) and load only there:
+    about 1 MiB of every daemon's resident memory."""
+    code = (
+        "import sys, daemon.app, daemon.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiomqtt', 'paho'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
