@@ -31,6 +31,7 @@ from daemon.clinical.vitals import (
     VitalsRule,
     dump_judged,
     dump_track,
+    folded,
     interrupt,
     judge,
     load_judged,
@@ -349,8 +350,9 @@ def test_a_late_sentinel_before_every_sample_of_the_window_takes_its_value_from_
     for t, value in ((0, 60.0), (20, 59.0), (40, 58.0)):
         track, changes = judge(track, A, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.MAP_MMHG)
     assert [(c.transition, c.time) for c in changes] == [(Transition.RAISED, T0 + 40 * S)]
-    assert track.base is not None
-    assert track.base.last_time == T0
+    base = folded(track, noise).base
+    assert base is not None
+    assert base.last_time == T0
     track, got = interrupt(track, T0 + 10 * S, noise, now=T0 + 41 * S)
     assert [(c.transition, c.time, c.value, c.measure) for c in got] == [
         (Transition.CLEARED, T0 + 10 * S, 60.0, Metric.MAP_MMHG)
@@ -383,8 +385,9 @@ def test_a_late_sentinel_undoing_a_clearing_quotes_the_latest_abnormal_value(lat
         track, got = judge(track, verdict, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.SPO2_PCT)
         changes.extend((c.transition, c.time) for c in got)
     assert changes == [(Transition.RAISED, T0 + 30 * S), (Transition.CLEARED, T0 + 100 * S)]
-    assert track.base is not None
-    assert (track.base.last_time is not None and track.base.last_time >= T0 + 30 * S) is (late_s == 50.0)
+    base = folded(track, noise).base
+    assert base is not None
+    assert (base.last_time is not None and base.last_time >= T0 + 30 * S) is (late_s == 50.0)
     track, got = interrupt(track, T0 + 70 * S, noise, now=T0 + 105 * S)
     assert [(c.transition, c.time, c.value, c.measure) for c in got] == [
         (Transition.RAISED, T0 + 70 * S, 86.0, Metric.SPO2_PCT)
@@ -402,7 +405,7 @@ def test_a_late_sentinel_undoing_a_clearing_in_a_state_saved_before_it_quotes_th
         track, _ = judge(track, verdict, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.SPO2_PCT)
     for t, value in ((80, 94.0), (100, 93.0)):
         track, _ = judge(track, N, T0 + t * S, value, noise, now=T0 + t * S, measure=Metric.SPO2_PCT)
-    data = dump_track(track)
+    data = dump_track(folded(track, noise))
     assert data["base"]["value"] == 96.0
     for dumped in (data, data["base"]):
         del dumped["abnormal_value"], dumped["abnormal_measure"]
@@ -457,8 +460,9 @@ def test_a_sentinel_older_than_the_window_changes_nothing() -> None:
     track = Track()
     for t in (0, 100, 110):
         track, _ = judge(track, A, T0 + t * S, 88.0, noise, now=T0 + t * S)
-    assert track.base is not None
-    assert track.base.last_time == T0  # the 0 s sample left the window
+    base = folded(track, noise).base
+    assert base is not None
+    assert base.last_time == T0  # the 0 s sample left the window
     assert interrupt(track, T0 - S, noise, now=T0 + 111 * S) == (track, [])
     # At the base's own time it comes after that sample: the run restarts at 100 s.
     after, _ = interrupt(track, T0, noise, now=T0 + 111 * S)

@@ -25,6 +25,7 @@ from daemon.clinical.vitals import (
     classify,
     classify_measured,
     deciding_metric,
+    folded,
     interrupt,
     judge,
     late_dropped,
@@ -761,11 +762,12 @@ def test_an_unbounded_window_keeps_a_week() -> None:
     week = timedelta(days=7)
     track, changes = judge(Track(), A, T0, 38.5, noise, now=T0 + week + S)
     assert [c.transition for c in changes] == [Transition.RAISED]
-    assert track.recent == ()
-    assert track.base is not None
-    assert track.base.active
+    assert folded(track, noise).recent == ()
+    base = folded(track, noise).base
+    assert base is not None
+    assert base.active
     track, _ = judge(track, N, T0 + S, 37.0, noise, now=T0 + week + S)
-    assert [item.time for item in track.recent] == [T0 + S]  # exactly 7 days old: kept
+    assert [item.time for item in folded(track, noise).recent] == [T0 + S]  # exactly 7 days old: kept
 
 
 def test_judge_ignores_repeats_and_samples_older_than_the_window() -> None:
@@ -862,9 +864,10 @@ def test_a_sample_that_moves_the_window_keeps_what_left_it_in_the_base(verdict: 
     for t in (0, 20):
         track, _ = judge(track, A, T0 + t * S, 85.0, noise, now=T0 + t * S)
     track, _ = judge(track, verdict, T0 + 40 * S, 85.0 if verdict is A else 92.0, noise, now=T0 + 40 * S)
-    assert track.base is not None
-    assert (track.base.last_time, track.base.run_count) == (T0, 1)
-    assert [item.time for item in track.recent] == [T0 + 20 * S, T0 + 40 * S]
+    window = folded(track, noise)
+    assert window.base is not None
+    assert (window.base.last_time, window.base.run_count) == (T0, 1)
+    assert [item.time for item in window.recent] == [T0 + 20 * S, T0 + 40 * S]
     _, changes = judge(track, A, T0 + 15 * S, 84.0, noise, now=T0 + 41 * S)
     assert [(c.transition, c.time, c.late_s) for c in changes] == [(Transition.RAISED, T0 + 20 * S, 21.0)]
 
@@ -878,9 +881,14 @@ def test_the_entries_that_left_the_window_are_folded_into_the_base_once() -> Non
     track, _ = interrupt(track, T0 + 5 * S, noise, now=T0 + 5 * S)
     for t in (10, 20, 40, 50, 60):
         track, _ = judge(track, A, T0 + t * S, 85.0, noise, now=T0 + t * S)
-    assert track.base is not None
-    assert (track.base.last_time, track.base.run_start, track.base.run_count) == (T0 + 20 * S, T0 + 10 * S, 2)
-    assert [item.time for item in track.recent] == [T0 + 40 * S, T0 + 50 * S, T0 + 60 * S]
+    window = folded(track, noise)
+    assert window.base is not None
+    assert (window.base.last_time, window.base.run_start, window.base.run_count) == (
+        T0 + 20 * S,
+        T0 + 10 * S,
+        2,
+    )
+    assert [item.time for item in window.recent] == [T0 + 40 * S, T0 + 50 * S, T0 + 60 * S]
 
 
 def test_the_track_keeps_the_measure_of_its_latest_value_whatever_its_verdict() -> None:

@@ -173,6 +173,9 @@ class Track:
     abnormal_measure: Metric | None = None
     recent: Sequence[Judged] = EMPTY_JUDGED  # a ``JudgedWindow`` (a tuple is taken too)
     base: Track | None = None
+    # The verdicts older than this have left the window: ``judge`` folds them into the
+    # base in batches (``_FOLD_SLACK``), so ``recent`` may still hold some; ``None``: none.
+    folded_before: datetime | None = None
 
     def broken(self) -> Track:
         """This track with its abnormal run ended (a sentinel interrupted the series)."""
@@ -198,7 +201,15 @@ def advance(
     if track.last_time is not None and time <= track.last_time:
         return track, None  # repeated sample (``judge`` inserts late ones in order)
     return _advanced(
-        track, verdict, time, value, noise, measure=measure, recent=track.recent, base=track.base
+        track,
+        verdict,
+        time,
+        value,
+        noise,
+        measure=measure,
+        recent=track.recent,
+        base=track.base,
+        folded_before=track.folded_before,
     )
 
 
@@ -212,9 +223,10 @@ def _advanced(
     measure: Metric | None,
     recent: Sequence[Judged],
     base: Track | None,
+    folded_before: datetime | None,
 ) -> tuple[Track, Transition | None]:
     """``advance`` for a sample newer than the track's last, the new track holding the
-    window ``recent`` and ``base`` (one copy of the track, not one for each)."""
+    window ``recent``, ``base`` and ``folded_before`` (one copy of the track, not one for each)."""
     if verdict is Verdict.ABNORMAL:
         start = track.run_start or time
         new = _copy_track(
@@ -229,6 +241,7 @@ def _advanced(
             abnormal_measure=measure,
             recent=recent,
             base=base,
+            folded_before=folded_before,
         )
         if (
             not track.active
@@ -248,6 +261,7 @@ def _advanced(
             measure=measure,
             recent=recent,
             base=base,
+            folded_before=folded_before,
         ), None
     since = track.normal_since or time
     new = _copy_track(
@@ -260,6 +274,7 @@ def _advanced(
         measure=measure,
         recent=recent,
         base=base,
+        folded_before=folded_before,
     )
     if track.active and (time - since).total_seconds() >= noise.clear_s:
         return _copy_track(new, active=False, normal_since=None), Transition.CLEARED
@@ -267,6 +282,13 @@ def _advanced(
 
 
 _MAX_WINDOW_S = 7 * 86_400.0  # an infinite window (the default of ``Noise``) keeps a week
+
+# The in-order path folds the verdicts that left the window into its base in batches:
+# only once the oldest has been out of it this long, so that most samples fold nothing
+# and a quiet run folds in one copy (``_quiet_run``). A late sample or sentinel first
+# folds all that has left (``folded``), so that the batches change no decision.
+# At 1 Hz it keeps up to 60 more verdicts a track (about 1 KiB).
+_FOLD_SLACK = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,20 +318,67 @@ def _fold(base: Track, recent: Sequence[Judged], noise: Noise) -> tuple[Track, l
 
 def _fold_rows(base: Track, data: list[Any], lo: int, hi: int, noise: Noise) -> tuple[Track, list[Change]]:
     """``_fold`` of rows ``[lo, hi)`` of a ``JudgedWindow``'s columns (``data``), read from
-    the columns: no ``Judged`` made for the entry that leaves a window on every sample."""
+    the columns: no ``Judged`` made for the entries that leave a window. What ``advance``
+    gives row by row; a run of normal and in-band rows on an inactive track is one copy."""
     track = base
     changes: list[Change] = []
     times, verdicts, values, measures = data
-    for i in range(lo, hi):
+    i = lo
+    while i < hi:
+        if not track.active:
+            track, i = _quiet_run(track, data, i, hi)
+            if i == hi:
+                break
         code = verdicts[i]
+        i += 1
         if code == 0:
             track = track.broken()
             continue
-        time, value, measure = times[i], values[i], MEASURES[measures[i]]
+        time, value, measure = times[i - 1], values[i - 1], MEASURES[measures[i - 1]]
         track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)
         if transition is not None:
             changes.append(Change(transition, time, value, measure=measure))
     return track, changes
+
+
+_NORMAL_CODE = VERDICT_CODE[Verdict.NORMAL]
+_BAND_CODE = VERDICT_CODE[Verdict.BAND]
+_QUIET_CODES = frozenset((_NORMAL_CODE, _BAND_CODE))
+
+
+def _quiet_run(track: Track, data: list[Any], i: int, hi: int) -> tuple[Track, int]:
+    """``track`` (not active) after the normal and in-band rows from row ``i`` on, and the
+    index of the first other row (or ``hi``).
+
+    Such rows change no transition on an inactive track, only the run fields and the
+    latest value (``_advanced``): the last one's copy is what ``advance`` gives row by row,
+    without the copies between. A row no newer than the one before is skipped, as
+    ``advance`` skips it."""
+    times, verdicts, values, measures = data
+    last, since, newest = track.last_time, track.normal_since, -1
+    while i < hi:
+        code = verdicts[i]
+        if code not in _QUIET_CODES:
+            break
+        time = times[i]
+        if last is None or time > last:
+            if code == _BAND_CODE:
+                since = None
+            elif since is None:
+                since = time
+            last, newest = time, i
+        i += 1
+    if newest < 0:
+        return track, i
+    return _copy_track(
+        track,
+        run_start=None,
+        run_count=0,
+        normal_since=since,
+        last_time=last,
+        value=values[newest],
+        measure=MEASURES[measures[newest]],
+    ), i
 
 
 def judge(
@@ -345,21 +414,30 @@ def judge(
     newest = window.last_time()
     if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
         recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
-        first = track.base if track.base is not None else replace(track, recent=EMPTY_JUDGED, base=None)
-        kept_base, recent = _pruned(first, recent, now, noise)
+        first = track.base if track.base is not None else _bare(track)
+        kept_base, recent = _pruned(first, recent, now - _kept(late_s), noise, slack=_FOLD_SLACK)
         new, transition = _advanced(
-            track, verdict, time, value, noise, measure=measure, recent=recent, base=kept_base
+            track,
+            verdict,
+            time,
+            value,
+            noise,
+            measure=measure,
+            recent=recent,
+            base=kept_base,
+            folded_before=_later(track.folded_before, now - _kept(late_s)),
         )
         return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
-    base = track.base
+    settled = folded(track, noise)
+    base = settled.base
     if base is None or (base.last_time is not None and time <= base.last_time):
         return track, []  # older than anything the window still holds
-    if any(item.time == time and item.verdict is not None for item in track.recent):
+    if any(item.time == time and item.verdict is not None for item in settled.recent):
         return track, []
-    at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = window.inserted(at, Judged(time, verdict, value, measure))
+    at = next((i for i, item in enumerate(settled.recent) if item.time > time), len(settled.recent))
+    recent = as_judged(settled.recent).inserted(at, Judged(time, verdict, value, measure))
     return _rejudge(
-        track, base, recent, Change(Transition.RAISED, time, value, measure=measure), noise, now=now
+        settled, base, recent, Change(Transition.RAISED, time, value, measure=measure), noise, now=now
     )
 
 
@@ -374,18 +452,18 @@ def _rejudge(
     """
     time = late.time
     _, before = _fold(base, track.recent, noise)
-    folded, after = _fold(base, recent, noise)
+    rejudged, after = _fold(base, recent, noise)
     before = [c for c in before if c.time >= time]
     after = [c for c in after if c.time >= time]
     same = 0
     while same < min(len(before), len(after)) and before[same] == after[same]:
         same += 1
     changes = after[same:]
-    if not changes and folded.active != track.active:
-        undone = Transition.RAISED if folded.active else Transition.CLEARED
+    if not changes and rejudged.active != track.active:
+        undone = Transition.RAISED if rejudged.active else Transition.CLEARED
         changes = [replace(late, transition=undone)]
     changes = [replace(c, late_s=(now - c.time).total_seconds()) for c in changes]
-    return _prune(folded, base, recent, now, noise), changes
+    return _prune(rejudged, base, recent, now, noise, folded_before=track.folded_before), changes
 
 
 def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> tuple[Track, list[Change]]:
@@ -412,14 +490,15 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
         if track.base is None:
             return track.broken(), []
         return replace(track.broken(), recent=window.appended_codes(time, 0, 0.0, 0)), []
-    base = track.base
+    settled = folded(track, noise)
+    base = settled.base
     if base is None or (base.last_time is not None and time < base.last_time):
         return track, []
-    at = next((i for i, item in enumerate(track.recent) if item.time > time), len(track.recent))
-    recent = window.inserted(at, Judged(time, None, 0.0))
+    at = next((i for i, item in enumerate(settled.recent) if item.time > time), len(settled.recent))
+    recent = as_judged(settled.recent).inserted(at, Judged(time, None, 0.0))
     # The latest value beyond the limit before the sentinel: an undone onset's run is all
     # abnormal up to it, and an undone clearing leaves the alert standing on that value.
-    last = next((item for item in reversed(track.recent[:at]) if item.verdict is Verdict.ABNORMAL), None)
+    last = next((item for item in reversed(settled.recent[:at]) if item.verdict is Verdict.ABNORMAL), None)
     if last is not None:
         value, measure = last.value, last.measure
     elif base.abnormal_value is not None:
@@ -427,24 +506,62 @@ def interrupt(track: Track, time: datetime, noise: Noise, *, now: datetime) -> t
     else:  # a base saved before the latest abnormal value was kept
         value, measure = base.value or 0.0, base.measure
     return _rejudge(
-        track, base, recent, Change(Transition.CLEARED, time, value, measure=measure), noise, now=now
+        settled, base, recent, Change(Transition.CLEARED, time, value, measure=measure), noise, now=now
     )
 
 
-def _prune(track: Track, base: Track, recent: JudgedWindow, now: datetime, noise: Noise) -> Track:
-    """``track`` keeping the window's verdicts; older ones are folded into the base."""
-    base, recent = _pruned(base, recent, now, noise)
+def _prune(
+    track: Track,
+    base: Track,
+    recent: JudgedWindow,
+    now: datetime,
+    noise: Noise,
+    *,
+    folded_before: datetime | None,
+) -> Track:
+    """``track`` keeping the window's verdicts; older ones are folded into the base
+    (``folded_before``: what had left the window before)."""
+    cut = now - _kept(noise.late_s)
+    base, recent = _pruned(base, recent, cut, noise)
+    return replace(track, recent=recent, base=base, folded_before=_later(folded_before, cut))
+
+
+def folded(track: Track, noise: Noise) -> Track:
+    """``track`` with the verdicts that have left its window (``folded_before``) folded into
+    its base: the window and base a late sample or sentinel is judged against, whatever
+    batches the in-order samples fold in (itself when there are none)."""
+    if track.base is None or track.folded_before is None:
+        return track
+    base, recent = _pruned(track.base, as_judged(track.recent), track.folded_before, noise)
+    if base is track.base:
+        return track
     return replace(track, recent=recent, base=base)
 
 
-def _pruned(base: Track, recent: JudgedWindow, now: datetime, noise: Noise) -> tuple[Track, JudgedWindow]:
-    """The base and the window once the verdicts older than the window are folded into the base."""
-    split = recent.split_rows(now - _kept(noise.late_s))
+def _pruned(
+    base: Track, recent: JudgedWindow, cut: datetime, noise: Noise, *, slack: timedelta = timedelta(0)
+) -> tuple[Track, JudgedWindow]:
+    """The base and the window once the verdicts older than ``cut`` are folded into the base;
+    nothing (the same two) while the oldest is no more than ``slack`` older than ``cut``."""
+    oldest = recent.time_at(0) if recent else None
+    if oldest is None or oldest >= cut - slack:
+        return base, recent
+    split = recent.split_rows(cut)
     if split is None:
         return base, recent
     data, lo, hi, recent = split
     base, _ = _fold_rows(base, data, lo, hi, noise)
     return base, recent
+
+
+def _later(known: datetime | None, cut: datetime) -> datetime:
+    """The later of a track's ``folded_before`` and a new cut (the daemon's clock may step back)."""
+    return cut if known is None or cut > known else known
+
+
+def _bare(track: Track) -> Track:
+    """``track`` without a window: the first base of its window."""
+    return replace(track, recent=EMPTY_JUDGED, base=None, folded_before=None)
 
 
 @functools.cache
@@ -739,6 +856,7 @@ def dump_track(track: Track) -> dict[str, Any]:
         "abnormal_measure": None if track.abnormal_measure is None else track.abnormal_measure.value,
         "recent": [dump_judged(item) for item in track.recent],
         "base": None if track.base is None else dump_track(track.base),
+        "folded_before": iso_or_none(track.folded_before),
     }
 
 
@@ -763,8 +881,8 @@ def load_judged(data: Sequence[Any]) -> Judged:
 
 
 def load_track(data: Mapping[str, Any]) -> Track:
-    """A track from ``dump_track``'s output (a state written before ``recent`` or
-    ``abnormal_value`` existed loads too)."""
+    """A track from ``dump_track``'s output (a state written before ``recent``,
+    ``abnormal_value`` or ``folded_before`` existed loads too)."""
     value = data.get("value")
     measure = data.get("measure")
     abnormal_value = data.get("abnormal_value")
@@ -783,6 +901,7 @@ def load_track(data: Mapping[str, Any]) -> Track:
         abnormal_measure=None if abnormal_measure is None else Metric(abnormal_measure),
         recent=as_judged(recent),
         base=None if base is None else load_track(base),
+        folded_before=parse_iso_or_none(data.get("folded_before")),
     )
 
 
