@@ -382,8 +382,11 @@ def test_an_input_leaving_the_window_is_not_scored_again() -> None:
     # One input leaves at each from 70 s; from the 17th, the columns are compacted (a copy
     # of the kept entries, with their scores).
     assert [sample(10 * i) for i in range(6, 40)] == [1] * 34
-    assert len(state.recent) == 7
-    assert state.base is not None
+    scored = rule.scored
+    settled = rule.settled(state)  # the inputs that left, folded with the scores they kept
+    assert rule.scored == scored
+    assert len(settled.recent) == 7
+    assert settled.base is not None
 
 
 def test_as_inputs_takes_a_window_as_it_is_and_copies_anything_else() -> None:

@@ -1,5 +1,5 @@
 """The vital-sign tracks fold what leaves their late-data window in batches
-(``daemon.clinical.vitals._FOLD_SLACK``): the batches change no decision, a quiet run folds as
+(``daemon.clinical.vitals.FOLD_SLACK``): the batches change no decision, a quiet run folds as
 ``advance`` does row by row, and a track keeps what has left its window through a restart."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.clinical import vitals
+from daemon.clinical import news2, vitals
+from daemon.clinical.news2 import News2Rule
 from daemon.clinical.verdicts import JudgedWindow
 from daemon.clinical.vitals import (
     Change,
@@ -25,13 +26,15 @@ from daemon.clinical.vitals import (
     judge,
     load_track,
 )
-from daemon.events import Metric
+from daemon.config import VitalThresholds
+from daemon.events import Acvpu, Event, Health, Metric, Observation, SourceHealth, VitalSample
 from daemon.frozen import replace
+from tests.test_column_windows import BED as NEWS2_BED
 
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
 A, B, N = Verdict.ABNORMAL, Verdict.BAND, Verdict.NORMAL
-SLACK = vitals._FOLD_SLACK
+SLACK = vitals.FOLD_SLACK
 
 
 def _row_by_row(base: Track, rows: list[Judged], noise: Noise) -> tuple[Track, list[Change]]:
@@ -95,7 +98,7 @@ def _window(track: Track) -> list[datetime]:
 @pytest.mark.parametrize("past_s", [0, 1], ids=["at-the-slack", "1-s-past-it"])
 def test_in_order_samples_fold_only_once_the_oldest_is_the_slack_past_the_window(past_s: int) -> None:
     """late_s 30 s, a sample a second: the samples that left the window stay in it until the
-    oldest is ``_FOLD_SLACK`` past it; then every one that left goes into the base at once."""
+    oldest is ``FOLD_SLACK`` past it; then every one that left goes into the base at once."""
     noise = Noise(delay_s=0, clear_s=60, confirm_samples=2, late_s=30)
     track = Track()
     last = 30 + int(SLACK.total_seconds()) + past_s
@@ -169,7 +172,7 @@ def test_folding_in_batches_changes_no_decision(monkeypatch: pytest.MonkeyPatch,
             events = _events(rng)
             batched = _run(events, noise)
             with monkeypatch.context() as every_sample:
-                every_sample.setattr(vitals, "_FOLD_SLACK", timedelta(0))
+                every_sample.setattr(vitals, "FOLD_SLACK", timedelta(0))
                 every = _run(events, noise)
             assert batched == every
     finally:
@@ -193,3 +196,99 @@ def test_what_left_the_window_survives_a_restart() -> None:
     assert [(c.transition, c.time, c.value) for c in changes] == [(Transition.CLEARED, T0 + 10 * S, 88.0)]
     old = {k: v for k, v in dump_track(track).items() if k != "folded_before"}
     assert load_track(old) == replace(track, folded_before=None)
+
+
+# --- NEWS2: the same batches for its window of inputs ---------------------------------------------
+
+
+def _news2_events(rng: random.Random, n: int) -> list[tuple[Event, datetime]]:
+    """Inputs every 10 s, mostly normal (quiet runs) and now and then scoring 3 or more;
+    observations; samples late by up to beyond the window; probe-offs as late, of any age
+    around the window's edge (300 s) and its batches (``FOLD_SLACK`` beyond it); some inputs
+    share a time."""
+    out: list[tuple[Event, datetime]] = []
+    for i in range(n):
+        now = T0 + i * 10 * S
+        at = now - (rng.choice([5, 60, 290, 310, 500]) if rng.random() < 0.05 else 0) * S
+        kind = rng.random()
+        if kind < 0.8:
+            loud = rng.random() < 0.1
+            values = {
+                Metric.RR_PER_MIN: rng.choice([26.0, 8.0]) if loud else rng.choice([14.0, 16.0]),
+                Metric.SPO2_PCT: rng.choice([97.0, 98.0]),
+                Metric.HR_PER_MIN: rng.choice([70.0, 80.0, 95.0]),
+                Metric.TEMP_C: rng.choice([36.8, 37.2, 38.5]),
+            }
+            values = {m: v for m, v in values.items() if rng.random() < 0.7}
+            out.append((VitalSample("w1", "b1", "m1", at, values), now))
+        elif kind < 0.92:
+            observation = Observation(
+                "w1", "b1", at, o2_device=rng.choice([None, "air"]), acvpu=rng.choice([None, Acvpu.ALERT])
+            )
+            out.append((observation, now))
+        else:
+            blind = rng.choice(["spo2_pct", "rr_per_min"])
+            off_at = now - rng.choice([0, 10, 295, 305, 330, 355, 370, 400]) * S
+            out.append((SourceHealth("w1", "b1", f"monitor.{blind}", off_at, Health.LOST, "probe-off"), now))
+        if rng.random() < 0.08 and kind < 0.8:  # another sample of the same time, other values
+            again = {Metric.RR_PER_MIN: rng.choice([14.0, 16.0, 26.0]), Metric.HR_PER_MIN: 75.0}
+            out.append((VitalSample("w1", "b1", "m1", at, again), now))
+    return out
+
+
+def test_news2_folding_in_batches_changes_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Samples, observations and probe-offs, some late and some older than the window: the same
+    candidates and the same settled state whether the in-order path folds every input or in
+    batches (a short window, so that inputs leave it all along)."""
+    th = VitalThresholds(news2_late_s=300.0, news2_delay_s=40.0, news2_clear_s=60.0, confirm_samples=2)
+    for seed in range(6):
+        events = _news2_events(random.Random(seed), 500)
+        runs = []
+        for slack in (vitals.FOLD_SLACK, timedelta(0)):
+            monkeypatch.setattr(news2, "FOLD_SLACK", slack)
+            rule = News2Rule(th, NEWS2_BED)
+            state, seen = rule.initial(), []
+            for event, now in events:
+                state, out = rule.step(state, event, now)
+                settled = rule.settled(state)
+                seen.append((list(out), replace(settled, folded_before=None)))
+            runs.append(seen)
+        assert runs[0] == runs[1], seed
+
+
+def test_news2_keeps_what_left_its_window_through_a_restart() -> None:
+    th = VitalThresholds(news2_late_s=60.0)
+    rule = News2Rule(th, NEWS2_BED)
+    state = rule.initial()
+    for second in range(0, 100, 10):
+        event = VitalSample("w1", "b1", "m1", T0 + second * S, {Metric.RR_PER_MIN: 16.0})
+        state, _ = rule.step(state, event, T0 + second * S)
+    assert state.folded_before == T0 + 30 * S
+    assert len(state.recent) == 10  # nothing folded yet: the oldest is not a minute past the window
+    loaded = rule.with_windows(rule.load(rule.dump(state)), {"inputs": state.recent})
+    assert loaded == state
+    assert len(rule.settled(loaded).recent) == 7
+    old = {k: v for k, v in rule.dump(state).items() if k != "folded_before"}
+    assert rule.load(old).folded_before is None
+
+
+def test_news2_folds_a_window_as_scoring_each_input_again() -> None:
+    """The base after any prefix of a window of inputs, folded with the scores they kept (quiet
+    runs in one copy), is the base that scoring each again gives: inputs of the same time,
+    observations, probe-offs, runs that raise and clear."""
+    th = VitalThresholds(news2_late_s=86_400.0, news2_delay_s=20.0, news2_clear_s=30.0, confirm_samples=2)
+    rng = random.Random(8)
+    for seed in range(6):
+        rule = News2Rule(th, NEWS2_BED)
+        state = rule.initial()
+        events = [(event, now) for event, now in _news2_events(random.Random(seed), 300) if event.time == now]
+        first = len(events) // 3
+        for event, now in events[:first]:
+            state, _ = rule.step(state, event, now)
+        base = replace(state, recent=news2.EMPTY_INPUTS, base=None, folded_before=None)
+        for event, now in events[first:]:
+            state, _ = rule.step(state, event, now)
+        window = news2.as_inputs(state.recent)[-(len(events) - first) :]
+        for _ in range(20):
+            k = rng.randrange(len(window) + 1)
+            assert rule._fold_base(base, window[:k]) == rule._fold(base, window[:k])[0], (seed, k)

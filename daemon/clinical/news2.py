@@ -51,6 +51,7 @@ from enum import StrEnum
 from typing import Any
 
 from daemon.clinical.vitals import (
+    FOLD_SLACK,
     Noise,
     Track,
     Transition,
@@ -58,6 +59,7 @@ from daemon.clinical.vitals import (
     advance,
     dump_track,
     late_note,
+    latest,
     load_track,
     probe_metric,
 )
@@ -76,7 +78,7 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.frozen import ColumnWindow, replace, replacer
-from daemon.timefmt import iso, parse_iso_or_none
+from daemon.timefmt import iso, iso_or_none, parse_iso_or_none
 
 CONDITION = "NEWS2_HIGH"
 
@@ -409,6 +411,66 @@ def _remember(window: InputWindow, index: int, score: tuple[int, Trigger | None]
         cols.data[_TRIGGER_AT][lo + index] = _TRIGGER_CODE[score[1]]
 
 
+def _quiet_run(state: News2State, data: list[Any], i: int, hi: int) -> tuple[News2State, int]:
+    """``state`` (its track not active) after the inputs from row ``i`` of an ``InputWindow``'s
+    columns (``data``) that kept a score without a trigger, and the index of the first other
+    row (or ``hi``).
+
+    Such an input updates the latest values and adds a normal verdict to an inactive
+    track: no transition, no candidate (``News2Rule._evaluate``). One copy of the values
+    and of the state for the run, not several for each input; the track as
+    ``daemon.clinical.vitals.advance`` gives it (an input no newer than the track's last
+    verdict updates the values only)."""
+    times, present, totals = data[0], data[_PRESENT], data[_TOTAL_AT]
+    triggers, blind = data[_TRIGGER_AT], data[_BLIND_AT]
+    oxygen_codes, acvpu_codes = data[_OXYGEN_AT], data[_ACVPU_AT]
+    track = state.track
+    last, since, newest = track.last_time, track.normal_since, -1
+    values: dict[Metric, tuple[float, datetime]] | None = None
+    on_oxygen, acvpu = state.on_oxygen, state.acvpu
+    start = i
+    while i < hi and totals[i] != _UNKNOWN and not triggers[i] and not blind[i]:
+        time = times[i]
+        bits = present[i]
+        if bits:
+            if values is None:
+                values = dict(state.values)
+            for bit, metric in enumerate(_METRICS):
+                if bits >> bit & 1:
+                    known = values.get(metric)
+                    if known is None or known[1] <= time:
+                        values[metric] = (data[_VALUES + bit][i], time)
+        oxygen = _OXYGEN[oxygen_codes[i]]
+        if oxygen is not None and (on_oxygen is None or on_oxygen[1] <= time):
+            on_oxygen = (oxygen, time)
+        level = _ACVPU[acvpu_codes[i]]
+        if level is not None and (acvpu is None or acvpu[1] <= time):
+            acvpu = (level, time)
+        if last is None or time > last:
+            since = since or time
+            last, newest = time, i
+        i += 1
+    if i == start:
+        return state, i
+    if newest >= 0:
+        track = _copy_track(
+            track,
+            run_start=None,
+            run_count=0,
+            normal_since=since,
+            last_time=last,
+            value=float(totals[newest]),
+            measure=None,
+        )
+    return _copy_state(
+        state,
+        values=state.values if values is None else values,
+        on_oxygen=on_oxygen,
+        acvpu=acvpu,
+        track=track,
+    ), i
+
+
 EMPTY_INPUTS = InputWindow()
 """The empty window of inputs (shared: appending to it starts columns of their own)."""
 
@@ -435,9 +497,13 @@ class News2State:
     trigger: Trigger | None = None  # the trigger last announced while active
     recent: Sequence[Input] = EMPTY_INPUTS  # an ``InputWindow`` (a tuple is taken too)
     base: News2State | None = None
+    # The inputs older than this have left the window; ``step`` folds them into the base in
+    # batches (``FOLD_SLACK``), so ``recent`` may still hold some (``settled``).
+    folded_before: datetime | None = None
 
 
 _copy_state = replacer(News2State)  # ``replace`` for the state: several copies a message
+_copy_track = replacer(Track)
 
 
 class News2Rule:
@@ -498,7 +564,8 @@ class News2Rule:
         newest = window.last_time()
         if (last is None or item.time >= last) and (newest is None or item.time >= newest):
             after, out, score = self._applied(state, item, None)
-            return self._keep(state, after, window.appended_scored(item, score, self._scorer), now), out
+            recent = window.appended_scored(item, score, self._scorer)
+            return self._keep(state, after, recent, now, slack=FOLD_SLACK), out
         return self._late(state, item, now)
 
     def _late(self, state: News2State, item: Input, now: datetime) -> tuple[News2State, list[AlertCandidate]]:
@@ -508,21 +575,22 @@ class News2Rule:
         A probe-off older than the window is applied to the state the window starts from
         (it removes the values before it there) and the window is scored again.
         """
-        base = state.base
+        settled = self.settled(state)
+        base = settled.base
         if base is None:
             return state, []  # nothing scored yet
         old = base.track.last_time is not None and item.time < base.track.last_time
         if not item.scored and old:
             # The same entries, scored again from another base: in columns of their own.
-            at, recent, upto_base = 0, InputWindow(state.recent), self._apply(base, item)[0]
+            at, recent, upto_base = 0, InputWindow(settled.recent), self._apply(base, item)[0]
         elif old or (item.scored and item.time == base.track.last_time):
             return state, []  # older than anything the window still holds
         else:
             at = next(
-                (i for i, known in enumerate(state.recent) if known.time > item.time), len(state.recent)
+                (i for i, known in enumerate(settled.recent) if known.time > item.time), len(settled.recent)
             )
-            recent, upto_base = as_inputs(state.recent).inserted(at, item), base
-        _, before = self._fold(base, state.recent)
+            recent, upto_base = as_inputs(settled.recent).inserted(at, item), base
+        _, before = self._fold(base, settled.recent)
         folded, after = self._fold(upto_base, recent, remember=True)
         before = [c for c in before if c.time >= item.time]
         after = [c for c in after if c.time >= item.time]
@@ -530,13 +598,13 @@ class News2Rule:
         while same < min(len(before), len(after)) and before[same] == after[same]:
             same += 1
         out = after[same:]
-        if not out and folded.track.active != state.track.active:
+        if not out and folded.track.active != settled.track.active:
             # The score at the late input's time: from the inputs up to it, not the later ones.
             upto, _ = self._fold(upto_base, recent[: at + 1] if upto_base is base else ())
             result = self.current(upto, item.time)
             out = [self._candidate(item.time, result, folded.trigger if folded.track.active else None)]
         out = [late_note(c, (now - c.time).total_seconds()) for c in out]
-        return self._keep(replace(state, base=upto_base), folded, recent, now), out
+        return self._keep(replace(settled, base=upto_base), folded, recent, now), out
 
     def _fold(
         self, base: News2State, items: Sequence[Input], *, remember: bool = False
@@ -558,27 +626,67 @@ class News2Rule:
 
     def _fold_base(self, base: News2State, items: InputWindow) -> News2State:
         """``base`` after ``items`` that left the window, with the scores they kept: the
-        base is the state each was applied to (``InputWindow``), so it is not scored again."""
+        base is the state each was applied to (``InputWindow``), so it is not scored again.
+        What ``_applied`` gives input by input; a quiet run is one copy (``_quiet_run``)."""
         cols, lo, hi = items.columns()
         data = cols.data
         totals, triggers = data[_TOTAL_AT], data[_TRIGGER_AT]
         kept = cols.tag == self._scorer
         state = base
-        for i in range(lo, hi):
+        i = lo
+        while i < hi:
+            if kept and not state.track.active and state.trigger is None:
+                state, i = _quiet_run(state, data, i, hi)
+                if i == hi:
+                    break
             total = totals[i]
             known = (total, _TRIGGERS[triggers[i]]) if kept and total != _UNKNOWN else None
             state, _, _ = self._applied(state, InputWindow._entry(data, i), known)
+            i += 1
         return state
 
-    def _keep(self, before: News2State, after: News2State, recent: InputWindow, now: datetime) -> News2State:
-        """``after`` keeping the window's inputs; older ones are folded into the base
-        (``before``, the state the inputs were applied to, is the first base)."""
-        base = before.base if before.base is not None else _copy_state(before, recent=EMPTY_INPUTS, base=None)
-        split = recent.split_before(now - self._kept)
-        if split is not None:
-            old, recent = split
-            base = self._fold_base(base, old)
-        return _copy_state(after, recent=recent, base=base)
+    def _keep(
+        self,
+        before: News2State,
+        after: News2State,
+        recent: InputWindow,
+        now: datetime,
+        *,
+        slack: timedelta = timedelta(0),
+    ) -> News2State:
+        """``after`` keeping the window's inputs; those older than it at ``now`` are folded
+        into the base (``before``, the state the inputs were applied to, is the first base),
+        with ``slack`` only once the oldest is that much older than the window."""
+        base = before.base
+        if base is None:
+            base = _copy_state(before, recent=EMPTY_INPUTS, base=None, folded_before=None)
+        cut = now - self._kept
+        base, recent = self._pruned(base, recent, cut, slack)
+        return _copy_state(after, recent=recent, base=base, folded_before=latest(before.folded_before, cut))
+
+    def _pruned(
+        self, base: News2State, recent: InputWindow, cut: datetime, slack: timedelta
+    ) -> tuple[News2State, InputWindow]:
+        """The base and the window once the inputs older than ``cut`` are folded into the base;
+        nothing (the same two) while the oldest is no more than ``slack`` older than ``cut``."""
+        if not recent or recent.time_at(0) >= cut - slack:
+            return base, recent
+        split = recent.split_before(cut)
+        if split is None:
+            return base, recent
+        old, recent = split
+        return self._fold_base(base, old), recent
+
+    def settled(self, state: News2State) -> News2State:
+        """``state`` with the inputs that have left its window (``folded_before``) folded into
+        its base: the window and base a late input is scored against, whatever batches the
+        in-order inputs fold in (itself when there are none)."""
+        if state.base is None or state.folded_before is None:
+            return state
+        base, recent = self._pruned(state.base, as_inputs(state.recent), state.folded_before, timedelta(0))
+        if base is state.base:
+            return state
+        return _copy_state(state, recent=recent, base=base)
 
     def _apply(self, state: News2State, item: Input) -> tuple[News2State, list[AlertCandidate]]:
         state, out, _ = self._applied(state, item, None)
@@ -687,6 +795,7 @@ class News2Rule:
             "trigger": None if state.trigger is None else state.trigger.value,
             "recent": [_dump_input(item) for item in state.recent],
             "base": None if state.base is None else self.dump(state.base),
+            "folded_before": iso_or_none(state.folded_before),
         }
 
     def windows(self, state: News2State) -> Mapping[str, Sequence[Input]]:
@@ -729,6 +838,7 @@ class News2Rule:
             trigger=None if trigger is None else Trigger(trigger),
             recent=as_inputs([item for item in map(_load_input, data.get("recent", ())) if item is not None]),
             base=None if base is None else self.load(base),
+            folded_before=parse_iso_or_none(data.get("folded_before")),
         )
 
 

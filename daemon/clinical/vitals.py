@@ -174,7 +174,7 @@ class Track:
     recent: Sequence[Judged] = EMPTY_JUDGED  # a ``JudgedWindow`` (a tuple is taken too)
     base: Track | None = None
     # The verdicts older than this have left the window: ``judge`` folds them into the
-    # base in batches (``_FOLD_SLACK``), so ``recent`` may still hold some; ``None``: none.
+    # base in batches (``FOLD_SLACK``), so ``recent`` may still hold some; ``None``: none.
     folded_before: datetime | None = None
 
     def broken(self) -> Track:
@@ -288,7 +288,7 @@ _MAX_WINDOW_S = 7 * 86_400.0  # an infinite window (the default of ``Noise``) ke
 # and a quiet run folds in one copy (``_quiet_run``). A late sample or sentinel first
 # folds all that has left (``folded``), so that the batches change no decision.
 # At 1 Hz it keeps up to 60 more verdicts a track (about 1 KiB).
-_FOLD_SLACK = timedelta(seconds=60)
+FOLD_SLACK = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +415,7 @@ def judge(
     if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
         recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
         first = track.base if track.base is not None else _bare(track)
-        kept_base, recent = _pruned(first, recent, now - _kept(late_s), noise, slack=_FOLD_SLACK)
+        kept_base, recent = _pruned(first, recent, now - _kept(late_s), noise, slack=FOLD_SLACK)
         new, transition = _advanced(
             track,
             verdict,
@@ -425,7 +425,7 @@ def judge(
             measure=measure,
             recent=recent,
             base=kept_base,
-            folded_before=_later(track.folded_before, now - _kept(late_s)),
+            folded_before=latest(track.folded_before, now - _kept(late_s)),
         )
         return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
     settled = folded(track, noise)
@@ -523,7 +523,7 @@ def _prune(
     (``folded_before``: what had left the window before)."""
     cut = now - _kept(noise.late_s)
     base, recent = _pruned(base, recent, cut, noise)
-    return replace(track, recent=recent, base=base, folded_before=_later(folded_before, cut))
+    return replace(track, recent=recent, base=base, folded_before=latest(folded_before, cut))
 
 
 def folded(track: Track, noise: Noise) -> Track:
@@ -554,7 +554,7 @@ def _pruned(
     return base, recent
 
 
-def _later(known: datetime | None, cut: datetime) -> datetime:
+def latest(known: datetime | None, cut: datetime) -> datetime:
     """The later of a track's ``folded_before`` and a new cut (the daemon's clock may step back)."""
     return cut if known is None or cut > known else known
 
