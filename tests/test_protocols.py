@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from daemon import frozen
 from daemon.clinical.protocols import (
     BUILTIN,
     BsaFormula,
@@ -254,3 +256,16 @@ def test_a_schedule_runs_from_its_start_included_to_its_end_excluded() -> None:
         True,
         False,
     ]
+
+
+def test_a_schedule_works_out_its_end_and_step_ups_again_when_replaced() -> None:
+    """The end and the step-ups are worked out once, when a schedule is made: a schedule
+    replaced with an earlier stop has that end, and no step-up after it."""
+    start = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    schedule = Schedule("ssc-14d", start, (Step(1, 7, 9.0), Step(8, 14, 28.0)))
+    assert (schedule.end, [up.time for up in schedule.step_ups()]) == (start + 14 * DAY, [start + 7 * DAY])
+    stopped = dataclasses.replace(schedule, stop=start + 5 * DAY)
+    assert (stopped.end, stopped.step_ups()) == (start + 5 * DAY, ())
+    assert stopped == Schedule("ssc-14d", start, schedule.steps, stop=start + 5 * DAY)
+    with pytest.raises(TypeError, match="__post_init__"):
+        frozen.replace(schedule, stop=start)

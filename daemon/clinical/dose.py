@@ -58,6 +58,7 @@ the ledger only adds volumes the pump measured, never a rate × time estimate.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -703,7 +704,9 @@ class Timeline:
             schedule = restart_schedule(self.bed, self.config, plan.protocol, start=anchor, stop=stop)
             if not plan.step_up:
                 first = schedule.steps[0]
-                schedule = replace(schedule, steps=(Step(first.day_from, 366, first.dose_ug_per_day),))
+                schedule = dataclasses.replace(  # works out the schedule's end again
+                    schedule, steps=(Step(first.day_from, 366, first.dose_ug_per_day),)
+                )
         return schedule, plan.rule, plan.start is None
 
     def restart_stop(self, before: Sequence[Plan], plan: Plan, start: datetime) -> datetime:

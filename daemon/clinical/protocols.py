@@ -21,14 +21,14 @@ label's 9 µg/day for 7 days, then 28; 5 then 15 µg/m²/day for per-m² protoco
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from daemon.config import BedConfig, Config, ProtocolConfig, ProtocolStep, Thresholds
-from daemon.frozen import replace
 
 DAY = timedelta(days=1)
 
@@ -114,6 +114,14 @@ class Schedule:
     steps: tuple[Step, ...]  # sorted by day, non-overlapping
     bsa_m2: float | None = None  # set when a step was dosed per m²
     stop: datetime | None = None  # an end before the last step's (a restart plan)
+    # Worked out once: the dose checks read them at every tick of every bed.
+    _end: datetime = field(init=False, repr=False, compare=False)
+    _step_ups: tuple[StepUp, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        last = self.step_end(self.steps[-1])
+        object.__setattr__(self, "_end", last if self.stop is None else min(last, self.stop))
+        object.__setattr__(self, "_step_ups", self._find_step_ups())
 
     def protocol_day(self, now: datetime) -> int:
         """The 1-based protocol day at ``now``; 0 before the start."""
@@ -144,8 +152,7 @@ class Schedule:
     @property
     def end(self) -> datetime:
         """When the last step ends (or ``stop``, when earlier): the protocol's end."""
-        last = self.step_end(self.steps[-1])
-        return last if self.stop is None else min(last, self.stop)
+        return self._end
 
     def in_protocol(self, now: datetime) -> bool:
         """Whether ``now`` lies between the protocol's start and end."""
@@ -153,6 +160,9 @@ class Schedule:
 
     def step_ups(self) -> tuple[StepUp, ...]:
         """Every dose increase between adjoining steps, in time order."""
+        return self._step_ups
+
+    def _find_step_ups(self) -> tuple[StepUp, ...]:
         out: list[StepUp] = []
         for before, after in zip(self.steps, self.steps[1:], strict=False):
             if after.day_from == before.day_to + 1 and after.dose_ug_per_day > before.dose_ug_per_day:
@@ -242,7 +252,8 @@ def restart_schedule(
     the break)."""
     definition = protocol_config(protocol, config)
     steps = ProtocolConfig(steps=restart_steps(definition), bsa_formula=definition.bsa_formula)
-    return replace(_resolve_for(bed, config, protocol, steps, start), stop=stop)
+    # dataclasses.replace: a schedule works out its end again (``__post_init__``).
+    return dataclasses.replace(_resolve_for(bed, config, protocol, steps, start), stop=stop)
 
 
 def next_cycle_protocol(name: str, config: Config | None = None) -> str:
