@@ -330,14 +330,14 @@ def _fold_rows(base: Track, data: list[Any], lo: int, hi: int, noise: Noise) -> 
             if i == hi:
                 break
         code = verdicts[i]
-        i += 1
         if code == 0:
             track = track.broken()
-            continue
-        time, value, measure = times[i - 1], values[i - 1], MEASURES[measures[i - 1]]
-        track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)
-        if transition is not None:
-            changes.append(Change(transition, time, value, measure=measure))
+        else:
+            time, value, measure = times[i], values[i], MEASURES[measures[i]]
+            track, transition = advance(track, VERDICTS[code], time, value, noise, measure=measure)
+            if transition is not None:
+                changes.append(Change(transition, time, value, measure=measure))
+        i += 1
     return track, changes
 
 
@@ -415,7 +415,8 @@ def judge(
     if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
         recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
         first = track.base if track.base is not None else _bare(track)
-        kept_base, recent = _pruned(first, recent, now - _kept(late_s), noise, slack=FOLD_SLACK)
+        cut = now - _kept(late_s)
+        kept_base, recent = _pruned(first, recent, cut, noise, slack=FOLD_SLACK)
         new, transition = _advanced(
             track,
             verdict,
@@ -425,7 +426,7 @@ def judge(
             measure=measure,
             recent=recent,
             base=kept_base,
-            folded_before=latest(track.folded_before, now - _kept(late_s)),
+            folded_before=latest(track.folded_before, cut),
         )
         return new, [] if transition is None else [Change(transition, time, value, measure=measure)]
     settled = folded(track, noise)
