@@ -22,6 +22,7 @@ Also the client side of the admin command (``send_admission``), for the command 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
@@ -131,6 +132,11 @@ class Host(Protocol):
         ...
 
 
+def _answer(future: asyncio.Future[dict[str, Any]], body: dict[str, Any]) -> None:
+    if not future.done():  # the page may have given up waiting
+        future.set_result(body)
+
+
 class AdmissionDesk:
     """Applies admission changes to a pipeline (made by ``daemon.app.build`` when
     ``daemon.workers`` is 1)."""
@@ -195,8 +201,9 @@ class AdmissionDesk:
         user = topic.removeprefix("web/")
         body = await self._command(user, payload, topic, Via.WEB, allowed=True)
         future = self.waiting.pop(seq, None)
-        if future is not None and not future.done():
-            future.set_result(body)
+        if future is not None:
+            # Processed before its commit (``Pipeline._log``): answered once it is durable.
+            self._pipeline.writer.after_commit(functools.partial(_answer, future, body))
 
     async def _command(
         self, user: str, payload: bytes, where: str, via: Via, *, allowed: bool

@@ -422,7 +422,9 @@ class Pipeline:
             bed.id: self.config.thresholds_for(bed.id).vitals for bed in self.config.beds
         }
         self._inflight = InflightPlaces(self.config.daemon.max_inflight_messages)
-        self._live: set[int] = set()  # logged inputs that hold an in-flight place
+        # Logged inputs that hold an in-flight place, with how many of their two ends
+        # (durable; processed) are still to come (``_settle``).
+        self._live: dict[int, int] = {}
         self._tick_done = asyncio.Event()  # set when a tick (or a slice of one) is processed
         self._busy_since: float | None = None  # monotonic time the item in processing was taken
         self._beds = {(bed.ward, bed.id): bed for bed in self.config.beds}
@@ -457,11 +459,11 @@ class Pipeline:
     async def on_message(self, topic: str, payload: bytes, ack: Ack) -> None:
         """One MQTT message: logged in the store, acknowledged to the broker once that is durable.
 
-        Waits while ``max_inflight_messages`` inputs are received but not processed: the
-        broker then holds the rest (back-pressure, never a drop).
+        Waits while ``max_inflight_messages`` inputs are received and not yet both processed
+        and durable: the broker then holds the rest (back-pressure, never a drop).
         """
         await self._inflight.take()
-        self._live.add(self._log("mqtt", topic, payload, ack=ack))
+        self._live[self._log("mqtt", topic, payload, ack=ack)] = 2
 
     async def on_hl7(self, raw: bytes, where: str, reply: Reply) -> None:
         """One HL7 v2 message (``daemon.links.mllp``): refused at once with AE or AR when
@@ -481,7 +483,7 @@ class Pipeline:
             reply(hl7in.acknowledgement(message, exc.code, exc))  # None: not HL7 at all
             return
         await self._inflight.take()
-        self._live.add(self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message))))
+        self._live[self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message)))] = 2
 
     def _decode_hl7(self, message: hl7in.Message, where: str) -> hl7in.Decoded:
         if hl7pump.takes(message, self._hl7_pumps):
@@ -527,16 +529,42 @@ class Pipeline:
             await self.process(event)
 
     def _log(self, source: str, topic: str, payload: bytes, *, ack: Ack | None) -> int:
+        """Stage one input in the store's log and queue it for processing; ``ack`` once durable.
+
+        It is processed without waiting for its commit: what it causes (an alert, its
+        outgoing message, the rule states) is staged behind it, usually in the same
+        commit, and nothing leaves the daemon before the commit that holds it (the
+        acknowledgement, an alert's message, a notice). A crash before that commit
+        loses the input and its effects together, and the sender, never answered, sends
+        it again. One commit on an alert's path instead of two: the input's, then the
+        alert's.
+        """
         row = InboundRow(self.store.next_id("inbound"), iso_once(self.clock.now()), source, topic, payload)
+        # Queued before it is staged: the dispatcher, woken first, processes it before
+        # the writer takes the unit (``StoreWriter`` lets ready work run before it does).
+        self.work.put_nowait(row)
         self.writer.stage().inbound.append((row.seq, row.received_at, source, topic, payload))
 
         def committed() -> None:
             if ack is not None:
                 ack()
-            self.work.put_nowait(row)
+            self._settle(row.seq)
 
         self.writer.after_commit(committed)
         return row.seq
+
+    def _settle(self, seq: int) -> None:
+        """One of the two ends of logged input ``seq``: durable, or processed. Its in-flight
+        place is given back at the second, so that inputs neither processed nor durable
+        (the store failing) are bounded as before."""
+        left = self._live.get(seq)
+        if left is None:
+            return  # replayed, or an event without a place
+        if left > 1:
+            self._live[seq] = left - 1
+            return
+        del self._live[seq]
+        self._inflight.give_back()
 
     async def admin_command(self, user: str, payload: bytes) -> dict[str, Any]:
         """An admin command from the ward page (a user of role admin): logged as an input,
@@ -551,7 +579,7 @@ class Pipeline:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         await self._inflight.take()
         seq = self._log("admin", f"web/{user}", payload, ack=None)
-        self._live.add(seq)
+        self._live[seq] = 2
         desk.waiting[seq] = future
         return await future
 
@@ -738,9 +766,7 @@ class Pipeline:
                     await self.process(event)
         finally:
             self.processed_seq = max(self.processed_seq, row.seq)
-            if row.seq in self._live:
-                self._live.discard(row.seq)
-                self._inflight.give_back()
+            self._settle(row.seq)
             if self.desk is not None and self.desk.checkpoint_due:
                 # An admission is stored with every rule state as it left them, and the log
                 # position after it: the stored ward and the states agree, and it is not replayed.
@@ -887,7 +913,11 @@ class Pipeline:
             Gauge(
                 "wardd_work_queue_items", "Inputs and ticks waiting for the pipeline", {(): self.work.qsize()}
             ),
-            Gauge("wardd_inbound_in_flight", "Inputs received and not yet processed", {(): len(self._live)}),
+            Gauge(
+                "wardd_inbound_in_flight",
+                "Inputs received and not yet both processed and durable",
+                {(): len(self._live)},
+            ),
             Gauge(
                 "wardd_stalled_seconds", "How long the input in processing has taken", {(): self.stalled_s()}
             ),

@@ -93,6 +93,21 @@ async def test_callbacks_run_after_the_commit_that_holds_what_was_staged_before(
     assert writer.commits >= 1
 
 
+async def test_work_ready_when_the_writer_wakes_joins_the_unit_it_takes(tmp_path: Path) -> None:
+    """The writer lets ready work run once before it takes the unit: an input staged with
+    its processing queued (``Pipeline._log``) commits with what that processing stages."""
+    writer = StoreWriter(Store(tmp_path / "s.sqlite"))
+    async with committing(writer):
+        writer.stage().points.append((writer.store.next_id("point_outbox"), "m v=1 1"))
+        asyncio.get_running_loop().call_soon(
+            lambda: writer.stage().points.append((writer.store.next_id("point_outbox"), "m v=2 2"))
+        )
+        await writer.flush()
+    assert writer.commits == 1
+    assert len(writer.store.outbox(0, 10)) == 2
+    writer.close()
+
+
 async def test_a_failed_commit_is_retried_with_what_came_after(tmp_path: Path) -> None:
     errors: list[str | None] = []
     writer = StoreWriter(Store(tmp_path / "s.sqlite"), on_error=errors.append)
@@ -110,7 +125,8 @@ async def test_a_failed_commit_is_retried_with_what_came_after(tmp_path: Path) -
     async with committing(writer):
         writer.stage().points.append((writer.store.next_id("point_outbox"), "m v=1 1"))
         writer.after_commit(lambda: done.append("first"))
-        await asyncio.sleep(0)
+        while not errors:  # the first unit has failed: the second is staged while it waits
+            await asyncio.sleep(0)
         writer.stage().points.append((writer.store.next_id("point_outbox"), "m v=2 2"))
         writer.after_commit(lambda: done.append("second"))
         await writer.flush()

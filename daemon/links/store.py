@@ -681,6 +681,10 @@ class StoreWriter:
         failed: Changes | None = None
         while True:
             await self._wake.wait()
+            # One turn for the work that is ready before the unit is taken: an input is
+            # staged and queued together, and what processing it stages (an alert, its
+            # message) then joins the same commit instead of waiting for the next.
+            await asyncio.sleep(0)
             self._wake.clear()
             changes, self.changes = self.changes, Changes()
             callbacks, self._callbacks = self._callbacks, []
