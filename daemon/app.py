@@ -100,17 +100,22 @@ run back to back kept the event loop busy for the whole tick (about 30 ms at 1,0
 beds), and the store's thread, whose commits the inputs and alerts wait for, got the
 interpreter's lock only every switch interval meanwhile: the alerts of samples that
 arrived during a tick waited 30 to 70 ms."""
-CHECKPOINT_SLICE_STATES = 50
+CHECKPOINT_SLICE_STATES = 15
 """Rule states per slice of a periodic checkpoint, at most. At 1,000 beds sending every
 second a whole checkpoint (about 4,000 states and 40,000 window rows) was one transaction
-of 0.7 to 1.2 s, and every input arriving meanwhile waited for it."""
-CHECKPOINT_SLICE_ROWS = 200
+of 0.7 to 1.2 s, and every input arriving meanwhile waited for it. See
+``CHECKPOINT_SLICE_ROWS`` for why so few."""
+CHECKPOINT_SLICE_ROWS = 60
 """Late-data window rows per slice of a periodic checkpoint: a slice ends with the state
 whose rows reach it (a window rewritten whole by a late entry is not split). A slice
 shares the group commit of the inputs staged with it, which wait for its dumps and rows:
 slices of 50 states (about 650 rows at 1,000 beds × 1 Hz) took 7 ms of the store's CPU
 each, and the commits that carried one 38 to 52 ms against 3 to 7 ms for the others in
-the daemon on a loaded machine; slices of 200 rows take 2 ms (``python -m bench.checkpoint``)."""
+the daemon on a loaded machine; slices of 200 rows take 2 ms (``python -m bench.checkpoint``).
+An alert whose input comes while a slice is committed waits for it, so the slice's time
+is the tail of the alert latency: slices of 60 rows or 15 states (1.1 ms a commit against
+2.1 at 1,000 beds × 1 Hz) gave a p95 of 2.8, 3.1, 3.0 and 4.2 ms against 3.6 and 4.2; at 5,000
+beds × 0.2 Hz a p99 of 11 and 13 ms against 25 and 18 (runs alternating)."""
 CHECKPOINT_SPREAD = 0.9
 """The share of ``checkpoint_interval_s`` over which a periodic checkpoint's slices are
 spread. Each slice was staged as soon as the one before it was committed, so at 1,000
