@@ -16,6 +16,9 @@ checkpoint. A checkpoint may take the changed states a slice at a time
 after a crash, ``restore`` takes those positions and the replay of the logged inputs
 skips, for each state, the inputs it already includes (``replaying``).
 
+A rule may read the state of an earlier rule of its bed (``Reader``: CRS reads the
+vital-sign tracks rather than judging the same samples again).
+
 A rule that raises is contained: its state at that bed is left as it was, the
 failure is logged and counted (``rules.failed``, labelled with the rule's name), and
 the engine returns a ``RULE_FAILED`` technical alert candidate for the bed. The other
@@ -82,6 +85,36 @@ class Rule(Protocol[S]):
     def load(self, data: Mapping[str, Any]) -> S:
         """A state from ``dump``'s output."""
         ...
+
+
+class Reader(Protocol[S]):
+    """A rule that reads the state of another rule of its bed, named ``reads``, which comes
+    before it in evaluation order (CRS reads the vital-sign rule's tracks instead of
+    judging the same samples again).
+
+    For an event that rule was stepped with, without failing, the engine calls
+    ``step_after`` with that rule's state before and after the event; for any other
+    (a rule that failed, or was skipped in a replay), ``step``. Both must give the same
+    result: ``step_after`` only saves work. After a restore and a replay, ``linked`` is
+    given the other rule's state, for the reader to share what is equal.
+    """
+
+    reads: str
+
+    def step_after(
+        self, state: S, event: Event, now: datetime, before: Any, after: Any
+    ) -> tuple[S, Sequence[AlertCandidate]]:
+        """``step``, given the state of rule ``reads`` before and after ``event``."""
+        ...
+
+    def linked(self, state: S, read: Any) -> S:
+        """``state`` sharing with ``read`` (the state of rule ``reads``) what is equal."""
+        ...
+
+
+_Route = tuple[tuple["Rule[Any]", tuple[str, str], tuple[str, str] | None, bool], ...]
+"""A bed's rules for one event type: each with its state's key, the key of the state it
+reads (``Reader``, ``None``: none), and whether a rule after it reads its state."""
 
 
 @runtime_checkable
@@ -231,9 +264,8 @@ class RuleEngine:
         # A bed's states are made on first use: start-up does not build 8 states for each
         # of thousands of beds, and a bed that never sees an event keeps none.
         self._states: dict[tuple[str, str], Any] = {}
-        # (bed, event type) -> the rules that consume it (``Rule.consumes``) with their state
-        # keys, built on first use.
-        self._routes: dict[tuple[str, type[Event]], tuple[tuple[Rule[Any], tuple[str, str]], ...]] = {}
+        # (bed, event type) -> the rules that consume it (``Rule.consumes``), built on first use.
+        self._routes: dict[tuple[str, type[Event]], _Route] = {}
         # Whether a rule's class is ``Windowed`` (a protocol check walks the class each time).
         self._windowed: dict[type, bool] = {}
         # States replaced since the last ``take_changed``: the store writes only these.
@@ -272,14 +304,21 @@ class RuleEngine:
             route = self._routes.get((bed, kind))
             if route is None:
                 route = self._routes[(bed, kind)] = self._route(bed, kind)
-            for rule, key in route:
+            # The states before this event of the rules read by a later one (``Reader``).
+            read: dict[tuple[str, str], Any] | None = None
+            for rule, key, reads, is_read in route:
                 if replayed is not None and self._positions.get(key, -1) >= replayed:
                     continue  # this state was stored with the input's effects already
                 before = states.get(key, _NONE)
                 if before is _NONE:
                     before = states[key] = rule.initial()
                 try:
-                    after, candidates = rule.step(before, event, now)
+                    if reads is not None and read is not None and reads in read:
+                        after, candidates = cast("Reader[Any]", rule).step_after(
+                            before, event, now, read[reads], states[reads]
+                        )
+                    else:
+                        after, candidates = rule.step(before, event, now)
                     if type(candidates) is not list and type(candidates) is not tuple:
                         candidates = list(candidates)  # a lazy sequence may raise too
                 except Exception as exc:
@@ -287,6 +326,10 @@ class RuleEngine:
                     # BaseException: cancellation and exit still propagate.
                     out.append(self._failed(bed, rule.name, event, now, exc))
                     continue
+                if is_read:
+                    if read is None:
+                        read = {}
+                    read[key] = before
                 if after is not before:
                     states[key] = after
                     self._changed.add(key)
@@ -296,14 +339,47 @@ class RuleEngine:
                     out.extend(self._recovered(bed, rule.name, event, now))
         return out
 
-    def _route(self, bed: str, kind: type[Event]) -> tuple[tuple[Rule[Any], tuple[str, str]], ...]:
-        """The rules of ``bed`` that consume events of type ``kind``, in evaluation order,
-        each with the key of its state."""
+    def _route(self, bed: str, kind: type[Event]) -> _Route:
+        """The rules of ``bed`` that consume events of type ``kind``, in evaluation order
+        (see ``_Route``)."""
+        rules = self._rules.get(bed, ())
+        reads = self._reads(bed)
         return tuple(
-            (rule, (bed, rule.name))
-            for rule in self._rules.get(bed, ())
+            (rule, (bed, rule.name), reads.get(rule.name), (bed, rule.name) in reads.values())
+            for rule in rules
             if (consumes := getattr(rule, "consumes", None)) is None or issubclass(kind, consumes)
         )
+
+    def _reads(self, bed: str) -> dict[str, tuple[str, str]]:
+        """The ``Reader`` rules of ``bed`` whose rule ``reads`` comes before them: name ->
+        the key of the state each reads."""
+        out: dict[str, tuple[str, str]] = {}
+        earlier: set[str] = set()
+        for rule in self._rules.get(bed, ()):
+            name = getattr(rule, "reads", None)
+            if isinstance(name, str) and name in earlier:
+                out[rule.name] = (bed, name)
+            earlier.add(rule.name)
+        return out
+
+    def _link(self) -> None:
+        """Let every ``Reader`` share what is equal with the state it reads (``linked``):
+        after a restore each loaded its own copy."""
+        for bed in self._rules:
+            for name, read in self._reads(bed).items():
+                key = (bed, name)
+                state = self._states.get(key, _NONE)
+                if state is _NONE or read not in self._states:
+                    continue
+                rule = self._rule[key]
+                linked = cast("Reader[Any]", rule).linked(state, self._states[read])
+                if linked is state:
+                    continue
+                self._states[key] = linked
+                if key not in self._changed and key in self._stored_windows and self._is_windowed(rule):
+                    # Equal windows: the stored rows are theirs too, and the next delta
+                    # is found by identity again instead of rewriting them.
+                    self._stored_windows[key] = cast("Windowed[Any]", rule).windows(linked)
 
     def _is_windowed(self, rule: Rule[Any]) -> bool:
         """Whether ``rule`` is ``Windowed``, decided once per class (its methods are)."""
@@ -422,6 +498,7 @@ class RuleEngine:
         self._replay_seq = seq
         if seq is None:
             self._positions.clear()
+            self._link()
 
     # --- beds changed at run time (daemon.admissions) ------------------------------------
 
@@ -516,3 +593,4 @@ class RuleEngine:
                     self._stored_windows[key] = codec.windows(self._state(key))
                 else:
                     self._stored_windows.pop(key, None)
+        self._link()

@@ -20,9 +20,11 @@ CRS grade, from the latest state of the bed:
   ventilation 4;
 - grade = the more severe of haemodynamics and oxygen, at least 1 with fever.
 
-Late vital samples are judged by the fever and hypotension tracks exactly as the
-vital-sign rule judges them (``fever_late_s``, ``hypotension_late_s``; see
-``daemon.clinical.vitals.judge``): when a late sample changes a track, the grade is set again
+The fever and hypotension tracks are the vital-sign rule's: through the engine this
+rule reads that rule's state and takes its tracks (``CrsRule.step_after``), and alone
+it judges the samples exactly as that rule does (``fever_late_s``,
+``hypotension_late_s``; see ``daemon.clinical.vitals.judge``).
+Late vital samples: when a late sample changes a track, the grade is set again
 at the time of that change, and the candidate carries ``details["late_s"]`` and a
 note. The message and the basis name the pressure behind a hypotension: systolic, or
 the mean arterial pressure of a monitor that sends no systolic (``basis`` ``measure``).
@@ -77,16 +79,18 @@ from daemon.clinical.chart import Chart, Entry, change_of, dump_chart, legacy_en
 from daemon.clinical.protocols import Schedule
 from daemon.clinical.verdicts import as_judged
 from daemon.clinical.vitals import (
+    EMPTY_TRACK,
     METRICS,
     Change,
     Condition,
     Judged,
     Track,
     Transition,
-    classify,
+    VitalsState,
     classify_measured,
     dump_judged,
     dump_track,
+    in_order,
     interrupt,
     judge,
     late_note,
@@ -304,8 +308,10 @@ def _standing(track: Track) -> tuple[float | None, Metric]:
 class CrsState:
     """What the CRS rule remembers about one bed."""
 
-    fever: Track = field(default_factory=Track)
-    hypotension: Track = field(default_factory=Track)
+    # The vital-sign rule's FEVER and HYPOTENSION tracks, the same objects while the two
+    # rules are in step (``CrsRule.step_after``).
+    fever: Track = EMPTY_TRACK
+    hypotension: Track = EMPTY_TRACK
     # The nurses' entries: vasopressors, vasopressin, oxygen device and flow, treatments.
     chart: Chart = field(default_factory=Chart)
     rate_ml_per_h: float | None = None  # latest pump rate while infusing (0 when not)
@@ -354,6 +360,8 @@ class CrsRule:
     """``CRS_SUSPECTED`` with a suggested ASTCT grade and the infusion context."""
 
     name = "crs"
+    reads = "vitals"
+    """The rule at the same bed whose state ``step_after`` is given (``daemon.rules.Reader``)."""
 
     def __init__(
         self,
@@ -413,16 +421,58 @@ class CrsRule:
             return self._late(before, state, broken) if broken else (state, ())
         return state, ()
 
+    def step_after(
+        self,
+        state: CrsState,
+        event: Event,
+        now: datetime,
+        vitals_before: VitalsState,
+        vitals_after: VitalsState,
+    ) -> tuple[CrsState, Sequence[AlertCandidate]]:
+        """``step``, given the vital-sign rule's state before and after the same event
+        (``daemon.rules.Reader``; the engine steps that rule first, and calls this only
+        when it did so without failing).
+
+        While this rule's tracks are the vital-sign rule's own objects, its judgement of
+        the event is this rule's too (the same samples, the same noise control): its
+        tracks are taken instead of judging each sample twice. A late sample or a
+        sentinel is still judged here, for the late changes the grade is set again at;
+        the tracks that gives are equal to the vital-sign rule's, whose objects are kept.
+        """
+        fever_up, low_up = vitals_before.tracks[Condition.FEVER], vitals_before.tracks[Condition.HYPOTENSION]
+        if state.fever is not fever_up or state.hypotension is not low_up:
+            return self.step(state, event, now)  # not in step (a restart, a failure): judged here
+        fever_after = vitals_after.tracks[Condition.FEVER]
+        low_after = vitals_after.tracks[Condition.HYPOTENSION]
+        if isinstance(event, VitalSample) and in_order(fever_up, event.time) and in_order(low_up, event.time):
+            if fever_after is not fever_up or low_after is not low_up:
+                state = replace(state, fever=fever_after, hypotension=low_after)
+            return self._grade(state, event.time)
+        new, candidates = self.step(state, event, now)
+        if new.fever is not fever_after or new.hypotension is not low_after:
+            new = replace(new, fever=fever_after, hypotension=low_after)
+        return new, candidates
+
+    def linked(self, state: CrsState, vitals: VitalsState) -> CrsState:
+        """``state`` sharing ``vitals``' tracks where they are equal (after a restart each
+        rule loads its own copy), so that ``step_after`` takes them from then on."""
+        fever, low = vitals.tracks[Condition.FEVER], vitals.tracks[Condition.HYPOTENSION]
+        if state.fever is fever and state.hypotension is low:
+            return state
+        if state.fever == fever and state.hypotension == low:
+            return replace(state, fever=fever, hypotension=low)
+        return state
+
     def _sample(
         self, state: CrsState, event: VitalSample, now: datetime
     ) -> tuple[CrsState, list[tuple[Condition, Change]]]:
         """The tracks after ``event``, and the changes late data made to them."""
         late: list[tuple[Condition, Change]] = []
         fever_track, low_track = state.fever, state.hypotension
-        fever = classify(Condition.FEVER, event.values, self.th)
+        fever = classify_measured(Condition.FEVER, event.values, self.th)
         if fever is not None:
             fever_track, changes = judge(
-                fever_track, fever[0], event.time, fever[1], self._fever_noise, now=now
+                fever_track, fever[0], event.time, fever[1], self._fever_noise, now=now, measure=fever[2]
             )
             late.extend((Condition.FEVER, c) for c in changes if c.late_s is not None)
         low = classify_measured(Condition.HYPOTENSION, event.values, self.th)
@@ -675,8 +725,8 @@ class CrsRule:
                 legacy.append(Entry(treated, None, (), {"treatment": ("antipyretic_or_corticosteroid",)}))
             chart = Chart(tuple(e for e in legacy if e is not None))
         return CrsState(
-            fever=load_track(data["fever"]) if "fever" in data else Track(),
-            hypotension=load_track(data["hypotension"]) if "hypotension" in data else Track(),
+            fever=load_track(data["fever"]) if "fever" in data else EMPTY_TRACK,
+            hypotension=load_track(data["hypotension"]) if "hypotension" in data else EMPTY_TRACK,
             chart=chart,
             rate_ml_per_h=None if rate is None else float(rate),
             concentration_ug_per_ml=None if conc is None else float(conc),

@@ -184,6 +184,17 @@ class Track:
 
 _copy_track = replacer(Track)  # ``replace`` for tracks: several copies a message
 
+EMPTY_TRACK = Track()
+"""The track before any sample: every rule's initial tracks are this one object, so that
+a rule that reads another's tracks (``daemon.clinical.crs``) starts out sharing them."""
+
+
+def in_order(track: Track, time: datetime) -> bool:
+    """Whether a sample at ``time`` is newer than every sample and sentinel ``track`` holds:
+    ``judge`` then advances the track in order, and returns no late change."""
+    newest = as_judged(track.recent).last_time()
+    return (track.last_time is None or time > track.last_time) and (newest is None or time >= newest)
+
 
 def advance(
     track: Track,
@@ -409,7 +420,7 @@ def judge(
     late_s = noise.late_s
     if (now - time).total_seconds() > late_s:
         return track, []
-    # Newer than every sample and every sentinel of the window: judged in order.
+    # Newer than every sample and every sentinel of the window: judged in order (``in_order``).
     window = as_judged(track.recent)
     newest = window.last_time()
     if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
@@ -926,7 +937,7 @@ class VitalsRule:
 
     def initial(self) -> VitalsState:
         """No sample seen."""
-        return VitalsState(tracks={c: Track() for c in PHYSIOLOGICAL}, probe_off_since={})
+        return VitalsState(tracks=dict.fromkeys(PHYSIOLOGICAL, EMPTY_TRACK), probe_off_since={})
 
     def step(
         self, state: VitalsState, event: Event, now: datetime
