@@ -193,3 +193,39 @@ def test_in_order_is_the_in_order_path_of_judge(monkeypatch: pytest.MonkeyPatch)
         assert not (expected and len(rejudged) > before), (i, time)
         late += not expected and len(rejudged) > before
     assert late > 10, "the late path was taken too"
+
+
+def _without_measures(track: dict[str, Any]) -> dict[str, Any]:
+    """A fever track as saved before CRS named the temperature beside each value."""
+    base = track.get("base")
+    return {
+        **track,
+        "measure": None,
+        "abnormal_measure": None,
+        "recent": [row[:3] for row in track.get("recent", [])],
+        "base": None if base is None else _without_measures(base),
+    }
+
+
+def test_a_fever_track_saved_without_its_measures_is_linked_after_a_restart() -> None:
+    """CRS judged fever without naming its measure; the vital-sign rule names the
+    temperature. Loaded, the old track gets it back, so the two are linked again."""
+    engine = _engine()
+    for second in range(0, 300, 5):
+        temp = 38.8 if second < 200 else 37.0
+        sample = VitalSample("w1", "b1", "mon", T0 + second * S, {Metric.TEMP_C: temp})
+        engine.handle(sample, T0 + second * S)
+    taken = engine.take_changed()
+    snapshot = {"b1": {rule: dict(dump()) for (_, rule), dump in taken.states.items()}}
+    assert snapshot["b1"]["crs"]["fever"]["base"] is not None, "some verdicts have left the window"
+    snapshot["b1"]["crs"]["fever"] = _without_measures(snapshot["b1"]["crs"]["fever"])
+    windows: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    for change in taken.windows:
+        rows = [d for _, d in change.rows()]
+        if (change.rule, change.window) == ("crs", "fever"):
+            rows = [row[:3] for row in rows]
+        windows.setdefault((change.bed, change.rule), {})[change.window] = rows
+
+    again = _engine()
+    again.restore(snapshot, windows)
+    assert again.state("b1", "crs").fever is again.state("b1", "vitals").tracks[Condition.FEVER]

@@ -706,8 +706,11 @@ class CrsRule:
         return dump_judged(entry)
 
     def load_entry(self, window: str, data: Any) -> Judged:
-        """A verdict from ``dump_entry``."""
-        return load_judged(data)
+        """A verdict from ``dump_entry`` (a fever verdict saved without its measure gets it)."""
+        entry = load_judged(data)
+        if window == "fever" and entry.verdict is not None and entry.measure is None:
+            return replace(entry, measure=Metric.TEMP_C)
+        return entry
 
     def load(self, data: Mapping[str, Any]) -> CrsState:
         """A state from ``dump``'s output, or from the form saved before charts."""
@@ -725,13 +728,37 @@ class CrsRule:
                 legacy.append(Entry(treated, None, (), {"treatment": ("antipyretic_or_corticosteroid",)}))
             chart = Chart(tuple(e for e in legacy if e is not None))
         return CrsState(
-            fever=load_track(data["fever"]) if "fever" in data else EMPTY_TRACK,
+            fever=_fever_measured(load_track(data["fever"])) if "fever" in data else EMPTY_TRACK,
             hypotension=load_track(data["hypotension"]) if "hypotension" in data else EMPTY_TRACK,
             chart=chart,
             rate_ml_per_h=None if rate is None else float(rate),
             concentration_ug_per_ml=None if conc is None else float(conc),
             grade=int(data.get("grade", 0)),
         )
+
+
+def _fever_measured(track: Track) -> Track:
+    """A fever track as CRS judges it now, from one saved before it named the measure (the
+    temperature) beside each value as the vital-sign rule does: equal to that rule's track
+    again, so that the two are linked after a restart (``CrsRule.linked``)."""
+    base = None if track.base is None else _fever_measured(track.base)
+    recent = as_judged(
+        [
+            replace(item, measure=Metric.TEMP_C)
+            if item.verdict is not None and item.measure is None
+            else item
+            for item in track.recent
+        ]
+    )
+    return replace(
+        track,
+        measure=Metric.TEMP_C if track.value is not None and track.measure is None else track.measure,
+        abnormal_measure=Metric.TEMP_C
+        if track.abnormal_value is not None and track.abnormal_measure is None
+        else track.abnormal_measure,
+        recent=recent,
+        base=base,
+    )
 
 
 # --------------------------------------------------------------------------- ICANS
