@@ -3,16 +3,21 @@ survives a collection is frozen, and ``collect_frozen`` frees the cycles frozen 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import weakref
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from daemon import app
 from daemon.app import FULL_COLLECTIONS, collect_frozen, tune_gc
+from daemon.events import Tick
 from daemon.metrics import Counters
+from tests.helpers import one_bed_config
 
 
 class _Node:
@@ -91,3 +96,26 @@ def test_without_tune_gc_collect_frozen_does_nothing() -> None:
         gc.enable()
         gc.unfreeze()
         gc.collect()
+
+
+async def test_the_dispatcher_collects_the_young_generation_every_so_many_work_items(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Whatever the collector's own count says: ``GC_YOUNG_EVERY_ITEMS`` work items, one
+    collection of the young generation and of it alone."""
+    monkeypatch.setattr(app, "GC_YOUNG_EVERY_ITEMS", 3)
+    collected: list[int] = []
+
+    def collect(generation: int = 2) -> int:
+        collected.append(generation)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
+    pipeline = app.build(one_bed_config(datetime.now(UTC), state_dir=tmp_path))
+    dispatch = asyncio.create_task(pipeline._dispatch())
+    for _ in range(7):
+        pipeline.work.put_nowait(Tick(datetime.now(UTC)))
+    await pipeline.work.join()
+    dispatch.cancel()
+    pipeline.writer.close()
+    assert collected == [0, 0]
