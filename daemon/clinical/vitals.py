@@ -192,7 +192,11 @@ a rule that reads another's tracks (``daemon.clinical.crs``) starts out sharing 
 def in_order(track: Track, time: datetime) -> bool:
     """Whether a sample at ``time`` is newer than every sample and sentinel ``track`` holds:
     ``judge`` then advances the track in order, and returns no late change."""
-    newest = as_judged(track.recent).last_time()
+    return _in_order(track, as_judged(track.recent).last_time(), time)
+
+
+def _in_order(track: Track, newest: datetime | None, time: datetime) -> bool:
+    """``in_order``, given the time of the newest entry of ``track``'s window (``judge`` has it)."""
     return (track.last_time is None or time > track.last_time) and (newest is None or time >= newest)
 
 
@@ -420,10 +424,9 @@ def judge(
     late_s = noise.late_s
     if (now - time).total_seconds() > late_s:
         return track, []
-    # Newer than every sample and every sentinel of the window: judged in order (``in_order``).
+    # Newer than every sample and every sentinel of the window: judged in order.
     window = as_judged(track.recent)
-    newest = window.last_time()
-    if (track.last_time is None or time > track.last_time) and (newest is None or time >= newest):
+    if _in_order(track, window.last_time(), time):
         recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
         first = track.base if track.base is not None else _bare(track)
         cut = now - _kept(late_s)
