@@ -480,7 +480,7 @@ class Pipeline:
         and durable: the broker then holds the rest (back-pressure, never a drop).
         """
         await self._inflight.take()
-        self._live[self._log("mqtt", topic, payload, ack=ack)] = 2
+        self._log("mqtt", topic, payload, ack=ack, holds_place=True)
 
     async def on_hl7(self, raw: bytes, where: str, reply: Reply) -> None:
         """One HL7 v2 message (``daemon.links.mllp``): refused at once with AE or AR when
@@ -500,7 +500,7 @@ class Pipeline:
             reply(hl7in.acknowledgement(message, exc.code, exc))  # None: not HL7 at all
             return
         await self._inflight.take()
-        self._live[self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message)))] = 2
+        self._log("hl7", where, raw, ack=lambda: reply(hl7in.acknowledgement(message)), holds_place=True)
 
     def _decode_hl7(self, message: hl7in.Message, where: str) -> hl7in.Decoded:
         if hl7pump.takes(message, self._hl7_pumps):
@@ -545,7 +545,9 @@ class Pipeline:
         for event in decoded.events:
             await self.process(event)
 
-    def _log(self, source: str, topic: str, payload: bytes, *, ack: Ack | None) -> int:
+    def _log(
+        self, source: str, topic: str, payload: bytes, *, ack: Ack | None, holds_place: bool = False
+    ) -> int:
         """Stage one input in the store's log and queue it for processing; ``ack`` once durable.
 
         It is processed without waiting for its commit: what it causes (an alert, its
@@ -554,9 +556,12 @@ class Pipeline:
         acknowledgement, an alert's message, a notice). A crash before that commit
         loses the input and its effects together, and the sender, never answered, sends
         it again. One commit on an alert's path instead of two: the input's, then the
-        alert's.
+        alert's. ``holds_place``: the input took an in-flight place, which ``_settle``
+        gives back.
         """
         row = InboundRow(self.store.next_id("inbound"), iso_once(self.clock.now()), source, topic, payload)
+        if holds_place:
+            self._live[row.seq] = 2  # durable, processed: ``_settle`` frees it at the second
         # Queued before it is staged: the dispatcher, woken first, processes it before
         # the writer takes the unit (``StoreWriter`` lets ready work run before it does).
         self.work.put_nowait(row)
@@ -595,8 +600,7 @@ class Pipeline:
             }
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         await self._inflight.take()
-        seq = self._log("admin", f"web/{user}", payload, ack=None)
-        self._live[seq] = 2
+        seq = self._log("admin", f"web/{user}", payload, ack=None, holds_place=True)
         desk.waiting[seq] = future
         return await future
 
