@@ -1,5 +1,6 @@
 """The cyclic garbage collector as ``wardd run`` tunes it (``daemon.app.tune_gc``): what
-survives a collection is frozen, and ``collect_frozen`` frees the cycles frozen since."""
+survives a collection is frozen, the dispatcher freezes what its work items leave, and
+``collect_frozen`` frees the cycles frozen since."""
 
 from __future__ import annotations
 
@@ -98,19 +99,20 @@ def test_without_tune_gc_collect_frozen_does_nothing() -> None:
         gc.collect()
 
 
-async def test_the_dispatcher_collects_the_young_generation_every_so_many_work_items(
+async def test_the_dispatcher_freezes_what_its_work_items_left_every_so_many_items(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Whatever the collector's own count says: ``GC_YOUNG_EVERY_ITEMS`` work items, one
-    collection of the young generation and of it alone."""
-    monkeypatch.setattr(app, "GC_YOUNG_EVERY_ITEMS", 3)
-    collected: list[int] = []
+    """``GC_FREEZE_EVERY_ITEMS`` work items, one ``gc.freeze`` and no collection: what
+    they left alive is out of the collector's sight without being walked."""
+    monkeypatch.setattr(app, "GC_FREEZE_EVERY_ITEMS", 3)
+    calls: list[str] = []
 
     def collect(generation: int = 2) -> int:
-        collected.append(generation)
+        calls.append(f"collect {generation}")
         return 0
 
     monkeypatch.setattr(gc, "collect", collect)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     pipeline = app.build(one_bed_config(datetime.now(UTC), state_dir=tmp_path))
     dispatch = asyncio.create_task(pipeline._dispatch())
     for _ in range(7):
@@ -118,4 +120,4 @@ async def test_the_dispatcher_collects_the_young_generation_every_so_many_work_i
     await pipeline.work.join()
     dispatch.cancel()
     pipeline.writer.close()
-    assert collected == [0, 0]
+    assert calls == ["freeze", "freeze"]
