@@ -142,6 +142,21 @@ def test_dose_rate_low_after_delay_then_clears() -> None:
 DAY_ = timedelta(days=2)
 
 
+def test_a_wrong_rate_that_returns_in_band_before_rate_delay_s_starts_its_delay_again() -> None:
+    """The delay of a wrong rate runs from the start of its latest excursion: one that
+    ended in band before the delay is forgotten, alerts or none."""
+    bed = Bed()
+    bed.bag(START + DAY_, C9)
+    bed.pump(START + DAY_, 5, 0)  # half the rate
+    assert bed.tick(START + DAY_ + 4 * MIN) == []
+    assert bed.pump(START + DAY_ + 4 * MIN + timedelta(seconds=30), 10, 0.4) == []  # back in band
+    assert bed.state.pending == {}
+    assert bed.pump(START + DAY_ + 6 * MIN, 5, 0.6) == []  # half the rate again
+    assert bed.tick(START + DAY_ + 10 * MIN) == []
+    (cand,) = bed.tick(START + DAY_ + 11 * MIN)
+    assert (cand.condition, cand.present) == (DOSE_RATE_LOW, True)
+
+
 def test_rate_high_medium_below_escalation_ratio() -> None:
     bed = Bed()
     bed.bag(START + DAY_, C9)

@@ -1147,6 +1147,8 @@ class DoseRule:
         ):
             if finding is not None:
                 present[condition] = finding
+        if not (present or delayed or state.pending or state.active):
+            return state, []  # what the steps below give then, at a fraction of the cost
         named = rule_text(rule, schedule.name)
         for findings in (present, delayed):
             for condition, finding in findings.items():
