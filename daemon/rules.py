@@ -17,7 +17,9 @@ after a crash, ``restore`` takes those positions and the replay of the logged in
 skips, for each state, the inputs it already includes (``replaying``).
 
 A rule may read the state of an earlier rule of its bed (``Reader``: CRS reads the
-vital-sign tracks rather than judging the same samples again).
+vital-sign tracks rather than judging the same samples again), and may say until when
+its ticks change nothing (``Idle``): the engine skips its step on those ticks, so that a
+tick costs less than every rule of every bed.
 
 A rule that raises is contained: its state at that bed is left as it was, the
 failure is logged and counted (``rules.failed``, labelled with the rule's name), and
@@ -42,6 +44,7 @@ from daemon.metrics import Counters
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
 
 _NONE: Any = object()  # no state yet (``RuleEngine`` makes them on first use)
 
@@ -112,9 +115,47 @@ class Reader(Protocol[S]):
         ...
 
 
-_Route = tuple[tuple["Rule[Any]", tuple[str, str], tuple[str, str] | None, bool], ...]
+class Idle(Protocol[S_contra]):
+    """A rule whose ticks do nothing for a while, and that says until when: the engine then
+    skips its ``step`` on the ticks before (the staleness of a bed's vitals falls due once
+    they have been silent ``telemetry_stale_s``, not at every tick of every bed).
+
+    The promise: for any tick whose time is before ``idle_until(state)``, ``step`` returns
+    ``state`` itself and no candidate. ``None``: no such time, every tick is stepped. The
+    engine asks after every step of the rule, and trusts the answer only while the bed's
+    state is that same object and the rule the same.
+    """
+
+    def idle_until(self, state: S_contra) -> datetime | None:
+        """The time before which a tick leaves ``state`` as it is and raises nothing."""
+        ...
+
+
+IDLE_FOREVER = datetime.max.replace(tzinfo=UTC)
+"""``Idle.idle_until`` of a state that no tick changes (only another event can)."""
+
+_IDLE_MARGIN = timedelta(milliseconds=1)
+
+
+def idle_before(deadline: datetime) -> datetime:
+    """``deadline`` as an ``Idle.idle_until`` for a rule whose own test compares seconds as
+    floats: a millisecond earlier, so that no rounding skips a tick the test would pass."""
+    return deadline - _IDLE_MARGIN
+
+
+_Route = tuple[
+    tuple[
+        "Rule[Any]",
+        tuple[str, str],
+        tuple[str, str] | None,
+        bool,
+        Callable[[Any], datetime | None] | None,
+    ],
+    ...,
+]
 """A bed's rules for one event type: each with its state's key, the key of the state it
-reads (``Reader``, ``None``: none), and whether a rule after it reads its state."""
+reads (``Reader``, ``None``: none), whether a rule after it reads its state, and its
+``Idle.idle_until`` (``None``: not an ``Idle`` rule)."""
 
 
 @runtime_checkable
@@ -280,6 +321,8 @@ class RuleEngine:
         # includes, and the input being replayed (``replaying``).
         self._positions: dict[tuple[str, str], int] = {}
         self._replay_seq: int | None = None
+        # (bed, rule) of an ``Idle`` rule -> (the state it answered for, its idle_until).
+        self._idle: dict[tuple[str, str], tuple[Any, datetime]] = {}
 
     @property
     def counters(self) -> Counters:
@@ -298,6 +341,7 @@ class RuleEngine:
             beds = (event.bed,)
         out: list[AlertCandidate] = []
         kind = type(event)
+        tick_time = event.time if kind is Tick else None
         replayed = self._replay_seq if self._positions else None
         states, failing = self._states, self._failing
         for bed in beds:
@@ -306,12 +350,19 @@ class RuleEngine:
                 route = self._routes[(bed, kind)] = self._route(bed, kind)
             # The states before this event of the rules read by a later one (``Reader``).
             read: dict[tuple[str, str], Any] | None = None
-            for rule, key, reads, is_read in route:
+            for rule, key, reads, is_read, idle_until in route:
                 if replayed is not None and self._positions.get(key, -1) >= replayed:
                     continue  # this state was stored with the input's effects already
                 before = states.get(key, _NONE)
                 if before is _NONE:
                     before = states[key] = rule.initial()
+                if tick_time is not None and idle_until is not None and self._idle_at(key, before, tick_time):
+                    # What the step would give: this very state and nothing raised.
+                    if is_read:
+                        if read is None:
+                            read = {}
+                        read[key] = before
+                    continue
                 try:
                     if reads is not None and read is not None and reads in read:
                         after, candidates = cast("Reader[Any]", rule).step_after(
@@ -325,7 +376,10 @@ class RuleEngine:
                     # One rule's bug must not stop the others. Exception, not
                     # BaseException: cancellation and exit still propagate.
                     out.append(self._failed(bed, rule.name, event, now, exc))
+                    self._idle.pop(key, None)  # stepped again at every tick, to recover
                     continue
+                if idle_until is not None:
+                    self._note_idle(key, after, idle_until(after))
                 if is_read:
                     if read is None:
                         read = {}
@@ -339,13 +393,31 @@ class RuleEngine:
                     out.extend(self._recovered(bed, rule.name, event, now))
         return out
 
+    def _idle_at(self, key: tuple[str, str], state: Any, time: datetime) -> bool:
+        """Whether the rule of ``key``, in ``state``, said its ticks before a later time
+        than ``time`` change nothing (``Idle``)."""
+        idle = self._idle.get(key)
+        return idle is not None and idle[0] is state and time < idle[1]
+
+    def _note_idle(self, key: tuple[str, str], state: Any, until: datetime | None) -> None:
+        if until is None:
+            self._idle.pop(key, None)
+        else:
+            self._idle[key] = (state, until)
+
     def _route(self, bed: str, kind: type[Event]) -> _Route:
         """The rules of ``bed`` that consume events of type ``kind``, in evaluation order
         (see ``_Route``)."""
         rules = self._rules.get(bed, ())
         reads = self._reads(bed)
         return tuple(
-            (rule, (bed, rule.name), reads.get(rule.name), (bed, rule.name) in reads.values())
+            (
+                rule,
+                (bed, rule.name),
+                reads.get(rule.name),
+                (bed, rule.name) in reads.values(),
+                getattr(rule, "idle_until", None),
+            )
             for rule in rules
             if (consumes := getattr(rule, "consumes", None)) is None or issubclass(kind, consumes)
         )
@@ -524,6 +596,8 @@ class RuleEngine:
             del self._rule[key]
         self._rule.update({(bed, rule.name): rule for rule in rules})
         self._routes = {key: value for key, value in self._routes.items() if key[0] != bed}
+        # What the former rules said of their ticks: new settings may say otherwise.
+        self._idle = {key: value for key, value in self._idle.items() if key[0] != bed}
         self._wards[bed] = ward
 
     def drop_bed(self, bed: str) -> None:
@@ -531,7 +605,7 @@ class RuleEngine:
         self._rules.pop(bed, None)
         self._failing.pop(bed, None)
         self._wards.pop(bed, None)
-        for table in (self._rule, self._states, self._stored_windows, self._positions):
+        for table in (self._rule, self._states, self._stored_windows, self._positions, self._idle):
             for key in [key for key in table if key[0] == bed]:
                 del table[key]
         self._routes = {key: value for key, value in self._routes.items() if key[0] != bed}

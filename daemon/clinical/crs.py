@@ -72,7 +72,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.clinical.chart import Chart, Entry, change_of, dump_chart, legacy_entry, load_chart, record
@@ -124,6 +124,7 @@ from daemon.events import (
 )
 from daemon.frozen import replace
 from daemon.numfmt import fmt
+from daemon.rules import IDLE_FOREVER, idle_before
 from daemon.timefmt import iso_or_none, parse_iso_or_none
 
 CRS_SUSPECTED = "CRS_SUSPECTED"
@@ -1078,10 +1079,26 @@ class NeuroCheckRule:
         self.th = thresholds
         self.bed = bed
         self.schedule = schedule
+        self._interval = timedelta(seconds=thresholds.neuro_check_interval_s)
+        self._first = timedelta(seconds=thresholds.neuro_check_first_s or thresholds.neuro_check_interval_s)
 
     def initial(self) -> NeuroCheckState:
         """No check recorded."""
         return NeuroCheckState()
+
+    def idle_until(self, state: NeuroCheckState) -> datetime | None:
+        """Until when a tick changes nothing (``daemon.rules.Idle``): from the first tick on,
+        until the next check falls due (not before the protocol starts); once due, until
+        a check is recorded."""
+        if state.watch_start is None:
+            return None  # the first tick marks when the watch began
+        if state.due:
+            return IDLE_FOREVER
+        if state.last_check is not None:
+            due = state.last_check + self._interval
+        else:
+            due = max(self.schedule.start, state.watch_start) + self._first
+        return idle_before(max(due, self.schedule.start))
 
     def step(
         self, state: NeuroCheckState, event: Event, now: datetime

@@ -84,6 +84,7 @@ from daemon.events import (
 )
 from daemon.frozen import replace, replacer
 from daemon.numfmt import fmt
+from daemon.rules import IDLE_FOREVER, idle_before
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 
@@ -937,6 +938,7 @@ class VitalsRule:
         self.bed = bed
         self.schedule = schedule
         self._noise = {c: noise_for(c, thresholds) for c in PHYSIOLOGICAL}
+        self._stale_after = timedelta(seconds=thresholds.telemetry_stale_s)
 
     def initial(self) -> VitalsState:
         """No sample seen."""
@@ -1117,6 +1119,18 @@ class VitalsRule:
                 details={"metrics": [m.value for m in named]},
             )
         ]
+
+    def idle_until(self, state: VitalsState) -> datetime | None:
+        """Until when a tick changes nothing (``daemon.rules.Idle``): while no probe is off,
+        until the protocol starts the watch, then until the vitals have been silent
+        ``telemetry_stale_s``; once stale, until a sample."""
+        if state.probe_off_since or state.probe_off_alerted:
+            return None  # a probe-off matures on ticks too
+        if state.watch_since is None:
+            return self.schedule.start
+        if state.stale:
+            return IDLE_FOREVER
+        return idle_before((state.last_vitals_at or state.watch_since) + self._stale_after)
 
     def _tick(self, state: VitalsState, now: datetime) -> tuple[VitalsState, list[AlertCandidate]]:
         out: list[AlertCandidate] = []
