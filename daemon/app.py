@@ -832,6 +832,7 @@ class Pipeline:
             # Up to 4 × max_inflight_messages digests: written only when a message was added.
             changes.meta[SEEN_KEY] = _digests_text(self.seen.take())
         changes.processed_seq = self.processed_seq
+        changes.defer_inbound_delete = False  # the log emptied now (a repartition counts on it)
 
     def start_checkpoint(self) -> None:
         """Start a periodic checkpoint: the states changed so far, a slice per commit.
@@ -861,6 +862,7 @@ class Pipeline:
         if checkpoint.seen is not None:
             changes.meta[SEEN_KEY] = _digests_text(checkpoint.seen)
         changes.processed_seq = checkpoint.position
+        changes.defer_inbound_delete = True
         self.checkpoint_round = None
 
     def _next_slice(self, checkpoint: CheckpointRound) -> None:

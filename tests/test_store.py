@@ -148,6 +148,76 @@ def test_inbound_numbers_go_on_above_the_checkpoint_once_the_log_is_empty(tmp_pa
     assert again.next_id("inbound") == seq + 1
 
 
+def _logged(store: Store, n: int, **fields: Any) -> Changes:
+    """A unit logging ``n`` inputs (numbered on from the store's next)."""
+    first = store.next_id("inbound")
+    changes = Changes(**fields)
+    changes.inbound += [(first + i, "2026-03-02T20:00:00Z", "mqtt", "t", b"{}") for i in range(n)]
+    for _ in range(n - 1):
+        store.next_id("inbound")
+    return changes
+
+
+def _log_seqs(path: Path) -> list[int]:
+    with sqlite3.connect(path) as db:
+        return [seq for (seq,) in db.execute("SELECT seq FROM inbound ORDER BY seq")]
+
+
+def test_a_periodic_checkpoint_leaves_the_inputs_it_covers_to_later_commits_a_few_at_a_time(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.apply(_logged(store, 200))  # seqs 1..200
+    store.apply(Changes(processed_seq=150, defer_inbound_delete=True))
+    assert store.processed_seq() == 150
+    assert _log_seqs(path) == list(range(Store.SWEEP_ROWS + 1, 201))  # that commit swept some too
+    store.apply(_logged(store, 3))  # seqs 201..203: 64 + 3 more swept
+    assert _log_seqs(path)[0] == 2 * Store.SWEEP_ROWS + 3 + 1
+    store.apply(Changes(points=[(1, "p x=1 1")]))
+    store.apply(Changes(points=[(2, "p x=1 2")]))
+    # Never past what the checkpoint covers, and the replay reads only what it does not.
+    assert _log_seqs(path) == [*range(151, 204)]
+    assert [row.seq for row in store.inbound_after(store.processed_seq())] == [*range(151, 204)]
+
+
+def test_a_full_checkpoint_empties_what_it_covers_at_once_even_after_a_deferred_one(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.apply(_logged(store, 300))
+    store.apply(Changes(processed_seq=280, defer_inbound_delete=True))
+    full = Changes(processed_seq=290)  # a full checkpoint that failed to commit once ...
+    full.absorb(Changes(processed_seq=295, defer_inbound_delete=True))  # ... then took a round's end
+    store.apply(full)
+    assert _log_seqs(path) == [*range(296, 301)]
+
+
+def test_inputs_covered_before_a_restart_are_swept_by_the_commits_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.apply(_logged(store, 200))
+    store.apply(Changes(processed_seq=200, defer_inbound_delete=True))
+    store.close()
+    again = Store(path)
+    assert again.inbound_after(again.processed_seq()) == []
+    assert _log_seqs(path)[0] == Store.SWEEP_ROWS + 1
+    for n in range(3):
+        again.apply(Changes(points=[(n, "p x=1 1")]))
+    assert _log_seqs(path) == []
+
+
+def test_a_failed_commit_sweeps_nothing_and_the_next_one_sweeps_from_where_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.apply(_logged(store, 200))
+    store.apply(Changes(processed_seq=200, defer_inbound_delete=True))
+    with pytest.raises(StoreError):
+        store.apply(Changes(journal=[("x",) * 5]))  # type: ignore[list-item]
+    assert _log_seqs(path)[0] == Store.SWEEP_ROWS + 1
+    store.apply(Changes(points=[(1, "p x=1 1")]))
+    assert _log_seqs(path)[0] == 2 * Store.SWEEP_ROWS + 1
+
+
 def test_a_store_of_schema_2_gains_state_positions_and_keeps_its_states(tmp_path: Path) -> None:
     """Schema 3 adds each state's position (the last input it includes): a state written
     before reads as covered by ``processed_seq`` (0), so no replayed input is skipped for it."""

@@ -219,6 +219,10 @@ class Changes:
 
     inbound: list[tuple[int, str, str, str, bytes]] = field(default_factory=list)
     processed_seq: int | None = None
+    defer_inbound_delete: bool = False
+    """The logged inputs ``processed_seq`` covers are deleted a few at each later commit
+    (``Store.SWEEP_ROWS``) instead of all in this one: a periodic checkpoint's (deleting
+    the 5,000 inputs of 5 s at 1,000 msg/s held the commits queued behind it 6 to 12 ms)."""
     rule_states: dict[tuple[str, str], str | Callable[[], str]] = field(default_factory=dict)
     """JSON text, or a function that gives it (called on the writer's thread)."""
     state_seqs: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -275,7 +279,12 @@ class Changes:
             self.rule_states = {k: v for k, v in self.rule_states.items() if k[0] not in gone}
             self.windows = [w for w in self.windows if w.bed not in gone]
         if later.processed_seq is not None:
+            # A unit that deletes all it covers at once still does, absorbed or absorbing.
+            deferred = later.defer_inbound_delete and (
+                self.processed_seq is None or self.defer_inbound_delete
+            )
             self.processed_seq = later.processed_seq
+            self.defer_inbound_delete = deferred
         self.rule_states.update(later.rule_states)
         self.state_seqs.update(later.state_seqs)
         self.windows += later.windows
@@ -296,6 +305,10 @@ class Changes:
 
 class Store:
     """The SQLite database. Not thread-safe: use it from one thread (``StoreWriter``'s)."""
+
+    SWEEP_ROWS = 64
+    """Logged inputs that a checkpoint has covered (``Changes.defer_inbound_delete``) deleted
+    by each commit, besides as many as it logs: the log never grows faster than it is swept."""
 
     def __init__(self, path: Path, *, synchronous: Synchronous = "full") -> None:
         self.path = path
@@ -318,6 +331,11 @@ class Store:
             "mqtt_outbox": self._max("mqtt_outbox", "id") + 1,
             "delivery_outbox": self._max("delivery_outbox", "id") + 1,
         }
+        # The logged inputs a checkpoint covers, and those of them already deleted: the
+        # rest go a few per commit (``Changes.defer_inbound_delete``).
+        self._covered_seq = self.processed_seq()
+        oldest = self._db.execute("SELECT min(seq) FROM inbound").fetchone()[0]
+        self._swept_seq = self._covered_seq if oldest is None else min(int(oldest) - 1, self._covered_seq)
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -509,7 +527,7 @@ class Store:
             meta = dict(changes.meta)
             if changes.processed_seq is not None:
                 meta["processed_seq"] = changes.processed_seq
-                db.execute("DELETE FROM inbound WHERE seq <= ?", (changes.processed_seq,))
+            covered, swept = self._sweep_inbound(changes)
             if meta:
                 db.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -558,10 +576,27 @@ class Store:
                 db.executemany("DELETE FROM route_state WHERE key = ?", gone)
                 db.executemany("INSERT OR REPLACE INTO route_state VALUES (?, ?)", kept)
             db.execute("COMMIT")
+            self._covered_seq, self._swept_seq = covered, swept
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(f"state store {self.path}: {exc}") from exc
+
+    def _sweep_inbound(self, changes: Changes) -> tuple[int, int]:
+        """Delete logged inputs that a checkpoint covers: all of them for a ``processed_seq``
+        without ``defer_inbound_delete``, otherwise a few per commit (``SWEEP_ROWS``). The
+        seqs covered and deleted up to, once this unit is committed."""
+        covered, swept = self._covered_seq, self._swept_seq
+        if changes.processed_seq is not None:
+            covered = max(covered, changes.processed_seq)
+            if not changes.defer_inbound_delete:
+                self._db.execute("DELETE FROM inbound WHERE seq <= ?", (changes.processed_seq,))
+                swept = max(swept, changes.processed_seq)
+        upto = min(covered, swept + self.SWEEP_ROWS + len(changes.inbound))
+        if upto > swept:
+            self._db.execute("DELETE FROM inbound WHERE seq > ? AND seq <= ?", (swept, upto))
+            swept = upto
+        return covered, swept
 
 
 def _write_windows(db: sqlite3.Connection, windows: list[WindowWrite]) -> None:
