@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -361,6 +362,40 @@ async def test_a_whole_sliced_checkpoint_covers_the_log_up_to_its_start(tmp_path
     # The states written after the fourth message skipped its replay: all as before the crash.
     assert again.engine.snapshot() == crashed.engine.snapshot()
     again.writer.close()
+
+
+def _logged_seqs(config: Config) -> list[int]:
+    with sqlite3.connect(config.daemon.state_dir / "wardd.sqlite") as db:
+        return [seq for (seq,) in db.execute("SELECT seq FROM inbound ORDER BY seq")]
+
+
+@pytest.mark.usefixtures("one_state_per_slice")
+async def test_a_periodic_checkpoint_leaves_the_log_it_covers_to_the_commits_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round's end writes its position but deletes nothing: each later commit deletes
+    as many covered inputs as it logs (``Store.SWEEP_ROWS`` more, none here), and a full
+    checkpoint the rest at once."""
+    monkeypatch.setattr(Store, "SWEEP_ROWS", 0)
+    config = _config(tmp_path)
+    pipeline = _counting_pipeline(config)
+    async with committing(pipeline.writer):
+        await _process_logged(pipeline, [_vitals(i) for i in range(3)])
+        pipeline.start_checkpoint()
+        await pipeline.writer.flush()
+        while pipeline.checkpoint_round is not None:
+            pipeline._checkpoint_slice()
+            await pipeline.writer.flush()
+        assert _logged_seqs(config) == [1, 2, 3]
+        await _process_logged(pipeline, [_vitals(3)])
+        assert _logged_seqs(config) == [2, 3, 4]
+        pipeline.checkpoint()
+        await pipeline.writer.flush()
+        assert _logged_seqs(config) == []
+    pipeline.writer.close()
+    store = Store(config.daemon.state_dir / "wardd.sqlite")
+    assert store.processed_seq() == 4
+    store.close()
 
 
 def _with_interval(config: Config, interval_s: float) -> Config:
