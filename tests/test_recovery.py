@@ -278,6 +278,13 @@ async def _process_logged(pipeline: Pipeline, payloads: list[bytes]) -> None:
             await pipeline.process_row(item)
 
 
+async def _three_then_a_round(pipeline: Pipeline) -> None:
+    """Three messages processed and committed, then a periodic checkpoint's first slice."""
+    await _process_logged(pipeline, [_vitals(i) for i in range(3)])
+    pipeline.start_checkpoint()
+    await pipeline.writer.flush()
+
+
 @pytest.fixture
 def one_state_per_slice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app, "CHECKPOINT_SLICE_STATES", 1)
@@ -294,9 +301,7 @@ async def test_a_checkpoint_cut_short_between_slices_replays_each_input_once_per
     config = _config(tmp_path)
     crashed = _counting_pipeline(config)
     async with committing(crashed.writer):
-        await _process_logged(crashed, [_vitals(i) for i in range(3)])
-        crashed.start_checkpoint()
-        await crashed.writer.flush()
+        await _three_then_a_round(crashed)
         assert crashed.checkpoint_round is not None
         assert crashed.checkpoint_round.done == 1, "one state per slice: the round is under way"
         await _process_logged(crashed, [_vitals(i) for i in range(3, 5)])
@@ -380,9 +385,7 @@ async def test_a_periodic_checkpoint_leaves_the_log_it_covers_to_the_commits_aft
     config = _config(tmp_path)
     pipeline = _counting_pipeline(config)
     async with committing(pipeline.writer):
-        await _process_logged(pipeline, [_vitals(i) for i in range(3)])
-        pipeline.start_checkpoint()
-        await pipeline.writer.flush()
+        await _three_then_a_round(pipeline)
         while pipeline.checkpoint_round is not None:
             pipeline._checkpoint_slice()
             await pipeline.writer.flush()
