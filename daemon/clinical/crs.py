@@ -1079,8 +1079,9 @@ class NeuroCheckRule:
         self.th = thresholds
         self.bed = bed
         self.schedule = schedule
+        self._first_s = thresholds.neuro_check_first_s or thresholds.neuro_check_interval_s
         self._interval = timedelta(seconds=thresholds.neuro_check_interval_s)
-        self._first = timedelta(seconds=thresholds.neuro_check_first_s or thresholds.neuro_check_interval_s)
+        self._first = timedelta(seconds=self._first_s)
 
     def initial(self) -> NeuroCheckState:
         """No check recorded."""
@@ -1137,8 +1138,7 @@ class NeuroCheckRule:
             since = self.schedule.start
             baseline = max(self.schedule.start, state.watch_start)
             hours = (event.time - since).total_seconds() / 3600.0
-            first_s = self.th.neuro_check_first_s or self.th.neuro_check_interval_s
-            if (event.time - baseline).total_seconds() < first_s:
+            if (event.time - baseline).total_seconds() < self._first_s:
                 return state, ()
         what = "since the protocol start" if state.last_check is None else "since the last one"
         what_fr = "depuis le début du protocole" if state.last_check is None else "depuis le dernier"

@@ -323,17 +323,18 @@ class Store:
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"state store {path}: {exc}") from exc
+        covered = self.processed_seq()
         self._next_ids = {
             # After a checkpoint has emptied the log, numbering goes on above the checkpoint:
             # a lower number would read as already processed.
-            "inbound": max(self._max("inbound", "seq"), self.processed_seq()) + 1,
+            "inbound": max(self._max("inbound", "seq"), covered) + 1,
             "point_outbox": max(self._max("point_outbox", "id"), self._max("dead_letters", "id")) + 1,
             "mqtt_outbox": self._max("mqtt_outbox", "id") + 1,
             "delivery_outbox": self._max("delivery_outbox", "id") + 1,
         }
         # The logged inputs a checkpoint covers, and those of them already deleted: the
         # rest go a few per commit (``Changes.defer_inbound_delete``).
-        self._covered_seq = self.processed_seq()
+        self._covered_seq = covered
         oldest = self._db.execute("SELECT min(seq) FROM inbound").fetchone()[0]
         self._swept_seq = self._covered_seq if oldest is None else min(int(oldest) - 1, self._covered_seq)
 
@@ -589,10 +590,8 @@ class Store:
         covered, swept = self._covered_seq, self._swept_seq
         if changes.processed_seq is not None:
             covered = max(covered, changes.processed_seq)
-            if not changes.defer_inbound_delete:
-                self._db.execute("DELETE FROM inbound WHERE seq <= ?", (changes.processed_seq,))
-                swept = max(swept, changes.processed_seq)
-        upto = min(covered, swept + self.SWEEP_ROWS + len(changes.inbound))
+        whole = changes.processed_seq is not None and not changes.defer_inbound_delete
+        upto = covered if whole else min(covered, swept + self.SWEEP_ROWS + len(changes.inbound))
         if upto > swept:
             self._db.execute("DELETE FROM inbound WHERE seq > ? AND seq <= ?", (swept, upto))
             swept = upto
