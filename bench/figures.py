@@ -321,8 +321,12 @@ def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
         Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
         before = observer.count()
         load = PacedLoad(Pace(ctx.url, ward, hz, ctx.sizes.latency_s, ctx.sizes.fever_every))
+        cpu_before_s, load_started = cpu_s(system.pid), time.monotonic()
         load.start()
         result = load.result(timeout_s=ctx.sizes.latency_s * 3 + 120)
+        # The share of one core the system used under the load: steadier than the
+        # latencies on a shared machine, and what they grow with.
+        cpu_share = (cpu_s(system.pid) - cpu_before_s) / (time.monotonic() - load_started)
         expected = {(bed, key): sent for bed, key, sent in result.fevers}
         # The backlog: a normal sample then a fever on bed 1 after the load; its alert
         # arrives once the system has processed everything before it.
@@ -354,6 +358,7 @@ def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
             "alerts_arrived": len(latencies),
             "alerts_expected": len(expected),
             "alerts_other": observer.count() - before - len(latencies),
+            "cpu_share": cpu_share,
             "publisher_msg_per_s": result.rate,
             "target_msg_per_s": beds * hz,
             "publisher_max_behind_s": result.max_behind_s,
@@ -480,6 +485,7 @@ def latency_figure(beds: int, hz: float) -> Figure:
             ("alerts_expected", "alerts", True),
             ("publisher_msg_per_s", "msg/s", True),
             ("backlog_after_load_s", "s", False),
+            ("cpu_share", "of a core", False),
             ("peak_rss_mb", "MiB", False),
         ),
     )

@@ -186,6 +186,15 @@ class Windowed(Protocol[S]):
         ...
 
 
+class DumpsEntries(Protocol):
+    """A ``Windowed`` rule that also dumps a run of entries at once, as ``dump_entry``
+    dumps each, for less than one call per entry (from a ``ColumnWindow``'s columns)."""
+
+    def dump_entries(self, window: str, entries: Sequence[Any]) -> list[Any]:
+        """``[dump_entry(window, entry) for entry in entries]``."""
+        ...
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -273,7 +282,13 @@ class WindowChange:
 
     def rows(self) -> list[tuple[int, Any]]:
         """``(epoch microseconds, entry data)`` of the added entries."""
-        return [(epoch_us(e.time), self.codec.dump_entry(self.window, e)) for e in self.delta.added]
+        added = self.delta.added
+        dump_entries = getattr(self.codec, "dump_entries", None)
+        if dump_entries is None or not isinstance(added, ColumnWindow):
+            return [(epoch_us(e.time), self.codec.dump_entry(self.window, e)) for e in added]
+        # Read from the columns: no entry is made (a checkpoint writes tens of thousands).
+        cols, lo, hi = added.columns()
+        return list(zip(map(epoch_us, cols.data[0][lo:hi]), dump_entries(self.window, added), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,8 +324,10 @@ class RuleEngine:
         self._routes: dict[tuple[str, type[Event]], _Route] = {}
         # Whether a rule's class is ``Windowed`` (a protocol check walks the class each time).
         self._windowed: dict[type, bool] = {}
-        # States replaced since the last ``take_changed``: the store writes only these.
-        self._changed: set[tuple[str, str]] = set()
+        # States replaced since the last ``take_changed``: the store writes only these. A
+        # dict for its order: a checkpoint round takes the keys as they are, where sorting
+        # them held the event loop 4 ms at 5,000 beds.
+        self._changed: dict[tuple[str, str], None] = {}
         # The windows as last handed to the store, per (bed, rule) of a ``Windowed`` rule.
         self._stored_windows: dict[tuple[str, str], Mapping[str, Sequence[Any]]] = {}
         self._counters = counters if counters is not None else Counters()
@@ -386,7 +403,7 @@ class RuleEngine:
                     read[key] = before
                 if after is not before:
                     states[key] = after
-                    self._changed.add(key)
+                    self._changed[key] = None
                 if candidates:
                     out.extend(candidates)
                 if failing:
@@ -530,8 +547,9 @@ class RuleEngine:
         return state
 
     def dirty(self) -> list[tuple[str, str]]:
-        """The (bed, rule) keys of the states replaced since they were last taken, in order."""
-        return sorted(self._changed)
+        """The (bed, rule) keys of the states replaced since they were last taken, in the
+        order they were first replaced since then."""
+        return list(self._changed)
 
     def take_changed(self, keys: Iterable[tuple[str, str]] | None = None) -> StateChanges:
         """The states replaced since they were last taken (all, or those of ``keys``), and
@@ -544,7 +562,7 @@ class RuleEngine:
         """
         states: dict[tuple[str, str], Callable[[], Mapping[str, Any]]] = {}
         windows: list[WindowChange] = []
-        taken = sorted(self._changed) if keys is None else [key for key in keys if key in self._changed]
+        taken = list(self._changed) if keys is None else [key for key in keys if key in self._changed]
         for key in taken:
             rule, state = self._rule[key], self._state(key)
             if not self._is_windowed(rule):
@@ -560,7 +578,9 @@ class RuleEngine:
             self._stored_windows[key] = current
             core = codec.with_windows(state, dict.fromkeys(current, ()))
             states[key] = functools.partial(rule.dump, core)
-        self._changed.difference_update(taken)
+        changed = self._changed
+        for key in taken:
+            del changed[key]
         return StateChanges(states, windows)
 
     def replaying(self, seq: int | None) -> None:
@@ -609,7 +629,7 @@ class RuleEngine:
             for key in [key for key in table if key[0] == bed]:
                 del table[key]
         self._routes = {key: value for key, value in self._routes.items() if key[0] != bed}
-        self._changed = {key for key in self._changed if key[0] != bed}
+        self._changed = {key: None for key in self._changed if key[0] != bed}
 
     def move_bed(self, old: str, new: str, ward: str, rules: Sequence[Rule[Any]]) -> None:
         """The patient of ``old`` moves to ``new``: every state goes with them, under the
@@ -621,7 +641,7 @@ class RuleEngine:
         for name, state in states.items():
             if (new, name) in self._rule:
                 self._states[(new, name)] = state
-                self._changed.add((new, name))
+                self._changed[(new, name)] = None
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every state as JSON-compatible data: ``{bed: {rule: data}}``."""

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from daemon.clinical.news2 import EMPTY_INPUTS, Input, InputWindow, News2Rule, News2State, as_inputs
+from daemon.clinical.protocols import schedule_for
 from daemon.clinical.verdicts import EMPTY_JUDGED, Judged, JudgedWindow, Verdict, as_judged
+from daemon.clinical.vitals import VitalsRule, dump_judged, dump_judged_entries
 from daemon.config import BedConfig, VitalThresholds
 from daemon.events import Acvpu, Event, Health, Metric, Observation, SourceHealth, VitalSample
 from daemon.frozen import ColumnWindow
-from daemon.rules import window_delta
-from tests.helpers import assert_window_is_tuple
+from daemon.rules import WindowChange, WindowDelta, epoch_us, window_delta
+from tests.helpers import assert_window_is_tuple, one_bed_config
 
 T0 = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -489,3 +491,31 @@ def test_appending_to_the_empty_column_window_leaves_its_columns_empty() -> None
     scored = EMPTY_INPUTS.appended_scored(Input(T0), (0, None), 1)
     assert scored.columns()[0] is not EMPTY_INPUTS.columns()[0]
     assert len(EMPTY_INPUTS.columns()[0].data[0]) == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_window_of_verdicts_dumps_from_its_columns_what_each_entry_dumps(seed: int) -> None:
+    """``dump_judged_entries`` (a checkpoint's window rows) reads the columns; a view into
+    shared columns dumps only its own rows, with the measure only where there is one."""
+    rng = random.Random(seed)
+
+    def judged(second: int) -> Judged:  # every measure, the first of them too
+        return Judged(T0 + second * S, rng.choice(_VERDICTS), rng.random() * 100, rng.choice((None, *Metric)))
+
+    window: JudgedWindow = EMPTY_JUDGED
+    for second in range(40):
+        window = window.appended(judged(second))
+    older, window = window, window[rng.randrange(1, 20) :].appended(judged(40))
+    found = window.since(older)
+    assert found is not None
+    added = found[1]
+    for part in (window, added, window[3:9], EMPTY_JUDGED, tuple(window)):
+        assert dump_judged_entries(part) == [dump_judged(entry) for entry in part]
+    config = one_bed_config(T0)
+    rule = VitalsRule(
+        config.thresholds_for("b1").vitals, config.bed("b1"), schedule_for(config.bed("b1"), config)
+    )
+    change = WindowChange("b1", "vitals", "fever", WindowDelta(False, None, window[2:]), rule)
+    assert change.rows() == [(epoch_us(e.time), dump_judged(e)) for e in window[2:]]
+    rows = [row for _, row in change.rows()]
+    assert [len(row) for row in rows] == [3 if e.measure is None else 4 for e in window[2:]]

@@ -449,12 +449,12 @@ def _vitals_at(bed: str, minute: int) -> VitalSample:
 
 def test_a_slice_takes_only_the_changed_states_it_names() -> None:
     engine = _counting_engine()
-    for bed in ("b2", "b1"):
-        engine.handle(_vitals_at(bed, 0), START)
-    assert engine.dirty() == [("b1", "acount"), ("b2", "acount")]
+    for bed, minute in (("b2", 0), ("b1", 0), ("b2", 1)):
+        engine.handle(_vitals_at(bed, minute), START)
+    assert engine.dirty() == [("b2", "acount"), ("b1", "acount")], "in the order first replaced"
     taken = engine.take_changed([("b2", "acount"), ("b3", "acount")])
     assert list(taken.states) == [("b2", "acount")]
-    assert dict(taken.states[("b2", "acount")]()) == {"n": 1}
+    assert dict(taken.states[("b2", "acount")]()) == {"n": 2}
     assert engine.dirty() == [("b1", "acount")], "the other state waits for its slice"
     assert engine.take_changed([("b2", "acount")]).states == {}, "not changed since it was taken"
     assert list(engine.take_changed().states) == [("b1", "acount")]

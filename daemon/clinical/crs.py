@@ -89,6 +89,7 @@ from daemon.clinical.vitals import (
     VitalsState,
     classify_measured,
     dump_judged,
+    dump_judged_entries,
     dump_track,
     in_order,
     interrupt,
@@ -705,6 +706,10 @@ class CrsRule:
     def dump_entry(self, window: str, entry: Judged) -> Any:
         """One verdict of a window."""
         return dump_judged(entry)
+
+    def dump_entries(self, window: str, entries: Sequence[Judged]) -> list[Any]:
+        """Verdicts of a window (``daemon.rules.DumpsEntries``)."""
+        return dump_judged_entries(entries)
 
     def load_entry(self, window: str, data: Any) -> Judged:
         """A verdict from ``dump_entry`` (a fever verdict saved without its measure gets it)."""

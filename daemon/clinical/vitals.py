@@ -885,6 +885,26 @@ def dump_judged(item: Judged) -> list[Any]:
     return out
 
 
+_VERDICT_DATA = tuple(None if v is None else v.value for v in VERDICTS)
+_MEASURE_DATA = tuple(None if m is None else m.value for m in MEASURES)
+
+
+def dump_judged_entries(entries: Sequence[Judged]) -> list[list[Any]]:
+    """``[dump_judged(item) for item in entries]``, read from a ``JudgedWindow``'s
+    columns without making the verdicts (``daemon.rules.DumpsEntries``)."""
+    if type(entries) is not JudgedWindow:
+        return [dump_judged(item) for item in entries]
+    cols, lo, hi = entries.columns()
+    times, verdicts, values, measures = cols.data
+    out: list[list[Any]] = []
+    for i in range(lo, hi):
+        row = [iso(times[i]), _VERDICT_DATA[verdicts[i]], values[i]]
+        if measures[i]:
+            row.append(_MEASURE_DATA[measures[i]])
+        out.append(row)
+    return out
+
+
 def load_judged(data: Sequence[Any]) -> Judged:
     """A verdict from ``dump_judged``'s output (rows without a measure load too)."""
     when, verdict, value, *measure = data
@@ -1190,6 +1210,10 @@ class VitalsRule:
     def dump_entry(self, window: str, entry: Judged) -> Any:
         """One verdict of a window."""
         return dump_judged(entry)
+
+    def dump_entries(self, window: str, entries: Sequence[Judged]) -> list[Any]:
+        """Verdicts of a window (``daemon.rules.DumpsEntries``)."""
+        return dump_judged_entries(entries)
 
     def load_entry(self, window: str, data: Any) -> Judged:
         """A verdict from ``dump_entry``."""
