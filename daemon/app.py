@@ -61,7 +61,6 @@ from daemon.events import (
 )
 from daemon.health import (
     Gauge,
-    HealthServer,
     Heartbeat,
     Readiness,
     Watchdog,
@@ -1237,6 +1236,8 @@ def build(
     _add_staff_services(pipeline)
     pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
     if config.health.port is not None:
+        from daemon.web.probes import HealthServer  # noqa: PLC0415 -- aiohttp only when served
+
         pipeline.services.append(HealthServer(config.health, pipeline, counters))
     if config.hl7.port is not None:
         pipeline.services.append(MllpListener(config.hl7, pipeline.on_hl7, counters))

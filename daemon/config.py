@@ -12,13 +12,13 @@ import contextlib
 import itertools
 import os
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence, Set
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import tomli
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -1037,9 +1037,17 @@ class Config(Model):
         copy._own_wards = tuple(wards)
         return copy
 
+    def _private(self, name: str) -> Any:
+        # Read from pydantic's documented store: ``self._name`` goes through the model's
+        # ``__getattr__``, 10-20 µs a read, which start-up pays several times per bed.
+        private = self.__pydantic_private__
+        assert private is not None  # set by pydantic on every model with private attributes
+        return private[name]
+
     def bed(self, bed_id: str) -> BedConfig:
         """The bed with this id (ids are unique once validated); ``KeyError`` if none has it."""
-        beds, index = self._bed_index
+        index: dict[str, BedConfig]
+        beds, index = self._private("_bed_index")
         if beds is not self.beds:
             # Built on first use, and again for a copy made with other beds
             # (``model_copy(update=...)`` keeps private attributes).
@@ -1052,7 +1060,8 @@ class Config(Model):
         overrides = self.bed(bed_id).thresholds
         if not overrides:
             return self.thresholds
-        beds, merged = self._merged_thresholds
+        merged: dict[str, Thresholds]
+        beds, merged = self._private("_merged_thresholds")
         if beds is not self.beds:
             merged = {}
             self._merged_thresholds = (self.beds, merged)
@@ -1461,8 +1470,8 @@ def valid_part(path: Path) -> tuple[Config, dict[str, list[int]]] | None:
     out), and the file index of each list item kept: for checks beyond the errors
     (``wardd check-config``'s warnings). ``None`` when the file cannot be read as TOML."""
     try:
-        return _lenient(tomllib.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return _lenient(tomli.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError):
         return None
 
 
@@ -1504,8 +1513,8 @@ def load(path: Path | str) -> Config:
     except OSError as exc:
         raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc.strerror}")]) from exc
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         raise ConfigError(str(path), [ConfigIssue("", f"not valid TOML: {exc}")]) from exc
     return parse(data, str(path))
 

@@ -7,7 +7,7 @@
   ``kill -9``, a power cut, or an event loop that stopped turning and so stopped
   answering the broker's keep-alive). A station that sees the heartbeat grow old knows
   the daemon is stuck even while its connection holds.
-- **HTTP probes** (``health.port``): ``/healthz`` (alive: the event loop answers and no
+- **HTTP probes** (``health.port``, served by ``daemon.web.probes``): ``/healthz`` (alive: the event loop answers and no
   input has been in processing for ``stall_after_s``), ``/readyz`` (recovered, broker
   connected, store writable), ``/metrics`` (Prometheus text format, prometheus-client).
 - **systemd** (``Type=notify``): ``READY=1`` once recovered and serving, ``WATCHDOG=1``
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -36,7 +35,6 @@ from prometheus_client.registry import Collector
 from daemon import __version__
 from daemon.clock import Clock
 from daemon.config import HealthConfig
-from daemon.errors import ListenError
 from daemon.links.mqtt import MqttLink, Outgoing
 from daemon.metrics import Counters
 from daemon.timefmt import iso
@@ -175,65 +173,6 @@ def last_will(settings: HealthConfig, topic: str, instance: str) -> Outgoing:
     """What the broker publishes for us when our connection drops without a goodbye."""
     payload = status_payload("offline", instance, heartbeat_s=settings.heartbeat_s, reason=OFFLINE_LOST)
     return Outgoing(topic, payload, qos=1, retain=True)
-
-
-class HealthServer:
-    """``/healthz``, ``/readyz`` and ``/metrics`` over plain HTTP (a pipeline service)."""
-
-    name = "health.http"
-
-    def __init__(self, settings: HealthConfig, probes: Probes, counters: Counters) -> None:
-        self._settings = settings
-        self._probes = probes
-        self._counters = counters
-        self.port: int | None = None  # the bound port, once serving
-        self.serving = asyncio.Event()
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._app = app
-
-    async def run(self) -> None:
-        """Serve until cancelled."""
-        runner = web.AppRunner(self._app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self._settings.host, self._settings.port or 0)
-            try:
-                await site.start()
-            except OSError as exc:
-                host, port = self._settings.host, self._settings.port or 0
-                raise ListenError("the health probes", "health.host, health.port", host, port, exc) from exc
-            server = site._server  # aiohttp exposes the bound port only here
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
-            log.info("health probes on http://%s:%s/healthz", self._settings.host, self.port)
-            self.serving.set()
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        stalled_s = self._probes.stalled_s()
-        live = stalled_s < self._settings.stall_after_s
-        body = {"live": live, "stalled_s": round(stalled_s, 3), "stall_after_s": self._settings.stall_after_s}
-        return web.json_response(body, status=200 if live else 503)
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        checks = self._probes.readiness()
-        body = {
-            "ready": checks.ready,
-            "recovered": checks.recovered,
-            "broker_connected": checks.broker_connected,
-            "store_writable": checks.store_writable,
-        }
-        return web.json_response(body, status=200 if checks.ready else 503)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        text = metrics_text(self._counters, self._probes.gauges())
-        # prometheus-client's own content type, version parameter included.
-        return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 class Heartbeat:

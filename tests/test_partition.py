@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -181,3 +183,56 @@ def test_the_daemon_refuses_stores_of_another_number_of_workers(tmp_path: Path) 
     assert result.returncode == 1
     assert "another number of workers" in result.stderr
     assert "wardd.p0of2.sqlite" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_supervisor_has_one_thread_when_it_forks(tmp_path: Path) -> None:
+    # A fork copies only the thread that calls it: a lock another thread held would stay
+    # held in every worker. So what the supervisor does before forking starts no thread.
+    config_path = _write_config(tmp_path / "ward.toml", beds=4, workers=2)
+    probe = (
+        "import sys, threading\n"
+        "from daemon import cli\n"
+        "from daemon.app import build\n"
+        "config = cli._load(sys.argv[1])\n"
+        "cli._check_state_folders(config, sys.argv[1])\n"
+        "cli._setup_logging('INFO')\n"
+        "cli._redact_secrets(config)\n"
+        "from daemon.plausible import review\n"
+        "list(review(config))\n"
+        "print(threading.active_count())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(config_path)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "1"
+
+
+@pytest.mark.integration
+async def test_the_workers_keep_the_layout_locked_after_the_supervisor(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str
+) -> None:
+    config_path = _write_config(
+        tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix
+    )
+    daemon = WarddProcess(config_path, tmp_path / "wardd.log")
+    daemon.start()
+    workers: list[str] = []
+    try:
+        await until(lambda: daemon.output().count("MQTT connected") == 2, 30, "both workers' connections")
+        assert daemon.proc is not None
+        workers = subprocess.run(
+            ["pgrep", "-P", str(daemon.proc.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(workers) == 2
+        # The forked workers share the supervisor's flock: killed, it leaves them holding it.
+        daemon.proc.kill()
+        daemon.proc.wait(timeout=10)
+        busy = wardd("repartition", "--config", str(config_path), "--to", "3")
+        assert busy.returncode == 1
+        assert "a daemon runs over the stores" in busy.stderr
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+        daemon.close()

@@ -588,13 +588,20 @@ def _kept(late_s: float) -> timedelta:
 
 def noise_for(condition: Condition, th: VitalThresholds) -> Noise:
     """The noise-control settings of one physiological condition."""
-    delay_s, clear_s, late_s = {
-        Condition.FEVER: (th.fever_delay_s, th.fever_clear_s, th.fever_late_s),
-        Condition.HYPOTENSION: (th.hypotension_delay_s, th.hypotension_clear_s, th.hypotension_late_s),
-        Condition.HYPOXIA: (th.hypoxia_delay_s, th.hypoxia_clear_s, th.hypoxia_late_s),
-        Condition.TACHYCARDIA: (th.tachycardia_delay_s, th.tachycardia_clear_s, th.tachycardia_late_s),
-        Condition.TACHYPNOEA: (th.tachypnoea_delay_s, th.tachypnoea_clear_s, th.tachypnoea_late_s),
-    }[condition]
+    # A match reads only this condition's three fields: start-up makes seven per bed.
+    match condition:
+        case Condition.FEVER:
+            delay_s, clear_s, late_s = th.fever_delay_s, th.fever_clear_s, th.fever_late_s
+        case Condition.HYPOTENSION:
+            delay_s, clear_s, late_s = th.hypotension_delay_s, th.hypotension_clear_s, th.hypotension_late_s
+        case Condition.HYPOXIA:
+            delay_s, clear_s, late_s = th.hypoxia_delay_s, th.hypoxia_clear_s, th.hypoxia_late_s
+        case Condition.TACHYCARDIA:
+            delay_s, clear_s, late_s = th.tachycardia_delay_s, th.tachycardia_clear_s, th.tachycardia_late_s
+        case Condition.TACHYPNOEA:
+            delay_s, clear_s, late_s = th.tachypnoea_delay_s, th.tachypnoea_clear_s, th.tachypnoea_late_s
+        case _:
+            raise KeyError(condition)
     return Noise(delay_s, clear_s, th.confirm_samples, late_s)
 
 

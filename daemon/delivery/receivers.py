@@ -19,9 +19,8 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import hl7.mllp
 
 from daemon.config import AppriseReceiverConfig, Hl7ReceiverConfig, ReceiverConfig, WebhookReceiverConfig
@@ -29,6 +28,9 @@ from daemon.delivery import acm
 from daemon.errors import ConfigError, ConfigIssue
 from daemon.links.tls import client_context, describe
 from daemon.metrics import sanitize
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ class WebhookReceiver:
 
     async def send(self, delivery_id: int, body: bytes, title: str, text: str) -> Attempt:
         """POST ``body`` (``title`` and ``text`` are inside it)."""
+        # Imported with the first webhook, not with the module: every daemon imports
+        # this module, and aiohttp is 12 MiB and a fifth of its start-up imports.
+        import aiohttp  # noqa: PLC0415
+
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._config.timeout_s))
         headers = {

@@ -25,9 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Protocol
 
 from daemon.clock import Clock
 from daemon.config import InfluxConfig, TlsConfig
@@ -39,6 +37,9 @@ from daemon.links.tls import describe as tls_reason
 from daemon.metrics import Counters, redact
 from daemon.points import Point
 from daemon.timefmt import iso
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class _HttpWriter:
         self._params = dict(params)
         self._headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
         self._auth = auth
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         # https:// only (the config refuses TLS settings with http://); built at start-up,
         # so that an unusable ca_file stops the daemon with its place in the config.
@@ -163,9 +164,15 @@ class _HttpWriter:
 
     async def write(self, lines: list[str]) -> None:
         """Store one batch, or raise ``SinkError`` with its ``kind`` and ``retryable``."""
+        # Imported with the first write to a database over HTTP, not with the module: a
+        # daemon that spools its lines to files never loads it (12 MiB, a fifth of its
+        # start-up imports).
+        import aiohttp  # noqa: PLC0415
+
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
-            self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth, connector=connector)
+            timeout = aiohttp.ClientTimeout(total=self._timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout, auth=self._auth, connector=connector)
         body = ("\n".join(lines) + "\n").encode()
         try:
             # No redirects: a write that lands elsewhere is a wrong URL, not a success.
@@ -218,6 +225,8 @@ class V1Writer(_HttpWriter):
         params = {"db": config.database, "precision": "ns"}
         if config.retention_policy:
             params["rp"] = config.retention_policy
+        import aiohttp  # noqa: PLC0415 -- see _HttpWriter.write
+
         auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
         secrets = (password or "", auth.encode() if auth else "")
         super().__init__(
