@@ -148,6 +148,21 @@ def rss_mb(pid: int | None) -> float:
     return sum(_status_mb(one, "VmRSS") for one in tree(pid))
 
 
+def pss_mb(pid: int | None) -> float:
+    """Proportional memory of a process and its descendants now, in MiB: each page shared
+    by n of them counts 1/n. The tree's own share of the machine; RSS, added over a
+    supervisor and the workers it forked, counts their shared pages once per process.
+    (Pages shared with processes outside the tree still count only in part.)"""
+    total = 0.0
+    for one in tree(pid):
+        try:
+            rollup = Path(f"/proc/{one}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+    return total / 1024
+
+
 def peak_rss_mb(pid: int | None) -> float:
     """The resident high-water marks (``VmHWM``) of a process and its descendants, added, in MiB.
 
@@ -378,8 +393,9 @@ def measure_memory(ctx: Context, name: str) -> Measured:
             system.start()
             Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
             time.sleep(3.0)  # a few ticks and a checkpoint
-            label = f"idle_rss_mb_{beds}_beds" if name.startswith("wardd") else "idle_rss_mb_any_beds"
-            out[label] = rss_mb(system.pid)
+            size = f"{beds}_beds" if name.startswith("wardd") else "any_beds"
+            out[f"idle_rss_mb_{size}"] = rss_mb(system.pid)
+            out[f"idle_pss_mb_{size}"] = pss_mb(system.pid)
     return out
 
 
@@ -494,7 +510,9 @@ def latency_figure(beds: int, hz: float) -> Figure:
 def figures(sizes: Sizes) -> list[Figure]:
     """Every figure, in the order a round runs them."""
     base = ("node-red", "bare")
-    memory_shown = tuple((f"idle_rss_mb_{n}_beds", "MiB", False) for n in sizes.memory_beds)
+    memory_shown = tuple(
+        (f"idle_{kind}_mb_{n}_beds", "MiB", False) for kind in ("rss", "pss") for n in sizes.memory_beds
+    )
     return [
         Figure(
             "burst",
@@ -527,7 +545,7 @@ def figures(sizes: Sizes) -> list[Figure]:
             systems.SYSTEMS,
             base,
             measure_memory,
-            (*memory_shown, ("idle_rss_mb_any_beds", "MiB", False)),
+            (*memory_shown, ("idle_rss_mb_any_beds", "MiB", False), ("idle_pss_mb_any_beds", "MiB", False)),
         ),
         Figure(
             "startup",

@@ -21,16 +21,11 @@ import asyncio
 import json
 import logging
 import os
-import re
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from daemon import __version__
 from daemon.clock import Clock
@@ -128,45 +123,6 @@ class Probes(Protocol):
     def gauges(self) -> Sequence[Gauge]:
         """The pipeline's own metrics, beside the counters."""
         ...
-
-
-_NOT_METRIC = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def metric_name(counter: str) -> str:
-    """A ``Counters`` name as a Prometheus metric name: ``mqtt.rejected`` → ``wardd_mqtt_rejected``."""
-    return "wardd_" + _NOT_METRIC.sub("_", counter)
-
-
-@dataclass(eq=False)  # the registry keys collectors by identity
-class _Collector(Collector):
-    counters: Counters
-    gauges: Sequence[Gauge]
-
-    def collect(self) -> Iterator[Metric]:
-        for name, reasons in self.counters.snapshot().items():
-            family = CounterMetricFamily(
-                metric_name(name), f"Counter {name} of the daemon, by reason", labels=["reason"]
-            )
-            for reason, count in reasons.items():
-                family.add_metric([reason or "-"], count)
-            yield family
-        for gauge in self.gauges:
-            metric: CounterMetricFamily | GaugeMetricFamily
-            if gauge.counter:
-                metric = CounterMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
-            else:
-                metric = GaugeMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
-            for labels, value in gauge.samples.items():
-                metric.add_metric(list(labels), value)
-            yield metric
-
-
-def metrics_text(counters: Counters, gauges: Sequence[Gauge]) -> bytes:
-    """Every counter and gauge in the Prometheus text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(counters, gauges))
-    return generate_latest(registry)
 
 
 def last_will(settings: HealthConfig, topic: str, instance: str) -> Outgoing:

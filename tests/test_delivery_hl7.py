@@ -28,7 +28,7 @@ from daemon.config import Config, Hl7ReceiverConfig, parse
 from daemon.delivery.receivers import Hl7Receiver, Outcome
 from daemon.delivery.service import DELIVERY_FAILED, DeliveryService
 from daemon.events import AlertCandidate, Priority
-from daemon.health import metrics_text
+from daemon.web.probes import metrics_text
 from simulators import tls_certs
 from tests.helpers import running
 from tests.mqtt_watch import until

@@ -26,13 +26,12 @@ from daemon.health import (
     Readiness,
     Watchdog,
     last_will,
-    metric_name,
-    metrics_text,
     sd_notify,
     status_payload,
     watchdog_interval_s,
 )
 from daemon.metrics import Counters
+from daemon.web.probes import metric_name, metrics_text
 from tests.helpers import FAST_RECONNECT, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port

@@ -1,23 +1,68 @@
 """The health probes over HTTP (``[health] port``): ``/healthz``, ``/readyz``, ``/metrics``.
 
 What they answer is ``daemon.health``'s; this module only serves it. It is imported
-when a port is set, and only then: aiohttp is most of a daemon's start-up imports and
-about 12 MiB of its memory.
+when a port is set, and only then: aiohttp and prometheus-client are a fifth of a
+daemon's start-up imports and about 13 MiB of its memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from daemon.config import HealthConfig
 from daemon.errors import ListenError
-from daemon.health import Probes, metrics_text
+from daemon.health import Gauge, Probes
 from daemon.metrics import Counters
 
 log = logging.getLogger("daemon.health")
+
+
+_NOT_METRIC = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def metric_name(counter: str) -> str:
+    """A ``Counters`` name as a Prometheus metric name: ``mqtt.rejected`` → ``wardd_mqtt_rejected``."""
+    return "wardd_" + _NOT_METRIC.sub("_", counter)
+
+
+@dataclass(eq=False)  # the registry keys collectors by identity
+class _Collector(Collector):
+    counters: Counters
+    gauges: Sequence[Gauge]
+
+    def collect(self) -> Iterator[Metric]:
+        for name, reasons in self.counters.snapshot().items():
+            family = CounterMetricFamily(
+                metric_name(name), f"Counter {name} of the daemon, by reason", labels=["reason"]
+            )
+            for reason, count in reasons.items():
+                family.add_metric([reason or "-"], count)
+            yield family
+        for gauge in self.gauges:
+            metric: CounterMetricFamily | GaugeMetricFamily
+            if gauge.counter:
+                metric = CounterMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
+            else:
+                metric = GaugeMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
+            for labels, value in gauge.samples.items():
+                metric.add_metric(list(labels), value)
+            yield metric
+
+
+def metrics_text(counters: Counters, gauges: Sequence[Gauge]) -> bytes:
+    """Every counter and gauge in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(counters, gauges))
+    return generate_latest(registry)
 
 
 class HealthServer:
