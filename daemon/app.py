@@ -1149,6 +1149,7 @@ def build(
         Store(config.daemon.store_path, synchronous=config.daemon.store_synchronous),
         # The log line says what failed; the counter makes a failing disk visible in metrics.
         on_error=lambda detail: counters.inc("store.errors", "commit") if detail else None,
+        commit_gap_s=config.daemon.store_commit_gap_s,
     )
     # Admissions at run time (one worker): the file's beds overlaid with those admitted since.
     # Pumps stay with the bed the file gives them, whoever lies there.

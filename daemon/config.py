@@ -105,6 +105,12 @@ class DaemonConfig(Model):
     store: Path | None = None  # default: <state_dir>/wardd.sqlite
     # "full": a commit survives a power cut; "normal": a daemon crash only (faster).
     store_synchronous: Literal["full", "normal"] = "full"
+    # Least time from the end of one commit to the start of the next: a commit that
+    # would follow sooner waits and takes what was staged meanwhile, so a steady stream
+    # of inputs makes fewer commits; one after a quiet spell never waits. At 1,000 beds ×
+    # 1 Hz, 2 ms took a fifth off the daemon's CPU and lowered its median and p99 alert
+    # latency (README, "Scale"). 0: a commit as soon as the last one ends.
+    store_commit_gap_s: Annotated[float, Field(ge=0, le=1.0)] = 0.002
     # How often rule states are written (real time); a crash replays the inputs since.
     # Every state a bed's samples changed is written again each time: at 5,000 beds × 0.2 Hz
     # a 5 s interval kept the store's thread writing states about half the time, and the

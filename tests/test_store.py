@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -335,3 +336,33 @@ def _leaves(data: Any) -> list[Any]:
     if isinstance(data, list):
         return [leaf for item in data for leaf in _leaves(item)]
     return [data]
+
+
+async def test_a_commit_close_behind_the_last_waits_out_the_gap_and_takes_what_came_meanwhile(
+    tmp_path: Path,
+) -> None:
+    writer = StoreWriter(Store(tmp_path / "s.sqlite"), commit_gap_s=1.0)
+    starts: list[float] = []
+    real_apply = writer.store.apply
+
+    def timed(changes: Changes) -> None:
+        starts.append(time.perf_counter())
+        real_apply(changes)
+
+    writer.store.apply = timed  # type: ignore[method-assign]
+    async with committing(writer):
+        staged = time.perf_counter()
+        writer.stage().points.append((writer.store.next_id("point_outbox"), "m v=0 0"))
+        await writer.flush()
+        # The first commit after a quiet spell does not wait for the gap.
+        assert writer.commits == 1
+        assert starts[0] - staged < 1.0
+        for k in range(1, 6):
+            writer.stage().points.append((writer.store.next_id("point_outbox"), f"m v={k} {k}"))
+            await asyncio.sleep(0.01)
+        await writer.flush()
+    # The five units staged inside the gap went in one commit, started after it.
+    assert writer.commits == 2
+    assert starts[1] - starts[0] >= 1.0
+    assert len(writer.store.outbox(0, 10)) == 6
+    writer.close()
