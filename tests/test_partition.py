@@ -151,6 +151,17 @@ async def test_two_workers_share_the_beds_and_stop_together(
     assert "unknown_bed" not in daemon.output()
 
 
+async def _connected_workers(daemon: WarddProcess) -> list[int]:
+    """The pids of a two-worker daemon's workers, once both have connected."""
+    await until(lambda: daemon.output().count("MQTT connected") == 2, 30, "both workers' connections")
+    assert daemon.proc is not None
+    workers = subprocess.run(
+        ["pgrep", "-P", str(daemon.proc.pid)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(workers) == 2
+    return [int(pid) for pid in workers]
+
+
 @pytest.mark.integration
 async def test_a_worker_that_dies_stops_the_daemon(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> None:
     config_path = _write_config(
@@ -159,14 +170,10 @@ async def test_a_worker_that_dies_stops_the_daemon(tmp_path: Path, mosquitto: Mo
     daemon = WarddProcess(config_path, tmp_path / "wardd.log")
     daemon.start()
     try:
-        await until(lambda: daemon.output().count("MQTT connected") == 2, 30, "both workers' connections")
-        assert daemon.proc is not None
-        workers = subprocess.run(
-            ["pgrep", "-P", str(daemon.proc.pid)], capture_output=True, text=True, check=True
-        ).stdout.split()
-        assert len(workers) == 2
-        os.kill(int(workers[0]), signal.SIGKILL)
+        workers = await _connected_workers(daemon)
+        os.kill(workers[0], signal.SIGKILL)
         # The supervisor stops the other worker and exits 1 for the service manager to restart.
+        assert daemon.proc is not None
         assert daemon.proc.wait(timeout=60) == 1
         assert "stopping the others" in daemon.output()
     finally:
@@ -217,15 +224,11 @@ async def test_the_workers_keep_the_layout_locked_after_the_supervisor(
     )
     daemon = WarddProcess(config_path, tmp_path / "wardd.log")
     daemon.start()
-    workers: list[str] = []
+    workers: list[int] = []
     try:
-        await until(lambda: daemon.output().count("MQTT connected") == 2, 30, "both workers' connections")
-        assert daemon.proc is not None
-        workers = subprocess.run(
-            ["pgrep", "-P", str(daemon.proc.pid)], capture_output=True, text=True, check=True
-        ).stdout.split()
-        assert len(workers) == 2
+        workers = await _connected_workers(daemon)
         # The forked workers share the supervisor's flock: killed, it leaves them holding it.
+        assert daemon.proc is not None
         daemon.proc.kill()
         daemon.proc.wait(timeout=10)
         busy = wardd("repartition", "--config", str(config_path), "--to", "3")
@@ -234,5 +237,5 @@ async def test_the_workers_keep_the_layout_locked_after_the_supervisor(
     finally:
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
         daemon.close()
