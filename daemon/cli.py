@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -324,66 +323,11 @@ def _serve(config: config_module.Config) -> int:
 
 
 def _supervise(config: config_module.Config) -> int:
-    """Fork one worker per partition and wait until all have stopped.
-
-    Forked rather than started afresh: a worker inherits the modules and the config the
-    supervisor has read, and the layout's lock (an ``flock``, shared with the
-    children). Started afresh, each worker read them again: at 5,000 beds on a 2-core
-    machine, a second before the first could connect.
-
-    SIGTERM and SIGINT are passed on to every worker. A worker that exits with an error
-    stops the others, and the supervisor exits 1, so that the service manager restarts
-    the whole daemon (each worker recovers from its own store).
-    """
+    """One forked worker per partition, under a supervisor (``daemon.supervisor``)."""
     from daemon.app import build  # noqa: F401, PLC0415 -- imported once, for every worker
+    from daemon.supervisor import supervise  # noqa: PLC0415
 
-    workers = config.daemon.workers
-    stopped = {signal.SIGTERM, signal.SIGINT}
-    running: dict[int, Partition] = {}
-    stopping = False
-
-    def stop_all(signum: int, _frame: object = None) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in running:
-            os.kill(pid, signum)  # a worker not yet reaped still has its pid
-
-    # Held back while forking: a signal in between would stop the supervisor and
-    # orphan the workers forked so far. Delivered once the handlers are in.
-    signal.pthread_sigmask(signal.SIG_BLOCK, stopped)
-    try:
-        # What the supervisor built stays out of the children's collections, which
-        # would otherwise copy every page they walk (the gc module's advice for fork).
-        gc.freeze()
-        for index in range(workers):
-            part = Partition(index, workers)
-            pid = os.fork()
-            if pid == 0:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopped)
-                _worker(config, part)
-            running[pid] = part
-        for sig in stopped:
-            signal.signal(sig, stop_all)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopped)
-    log.info(
-        "wardd supervising %d workers: %s",
-        workers,
-        ", ".join(f"{part} (pid {pid})" for pid, part in running.items()),
-    )
-    code = EXIT_OK
-    while running:
-        pid, status = os.waitpid(-1, 0)  # resumed after a signal handler runs (PEP 475)
-        if pid not in running:
-            continue
-        part = running.pop(pid)
-        returncode = os.waitstatus_to_exitcode(status)
-        if returncode != 0:
-            code = EXIT_FAILURE
-            if not stopping:
-                log.error("worker %s (pid %d) exited with %d; stopping the others", part, pid, returncode)
-                stop_all(signal.SIGTERM)
-    return code
+    return EXIT_OK if supervise(config.daemon.workers, lambda part: _worker(config, part)) else EXIT_FAILURE
 
 
 def _worker(config: config_module.Config, part: Partition) -> NoReturn:

@@ -84,6 +84,36 @@ def watchdog_interval_s(environ: Mapping[str, str] = os.environ) -> float | None
     return int(usec) / 2e6
 
 
+class NotifyRelay:
+    """What a supervisor tells systemd about its workers (``daemon.supervisor``).
+
+    ``READY=1`` once every worker has said it; ``WATCHDOG=1`` each time every worker
+    has pinged since the last one, so that one stalled worker gets the whole daemon
+    restarted. The rest of what workers say (their status, their own ``STOPPING=1``)
+    stays with the supervisor, which says ``STOPPING=1`` itself when it passes a stop on.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._ready: set[int] = set()
+        self._pinged: set[int] = set()
+
+    def heard(self, worker: int, message: str) -> list[str]:
+        """What to send systemd now that worker ``worker`` sent ``message`` (sd_notify(3) lines)."""
+        said = {key: value for key, _, value in (line.partition("=") for line in message.splitlines())}
+        out: list[str] = []
+        if said.get("READY") == "1" and worker not in self._ready:
+            self._ready.add(worker)
+            if len(self._ready) == self.workers:
+                out.append(f"READY=1\nSTATUS={self.workers} workers ready")
+        if said.get("WATCHDOG") == "1":
+            self._pinged.add(worker)
+            if len(self._pinged) == self.workers:
+                self._pinged.clear()
+                out.append("WATCHDOG=1")
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class Readiness:
     """What ``/readyz`` checks."""

@@ -23,6 +23,7 @@ from daemon import __version__
 from daemon.config import HealthConfig
 from daemon.health import (
     Gauge,
+    NotifyRelay,
     Readiness,
     Watchdog,
     last_will,
@@ -103,6 +104,27 @@ def test_the_watchdog_is_fed_twice_per_period_only_when_systemd_asks_this_proces
 
 def test_without_a_notify_socket_nothing_is_sent() -> None:
     assert sd_notify("READY=1", {}) is False
+
+
+def test_the_supervisor_tells_systemd_ready_once_every_worker_is() -> None:
+    relay = NotifyRelay(2)
+    assert relay.heard(0, "READY=1\nSTATUS=watching 3 bed(s)") == []
+    assert relay.heard(0, "READY=1") == [], "the same worker twice is not both"
+    assert relay.heard(1, "STATUS=starting") == []
+    assert relay.heard(1, "READY=1\nSTATUS=watching 2 bed(s)") == ["READY=1\nSTATUS=2 workers ready"]
+    assert relay.heard(1, "READY=1") == [], "ready once"
+
+
+def test_the_supervisor_feeds_the_watchdog_only_when_every_worker_has_since_its_last_ping() -> None:
+    relay = NotifyRelay(2)
+    assert relay.heard(0, "WATCHDOG=1") == []
+    assert relay.heard(0, "WATCHDOG=1") == [], "one worker pinging twice: the other may be stalled"
+    assert relay.heard(1, "WATCHDOG=1") == ["WATCHDOG=1"]
+    assert relay.heard(1, "WATCHDOG=1") == []
+    assert relay.heard(0, "WATCHDOG=1") == ["WATCHDOG=1"]
+    # What else a worker says stays with the supervisor.
+    assert relay.heard(0, "STOPPING=1") == []
+    assert relay.heard(1, "STATUS=x") == []
 
 
 @pytest.fixture

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -239,3 +242,73 @@ async def test_the_workers_keep_the_layout_locked_after_the_supervisor(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         daemon.close()
+
+
+class _FakeSystemd:
+    """A notify socket that, like systemd with ``NotifyAccess=main``, knows who sent what."""
+
+    CREDENTIALS = struct.Struct("3i")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.heard: list[tuple[int, str]] = []  # (sender pid, message)
+
+    def read(self) -> list[tuple[int, str]]:
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(self.CREDENTIALS.size))
+            except BlockingIOError:
+                return self.heard
+            pid = next(self.CREDENTIALS.unpack(body[:12])[0] for _, _, body in ancillary)
+            self.heard.append((pid, data.decode()))
+
+
+@pytest.mark.integration
+async def test_under_systemd_the_supervisor_speaks_for_its_workers(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str
+) -> None:
+    config_path = _write_config(
+        tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix
+    )
+    systemd = _FakeSystemd(tmp_path / "notify")
+    # systemd asks the main process for a ping every 0.5 s; its pid here is another's,
+    # as the workers' are.
+    env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}
+    daemon = WarddProcess(config_path, tmp_path / "wardd.log", env=env)
+    daemon.start()
+    workers: list[int] = []
+    try:
+        workers = await _connected_workers(daemon)
+        assert daemon.proc is not None
+        supervisor = daemon.proc.pid
+        await until(lambda: sum("WATCHDOG=1" in m for _, m in systemd.read()) >= 3, 30, "watchdog pings")
+        heard = systemd.read()
+        assert {pid for pid, _ in heard} == {supervisor}, "systemd hears the main process only"
+        assert [m for _, m in heard if "READY=1" in m] == ["READY=1\nSTATUS=2 workers ready"]
+        # A stalled worker (stopped here) stops the pings: systemd restarts the daemon.
+        os.kill(workers[0], signal.SIGSTOP)
+        try:
+            await asyncio.sleep(1.5)  # a ping that was under way may still come
+            before = len(systemd.read())
+            # Nor can another process ping for it: the supervisor's sockets are abstract,
+            # open to anyone on the machine, and take a worker's own datagrams only.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stranger:
+                stranger.sendto(b"WATCHDOG=1", f"\0wardd-notify-{supervisor}-0")
+            await asyncio.sleep(2.0)
+            assert systemd.read()[before:] == []
+            assert "systemd notification from pid" in daemon.output()
+        finally:
+            os.kill(workers[0], signal.SIGCONT)
+        await until(lambda: len(systemd.read()) > before, 10, "pings again once the worker runs")
+        assert daemon.terminate() == 0
+        assert systemd.read()[-1] == (supervisor, "STOPPING=1")
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        daemon.close()
+        systemd.sock.close()
