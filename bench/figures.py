@@ -110,12 +110,13 @@ def tree(pid: int | None) -> list[int]:
     return out
 
 
-def _status_mb(pid: int | None, field_name: str) -> float:
-    """A memory field of ``/proc/<pid>/status`` in MiB (0 when the process is gone)."""
+def _status_mb(pid: int | None, field_name: str, source: str = "status") -> float:
+    """A memory field of ``/proc/<pid>/<source>`` (``status``, ``smaps_rollup``: ``Name: N kB``
+    lines) in MiB (0 when the process is gone)."""
     if pid is None:
         return 0.0
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
             if line.startswith(f"{field_name}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
@@ -153,14 +154,7 @@ def pss_mb(pid: int | None) -> float:
     by n of them counts 1/n. The tree's own share of the machine; RSS, added over a
     supervisor and the workers it forked, counts their shared pages once per process.
     (Pages shared with processes outside the tree still count only in part.)"""
-    total = 0.0
-    for one in tree(pid):
-        try:
-            rollup = Path(f"/proc/{one}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
-    return total / 1024
+    return sum(_status_mb(one, "Pss", "smaps_rollup") for one in tree(pid))
 
 
 def peak_rss_mb(pid: int | None) -> float:

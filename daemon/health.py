@@ -7,9 +7,10 @@
   ``kill -9``, a power cut, or an event loop that stopped turning and so stopped
   answering the broker's keep-alive). A station that sees the heartbeat grow old knows
   the daemon is stuck even while its connection holds.
-- **HTTP probes** (``health.port``, served by ``daemon.web.probes``): ``/healthz`` (alive: the event loop answers and no
-  input has been in processing for ``stall_after_s``), ``/readyz`` (recovered, broker
-  connected, store writable), ``/metrics`` (Prometheus text format, prometheus-client).
+- **HTTP probes** (``health.port``, served by ``daemon.web.probes``): ``/healthz``
+  (alive: the event loop answers and no input has been in processing for
+  ``stall_after_s``), ``/readyz`` (recovered, broker connected, store writable),
+  ``/metrics`` (Prometheus text format, prometheus-client).
 - **systemd** (``Type=notify``): ``READY=1`` once recovered and serving, ``WATCHDOG=1``
   every half ``WatchdogSec`` while not stalled, ``STOPPING=1`` at shutdown, through
   ``$NOTIFY_SOCKET`` (the protocol is one datagram per message: sd_notify(3)).

@@ -164,7 +164,7 @@ class _HttpWriter:
 
     async def write(self, lines: list[str]) -> None:
         """Store one batch, or raise ``SinkError`` with its ``kind`` and ``retryable``."""
-        # Imported with the first write to a database over HTTP, not with the module: a
+        # Imported here, not with the module: only a writer over HTTP needs it, and a
         # daemon that spools its lines to files never loads it (12 MiB, a fifth of its
         # start-up imports).
         import aiohttp  # noqa: PLC0415
