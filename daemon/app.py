@@ -577,7 +577,7 @@ class Pipeline:
                 ack()
             self._settle(row.seq)
 
-        self.writer.after_commit(committed)
+        self.writer.after_commit(committed, urgent=False)
         return row.seq
 
     def _settle(self, seq: int) -> None:
@@ -856,7 +856,7 @@ class Pipeline:
             changes, self.engine, checkpoint.keys, checkpoint.done, self.processed_seq
         )
         if checkpoint.done < len(checkpoint.keys):
-            self.writer.after_commit(lambda: self._next_slice(checkpoint))
+            self.writer.after_commit(lambda: self._next_slice(checkpoint), urgent=False)
             return
         if checkpoint.seen is not None:
             changes.meta[SEEN_KEY] = _digests_text(checkpoint.seen)

@@ -366,3 +366,25 @@ async def test_a_commit_close_behind_the_last_waits_out_the_gap_and_takes_what_c
     assert starts[1] - starts[0] >= 1.0
     assert len(writer.store.outbox(0, 10)) == 6
     writer.close()
+
+
+async def test_a_unit_someone_waits_for_does_not_wait_out_the_gap(tmp_path: Path) -> None:
+    writer = StoreWriter(Store(tmp_path / "s.sqlite"), commit_gap_s=5.0)
+    done: list[str] = []
+    async with committing(writer):
+        writer.stage().points.append((writer.store.next_id("point_outbox"), "m v=0 0"))
+        await writer.flush()
+        # Bookkeeping inside the gap waits; an alert's message staged meanwhile ends the
+        # wait, and the bookkeeping goes in the same commit.
+        writer.stage().points.append((writer.store.next_id("point_outbox"), "m v=1 1"))
+        writer.after_commit(lambda: done.append("ack"), urgent=False)
+        await asyncio.sleep(0.2)
+        assert done == []
+        staged = time.perf_counter()
+        writer.after_commit(lambda: done.append("alert"))
+        await asyncio.wait_for(writer.flush(), 2.0)
+        assert time.perf_counter() - staged < 2.0
+    assert done == ["ack", "alert"]
+    assert writer.commits == 2
+    assert len(writer.store.outbox(0, 10)) == 2
+    writer.close()

@@ -446,7 +446,7 @@ class InfluxSink:
         self._staged += 1
         if self._staged >= self._batch_size:
             self._staged = 0
-            self._store.after_commit(self._wake.set)
+            self._store.after_commit(self._wake.set, urgent=False)
 
     async def run(self) -> None:
         """Send the outbox every ``flush_interval_s`` or when a batch fills, until cancelled."""

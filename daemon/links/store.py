@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import math
@@ -668,7 +669,9 @@ class StoreWriter:
     it; one staged after a quiet spell is committed at once. Under a steady stream of
     inputs this trades a little latency for fewer commits (PostgreSQL's
     ``commit_delay`` makes the same trade), each with its hand-off to the thread, its
-    pages written and its ``fsync``.
+    pages written and its ``fsync``. The latency is only the bookkeeping's: a unit that
+    someone waits for (an alert's message, a notice, an answer: ``after_commit`` with
+    ``urgent``) ends the wait, so an alert never waits out the gap.
     """
 
     RETRY_S = 1.0
@@ -685,6 +688,7 @@ class StoreWriter:
         self.changes = Changes()
         self._callbacks: list[AfterCommit] = []
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -699,11 +703,18 @@ class StoreWriter:
         self._wake.set()
         return self.changes
 
-    def after_commit(self, callback: AfterCommit) -> None:
-        """Run ``callback`` once what is staged now is committed."""
+    def after_commit(self, callback: AfterCommit, *, urgent: bool = True) -> None:
+        """Run ``callback`` once what is staged now is committed.
+
+        ``urgent``: someone waits for what it does (a message leaving, an answer), so the
+        commit does not wait out ``commit_gap_s``. Bookkeeping that many units carry (an
+        input's acknowledgement to the broker, the point outbox's wake-up) passes False.
+        """
         self._callbacks.append(callback)
         self._idle.clear()
         self._wake.set()
+        if urgent:
+            self._urgent.set()
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run a read on the store's thread (serialised with the commits)."""
@@ -736,9 +747,12 @@ class StoreWriter:
             # message) then joins the same commit instead of waiting for the next.
             await asyncio.sleep(0)
             wait_s = self.commit_gap_s - (time.perf_counter() - last_end)
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
+            if wait_s > 0 and not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._urgent.wait()
             self._wake.clear()
+            self._urgent.clear()
             changes, self.changes = self.changes, Changes()
             callbacks, self._callbacks = self._callbacks, []
             if failed is not None:
