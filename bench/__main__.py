@@ -44,6 +44,10 @@ QUICK = Sizes(
 )
 
 
+PROFILED = ("burst", "catchup")
+"""The figures ``--profile`` can sample: a queue that wardd drains (``bench.figures.offline_burst``)."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
@@ -65,7 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of paced load per latency run (default 60)")
     parser.add_argument("--case-hours", type=float, help="simulate only this much of the published case")
     parser.add_argument(
-        "--profile", action="store_true", help="only the burst, wardd under py-spy, time by stage"
+        "--profile",
+        action="store_true",
+        help="the burst (or, with --only catchup, the catch-up) with wardd only, under py-spy, time by stage",
     )
     parser.add_argument(
         "--workers",
@@ -125,9 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sizes_from(args)
     rounds_given = "--rounds" in (argv if argv is not None else sys.argv)
     rounds = 1 if (args.quick or args.profile) and not rounds_given else args.rounds
-    picked = chosen(figures(sizes), "burst" if args.profile else args.only)
+    picked = chosen(figures(sizes), (args.only or "burst") if args.profile else args.only)
     if args.profile:
-        picked = [f for f in picked if f.key == "burst"]
+        picked = [f for f in picked if f.key in PROFILED]
+        if not picked:
+            raise SystemExit(f"--profile: {args.only!r}: only {' and '.join(PROFILED)} can be profiled")
     only_systems = {s.strip() for s in args.systems.split(",") if s.strip()}
     if args.profile:
         only_systems = {systems.wardd_name(counts[0])}

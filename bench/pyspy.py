@@ -1,4 +1,4 @@
-"""``--profile``: where wardd's time goes during the burst, sampled by py-spy, grouped by stage.
+"""``--profile``: where wardd's time goes draining a queue (the burst or the catch-up), sampled by py-spy, by stage.
 
 py-spy (``pip install -e '.[bench]'``) attaches to the running daemon (every thread,
 idle ones left out) for the drain of the burst and writes raw collapsed stacks. Each
