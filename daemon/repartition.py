@@ -679,7 +679,12 @@ BED_TABLES = (
     # (table, columns read, columns written, order): the log restarts empty in each new
     # store, so no state is ahead of its checkpoint (seq 0).
     ("rule_state", "bed, rule, data, 0", "bed, rule, data, seq", "bed, rule"),
-    ("rule_window", "bed, rule, window, time_us, entry", "bed, rule, window, time_us, entry", "rowid"),
+    (
+        "rule_window",
+        "bed, rule, window, time_us, entries, last_us, from_us",
+        "bed, rule, window, time_us, entries, last_us, from_us",
+        "rowid",
+    ),
     ("alerts", "id, ward, bed, open, updated, data", "id, ward, bed, open, updated, data", "rowid"),
     ("admissions", "bed, ward, data", "bed, ward, data", "bed"),
 )

@@ -250,7 +250,9 @@ def _rows(db: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     out = {
         "rule_state": sorted(db.execute("SELECT bed, rule, data FROM rule_state")),
         "rule_window": list(
-            db.execute("SELECT bed, rule, window, time_us, entry FROM rule_window ORDER BY rowid")
+            db.execute(
+                "SELECT bed, rule, window, time_us, entries, last_us, from_us FROM rule_window ORDER BY rowid"
+            )
         ),
         "alerts": sorted(db.execute("SELECT * FROM alerts")),
         "journal": list(
@@ -579,7 +581,7 @@ def _bed_rows(paths: list[Path]) -> dict[str, list[tuple[Any, ...]]]:
         for bed, *rest in db.execute("SELECT bed, rule, data FROM rule_state"):
             out.setdefault(bed, []).append(("state", *rest))
         for bed, *rest in db.execute(
-            "SELECT bed, rule, window, time_us, entry FROM rule_window ORDER BY rowid"
+            "SELECT bed, rule, window, time_us, entries, last_us, from_us FROM rule_window ORDER BY rowid"
         ):
             out.setdefault(bed, []).append(("window", *rest))
         db.close()

@@ -268,8 +268,7 @@ def test_window_writes_of_one_unit_keep_their_order_for_the_same_window(tmp_path
     changes.windows.append(_write("HYPOXIA", clear=True, keep_from_us=None, rows=[(1, ["x"])]))
     changes.windows.append(_write("FEVER", clear=False, keep_from_us=2, rows=[(3, ["c"])]))
     store.apply(changes)
-    rows = store._db.execute("SELECT window, time_us, entry FROM rule_window ORDER BY window, time_us")
-    assert rows.fetchall() == [("FEVER", 2, '["b"]'), ("FEVER", 3, '["c"]'), ("HYPOXIA", 1, '["x"]')]
+    assert store.rule_windows() == {("b1", "vitals"): {"FEVER": [["b"], ["c"]], "HYPOXIA": [["x"]]}}
     store.close()
 
 
@@ -287,6 +286,74 @@ def test_windows_of_one_unit_are_each_cleared_pruned_and_appended(tmp_path: Path
     assert store.rule_windows() == {
         ("b1", "vitals"): {"A": [[5]], "B": [[2], [3]], "C": [[1], [2], [22], [4]]}
     }
+    store.close()
+
+
+def test_a_window_write_is_one_row_and_a_cut_inside_a_run_hides_only_its_older_entries(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    for rows in ([(1, [1]), (2, [2]), (3, [3])], [(4, [4]), (5, [5])], [(6, [6])]):
+        changes = Changes()
+        changes.windows.append(_write("A", clear=False, keep_from_us=None, rows=rows))
+        store.apply(changes)
+    assert store._db.execute("SELECT COUNT(*) FROM rule_window").fetchone() == (3,)
+
+    def cut(at_us: int) -> list[Any]:
+        changes = Changes()
+        changes.windows.append(_write("A", clear=False, keep_from_us=at_us, rows=[]))
+        store.apply(changes)
+        return store.rule_windows()[("b1", "vitals")]["A"]
+
+    # Inside the first run: the run stays, its entries before the cut do not count.
+    assert cut(2) == [[2], [3], [4], [5], [6]]
+    assert cut(3) == [[3], [4], [5], [6]]
+    # A cut the daemon's clock stepped back to never brings entries back.
+    assert cut(2) == [[3], [4], [5], [6]]
+    # At the second run's start: the first run, wholly older, goes.
+    assert cut(4) == [[4], [5], [6]]
+    assert store._db.execute("SELECT COUNT(*) FROM rule_window").fetchone() == (2,)
+    assert cut(5) == [[5], [6]]
+    # Entries of one time keep the order they were written in, across runs.
+    changes = Changes()
+    changes.windows.append(_write("A", clear=False, keep_from_us=None, rows=[(6, ["6b"])]))
+    store.apply(changes)
+    assert store.rule_windows()[("b1", "vitals")]["A"] == [[5], [6], ["6b"]]
+    store.close()
+
+
+def test_a_store_of_schema_5_keeps_its_window_entries_as_runs_of_one(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    for target in range(1, 6):
+        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    db.executemany(
+        "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
+        [
+            ("b1", "vitals", "FEVER", 2, '["2026-03-02T20:00:02Z","normal",36.9]'),
+            ("b1", "vitals", "FEVER", 1, '["2026-03-02T20:00:01Z","abnormal",38.2,"temp_c"]'),
+            ("b1", "news2", "inputs", 1, '{"time":"2026-03-02T20:00:01Z","values":{"temp_c":38.2}}'),
+        ],
+    )
+    db.close()
+
+    store = Store(tmp_path / "s.sqlite")
+    assert store.rule_windows() == {
+        ("b1", "vitals"): {
+            "FEVER": [
+                ["2026-03-02T20:00:01Z", "abnormal", 38.2, "temp_c"],
+                ["2026-03-02T20:00:02Z", "normal", 36.9],
+            ]
+        },
+        ("b1", "news2"): {"inputs": [{"time": "2026-03-02T20:00:01Z", "values": {"temp_c": 38.2}}]},
+    }
+    # Pruned as runs written since: the old rows' times are their runs' bounds.
+    changes = Changes()
+    changes.windows.append(WindowWrite("b1", "vitals", "FEVER", False, 2, lambda: [(3, ["c"])]))
+    store.apply(changes)
+    assert store.rule_windows()[("b1", "vitals")]["FEVER"] == [
+        ["2026-03-02T20:00:02Z", "normal", 36.9],
+        ["c"],
+    ]
     store.close()
 
 

@@ -147,6 +147,15 @@ MIGRATIONS: tuple[str, ...] = (
         data TEXT NOT NULL             -- daemon.admissions.Occupant as JSON
     ) WITHOUT ROWID;
     """,
+    # 6: a late-data window's rows are runs of entries, one per window a checkpoint
+    # appends to, instead of one row per entry (about eight rows per vitals sample).
+    # Each row already there becomes a run of one.
+    """
+    ALTER TABLE rule_window RENAME COLUMN entry TO entries;
+    ALTER TABLE rule_window ADD COLUMN last_us INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rule_window ADD COLUMN from_us INTEGER;
+    UPDATE rule_window SET entries = '[[' || time_us || ',' || entries || ']]', last_us = time_us;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -403,10 +412,15 @@ class Store:
         """``{(bed, rule): {window: [entry, ...]}}``, each window in time order (ties: as written)."""
         out: dict[tuple[str, str], dict[str, list[Any]]] = {}
         rows = self._db.execute(
-            "SELECT bed, rule, window, entry FROM rule_window ORDER BY bed, rule, window, time_us, rowid"
+            "SELECT bed, rule, window, entries, from_us FROM rule_window"
+            " ORDER BY bed, rule, window, time_us, rowid"
         )
-        for bed, rule, window, entry in rows:
-            out.setdefault((bed, rule), {}).setdefault(window, []).append(json.loads(entry))
+        for bed, rule, window, entries, from_us in rows:
+            kept = out.setdefault((bed, rule), {}).setdefault(window, [])
+            if from_us is None:
+                kept.extend(entry for _, entry in json.loads(entries))
+            else:
+                kept.extend(entry for time_us, entry in json.loads(entries) if time_us >= from_us)
         return out
 
     def alerts(self, *, open_only: bool = True, bed: str | None = None) -> list[AlertRow]:
@@ -614,7 +628,14 @@ def _write_windows(db: sqlite3.Connection, windows: list[WindowWrite]) -> None:
 def _write_windows_batched(db: sqlite3.Connection, windows: list[WindowWrite]) -> None:
     """Windows that are all different: every delete, then every insert, one statement
     each (a checkpoint writes about eight windows per bed, and one ``executemany`` per
-    window cost more than its rows)."""
+    window cost more than its rows).
+
+    A row is a run of entries: those a write appends, as ``[[time_us, entry], ...]``, from
+    ``time_us`` to ``last_us``. Pruning deletes the runs wholly older than the cut; a run
+    that straddles it stays, and ``from_us`` says from when its entries still count
+    (``Store.rule_windows`` leaves the older ones out). One row and one encoding a window
+    per checkpoint, where a row per entry made eight inserts per vitals sample.
+    """
     cleared = [(w.bed, w.rule, w.window) for w in windows if w.clear]
     pruned = [
         (w.bed, w.rule, w.window, w.keep_from_us)
@@ -624,16 +645,25 @@ def _write_windows_batched(db: sqlite3.Connection, windows: list[WindowWrite]) -
     if cleared:
         db.executemany("DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ?", cleared)
     if pruned:
+        # time_us < the cut first: the index finds the few old runs of the window.
         db.executemany(
-            "DELETE FROM rule_window WHERE bed = ? AND rule = ? AND window = ? AND time_us < ?", pruned
+            "DELETE FROM rule_window WHERE bed = ?1 AND rule = ?2 AND window = ?3 AND time_us < ?4"
+            " AND last_us < ?4",
+            pruned,
         )
+        db.executemany(
+            "UPDATE rule_window SET from_us = max(coalesce(from_us, ?4), ?4)"
+            " WHERE bed = ?1 AND rule = ?2 AND window = ?3 AND time_us < ?4",
+            pruned,
+        )
+    runs = []
+    for w in windows:
+        rows = w.rows()
+        if rows:
+            runs.append((w.bed, w.rule, w.window, rows[0][0], rows[-1][0], entry_json(rows)))
     db.executemany(
-        "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
-        [
-            (w.bed, w.rule, w.window, time_us, entry_json(entry))
-            for w in windows
-            for time_us, entry in w.rows()
-        ],
+        "INSERT INTO rule_window (bed, rule, window, time_us, last_us, entries) VALUES (?, ?, ?, ?, ?, ?)",
+        runs,
     )
 
 
@@ -803,7 +833,7 @@ def json_text(data: Any) -> str:
 
 def entry_json(data: Any) -> str:
     """``json_text(data)`` as it reads back (the same value from ``json.loads``), ten times
-    faster: msgspec, for the window entries (eight rows per vitals sample).
+    faster: msgspec, for the runs of late-data window entries (a checkpoint writes thousands).
 
     msgspec writes NaN and infinities as ``null`` where ``json_text`` writes ``NaN``, and
     refuses types that ``json_text`` turns into strings: output holding ``null``, and data
