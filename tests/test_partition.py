@@ -165,13 +165,21 @@ async def _connected_workers(daemon: WarddProcess) -> list[int]:
     return [int(pid) for pid in workers]
 
 
-@pytest.mark.integration
-async def test_a_worker_that_dies_stops_the_daemon(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> None:
+def _two_workers(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str, *, env: dict[str, str] | None = None
+) -> tuple[Path, WarddProcess]:
+    """A daemon of two workers over four beds, started; its config file."""
     config_path = _write_config(
         tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix
     )
-    daemon = WarddProcess(config_path, tmp_path / "wardd.log")
+    daemon = WarddProcess(config_path, tmp_path / "wardd.log", env=env)
     daemon.start()
+    return config_path, daemon
+
+
+@pytest.mark.integration
+async def test_a_worker_that_dies_stops_the_daemon(tmp_path: Path, mosquitto: Mosquitto, prefix: str) -> None:
+    _, daemon = _two_workers(tmp_path, mosquitto, prefix)
     try:
         workers = await _connected_workers(daemon)
         os.kill(workers[0], signal.SIGKILL)
@@ -222,11 +230,7 @@ def test_the_supervisor_has_one_thread_when_it_forks(tmp_path: Path) -> None:
 async def test_the_workers_keep_the_layout_locked_after_the_supervisor(
     tmp_path: Path, mosquitto: Mosquitto, prefix: str
 ) -> None:
-    config_path = _write_config(
-        tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix
-    )
-    daemon = WarddProcess(config_path, tmp_path / "wardd.log")
-    daemon.start()
+    config_path, daemon = _two_workers(tmp_path, mosquitto, prefix)
     workers: list[int] = []
     try:
         workers = await _connected_workers(daemon)
@@ -271,15 +275,11 @@ class _FakeSystemd:
 async def test_under_systemd_the_supervisor_speaks_for_its_workers(
     tmp_path: Path, mosquitto: Mosquitto, prefix: str
 ) -> None:
-    config_path = _write_config(
-        tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix
-    )
     systemd = _FakeSystemd(tmp_path / "notify")
     # systemd asks the main process for a ping every 0.5 s; its pid here is another's,
     # as the workers' are.
     env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}
-    daemon = WarddProcess(config_path, tmp_path / "wardd.log", env=env)
-    daemon.start()
+    _, daemon = _two_workers(tmp_path, mosquitto, prefix, env=env)
     workers: list[int] = []
     try:
         workers = await _connected_workers(daemon)
