@@ -109,8 +109,8 @@ def table(figures: list[Figure], results: Results) -> str:
     after = " ".join(f"{x:.2f}" for x in results.load_after)
     lines.append(f"load average before: {load}; after: {after}; {os.cpu_count()} CPUs")
     if results.profile:
-        drained = " and ".join(f.key for f in figures if f.key in ("burst", "catchup")) or "drain"
-        lines.append(f"wardd during the {drained}, py-spy samples by stage:")
+        # --profile runs only the figures it can sample (``bench.__main__.PROFILED``).
+        lines.append(f"wardd during the {' and '.join(f.key for f in figures)}, py-spy samples by stage:")
         lines.extend(f"  {name:60} {n:7d} {pct:5.1f} %" for name, n, pct in results.profile)
     lines.extend(f"error: {e}" for e in results.errors)
     return "\n".join(lines)
