@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,14 +122,16 @@ class Idle(Protocol[S_contra]):
     skips its ``step`` on the ticks before (the staleness of a bed's vitals falls due once
     they have been silent ``telemetry_stale_s``, not at every tick of every bed).
 
-    The promise: for any tick whose time is before ``idle_until(state)``, ``step`` returns
-    ``state`` itself and no candidate. ``None``: no such time, every tick is stepped. The
-    engine asks after every step of the rule, and trusts the answer only while the bed's
-    state is that same object and the rule the same.
+    The promise: ``state`` having just been given by ``step`` at ``now``, for any later
+    tick whose time is before ``idle_until(state, now)``, ``step`` returns ``state`` itself
+    and no candidate. ``None``: no such time, every tick is stepped. The engine asks after
+    every step of the rule, and trusts the answer only while the bed's state is that same
+    object and the rule the same.
     """
 
-    def idle_until(self, state: S_contra) -> datetime | None:
-        """The time before which a tick leaves ``state`` as it is and raises nothing."""
+    def idle_until(self, state: S_contra, now: datetime) -> datetime | None:
+        """The time before which a tick leaves ``state`` (given by a step at ``now``) as it
+        is and raises nothing."""
         ...
 
 
@@ -135,6 +139,9 @@ IDLE_FOREVER = datetime.max.replace(tzinfo=UTC)
 """``Idle.idle_until`` of a state that no tick changes (only another event can)."""
 
 _IDLE_MARGIN = timedelta(milliseconds=1)
+
+_DUE_NOW = datetime.min.replace(tzinfo=UTC)
+"""A bed's due time when its next tick must reach it, whenever that comes."""
 
 
 def idle_before(deadline: datetime) -> datetime:
@@ -149,7 +156,7 @@ _Route = tuple[
         tuple[str, str],
         tuple[str, str] | None,
         bool,
-        Callable[[Any], datetime | None] | None,
+        Callable[[Any, datetime], datetime | None] | None,
     ],
     ...,
 ]
@@ -340,6 +347,15 @@ class RuleEngine:
         self._replay_seq: int | None = None
         # (bed, rule) of an ``Idle`` rule -> (the state it answered for, its idle_until).
         self._idle: dict[tuple[str, str], tuple[Any, datetime]] = {}
+        # When a tick may next change something at each bed: the earliest time any of its
+        # rules stepped on ticks is not idle. A tick for every bed goes to the beds due by
+        # its time only, taken from a heap of (due, bed): its cost grows with the beds
+        # due, not with the ward. An entry whose time is no longer the bed's is stale.
+        self._due: dict[str, datetime] = dict.fromkeys(self._rules, _DUE_NOW)
+        self._due_heap: list[tuple[datetime, str]] = [(_DUE_NOW, bed) for bed in self._rules]
+        # The order beds were added in: a tick takes its beds in it, as when it took them all.
+        self._order: dict[str, int] = {bed: i for i, bed in enumerate(self._rules)}
+        self._next_order = itertools.count(len(self._order))
 
     @property
     def counters(self) -> Counters:
@@ -352,13 +368,9 @@ class RuleEngine:
         Never raises ``Exception``: a rule that does is contained (see the module
         docstring) and its ``RULE_FAILED`` candidate takes the place of its own.
         """
-        if isinstance(event, Tick):
-            beds: Iterable[str] = self._rules if event.beds is None else event.beds
-        else:
-            beds = (event.bed,)
-        out: list[AlertCandidate] = []
         kind = type(event)
-        tick_time = event.time if kind is Tick else None
+        beds, tick_time = self._targets(event, now)
+        out: list[AlertCandidate] = []
         replayed = self._replay_seq if self._positions else None
         states, failing = self._states, self._failing
         for bed in beds:
@@ -393,10 +405,11 @@ class RuleEngine:
                     # One rule's bug must not stop the others. Exception, not
                     # BaseException: cancellation and exit still propagate.
                     out.append(self._failed(bed, rule.name, event, now, exc))
-                    self._idle.pop(key, None)  # stepped again at every tick, to recover
+                    # Stepped again at every tick, to recover.
+                    self._note_idle(key, before, None, ticked=tick_time is not None)
                     continue
                 if idle_until is not None:
-                    self._note_idle(key, after, idle_until(after))
+                    self._note_idle(key, after, idle_until(after, now), ticked=tick_time is not None)
                 if is_read:
                     if read is None:
                         read = {}
@@ -408,7 +421,51 @@ class RuleEngine:
                     out.extend(candidates)
                 if failing:
                     out.extend(self._recovered(bed, rule.name, event, now))
+            if tick_time is not None:
+                self._schedule(bed, self._next_due(route, tick_time))
         return out
+
+    def _targets(self, event: Event, now: datetime) -> tuple[Iterable[str], datetime | None]:
+        """The beds ``event`` is for, and the time a tick is judged at (``None``: not a tick)."""
+        if not isinstance(event, Tick):
+            return (event.bed,), None
+        # A rule may judge a tick at its time or at ``now``, whichever is later: it is
+        # skipped only when both are before the time the rule gave.
+        tick_time = max(event.time, now)
+        return (self.due_beds(tick_time) if event.beds is None else event.beds), tick_time
+
+    def due_beds(self, time: datetime) -> list[str]:
+        """The beds a tick at ``time`` may change something at, taken off the schedule: a
+        tick for them must follow, which schedules each again (``handle``). The others'
+        rules all said that such a tick leaves their states as they are (``Idle``)."""
+        heap, due = self._due_heap, self._due
+        beds: list[str] = []
+        while heap and heap[0][0] <= time:
+            at, bed = heapq.heappop(heap)
+            if due.get(bed) == at:
+                del due[bed]
+                beds.append(bed)
+        beds.sort(key=self._order.__getitem__)
+        return beds
+
+    def _next_due(self, route: _Route, time: datetime) -> datetime:
+        """When the next tick may change something at a bed just ticked at ``time``
+        (``route``: its rules stepped on ticks)."""
+        states, idle = self._states, self._idle
+        due = IDLE_FOREVER
+        for _, key, _, _, idle_until in route:
+            said = idle.get(key) if idle_until is not None else None
+            if said is None or said[0] is not states.get(key, _NONE):
+                return time
+            due = min(due, said[1])
+        return due
+
+    def _schedule(self, bed: str, at: datetime) -> None:
+        """Make sure a tick at ``at`` or later reaches ``bed`` (an earlier due time stays)."""
+        due = self._due.get(bed)
+        if (due is None or at < due) and bed in self._rules:
+            self._due[bed] = at
+            heapq.heappush(self._due_heap, (at, bed))
 
     def _idle_at(self, key: tuple[str, str], state: Any, time: datetime) -> bool:
         """Whether the rule of ``key``, in ``state``, said its ticks before a later time
@@ -416,11 +473,16 @@ class RuleEngine:
         idle = self._idle.get(key)
         return idle is not None and idle[0] is state and time < idle[1]
 
-    def _note_idle(self, key: tuple[str, str], state: Any, until: datetime | None) -> None:
+    def _note_idle(self, key: tuple[str, str], state: Any, until: datetime | None, *, ticked: bool) -> None:
+        """Note what the rule of ``key`` said of its ticks in ``state``; a step on another
+        event than a tick may bring its bed's next tick forward (``ticked``: a tick's step,
+        after which the bed is scheduled whole)."""
         if until is None:
             self._idle.pop(key, None)
         else:
             self._idle[key] = (state, until)
+        if not ticked:
+            self._schedule(key[0], _DUE_NOW if until is None else until)
 
     def _route(self, bed: str, kind: type[Event]) -> _Route:
         """The rules of ``bed`` that consume events of type ``kind``, in evaluation order
@@ -599,6 +661,11 @@ class RuleEngine:
         """The beds watched, in the order they were added."""
         return list(self._rules)
 
+    @property
+    def bed_count(self) -> int:
+        """How many beds (and wards' own subjects) are watched, without copying the list."""
+        return len(self._rules)
+
     def watches(self, bed: str) -> bool:
         """Whether ``bed`` (or a ward's own subject) has rules, without copying the list."""
         return bed in self._rules
@@ -619,12 +686,17 @@ class RuleEngine:
         # What the former rules said of their ticks: new settings may say otherwise.
         self._idle = {key: value for key, value in self._idle.items() if key[0] != bed}
         self._wards[bed] = ward
+        if bed not in self._order:
+            self._order[bed] = next(self._next_order)
+        self._schedule(bed, _DUE_NOW)
 
     def drop_bed(self, bed: str) -> None:
         """Stop watching ``bed`` and forget its states (the store deletes their rows apart)."""
         self._rules.pop(bed, None)
         self._failing.pop(bed, None)
         self._wards.pop(bed, None)
+        self._due.pop(bed, None)  # its heap entries are stale from now on
+        self._order.pop(bed, None)
         for table in (self._rule, self._states, self._stored_windows, self._positions, self._idle):
             for key in [key for key in table if key[0] == bed]:
                 del table[key]
@@ -687,4 +759,6 @@ class RuleEngine:
                     self._stored_windows[key] = codec.windows(self._state(key))
                 else:
                     self._stored_windows.pop(key, None)
+        for bed in self._rules:
+            self._schedule(bed, _DUE_NOW)  # the rules have not said anything of these states
         self._link()

@@ -423,6 +423,20 @@ class CrsRule:
             return self._late(before, state, broken) if broken else (state, ())
         return state, ()
 
+    def idle_until(self, state: CrsState, now: datetime) -> datetime | None:
+        """Until when a tick changes nothing (``daemon.rules.Idle``). A tick only grades
+        again, and with time alone only a treatment's masking of the fever requirement
+        changes: never without a treatment charted; otherwise at the treatment's time and
+        at the end of ``fever_masking_s``, provided the grade is already the one at ``now``
+        (a sample graded at its own, older, time may not be)."""
+        entry = state.chart.latest("treatment")
+        if entry is None:
+            return IDLE_FOREVER
+        if self._grade(state, now)[0] is not state:
+            return None
+        edges = (entry.time, entry.time + timedelta(seconds=self.th.fever_masking_s))
+        return idle_before(min((edge for edge in edges if edge >= now), default=IDLE_FOREVER))
+
     def step_after(
         self,
         state: CrsState,
@@ -1092,7 +1106,7 @@ class NeuroCheckRule:
         """No check recorded."""
         return NeuroCheckState()
 
-    def idle_until(self, state: NeuroCheckState) -> datetime | None:
+    def idle_until(self, state: NeuroCheckState, now: datetime) -> datetime | None:
         """Until when a tick changes nothing (``daemon.rules.Idle``): from the first tick on,
         until the next check falls due (not before the protocol starts); once due, until
         a check is recorded."""

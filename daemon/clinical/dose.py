@@ -58,6 +58,7 @@ the ledger only adds volumes the pump measured, never a rate × time estimate.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import json
@@ -113,7 +114,7 @@ from daemon.frozen import replace
 from daemon.numfmt import fmt
 from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.points import Point
-from daemon.rules import Rule, RuleEngine
+from daemon.rules import IDLE_FOREVER, Rule, RuleEngine, idle_before
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 RULE_NAME = "dose"
@@ -709,6 +710,12 @@ class Timeline:
                 )
         return schedule, plan.rule, plan.start is None
 
+    def plan_schedules(self, plans: Sequence[Plan]) -> list[Schedule]:
+        """The schedule of each declared plan the infusion has restarted on. A pending
+        plan's is left out: it starts at the time it is asked for (``at``), so what it
+        says of that time does not change as the clock moves."""
+        return [self._plan(plans, i, plan.since)[0] for i, plan in enumerate(plans) if plan.start is not None]
+
     def restart_stop(self, before: Sequence[Plan], plan: Plan, start: datetime) -> datetime:
         """Where a restart plan ends: the interrupted schedule's end, moved by the break
         (label: a cycle keeps its number of infusion days after a break of <= 7 days)."""
@@ -862,6 +869,28 @@ def _after_end(schedule: Schedule, delivered: float | None, now: datetime) -> _F
     )
 
 
+def _schedule_edges(schedule: Schedule, th: DoseThresholds) -> list[datetime]:
+    """Every time at which a check of ``_evaluate`` against ``schedule`` may change its
+    answer: the protocol's start, stop and end, each step's start and end (the dose
+    expected), and each step-up with the windows the rate checks open around it."""
+    # The end is the last step's end or the stop.
+    edges = [schedule.start]
+    if schedule.stop is not None:
+        edges.append(schedule.stop)
+    for step in schedule.steps:
+        edges += [schedule.step_time(step), schedule.step_end(step)]
+    offsets_s = (
+        0.0,
+        -th.step_up_due_before_s,
+        -th.step_window_s,
+        th.step_window_s,
+        -th.step_early_horizon_s,
+    )
+    for up in schedule.step_ups():
+        edges += [up.time + timedelta(seconds=s) for s in offsets_s]
+    return edges
+
+
 def _with_rule(finding: _Finding, rule: str, named: Text) -> _Finding:
     """``finding`` naming the dose rule it applied, in its details and its message."""
     message = finding.message
@@ -963,6 +992,8 @@ class DoseRule:
         self.thresholds = thresholds
         self.timeline = Timeline(schedule, bed, config)
         self._initial_bag = initial_bag
+        # Where the calendar's checks change their answer, in time order (``idle_until``).
+        self._calendar_edges = sorted(_schedule_edges(schedule, thresholds))
 
     def initial(self) -> DoseState:
         """No reading yet; the configured bag, if any, is on the line."""
@@ -992,6 +1023,34 @@ class DoseRule:
                 return state, ()
             state = self._declare(state, event)
         return self._evaluate(state, now)
+
+    def idle_until(self, state: DoseState, now: datetime) -> datetime | None:
+        """Until when a tick changes nothing (``daemon.rules.Idle``): the next time, from
+        ``now`` on, at which a check of ``_evaluate`` compares the clock with something
+        else (a declared plan's ``since`` may lie ahead: an observation's own time)."""
+        calendar = self._calendar_edges
+        at = bisect.bisect_left(calendar, now)
+        edges = [calendar[at]] if at < len(calendar) else []
+        if state.plans:
+            edges += [plan.since for plan in state.plans]
+            for schedule in self.timeline.plan_schedules(state.plans):
+                edges += _schedule_edges(schedule, self.thresholds)
+        th = self.thresholds
+        if state.last is not None:
+            # The reading goes stale: delivered and programmed doses, bag low, discontinuation.
+            edges.append(state.last.time + timedelta(seconds=th.reading_stale_s))
+        if state.interrupted_since is not None:
+            since = state.interrupted_since
+            edges += [
+                since + timedelta(seconds=th.interruption_delay_s),
+                since + timedelta(seconds=th.interruption_supervised_restart_s),
+                since + timedelta(seconds=th.interruption_new_cycle_s),
+            ]
+        edges += [since + timedelta(seconds=th.rate_delay_s) for since in state.pending.values()]
+        if state.bolus_at is not None:
+            edges.append(state.bolus_at + timedelta(seconds=th.bolus_hold_s))
+        # An edge at ``now`` itself is still ahead of a check that compares with ``>``.
+        return idle_before(min((edge for edge in edges if edge >= now), default=IDLE_FOREVER))
 
     # ----------------------------------------------------------------- declarations
 

@@ -1147,7 +1147,7 @@ class VitalsRule:
             )
         ]
 
-    def idle_until(self, state: VitalsState) -> datetime | None:
+    def idle_until(self, state: VitalsState, now: datetime) -> datetime | None:
         """Until when a tick changes nothing (``daemon.rules.Idle``): while no probe is off,
         until the protocol starts the watch, then until the vitals have been silent
         ``telemetry_stale_s``; once stale, until a sample."""
