@@ -250,8 +250,10 @@ class SourceHealth:
 class Tick:
     """The daemon's clock, delivered periodically so that absence can be judged.
 
-    ``beds``: the beds it is for (``None``: every bed). A large ward's tick is delivered
-    in slices of beds, with the inputs that arrive meanwhile in between (``daemon.app``).
+    ``beds``: the beds it is for (``None``: every bed, of which the rule engine steps
+    those due by its time: ``RuleEngine.due_beds``). When many beds are due, a tick is
+    delivered in slices of beds, with the inputs that arrive meanwhile in between
+    (``daemon.app``).
     """
 
     time: datetime

@@ -2,7 +2,8 @@
 
 A rule never does I/O, never reads a clock, never awaits. ``RuleEngine`` keeps one
 state per (bed, rule), routes each event to the rules of its bed (a ``Tick`` to
-every bed), and returns the candidates for the alert engine. States are plain
+every bed where it may change something), and returns the candidates for the alert
+engine. States are plain
 frozen values, so the engine can persist and reload them (``snapshot``/``restore``).
 
 A rule whose state holds late-data windows (long, time-ordered runs of immutable
@@ -18,8 +19,10 @@ skips, for each state, the inputs it already includes (``replaying``).
 
 A rule may read the state of an earlier rule of its bed (``Reader``: CRS reads the
 vital-sign tracks rather than judging the same samples again), and may say until when
-its ticks change nothing (``Idle``): the engine skips its step on those ticks, so that a
-tick costs less than every rule of every bed.
+its ticks change nothing (``Idle``): the engine skips its step on those ticks, and a
+tick for every bed reaches only the beds where some rule is due by its time (a heap of
+each bed's next due time), so that a tick costs in proportion to the beds due, not to
+the ward.
 
 A rule that raises is contained: its state at that bed is left as it was, the
 failure is logged and counted (``rules.failed``, labelled with the rule's name), and
