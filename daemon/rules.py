@@ -214,6 +214,11 @@ def epoch_us(when: datetime) -> int:
     return (when - _EPOCH) // _MICROSECOND
 
 
+def from_epoch_us(us: int) -> datetime:
+    """The UTC time ``us`` microseconds after the epoch (``epoch_us`` undone)."""
+    return _EPOCH + us * _MICROSECOND
+
+
 @dataclass(frozen=True, slots=True)
 class WindowDelta:
     """What turns the stored rows of a window into its current entries.
