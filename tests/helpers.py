@@ -24,16 +24,25 @@ WAIT_S = 10.0  # safety net only: every wait ends on an event long before this
 
 
 def one_bed_config(
-    start: datetime, *, weight_kg: float = 63, state_dir: Path | None = None, **thresholds: Mapping[str, Any]
+    start: datetime,
+    *,
+    weight_kg: float = 63,
+    state_dir: Path | None = None,
+    site_steps: Sequence[Mapping[str, Any]] | None = None,
+    **thresholds: Mapping[str, Any],
 ) -> Config:
     """Ward w1 with bed b1 (165 cm, ``weight_kg``) on protocol from ``start``.
 
     ``thresholds`` are ward threshold sections by name, e.g. ``vitals={"fever_c": 38.5}``.
     ``state_dir``: for a test that builds a pipeline (the default is the service's folder).
+    ``site_steps``: the bed is on a site protocol named "site" with these steps (the
+    default protocol otherwise).
     """
+    site = {} if site_steps is None else {"protocol": "site"}
     return parse(
         {
             **({"daemon": {"state_dir": str(state_dir)}} if state_dir is not None else {}),
+            **({} if site_steps is None else {"protocols": {"site": {"steps": list(site_steps)}}}),
             "thresholds": thresholds,
             "beds": [
                 {
@@ -42,6 +51,7 @@ def one_bed_config(
                     "patient": "p-1",
                     "weight_kg": weight_kg,
                     "height_cm": 165,
+                    **site,
                     "protocol_start": start.isoformat(),
                 }
             ],

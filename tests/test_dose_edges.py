@@ -64,6 +64,7 @@ from daemon.events import (
     Tick,
 )
 from daemon.rules import RuleEngine
+from tests.helpers import one_bed_config
 from tests.test_dose import C9, C28, MIN, START, Bed
 from tests.test_dose_label import Bed as LabelBed
 
@@ -124,23 +125,7 @@ def test_a_rate_delivering_less_than_1_ug_per_day_is_a_low_dose_not_a_stop() -> 
 
 
 def _site_bed(steps: list[dict[str, Any]], **dose: Any) -> DoseRule:
-    config = parse(
-        {
-            "protocols": {"site": {"steps": steps}},
-            "thresholds": {"dose": dose},
-            "beds": [
-                {
-                    "ward": "w1",
-                    "id": "b1",
-                    "patient": "p-1",
-                    "weight_kg": 60,
-                    "height_cm": 165,
-                    "protocol": "site",
-                    "protocol_start": START.isoformat(),
-                }
-            ],
-        }
-    )
+    config = one_bed_config(START, weight_kg=60, site_steps=steps, dose=dose)
     (rule,) = dose_rules(config, config.beds[0])
     assert isinstance(rule, DoseRule)
     return rule

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from daemon.clinical.crs import CrsRule, NeuroCheckRule
-from daemon.clinical.dose import DoseRule, DoseState, dose_rules
+from daemon.clinical.dose import DoseRule, dose_rules
 from daemon.clinical.protocols import schedule_for
 from daemon.clinical.vitals import VitalsRule, VitalsState
-from daemon.config import BedConfig, Config, VitalThresholds, parse
+from daemon.config import BedConfig, Config, VitalThresholds
 from daemon.events import (
     AlertCandidate,
     BagHung,
@@ -101,17 +101,19 @@ def test_the_engine_gives_what_each_rule_gives_stepped_on_every_event(seed: int,
         assert engine.state("b1", rule.name) == state
 
 
-class _Counting(VitalsRule):
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.ticks = 0
+class _CountsTicks:
+    """Counts the ticks a rule is stepped on (before the rule class in the bases)."""
 
-    def step(
-        self, state: VitalsState, event: Event, now: datetime
-    ) -> tuple[VitalsState, Sequence[AlertCandidate]]:
+    ticks = 0
+
+    def step(self, state: Any, event: Event, now: datetime) -> Any:
         if isinstance(event, Tick):
             self.ticks += 1
-        return super().step(state, event, now)
+        return super().step(state, event, now)  # type: ignore[misc]
+
+
+class _Counting(_CountsTicks, VitalsRule):
+    """The vital-sign rule, counting its ticks."""
 
 
 def test_ticks_while_the_vitals_are_fresh_are_not_stepped_and_the_one_at_the_edge_is() -> None:
@@ -341,30 +343,15 @@ def test_the_dose_checks_and_crs_give_through_the_engine_what_they_give_on_every
 
 # A site protocol whose steps do not all meet at a step-up: a first day and a day with
 # no dose, then a step down (the dose expected changes where no step-up is).
-GAP_CFG = parse(
-    {
-        "thresholds": {"dose": DOSE_TH},
-        "protocols": {
-            "gap-site": {
-                "steps": [
-                    {"day_from": 2, "day_to": 2, "dose_ug_per_day": 9.0},
-                    {"day_from": 4, "day_to": 4, "dose_ug_per_day": 28.0},
-                    {"day_from": 5, "day_to": 5, "dose_ug_per_day": 9.0},
-                ]
-            }
-        },
-        "beds": [
-            {
-                "ward": "w1",
-                "id": "b1",
-                "patient": "p-1",
-                "weight_kg": 60,
-                "height_cm": 165,
-                "protocol": "gap-site",
-                "protocol_start": START.isoformat(),
-            }
-        ],
-    }
+GAP_CFG = one_bed_config(
+    START,
+    weight_kg=60,
+    site_steps=[
+        {"day_from": 2, "day_to": 2, "dose_ug_per_day": 9.0},
+        {"day_from": 4, "day_to": 4, "dose_ug_per_day": 28.0},
+        {"day_from": 5, "day_to": 5, "dose_ug_per_day": 9.0},
+    ],
+    dose=DOSE_TH,
 )
 
 
@@ -403,17 +390,8 @@ def test_dose_ticks_between_edges_are_not_stepped() -> None:
     assert counting.ticks == stepped + 1
 
 
-class _CountingDose(DoseRule):
-    """A dose rule that counts the ticks it is stepped on."""
-
-    ticks = 0
-
-    def step(
-        self, state: DoseState, event: Event, now: datetime
-    ) -> tuple[DoseState, Sequence[AlertCandidate]]:
-        if isinstance(event, Tick):
-            self.ticks += 1
-        return super().step(state, event, now)
+class _CountingDose(_CountsTicks, DoseRule):
+    """The dose rule, counting its ticks."""
 
 
 def _dose_rule(cls: type[DoseRule] = DoseRule) -> DoseRule:
@@ -437,44 +415,25 @@ def _infusing(bag: float, t0: datetime) -> list[Event]:
     ]
 
 
+def _infusing_up_to(
+    case: str, config: Config, bag: float, edge: datetime, raised: list[tuple[str, bool]], pending: set[str]
+) -> tuple[Any, ...]:
+    """A case of ``EDGES``: an infusion from two minutes before ``edge``, asked a minute
+    before it, crossed at the edge itself."""
+    return (case, config, _infusing(bag, edge - 120 * S), edge - 59 * S, edge, edge, raised, pending)
+
+
 # (case, the rule's config, events, the last tick before the edge is asked, the edge, the
 # tick that crosses it, what that tick raises and what it leaves pending)
 EDGES = [
-    (
-        # The higher dose before the horizon is a high rate; within it, an early step-up,
-        # which must last rate_delay_s before it is raised.
-        "early horizon",
-        DOSE_CFG,
-        _infusing(C28, HORIZON - 120 * S),
-        HORIZON - 59 * S,
-        HORIZON,
-        HORIZON,
-        [("DOSE_RATE_HIGH", False)],
-        {"STEP_UP_EARLY"},
-    ),
-    (
-        # From the step window on, the higher dose is the step-up itself.
-        "step window",
-        DOSE_CFG,
-        _infusing(C28, WINDOW_START - 120 * S),
-        WINDOW_START - 59 * S,
-        WINDOW_START,
-        WINDOW_START,
-        [("STEP_UP_EARLY", False)],
-        set(),
-    ),
-    (
-        # A protocol with no dose on its first day: a dose running before it starts is
-        # judged from the start on.
-        "protocol start",
-        GAP_CFG,
-        _infusing(C9, START - 120 * S),
-        START - 59 * S,
-        START,
-        START,
-        [],
-        {"DOSE_RATE_HIGH"},
-    ),
+    # The higher dose before the horizon is a high rate; within it, an early step-up,
+    # which must last rate_delay_s before it is raised.
+    _infusing_up_to("early horizon", DOSE_CFG, C28, HORIZON, [("DOSE_RATE_HIGH", False)], {"STEP_UP_EARLY"}),
+    # From the step window on, the higher dose is the step-up itself.
+    _infusing_up_to("step window", DOSE_CFG, C28, WINDOW_START, [("STEP_UP_EARLY", False)], set()),
+    # A protocol with no dose on its first day: a dose running before it starts is judged
+    # from the start on.
+    _infusing_up_to("protocol start", GAP_CFG, C9, START, [], {"DOSE_RATE_HIGH"}),
     (
         # A stop longer than interruption_new_cycle_s: the label's new cycle.
         "new cycle",
@@ -553,6 +512,15 @@ def _ward_engine(beds: int) -> tuple[RuleEngine, list[_Counting]]:
     return RuleEngine(rules, wards=dict.fromkeys(rules, "w1")), counting
 
 
+def _watched_ward(beds: int, t0: datetime) -> RuleEngine:
+    """``_ward_engine`` after a first tick and a sample of every bed at ``t0``."""
+    engine, _ = _ward_engine(beds)
+    engine.handle(Tick(t0), t0)
+    for i in range(beds):
+        engine.handle(VitalSample("w1", f"b{i}", "mon", t0, {Metric.TEMP_C: 36.8}), t0)
+    return engine
+
+
 def test_a_tick_for_every_bed_reaches_only_the_beds_due_by_its_time() -> None:
     engine, counting = _ward_engine(50)
     t0 = START + timedelta(hours=12)
@@ -573,11 +541,8 @@ def test_a_tick_for_every_bed_reaches_only_the_beds_due_by_its_time() -> None:
 
 
 def test_a_bed_dropped_or_set_again_is_scheduled_as_it_now_is() -> None:
-    engine, _ = _ward_engine(3)
     t0 = START + timedelta(hours=12)
-    engine.handle(Tick(t0), t0)
-    for i in range(3):
-        engine.handle(VitalSample("w1", f"b{i}", "mon", t0, {Metric.TEMP_C: 36.8}), t0)
+    engine = _watched_ward(3, t0)
     engine.drop_bed("b1")
     assert engine.due_beds(t0 + 60 * S) == ["b0", "b2"]  # the dropped bed's entry is stale
     fresh = _Counting(TH, BED, schedule_for(BED, CFG))
@@ -587,11 +552,8 @@ def test_a_bed_dropped_or_set_again_is_scheduled_as_it_now_is() -> None:
 
 
 def test_restored_states_are_ticked_at_the_next_tick() -> None:
-    engine, _ = _ward_engine(2)
     t0 = START + timedelta(hours=12)
-    engine.handle(Tick(t0), t0)
-    for i in range(2):
-        engine.handle(VitalSample("w1", f"b{i}", "mon", t0, {Metric.TEMP_C: 36.8}), t0)
+    engine = _watched_ward(2, t0)
     snapshot = engine.snapshot()
     assert engine.due_beds(t0 + S) == []
     # States saved stale: what the rule said of the states before is void.
