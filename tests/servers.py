@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -46,6 +47,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def unshared_port() -> int:
+    """A free TCP port below the kernel's ephemeral range, which ``free_port`` (the kernel's
+    choice) never hands out: a test can stop its server and count on connections to the
+    port being refused, with no other server of the suite taking it meanwhile."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(max(1024, low - 8192), low), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_for_port(
@@ -281,10 +297,10 @@ class Influxd(Server):
 
 
 @contextlib.contextmanager
-def influxd(workdir: Path) -> Iterator[Influxd]:
-    """A private influxd 1.x with its data in ``workdir``."""
+def influxd(workdir: Path, *, port: int | None = None) -> Iterator[Influxd]:
+    """A private influxd 1.x with its data in ``workdir`` (HTTP on ``port``, a free one by default)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port, rpc_port = free_port(), free_port()
+    port, rpc_port = port or free_port(), free_port()
     conf = workdir / "influxdb.conf"
     conf.write_text(
         f"""reporting-disabled = true
