@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -993,10 +994,6 @@ class DoseRule:
         self.thresholds = thresholds
         self.timeline = Timeline(schedule, bed, config)
         self._initial_bag = initial_bag
-        # Where the calendar's checks change their answer (``idle_until``), in time order,
-        # as microseconds since the epoch: 8 bytes each where a datetime takes 48, and
-        # every bed keeps its own.
-        self._calendar_us = array("q", sorted(map(epoch_us, _schedule_edges(schedule, thresholds))))
 
     def initial(self) -> DoseState:
         """No reading yet; the configured bag, if any, is on the line."""
@@ -1026,6 +1023,13 @@ class DoseRule:
                 return state, ()
             state = self._declare(state, event)
         return self._evaluate(state, now)
+
+    @functools.cached_property
+    def _calendar_us(self) -> array[int]:
+        """Where the calendar's checks change their answer (``idle_until``), in time order,
+        as microseconds since the epoch: 8 bytes each where a datetime takes 48, and every
+        bed keeps its own. Worked out at the first tick, not while the daemon starts."""
+        return array("q", sorted(map(epoch_us, _schedule_edges(self.timeline.base, self.thresholds))))
 
     def idle_until(self, state: DoseState, now: datetime) -> datetime | None:
         """Until when a tick changes nothing (``daemon.rules.Idle``): the next time, from
