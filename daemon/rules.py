@@ -146,6 +146,17 @@ _IDLE_MARGIN = timedelta(milliseconds=1)
 _DUE_NOW = datetime.min.replace(tzinfo=UTC)
 """A bed's due time when its next tick must reach it, whenever that comes."""
 
+_HEAP_SLACK = 64
+"""Stale entries the engine's heap of due times may hold beyond as many as live ones."""
+
+
+def idle_until_edge(edges: Iterable[datetime], now: datetime) -> datetime:
+    """``Idle.idle_until`` of a state whose ticks change something only at ``edges``: just
+    before the first at or after ``now`` (one at ``now`` itself is still ahead of a test
+    that compares with ``>``); ``IDLE_FOREVER`` when none is."""
+    ahead = [edge for edge in edges if edge >= now]
+    return idle_before(min(ahead)) if ahead else IDLE_FOREVER
+
 
 def idle_before(deadline: datetime) -> datetime:
     """``deadline`` as an ``Idle.idle_until`` for a rule whose own test compares seconds as
@@ -471,9 +482,16 @@ class RuleEngine:
     def _schedule(self, bed: str, at: datetime) -> None:
         """Make sure a tick at ``at`` or later reaches ``bed`` (an earlier due time stays)."""
         due = self._due.get(bed)
-        if (due is None or at < due) and bed in self._rules:
-            self._due[bed] = at
-            heapq.heappush(self._due_heap, (at, bed))
+        if (due is not None and at >= due) or bed not in self._rules:
+            return
+        self._due[bed] = at
+        heap = self._due_heap
+        heapq.heappush(heap, (at, bed))
+        if len(heap) > 2 * len(self._due) + _HEAP_SLACK:
+            # The entries a bed's earlier time made stale wait in the heap until their own
+            # time: rebuilt from the live ones before they outnumber them.
+            heap[:] = [(when, name) for name, when in self._due.items()]
+            heapq.heapify(heap)
 
     def _idle_at(self, key: tuple[str, str], state: Any, time: datetime) -> bool:
         """Whether the rule of ``key``, in ``state``, said its ticks before a later time

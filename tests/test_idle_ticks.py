@@ -563,3 +563,22 @@ def test_restored_states_are_ticked_at_the_next_tick() -> None:
     engine.restore(snapshot)
     raised = engine.handle(Tick(t0 + 2 * S), t0 + 2 * S)
     assert [(c.condition, c.present) for c in raised] == [("TELEMETRY_STALE", True)] * 2
+
+
+def test_the_schedule_of_due_times_stays_the_size_of_the_ward() -> None:
+    """A probe-off makes its bed due at once, over and over: the later due times it leaves
+    behind in the heap do not pile up until their own time comes."""
+    engine = _watched_ward(3, START + timedelta(hours=12))
+    t = START + timedelta(hours=12)
+    tenth = timedelta(milliseconds=100)
+    for _ in range(500):
+        t += tenth
+        # The tick schedules b0 at its staleness, 40 s on; the probe-off brings it forward.
+        engine.handle(Tick(t), t)
+        engine.handle(SourceHealth("w1", "b0", "monitor.temp_c", t, Health.LOST, "probe-off"), t)
+        engine.handle(SourceHealth("w1", "b0", "monitor.temp_c", t, Health.CONNECTED, "back"), t)
+        engine.handle(VitalSample("w1", "b0", "mon", t, {Metric.TEMP_C: 36.8}), t)
+    assert len(engine._due_heap) <= 2 * 3 + 64
+    engine.handle(Tick(t + tenth), t + tenth)
+    (stale,) = engine.handle(Tick(t + 40 * S), t + 40 * S)  # b0 is still scheduled
+    assert stale.condition == "TELEMETRY_STALE"

@@ -125,7 +125,7 @@ from daemon.events import (
 )
 from daemon.frozen import replace
 from daemon.numfmt import fmt
-from daemon.rules import IDLE_FOREVER, idle_before
+from daemon.rules import IDLE_FOREVER, idle_before, idle_until_edge
 from daemon.timefmt import iso_or_none, parse_iso_or_none
 
 CRS_SUSPECTED = "CRS_SUSPECTED"
@@ -434,8 +434,7 @@ class CrsRule:
             return IDLE_FOREVER
         if self._grade(state, now)[0] is not state:
             return None
-        edges = (entry.time, entry.time + timedelta(seconds=self.th.fever_masking_s))
-        return idle_before(min((edge for edge in edges if edge >= now), default=IDLE_FOREVER))
+        return idle_until_edge((entry.time, entry.time + timedelta(seconds=self.th.fever_masking_s)), now)
 
     def step_after(
         self,

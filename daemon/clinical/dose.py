@@ -116,7 +116,7 @@ from daemon.frozen import replace
 from daemon.numfmt import fmt
 from daemon.payloads import DEFAULT_MAX_PAYLOAD_BYTES, finite_number, load_json_object
 from daemon.points import Point
-from daemon.rules import IDLE_FOREVER, Rule, RuleEngine, epoch_us, from_epoch_us, idle_before
+from daemon.rules import Rule, RuleEngine, epoch_us, from_epoch_us, idle_until_edge
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 RULE_NAME = "dose"
@@ -1056,8 +1056,7 @@ class DoseRule:
         edges += [since + timedelta(seconds=th.rate_delay_s) for since in state.pending.values()]
         if state.bolus_at is not None:
             edges.append(state.bolus_at + timedelta(seconds=th.bolus_hold_s))
-        # An edge at ``now`` itself is still ahead of a check that compares with ``>``.
-        return idle_before(min((edge for edge in edges if edge >= now), default=IDLE_FOREVER))
+        return idle_until_edge(edges, now)
 
     # ----------------------------------------------------------------- declarations
 
