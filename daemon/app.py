@@ -1139,11 +1139,14 @@ def build(
     clock: Clock | None = None,
     counters: Counters | None = None,
     clean_session: bool = False,
+    probes: str | None = None,
 ) -> Pipeline:
     """Turn a validated config into a pipeline (nothing runs until ``Pipeline.run``).
 
     ``clean_session`` is for throw-away runs (demo, scenarios): the broker then keeps
-    no session for the daemon's client id after it leaves.
+    no session for the daemon's client id after it leaves. ``probes``: a worker's
+    private socket, where it serves its health probes for the supervisor
+    (``daemon.supervisor``) instead of on ``health.port``.
     """
     clock = clock or SystemClock()
     counters = counters or Counters()
@@ -1240,10 +1243,10 @@ def build(
     )
     _add_staff_services(pipeline)
     pipeline.services.append(Heartbeat(config.health, link, status_topic, config.mqtt.client_id, clock))
-    if config.health.port is not None:
+    if config.health.port is not None or probes is not None:
         from daemon.web.probes import HealthServer  # noqa: PLC0415 -- aiohttp only when served
 
-        pipeline.services.append(HealthServer(config.health, pipeline, counters))
+        pipeline.services.append(HealthServer(config.health, pipeline, counters, private=probes))
     if config.hl7.port is not None:
         pipeline.services.append(MllpListener(config.hl7, pipeline.on_hl7, counters))
         _add_hl7_pumps(pipeline)

@@ -306,12 +306,13 @@ def _run_locked(args: argparse.Namespace, config: config_module.Config) -> int:
     return _serve(config)
 
 
-def _serve(config: config_module.Config) -> int:
-    """Run the pipeline of ``config`` (a whole ward's, or one partition's) until stopped."""
+def _serve(config: config_module.Config, probes: str | None = None) -> int:
+    """Run the pipeline of ``config`` (a whole ward's, or one partition's) until stopped;
+    ``probes``: a worker's private socket for its health probes (``daemon.supervisor``)."""
     from daemon.app import build, tune_gc  # noqa: PLC0415 -- keeps check-config fast and light
 
     async def main() -> None:
-        pipeline = build(config)
+        pipeline = build(config, probes=probes)
         tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -327,15 +328,25 @@ def _supervise(config: config_module.Config) -> int:
     from daemon.app import build  # noqa: F401, PLC0415 -- imported once, for every worker
     from daemon.supervisor import supervise  # noqa: PLC0415
 
-    return EXIT_OK if supervise(config.daemon.workers, lambda part: _worker(config, part)) else EXIT_FAILURE
+    probes = None
+    if config.health.port is not None:
+        from daemon.web.probes import bind_probes  # noqa: PLC0415 -- aiohttp only when served
+
+        probes = bind_probes(config.health)
+    try:
+        ok = supervise(config.daemon.workers, lambda part, private: _worker(config, part, private), probes)
+    finally:
+        if probes is not None:
+            probes.close()
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
-def _worker(config: config_module.Config, part: Partition) -> NoReturn:
+def _worker(config: config_module.Config, part: Partition, probes: str | None) -> NoReturn:
     """The life of a forked worker: run its partition, then exit, never returning into
     the supervisor's code (its loop, its lock's release)."""
     code = EXIT_FAILURE
     try:
-        code = _serve(for_partition(config, part))
+        code = _serve(for_partition(config, part), probes)
     except BaseException:  # the process ends here whatever happened: say what it was
         log.critical("worker %s stopped on an unexpected error", part, exc_info=True)
     finally:

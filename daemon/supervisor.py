@@ -10,7 +10,9 @@ Under systemd it is the one process systemd listens to (``NotifyAccess=main`` in
 ``config/wardd.service``, ``$WATCHDOG_PID``). Each worker sends its notifications to
 the supervisor instead, on a socket of its own that takes datagrams from that worker's
 pid only, and the supervisor tells systemd what holds for them all
-(``daemon.health.NotifyRelay``).
+(``daemon.health.NotifyRelay``). With ``health.port`` set, it serves the HTTP probes
+the same way: each worker answers on a private socket, and the supervisor answers for
+them all (``daemon.web.probes.WorkerProbes``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ import signal
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from daemon.health import NotifyRelay, sd_notify
 from daemon.partition import Partition
 
+if TYPE_CHECKING:
+    from daemon.web.probes import WorkerProbes
+
 log = logging.getLogger("wardd")
+
+RunWorker = Callable[[Partition, str | None], NoReturn]
+"""A worker's life (it never returns): its partition, and the private socket it serves
+its probes on (``None`` without probes)."""
 
 _CREDENTIALS = struct.Struct("3i")
 """``struct ucred`` (pid, uid, gid): who sent a datagram, as the kernel says (SO_PASSCRED)."""
@@ -78,23 +87,27 @@ class _NotifySocket:
             yield data.decode("utf-8", "replace")
 
 
-def supervise(count: int, run_worker: Callable[[Partition], NoReturn]) -> bool:
+def supervise(count: int, run_worker: RunWorker, probes: socket.socket | None = None) -> bool:
     """Fork ``count`` workers, each running ``run_worker`` on its partition (it must never
-    return), and wait until all have stopped; ``True`` when every one exited with 0."""
-    return _Supervisor(count).run(run_worker)
+    return), and wait until all have stopped; ``True`` when every one exited with 0.
+    ``probes``: the listening socket of the HTTP probes (``daemon.web.probes.bind_probes``),
+    served for all the workers once they are forked."""
+    return _Supervisor(count, probes).run(run_worker)
 
 
 class _Supervisor:
     """The workers forked, their notification sockets, and whether a stop was passed on."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, probes: socket.socket | None) -> None:
         self.count = count
+        self._probes = probes
+        self._gateway: WorkerProbes | None = None
         self._pipe: tuple[int, ...] = ()
         self.sockets = [_NotifySocket(i) for i in range(count)] if os.environ.get("NOTIFY_SOCKET") else []
         self.running: dict[int, Partition] = {}
         self.stopping = False
 
-    def run(self, run_worker: Callable[[Partition], NoReturn]) -> bool:
+    def run(self, run_worker: RunWorker) -> bool:
         try:
             wake_r = self._fork(run_worker)
             log.info(
@@ -104,6 +117,8 @@ class _Supervisor:
             )
             return self._wait(wake_r)
         finally:
+            if self._gateway is not None:
+                self._gateway.stop()
             signal.set_wakeup_fd(-1)
             for fd in self._pipe:
                 os.close(fd)
@@ -118,7 +133,7 @@ class _Supervisor:
         for pid in self.running:
             os.kill(pid, signum)  # a worker not yet reaped still has its pid
 
-    def _fork(self, run_worker: Callable[[Partition], NoReturn]) -> int:
+    def _fork(self, run_worker: RunWorker) -> int:
         """Fork the workers and install the handlers; the read end of the wake-up pipe."""
         # Held back while forking: a signal in between would stop the supervisor and
         # orphan the workers forked so far, or come before its handler. Delivered once
@@ -129,16 +144,27 @@ class _Supervisor:
             # What the supervisor built stays out of the children's collections, which
             # would otherwise copy every page they walk (the gc module's advice for fork).
             gc.freeze()
+            private: dict[str, str] = {}
             for index in range(self.count):
                 part = Partition(index, self.count)
+                address = None if self._probes is None else _probe_socket(index)
                 pid = os.fork()
                 if pid == 0:
-                    _become_worker(self.sockets, index)
+                    _become_worker(self.sockets, index, self._probes)
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-                    run_worker(part)
+                    run_worker(part, address)
                 self.running[pid] = part
+                if address is not None:
+                    private[str(part)] = address
                 if self.sockets:
                     self.sockets[index].pid = pid
+            if self._probes is not None:
+                # A thread, started once every fork is done: a fork copies only the
+                # thread that calls it, and would leave the child a loop it cannot run.
+                from daemon.web.probes import WorkerProbes  # noqa: PLC0415 -- aiohttp only when served
+
+                self._gateway = WorkerProbes(self._probes, private)
+                self._gateway.start()
             # The supervisor sleeps in select: a signal with a Python handler also writes
             # to this pipe, so a worker's exit or a stop wakes it, without a race.
             wake_r, wake_w = self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -181,9 +207,17 @@ class _Supervisor:
                                 pass
 
 
-def _become_worker(sockets: list[_NotifySocket], index: int) -> None:
+def _probe_socket(index: int) -> str:
+    from daemon.web.probes import worker_socket  # noqa: PLC0415 -- aiohttp only when served
+
+    return worker_socket(os.getpid(), index)
+
+
+def _become_worker(sockets: list[_NotifySocket], index: int, probes: socket.socket | None) -> None:
     """In a newly forked worker: its notifications go to the supervisor, and systemd's
     watchdog, which asks the supervisor's pid, is this worker's to feed (to the supervisor)."""
+    if probes is not None:
+        probes.close()  # the supervisor's to serve
     for notify in sockets:
         notify.sock.close()  # the supervisor's copies stay bound
     if sockets:

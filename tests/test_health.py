@@ -32,7 +32,7 @@ from daemon.health import (
     watchdog_interval_s,
 )
 from daemon.metrics import Counters
-from daemon.web.probes import metric_name, metrics_text
+from daemon.web.probes import merged_metrics, metric_name, metrics_text
 from tests.helpers import FAST_RECONNECT, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
@@ -83,6 +83,35 @@ def test_metrics_are_in_the_prometheus_text_format() -> None:
     assert "wardd_rule_seconds_total 1.5" in lines
     assert "# TYPE wardd_rule_seconds_total counter" in lines
     assert "# TYPE wardd_work_queue_items gauge" in lines
+
+
+def test_the_workers_metrics_are_merged_under_a_worker_label() -> None:
+    """A supervisor's /metrics: each family once, each sample labelled with its worker, and
+    a worker that did not answer said so (its own samples absent)."""
+    texts: dict[str, str | None] = {}
+    for worker, (rejected, rule_s) in {"0/3": (3, 1.5), "1/3": (1, 0.25)}.items():
+        counters = Counters()
+        counters.inc("mqtt.rejected", "invalid_json", rejected)
+        gauges = [
+            Gauge("wardd_alerts_open", "Open alerts", {("high", "active"): 2}, ("priority", "state")),
+            Gauge("wardd_rule_seconds", "Time in rules", {(): rule_s}, counter=True),
+        ]
+        texts[worker] = metrics_text(counters, gauges).decode()
+    texts["2/3"] = None
+    lines = merged_metrics(texts).decode().splitlines()
+    assert 'wardd_mqtt_rejected_total{reason="invalid_json",worker="0/3"} 3.0' in lines
+    assert 'wardd_mqtt_rejected_total{reason="invalid_json",worker="1/3"} 1.0' in lines
+    assert 'wardd_alerts_open{priority="high",state="active",worker="1/3"} 2.0' in lines
+    assert 'wardd_rule_seconds_total{worker="0/3"} 1.5' in lines
+    assert 'wardd_rule_seconds_total{worker="1/3"} 0.25' in lines
+    assert lines.count("# TYPE wardd_rule_seconds_total counter") == 1
+    assert lines.count("# TYPE wardd_alerts_open gauge") == 1
+    assert [line for line in lines if line.startswith("wardd_worker_answering")] == [
+        'wardd_worker_answering{worker="0/3"} 1.0',
+        'wardd_worker_answering{worker="1/3"} 1.0',
+        'wardd_worker_answering{worker="2/3"} 0.0',
+    ]
+    assert not any('worker="2/3"' in line for line in lines if not line.startswith("wardd_worker_answering"))
 
 
 @pytest.mark.parametrize(

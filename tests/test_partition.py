@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -13,7 +14,9 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import aiomqtt
 import pytest
 
@@ -22,14 +25,20 @@ from daemon.errors import ConfigError
 from daemon.partition import Partition, for_partition, foreign_stores, partition_of, store_path, store_paths
 from tests.helpers import wardd, write_ward_config
 from tests.mqtt_watch import until, watch
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess, bed_ids
 
 WARD = "haem"
 
 
 def _write_config(
-    path: Path, *, beds: int, workers: int, mqtt_url: str = "mqtt://127.0.0.1:1", prefix: str = "w"
+    path: Path,
+    *,
+    beds: int,
+    workers: int,
+    mqtt_url: str = "mqtt://127.0.0.1:1",
+    prefix: str = "w",
+    tables: str = "",
 ) -> Path:
     return write_ward_config(
         path,
@@ -39,7 +48,7 @@ def _write_config(
         beds=bed_ids(beds),
         daemon=f"workers = {workers}\ntick_interval_s = 0.5",
         mqtt="reconnect_min_s = 0.1\nreconnect_max_s = 1.0",
-        tables="[thresholds.vitals]\nconfirm_samples = 2\nfever_delay_s = 0",
+        tables=f"[thresholds.vitals]\nconfirm_samples = 2\nfever_delay_s = 0\n{tables}",
     )
 
 
@@ -166,11 +175,16 @@ async def _connected_workers(daemon: WarddProcess) -> list[int]:
 
 
 def _two_workers(
-    tmp_path: Path, mosquitto: Mosquitto, prefix: str, *, env: dict[str, str] | None = None
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    prefix: str,
+    *,
+    env: dict[str, str] | None = None,
+    tables: str = "",
 ) -> tuple[Path, WarddProcess]:
     """A daemon of two workers over four beds, started; its config file."""
     config_path = _write_config(
-        tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix
+        tmp_path / "ward.toml", beds=4, workers=2, mqtt_url=mosquitto.url, prefix=prefix, tables=tables
     )
     daemon = WarddProcess(config_path, tmp_path / "wardd.log", env=env)
     daemon.start()
@@ -246,6 +260,95 @@ async def test_the_workers_keep_the_layout_locked_after_the_supervisor(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         daemon.close()
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as reply:
+        return reply.status, await reply.text()
+
+
+def _worker_pids(daemon: WarddProcess) -> dict[str, int]:
+    """Each worker's pid by partition, as the supervisor logged them."""
+    line = next(line for line in daemon.output().splitlines() if "supervising 2 workers" in line)
+    found = re.findall(r"(\d+/2) \(pid (\d+)\)", line)
+    return {part: int(pid) for part, pid in found}
+
+
+@pytest.mark.integration
+async def test_two_workers_answer_the_health_probes_on_one_port(
+    tmp_path: Path, mosquitto: Mosquitto, prefix: str
+) -> None:
+    """The supervisor serves ``health.port`` for the daemon (each worker binding it failed
+    the start): alive and ready only if every worker says so in time, and every worker's
+    metrics under its own ``worker`` label."""
+    port = free_port()
+    _, daemon = _two_workers(tmp_path, mosquitto, prefix, tables=f"[health]\nport = {port}")
+    try:
+        await _connected_workers(daemon)
+        pids = _worker_pids(daemon)
+        assert set(pids) == {"0/2", "1/2"}
+
+        async def answer(path: str) -> tuple[int, dict[str, Any]]:
+            code, body = await _get(port, path)
+            return code, json.loads(body)
+
+        for _ in range(300):
+            if (await answer("/readyz"))[0] == 200:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the workers were not ready in 30 s")
+        code, live = await answer("/healthz")
+        assert code == 200
+        assert live["live"] is True
+        assert {worker: said["live"] for worker, said in live["workers"].items()} == {
+            "0/2": True,
+            "1/2": True,
+        }
+        code, text = await _get(port, "/metrics")
+        lines = text.splitlines()
+        assert code == 200
+        for worker in pids:
+            assert f'wardd_up{{worker="{worker}"}} 1.0' in lines
+            assert f'wardd_worker_answering{{worker="{worker}"}} 1.0' in lines
+        beds = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("wardd_beds{")]
+        assert sum(beds) == 4, "the four beds, each counted by the worker that owns it"
+        assert lines.count("# TYPE wardd_beds gauge") == 1
+
+        # A worker whose event loop stands still (SIGSTOP) does not answer: the daemon is
+        # not alive, and says which worker is not.
+        os.kill(pids["1/2"], signal.SIGSTOP)
+        try:
+            code, live = await answer("/healthz")
+            assert code == 503
+            assert live["live"] is False
+            assert live["workers"]["0/2"]["live"] is True
+            assert live["workers"]["1/2"] == {"live": False, "answer": "none within 2 s"}
+            assert (await answer("/readyz"))[0] == 503
+            code, text = await _get(port, "/metrics")
+            lines = text.splitlines()
+            assert code == 200
+            assert 'wardd_worker_answering{worker="1/2"} 0.0' in lines
+            assert 'wardd_up{worker="0/2"} 1.0' in lines
+            assert not any('worker="1/2"' in line for line in lines if line.startswith("wardd_up"))
+        finally:
+            os.kill(pids["1/2"], signal.SIGCONT)
+        assert (await answer("/healthz"))[0] == 200
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+
+
+@pytest.mark.integration
+def test_a_health_port_in_use_stops_two_workers_before_either_starts(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        tables = f"[health]\nport = {port}"
+        config_path = _write_config(tmp_path / "ward.toml", beds=2, workers=2, tables=tables)
+        result = wardd("run", "--config", str(config_path))
+    assert result.returncode == 1
+    assert f"cannot serve the health probes on 127.0.0.1:{port} (health.host, health.port)" in result.stderr
+    assert "supervising" not in result.stderr
 
 
 class _FakeSystemd:

@@ -3,19 +3,28 @@
 What they answer is ``daemon.health``'s; this module only serves it. It is imported
 when a port is set, and only then: aiohttp and prometheus-client are a fifth of a
 daemon's start-up imports and about 13 MiB of its memory.
+
+With ``daemon.workers > 1`` the port is the supervisor's (``WorkerProbes``): each
+worker serves its own probes on a private socket, and the supervisor answers for the
+daemon as a whole from what they say, as it already does to systemd.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+import socket
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from daemon.config import HealthConfig
@@ -60,9 +69,24 @@ class _Collector(Collector):
 
 def metrics_text(counters: Counters, gauges: Sequence[Gauge]) -> bytes:
     """Every counter and gauge in the Prometheus text format."""
+    return _rendered(_Collector(counters, gauges))
+
+
+@dataclass(eq=False)
+class _Families(Collector):
+    families: Sequence[Metric]
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def _rendered(collector: Collector) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(counters, gauges))
+    registry.register(collector)
     return generate_latest(registry)
+
+
+_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # prometheus-client's, version included
 
 
 class HealthServer:
@@ -70,10 +94,15 @@ class HealthServer:
 
     name = "health.http"
 
-    def __init__(self, settings: HealthConfig, probes: Probes, counters: Counters) -> None:
+    def __init__(
+        self, settings: HealthConfig, probes: Probes, counters: Counters, *, private: str | None = None
+    ) -> None:
+        """``private``: a worker's, served on this abstract Unix socket for its supervisor
+        (``WorkerProbes``) instead of ``settings``' address."""
         self._settings = settings
         self._probes = probes
         self._counters = counters
+        self._private = private
         self.port: int | None = None  # the bound port, once serving
         self.serving = asyncio.Event()
         app = web.Application()
@@ -87,20 +116,26 @@ class HealthServer:
         runner = web.AppRunner(self._app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._settings.host, self._settings.port or 0)
-            try:
-                await site.start()
-            except OSError as exc:
-                host, port = self._settings.host, self._settings.port or 0
-                raise ListenError("the health probes", "health.host, health.port", host, port, exc) from exc
-            server = site._server  # aiohttp exposes the bound port only here
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
-            log.info("health probes on http://%s:%s/healthz", self._settings.host, self.port)
+            if self._private is not None:
+                await web.UnixSite(runner, self._private).start()
+            else:
+                await self._listen(runner)
             self.serving.set()
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
+
+    async def _listen(self, runner: web.AppRunner) -> None:
+        host, port = self._settings.host, self._settings.port or 0
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError("the health probes", "health.host, health.port", host, port, exc) from exc
+        server = site._server  # aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
+        log.info("health probes on http://%s:%s/healthz", host, self.port)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         stalled_s = self._probes.stalled_s()
@@ -120,5 +155,147 @@ class HealthServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         text = metrics_text(self._counters, self._probes.gauges())
-        # prometheus-client's own content type, version parameter included.
-        return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=text, headers={"Content-Type": _CONTENT_TYPE})
+
+
+# --- a supervisor's probes (daemon.workers > 1) ---------------------------------------
+
+WORKER_ANSWER_S = 2.0
+"""How long the supervisor waits for a worker's answer to a probe: a worker that takes
+longer counts as not answering (its event loop is held up)."""
+
+
+def worker_socket(supervisor_pid: int, index: int) -> str:
+    """The abstract Unix socket worker ``index`` serves its probes on, for its supervisor
+    only (no file to leave behind, as the notification sockets)."""
+    return f"\0wardd-probes-{supervisor_pid}-{index}"
+
+
+def bind_probes(settings: HealthConfig) -> socket.socket:
+    """The supervisor's listening socket for ``settings``, bound before any worker is
+    forked: an address in use stops the daemon before anything starts (``ListenError``)."""
+    try:
+        return socket.create_server((settings.host, settings.port or 0))
+    except OSError as exc:
+        raise ListenError(
+            "the health probes", "health.host, health.port", settings.host, settings.port or 0, exc
+        ) from exc
+
+
+def merged_metrics(texts: Mapping[str, str | None]) -> bytes:
+    """The workers' metrics as one text: each sample labelled with its ``worker``, each
+    family once, and ``wardd_worker_answering`` (0 for a worker whose text is ``None``)."""
+    answering = GaugeMetricFamily(
+        "wardd_worker_answering",
+        "1 if the worker answered the supervisor's probe in time",
+        labels=["worker"],
+    )
+    families: dict[str, Metric] = {}
+    for worker, text in texts.items():
+        answering.add_metric([worker], float(text is not None))
+        for family in text_string_to_metric_families(text or ""):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation, family.type)
+            merged.samples.extend(
+                sample._replace(labels={**sample.labels, "worker": worker}) for sample in family.samples
+            )
+    return _rendered(_Families([answering, *families.values()]))
+
+
+class WorkerProbes:
+    """``/healthz``, ``/readyz`` and ``/metrics`` of a supervisor: one address for the whole
+    daemon, each answer made of every worker's own (``HealthServer`` with ``private``).
+
+    Alive and ready only when every worker says so within ``WORKER_ANSWER_S``; the
+    bodies keep what each worker said, by partition. It runs its own event loop in a
+    thread of the supervisor (``start``), started after the workers are forked.
+    """
+
+    def __init__(self, sock: socket.socket, workers: Mapping[str, str]) -> None:
+        """``sock``: from ``bind_probes``; ``workers``: each worker's socket, by partition."""
+        self._sock = sock
+        self._workers = dict(workers)
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._thread = threading.Thread(target=self._main, name="wardd-probes", daemon=True)
+        self._started = threading.Event()
+
+    def start(self) -> None:
+        """Serve in a thread of its own until ``stop``."""
+        self._thread.start()
+        self._started.wait()
+        host, port = self._sock.getsockname()[:2]
+        log.info("health probes on http://%s:%s/healthz for %d workers", host, port, len(self._workers))
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread (a second at most)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=1.0)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._sessions = {
+            worker: aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path))
+            for worker, path in self._workers.items()
+        }
+        try:
+            await web.SockSite(runner, self._sock).start()
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            self._started.set()  # a failure to serve must not leave ``start`` waiting
+            for session in self._sessions.values():
+                await session.close()
+            await runner.cleanup()
+
+    async def _ask(self, worker: str, path: str) -> tuple[int, str] | None:
+        """Worker ``worker``'s answer to ``path``, or ``None`` if none came in time."""
+        try:
+            async with asyncio.timeout(WORKER_ANSWER_S):
+                async with self._sessions[worker].get(f"http://worker{path}") as reply:
+                    return reply.status, await reply.text()
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None
+
+    async def _answers(self, path: str) -> dict[str, tuple[int, str] | None]:
+        answers = await asyncio.gather(*(self._ask(worker, path) for worker in self._workers))
+        return dict(zip(self._workers, answers, strict=True))
+
+    async def _all(self, path: str, key: str) -> web.Response:
+        """``/healthz`` or ``/readyz``: ``key`` holds only if it does at every worker."""
+        said: dict[str, object] = {}
+        holds = True
+        for worker, answer in (await self._answers(path)).items():
+            if answer is None:
+                holds = False
+                said[worker] = {key: False, "answer": f"none within {WORKER_ANSWER_S:g} s"}
+                continue
+            status, text = answer
+            holds = holds and status == 200
+            said[worker] = json.loads(text)
+        return web.json_response({key: holds, "workers": said}, status=200 if holds else 503)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return await self._all("/healthz", "live")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        return await self._all("/readyz", "ready")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        texts = {
+            worker: answer[1] if answer is not None and answer[0] == 200 else None
+            for worker, answer in (await self._answers("/metrics")).items()
+        }
+        return web.Response(body=merged_metrics(texts), headers={"Content-Type": _CONTENT_TYPE})
