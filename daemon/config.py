@@ -1318,12 +1318,17 @@ def _cross_checks(
 
 
 def _admissions_checks(config: Config) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
     if config.admissions.admin_users and config.daemon.workers > 1:
         # Each worker holds only its share of the beds: nobody could apply a change whole.
-        return [
+        issues.append(
             ConfigIssue("admissions.admin_users", "admissions at run time need daemon.workers = 1 (for now)")
-        ]
-    return []
+        )
+    if config.hl7.port is not None and config.daemon.workers > 1:
+        # One listener for every bed, and each worker would take only its own: the
+        # second worker's listener found the port taken and stopped the daemon at start.
+        issues.append(ConfigIssue("hl7.port", "HL7 v2 in needs daemon.workers = 1 (for now)"))
+    return issues
 
 
 def _tls_files(config: Config) -> list[ConfigIssue]:

@@ -691,20 +691,23 @@ def test_check_config_finds_a_missing_tls_file_before_any_connection(
 
 
 @pytest.mark.integration
-def test_a_port_in_use_is_named_with_its_options(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("table", "what"), [("health", "the health probes"), ("hl7", "HL7 v2 in")], ids=["health", "hl7"]
+)
+def test_a_port_in_use_is_named_with_its_options(tmp_path: Path, table: str, what: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         # No broker answers: the run fails on the port alone, whoever else uses a broker here.
         config = _config(
-            tmp_path, f'[health]\nport = {port}\n[mqtt]\nurl = "mqtt://127.0.0.1:{_down(tmp_path)}"\n'
+            tmp_path, f'[{table}]\nport = {port}\n[mqtt]\nurl = "mqtt://127.0.0.1:{_down(tmp_path)}"\n'
         )
         result = wardd("run", "--config", str(config), "--log-level", "ERROR")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
-        f"wardd run: cannot serve the health probes on 127.0.0.1:{port} (health.host, health.port): "
+        f"wardd run: cannot serve {what} on 127.0.0.1:{port} ({table}.host, {table}.port): "
         "Address already in use"
     )
 

@@ -18,7 +18,7 @@ from hl7apy.parser import parse_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import Hl7Config, ServerTlsConfig
+from daemon.config import Hl7Config, ServerTlsConfig, parse
 from daemon.errors import ConfigError, InputError
 from daemon.events import Health, Metric, SourceHealth, VitalSample
 from daemon.hl7 import hl7in
@@ -345,6 +345,17 @@ async def _exchange(port: int, context: ssl.SSLContext | None, *, timeout_s: flo
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             await writer.wait_closed()
     return str(parse_message(ack.decode(), find_groups=False).msa.msa_1.value)
+
+
+def test_hl7_in_is_refused_with_several_workers() -> None:
+    # One listener for every bed, where each worker takes only its own beds.
+    with pytest.raises(ConfigError) as caught:
+        parse({"daemon": {"workers": 2}, "hl7": {"port": 2575}})
+    assert {issue.location: issue.reason for issue in caught.value.issues} == {
+        "hl7.port": "HL7 v2 in needs daemon.workers = 1 (for now)"
+    }
+    assert parse({"daemon": {"workers": 1}, "hl7": {"port": 2575}}).hl7.port == 2575
+    assert parse({"daemon": {"workers": 2}}).hl7.port is None
 
 
 def test_an_unusable_certificate_stops_the_start_naming_its_setting(tmp_path: Path) -> None:

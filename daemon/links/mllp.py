@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import hl7.mllp
 
 from daemon.config import Hl7Config
+from daemon.errors import ListenError
 from daemon.links.tls import server_context
 from daemon.metrics import Counters
 
@@ -44,13 +45,13 @@ class MllpListener:
 
     async def run(self) -> None:
         """Listen until cancelled; open connections are closed on the way out."""
-        server = await hl7.mllp.start_hl7_server(
-            self._serve,
-            self._settings.host,
-            self._settings.port or 0,
-            limit=self._settings.max_message_bytes,
-            ssl=self._tls,
-        )
+        host, port = self._settings.host, self._settings.port or 0
+        try:
+            server = await hl7.mllp.start_hl7_server(
+                self._serve, host, port, limit=self._settings.max_message_bytes, ssl=self._tls
+            )
+        except OSError as exc:
+            raise ListenError("HL7 v2 in", "hl7.host, hl7.port", host, port, exc) from exc
         try:
             sockets = server.sockets or ()
             self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
