@@ -60,8 +60,10 @@ from daemon.events import (
     VitalSample,
 )
 from daemon.health import (
+    LATENCY_BOUNDS_S,
     Gauge,
     Heartbeat,
+    Histogram,
     Readiness,
     Watchdog,
     last_will,
@@ -453,6 +455,12 @@ class Pipeline:
         self._hl7_pumps = hl7pump.Hl7Pumps.from_config(self.config)
         self._rule_s = 0.0  # time in the rules, for /metrics
         self._rule_events = 0
+        self.alert_latency = Histogram(
+            "wardd_alert_latency_seconds",
+            "From an input's arrival to the alert message it caused handed to the MQTT link, by stage",
+            "stage",
+            LATENCY_BOUNDS_S,
+        )
 
     def reconfigure(self, config: Config) -> None:
         """Run on ``config`` from now on: its beds changed (``daemon.admission_desk``)."""
@@ -564,7 +572,14 @@ class Pipeline:
         alert's. ``holds_place``: the input took an in-flight place, which ``_settle``
         gives back.
         """
-        row = InboundRow(self.store.next_id("inbound"), iso_once(self.clock.now()), source, topic, payload)
+        row = InboundRow(
+            self.store.next_id("inbound"),
+            iso_once(self.clock.now()),
+            source,
+            topic,
+            payload,
+            time.monotonic(),
+        )
         if holds_place:
             self._live[row.seq] = 2  # durable, processed: ``_settle`` frees it at the second
         # Queued before it is staged: the dispatcher, woken first, processes it before
@@ -779,6 +794,8 @@ class Pipeline:
 
     async def process_row(self, row: InboundRow, *, replay: bool = False) -> None:
         """One logged input: decoded and processed (a duplicate of a recent message is skipped)."""
+        started_s = time.monotonic()
+        published = self.publisher.published
         try:
             if row.source == "mqtt":
                 await self._process_message(row.topic, row.payload)
@@ -805,6 +822,23 @@ class Pipeline:
                 self.checkpoint()
         if replay:
             self.counters.inc("store.replayed_inputs", row.source)
+        elif self.publisher.published != published:
+            self._time_alert(row.arrived_s, started_s, time.monotonic())
+
+    def _time_alert(self, arrived_s: float, started_s: float, processed_s: float) -> None:
+        """Time, by stage, the path of an input whose processing published a message (an
+        alert's), once the commit that holds it is done and the message is on the link."""
+
+        def committed() -> None:
+            # After the message's own callback, which queued it on the MQTT link.
+            done_s = time.monotonic()
+            latency = self.alert_latency
+            latency.observe("waiting", started_s - arrived_s)
+            latency.observe("processing", processed_s - started_s)
+            latency.observe("storing", done_s - processed_s)
+            latency.observe("total", done_s - arrived_s)
+
+        self.writer.after_commit(committed, urgent=False)
 
     async def _process_message(self, topic: str, payload: bytes) -> None:
         if is_ack_topic(topic):
@@ -929,8 +963,9 @@ class Pipeline:
         busy_since = self._busy_since
         return 0.0 if busy_since is None else time.monotonic() - busy_since
 
-    def gauges(self) -> list[Gauge]:
-        """Queue depths, backlogs, link states, open alerts and rule time, for /metrics."""
+    def gauges(self) -> list[Gauge | Histogram]:
+        """Queue depths, backlogs, link states, open alerts, rule time and the alerts'
+        latency, for /metrics."""
         open_alerts: dict[tuple[str, ...], float] = {}
         for alert in self.alerts.book.open_alerts():
             labels = (alert.priority.value, alert.state.value)
@@ -989,6 +1024,7 @@ class Pipeline:
             ),
             Gauge("wardd_rule_events", "Events the rules were run on", {(): self._rule_events}, counter=True),
             Gauge("wardd_rule_seconds", "Time in the rules", {(): self._rule_s}, counter=True),
+            self.alert_latency,
             *(gauge for source in self.more_gauges for gauge in source()),
         ]
 

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import os
@@ -140,6 +141,48 @@ class Gauge:
     counter: bool = False  # a total that only grows (exposed with ``_total``)
 
 
+LATENCY_BOUNDS_S = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Bucket bounds of the latency histograms: fine under 10 ms, where an alert is meant to
+leave, coarse above it, where what counts is that it is seen at all."""
+
+
+class Histogram:
+    """Observations counted by bucket, for a Prometheus histogram family with one label.
+
+    ``observe`` is a bisection and two additions (it runs on the event loop); the
+    cumulative counts Prometheus wants are made at scrape time (``buckets``).
+    """
+
+    def __init__(self, name: str, help_text: str, label: str, bounds: Sequence[float]) -> None:
+        self.name = name
+        self.help = help_text
+        self.label = label
+        self.bounds = tuple(bounds)
+        self._series: dict[str, tuple[list[int], list[float]]] = {}  # value -> (counts, [sum])
+
+    def observe(self, value: str, amount: float) -> None:
+        """Count ``amount`` under label value ``value``."""
+        series = self._series.get(value)
+        if series is None:
+            series = self._series[value] = ([0] * (len(self.bounds) + 1), [0.0])
+        counts, total = series
+        counts[bisect.bisect_left(self.bounds, amount)] += 1
+        total[0] += amount
+
+    def buckets(self) -> dict[str, tuple[list[tuple[str, int]], float]]:
+        """Per label value: cumulative counts by upper bound (``+Inf`` last), and the sum."""
+        out: dict[str, tuple[list[tuple[str, int]], float]] = {}
+        for value, (counts, total) in self._series.items():
+            running, cumulative = 0, []
+            for bound, count in zip([*map(repr, self.bounds), "+Inf"], counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            out[value] = (cumulative, total[0])
+        return out
+
+
 class Probes(Protocol):
     """What the health parts read from the pipeline (``daemon.app.Pipeline`` implements it)."""
 
@@ -151,7 +194,7 @@ class Probes(Protocol):
         """How long the input in processing has been (0 when none is)."""
         ...
 
-    def gauges(self) -> Sequence[Gauge]:
+    def gauges(self) -> Sequence[Gauge | Histogram]:
         """The pipeline's own metrics, beside the counters."""
         ...
 

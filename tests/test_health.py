@@ -18,11 +18,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import __version__
 from daemon.config import HealthConfig
 from daemon.health import (
     Gauge,
+    Histogram,
     NotifyRelay,
     Readiness,
     Watchdog,
@@ -83,6 +85,25 @@ def test_metrics_are_in_the_prometheus_text_format() -> None:
     assert "wardd_rule_seconds_total 1.5" in lines
     assert "# TYPE wardd_rule_seconds_total counter" in lines
     assert "# TYPE wardd_work_queue_items gauge" in lines
+
+
+def test_a_latency_counts_in_the_bucket_whose_bound_it_does_not_exceed() -> None:
+    histogram = Histogram("wardd_alert_latency_seconds", "Alert latency", "stage", (0.001, 0.002))
+    histogram.observe("total", 0.001)  # on the bound: counted in it (Prometheus' "le")
+    histogram.observe("total", 0.0010001)  # just above: the next one
+    histogram.observe("total", 0.002)
+    histogram.observe("total", 0.0020001)  # above the last bound: +Inf only
+    histogram.observe("waiting", 0.0)
+    assert histogram.buckets() == {
+        "total": ([("0.001", 1), ("0.002", 3), ("+Inf", 4)], pytest.approx(0.0060002)),
+        "waiting": ([("0.001", 1), ("0.002", 1), ("+Inf", 1)], 0.0),
+    }
+    lines = metrics_text(Counters(), [histogram]).decode().splitlines()
+    assert "# TYPE wardd_alert_latency_seconds histogram" in lines
+    assert 'wardd_alert_latency_seconds_bucket{le="0.001",stage="total"} 1.0' in lines
+    assert 'wardd_alert_latency_seconds_bucket{le="0.002",stage="total"} 3.0' in lines
+    assert 'wardd_alert_latency_seconds_bucket{le="+Inf",stage="total"} 4.0' in lines
+    assert 'wardd_alert_latency_seconds_count{stage="total"} 4.0' in lines
 
 
 def test_the_workers_metrics_are_merged_under_a_worker_label() -> None:
@@ -431,11 +452,17 @@ async def test_a_full_disk_makes_the_daemon_unready_loses_nothing_and_it_recover
             assert not any(a.get("condition") == "FEVER" for a in alerts), (
                 "nothing judged before it is durable"
             )
+            await asyncio.sleep(1.0)  # so that the wait for space is longer than a second
             filler.unlink()
             await until(lambda: any(a.get("condition") == "FEVER" for a in alerts), 30, "the fever alert")
         assert (await _get(port, "/readyz"))[0] == 200
         assert "state store writable again" in daemon.output()
         assert daemon.alive
+        # The alert's latency says where it waited: for the store, more than a second.
+        latency = await _alert_latency(port)
+        assert latency["storing"]["+Inf"] >= 1
+        assert latency["storing"]["1.0"] < latency["storing"]["+Inf"]
+        assert latency["processing"]["1.0"] == latency["processing"]["+Inf"]
     finally:
         daemon.close()
 
@@ -467,3 +494,65 @@ def test_the_shipped_unit_file_is_valid_for_systemd(tmp_path: Path) -> None:
     assert directives["Restart"] == "on-failure"
     assert directives["User"] == "wardd"
     assert directives["StateDirectory"] == "wardd"
+
+
+async def _alert_latency(port: int) -> dict[str, dict[str, float]]:
+    """``wardd_alert_latency_seconds`` from /metrics: per stage, the cumulative count by
+    bucket bound (``le``), and ``sum``."""
+    code, text = await _get(port, "/metrics")
+    assert code == 200
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "wardd_alert_latency_seconds":
+            continue
+        for sample in family.samples:
+            stage = out.setdefault(sample.labels["stage"], {})
+            if sample.name.endswith("_bucket"):
+                stage[sample.labels["le"]] = sample.value
+            elif sample.name.endswith("_sum"):
+                stage["sum"] = sample.value
+    return out
+
+
+@pytest.mark.integration
+async def test_an_alerts_latency_is_measured_by_stage(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """From a fever sample's arrival to its alert on the MQTT link: waiting, processing,
+    storing, and their total, once per input that published an alert, none for the others."""
+    port = free_port()
+    config = _config(tmp_path / "ward.toml", mosquitto, port)
+    config.write_text(
+        config.read_text() + "\n[thresholds.vitals]\nconfirm_samples = 1\nfever_delay_s = 0.0\n"
+    )
+    daemon = WarddProcess(config, tmp_path / "wardd.log")
+    daemon.start()
+    try:
+        daemon.wait_connected()
+        await until(lambda: "health probes on" in daemon.output(), 10, "the probes")
+        async with watch(mosquitto.url, "hw/w1/bed/b1/alerts") as alerts:
+            publisher = connect(mosquitto.url)
+            try:
+                now = datetime.now(UTC)
+                for k, febrile in enumerate((False, False, True)):
+                    payload = vitals_payload("b1", now + timedelta(seconds=k), k, febrile=febrile)
+                    publisher.publish("hw/w1/bed/b1/vitals", payload, qos=1).wait_for_publish(10)
+            finally:
+                publisher.loop_stop()
+                publisher.disconnect()
+            await until(lambda: any(a.get("condition") == "FEVER" for a in alerts), 30, "the fever alert")
+        latency = await _alert_latency(port)
+        for _ in range(50):  # the alert arrived: the callback after its commit ran just before
+            if latency:
+                break
+            await asyncio.sleep(0.1)
+            latency = await _alert_latency(port)
+        assert set(latency) == {"waiting", "processing", "storing", "total"}
+        counts = {stage: buckets["+Inf"] for stage, buckets in latency.items()}
+        assert counts == dict.fromkeys(latency, 1.0), (
+            "the fever sample only: the normal ones published nothing"
+        )
+        parts = sum(latency[stage]["sum"] for stage in ("waiting", "processing", "storing"))
+        assert latency["total"]["sum"] == pytest.approx(parts)
+        assert 0 < latency["total"]["sum"] < 10
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()

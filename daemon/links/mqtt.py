@@ -610,9 +610,12 @@ class DurablePublisher:
     def __init__(self, writer: StoreWriter, link: MqttLink) -> None:
         self._writer = writer
         self._link = link
+        self.published = 0
+        """Messages staged so far (whether an input's processing published one)."""
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Stage one message; it leaves after the commit (see the class guarantees)."""
+        self.published += 1
         message = Outgoing(topic, payload, qos, retain, self._writer.store.next_id("mqtt_outbox"))
         self._writer.stage().mqtt_out.append((message.store_id or 0, topic, payload, qos, retain))
         self._writer.after_commit(lambda: self._link.enqueue(message))

@@ -173,6 +173,8 @@ class InboundRow:
     source: str
     topic: str
     payload: bytes
+    arrived_s: float = 0.0
+    """When it was logged, on ``time.monotonic``; 0 for an input read back from the store."""
 
 
 @dataclass(frozen=True, slots=True)

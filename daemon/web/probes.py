@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from daemon.config import HealthConfig
 from daemon.errors import ListenError
-from daemon.health import Gauge, Probes
+from daemon.health import Gauge, Histogram, Probes
 from daemon.metrics import Counters
 
 log = logging.getLogger("daemon.health")
@@ -46,7 +46,7 @@ def metric_name(counter: str) -> str:
 @dataclass(eq=False)  # the registry keys collectors by identity
 class _Collector(Collector):
     counters: Counters
-    gauges: Sequence[Gauge]
+    gauges: Sequence[Gauge | Histogram]
 
     def collect(self) -> Iterator[Metric]:
         for name, reasons in self.counters.snapshot().items():
@@ -58,6 +58,9 @@ class _Collector(Collector):
             yield family
         for gauge in self.gauges:
             metric: CounterMetricFamily | GaugeMetricFamily
+            if isinstance(gauge, Histogram):
+                yield _histogram(gauge)
+                continue
             if gauge.counter:
                 metric = CounterMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
             else:
@@ -67,7 +70,14 @@ class _Collector(Collector):
             yield metric
 
 
-def metrics_text(counters: Counters, gauges: Sequence[Gauge]) -> bytes:
+def _histogram(histogram: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(histogram.name, histogram.help, labels=[histogram.label])
+    for value, (buckets, total) in histogram.buckets().items():
+        family.add_metric([value], buckets, total)
+    return family
+
+
+def metrics_text(counters: Counters, gauges: Sequence[Gauge | Histogram]) -> bytes:
     """Every counter and gauge in the Prometheus text format."""
     return _rendered(_Collector(counters, gauges))
 
