@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench import systems
 from bench.load import (
     FEVER_C,
@@ -324,11 +326,12 @@ def percentile(values: list[float], q: float) -> float:
 def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
     """Fever-alert latency under ``beds`` × ``hz`` paced load; memory at its peak."""
     ward = ctx.ward(beds)
-    system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
+    system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward, probes=True)
     with clients(ctx.url, ward) as (publisher, observer), running(system):
         system.start()
         Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
         before = observer.count()
+        in_daemon_before = alert_latency(system)
         load = PacedLoad(Pace(ctx.url, ward, hz, ctx.sizes.latency_s, ctx.sizes.fever_every))
         cpu_before_s, load_started = cpu_s(system.pid), time.monotonic()
         load.start()
@@ -373,7 +376,58 @@ def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
             "publisher_max_behind_s": result.max_behind_s,
             "backlog_after_load_s": drained - load_end if drained else float("nan"),
             "peak_rss_mb": peak_rss_mb(system.pid),
+            **in_daemon(in_daemon_before, alert_latency(system)),
         }
+
+
+Buckets = dict[str, dict[str, float]]
+"""``wardd_alert_latency_seconds`` by stage: cumulative counts by bound (``le``), and ``sum``."""
+
+
+def alert_latency(system: systems.Process) -> Buckets:
+    """wardd's own account of its alerts' latency (``/metrics``), every worker's added up;
+    empty for the baselines."""
+    port = getattr(system, "health_port", None)
+    if port is None:
+        return {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    out: Buckets = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "wardd_alert_latency_seconds":
+            continue
+        for sample in family.samples:
+            stage = out.setdefault(sample.labels["stage"], {})
+            key = sample.labels["le"] if sample.name.endswith("_bucket") else sample.name.rsplit("_", 1)[1]
+            stage[key] = stage.get(key, 0.0) + sample.value
+    return out
+
+
+def in_daemon(before: Buckets, after: Buckets) -> Measured:
+    """What the daemon says of the alerts between two reads of ``alert_latency``: the mean
+    of each stage (ms) and the total's p99, as the bound of the bucket that holds it (an
+    upper bound, from 0.5 ms to 10 s). It counts every input that published an alert
+    (a fever's start, and its end at the next normal sample) from its arrival to its
+    message on the MQTT link: the rest of the latency above is the broker's and the
+    network's."""
+    out: Measured = {}
+    for stage, buckets in after.items():
+        count = buckets.get("count", 0.0) - before.get(stage, {}).get("count", 0.0)
+        if count <= 0:
+            continue
+        total_s = buckets.get("sum", 0.0) - before.get(stage, {}).get("sum", 0.0)
+        out[f"in_daemon_{stage}_mean_ms"] = total_s / count * 1000
+        if stage == "total":
+            earlier = before.get(stage, {})
+            bounds = sorted(
+                (float(le), n - earlier.get(le, 0.0))
+                for le, n in buckets.items()
+                if le not in {"count", "sum"}
+            )
+            p99_le_s = next(le for le, n in bounds if n >= 0.99 * count)
+            out["in_daemon_total_p99_le_ms"] = p99_le_s * 1000 if p99_le_s != float("inf") else float("nan")
+            out["in_daemon_alerts"] = count
+    return out
 
 
 def measure_memory(ctx: Context, name: str) -> Measured:
@@ -497,6 +551,12 @@ def latency_figure(beds: int, hz: float) -> Figure:
             ("backlog_after_load_s", "s", False),
             ("cpu_share", "of a core", False),
             ("peak_rss_mb", "MiB", False),
+            ("in_daemon_total_mean_ms", "ms", False),
+            ("in_daemon_total_p99_le_ms", "ms", False),
+            ("in_daemon_waiting_mean_ms", "ms", False),
+            ("in_daemon_processing_mean_ms", "ms", False),
+            ("in_daemon_storing_mean_ms", "ms", False),
+            ("in_daemon_alerts", "alerts", True),
         ),
     )
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench import nodered
 from bench.load import WARD, Ward
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,15 +119,25 @@ def workers_of(name: str) -> int:
 
 
 def wardd_config(
-    path: Path, *, url: str, ward: Ward, client_id: str, storage: Storage, state_dir: Path, workers: int = 1
+    path: Path,
+    *,
+    url: str,
+    ward: Ward,
+    client_id: str,
+    storage: Storage,
+    state_dir: Path,
+    workers: int = 1,
+    health_port: int | None = None,
 ) -> Path:
     """A wardd config for ``ward``: every bed on the 14-day protocol since 12 h, no pumps.
 
     Fever rules without noise control (one sample at >= 38.0 °C raises ``FEVER``, the
     next one below 37.7 °C ends it), so that every fever sample is an alert to time.
     Telemetry staleness is a day away, so that no bed raises ``TELEMETRY_STALE`` when a
-    figure pauses its load. Everything else is the default.
+    figure pauses its load. Everything else is the default, the health probes off
+    unless ``health_port`` is given.
     """
+    health = "" if health_port is None else f"\n[health]\nport = {health_port}\n"
     start = (datetime.now(UTC) - timedelta(hours=12)).isoformat()
     influx = (
         f'api = "v2"\nurl = "{storage.url}"\nbucket = "wardd"\ntoken.value = "bench"\n'
@@ -157,7 +168,7 @@ confirm_samples = 1
 fever_delay_s = 0.0
 fever_clear_s = 0.0
 telemetry_stale_s = 86400.0
-{beds}"""
+{health}{beds}"""
     )
     return path
 
@@ -166,10 +177,19 @@ class Wardd(Process):
     """``wardd run`` as a subprocess (``python -m daemon run``)."""
 
     def __init__(
-        self, name: str, workdir: Path, *, url: str, ward: Ward, storage: Storage | None = None
+        self,
+        name: str,
+        workdir: Path,
+        *,
+        url: str,
+        ward: Ward,
+        storage: Storage | None = None,
+        probes: bool = False,
     ) -> None:
+        """``probes``: serve the health probes (``health_port``), for ``alert_latency``."""
         super().__init__(name, workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        self.health_port = free_port() if probes else None
         self.config = wardd_config(
             workdir / "ward.toml",
             url=url,
@@ -178,6 +198,7 @@ class Wardd(Process):
             storage=storage or Storage(),
             state_dir=workdir / "state",
             workers=workers_of(name),
+            health_port=self.health_port,
         )
 
     def start(self) -> None:
@@ -241,10 +262,13 @@ def set_workers(counts: tuple[int, ...]) -> None:
     SYSTEMS = (*(wardd_name(n) for n in counts), "node-red", "bare")
 
 
-def make(name: str, workdir: Path, *, url: str, ward: Ward, storage: Storage | None = None) -> Process:
-    """A fresh system (its own folder, state and client id) by name."""
+def make(
+    name: str, workdir: Path, *, url: str, ward: Ward, storage: Storage | None = None, probes: bool = False
+) -> Process:
+    """A fresh system (its own folder, state and client id) by name; ``probes``: wardd's
+    health probes on (the others have none)."""
     if name.startswith("wardd"):
-        return Wardd(name, workdir, url=url, ward=ward, storage=storage)
+        return Wardd(name, workdir, url=url, ward=ward, storage=storage, probes=probes)
     if name == "node-red":
         return NodeRed(name, workdir, url=url, ward=ward)
     if name == "bare":
