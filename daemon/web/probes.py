@@ -177,7 +177,8 @@ longer counts as not answering (its event loop is held up)."""
 
 def worker_socket(supervisor_pid: int, index: int) -> str:
     """The abstract Unix socket worker ``index`` serves its probes on, for its supervisor
-    only (no file to leave behind, as the notification sockets)."""
+    (no file to leave behind, as the notification sockets). Any process on the machine
+    can reach it, as it can a loopback port: what it serves is what ``health.port`` does."""
     return f"\0wardd-probes-{supervisor_pid}-{index}"
 
 
