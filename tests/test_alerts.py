@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -321,6 +322,111 @@ def test_escalation_timer_starts_when_priority_becomes_high() -> None:
     book.apply(cand(priority=Priority.HIGH), at(1000))
     assert book.tick(at(1299)) == []
     [t] = book.tick(at(1300))
+    assert t.alert.escalation_level == 1
+
+
+def _due_by_scan(book: AlertBook, now: datetime) -> list[tuple[str, int]]:
+    """What a check at ``now`` escalates, found by walking every open alert (the reference
+    the book's schedule must agree with): (id, new level), oldest first."""
+    out = []
+    for alert in book.open_alerts():
+        if alert.state is not AlertState.ACTIVE or alert.priority is not Priority.HIGH:
+            continue
+        waited_s = (now - alert.active_since).total_seconds()
+        level = math.floor(waited_s / book.escalate_after_s) if waited_s > 0 else 0
+        if level > alert.escalation_level:
+            out.append((alert.id, level))
+    return out
+
+
+_STEP = st.one_of(
+    st.tuples(
+        st.just("candidate"),
+        st.sampled_from(["FEVER", "HYPOTENSION"]),
+        st.sampled_from(["b1", "b2", "b3"]),
+        st.booleans(),
+        st.sampled_from([Priority.MEDIUM, Priority.HIGH]),
+    ),
+    st.tuples(st.just("ack"), st.integers(0, 5)),
+    st.tuples(st.just("reload")),
+    st.tuples(st.just("move"), st.sampled_from(["b1", "b2", "b3"]), st.sampled_from(["b4", "b5"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    escalate_after_s=st.sampled_from([0.3, 1.0, 7.0, 300.0]),
+    steps=st.lists(st.tuples(_STEP, st.floats(0, 400, allow_nan=False)), max_size=40),
+)
+def test_the_escalation_schedule_finds_what_a_walk_over_every_alert_finds(
+    escalate_after_s: float, steps: list[tuple[tuple[Any, ...], float]]
+) -> None:
+    """Checks at irregular gaps, among starts, clears (latching), rises and falls of
+    priority, acknowledgements, transfers and reloads: each check escalates exactly the
+    alerts, at the levels and in the order, that walking every open alert gives."""
+    book = AlertBook(escalate_after_s=escalate_after_s)
+    now = T0
+    for step, gap_s in steps:
+        now += timedelta(seconds=gap_s)
+        if step[0] == "candidate":
+            _, condition, bed, present, priority = step
+            book.apply(cand(condition, bed=bed, present=present, priority=priority), now)
+        elif step[0] == "ack":
+            alerts = book.open_alerts()
+            if alerts:
+                book.acknowledge(alerts[step[1] % len(alerts)].id, "nurse", now)
+        elif step[0] == "reload":
+            book = AlertBook.load(book.dump(), escalate_after_s=escalate_after_s)
+        else:
+            _, bed, to_bed = step
+            book.move_bed("w1", bed, "w1", to_bed, now)
+        expected = _due_by_scan(book, now)
+        assert [(t.alert.id, t.alert.escalation_level) for t in book.tick(now)] == expected
+        assert _due_by_scan(book, now) == []
+
+
+def test_a_check_with_many_open_alerts_reads_only_those_due() -> None:
+    """No work that grows with the open alerts: a check walks only the alerts due."""
+    book = AlertBook(escalate_after_s=300)
+    [one] = book.apply(cand(bed="early", priority=Priority.HIGH), at(0))
+    for i in range(2000):
+        book.apply(cand(bed=f"b{i}", priority=Priority.HIGH), at(100))
+    read: list[str] = []
+    find = book.find
+
+    def counted(alert_id: str) -> Alert | None:
+        read.append(alert_id)
+        return find(alert_id)
+
+    book.find = counted  # type: ignore[method-assign]
+    assert book.tick(at(299)) == []
+    assert read == []
+    [t] = book.tick(at(300))  # only the alert opened at 0 s is due by 300 s
+    assert t.alert.id == one.alert.id
+    assert read == [one.alert.id]
+    assert len(book.tick(at(400))) == 2000
+
+
+def test_a_check_just_before_a_period_ends_keeps_the_alert_scheduled() -> None:
+    # 3 × 0.7 s is 2.0999999999999996 s in floating point: the schedule says 2.099999 s
+    # (rounded down to the microsecond, never late), where the period has not quite run.
+    book = AlertBook(escalate_after_s=0.7)
+    book.apply(cand(priority=Priority.HIGH), at(0))
+    assert [t.alert.escalation_level for t in book.tick(at(1.4))] == [2]
+    assert book.tick(at(2.099999)) == []
+    assert [t.alert.escalation_level for t in book.tick(at(2.1))] == [3]
+
+
+def test_the_escalation_schedule_stays_bounded_while_alerts_change() -> None:
+    book = AlertBook(escalate_after_s=300)
+    book.apply(cand(priority=Priority.HIGH), at(0))
+    for i in range(1, 1001):
+        # Each change of priority schedules the alert again; the earlier entries are stale.
+        priority = Priority.HIGH if i % 2 == 0 else Priority.MEDIUM
+        book.apply(cand(priority=priority), at(i))
+    assert len(book._escalations) <= 2 * len(book.open_alerts()) + 64
+    assert book.tick(at(1000 + 299)) == []
+    [t] = book.tick(at(1000 + 300))  # high again since 1,000 s
     assert t.alert.escalation_level == 1
 
 
