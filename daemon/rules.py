@@ -628,6 +628,11 @@ class RuleEngine:
         """The current state of one rule at one bed (for status views)."""
         return self._state((bed, rule_name))
 
+    def rule(self, bed: str, rule_name: str) -> Rule[Any] | None:
+        """The rule of that name at one bed, if it watches the bed (for views that read
+        what the rule was built with)."""
+        return self._rule.get((bed, rule_name))
+
     def _state(self, key: tuple[str, str]) -> Any:
         state = self._states.get(key, _NONE)
         if state is _NONE:

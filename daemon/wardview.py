@@ -136,10 +136,22 @@ def ward_view(
     config: Config, engine: RuleEngine, book: AlertBook, latest: LatestVitals, now: datetime
 ) -> list[BedView]:
     """Every configured bed, in the config's order."""
-    alerts = book.open_alerts()
+    by_bed = alerts_by_bed(book)
     return [
-        bed_view(config, bed, engine=engine, alerts=alerts, latest=latest, now=now) for bed in config.beds
+        bed_view(
+            config, bed, engine=engine, alerts=by_bed.get((bed.ward, bed.id), ()), latest=latest, now=now
+        )
+        for bed in config.beds
     ]
+
+
+def alerts_by_bed(book: AlertBook) -> dict[tuple[str, str], list[Alert]]:
+    """The open alerts by (ward, bed), oldest first: grouped once per view of the ward,
+    where each bed picking its own out of every open alert grew with beds × alerts."""
+    by_bed: dict[tuple[str, str], list[Alert]] = {}
+    for alert in book.open_alerts():
+        by_bed.setdefault((alert.ward, alert.bed), []).append(alert)
+    return by_bed
 
 
 def ward_alerts(config: Config, alerts: Iterable[Alert]) -> dict[str, list[Alert]]:

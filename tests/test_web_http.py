@@ -27,7 +27,7 @@ from daemon.delivery.receivers import signature
 from daemon.delivery.service import DeliveryService
 from daemon.events import AlertCandidate, Priority
 from daemon.web.passwords import hash_password
-from daemon.web.server import MAX_RECEIPT_BYTES, STATIC_DIR, WardPage
+from daemon.web.server import MAX_RECEIPT_BYTES, STATIC_DIR, WARD_GAP_S, WARD_SLICE_BEDS, WardPage, _Client
 from tests.helpers import committing
 from tests.mqtt_watch import until
 from tests.servers import WebhookServer
@@ -45,7 +45,11 @@ def _config(
     second_bed: bool = False,
     web: dict[str, Any] | None = None,
     more: dict[str, Any] | None = None,
+    bed_count: int | None = None,
 ) -> Any:
+    ids = ("b1", "b2") if second_bed else ("b1",)
+    if bed_count is not None:
+        ids = tuple(f"b{n}" for n in range(1, bed_count + 1))
     beds = [
         {
             "ward": "w1",
@@ -55,7 +59,7 @@ def _config(
             "height_cm": 165,
             "protocol_start": (T0 - timedelta(days=1)).isoformat(),
         }
-        for bed_id in (("b1", "b2") if second_bed else ("b1",))
+        for bed_id in ids
     ]
     return parse(
         {
@@ -143,9 +147,11 @@ async def _rig(
     second_bed: bool = False,
     web: dict[str, Any] | None = None,
     more: dict[str, Any] | None = None,
+    bed_count: int | None = None,
 ) -> AsyncIterator[Rig]:
     clock = ManualClock(T0)
-    pipeline = build(_config(tmp_path, second_bed=second_bed, web=web, more=more), clock=clock)
+    config = _config(tmp_path, second_bed=second_bed, web=web, more=more, bed_count=bed_count)
+    pipeline = build(config, clock=clock)
     page = pipeline.services[0]
     assert isinstance(page, WardPage)
     async with committing(pipeline.writer), TestClient(TestServer(page.app())) as client:
@@ -270,6 +276,60 @@ async def test_the_ward_as_json_in_the_users_language(rig: Rig) -> None:
     page = await (await rig.client.get("/")).text()
     assert '<html lang="fr">' in page
     assert "Se déconnecter" in page
+
+
+async def test_the_ward_built_in_slices_is_the_ward(tmp_path: Path) -> None:
+    """What the page pushes, built a slice of beds at a time, is what ``/api/ward`` answers:
+    the same beds, in the same order of urgency, in each language."""
+    beds = 3 * WARD_SLICE_BEDS + 5
+    async with _rig(tmp_path, bed_count=beds) as rig:
+        for bed, condition in (("b7", "HYPOTENSION"), ("b50", "HYPOXIA"), ("b3", "HYPOTENSION")):
+            await rig.open_alert(bed, condition)
+        candidate = AlertCandidate("FEVER", "w1", "b41", T0, present=True, priority=Priority.MEDIUM)
+        await rig.pipeline.alerts.handle([candidate])
+        built = await rig.page._ward_in_slices(["en", "fr"])
+        assert built is not None
+        assert built == {"en": rig.page.ward("en"), "fr": rig.page.ward("fr")}
+        order = [bed["bed"] for bed in built["en"]["beds"]]
+        assert order[:4] == ["b3", "b7", "b50", "b41"], "the most urgent first, then the config's order"
+        assert len(order) == beds
+
+
+async def test_a_ward_built_while_the_beds_change_is_dropped(tmp_path: Path) -> None:
+    async with _rig(tmp_path, bed_count=2 * WARD_SLICE_BEDS) as rig:
+        building = asyncio.create_task(rig.page._ward_in_slices(["en"]), name="test.ward")
+        await asyncio.sleep(0)  # the first slice is built
+        rig.page.use_config(_config(tmp_path, bed_count=3))
+        assert await building is None
+
+
+async def test_a_burst_of_alert_transitions_shares_one_ward_push(tmp_path: Path) -> None:
+    """Every transition wakes the page; the whole ward goes out at once, then at most
+    once per ``WARD_GAP_S`` while the burst lasts (each alert's own event is apart)."""
+    async with _rig(tmp_path, bed_count=3) as rig:
+        client = _Client("token", "en")
+        rig.page._clients.add(client)
+        pushing = asyncio.create_task(rig.page._push(), name="test.push")
+        try:
+            for _ in range(10):
+                rig.page._wake.set()
+                await asyncio.sleep(WARD_GAP_S / 10)
+            await asyncio.sleep(WARD_GAP_S / 4)
+            sent = [message.event for message in _drain(client)]
+            assert sent.count("ward") in (1, 2), sent  # at once, then one more after the gap
+            await asyncio.sleep(WARD_GAP_S * 2)
+            assert [message.event for message in _drain(client)] in ([], ["ward"])
+        finally:
+            pushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pushing
+
+
+def _drain(client: _Client) -> list[Any]:
+    out = []
+    while not client.queue.empty():
+        out.append(client.queue.get_nowait())
+    return out
 
 
 async def test_every_asset_is_served_from_the_package(rig: Rig) -> None:

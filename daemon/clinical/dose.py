@@ -1445,6 +1445,18 @@ def bed_state(source: DoseState | RuleEngine, bed: BedConfig) -> DoseState:
     return state
 
 
+def _timeline(source: DoseState | RuleEngine, bed: BedConfig, config: Config | None) -> Timeline:
+    """The bed's timeline: when ``source`` is the engine that judges the bed, the one its
+    dose rule was built with, so that a view shows what the rule goes by (and resolving
+    the protocol again for every view of every bed was a third of the ward page's
+    time); else resolved from ``config``."""
+    if isinstance(source, RuleEngine):
+        rule = source.rule(bed.id, RULE_NAME)
+        if isinstance(rule, DoseRule) and rule.bed == bed:
+            return rule.timeline
+    return Timeline(schedule_for(bed, config), bed, config)
+
+
 def dose_point(
     state: DoseState | RuleEngine,
     bed: BedConfig,
@@ -1458,9 +1470,9 @@ def dose_point(
     (a gap stays a gap). ``config`` supplies site protocols and thresholds; without it
     only built-in protocols and default thresholds are known.
     """
+    timeline = _timeline(state, bed, config)
+    base = timeline.base
     state = bed_state(state, bed)
-    base = schedule_for(bed, config)
-    timeline = Timeline(base, bed, config)
     schedule, _, _ = timeline.at(state.plans, now)
     th = config.thresholds_for(bed.id).dose if config is not None else DoseThresholds()
     if now < base.start:
@@ -1488,8 +1500,8 @@ def next_step(
 ) -> tuple[datetime, float] | None:
     """The next change of the schedule in force at ``now``: when, and the µg/day it
     brings (0 at the protocol's end); ``None`` once the protocol has ended."""
-    state = bed_state(state, bed)
-    schedule, _, _ = Timeline(schedule_for(bed, config), bed, config).at(state.plans, now)
+    timeline = _timeline(state, bed, config)
+    schedule, _, _ = timeline.at(bed_state(state, bed).plans, now)
     when = schedule.next_step_time(now)
     if when is None:
         return None
