@@ -375,12 +375,11 @@ class AdmissionDesk:
         pipeline.counters.inc("admissions.unwatched_data", source)
         if not ids.is_config_id(ward) or not ids.is_config_id(bed) or pipeline.engine.watches(bed):
             return
-        wards = {b.ward for b in self.ward.config.beds} | {row.ward for row in self.ward.rows.values()}
-        if ward not in wards:
+        if ward not in self.ward.wards:
             return  # no station of this ward would hear it: counted only
         book = pipeline.alerts.book
-        notices = [a for a in book.open_alerts() if a.condition == UNWATCHED]
-        if any((a.ward, a.bed) == (ward, bed) for a in notices) or len(notices) >= MAX_NOTICES:
+        # Looked up, not searched for: such data may come for many beds, each message of it.
+        if book.find_open(ward, bed, UNWATCHED) is not None or book.open_count(UNWATCHED) >= MAX_NOTICES:
             return
         occupant = self.ward.occupants().get(bed)
         if occupant is not None and occupant.ward == ward:

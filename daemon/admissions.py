@@ -19,6 +19,7 @@ what it said when the row was written (``Occupant.file_patient``): a file edited
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -208,6 +209,12 @@ class Ward:
         """The config as read from the file (its beds are the baseline)."""
         self.rows: dict[str, Occupant] = dict(rows or {})
         self._file = {bed.id: bed for bed in config.beds}
+
+    @functools.cached_property
+    def wards(self) -> frozenset[str]:
+        """The wards of its beds, the file's and the admitted ones (a ward is changed by
+        ``updated``, which makes a new one)."""
+        return frozenset(bed.ward for bed in self.config.beds) | {row.ward for row in self.rows.values()}
 
     def occupants(self) -> dict[str, Occupant]:
         """Every occupied bed, by id (the file's, unless a row overrides it)."""

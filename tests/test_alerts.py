@@ -363,7 +363,8 @@ def test_the_escalation_schedule_finds_what_a_walk_over_every_alert_finds(
 ) -> None:
     """Checks at irregular gaps, among starts, clears (latching), rises and falls of
     priority, acknowledgements, transfers and reloads: each check escalates exactly the
-    alerts, at the levels and in the order, that walking every open alert gives."""
+    alerts, at the levels and in the order, that walking every open alert gives; and the
+    open alerts counted by condition and found by bed are those the walk finds."""
     book = AlertBook(escalate_after_s=escalate_after_s)
     now = T0
     for step, gap_s in steps:
@@ -383,6 +384,25 @@ def test_the_escalation_schedule_finds_what_a_walk_over_every_alert_finds(
         expected = _due_by_scan(book, now)
         assert [(t.alert.id, t.alert.escalation_level) for t in book.tick(now)] == expected
         assert _due_by_scan(book, now) == []
+        # The lookups that spare a walk over every open alert agree with one.
+        alerts = book.open_alerts()
+        for condition in ("FEVER", "HYPOTENSION"):
+            assert book.open_count(condition) == sum(a.condition == condition for a in alerts)
+        for alert in alerts:
+            assert book.find_open(alert.ward, alert.bed, alert.condition) == alert
+
+
+def test_restoring_a_closed_alert_removes_it_from_the_counts() -> None:
+    book = AlertBook()
+    [start] = book.apply(cand(), at(0))
+    book.apply(cand(bed="b2"), at(0))
+    assert book.open_count("FEVER") == 2
+    book.restore(replace(start.alert, state=AlertState.RESOLVED, phase=Phase.END))
+    assert book.open_count("FEVER") == 1
+    assert book.find_open("w1", "b1", "FEVER") is None
+    book.restore(start.alert)  # open again, then the same alert restored twice: counted once
+    book.restore(start.alert)
+    assert book.open_count("FEVER") == 2
 
 
 def test_a_check_with_many_open_alerts_reads_only_those_due() -> None:

@@ -47,7 +47,7 @@ def _config(
     more: dict[str, Any] | None = None,
     bed_count: int | None = None,
 ) -> Any:
-    ids = ("b1", "b2") if second_bed else ("b1",)
+    ids: tuple[str, ...] = ("b1", "b2") if second_bed else ("b1",)
     if bed_count is not None:
         ids = tuple(f"b{n}" for n in range(1, bed_count + 1))
     beds = [
