@@ -11,6 +11,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon.alerts import Alert, AlertState, Phase, Transition
 from daemon.config import QuietConfig, parse
@@ -24,6 +26,7 @@ from daemon.delivery.routing import (
     NoticeKind,
     Router,
     Track,
+    Tracks,
     in_period,
 )
 from daemon.events import Kind, Priority, Text
@@ -1476,3 +1479,65 @@ def test_every_alert_of_a_group_whose_route_went_away_is_decided_again() -> None
     assert after.restore(rows) == []
     notices = after.tick(T0 + timedelta(seconds=1))
     assert [n.alerts for n in notices] == [(fever,), (tachy,)]
+
+
+# --- the tracks of a bed --------------------------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "delete"]),
+            st.integers(0, 5),  # which alert
+            st.sampled_from(["b1", "b2", "b3"]),  # at which bed (a put may move it)
+        ),
+        max_size=40,
+    )
+)
+def test_a_beds_tracks_are_those_a_walk_over_every_track_finds(steps: list[tuple[str, int, str]]) -> None:
+    """Puts (a new alert, the same again, one moved to another bed) and deletions: each
+    bed's tracks, in order, are what walking a plain dict of them all gives."""
+    tracks, plain = Tracks(), dict[str, Track]()
+    for action, n, bed in steps:
+        alert_id = f"a{n}"
+        if action == "put":
+            track = Track(alert("FEVER", bed, seq=n, id=alert_id), "all")
+            tracks[alert_id] = track
+            plain[alert_id] = track
+        elif alert_id in plain:
+            del tracks[alert_id]
+            del plain[alert_id]
+        for each in ("b1", "b2", "b3"):
+            assert tracks.of_bed("w1", each) == [t for t in plain.values() if t.alert.bed == each]
+        assert list(tracks) == list(plain)
+
+
+def test_a_check_over_many_open_alerts_looks_for_inhibitors_at_their_own_bed_only() -> None:
+    """Each check asks every open alert whether it is due; an inhibitor is sought only for
+    those due, and among their bed's alerts only (not every open alert's, for each)."""
+    r = router(
+        routes=[
+            {"name": "all", "levels": [["n0"], ["c1"]], "repeat_after_s": 600, "escalate_medium_after_s": 900}
+        ],
+        inhibit=[{"source": "CRS_SUSPECTED", "targets": ["FEVER"]}],
+    )
+    for n in range(300):
+        start(r, alert("FEVER", f"b{n}"))
+    start(r, alert("CRS_SUSPECTED", "b7", priority=Priority.HIGH))
+    looked: list[str] = []
+    of_bed = r.tracks.of_bed
+
+    def counted(ward: str, bed: str) -> list[Track]:
+        looked.append(bed)
+        return of_bed(ward, bed)
+
+    r.tracks.of_bed = counted  # type: ignore[method-assign]
+    assert r.tick(T0 + timedelta(seconds=1)) == []  # neither a repeat nor an escalation is due
+    assert looked == []
+    told = r.tick(T0 + timedelta(seconds=900))  # every fever escalates but b7's (inhibited)
+    escalated = [n for n in told if n.kind is NoticeKind.ESCALATION]
+    assert sorted(n.bed for n in escalated) == sorted(f"b{n}" for n in range(300) if n != 7)
+    assert [(n.kind, n.bed) for n in told if n not in escalated] == [
+        (NoticeKind.REPEAT, "b7")
+    ]  # the CRS alert
+    assert set(looked) == {f"b{n}" for n in range(300)}, "each at its own bed"

@@ -42,10 +42,11 @@ values, each for one or more receivers::
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import zoneinfo
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence, ValuesView
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -228,6 +229,57 @@ class Decision:
     detail: str = ""
 
 
+class Tracks(MutableMapping[str, Track]):
+    """``Router.tracks``: the tracks by alert id, in the order they came, that also knows
+    each bed's (``of_bed``), so that what concerns one bed is found without walking every
+    open alert: the inhibitor of each alert, sought among every track at each check,
+    made a check grow with the square of the open alerts (46 ms at 1,000)."""
+
+    def __init__(self, tracks: Mapping[str, Track] | None = None) -> None:
+        self._tracks: dict[str, Track] = {}
+        self._by_bed: dict[tuple[str, str], dict[str, int]] = {}  # id -> its place in the order
+        self._places = itertools.count()
+        for alert_id, track in (tracks or {}).items():
+            self[alert_id] = track
+
+    def __getitem__(self, alert_id: str) -> Track:
+        return self._tracks[alert_id]
+
+    def __setitem__(self, alert_id: str, track: Track) -> None:
+        bed = (track.alert.ward, track.alert.bed)
+        before = self._tracks.get(alert_id)
+        # A track put again keeps its place, as a dict's key does (a moved bed included).
+        place = next(self._places) if before is None else self._unindex(alert_id, before)
+        self._tracks[alert_id] = track
+        self._by_bed.setdefault(bed, {})[alert_id] = place
+
+    def __delitem__(self, alert_id: str) -> None:
+        self._unindex(alert_id, self._tracks.pop(alert_id))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tracks)
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def values(self) -> ValuesView[Track]:
+        """The tracks, in order (the dict's own view: each check walks it)."""
+        return self._tracks.values()
+
+    def of_bed(self, ward: str, bed: str) -> list[Track]:
+        """The tracks of one bed, in order."""
+        places = self._by_bed.get((ward, bed), {})
+        return [self._tracks[alert_id] for alert_id in sorted(places, key=places.__getitem__)]
+
+    def _unindex(self, alert_id: str, track: Track) -> int:
+        bed = (track.alert.ward, track.alert.bed)
+        places = self._by_bed[bed]
+        place = places.pop(alert_id)
+        if not places:
+            del self._by_bed[bed]
+        return place
+
+
 @dataclass
 class Router:
     """The routing state and its transitions; pure (no I/O, no clock reads).
@@ -241,12 +293,14 @@ class Router:
 
     settings: RoutingConfig
     routes: Sequence[RouteConfig]
-    tracks: dict[str, Track] = field(default_factory=dict)
+    tracks: Tracks = field(default_factory=Tracks)
     groups: dict[tuple[str, str, str], Group] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tracks, Tracks):
+            self.tracks = Tracks(self.tracks)
         self._zone = zoneinfo.ZoneInfo(self.settings.timezone)
         self._routes = {route.name: route for route in self.routes}
         self._window = timedelta(seconds=self.settings.group_window_s)
@@ -488,14 +542,14 @@ class Router:
             or alert.state is not AlertState.ACTIVE
             or track.held is not None
             or not track.told
-            or self._quiet(alert.priority, now)
-            or self._inhibitor(alert) is not None
         ):
             return []
         waited_s = (now - alert.active_since).total_seconds()
         # A wait of 0 s or less (a clock set back) makes level 0 or less: nothing is due.
         level = math.floor(waited_s / route.escalate_medium_after_s)
-        if level <= track.level:
+        # Quiet periods and inhibitors last, only for what is due: each check asks this of
+        # every open alert.
+        if level <= track.level or self._quiet(alert.priority, now) or self._inhibitor(alert) is not None:
             return []
         return self._send(replace(track, level=level), NoticeKind.ESCALATION, now)
 
@@ -593,7 +647,7 @@ class Router:
 
     def _release_inhibited(self, ward: str, bed: str, now: datetime) -> list[Notice]:
         out: list[Notice] = []
-        for track in list(self.tracks.values()):
+        for track in self.tracks.of_bed(ward, bed):
             alert = track.alert
             if track.held is not Held.INHIBITED or (alert.ward, alert.bed) != (ward, bed):
                 continue
@@ -634,7 +688,7 @@ class Router:
         for rule in self.settings.inhibit:
             if alert.condition not in rule.targets:
                 continue
-            for other in self.tracks.values():
+            for other in self.tracks.of_bed(alert.ward, alert.bed):
                 source = other.alert
                 if (
                     source.condition == rule.source
