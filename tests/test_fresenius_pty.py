@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RATE_ML_PER_H = 720.0  # the volume moves several 1 µL steps between 50 ms polls
 HOST_READS = 3
 READ_ONLY = {"DC", "FC", "LE"}
+# How long the simulated base waits for the answer to its keep-alive: the simulator's
+# 0.5 s failed the tests that count no missed keep-alive once, on a machine loaded by the
+# rest of the suite; a host that does not answer at all is still caught.
+ENQ_TIMEOUT_S = 2.0
 
 
 async def test_infupy_unmodified_reads_every_module_of_the_simulated_base(tmp_path: Path) -> None:
@@ -106,7 +110,13 @@ async def running(tmp_path: Path, comm_lost_after_s: float) -> AsyncIterator[Run
     link = tmp_path / "base"
     async with (
         SimulatedBase(
-            clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+            clock=clock,
+            link=link,
+            modules=3,
+            rate_ml_per_h=RATE_ML_PER_H,
+            running=True,
+            enq_interval_s=0.1,
+            enq_timeout_s=ENQ_TIMEOUT_S,
         ) as base,
         pump_pty.polling(base, _config(link, comm_lost_after_s=comm_lost_after_s), clock) as running,
     ):
@@ -223,7 +233,13 @@ async def test_two_modules_of_one_base_share_its_line(tmp_path: Path) -> None:
     counters = Counters()
     first, third = Events(), Events()
     async with SimulatedBase(
-        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+        clock=clock,
+        link=link,
+        modules=3,
+        rate_ml_per_h=RATE_ML_PER_H,
+        running=True,
+        enq_interval_s=0.1,
+        enq_timeout_s=ENQ_TIMEOUT_S,
     ) as base:
         base.set_rate(3, 360.0)
         sources = [
@@ -300,7 +316,13 @@ async def test_three_modules_two_beds_one_line_and_an_alarm_on_one_module(tmp_pa
     events = {pump_id: Events() for pump_id in pumps}
     rules = {pump_id: PumpRule(pump, "w1") for pump_id, pump in pumps.items()}
     async with SimulatedBase(
-        clock=clock, link=link, modules=3, rate_ml_per_h=RATE_ML_PER_H, running=True, enq_interval_s=0.1
+        clock=clock,
+        link=link,
+        modules=3,
+        rate_ml_per_h=RATE_ML_PER_H,
+        running=True,
+        enq_interval_s=0.1,
+        enq_timeout_s=ENQ_TIMEOUT_S,
     ) as base:
         tasks = [
             asyncio.create_task(PumpSource(pump, "w1", clock, counters).run(events[pump_id].emit))
