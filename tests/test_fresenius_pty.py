@@ -103,21 +103,26 @@ def comm_lost_after_s() -> float:
     return float(pump_pty.FAST_LINE["comm_lost_after_s"])  # type: ignore[arg-type]
 
 
+def _running_base(clock: SystemClock, link: Path) -> SimulatedBase:
+    """A base of three modules, all infusing, that asks for a keep-alive every 0.1 s."""
+    return SimulatedBase(
+        clock=clock,
+        link=link,
+        modules=3,
+        rate_ml_per_h=RATE_ML_PER_H,
+        running=True,
+        enq_interval_s=0.1,
+        enq_timeout_s=ENQ_TIMEOUT_S,
+    )
+
+
 @pytest.fixture
 async def running(tmp_path: Path, comm_lost_after_s: float) -> AsyncIterator[Running]:
     """A PumpSource with the Fresenius driver polling module 2 of a simulated base of three."""
     clock = SystemClock()
     link = tmp_path / "base"
     async with (
-        SimulatedBase(
-            clock=clock,
-            link=link,
-            modules=3,
-            rate_ml_per_h=RATE_ML_PER_H,
-            running=True,
-            enq_interval_s=0.1,
-            enq_timeout_s=ENQ_TIMEOUT_S,
-        ) as base,
+        _running_base(clock, link) as base,
         pump_pty.polling(base, _config(link, comm_lost_after_s=comm_lost_after_s), clock) as running,
     ):
         yield running
@@ -232,15 +237,7 @@ async def test_two_modules_of_one_base_share_its_line(tmp_path: Path) -> None:
     link = tmp_path / "base"
     counters = Counters()
     first, third = Events(), Events()
-    async with SimulatedBase(
-        clock=clock,
-        link=link,
-        modules=3,
-        rate_ml_per_h=RATE_ML_PER_H,
-        running=True,
-        enq_interval_s=0.1,
-        enq_timeout_s=ENQ_TIMEOUT_S,
-    ) as base:
+    async with _running_base(clock, link) as base:
         base.set_rate(3, 360.0)
         sources = [
             PumpSource(_config(link, id="p1", bed="b1", module=1), "w1", clock, counters),
@@ -315,15 +312,7 @@ async def test_three_modules_two_beds_one_line_and_an_alarm_on_one_module(tmp_pa
     }
     events = {pump_id: Events() for pump_id in pumps}
     rules = {pump_id: PumpRule(pump, "w1") for pump_id, pump in pumps.items()}
-    async with SimulatedBase(
-        clock=clock,
-        link=link,
-        modules=3,
-        rate_ml_per_h=RATE_ML_PER_H,
-        running=True,
-        enq_interval_s=0.1,
-        enq_timeout_s=ENQ_TIMEOUT_S,
-    ) as base:
+    async with _running_base(clock, link) as base:
         tasks = [
             asyncio.create_task(PumpSource(pump, "w1", clock, counters).run(events[pump_id].emit))
             for pump_id, pump in pumps.items()
