@@ -325,6 +325,32 @@ async def test_a_burst_of_alert_transitions_shares_one_ward_push(tmp_path: Path)
                 await pushing
 
 
+async def test_a_browser_that_connects_gets_the_ward_just_pushed_unless_something_happened_since(
+    tmp_path: Path,
+) -> None:
+    async with _rig(tmp_path, bed_count=3) as rig:
+        page = rig.page
+        page._clients.add(_Client("token", "en"))
+        pushing = asyncio.create_task(page._push(), name="test.push")
+        try:
+            page._wake.set()
+            await until(lambda: page._pushed is not None, 5, "a push")
+            assert page._pushed is not None
+            pushed = page._pushed[2]["en"]
+            assert await page.snapshot("en") is pushed, "as fresh as a push: reused"
+            assert await page.snapshot("fr") == page.ward("fr"), "no push in French: built"
+            await rig.open_alert("b2")  # a transition since: its wake is pending
+            page._wake.set()
+            fresh = await page.snapshot("en")
+            assert fresh is not pushed
+            assert fresh == page.ward("en")
+            assert [a["condition"] for a in fresh["beds"][0]["alerts"]] == ["HYPOTENSION"]
+        finally:
+            pushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pushing
+
+
 def _drain(client: _Client) -> list[Any]:
     out = []
     while not client.queue.empty():

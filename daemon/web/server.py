@@ -308,6 +308,8 @@ class WardPage:
         self._clients: set[_Client] = set()
         self._wake = asyncio.Event()  # an alert transition is committed: push at once
         self._dirty = False  # new vital signs or readings since the last push
+        # The last ward pushed: when (time.monotonic), for which config, in which languages.
+        self._pushed: tuple[float, Config, dict[str, dict[str, Any]]] | None = None
         self.started = asyncio.Event()
         self.seeded = asyncio.Event()
         """Set once the memory has been filled from InfluxDB at start (or that was not possible)."""
@@ -482,6 +484,7 @@ class WardPage:
                     self._dirty = True  # other beds now: shown at the next turn
                     continue
                 pushed_s = time.monotonic()
+                self._pushed = (pushed_s, self._config, wards)
                 self._broadcast(_Outgoing("ward", functools.partial(_prebuilt, wards, self.ward)))
             elif woke:
                 self._wake.clear()
@@ -516,6 +519,21 @@ class WardPage:
                 for ward, alerts in own.items()
             ],
         }
+
+    async def snapshot(self, language: str) -> dict[str, Any]:
+        """The whole ward for a browser that connects or asks ``/api/ward``: the one last
+        pushed while it is as fresh as a push would be (less than ``REFRESH_S`` old, no
+        alert transition since, the same beds), else built in slices. Every browser
+        reconnecting at once (after a restart of the daemon) then costs one build, not
+        one each that held the event loop (78 ms at 1,000 beds)."""
+        pushed = self._pushed
+        if pushed is not None:
+            pushed_s, config, wards = pushed
+            fresh = time.monotonic() - pushed_s < REFRESH_S and not self._wake.is_set()
+            if fresh and config is self._config and language in wards:
+                return wards[language]
+        built = await self._ward_in_slices([language])
+        return self.ward(language) if built is None else built[language]
 
     async def _ward_in_slices(self, languages: Iterable[str]) -> dict[str, dict[str, Any]] | None:
         """``ward`` in each of ``languages``, ``WARD_SLICE_BEDS`` beds at a time with the
@@ -830,7 +848,7 @@ class WardPage:
         found = self._session(request)
         if found is None:
             return self._refuse(request, 401, "no_session")
-        return web.json_response(self.ward(found[1].language))
+        return web.json_response(await self.snapshot(found[1].language))
 
     async def _ack(self, request: web.Request) -> web.Response:
         found = self._session(request)
@@ -905,7 +923,8 @@ class WardPage:
         self._clients.add(client)
         self._counters.inc("web.streams", "opened")
         try:
-            await _send(response, _Outgoing("snapshot", self.ward), client.language)
+            ward = await self.snapshot(client.language)
+            await _send(response, _Outgoing("snapshot", lambda _: ward), client.language)
             while True:
                 try:
                     async with asyncio.timeout(PING_S):
