@@ -69,9 +69,11 @@ def alert(
     return Alert(**fields)
 
 
-def router(*, routes: list[dict[str, Any]] | None = None, **routing: Any) -> Router:
+def router(
+    *, routes: list[dict[str, Any]] | None = None, cls: type[Router] = Router, **routing: Any
+) -> Router:
     """A router over receivers n0, c1, d2; by default one route ``all`` with a level each,
-    no grouping window and no repeats."""
+    no grouping window and no repeats (``cls``: a subclass to build instead)."""
     config = parse(
         {
             "receivers": [
@@ -82,7 +84,7 @@ def router(*, routes: list[dict[str, Any]] | None = None, **routing: Any) -> Rou
             "routing": {"group_window_s": 0, **routing},
         }
     )
-    return Router(config.routing, config.routes)
+    return cls(config.routing, config.routes)
 
 
 def start(r: Router, a: Alert, now: datetime = T0) -> list[Notice]:
@@ -1541,3 +1543,76 @@ def test_a_check_over_many_open_alerts_looks_for_inhibitors_at_their_own_bed_onl
         (NoticeKind.REPEAT, "b7")
     ]  # the CRS alert
     assert set(looked) == {f"b{n}" for n in range(300)}, "each at its own bed"
+
+
+class _Walking(Router):
+    """The router as it checked before its schedule: every track, at every check."""
+
+    def tick(self, now: datetime) -> list[Notice]:
+        out = self._flush_groups(now)
+        out += self._digests(now)
+        for track in list(self.tracks.values()):
+            out += self._escalate_medium(track, now) or self._repeat(track, now)
+        return out
+
+
+_ROUTER_STEP = st.tuples(
+    st.sampled_from(["start", "priority", "ack", "close"]),
+    st.sampled_from(["FEVER", "HYPOTENSION", "CRS_SUSPECTED"]),
+    st.sampled_from(["b1", "b2"]),
+    st.sampled_from([Priority.LOW, Priority.MEDIUM, Priority.HIGH]),
+    st.floats(0, 900, allow_nan=False),
+)
+
+
+@given(
+    group_window_s=st.sampled_from([0, 10]),
+    quiet=st.booleans(),
+    steps=st.lists(_ROUTER_STEP, max_size=30),
+)
+def test_the_routers_schedule_tells_what_a_walk_over_every_track_tells(
+    group_window_s: int, quiet: bool, steps: list[tuple[str, str, str, Priority, float]]
+) -> None:
+    """Starts, priority changes, acknowledgements and ends at irregular gaps, with repeats,
+    medium escalation, grouping, the default inhibitions and a quiet period or none: each
+    check tells what checking every track told, in the same order, with the same decisions."""
+    routes = [
+        {
+            "name": "all",
+            "levels": [["n0"], ["c1"], ["d2"]],
+            "repeat_after_s": 300,
+            "escalate_medium_after_s": 600,
+        }
+    ]
+    periods = [{"start": "12:10", "end": "12:40", "priorities": ["low", "medium"]}] if quiet else []
+    routing: dict[str, Any] = {"group_window_s": group_window_s, "quiet": periods}
+    scheduled = router(routes=routes, **routing)
+    walking = router(routes=routes, cls=_Walking, **routing)
+    opened: dict[tuple[str, str], Alert] = {}
+    now = T0
+    for action, condition, bed, priority, gap_s in steps:
+        now += timedelta(seconds=gap_s)
+        before = opened.get((condition, bed))
+        if action == "start" and before is None:
+            changed = alert(condition, bed, priority=priority, at=now)
+            opened[(condition, bed)] = changed
+        elif before is None or action == "start":
+            changed = None
+        elif action == "priority" and priority is not before.priority:
+            phase = Phase.ESCALATE if priority.rank > before.priority.rank else Phase.DEESCALATE
+            changed = replace_alert(before, priority=priority, phase=phase, updated=now)
+            opened[(condition, bed)] = changed
+        elif action == "ack" and before.state is AlertState.ACTIVE:
+            changed = replace_alert(before, state=AlertState.ACKNOWLEDGED, phase=Phase.ACK, updated=now)
+            opened[(condition, bed)] = changed
+        elif action == "close":
+            changed = replace_alert(before, state=AlertState.RESOLVED, phase=Phase.END, updated=now)
+            del opened[(condition, bed)]
+        else:
+            changed = None
+        if changed is not None:
+            previous = None if before is None else before.state
+            said = [told(n) for n in scheduled.transition(Transition(changed, previous), now)]
+            assert said == [told(n) for n in walking.transition(Transition(changed, previous), now)]
+        assert [told(n) for n in scheduled.tick(now)] == [told(n) for n in walking.tick(now)]
+        assert scheduled.decisions == walking.decisions

@@ -42,11 +42,12 @@ values, each for one or more receivers::
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import math
 import zoneinfo
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence, ValuesView
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence, ValuesView
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -231,14 +232,19 @@ class Decision:
 
 class Tracks(MutableMapping[str, Track]):
     """``Router.tracks``: the tracks by alert id, in the order they came, that also knows
-    each bed's (``of_bed``), so that what concerns one bed is found without walking every
-    open alert: the inhibitor of each alert, sought among every track at each check,
-    made a check grow with the square of the open alerts (46 ms at 1,000)."""
+    each bed's (``of_bed``) and, once given ``watch``, when each may next have something
+    due (``due``). So what concerns one bed, or one moment, is found without walking
+    every open alert: each alert sought its inhibitor among every track, at each check,
+    which grew with the square of the open alerts (46 ms at 1,000), and each check asked
+    every track whether a repeat or an escalation was due."""
 
     def __init__(self, tracks: Mapping[str, Track] | None = None) -> None:
         self._tracks: dict[str, Track] = {}
-        self._by_bed: dict[tuple[str, str], dict[str, int]] = {}  # id -> its place in the order
+        self._place: dict[str, int] = {}  # each track's place in the order
+        self._by_bed: dict[tuple[str, str], set[str]] = {}
         self._places = itertools.count()
+        self._due_of: Callable[[Track], datetime | None] | None = None
+        self._schedule: list[tuple[datetime, str]] = []  # (due, alert id), a heap
         for alert_id, track in (tracks or {}).items():
             self[alert_id] = track
 
@@ -246,15 +252,18 @@ class Tracks(MutableMapping[str, Track]):
         return self._tracks[alert_id]
 
     def __setitem__(self, alert_id: str, track: Track) -> None:
-        bed = (track.alert.ward, track.alert.bed)
         before = self._tracks.get(alert_id)
-        # A track put again keeps its place, as a dict's key does (a moved bed included).
-        place = next(self._places) if before is None else self._unindex(alert_id, before)
+        if before is None:
+            self._place[alert_id] = next(self._places)
+        else:
+            self._unindex(alert_id, before)  # it keeps its place, as a dict's key does
         self._tracks[alert_id] = track
-        self._by_bed.setdefault(bed, {})[alert_id] = place
+        self._by_bed.setdefault((track.alert.ward, track.alert.bed), set()).add(alert_id)
+        self._push(alert_id, track)
 
     def __delitem__(self, alert_id: str) -> None:
         self._unindex(alert_id, self._tracks.pop(alert_id))
+        del self._place[alert_id]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tracks)
@@ -263,21 +272,71 @@ class Tracks(MutableMapping[str, Track]):
         return len(self._tracks)
 
     def values(self) -> ValuesView[Track]:
-        """The tracks, in order (the dict's own view: each check walks it)."""
+        """The tracks, in order (the dict's own view)."""
         return self._tracks.values()
 
     def of_bed(self, ward: str, bed: str) -> list[Track]:
         """The tracks of one bed, in order."""
-        places = self._by_bed.get((ward, bed), {})
-        return [self._tracks[alert_id] for alert_id in sorted(places, key=places.__getitem__)]
+        ids = sorted(self._by_bed.get((ward, bed), ()), key=self._place.__getitem__)
+        return [self._tracks[alert_id] for alert_id in ids]
 
-    def _unindex(self, alert_id: str, track: Track) -> int:
+    def watch(self, due_of: Callable[[Track], datetime | None]) -> None:
+        """Keep a schedule of when each track may next have something due: ``due_of``
+        says it of a track (never later than the time it is due; ``None``: nothing can
+        come due without the track changing)."""
+        self._due_of = due_of
+        self._rebuild()
+
+    def due(self, now: datetime) -> list[Track]:
+        """The tracks that may have something due by ``now``, in order, taken off the
+        schedule: each must be put again or handed to ``schedule``."""
+        heap = self._schedule
+        ids: dict[str, None] = {}
+        while heap and heap[0][0] <= now:
+            ids[heapq.heappop(heap)[1]] = None
+        found = sorted(
+            (alert_id for alert_id in ids if alert_id in self._tracks), key=self._place.__getitem__
+        )
+        return [self._tracks[alert_id] for alert_id in found]
+
+    def schedule(self, alert_id: str) -> None:
+        """Put a track taken by ``due`` back on the schedule at its next time."""
+        track = self._tracks.get(alert_id)
+        if track is not None:
+            self._push(alert_id, track)
+
+    def _push(self, alert_id: str, track: Track) -> None:
+        at = None if self._due_of is None else self._due_of(track)
+        if at is None:
+            return
+        heapq.heappush(self._schedule, (at, alert_id))
+        if len(self._schedule) > 2 * len(self._tracks) + _HEAP_SLACK:
+            # Entries of tracks changed or gone since wait for their own time: rebuilt from
+            # the live ones before they outnumber them.
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._schedule.clear()
+        for alert_id, track in self._tracks.items():
+            at = None if self._due_of is None else self._due_of(track)
+            if at is not None:
+                self._schedule.append((at, alert_id))
+        heapq.heapify(self._schedule)
+
+    def _unindex(self, alert_id: str, track: Track) -> None:
         bed = (track.alert.ward, track.alert.bed)
-        places = self._by_bed[bed]
-        place = places.pop(alert_id)
-        if not places:
+        ids = self._by_bed[bed]
+        ids.discard(alert_id)
+        if not ids:
             del self._by_bed[bed]
-        return place
+
+
+_HEAP_SLACK = 64
+_TOLD_AGAIN = (AlertState.ACTIVE, AlertState.LATCHED)  # the states a repeat is told in
+
+
+def _floor_us(seconds: float) -> timedelta:
+    return timedelta(microseconds=math.floor(seconds * 1e6))
 
 
 @dataclass
@@ -304,6 +363,7 @@ class Router:
         self._zone = zoneinfo.ZoneInfo(self.settings.timezone)
         self._routes = {route.name: route for route in self.routes}
         self._window = timedelta(seconds=self.settings.group_window_s)
+        self.tracks.watch(self._next_due)
 
     # --- inputs ------------------------------------------------------------------------
 
@@ -329,10 +389,28 @@ class Router:
         """Time passing: grouping windows that end, quiet periods that end, repeats due."""
         out = self._flush_groups(now)
         out += self._digests(now)
-        for track in list(self.tracks.values()):
+        for track in self.tracks.due(now):
             # An escalation is told at the new level: no repeat at the old one as well.
             out += self._escalate_medium(track, now) or self._repeat(track, now)
+            # Its next time (the same one while a quiet period or an inhibitor holds it back).
+            self.tracks.schedule(track.alert.id)
         return out
+
+    def _next_due(self, track: Track) -> datetime | None:
+        """The earliest time ``_repeat`` or ``_escalate_medium`` may tell ``track`` again
+        (rounded down to the microsecond: never after it); ``None`` while neither can."""
+        route = self._routes.get(track.route or "")
+        alert = track.alert
+        if route is None or track.held is not None or not track.told:
+            return None
+        times = []
+        if route.repeat_after_s > 0 and track.last_at is not None and alert.state in _TOLD_AGAIN:
+            times.append(track.last_at + _floor_us(route.repeat_after_s))
+        medium = alert.priority is Priority.MEDIUM and alert.state is AlertState.ACTIVE
+        if route.escalate_medium_after_s > 0 and medium:
+            next_level_s = (track.level + 1) * route.escalate_medium_after_s
+            times.append(alert.active_since + _floor_us(next_level_s))
+        return min(times, default=None)
 
     def failed(self, alert_ids: Iterable[str], level: int, receiver: str, now: datetime) -> list[Notice]:
         """A notice about ``alert_ids`` sent at ``level`` could not be delivered to
@@ -522,7 +600,7 @@ class Router:
             or track.held is not None
             or not track.told
             or track.last_at is None
-            or alert.state not in (AlertState.ACTIVE, AlertState.LATCHED)
+            or alert.state not in _TOLD_AGAIN
             or (now - track.last_at).total_seconds() < route.repeat_after_s
             or self._quiet(alert.priority, now)
             or self._inhibitor(alert) is not None
