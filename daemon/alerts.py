@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import heapq
 import json
 import logging
 import math
@@ -67,7 +66,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +81,7 @@ from daemon.metrics import Counters, reject
 from daemon.payloads import load_json_object
 from daemon.points import FieldValue, Point, PointSink
 from daemon.publish import Publisher
+from daemon.schedule import Schedule, floor_us
 from daemon.timefmt import iso, iso_or_none, parse_iso, parse_iso_or_none
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ class AlertBook:
         # a check takes only the alerts due, not every open one (5,000 open alerts took
         # 2.2 ms of the event loop at each check). An entry is pushed at every change of
         # its alert; one whose alert has changed since is skipped or pushed again.
-        self._escalations: list[tuple[datetime, str]] = []
+        self._escalations: Schedule[str] = Schedule()
 
     @property
     def next_seq(self) -> int:
@@ -365,11 +365,7 @@ class AlertBook:
     def tick(self, now: datetime) -> list[Transition]:
         """Raise the escalation level of active high-priority alerts nobody has acknowledged
         (those due by ``now``, in the order ``open_alerts`` gives)."""
-        heap = self._escalations
-        due: dict[str, None] = {}
-        while heap and heap[0][0] <= now:
-            due[heapq.heappop(heap)[1]] = None
-        alerts = [alert for alert in map(self.find, due) if alert is not None]
+        alerts = [alert for alert in map(self.find, self._escalations.pop_due(now)) if alert is not None]
         out: list[Transition] = []
         for alert in sorted(alerts, key=_oldest_first):
             if alert.state is not AlertState.ACTIVE or alert.priority is not Priority.HIGH:
@@ -379,24 +375,16 @@ class AlertBook:
             if level > alert.escalation_level:
                 out.append(self._put(alert, replace(alert, phase=Phase.OVERDUE, escalation_level=level), now))
             else:
-                self._watch(alert)  # not yet: an entry of before its last change
+                self._watch(alert)  # a microsecond early (``floor_us``): the next check
         return out
 
     def _watch(self, alert: Alert) -> None:
-        """Schedule ``alert``'s next escalation check, if it can escalate."""
+        """Schedule ``alert``'s next escalation check, or none if it cannot escalate."""
         if alert.closed or alert.state is not AlertState.ACTIVE or alert.priority is not Priority.HIGH:
+            self._escalations.discard(alert.id)
             return
-        # Rounded down to the microsecond: never after the time ``tick`` would escalate
-        # it at, at worst one check early (and pushed again).
-        wait = timedelta(microseconds=math.floor((alert.escalation_level + 1) * self.escalate_after_s * 1e6))
-        heap = self._escalations
-        heapq.heappush(heap, (alert.active_since + wait, alert.id))
-        if len(heap) > 2 * len(self._open) + _HEAP_SLACK:
-            # Entries of alerts changed or closed since wait for their own time: rebuilt
-            # from the open alerts before they outnumber them.
-            heap.clear()
-            for each in self._open.values():
-                self._watch(each)
+        wait = floor_us((alert.escalation_level + 1) * self.escalate_after_s)
+        self._escalations.put(alert.id, alert.active_since + wait)
 
     def close_bed(self, ward: str, bed: str, now: datetime, reason: str) -> list[Transition]:
         """Close every open alert of a bed whose watch ends (a discharge), with ``reason``:
@@ -436,6 +424,7 @@ class AlertBook:
             if previous is not None:  # the new bed cannot hold one of its own: a bed is moved to empty
                 self._by_id.pop(previous.id, None)
                 self._counts[previous.condition] -= 1
+                self._escalations.discard(previous.id)
             self._open[new_key] = moved
             self._by_id[moved.id] = new_key
             out.append(Transition(moved, alert.state))
@@ -473,10 +462,12 @@ class AlertBook:
                 del self._by_id[alert.id]
                 del self._open[key]
                 self._counts[alert.condition] -= 1
+                self._escalations.discard(alert.id)
             return
         previous = self._open.get(key)
         if previous is not None:
             self._by_id.pop(previous.id, None)
+            self._escalations.discard(previous.id)
         else:
             self._counts[alert.condition] += 1
         self._open[key] = alert
@@ -573,15 +564,12 @@ class AlertBook:
             self._counts[after.condition] -= 1
         else:
             self._open[key] = after
-            self._watch(after)
+        self._watch(after)
         return Transition(after, before.state)
 
 
 def _oldest_first(alert: Alert) -> tuple[datetime, str]:
     return (alert.since, alert.id)
-
-
-_HEAP_SLACK = 64
 
 
 def _default_message(candidate: AlertCandidate) -> Text:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import heapq
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,6 +44,7 @@ from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 from daemon.events import AlertCandidate, Event, Kind, Priority, Text, Tick, place
 from daemon.frozen import ColumnWindow
 from daemon.metrics import Counters
+from daemon.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,6 @@ _IDLE_MARGIN = timedelta(milliseconds=1)
 
 _DUE_NOW = datetime.min.replace(tzinfo=UTC)
 """A bed's due time when its next tick must reach it, whenever that comes."""
-
-_HEAP_SLACK = 64
-"""Stale entries the engine's heap of due times may hold beyond as many as live ones."""
 
 
 def idle_until_edge(edges: Iterable[datetime], now: datetime) -> datetime:
@@ -370,8 +367,7 @@ class RuleEngine:
         # rules stepped on ticks is not idle. A tick for every bed goes to the beds due by
         # its time only, taken from a heap of (due, bed): its cost grows with the beds
         # due, not with the ward. An entry whose time is no longer the bed's is stale.
-        self._due: dict[str, datetime] = dict.fromkeys(self._rules, _DUE_NOW)
-        self._due_heap: list[tuple[datetime, str]] = [(_DUE_NOW, bed) for bed in self._rules]
+        self._due: Schedule[str] = Schedule((bed, _DUE_NOW) for bed in self._rules)
         # The order beds were added in: a tick takes its beds in it, as when it took them all.
         self._order: dict[str, int] = {bed: i for i, bed in enumerate(self._rules)}
         self._next_order = itertools.count(len(self._order))
@@ -457,13 +453,7 @@ class RuleEngine:
         """The beds a tick at ``time`` may change something at, taken off the schedule: a
         tick for them must follow, which schedules each again (``handle``). The others'
         rules all said that such a tick leaves their states as they are (``Idle``)."""
-        heap, due = self._due_heap, self._due
-        beds: list[str] = []
-        while heap and heap[0][0] <= time:
-            at, bed = heapq.heappop(heap)
-            if due.get(bed) == at:
-                del due[bed]
-                beds.append(bed)
+        beds = self._due.pop_due(time)
         beds.sort(key=self._order.__getitem__)
         return beds
 
@@ -484,14 +474,7 @@ class RuleEngine:
         due = self._due.get(bed)
         if (due is not None and at >= due) or bed not in self._rules:
             return
-        self._due[bed] = at
-        heap = self._due_heap
-        heapq.heappush(heap, (at, bed))
-        if len(heap) > 2 * len(self._due) + _HEAP_SLACK:
-            # The entries a bed's earlier time made stale wait in the heap until their own
-            # time: rebuilt from the live ones before they outnumber them.
-            heap[:] = [(when, name) for name, when in self._due.items()]
-            heapq.heapify(heap)
+        self._due.put(bed, at)
 
     def _idle_at(self, key: tuple[str, str], state: Any, time: datetime) -> bool:
         """Whether the rule of ``key``, in ``state``, said its ticks before a later time
@@ -726,7 +709,7 @@ class RuleEngine:
         self._rules.pop(bed, None)
         self._failing.pop(bed, None)
         self._wards.pop(bed, None)
-        self._due.pop(bed, None)  # its heap entries are stale from now on
+        self._due.discard(bed)
         self._order.pop(bed, None)
         for table in (self._rule, self._states, self._stored_windows, self._positions, self._idle):
             for key in [key for key in table if key[0] == bed]:

@@ -444,7 +444,7 @@ def test_the_escalation_schedule_stays_bounded_while_alerts_change() -> None:
         # Each change of priority schedules the alert again; the earlier entries are stale.
         priority = Priority.HIGH if i % 2 == 0 else Priority.MEDIUM
         book.apply(cand(priority=priority), at(i))
-    assert len(book._escalations) <= 2 * len(book.open_alerts()) + 64
+    assert book._escalations.heap_size <= 2 * len(book.open_alerts()) + 64
     assert book.tick(at(1000 + 299)) == []
     [t] = book.tick(at(1000 + 300))  # high again since 1,000 s
     assert t.alert.escalation_level == 1

@@ -578,7 +578,7 @@ def test_the_schedule_of_due_times_stays_the_size_of_the_ward() -> None:
         engine.handle(SourceHealth("w1", "b0", "monitor.temp_c", t, Health.LOST, "probe-off"), t)
         engine.handle(SourceHealth("w1", "b0", "monitor.temp_c", t, Health.CONNECTED, "back"), t)
         engine.handle(VitalSample("w1", "b0", "mon", t, {Metric.TEMP_C: 36.8}), t)
-    assert len(engine._due_heap) <= 2 * 3 + 64
+    assert engine._due.heap_size <= 2 * 3 + 64
     engine.handle(Tick(t + tenth), t + tenth)
     (stale,) = engine.handle(Tick(t + 40 * S), t + 40 * S)  # b0 is still scheduled
     assert stale.condition == "TELEMETRY_STALE"

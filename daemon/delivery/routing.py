@@ -42,7 +42,6 @@ values, each for one or more receivers::
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import json
 import math
@@ -60,6 +59,7 @@ from daemon.events import AlertCandidate, Priority, Text, place
 from daemon.frozen import replace
 from daemon.ids import is_ward_subject
 from daemon.links.store import json_text
+from daemon.schedule import Schedule, floor_us
 from daemon.timefmt import iso, parse_iso, parse_iso_or_none
 
 
@@ -244,7 +244,7 @@ class Tracks(MutableMapping[str, Track]):
         self._by_bed: dict[tuple[str, str], set[str]] = {}
         self._places = itertools.count()
         self._due_of: Callable[[Track], datetime | None] | None = None
-        self._schedule: list[tuple[datetime, str]] = []  # (due, alert id), a heap
+        self._schedule: Schedule[str] = Schedule()  # by alert id
         for alert_id, track in (tracks or {}).items():
             self[alert_id] = track
 
@@ -264,6 +264,7 @@ class Tracks(MutableMapping[str, Track]):
     def __delitem__(self, alert_id: str) -> None:
         self._unindex(alert_id, self._tracks.pop(alert_id))
         del self._place[alert_id]
+        self._schedule.discard(alert_id)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tracks)
@@ -285,19 +286,14 @@ class Tracks(MutableMapping[str, Track]):
         says it of a track (never later than the time it is due; ``None``: nothing can
         come due without the track changing)."""
         self._due_of = due_of
-        self._rebuild()
+        for alert_id, track in self._tracks.items():
+            self._push(alert_id, track)
 
     def due(self, now: datetime) -> list[Track]:
         """The tracks that may have something due by ``now``, in order, taken off the
         schedule: each must be put again or handed to ``schedule``."""
-        heap = self._schedule
-        ids: dict[str, None] = {}
-        while heap and heap[0][0] <= now:
-            ids[heapq.heappop(heap)[1]] = None
-        found = sorted(
-            (alert_id for alert_id in ids if alert_id in self._tracks), key=self._place.__getitem__
-        )
-        return [self._tracks[alert_id] for alert_id in found]
+        ids = sorted(self._schedule.pop_due(now), key=self._place.__getitem__)
+        return [self._tracks[alert_id] for alert_id in ids]
 
     def schedule(self, alert_id: str) -> None:
         """Put a track taken by ``due`` back on the schedule at its next time."""
@@ -308,20 +304,9 @@ class Tracks(MutableMapping[str, Track]):
     def _push(self, alert_id: str, track: Track) -> None:
         at = None if self._due_of is None else self._due_of(track)
         if at is None:
-            return
-        heapq.heappush(self._schedule, (at, alert_id))
-        if len(self._schedule) > 2 * len(self._tracks) + _HEAP_SLACK:
-            # Entries of tracks changed or gone since wait for their own time: rebuilt from
-            # the live ones before they outnumber them.
-            self._rebuild()
-
-    def _rebuild(self) -> None:
-        self._schedule.clear()
-        for alert_id, track in self._tracks.items():
-            at = None if self._due_of is None else self._due_of(track)
-            if at is not None:
-                self._schedule.append((at, alert_id))
-        heapq.heapify(self._schedule)
+            self._schedule.discard(alert_id)
+        else:
+            self._schedule.put(alert_id, at)
 
     def _unindex(self, alert_id: str, track: Track) -> None:
         bed = (track.alert.ward, track.alert.bed)
@@ -331,12 +316,7 @@ class Tracks(MutableMapping[str, Track]):
             del self._by_bed[bed]
 
 
-_HEAP_SLACK = 64
 _TOLD_AGAIN = (AlertState.ACTIVE, AlertState.LATCHED)  # the states a repeat is told in
-
-
-def _floor_us(seconds: float) -> timedelta:
-    return timedelta(microseconds=math.floor(seconds * 1e6))
 
 
 @dataclass
@@ -405,11 +385,11 @@ class Router:
             return None
         times = []
         if route.repeat_after_s > 0 and track.last_at is not None and alert.state in _TOLD_AGAIN:
-            times.append(track.last_at + _floor_us(route.repeat_after_s))
+            times.append(track.last_at + floor_us(route.repeat_after_s))
         medium = alert.priority is Priority.MEDIUM and alert.state is AlertState.ACTIVE
         if route.escalate_medium_after_s > 0 and medium:
             next_level_s = (track.level + 1) * route.escalate_medium_after_s
-            times.append(alert.active_since + _floor_us(next_level_s))
+            times.append(alert.active_since + floor_us(next_level_s))
         return min(times, default=None)
 
     def failed(self, alert_ids: Iterable[str], level: int, receiver: str, now: datetime) -> list[Notice]:
