@@ -8,7 +8,8 @@ them out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -136,22 +137,21 @@ def ward_view(
     config: Config, engine: RuleEngine, book: AlertBook, latest: LatestVitals, now: datetime
 ) -> list[BedView]:
     """Every configured bed, in the config's order."""
-    by_bed = alerts_by_bed(book)
-    return [
-        bed_view(
-            config, bed, engine=engine, alerts=by_bed.get((bed.ward, bed.id), ()), latest=latest, now=now
-        )
-        for bed in config.beds
-    ]
+    return list(bed_views(config, engine, book, latest, now))
 
 
-def alerts_by_bed(book: AlertBook) -> dict[tuple[str, str], list[Alert]]:
-    """The open alerts by (ward, bed), oldest first: grouped once per view of the ward,
-    where each bed picking its own out of every open alert grew with beds × alerts."""
+def bed_views(
+    config: Config, engine: RuleEngine, book: AlertBook, latest: LatestVitals, now: datetime
+) -> Iterator[BedView]:
+    """``ward_view`` a bed at a time, for a caller that lets other work run in between."""
+    # The open alerts grouped once: each bed picking its own out of every open alert made
+    # a ward's view grow with beds × alerts.
     by_bed: dict[tuple[str, str], list[Alert]] = {}
     for alert in book.open_alerts():
         by_bed.setdefault((alert.ward, alert.bed), []).append(alert)
-    return by_bed
+    for bed in config.beds:
+        alerts = by_bed.get((bed.ward, bed.id), ())
+        yield bed_view(config, bed, engine=engine, alerts=alerts, latest=latest, now=now)
 
 
 def ward_alerts(config: Config, alerts: Iterable[Alert]) -> dict[str, list[Alert]]:
@@ -164,7 +164,14 @@ def ward_alerts(config: Config, alerts: Iterable[Alert]) -> dict[str, list[Alert
 
 def by_urgency(views: Iterable[BedView]) -> list[BedView]:
     """The most urgent bed first; beds of equal urgency keep their order (stable sort)."""
-    return sorted(views, key=lambda view: view.urgency.key(), reverse=True)
+    return urgency_sorted([(view.urgency.key(), view) for view in views])
+
+
+def urgency_sorted(keyed: list[tuple[tuple[int, int, int], BedView]]) -> list[BedView]:
+    """``by_urgency`` of views given with their urgency keys (worked out by the caller,
+    while it builds them)."""
+    keyed.sort(key=operator.itemgetter(0), reverse=True)
+    return [view for _, view in keyed]
 
 
 def _news2_state(engine: RuleEngine, bed: str) -> News2State | None:

@@ -33,7 +33,6 @@ import html
 import json
 import logging
 import math
-import operator
 import string
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -60,9 +59,10 @@ from daemon.timefmt import iso, iso_or_none
 from daemon.wardview import (
     BedView,
     LatestVitals,
-    alerts_by_bed,
     bed_view,
+    bed_views,
     by_urgency,
+    urgency_sorted,
     ward_alerts,
     ward_view,
 )
@@ -541,23 +541,19 @@ class WardPage:
         inputs arriving meanwhile with it). Each bed is shown as it is when its turn
         comes; ``None`` if the beds changed meanwhile (admissions: the next push shows them)."""
         config, now = self._config, self._clock.now()
-        by_bed = alerts_by_bed(self._alerts.book)
         keyed: list[tuple[tuple[int, int, int], BedView]] = []
-        for n, bed in enumerate(config.beds, 1):
-            alerts = by_bed.get((bed.ward, bed.id), ())
-            view = bed_view(config, bed, engine=self._engine, alerts=alerts, latest=self.latest, now=now)
+        views = bed_views(config, self._engine, self._alerts.book, self.latest, now)
+        for n, view in enumerate(views, 1):
             keyed.append((view.urgency.key(), view))  # here, not in the sort: 4 ms at 1,000 beds
             if n % WARD_SLICE_BEDS == 0:
                 await asyncio.sleep(0)
                 if self._config is not config:
                     return None
-        # As ``by_urgency`` orders them (a stable sort: equal beds keep the config's order).
-        keyed.sort(key=operator.itemgetter(0), reverse=True)
-        views = [view for _, view in keyed]
         out: dict[str, dict[str, Any]] = {}
+        ordered = urgency_sorted(keyed)
         for language in languages:
             beds = []
-            for n, view in enumerate(views, 1):
+            for n, view in enumerate(ordered, 1):
                 beds.append(bed_json(view, language, self.recent))
                 if n % WARD_SLICE_BEDS == 0:
                     await asyncio.sleep(0)
