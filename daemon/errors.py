@@ -37,7 +37,8 @@ class ListenError(WarddError):
     """A server of the daemon (the health probes, the ward page) cannot take its address."""
 
     def __init__(self, what: str, options: str, host: str, port: int, exc: OSError) -> None:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        # A name that does not resolve has a negative errno (socket.gaierror): its own text.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
         super().__init__(f"cannot serve {what} on {host}:{port} ({options}): {reason}")
 
 

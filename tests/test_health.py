@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import __version__
 from daemon.config import HealthConfig
+from daemon.errors import ListenError
 from daemon.health import (
     Gauge,
     Histogram,
@@ -34,7 +35,7 @@ from daemon.health import (
     watchdog_interval_s,
 )
 from daemon.metrics import Counters
-from daemon.web.probes import merged_metrics, metric_name, metrics_text
+from daemon.web.probes import bind_probes, merged_metrics, metric_name, metrics_text
 from tests.helpers import FAST_RECONNECT, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
@@ -60,6 +61,22 @@ def test_the_status_says_online_with_its_heartbeat_time_or_offline_with_why() ->
         "version": __version__,
         "reason": "connection lost",
     }
+
+
+@pytest.mark.integration  # binds sockets
+def test_the_supervisors_probe_socket_takes_ipv6_and_names_what_it_cannot_take() -> None:
+    with contextlib.closing(bind_probes(HealthConfig(host="::1", port=0))) as sock:
+        assert sock.family is socket.AF_INET6
+        assert sock.getsockname()[0] == "::1"
+    with contextlib.closing(bind_probes(HealthConfig(host="127.0.0.1", port=0))) as sock:
+        assert sock.family is socket.AF_INET
+        taken = sock.getsockname()[1]
+        with pytest.raises(
+            ListenError, match=f"on 127.0.0.1:{taken} .health.host, health.port.: Address already in use"
+        ):
+            bind_probes(HealthConfig(host="127.0.0.1", port=taken))
+    with pytest.raises(ListenError, match=r"on no-such-host\.invalid:0 .*(not known|resolution)"):
+        bind_probes(HealthConfig(host="no-such-host.invalid", port=0))
 
 
 def test_counter_names_become_prometheus_names() -> None:

@@ -186,7 +186,11 @@ def bind_probes(settings: HealthConfig) -> socket.socket:
     """The supervisor's listening socket for ``settings``, bound before any worker is
     forked: an address in use stops the daemon before anything starts (``ListenError``)."""
     try:
-        return socket.create_server((settings.host, settings.port or 0))
+        # The family of the host's first address: an IPv6 host (``::1``) as well as IPv4.
+        family = socket.getaddrinfo(settings.host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][
+            0
+        ]
+        return socket.create_server((settings.host, settings.port or 0), family=family)
     except OSError as exc:
         raise ListenError(
             "the health probes", "health.host, health.port", settings.host, settings.port or 0, exc
