@@ -208,9 +208,10 @@ class _Supervisor:
 
 
 def _probe_socket(index: int) -> str:
-    from daemon.web.probes import worker_socket  # noqa: PLC0415 -- aiohttp only when served
-
-    return worker_socket(os.getpid(), index)
+    """The abstract Unix socket worker ``index`` serves its probes on, for the supervisor
+    (no file to leave behind, as the notification sockets). Any process on the machine
+    can reach it, as it can a loopback port: what it serves is what ``health.port`` does."""
+    return f"\0wardd-probes-{os.getpid()}-{index}"
 
 
 def _become_worker(sockets: list[_NotifySocket], index: int, probes: socket.socket | None) -> None:

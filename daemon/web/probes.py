@@ -175,13 +175,6 @@ WORKER_ANSWER_S = 2.0
 longer counts as not answering (its event loop is held up)."""
 
 
-def worker_socket(supervisor_pid: int, index: int) -> str:
-    """The abstract Unix socket worker ``index`` serves its probes on, for its supervisor
-    (no file to leave behind, as the notification sockets). Any process on the machine
-    can reach it, as it can a loopback port: what it serves is what ``health.port`` does."""
-    return f"\0wardd-probes-{supervisor_pid}-{index}"
-
-
 def bind_probes(settings: HealthConfig) -> socket.socket:
     """The supervisor's listening socket for ``settings``, bound before any worker is
     forked: an address in use stops the daemon before anything starts (``ListenError``)."""
