@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+
 from daemon.app import Pipeline
 from daemon.config import Config, parse
 from daemon.events import AlertCandidate, Event, Health, PumpReading, SourceHealth, VitalSample
@@ -251,3 +253,9 @@ def assert_window_is_tuple(window: Sequence[Any], model: tuple[Any, ...]) -> Non
     assert len(window) == len(model)
     assert [window[i] for i in range(-len(model), len(model))] == [*model, *model]
     assert window[::2] == model[::2]
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET ``path`` on a local port (the health probes): the status and the body."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as reply:
+        return reply.status, await reply.text()

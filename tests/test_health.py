@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,7 +35,7 @@ from daemon.health import (
 )
 from daemon.metrics import Counters
 from daemon.web.probes import bind_probes, merged_metrics, metric_name, metrics_text
-from tests.helpers import FAST_RECONNECT, write_ward_config
+from tests.helpers import FAST_RECONNECT, http_get, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess, connect, vitals_payload
@@ -282,11 +281,6 @@ def _messages(sock: socket.socket) -> list[str]:
             return out
 
 
-async def _get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as reply:
-        return reply.status, await reply.text()
-
-
 @pytest.mark.integration
 async def test_status_probes_metrics_and_systemd_follow_the_daemon(
     tmp_path: Path, mosquitto: Mosquitto, notify_socket: socket.socket
@@ -312,10 +306,10 @@ async def test_status_probes_metrics_and_systemd_follow_the_daemon(
             assert any(m.startswith("READY=1") for m in messages), messages
             assert "WATCHDOG=1" in messages
 
-            assert (await _get(port, "/healthz"))[0] == 200
-            code, body = await _get(port, "/readyz")
+            assert (await http_get(port, "/healthz"))[0] == 200
+            code, body = await http_get(port, "/readyz")
             assert (code, json.loads(body)["ready"]) == (200, True)
-            code, text = await _get(port, "/metrics")
+            code, text = await http_get(port, "/metrics")
             assert code == 200
             assert "wardd_up 1.0" in text.splitlines()
             assert "wardd_mqtt_connected 1.0" in text.splitlines()
@@ -333,21 +327,21 @@ async def test_status_probes_metrics_and_systemd_follow_the_daemon(
         daemon.wait_connected()
         await until(lambda: daemon.output().count("health probes on") >= 2, 10, "the probes")
         mosquitto.stop()
-        code, body = await _get(port, "/readyz")
+        code, body = await http_get(port, "/readyz")
         for _ in range(50):
             if code == 503:
                 break
-            code, body = await _get(port, "/readyz")
+            code, body = await http_get(port, "/readyz")
         assert (code, json.loads(body)) == (
             503,
             {"ready": False, "recovered": True, "broker_connected": False, "store_writable": True},
         )
-        assert (await _get(port, "/healthz"))[0] == 200
+        assert (await http_get(port, "/healthz"))[0] == 200
         mosquitto.start()
         daemon.wait_connected()
         async with watch(mosquitto.url, "hw/_wardd/+/status") as status:
             await until(lambda: any(s.get("state") == "online" for s in status), 10, "online again")
-            assert (await _get(port, "/readyz"))[0] == 200
+            assert (await http_get(port, "/readyz"))[0] == 200
             daemon.kill()
             await until(lambda: status[-1].get("state") == "offline", 10, "the last will")
         assert status[-1]["reason"] == "connection lost"
@@ -445,7 +439,7 @@ async def test_a_full_disk_makes_the_daemon_unready_loses_nothing_and_it_recover
     try:
         daemon.wait_connected()
         await until(lambda: daemon.output().count("health probes on") >= 1, 10, "the probes")
-        assert (await _get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/readyz"))[0] == 200
         filler = _fill(small_disk)
         async with watch(mosquitto.url, "hw/w1/bed/b1/alerts") as alerts:
             publisher = connect(mosquitto.url)
@@ -457,22 +451,22 @@ async def test_a_full_disk_makes_the_daemon_unready_loses_nothing_and_it_recover
             finally:
                 publisher.loop_stop()
                 publisher.disconnect()
-            code, body = await _get(port, "/readyz")
+            code, body = await http_get(port, "/readyz")
             for _ in range(100):
                 if code == 503:
                     break
                 await asyncio.sleep(0.1)
-                code, body = await _get(port, "/readyz")
+                code, body = await http_get(port, "/readyz")
             assert (code, json.loads(body)["store_writable"]) == (503, False)
-            assert "wardd_store_writable 0.0" in (await _get(port, "/metrics"))[1].splitlines()
-            assert (await _get(port, "/healthz"))[0] == 200, "alive: restarting would not free the disk"
+            assert "wardd_store_writable 0.0" in (await http_get(port, "/metrics"))[1].splitlines()
+            assert (await http_get(port, "/healthz"))[0] == 200, "alive: restarting would not free the disk"
             assert not any(a.get("condition") == "FEVER" for a in alerts), (
                 "nothing judged before it is durable"
             )
             await asyncio.sleep(1.0)  # so that the wait for space is longer than a second
             filler.unlink()
             await until(lambda: any(a.get("condition") == "FEVER" for a in alerts), 30, "the fever alert")
-        assert (await _get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/readyz"))[0] == 200
         assert "state store writable again" in daemon.output()
         assert daemon.alive
         # The alert's latency says where it waited: for the store, more than a second.
@@ -516,7 +510,7 @@ def test_the_shipped_unit_file_is_valid_for_systemd(tmp_path: Path) -> None:
 async def _alert_latency(port: int) -> dict[str, dict[str, float]]:
     """``wardd_alert_latency_seconds`` from /metrics: per stage, the cumulative count by
     bucket bound (``le``), and ``sum``."""
-    code, text = await _get(port, "/metrics")
+    code, text = await http_get(port, "/metrics")
     assert code == 200
     out: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):

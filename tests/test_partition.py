@@ -16,14 +16,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import aiomqtt
 import pytest
 
 from daemon.config import Config, load
 from daemon.errors import ConfigError
 from daemon.partition import Partition, for_partition, foreign_stores, partition_of, store_path, store_paths
-from tests.helpers import wardd, write_ward_config
+from tests.helpers import http_get, wardd, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
 from tests.ward_load import WarddProcess, bed_ids
@@ -262,11 +261,6 @@ async def test_the_workers_keep_the_layout_locked_after_the_supervisor(
         daemon.close()
 
 
-async def _get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as reply:
-        return reply.status, await reply.text()
-
-
 def _worker_pids(daemon: WarddProcess) -> dict[str, int]:
     """Each worker's pid by partition, as the supervisor logged them."""
     line = next(line for line in daemon.output().splitlines() if "supervising 2 workers" in line)
@@ -289,7 +283,7 @@ async def test_two_workers_answer_the_health_probes_on_one_port(
         assert set(pids) == {"0/2", "1/2"}
 
         async def answer(path: str) -> tuple[int, dict[str, Any]]:
-            code, body = await _get(port, path)
+            code, body = await http_get(port, path)
             return code, json.loads(body)
 
         for _ in range(300):
@@ -305,7 +299,7 @@ async def test_two_workers_answer_the_health_probes_on_one_port(
             "0/2": True,
             "1/2": True,
         }
-        code, text = await _get(port, "/metrics")
+        code, text = await http_get(port, "/metrics")
         lines = text.splitlines()
         assert code == 200
         for worker in pids:
@@ -325,7 +319,7 @@ async def test_two_workers_answer_the_health_probes_on_one_port(
             assert live["workers"]["0/2"]["live"] is True
             assert live["workers"]["1/2"] == {"live": False, "answer": "none within 2 s"}
             assert (await answer("/readyz"))[0] == 503
-            code, text = await _get(port, "/metrics")
+            code, text = await http_get(port, "/metrics")
             lines = text.splitlines()
             assert code == 200
             assert 'wardd_worker_answering{worker="1/2"} 0.0' in lines
