@@ -284,6 +284,9 @@ class AlertBook:
         self._open: dict[tuple[str, str, str], Alert] = {}
         self._by_id: dict[str, tuple[str, str, str]] = {}
         self._counts: collections.Counter[str] = collections.Counter()  # open alerts by condition
+        # The conditions open at each bed: a discharge or a transfer takes its bed's alerts
+        # without sorting every open alert of the hospital.
+        self._beds: dict[tuple[str, str], set[str]] = {}
         # When each active high-priority alert may next escalate, as (due, id) in a heap:
         # a check takes only the alerts due, not every open one (5,000 open alerts took
         # 2.2 ms of the event loop at each check). An entry is pushed at every change of
@@ -298,6 +301,11 @@ class AlertBook:
     def open_alerts(self) -> list[Alert]:
         """Every open alert, oldest first."""
         return sorted(self._open.values(), key=_oldest_first)
+
+    def of_bed(self, ward: str, bed: str) -> list[Alert]:
+        """The open alerts of one bed, oldest first."""
+        conditions = self._beds.get((ward, bed), ())
+        return sorted((self._open[(ward, bed, c)] for c in conditions), key=_oldest_first)
 
     def find_open(self, ward: str, bed: str, condition: str) -> Alert | None:
         """The open alert of ``condition`` at that bed, if any."""
@@ -390,9 +398,7 @@ class AlertBook:
         """Close every open alert of a bed whose watch ends (a discharge), with ``reason``:
         a latched alert too, since nobody is left to act on it at that bed."""
         out: list[Transition] = []
-        for alert in self.open_alerts():
-            if (alert.ward, alert.bed) != (ward, bed):
-                continue
+        for alert in self.of_bed(ward, bed):
             closed = replace(
                 alert,
                 state=AlertState.RESOLVED,
@@ -406,11 +412,9 @@ class AlertBook:
         """Move the open alerts of a bed with its patient (a transfer): same ids and states,
         the new place, ``moved_from`` in their details; returned as ``update`` transitions."""
         out: list[Transition] = []
-        for alert in self.open_alerts():
-            if (alert.ward, alert.bed) != (ward, bed):
-                continue
+        for alert in self.of_bed(ward, bed):
             key = (alert.ward, alert.bed, alert.condition)
-            del self._open[key]
+            self._forget(key)
             moved = replace(
                 alert,
                 ward=to_ward,
@@ -425,7 +429,7 @@ class AlertBook:
                 self._by_id.pop(previous.id, None)
                 self._counts[previous.condition] -= 1
                 self._escalations.discard(previous.id)
-            self._open[new_key] = moved
+            self._keep(new_key, moved)
             self._by_id[moved.id] = new_key
             out.append(Transition(moved, alert.state))
         return out
@@ -460,7 +464,7 @@ class AlertBook:
         if alert.closed:
             if self._by_id.get(alert.id) == key:
                 del self._by_id[alert.id]
-                del self._open[key]
+                self._forget(key)
                 self._counts[alert.condition] -= 1
                 self._escalations.discard(alert.id)
             return
@@ -470,7 +474,7 @@ class AlertBook:
             self._escalations.discard(previous.id)
         else:
             self._counts[alert.condition] += 1
-        self._open[key] = alert
+        self._keep(key, alert)
         self._by_id[alert.id] = key
         self._watch(alert)
         self._next_seq = max(self._next_seq, _seq_of(alert.id) + 1)
@@ -495,7 +499,7 @@ class AlertBook:
             message=candidate.message or _default_message(candidate),
             details=_plain(candidate.details),
         )
-        self._open[key] = alert
+        self._keep(key, alert)
         self._by_id[alert.id] = key
         self._counts[alert.condition] += 1
         self._watch(alert)
@@ -555,11 +559,22 @@ class AlertBook:
             return []
         return [self._put(alert, changed, now)]
 
+    def _keep(self, key: tuple[str, str, str], alert: Alert) -> None:
+        self._open[key] = alert
+        self._beds.setdefault(key[:2], set()).add(key[2])
+
+    def _forget(self, key: tuple[str, str, str]) -> None:
+        del self._open[key]
+        conditions = self._beds[key[:2]]
+        conditions.discard(key[2])
+        if not conditions:
+            del self._beds[key[:2]]
+
     def _put(self, before: Alert, after: Alert, now: datetime) -> Transition:
         after = replace(after, updated=now)
         key = (after.ward, after.bed, after.condition)
         if after.closed:
-            del self._open[key]
+            self._forget(key)
             del self._by_id[after.id]
             self._counts[after.condition] -= 1
         else:
@@ -777,10 +792,9 @@ class AlertService:
         cleared, the alerts published at their new place."""
         async with self._lock:
             now = self._clock.now()
-            for alert in self.book.open_alerts():
-                if (alert.ward, alert.bed) == (ward, bed):
-                    topic = topics.alert_state(self._prefix, ward, bed, alert.id)
-                    await self._publisher.publish(topic, b"", qos=self._qos, retain=True)
+            for alert in self.book.of_bed(ward, bed):
+                topic = topics.alert_state(self._prefix, ward, bed, alert.id)
+                await self._publisher.publish(topic, b"", qos=self._qos, retain=True)
             transitions = self.book.move_bed(ward, bed, to_ward, to_bed, now)
             await self._deliver(transitions, now)
             return transitions

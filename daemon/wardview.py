@@ -144,13 +144,10 @@ def bed_views(
     config: Config, engine: RuleEngine, book: AlertBook, latest: LatestVitals, now: datetime
 ) -> Iterator[BedView]:
     """``ward_view`` a bed at a time, for a caller that lets other work run in between."""
-    # The open alerts grouped once: each bed picking its own out of every open alert made
-    # a ward's view grow with beds × alerts.
-    by_bed: dict[tuple[str, str], list[Alert]] = {}
-    for alert in book.open_alerts():
-        by_bed.setdefault((alert.ward, alert.bed), []).append(alert)
+    # Each bed's own alerts looked up: each bed picking its own out of every open alert
+    # made a ward's view grow with beds × alerts.
     for bed in config.beds:
-        alerts = by_bed.get((bed.ward, bed.id), ())
+        alerts = book.of_bed(bed.ward, bed.id)
         yield bed_view(config, bed, engine=engine, alerts=alerts, latest=latest, now=now)
 
 

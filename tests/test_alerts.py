@@ -525,9 +525,9 @@ def test_payload_is_rendered_in_the_configured_language() -> None:
 
 _ops = st.lists(
     st.tuples(
-        st.sampled_from(["raise", "clear", "ack", "tick"]),
+        st.sampled_from(["raise", "clear", "ack", "tick", "discharge", "move"]),
         st.sampled_from(["FEVER", "HYPOTENSION"]),
-        st.sampled_from(["b1", "b2"]),
+        st.sampled_from(["b1", "b2", "b3"]),
         st.sampled_from(list(Priority)),
         st.integers(0, 2),
     ),
@@ -550,16 +550,26 @@ def test_invariants_hold_for_any_sequence(ops: list[tuple[str, str, str, Priorit
         elif op == "ack":
             open_ids = [a.id for a in book.open_alerts()]
             out = book.acknowledge(open_ids[detail % len(open_ids)], "nurse", now) if open_ids else []
+        elif op == "discharge":
+            out = book.close_bed("w1", bed, now, "discharged")
+        elif op == "move":
+            # A transfer goes to an empty bed: the first of the others without open alerts.
+            empty = [b for b in ("b1", "b2", "b3") if b != bed and not book.of_bed("w1", b)]
+            out = book.move_bed("w1", bed, "w1", empty[0], now) if empty else []
         else:
             out = book.tick(now)
         for t in out:
             where = (t.alert.bed, t.alert.condition)
+            if op == "move":
+                seen_ids[t.alert.id] = where
             assert seen_ids.setdefault(t.alert.id, where) == where, "an id names one bed and condition"
             assert t.alert.id not in closed, "a closed alert never changes again"
             if t.closed:
                 closed.add(t.alert.id)
         keys = [(a.ward, a.bed, a.condition) for a in book.open_alerts()]
         assert len(keys) == len(set(keys))
+        for each in ("b1", "b2", "b3"):
+            assert book.of_bed("w1", each) == [a for a in book.open_alerts() if a.bed == each]
         assert all(not a.closed for a in book.open_alerts())
         assert all(
             a.state is not AlertState.LATCHED or a.priority is Priority.HIGH for a in book.open_alerts()

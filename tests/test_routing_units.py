@@ -1492,18 +1492,23 @@ def test_every_alert_of_a_group_whose_route_went_away_is_decided_again() -> None
             st.sampled_from(["put", "delete"]),
             st.integers(0, 5),  # which alert
             st.sampled_from(["b1", "b2", "b3"]),  # at which bed (a put may move it)
+            st.sampled_from([None, *Held]),  # held or not, and why
+            st.sampled_from([Priority.LOW, Priority.MEDIUM]),
         ),
         max_size=40,
     )
 )
-def test_a_beds_tracks_are_those_a_walk_over_every_track_finds(steps: list[tuple[str, int, str]]) -> None:
-    """Puts (a new alert, the same again, one moved to another bed) and deletions: each
-    bed's tracks, in order, are what walking a plain dict of them all gives."""
+def test_a_beds_tracks_and_the_quiet_held_are_those_a_walk_over_every_track_finds(
+    steps: list[tuple[str, int, str, Held | None, Priority]],
+) -> None:
+    """Puts (a new alert, the same again, one moved to another bed, held or let go, of
+    another priority) and deletions: each bed's tracks, and those a quiet period holds by
+    priority, in order, are what walking a plain dict of them all gives."""
     tracks, plain = Tracks(), dict[str, Track]()
-    for action, n, bed in steps:
+    for action, n, bed, held, priority in steps:
         alert_id = f"a{n}"
         if action == "put":
-            track = Track(alert("FEVER", bed, seq=n, id=alert_id), "all")
+            track = Track(alert("FEVER", bed, seq=n, id=alert_id, priority=priority), "all", held=held)
             tracks[alert_id] = track
             plain[alert_id] = track
         elif alert_id in plain:
@@ -1511,7 +1516,33 @@ def test_a_beds_tracks_are_those_a_walk_over_every_track_finds(steps: list[tuple
             del plain[alert_id]
         for each in ("b1", "b2", "b3"):
             assert tracks.of_bed("w1", each) == [t for t in plain.values() if t.alert.bed == each]
+        quiet = [t for t in plain.values() if t.held is Held.QUIET]
+        assert sorted(tracks.quiet_priorities()) == sorted({t.alert.priority for t in quiet})
+        for each_priority in (Priority.LOW, Priority.MEDIUM):
+            assert tracks.quiet_held(each_priority) == [t for t in quiet if t.alert.priority is each_priority]
         assert list(tracks) == list(plain)
+
+
+def test_a_check_during_a_quiet_period_asks_once_per_priority_not_once_per_held_alert() -> None:
+    """A night's held alerts are not walked at each check: the quiet period is asked about
+    once per priority held; at its end they all go out in the digest."""
+    r = router(quiet=[{"start": "11:00", "end": "13:00", "priorities": ["low", "medium"]}])
+    for n in range(300):
+        start(r, alert("FEVER", f"b{n}", priority=Priority.LOW if n % 2 else Priority.MEDIUM))
+    asked: list[Priority] = []
+    quiet = r._quiet
+
+    def counted(priority: Priority, now: datetime) -> bool:
+        asked.append(priority)
+        return quiet(priority, now)
+
+    r._quiet = counted  # type: ignore[method-assign]
+    assert r.tick(T0 + timedelta(seconds=1)) == []
+    assert sorted(asked) == sorted([Priority.LOW, Priority.MEDIUM])
+    [digest] = r.tick(T0 + timedelta(hours=2))
+    assert digest.kind is NoticeKind.DIGEST
+    assert len(digest.alerts) == 300
+    assert r.tracks.quiet_priorities() == []
 
 
 def test_a_check_over_many_open_alerts_looks_for_inhibitors_at_their_own_bed_only() -> None:
@@ -1554,6 +1585,11 @@ class _Walking(Router):
         for track in list(self.tracks.values()):
             out += self._escalate_medium(track, now) or self._repeat(track, now)
         return out
+
+    def _quiet_ended(self, now: datetime) -> list[Track]:
+        return [
+            t for t in self.tracks.values() if t.held is Held.QUIET and not self._quiet(t.alert.priority, now)
+        ]
 
 
 _ROUTER_STEP = st.tuples(

@@ -242,6 +242,9 @@ class Tracks(MutableMapping[str, Track]):
         self._tracks: dict[str, Track] = {}
         self._place: dict[str, int] = {}  # each track's place in the order
         self._by_bed: dict[tuple[str, str], set[str]] = {}
+        # The tracks a quiet period holds, by priority: a check asks once per priority
+        # whether its period has ended, not once per held alert (a night's worth of them).
+        self._quiet_held: dict[Priority, set[str]] = {}
         self._places = itertools.count()
         self._due_of: Callable[[Track], datetime | None] | None = None
         self._schedule: Schedule[str] = Schedule()  # by alert id
@@ -259,6 +262,8 @@ class Tracks(MutableMapping[str, Track]):
             self._unindex(alert_id, before)  # it keeps its place, as a dict's key does
         self._tracks[alert_id] = track
         self._by_bed.setdefault((track.alert.ward, track.alert.bed), set()).add(alert_id)
+        if track.held is Held.QUIET:
+            self._quiet_held.setdefault(track.alert.priority, set()).add(alert_id)
         self._push(alert_id, track)
 
     def __delitem__(self, alert_id: str) -> None:
@@ -279,6 +284,15 @@ class Tracks(MutableMapping[str, Track]):
     def of_bed(self, ward: str, bed: str) -> list[Track]:
         """The tracks of one bed, in order."""
         ids = sorted(self._by_bed.get((ward, bed), ()), key=self._place.__getitem__)
+        return [self._tracks[alert_id] for alert_id in ids]
+
+    def quiet_priorities(self) -> list[Priority]:
+        """The priorities of which a quiet period holds some track."""
+        return list(self._quiet_held)
+
+    def quiet_held(self, priority: Priority) -> list[Track]:
+        """The tracks of ``priority`` a quiet period holds, in order."""
+        ids = sorted(self._quiet_held.get(priority, ()), key=self._place.__getitem__)
         return [self._tracks[alert_id] for alert_id in ids]
 
     def watch(self, due_of: Callable[[Track], datetime | None]) -> None:
@@ -314,6 +328,11 @@ class Tracks(MutableMapping[str, Track]):
         ids.discard(alert_id)
         if not ids:
             del self._by_bed[bed]
+        if track.held is Held.QUIET:
+            held = self._quiet_held[track.alert.priority]
+            held.discard(alert_id)
+            if not held:
+                del self._quiet_held[track.alert.priority]
 
 
 _TOLD_AGAIN = (AlertState.ACTIVE, AlertState.LATCHED)  # the states a repeat is told in
@@ -661,11 +680,19 @@ class Router:
             )
         return out
 
+    def _quiet_ended(self, now: datetime) -> list[Track]:
+        """The tracks held by a quiet period that has ended by ``now``."""
+        return [
+            track
+            for priority in self.tracks.quiet_priorities()
+            if not self._quiet(priority, now)
+            for track in self.tracks.quiet_held(priority)
+        ]
+
     def _digests(self, now: datetime) -> list[Notice]:
         due: dict[tuple[str | None, str], list[Track]] = {}
-        for track in self.tracks.values():
-            if track.held is Held.QUIET and not self._quiet(track.alert.priority, now):
-                due.setdefault((track.route, track.alert.ward), []).append(track)
+        for track in self._quiet_ended(now):
+            due.setdefault((track.route, track.alert.ward), []).append(track)
         out: list[Notice] = []
         # Held alerts without a route (theirs was removed at a restart and none takes them
         # now) are let go with nobody told; where they come in the order changes nothing.

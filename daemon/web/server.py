@@ -731,7 +731,7 @@ class WardPage:
             self._config,
             bed,
             engine=self._engine,
-            alerts=self._alerts.book.open_alerts(),
+            alerts=self._alerts.book.of_bed(bed.ward, bed.id),
             latest=self.latest,
             now=now,
         )
