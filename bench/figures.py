@@ -28,8 +28,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from bench import systems
 from bench.load import (
     FEVER_C,
@@ -48,6 +46,7 @@ from bench.load import (
 )
 from bench.systems import Process, Storage
 from daemon.partition import partition_of
+from daemon.web.probes import read_histogram
 from tests.servers import victoria_metrics
 
 READY_TIMEOUT_S = 180.0
@@ -392,15 +391,7 @@ def alert_latency(system: systems.Process) -> Buckets:
         return {}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
         text = reply.read().decode()
-    out: Buckets = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "wardd_alert_latency_seconds":
-            continue
-        for sample in family.samples:
-            stage = out.setdefault(sample.labels["stage"], {})
-            key = sample.labels["le"] if sample.name.endswith("_bucket") else sample.name.rsplit("_", 1)[1]
-            stage[key] = stage.get(key, 0.0) + sample.value
-    return out
+    return read_histogram(text, "wardd_alert_latency_seconds", "stage")
 
 
 def in_daemon(before: Buckets, after: Buckets) -> Measured:

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import __version__
 from daemon.config import HealthConfig
@@ -34,7 +33,7 @@ from daemon.health import (
     watchdog_interval_s,
 )
 from daemon.metrics import Counters
-from daemon.web.probes import bind_probes, merged_metrics, metric_name, metrics_text
+from daemon.web.probes import bind_probes, merged_metrics, metric_name, metrics_text, read_histogram
 from tests.helpers import FAST_RECONNECT, http_get, write_ward_config
 from tests.mqtt_watch import until, watch
 from tests.servers import Mosquitto, free_port
@@ -120,6 +119,22 @@ def test_a_latency_counts_in_the_bucket_whose_bound_it_does_not_exceed() -> None
     assert 'wardd_alert_latency_seconds_bucket{le="0.002",stage="total"} 3.0' in lines
     assert 'wardd_alert_latency_seconds_bucket{le="+Inf",stage="total"} 4.0' in lines
     assert 'wardd_alert_latency_seconds_count{stage="total"} 4.0' in lines
+
+
+def test_a_histogram_read_back_adds_up_the_workers() -> None:
+    """What the bench and the tests read from /metrics: one worker's histogram as it was
+    observed, two workers' (a supervisor's merged text) added up."""
+    histogram = Histogram("wardd_alert_latency_seconds", "Alert latency", "stage", (0.001, 0.002))
+    histogram.observe("total", 0.0015)
+    histogram.observe("total", 0.003)
+    text = metrics_text(Counters(), [histogram]).decode()
+    one = {"0.001": 0.0, "0.002": 1.0, "+Inf": 2.0, "count": 2.0, "sum": 0.0045}
+    read = read_histogram(text, "wardd_alert_latency_seconds", "stage")
+    assert read == {"total": pytest.approx(one)}
+    merged = merged_metrics({"0": text, "1": text}).decode()
+    two = {key: value * 2 for key, value in one.items()}
+    assert read_histogram(merged, "wardd_alert_latency_seconds", "stage") == {"total": pytest.approx(two)}
+    assert read_histogram(merged, "wardd_queue_items", "stage") == {}
 
 
 def test_the_workers_metrics_are_merged_under_a_worker_label() -> None:
@@ -512,17 +527,7 @@ async def _alert_latency(port: int) -> dict[str, dict[str, float]]:
     bucket bound (``le``), and ``sum``."""
     code, text = await http_get(port, "/metrics")
     assert code == 200
-    out: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "wardd_alert_latency_seconds":
-            continue
-        for sample in family.samples:
-            stage = out.setdefault(sample.labels["stage"], {})
-            if sample.name.endswith("_bucket"):
-                stage[sample.labels["le"]] = sample.value
-            elif sample.name.endswith("_sum"):
-                stage["sum"] = sample.value
-    return out
+    return read_histogram(text, "wardd_alert_latency_seconds", "stage")
 
 
 @pytest.mark.integration

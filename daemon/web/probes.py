@@ -211,6 +211,21 @@ def merged_metrics(texts: Mapping[str, str | None]) -> bytes:
     return _rendered(_Families([answering, *families.values()]))
 
 
+def read_histogram(text: str, name: str, label: str) -> dict[str, dict[str, float]]:
+    """Histogram ``name`` from a /metrics text, by its ``label``: the cumulative counts by
+    bound (``le``, ``+Inf`` included), ``count`` and ``sum``, each added up over the
+    samples that share the label value (several workers' in a supervisor's text)."""
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            series = out.setdefault(sample.labels[label], {})
+            key = sample.labels["le"] if sample.name.endswith("_bucket") else sample.name.rsplit("_", 1)[1]
+            series[key] = series.get(key, 0.0) + sample.value
+    return out
+
+
 class WorkerProbes:
     """``/healthz``, ``/readyz`` and ``/metrics`` of a supervisor: one address for the whole
     daemon, each answer made of every worker's own (``HealthServer`` with ``private``).
