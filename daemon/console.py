@@ -16,7 +16,7 @@ from typing import TextIO
 from daemon.alerts import Alert
 from daemon.app import Pipeline
 from daemon.events import Metric, Priority
-from daemon.wardview import LatestVitals, ward_alerts, ward_view
+from daemon.wardview import LatestVitals, book_ward_alerts, ward_view
 
 CLEAR = "\x1b[H\x1b[2J"
 SHOWN: tuple[tuple[Metric, str, str], ...] = (
@@ -80,7 +80,7 @@ class WardConsole:
             )
             lines.append(f"      {vitals}")
             lines.extend(self._alert_line(alert) for alert in view.alerts)
-        for ward, own in ward_alerts(pipeline.config, pipeline.alerts.book.open_alerts()).items():
+        for ward, own in book_ward_alerts(pipeline.config, pipeline.alerts.book).items():
             lines.append(f"ward {ward} (every bed):")
             lines.extend(self._alert_line(alert) for alert in own)
         if self.recent:

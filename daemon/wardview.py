@@ -18,7 +18,7 @@ from daemon.clinical.dose import dose_point, next_step
 from daemon.clinical.news2 import News2Rule, News2State
 from daemon.config import BedConfig, Config
 from daemon.events import Event, Metric, VitalSample
-from daemon.ids import is_ward_subject
+from daemon.ids import is_ward_subject, ward_subject
 from daemon.rules import RuleEngine
 
 NEWS2_RULE = "news2"
@@ -157,6 +157,13 @@ def ward_alerts(config: Config, alerts: Iterable[Alert]) -> dict[str, list[Alert
     wards = dict.fromkeys(bed.ward for bed in config.beds)
     own = alert_order(a for a in alerts if is_ward_subject(a.bed) and a.ward in wards)
     return {ward: found for ward in wards if (found := [a for a in own if a.ward == ward])}
+
+
+def book_ward_alerts(config: Config, book: AlertBook) -> dict[str, list[Alert]]:
+    """``ward_alerts`` of the book: each ward's own alerts looked up at its subject, not
+    picked out of every open alert (the ward page asks at each push)."""
+    wards = dict.fromkeys(bed.ward for bed in config.beds)
+    return ward_alerts(config, [a for ward in wards for a in book.of_bed(ward, ward_subject(ward))])
 
 
 def by_urgency(views: Iterable[BedView]) -> list[BedView]:

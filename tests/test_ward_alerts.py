@@ -23,7 +23,7 @@ from daemon.events import AlertCandidate, Health, Kind, Priority, SourceHealth, 
 from daemon.ids import is_config_id, is_ward_subject, ward_subject
 from daemon.partition import Partition, for_partition
 from daemon.tech_rules import BROKER_UNAVAILABLE, STORAGE_UNAVAILABLE
-from daemon.wardview import ward_alerts
+from daemon.wardview import book_ward_alerts, ward_alerts
 from tests.helpers import bed_tables, committing, one_bed_config, wardd
 from tests.servers import Influxd, Mosquitto, influxd, mosquitto
 from tests.ward_load import (
@@ -112,6 +112,27 @@ def test_a_ward_alert_has_a_safe_id_that_names_the_ward() -> None:
     assert ward_alerts(_wards(("haem", "1"), ("onco", "2")), book.open_alerts()) == {
         "haem": [transition.alert]
     }
+
+
+def test_a_books_ward_alerts_are_looked_up_at_each_wards_subject() -> None:
+    """What the ward page and the console show of the wards themselves: each ward's own
+    alerts, as picking them out of every open alert gives, without a bed's."""
+    book = AlertBook()
+    for ward, subject, condition, priority in (
+        ("haem", "_haem", STORAGE_UNAVAILABLE, Priority.LOW),
+        ("haem", "_haem", "BROKER_UNAVAILABLE", Priority.HIGH),
+        ("haem", "1", "FEVER", Priority.MEDIUM),  # a bed's: not the ward's
+        ("onco", "2", "FEVER", Priority.MEDIUM),
+        ("gone", "_gone", STORAGE_UNAVAILABLE, Priority.LOW),  # a ward no bed is in
+    ):
+        book.apply(AlertCandidate(condition, ward, subject, T0, present=True, priority=priority), T0)
+    config = _wards(("haem", "1"), ("onco", "2"))
+    assert book_ward_alerts(config, book) == ward_alerts(config, book.open_alerts())
+    assert [a.condition for a in book_ward_alerts(config, book)["haem"]] == [
+        "BROKER_UNAVAILABLE",
+        STORAGE_UNAVAILABLE,
+    ]
+    assert set(book_ward_alerts(config, book)) == {"haem"}
 
 
 def test_a_notice_of_a_ward_alert_says_ward_not_bed() -> None:

@@ -61,9 +61,9 @@ from daemon.wardview import (
     LatestVitals,
     bed_view,
     bed_views,
+    book_ward_alerts,
     by_urgency,
     urgency_sorted,
-    ward_alerts,
     ward_view,
 )
 from daemon.web import bedcharts, bedpage, i18n
@@ -510,7 +510,7 @@ class WardPage:
     def _ward_json(
         self, config: Config, now: datetime, beds: list[dict[str, Any]], language: str
     ) -> dict[str, Any]:
-        own = ward_alerts(config, self._alerts.book.open_alerts())
+        own = book_ward_alerts(config, self._alerts.book)
         return {
             "now": iso(now),
             "beds": beds,
