@@ -302,6 +302,10 @@ class AlertBook:
         """Every open alert, oldest first."""
         return sorted(self._open.values(), key=_oldest_first)
 
+    def unordered(self) -> Iterable[Alert]:
+        """Every open alert, in no particular order (to count them without sorting)."""
+        return self._open.values()
+
     def of_bed(self, ward: str, bed: str) -> list[Alert]:
         """The open alerts of one bed, oldest first."""
         conditions = self._beds.get((ward, bed), ())

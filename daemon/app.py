@@ -967,7 +967,7 @@ class Pipeline:
         """Queue depths, backlogs, link states, open alerts, rule time and the alerts'
         latency, for /metrics."""
         open_alerts: dict[tuple[str, ...], float] = {}
-        for alert in self.alerts.book.open_alerts():
+        for alert in self.alerts.book.unordered():
             labels = (alert.priority.value, alert.state.value)
             open_alerts[labels] = open_alerts.get(labels, 0) + 1
         return [

@@ -570,6 +570,7 @@ def test_invariants_hold_for_any_sequence(ops: list[tuple[str, str, str, Priorit
         assert len(keys) == len(set(keys))
         for each in ("b1", "b2", "b3"):
             assert book.of_bed("w1", each) == [a for a in book.open_alerts() if a.bed == each]
+        assert sorted(book.unordered(), key=lambda a: a.id) == sorted(book.open_alerts(), key=lambda a: a.id)
         assert all(not a.closed for a in book.open_alerts())
         assert all(
             a.state is not AlertState.LATCHED or a.priority is Priority.HIGH for a in book.open_alerts()
