@@ -54,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated figure keys or prefixes (default: all)")
     parser.add_argument("--systems", default="", help="comma-separated systems to measure (default: all)")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure wardd-floor: wardd without its clinical rules (bench.floor)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--workers: {args.workers!r}: give at least one count, each 1 or more")
     if args.profile:
         counts = counts[:1]  # py-spy follows one process
-    systems.set_workers(counts)
+    systems.set_workers(counts, floor=args.floor)
     sizes = sizes_from(args)
     rounds_given = "--rounds" in (argv if argv is not None else sys.argv)
     rounds = 1 if (args.quick or args.profile) and not rounds_given else args.rounds

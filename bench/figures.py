@@ -31,7 +31,6 @@ from typing import Any
 from bench import systems
 from bench.load import (
     FEVER_C,
-    WARD,
     Burst,
     Observer,
     Pace,
@@ -45,7 +44,6 @@ from bench.load import (
     vitals_payload,
 )
 from bench.systems import Process, Storage
-from daemon.partition import partition_of
 from daemon.web.probes import read_histogram
 from tests.servers import victoria_metrics
 
@@ -172,20 +170,6 @@ def peak_rss_largest_mb(pid: int | None) -> float:
     return max((_status_mb(one, "VmHWM") for one in tree(pid)), default=0.0)
 
 
-def partition_beds(ward: Ward) -> list[str]:
-    """A bed of each partition of every wardd measured (``--workers``), the first bed first.
-
-    The same beds for every system, so that all get the same probes and bursts.
-    """
-    picked = {ward.bed_ids[0]: None}
-    for count in systems.WARDD_WORKERS:
-        first = {partition_of(WARD, ward.bed_ids[0], count): ward.bed_ids[0]}
-        for bed in ward.bed_ids:
-            first.setdefault(partition_of(WARD, bed, count), bed)
-        picked.update(dict.fromkeys(first.values()))
-    return list(picked)
-
-
 @contextmanager
 def running(system: Process) -> Iterator[Process]:
     """The system, stopped at the end whatever happens."""
@@ -243,12 +227,12 @@ def offline_burst(
         name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward, storage=storage
     )
     with clients(ctx.url, ward) as (publisher, observer), running(system):
-        prober = Prober(ward, partition_beds(ward))
+        prober = Prober(ward, systems.partition_beds(ward))
         system.start()
         ready_s = prober.wait_ready(publisher, observer, READY_TIMEOUT_S) - system.started_at
         ready_cpu_s = cpu_s(system.pid)
         system.stop()
-        burst = make_burst(ward, per_bed, sentinel_beds=partition_beds(ward))
+        burst = make_burst(ward, per_bed, sentinel_beds=systems.partition_beds(ward))
         publish_s = publisher.publish_all(burst.messages)
         broker_cpu_s = cpu_s(ctx.broker_pid)
         system.start()
@@ -298,11 +282,11 @@ def measure_online(ctx: Context, name: str) -> Measured:
     system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
     with clients(ctx.url, ward) as (publisher, observer), running(system):
         system.start()
-        Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
+        Prober(ward, systems.partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
         burst = make_burst(
             ward,
             max(1, ctx.sizes.burst_messages // ctx.sizes.burst_beds),
-            sentinel_beds=partition_beds(ward),
+            sentinel_beds=systems.partition_beds(ward),
         )
         started = time.time()
         publish_s = publisher.publish_all(burst.messages)
@@ -328,7 +312,7 @@ def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
     system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward, probes=True)
     with clients(ctx.url, ward) as (publisher, observer), running(system):
         system.start()
-        Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
+        Prober(ward, systems.partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
         before = observer.count()
         in_daemon_before = alert_latency(system)
         load = PacedLoad(Pace(ctx.url, ward, hz, ctx.sizes.latency_s, ctx.sizes.fever_every))
@@ -430,7 +414,7 @@ def measure_memory(ctx: Context, name: str) -> Measured:
         system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
         with clients(ctx.url, ward) as (publisher, observer), running(system):
             system.start()
-            Prober(ward, partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
+            Prober(ward, systems.partition_beds(ward)).wait_ready(publisher, observer, READY_TIMEOUT_S)
             time.sleep(3.0)  # a few ticks and a checkpoint
             size = f"{beds}_beds" if name.startswith("wardd") else "any_beds"
             out[f"idle_rss_mb_{size}"] = rss_mb(system.pid)
@@ -444,7 +428,7 @@ def measure_startup(ctx: Context, name: str) -> Measured:
     system = systems.make(name, ctx.workdir / f"{ward.prefix}-{name}", url=ctx.url, ward=ward)
     with clients(ctx.url, ward) as (publisher, observer), running(system):
         system.start()
-        ready = Prober(ward, partition_beds(ward)).wait_ready(
+        ready = Prober(ward, systems.partition_beds(ward)).wait_ready(
             publisher, observer, READY_TIMEOUT_S, every_s=0.05
         )
         out = {"ready_s": ready - system.started_at, "rss_mb": rss_mb(system.pid)}

@@ -5,6 +5,8 @@
 - ``NodeRed``: Node-RED 4, headless, a three-node flow ``mqtt in`` → ``function`` →
   ``mqtt out`` doing the same fever check (``bench.nodered``).
 - ``Bare``: the floor of what the daemon can do on aiomqtt (``bench.bare``).
+- ``wardd-floor`` (``--floor``): ``Wardd`` without its clinical rules (``bench.floor``),
+  what the daemon's own path costs.
 
 All three subscribe with QoS 1 on a persistent session under a fixed client id, so a
 stopped system's messages wait at the broker. ``stop`` is SIGTERM, then SIGKILL after
@@ -23,8 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench import nodered
+from bench import floor, nodered
 from bench.load import WARD, Ward
+from daemon.partition import partition_of
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,9 +105,25 @@ WARDD_WORKERS: tuple[int, ...] = (1,)
 """The ``daemon.workers`` counts measured (``--workers``): one system each (``wardd_name``)."""
 
 
-def wardd_name(workers: int) -> str:
-    """The system name of wardd with ``workers`` workers: ``wardd``, ``wardd-w2`` ..."""
-    return "wardd" if workers == 1 else f"wardd-w{workers}"
+def wardd_name(workers: int, *, floor: bool = False) -> str:
+    """The system name of wardd with ``workers`` workers: ``wardd``, ``wardd-w2`` ...;
+    ``floor``: without its rules, ``wardd-floor``, ``wardd-floor-w2`` ..."""
+    base = "wardd-floor" if floor else "wardd"
+    return base if workers == 1 else f"{base}-w{workers}"
+
+
+def partition_beds(ward: Ward) -> list[str]:
+    """A bed of each partition of every wardd measured (``--workers``), the first bed first.
+
+    The same beds for every system, so that all get the same probes and bursts.
+    """
+    picked = {ward.bed_ids[0]: None}
+    for count in WARDD_WORKERS:
+        first = {partition_of(WARD, ward.bed_ids[0], count): ward.bed_ids[0]}
+        for bed in ward.bed_ids:
+            first.setdefault(partition_of(WARD, bed, count), bed)
+        picked.update(dict.fromkeys(first.values()))
+    return list(picked)
 
 
 def base_name(name: str) -> str:
@@ -189,6 +208,8 @@ class Wardd(Process):
         """``probes``: serve the health probes (``health_port``), for ``alert_latency``."""
         super().__init__(name, workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        # Without its rules, but at the probed beds: their alerts say when it is ready and done.
+        self.ruled_beds = partition_beds(ward) if base_name(name) == "wardd-floor" else None
         self.health_port = free_port() if probes else None
         self.config = wardd_config(
             workdir / "ward.toml",
@@ -202,8 +223,14 @@ class Wardd(Process):
         )
 
     def start(self) -> None:
-        """Start the daemon."""
-        self.spawn([sys.executable, "-m", "daemon", "run", "--config", str(self.config)])
+        """Start the daemon (``bench.floor`` for ``wardd-floor``)."""
+        if self.ruled_beds is None:
+            self.spawn([sys.executable, "-m", "daemon", "run", "--config", str(self.config)])
+        else:
+            self.spawn(
+                [sys.executable, "-m", "bench.floor", "run", "--config", str(self.config)],
+                env={"PYTHONPATH": str(REPO), floor.RULED_BEDS_ENV: ",".join(self.ruled_beds)},
+            )
 
     def connected_at(self) -> float | None:
         """When the current run logged ``MQTT connected`` (every subscription done), as time.time()."""
@@ -255,11 +282,13 @@ SYSTEMS: tuple[str, ...] = ("wardd", "node-red", "bare")
 wardd per count of workers)."""
 
 
-def set_workers(counts: tuple[int, ...]) -> None:
-    """Measure wardd with each of these ``daemon.workers`` counts, as systems of their own."""
+def set_workers(counts: tuple[int, ...], *, floor: bool = False) -> None:
+    """Measure wardd with each of these ``daemon.workers`` counts, as systems of their own;
+    ``floor``: ``wardd-floor`` with each as well."""
     global WARDD_WORKERS, SYSTEMS  # noqa: PLW0603 -- the harness's one setting, made once at start
     WARDD_WORKERS = counts
-    SYSTEMS = (*(wardd_name(n) for n in counts), "node-red", "bare")
+    floors = (wardd_name(n, floor=True) for n in counts) if floor else ()
+    SYSTEMS = (*(wardd_name(n) for n in counts), *floors, "node-red", "bare")
 
 
 def make(
