@@ -290,10 +290,23 @@ class Influxd(Server):
                     )
         return rows
 
-    def create_database(self, db: str) -> None:
-        """``CREATE DATABASE``."""
+    def create_database(self, db: str, wait_s: float = 10.0) -> None:
+        """``CREATE DATABASE``, until ``SHOW DATABASES`` lists it.
+
+        InfluxDB answers a failed statement with 200 and the error in the body, so the
+        answer alone proves nothing: once, in a loaded full run, a write right after
+        creating the database got 404 "database not found" (not reproduced since).
+        """
         data = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
-        urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10).close()
+        deadline = time.monotonic() + wait_s
+        while True:
+            with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as resp:
+                answer = resp.read().decode(errors="replace")
+            if db in {row["name"] for row in self.query("", "SHOW DATABASES")}:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"influxd on port {self.port} did not create {db!r}: {answer}")
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager
