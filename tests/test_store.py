@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import sqlite3
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from daemon.links.store import (
     entry_json,
     id_runs,
     json_text,
+    sql_statements,
 )
 from tests.helpers import committing
 
@@ -41,6 +43,72 @@ def test_a_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer than this wardd"):
         Store(tmp_path / "s.sqlite")
+
+
+def test_a_store_another_process_migrates_meanwhile_is_not_migrated_twice(tmp_path: Path) -> None:
+    """Two processes open one old store at once (``wardd status`` polled beside a daemon
+    that starts): the one that read the old version before the other migrated reads it
+    again under the write lock and does not apply a step again ("duplicate column name"
+    stopped the daemon)."""
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    for target in range(1, SCHEMA_VERSION):
+        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    db.close()
+    reads: list[int] = []
+
+    class Raced(Store):
+        def _version(self) -> int:
+            version = super()._version()
+            reads.append(version)
+            if len(reads) == 1:  # the other process takes it to the last version right after
+                Store(path).close()
+            return version
+
+    Raced(path).close()
+    assert reads == [SCHEMA_VERSION - 1, SCHEMA_VERSION, SCHEMA_VERSION]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def _open_store(path: Path, start: Any, outcome: Any) -> None:
+    start.wait()
+    try:
+        Store(path).close()
+    except StoreError as exc:
+        outcome.put(str(exc))
+    else:
+        outcome.put(None)
+
+
+@pytest.mark.integration  # forks processes
+def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Six processes open one new store at the same moment, ten times: each opens it
+    (before, most failed with "duplicate column name" or "database is locked")."""
+    fork = multiprocessing.get_context("fork")
+    for n in range(10):
+        path, start, outcome = tmp_path / f"s{n}.sqlite", fork.Barrier(6), fork.Queue()
+        openers = [fork.Process(target=_open_store, args=(path, start, outcome)) for _ in range(6)]
+        for opener in openers:
+            opener.start()
+        errors = [outcome.get(timeout=30) for _ in openers]
+        for opener in openers:
+            opener.join(timeout=30)
+        assert errors == [None] * 6
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_migration_runs_statement_by_statement_as_sqlite_splits_them() -> None:
+    script = """
+    CREATE TABLE t (a TEXT);
+    INSERT INTO t VALUES ('x; y');
+    CREATE TRIGGER t_copy AFTER INSERT ON t BEGIN INSERT INTO t VALUES (new.a || ';'); END;
+    """
+    assert [" ".join(s.split()) for s in sql_statements(script)] == [
+        "CREATE TABLE t (a TEXT);",
+        "INSERT INTO t VALUES ('x; y');",
+        "CREATE TRIGGER t_copy AFTER INSERT ON t BEGIN INSERT INTO t VALUES (new.a || ';'); END;",
+    ]
+    assert all(sqlite3.complete_statement(s) for s in sql_statements("".join(MIGRATIONS)))
 
 
 def test_a_unit_of_work_is_committed_whole_and_read_back(tmp_path: Path) -> None:

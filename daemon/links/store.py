@@ -160,6 +160,37 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _write_ahead_log(db: sqlite3.Connection, wait_s: float = 5.0) -> None:
+    """Put ``db`` in WAL mode. Switching a new database takes a lock for which SQLite does
+    not wait as ``busy_timeout`` says: another process opening the same new store at that
+    moment (``wardd status`` beside a daemon that starts) got "database is locked" at
+    once. So it is asked again for ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
+
+
+def sql_statements(script: str) -> list[str]:
+    """The statements of ``script`` one by one, for ``execute`` inside a transaction that
+    ``executescript`` would commit first. Split where SQLite says a statement is complete,
+    so a ``;`` inside a string or a trigger's body stays where it is."""
+    statements, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                statements.append(pending)
+            pending = ""
+    return statements
+
+
 class StoreError(WarddError):
     """The store cannot be opened or written (disk, permissions, a newer schema)."""
 
@@ -328,11 +359,11 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            _write_ahead_log(self._db)
             # FULL: a commit survives a power cut; NORMAL: it survives a crash of the
             # daemon (kill -9) but a power cut may lose the last commits.
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"state store {path}: {exc}") from exc
@@ -352,15 +383,36 @@ class Store:
         self._swept_seq = self._covered_seq if oldest is None else min(int(oldest) - 1, self._covered_seq)
 
     def _migrate(self) -> None:
+        db = self._db
+        while self._version() < SCHEMA_VERSION:
+            # The version read again under the write lock: another process opening the same
+            # store (``wardd status`` polled beside a daemon that starts) may have taken it
+            # a step further meanwhile, and a step applied twice fails ("duplicate column
+            # name"), which stopped the daemon.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                target = self._version() + 1
+                if target <= SCHEMA_VERSION:
+                    for statement in sql_statements(MIGRATIONS[target - 1]):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version={target}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            if target <= SCHEMA_VERSION:
+                log.info("state store %s migrated to schema version %d", self.path, target)
+
+    def _version(self) -> int:
+        """The schema version; ``StoreError`` if it is newer than this code's."""
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"state store {self.path} has schema version {version}, newer than this wardd "
                 f"({SCHEMA_VERSION}); upgrade wardd or point it at another state folder"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
-            log.info("state store %s migrated to schema version %d", self.path, target)
+        return version
 
     def _max(self, table: str, column: str) -> int:
         row = self._db.execute(f"SELECT MAX({column}) FROM {table}").fetchone()  # noqa: S608 -- fixed names
