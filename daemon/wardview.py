@@ -9,7 +9,7 @@ them out.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -99,11 +99,11 @@ def bed_view(
     bed: BedConfig,
     *,
     engine: RuleEngine,
-    alerts: Sequence[Alert],
+    book: AlertBook,
     latest: LatestVitals,
     now: datetime,
 ) -> BedView:
-    """One bed's view; ``alerts`` are the book's open alerts (of any bed)."""
+    """One bed's view, with its open alerts from ``book``."""
     point = dose_point(engine, bed, now, config=config)
     fields = point.fields if point is not None else {}
     delivered = fields.get("delivered_ug_per_day")
@@ -129,7 +129,7 @@ def bed_view(
         vitals_time=seen[1] if seen is not None else None,
         news2=score,
         news2_partial=partial,
-        alerts=tuple(alert_order(a for a in alerts if a.ward == bed.ward and a.bed == bed.id)),
+        alerts=tuple(alert_order(book.of_bed(bed.ward, bed.id))),
     )
 
 
@@ -144,11 +144,8 @@ def bed_views(
     config: Config, engine: RuleEngine, book: AlertBook, latest: LatestVitals, now: datetime
 ) -> Iterator[BedView]:
     """``ward_view`` a bed at a time, for a caller that lets other work run in between."""
-    # Each bed's own alerts looked up: each bed picking its own out of every open alert
-    # made a ward's view grow with beds × alerts.
     for bed in config.beds:
-        alerts = book.of_bed(bed.ward, bed.id)
-        yield bed_view(config, bed, engine=engine, alerts=alerts, latest=latest, now=now)
+        yield bed_view(config, bed, engine=engine, book=book, latest=latest, now=now)
 
 
 def ward_alerts(config: Config, alerts: Iterable[Alert]) -> dict[str, list[Alert]]:

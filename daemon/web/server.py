@@ -731,7 +731,7 @@ class WardPage:
             self._config,
             bed,
             engine=self._engine,
-            alerts=self._alerts.book.of_bed(bed.ward, bed.id),
+            book=self._alerts.book,
             latest=self.latest,
             now=now,
         )
