@@ -160,12 +160,16 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _write_ahead_log(db: sqlite3.Connection, wait_s: float = 5.0) -> None:
+BUSY_WAIT_S = 5.0
+"""How long the store waits for a lock another connection holds (``busy_timeout``)."""
+
+
+def _write_ahead_log(db: sqlite3.Connection) -> None:
     """Put ``db`` in WAL mode. Switching a new database takes a lock for which SQLite does
     not wait as ``busy_timeout`` says: another process opening the same new store at that
     moment (``wardd status`` beside a daemon that starts) got "database is locked" at
-    once. So it is asked again for ``wait_s``."""
-    deadline = time.monotonic() + wait_s
+    once. So it is asked again for as long (``BUSY_WAIT_S``)."""
+    deadline = time.monotonic() + BUSY_WAIT_S
     while True:
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -359,7 +363,7 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA busy_timeout={round(BUSY_WAIT_S * 1000)}")
             _write_ahead_log(self._db)
             # FULL: a commit survives a power cut; NORMAL: it survives a crash of the
             # daemon (kill -9) but a power cut may lose the last commits.
