@@ -39,6 +39,8 @@ from daemon.partition import (
 )
 
 if TYPE_CHECKING:
+    import socket
+
     from daemon.alerts import Alert
 
 log = logging.getLogger("wardd")
@@ -328,7 +330,7 @@ def _supervise(config: config_module.Config) -> int:
     from daemon.app import build  # noqa: F401, PLC0415 -- imported once, for every worker
     from daemon.supervisor import supervise  # noqa: PLC0415
 
-    probes = None
+    probes: list[socket.socket] = []
     if config.health.port is not None:
         from daemon.web.probes import bind_probes  # noqa: PLC0415 -- aiohttp only when served
 
@@ -336,8 +338,8 @@ def _supervise(config: config_module.Config) -> int:
     try:
         ok = supervise(config.daemon.workers, lambda part, private: _worker(config, part, private), probes)
     finally:
-        if probes is not None:
-            probes.close()
+        for sock in probes:
+            sock.close()
     return EXIT_OK if ok else EXIT_FAILURE
 
 

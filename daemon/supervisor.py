@@ -25,7 +25,7 @@ import selectors
 import signal
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from daemon.health import NotifyRelay, sd_notify
@@ -87,20 +87,20 @@ class _NotifySocket:
             yield data.decode("utf-8", "replace")
 
 
-def supervise(count: int, run_worker: RunWorker, probes: socket.socket | None = None) -> bool:
+def supervise(count: int, run_worker: RunWorker, probes: Sequence[socket.socket] = ()) -> bool:
     """Fork ``count`` workers, each running ``run_worker`` on its partition (it must never
     return), and wait until all have stopped; ``True`` when every one exited with 0.
-    ``probes``: the listening socket of the HTTP probes (``daemon.web.probes.bind_probes``),
-    served for all the workers once they are forked."""
+    ``probes``: the listening sockets of the HTTP probes (``daemon.web.probes.bind_probes``),
+    served for all the workers once they are forked (none: no probes)."""
     return _Supervisor(count, probes).run(run_worker)
 
 
 class _Supervisor:
     """The workers forked, their notification sockets, and whether a stop was passed on."""
 
-    def __init__(self, count: int, probes: socket.socket | None) -> None:
+    def __init__(self, count: int, probes: Sequence[socket.socket]) -> None:
         self.count = count
-        self._probes = probes
+        self._probes = list(probes)
         self._gateway: WorkerProbes | None = None
         self._pipe: tuple[int, ...] = ()
         self.sockets = [_NotifySocket(i) for i in range(count)] if os.environ.get("NOTIFY_SOCKET") else []
@@ -147,7 +147,7 @@ class _Supervisor:
             private: dict[str, str] = {}
             for index in range(self.count):
                 part = Partition(index, self.count)
-                address = None if self._probes is None else _probe_socket(index)
+                address = _probe_socket(index) if self._probes else None
                 pid = os.fork()
                 if pid == 0:
                     _become_worker(self.sockets, index, self._probes)
@@ -158,7 +158,7 @@ class _Supervisor:
                     private[str(part)] = address
                 if self.sockets:
                     self.sockets[index].pid = pid
-            if self._probes is not None:
+            if self._probes:
                 # A thread, started once every fork is done: a fork copies only the
                 # thread that calls it, and would leave the child a loop it cannot run.
                 from daemon.web.probes import WorkerProbes  # noqa: PLC0415 -- aiohttp only when served
@@ -214,11 +214,11 @@ def _probe_socket(index: int) -> str:
     return f"\0wardd-probes-{os.getpid()}-{index}"
 
 
-def _become_worker(sockets: list[_NotifySocket], index: int, probes: socket.socket | None) -> None:
+def _become_worker(sockets: list[_NotifySocket], index: int, probes: Sequence[socket.socket]) -> None:
     """In a newly forked worker: its notifications go to the supervisor, and systemd's
     watchdog, which asks the supervisor's pid, is this worker's to feed (to the supervisor)."""
-    if probes is not None:
-        probes.close()  # the supervisor's to serve
+    for sock in probes:
+        sock.close()  # the supervisor's to serve
     for notify in sockets:
         notify.sock.close()  # the supervisor's copies stay bound
     if sockets:

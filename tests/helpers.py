@@ -255,7 +255,8 @@ def assert_window_is_tuple(window: Sequence[Any], model: tuple[Any, ...]) -> Non
     assert window[::2] == model[::2]
 
 
-async def http_get(port: int, path: str) -> tuple[int, str]:
+async def http_get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
     """GET ``path`` on a local port (the health probes): the status and the body."""
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as reply:
+    shown = f"[{host}]" if ":" in host else host
+    async with aiohttp.ClientSession() as session, session.get(f"http://{shown}:{port}{path}") as reply:
         return reply.status, await reply.text()

@@ -62,19 +62,47 @@ def test_the_status_says_online_with_its_heartbeat_time_or_offline_with_why() ->
 
 
 @pytest.mark.integration  # binds sockets
-def test_the_supervisors_probe_socket_takes_ipv6_and_names_what_it_cannot_take() -> None:
-    with contextlib.closing(bind_probes(HealthConfig(host="::1", port=0))) as sock:
-        assert sock.family is socket.AF_INET6
-        assert sock.getsockname()[0] == "::1"
-    with contextlib.closing(bind_probes(HealthConfig(host="127.0.0.1", port=0))) as sock:
-        assert sock.family is socket.AF_INET
-        taken = sock.getsockname()[1]
+def test_the_supervisors_probe_sockets_take_ipv6_and_name_what_they_cannot_take() -> None:
+    with _closing(bind_probes(HealthConfig(host="::1", port=0))) as socks:
+        assert [(sock.family, sock.getsockname()[0]) for sock in socks] == [(socket.AF_INET6, "::1")]
+    with _closing(bind_probes(HealthConfig(host="127.0.0.1", port=0))) as socks:
+        assert [sock.family for sock in socks] == [socket.AF_INET]
+        taken = socks[0].getsockname()[1]
         with pytest.raises(
             ListenError, match=f"on 127.0.0.1:{taken} .health.host, health.port.: Address already in use"
         ):
             bind_probes(HealthConfig(host="127.0.0.1", port=taken))
     with pytest.raises(ListenError, match=r"on no-such-host\.invalid:0 .*(not known|resolution)"):
         bind_probes(HealthConfig(host="no-such-host.invalid", port=0))
+
+
+@pytest.mark.integration  # binds sockets
+def test_the_supervisors_probes_take_every_address_of_the_host_on_one_port() -> None:
+    """An empty host is every interface of both families, as aiohttp's ``TCPSite`` binds it
+    for one worker: the supervisor bound the first address only."""
+    with _closing(bind_probes(HealthConfig(host="", port=0))) as socks:
+        assert sorted(sock.family for sock in socks) == [socket.AF_INET, socket.AF_INET6]
+        ports = {sock.getsockname()[1] for sock in socks}
+        assert len(ports) == 1, "port 0: the second address takes the port the first was given"
+        for host in ("127.0.0.1", "::1"):
+            with socket.create_connection((host, *ports), timeout=2):
+                pass
+        # One of the addresses taken: nothing stays bound, and the error says where.
+        port = ports.pop()
+    in_use = f"on :{port} .health.host, health.port.: Address already in use"
+    with socket.create_server(("::", port), family=socket.AF_INET6), pytest.raises(ListenError, match=in_use):
+        bind_probes(HealthConfig(host="", port=port))
+    with _closing(bind_probes(HealthConfig(host="127.0.0.1", port=port))):
+        pass  # the IPv4 socket bound before the failure was closed
+
+
+@contextlib.contextmanager
+def _closing(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_counter_names_become_prometheus_names() -> None:

@@ -274,9 +274,10 @@ async def test_two_workers_answer_the_health_probes_on_one_port(
 ) -> None:
     """The supervisor serves ``health.port`` for the daemon (each worker binding it failed
     the start): alive and ready only if every worker says so in time, and every worker's
-    metrics under its own ``worker`` label."""
+    metrics under its own ``worker`` label. An empty host is every interface of both
+    families, as with one worker (the supervisor bound the first address only)."""
     port = free_port()
-    _, daemon = _two_workers(tmp_path, mosquitto, prefix, tables=f"[health]\nport = {port}")
+    _, daemon = _two_workers(tmp_path, mosquitto, prefix, tables=f'[health]\nhost = ""\nport = {port}')
     try:
         await _connected_workers(daemon)
         pids = _worker_pids(daemon)
@@ -295,6 +296,7 @@ async def test_two_workers_answer_the_health_probes_on_one_port(
         code, live = await answer("/healthz")
         assert code == 200
         assert live["live"] is True
+        assert (await http_get(port, "/healthz", host="::1"))[0] == 200
         assert {worker: said["live"] for worker, said in live["workers"].items()} == {
             "0/2": True,
             "1/2": True,

@@ -175,19 +175,37 @@ WORKER_ANSWER_S = 2.0
 longer counts as not answering (its event loop is held up)."""
 
 
-def bind_probes(settings: HealthConfig) -> socket.socket:
-    """The supervisor's listening socket for ``settings``, bound before any worker is
-    forked: an address in use stops the daemon before anything starts (``ListenError``)."""
+def bind_probes(settings: HealthConfig) -> list[socket.socket]:
+    """The supervisor's listening sockets for ``settings``, bound before any worker is
+    forked: an address in use stops the daemon before anything starts (``ListenError``).
+
+    One socket for every address the host resolves to, as one worker's ``TCPSite``
+    binds them (``localhost``: ``127.0.0.1`` and ``::1``; an empty host: every
+    interface of both families), so that the probes answer at the same addresses
+    whatever ``daemon.workers`` says. With port 0 the addresses after the first take
+    the port the first was given: one port to read from the log.
+    """
+    host, port = settings.host or None, settings.port or 0
+    bound: list[socket.socket] = []
     try:
-        # The family of the host's first address: an IPv6 host (``::1``) as well as IPv4.
-        family = socket.getaddrinfo(settings.host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][
-            0
-        ]
-        return socket.create_server((settings.host, settings.port or 0), family=family)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, resolved in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # Each family its own socket, as asyncio's create_server does.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            address = resolved
+            if port == 0 and len(bound) > 1:
+                address = (resolved[0], bound[0].getsockname()[1], *resolved[2:])
+            sock.bind(address)
+            sock.listen()
     except OSError as exc:
-        raise ListenError(
-            "the health probes", "health.host, health.port", settings.host, settings.port or 0, exc
-        ) from exc
+        for sock in bound:
+            sock.close()
+        raise ListenError("the health probes", "health.host, health.port", settings.host, port, exc) from exc
+    return bound
 
 
 def merged_metrics(texts: Mapping[str, str | None]) -> bytes:
@@ -235,9 +253,9 @@ class WorkerProbes:
     thread of the supervisor (``start``), started after the workers are forked.
     """
 
-    def __init__(self, sock: socket.socket, workers: Mapping[str, str]) -> None:
-        """``sock``: from ``bind_probes``; ``workers``: each worker's socket, by partition."""
-        self._sock = sock
+    def __init__(self, socks: Sequence[socket.socket], workers: Mapping[str, str]) -> None:
+        """``socks``: from ``bind_probes``; ``workers``: each worker's socket, by partition."""
+        self._socks = list(socks)
         self._workers = dict(workers)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -249,8 +267,10 @@ class WorkerProbes:
         """Serve in a thread of its own until ``stop``."""
         self._thread.start()
         self._started.wait()
-        host, port = self._sock.getsockname()[:2]
-        log.info("health probes on http://%s:%s/healthz for %d workers", host, port, len(self._workers))
+        for sock in self._socks:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
+            log.info("health probes on http://%s:%s/healthz for %d workers", shown, port, len(self._workers))
 
     def stop(self) -> None:
         """Stop serving and wait for the thread (a second at most)."""
@@ -274,7 +294,8 @@ class WorkerProbes:
             for worker, path in self._workers.items()
         }
         try:
-            await web.SockSite(runner, self._sock).start()
+            for sock in self._socks:
+                await web.SockSite(runner, sock).start()
             self._started.set()
             await self._stop.wait()
         finally:
