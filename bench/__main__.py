@@ -44,8 +44,9 @@ QUICK = Sizes(
 )
 
 
-PROFILED = ("burst", "catchup")
-"""The figures ``--profile`` can sample: a queue that wardd drains (``bench.figures.offline_burst``)."""
+PROFILED = ("burst", "catchup", "latency")  # "latency": every latency-<beds>x<hz> figure
+"""The figures ``--profile`` can sample: a queue that wardd drains (``bench.figures.offline_burst``),
+and the paced load of a latency figure."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 1 if (args.quick or args.profile) and not rounds_given else args.rounds
     picked = chosen(figures(sizes), (args.only or "burst") if args.profile else args.only)
     if args.profile:
-        picked = [f for f in picked if f.key in PROFILED]
+        picked = [f for f in picked if f.key in PROFILED or f.key.partition("-")[0] == "latency"]
         if not picked:
             raise SystemExit(f"--profile: {args.only!r}: only {' and '.join(PROFILED)} can be profiled")
     only_systems = {s.strip() for s in args.systems.split(",") if s.strip()}

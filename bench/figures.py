@@ -12,6 +12,7 @@ a fever sample whose alert says everything before it has been processed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -317,8 +318,9 @@ def measure_latency(ctx: Context, name: str, beds: int, hz: float) -> Measured:
         in_daemon_before = alert_latency(system)
         load = PacedLoad(Pace(ctx.url, ward, hz, ctx.sizes.latency_s, ctx.sizes.fever_every))
         cpu_before_s, load_started = cpu_s(system.pid), time.monotonic()
-        load.start()
-        result = load.result(timeout_s=ctx.sizes.latency_s * 3 + 120)
+        with ctx.profile(system) if ctx.profile is not None else contextlib.nullcontext():
+            load.start()
+            result = load.result(timeout_s=ctx.sizes.latency_s * 3 + 120)
         # The share of one core the system used under the load: steadier than the
         # latencies on a shared machine, and what they grow with.
         cpu_share = (cpu_s(system.pid) - cpu_before_s) / (time.monotonic() - load_started)
