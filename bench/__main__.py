@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="the burst (or, with --only catchup, the catch-up) with wardd only, under py-spy, time by stage",
+        help="the burst (or, with --only catchup or latency-N, the catch-up or the paced load) with wardd only, "
+        "under py-spy, time by stage",
     )
     parser.add_argument(
         "--workers",

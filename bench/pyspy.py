@@ -1,4 +1,5 @@
-"""``--profile``: where wardd's time goes draining a queue (the burst or the catch-up), sampled by py-spy, by stage.
+"""``--profile``: where wardd's time goes draining a queue (the burst or the catch-up) or under a latency
+figure's paced load, sampled by py-spy, by stage.
 
 py-spy (``pip install -e '.[bench]'``) attaches to the running daemon (every thread,
 idle ones left out) for the drain of the burst and writes raw collapsed stacks. Each
