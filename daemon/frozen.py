@@ -7,7 +7,8 @@ runs ``__init__`` on every call: it was the largest single cost of a message. Th
 per class, as ``dataclasses`` itself generates ``__init__``. It accepts the same
 changes (``__init__`` fields only) and is meant for classes without ``__post_init__``
 (checked when the class is first seen): nothing is validated that the constructor
-would have validated.
+would have validated. A ``typing.NamedTuple`` (the vital-sign tracks) is copied the same
+way, made in one call.
 
 ``ColumnWindow``: the late-data windows hold up to an hour of entries (3,600 at 1 Hz), and
 a step appends one entry and drops the oldest. As a tuple, every step copied the whole
@@ -40,6 +41,9 @@ _REPLACERS: dict[type, Callable[..., Any]] = {}
 
 
 def _replacer(cls: type) -> Callable[..., Any]:
+    named_tuple = issubclass(cls, tuple)  # a flag: mypy would narrow ``cls`` to no dataclass
+    if named_tuple:
+        return _tuple_replacer(cls)
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has __post_init__; use dataclasses.replace")
     fields = dataclasses.fields(cls)
@@ -69,6 +73,22 @@ def _replacer(cls: type) -> Callable[..., Any]:
     return function
 
 
+def _tuple_replacer(cls: type) -> Callable[..., Any]:
+    """``replace`` for a ``typing.NamedTuple``: the new tuple made in one call, a field
+    taken from ``obj`` by its index unless changed."""
+    names: tuple[str, ...] = getattr(cls, "_fields", ())
+    if not names:
+        raise TypeError(f"{cls.__name__} is a tuple but not a NamedTuple")
+    params = ", ".join(f"{name}=_MISSING" for name in names)
+    items = ", ".join(f"obj[{i}] if {name} is _MISSING else {name}" for i, name in enumerate(names))
+    source = f"def replace(obj, /, {params}):\n    return _new(_cls, ({items},))"
+    namespace: dict[str, Any] = {"_MISSING": _MISSING, "_new": tuple.__new__, "_cls": cls}
+    exec(source, namespace)  # noqa: S102 -- source built from the class's own field names
+    function: Callable[..., Any] = namespace["replace"]
+    _REPLACERS[cls] = function
+    return function
+
+
 def _slot(cls: type, name: str) -> types.MemberDescriptorType | None:
     """The slot that holds attribute ``name`` of ``cls``'s instances, if a slot does."""
     for klass in cls.__mro__:
@@ -79,7 +99,8 @@ def _slot(cls: type, name: str) -> types.MemberDescriptorType | None:
 
 
 def replace(obj: T, /, **changes: Any) -> T:
-    """A copy of the dataclass instance ``obj`` with ``changes``, as ``dataclasses.replace``."""
+    """A copy of the dataclass instance (or named tuple) ``obj`` with ``changes``, as
+    ``dataclasses.replace`` (or ``_replace``)."""
     cls = type(obj)
     function = _REPLACERS.get(cls) or _replacer(cls)
     new: T = function(obj, **changes)

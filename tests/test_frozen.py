@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -103,3 +104,26 @@ def test_a_slotted_field_is_found_in_the_class_that_declares_it() -> None:
     assert vars(_Plain)["b"] == "b"
     assert frozen._slot(_Plain, "b") is None
     assert frozen._slot(_Plain, "a") is None
+
+
+class _Pair(NamedTuple):
+    a: int
+    b: str = "b"
+    c: float = 1.5
+
+
+@pytest.mark.parametrize("changes", [{}, {"b": "x"}, {"a": 2, "c": 0.5}, {"a": 3, "b": "y", "c": 2.5}])
+def test_replace_of_a_named_tuple_is_its_own_replace(changes: dict[str, Any]) -> None:
+    """A vital-sign ``Track`` is a named tuple, copied by the same ``replace``."""
+    obj = _Pair(1, "z")
+    new = replace(obj, **changes)
+    assert replacer(_Pair)(obj, **changes) == new == obj._replace(**changes)
+    assert type(new) is _Pair
+    assert new is not obj
+
+
+def test_replace_of_a_named_tuple_refuses_what_is_not_a_field() -> None:
+    with pytest.raises(TypeError):
+        replace(_Pair(1), d=2)
+    with pytest.raises(TypeError, match="not a NamedTuple"):
+        replacer(tuple)

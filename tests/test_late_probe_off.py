@@ -13,7 +13,6 @@ probe-off that arrives after a reading with its own time comes after that readin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +37,7 @@ from daemon.clinical.vitals import (
     load_track,
 )
 from daemon.events import AlertCandidate, Event, Health, Metric, SourceHealth, Tick, VitalSample
+from daemon.frozen import replace
 from daemon.timefmt import iso
 from tests.helpers import one_bed_config
 

@@ -424,10 +424,21 @@ def test_news2_clear_edges(after: float, cleared: bool) -> None:
     assert [(c.present, c.time) for c in out] == ([(False, last.time)] if cleared else [])
 
 
-@pytest.mark.parametrize(("age_s", "fresh"), [(14_400.0, True), (14_400.001, False)])
-def test_news2_max_age_edges(age_s: float, fresh: bool) -> None:
+@pytest.mark.parametrize(
+    ("age_s", "fresh", "max_age_s"),
+    [
+        (14_400.0, True, 14_400.0),
+        (14_400.000001, False, 14_400.0),  # a microsecond: the clock's resolution
+        (14_400.001, False, 14_400.0),
+        # Longer than a timedelta holds, or than datetimes reach back: every value is fresh.
+        (365 * 86_400.0, True, float("inf")),
+        (365 * 86_400.0, True, 1e18),
+        (365 * 86_400.0, True, 7e10),
+    ],
+)
+def test_news2_max_age_edges(age_s: float, fresh: bool, max_age_s: float) -> None:
     """news2_max_age_s = 4 h (config.py, site choice): older values and observations are missing."""
-    r = News2Rule(VitalThresholds(), BED)
+    r = News2Rule(VitalThresholds(news2_max_age_s=max_age_s), BED)
     obs = Observation("w1", "b1", T0, o2_device="nasal_cannula", acvpu=Acvpu.VOICE)
     state, _ = run(r, [obs, vitals(0)])
     result = r.current(state, T0 + timedelta(seconds=age_s))

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -220,13 +220,32 @@ class News2:
     @property
     def trigger(self) -> Trigger | None:
         """The highest trigger reached, if any."""
-        if self.total >= 7:
-            return Trigger.AGGREGATE_7
-        if self.total >= 5:
-            return Trigger.AGGREGATE_5
-        if any(score == 3 for score in self.parts.values()):
-            return Trigger.SINGLE_PARAMETER_3
-        return None
+        return trigger_of(self.total, self.parts)
+
+
+def trigger_of(total: int, parts: Mapping[Param, int]) -> Trigger | None:
+    """The highest trigger an aggregate ``total`` of ``parts`` reaches, if any (``News2.trigger``,
+    given the total: the rule reads both, once a message)."""
+    if total >= 7:
+        return Trigger.AGGREGATE_7
+    if total >= 5:
+        return Trigger.AGGREGATE_5
+    if 3 in parts.values():
+        return Trigger.SINGLE_PARAMETER_3
+    return None
+
+
+_LONGEST_S = timedelta.max.total_seconds()
+
+# Each measured parameter, its metric and its scoring (``None``: SpO2, scored on a scale),
+# in the order of the chart.
+_METRIC_SCORES: tuple[tuple[Param, Metric, Callable[[float], int] | None], ...] = (
+    (Param.RESPIRATION, Metric.RR_PER_MIN, score_respiration),
+    (Param.SPO2, Metric.SPO2_PCT, None),
+    (Param.SYSTOLIC, Metric.SBP_MMHG, score_systolic),
+    (Param.PULSE, Metric.HR_PER_MIN, score_pulse),
+    (Param.TEMPERATURE, Metric.TEMP_C, score_temperature),
+)
 
 
 def news2(
@@ -237,21 +256,15 @@ def news2(
     ``spo2_scale`` is 1 or 2; on scale 2 an unknown oxygen status scores as air.
     """
     parts: dict[Param, int] = {}
-
-    def spo2(value: float) -> int:
-        return score_spo2_scale2(value, bool(on_oxygen)) if spo2_scale == 2 else score_spo2_scale1(value)
-
-    metric_scores = (
-        (Param.RESPIRATION, Metric.RR_PER_MIN, score_respiration),
-        (Param.SPO2, Metric.SPO2_PCT, spo2),
-        (Param.SYSTOLIC, Metric.SBP_MMHG, score_systolic),
-        (Param.PULSE, Metric.HR_PER_MIN, score_pulse),
-        (Param.TEMPERATURE, Metric.TEMP_C, score_temperature),
-    )
-    for param, metric, score in metric_scores:
+    for param, metric, score in _METRIC_SCORES:
         value = values.get(metric)
         if value is not None:
-            parts[param] = score(value)
+            if score is None:  # SpO2: on the bed's scale
+                parts[param] = (
+                    score_spo2_scale2(value, bool(on_oxygen)) if spo2_scale == 2 else score_spo2_scale1(value)
+                )
+            else:
+                parts[param] = score(value)
     if on_oxygen is not None:
         parts[Param.SUPPLEMENTAL_O2] = score_supplemental_o2(on_oxygen)
     if acvpu is not None:
@@ -522,6 +535,9 @@ class News2Rule:
         self.spo2_scale = bed.news2_spo2_scale
         self._noise = Noise(thresholds.news2_delay_s, thresholds.news2_clear_s, thresholds.confirm_samples)
         self._kept = timedelta(seconds=thresholds.news2_late_s)
+        max_age_s = thresholds.news2_max_age_s
+        # An age beyond what a timedelta holds (an infinite one) is longer than datetimes reach.
+        self._max_age = timedelta.max if max_age_s >= _LONGEST_S else timedelta(seconds=max_age_s)
         self._scorer = next(_scorers)  # names the scores this rule keeps in its windows
 
     def initial(self) -> News2State:
@@ -530,14 +546,15 @@ class News2Rule:
 
     def current(self, state: News2State, time: datetime) -> News2:
         """The score at ``time`` from inputs no older than the maximum age."""
-        max_age_s = self.th.news2_max_age_s
-
-        def fresh(at: datetime) -> bool:
-            return (time - at).total_seconds() <= max_age_s
-
-        values = {m: v for m, (v, at) in state.values.items() if fresh(at)}
-        on_oxygen = state.on_oxygen[0] if state.on_oxygen and fresh(state.on_oxygen[1]) else None
-        acvpu = state.acvpu[0] if state.acvpu and fresh(state.acvpu[1]) else None
+        # Fresh: ``time - at`` no more than the maximum age, compared as timedeltas (exact to
+        # the microsecond, as ``total_seconds`` is), without a float made for each value.
+        try:
+            oldest = time - self._max_age
+        except OverflowError:  # a maximum age reaching before the first datetime: all fresh
+            oldest = datetime.min.replace(tzinfo=time.tzinfo)
+        values = {m: v for m, (v, at) in state.values.items() if at >= oldest}
+        on_oxygen = state.on_oxygen[0] if state.on_oxygen and state.on_oxygen[1] >= oldest else None
+        acvpu = state.acvpu[0] if state.acvpu and state.acvpu[1] >= oldest else None
         return news2(values, on_oxygen, acvpu, self.spo2_scale)
 
     def step(
@@ -721,7 +738,8 @@ class News2Rule:
         if known is None:
             result: News2 | None = self.current(state, time)
             assert result is not None
-            total, trigger = result.total, result.trigger
+            total = result.total
+            trigger = trigger_of(total, result.parts)
         else:
             result = None  # scored only if a candidate needs it
             total, trigger = known
