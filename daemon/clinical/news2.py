@@ -48,9 +48,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon.clinical.vitals import (
+    EMPTY_TRACK,
     FOLD_SLACK,
     Noise,
     Track,
@@ -495,18 +496,19 @@ def as_inputs(entries: Sequence[Input]) -> InputWindow:
     return InputWindow(entries) if entries else EMPTY_INPUTS
 
 
-@dataclass(frozen=True, slots=True)
-class News2State:
+class News2State(NamedTuple):
     """Latest inputs (with their times), the trigger's progress, and the late-data window.
 
     ``recent`` holds the inputs of the last ``news2_late_s`` and ``base`` the state
     before the first of them, so that a late input can be scored in time order.
+
+    A named tuple, as ``Track`` is: copied three times a message, each made in one call.
     """
 
     values: Mapping[Metric, tuple[float, datetime]]
     on_oxygen: tuple[bool, datetime] | None = None
     acvpu: tuple[Acvpu, datetime] | None = None
-    track: Track = field(default_factory=Track)
+    track: Track = EMPTY_TRACK
     trigger: Trigger | None = None  # the trigger last announced while active
     recent: Sequence[Input] = EMPTY_INPUTS  # an ``InputWindow`` (a tuple is taken too)
     base: News2State | None = None
