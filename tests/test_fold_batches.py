@@ -162,7 +162,7 @@ def test_folding_in_batches_changes_no_decision(monkeypatch: pytest.MonkeyPatch,
     lateness keeps a shorter window than it accepts samples for (a week; 20 s here)."""
     if late_s == float("inf"):
         monkeypatch.setattr(vitals, "_MAX_WINDOW_S", 20.0)
-    vitals._kept.cache_clear()
+    vitals.kept_for.cache_clear()
     rng = random.Random(21)
     try:
         for _ in range(60):
@@ -176,7 +176,7 @@ def test_folding_in_batches_changes_no_decision(monkeypatch: pytest.MonkeyPatch,
                 every = _run(events, noise)
             assert batched == every
     finally:
-        vitals._kept.cache_clear()
+        vitals.kept_for.cache_clear()
 
 
 def test_what_left_the_window_survives_a_restart() -> None:

@@ -777,3 +777,14 @@ def test_window_hooks_keep_what_they_are_not_given_and_refuse_an_entry_without_a
     assert r.with_windows(state, {"inputs": ()}).recent == ()
     with pytest.raises(ValueError, match=r"window entry without a time: \{'values'"):
         r.load_entry("inputs", {"values": {"spo2_pct": 97.0}})
+
+
+def test_an_unbounded_lateness_window_is_a_weeks_as_for_the_vital_signs() -> None:
+    """``news2_late_s`` takes any length (``ge=0``): an infinite one accepts late inputs of any
+    age and keeps a week of them, as the vital-sign tracks do (it stopped the rule's start,
+    a timedelta of an infinite length)."""
+    r = News2Rule(VitalThresholds(news2_late_s=float("inf"), confirm_samples=2), BED)
+    state, out = run(r, [vitals(0, sbp_mmhg=88), vitals(1, sbp_mmhg=88)])
+    assert [c.present for c in out] == [True]
+    # The window reaches a week back from the last input's arrival.
+    assert state.folded_before == T0 + timedelta(minutes=1) - timedelta(days=7)

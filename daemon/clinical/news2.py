@@ -59,6 +59,7 @@ from daemon.clinical.vitals import (
     Verdict,
     advance,
     dump_track,
+    kept_for,
     late_note,
     latest,
     load_track,
@@ -536,7 +537,7 @@ class News2Rule:
         self.bed = bed
         self.spo2_scale = bed.news2_spo2_scale
         self._noise = Noise(thresholds.news2_delay_s, thresholds.news2_clear_s, thresholds.confirm_samples)
-        self._kept = timedelta(seconds=thresholds.news2_late_s)
+        self._kept = kept_for(thresholds.news2_late_s)
         max_age_s = thresholds.news2_max_age_s
         # An age beyond what a timedelta holds (an infinite one) is longer than datetimes reach.
         self._max_age = timedelta.max if max_age_s >= _LONGEST_S else timedelta(seconds=max_age_s)

@@ -438,7 +438,7 @@ def judge(
     if (last is None or time > last) and (newest is None or time >= newest):
         recent = window.appended_codes(time, VERDICT_CODE[verdict], value, MEASURE_CODE[measure])
         first = track.base if track.base is not None else _bare(track)
-        cut = now - _kept(late_s)
+        cut = now - kept_for(late_s)
         if recent.time_at(0) < cut - FOLD_SLACK:
             first, recent = _pruned(first, recent, cut, noise, slack=FOLD_SLACK)
         folded_before = track.folded_before
@@ -547,7 +547,7 @@ def _prune(
 ) -> Track:
     """``track`` keeping the window's verdicts; older ones are folded into the base
     (``folded_before``: what had left the window before)."""
-    cut = now - _kept(noise.late_s)
+    cut = now - kept_for(noise.late_s)
     base, recent = _pruned(base, recent, cut, noise)
     return replace(track, recent=recent, base=base, folded_before=latest(folded_before, cut))
 
@@ -591,8 +591,8 @@ def _bare(track: Track) -> Track:
 
 
 @functools.cache
-def _kept(late_s: float) -> timedelta:
-    """How long a window keeps its entries."""
+def kept_for(late_s: float) -> timedelta:
+    """How long a late-data window of ``late_s`` keeps its entries (NEWS2's too): at most a week."""
     return timedelta(seconds=min(late_s, _MAX_WINDOW_S))
 
 
