@@ -714,6 +714,16 @@ def _low(value: float, limit: float, hysteresis: float) -> Verdict:
 
 _ABNORMAL, _BAND, _NORMAL = Verdict.ABNORMAL, Verdict.BAND, Verdict.NORMAL
 
+# The conditions read from one metric: the metric, whether a high value is abnormal, and
+# the names of the ``VitalThresholds`` fields of its limit and hysteresis. ``classify``
+# reads them on each call, ``_limits`` once per bed.
+_ONE_METRIC: Mapping[Condition, tuple[Metric, bool, str, str]] = {
+    Condition.FEVER: (Metric.TEMP_C, True, "fever_c", "fever_hysteresis_c"),
+    Condition.HYPOXIA: (Metric.SPO2_PCT, False, "hypoxia_spo2_pct", "hypoxia_hysteresis_pct"),
+    Condition.TACHYCARDIA: (Metric.HR_PER_MIN, True, "tachycardia_per_min", "tachycardia_hysteresis_per_min"),
+    Condition.TACHYPNOEA: (Metric.RR_PER_MIN, True, "tachypnoea_per_min", "tachypnoea_hysteresis_per_min"),
+}
+
 _Limits = tuple[Condition, Metric | None, bool, float, float]
 
 
@@ -724,24 +734,14 @@ def _limits(th: VitalThresholds) -> tuple[_Limits, ...]:
     computed as ``_high`` and ``_low`` compute it)."""
     out: list[_Limits] = []
     for condition in PHYSIOLOGICAL:
-        match condition:
-            case Condition.FEVER:
-                out.append((condition, Metric.TEMP_C, True, th.fever_c, th.fever_c - th.fever_hysteresis_c))
-            case Condition.HYPOXIA:
-                limit = th.hypoxia_spo2_pct
-                out.append((condition, Metric.SPO2_PCT, False, limit, limit + th.hypoxia_hysteresis_pct))
-            case Condition.TACHYCARDIA:
-                limit = th.tachycardia_per_min
-                out.append(
-                    (condition, Metric.HR_PER_MIN, True, limit, limit - th.tachycardia_hysteresis_per_min)
-                )
-            case Condition.TACHYPNOEA:
-                limit = th.tachypnoea_per_min
-                out.append(
-                    (condition, Metric.RR_PER_MIN, True, limit, limit - th.tachypnoea_hysteresis_per_min)
-                )
-            case _:
-                out.append((condition, None, False, 0.0, 0.0))
+        one = _ONE_METRIC.get(condition)
+        if one is None:
+            out.append((condition, None, False, 0.0, 0.0))
+            continue
+        metric, high, limit_field, hysteresis_field = one
+        limit: float = getattr(th, limit_field)
+        hysteresis: float = getattr(th, hysteresis_field)
+        out.append((condition, metric, high, limit, limit - hysteresis if high else limit + hysteresis))
     return tuple(out)
 
 
@@ -752,28 +752,18 @@ def classify(
 
     ``None`` when the sample carries nothing about that condition.
     """
-    if condition is Condition.FEVER:
-        temp = values.get(Metric.TEMP_C)
-        return None if temp is None else (_high(temp, th.fever_c, th.fever_hysteresis_c), temp)
-    if condition is Condition.HYPOXIA:
-        spo2 = values.get(Metric.SPO2_PCT)
-        if spo2 is None:
-            return None
-        return _low(spo2, th.hypoxia_spo2_pct, th.hypoxia_hysteresis_pct), spo2
-    if condition is Condition.TACHYCARDIA:
-        hr = values.get(Metric.HR_PER_MIN)
-        if hr is None:
-            return None
-        return _high(hr, th.tachycardia_per_min, th.tachycardia_hysteresis_per_min), hr
-    if condition is Condition.TACHYPNOEA:
-        rr = values.get(Metric.RR_PER_MIN)
-        if rr is None:
-            return None
-        return _high(rr, th.tachypnoea_per_min, th.tachypnoea_hysteresis_per_min), rr
     if condition is Condition.HYPOTENSION:
         picked = _hypotension(values, th)
         return None if picked is None else picked[:2]
-    raise ValueError(f"{condition} is not a physiological condition")
+    one = _ONE_METRIC.get(condition)
+    if one is None:
+        raise ValueError(f"{condition} is not a physiological condition")
+    metric, high, limit_field, hysteresis_field = one
+    value = values.get(metric)
+    if value is None:
+        return None
+    judged = _high if high else _low
+    return judged(value, getattr(th, limit_field), getattr(th, hysteresis_field)), value
 
 
 def _hypotension(values: Mapping[Metric, float], th: VitalThresholds) -> tuple[Verdict, float, Metric] | None:
