@@ -16,6 +16,8 @@ from daemon.links.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Changes,
+    DeliveryRow,
+    SentNotice,
     Store,
     StoreError,
     StoreWriter,
@@ -422,6 +424,85 @@ def test_a_store_of_schema_5_keeps_its_window_entries_as_runs_of_one(tmp_path: P
         ["2026-03-02T20:00:02Z", "normal", 36.9],
         ["c"],
     ]
+    store.close()
+
+
+JournalLine = tuple[str, str, str, str | None, str | None, str]
+
+
+def _notice_line(delivery: int, receiver: str, alert_ids: list[str], bed: str | None) -> JournalLine:
+    """A delivery's journal line, as ``daemon.delivery`` writes it."""
+    entry = {"what": "notice", "receiver": receiver, "delivery": delivery, "alerts": alert_ids}
+    return ("2026-03-02T20:00:00Z", "wardd", "notice", alert_ids[0], bed, json_text(entry))
+
+
+def test_a_delivery_is_found_by_its_number_through_its_index(tmp_path: Path) -> None:
+    """A receipt names a delivery by number: its notice line is found by the
+    ``journal_delivery`` index (the statement read is the one planned), never mistaken for
+    another line that holds the same number."""
+    store = Store(tmp_path / "s.sqlite")
+    changes = Changes()
+    changes.journal += [
+        _notice_line(1, "nurse", ["w1-b1-1"], "b1"),
+        _notice_line(2, "phone", ["w1-b1-1", "w1-b2-2"], None),
+        # A delivery attempt's line carries the number too, and is not a notice.
+        (
+            "2026-03-02T20:00:01Z",
+            "wardd",
+            "delivery",
+            "w1-b1-1",
+            "b1",
+            json_text({"delivery": 3, "receiver": "x"}),
+        ),
+    ]
+    store.apply(changes)
+    read: list[str] = []
+    store._db.set_trace_callback(read.append)
+    assert store.sent_notice(1) == SentNotice("nurse", ("w1-b1-1",), "b1")
+    store._db.set_trace_callback(None)
+    assert store.sent_notice(2) == SentNotice("phone", ("w1-b1-1", "w1-b2-2"), None)
+    assert store.sent_notice(3) is None
+    assert store.sent_notice(4) is None
+    [statement] = read
+    plan = store._db.execute("EXPLAIN QUERY PLAN " + statement.replace("= 1", "= ?"), (1,)).fetchall()
+    # SEARCH, not SCAN: the index gives the one line, not every notice to compare.
+    assert plan[0][3].startswith("SEARCH journal USING INDEX journal_delivery"), plan
+    store.close()
+
+
+def test_delivery_numbers_go_on_above_every_one_sent_once_the_outbox_is_empty(tmp_path: Path) -> None:
+    """A receiver's receipts name its deliveries by number: once every delivery was taken
+    (the outbox empty), a restarted daemon still numbers on from the last one sent, not 1."""
+    store = Store(tmp_path / "s.sqlite")
+    first, second = store.next_id("delivery_outbox"), store.next_id("delivery_outbox")
+    changes = Changes()
+    changes.deliveries += [
+        DeliveryRow(n, "nurse", "{}", 0, "2026-03-02T20:00:00Z", False) for n in (first, second)
+    ]
+    changes.journal += [_notice_line(n, "nurse", ["w1-b1-1"], "b1") for n in (first, second)]
+    store.apply(changes)
+    done = Changes()
+    done.deliveries_done += [first, second]
+    store.apply(done)
+    store.close()
+    again = Store(tmp_path / "s.sqlite")
+    assert again.deliveries_pending() == []
+    assert again.next_id("delivery_outbox") == second + 1
+    again.close()
+
+
+def test_a_store_of_schema_6_finds_the_deliveries_it_journaled_before(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    for target in range(1, 7):
+        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    db.executemany(
+        "INSERT INTO journal (at, who, what, alert_id, bed, entry) VALUES (?, ?, ?, ?, ?, ?)",
+        [_notice_line(n, "nurse", [f"w1-b1-{n}"], "b1") for n in (41, 42)],
+    )
+    db.close()
+    store = Store(tmp_path / "s.sqlite")
+    assert store.sent_notice(41) == SentNotice("nurse", ("w1-b1-41",), "b1")
+    assert store.next_id("delivery_outbox") == 43
     store.close()
 
 

@@ -726,6 +726,45 @@ async def test_a_receipt_that_a_person_accepted_acknowledges_the_alert_and_is_sh
         assert "waiting · attempts: 0 · accepted by nurse-a" in shown  # the last receipt, the repeat
 
 
+async def test_a_receipt_for_a_delivery_made_before_a_restart_is_answered(tmp_path: Path) -> None:
+    """The daemon restarted between a notification and the person's receipt for it: the
+    delivery is found in the store by its number, and ``accepted`` acknowledges its alert.
+    A number no delivery had, or beyond what the store holds, is refused as before."""
+    more = {
+        "routing": {"group_window_s": 0},
+        "receivers": [
+            {"name": "nurse", "type": "webhook", "url": "http://127.0.0.1:9/n", "secret": {"value": "k"}},
+        ],
+        "routes": [{"name": "all", "levels": [["nurse"]], "repeat_after_s": 0}],
+    }
+    async with _rig(tmp_path, more=more) as rig:
+        alert_id = await rig.open_alert("b1", "HYPOTENSION")
+        await rig.pipeline.writer.flush()
+        [delivery] = [e["delivery"] for e in rig.pipeline.store.journal() if e.get("what") == "notice"]
+
+    async with _rig(tmp_path, more=more) as rig:
+
+        async def post(**fields: Any) -> tuple[int, dict[str, Any]]:
+            body, headers = _receipt(b"k", **fields)
+            response = await rig.client.post("/api/receipts/nurse", data=body, headers=headers)
+            return response.status, await response.json()
+
+        for number, status, reason in (
+            (delivery + 1, 404, "unknown_delivery"),
+            (0, 400, "bad_receipt"),
+            (2**63, 400, "bad_receipt"),
+        ):
+            answer = await post(delivery=number, status="accepted", by="nurse-a")
+            assert (answer[0], answer[1]["reason"]) == (status, reason), answer
+        assert [a.state.value for a in rig.pipeline.alerts.book.open_alerts()] == ["active"]
+        assert await post(delivery=delivery, status="accepted", by="nurse-a") == (
+            200,
+            {"ok": True, "delivery": delivery, "status": "accepted", "acknowledged": [alert_id]},
+        )
+        [alert] = rig.pipeline.alerts.book.open_alerts()
+        assert (alert.id, alert.state.value, alert.acked_by) == (alert_id, "acknowledged", "nurse-a")
+
+
 async def test_without_routes_receipts_are_refused(rig: Rig) -> None:
     body, headers = _receipt(b"k", delivery=1, status="accepted", by="nurse-a")
     response = await rig.client.post("/api/receipts/nurse", data=body, headers=headers)

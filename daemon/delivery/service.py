@@ -28,7 +28,9 @@
   the attempts by receiver and outcome and each receiver's backlog.
 - Receipts (``receipt``, the ward page's ``POST /api/receipts/<receiver>``): a webhook
   gateway's signed word that a person read or accepted a notification; journaled, and
-  ``accepted`` acknowledges the delivery's alerts.
+  ``accepted`` acknowledges the delivery's alerts. The delivery is looked up in the
+  store's journal by its number (never given twice), so a receipt for one made before
+  a restart is answered as any other.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from daemon.delivery.routing import Notice, NoticeKind, Router
 from daemon.delivery.told import told_lines
 from daemon.events import AlertCandidate, Kind, Priority, Text
 from daemon.health import Gauge
-from daemon.links.store import DeliveryRow, StoreWriter, json_text
+from daemon.links.store import DeliveryRow, SentNotice, StoreWriter, json_text
 from daemon.metrics import Counters
 from daemon.timefmt import iso, parse_iso
 
@@ -64,14 +66,17 @@ __all__ = ["DELIVERY_FAILED", "DeliveryService", "retry_delay_s", "told_lines"]
 FAILING_KEY = "delivery.failing"  # in the store's meta: {receiver: [[ward, bed], ...]}
 RECEIPT_STATUSES = ("read", "accepted")
 """What a receiver's receipt may say a person did; ``accepted`` acknowledges the alerts."""
-RECENT_DELIVERIES = 10_000
-"""Deliveries kept in memory for their receipts (a receipt names its delivery's number)."""
+MAX_DELIVERY = 2**63 - 1
+"""The largest delivery number: SQLite's largest integer."""
 
 
 def _receipt_problem(delivery: object, status: object, by: object, name: object) -> str | None:
     """What is wrong with a receipt's fields, or ``None``."""
     if not isinstance(delivery, int) or isinstance(delivery, bool):
         return "delivery must be a number"
+    if not 0 < delivery <= MAX_DELIVERY:
+        # Beyond what the store's integers hold, it could name no delivery.
+        return f"delivery must be from 1 to {MAX_DELIVERY}"
     if status not in RECEIPT_STATUSES:
         return f"status must be one of {', '.join(RECEIPT_STATUSES)}"
     if not ids.is_user_id(by):
@@ -145,10 +150,6 @@ class DeliveryService:
         self._raise_soon: set[tuple[str, str]] = set()  # beds whose DELIVERY_FAILED must be raised
         # Attempts by (receiver, outcome) since the start, for /metrics.
         self._outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
-        # Delivery number -> (receiver, alert ids, bed) of the newest deliveries, for receipts.
-        self._recent: collections.OrderedDict[int, tuple[str, tuple[str, ...], str]] = (
-            collections.OrderedDict()
-        )
         alerts.listeners.append(self._on_transition)
 
     # --- from the alert engine and the clock --------------------------------------------
@@ -210,9 +211,6 @@ class DeliveryService:
                     },
                 )
                 self._writer.after_commit(self._enqueuer(row))
-                self._recent[row_id] = (receiver, tuple(a.id for a in notice.alerts), notice.bed)
-                while len(self._recent) > RECENT_DELIVERIES:
-                    self._recent.popitem(last=False)
                 if failing and notice.kind is not NoticeKind.CLOSING:
                     behind_a_failure.append((notice, receiver))
         changes.route_state.update(self.router.take_changed())
@@ -414,10 +412,12 @@ class DeliveryService:
         problem = _receipt_problem(delivery, status, by, name)
         if problem is not None:
             return self._refused("bad_receipt", 400, problem)
-        known = self._recent.get(delivery)
-        if known is None or known[0] != receiver:
-            return self._refused("unknown_delivery", 404, f"no recent delivery {delivery} to {receiver}")
-        _, alert_ids, bed = known
+        # Read on the store's thread, behind the commits: a notice is sent only once the
+        # commit that holds its journal line is done, so a receipt always finds it there.
+        sent: SentNotice | None = await self._writer.call(self._writer.store.sent_notice, delivery)
+        if sent is None or sent.receiver != receiver:
+            return self._refused("unknown_delivery", 404, f"no delivery {delivery} to {receiver}")
+        alert_ids, bed = sent.alert_ids, sent.bed
         now = self._clock.now()
         entry = {
             "receiver": receiver,

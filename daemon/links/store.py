@@ -15,6 +15,8 @@ table               what
                     writes its states in slices, each at its own position)
 ``alerts``          one row per alert, its latest form; ``open`` indexes the live ones
 ``journal``         the audit journal: every alert transition and service event
+                    (a notice's line, found by its delivery number, answers a
+                    receiver's receipt for it: ``sent_notice``)
 ``point_outbox``    line-protocol points waiting for the time-series database
 ``dead_letters``    points the database refused for good, with its reason
 ``mqtt_outbox``     outgoing MQTT messages (alerts, retained states) until the broker
@@ -156,6 +158,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE rule_window ADD COLUMN from_us INTEGER;
     UPDATE rule_window SET entries = '[[' || time_us || ',' || entries || ']]', last_us = time_us;
     """,
+    # 7: a notice's journal line found by its delivery number (daemon.delivery): a
+    # receipt for a delivery made before a restart is answered, and numbering goes on
+    # above every number sent, not above the outbox's rows alone (emptied once delivered,
+    # it let a restarted daemon number its deliveries from 1 again).
+    """
+    CREATE INDEX journal_delivery ON journal (json_extract(entry, '$.delivery')) WHERE what = 'notice';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -233,6 +242,21 @@ class DeliveryRow:
     attempts: int
     next_at: str
     failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SentNotice:
+    """What a delivery's notice told its receiver, from its journal line (``Store.sent_notice``)."""
+
+    receiver: str
+    alert_ids: tuple[str, ...]
+    bed: str | None
+
+
+# The expression of the ``journal_delivery`` index, spelt as it is there: SQLite uses an
+# index on an expression only for that same expression (and a partial index only under
+# its condition, ``what = 'notice'``).
+_DELIVERY = "json_extract(entry, '$.delivery')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +402,8 @@ class Store:
             "inbound": max(self._max("inbound", "seq"), covered) + 1,
             "point_outbox": max(self._max("point_outbox", "id"), self._max("dead_letters", "id")) + 1,
             "mqtt_outbox": self._max("mqtt_outbox", "id") + 1,
-            "delivery_outbox": self._max("delivery_outbox", "id") + 1,
+            # A number a receiver was given is never given again: its receipts name it.
+            "delivery_outbox": max(self._max("delivery_outbox", "id"), self._last_delivery()) + 1,
         }
         # The logged inputs a checkpoint covers, and those of them already deleted: the
         # rest go a few per commit (``Changes.defer_inbound_delete``).
@@ -420,6 +445,10 @@ class Store:
 
     def _max(self, table: str, column: str) -> int:
         row = self._db.execute(f"SELECT MAX({column}) FROM {table}").fetchone()  # noqa: S608 -- fixed names
+        return int(row[0] or 0)
+
+    def _last_delivery(self) -> int:
+        row = self._db.execute(f"SELECT MAX({_DELIVERY}) FROM journal WHERE what = 'notice'").fetchone()  # noqa: S608 -- fixed text
         return int(row[0] or 0)
 
     def next_id(self, table: Literal["inbound", "point_outbox", "mqtt_outbox", "delivery_outbox"]) -> int:
@@ -568,6 +597,18 @@ class Store:
             "SELECT id, receiver, notice, attempts, next_at, failed FROM delivery_outbox ORDER BY id"
         )
         return [DeliveryRow(i, r, n, int(a), t, bool(f)) for i, r, n, a, t, f in rows]
+
+    def sent_notice(self, delivery: int) -> SentNotice | None:
+        """The notice that went out as delivery ``delivery``, or ``None``: looked up by the
+        ``journal_delivery`` index, so the cost does not grow with the journal."""
+        row = self._db.execute(
+            f"SELECT entry, bed FROM journal WHERE what = 'notice' AND {_DELIVERY} = ?",  # noqa: S608 -- fixed text
+            (delivery,),
+        ).fetchone()
+        if row is None:
+            return None
+        entry = json.loads(row[0])
+        return SentNotice(str(entry["receiver"]), tuple(str(i) for i in entry["alerts"]), row[1])
 
     def route_states(self) -> dict[str, str]:
         """The router's rows, by key."""
