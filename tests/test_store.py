@@ -30,6 +30,14 @@ from daemon.links.store import (
 from tests.helpers import committing
 
 
+def _store_of_schema(path: Path, version: int) -> sqlite3.Connection:
+    """A new store at schema ``version``, as an older wardd left it (autocommit)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for target in range(1, version + 1):
+        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    return db
+
+
 def test_a_new_store_is_at_the_current_schema_in_wal_mode(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     db = sqlite3.connect(tmp_path / "s.sqlite")
@@ -53,10 +61,7 @@ def test_a_store_another_process_migrates_meanwhile_is_not_migrated_twice(tmp_pa
     again under the write lock and does not apply a step again ("duplicate column name"
     stopped the daemon)."""
     path = tmp_path / "s.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    for target in range(1, SCHEMA_VERSION):
-        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
-    db.close()
+    _store_of_schema(path, SCHEMA_VERSION - 1).close()
     reads: list[int] = []
 
     class Raced(Store):
@@ -292,9 +297,7 @@ def test_a_failed_commit_sweeps_nothing_and_the_next_one_sweeps_from_where_it_wa
 def test_a_store_of_schema_2_gains_state_positions_and_keeps_its_states(tmp_path: Path) -> None:
     """Schema 3 adds each state's position (the last input it includes): a state written
     before reads as covered by ``processed_seq`` (0), so no replayed input is skipped for it."""
-    db = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
-    for target in (1, 2):
-        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    db = _store_of_schema(tmp_path / "s.sqlite", 2)
     db.execute("INSERT INTO rule_state VALUES ('b1', 'dose', '{\"x\": 1}')")
     db.execute("INSERT INTO meta VALUES ('processed_seq', '7')")
     db.close()
@@ -393,9 +396,7 @@ def test_a_window_write_is_one_row_and_a_cut_inside_a_run_hides_only_its_older_e
 
 
 def test_a_store_of_schema_5_keeps_its_window_entries_as_runs_of_one(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
-    for target in range(1, 6):
-        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    db = _store_of_schema(tmp_path / "s.sqlite", 5)
     db.executemany(
         "INSERT INTO rule_window VALUES (?, ?, ?, ?, ?)",
         [
@@ -492,9 +493,7 @@ def test_delivery_numbers_go_on_above_every_one_sent_once_the_outbox_is_empty(tm
 
 
 def test_a_store_of_schema_6_finds_the_deliveries_it_journaled_before(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
-    for target in range(1, 7):
-        db.executescript(f"BEGIN; {MIGRATIONS[target - 1]} PRAGMA user_version={target}; COMMIT;")
+    db = _store_of_schema(tmp_path / "s.sqlite", 6)
     db.executemany(
         "INSERT INTO journal (at, who, what, alert_id, bed, entry) VALUES (?, ?, ?, ?, ?, ?)",
         [_notice_line(n, "nurse", [f"w1-b1-{n}"], "b1") for n in (41, 42)],
