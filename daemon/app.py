@@ -501,6 +501,7 @@ class Pipeline:
         message = None
         try:
             message = hl7in.parse(raw, where)
+            hl7in.check_escapes(message, where)
             if self.desk is not None and adt.is_adt(message):
                 self.desk.check_adt(message, where)
             else:
@@ -523,6 +524,7 @@ class Pipeline:
                 now=self.clock.now(),
                 pumps=self._hl7_pumps,
                 max_future_skew_s=self.config.mqtt.max_future_skew_s,
+                pseudonym_id=adt.pseudonym_id(self.config.admissions),
             )
         return hl7in.decode(
             message,
@@ -530,6 +532,7 @@ class Pipeline:
             now=self.clock.now(),
             bed_of=self._hl7_bed,
             max_future_skew_s=self.config.mqtt.max_future_skew_s,
+            pseudonym_id=adt.pseudonym_id(self.config.admissions),
         )
 
     def _hl7_bed(self, ward: str, bed_id: str) -> hl7in.Bed | None:

@@ -982,10 +982,11 @@ class AdmissionsConfig(Model):
     # MQTT user names that may admit, transfer and discharge with `wardd admit` ... (the
     # broker proves the name, as for acknowledgements). Empty: nobody may.
     admin_users: list[UserId] = []
-    # Which PID-3 identifier of an ADT message is the patient's pseudonym: the repetition
-    # whose identifier type code (CX-5) and assigning authority (CX-4) match those set
-    # here. Both unset: the first identifier. Site choice: a real record number must not
-    # become the pseudonym.
+    # Which PID-3 identifier of an HL7 message is the patient's pseudonym (ADT takes the
+    # patient from it; PCD-01 from monitors and pump servers is checked against it): the
+    # repetition whose identifier type code (CX-5) and assigning authority (CX-4) match
+    # those set here. Both unset: the first identifier. Site choice: a real record number
+    # must not become the pseudonym.
     pseudonym_type: str | None = Field(default=None, min_length=1, max_length=20)
     pseudonym_authority: str | None = Field(default=None, min_length=1, max_length=40)
     # OBX-3 codes (first component) of an ADT message that carry weight and height.

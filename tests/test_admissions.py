@@ -310,6 +310,10 @@ def test_a02_a03_a08_and_the_refused_events() -> None:
     with pytest.raises(Hl7Error) as nowhere:
         decode(adt_message("A01", pv1="PV1||I|"))
     assert nowhere.value.reason == "missing_bed"
+    with pytest.raises(Hl7Error) as escape:
+        decode(adt_message("A01", pid="123^^^HOSP^MR~P-2\\\\^^^WARDD^PN"))
+    assert (escape.value.code, escape.value.reason) == ("AE", "bad_escape")
+    assert decode(adt_message("A08", "NTE|1||seen \\E\\\\F\\ twice")).action is Action.UPDATE
 
 
 # --------------------------------------------------------------------------- the admin command

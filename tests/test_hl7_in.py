@@ -194,6 +194,69 @@ def test_a_message_without_a_patient_identifier_is_filed_by_its_bed() -> None:
     assert len(decode(oru(nm(2, SPO2, "97", PERCENT), patient="")).events) == 1
 
 
+# A gateway that sends the hospital's record number first and the pseudonym after it.
+RECORD_FIRST = "MRN-77^^^H^MR~{}^^^WARDD^PN"
+PSEUDONYM = hl7in.PseudonymId("PN", "WARDD")  # [admissions] pseudonym_type / _authority
+
+
+@pytest.mark.parametrize(
+    ("pid3", "which", "reason"),
+    [
+        (RECORD_FIRST.format("P-1"), PSEUDONYM, None),
+        (RECORD_FIRST.format("P-2"), PSEUDONYM, "patient_mismatch"),
+        # The same type from another authority is not the pseudonym: the next one is.
+        ("P-2^^^OTHER^PN~P-1^^^WARDD^PN", PSEUDONYM, None),
+        ("P-1^^^OTHER^PN~P-2^^^WARDD^PN", PSEUDONYM, "patient_mismatch"),
+        # No identifier of that kind: the first one, sent without its type code, is checked.
+        ("P-1", PSEUDONYM, None),
+        ("MRN-77^^^H^MR", PSEUDONYM, "patient_mismatch"),
+        # No identifier at all: the message names no patient, and is filed by its bed.
+        ("^^^H^MR", PSEUDONYM, None),
+        # The site named no kind: the first identifier, the record number here.
+        (RECORD_FIRST.format("P-1"), hl7in.FIRST_ID, "patient_mismatch"),
+    ],
+)
+def test_the_patient_checked_is_the_pid3_identifier_the_site_names(
+    pid3: str, which: hl7in.PseudonymId, reason: str | None
+) -> None:
+    raw = oru(nm(2, SPO2, "97", PERCENT)).replace(b"PID|||P-1^^^H^MR", f"PID|||{pid3}".encode())
+    message = hl7in.parse(raw, "mllp")
+    if reason is None:
+        decoded = hl7in.decode(message, where="mllp", now=NOW, bed_of=BEDS, pseudonym_id=which)
+        assert [e.bed for e in decoded.events if isinstance(e, VitalSample)] == ["b1"]
+        return
+    with pytest.raises(hl7in.Hl7Error) as caught:
+        hl7in.decode(message, where="mllp", now=NOW, bed_of=BEDS, pseudonym_id=which)
+    assert (caught.value.code, caught.value.reason) == ("AE", reason)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("monitoring \\\\of patient", "bad_escape"),  # an empty sequence: not HL7
+        ("\\\\", "bad_escape"),
+        ("monitoring \\E\\\\F\\ of patient", None),  # \E\ then \F\: two sequences in a row
+        ("monitoring \\E\\ of patient", None),
+        ("monitoring of patient \\", None),  # not closed: kept as sent
+    ],
+)
+def test_an_empty_escape_sequence_is_refused_before_any_field_is_read(text: str, reason: str | None) -> None:
+    """python-hl7 logs an empty escape sequence and reads on with the value changed: the
+    message is refused whole (AE) before that; two sequences in a row are not one empty one."""
+    raw = oru(nm(2, SPO2, "97", PERCENT)).replace(b"monitoring of patient", text.encode())
+    if reason is None:
+        assert len(decode(raw).events) == 1
+        return
+    with pytest.raises(hl7in.Hl7Error) as caught:
+        decode(raw)
+    assert (caught.value.code, caught.value.reason) == ("AE", reason)
+    # The answer names the message without reading a field of it.
+    ack = parse_message(
+        hl7in.acknowledgement(hl7in.parse(raw, "m"), "AE", caught.value).decode(), find_groups=False
+    )
+    assert (ack.msa.msa_1.value, ack.msa.msa_2.value) == ("AE", "MSG1")
+
+
 def test_acknowledgements_read_back_by_an_independent_library() -> None:
     message = hl7in.parse(oru(nm(2, SPO2, "97", PERCENT), control_id="C-42"), "mllp")
     ack = parse_message(hl7in.acknowledgement(message).decode(), find_groups=False)

@@ -245,6 +245,29 @@ def test_pv1_and_pid_when_sent_must_be_the_pumps_bed_and_patient(
         assert (refused(text).code, refused(text).reason) == ("AE", reason)
 
 
+def test_a_pump_servers_patient_is_checked_by_the_identifier_the_site_names() -> None:
+    """As for the monitors: with ``[admissions] pseudonym_type`` set, a record number sent
+    first is passed over for the pseudonym after it."""
+    text = pump_server.pump_message(*rows(current=10), location="w1^^b1", patient="P-1")
+    which = hl7in.PseudonymId("PN", None)
+
+    def with_pid3(pid3: str) -> hl7in.Message:
+        return hl7in.parse(text.replace("PID|||P-1^^^H^MR", f"PID|||{pid3}").encode(), "mllp")
+
+    decoded = hl7pump.decode(
+        with_pid3("MRN-77^^^H^MR~P-1^^^WARDD^PN"), where="m", now=NOW, pumps=PUMPS, pseudonym_id=which
+    )
+    assert reading(decoded).bed == "b1"
+    for pid3, pseudonym_id, reason in (
+        ("MRN-77^^^H^MR~P-2^^^WARDD^PN", which, "patient_mismatch"),
+        ("MRN-77^^^H^MR~P-1^^^WARDD^PN", hl7in.FIRST_ID, "patient_mismatch"),
+        ("MRN-77^^^H^MR", which, "patient_mismatch"),
+    ):
+        with pytest.raises(hl7in.Hl7Error) as caught:
+            hl7pump.decode(with_pid3(pid3), where="m", now=NOW, pumps=PUMPS, pseudonym_id=pseudonym_id)
+        assert (caught.value.code, caught.value.reason) == ("AE", reason)
+
+
 def test_the_time_is_the_latest_of_the_rows_obx14_else_obr7() -> None:
     text = pump_server.pump_message(
         Row(CURRENT, "10", ML_PER_H, time="20260302130030+0100"),  # 12:00:30 UTC

@@ -20,26 +20,18 @@ import hl7
 from daemon import ids
 from daemon.admissions import Action, Change, Via
 from daemon.config import AdmissionsConfig
-from daemon.hl7.hl7in import Hl7Error
+from daemon.hl7.hl7in import Hl7Error, PseudonymId, _component, check_escapes, pseudonym
 
 EVENTS = {"A01": Action.ADMIT, "A02": Action.TRANSFER, "A03": Action.DISCHARGE, "A08": Action.UPDATE}
 """The ADT trigger events taken, and what each does."""
 
-_MAX_REPEATS = 20  # PID-3 identifiers looked at
 _WEIGHT_KG = {"kg": 1.0, "g": 0.001}
 _HEIGHT_CM = {"cm": 1.0, "m": 100.0}
 
 
 def is_adt(message: hl7.Message) -> bool:
     """Whether MSH-9 names an ADT message (of any event)."""
-    return _get(message.segment("MSH"), 9, 1) == "ADT"
-
-
-def _get(segment: hl7.Segment, field: int, component: int = 1, repeat: int = 1) -> str:
-    try:
-        return str(segment.extract_field(field_num=field, repeat_num=repeat, component_num=component))
-    except IndexError:
-        return ""
+    return _component(message.segment("MSH"), 9, 1) == "ADT"
 
 
 def _segment(message: hl7.Message, name: str, where: str) -> hl7.Segment:
@@ -49,21 +41,9 @@ def _segment(message: hl7.Message, name: str, where: str) -> hl7.Segment:
         raise Hl7Error("AE", "missing_segment", f"no {name} segment", where) from exc
 
 
-def pseudonym(pid: hl7.Segment, settings: AdmissionsConfig) -> str:
-    """The PID-3 identifier the site names as the pseudonym ("" when none matches)."""
-    for repeat in range(1, _MAX_REPEATS + 1):
-        value = _get(pid, 3, 1, repeat)
-        if not value and repeat > 1 and not _get(pid, 3, 5, repeat):
-            break
-        if settings.pseudonym_type is not None and _get(pid, 3, 5, repeat) != settings.pseudonym_type:
-            continue
-        if (
-            settings.pseudonym_authority is not None
-            and _get(pid, 3, 4, repeat) != settings.pseudonym_authority
-        ):
-            continue
-        return value
-    return ""
+def pseudonym_id(settings: AdmissionsConfig) -> PseudonymId:
+    """Which PID-3 identifier the site names as the pseudonym, for every HL7 message."""
+    return PseudonymId(settings.pseudonym_type, settings.pseudonym_authority)
 
 
 def _measure(
@@ -76,7 +56,7 @@ def _measure(
     except KeyError:
         return None, None  # python-hl7 raises when a message has none: nothing sent
     for obx in rows:
-        code = _get(obx, 3, 1)
+        code = _component(obx, 3, 1)
         table = (
             _WEIGHT_KG
             if code in settings.weight_codes
@@ -86,8 +66,8 @@ def _measure(
         )
         if table is None:
             continue
-        at = f"{where} OBX {_get(obx, 1)}"
-        unit = _get(obx, 6, 1)
+        at = f"{where} OBX {_component(obx, 1)}"
+        unit = _component(obx, 6, 1)
         if unit not in table:
             raise Hl7Error(
                 "AE",
@@ -96,10 +76,10 @@ def _measure(
                 at,
             )
         try:
-            value = float(_get(obx, 5)) * table[unit]
+            value = float(_component(obx, 5)) * table[unit]
         except ValueError as exc:
             raise Hl7Error(
-                "AE", "not_a_number", f"OBX-5 {ids.shown(_get(obx, 5))} is not a number", at
+                "AE", "not_a_number", f"OBX-5 {ids.shown(_component(obx, 5))} is not a number", at
             ) from exc
         if table is _WEIGHT_KG:
             weight_kg = value
@@ -112,12 +92,9 @@ def decode(message: hl7.Message, *, where: str, settings: AdmissionsConfig) -> C
     """One ADT message (as ``hl7in.parse`` gave it) as a change; ``Hl7Error`` when refused:
     ``unsupported_message`` (AR: another ADT event), ``missing_segment``, ``missing_patient``,
     ``missing_bed``, ``bad_unit``, ``not_a_number`` (AE)."""
-    esc = message.esc
-    if esc * 2 in str(message):
-        # An empty escape sequence is not HL7; python-hl7 would log it and read on.
-        raise Hl7Error("AE", "bad_escape", "an empty escape sequence (two escape characters in a row)", where)
+    check_escapes(message, where)
     msh = message.segment("MSH")
-    event = _get(msh, 9, 2)
+    event = _component(msh, 9, 2)
     action = EVENTS.get(event)
     if action is None:
         raise Hl7Error(
@@ -128,16 +105,16 @@ def decode(message: hl7.Message, *, where: str, settings: AdmissionsConfig) -> C
         )
     pid = _segment(message, "PID", where)
     pv1 = _segment(message, "PV1", where)
-    patient = pseudonym(pid, settings)
+    patient = pseudonym(pid, pseudonym_id(settings))
     if not patient:
         raise Hl7Error(
             "AE", "missing_patient", "no PID-3 identifier of the configured kind (the pseudonym)", where
         )
-    ward, bed = _get(pv1, 3, 1) or None, _get(pv1, 3, 3) or None
+    ward, bed = _component(pv1, 3, 1) or None, _component(pv1, 3, 3) or None
     if action in (Action.ADMIT, Action.TRANSFER) and (ward is None or bed is None):
         raise Hl7Error("AE", "missing_bed", "PV1-3 gives no point of care and bed", where)
     weight_kg, height_cm = _measure(message, settings, where)
-    sender = _get(msh, 3, 1) or "?"
+    sender = _component(msh, 3, 1) or "?"
     return Change(
         action=action,
         via=Via.ADT,
@@ -147,8 +124,8 @@ def decode(message: hl7.Message, *, where: str, settings: AdmissionsConfig) -> C
         patient=patient,
         weight_kg=weight_kg,
         height_cm=height_cm,
-        from_bed=(_get(pv1, 6, 3) or None) if action is Action.TRANSFER else None,
-        reason=(f"ADT A03, disposition {_get(pv1, 36, 1)}" if _get(pv1, 36, 1) else "ADT A03")
+        from_bed=(_component(pv1, 6, 3) or None) if action is Action.TRANSFER else None,
+        reason=(f"ADT A03, disposition {_component(pv1, 36, 1)}" if _component(pv1, 36, 1) else "ADT A03")
         if action is Action.DISCHARGE
         else None,
     )
@@ -160,4 +137,4 @@ def location(message: hl7.Message) -> tuple[str, str]:
         pv1 = message.segment("PV1")
     except KeyError:
         return "", ""
-    return _get(pv1, 3, 1), _get(pv1, 3, 3)
+    return _component(pv1, 3, 1), _component(pv1, 3, 3)

@@ -6,8 +6,10 @@ OBX-6 the MDC unit (``code^MDC_DIM_…^MDC``, a UCUM alternate in components 4 t
 a vendor adds one), OBX-11 ``X`` for the MDS/VMD/channel rows without a value, OBX-14
 the observation time (else OBR-7), OBX-18 the equipment. The bed comes from PV1-3, a
 person location: the point of care (component 1) is the ward, the bed (component 3) the
-bed. PID-3's first identifier, when sent, must be the bed's configured pseudonym: data
-under another patient's name is refused, never filed.
+bed. The patient's pseudonym in PID-3, when sent, must be the bed's configured one: data
+under another patient's name is refused, never filed. Which PID-3 identifier is the
+pseudonym is the site's choice, the same for every HL7 message (``PseudonymId``, from
+``[admissions] pseudonym_type`` / ``pseudonym_authority``).
 
 Each numeric observation goes through the MQTT path's own check (``telemetry.
 check_observation``): the same codes, units, plausible ranges and 11073 sentinels (a
@@ -19,6 +21,7 @@ python-hl7, never hand-split strings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +51,47 @@ class Hl7Error(InputError):
     def __init__(self, code: str, reason: str, detail: str, where: str) -> None:
         super().__init__(reason, detail, where)
         self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class PseudonymId:
+    """Which PID-3 identifier is the patient's pseudonym: the repetition whose identifier
+    type code (CX-5) and assigning authority (CX-4) are these; the first identifier when
+    neither is set."""
+
+    type_code: str | None = None
+    authority: str | None = None
+
+
+FIRST_ID = PseudonymId()
+"""PID-3's first identifier: the pseudonym when the site names no kind."""
+_MAX_REPEATS = 20  # PID-3 identifiers looked at
+
+
+def pseudonym(pid: hl7.Segment, which: PseudonymId) -> str:
+    """The PID-3 identifier ``which`` names ("" when none matches, or none was sent)."""
+    for repeat in range(1, _MAX_REPEATS + 1):
+        value = _component(pid, 3, 1, repeat)
+        if not value and repeat > 1 and not _component(pid, 3, 5, repeat):
+            break
+        if which.type_code is not None and _component(pid, 3, 5, repeat) != which.type_code:
+            continue
+        if which.authority is not None and _component(pid, 3, 4, repeat) != which.authority:
+            continue
+        return value
+    return ""
+
+
+def patient_of(message: hl7.Message, which: PseudonymId) -> str | None:
+    """The patient's pseudonym in the message's PID-3, to check against the bed's: the
+    identifier ``which`` names, else the first (a gateway that sends the pseudonym without
+    its type code); ``None`` when the message names no patient (no PID, or an empty
+    first identifier), to be filed by its place alone."""
+    try:
+        pid = message.segment("PID")
+    except KeyError:
+        return None
+    return pseudonym(pid, which) or pseudonym(pid, FIRST_ID) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +131,46 @@ def parse(raw: bytes, where: str) -> hl7.Message:
     return message
 
 
-def _component(segment: hl7.Segment, index: int, component: int = 1) -> str:
-    """One component of a field's first repetition ("" when not sent), through python-hl7's
-    own path lookup: a field sent without components is its first component."""
+def check_escapes(message: hl7.Message, where: str) -> None:
+    """``Hl7Error`` (AE ``bad_escape``) when a value holds an empty escape sequence (its
+    escape character closed at once): not HL7, and python-hl7, reading such a field, logs
+    it and goes on with the value changed. Call before reading any field (acknowledging
+    reads none: it copies MSH as sent).
+
+    Read as python-hl7 reads them: value by value (between any two delimiters), each
+    escape character opening a sequence that the next one closes, so that two sequences
+    in a row (``\\E\\\\F\\``) are not taken for an empty one."""
+    esc = message.esc
+    ends = re.compile(f"[{re.escape(message.separators)}\n]")
+    for value in (value for segment in message for value in ends.split(_text(segment))):
+        start = value.find(esc)
+        while start != -1:
+            end = value.find(esc, start + 1)
+            if end == -1:
+                break  # not closed: python-hl7 keeps it as sent
+            if end == start + 1:
+                raise Hl7Error(
+                    "AE", "bad_escape", "an empty escape sequence (two escape characters in a row)", where
+                )
+            start = value.find(esc, end + 1)
+
+
+def _text(segment: hl7.Segment) -> str:
+    """A segment as sent; an MSH from MSH-3 on (MSH-2's encoding characters hold the
+    escape character itself)."""
     try:
-        return str(segment.extract_field(field_num=index, component_num=component))
+        text = str(segment)
+    except IndexError:
+        return ""  # an MSH without its delimiters (python-hl7 cannot write it): no value in it
+    return text[8:] if text.startswith("MSH") else text
+
+
+def _component(segment: hl7.Segment, index: int, component: int = 1, repeat: int = 1) -> str:
+    """One component of a field's repetition (the first by default; "" when not sent),
+    through python-hl7's own path lookup: a field sent without components is its first
+    component."""
+    try:
+        return str(segment.extract_field(field_num=index, repeat_num=repeat, component_num=component))
     except IndexError:
         return ""
 
@@ -141,15 +220,17 @@ def decode(
     now: datetime,
     bed_of: Callable[[str, str], Bed | None],
     max_future_skew_s: float = 300.0,
+    pseudonym_id: PseudonymId = FIRST_ID,
 ) -> Decoded:
     """One PCD-01 ``ORU^R01`` (as ``parse`` gave it): its vital-sign events; ``Hl7Error``
-    when refused whole.
+    when refused whole. ``pseudonym_id``: which PID-3 identifier is the patient's.
 
-    Whole-message reasons: ``unsupported_message`` (AR; ``parse`` refuses ``not_hl7``); ``missing_segment``,
-    ``unknown_bed``, ``patient_mismatch``, ``no_observation`` (AE). Per observation (in
+    Whole-message reasons: ``unsupported_message`` (AR; ``parse`` refuses ``not_hl7``); ``bad_escape``,
+    ``missing_segment``, ``unknown_bed``, ``patient_mismatch``, ``no_observation`` (AE). Per observation (in
     ``rejected``): the MQTT reasons of ``check_observation``, ``bad_timestamp``,
     ``future_timestamp``, ``too_old``, ``bad_device``, ``duplicate_metric``, ``sentinel``.
     """
+    check_escapes(message, where)
     msh = message.segment("MSH")
     kind = (_component(msh, 9, 1), _component(msh, 9, 2))
     if kind != SUPPORTED:
@@ -166,11 +247,8 @@ def decode(
         raise Hl7Error(
             "AE", "unknown_bed", f"PV1-3 names ward {ward!r} bed {bed_id!r}, not configured", where
         )
-    try:
-        patient = _component(message.segment("PID"), 3, 1)
-    except KeyError:
-        patient = ""
-    if patient and patient != bed.patient:
+    patient = patient_of(message, pseudonym_id)
+    if patient is not None and patient != bed.patient:
         # Never file one patient's data under another's name: a transfer not yet configured.
         raise Hl7Error(
             "AE",

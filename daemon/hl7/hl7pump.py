@@ -48,7 +48,20 @@ from daemon.clock import Clock
 from daemon.config import Config
 from daemon.errors import InputError
 from daemon.events import Emit, Event, Health, PumpReading, PumpState, SourceHealth
-from daemon.hl7.hl7in import SUPPORTED, Decoded, Hl7Error, _component, _field, _time, _unit, control_id
+from daemon.hl7.hl7in import (
+    FIRST_ID,
+    SUPPORTED,
+    Decoded,
+    Hl7Error,
+    PseudonymId,
+    _component,
+    _field,
+    _time,
+    _unit,
+    check_escapes,
+    control_id,
+    patient_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +162,18 @@ class _Rows:
 
 
 def decode(
-    message: hl7.Message, *, where: str, now: datetime, pumps: Hl7Pumps, max_future_skew_s: float = 300.0
+    message: hl7.Message,
+    *,
+    where: str,
+    now: datetime,
+    pumps: Hl7Pumps,
+    max_future_skew_s: float = 300.0,
+    pseudonym_id: PseudonymId = FIRST_ID,
 ) -> Decoded:
     """A pump server's ``ORU^R01`` (as ``hl7in.parse`` gave it): one ``PumpReading`` per
     configured pump in it; ``Hl7Error`` when refused whole.
 
-    Whole-message reasons (AE): ``unknown_device``, ``no_observation``, ``bed_mismatch``,
+    Whole-message reasons (AE): ``bad_escape``, ``unknown_device``, ``no_observation``, ``bed_mismatch``,
     ``patient_mismatch``, ``no_current_rate``, and any refused row of a configured pump:
     ``missing_unit``, ``unknown_unit``, ``wrong_unit``, ``not_a_number``, ``huge_number``,
     ``negative``, ``sentinel``, ``bad_timestamp``, ``future_timestamp``, ``too_old``,
@@ -162,6 +181,7 @@ def decode(
     Per row (in ``rejected``): ``unknown_device``, ``unknown_code``. An ADT or other
     message is ``unsupported_message`` (AR), as for the vitals.
     """
+    check_escapes(message, where)
     msh = message.segment("MSH")
     kind = (_component(msh, 9, 1), _component(msh, 9, 2))
     if kind != SUPPORTED:
@@ -183,7 +203,7 @@ def decode(
             shown = ", ".join(ids.shown(d) for d in sorted(unknown_devices)[:5])
             raise Hl7Error("AE", "unknown_device", f"OBX-18 names no configured pump: {shown}", where)
         raise Hl7Error("AE", "no_observation", "no pump rate or volume to file", where)
-    _check_place(message, rows.values(), where)
+    _check_place(message, rows.values(), where, pseudonym_id)
     events: list[Event] = [_reading(found, where) for found in rows.values()]
     return Decoded(control_id(message), tuple(events), tuple(rejected))
 
@@ -279,17 +299,14 @@ def _value(obx: hl7.Segment, quantity: Quantity, at: str) -> float:
     return value
 
 
-def _check_place(message: hl7.Message, rows: Iterable[_Rows], where: str) -> None:
-    """PV1-3 and PID-3, when sent, must be the pumps' configured bed and patient."""
+def _check_place(message: hl7.Message, rows: Iterable[_Rows], where: str, which: PseudonymId) -> None:
+    """PV1-3 and the pseudonym in PID-3, when sent, must be the pumps' configured bed and patient."""
     try:
         pv1 = message.segment("PV1")
         ward, bed = _component(pv1, 3, 1), _component(pv1, 3, 3)
     except KeyError:
         ward = bed = ""
-    try:
-        patient = _component(message.segment("PID"), 3, 1)
-    except KeyError:
-        patient = ""
+    patient = patient_of(message, which)
     for found in rows:
         pump = found.pump
         if (ward or bed) and (ward, bed) != (pump.ward, pump.bed):
@@ -301,7 +318,7 @@ def _check_place(message: hl7.Message, rows: Iterable[_Rows], where: str) -> Non
                 f"PV1-3 names ward {ward!r} bed {bed!r}; pump {pump.id} is configured at {pump.ward}/{pump.bed}",
                 where,
             )
-        if patient and patient != pump.patient:
+        if patient is not None and patient != pump.patient:
             raise Hl7Error(
                 "AE",
                 "patient_mismatch",
