@@ -464,6 +464,11 @@ def test_a_delivery_is_found_by_its_number_through_its_index(tmp_path: Path) -> 
     assert store.sent_notice(2) == SentNotice("phone", ("w1-b1-1", "w1-b2-2"), None)
     assert store.sent_notice(3) is None
     assert store.sent_notice(4) is None
+    # A number journaled twice (an earlier wardd's, renumbering after a restart): the newest.
+    again = Changes()
+    again.journal.append(_notice_line(1, "nurse", ["w1-b2-9"], "b2"))
+    store.apply(again)
+    assert store.sent_notice(1) == SentNotice("nurse", ("w1-b2-9",), "b2")
     [statement] = read
     plan = store._db.execute("EXPLAIN QUERY PLAN " + statement.replace("= 1", "= ?"), (1,)).fetchall()
     # SEARCH, not SCAN: the index gives the one line, not every notice to compare.

@@ -600,9 +600,15 @@ class Store:
 
     def sent_notice(self, delivery: int) -> SentNotice | None:
         """The notice that went out as delivery ``delivery``, or ``None``: looked up by the
-        ``journal_delivery`` index, so the cost does not grow with the journal."""
+        ``journal_delivery`` index, so the cost does not grow with the journal.
+
+        The newest, should the journal hold the number twice: a store of an earlier wardd
+        numbered from 1 again after a restart that found its outbox empty, and workers
+        gathered into one (``wardd repartition``) each numbered their own. The receipt
+        that names it is the newest one's more likely than an older one's."""
         row = self._db.execute(
-            f"SELECT entry, bed FROM journal WHERE what = 'notice' AND {_DELIVERY} = ?",  # noqa: S608 -- fixed text
+            f"SELECT entry, bed FROM journal WHERE what = 'notice' AND {_DELIVERY} = ?"  # noqa: S608 -- fixed text
+            " ORDER BY seq DESC LIMIT 1",
             (delivery,),
         ).fetchone()
         if row is None:
