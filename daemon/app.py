@@ -75,7 +75,7 @@ from daemon.ids import is_ward_subject, subject_ward, ward_subject
 from daemon.links.influx import InfluxSink, make_writer
 from daemon.links.mllp import MllpListener, Reply
 from daemon.links.mqtt import Ack, DurablePublisher, MqttLink
-from daemon.links.store import Changes, InboundRow, Store, StoreWriter, WindowWrite, json_text
+from daemon.links.store import ONE_LANE, Changes, InboundRow, Lane, Store, StoreWriter, WindowWrite, json_text
 from daemon.metrics import Counters, reject
 from daemon.points import Point
 from daemon.pump import PumpSource, reading_point
@@ -1179,20 +1179,27 @@ def build(
     counters: Counters | None = None,
     clean_session: bool = False,
     probes: str | None = None,
+    part: partition.Partition | None = None,
 ) -> Pipeline:
     """Turn a validated config into a pipeline (nothing runs until ``Pipeline.run``).
 
     ``clean_session`` is for throw-away runs (demo, scenarios): the broker then keeps
     no session for the daemon's client id after it leaves. ``probes``: a worker's
     private socket, where it serves its health probes for the supervisor
-    (``daemon.supervisor``) instead of on ``health.port``.
+    (``daemon.supervisor``) instead of on ``health.port``. ``part``: the worker's
+    partition (its config as ``partition.for_partition`` gave it), whose lane of delivery
+    numbers its store gives.
     """
     clock = clock or SystemClock()
     counters = counters or Counters()
     state_dir = config.daemon.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     writer = StoreWriter(
-        Store(config.daemon.store_path, synchronous=config.daemon.store_synchronous),
+        Store(
+            config.daemon.store_path,
+            synchronous=config.daemon.store_synchronous,
+            lane=ONE_LANE if part is None else Lane(part.index, part.count),
+        ),
         # The log line says what failed; the counter makes a failing disk visible in metrics.
         on_error=lambda detail: counters.inc("store.errors", "commit") if detail else None,
         commit_gap_s=config.daemon.store_commit_gap_s,

@@ -304,17 +304,17 @@ def _run_locked(args: argparse.Namespace, config: config_module.Config) -> int:
             part = Partition.parse(args.partition)
         except ValueError as exc:
             raise CliError(f"--partition: {exc}") from None
-        config = for_partition(config, part)
+        return _serve(for_partition(config, part), part=part)
     return _serve(config)
 
 
-def _serve(config: config_module.Config, probes: str | None = None) -> int:
-    """Run the pipeline of ``config`` (a whole ward's, or one partition's) until stopped;
+def _serve(config: config_module.Config, probes: str | None = None, *, part: Partition | None = None) -> int:
+    """Run the pipeline of ``config`` (a whole ward's, or partition ``part``'s) until stopped;
     ``probes``: a worker's private socket for its health probes (``daemon.supervisor``)."""
     from daemon.app import build, tune_gc  # noqa: PLC0415 -- keeps check-config fast and light
 
     async def main() -> None:
-        pipeline = build(config, probes=probes)
+        pipeline = build(config, probes=probes, part=part)
         tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -348,7 +348,7 @@ def _worker(config: config_module.Config, part: Partition, probes: str | None) -
     the supervisor's code (its loop, its lock's release)."""
     code = EXIT_FAILURE
     try:
-        code = _serve(for_partition(config, part), probes)
+        code = _serve(for_partition(config, part), probes, part=part)
     except BaseException:  # the process ends here whatever happened: say what it was
         log.critical("worker %s stopped on an unexpected error", part, exc_info=True)
     finally:

@@ -23,8 +23,10 @@ table               where its rows go
 ``admissions``      its bed's partition; refused unless the target is one worker (the
                     daemon reads admissions with ``daemon.workers = 1`` only)
 ``inbound``         must be empty: inputs logged but not processed are refused
-``meta``            the next alert number (the highest), the message digests (to every
-                    partition), the failing receivers' beds (split by bed); any other
+``meta``            the next alert number (the highest), the highest delivery number
+                    (to every partition: each worker numbers above it), the message
+                    digests (to every partition), the failing receivers' beds (split
+                    by bed); any other
                     key to partition 0, refused if two stores disagree on it
 ==================  ==================================================================
 
@@ -67,7 +69,14 @@ from daemon import dedup
 from daemon.config import Config, MqttConfig
 from daemon.errors import LinkDownError, WarddError
 from daemon.ids import is_ward_subject, subject_ward, ward_subject
-from daemon.links.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from daemon.links.store import (
+    DELIVERY_FLOOR_KEY,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    last_delivery,
+)
 from daemon.partition import (
     MAX_WORKERS,
     Partition,
@@ -866,6 +875,14 @@ def _copy_meta(
         # Alert numbers are never reused: above every number any old store gave.
         for meta in out:
             meta[NEXT_SEQ_KEY] = next_alert
+    # Every new worker numbers its deliveries above every number any store holds now,
+    # those the queues were given here included: none is given twice (``Lane``).
+    floor = max(
+        [last_delivery(db) for db in (*olds, *news)] + [int(m.get(DELIVERY_FLOOR_KEY, 0)) for m in metas]
+    )
+    if floor:
+        for meta in out:
+            meta[DELIVERY_FLOOR_KEY] = floor
     digests = [m[SEEN_KEY] for m in metas if isinstance(m.get(SEEN_KEY), str)]
     if digests:
         for meta in out:
@@ -880,7 +897,7 @@ def _copy_meta(
     sessions = {k: v for m in metas for k, v in (m.get(SESSIONS_KEY) or {}).items()}
     if sessions:
         out[0][SESSIONS_KEY] = sessions  # the ward page runs with one worker: partition 0's
-    handled = {PROCESSED_KEY, NEXT_SEQ_KEY, SEEN_KEY, FAILING_KEY, SESSIONS_KEY}
+    handled = {PROCESSED_KEY, NEXT_SEQ_KEY, SEEN_KEY, FAILING_KEY, SESSIONS_KEY, DELIVERY_FLOOR_KEY}
     for key in sorted({k for m in metas for k in m} - handled):
         values = [m[key] for m in metas if key in m]
         if any(v != values[0] for v in values):

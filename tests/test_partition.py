@@ -84,6 +84,16 @@ def test_every_bed_belongs_to_exactly_one_partition(tmp_path: Path) -> None:
     assert store_paths(config) == [part.daemon.store_path for part in parts]
 
 
+def test_a_worker_numbers_its_deliveries_in_its_partitions_lane(tmp_path: Path) -> None:
+    from daemon.app import build  # noqa: PLC0415 -- the whole daemon, for this test only
+
+    config = _config(tmp_path, workers=2)
+    part = Partition(1, 2)
+    pipeline = build(for_partition(config, part), part=part)
+    assert [pipeline.store.next_id("delivery_outbox") for _ in range(3)] == [1, 3, 5]
+    pipeline.writer.close()
+
+
 def test_one_worker_keeps_the_plain_store_name(tmp_path: Path) -> None:
     config = _config(tmp_path, workers=1)
     assert store_paths(config) == [config.daemon.store_path]

@@ -495,6 +495,9 @@ def test_two_stores_are_gathered_into_one_with_every_alert_number_above_both(tmp
     assert numbers == list(range(1, 7)) + list(range(7, 11))
     assert all(json.loads(row.notice)["delivery"] == row.id for row in pending)
     assert any("took a new delivery number" in note for note in report.notes)
+    # The next delivery goes above every number given, a shifted one included.
+    assert store.meta("delivery.floor") == 10
+    assert store.next_id("delivery_outbox") == 11
     failing = store.meta("delivery.failing")
     assert sorted(map(tuple, failing["pager"])) == [("haem", "1"), ("onc", "o1")]
     store.close()

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from daemon.links.store import (
+    DELIVERY_FLOOR_KEY,
     MIGRATIONS,
     SCHEMA_VERSION,
     Changes,
     DeliveryRow,
+    Lane,
     SentNotice,
     Store,
     StoreError,
@@ -495,6 +497,28 @@ def test_delivery_numbers_go_on_above_every_one_sent_once_the_outbox_is_empty(tm
     assert again.deliveries_pending() == []
     assert again.next_id("delivery_outbox") == second + 1
     again.close()
+
+
+def test_workers_number_their_deliveries_in_lanes_above_the_floor_a_move_left(tmp_path: Path) -> None:
+    """Each worker numbers its deliveries in its own store: in its lane (``index`` more than
+    a multiple of the count), above its own numbers and the floor ``wardd repartition``
+    left, so that two workers never give one number."""
+    given: list[list[int]] = []
+    for index in range(3):
+        path = tmp_path / f"s{index}.sqlite"
+        store = Store(path, lane=Lane(index, 3))
+        floor = Changes()
+        floor.meta[DELIVERY_FLOOR_KEY] = 40
+        floor.journal.append(_notice_line(41, "nurse", ["w1-b1-1"], "b1"))  # this store's own, higher
+        store.apply(floor)
+        store.close()
+        store = Store(path, lane=Lane(index, 3))
+        given.append([store.next_id("delivery_outbox") for _ in range(4)])
+        store.close()
+    assert given == [[42, 45, 48, 51], [43, 46, 49, 52], [44, 47, 50, 53]]
+    one = Store(tmp_path / "one.sqlite")  # one worker: every number
+    assert [one.next_id("delivery_outbox") for _ in range(2)] == [1, 2]
+    one.close()
 
 
 def test_a_store_of_schema_6_finds_the_deliveries_it_journaled_before(tmp_path: Path) -> None:

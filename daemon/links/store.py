@@ -258,6 +258,37 @@ class SentNotice:
 # its condition, ``what = 'notice'``).
 _DELIVERY = "json_extract(entry, '$.delivery')"
 
+DELIVERY_FLOOR_KEY = "delivery.floor"
+"""In ``meta``: the highest delivery number any worker had given when ``wardd repartition``
+dealt the stores; numbering goes on above it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """A worker's share of the delivery numbers: those ``index`` more than a multiple of
+    ``count``. The workers of one daemon each number their own deliveries, in their own
+    stores; their lanes keep them from giving the same number (a receiver may drop a
+    repeat by it)."""
+
+    index: int
+    count: int
+
+    def first_above(self, number: int) -> int:
+        """The lowest number of this lane above ``number``."""
+        first = number + 1
+        return first + (self.index - first) % self.count
+
+
+ONE_LANE = Lane(0, 1)
+"""Every number: a daemon of one worker."""
+
+
+def last_delivery(db: sqlite3.Connection) -> int:
+    """The highest delivery number a store holds: queued, or journaled with its notice."""
+    queued = db.execute("SELECT MAX(id) FROM delivery_outbox").fetchone()[0]
+    sent = db.execute(f"SELECT MAX({_DELIVERY}) FROM journal WHERE what = 'notice'").fetchone()[0]  # noqa: S608 -- fixed text
+    return max(int(queued or 0), int(sent or 0))
+
 
 @dataclass(frozen=True, slots=True)
 class AlertRow:
@@ -382,7 +413,8 @@ class Store:
     """Logged inputs that a checkpoint has covered (``Changes.defer_inbound_delete``) deleted
     by each commit, besides as many as it logs: the log never grows faster than it is swept."""
 
-    def __init__(self, path: Path, *, synchronous: Synchronous = "full") -> None:
+    def __init__(self, path: Path, *, synchronous: Synchronous = "full", lane: Lane = ONE_LANE) -> None:
+        """``lane``: this store's share of the delivery numbers, a worker's among the workers."""
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -402,9 +434,14 @@ class Store:
             "inbound": max(self._max("inbound", "seq"), covered) + 1,
             "point_outbox": max(self._max("point_outbox", "id"), self._max("dead_letters", "id")) + 1,
             "mqtt_outbox": self._max("mqtt_outbox", "id") + 1,
-            # A number a receiver was given is never given again: its receipts name it.
-            "delivery_outbox": max(self._max("delivery_outbox", "id"), self._last_delivery()) + 1,
+            # A number a receiver was given is never given again (its receipts and its
+            # repeats name it): above every one this store gave, and every one the other
+            # workers had given when the stores were last dealt (``wardd repartition``).
+            "delivery_outbox": lane.first_above(
+                max(last_delivery(self._db), int(self.meta(DELIVERY_FLOOR_KEY, 0)))
+            ),
         }
+        self._steps = {"delivery_outbox": lane.count}
         # The logged inputs a checkpoint covers, and those of them already deleted: the
         # rest go a few per commit (``Changes.defer_inbound_delete``).
         self._covered_seq = covered
@@ -447,14 +484,10 @@ class Store:
         row = self._db.execute(f"SELECT MAX({column}) FROM {table}").fetchone()  # noqa: S608 -- fixed names
         return int(row[0] or 0)
 
-    def _last_delivery(self) -> int:
-        row = self._db.execute(f"SELECT MAX({_DELIVERY}) FROM journal WHERE what = 'notice'").fetchone()  # noqa: S608 -- fixed text
-        return int(row[0] or 0)
-
     def next_id(self, table: Literal["inbound", "point_outbox", "mqtt_outbox", "delivery_outbox"]) -> int:
         """A fresh id for a row of ``table`` (ids are assigned here, so staging needs no round trip)."""
         value = self._next_ids[table]
-        self._next_ids[table] = value + 1
+        self._next_ids[table] = value + self._steps.get(table, 1)
         return value
 
     def close(self) -> None:
