@@ -21,11 +21,10 @@ python-hl7, never hand-split strings.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import hl7
 from hl7.util import escape as hl7_escape
@@ -137,12 +136,11 @@ def check_escapes(message: hl7.Message, where: str) -> None:
     it and goes on with the value changed. Call before reading any field (acknowledging
     reads none: it copies MSH as sent).
 
-    Read as python-hl7 reads them: value by value (between any two delimiters), each
-    escape character opening a sequence that the next one closes, so that two sequences
-    in a row (``\\E\\\\F\\``) are not taken for an empty one."""
+    Read as python-hl7 reads them: value by value (the leaves of the parsed message, as
+    sent), each escape character opening a sequence that the next one closes, so that two
+    sequences in a row (``\\E\\\\F\\``) are not taken for an empty one."""
     esc = message.esc
-    ends = re.compile(f"[{re.escape(message.separators)}\n]")
-    for value in (value for segment in message for value in ends.split(_text(segment))):
+    for value in _values(message):
         start = value.find(esc)
         while start != -1:
             end = value.find(esc, start + 1)
@@ -155,14 +153,22 @@ def check_escapes(message: hl7.Message, where: str) -> None:
             start = value.find(esc, end + 1)
 
 
-def _text(segment: hl7.Segment) -> str:
-    """A segment as sent; an MSH from MSH-3 on (MSH-2's encoding characters hold the
-    escape character itself)."""
-    try:
-        text = str(segment)
-    except IndexError:
-        return ""  # an MSH without its delimiters (python-hl7 cannot write it): no value in it
-    return text[8:] if text.startswith("MSH") else text
+def _values(message: hl7.Message) -> Iterator[str]:
+    """Every value of ``message`` as sent (not unescaped): the strings its segments nest, an
+    MSH's from MSH-3 on (MSH-1 and MSH-2 are the delimiters, the escape character among
+    them). A walk of the parsed lists: writing each segment out again took 3.5 times as long."""
+    for segment in message:
+        fields = iter(segment)
+        if next(fields, None) == ["MSH"]:
+            next(fields, None)
+            next(fields, None)
+        stack: list[Any] = list(fields)
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                yield item
+            else:
+                stack.extend(item)
 
 
 def _component(segment: hl7.Segment, index: int, component: int = 1, repeat: int = 1) -> str:
